@@ -1,0 +1,1 @@
+"""actorflow actors: the shared-dispatcher actor type, session and supervisor actors."""

@@ -1,0 +1,1 @@
+"""actorflow engine: graphs, tasks, context, sessions, codec and stores."""

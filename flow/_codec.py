@@ -1,0 +1,114 @@
+"""The snapshot codec: a session to msgpack bytes and back, with a schema version."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+
+from flow._context import ChatHistory, ChatMessage, Context
+from flow._errors import SnapshotDecodeError
+from flow._session import Session, SessionMetadata, SessionStatus
+
+__all__ = ["SCHEMA_VERSION", "decode", "encode"]
+
+SCHEMA_VERSION = 1
+
+
+def encode(session: Session) -> bytes:
+    """Encode ``session`` as msgpack bytes (schema ``SCHEMA_VERSION``)."""
+    meta = session.metadata
+    history = session.context.chat_history
+    doc = {
+        "v": SCHEMA_VERSION,
+        "id": session.session_id,
+        "graph": session.graph_id,
+        "gver": session.graph_version,
+        "task": session.current_task,
+        "status": session.status.value,
+        "smsg": session.status_message,
+        "rev": session.revision,
+        "back": session.back_stack,
+        "data": session.context._data,
+        "hist": [[m.role, m.content, m.timestamp] for m in history._messages],
+        "hmax": history.max_messages,
+        "meta": [
+            meta.owner,
+            meta.created_at,
+            meta.last_accessed,
+            meta.request_count,
+            meta.client_addr,
+            meta.expires_at,
+        ],
+    }
+    return msgpack.packb(doc, use_bin_type=True)
+
+
+def decode(raw: bytes) -> Session:
+    """Decode bytes written by ``encode``.
+
+    Raises:
+        SnapshotDecodeError: the bytes are not a snapshot, or are of an unknown
+            schema version; ``raw`` is carried on the error.
+    """
+    try:
+        doc = msgpack.unpackb(raw, raw=False, strict_map_key=True, use_list=True)
+    except Exception as exc:
+        raise SnapshotDecodeError(f"snapshot is not valid msgpack: {exc}", bytes(raw)) from exc
+    if not isinstance(doc, dict):
+        raise SnapshotDecodeError("snapshot is not a msgpack map", bytes(raw))
+    version = doc.get("v")
+    if version != SCHEMA_VERSION:
+        raise SnapshotDecodeError(
+            f"snapshot schema version {version!r} is not supported (this build reads "
+            f"{SCHEMA_VERSION})",
+            bytes(raw),
+        )
+    try:
+        return _session_from(doc)
+    except SnapshotDecodeError:
+        raise
+    except Exception as exc:
+        raise SnapshotDecodeError(
+            f"snapshot is malformed: {type(exc).__name__}: {exc}", bytes(raw)
+        ) from exc
+
+
+def _session_from(doc: dict[str, Any]) -> Session:
+    owner, created, accessed, count, addr, expires = doc["meta"]
+    hmax = doc["hmax"]
+    messages = [ChatMessage(_str(r), _str(c), _str(t)) for r, c, t in doc["hist"]]  # type: ignore[arg-type]
+    history = ChatHistory(messages, max_messages=None if hmax is None else int(hmax))
+    data = doc["data"]
+    if not isinstance(data, dict):
+        raise TypeError("context data is not a map")
+    context = Context(data, history, session_id=_str(doc["id"]))
+    back = doc["back"]
+    if not isinstance(back, list):
+        raise TypeError("back stack is not a list")
+    smsg = doc["smsg"]
+    return Session(
+        session_id=_str(doc["id"]),
+        graph_id=_str(doc["graph"]),
+        graph_version=_str(doc["gver"]),
+        current_task=_str(doc["task"]),
+        status=SessionStatus(doc["status"]),
+        context=context,
+        metadata=SessionMetadata(
+            owner=_str(owner),
+            created_at=float(created),
+            last_accessed=float(accessed),
+            request_count=int(count),
+            client_addr=None if addr is None else _str(addr),
+            expires_at=None if expires is None else float(expires),
+        ),
+        revision=int(doc["rev"]),
+        back_stack=[_str(b) for b in back],
+        status_message=None if smsg is None else _str(smsg),
+    )
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"expected str, got {type(value).__name__}")
+    return value

@@ -1,0 +1,249 @@
+"""The context a task reads and writes: msgpack-safe values plus chat history."""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from flow._errors import InvalidInput
+
+__all__ = ["DEFAULT_MAX_MESSAGES", "ChatHistory", "ChatMessage", "Context", "Role", "check_value"]
+
+Role = Literal["user", "assistant", "system"]
+ROLES: frozenset[str] = frozenset(("user", "assistant", "system"))
+DEFAULT_MAX_MESSAGES = 1000
+
+
+def check_value(key: str, value: Any) -> None:
+    """Raise ``InvalidInput`` unless ``value`` is msgpack-safe.
+
+    Safe values: None, bool, int (64-bit), float, str, bytes, list/tuple of safe
+    values, dict with str keys and safe values, nested.
+    """
+    problem = _find_unsafe(value, key)
+    if problem is not None:
+        path, bad = problem
+        raise InvalidInput(
+            f"context key {key!r}: value at {path} has type {type(bad).__name__}, "
+            "which cannot be stored (allowed: None, bool, int, float, str, bytes, "
+            "list, dict with str keys)"
+        )
+
+
+def _find_unsafe(value: Any, path: str) -> tuple[str, Any] | None:
+    if value is None or isinstance(value, bool | str | bytes | float):
+        return None
+    if isinstance(value, int):
+        if -(2**63) <= value < 2**64:
+            return None
+        return path, value
+    if isinstance(value, list | tuple):
+        for i, item in enumerate(value):
+            found = _find_unsafe(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+        return None
+    if isinstance(value, dict):
+        for k, item in value.items():
+            if not isinstance(k, str):
+                return f"{path} (key {k!r})", k
+            found = _find_unsafe(item, f"{path}[{k!r}]")
+            if found is not None:
+                return found
+        return None
+    return path, value
+
+
+def _now_rfc3339() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    """One chat message: role, content and a UTC RFC 3339 timestamp."""
+
+    role: Role
+    content: str
+    timestamp: str
+
+    def to_dict(self) -> dict[str, str]:
+        """Return the plain ``{"role", "content", "timestamp"}`` mapping."""
+        return {"role": self.role, "content": self.content, "timestamp": self.timestamp}
+
+
+class ChatHistory:
+    """Chat history that keeps the newest ``max_messages`` messages (None: unbounded)."""
+
+    __slots__ = ("_messages", "max_messages")
+
+    def __init__(
+        self,
+        messages: list[ChatMessage] | None = None,
+        max_messages: int | None = DEFAULT_MAX_MESSAGES,
+    ) -> None:
+        if max_messages is not None and max_messages < 1:
+            raise InvalidInput(f"max_messages must be >= 1 or None, got {max_messages}")
+        self.max_messages = max_messages
+        self._messages: list[ChatMessage] = list(messages or [])
+        self._trim()
+
+    def _trim(self) -> None:
+        if self.max_messages is not None and len(self._messages) > self.max_messages:
+            del self._messages[: len(self._messages) - self.max_messages]
+
+    def add(self, role: Role, content: str) -> ChatMessage:
+        """Append a message with the current UTC time; returns it."""
+        if role not in ROLES:
+            raise InvalidInput(f"chat role must be one of user, assistant, system; got {role!r}")
+        if not isinstance(content, str):
+            raise InvalidInput(f"chat content must be str, got {type(content).__name__}")
+        message = ChatMessage(role, content, _now_rfc3339())
+        self._messages.append(message)
+        self._trim()
+        return message
+
+    def add_user(self, content: str) -> ChatMessage:
+        """Append a user message."""
+        return self.add("user", content)
+
+    def add_assistant(self, content: str) -> ChatMessage:
+        """Append an assistant message."""
+        return self.add("assistant", content)
+
+    def add_system(self, content: str) -> ChatMessage:
+        """Append a system message."""
+        return self.add("system", content)
+
+    def last_messages(self, n: int) -> list[ChatMessage]:
+        """The newest ``n`` messages, oldest first."""
+        return list(self._messages[-n:]) if n > 0 else []
+
+    @property
+    def messages(self) -> list[ChatMessage]:
+        """A copy of all kept messages, oldest first."""
+        return list(self._messages)
+
+    def clear(self) -> None:
+        """Remove every message."""
+        self._messages.clear()
+
+    def copy(self) -> ChatHistory:
+        """An independent copy (messages are immutable, so a shallow list copy suffices)."""
+        clone = ChatHistory.__new__(ChatHistory)
+        clone.max_messages = self.max_messages
+        clone._messages = list(self._messages)
+        return clone
+
+    def __len__(self) -> int:
+        return len(self._messages)
+
+    def __iter__(self) -> Iterator[ChatMessage]:
+        return iter(list(self._messages))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ChatHistory):
+            return NotImplemented
+        return self.max_messages == other.max_messages and self._messages == other._messages
+
+    def __repr__(self) -> str:
+        return f"ChatHistory({len(self._messages)} messages, max={self.max_messages})"
+
+
+class Context:
+    """A task's view of the session's data: string keys to msgpack-safe values.
+
+    ``get`` of a missing key gives the default (None); ``set`` rejects a value that
+    could not be snapshotted, naming the key and the type; ``input`` is the current
+    step's input (also stored under ``user_input``, graph-flow's convention).
+    """
+
+    __slots__ = ("_data", "chat_history", "input", "session_id")
+
+    def __init__(
+        self,
+        data: dict[str, Any] | None = None,
+        chat_history: ChatHistory | None = None,
+        *,
+        session_id: str | None = None,
+    ) -> None:
+        self._data: dict[str, Any] = {}
+        for key, value in (data or {}).items():
+            self.set(key, value)
+        self.chat_history = chat_history if chat_history is not None else ChatHistory()
+        self.input: Any = None
+        self.session_id = session_id
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The value under ``key``, or ``default`` when it is missing."""
+        return self._data.get(key, default)
+
+    def set(self, key: str, value: Any) -> None:
+        """Store ``value`` under ``key``; raises ``InvalidInput`` if it is not msgpack-safe."""
+        if not isinstance(key, str):
+            raise InvalidInput(f"context keys must be str, got {type(key).__name__}")
+        check_value(key, value)
+        self._data[key] = copy.deepcopy(value) if isinstance(value, list | dict | tuple) else value
+
+    def remove(self, key: str) -> Any:
+        """Remove ``key``; returns its old value (None when it was missing)."""
+        return self._data.pop(key, None)
+
+    def contains(self, key: str) -> bool:
+        """Whether ``key`` is set."""
+        return key in self._data
+
+    def keys(self) -> list[str]:
+        """The keys, in insertion order."""
+        return list(self._data)
+
+    def clear(self) -> None:
+        """Remove every key; the chat history is kept (as graph-flow does)."""
+        self._data.clear()
+
+    def to_dict(self) -> dict[str, Any]:
+        """A deep copy of the plain key → value map."""
+        return copy.deepcopy(self._data)
+
+    def copy(self) -> Context:
+        """An independent deep copy (data and chat history), keeping ``input``."""
+        clone = Context.__new__(Context)
+        clone._data = copy.deepcopy(self._data)
+        clone.chat_history = self.chat_history.copy()
+        clone.input = self.input
+        clone.session_id = self.session_id
+        return clone
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def __getitem__(self, key: str) -> Any:
+        return self._data[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.set(key, value)
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Context):
+            return NotImplemented
+        return _same(self._data, other._data) and self.chat_history == other.chat_history
+
+    def __repr__(self) -> str:
+        return f"Context(keys={self.keys()!r}, history={len(self.chat_history)})"
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equality that treats NaN as equal to itself (for round-trip checks)."""
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b) and type(a) is type(b)

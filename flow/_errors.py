@@ -1,0 +1,160 @@
+"""actorflow's exceptions, grouped by what the caller does next.
+
+The whole tree (``runtime.errors`` re-exports it; the HTTP layer maps it to
+statuses in one table)::
+
+    ActorflowError
+    ├── InvalidInput            fix the request (HTTP 422)
+    │   └── GraphInvalid        a graph failed validation at build() (names the task)
+    ├── SessionNotFound         no such session, or not yours (404)
+    ├── GraphNotFound           no graph with that id (404)
+    ├── TaskNotFound            GoTo/edge names a task the graph lacks (500, task-failed)
+    ├── SessionCompleted        the session has ended; start a new one (409)
+    ├── SessionBusy             retry later: a step is running or the mailbox is full (409/429)
+    ├── TaskFailed              the task raised; the session was rolled back (500)
+    ├── StepTimeout             the step passed its deadline; rolled back (504)
+    ├── StoreUnavailable        the store cannot be reached or written; retry (503)
+    │   └── RevisionConflict    compare-and-set lost: someone saved a newer revision
+    ├── SnapshotDecodeError     stored bytes could not be decoded (row quarantined)
+    └── RuntimeClosed           the runtime was closed; open a new one
+
+They live in ``flow`` because the engine and the stores raise them and
+``flow`` may not import the layers above it.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ActorflowError",
+    "GraphInvalid",
+    "GraphNotFound",
+    "InvalidInput",
+    "RevisionConflict",
+    "RuntimeClosed",
+    "SessionBusy",
+    "SessionCompleted",
+    "SessionNotFound",
+    "SnapshotDecodeError",
+    "StepTimeout",
+    "StoreUnavailable",
+    "TaskFailed",
+    "TaskNotFound",
+]
+
+
+class ActorflowError(Exception):
+    """Base class of every error actorflow raises to its callers."""
+
+
+class InvalidInput(ActorflowError, ValueError):
+    """The caller passed something actorflow cannot accept (fix the request)."""
+
+
+class GraphInvalid(InvalidInput):
+    """A graph failed validation in ``GraphBuilder.build()``; the message names the task."""
+
+
+class SessionNotFound(ActorflowError, LookupError):
+    """No session with this id exists for this caller."""
+
+    def __init__(self, session_id: str, message: str | None = None) -> None:
+        super().__init__(message or f"session {session_id!r} not found")
+        self.session_id = session_id
+
+
+class GraphNotFound(ActorflowError, LookupError):
+    """No graph with this id is registered."""
+
+    def __init__(self, graph_id: str) -> None:
+        super().__init__(f"graph {graph_id!r} not found")
+        self.graph_id = graph_id
+
+
+class TaskNotFound(ActorflowError, LookupError):
+    """A task id named by an edge or a GoTo is not in the graph."""
+
+    def __init__(self, task_id: str, graph_id: str | None = None) -> None:
+        where = f" in graph {graph_id!r}" if graph_id else ""
+        super().__init__(f"task {task_id!r} not found{where}")
+        self.task_id = task_id
+        self.graph_id = graph_id
+
+
+class SessionCompleted(ActorflowError):
+    """A step was asked of a session that has already completed."""
+
+    def __init__(self, session_id: str) -> None:
+        super().__init__(
+            f"session {session_id!r} is completed; create a new session to start again"
+        )
+        self.session_id = session_id
+
+
+class SessionBusy(ActorflowError):
+    """The session is busy: a step is running (``on_busy='reject'``) or its mailbox is full.
+
+    Attributes:
+        mailbox_full: True when the per-session ``max_pending`` bound was hit (HTTP 429),
+            False when ``on_busy='reject'`` found a step running (HTTP 409).
+    """
+
+    def __init__(self, session_id: str, *, mailbox_full: bool = False) -> None:
+        why = "mailbox is full" if mailbox_full else "a step is already running"
+        super().__init__(f"session {session_id!r} is busy: {why}")
+        self.session_id = session_id
+        self.mailbox_full = mailbox_full
+
+
+class TaskFailed(ActorflowError):
+    """A task raised; the session was left exactly as it was before the step.
+
+    The original exception is ``__cause__`` and also ``cause``.
+    """
+
+    def __init__(self, task_id: str, cause: BaseException, session_id: str | None = None) -> None:
+        super().__init__(f"task {task_id!r} failed: {type(cause).__name__}: {cause}")
+        self.task_id = task_id
+        self.cause = cause
+        self.session_id = session_id
+        self.__cause__ = cause
+
+
+class StepTimeout(ActorflowError, TimeoutError):
+    """A step ran past ``step_timeout``; the session was left as it was."""
+
+    def __init__(self, session_id: str, timeout: float) -> None:
+        super().__init__(f"step on session {session_id!r} exceeded {timeout:g} s")
+        self.session_id = session_id
+        self.timeout = timeout
+
+
+class StoreUnavailable(ActorflowError):
+    """The session store could not be reached or written; nothing was acknowledged."""
+
+
+class RevisionConflict(StoreUnavailable):
+    """A compare-and-set save lost: the stored revision is not the expected one."""
+
+    def __init__(self, session_id: str, expected: int | None, actual: int | None) -> None:
+        super().__init__(
+            f"session {session_id!r}: expected stored revision {expected}, found {actual}"
+        )
+        self.session_id = session_id
+        self.expected = expected
+        self.actual = actual
+
+
+class SnapshotDecodeError(ActorflowError):
+    """Stored bytes could not be decoded into a session.
+
+    Attributes:
+        raw: the bytes that failed to decode (kept so nothing is lost).
+    """
+
+    def __init__(self, message: str, raw: bytes) -> None:
+        super().__init__(message)
+        self.raw = raw
+
+
+class RuntimeClosed(ActorflowError):
+    """The runtime has been closed and takes no more requests."""

@@ -1,0 +1,61 @@
+"""A session: one conversation's position in a graph, its context and its metadata."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+
+from flow._context import Context
+
+__all__ = ["Session", "SessionMetadata", "SessionStatus", "new_session_id"]
+
+
+class SessionStatus(StrEnum):
+    """Where a session stands between steps."""
+
+    PAUSED = "paused"
+    WAITING_FOR_INPUT = "waiting_for_input"
+    COMPLETED = "completed"
+    ERROR = "error"
+
+
+def new_session_id() -> str:
+    """A fresh session id (UUID4, canonical string form)."""
+    return str(uuid.uuid4())
+
+
+@dataclass(frozen=True, slots=True)
+class SessionMetadata:
+    """Who owns a session and how it has been used. Times are UNIX epoch seconds."""
+
+    owner: str
+    created_at: float
+    last_accessed: float
+    request_count: int = 0
+    client_addr: str | None = None
+    expires_at: float | None = None
+
+
+@dataclass(slots=True, eq=True)
+class Session:
+    """One session's whole state: what a snapshot holds.
+
+    ``step`` never mutates a session it is given: it works on ``copy()`` and returns
+    the new one, so the committed session is untouched when a task raises.
+    """
+
+    session_id: str
+    graph_id: str
+    graph_version: str
+    current_task: str
+    status: SessionStatus
+    context: Context
+    metadata: SessionMetadata
+    revision: int = 0
+    back_stack: list[str] = field(default_factory=list)
+    status_message: str | None = None
+
+    def copy(self) -> Session:
+        """A deep, independent working copy."""
+        return replace(self, context=self.context.copy(), back_stack=list(self.back_stack))

@@ -1,0 +1,1 @@
+"""Session stores: the protocol, an in-memory store and the SQLite store."""

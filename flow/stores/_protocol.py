@@ -1,0 +1,114 @@
+"""The store protocol every session store implements (memory, SQLite, Redis).
+
+For implementors of new stores: provide every method of ``SessionStore``.
+``save`` must not make the caller wait for the disk: it returns a
+``concurrent.futures.Future`` completed after the commit that holds the
+snapshot (with ``RevisionConflict`` or ``StoreUnavailable`` on failure), and
+snapshots of one session must be committed in the order they were saved.
+A row whose bytes do not decode is moved to quarantine, never deleted.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Literal, Protocol, runtime_checkable
+
+from flow._session import Session
+
+__all__ = [
+    "Durability",
+    "QuarantinedRow",
+    "SessionPage",
+    "SessionStore",
+    "StoredSessionInfo",
+]
+
+Durability = Literal["fsync", "commit"]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSessionInfo:
+    """What a store's index knows of a session without decoding its snapshot."""
+
+    session_id: str
+    owner: str
+    graph_id: str
+    current_task: str
+    status: str
+    revision: int
+    created_at: float
+    last_accessed: float
+    expires_at: float | None
+    size: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPage:
+    """One page of ``list``: items ordered by session id; pass ``next_cursor`` for the next."""
+
+    items: list[StoredSessionInfo]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class QuarantinedRow:
+    """A snapshot that failed to decode, kept with its bytes and the error."""
+
+    session_id: str
+    raw: bytes
+    error: str
+    quarantined_at: float
+
+
+@runtime_checkable
+class SessionStore(Protocol):
+    """The protocol shared by every session store."""
+
+    def load(self, session_id: str) -> Session | None:
+        """The last committed snapshot, or None when there is none.
+
+        Raises:
+            SnapshotDecodeError: the row did not decode; it has been quarantined.
+            StoreUnavailable: the store could not be read.
+        """
+        ...
+
+    def save(self, session: Session, expected_revision: int | None) -> Future[None]:
+        """Queue ``session`` for commit if the stored revision is ``expected_revision``.
+
+        ``expected_revision`` is None for a session that must not exist yet.
+        Returns at once; the future completes after the commit that holds it, or
+        fails with ``RevisionConflict`` / ``StoreUnavailable``.
+        """
+        ...
+
+    def delete(self, session_id: str) -> bool:
+        """Delete a session (committed before returning); True if it existed."""
+        ...
+
+    def list(
+        self, owner: str | None = None, cursor: str | None = None, limit: int = 100
+    ) -> SessionPage:
+        """Sessions of ``owner`` (every owner when None), ordered by id, after ``cursor``."""
+        ...
+
+    def expired(self, now: float, limit: int = 1000) -> list[str]:
+        """Ids of up to ``limit`` sessions whose ``expires_at`` is before ``now``."""
+        ...
+
+    def count(self) -> int:
+        """How many sessions are stored (quarantined rows excluded)."""
+        ...
+
+    def quarantined(self, limit: int = 100) -> list[QuarantinedRow]:
+        """Rows that failed to decode, newest first."""
+        ...
+
+    def flush(self) -> None:
+        """Block until every save queued so far has been committed (or failed)."""
+        ...
+
+    def close(self) -> None:
+        """Commit what is queued, stop the writer and release the store."""
+        ...

@@ -1,0 +1,1 @@
+"""actorflow runtime: the host-facing Runtime facade, daemon, admin socket and shell."""

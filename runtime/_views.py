@@ -1,0 +1,72 @@
+"""Frozen views the Runtime hands out: sessions, live actors, statistics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["LiveSessionInfo", "RuntimeStats", "SessionMetadataView", "SessionView"]
+
+
+@dataclass(frozen=True, slots=True)
+class SessionMetadataView:
+    """A session's metadata (times are UNIX epoch seconds)."""
+
+    owner: str
+    created_at: float
+    last_accessed: float
+    request_count: int
+    client_addr: str | None
+    expires_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionView:
+    """A read-only copy of a session as of one revision."""
+
+    session_id: str
+    graph: str
+    current_task: str
+    status: str
+    context: dict[str, Any]
+    chat_history: list[dict[str, str]]
+    metadata: SessionMetadataView
+    revision: int
+    status_message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LiveSessionInfo:
+    """One live session actor, as the admin shell shows it.
+
+    ``state`` is the actor's state: ``idle`` (nothing to do), ``running`` (a step
+    is in progress), ``stopping``.
+    """
+
+    session_id: str
+    graph: str
+    owner: str
+    state: str
+    status: str
+    current_task: str
+    mailbox_depth: int
+    idle_seconds: float
+    request_count: int
+    snapshot_bytes: int
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeStats:
+    """Counters since the runtime opened, and the store's counts."""
+
+    live: int
+    activations: int
+    passivations: int
+    evictions: int
+    restarts: int
+    expirations: int
+    steps: int
+    errors: int
+    stored: int
+    quarantined: int
