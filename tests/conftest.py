@@ -29,7 +29,8 @@ def wait_for_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> 
                 return
         except OSError:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"nothing listening on {host}:{port} after {timeout} s") from None
+                message = f"nothing listening on {host}:{port} after {timeout} s"
+                raise TimeoutError(message) from None
             time.sleep(0.02)  # polling a port: there is no event to wait on
 
 

@@ -10,6 +10,7 @@ A row whose bytes do not decode is moved to quarantine, never deleted.
 
 from __future__ import annotations
 
+import builtins
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
@@ -93,7 +94,7 @@ class SessionStore(Protocol):
         """Sessions of ``owner`` (every owner when None), ordered by id, after ``cursor``."""
         ...
 
-    def expired(self, now: float, limit: int = 1000) -> list[str]:
+    def expired(self, now: float, limit: int = 1000) -> builtins.list[str]:
         """Ids of up to ``limit`` sessions whose ``expires_at`` is before ``now``."""
         ...
 
@@ -101,7 +102,7 @@ class SessionStore(Protocol):
         """How many sessions are stored (quarantined rows excluded)."""
         ...
 
-    def quarantined(self, limit: int = 100) -> list[QuarantinedRow]:
+    def quarantined(self, limit: int = 100) -> builtins.list[QuarantinedRow]:
         """Rows that failed to decode, newest first."""
         ...
 
