@@ -1,0 +1,104 @@
+"""Run every benchmark and write docs/benchmarks.md (figures, machine, date, plots).
+
+Each benchmark prints one line per figure; this script keeps those lines as
+they are, in one table per benchmark, and copies the PNG plots next to the page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCHES = [
+    ("store", "bench/store.py", "Group commit against one transaction per save (SQLite, fsync)"),
+    ("actors", "bench/actors.py", "The dispatcher actor type against pykka's ThreadingActor"),
+    ("inprocess", "bench/inprocess.py", "Durable steps in process, against LangGraph"),
+    ("http", "bench/http.py", "Durable steps through the HTTP daemon"),
+]
+
+
+def machine() -> str:
+    """One line describing this machine."""
+    mem_kib = 0
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem_kib = int(line.split()[1])
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return (
+        f"{os.cpu_count()} cores ({cpu}), {mem_kib / 2**20:.0f} GiB, "
+        f"{platform.system()} {platform.release()}, Python {platform.python_version()}"
+    )
+
+
+def run(script: str, extra: list[str]) -> tuple[list[str], float, int]:
+    """Run one benchmark; its printed figure lines, seconds taken and exit code."""
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, script, *extra],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    lines = [line.rstrip() for line in proc.stdout.splitlines() if line.strip()]
+    if proc.returncode != 0:
+        lines.append(f"FAILED (exit {proc.returncode}): {proc.stderr.strip().splitlines()[-1:]}")
+    return lines, time.monotonic() - started, proc.returncode
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="pass --quick to each benchmark")
+    parser.add_argument("--only", action="append", help="run only these benchmarks (by name)")
+    args = parser.parse_args()
+    extra = ["--quick"] if args.quick else []
+    out = ROOT / "docs"
+    plots = out / "benchmarks"
+    plots.mkdir(parents=True, exist_ok=True)
+    sections = []
+    failed = 0
+    for name, script, title in BENCHES:
+        if args.only and name not in args.only:
+            continue
+        print(f"bin/bench: running {script} ...", file=sys.stderr, flush=True)
+        lines, seconds, code = run(script, extra)
+        failed += code != 0
+        body = "\n".join(f"| {line.replace('|', '/')} |" for line in lines) or "| (no output) |"
+        sections.append(
+            f"## {name}: {title}\n\n`python {script}` ({seconds:.0f} s)\n\n"
+            f"| figure |\n|---|\n{body}\n"
+        )
+    for png in sorted((ROOT / "bench" / "out").glob("*.png")):
+        shutil.copy(png, plots / png.name)
+        sections.append(f"![{png.stem}](benchmarks/{png.name})\n")
+    today = dt.date.today().isoformat()
+    page = (
+        "# Benchmarks\n\n"
+        f"Written by `./bin/bench` on {today}.\n\nMachine: {machine()}.\n\n"
+        "Figures are from one run on a shared, noisy machine; compare ratios within one "
+        "run rather than absolute numbers across runs.\n\n" + "\n".join(sections)
+    )
+    (out / "benchmarks.md").write_text(page)
+    print(f"bin/bench: wrote {out / 'benchmarks.md'}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
