@@ -1,0 +1,596 @@
+"""SqliteStore: the embedded default store, one SQLite file with one group-committing writer.
+
+Why one writer thread: SQLite allows one writer at a time, and an fsync'd commit
+costs the same for one row as for a thousand. So ``save`` encodes the snapshot on
+the caller's thread, queues it and returns a future at once; the writer takes
+everything waiting (up to ``max_batch``), checks each compare-and-set, commits
+the lot in one transaction and only then completes the futures. Many callers
+share one fsync, and an actor can pass the future on to its own caller and go on.
+
+The writer is the only thread (and, by design, the only process) writing the
+file, so it caches the committed revision of every session it has seen and the
+hot path needs no SELECT per save. Reads use their own connections (a small
+pool), never the writer's, and see the last committed state.
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from flow._codec import decode, encode
+from flow._errors import RevisionConflict, SnapshotDecodeError, StoreUnavailable
+from flow._session import Session
+from flow.stores._protocol import Durability, QuarantinedRow, SessionPage, StoredSessionInfo
+
+__all__ = ["STORE_SCHEMA_VERSION", "SqliteStore", "WriterStats"]
+
+STORE_SCHEMA_VERSION = 1
+"""The layout of the tables; a file written with a higher number is refused."""
+
+_SYNCHRONOUS: dict[str, str] = {"fsync": "FULL", "commit": "NORMAL"}
+_REVISION_CACHE_LIMIT = 262_144
+_SELECT_CHUNK = 500
+_MAX_READERS = 8
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS sessions (
+        session_id    TEXT PRIMARY KEY,
+        owner         TEXT NOT NULL,
+        graph_id      TEXT NOT NULL,
+        current_task  TEXT NOT NULL,
+        status        TEXT NOT NULL,
+        revision      INTEGER NOT NULL,
+        created_at    REAL NOT NULL,
+        last_accessed REAL NOT NULL,
+        expires_at    REAL,
+        data          BLOB NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS sessions_owner ON sessions (owner, session_id)",
+    "CREATE INDEX IF NOT EXISTS sessions_expires_at ON sessions (expires_at)",
+    """CREATE TABLE IF NOT EXISTS quarantine (
+        session_id     TEXT NOT NULL,
+        raw            BLOB NOT NULL,
+        error          TEXT NOT NULL,
+        quarantined_at REAL NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS quarantine_time ON quarantine (quarantined_at)",
+    "CREATE TABLE IF NOT EXISTS meta (schema_version INTEGER NOT NULL)",
+)
+
+_UPSERT = """
+INSERT INTO sessions (session_id, owner, graph_id, current_task, status, revision,
+                      created_at, last_accessed, expires_at, data)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (session_id) DO UPDATE SET
+    owner = excluded.owner, graph_id = excluded.graph_id,
+    current_task = excluded.current_task, status = excluded.status,
+    revision = excluded.revision, created_at = excluded.created_at,
+    last_accessed = excluded.last_accessed, expires_at = excluded.expires_at,
+    data = excluded.data
+"""
+
+_INFO_COLUMNS = (
+    "session_id, owner, graph_id, current_task, status, revision, "
+    "created_at, last_accessed, expires_at, length(data)"
+)
+
+_Row = tuple[str, str, str, str, str, int, float, float, float | None, bytes]
+
+
+class _SaveOp(NamedTuple):
+    session_id: str
+    expected: int | None
+    row: _Row
+    future: Future[None]
+
+
+class _DeleteOp(NamedTuple):
+    session_id: str
+    future: Future[bool]
+
+
+class _QuarantineOp(NamedTuple):
+    session_id: str
+    raw: bytes
+    error: str
+    future: Future[None]
+
+
+class _FlushOp(NamedTuple):
+    future: Future[None]
+
+
+class _CloseOp(NamedTuple):
+    future: Future[None]
+
+
+_Op = _SaveOp | _DeleteOp | _QuarantineOp | _FlushOp | _CloseOp
+
+
+@dataclass(frozen=True, slots=True)
+class WriterStats:
+    """What the writer thread has done since the store was opened.
+
+    Attributes:
+        transactions: transactions committed.
+        saves: snapshots committed.
+        failed_transactions: transactions rolled back because the commit failed.
+        largest_batch: most operations taken in one batch.
+    """
+
+    transactions: int
+    saves: int
+    failed_transactions: int
+    largest_batch: int
+
+
+class SqliteStore:
+    """Sessions in one SQLite file (WAL), written by one group-committing thread.
+
+    Args:
+        path: the database file; created (with its tables) when missing.
+        durability: ``"fsync"`` (``synchronous=FULL``: a save is acknowledged once
+            it is on disk) or ``"commit"`` (``synchronous=NORMAL``: it survives a
+            process crash, not a power loss).
+        max_batch: most operations committed in one transaction; 1 gives one
+            transaction per save (the benchmark's baseline).
+
+    Raises:
+        StoreUnavailable: the file cannot be opened, is not a database, or was
+            written by a newer store schema.
+    """
+
+    def __init__(
+        self, path: str | Path, durability: Durability = "fsync", *, max_batch: int = 1024
+    ) -> None:
+        if durability not in _SYNCHRONOUS:
+            raise ValueError(f"durability must be 'fsync' or 'commit', not {durability!r}")
+        if max_batch < 1:
+            raise ValueError(f"max_batch must be at least 1, not {max_batch}")
+        self.path = Path(path)
+        self.durability: Durability = durability
+        self._max_batch = max_batch
+        self._synchronous = _SYNCHRONOUS[durability]
+        self._writer_conn = self._open_writer()
+        self._queue: queue.SimpleQueue[_Op] = queue.SimpleQueue()
+        self._submit_lock = threading.Lock()
+        self._closed = False
+        self._revisions: dict[str, int | None] = {}
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._transactions = 0
+        self._saves = 0
+        self._failed_transactions = 0
+        self._largest_batch = 0
+        self._writer = threading.Thread(
+            target=self._write_loop, name=f"sqlite-writer:{self.path.name}", daemon=True
+        )
+        self._writer.start()
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({str(self.path)!r}, durability={self.durability!r})"
+
+    def __enter__(self) -> SqliteStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # -- opening ---------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=30.0
+            )
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"cannot open session store {self.path}: {exc}") from exc
+        return conn
+
+    def _open_writer(self) -> sqlite3.Connection:
+        conn = self._connect()
+        try:
+            mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise StoreUnavailable(
+                    f"session store {self.path}: cannot switch to WAL mode (got {mode!r})"
+                )
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            self._create_schema(conn)
+        except StoreUnavailable:
+            conn.close()
+            raise
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StoreUnavailable(f"cannot open session store {self.path}: {exc}") from exc
+        return conn
+
+    def _create_schema(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            found = self._stored_schema_version(conn)
+            if found is not None and found > STORE_SCHEMA_VERSION:
+                raise StoreUnavailable(
+                    f"session store {self.path} was written by store schema version {found}; "
+                    f"this build reads versions up to {STORE_SCHEMA_VERSION}: "
+                    "open it with a newer actorflow"
+                )
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            if found is None:
+                conn.execute(
+                    "INSERT INTO meta (schema_version) VALUES (?)", (STORE_SCHEMA_VERSION,)
+                )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    @staticmethod
+    def _stored_schema_version(conn: sqlite3.Connection) -> int | None:
+        has_meta = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta'"
+        ).fetchone()
+        if has_meta is None:
+            return None
+        row = conn.execute("SELECT max(schema_version) FROM meta").fetchone()
+        return None if row is None or row[0] is None else int(row[0])
+
+    # -- the protocol ----------------------------------------------------------------
+
+    def save(self, session: Session, expected_revision: int | None) -> Future[None]:
+        """Queue ``session`` for commit if the stored revision is ``expected_revision``.
+
+        The snapshot is encoded here, on the caller's thread; the writer commits it
+        with whatever else is waiting. Snapshots of one session are committed in
+        the order they were saved.
+
+        Returns:
+            A future completed after the commit that holds the snapshot, or failed
+            with ``RevisionConflict`` (the stored revision was not
+            ``expected_revision``; None means the session must not exist) or
+            ``StoreUnavailable`` (the commit failed; nothing of its batch was kept).
+
+        Raises:
+            StoreUnavailable: the store is closed.
+        """
+        data = encode(session)
+        meta = session.metadata
+        sid = session.session_id
+        row: _Row = (
+            sid,
+            meta.owner,
+            session.graph_id,
+            session.current_task,
+            session.status.value,
+            session.revision,
+            meta.created_at,
+            meta.last_accessed,
+            meta.expires_at,
+            data,
+        )
+        future: Future[None] = Future()
+        future.set_running_or_notify_cancel()
+        self._submit(_SaveOp(sid, expected_revision, row, future))
+        return future
+
+    def load(self, session_id: str) -> Session | None:
+        """The last committed snapshot of ``session_id``, or None when there is none.
+
+        Raises:
+            SnapshotDecodeError: the stored bytes did not decode; the row has been
+                moved to the quarantine table (later loads return None).
+            StoreUnavailable: the store is closed or could not be read.
+        """
+        with self._reader() as conn:
+            row = conn.execute(
+                "SELECT data FROM sessions WHERE session_id = ?", (session_id,)
+            ).fetchone()
+        if row is None:
+            return None
+        raw = bytes(row[0])
+        try:
+            return decode(raw)
+        except SnapshotDecodeError as exc:
+            self._quarantine(session_id, raw, str(exc))
+            raise SnapshotDecodeError(
+                f"session {session_id!r} in {self.path}: {exc}; the row was moved to quarantine",
+                raw,
+            ) from exc
+
+    def delete(self, session_id: str) -> bool:
+        """Delete ``session_id`` after every save queued before it; True if it existed.
+
+        Returns once the deletion is committed.
+        """
+        future: Future[bool] = Future()
+        future.set_running_or_notify_cancel()
+        self._submit(_DeleteOp(session_id, future))
+        return future.result()
+
+    def list(
+        self, owner: str | None = None, cursor: str | None = None, limit: int = 100
+    ) -> SessionPage:
+        """Sessions of ``owner`` (every owner when None), ordered by id, after ``cursor``."""
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, not {limit}")
+        clauses: builtins.list[str] = []
+        params: builtins.list[Any] = []
+        if owner is not None:
+            clauses.append("owner = ?")
+            params.append(owner)
+        if cursor is not None:
+            clauses.append("session_id > ?")
+            params.append(cursor)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        params.append(limit + 1)
+        with self._reader() as conn:
+            rows = conn.execute(
+                f"SELECT {_INFO_COLUMNS} FROM sessions {where} ORDER BY session_id LIMIT ?",
+                params,
+            ).fetchall()
+        items = [StoredSessionInfo(*row) for row in rows[:limit]]
+        next_cursor = items[-1].session_id if len(rows) > limit else None
+        return SessionPage(items, next_cursor)
+
+    def expired(self, now: float, limit: int = 1000) -> builtins.list[str]:
+        """Ids of up to ``limit`` sessions whose ``expires_at`` is before ``now``, soonest first."""
+        with self._reader() as conn:
+            rows = conn.execute(
+                "SELECT session_id FROM sessions WHERE expires_at < ? ORDER BY expires_at LIMIT ?",
+                (now, limit),
+            ).fetchall()
+        return [row[0] for row in rows]
+
+    def count(self) -> int:
+        """How many sessions are stored (quarantined rows excluded)."""
+        with self._reader() as conn:
+            return int(conn.execute("SELECT count(*) FROM sessions").fetchone()[0])
+
+    def quarantined(self, limit: int = 100) -> builtins.list[QuarantinedRow]:
+        """Rows that failed to decode, newest first."""
+        with self._reader() as conn:
+            rows = conn.execute(
+                "SELECT session_id, raw, error, quarantined_at FROM quarantine "
+                "ORDER BY quarantined_at DESC, rowid DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [QuarantinedRow(sid, bytes(raw), error, at) for sid, raw, error, at in rows]
+
+    def flush(self) -> None:
+        """Block until every save queued so far has been committed (or failed)."""
+        future: Future[None] = Future()
+        future.set_running_or_notify_cancel()
+        self._submit(_FlushOp(future))
+        future.result()
+
+    def close(self) -> None:
+        """Commit what is queued, stop the writer and close the file.
+
+        Later calls (other than ``close``) raise ``StoreUnavailable``.
+        """
+        future: Future[None] = Future()
+        future.set_running_or_notify_cancel()
+        with self._submit_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(_CloseOp(future))
+        try:
+            future.result()
+        finally:
+            self._writer.join()
+            self._writer_conn.close()
+            with self._readers_lock:
+                for conn in self._readers:
+                    conn.close()
+                self._readers.clear()
+
+    def writer_stats(self) -> WriterStats:
+        """Counters of the writer thread (transactions, saves, batch sizes)."""
+        return WriterStats(
+            self._transactions, self._saves, self._failed_transactions, self._largest_batch
+        )
+
+    # -- callers' side -----------------------------------------------------------------
+
+    def _submit(self, op: _Op) -> None:
+        with self._submit_lock:
+            if self._closed:
+                raise StoreUnavailable(f"session store {self.path} is closed")
+            self._queue.put(op)
+
+    def _quarantine(self, session_id: str, raw: bytes, error: str) -> None:
+        future: Future[None] = Future()
+        future.set_running_or_notify_cancel()
+        self._submit(_QuarantineOp(session_id, raw, error, future))
+        future.result()
+
+    @contextlib.contextmanager
+    def _reader(self) -> Iterator[sqlite3.Connection]:
+        with self._readers_lock:
+            if self._closed:
+                raise StoreUnavailable(f"session store {self.path} is closed")
+            conn = self._readers.pop() if self._readers else None
+        if conn is None:
+            conn = self._connect()
+            conn.execute("PRAGMA query_only = 1")
+        try:
+            yield conn
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StoreUnavailable(f"cannot read session store {self.path}: {exc}") from exc
+        with self._readers_lock:
+            if self._closed or len(self._readers) >= _MAX_READERS:
+                conn.close()
+            else:
+                self._readers.append(conn)
+
+    # -- the writer thread -------------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        get = self._queue.get
+        get_nowait = self._queue.get_nowait
+        cap = self._max_batch
+        while True:
+            batch = [get()]
+            with contextlib.suppress(queue.Empty):
+                while len(batch) < cap:
+                    batch.append(get_nowait())
+            self._largest_batch = max(self._largest_batch, len(batch))
+            if self._write_batch(batch):
+                return
+
+    def _write_batch(self, batch: builtins.list[_Op]) -> bool:
+        """Commit one batch and complete its futures; True when it held the close request."""
+        batch_write = _BatchWrite(self._revisions)
+        conn = self._writer_conn
+        writes = any(not isinstance(op, _FlushOp | _CloseOp) for op in batch)
+        try:
+            self._load_revisions(batch)
+            if writes:
+                conn.execute("BEGIN IMMEDIATE")
+            try:
+                batch_write.apply(conn, batch)
+                if writes:
+                    conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+            if writes:
+                self._transactions += 1
+        except Exception as exc:
+            self._failed_transactions += 1
+            self._revisions.clear()
+            error = StoreUnavailable(
+                f"session store {self.path}: commit failed: {type(exc).__name__}: {exc}"
+            )
+            error.__cause__ = exc
+            for op in batch:
+                _fail(op.future, error)
+            return any(isinstance(op, _CloseOp) for op in batch)
+        self._saves += batch_write.saves
+        self._revisions.update(batch_write.revisions)
+        if len(self._revisions) > _REVISION_CACHE_LIMIT:
+            self._revisions.clear()
+        return batch_write.complete()
+
+    def _load_revisions(self, batch: builtins.list[_Op]) -> None:
+        """Cache the committed revision of every session the batch touches and the cache lacks."""
+        cache = self._revisions
+        unknown = {
+            op.session_id
+            for op in batch
+            if isinstance(op, _SaveOp | _DeleteOp) and op.session_id not in cache
+        }
+        if not unknown:
+            return
+        ids = list(unknown)
+        conn = self._writer_conn
+        for start in range(0, len(ids), _SELECT_CHUNK):
+            chunk = ids[start : start + _SELECT_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for sid, revision in conn.execute(
+                f"SELECT session_id, revision FROM sessions WHERE session_id IN ({marks})", chunk
+            ):
+                cache[sid] = revision
+        for sid in ids:
+            cache.setdefault(sid, None)
+
+
+class _BatchWrite:
+    """One batch's effect, worked out in order, written in one transaction."""
+
+    def __init__(self, committed: dict[str, int | None]) -> None:
+        self._committed = committed
+        self.revisions: dict[str, int | None] = {}
+        self._upserts: dict[str, _Row] = {}
+        self._deletes: set[str] = set()
+        self._results: list[tuple[Future[Any], Any, BaseException | None]] = []
+        self._close: Future[None] | None = None
+        self.saves = 0
+
+    def _current(self, sid: str) -> int | None:
+        revisions = self.revisions
+        return revisions[sid] if sid in revisions else self._committed.get(sid)
+
+    def apply(self, conn: sqlite3.Connection, batch: Iterable[_Op]) -> None:
+        """Check each operation in order and write the batch's net effect (no commit)."""
+        results = self._results
+        for op in batch:
+            if isinstance(op, _SaveOp):
+                sid = op.session_id
+                current = self._current(sid)
+                if current != op.expected:
+                    results.append((op.future, None, RevisionConflict(sid, op.expected, current)))
+                    continue
+                self.revisions[sid] = op.row[5]
+                self._upserts[sid] = op.row
+                self._deletes.discard(sid)
+                self.saves += 1
+                results.append((op.future, None, None))
+            elif isinstance(op, _DeleteOp):
+                sid = op.session_id
+                existed = self._current(sid) is not None
+                self.revisions[sid] = None
+                self._upserts.pop(sid, None)
+                self._deletes.add(sid)
+                results.append((op.future, existed, None))
+            elif isinstance(op, _QuarantineOp):
+                self._write(conn)
+                gone = conn.execute(
+                    "DELETE FROM sessions WHERE session_id = ? AND data = ?",
+                    (op.session_id, op.raw),
+                ).rowcount
+                conn.execute(
+                    "INSERT INTO quarantine (session_id, raw, error, quarantined_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    (op.session_id, op.raw, op.error, time.time()),
+                )
+                if gone:
+                    self.revisions[op.session_id] = None
+                results.append((op.future, None, None))
+            elif isinstance(op, _FlushOp):
+                results.append((op.future, None, None))
+            else:
+                self._close = op.future
+        self._write(conn)
+
+    def _write(self, conn: sqlite3.Connection) -> None:
+        if self._deletes:
+            conn.executemany(
+                "DELETE FROM sessions WHERE session_id = ?", [(sid,) for sid in self._deletes]
+            )
+            self._deletes.clear()
+        if self._upserts:
+            conn.executemany(_UPSERT, self._upserts.values())
+            self._upserts.clear()
+
+    def complete(self) -> bool:
+        """Complete every future of the committed batch; True when it held the close request."""
+        for future, value, error in self._results:
+            if error is None:
+                future.set_result(value)
+            else:
+                future.set_exception(error)
+        if self._close is not None:
+            self._close.set_result(None)
+            return True
+        return False
+
+
+def _fail(future: Future[Any], error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)
