@@ -1,1 +1,69 @@
-"""actorflow engine: graphs, tasks, context, sessions, codec and stores."""
+"""actorflow's engine: graphs, tasks, context, sessions, the step function and the codec.
+
+Build a graph with ``GraphBuilder``, start a session with ``new_session`` and
+advance it with ``step`` (or ``astep`` from asyncio); ``encode``/``decode`` turn a
+session into snapshot bytes and back. Stores live in ``flow.stores``; the demo
+graphs in ``flow.demo``.
+"""
+
+from flow._codec import decode, encode
+from flow._context import ChatHistory, ChatMessage, Context
+from flow._errors import (
+    ActorflowError,
+    GraphInvalid,
+    GraphNotFound,
+    InvalidInput,
+    RevisionConflict,
+    RuntimeClosed,
+    SessionBusy,
+    SessionCompleted,
+    SessionNotFound,
+    SnapshotDecodeError,
+    StepTimeout,
+    StoreUnavailable,
+    TaskFailed,
+    TaskNotFound,
+)
+from flow._fanout import FanOutTask
+from flow._graph import Graph, GraphBuilder
+from flow._session import Session, SessionMetadata, SessionStatus
+from flow._step import StepResult, astep, new_session, step
+from flow._task import FunctionTask, NextAction, Task, TaskResult, is_async_task, task
+
+__all__ = [
+    "ActorflowError",
+    "ChatHistory",
+    "ChatMessage",
+    "Context",
+    "FanOutTask",
+    "FunctionTask",
+    "Graph",
+    "GraphBuilder",
+    "GraphInvalid",
+    "GraphNotFound",
+    "InvalidInput",
+    "NextAction",
+    "RevisionConflict",
+    "RuntimeClosed",
+    "Session",
+    "SessionBusy",
+    "SessionCompleted",
+    "SessionMetadata",
+    "SessionNotFound",
+    "SessionStatus",
+    "SnapshotDecodeError",
+    "StepResult",
+    "StepTimeout",
+    "StoreUnavailable",
+    "Task",
+    "TaskFailed",
+    "TaskNotFound",
+    "TaskResult",
+    "astep",
+    "decode",
+    "encode",
+    "is_async_task",
+    "new_session",
+    "step",
+    "task",
+]

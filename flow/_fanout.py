@@ -1,0 +1,134 @@
+"""``FanOutTask``: run child tasks concurrently, each on its own copy of the context.
+
+graph-flow hands every child the same shared context (the last writer wins);
+here each child gets ``ctx.copy()`` and only the recorded keys come back, in
+child order:
+
+    ``<prefix>.<child_id>.response``, ``.status_message``, ``.next_action``
+    (the kind string; children's actions are otherwise ignored).
+
+If any child raises, the fan-out raises ``TaskFailed`` naming the first failing
+child (in child order) and records nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
+
+from flow._context import Context
+from flow._errors import TaskFailed
+from flow._task import (
+    NextAction,
+    RunAsync,
+    RunBlocking,
+    Task,
+    TaskResult,
+    run_on_private_loop,
+)
+
+__all__ = ["FanOutTask"]
+
+
+class FanOutTask(Task):
+    """Runs ``children`` concurrently and records their results under ``<prefix>.<id>.*``.
+
+    From ``step`` sync children run on threads and async children together on the
+    event loop ``run_async`` provides; from ``astep`` all children are gathered on the
+    running loop (blocking sync ones through ``run_blocking``).
+
+    Args:
+        task_id: the fan-out's own id.
+        children: the tasks to run (at least one; ids unique).
+        prefix: the first part of the recorded keys (default ``"fanout"``).
+        next_action: what the fan-out returns once its children are done
+            (default ``NextAction.Continue``).
+    """
+
+    def __init__(
+        self,
+        task_id: str,
+        children: Sequence[Task],
+        prefix: str = "fanout",
+        *,
+        next_action: NextAction = NextAction.Continue,
+    ) -> None:
+        super().__init__(task_id)
+        kids = list(children)
+        if not kids:
+            raise ValueError(f"FanOutTask {task_id!r} needs at least one child task")
+        for kid in kids:
+            if not isinstance(kid, Task):
+                raise TypeError(
+                    f"FanOutTask {task_id!r}: children must be Tasks, got {type(kid).__name__}"
+                )
+        ids = [kid.id for kid in kids]
+        duplicates = sorted({i for i in ids if ids.count(i) > 1})
+        if duplicates:
+            raise ValueError(f"FanOutTask {task_id!r}: duplicate child ids {duplicates}")
+        if not isinstance(prefix, str) or not prefix:
+            raise ValueError(f"FanOutTask {task_id!r}: prefix must be a non-empty str")
+        self.children: tuple[Task, ...] = tuple(kids)
+        self.prefix = prefix
+        self.next_action = next_action
+
+    def run(self, ctx: Context) -> TaskResult:
+        """Run the children from synchronous code (async ones on a private event loop)."""
+        return self._execute(ctx, None)
+
+    def _execute(self, ctx: Context, run_async: RunAsync | None) -> TaskResult:
+        copies = [ctx.copy() for _ in self.children]
+        outcomes: list[TaskResult | BaseException | None] = [None] * len(self.children)
+        sync = [i for i, kid in enumerate(self.children) if not kid.is_async]
+        asyn = [i for i, kid in enumerate(self.children) if kid.is_async]
+        futures: dict[int, Future[TaskResult]] = {}
+        with ThreadPoolExecutor(
+            max_workers=max(1, len(sync)), thread_name_prefix=f"fanout-{self.id}"
+        ) as pool:
+            for i in sync:
+                futures[i] = pool.submit(self.children[i]._execute, copies[i], run_async)
+            if asyn:
+                runner = run_async if run_async is not None else run_on_private_loop
+                gathered = runner(self._gather(asyn, copies))
+                for i, outcome in zip(asyn, gathered, strict=True):
+                    outcomes[i] = outcome
+        for i, future in futures.items():
+            exc = future.exception()
+            outcomes[i] = exc if exc is not None else future.result()
+        return self._record(ctx, outcomes)
+
+    def _gather(self, indexes: list[int], copies: list[Context]) -> Coroutine[Any, Any, Any]:
+        async def gather() -> list[TaskResult | BaseException]:
+            return await asyncio.gather(
+                *(self.children[i]._aexecute(copies[i], asyncio.to_thread) for i in indexes),
+                return_exceptions=True,
+            )
+
+        return gather()
+
+    async def _aexecute(self, ctx: Context, run_blocking: RunBlocking) -> TaskResult:
+        copies = [ctx.copy() for _ in self.children]
+        outcomes = await asyncio.gather(
+            *(kid._aexecute(c, run_blocking) for kid, c in zip(self.children, copies, strict=True)),
+            return_exceptions=True,
+        )
+        return self._record(ctx, list(outcomes))
+
+    def _record(
+        self, ctx: Context, outcomes: Sequence[TaskResult | BaseException | None]
+    ) -> TaskResult:
+        results: list[TaskResult] = []
+        for kid, outcome in zip(self.children, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                raise TaskFailed(kid.id, outcome, ctx.session_id) from outcome
+            if not isinstance(outcome, TaskResult):
+                raise TypeError(f"child task {kid.id!r} of {self.id!r} gave no result")
+            results.append(outcome)
+        for kid, outcome in zip(self.children, results, strict=True):
+            key = f"{self.prefix}.{kid.id}"
+            ctx.set(f"{key}.response", outcome.response)
+            ctx.set(f"{key}.status_message", outcome.status_message)
+            ctx.set(f"{key}.next_action", outcome.next_action.kind)
+        return TaskResult(None, self.next_action)

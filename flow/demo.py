@@ -1,0 +1,115 @@
+"""Two demo graphs the daemon and the shell serve by default: ``echo`` and ``support``.
+
+``echo`` is one task that counts and echoes every input and waits for the next.
+
+``support`` is a small help desk::
+
+    greet -> classify --"refund" in input--> refund --"done"/"bye"--> done
+                      \\--otherwise--------> faq    --"done"/"bye"--> done
+
+``greet`` says hello and moves on; ``classify`` waits for a request, then sends
+it to ``refund`` or ``faq`` in the same step; both wait for more input, go back
+to ``classify`` on "back" (which then waits for a new request), and finish in
+``done`` on "done" or "bye".
+"""
+
+from __future__ import annotations
+
+from flow._context import Context
+from flow._graph import Graph, GraphBuilder
+from flow._task import FunctionTask, NextAction, Task, TaskResult
+
+__all__ = ["GRAPHS", "echo", "support"]
+
+
+class Echo(Task):
+    """Counts inputs in context key ``count`` and replies ``echo: <input>``."""
+
+    blocking = False
+
+    def __init__(self) -> None:
+        super().__init__("echo")
+
+    def run(self, ctx: Context) -> TaskResult:
+        """Count, echo, remember the reply in the chat history, and wait for input."""
+        ctx.set("count", int(ctx.get("count", 0)) + 1)
+        text = "" if ctx.input is None else str(ctx.input)
+        response = f"echo: {text}"
+        ctx.chat_history.add_assistant(response)
+        return TaskResult(response, NextAction.WaitForInput)
+
+
+def _said(ctx: Context) -> str:
+    return "" if ctx.input is None else str(ctx.input).strip().lower()
+
+
+def _reply(ctx: Context, response: str, action: NextAction) -> TaskResult:
+    ctx.chat_history.add_assistant(response)
+    return TaskResult(response, action)
+
+
+def _greet(ctx: Context) -> TaskResult:
+    return _reply(ctx, "Hello! I can help with refunds and questions.", NextAction.Continue)
+
+
+def _classify(ctx: Context) -> TaskResult:
+    said = _said(ctx)
+    if said == "back":
+        return TaskResult(None, NextAction.WaitForInput)
+    if not said:
+        return _reply(ctx, "What can I help you with?", NextAction.WaitForInput)
+    ctx.set("request", str(ctx.input))
+    return TaskResult(None, NextAction.ContinueAndExecute)
+
+
+def _wants_refund(ctx: Context) -> bool:
+    return "refund" in _said(ctx)
+
+
+def _follow_up(ctx: Context, answer: str) -> TaskResult:
+    said = _said(ctx)
+    if said == "back":
+        return _reply(ctx, "Sure: what else can I help you with?", NextAction.GoBack)
+    if said in ("done", "bye"):
+        return TaskResult(None, NextAction.ContinueAndExecute)
+    return _reply(
+        ctx, f"{answer} Say 'back' for something else, or 'done'.", NextAction.WaitForInput
+    )
+
+
+def _refund(ctx: Context) -> TaskResult:
+    return _follow_up(ctx, f"I have opened a refund for: {ctx.get('request')}.")
+
+
+def _faq(ctx: Context) -> TaskResult:
+    return _follow_up(ctx, f"Here is what I know about: {ctx.get('request')}.")
+
+
+def _done(ctx: Context) -> TaskResult:
+    response = "Goodbye!"
+    ctx.chat_history.add_assistant(response)
+    return TaskResult(response, NextAction.End, "conversation finished")
+
+
+def _support() -> Graph:
+    return (
+        GraphBuilder("support")
+        .add_task(FunctionTask("greet", _greet, blocking=False))
+        .add_task(FunctionTask("classify", _classify, blocking=False))
+        .add_task(FunctionTask("refund", _refund, blocking=False))
+        .add_task(FunctionTask("faq", _faq, blocking=False))
+        .add_task(FunctionTask("done", _done, blocking=False))
+        .add_edge("greet", "classify")
+        .add_conditional_edge("classify", _wants_refund, "refund", "faq")
+        .add_edge("refund", "done")
+        .add_edge("faq", "done")
+        .build()
+    )
+
+
+#: One task ("echo"): counts inputs and echoes them, waiting for input each time.
+echo: Graph = GraphBuilder("echo").add_task(Echo()).build()
+#: greet -> classify -> refund | faq -> done, with GoBack and End.
+support: Graph = _support()
+#: Every demo graph.
+GRAPHS: list[Graph] = [echo, support]
