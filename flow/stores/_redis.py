@@ -1,0 +1,519 @@
+"""RedisStore: sessions in Redis, shared by several daemons.
+
+Keys (``prefix`` defaults to ``actorflow:``):
+
+- ``<prefix>s:<session_id>``: a hash per session: ``snap`` (the msgpack snapshot
+  from ``flow._codec.encode``), ``rev``, ``wid`` (the id of the write that put
+  it there) and the fields ``list`` answers from without decoding (``owner``,
+  ``graph``, ``task``, ``status``, ``created``, ``accessed``, ``expires``,
+  ``size``). Its expiry is the session's ``expires_at`` (PEXPIREAT), so Redis
+  drops expired sessions itself and no sweep is needed.
+- ``<prefix>ids``: every session id (a sorted set, all scores 0, read in
+  lexical order); ``<prefix>o:<owner>``: the same per owner; ``<prefix>exp``:
+  ids scored by ``expires_at``. Ids whose hash has expired linger in them
+  until ``list``, ``count`` or ``delete`` meets them and removes them.
+- ``<prefix>quarantine``: a list of snapshots that failed to decode (msgpack
+  ``[session_id, raw, error, quarantined_at]``), newest first; never trimmed.
+
+A save is one Lua script (compare-and-set on ``rev``, the optional lease fence,
+the write and the index updates, atomically). ``save`` queues the snapshot for
+a writer thread, which sends everything queued in one pipeline of EVALSHA calls
+(group commit) in the order it was saved, then completes the futures.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import redis
+
+from flow._codec import decode, encode
+from flow._errors import InvalidInput, RevisionConflict, SnapshotDecodeError, StoreUnavailable
+from flow._session import Session
+from flow.stores._lease import LeaseLost, epoch_key
+from flow.stores._protocol import QuarantinedRow, SessionPage, StoredSessionInfo
+from flow.stores._redis_client import LuaScript, connect, unavailable
+
+__all__ = ["RedisStore"]
+
+MAX_BATCH = 512
+"""Most saves sent in one pipeline."""
+
+_PRUNE_BATCH = 1000
+
+_SAVE = LuaScript(
+    """
+if ARGV[4] ~= '' then
+  local current = tonumber(redis.call('GET', KEYS[5]) or '0')
+  if current > tonumber(ARGV[4]) then
+    return {'fenced', tostring(current)}
+  end
+end
+local stored = redis.call('HMGET', KEYS[1], 'rev', 'wid', 'owner')
+if stored[2] == ARGV[3] then
+  return {'ok'}
+end
+if ARGV[1] == '' then
+  if stored[1] then
+    return {'conflict', stored[1]}
+  end
+elseif stored[1] ~= ARGV[1] then
+  return {'conflict', stored[1] or ''}
+end
+if stored[3] and stored[3] ~= ARGV[9] then
+  redis.call('ZREM', ARGV[8] .. stored[3], ARGV[7])
+end
+redis.call('HSET', KEYS[1], 'rev', ARGV[2], 'wid', ARGV[3], unpack(ARGV, 10))
+if ARGV[5] ~= '0' then
+  redis.call('PEXPIREAT', KEYS[1], ARGV[5])
+else
+  redis.call('PERSIST', KEYS[1])
+end
+redis.call('ZADD', KEYS[2], 0, ARGV[7])
+redis.call('ZADD', KEYS[3], ARGV[6], ARGV[7])
+redis.call('ZADD', KEYS[4], 0, ARGV[7])
+return {'ok'}
+"""
+)
+
+_DELETE = LuaScript(
+    """
+local owner = redis.call('HGET', KEYS[1], 'owner')
+local existed = redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+if owner then
+  redis.call('ZREM', ARGV[2] .. owner, ARGV[1])
+end
+return existed
+"""
+)
+
+_QUARANTINE = LuaScript(
+    """
+local current = redis.call('HMGET', KEYS[1], 'snap', 'owner')
+if current[1] ~= ARGV[1] then
+  return 0
+end
+redis.call('LPUSH', KEYS[4], ARGV[2])
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[3])
+redis.call('ZREM', KEYS[3], ARGV[3])
+if current[2] then
+  redis.call('ZREM', ARGV[4] .. current[2], ARGV[3])
+end
+return 1
+"""
+)
+
+_PRUNE = LuaScript(
+    """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+local removed = 0
+for _, id in ipairs(ids) do
+  if redis.call('EXISTS', ARGV[3] .. id) == 0 then
+    redis.call('ZREM', KEYS[1], id)
+    redis.call('ZREM', KEYS[2], id)
+    removed = removed + 1
+  end
+end
+return removed
+"""
+)
+
+# aliases: inside RedisStore, ``list`` names the method
+_Ids = list[bytes]
+_Strs = list[str]
+_Infos = list[StoredSessionInfo]
+_Rows = list[QuarantinedRow]
+
+_INFO_FIELDS = ["owner", "graph", "task", "status", "rev", "created", "accessed", "expires", "size"]
+
+
+@dataclass(slots=True)
+class _Write:
+    session_id: str
+    expected: int | None
+    fence: tuple[str, int] | None
+    keys: list[str]
+    args: list[Any]
+    future: Future[None]
+
+
+@dataclass(slots=True)
+class _Flush:
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class RedisStore:
+    """The session store for several daemons sharing sessions (see the module docstring).
+
+    Args:
+        url: ``redis://host:port/db`` (ignored when ``client`` is given).
+        key_prefix: prefix of every key, so several stores can share one database.
+        ttl: lifetime in seconds of a session saved without ``expires_at``
+            (None: such sessions never expire).
+        client: a redis-py client to use instead of connecting to ``url``
+            (``decode_responses`` must be False); the store does not close it.
+
+    Attributes:
+        client: the redis-py client (shared with a ``LeaseManager``).
+        key_prefix: the key prefix.
+        pipelines: pipelines the writer has sent (each one group commit).
+        saves: saves those pipelines carried.
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        key_prefix: str = "actorflow:",
+        ttl: float | None = None,
+        client: redis.Redis | None = None,
+    ) -> None:
+        if client is None:
+            if not url:
+                raise InvalidInput("RedisStore needs a redis:// URL or a client")
+            self.client = connect(url)
+            self._owns_client = True
+        else:
+            self.client = client
+            self._owns_client = False
+        if ttl is not None and ttl <= 0:
+            raise InvalidInput(f"ttl must be positive or None, got {ttl!r}")
+        self.key_prefix = key_prefix
+        self.ttl = ttl
+        self.pipelines = 0
+        self.saves = 0
+        self._ids_key = f"{key_prefix}ids"
+        self._exp_key = f"{key_prefix}exp"
+        self._quarantine_key = f"{key_prefix}quarantine"
+        self._owner_prefix = f"{key_prefix}o:"
+        self._write_ids = itertools.count(1)
+        self._write_token = os.urandom(6).hex()
+        self._queue: queue.SimpleQueue[_Write | _Flush | None] = queue.SimpleQueue()
+        self._closed = False
+        self._close_lock = threading.Lock()
+        self._writer = threading.Thread(target=self._write_loop, name="actorflow-redis-writer")
+        self._writer.daemon = True
+        self._writer.start()
+
+    def load(self, session_id: str) -> Session | None:
+        """The stored session, or None (also once Redis has expired it).
+
+        Raises:
+            SnapshotDecodeError: the snapshot did not decode; it has been quarantined.
+            StoreUnavailable: Redis could not be reached.
+        """
+        key = self._session_key(session_id)
+        try:
+            raw: bytes | None = _reply(self.client.hget(key, "snap"))
+        except redis.exceptions.RedisError as exc:
+            raise unavailable(self.client, f"loading session {session_id!r}", exc) from exc
+        if raw is None:
+            return None
+        try:
+            return decode(raw)
+        except SnapshotDecodeError as exc:
+            self._quarantine(session_id, raw, str(exc))
+            raise
+
+    def save(
+        self,
+        session: Session,
+        expected_revision: int | None,
+        *,
+        fence: tuple[str, int] | None = None,
+    ) -> Future[None]:
+        """Queue ``session`` for commit if the stored revision is ``expected_revision``.
+
+        Args:
+            session: the session to store.
+            expected_revision: the revision Redis must hold (None: must not exist).
+            fence: ``(lease name, epoch)`` (``Lease.fence``): the save is refused
+                with ``LeaseLost`` when a newer epoch of that lease was granted.
+
+        Returns:
+            A future completed after the pipeline holding the save, or failed with
+            ``RevisionConflict``, ``LeaseLost`` or ``StoreUnavailable``.
+        """
+        future: Future[None] = Future()
+        write = self._write(session, expected_revision, fence, future)
+        with self._close_lock:
+            if self._closed:
+                future.set_exception(StoreUnavailable("the redis store is closed"))
+                return future
+            self._queue.put(write)
+        return future
+
+    def delete(self, session_id: str) -> bool:
+        """Delete a session and its index entries; True if it was stored.
+
+        Raises:
+            StoreUnavailable: Redis could not be reached.
+        """
+        keys = [self._session_key(session_id), self._ids_key, self._exp_key]
+        try:
+            existed = _DELETE.run(self.client, keys, [session_id, self._owner_prefix])
+        except redis.exceptions.RedisError as exc:
+            raise unavailable(self.client, f"deleting session {session_id!r}", exc) from exc
+        return int(existed) == 1
+
+    def list(
+        self, owner: str | None = None, cursor: str | None = None, limit: int = 100
+    ) -> SessionPage:
+        """Sessions of ``owner`` (every owner when None), ordered by id, after ``cursor``.
+
+        Raises:
+            InvalidInput: ``limit`` is below 1.
+            StoreUnavailable: Redis could not be reached.
+        """
+        if limit < 1:
+            raise InvalidInput(f"limit must be at least 1, got {limit}")
+        index = self._ids_key if owner is None else f"{self._owner_prefix}{owner}"
+        start = b"-" if cursor is None else b"(" + cursor.encode()
+        items: _Infos = []
+        try:
+            # each round either fills the page or removes expired ids from the index
+            for _ in range(1000):
+                want = limit + 1 - len(items)
+                ids: _Ids = _reply(self.client.zrangebylex(index, start, b"+", start=0, num=want))
+                if not ids:
+                    break
+                items.extend(self._infos(index, ids))
+                if len(items) > limit or len(ids) < want:
+                    break
+                start = b"(" + ids[-1]
+        except redis.exceptions.RedisError as exc:
+            raise unavailable(self.client, "listing sessions", exc) from exc
+        next_cursor = items[limit - 1].session_id if len(items) > limit else None
+        return SessionPage(items=items[:limit], next_cursor=next_cursor)
+
+    def expired(self, now: float, limit: int = 1000) -> _Strs:
+        """Ids of up to ``limit`` sessions whose ``expires_at`` is before ``now``.
+
+        Sessions Redis has already dropped may be among them (``delete`` then
+        cleans their index entries and returns False).
+
+        Raises:
+            StoreUnavailable: Redis could not be reached.
+        """
+        try:
+            ids: _Ids = _reply(
+                self.client.zrangebyscore(self._exp_key, "-inf", f"({now!r}", start=0, num=limit)
+            )
+        except redis.exceptions.RedisError as exc:
+            raise unavailable(self.client, "finding expired sessions", exc) from exc
+        return [i.decode() for i in ids]
+
+    def count(self) -> int:
+        """How many sessions are stored (after dropping ids Redis has expired).
+
+        Raises:
+            StoreUnavailable: Redis could not be reached.
+        """
+        keys = [self._ids_key, self._exp_key]
+        args = [repr(time.time()), _PRUNE_BATCH, f"{self.key_prefix}s:"]
+        try:
+            _PRUNE.run(self.client, keys, args)
+            return int(self.client.zcard(self._ids_key))
+        except redis.exceptions.RedisError as exc:
+            raise unavailable(self.client, "counting sessions", exc) from exc
+
+    def quarantined(self, limit: int = 100) -> _Rows:
+        """Snapshots that failed to decode, newest first.
+
+        Raises:
+            StoreUnavailable: Redis could not be reached.
+        """
+        try:
+            entries: _Ids = _reply(self.client.lrange(self._quarantine_key, 0, limit - 1))
+        except redis.exceptions.RedisError as exc:
+            raise unavailable(self.client, "reading the quarantine", exc) from exc
+        rows: _Rows = []
+        for entry in entries:
+            session_id, raw, error, at = msgpack.unpackb(entry, raw=False)
+            rows.append(QuarantinedRow(session_id, bytes(raw), error, float(at)))
+        return rows
+
+    def flush(self) -> None:
+        """Block until every save queued so far has been committed (or failed)."""
+        marker = _Flush()
+        with self._close_lock:
+            if self._closed:
+                return
+            self._queue.put(marker)
+        marker.done.wait()
+
+    def close(self) -> None:
+        """Commit what is queued, stop the writer and close the client (if the store made it)."""
+        with self._close_lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._queue.put(None)
+        self._writer.join()
+        if self._owns_client:
+            self.client.close()
+
+    def _session_key(self, session_id: str) -> str:
+        return f"{self.key_prefix}s:{session_id}"
+
+    def _write(
+        self,
+        session: Session,
+        expected: int | None,
+        fence: tuple[str, int] | None,
+        future: Future[None],
+    ) -> _Write:
+        meta = session.metadata
+        snap = encode(session)
+        expires = meta.expires_at
+        if expires is None and self.ttl is not None:
+            expires = time.time() + self.ttl
+        # a session already expired by Redis's clock keeps no TTL (PEXPIREAT in the
+        # past would drop it at once): it waits, indexed, for expired() and delete()
+        expire_ms = round(expires * 1000) if expires is not None else 0
+        if expire_ms <= time.time() * 1000:
+            expire_ms = 0
+        session_id = session.session_id
+        keys = [
+            self._session_key(session_id),
+            self._ids_key,
+            self._exp_key,
+            f"{self._owner_prefix}{meta.owner}",
+            epoch_key(self.key_prefix, fence[0]) if fence else self._session_key(session_id),
+        ]
+        args: list[Any] = [
+            "" if expected is None else str(expected),
+            str(session.revision),
+            f"{self._write_token}:{next(self._write_ids)}",
+            "" if fence is None else str(fence[1]),
+            str(expire_ms),
+            "+inf" if expires is None else repr(expires),
+            session_id,
+            self._owner_prefix,
+            meta.owner,
+            "snap", snap,
+            "owner", meta.owner,
+            "graph", session.graph_id,
+            "task", session.current_task,
+            "status", session.status.value,
+            "created", repr(meta.created_at),
+            "accessed", repr(meta.last_accessed),
+            "expires", "" if meta.expires_at is None else repr(meta.expires_at),
+            "size", str(len(snap)),
+        ]  # fmt: skip
+        return _Write(session_id, expected, fence, keys, args, future)
+
+    def _write_loop(self) -> None:
+        stop = False
+        while not stop:
+            batch = [self._queue.get()]
+            while len(batch) < MAX_BATCH:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            writes = [w for w in batch if isinstance(w, _Write)]
+            self._commit([w for w in writes if w.future.set_running_or_notify_cancel()])
+            for item in batch:
+                if isinstance(item, _Flush):
+                    item.done.set()
+                elif item is None:
+                    stop = True
+
+    def _commit(self, writes: Sequence[_Write]) -> None:
+        if not writes:
+            return
+        calls = [(w.keys, w.args) for w in writes]
+        try:
+            results = _SAVE.run_many(self.client, calls)
+        except redis.exceptions.RedisError as exc:
+            error = unavailable(self.client, f"saving {len(writes)} session(s)", exc)
+            for write in writes:
+                write.future.set_exception(error)
+            return
+        except BaseException as exc:  # never leave a caller waiting on a future
+            for write in writes:
+                write.future.set_exception(exc)
+            raise
+        self.pipelines += 1
+        self.saves += len(writes)
+        for write, result in zip(writes, results, strict=True):
+            self._settle(write, result)
+
+    def _settle(self, write: _Write, result: Any) -> None:
+        if isinstance(result, BaseException):
+            error = unavailable(self.client, f"saving session {write.session_id!r}", result)
+            write.future.set_exception(error)
+            return
+        verdict = result[0]
+        if verdict == b"ok":
+            write.future.set_result(None)
+        elif verdict == b"conflict":
+            actual = int(result[1]) if result[1] else None
+            write.future.set_exception(RevisionConflict(write.session_id, write.expected, actual))
+        elif verdict == b"fenced" and write.fence is not None:
+            name, epoch = write.fence
+            write.future.set_exception(LeaseLost(name, epoch, int(result[1])))
+        else:
+            write.future.set_exception(
+                StoreUnavailable(f"session {write.session_id!r}: unexpected reply {result!r}")
+            )
+
+    def _infos(self, index: str, ids: _Ids) -> _Infos:
+        pipe = self.client.pipeline(transaction=False)
+        for session_id in ids:
+            pipe.hmget(self._session_key(session_id.decode()), _INFO_FIELDS)
+        infos: _Infos = []
+        gone: _Ids = []
+        for session_id, values in zip(ids, pipe.execute(), strict=True):
+            if values[0] is None:
+                gone.append(session_id)
+                continue
+            infos.append(_info(session_id.decode(), values))
+        if gone:
+            self.client.zrem(index, *gone)
+        return infos
+
+    def _quarantine(self, session_id: str, raw: bytes, error: str) -> None:
+        envelope = msgpack.packb([session_id, raw, error, time.time()], use_bin_type=True)
+        keys = [self._session_key(session_id), self._ids_key, self._exp_key, self._quarantine_key]
+        args = [raw, envelope, session_id, self._owner_prefix]
+        try:
+            _QUARANTINE.run(self.client, keys, args)
+        except redis.exceptions.RedisError as exc:
+            raise unavailable(self.client, f"quarantining session {session_id!r}", exc) from exc
+
+
+def _reply(value: Any) -> Any:
+    """A redis-py reply as what the command returns with ``decode_responses=False``."""
+    return value
+
+
+def _info(session_id: str, values: Sequence[bytes | None]) -> StoredSessionInfo:
+    owner, graph, task, status, rev, created, accessed, expires, size = (
+        b"" if v is None else v for v in values
+    )
+    return StoredSessionInfo(
+        session_id=session_id,
+        owner=owner.decode(),
+        graph_id=graph.decode(),
+        current_task=task.decode(),
+        status=status.decode(),
+        revision=int(rev or 0),
+        created_at=float(created or 0),
+        last_accessed=float(accessed or 0),
+        expires_at=float(expires) if expires else None,
+        size=int(size or 0),
+    )
