@@ -1,0 +1,144 @@
+"""A blocking client of the admin socket, for the CLI and the shell."""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from types import TracebackType
+from typing import Any, BinaryIO
+
+from runtime.admin._protocol import MAX_LINE_BYTES, AdminError, encode_line
+
+__all__ = ["AdminClient", "DaemonUnavailable"]
+
+
+class DaemonUnavailable(AdminError):
+    """No daemon answers on the admin socket (not started, stopped, or gone mid-request)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("DaemonUnavailable", message)
+
+
+class AdminClient:
+    """Talks to a daemon's admin socket, one request at a time.
+
+    The connection is opened on first use and kept; when the daemon has gone
+    away, a call raises ``DaemonUnavailable`` and the next call connects again
+    (a call on a kept connection that turns out dead is retried once on a fresh one).
+
+    Args:
+        path: the socket file (``<data-dir>/admin.sock``).
+        timeout: seconds to wait for a reply.
+    """
+
+    def __init__(self, path: Path, *, timeout: float = 30.0) -> None:
+        self.path = Path(path)
+        self.timeout = timeout
+        self._sock: socket.socket | None = None
+        self._reader: BinaryIO | None = None
+
+    def __enter__(self) -> AdminClient:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection (a later call opens a new one)."""
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    def call(self, op: str, **args: Any) -> Any:
+        """Run ``op`` with ``args`` (None values are left out) and return its result.
+
+        Raises:
+            AdminError: the daemon answered with an error (``.type`` names it).
+            DaemonUnavailable: no daemon answers on the socket.
+        """
+        request: dict[str, Any] = {"op": op}
+        request.update({k: v for k, v in args.items() if v is not None})
+        reply = self.request(request)
+        if reply.get("ok") is True:
+            return reply.get("result")
+        error = reply.get("error") or {}
+        raise AdminError(
+            str(error.get("type", "Error")), str(error.get("message", "the daemon gave no reason"))
+        )
+
+    def request(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Send one raw request object and return the raw reply object."""
+        return self.request_line(encode_line(message))
+
+    def request_line(self, line: bytes) -> dict[str, Any]:
+        """Send one raw line (``\\n``-terminated) and return the parsed reply."""
+        reused = self._sock is not None
+        try:
+            return self._exchange(line)
+        except DaemonUnavailable:
+            if not reused:
+                raise
+        return self._exchange(line)
+
+    def _exchange(self, line: bytes) -> dict[str, Any]:
+        sock, reader = self._connect()
+        try:
+            sock.sendall(line)
+            reply_line = reader.readline(MAX_LINE_BYTES * 64)
+        except TimeoutError:
+            self.close()
+            raise AdminError(
+                "Timeout", f"the daemon on {self.path} did not answer within {self.timeout:g} s"
+            ) from None
+        except OSError as exc:
+            self.close()
+            raise DaemonUnavailable(f"the daemon on {self.path} went away: {exc}") from None
+        if not reply_line.endswith(b"\n"):
+            self.close()
+            raise DaemonUnavailable(f"the daemon on {self.path} closed the connection")
+        try:
+            reply = json.loads(reply_line)
+        except ValueError as exc:
+            self.close()
+            raise AdminError(
+                "MalformedReply", f"the daemon sent a line that is not JSON: {exc}"
+            ) from None
+        if not isinstance(reply, dict):
+            self.close()
+            raise AdminError("MalformedReply", "the daemon sent a reply that is not an object")
+        return reply
+
+    def _connect(self) -> tuple[socket.socket, BinaryIO]:
+        if self._sock is not None and self._reader is not None:
+            return self._sock, self._reader
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(str(self.path))
+        except (FileNotFoundError, ConnectionRefusedError):
+            sock.close()
+            raise DaemonUnavailable(
+                f"no daemon is listening on {self.path} (start one with ./bin/actorflowd)"
+            ) from None
+        except PermissionError:
+            sock.close()
+            raise AdminError(
+                "PermissionDenied",
+                f"permission denied on {self.path}: the admin socket is open only to the "
+                "user running the daemon",
+            ) from None
+        except OSError as exc:
+            sock.close()
+            raise DaemonUnavailable(f"cannot connect to {self.path}: {exc}") from None
+        self._sock = sock
+        self._reader = sock.makefile("rb")
+        return sock, self._reader

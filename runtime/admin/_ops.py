@@ -1,0 +1,260 @@
+"""The admin operations: argument checking, session-id prefixes and one handler per op."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any, Protocol
+
+from flow.stores._protocol import SessionPage, SessionStore
+from runtime._config import RuntimeConfig
+from runtime._views import LiveSessionInfo, RuntimeStats
+from runtime.admin._protocol import OPS, AdminError, OpSpec
+
+__all__ = ["AdminTarget", "Handler", "check_args", "dispatch", "resolve_id"]
+
+MAX_CANDIDATES_SHOWN = 10
+QUARANTINED_SHOWN = 20
+FULL_ID_LENGTH = 36
+
+
+class AdminTarget(Protocol):
+    """What the admin socket needs of a runtime (``AsyncRuntime`` provides it)."""
+
+    @property
+    def config(self) -> RuntimeConfig:
+        """The runtime's configuration."""
+        ...
+
+    @property
+    def store(self) -> SessionStore:
+        """The runtime's session store."""
+        ...
+
+    @property
+    def data_dir(self) -> Path:
+        """Where the runtime keeps its files."""
+        ...
+
+    async def live_sessions(self) -> list[LiveSessionInfo]:
+        """The live session actors."""
+        ...
+
+    async def inspect(self, session_id: str) -> dict[str, Any]:
+        """Everything known of one session, and why it is live."""
+        ...
+
+    async def passivate(self, session_id: str) -> bool:
+        """Snapshot and stop one session's actor; False when it was not live."""
+        ...
+
+    async def kill(self, session_id: str) -> bool:
+        """Stop one session's actor without a final write; False when it was not live."""
+        ...
+
+    async def snapshot(self, session_id: str) -> int:
+        """Write the session's snapshot now; the bytes written."""
+        ...
+
+    async def stats(self) -> RuntimeStats:
+        """The runtime's counters."""
+        ...
+
+
+Handler = Callable[[AdminTarget, dict[str, Any], Mapping[str, object]], Awaitable[Any]]
+
+
+def check_args(spec: OpSpec, request: Mapping[str, Any]) -> dict[str, Any]:
+    """The request's arguments, checked against ``spec``, with defaults filled in.
+
+    Raises:
+        AdminError: ``BadArgument`` naming the argument that is unknown, missing or wrong.
+    """
+    known = {arg.name for arg in spec.args}
+    unknown = sorted(key for key in request if key != "op" and key not in known)
+    if unknown:
+        takes = ", ".join(arg.name for arg in spec.args) or "no arguments"
+        raise AdminError(
+            "BadArgument",
+            f"op {spec.name!r} got unknown argument(s) {', '.join(unknown)} (it takes: {takes})",
+        )
+    args: dict[str, Any] = {}
+    for arg in spec.args:
+        value = request.get(arg.name)
+        if value is None:
+            if arg.required:
+                raise AdminError(
+                    "BadArgument", f"op {spec.name!r} needs argument {arg.name!r} ({arg.help})"
+                )
+            args[arg.name] = arg.default
+            continue
+        if arg.type == "int":
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise AdminError(
+                    "BadArgument",
+                    f"argument {arg.name!r} must be an integer, got {type(value).__name__}",
+                )
+            if (arg.minimum is not None and value < arg.minimum) or (
+                arg.maximum is not None and value > arg.maximum
+            ):
+                raise AdminError(
+                    "BadArgument",
+                    f"argument {arg.name!r} must be between {arg.minimum} and {arg.maximum}, "
+                    f"got {value}",
+                )
+        elif not isinstance(value, str) or not value:
+            raise AdminError(
+                "BadArgument", f"argument {arg.name!r} must be a non-empty string, got {value!r}"
+            )
+        args[arg.name] = value
+    return args
+
+
+async def resolve_id(runtime: AdminTarget, prefix: str) -> str:
+    """The one session id starting with ``prefix``, among live and stored sessions.
+
+    A full-length id is taken as it is (the operation then says if it is unknown).
+
+    Raises:
+        AdminError: ``SessionNotFound`` when nothing matches, ``AmbiguousId`` (naming
+            the candidates) when several sessions match.
+    """
+    if len(prefix) >= FULL_ID_LENGTH:
+        return prefix
+    live = {info.session_id for info in await runtime.live_sessions()}
+    matches = {sid for sid in live if sid.startswith(prefix)}
+    page: SessionPage = await asyncio.to_thread(
+        runtime.store.list, None, prefix, MAX_CANDIDATES_SHOWN + 1
+    )
+    matches.update(item.session_id for item in page.items if item.session_id.startswith(prefix))
+    if prefix in live:
+        matches.add(prefix)
+    if not matches:
+        raise AdminError("SessionNotFound", f"no live or stored session id starts with {prefix!r}")
+    if len(matches) > 1:
+        shown = sorted(matches)[:MAX_CANDIDATES_SHOWN]
+        more = "" if len(matches) <= MAX_CANDIDATES_SHOWN else ", ..."
+        raise AdminError(
+            "AmbiguousId",
+            f"id prefix {prefix!r} matches several sessions: {', '.join(shown)}{more}",
+        )
+    return matches.pop()
+
+
+async def _help(runtime: AdminTarget, args: dict[str, Any], info: Mapping[str, object]) -> Any:
+    return {
+        "ops": [
+            {
+                "op": spec.name,
+                "help": spec.help,
+                "args": [
+                    {
+                        "name": arg.name,
+                        "type": arg.type,
+                        "required": arg.required,
+                        "default": arg.default,
+                        "help": arg.help,
+                    }
+                    for arg in spec.args
+                ],
+            }
+            for spec in OPS.values()
+        ]
+    }
+
+
+async def _ls(runtime: AdminTarget, args: dict[str, Any], info: Mapping[str, object]) -> Any:
+    return {"sessions": await runtime.live_sessions()}
+
+
+async def _inspect(runtime: AdminTarget, args: dict[str, Any], info: Mapping[str, object]) -> Any:
+    return await runtime.inspect(args["id"])
+
+
+async def _passivate(runtime: AdminTarget, args: dict[str, Any], info: Mapping[str, object]) -> Any:
+    return {"session_id": args["id"], "passivated": await runtime.passivate(args["id"])}
+
+
+async def _snapshot(runtime: AdminTarget, args: dict[str, Any], info: Mapping[str, object]) -> Any:
+    return {"session_id": args["id"], "bytes": await runtime.snapshot(args["id"])}
+
+
+async def _kill(runtime: AdminTarget, args: dict[str, Any], info: Mapping[str, object]) -> Any:
+    return {"session_id": args["id"], "killed": await runtime.kill(args["id"])}
+
+
+async def _stats(runtime: AdminTarget, args: dict[str, Any], info: Mapping[str, object]) -> Any:
+    return await runtime.stats()
+
+
+def _stored_sync(store: SessionStore, args: dict[str, Any]) -> dict[str, Any]:
+    page = store.list(args["owner"], args["cursor"], args["limit"])
+    quarantined = store.quarantined(QUARANTINED_SHOWN)
+    return {
+        "count": store.count(),
+        "items": page.items,
+        "next_cursor": page.next_cursor,
+        "quarantined": [
+            {
+                "session_id": row.session_id,
+                "error": row.error,
+                "quarantined_at": row.quarantined_at,
+                "size": len(row.raw),
+            }
+            for row in quarantined
+        ],
+    }
+
+
+async def _stored(runtime: AdminTarget, args: dict[str, Any], info: Mapping[str, object]) -> Any:
+    return await asyncio.to_thread(_stored_sync, runtime.store, args)
+
+
+async def _config(runtime: AdminTarget, args: dict[str, Any], info: Mapping[str, object]) -> Any:
+    config = runtime.config
+    return {
+        "daemon": dict(info),
+        "runtime": {
+            field.name: getattr(config, field.name)
+            for field in dataclasses.fields(config)
+            if field.name != "clock"
+        },
+        "data_dir": str(runtime.data_dir),
+        "store": type(runtime.store).__name__,
+    }
+
+
+HANDLERS: dict[str, Handler] = {
+    "help": _help,
+    "ls": _ls,
+    "inspect": _inspect,
+    "passivate": _passivate,
+    "snapshot": _snapshot,
+    "kill": _kill,
+    "stats": _stats,
+    "stored": _stored,
+    "config": _config,
+}
+
+
+async def dispatch(
+    runtime: AdminTarget, request: Mapping[str, Any], config_info: Mapping[str, object]
+) -> Any:
+    """Run one request and return its result.
+
+    Raises:
+        AdminError: the op is unknown or an argument is bad or names no single session.
+        ActorflowError: the runtime refused (e.g. ``SessionNotFound``).
+    """
+    op = request.get("op")
+    if not isinstance(op, str):
+        raise AdminError("MalformedRequest", 'a request needs an "op" string, e.g. {"op": "ls"}')
+    spec = OPS.get(op)
+    if spec is None:
+        raise AdminError("UnknownOp", f"unknown op {op!r} (ops: {', '.join(OPS)})")
+    args = check_args(spec, request)
+    if spec.takes_id:
+        args["id"] = await resolve_id(runtime, args["id"])
+    return await HANDLERS[op](runtime, args, config_info)

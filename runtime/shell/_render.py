@@ -1,0 +1,192 @@
+"""Rich renderables for admin results: the tables the CLI and the shell print."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+__all__ = [
+    "SHORT_ID",
+    "key_value_table",
+    "live_table",
+    "quarantine_table",
+    "render_result",
+    "short_id",
+    "sort_for_top",
+    "stored_table",
+]
+
+SHORT_ID = 8
+"""Tables show session ids cut to this many characters, as git shows commits."""
+
+
+def short_id(session_id: str) -> str:
+    """The first ``SHORT_ID`` characters of a session id."""
+    return session_id[:SHORT_ID]
+
+
+def _age(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def _when(epoch: object) -> str:
+    if not isinstance(epoch, int | float):
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
+
+
+def sort_for_top(sessions: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Deepest mailbox first, then the most recently active (least idle) first."""
+    return sorted(
+        sessions, key=lambda s: (-int(s.get("mailbox_depth", 0)), float(s.get("idle_seconds", 0)))
+    )
+
+
+def live_table(sessions: Sequence[Mapping[str, Any]], *, title: str | None = None) -> Table:
+    """The live actors (``ls`` result rows) as a table."""
+    table = Table(title=title, title_justify="left")
+    for name, justify in (
+        ("ID", "left"),
+        ("GRAPH", "left"),
+        ("STATE", "left"),
+        ("STATUS", "left"),
+        ("TASK", "left"),
+        ("MAILBOX", "right"),
+        ("IDLE", "right"),
+        ("REQS", "right"),
+        ("SNAP B", "right"),
+        ("OWNER", "left"),
+    ):
+        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    for s in sessions:
+        table.add_row(
+            short_id(str(s.get("session_id", ""))),
+            str(s.get("graph", "")),
+            str(s.get("state", "")),
+            str(s.get("status", "")),
+            str(s.get("current_task", "")),
+            str(s.get("mailbox_depth", "")),
+            _age(float(s.get("idle_seconds", 0.0))),
+            str(s.get("request_count", "")),
+            str(s.get("snapshot_bytes", "")),
+            str(s.get("owner", "")),
+        )
+    return table
+
+
+def stored_table(items: Sequence[Mapping[str, Any]], *, title: str | None = None) -> Table:
+    """Stored sessions (``StoredSessionInfo`` rows) as a table."""
+    table = Table(title=title, title_justify="left")
+    for name in ("ID", "OWNER", "GRAPH", "TASK", "STATUS", "REV", "LAST ACCESS", "BYTES"):
+        table.add_column(name, no_wrap=True)
+    for item in items:
+        table.add_row(
+            short_id(str(item.get("session_id", ""))),
+            str(item.get("owner", "")),
+            str(item.get("graph_id", "")),
+            str(item.get("current_task", "")),
+            str(item.get("status", "")),
+            str(item.get("revision", "")),
+            _when(item.get("last_accessed")),
+            str(item.get("size", "")),
+        )
+    return table
+
+
+def quarantine_table(rows: Sequence[Mapping[str, Any]]) -> Table:
+    """Quarantined rows (id, when, size, the decode error) as a table."""
+    table = Table(title="quarantined (snapshots that did not decode)", title_justify="left")
+    table.add_column("ID", no_wrap=True)
+    table.add_column("QUARANTINED AT", no_wrap=True)
+    table.add_column("BYTES", justify="right", no_wrap=True)
+    table.add_column("ERROR")
+    for row in rows:
+        table.add_row(
+            short_id(str(row.get("session_id", ""))),
+            _when(row.get("quarantined_at")),
+            str(row.get("size", "")),
+            str(row.get("error", "")),
+        )
+    return table
+
+
+def key_value_table(values: Mapping[str, Any], *, title: str | None = None) -> Table:
+    """A two-column table; nested values are shown as compact JSON."""
+    table = Table(title=title, title_justify="left", show_header=False)
+    table.add_column("key", style="bold", no_wrap=True)
+    table.add_column("value")
+    for key, value in values.items():
+        shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        table.add_row(str(key), shown)
+    return table
+
+
+def _render_stored(result: Mapping[str, Any]) -> RenderableType:
+    parts: list[RenderableType] = [
+        stored_table(result.get("items", []), title=f"stored sessions: {result.get('count')}")
+    ]
+    if result.get("next_cursor"):
+        parts.append(Text(f"more: --cursor {result['next_cursor']}"))
+    if result.get("quarantined"):
+        parts.append(quarantine_table(result["quarantined"]))
+    return Group(*parts)
+
+
+def _render_help(result: Mapping[str, Any]) -> RenderableType:
+    table = Table(title="admin operations", title_justify="left")
+    table.add_column("OP", no_wrap=True)
+    table.add_column("ARGS", no_wrap=True)
+    table.add_column("WHAT IT DOES")
+    for op in result.get("ops", []):
+        args = " ".join(
+            a["name"].upper() if a["required"] else f"[--{a['name']}]" for a in op["args"]
+        )
+        table.add_row(op["op"], args, op["help"])
+    return table
+
+
+def _render_inspect(result: Mapping[str, Any]) -> RenderableType:
+    scalars = {k: v for k, v in result.items() if not isinstance(v, dict | list)}
+    parts: list[RenderableType] = [key_value_table(scalars, title="session")]
+    for key, value in result.items():
+        flat = isinstance(value, dict) and all(not isinstance(v, dict) for v in value.values())
+        if value and flat:
+            parts.append(key_value_table(value, title=key))
+        elif isinstance(value, dict | list):
+            parts.append(Text(f"{key}:", style="bold"))
+            parts.append(Text(json.dumps(value, indent=2, ensure_ascii=False)))
+    return Group(*parts)
+
+
+def render_result(op: str, result: Any) -> RenderableType:
+    """How the CLI and the shell show ``op``'s result."""
+    if op == "ls":
+        sessions = result.get("sessions", [])
+        return live_table(sort_for_top(sessions), title=f"live sessions: {len(sessions)}")
+    if op == "stored":
+        return _render_stored(result)
+    if op == "help":
+        return _render_help(result)
+    if op == "inspect":
+        return _render_inspect(result)
+    if op in ("stats", "config") and isinstance(result, dict):
+        return key_value_table(result, title=op)
+    if op == "passivate":
+        verb = "passivated" if result["passivated"] else "not live (nothing to passivate):"
+        return Text(f"{verb} {result['session_id']}")
+    if op == "kill":
+        verb = "killed" if result["killed"] else "not live (nothing to kill):"
+        return Text(f"{verb} {result['session_id']}")
+    if op == "snapshot":
+        return Text(f"snapshot of {result['session_id']} written: {result['bytes']} bytes")
+    return Text(json.dumps(result, indent=2, ensure_ascii=False))
