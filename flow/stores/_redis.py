@@ -41,7 +41,7 @@ from flow._errors import InvalidInput, RevisionConflict, SnapshotDecodeError, St
 from flow._session import Session
 from flow.stores._lease import LeaseLost, epoch_key
 from flow.stores._protocol import QuarantinedRow, SessionPage, StoredSessionInfo
-from flow.stores._redis_client import LuaScript, connect, unavailable
+from flow.stores._redis_client import LuaScript, connect, describe, unavailable
 
 __all__ = ["RedisStore"]
 
@@ -50,53 +50,53 @@ MAX_BATCH = 512
 
 _PRUNE_BATCH = 1000
 
-_SAVE = LuaScript(
+_WRITE = LuaScript(
     """
-if ARGV[4] ~= '' then
+if ARGV[1] == 'delete' then
+  local owner = redis.call('HGET', KEYS[1], 'owner')
+  local existed = redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[2], ARGV[2])
+  redis.call('ZREM', KEYS[3], ARGV[2])
+  if owner then
+    redis.call('ZREM', ARGV[3] .. owner, ARGV[2])
+  end
+  return {'deleted', existed}
+end
+if ARGV[5] ~= '' then
   local current = tonumber(redis.call('GET', KEYS[5]) or '0')
-  if current > tonumber(ARGV[4]) then
+  if current > tonumber(ARGV[5]) then
     return {'fenced', tostring(current)}
   end
 end
 local stored = redis.call('HMGET', KEYS[1], 'rev', 'wid', 'owner')
-if stored[2] == ARGV[3] then
+if stored[2] == ARGV[4] then
   return {'ok'}
 end
-if ARGV[1] == '' then
+if ARGV[2] == '' then
   if stored[1] then
     return {'conflict', stored[1]}
   end
-elseif stored[1] ~= ARGV[1] then
+elseif stored[1] ~= ARGV[2] then
   return {'conflict', stored[1] or ''}
 end
-if stored[3] and stored[3] ~= ARGV[9] then
-  redis.call('ZREM', ARGV[8] .. stored[3], ARGV[7])
+if stored[3] and stored[3] ~= ARGV[10] then
+  redis.call('ZREM', ARGV[9] .. stored[3], ARGV[8])
 end
-redis.call('HSET', KEYS[1], 'rev', ARGV[2], 'wid', ARGV[3], unpack(ARGV, 10))
-if ARGV[5] ~= '0' then
-  redis.call('PEXPIREAT', KEYS[1], ARGV[5])
+redis.call('HSET', KEYS[1], 'rev', ARGV[3], 'wid', ARGV[4], unpack(ARGV, 11))
+if ARGV[6] ~= '0' then
+  redis.call('PEXPIREAT', KEYS[1], ARGV[6])
 else
   redis.call('PERSIST', KEYS[1])
 end
-redis.call('ZADD', KEYS[2], 0, ARGV[7])
-redis.call('ZADD', KEYS[3], ARGV[6], ARGV[7])
-redis.call('ZADD', KEYS[4], 0, ARGV[7])
+redis.call('ZADD', KEYS[2], 0, ARGV[8])
+redis.call('ZADD', KEYS[3], ARGV[7], ARGV[8])
+redis.call('ZADD', KEYS[4], 0, ARGV[8])
 return {'ok'}
 """
 )
-
-_DELETE = LuaScript(
-    """
-local owner = redis.call('HGET', KEYS[1], 'owner')
-local existed = redis.call('DEL', KEYS[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-redis.call('ZREM', KEYS[3], ARGV[1])
-if owner then
-  redis.call('ZREM', ARGV[2] .. owner, ARGV[1])
-end
-return existed
-"""
-)
+"""One script for every write, so that one pipeline uses one script: after a Redis
+restart every call of a pipeline is refused with NOSCRIPT alike, and running them
+again keeps their order."""
 
 _QUARANTINE = LuaScript(
     """
@@ -141,12 +141,14 @@ _INFO_FIELDS = ["owner", "graph", "task", "status", "rev", "created", "accessed"
 
 @dataclass(slots=True)
 class _Write:
+    """One save or delete for the writer thread: a call of the ``_WRITE`` script."""
+
     session_id: str
     expected: int | None
     fence: tuple[str, int] | None
     keys: list[str]
     args: list[Any]
-    future: Future[None]
+    future: Future[Any]
 
 
 @dataclass(slots=True)
@@ -225,7 +227,9 @@ class RedisStore:
             return decode(raw)
         except SnapshotDecodeError as exc:
             self._quarantine(session_id, raw, str(exc))
-            raise
+            raise SnapshotDecodeError(
+                f"session {session_id!r}: {exc}; the snapshot was moved to quarantine", raw
+            ) from exc
 
     def save(
         self,
@@ -245,28 +249,42 @@ class RedisStore:
         Returns:
             A future completed after the pipeline holding the save, or failed with
             ``RevisionConflict``, ``LeaseLost`` or ``StoreUnavailable``.
+
+        Raises:
+            StoreUnavailable: the store is closed.
         """
         future: Future[None] = Future()
-        write = self._write(session, expected_revision, fence, future)
-        with self._close_lock:
-            if self._closed:
-                future.set_exception(StoreUnavailable("the redis store is closed"))
-                return future
-            self._queue.put(write)
+        self._submit(self._save_call(session, expected_revision, fence, future))
         return future
 
     def delete(self, session_id: str) -> bool:
-        """Delete a session and its index entries; True if it was stored.
+        """Delete a session and its index entries after every save queued before it.
+
+        Returns once the deletion is done: True if the session was stored.
 
         Raises:
+            StoreUnavailable: Redis could not be reached, or the store is closed.
+        """
+        future: Future[bool] = Future()
+        keys = [self._session_key(session_id), self._ids_key, self._exp_key]
+        args = ["delete", session_id, self._owner_prefix]
+        self._submit(_Write(session_id, None, None, keys, args, future))
+        return future.result()
+
+    def put_raw(self, session_id: str, data: bytes) -> None:
+        """Replace the stored snapshot bytes of a session (tests use it to corrupt one).
+
+        Raises:
+            KeyError: no session ``session_id`` is stored.
             StoreUnavailable: Redis could not be reached.
         """
-        keys = [self._session_key(session_id), self._ids_key, self._exp_key]
+        key = self._session_key(session_id)
         try:
-            existed = _DELETE.run(self.client, keys, [session_id, self._owner_prefix])
+            if not self.client.exists(key):
+                raise KeyError(session_id)
+            self.client.hset(key, "snap", data)
         except redis.exceptions.RedisError as exc:
-            raise unavailable(self.client, f"deleting session {session_id!r}", exc) from exc
-        return int(existed) == 1
+            raise unavailable(self.client, f"writing session {session_id!r}", exc) from exc
 
     def list(
         self, owner: str | None = None, cursor: str | None = None, limit: int = 100
@@ -365,10 +383,25 @@ class RedisStore:
         if self._owns_client:
             self.client.close()
 
+    def __repr__(self) -> str:
+        return f"RedisStore({describe(self.client)!r}, key_prefix={self.key_prefix!r})"
+
+    def __enter__(self) -> RedisStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     def _session_key(self, session_id: str) -> str:
         return f"{self.key_prefix}s:{session_id}"
 
-    def _write(
+    def _submit(self, write: _Write) -> None:
+        with self._close_lock:
+            if self._closed:
+                raise StoreUnavailable(f"redis store {describe(self.client)} is closed")
+            self._queue.put(write)
+
+    def _save_call(
         self,
         session: Session,
         expected: int | None,
@@ -394,6 +427,7 @@ class RedisStore:
             epoch_key(self.key_prefix, fence[0]) if fence else self._session_key(session_id),
         ]
         args: list[Any] = [
+            "save",
             "" if expected is None else str(expected),
             str(session.revision),
             f"{self._write_token}:{next(self._write_ids)}",
@@ -437,9 +471,9 @@ class RedisStore:
             return
         calls = [(w.keys, w.args) for w in writes]
         try:
-            results = _SAVE.run_many(self.client, calls)
+            results = _WRITE.run_many(self.client, calls)
         except redis.exceptions.RedisError as exc:
-            error = unavailable(self.client, f"saving {len(writes)} session(s)", exc)
+            error = unavailable(self.client, f"writing {len(writes)} session(s)", exc)
             for write in writes:
                 write.future.set_exception(error)
             return
@@ -454,11 +488,13 @@ class RedisStore:
 
     def _settle(self, write: _Write, result: Any) -> None:
         if isinstance(result, BaseException):
-            error = unavailable(self.client, f"saving session {write.session_id!r}", result)
+            error = unavailable(self.client, f"writing session {write.session_id!r}", result)
             write.future.set_exception(error)
             return
         verdict = result[0]
-        if verdict == b"ok":
+        if verdict == b"deleted":
+            write.future.set_result(int(result[1]) == 1)
+        elif verdict == b"ok":
             write.future.set_result(None)
         elif verdict == b"conflict":
             actual = int(result[1]) if result[1] else None
