@@ -179,7 +179,11 @@ def render_result(op: str, result: Any) -> RenderableType:
         return _render_help(result)
     if op == "inspect":
         return _render_inspect(result)
-    if op in ("stats", "config") and isinstance(result, dict):
+    if op == "config":
+        tables = [key_value_table(v, title=k) for k, v in result.items() if isinstance(v, dict)]
+        rest = {k: v for k, v in result.items() if not isinstance(v, dict)}
+        return Group(*tables, key_value_table(rest, title="where"))
+    if op == "stats" and isinstance(result, dict):
         return key_value_table(result, title=op)
     if op == "passivate":
         verb = "passivated" if result["passivated"] else "not live (nothing to passivate):"
