@@ -1,0 +1,125 @@
+"""The Litestar application: routes, OpenAPI, and every error as problem+json."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from litestar import Litestar, Request
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.response import Response
+from litestar.types import ASGIApp
+
+from flow import ActorflowError
+from runtime.daemon._auth import Authenticator
+from runtime.daemon._gateway import Gateway, request_info
+from runtime.daemon._problems import (
+    BODY_TOO_LARGE,
+    HTTP_STATUS_TABLE,
+    INTERNAL,
+    INVALID_REQUEST,
+    MALFORMED_JSON,
+    NOT_FOUND,
+    Problem,
+    ProblemKind,
+    problem_for_error,
+)
+from runtime.daemon._routes import Api, route_handlers
+
+__all__ = ["OPENAPI_PATH", "build_app", "problem_for_exception"]
+
+OPENAPI_PATH = "/schema"
+_log = structlog.get_logger("actorflowd")
+
+
+def _validation_detail(exc: ValidationException) -> str:
+    extra = exc.extra if isinstance(exc.extra, list) else []
+    parts = []
+    for item in extra:
+        if not isinstance(item, dict):
+            continue
+        key, message = item.get("key"), item.get("message")
+        if key == "data" and message == "'data'":
+            return "the request body is missing; send a JSON object"
+        parts.append(f"{key}: {message}" if key and key != "data" else str(message))
+    return "; ".join(parts) or str(exc.detail)
+
+
+def problem_for_exception(
+    exc: Exception, request: Request[Any, Any, Any], *, max_body: int
+) -> Problem:
+    """The problem+json answer for anything a handler (or Litestar) raised."""
+    session_id = request.path_params.get("session_id") if request.scope.get("path_params") else None
+    if isinstance(exc, Problem):
+        return exc
+    if isinstance(exc, ActorflowError):
+        return problem_for_error(exc, session_id)
+    if isinstance(exc, ValidationException):
+        detail = _validation_detail(exc)
+        kind = (
+            MALFORMED_JSON if detail.startswith("the request body is missing") else INVALID_REQUEST
+        )
+        return Problem(kind, detail, session_id=session_id)
+    if isinstance(exc, HTTPException):
+        if exc.status_code == 400 and "malformed" in str(exc.detail).lower():
+            return Problem(MALFORMED_JSON, str(exc.detail), session_id=session_id)
+        if exc.status_code == 404:
+            return Problem(NOT_FOUND, f"no route for {request.method} {request.url.path}")
+        if exc.status_code == 413:
+            detail = f"the request body is larger than the limit of {max_body} bytes"
+            return Problem(BODY_TOO_LARGE, detail, session_id=session_id)
+        kind = HTTP_STATUS_TABLE.get(exc.status_code)
+        if kind is None:
+            kind = ProblemKind(exc.status_code, f"http-{exc.status_code}", str(exc.detail))
+        return Problem(kind, str(exc.detail), session_id=session_id, headers=exc.headers or {})
+    return Problem(INTERNAL, "an unexpected error occurred; it has been logged", session_id)
+
+
+def build_app(api: Api, auth: Authenticator, *, max_body: int) -> ASGIApp:
+    """The daemon's ASGI application: the gateway in front of the Litestar app."""
+
+    def handle(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+        problem = problem_for_exception(exc, request, max_body=max_body)
+        info = request_info(request.scope)
+        if problem.session_id and info.session_id is None:
+            info.session_id = problem.session_id
+        api.metrics.record_error(problem.kind.slug)
+        if problem.kind is INTERNAL:
+            _log.error(
+                "unhandled_error",
+                request_id=info.request_id,
+                session_id=info.session_id,
+                exc_info=exc,
+            )
+        return Response(
+            problem.body(),
+            status_code=problem.status,
+            headers=problem.response_headers(),
+            media_type=problem.response_headers()["content-type"],
+        )
+
+    app = Litestar(
+        route_handlers=route_handlers(api),
+        exception_handlers={Exception: handle},
+        logging_config=None,
+        debug=False,
+        request_max_body_size=max_body,
+        openapi_config=OpenAPIConfig(
+            title="actorflow",
+            version="1",
+            description=(
+                "actorflowd: graph sessions over HTTP. Errors are application/problem+json; "
+                "/v1 routes need 'Authorization: Bearer <token>' when the daemon has a "
+                "tokens file."
+            ),
+            path=OPENAPI_PATH,
+            render_plugins=[SwaggerRenderPlugin()],
+            components=Components(
+                security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}
+            ),
+        ),
+    )
+    return Gateway(app, auth, api.metrics)

@@ -1,0 +1,65 @@
+"""Loading the graphs to serve from ``module:attr`` references."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Sequence
+
+from flow import Graph
+from runtime.daemon._config import ConfigError
+
+__all__ = ["load_graphs", "pick_default_graph"]
+
+
+def _load_one(ref: str) -> list[Graph]:
+    module_name, _, attr = ref.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"--graphs {ref}: cannot import {module_name!r}: {exc}") from None
+    try:
+        value = getattr(module, attr)
+    except AttributeError:
+        raise ConfigError(f"--graphs {ref}: module {module_name!r} has no {attr!r}") from None
+    if isinstance(value, Graph):
+        return [value]
+    if isinstance(value, list | tuple) and value and all(isinstance(g, Graph) for g in value):
+        return list(value)
+    raise ConfigError(
+        f"--graphs {ref}: expected a Graph or a non-empty list of Graphs, "
+        f"found {type(value).__name__}"
+    )
+
+
+def load_graphs(refs: Sequence[str]) -> list[Graph]:
+    """Import every ``module:attr`` and return the graphs, in order.
+
+    Raises:
+        ConfigError: a reference cannot be imported, is not a graph (or list of
+            graphs), or two graphs share an id.
+    """
+    graphs: list[Graph] = []
+    seen: dict[str, str] = {}
+    for ref in refs:
+        for graph in _load_one(ref):
+            if graph.id in seen:
+                raise ConfigError(
+                    f"--graphs {ref}: graph id {graph.id!r} is also served by {seen[graph.id]}"
+                )
+            seen[graph.id] = ref
+            graphs.append(graph)
+    return graphs
+
+
+def pick_default_graph(graphs: Sequence[Graph], wanted: str | None) -> str:
+    """The graph ``/v1/execute`` creates sessions of: ``wanted``, or the first graph.
+
+    Raises:
+        ConfigError: ``wanted`` is not among ``graphs``.
+    """
+    ids = [graph.id for graph in graphs]
+    if wanted is None:
+        return ids[0]
+    if wanted not in ids:
+        raise ConfigError(f"--default-graph {wanted!r} is not served (graphs: {', '.join(ids)})")
+    return wanted

@@ -1,0 +1,49 @@
+"""The ``actorflowd`` entry point: configuration, logging, then the server on uvloop."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+import structlog
+import uvloop
+
+from runtime.daemon._auth import Authenticator, TokensFileError
+from runtime.daemon._config import ConfigError, parse_config
+from runtime.daemon._graphs import load_graphs, pick_default_graph
+from runtime.daemon._logging import configure_logging
+from runtime.daemon._server import serve
+
+__all__ = ["EXIT_CONFIG", "EXIT_FAILED", "main"]
+
+EXIT_CONFIG = 2
+EXIT_FAILED = 1
+
+
+def _fail(message: str, status: int = EXIT_CONFIG) -> int:
+    print(f"actorflowd: error: {message}", file=sys.stderr)
+    return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the daemon until SIGTERM/SIGINT; the exit status (2: invalid configuration).
+
+    Args:
+        argv: arguments without the program name (default ``sys.argv[1:]``).
+    """
+    try:
+        config = parse_config(argv, isatty=sys.stdout.isatty())
+    except ConfigError as exc:
+        return _fail(str(exc))
+    configure_logging(config.log_format)
+    try:
+        graphs = load_graphs(config.graphs)
+        default_graph = pick_default_graph(graphs, config.default_graph)
+        auth = Authenticator.from_file(config.tokens)
+    except (ConfigError, TokensFileError) as exc:
+        return _fail(str(exc))
+    try:
+        return uvloop.run(serve(config, graphs, default_graph, auth))
+    except Exception as exc:
+        structlog.get_logger("actorflowd").exception("daemon_failed")
+        return _fail(f"{type(exc).__name__}: {exc}", EXIT_FAILED)

@@ -1,0 +1,116 @@
+"""Prometheus metrics for /metrics; every name is prefixed ``actorflow_``.
+
+Request-path figures (steps, step latency, errors by type, steps in flight) are
+counted as requests finish. The runtime's own counters (live actors,
+activations, passivations, restarts, mailbox depth) are read from the runtime
+when the endpoint is scraped, so a scrape shows them as of that moment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from runtime._views import LiveSessionInfo, RuntimeStats
+
+__all__ = ["CONTENT_TYPE", "DaemonMetrics", "RuntimeSample"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+STEP_BUCKETS = (
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 300.0,
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class RuntimeSample:
+    """The runtime's figures as of one scrape."""
+
+    stats: RuntimeStats
+    mailbox_total: int
+    mailbox_max: int
+
+    @classmethod
+    def of(cls, stats: RuntimeStats, live: list[LiveSessionInfo]) -> RuntimeSample:
+        """A sample from ``runtime.stats()`` and ``runtime.live_sessions()``."""
+        depths = [info.mailbox_depth for info in live]
+        return cls(stats, sum(depths), max(depths, default=0))
+
+
+class _RuntimeCollector(Collector):
+    """Yields the last ``RuntimeSample`` as metric families."""
+
+    def __init__(self) -> None:
+        self.sample: RuntimeSample | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        sample = self.sample
+        if sample is None:
+            return
+        stats = sample.stats
+        yield _gauge("actorflow_live_actors", "Live session actors.", stats.live)
+        yield _counter("actorflow_activations", "Sessions activated.", stats.activations)
+        yield _counter("actorflow_passivations", "Sessions passivated.", stats.passivations)
+        yield _counter("actorflow_restarts", "Session actors restarted.", stats.restarts)
+        yield _counter("actorflow_evictions", "Sessions evicted (max_live).", stats.evictions)
+        yield _counter("actorflow_expirations", "Sessions expired (TTL).", stats.expirations)
+        yield _gauge("actorflow_stored_sessions", "Sessions in the store.", stats.stored)
+        yield _gauge("actorflow_quarantined_rows", "Undecodable rows kept.", stats.quarantined)
+        yield _gauge(
+            "actorflow_mailbox_depth", "Messages waiting in all session mailboxes.",
+            sample.mailbox_total,
+        )  # fmt: skip
+        yield _gauge("actorflow_mailbox_depth_max", "Deepest session mailbox.", sample.mailbox_max)
+
+
+def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, value=value)
+
+
+def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily:
+    return CounterMetricFamily(name, documentation, value=value)
+
+
+class DaemonMetrics:
+    """The daemon's metrics, in a registry of their own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.steps = Counter(
+            "actorflow_steps", "Steps that completed successfully.", registry=self.registry
+        )
+        self.step_duration = Histogram(
+            "actorflow_step_duration_seconds",
+            "Time to answer a step request, in seconds.",
+            buckets=STEP_BUCKETS,
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "actorflow_errors",
+            "Error responses, by problem type.",
+            ["type"],
+            registry=self.registry,
+        )
+        self.inflight = Gauge(
+            "actorflow_steps_in_flight", "Steps being run right now.", registry=self.registry
+        )
+        self._runtime = _RuntimeCollector()
+        self.registry.register(self._runtime)
+
+    def record_step(self, seconds: float) -> None:
+        """Count one successful step that took ``seconds``."""
+        self.steps.inc()
+        self.step_duration.observe(seconds)
+
+    def record_error(self, slug: str) -> None:
+        """Count one error response of problem type ``slug``."""
+        self.errors.labels(slug).inc()
+
+    def render(self, sample: RuntimeSample | None) -> bytes:
+        """The exposition text, with the runtime's figures from ``sample``."""
+        self._runtime.sample = sample
+        return generate_latest(self.registry)

@@ -1,0 +1,209 @@
+"""Request and response bodies of the HTTP API, as msgspec Structs.
+
+Requests reject unknown fields (422), so that a misspelt field is an error
+rather than silently ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from flow.stores import StoredSessionInfo
+from runtime._views import SessionView
+
+__all__ = [
+    "ChatMessageBody",
+    "CreateSessionRequest",
+    "ExecuteRequest",
+    "ExecuteResponse",
+    "GraphInfo",
+    "GraphList",
+    "HealthResponse",
+    "MetadataBody",
+    "SessionCreated",
+    "SessionDetail",
+    "SessionList",
+    "SessionSummary",
+    "StepRequest",
+    "StepResponse",
+]
+
+GraphId = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+
+
+class CreateSessionRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """``POST /v1/sessions``: the graph to start, and optional initial context."""
+
+    graph: GraphId
+    context: dict[str, Any] | None = None
+
+
+class StepRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """``POST /v1/sessions/{id}/step``.
+
+    ``mode="run"`` steps until the session waits for input or completes;
+    ``on_busy="reject"`` refuses at once (409) when a step is already running.
+    """
+
+    input: Any = None
+    mode: Literal["step", "run"] = "step"
+    on_busy: Literal["enqueue", "reject"] = "enqueue"
+
+
+class ExecuteRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """``POST /v1/execute`` (graph-flow's service shape): one step with ``content`` as input."""
+
+    content: str
+    session_id: str | None = None
+
+
+class SessionCreated(msgspec.Struct):
+    """A session just created."""
+
+    session_id: str
+    graph: str
+    current_task: str
+    status: str
+    revision: int
+
+
+class ChatMessageBody(msgspec.Struct):
+    """One chat message (timestamp: UTC RFC 3339)."""
+
+    role: str
+    content: str
+    timestamp: str
+
+
+class MetadataBody(msgspec.Struct):
+    """A session's metadata; times are UNIX epoch seconds."""
+
+    owner: str
+    created_at: float
+    last_accessed: float
+    request_count: int
+    client_addr: str | None
+    expires_at: float | None
+
+
+class SessionDetail(msgspec.Struct):
+    """A session as of one revision (``context`` is the plain key → value map)."""
+
+    session_id: str
+    graph: str
+    current_task: str
+    status: str
+    context: dict[str, Any]
+    chat_history: list[ChatMessageBody]
+    metadata: MetadataBody
+    revision: int
+    status_message: str | None = None
+
+    @classmethod
+    def of(cls, view: SessionView) -> SessionDetail:
+        """The body for a runtime ``SessionView``."""
+        meta = view.metadata
+        return cls(
+            session_id=view.session_id,
+            graph=view.graph,
+            current_task=view.current_task,
+            status=view.status,
+            context=view.context,
+            chat_history=[
+                ChatMessageBody(m["role"], m["content"], m["timestamp"]) for m in view.chat_history
+            ],
+            metadata=MetadataBody(
+                owner=meta.owner,
+                created_at=meta.created_at,
+                last_accessed=meta.last_accessed,
+                request_count=meta.request_count,
+                client_addr=meta.client_addr,
+                expires_at=meta.expires_at,
+            ),
+            revision=view.revision,
+            status_message=view.status_message,
+        )
+
+
+class StepResponse(msgspec.Struct):
+    """The outcome of one step.
+
+    ``response`` is the last task's response; ``responses`` holds every response of
+    the tasks this step ran (more than one with ContinueAndExecute or run mode).
+    """
+
+    session_id: str
+    task: str
+    response: str | None
+    status: str
+    next_task: str | None
+    revision: int
+    responses: list[str] = msgspec.field(default_factory=list)
+    status_message: str | None = None
+
+
+class SessionSummary(msgspec.Struct):
+    """One session in a listing (from the store's index)."""
+
+    session_id: str
+    graph: str
+    current_task: str
+    status: str
+    revision: int
+    created_at: float
+    last_accessed: float
+    expires_at: float | None
+
+    @classmethod
+    def of(cls, info: StoredSessionInfo) -> SessionSummary:
+        """The summary for a store index entry."""
+        return cls(
+            session_id=info.session_id,
+            graph=info.graph_id,
+            current_task=info.current_task,
+            status=info.status,
+            revision=info.revision,
+            created_at=info.created_at,
+            last_accessed=info.last_accessed,
+            expires_at=info.expires_at,
+        )
+
+
+class SessionList(msgspec.Struct):
+    """One page of the caller's sessions; pass ``next_cursor`` as ``cursor`` for the next."""
+
+    items: list[SessionSummary]
+    next_cursor: str | None
+
+
+class GraphInfo(msgspec.Struct):
+    """A graph the daemon serves."""
+
+    id: str
+    version: str
+    start: str
+    tasks: list[str]
+    edges: list[dict[str, str]]
+
+
+class GraphList(msgspec.Struct):
+    """Every graph the daemon serves, and the one ``/v1/execute`` uses."""
+
+    graphs: list[GraphInfo]
+    default_graph: str
+
+
+class ExecuteResponse(msgspec.Struct):
+    """``POST /v1/execute``'s answer (status is a plain word such as ``paused``)."""
+
+    session_id: str
+    response: str | None
+    status: str
+
+
+class HealthResponse(msgspec.Struct):
+    """``/healthz`` and ``/readyz``."""
+
+    status: str

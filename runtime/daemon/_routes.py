@@ -1,0 +1,359 @@
+"""The HTTP endpoints: sessions, steps, graphs, execute, health, readiness and metrics.
+
+Handlers only await the runtime (whose replies complete asyncio futures), so no
+request blocks the event loop on an actor. Errors are raised, and turned into
+problem+json by the exception handler in ``_app``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Annotated, Any
+
+from litestar import Request, delete, get, post
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import Parameter
+from litestar.response import Response
+from litestar.types import ControllerRouterHandler
+
+from flow import Graph
+from runtime.daemon._gateway import request_info
+from runtime.daemon._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from runtime.daemon._metrics import DaemonMetrics, RuntimeSample
+from runtime.daemon._models import (
+    CreateSessionRequest,
+    ExecuteRequest,
+    ExecuteResponse,
+    GraphInfo,
+    GraphList,
+    HealthResponse,
+    SessionCreated,
+    SessionDetail,
+    SessionList,
+    SessionSummary,
+    StepRequest,
+    StepResponse,
+)
+from runtime.daemon._problems import (
+    DRAINING,
+    OVERLOADED,
+    PROBLEM_CONTENT_TYPE,
+    STORE_UNAVAILABLE,
+    Problem,
+    ProblemDetail,
+)
+
+if TYPE_CHECKING:
+    from flow import StepResult
+    from runtime import AsyncRuntime
+
+__all__ = ["Api", "route_handlers"]
+
+READY_PROBE_TIMEOUT = 2.0
+SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
+
+
+def _problems(*statuses: int) -> dict[int, ResponseSpec]:
+    return {
+        status: ResponseSpec(
+            data_container=ProblemDetail,
+            description="problem+json (RFC 9457)",
+            media_type=PROBLEM_CONTENT_TYPE,
+        )
+        for status in statuses
+    }
+
+
+# Statuses every /v1 route may answer, and those of routes that run steps.
+_COMMON = (400, 401, 413, 422, 503)
+_STEPPING = (*_COMMON, 404, 409, 429, 500, 504)
+
+
+@dataclass(slots=True)
+class Api:
+    """What the handlers share: the runtime, the graphs, limits and counters.
+
+    Attributes:
+        runtime: the runtime the daemon serves.
+        graphs: the graphs served, in order.
+        default_graph: the graph ``/v1/execute`` creates sessions of.
+        max_inflight: most steps in flight before 503.
+        metrics: the daemon's metrics.
+        inflight: steps in flight right now.
+        draining: set when shutdown began; new steps get 503.
+    """
+
+    runtime: AsyncRuntime
+    graphs: list[Graph]
+    default_graph: str
+    max_inflight: int
+    metrics: DaemonMetrics
+    inflight: int = 0
+    draining: bool = False
+    graph_list: GraphList = field(init=False)
+
+    def __post_init__(self) -> None:
+        infos = []
+        for graph in self.graphs:
+            described = graph.describe()
+            infos.append(
+                GraphInfo(
+                    id=graph.id,
+                    version=graph.version,
+                    start=graph.start,
+                    tasks=list(described["tasks"]),
+                    edges=list(described["edges"]),
+                )
+            )
+        self.graph_list = GraphList(graphs=infos, default_graph=self.default_graph)
+
+    async def run_step(
+        self,
+        session_id: str,
+        user: str,
+        input: Any,
+        *,
+        mode: str = "step",
+        on_busy: str = "enqueue",
+    ) -> StepResult:
+        """One step through the runtime, within the in-flight bound; counted in the metrics.
+
+        Raises:
+            Problem: the daemon is draining, or too many steps are in flight (503).
+            ActorflowError: whatever the runtime raised.
+        """
+        if self.draining or self.runtime.draining:
+            raise Problem(DRAINING, "the daemon is shutting down; retry on another instance")
+        if self.inflight >= self.max_inflight:
+            raise Problem(
+                OVERLOADED,
+                f"{self.inflight} steps are in flight (the limit is {self.max_inflight}); retry",
+                session_id=session_id,
+            )
+        self.inflight += 1
+        self.metrics.inflight.inc()
+        started = time.perf_counter()
+        try:
+            if mode == "run":
+                result = await self.runtime.run(
+                    session_id,
+                    input,
+                    on_busy=on_busy,
+                    owner=user,  # type: ignore[arg-type]  # validated by the request model
+                )
+            else:
+                result = await self.runtime.step(
+                    session_id,
+                    input,
+                    mode="step",
+                    on_busy=on_busy,
+                    owner=user,  # type: ignore[arg-type]  # validated by the request model
+                )
+        finally:
+            self.inflight -= 1
+            self.metrics.inflight.dec()
+        self.metrics.record_step(time.perf_counter() - started)
+        return result
+
+
+def _caller(request: Request[Any, Any, Any]) -> str:
+    user = request_info(request.scope).user
+    if user is None:  # the gateway lets no /v1 request through without a user
+        raise RuntimeError("request reached a /v1 handler without an authenticated user")
+    return user
+
+
+def _client_addr(request: Request[Any, Any, Any]) -> str | None:
+    client = request.client
+    return client.host if client is not None else None
+
+
+def _step_response(result: StepResult) -> StepResponse:
+    return StepResponse(
+        session_id=result.session_id,
+        task=result.task,
+        response=result.response,
+        status=str(result.status),
+        next_task=result.next_task,
+        revision=result.revision,
+        responses=list(result.responses),
+        status_message=result.status_message,
+    )
+
+
+def route_handlers(api: Api) -> list[ControllerRouterHandler]:
+    """The route handlers of the daemon, bound to ``api``."""
+    runtime = api.runtime
+
+    @post(
+        "/v1/sessions",
+        status_code=201,
+        summary="Create a session",
+        responses=_problems(*_COMMON, 404),
+        security=SECURITY,
+        tags=["sessions"],
+    )
+    async def create_session(
+        data: CreateSessionRequest, request: Request[Any, Any, Any]
+    ) -> SessionCreated:
+        user = _caller(request)
+        session_id = await runtime.create_session(
+            data.graph, owner=user, context=data.context, client_addr=_client_addr(request)
+        )
+        request_info(request.scope).session_id = session_id
+        view = await runtime.get_session(session_id, owner=user)
+        return SessionCreated(
+            session_id=view.session_id,
+            graph=view.graph,
+            current_task=view.current_task,
+            status=view.status,
+            revision=view.revision,
+        )
+
+    @get(
+        "/v1/sessions/{session_id:str}",
+        summary="Read a session",
+        responses=_problems(*_COMMON, 404),
+        security=SECURITY,
+        tags=["sessions"],
+    )
+    async def read_session(session_id: str, request: Request[Any, Any, Any]) -> SessionDetail:
+        request_info(request.scope).session_id = session_id
+        view = await runtime.get_session(session_id, owner=_caller(request))
+        return SessionDetail.of(view)
+
+    @post(
+        "/v1/sessions/{session_id:str}/step",
+        status_code=200,
+        summary="Run one step (or, with mode=run, step until input is needed)",
+        responses=_problems(*_STEPPING),
+        security=SECURITY,
+        tags=["sessions"],
+    )
+    async def step_session(
+        session_id: str, request: Request[Any, Any, Any], data: StepRequest | None = None
+    ) -> StepResponse:
+        request_info(request.scope).session_id = session_id
+        body = data if data is not None else StepRequest()
+        result = await api.run_step(
+            session_id, _caller(request), body.input, mode=body.mode, on_busy=body.on_busy
+        )
+        return _step_response(result)
+
+    @delete(
+        "/v1/sessions/{session_id:str}",
+        status_code=204,
+        summary="Delete a session",
+        responses=_problems(*_COMMON, 404),
+        security=SECURITY,
+        tags=["sessions"],
+    )
+    async def delete_session(session_id: str, request: Request[Any, Any, Any]) -> None:
+        request_info(request.scope).session_id = session_id
+        await runtime.delete_session(session_id, owner=_caller(request))
+
+    @get(
+        "/v1/sessions",
+        summary="List the caller's sessions",
+        responses=_problems(*_COMMON),
+        security=SECURITY,
+        tags=["sessions"],
+    )
+    async def list_sessions(
+        request: Request[Any, Any, Any],
+        limit: Annotated[int, Parameter(ge=1, le=1000, description="page size")] = 100,
+        cursor: Annotated[
+            str | None, Parameter(description="next_cursor of the previous page")
+        ] = None,
+    ) -> SessionList:
+        page = await runtime.list_sessions(_caller(request), cursor=cursor, limit=limit)
+        return SessionList(
+            items=[SessionSummary.of(info) for info in page.items], next_cursor=page.next_cursor
+        )
+
+    @get(
+        "/v1/graphs",
+        summary="The graphs served",
+        responses=_problems(401),
+        security=SECURITY,
+        tags=["graphs"],
+    )
+    async def list_graphs() -> GraphList:
+        return api.graph_list
+
+    @post(
+        "/v1/execute",
+        status_code=200,
+        summary="graph-flow's execute: one step with content as input",
+        description=(
+            "Without session_id, creates a session of the default graph first. The content "
+            "is the step's input (stored in context key user_input)."
+        ),
+        responses=_problems(*_STEPPING),
+        security=SECURITY,
+        tags=["graph-flow"],
+    )
+    async def execute(data: ExecuteRequest, request: Request[Any, Any, Any]) -> ExecuteResponse:
+        user = _caller(request)
+        info = request_info(request.scope)
+        session_id = data.session_id
+        if session_id is None:
+            session_id = await runtime.create_session(
+                api.default_graph, owner=user, client_addr=_client_addr(request)
+            )
+        info.session_id = session_id
+        result = await api.run_step(session_id, user, data.content)
+        return ExecuteResponse(
+            session_id=session_id, response=result.response, status=str(result.status)
+        )
+
+    @get("/healthz", summary="Liveness: 200 while the process is up", tags=["probes"])
+    async def healthz() -> HealthResponse:
+        return HealthResponse("ok")
+
+    @get(
+        "/readyz",
+        summary="Readiness: 200 when the store is reachable and the daemon not draining",
+        responses=_problems(503),
+        tags=["probes"],
+    )
+    async def readyz() -> HealthResponse:
+        if api.draining or runtime.draining:
+            raise Problem(DRAINING, "the daemon is shutting down")
+        store = runtime.store
+        try:
+            await asyncio.wait_for(
+                asyncio.to_thread(store.list, None, None, 1), READY_PROBE_TIMEOUT
+            )
+        except Exception as exc:
+            raise Problem(
+                STORE_UNAVAILABLE, f"the store did not answer: {type(exc).__name__}: {exc}"
+            ) from exc
+        return HealthResponse("ready")
+
+    @get(
+        "/metrics",
+        summary="Prometheus metrics (every name prefixed actorflow_)",
+        media_type=METRICS_CONTENT_TYPE,
+        tags=["probes"],
+    )
+    async def metrics() -> Response[bytes]:
+        stats = await runtime.stats()
+        live = await runtime.live_sessions()
+        body = api.metrics.render(RuntimeSample.of(stats, live))
+        return Response(body, media_type=METRICS_CONTENT_TYPE)
+
+    return [
+        create_session,
+        read_session,
+        step_session,
+        delete_session,
+        list_sessions,
+        list_graphs,
+        execute,
+        healthz,
+        readyz,
+        metrics,
+    ]

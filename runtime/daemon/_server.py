@@ -1,0 +1,153 @@
+"""Running the daemon: the runtime, the admin socket, uvicorn, signals and the drain.
+
+On SIGTERM or SIGINT the daemon stops accepting connections, lets running
+steps finish (up to ``--drain-timeout``), closes the runtime (which flushes
+every snapshot), closes the admin socket and exits 0. A second signal exits at
+once, with status 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import structlog
+import uvicorn
+
+from flow import Graph
+from runtime import AsyncRuntime, RuntimeConfig
+from runtime.admin import start_admin_server
+from runtime.daemon._app import OPENAPI_PATH, build_app
+from runtime.daemon._auth import Authenticator
+from runtime.daemon._config import DaemonConfig
+from runtime.daemon._metrics import DaemonMetrics
+from runtime.daemon._routes import Api
+
+__all__ = ["DaemonServer", "serve"]
+
+EXIT_ON_SECOND_SIGNAL = 1
+_log = structlog.get_logger("actorflowd")
+
+
+class DaemonServer(uvicorn.Server):
+    """uvicorn's server without its own signal handling: ``serve`` installs the daemon's."""
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """Leave signals to the daemon (uvicorn would re-raise them after shutdown)."""
+        yield
+
+
+def runtime_config(config: DaemonConfig) -> RuntimeConfig:
+    """The runtime's configuration for the daemon's settings."""
+    return RuntimeConfig(
+        idle_timeout=config.idle_timeout,
+        max_live=config.max_live,
+        session_ttl=config.session_ttl,
+        durability=config.durability,
+        drain_timeout=config.drain_timeout,
+        store=config.store,
+        advertise=config.advertise,
+    )
+
+
+def _config_info(config: DaemonConfig, graphs: list[Graph]) -> dict[str, object]:
+    return {
+        "host": config.host,
+        "port": config.port,
+        "data_dir": str(config.data_dir.resolve()),
+        "graphs": [graph.id for graph in graphs],
+        "durability": config.durability,
+        "store": config.store or f"sqlite:///{(config.data_dir / 'sessions.db').resolve()}",
+        "tls": config.tls_cert is not None,
+        "auth": "tokens" if config.tokens is not None else "local",
+        "max_inflight": config.max_inflight,
+        "pid": os.getpid(),
+    }
+
+
+def _uvicorn_config(app: Any, config: DaemonConfig) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=config.host,
+        port=config.port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="off",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=int(max(1, round(config.drain_timeout))),
+        ssl_certfile=str(config.tls_cert) if config.tls_cert else None,
+        ssl_keyfile=str(config.tls_key) if config.tls_key else None,
+    )
+
+
+async def serve(
+    config: DaemonConfig, graphs: list[Graph], default_graph: str, auth: Authenticator
+) -> int:
+    """Serve until SIGTERM/SIGINT, then drain; the process exit status.
+
+    Must run on the event loop of the main thread (it installs signal handlers).
+    """
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    loop = asyncio.get_running_loop()
+    runtime = await AsyncRuntime.open(
+        data_dir=config.data_dir, graphs=graphs, config=runtime_config(config)
+    )
+    try:
+        admin = await start_admin_server(
+            runtime, config.data_dir / "admin.sock", config_info=_config_info(config, graphs)
+        )
+    except BaseException:
+        await runtime.aclose()
+        raise
+    api = Api(
+        runtime=runtime,
+        graphs=graphs,
+        default_graph=default_graph,
+        max_inflight=config.max_inflight,
+        metrics=DaemonMetrics(),
+    )
+    server = DaemonServer(_uvicorn_config(build_app(api, auth, max_body=config.max_body), config))
+    signals_seen = 0
+
+    def on_signal(signum: int) -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen > 1:
+            _log.warning("second_signal_exiting_now", signal=signal.Signals(signum).name)
+            os._exit(EXIT_ON_SECOND_SIGNAL)
+        _log.info("draining", signal=signal.Signals(signum).name, inflight=api.inflight)
+        api.draining = True
+        runtime.begin_drain()
+        server.should_exit = True
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+    scheme = "https" if config.tls_cert else "http"
+    _log.info(
+        "starting",
+        url=f"{scheme}://{config.host}:{config.port}",
+        openapi=f"{OPENAPI_PATH}/openapi.json",
+        docs=f"{OPENAPI_PATH}/swagger",
+        graphs=[graph.id for graph in graphs],
+        data_dir=str(config.data_dir),
+        auth="tokens" if config.tokens is not None else "local user (loopback only)",
+    )
+    try:
+        await server.serve()
+    finally:
+        _log.info("closing_runtime", inflight=api.inflight)
+        try:
+            await runtime.aclose()
+        finally:
+            await admin.close()
+    if not server.started:
+        return 1
+    _log.info("stopped")
+    return 0
