@@ -1,0 +1,72 @@
+"""Parsing shell lines and completing them, without a daemon."""
+
+from __future__ import annotations
+
+import pytest
+from prompt_toolkit.completion import CompleteEvent
+from prompt_toolkit.document import Document
+
+from runtime.admin import AdminError
+from runtime.shell._commands import SHELL_COMMANDS, parse_line
+from runtime.shell._completion import ShellCompleter
+from runtime.shell._render import sort_for_top
+
+IDS = [("abcd1234-0000", "echo waiting_for_input"), ("abff0000-1111", "support paused")]
+
+
+def _complete(text: str) -> list[str]:
+    completer = ShellCompleter(lambda: IDS)
+    return [c.text for c in completer.get_completions(Document(text), CompleteEvent())]
+
+
+def test_lines_parse_into_op_and_arguments() -> None:
+    assert parse_line("   ") is None
+    parsed = parse_line("inspect abcd")
+    assert parsed is not None
+    assert (parsed.command, parsed.args) == ("inspect", {"id": "abcd"})
+    parsed = parse_line("stored --owner alice --limit 5")
+    assert parsed is not None
+    assert parsed.args == {"owner": "alice", "limit": 5}
+    parsed = parse_line("top")
+    assert parsed is not None
+    assert parsed.command == "top"
+
+
+@pytest.mark.parametrize(
+    ("line", "says"),
+    [
+        ("frobnicate", "unknown command"),
+        ("inspect", "usage: inspect ID"),
+        ("stored --limit many", "must be an integer"),
+        ("stored --colour red", "unexpected '--colour'"),
+        ("stored --owner", "needs a value"),
+        ("quit now", "takes no arguments"),
+        ('inspect "unclosed', "cannot parse"),
+    ],
+)
+def test_bad_lines_say_what_is_wrong(line: str, says: str) -> None:
+    with pytest.raises(AdminError, match=says):
+        parse_line(line)
+
+
+def test_first_word_completes_to_commands() -> None:
+    assert _complete("") == list(SHELL_COMMANDS)
+    assert _complete("pa") == ["passivate"]
+    assert set(_complete("s")) == {"snapshot", "stats", "stored"}
+
+
+def test_id_argument_completes_to_live_session_ids() -> None:
+    assert _complete("inspect ") == ["abcd1234-0000", "abff0000-1111"]
+    assert _complete("kill abc") == ["abcd1234-0000"]
+    assert _complete("stats ") == []
+    assert _complete("inspect abcd1234-0000 ") == []
+
+
+def test_top_order_is_deepest_mailbox_then_least_idle() -> None:
+    rows = [
+        {"session_id": "a", "mailbox_depth": 0, "idle_seconds": 1.0},
+        {"session_id": "b", "mailbox_depth": 3, "idle_seconds": 9.0},
+        {"session_id": "c", "mailbox_depth": 0, "idle_seconds": 0.5},
+        {"session_id": "d", "mailbox_depth": 3, "idle_seconds": 2.0},
+    ]
+    assert [r["session_id"] for r in sort_for_top(rows)] == ["d", "b", "c", "a"]
