@@ -1,0 +1,242 @@
+"""Leases with fencing epochs, two LeaseManagers on one real redis-server."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from flow._context import Context
+from flow._errors import StoreUnavailable
+from flow._session import Session, SessionMetadata, SessionStatus
+from flow.stores._lease import Holder, Lease, LeaseLost, LeaseManager
+from flow.stores._redis import RedisStore
+
+pytestmark = pytest.mark.redis
+
+TTL = 0.3
+
+
+def make_session(session_id: str, revision: int = 0) -> Session:
+    now = time.time()
+    return Session(
+        session_id=session_id,
+        graph_id="echo",
+        graph_version="1",
+        current_task="echo",
+        status=SessionStatus.PAUSED,
+        context=Context(),
+        metadata=SessionMetadata("alice", now, now),
+        revision=revision,
+    )
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 5.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(0.01)  # polling a condition with a deadline: there is no event to wait on
+
+
+def take_over(manager: LeaseManager, session_id: str) -> Lease:
+    """Acquire ``session_id`` as soon as its current holder's lease runs out."""
+
+    def attempt() -> Lease | None:
+        result = manager.acquire(session_id)
+        return result if isinstance(result, Lease) else None
+
+    lease: Lease = wait_until(attempt)
+    return lease
+
+
+@pytest.fixture
+def managers(redis_url: str) -> Iterator[tuple[LeaseManager, LeaseManager]]:
+    a = LeaseManager(redis_url, "node-a", "http://a:8700", TTL)
+    b = LeaseManager(redis_url, "node-b", "http://b:8700", TTL)
+    try:
+        yield a, b
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_lease_has_one_holder_and_others_learn_who(
+    managers: tuple[LeaseManager, LeaseManager],
+) -> None:
+    a, b = managers
+    lease = a.acquire("s1")
+    assert isinstance(lease, Lease)
+    assert (lease.node_id, lease.advertise, lease.fence) == ("node-a", "http://a:8700", ("s1", 1))
+    seen = b.acquire("s1")
+    assert isinstance(seen, Holder)
+    assert (seen.node_id, seen.advertise, seen.epoch) == ("node-a", "http://a:8700", 1)
+    assert 0 < seen.expires_in <= TTL
+    holder = b.holder("s1")
+    assert holder is not None
+    assert (holder.node_id, holder.advertise, holder.epoch) == ("node-a", "http://a:8700", 1)
+    assert b.held() == []
+    assert a.held() == [lease]
+
+
+def test_concurrent_acquires_grant_exactly_one_lease(redis_url: str) -> None:
+    nodes = [LeaseManager(redis_url, f"node-{i}", f"http://{i}", 5.0) for i in range(8)]
+    try:
+        start = threading.Barrier(len(nodes))
+        results: list[Lease | Holder] = []
+
+        def take(manager: LeaseManager) -> None:
+            start.wait()
+            results.append(manager.acquire("hot"))
+
+        threads = [threading.Thread(target=take, args=(m,)) for m in nodes]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        granted = [r for r in results if isinstance(r, Lease)]
+        assert len(results) == 8
+        assert len(granted) == 1
+        assert all(r.node_id == granted[0].node_id for r in results)
+    finally:
+        for m in nodes:
+            m.close()
+
+
+def test_epoch_grows_when_another_node_takes_over_after_expiry(
+    managers: tuple[LeaseManager, LeaseManager],
+) -> None:
+    a, b = managers
+    first = a.acquire("s1")
+    assert isinstance(first, Lease)
+    a.close(release=False)  # a stops renewing, as if it died
+    second = take_over(b, "s1")
+    assert second.epoch > first.epoch
+    holder = b.holder("s1")
+    assert holder is not None
+    assert (holder.node_id, holder.epoch) == ("node-b", second.epoch)
+
+
+def test_renewal_keeps_a_lease_alive_past_its_ttl(
+    managers: tuple[LeaseManager, LeaseManager],
+) -> None:
+    a, b = managers
+    lease = a.acquire("s1")
+    assert isinstance(lease, Lease)
+    until = time.monotonic() + TTL * 4
+    while time.monotonic() < until:
+        holder = b.acquire("s1")
+        assert isinstance(holder, Holder), "the lease lapsed although it was being renewed"
+        assert holder.epoch == lease.epoch
+        time.sleep(0.02)  # sampling the lease over four ttls
+    assert a.held() == [lease]
+
+
+def test_renew_all_renews_every_lease_in_one_call(redis_url: str) -> None:
+    manager = LeaseManager(redis_url, "node-a", "http://a", 60.0)
+    try:
+        leases = [manager.acquire(f"s{i}") for i in range(50)]
+        client = redis.Redis.from_url(redis_url)
+        for lease in leases:
+            assert isinstance(lease, Lease)
+            client.pexpire(f"actorflow:lease:{lease.name}", 1000)
+        assert manager.renew_all() == []
+        assert all(client.pttl(f"actorflow:lease:s{i}") > 50_000 for i in range(50))
+        client.close()
+    finally:
+        manager.close()
+
+
+def test_stale_epoch_save_is_refused_by_the_store(
+    redis_url: str, managers: tuple[LeaseManager, LeaseManager]
+) -> None:
+    a, b = managers
+    with RedisStore(redis_url) as store:
+        old = a.acquire("s1")
+        assert isinstance(old, Lease)
+        store.save(make_session("s1"), None, fence=old.fence).result(timeout=5)
+        a.close(release=False)  # a is paused: its lease runs out
+        new = take_over(b, "s1")
+        with pytest.raises(LeaseLost) as info:
+            store.save(make_session("s1", 1), 0, fence=old.fence).result(timeout=5)
+        assert (info.value.epoch, info.value.current) == (old.epoch, new.epoch)
+        assert isinstance(info.value, StoreUnavailable)
+        store.save(make_session("s1", 1), 0, fence=new.fence).result(timeout=5)
+        loaded = store.load("s1")
+        assert loaded is not None
+        assert loaded.revision == 1
+
+
+def test_losing_a_lease_to_another_node_is_reported(
+    redis_url: str, managers: tuple[LeaseManager, LeaseManager]
+) -> None:
+    a, b = managers
+    lost: list[Lease] = []
+    reported = threading.Event()
+
+    def on_lost(lease: Lease) -> None:
+        lost.append(lease)
+        reported.set()
+
+    a.on_lost = on_lost
+    lease = a.acquire("s1")
+    assert isinstance(lease, Lease)
+    redis.Redis.from_url(redis_url).delete("actorflow:lease:s1")  # as if it had expired
+    assert isinstance(b.acquire("s1"), Lease)
+    assert reported.wait(5)
+    assert lost == [lease]
+    assert a.held() == []
+    assert a.renew(lease) is False
+
+
+def test_a_lease_that_cannot_be_renewed_is_reported_lost_after_its_ttl(
+    redis_server: Any,
+) -> None:
+    reported = threading.Event()
+    manager = LeaseManager(
+        redis_server.url, "node-a", "http://a", TTL, on_lost=lambda lease: reported.set()
+    )
+    try:
+        assert isinstance(manager.acquire("s1"), Lease)
+        redis_server.stop()
+        stopped = time.monotonic()
+        assert reported.wait(5)
+        assert time.monotonic() - stopped < TTL + 1.5
+        assert manager.held() == []
+        with pytest.raises(StoreUnavailable):
+            manager.acquire("s2")
+    finally:
+        manager.close()
+
+
+def test_release_frees_the_lease_for_another_node(
+    managers: tuple[LeaseManager, LeaseManager],
+) -> None:
+    a, b = managers
+    lease = a.acquire("s1")
+    assert isinstance(lease, Lease)
+    assert a.release(lease) is True
+    assert a.release(lease) is False
+    taken = b.acquire("s1")
+    assert isinstance(taken, Lease)
+    assert taken.epoch == lease.epoch + 1
+
+
+def test_acquiring_again_fences_the_older_grant_of_the_same_node(
+    managers: tuple[LeaseManager, LeaseManager],
+) -> None:
+    a, _ = managers
+    first = a.acquire("s1")
+    second = a.acquire("s1")
+    assert isinstance(first, Lease)
+    assert isinstance(second, Lease)
+    assert second.epoch == first.epoch + 1
+    assert a.lease_for("s1") == second
+    assert a.renew(second) is True
