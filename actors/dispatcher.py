@@ -155,11 +155,14 @@ class DispatcherActor(pykka.Actor):
                 except Exception:  # pykka's semantics: log it, the actor is stopping anyway
                     self._handle_failure(*sys.exc_info())
         except BaseException:
-            if envelope.reply_to is not None:
-                envelope.reply_to.set_exception()
+            exc_info = sys.exc_info()
             _log.exception("dispatcher_actor_stopped_by_base_exception", actor=str(self))
-            if not self.actor_stopped.is_set():
-                self._stop()
+            try:
+                if not self.actor_stopped.is_set():
+                    self._stop()
+            finally:
+                if envelope.reply_to is not None:
+                    envelope.reply_to.set_exception(exc_info)
 
     def _dispatch_close(self) -> None:
         """After the actor stopped: fail queued asks with ActorDeadError, leave the dispatcher."""
