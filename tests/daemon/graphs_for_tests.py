@@ -1,0 +1,48 @@
+"""Graphs the daemon tests serve beside the demo ones (``--graphs graphs_for_tests:GRAPHS``).
+
+``gated``: one blocking task that marks itself started (creates the file named by
+context key ``started_dir``/<session id>) and then waits until the file named by
+context key ``gate`` exists, bounded by ``GATE_WAIT``; it answers like echo.
+It is how a test holds steps in flight across the process boundary.
+
+``boom``: one task that raises ``ValueError`` (500 task-failed).
+
+``once``: one task that ends the session (a later step is 409 session-completed).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+from flow import Context, FunctionTask, GraphBuilder, NextAction, TaskResult
+
+GATE_WAIT = 20.0
+
+
+def _gated(ctx: Context) -> TaskResult:
+    started_dir = ctx.get("started_dir")
+    if started_dir:
+        with open(os.path.join(started_dir, str(ctx.session_id)), "a"):
+            pass
+    gate = ctx.get("gate")
+    deadline = time.monotonic() + GATE_WAIT
+    while gate and not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.005)  # across processes a file is the only signal the test can give
+    ctx.set("count", int(ctx.get("count", 0)) + 1)
+    return TaskResult(f"gated: {ctx.input}", NextAction.WaitForInput)
+
+
+def _boom(ctx: Context) -> TaskResult:
+    raise ValueError("boom on purpose")
+
+
+def _once(ctx: Context) -> TaskResult:
+    return TaskResult("the end", NextAction.End, "finished")
+
+
+GRAPHS = [
+    GraphBuilder("gated").add_task(FunctionTask("gated", _gated, blocking=True)).build(),
+    GraphBuilder("boom").add_task(FunctionTask("boom", _boom, blocking=False)).build(),
+    GraphBuilder("once").add_task(FunctionTask("once", _once, blocking=False)).build(),
+]
