@@ -203,7 +203,8 @@ def assert_problem(response: httpx.Response, status: int, slug: str) -> dict[str
     body: dict[str, Any] = response.json()
     assert body["status"] == status
     assert body["type"].endswith(":" + slug), body
-    assert body["title"] and body["detail"]
+    assert body["title"]
+    assert body["detail"]
     assert "Traceback" not in response.text
     return body
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import uuid
-from pathlib import Path
 
 import httpx
-from conftest import Daemon, assert_problem, create
+from conftest import Daemon, StartDaemon, assert_problem, create
 
 
 def test_create_session_returns_201_with_its_position(api: httpx.Client) -> None:
@@ -176,8 +176,6 @@ def test_access_log_lines_carry_the_request_fields(
     session_id = create(api)
     api.post(f"/v1/sessions/{session_id}/step", json={"input": "log"},
              headers={"x-request-id": "log-line-check"})  # fmt: skip
-    import json
-
     lines = [json.loads(line) for line in shared_daemon.log_lines() if "log-line-check" in line]
     assert lines, shared_daemon.log_tail()
     entry = lines[-1]
@@ -267,8 +265,8 @@ def test_task_that_raises_is_500_task_failed_and_the_session_is_unchanged(
     assert after["context"] == before["context"]
 
 
-def test_body_over_the_limit_is_413(start_daemon: object, tmp_path: Path) -> None:
-    daemon = start_daemon("--max-body", "1KiB")  # type: ignore[operator]
+def test_body_over_the_limit_is_413(start_daemon: StartDaemon) -> None:
+    daemon = start_daemon("--max-body", "1KiB")
     with daemon.client() as client:
         session_id = create(client)
         response = client.post(f"/v1/sessions/{session_id}/step", json={"input": "x" * 2000})
