@@ -178,15 +178,21 @@ class Context:
         self.session_id = session_id
 
     def get(self, key: str, default: Any = None) -> Any:
-        """The value under ``key``, or ``default`` when it is missing."""
-        return self._data.get(key, default)
+        """A copy of the value under ``key``, or ``default`` when it is missing.
+
+        Lists and dicts come out as copies (as graph-flow's ``get`` deserializes a
+        clone), so a value can only change through ``set``, which checks it.
+        """
+        if key not in self._data:
+            return default
+        return _copied(self._data[key])
 
     def set(self, key: str, value: Any) -> None:
         """Store ``value`` under ``key``; raises ``InvalidInput`` if it is not msgpack-safe."""
         if not isinstance(key, str):
             raise InvalidInput(f"context keys must be str, got {type(key).__name__}")
         check_value(key, value)
-        self._data[key] = copy.deepcopy(value) if isinstance(value, list | dict | tuple) else value
+        self._data[key] = _copied(value)
 
     def remove(self, key: str) -> Any:
         """Remove ``key``; returns its old value (None when it was missing)."""
@@ -221,7 +227,7 @@ class Context:
         return key in self._data
 
     def __getitem__(self, key: str) -> Any:
-        return self._data[key]
+        return _copied(self._data[key])
 
     def __setitem__(self, key: str, value: Any) -> None:
         self.set(key, value)
@@ -236,6 +242,11 @@ class Context:
 
     def __repr__(self) -> str:
         return f"Context(keys={self.keys()!r}, history={len(self.chat_history)})"
+
+
+def _copied(value: Any) -> Any:
+    """A deep copy of a container value; scalars are immutable and returned as is."""
+    return copy.deepcopy(value) if isinstance(value, list | dict | tuple) else value
 
 
 def _same(a: Any, b: Any) -> bool:

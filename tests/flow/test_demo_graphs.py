@@ -1,0 +1,83 @@
+"""The demo graphs: echo and support, as the daemon serves them."""
+
+from __future__ import annotations
+
+import pytest
+
+from flow import SessionCompleted, SessionStatus, new_session, step
+from flow.demo import GRAPHS, echo, support
+
+
+def test_graphs_lists_echo_and_support() -> None:
+    assert [graph.id for graph in GRAPHS] == ["echo", "support"]
+    assert GRAPHS[0] is echo
+    assert GRAPHS[1] is support
+
+
+def test_echo_counts_echoes_and_waits_for_input() -> None:
+    session = new_session(echo, owner="alice")
+    session, result = step(echo, session, "hi")
+    session, result = step(echo, session, "again")
+    assert (result.response, result.status) == ("echo: again", SessionStatus.WAITING_FOR_INPUT)
+    assert result.next_task == "echo"
+    assert session.context.get("count") == 2
+    history = [(m.role, m.content) for m in session.context.chat_history]
+    assert history == [
+        ("user", "hi"),
+        ("assistant", "echo: hi"),
+        ("user", "again"),
+        ("assistant", "echo: again"),
+    ]
+
+
+def test_echo_runs_inline_because_it_is_non_blocking() -> None:
+    assert echo.task("echo").blocking is False
+    assert echo.nonblocking is True
+
+
+def test_support_routes_a_refund_request_and_ends_on_done() -> None:
+    session = new_session(support, owner="alice")
+    session, result = step(support, session)
+    assert (result.task, result.next_task) == ("greet", "classify")
+    session, result = step(support, session, "I want a refund for order 7")
+    assert (result.task, result.status) == ("refund", SessionStatus.WAITING_FOR_INPUT)
+    assert result.response is not None
+    assert "refund" in result.response
+    session, result = step(support, session, "done")
+    assert (result.task, result.response) == ("done", "Goodbye!")
+    assert result.status is SessionStatus.COMPLETED
+    with pytest.raises(SessionCompleted):
+        step(support, session, "hello?")
+
+
+def test_support_sends_other_requests_to_faq_and_goes_back_on_back() -> None:
+    session = new_session(support, owner="alice")
+    session, _ = step(support, session)
+    session, result = step(support, session, "how do I reset my password")
+    assert result.task == "faq"
+    session, result = step(support, session, "back")
+    assert (result.status, result.next_task) == (SessionStatus.PAUSED, "classify")
+    session, result = step(support, session, "refund please")
+    assert result.task == "refund"
+    assert session.back_stack == ["greet", "classify"]
+    session, result = step(support, session, "bye")
+    assert result.status is SessionStatus.COMPLETED
+
+
+def test_support_in_run_mode_waits_for_a_request_after_greeting() -> None:
+    session = new_session(support, owner="alice")
+    session, result = step(support, session, mode="run")
+    assert result.status is SessionStatus.WAITING_FOR_INPUT
+    assert result.next_task == "classify"
+    assert len(result.responses) == 2
+    session, result = step(support, session, "refund", mode="run")
+    session, result = step(support, session, "back", mode="run")
+    assert (result.status, result.next_task) == (SessionStatus.WAITING_FOR_INPUT, "classify")
+
+
+def test_support_is_non_blocking_and_has_a_conditional_edge() -> None:
+    description = support.describe()
+    assert description["start"] == "greet"
+    assert description["tasks"] == ["greet", "classify", "refund", "faq", "done"]
+    assert {"yes", "no"} <= set(description["edges"][1])
+    assert support.nonblocking is True
