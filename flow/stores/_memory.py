@@ -13,7 +13,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 
 from flow._codec import decode, encode
-from flow._errors import RevisionConflict, SnapshotDecodeError, StoreUnavailable
+from flow._errors import InvalidInput, RevisionConflict, SnapshotDecodeError, StoreUnavailable
 from flow._session import Session
 from flow.stores._protocol import QuarantinedRow, SessionPage, StoredSessionInfo
 
@@ -119,9 +119,13 @@ class MemoryStore:
     def list(
         self, owner: str | None = None, cursor: str | None = None, limit: int = 100
     ) -> SessionPage:
-        """Sessions of ``owner`` (every owner when None), ordered by id, after ``cursor``."""
+        """Sessions of ``owner`` (every owner when None), ordered by id, after ``cursor``.
+
+        Raises:
+            InvalidInput: ``limit`` is below 1.
+        """
         if limit < 1:
-            raise ValueError(f"limit must be at least 1, not {limit}")
+            raise InvalidInput(f"limit must be at least 1, not {limit}")
         with self._lock:
             self._check_open()
             infos = [
