@@ -45,6 +45,8 @@ class DaemonConfig:
         idle_timeout: passivate sessions idle this long.
         max_live: most live session actors.
         session_ttl: sessions expire this long after their last use.
+        step_timeout: a step's deadline; past it 504.
+        max_pending: per-session mailbox bound; beyond it 429.
         log_format: ``json`` or ``console``.
         max_inflight: most steps in flight in the whole daemon; beyond it 503.
         max_body: largest accepted request body; beyond it 413.
@@ -66,6 +68,8 @@ class DaemonConfig:
     idle_timeout: float = 300.0
     max_live: int = 100_000
     session_ttl: float = 7 * 24 * 3600.0
+    step_timeout: float = 300.0
+    max_pending: int = 64
     log_format: LogFormat = "console"
     max_inflight: int = 10_000
     max_body: int = 1024 * 1024
@@ -163,6 +167,8 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("idle_timeout", _positive_float, "passivate sessions idle this many seconds", "SECS"),
     _Option("max_live", _positive_int, "most live session actors", "N"),
     _Option("session_ttl", _positive_float, "seconds a session lives after its last use", "SECS"),
+    _Option("step_timeout", _positive_float, "a step's deadline in seconds; past it 504", "SECS"),
+    _Option("max_pending", _positive_int, "per-session queue bound; beyond it 429", "N"),
     _Option(
         "log_format",
         _choice(get_args(LogFormat)),

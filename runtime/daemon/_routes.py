@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from litestar import Request, delete, get, post
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import Parameter
+from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.response import Response
 from litestar.types import ControllerRouterHandler
 
@@ -196,7 +196,7 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
         tags=["sessions"],
     )
     async def create_session(
-        data: CreateSessionRequest, request: Request[Any, Any, Any]
+        data: JSONBody[CreateSessionRequest], request: Request[Any, Any, Any]
     ) -> SessionCreated:
         user = _caller(request)
         session_id = await runtime.create_session(
@@ -219,7 +219,9 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
         security=SECURITY,
         tags=["sessions"],
     )
-    async def read_session(session_id: str, request: Request[Any, Any, Any]) -> SessionDetail:
+    async def read_session(
+        session_id: FromPath[str], request: Request[Any, Any, Any]
+    ) -> SessionDetail:
         request_info(request.scope).session_id = session_id
         view = await runtime.get_session(session_id, owner=_caller(request))
         return SessionDetail.of(view)
@@ -233,7 +235,9 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
         tags=["sessions"],
     )
     async def step_session(
-        session_id: str, request: Request[Any, Any, Any], data: StepRequest | None = None
+        session_id: FromPath[str],
+        request: Request[Any, Any, Any],
+        data: JSONBody[StepRequest | None] = None,
     ) -> StepResponse:
         request_info(request.scope).session_id = session_id
         body = data if data is not None else StepRequest()
@@ -250,7 +254,7 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
         security=SECURITY,
         tags=["sessions"],
     )
-    async def delete_session(session_id: str, request: Request[Any, Any, Any]) -> None:
+    async def delete_session(session_id: FromPath[str], request: Request[Any, Any, Any]) -> None:
         request_info(request.scope).session_id = session_id
         await runtime.delete_session(session_id, owner=_caller(request))
 
@@ -263,9 +267,9 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
     )
     async def list_sessions(
         request: Request[Any, Any, Any],
-        limit: Annotated[int, Parameter(ge=1, le=1000, description="page size")] = 100,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000, description="page size")] = 100,
         cursor: Annotated[
-            str | None, Parameter(description="next_cursor of the previous page")
+            str | None, QueryParameter(description="next_cursor of the previous page")
         ] = None,
     ) -> SessionList:
         page = await runtime.list_sessions(_caller(request), cursor=cursor, limit=limit)
@@ -295,7 +299,9 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
         security=SECURITY,
         tags=["graph-flow"],
     )
-    async def execute(data: ExecuteRequest, request: Request[Any, Any, Any]) -> ExecuteResponse:
+    async def execute(
+        data: JSONBody[ExecuteRequest], request: Request[Any, Any, Any]
+    ) -> ExecuteResponse:
         user = _caller(request)
         info = request_info(request.scope)
         session_id = data.session_id

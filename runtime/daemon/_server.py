@@ -48,6 +48,8 @@ def runtime_config(config: DaemonConfig) -> RuntimeConfig:
         idle_timeout=config.idle_timeout,
         max_live=config.max_live,
         session_ttl=config.session_ttl,
+        step_timeout=config.step_timeout,
+        max_pending=config.max_pending,
         durability=config.durability,
         drain_timeout=config.drain_timeout,
         store=config.store,

@@ -1,0 +1,139 @@
+"""actorflowd's configuration: precedence, validation, --help and the loopback rule."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, daemon_env, write_tokens
+
+from runtime.daemon._config import ConfigError, DaemonConfig, parse_config
+
+
+def test_defaults_are_the_documented_ones() -> None:
+    config = parse_config([], env={})
+    assert config.host == "127.0.0.1"
+    assert config.port == 8700
+    assert config.data_dir == Path("./var")
+    assert config.graphs == ("flow.demo:GRAPHS",)
+    assert config.max_inflight == 10_000
+    assert config.max_body == 1024 * 1024
+    assert config.durability == "fsync"
+    assert config.log_format == "json"
+    assert parse_config([], env={}, isatty=True).log_format == "console"
+
+
+def test_flags_beat_environment_which_beats_toml(tmp_path: Path) -> None:
+    toml = tmp_path / "actorflowd.toml"
+    toml.write_text(
+        'port = 9001\nidle_timeout = 5\nmax-live = 7\ngraphs = ["flow.demo:echo"]\n'
+        'durability = "commit"\n'
+    )
+    env = {"ACTORFLOW_PORT": "9002", "ACTORFLOW_IDLE_TIMEOUT": "6"}
+    config = parse_config(["--config", str(toml), "--port", "9003"], env=env)
+    assert config.port == 9003  # flag
+    assert config.idle_timeout == 6.0  # environment over TOML
+    assert config.max_live == 7  # TOML over default
+    assert config.graphs == ("flow.demo:echo",)
+    assert config.durability == "commit"
+    assert config.config_file == toml
+
+
+def test_graphs_repeat_as_flags_and_split_on_commas_in_the_environment() -> None:
+    flags = parse_config(["--graphs", "a:b", "--graphs", "c:d"], env={})
+    assert flags.graphs == ("a:b", "c:d")
+    env = parse_config([], env={"ACTORFLOW_GRAPHS": "a:b, c:d"})
+    assert env.graphs == ("a:b", "c:d")
+
+
+def test_sizes_accept_suffixes() -> None:
+    assert parse_config(["--max-body", "512K"], env={}).max_body == 512 * 1024
+    assert parse_config(["--max-body", "2MiB"], env={}).max_body == 2 * 1024 * 1024
+    assert parse_config(["--max-body", "100"], env={}).max_body == 100
+
+
+@pytest.mark.parametrize(
+    ("argv", "env", "fragment"),
+    [
+        (["--port", "70000"], {}, "--port"),
+        (["--max-inflight", "0"], {}, "--max-inflight"),
+        (["--durability", "maybe"], {}, "--durability"),
+        (["--log-format", "xml"], {}, "--log-format"),
+        (["--graphs", "no-colon"], {}, "--graphs"),
+        (["--max-body", "lots"], {}, "--max-body"),
+        ([], {"ACTORFLOW_IDLE_TIMEOUT": "-1"}, "ACTORFLOW_IDLE_TIMEOUT"),
+        (["--tls-cert", "/nonexistent.pem"], {}, "--tls-key"),
+        (["--tokens", "/nonexistent/tokens"], {}, "--tokens"),
+        (["--host", "0.0.0.0"], {}, "not a loopback address"),
+        (["--config", "/nonexistent.toml"], {}, "--config"),
+    ],
+)
+def test_invalid_settings_raise_a_message_naming_them(
+    argv: list[str], env: dict[str, str], fragment: str
+) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        parse_config(argv, env=env)
+
+
+def test_unknown_toml_key_is_an_error(tmp_path: Path) -> None:
+    toml = tmp_path / "bad.toml"
+    toml.write_text("prot = 1\n")
+    with pytest.raises(ConfigError, match="unknown setting 'prot'"):
+        parse_config(["--config", str(toml)], env={})
+
+
+def test_non_loopback_host_is_allowed_with_tokens(tmp_path: Path) -> None:
+    tokens = write_tokens(tmp_path / "tokens", {"t": "u"})
+    config = parse_config(["--host", "0.0.0.0", "--tokens", str(tokens)], env={})
+    assert config.host == "0.0.0.0"
+    assert isinstance(config, DaemonConfig)
+
+
+def _run_daemon(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "runtime", *args],
+        cwd=ROOT,
+        env=daemon_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_help_shows_every_flag_with_its_default() -> None:
+    result = _run_daemon("--help")
+    assert result.returncode == 0
+    for flag in (
+        "--host", "--port", "--data-dir", "--graphs", "--tokens", "--durability",
+        "--idle-timeout", "--max-live", "--session-ttl", "--log-format", "--max-inflight",
+        "--max-body", "--drain-timeout", "--tls-cert", "--tls-key", "--store", "--advertise",
+        "--default-graph", "--config",
+    ):  # fmt: skip
+        assert flag in result.stdout, flag
+    assert "ACTORFLOW_DATA_DIR" in result.stdout
+    assert "8700" in result.stdout
+    assert "127.0.0.1" in result.stdout
+
+
+def test_non_loopback_host_without_tokens_exits_2_with_one_line() -> None:
+    result = _run_daemon("--host", "0.0.0.0", "--port", "1")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1
+    assert "not a loopback address" in lines[0]
+    assert lines[0].startswith("actorflowd: error:")
+
+
+def test_unimportable_graph_exits_2(tmp_path: Path) -> None:
+    result = _run_daemon("--graphs", "no_such_module_here:GRAPHS", "--data-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert "no_such_module_here" in result.stderr
+
+
+def test_default_graph_must_be_served(tmp_path: Path) -> None:
+    result = _run_daemon("--default-graph", "nope", "--data-dir", str(tmp_path))
+    assert result.returncode == 2
+    assert "--default-graph 'nope'" in result.stderr
