@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import msgpack
 
-from flow._context import ChatHistory, ChatMessage, Context
+from flow._context import ROLES, ChatHistory, ChatMessage, Context, Role
 from flow._errors import SnapshotDecodeError
 from flow._session import Session, SessionMetadata, SessionStatus
 
@@ -77,7 +77,7 @@ def decode(raw: bytes) -> Session:
 def _session_from(doc: dict[str, Any]) -> Session:
     owner, created, accessed, count, addr, expires = doc["meta"]
     hmax = doc["hmax"]
-    messages = [ChatMessage(_str(r), _str(c), _str(t)) for r, c, t in doc["hist"]]  # type: ignore[arg-type]
+    messages = [ChatMessage(_role(r), _str(c), _str(t)) for r, c, t in doc["hist"]]
     history = ChatHistory(messages, max_messages=None if hmax is None else int(hmax))
     data = doc["data"]
     if not isinstance(data, dict):
@@ -106,6 +106,12 @@ def _session_from(doc: dict[str, Any]) -> Session:
         back_stack=[_str(b) for b in back],
         status_message=None if smsg is None else _str(smsg),
     )
+
+
+def _role(value: Any) -> Role:
+    if value not in ROLES:
+        raise ValueError(f"unknown chat role {value!r}")
+    return cast(Role, value)
 
 
 def _str(value: Any) -> str:

@@ -1,0 +1,180 @@
+"""The snapshot codec: round trips, and nothing but SnapshotDecodeError on bad bytes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flow import (
+    ChatHistory,
+    ChatMessage,
+    Context,
+    Session,
+    SessionMetadata,
+    SessionStatus,
+    SnapshotDecodeError,
+    decode,
+    encode,
+)
+
+SETTINGS = settings(max_examples=200, deadline=None)
+
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=20)
+    | st.binary(max_size=20)
+)
+values = st.recursive(
+    scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=20,
+)
+contexts = st.dictionaries(st.text(max_size=12), values, max_size=6)
+messages = st.lists(
+    st.builds(
+        ChatMessage,
+        role=st.sampled_from(["user", "assistant", "system"]),
+        content=st.text(max_size=40),
+        timestamp=st.text(max_size=30),
+    ),
+    max_size=8,
+)
+finite = st.floats(min_value=0, max_value=4e9, allow_nan=False)
+optional_text = st.none() | st.text(max_size=20)
+
+
+@st.composite
+def sessions(draw: st.DrawFn) -> Session:
+    max_messages = draw(st.none() | st.integers(min_value=1, max_value=10))
+    history = ChatHistory(draw(messages), max_messages=max_messages)
+    session_id = draw(st.uuids()).hex
+    return Session(
+        session_id=session_id,
+        graph_id=draw(st.text(min_size=1, max_size=10)),
+        graph_version=draw(st.text(max_size=16)),
+        current_task=draw(st.text(min_size=1, max_size=20)),
+        status=draw(st.sampled_from(list(SessionStatus))),
+        context=Context(draw(contexts), history, session_id=session_id),
+        metadata=SessionMetadata(
+            owner=draw(st.text(min_size=1, max_size=10)),
+            created_at=draw(finite),
+            last_accessed=draw(finite),
+            request_count=draw(st.integers(min_value=0, max_value=2**40)),
+            client_addr=draw(optional_text),
+            expires_at=draw(st.none() | finite),
+        ),
+        revision=draw(st.integers(min_value=0, max_value=2**40)),
+        back_stack=draw(st.lists(st.text(min_size=1, max_size=10), max_size=5)),
+        status_message=draw(optional_text),
+    )
+
+
+def assert_decode_fails_cleanly(raw: bytes) -> None:
+    error: SnapshotDecodeError | None = None
+    try:
+        decode(raw)
+    except SnapshotDecodeError as exc:
+        error = exc
+    assert error is None or error.raw == raw
+
+
+@SETTINGS
+@given(sessions())
+def test_encode_then_decode_gives_back_an_equal_session(session: Session) -> None:
+    decoded = decode(encode(session))
+    assert decoded == session
+    assert decoded.context == session.context
+    assert decoded.context.chat_history.messages == session.context.chat_history.messages
+    assert decoded.context.chat_history.max_messages == session.context.chat_history.max_messages
+    assert decoded.context.session_id == session.session_id
+
+
+@SETTINGS
+@given(st.binary(max_size=200))
+def test_random_bytes_raise_only_snapshot_decode_error(raw: bytes) -> None:
+    assert_decode_fails_cleanly(raw)
+
+
+@SETTINGS
+@given(sessions(), st.data())
+def test_damaged_snapshots_raise_only_snapshot_decode_error(
+    session: Session, data: st.DataObject
+) -> None:
+    raw = bytearray(encode(session))
+    position = data.draw(st.integers(min_value=0, max_value=len(raw) - 1))
+    raw[position] = data.draw(st.integers(min_value=0, max_value=255))
+    cut = data.draw(st.integers(min_value=0, max_value=len(raw)))
+    assert_decode_fails_cleanly(bytes(raw[:cut]))
+    assert_decode_fails_cleanly(bytes(raw))
+
+
+@SETTINGS
+@given(st.dictionaries(st.text(max_size=6), values, max_size=6))
+def test_arbitrary_msgpack_maps_raise_only_snapshot_decode_error(doc: dict[str, Any]) -> None:
+    assert_decode_fails_cleanly(msgpack.packb(doc, use_bin_type=True))
+
+
+def a_session() -> Session:
+    history = ChatHistory()
+    history.add_user("hi")
+    return Session(
+        session_id="s",
+        graph_id="g",
+        graph_version="v",
+        current_task="t",
+        status=SessionStatus.PAUSED,
+        context=Context({"k": [1, b"2"]}, history, session_id="s"),
+        metadata=SessionMetadata("alice", 1.0, 2.0, 3, None, None),
+    )
+
+
+def redo(raw: bytes, **changes: Any) -> bytes:
+    doc = msgpack.unpackb(raw, raw=False)
+    doc.update(changes)
+    return msgpack.packb(doc, use_bin_type=True)
+
+
+@pytest.mark.parametrize("version", [0, 2, 99, "1", None])
+def test_an_unknown_schema_version_is_refused_with_the_raw_bytes(version: object) -> None:
+    raw = redo(encode(a_session()), v=version)
+    with pytest.raises(SnapshotDecodeError, match="schema version") as info:
+        decode(raw)
+    assert info.value.raw == raw
+
+
+def test_a_snapshot_names_its_schema_version() -> None:
+    assert msgpack.unpackb(encode(a_session()), raw=False)["v"] == 1
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"status": "sleeping"},
+        {"hist": [["robot", "x", "t"]]},
+        {"data": [1]},
+        {"meta": ["alice", 1.0]},
+        {"back": "not a list"},
+        {"id": 7},
+    ],
+    ids=["status", "role", "data", "meta", "back", "id"],
+)
+def test_a_malformed_snapshot_raises_snapshot_decode_error(changes: dict[str, Any]) -> None:
+    raw = redo(encode(a_session()), **changes)
+    with pytest.raises(SnapshotDecodeError, match="malformed") as info:
+        decode(raw)
+    assert info.value.raw == raw
+
+
+def test_a_snapshot_that_is_not_a_map_is_refused() -> None:
+    raw = msgpack.packb([1, 2, 3])
+    with pytest.raises(SnapshotDecodeError, match="not a msgpack map"):
+        decode(raw)
