@@ -33,6 +33,7 @@ from flow.stores._redis_client import LuaScript, connect, unavailable
 __all__ = [
     "Holder",
     "Lease",
+    "LeaseHeldElsewhere",
     "LeaseLost",
     "LeaseManager",
     "epoch_key",
@@ -94,14 +95,34 @@ class LeaseLost(StoreUnavailable):
     state is stale) and let the current holder serve the session.
     """
 
-    def __init__(self, name: str, epoch: int, current: int) -> None:
-        super().__init__(
-            f"lease on {name!r} lost: save fenced with epoch {epoch}, but epoch {current} "
-            "has been granted since; this process no longer owns the session"
-        )
+    def __init__(self, name: str, epoch: int | None, current: int | None) -> None:
+        if epoch is None:
+            message = f"lease on {name!r} lost: this process holds no lease on the session"
+        else:
+            message = (
+                f"lease on {name!r} lost: save fenced with epoch {epoch}, but epoch {current} "
+                "has been granted since; this process no longer owns the session"
+            )
+        super().__init__(message)
         self.name = name
         self.epoch = epoch
         self.current = current
+
+
+class LeaseHeldElsewhere(StoreUnavailable):
+    """Another node holds the session's lease: the session is live there.
+
+    Attributes:
+        holder: who holds it and where to forward requests (``holder.advertise``).
+    """
+
+    def __init__(self, holder: Holder) -> None:
+        where = f" at {holder.advertise}" if holder.advertise else ""
+        super().__init__(
+            f"session {holder.name!r} is live on node {holder.node_id!r}{where} "
+            f"(lease epoch {holder.epoch}, expires in {holder.expires_in:.3g} s)"
+        )
+        self.holder = holder
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +170,7 @@ class Holder:
 class _Held:
     lease: Lease
     valid_until: float  # time.monotonic() by which the last renewal will have expired
+    acquired_at: float  # time.monotonic() when it was granted
 
 
 class LeaseManager:
@@ -158,7 +180,10 @@ class LeaseManager:
     A lease that cannot be renewed (another node holds it now, or Redis could
     not be reached until the lease ran out) is dropped and reported to
     ``on_lost`` (called on the renewal thread; it must not block), so the
-    runtime can passivate that session at once.
+    runtime can passivate that session at once. When ``in_use`` is set, a lease
+    it says is no longer needed (the session is not live here) is released at
+    the next renewal instead of renewed, once it is older than one renewal
+    interval (so that a lease taken just before activation is kept).
 
     Args:
         client_or_url: a redis-py client (``decode_responses=False``) or a URL.
@@ -167,6 +192,7 @@ class LeaseManager:
         ttl: lease lifetime in seconds.
         key_prefix: prefix of every key (the store's ``key_prefix``).
         on_lost: called with each lease lost; settable later as ``on_lost``.
+        in_use: says whether a session still needs its lease; settable later.
     """
 
     def __init__(
@@ -178,6 +204,7 @@ class LeaseManager:
         *,
         key_prefix: str = "actorflow:",
         on_lost: Callable[[Lease], None] | None = None,
+        in_use: Callable[[str], bool] | None = None,
     ) -> None:
         if ttl <= 0:
             raise ValueError(f"lease ttl must be positive, got {ttl!r}")
@@ -194,6 +221,8 @@ class LeaseManager:
         self.ttl = ttl
         self.key_prefix = key_prefix
         self.on_lost = on_lost
+        self.in_use = in_use
+        self.renew_interval = ttl / 3
         self._ttl_ms = max(1, round(ttl * 1000))
         self._held: dict[str, _Held] = {}
         self._lock = threading.Lock()
@@ -226,7 +255,7 @@ class LeaseManager:
             )
         lease = Lease(session_id, self.node_id, self.advertise, int(reply[1]))
         with self._lock:
-            self._held[session_id] = _Held(lease, started + self.ttl)
+            self._held[session_id] = _Held(lease, started + self.ttl, started)
         return lease
 
     def renew(self, lease: Lease) -> bool:
@@ -251,8 +280,7 @@ class LeaseManager:
         A lease is lost when Redis says it is no longer this grant, or when
         Redis could not be reached and the lease has run out meanwhile.
         """
-        with self._lock:
-            held = [h.lease for h in self._held.values()]
+        held = self._renewable()
         if not held:
             return []
         started = time.monotonic()
@@ -336,8 +364,35 @@ class LeaseManager:
         if self._owns_client:
             self._client.close()
 
+    def _renewable(self) -> list[Lease]:
+        """The held leases still needed; those ``in_use`` says are not are released."""
+        in_use = self.in_use
+        with self._lock:
+            held = list(self._held.values())
+        if in_use is None:
+            return [h.lease for h in held]
+        settled = time.monotonic() - self.renew_interval
+        keep: list[Lease] = []
+        drop: list[Lease] = []
+        for h in held:
+            needed = h.acquired_at > settled or in_use(h.lease.name)
+            (keep if needed else drop).append(h.lease)
+        if drop:
+            with self._lock:
+                for lease in drop:
+                    current = self._held.get(lease.name)
+                    if current is not None and current.lease == lease:
+                        del self._held[lease.name]
+            calls = [([lease_key(self.key_prefix, x.name)], self._args(x)) for x in drop]
+            try:
+                _RELEASE.run_many(self._client, calls)
+            except redis.exceptions.RedisError as exc:
+                # Redis is down: the released leases simply expire after ttl
+                _log.warning("lease_release_failed", node_id=self.node_id, error=str(exc))
+        return keep
+
     def _renew_loop(self) -> None:
-        interval = self.ttl / 3
+        interval = self.renew_interval
         while not self._stop.wait(interval):
             try:
                 self.renew_all()

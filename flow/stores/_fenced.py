@@ -1,0 +1,141 @@
+"""FencedStore: a RedisStore whose sessions are live in one process of a cluster at a time.
+
+It is the store a clustered runtime hands its actors, so that the actors need
+not know about leases:
+
+- ``load`` (what the supervisor calls to activate a session) first takes the
+  session's lease; when another node holds it, it raises ``LeaseHeldElsewhere``
+  (carrying the holder, so that the daemon can forward the request there) and
+  the session is not activated here.
+- ``save`` fences every write with the lease held on the session, so Redis
+  refuses it (``LeaseLost``) once a newer epoch has been granted elsewhere; a
+  save of a new session (``expected_revision`` None) takes the lease first.
+- A lease no longer needed is released by the ``LeaseManager`` (its
+  ``in_use`` callback says which sessions are live here).
+"""
+
+from __future__ import annotations
+
+import builtins
+from concurrent.futures import Future
+
+from flow._errors import StoreUnavailable
+from flow._session import Session
+from flow.stores._lease import Holder, Lease, LeaseHeldElsewhere, LeaseLost, LeaseManager
+from flow.stores._protocol import QuarantinedRow, SessionPage
+from flow.stores._redis import RedisStore
+
+__all__ = ["FencedStore"]
+
+
+class FencedStore:
+    """The store protocol over a ``RedisStore``, with a lease per live session.
+
+    Args:
+        store: the Redis store.
+        leases: this node's lease manager (on the same Redis and key prefix).
+
+    Attributes:
+        inner: the Redis store.
+        leases: the lease manager.
+    """
+
+    def __init__(self, store: RedisStore, leases: LeaseManager) -> None:
+        if leases.key_prefix != store.key_prefix:
+            raise ValueError(
+                f"lease key prefix {leases.key_prefix!r} differs from the store's "
+                f"{store.key_prefix!r}: fences would check the wrong keys"
+            )
+        self.inner = store
+        self.leases = leases
+
+    def __repr__(self) -> str:
+        return f"FencedStore({self.inner!r}, node_id={self.leases.node_id!r})"
+
+    def load(self, session_id: str) -> Session | None:
+        """Take the session's lease, then load it.
+
+        Raises:
+            LeaseHeldElsewhere: another node holds the lease (the session is live there).
+            SnapshotDecodeError: the snapshot did not decode; it has been quarantined.
+            StoreUnavailable: Redis could not be reached.
+        """
+        lease = self._acquire(session_id)
+        session = self.inner.load(session_id)
+        if session is None:
+            self._release_quietly(lease)
+        return session
+
+    def save(self, session: Session, expected_revision: int | None) -> Future[None]:
+        """Queue ``session``, fenced with this node's lease on it.
+
+        A new session (``expected_revision`` None) takes its lease first. The
+        future fails with ``LeaseLost`` when this node holds no lease on the
+        session or a newer epoch has been granted, and with
+        ``LeaseHeldElsewhere`` when a new session's lease is held elsewhere.
+        """
+        lease: Lease | None
+        if expected_revision is None:
+            try:
+                lease = self._acquire(session.session_id)
+            except StoreUnavailable as exc:
+                return _failed(exc)
+        else:
+            lease = self.leases.lease_for(session.session_id)
+            if lease is None:
+                return _failed(LeaseLost(session.session_id, None, None))
+        return self.inner.save(session, expected_revision, fence=lease.fence)
+
+    def delete(self, session_id: str) -> bool:
+        """Delete the session, then release this node's lease on it (if any)."""
+        existed = self.inner.delete(session_id)
+        lease = self.leases.lease_for(session_id)
+        if lease is not None:
+            self._release_quietly(lease)
+        return existed
+
+    def list(
+        self, owner: str | None = None, cursor: str | None = None, limit: int = 100
+    ) -> SessionPage:
+        """Sessions of ``owner`` (every owner when None), ordered by id, after ``cursor``."""
+        return self.inner.list(owner, cursor, limit)
+
+    def expired(self, now: float, limit: int = 1000) -> builtins.list[str]:
+        """Ids of up to ``limit`` sessions whose ``expires_at`` is before ``now``."""
+        return self.inner.expired(now, limit)
+
+    def count(self) -> int:
+        """How many sessions are stored."""
+        return self.inner.count()
+
+    def quarantined(self, limit: int = 100) -> builtins.list[QuarantinedRow]:
+        """Snapshots that failed to decode, newest first."""
+        return self.inner.quarantined(limit)
+
+    def flush(self) -> None:
+        """Block until every save queued so far has been committed (or failed)."""
+        self.inner.flush()
+
+    def close(self) -> None:
+        """Commit what is queued, then release every lease and close the store."""
+        self.inner.flush()
+        self.leases.close(release=True)
+        self.inner.close()
+
+    def _acquire(self, session_id: str) -> Lease:
+        taken: Lease | Holder = self.leases.acquire(session_id)
+        if isinstance(taken, Holder):
+            raise LeaseHeldElsewhere(taken)
+        return taken
+
+    def _release_quietly(self, lease: Lease) -> None:
+        try:
+            self.leases.release(lease)
+        except StoreUnavailable:
+            return  # Redis is down: the lease expires after its ttl
+
+
+def _failed(error: BaseException) -> Future[None]:
+    future: Future[None] = Future()
+    future.set_exception(error)
+    return future
