@@ -256,9 +256,9 @@ class _StepRun:
         elif action.kind == "end":
             work.status = SessionStatus.COMPLETED
         elif action.kind == "goto":
-            target = action.task_id or ""
-            if target not in self.graph.tasks:
-                missing = TaskNotFound(target, self.graph.id)
+            target = action.task_id
+            if target is None or target not in self.graph.tasks:
+                missing = TaskNotFound(str(target), self.graph.id)
                 raise TaskFailed(t.id, missing, work.session_id) from missing
             moved = self._move_to(target)
         else:

@@ -237,9 +237,22 @@ def is_async_task(t: Task) -> bool:
 
 
 def checked_result(t: Task, outcome: object) -> TaskResult:
-    """Return ``outcome`` if it is a ``TaskResult``; raise a TypeError naming the task."""
+    """Return ``outcome`` if it is a well-formed ``TaskResult``; else raise a TypeError."""
     if not isinstance(outcome, TaskResult):
         raise TypeError(f"task {t.id!r} returned {type(outcome).__name__}, expected TaskResult")
+    for field, value in (
+        ("response", outcome.response),
+        ("status_message", outcome.status_message),
+    ):
+        if value is not None and not isinstance(value, str):
+            raise TypeError(
+                f"task {t.id!r} returned a {field} of type {type(value).__name__}, "
+                "expected str or None"
+            )
+    if not isinstance(outcome.next_action, NextAction):
+        raise TypeError(
+            f"task {t.id!r} returned next_action {outcome.next_action!r}, expected a NextAction"
+        )
     return outcome
 
 

@@ -157,3 +157,21 @@ def test_a_task_without_run_fails_clearly() -> None:
     with pytest.raises(TaskFailed) as info:
         step(graph, new_session(graph, owner="u"))
     assert isinstance(info.value.cause, NotImplementedError)
+
+
+@pytest.mark.parametrize(
+    ("result", "complaint"),
+    [
+        (TaskResult(42), "response of type int"),  # type: ignore[arg-type]
+        (TaskResult("ok", NextAction.End, b"x"), "status_message of type bytes"),  # type: ignore[arg-type]
+        (TaskResult("ok", "end"), "expected a NextAction"),  # type: ignore[arg-type]
+    ],
+    ids=["response", "status_message", "next_action"],
+)
+def test_a_malformed_task_result_fails_the_step_naming_the_field(
+    result: TaskResult, complaint: str
+) -> None:
+    graph = GraphBuilder("g").add_task(FunctionTask("sloppy", lambda ctx: result)).build()
+    with pytest.raises(TaskFailed, match="sloppy") as info:
+        step(graph, new_session(graph, owner="u"))
+    assert complaint in str(info.value.cause)
