@@ -1,0 +1,367 @@
+"""Forwarding: a request for a session live on another daemon is served by that daemon.
+
+In a cluster (a Redis store), each session is live in at most one daemon: the
+holder of its lease (docs/cluster.md). ``Forwarder`` sits between the gateway
+(so the caller is authenticated first) and the app. For a request naming a
+session (``/v1/sessions/{id}``, ``/v1/sessions/{id}/step``, and
+``/v1/execute`` with a ``session_id``):
+
+1. If this daemon holds the lease, or nobody does, the request is served here
+   (activating the session takes the lease). Should another daemon win the
+   lease meanwhile, the local 503 is held back and step 2 applies.
+2. If another daemon holds it, the request is sent to the holder's advertised
+   URL over a keep-alive HTTP connection, with the caller's headers
+   (``Authorization`` included) and ``X-Actorflow-Forwarded: 1``; the holder's
+   answer is returned unchanged. A request carrying that header is always
+   served where it lands: it is never forwarded twice.
+3. If the holder cannot be reached, or stops answering while its lease lapses
+   (a paused process), the forwarder waits until the lease has expired (at most
+   one lease ttl), then serves the request here, taking the lease over. A
+   paused holder that resumes cannot write: its epoch is fenced off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, cast
+
+import httpx
+import msgspec
+import structlog
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from flow._errors import StoreUnavailable
+from flow.stores._fenced import FencedStore
+from flow.stores._lease import Holder, LeaseManager
+from runtime.daemon._gateway import request_info
+from runtime.daemon._problems import STORE_UNAVAILABLE, Problem
+
+__all__ = ["FORWARDED_HEADER", "Forwarder", "forwarder_for"]
+
+FORWARDED_HEADER = "x-actorflow-forwarded"
+MAX_ATTEMPTS = 3
+CONNECT_TIMEOUT = 1.0
+
+_SESSION_PATH = re.compile(r"^/v1/sessions/([^/]+)(?:/step)?/?$")
+_EXECUTE_PATH = "/v1/execute"
+# Hop-by-hop headers (RFC 9110 7.6.1) and those httpx sets itself.
+_HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"host",
+        b"content-length",
+    }
+)
+_log = structlog.get_logger("actorflowd.forward")
+
+# ASGI, loosely typed: litestar's TypedDicts are exact per event and scope type
+_Scope = dict[str, Any]
+_Message = dict[str, Any]
+_Receive = Callable[[], Awaitable[_Message]]
+_Send = Callable[[_Message], Awaitable[None]]
+_App = Callable[[_Scope, _Receive, _Send], Awaitable[None]]
+
+
+class _SessionRef(msgspec.Struct):
+    session_id: str | None = None
+
+
+_decode_session_ref = msgspec.json.Decoder(_SessionRef).decode
+
+
+@dataclass(slots=True)
+class _Captured:
+    """A local response held back because it was a 503."""
+
+    messages: list[_Message]
+
+
+class Forwarder:
+    """ASGI middleware routing session requests to the daemon holding the session's lease.
+
+    Args:
+        app: the daemon's app.
+        leases: this node's lease manager.
+        max_body: the daemon's request body limit (bodies beyond it are not forwarded).
+        client: an ``httpx.AsyncClient`` to forward with (made on first use when None).
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        leases: LeaseManager,
+        *,
+        max_body: int,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.app = cast(_App, app)
+        self.leases = leases
+        self.max_body = max_body
+        self.forwarded = 0
+        self.takeovers = 0
+        self._client = client
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._handle(cast(_Scope, scope), cast(_Receive, receive), cast(_Send, send))
+
+    async def _handle(self, scope: _Scope, receive: _Receive, send: _Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path: str = scope["path"]
+        match = _SESSION_PATH.match(path)
+        if match is None and not (path == _EXECUTE_PATH and scope["method"] == "POST"):
+            await self.app(scope, receive, send)
+            return
+        body, complete = await _read_body(receive, self.max_body)
+        replay = _replayer(body, receive)
+        if not complete:
+            await self.app(scope, replay, send)  # too large: the app answers 413
+            return
+        session_id = match.group(1) if match is not None else _execute_session(body)
+        if session_id is None or _header(scope, FORWARDED_HEADER.encode()) is not None:
+            await self.app(scope, replay, send)
+            return
+        await self._route(scope, body, send, session_id)
+
+    async def aclose(self) -> None:
+        """Close the keep-alive connections to other daemons."""
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    async def _route(self, scope: _Scope, body: bytes, send: _Send, session_id: str) -> None:
+        for _ in range(MAX_ATTEMPTS):
+            holder = await self._holder_elsewhere(session_id)
+            if holder is None:
+                captured = await self._serve_here(scope, body, send)
+                if captured is None:
+                    return
+                holder = await self._holder_elsewhere(session_id)
+                if holder is None:
+                    for message in captured.messages:
+                        await send(message)
+                    return
+            if await self._forward(scope, body, send, holder):
+                return
+            await self._wait_until_lapsed(holder)
+        problem = Problem(
+            STORE_UNAVAILABLE,
+            f"session {session_id!r} is live on another daemon that could not be reached "
+            f"after {MAX_ATTEMPTS} attempts; retry",
+            session_id=session_id,
+        )
+        await _send_problem(send, problem)
+
+    async def _holder_elsewhere(self, session_id: str) -> Holder | None:
+        """The other node holding the session's lease, or None (this node, or nobody)."""
+        if self.leases.lease_for(session_id) is not None:
+            return None
+        try:
+            holder = await asyncio.to_thread(self.leases.holder, session_id)
+        except StoreUnavailable:
+            return None  # served here, where the request fails with the store's 503
+        if holder is None or holder.node_id == self.leases.node_id:
+            return None
+        return holder
+
+    async def _serve_here(self, scope: _Scope, body: bytes, send: _Send) -> _Captured | None:
+        """Run the app; a 503 answer is held back (returned) instead of sent."""
+        captured: _Captured | None = None
+
+        async def send_unless_503(message: _Message) -> None:
+            nonlocal captured
+            if message["type"] == "http.response.start" and message["status"] == 503:
+                captured = _Captured([])
+            if captured is not None:
+                captured.messages.append(message)
+            else:
+                await send(message)
+
+        await self.app(scope, _replayer(body, None), send_unless_503)
+        return captured
+
+    async def _forward(self, scope: _Scope, body: bytes, send: _Send, holder: Holder) -> bool:
+        """Send the request to ``holder``; True once its answer has been relayed."""
+        if not holder.advertise:
+            _log.warning(
+                "forward_impossible",
+                session_id=holder.name,
+                node_id=holder.node_id,
+                reason="the holder advertises no URL (start it with --advertise)",
+            )
+            return False
+        client = self._http()
+        request = client.build_request(
+            scope["method"],
+            _target_url(holder.advertise, scope),
+            headers=_forward_headers(scope),
+            content=body,
+        )
+        info = request_info(scope)
+        info.session_id = holder.name
+        sending = asyncio.ensure_future(client.send(request, stream=True))
+        try:
+            while True:
+                done, _ = await asyncio.wait({sending}, timeout=self.leases.renew_interval)
+                if done:
+                    break
+                if not await self._still_holds(holder):
+                    _log.warning(
+                        "forward_abandoned",
+                        request_id=info.request_id,
+                        session_id=holder.name,
+                        node_id=holder.node_id,
+                        reason="the holder's lease lapsed while it did not answer",
+                    )
+                    return False
+            response = sending.result()
+        except httpx.TransportError as exc:
+            _log.warning(
+                "holder_unreachable",
+                request_id=info.request_id,
+                session_id=holder.name,
+                node_id=holder.node_id,
+                advertise=holder.advertise,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            return False
+        finally:
+            if not sending.done():
+                sending.cancel()
+        try:
+            content = b"".join([chunk async for chunk in response.aiter_raw()])
+        except httpx.TransportError as exc:
+            _log.warning("holder_answer_cut", session_id=holder.name, error=str(exc))
+            return False
+        finally:
+            await response.aclose()
+        self.forwarded += 1
+        headers = [(k.lower(), v) for k, v in response.headers.raw if k.lower() not in _HOP_BY_HOP]
+        headers.append((b"content-length", str(len(content)).encode()))
+        await send(
+            {"type": "http.response.start", "status": response.status_code, "headers": headers}
+        )
+        await send({"type": "http.response.body", "body": content, "more_body": False})
+        return True
+
+    async def _still_holds(self, holder: Holder) -> bool:
+        try:
+            current = await asyncio.to_thread(self.leases.holder, holder.name)
+        except StoreUnavailable:
+            return True  # cannot tell: keep waiting for the answer
+        return current is not None and (current.node_id, current.epoch) == (
+            holder.node_id,
+            holder.epoch,
+        )
+
+    async def _wait_until_lapsed(self, holder: Holder) -> None:
+        """Wait (at most one lease ttl and a bit) until ``holder`` no longer holds the lease."""
+        deadline = time.monotonic() + holder.expires_in + self.leases.renew_interval
+        poll = min(0.05, self.leases.renew_interval)
+        while time.monotonic() < deadline:
+            if not await self._still_holds(holder):
+                self.takeovers += 1
+                _log.info(
+                    "lease_lapsed",
+                    session_id=holder.name,
+                    node_id=holder.node_id,
+                    epoch=holder.epoch,
+                    action="serving here",
+                )
+                return
+            await asyncio.sleep(poll)  # waiting for a lease in Redis to expire: no event to await
+
+    def _http(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                timeout=httpx.Timeout(None, connect=CONNECT_TIMEOUT),
+                limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
+                follow_redirects=False,
+            )
+        return self._client
+
+
+def forwarder_for(app: ASGIApp, store: Any, *, max_body: int) -> ASGIApp:
+    """``app`` behind a ``Forwarder`` when ``store`` is clustered (a ``FencedStore``)."""
+    if isinstance(store, FencedStore):
+        return Forwarder(app, store.leases, max_body=max_body)
+    return app
+
+
+async def _read_body(receive: _Receive, limit: int) -> tuple[bytes, bool]:
+    """The request body, and False if it is over ``limit`` (then only what was read)."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks), True  # the client left; the app sees an empty body
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        chunks.append(chunk)
+        if size > limit:
+            return b"".join(chunks), False
+        if not message.get("more_body", False):
+            return b"".join(chunks), True
+
+
+def _replayer(body: bytes, rest: _Receive | None) -> _Receive:
+    """A ``receive`` giving ``body`` first, then (when given) what ``rest`` gives."""
+    sent = False
+
+    async def receive() -> _Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": rest is not None}
+        if rest is not None:
+            return await rest()
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
+def _execute_session(body: bytes) -> str | None:
+    try:
+        return _decode_session_ref(body).session_id
+    except msgspec.DecodeError:
+        return None  # the app answers the malformed body itself
+
+
+def _header(scope: _Scope, name: bytes) -> bytes | None:
+    for key, value in scope["headers"]:
+        if key.lower() == name:
+            return bytes(value)
+    return None
+
+
+def _forward_headers(scope: _Scope) -> list[tuple[bytes, bytes]]:
+    headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _HOP_BY_HOP]
+    headers.append((FORWARDED_HEADER.encode(), b"1"))
+    return headers
+
+
+def _target_url(advertise: str, scope: _Scope) -> str:
+    path = scope.get("raw_path") or scope["path"].encode()
+    url = advertise.rstrip("/") + path.decode("latin-1")
+    query: bytes = scope.get("query_string", b"")
+    return f"{url}?{query.decode('latin-1')}" if query else url
+
+
+async def _send_problem(send: _Send, problem: Problem) -> None:
+    body = problem.body()
+    headers = [(k.encode(), v.encode()) for k, v in problem.response_headers().items()]
+    headers.append((b"content-length", str(len(body)).encode()))
+    await send({"type": "http.response.start", "status": problem.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body, "more_body": False})
