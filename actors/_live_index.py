@@ -1,0 +1,267 @@
+"""The index of live session actors, read by callers and written by the supervisor.
+
+Callers find a live session's actor here without going through the supervisor
+(the hot path). The supervisor alone adds and removes entries; both happen under
+one lock, and a caller sends its message to an actor while holding that lock,
+so once the supervisor has removed an entry no new request can reach that
+actor: the supervisor then tells it to passivate, and every request sent before
+the removal is ahead of that message in the actor's FIFO mailbox.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Any
+
+import pykka
+
+from flow._errors import SessionBusy, SessionNotFound
+
+__all__ = ["LiveEntry", "LiveIndex"]
+
+
+@dataclass(slots=True, eq=False)
+class LiveEntry:
+    """One live session actor and what the runtime tracks about it.
+
+    Attributes:
+        session_id: the session.
+        ref: the actor (set once it is spawned, before the entry is added).
+        incarnation: increases with every activation of any session (tells a
+            restarted actor from its predecessor).
+        owner: the session's owner (fixed for a session's life).
+        graph_id: the session's graph.
+        pending: requests sent and not yet answered (queued, stashed, running,
+            or waiting for their commit).
+        last_used: clock time of the last request.
+        status, current_task, revision, request_count, expires_at: as of the
+            last adopted step (written by the actor).
+        snapshot_bytes: size of the last snapshot the actor encoded (0: none yet).
+        state: ``idle``, ``running`` or ``stopping``.
+        current_step_task: the task a running step started at, else None.
+        activated_at: clock time of the activation.
+        reason: why the session is live (``activated by step``...).
+    """
+
+    session_id: str
+    incarnation: int
+    owner: str
+    graph_id: str
+    last_used: float
+    status: str
+    current_task: str
+    revision: int
+    request_count: int
+    expires_at: float | None
+    activated_at: float
+    reason: str
+    ref: pykka.ActorRef[Any] | None = None
+    pending: int = 0
+    snapshot_bytes: int = 0
+    state: str = "idle"
+    current_step_task: str | None = None
+    requests: int = field(default=0)
+
+
+class LiveIndex:
+    """Thread-safe map of session id to ``LiveEntry``, in least-recently-used order.
+
+    ``in_flight`` counts every request any caller is waiting on (steps and
+    others), so that closing the runtime can wait for them to drain.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)
+        self._entries: OrderedDict[str, LiveEntry] = OrderedDict()
+        self._stopping: dict[str, int] = {}
+        self.in_flight = 0
+        self.steps = 0
+        self.errors = 0
+
+    # --- callers -------------------------------------------------------------
+
+    def send(
+        self,
+        session_id: str,
+        message: Any,
+        *,
+        now: float | None = None,
+        owner: str | None = None,
+        step: bool = False,
+        reject_if_busy: bool = False,
+        max_pending: int = 0,
+    ) -> LiveEntry | None:
+        """Send ``message`` to the live actor of ``session_id``; None if it is not live.
+
+        For a step (``step=True``) the entry's ``pending`` count is raised and
+        checked against ``max_pending`` and ``reject_if_busy`` first, and its
+        ``last_used`` set to ``now``.
+
+        Raises:
+            SessionNotFound: ``owner`` is given and is not the session's owner.
+            SessionBusy: the mailbox is full, or a step is running or queued and
+                ``reject_if_busy`` is set.
+        """
+        with self.lock:
+            entry = self._entries.get(session_id)
+            if entry is None or entry.ref is None:
+                return None
+            if owner is not None and owner != entry.owner:
+                raise SessionNotFound(session_id)
+            if step:
+                if entry.pending >= max_pending:
+                    raise SessionBusy(session_id, mailbox_full=True)
+                if reject_if_busy and entry.pending > 0:
+                    raise SessionBusy(session_id)
+                entry.pending += 1
+                entry.requests += 1
+                if now is not None:
+                    entry.last_used = now
+                self._entries.move_to_end(session_id)
+            try:
+                entry.ref.tell(message)
+            except pykka.ActorDeadError:
+                # The actor died without the supervisor removing it (it failed to
+                # start): let the caller go through the supervisor, which replaces it.
+                if step:
+                    entry.pending -= 1
+                return None
+            return entry
+
+    def finish(self, entry: LiveEntry, *, failed: bool) -> None:
+        """Account for one answered step of ``entry`` (its caller's reply ends ``in_flight``)."""
+        with self.lock:
+            entry.pending -= 1
+            if failed:
+                self.errors += 1
+            else:
+                self.steps += 1
+
+    def release(self, entry: LiveEntry, n: int) -> None:
+        """Take ``n`` steps off ``entry``'s pending count without answering them.
+
+        Used when a stopping actor hands its unrun steps back to the supervisor,
+        which sends them to the next incarnation.
+        """
+        with self.lock:
+            entry.pending -= n
+
+    def begin(self) -> None:
+        """Count one more request a caller waits on."""
+        with self.lock:
+            self.in_flight += 1
+
+    def end(self) -> None:
+        """A request counted by ``begin`` was answered."""
+        with self.lock:
+            self.in_flight -= 1
+            if self.in_flight == 0:
+                self.changed.notify_all()
+
+    def wait_drained(self, timeout: float) -> bool:
+        """Wait until no request is in flight; False if ``timeout`` passed first."""
+        with self.changed:
+            return self.changed.wait_for(lambda: self.in_flight == 0, timeout)
+
+    def get(self, session_id: str) -> LiveEntry | None:
+        """The entry of ``session_id``, or None."""
+        with self.lock:
+            return self._entries.get(session_id)
+
+    def is_live(self, session_id: str) -> bool:
+        """Whether ``session_id`` has a live or stopping actor."""
+        with self.lock:
+            return session_id in self._entries or session_id in self._stopping
+
+    def wait_gone(self, session_id: str, timeout: float) -> bool:
+        """Wait until ``session_id`` has no live or stopping actor; False on timeout."""
+        with self.changed:
+            return self.changed.wait_for(
+                lambda: session_id not in self._entries and session_id not in self._stopping,
+                timeout,
+            )
+
+    def wait_gone_of_stopping(self, session_id: str, timeout: float) -> bool:
+        """Wait until no actor of ``session_id`` is stopping (its last save is done)."""
+        with self.changed:
+            return self.changed.wait_for(lambda: session_id not in self._stopping, timeout)
+
+    def entries(self) -> list[LiveEntry]:
+        """A snapshot of the live entries, least recently used first."""
+        with self.lock:
+            return list(self._entries.values())
+
+    def __len__(self) -> int:
+        with self.lock:
+            return len(self._entries)
+
+    # --- the supervisor --------------------------------------------------------
+
+    def add(self, entry: LiveEntry) -> None:
+        """Make ``entry`` live (supervisor only)."""
+        with self.lock:
+            self._entries[entry.session_id] = entry
+            self.changed.notify_all()
+
+    def remove(
+        self, session_id: str, *, incarnation: int | None = None, when: Callable[[LiveEntry], bool]
+    ) -> LiveEntry | None:
+        """Remove the entry if ``when(entry)`` holds; it is then ``stopping`` (supervisor only).
+
+        With ``incarnation``, only that incarnation is removed.
+        """
+        with self.lock:
+            entry = self._entries.get(session_id)
+            if entry is None or (incarnation is not None and entry.incarnation != incarnation):
+                return None
+            if not when(entry):
+                return None
+            del self._entries[session_id]
+            entry.state = "stopping"
+            self._stopping[session_id] = entry.incarnation
+            return entry
+
+    def stopped(self, session_id: str, incarnation: int) -> None:
+        """The stopping actor of ``session_id`` has stopped (supervisor only)."""
+        with self.lock:
+            if self._stopping.get(session_id) == incarnation:
+                del self._stopping[session_id]
+            self.changed.notify_all()
+
+    def stopping(self, session_id: str) -> bool:
+        """Whether an actor of ``session_id`` is stopping."""
+        with self.lock:
+            return session_id in self._stopping
+
+    def stopping_count(self) -> int:
+        """How many actors are stopping."""
+        with self.lock:
+            return len(self._stopping)
+
+    def least_recent(self, used_before: float) -> list[LiveEntry]:
+        """Entries last used before ``used_before``, least recently used first.
+
+        Entries are kept in use order, so this stops at the first recent one
+        instead of scanning every live session.
+        """
+        found: list[LiveEntry] = []
+        with self.lock:
+            for entry in self._entries.values():
+                if entry.last_used >= used_before:
+                    break
+                found.append(entry)
+        return found
+
+    def eviction_candidates(self, limit: int) -> list[LiveEntry]:
+        """Up to ``limit`` entries, least recently used first, idle ones before busy ones."""
+        with self.lock:
+            idle = list(islice((e for e in self._entries.values() if e.pending == 0), limit))
+            if len(idle) < limit:
+                busy = (e for e in self._entries.values() if e.pending > 0)
+                idle.extend(islice(busy, limit - len(idle)))
+        return idle

@@ -1,0 +1,107 @@
+"""What every session actor and the supervisor share: settings and resources.
+
+The runtime builds one ``ActorServices`` and hands it to the supervisor, which
+hands it to every session actor it starts. ``actors`` cannot import ``runtime``,
+so the tunables are copied here from ``RuntimeConfig``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Coroutine, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import pykka
+
+from actors._live_index import LiveIndex
+from actors._timers import Timers
+from flow._graph import Graph
+from flow.stores._protocol import SessionStore
+
+if TYPE_CHECKING:
+    from actors.dispatcher import Dispatcher
+
+__all__ = ["ActorServices", "Counters", "Settings"]
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The tunables session actors and the supervisor use (see ``RuntimeConfig``)."""
+
+    idle_timeout: float = 300.0
+    wait_timeout: float = 120.0
+    max_live: int = 100_000
+    session_ttl: float = 7 * 24 * 3600.0
+    max_pending: int = 64
+    step_timeout: float = 300.0
+    max_restarts: int = 3
+    restart_window: float = 60.0
+    durability: Literal["fsync", "commit", "passivate"] = "fsync"
+    max_chain: int = 1000
+    sweep_batch: int = 1000
+
+
+class Counters:
+    """Event counters since the runtime opened (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.activations = 0
+        self.passivations = 0
+        self.evictions = 0
+        self.restarts = 0
+        self.expirations = 0
+
+    def add(self, name: str, n: int = 1) -> None:
+        """Add ``n`` to the counter ``name``."""
+        with self._lock:
+            setattr(self, name, getattr(self, name) + n)
+
+
+@dataclass(slots=True, eq=False)
+class ActorServices:
+    """Shared resources of one runtime's actors.
+
+    Attributes:
+        settings: the tunables.
+        store: where snapshots go.
+        graphs: registered graphs by id.
+        index: the live index (the supervisor writes membership).
+        dispatcher: runs every actor.
+        task_pool: runs blocking sync tasks.
+        loop: the runtime's event loop (on its own thread) for async tasks.
+        timers: step deadlines and the sweep.
+        clock: wall clock (epoch seconds), replaceable in tests.
+        counters: activation/passivation/... counts.
+        supervisor: the supervisor's ref (set once it has started).
+    """
+
+    settings: Settings
+    store: SessionStore
+    graphs: Mapping[str, Graph]
+    index: LiveIndex
+    dispatcher: Dispatcher
+    task_pool: ThreadPoolExecutor
+    loop: asyncio.AbstractEventLoop
+    timers: Timers
+    clock: Callable[[], float]
+    counters: Counters = field(default_factory=Counters)
+    supervisor: pykka.ActorRef[Any] | None = None
+
+    def run_async(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        """Run ``coro`` on the runtime's loop and wait for it (from a task-pool thread)."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+
+    def tell_supervisor(self, message: Any) -> bool:
+        """Send ``message`` to the supervisor; False if it has stopped (the runtime closed)."""
+        supervisor = self.supervisor
+        if supervisor is None:
+            return False
+        try:
+            supervisor.tell(message)
+        except pykka.ActorDeadError:
+            return False
+        return True

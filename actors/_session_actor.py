@@ -1,0 +1,578 @@
+"""SessionActor: one live session, one step at a time.
+
+The actor owns its session's in-memory state. A step whose graph is
+non-blocking runs inline on the dispatcher thread; otherwise a sync task runs on
+the task pool and an async one on the runtime's event loop, and the completion
+comes back as a ``TaskDone`` message while later requests wait in the stash.
+
+After a step the actor adopts the new session at once (the next request runs on
+it), hands the snapshot to the store and answers the caller from the save
+future's callback, after the commit that holds it; it does not wait for the
+disk. Saves are compare-and-set against the previous revision, so when one
+commit fails every later save of the same lineage fails too and no caller is
+told "ok" for a snapshot that was not committed; the actor then reloads its last
+committed snapshot and starts a new lineage.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, replace
+from typing import Any
+
+import pykka
+import structlog
+
+from actors._live_index import LiveEntry
+from actors._services import ActorServices
+from actors._timers import Timer
+from actors.dispatcher import DispatcherActor
+from actors.messages import (
+    ActorCrashed,
+    ActorStopped,
+    CommitFailed,
+    Crash,
+    Inspect,
+    Kill,
+    Passivate,
+    PassivateRequest,
+    Retire,
+    Snapshot,
+    Step,
+    StepDeadline,
+    TaskDone,
+    ViewSession,
+)
+from flow._codec import encode
+from flow._errors import (
+    ActorflowError,
+    SessionNotFound,
+    StepTimeout,
+    StoreUnavailable,
+    TaskFailed,
+)
+from flow._graph import Graph
+from flow._session import Session, SessionStatus
+from flow._step import StepResult, astep, step
+from flow._task import is_async_task
+
+__all__ = ["SessionActor"]
+
+_log = structlog.get_logger("actorflow.session")
+
+
+@dataclass(slots=True)
+class _Running:
+    """A step running off the actor (task pool or event loop)."""
+
+    seq: int
+    step: Step
+    lineage: int
+    future: Future[tuple[Session, StepResult]]
+    timer: Timer | None
+    started: float
+
+
+class SessionActor(DispatcherActor):
+    """The actor of one live session (started by the supervisor, never directly).
+
+    Args:
+        services: the runtime's shared resources.
+        session: the session as last committed (loaded from the store).
+        graph: the session's graph.
+        entry: the session's live-index entry (the actor keeps its fields current).
+    """
+
+    def __init__(
+        self, services: ActorServices, session: Session, graph: Graph, entry: LiveEntry
+    ) -> None:
+        super().__init__()
+        self._services = services
+        self._settings = services.settings
+        self._session = session
+        self._graph = graph
+        self._entry = entry
+        self._session_id = session.session_id
+        self._stored_revision: int | None = session.revision
+        self._dirty = False
+        self._lineage = 0
+        self._seq = 0
+        self._running: _Running | None = None
+        self._stash: deque[Step | Passivate] = deque()
+        self._current: Step | None = None
+        self._last_save: Future[None] | None = None
+        self._stopping = False
+        self._crashed: BaseException | None = None
+        self._handover: list[Step] = []
+
+    # --- message handling ---------------------------------------------------------
+
+    def on_receive(self, message: Any) -> Any:
+        """Handle one message; an unexpected exception becomes a supervised crash."""
+        if self._crashed is not None:
+            self._on_message_while_crashed(message)
+            return None
+        try:
+            self._handle(message)
+        except Exception as exc:
+            self._crash(exc)
+        return None
+
+    def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
+        """Tell the supervisor (only reached if pykka itself saw an exception)."""
+        error = exception_value if isinstance(exception_value, BaseException) else None
+        self._services.tell_supervisor(
+            ActorCrashed(self._session_id, self._entry.incarnation, error or RuntimeError("crash"))
+        )
+
+    def _handle(self, message: Any) -> None:
+        if isinstance(message, Step):
+            if self._running is not None or self._stash:
+                self._stash.append(message)
+            else:
+                self._start_step(message)
+        elif isinstance(message, TaskDone):
+            self._task_done(message)
+        elif isinstance(message, StepDeadline):
+            self._deadline(message)
+        elif isinstance(message, CommitFailed):
+            self._commit_failed(message)
+        elif isinstance(message, ViewSession):
+            message.reply(self._session.copy())
+        elif isinstance(message, Inspect):
+            message.reply(self._inspect(message.history_tail))
+        elif isinstance(message, Snapshot):
+            self._snapshot(message)
+        elif isinstance(message, Passivate):
+            self._passivate(message)
+        elif isinstance(message, Kill):
+            self._kill(message.reroute, message.error, None)
+        elif isinstance(message, Retire):
+            self._kill(True, StoreUnavailable("session actor retired"), None)
+        elif isinstance(message, Crash):
+            if message.reply is not None:
+                message.reply(True)
+            raise RuntimeError(f"injected crash of session actor {self._session_id!r}")
+        else:
+            raise TypeError(f"session actor got an unknown message {message!r}")
+
+    # --- steps -----------------------------------------------------------------------
+
+    def _start_step(self, message: Step) -> None:
+        if self._stopping:
+            # Only reachable for a step queued behind a forced stop: hand it back.
+            self._handover.append(message)
+            return
+        self._current = message
+        session = self._session
+        if session.status is SessionStatus.ERROR:
+            self._answer(
+                message,
+                TaskFailed(
+                    session.current_task,
+                    RuntimeError(
+                        f"session is in status 'error' ({session.status_message or 'no reason'})"
+                    ),
+                    session.session_id,
+                ),
+            )
+            return
+        now = self._services.clock()
+        task = self._graph.tasks.get(session.current_task)
+        if self._graph.nonblocking or task is None:
+            try:
+                new, result = step(
+                    self._graph,
+                    session,
+                    message.input,
+                    mode=message.mode,
+                    now=now,
+                    max_chain=self._settings.max_chain,
+                    run_async=self._services.run_async,
+                )
+            except ActorflowError as exc:
+                self._step_failed(message, exc)
+                return
+            self._adopt(message, new, result, now)
+            return
+        self._seq += 1
+        seq = self._seq
+        if is_async_task(task):
+            future: Future[tuple[Session, StepResult]] = asyncio.run_coroutine_threadsafe(
+                astep(
+                    self._graph,
+                    session,
+                    message.input,
+                    mode=message.mode,
+                    now=now,
+                    max_chain=self._settings.max_chain,
+                    run_blocking=self._run_blocking,
+                ),
+                self._services.loop,
+            )
+        else:
+            future = self._services.task_pool.submit(
+                step,
+                self._graph,
+                session,
+                message.input,
+                mode=message.mode,
+                now=now,
+                max_chain=self._settings.max_chain,
+                run_async=self._services.run_async,
+            )
+        timer = self._services.timers.call_later(
+            self._settings.step_timeout, functools.partial(self._tell_self, StepDeadline(seq))
+        )
+        self._running = _Running(seq, message, self._lineage, future, timer, time.monotonic())
+        self._current = None
+        self._entry.state = "running"
+        self._entry.current_step_task = session.current_task
+        future.add_done_callback(lambda f: self._tell_self(TaskDone(seq, f)))
+
+    async def _run_blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._services.task_pool, functools.partial(fn, *args))
+
+    def _tell_self(self, message: Any) -> None:
+        try:
+            self.actor_ref.tell(message)
+        except pykka.ActorDeadError:
+            return  # a late completion or deadline of a stopped actor: nothing to do
+
+    def _task_done(self, message: TaskDone) -> None:
+        running = self._running
+        if running is None or running.seq != message.seq:
+            return  # the step already timed out or the actor was killed: drop it
+        self._running = None
+        self._entry.state = "idle"
+        self._entry.current_step_task = None
+        if running.timer is not None:
+            running.timer.cancel()
+        self._current = running.step
+        if running.lineage != self._lineage:
+            self._step_failed(
+                running.step,
+                StoreUnavailable(
+                    f"session {self._session_id!r}: an earlier step's commit failed while "
+                    "this step ran; it was not applied"
+                ),
+            )
+        else:
+            try:
+                new, result = running.future.result()
+            except ActorflowError as exc:
+                self._step_failed(running.step, exc)
+            except BaseException as exc:  # a task's SystemExit & co. are its failure, not ours
+                self._step_failed(
+                    running.step, TaskFailed(self._session.current_task, exc, self._session_id)
+                )
+            else:
+                self._adopt(running.step, new, result, self._services.clock())
+        self._drain_stash()
+
+    def _deadline(self, message: StepDeadline) -> None:
+        running = self._running
+        if running is None or running.seq != message.seq:
+            return
+        self._running = None
+        self._entry.state = "idle"
+        self._entry.current_step_task = None
+        running.future.cancel()
+        error = StepTimeout(self._session_id, self._settings.step_timeout)
+        _log.warning(
+            "step_failed",
+            session_id=self._session_id,
+            error="step_timeout",
+            task=self._session.current_task,
+        )
+        self._answer(running.step, error)
+        self._drain_stash()
+
+    def _step_failed(self, message: Step, error: ActorflowError) -> None:
+        _log.info(
+            "step_failed",
+            session_id=self._session_id,
+            error=type(error).__name__,
+            detail=str(error),
+        )
+        self._answer(message, error)
+
+    def _adopt(self, message: Step, new: Session, result: StepResult, now: float) -> None:
+        """Make ``new`` the session, save it, and answer after the commit."""
+        ttl = self._settings.session_ttl
+        new = replace(new, metadata=replace(new.metadata, expires_at=now + ttl))
+        self._session = new
+        entry = self._entry
+        entry.status = new.status.value
+        entry.current_task = new.current_task
+        entry.revision = new.revision
+        entry.request_count = new.metadata.request_count
+        entry.expires_at = new.metadata.expires_at
+        if self._settings.durability == "passivate":
+            self._dirty = True
+            self._answer(message, result)
+            self._after_reply(result)
+            return
+        future = self._save(new)
+        lineage = self._lineage
+        self._current = None
+        future.add_done_callback(
+            lambda f: self._committed(f, message, result, lineage, new.revision)
+        )
+
+    def _save(self, session: Session) -> Future[None]:
+        """Queue ``session`` for commit after everything queued before (compare-and-set)."""
+        future = self._services.store.save(session, expected_revision=self._stored_revision)
+        self._stored_revision = session.revision
+        self._last_save = future
+        self._dirty = False
+        return future
+
+    def _committed(
+        self, future: Future[None], message: Step, result: StepResult, lineage: int, revision: int
+    ) -> None:
+        """Runs on the store's writer thread once the step's snapshot is committed (or not)."""
+        error = future.exception()
+        if error is None:
+            self._answer(message, result)
+            self._after_reply(result)
+            return
+        _log.warning(
+            "commit_failed",
+            session_id=self._session_id,
+            revision=revision,
+            error=type(error).__name__,
+            detail=str(error),
+        )
+        self._answer(
+            message,
+            error
+            if isinstance(error, StoreUnavailable)
+            else StoreUnavailable(f"session {self._session_id!r}: commit failed: {error}"),
+        )
+        self._tell_self(CommitFailed(lineage, revision, error))
+
+    def _after_reply(self, result: StepResult) -> None:
+        if result.status is SessionStatus.COMPLETED:
+            self._services.tell_supervisor(PassivateRequest(self._session_id, "completed"))
+
+    def _answer(self, message: Step, outcome: StepResult | BaseException) -> None:
+        """Answer a step's caller (once) and update the live-index accounting."""
+        if self._current is message:
+            self._current = None
+        self._services.index.finish(self._entry, failed=isinstance(outcome, BaseException))
+        message.reply(outcome)
+
+    def _drain_stash(self) -> None:
+        while self._stash and self._running is None and self._crashed is None:
+            message = self._stash.popleft()
+            if isinstance(message, Passivate):
+                self._passivate(message)
+            else:
+                self._start_step(message)
+
+    def _commit_failed(self, message: CommitFailed) -> None:
+        if message.lineage != self._lineage:
+            return  # a later save of an already abandoned lineage: reloaded already
+        self._lineage += 1
+        loaded = self._services.store.load(self._session_id)
+        if loaded is None:
+            raise SessionNotFound(
+                self._session_id, f"session {self._session_id!r} vanished from the store"
+            )
+        _log.warning(
+            "session_reloaded",
+            session_id=self._session_id,
+            revision=loaded.revision,
+            failed_revision=message.revision,
+        )
+        self._session = loaded
+        self._stored_revision = loaded.revision
+        self._dirty = False
+        self._entry.revision = loaded.revision
+        self._entry.status = loaded.status.value
+        self._entry.current_task = loaded.current_task
+        self._entry.request_count = loaded.metadata.request_count
+
+    # --- inspection and snapshots -------------------------------------------------------
+
+    def _inspect(self, history_tail: int) -> dict[str, Any]:
+        session = self._session
+        entry = self._entry
+        meta = session.metadata
+        settings = self._settings
+        running = self._running
+        if session.status is SessionStatus.COMPLETED:
+            passivation = (entry.last_used, "completed: passivated after its last reply")
+        elif session.status is SessionStatus.WAITING_FOR_INPUT:
+            passivation = (entry.last_used + settings.wait_timeout, "waiting for input")
+        else:
+            passivation = (entry.last_used + settings.idle_timeout, "idle")
+        size = len(encode(session))
+        entry.snapshot_bytes = size
+        return {
+            "session_id": session.session_id,
+            "graph": session.graph_id,
+            "graph_version": session.graph_version,
+            "owner": meta.owner,
+            "status": session.status.value,
+            "status_message": session.status_message,
+            "current_task": session.current_task,
+            "revision": session.revision,
+            "context": session.context.to_dict(),
+            "history_tail": [
+                m.to_dict() for m in session.context.chat_history.last_messages(history_tail)
+            ],
+            "history_length": len(session.context.chat_history),
+            "metadata": {
+                "owner": meta.owner,
+                "created_at": meta.created_at,
+                "last_accessed": meta.last_accessed,
+                "request_count": meta.request_count,
+                "client_addr": meta.client_addr,
+                "expires_at": meta.expires_at,
+            },
+            "last_access": entry.last_used,
+            "pending": entry.pending,
+            "stashed": len(self._stash),
+            "state": "running" if running is not None else entry.state,
+            "running_task": entry.current_step_task,
+            "running_for": None if running is None else time.monotonic() - running.started,
+            "next_passivation": passivation[0],
+            "next_passivation_reason": passivation[1],
+            "live_reason": entry.reason,
+            "activated_at": entry.activated_at,
+            "incarnation": entry.incarnation,
+            "snapshot_bytes": size,
+            "dirty": self._dirty,
+        }
+
+    def _snapshot(self, message: Snapshot) -> None:
+        size = len(encode(self._session))
+        self._entry.snapshot_bytes = size
+        future = self._save(self._session)
+
+        def done(f: Future[None]) -> None:
+            error = f.exception()
+            if error is None:
+                message.reply(size)
+            else:
+                message.reply(
+                    error
+                    if isinstance(error, StoreUnavailable)
+                    else StoreUnavailable(f"snapshot of {self._session_id!r} failed: {error}")
+                )
+
+        future.add_done_callback(done)
+
+    # --- stopping ------------------------------------------------------------------------
+
+    def _passivate(self, message: Passivate) -> None:
+        if message.force:
+            error = message.error or StoreUnavailable("session actor stopped")
+            self._abandon_running(error)
+            while self._stash:
+                queued = self._stash.popleft()
+                if isinstance(queued, Step):
+                    self._answer(queued, error)
+        elif self._running is not None or self._stash:
+            self._stash.append(message)
+            return
+        if self._stopping:
+            return
+        self._stopping = True
+        if self._dirty:
+            self._entry.snapshot_bytes = len(encode(self._session))
+            self._save(self._session)
+        self._stop_after_saves(None)
+
+    def _kill(self, reroute: bool, error: BaseException, crashed: BaseException | None) -> None:
+        if self._stopping:
+            return
+        self._abandon_running(error)
+        while self._stash:
+            queued = self._stash.popleft()
+            if isinstance(queued, Step):
+                if reroute:
+                    self._handover.append(queued)
+                else:
+                    self._answer(queued, error)
+        self._stopping = True
+        self._dirty = False
+        self._stop_after_saves(crashed)
+
+    def _abandon_running(self, error: BaseException) -> None:
+        running = self._running
+        if running is None:
+            return
+        self._running = None
+        if running.timer is not None:
+            running.timer.cancel()
+        running.future.cancel()
+        self._answer(running.step, error)
+
+    def _stop_after_saves(self, crashed: BaseException | None) -> None:
+        """Stop once the last queued save is done, then tell the supervisor."""
+        handover = tuple(self._handover)
+        self._handover = []
+        if handover:
+            # The supervisor re-sends these to the next incarnation's entry.
+            self._services.index.release(self._entry, len(handover))
+        stopped = ActorStopped(self._session_id, self._entry.incarnation, handover, crashed)
+
+        def finish(_: object = None) -> None:
+            self.actor_ref.stop(block=False)
+            self._services.tell_supervisor(stopped)
+
+        last = self._last_save
+        if last is None or last.done():
+            finish()
+        else:
+            last.add_done_callback(finish)
+
+    # --- crashes -------------------------------------------------------------------------
+
+    def _crash(self, error: Exception) -> None:
+        """An unexpected exception: fail what is in hand, tell the supervisor, await Retire."""
+        self._crashed = error
+        _log.error(
+            "session_crashed",
+            session_id=self._session_id,
+            error=type(error).__name__,
+            detail=str(error),
+        )
+        failure = StoreUnavailable(
+            f"session {self._session_id!r}: its actor crashed ({type(error).__name__}: {error}); "
+            "it restarts from its last committed snapshot; retry"
+        )
+        current = self._current
+        if current is not None:
+            self._answer(current, failure)
+        self._abandon_running(failure)
+        self._services.tell_supervisor(
+            ActorCrashed(self._session_id, self._entry.incarnation, error)
+        )
+
+    def _on_message_while_crashed(self, message: Any) -> None:
+        if isinstance(message, Step):
+            self._stash.append(message)
+        elif isinstance(message, Retire | Kill | Passivate):
+            self._crashed_stop(message)
+        elif isinstance(message, Inspect | ViewSession | Snapshot):
+            message.reply(
+                StoreUnavailable(f"session {self._session_id!r} is restarting after a crash")
+            )
+
+    def _crashed_stop(self, message: Retire | Kill | Passivate) -> None:
+        """Stop a crashed actor; its unrun steps go to the next incarnation (unless killed)."""
+        if self._stopping:
+            return
+        reroute = not isinstance(message, Kill) or message.reroute
+        error = message.error if isinstance(message, Kill) else None
+        self._kill(reroute, error or StoreUnavailable("session actor crashed"), self._crashed)

@@ -1,0 +1,240 @@
+"""The messages session and supervisor actors exchange (frozen dataclasses).
+
+Requests carry a ``reply`` callable instead of relying on pykka's ask futures:
+the actor (or the store writer, after the commit that holds a step) calls
+``reply(outcome)`` exactly once, where ``outcome`` is the answer or the
+``BaseException`` to raise in the caller. The sync facade completes a
+``concurrent.futures.Future`` with it; the async facade completes an asyncio
+future through ``loop.call_soon_threadsafe``. Nobody blocks on a pykka future.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+if TYPE_CHECKING:
+    from flow._session import Session
+    from flow._step import StepResult
+
+__all__ = [
+    "Activate",
+    "ActorCrashed",
+    "ActorStopped",
+    "CommitFailed",
+    "Crash",
+    "Forget",
+    "Inspect",
+    "Kill",
+    "Passivate",
+    "PassivateRequest",
+    "Reply",
+    "Retire",
+    "Shutdown",
+    "Snapshot",
+    "Step",
+    "StepDeadline",
+    "Sweep",
+    "TaskDone",
+    "ViewSession",
+]
+
+Reply = Callable[[Any], None]
+"""Called once with the answer, or with the exception the caller should raise."""
+
+StepMode = Literal["step", "run"]
+OnBusy = Literal["enqueue", "reject"]
+
+
+# --- to a SessionActor -------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """Run one step (``mode="step"``) or run until waiting/completed (``mode="run"``).
+
+    ``reply`` receives the ``StepResult`` after the snapshot holding it is
+    committed (or at once in ``passivate`` durability), or an ``ActorflowError``.
+    """
+
+    session_id: str
+    input: Any
+    mode: StepMode
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
+class TaskDone:
+    """A step that ran off the actor (task pool or event loop) has finished.
+
+    ``seq`` tags the step; a ``TaskDone`` whose step already timed out is dropped.
+    """
+
+    seq: int
+    future: Future[tuple[Session, StepResult]]
+
+
+@dataclass(frozen=True, slots=True)
+class StepDeadline:
+    """The step tagged ``seq`` has reached ``step_timeout``."""
+
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class CommitFailed:
+    """The store failed to commit a snapshot of lineage ``lineage``: reload."""
+
+    lineage: int
+    revision: int
+    error: BaseException
+
+
+@dataclass(frozen=True, slots=True)
+class Inspect:
+    """Answer a dict describing the live session (``Runtime.inspect``)."""
+
+    reply: Reply
+    history_tail: int = 10
+
+
+@dataclass(frozen=True, slots=True)
+class ViewSession:
+    """Answer a deep copy of the session (``Runtime.get_session`` of a live session)."""
+
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Save the session now; answer the number of bytes written after the commit."""
+
+    reply: Reply
+
+
+@dataclass(frozen=True, slots=True)
+class Passivate:
+    """Finish what is queued, save if dirty, then stop (sent after index removal).
+
+    With ``force`` the running step and every queued step are answered with
+    ``error`` instead of being run (used when a drain timed out).
+    """
+
+    reason: str
+    force: bool = False
+    error: BaseException | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Kill:
+    """Stop at once without saving what is not yet committed.
+
+    Steps waiting in the stash are handed back to the supervisor to run on the
+    next incarnation (``reroute``) or answered with ``error``.
+    """
+
+    reroute: bool
+    error: BaseException
+
+
+@dataclass(frozen=True, slots=True)
+class Retire:
+    """Sent by the supervisor to a crashed actor once it left the index: stop now."""
+
+
+@dataclass(frozen=True, slots=True)
+class Crash:
+    """Fault injection for tests: the actor raises ``RuntimeError`` while handling it.
+
+    It exercises the same path as any unexpected exception inside the actor
+    (not a task failure): the supervisor restarts the session from its last
+    committed snapshot.
+    """
+
+    reply: Reply | None = None
+
+
+# --- to the SupervisorActor --------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Activate:
+    """Make ``session_id`` live, then deliver ``step`` (if any) to it.
+
+    Without a ``step``, ``reply`` is answered with True once the session is
+    live. Errors (``SessionNotFound``, ``SessionBusy``...) go to the step's reply,
+    or to ``reply``.
+    """
+
+    session_id: str
+    owner: str | None
+    step: Step | None = None
+    on_busy: OnBusy = "enqueue"
+    reply: Reply | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ActorStopped:
+    """A session actor has stopped and its last save has completed.
+
+    ``steps`` are requests it had not run, to run on the next incarnation.
+    """
+
+    session_id: str
+    incarnation: int
+    steps: tuple[Step, ...] = ()
+    crashed: BaseException | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ActorCrashed:
+    """A session actor raised an unexpected exception; remove it and restart it."""
+
+    session_id: str
+    incarnation: int
+    error: BaseException
+
+
+@dataclass(frozen=True, slots=True)
+class PassivateRequest:
+    """Passivate ``session_id`` if it is idle (``reason`` is logged).
+
+    ``reply`` (optional) receives True if the session was live and is now
+    passivating, False otherwise.
+    """
+
+    session_id: str
+    reason: str
+    reply: Reply | None = None
+    kill: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Forget:
+    """Stop ``session_id``'s actor without saving, before the session is deleted.
+
+    Answers ``reply`` with True once no new activation can start (queued steps
+    are answered ``SessionNotFound``). Activations of the id are refused until
+    a ``Forget(session_id, reply, release=True)`` says the store row is gone.
+    """
+
+    session_id: str
+    reply: Reply
+    release: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Sweep:
+    """Passivate idle and waiting sessions and delete expired ones."""
+
+    reply: Reply | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Shutdown:
+    """Passivate every live session; answer ``reply`` once all have stopped."""
+
+    reply: Reply
+    force_error: BaseException | None = field(default=None)

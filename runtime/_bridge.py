@@ -1,0 +1,124 @@
+"""How answers from actors reach callers: sync waiters, asyncio futures, the loop thread.
+
+Actors answer through a ``reply(outcome)`` callable (``outcome`` is the answer
+or the exception to raise). For a sync caller it completes a
+``concurrent.futures.Future`` the caller waits on; for an asyncio caller it
+completes an asyncio future through ``loop.call_soon_threadsafe``, so the event
+loop never blocks and no thread-pool hop is needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any
+
+from actors._live_index import LiveIndex
+
+__all__ = ["AsyncReply", "LoopThread", "SyncReply"]
+
+
+class SyncReply:
+    """A reply callable for a sync caller: first call wins; ``wait()`` returns or raises."""
+
+    __slots__ = ("_future", "_index")
+
+    def __init__(self, index: LiveIndex) -> None:
+        self._future: Future[Any] = Future()
+        self._index = index
+        index.begin()
+
+    def __call__(self, outcome: Any) -> None:
+        """Deliver ``outcome`` (an exception is raised by ``wait``)."""
+        future = self._future
+        if future.done():
+            return
+        try:
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+        except Exception:  # concurrent.futures.InvalidStateError: a racing second answer
+            return
+        self._index.end()
+
+    def wait(self, timeout: float | None = None) -> Any:
+        """Wait for the answer and return it, or raise the error it carries."""
+        return self._future.result(timeout)
+
+
+class AsyncReply:
+    """A reply callable for an asyncio caller (thread-safe; first call wins)."""
+
+    __slots__ = ("_done", "_future", "_index", "_lock", "_loop")
+
+    def __init__(self, index: LiveIndex) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._future: asyncio.Future[Any] = self._loop.create_future()
+        self._index = index
+        self._lock = threading.Lock()
+        self._done = False
+        index.begin()
+
+    def __call__(self, outcome: Any) -> None:
+        """Deliver ``outcome`` to the awaiting task, from any thread."""
+        with self._lock:
+            if self._done:
+                return
+            self._done = True
+        self._index.end()
+        try:
+            self._loop.call_soon_threadsafe(_settle, self._future, outcome)
+        except RuntimeError:  # the caller's loop is closed: nobody is waiting any more
+            return
+
+    async def wait(self) -> Any:
+        """Await the answer and return it, or raise the error it carries."""
+        return await self._future
+
+
+def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
+    if future.done():  # the awaiting task was cancelled
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
+class LoopThread:
+    """A private asyncio event loop on its own daemon thread (for async tasks)."""
+
+    def __init__(self, name: str = "actorflow-loop") -> None:
+        self.loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+        self._ready.wait()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        self.loop.call_soon(self._ready.set)
+        self.loop.run_forever()
+
+    def call(self, fn: Callable[[], Any]) -> None:
+        """Run ``fn`` on the loop thread soon."""
+        self.loop.call_soon_threadsafe(fn)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Cancel what still runs on the loop, stop it and join the thread."""
+        if self.loop.is_closed():
+            return
+
+        def stop() -> None:
+            for task in asyncio.all_tasks(self.loop):
+                task.cancel()
+            self.loop.call_soon(self.loop.stop)
+
+        self.loop.call_soon_threadsafe(stop)
+        self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.close()

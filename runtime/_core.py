@@ -1,0 +1,507 @@
+"""The machinery behind ``Runtime`` and ``AsyncRuntime``: one instance per open runtime.
+
+It owns the store, the dispatcher, the supervisor, the task pool, the event
+loop thread and the timer thread, and turns facade calls into messages. Every
+method here returns at once or blocks only on the store (the facades decide
+how to wait: a sync caller blocks on a future, an async caller awaits one).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Literal
+
+import structlog
+
+from actors._live_index import LiveIndex
+from actors._services import ActorServices, Settings
+from actors._supervisor import SupervisorActor
+from actors._timers import Timer, Timers
+from actors.dispatcher import Dispatcher
+from actors.messages import (
+    Activate,
+    Forget,
+    Inspect,
+    PassivateRequest,
+    Reply,
+    Shutdown,
+    Snapshot,
+    Step,
+    Sweep,
+    ViewSession,
+)
+from flow._errors import (
+    ActorflowError,
+    GraphNotFound,
+    InvalidInput,
+    RuntimeClosed,
+    SessionNotFound,
+)
+from flow._graph import Graph
+from flow._session import Session
+from flow._step import new_session
+from flow.stores import open_store
+from flow.stores._protocol import SessionPage, SessionStore
+from runtime._bridge import LoopThread, SyncReply
+from runtime._config import RuntimeConfig
+from runtime._views import LiveSessionInfo, RuntimeStats, SessionMetadataView, SessionView
+
+__all__ = ["RuntimeCore", "session_view"]
+
+_log = structlog.get_logger("actorflow.runtime")
+
+OnBusy = Literal["enqueue", "reject"]
+StepMode = Literal["step", "run"]
+
+#: How many quarantined rows ``stats()`` counts at most.
+QUARANTINE_COUNT_LIMIT = 10_000
+
+
+def session_view(session: Session) -> SessionView:
+    """A frozen, independent view of ``session``."""
+    meta = session.metadata
+    return SessionView(
+        session_id=session.session_id,
+        graph=session.graph_id,
+        current_task=session.current_task,
+        status=session.status.value,
+        context=session.context.to_dict(),
+        chat_history=[m.to_dict() for m in session.context.chat_history.messages],
+        metadata=SessionMetadataView(
+            owner=meta.owner,
+            created_at=meta.created_at,
+            last_accessed=meta.last_accessed,
+            request_count=meta.request_count,
+            client_addr=meta.client_addr,
+            expires_at=meta.expires_at,
+        ),
+        revision=session.revision,
+        status_message=session.status_message,
+    )
+
+
+def _check_config(config: RuntimeConfig) -> None:
+    positive = (
+        "idle_timeout",
+        "wait_timeout",
+        "session_ttl",
+        "step_timeout",
+        "restart_window",
+        "sweep_interval",
+    )
+    for name in positive:
+        value = getattr(config, name)
+        if not value > 0:
+            raise InvalidInput(f"RuntimeConfig.{name} must be > 0, got {value!r}")
+    at_least_one = ("max_live", "max_pending", "dispatcher_threads", "task_threads", "max_chain")
+    for name in (*at_least_one, "sweep_batch"):
+        value = getattr(config, name)
+        if not isinstance(value, int) or value < 1:
+            raise InvalidInput(f"RuntimeConfig.{name} must be an int >= 1, got {value!r}")
+    if config.max_restarts < 0:
+        raise InvalidInput(f"RuntimeConfig.max_restarts must be >= 0, got {config.max_restarts}")
+    if config.drain_timeout < 0:
+        raise InvalidInput(f"RuntimeConfig.drain_timeout must be >= 0, got {config.drain_timeout}")
+    if config.durability not in ("fsync", "commit", "passivate"):
+        raise InvalidInput(
+            "RuntimeConfig.durability must be 'fsync', 'commit' or 'passivate', "
+            f"got {config.durability!r}"
+        )
+
+
+def _graph_map(graphs: Iterable[Graph]) -> dict[str, Graph]:
+    found: dict[str, Graph] = {}
+    for graph in graphs:
+        if not isinstance(graph, Graph):
+            raise InvalidInput(f"graphs must be Graph objects, got {type(graph).__name__}")
+        if graph.id in found:
+            raise InvalidInput(f"two graphs share the id {graph.id!r}")
+        found[graph.id] = graph
+    return found
+
+
+class RuntimeCore:
+    """Everything one open runtime runs (see the module docstring)."""
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        graphs: Iterable[Graph],
+        config: RuntimeConfig,
+        store: SessionStore | None,
+    ) -> None:
+        _check_config(config)
+        self.config = config
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._graphs = _graph_map(graphs)
+        self._own_store = store is None
+        self.store: SessionStore = (
+            open_store(config.store, self.data_dir, config.durability) if store is None else store
+        )
+        self.index = LiveIndex()
+        self.draining = False
+        self.closed = False
+        self._close_lock = threading.Lock()
+        self._cleanup: list[Callable[[], object]] = []
+        try:
+            self._start()
+        except BaseException:
+            self._teardown()
+            raise
+
+    def _start(self) -> None:
+        config = self.config
+        if self._own_store:
+            self._cleanup.append(self.store.close)
+        self.timers = Timers()
+        self._cleanup.append(self.timers.close)
+        self.loop_thread = LoopThread()
+        self._cleanup.append(self.loop_thread.close)
+        self.task_pool = ThreadPoolExecutor(
+            config.task_threads, thread_name_prefix="actorflow-task"
+        )
+        self._cleanup.append(lambda: self.task_pool.shutdown(wait=False, cancel_futures=True))
+        self.dispatcher = Dispatcher(config.dispatcher_threads, name="actorflow")
+        self._cleanup.append(lambda: self.dispatcher.shutdown(timeout=10))
+        self.services = ActorServices(
+            settings=Settings(
+                idle_timeout=config.idle_timeout,
+                wait_timeout=config.wait_timeout,
+                max_live=config.max_live,
+                session_ttl=config.session_ttl,
+                max_pending=config.max_pending,
+                step_timeout=config.step_timeout,
+                max_restarts=config.max_restarts,
+                restart_window=config.restart_window,
+                durability=config.durability,
+                max_chain=config.max_chain,
+                sweep_batch=config.sweep_batch,
+            ),
+            store=self.store,
+            graphs=self._graphs,
+            index=self.index,
+            dispatcher=self.dispatcher,
+            task_pool=self.task_pool,
+            loop=self.loop_thread.loop,
+            timers=self.timers,
+            clock=config.clock,
+        )
+        self.supervisor = self.dispatcher.spawn(SupervisorActor, self.services)
+        self.services.supervisor = self.supervisor
+        self._sweeper: Timer = self.timers.call_every(config.sweep_interval, self._tick)
+
+    def _tick(self) -> None:
+        self.services.tell_supervisor(Sweep())
+
+    def _teardown(self) -> None:
+        for step in reversed(self._cleanup):
+            try:
+                step()
+            except Exception:
+                _log.exception("runtime_teardown_step_failed")
+        self._cleanup.clear()
+
+    # --- gates ----------------------------------------------------------------------------
+
+    def check_open(self) -> None:
+        """Raise ``RuntimeClosed`` once draining or closed."""
+        if self.draining or self.closed:
+            raise RuntimeClosed(
+                "the runtime is closed" if self.closed else "the runtime is draining"
+            )
+
+    def graphs(self) -> list[Graph]:
+        """The registered graphs."""
+        return list(self._graphs.values())
+
+    def graph(self, graph_id: str) -> Graph:
+        """The registered graph ``graph_id``.
+
+        Raises:
+            GraphNotFound: no such graph.
+        """
+        graph = self._graphs.get(graph_id)
+        if graph is None:
+            raise GraphNotFound(graph_id)
+        return graph
+
+    # --- requests (non-blocking) -------------------------------------------------------------
+
+    def submit_step(
+        self,
+        session_id: str,
+        input: Any,
+        mode: StepMode,
+        on_busy: OnBusy,
+        owner: str | None,
+        reply: Reply,
+    ) -> None:
+        """Send a step to the session's actor (activating it if needed); ``reply`` answers."""
+        try:
+            self.check_open()
+            if on_busy not in ("enqueue", "reject"):
+                raise InvalidInput(f"on_busy must be 'enqueue' or 'reject', got {on_busy!r}")
+            if mode not in ("step", "run"):
+                raise InvalidInput(f"mode must be 'step' or 'run', got {mode!r}")
+            if not isinstance(session_id, str):
+                raise SessionNotFound(str(session_id))
+            message = Step(session_id, input, mode, reply)
+            entry = self.index.send(
+                session_id,
+                message,
+                now=self.config.clock(),
+                owner=owner,
+                step=True,
+                reject_if_busy=on_busy == "reject",
+                max_pending=self.config.max_pending,
+            )
+        except ActorflowError as exc:
+            reply(exc)
+            return
+        if entry is None and not self.services.tell_supervisor(
+            Activate(session_id, owner, message, on_busy)
+        ):
+            reply(RuntimeClosed("the runtime is closed"))
+
+    def ask_live(self, session_id: str, message: Any, reply: Reply, owner: str | None) -> bool:
+        """Send ``message`` to a live session's actor; False (and ``reply`` ended) if not live."""
+        try:
+            entry = self.index.send(session_id, message, owner=owner)
+        except ActorflowError as exc:
+            reply(exc)
+            return True
+        if entry is None:
+            reply(None)
+            return False
+        return True
+
+    def tell_supervisor(self, message: Any, reply: Reply) -> None:
+        """Send ``message`` to the supervisor; ``reply`` gets ``RuntimeClosed`` if it is gone."""
+        if not self.services.tell_supervisor(message):
+            reply(RuntimeClosed("the runtime is closed"))
+
+    def view_message(self, reply: Reply) -> ViewSession:
+        """The message asking a live actor for a copy of its session."""
+        return ViewSession(reply)
+
+    def inspect_message(self, reply: Reply) -> Inspect:
+        """The message asking a live actor to describe itself."""
+        return Inspect(reply)
+
+    def snapshot_message(self, reply: Reply) -> Snapshot:
+        """The message asking a live actor to save now."""
+        return Snapshot(reply)
+
+    def passivate_message(self, session_id: str, reply: Reply, *, kill: bool) -> PassivateRequest:
+        """The message asking the supervisor to passivate (or kill) a session."""
+        return PassivateRequest(session_id, "requested", reply, kill=kill)
+
+    def sweep_message(self, reply: Reply) -> Sweep:
+        """The message asking the supervisor to sweep now."""
+        return Sweep(reply)
+
+    # --- requests (blocking on the store) ---------------------------------------------------
+
+    def new_session(
+        self,
+        graph_id: str,
+        owner: str,
+        context: dict[str, Any] | None,
+        client_addr: str | None,
+    ) -> tuple[Session, Future[None]]:
+        """Build a new session and queue its revision 0 (wait on the future for the commit)."""
+        self.check_open()
+        graph = self.graph(graph_id)
+        now = self.config.clock()
+        session = new_session(
+            graph,
+            owner=owner,
+            context=context,
+            client_addr=client_addr,
+            now=now,
+            expires_at=now + self.config.session_ttl,
+        )
+        return session, self.store.save(session, expected_revision=None)
+
+    def load(self, session_id: str, owner: str | None) -> Session:
+        """The stored session (after any stopping actor of it has saved).
+
+        Raises:
+            SessionNotFound: it does not exist, or ``owner`` is not its owner.
+        """
+        self.index.wait_gone_of_stopping(session_id, self.config.drain_timeout)
+        session = self.store.load(session_id)
+        if session is None or (owner is not None and session.metadata.owner != owner):
+            raise SessionNotFound(session_id)
+        return session
+
+    def check_owner(self, session_id: str, owner: str | None) -> None:
+        """Raise ``SessionNotFound`` unless the session exists and (if given) is ``owner``'s."""
+        entry = self.index.get(session_id)
+        if entry is not None:
+            if owner is not None and entry.owner != owner:
+                raise SessionNotFound(session_id)
+            return
+        self.load(session_id, owner)
+
+    def delete_session(self, session_id: str, owner: str | None) -> None:
+        """Stop the session's actor without saving, then delete its row (blocking).
+
+        Raises:
+            SessionNotFound: no such session, or not ``owner``'s.
+        """
+        self.check_open()
+        self.check_owner(session_id, owner)
+        forgotten = SyncReply(self.index)
+        self.tell_supervisor(Forget(session_id, forgotten), forgotten)
+        forgotten.wait()
+        try:
+            existed = self.store.delete(session_id)
+        finally:
+            released = SyncReply(self.index)
+            self.tell_supervisor(Forget(session_id, released, release=True), released)
+            released.wait()
+        if not existed:
+            raise SessionNotFound(session_id)
+
+    def list_sessions(self, owner: str | None, cursor: str | None, limit: int) -> SessionPage:
+        """A page of stored sessions of ``owner``."""
+        self.check_open()
+        if not isinstance(limit, int) or limit < 1:
+            raise InvalidInput(f"limit must be an int >= 1, got {limit!r}")
+        return self.store.list(owner, cursor, limit)
+
+    def stored_inspect(self, session_id: str) -> dict[str, Any]:
+        """``inspect`` of a session that is not live: what its snapshot holds."""
+        session = self.load(session_id, None)
+        view = session_view(session)
+        meta = session.metadata
+        return {
+            "session_id": session.session_id,
+            "graph": session.graph_id,
+            "graph_version": session.graph_version,
+            "owner": meta.owner,
+            "status": session.status.value,
+            "status_message": session.status_message,
+            "current_task": session.current_task,
+            "revision": session.revision,
+            "context": view.context,
+            "history_tail": view.chat_history[-10:],
+            "history_length": len(view.chat_history),
+            "metadata": {
+                "owner": meta.owner,
+                "created_at": meta.created_at,
+                "last_accessed": meta.last_accessed,
+                "request_count": meta.request_count,
+                "client_addr": meta.client_addr,
+                "expires_at": meta.expires_at,
+            },
+            "last_access": meta.last_accessed,
+            "live": False,
+            "live_reason": "not live: passivated (loaded from the store on its next request)",
+        }
+
+    def snapshot_stored(self, session_id: str) -> int:
+        """``snapshot`` of a session that is not live: nothing to write (0)."""
+        self.load(session_id, None)
+        return 0
+
+    # --- views -------------------------------------------------------------------------------
+
+    def live_sessions(self) -> list[LiveSessionInfo]:
+        """One ``LiveSessionInfo`` per live actor, least recently used first."""
+        now = self.config.clock()
+        return [
+            LiveSessionInfo(
+                session_id=e.session_id,
+                graph=e.graph_id,
+                owner=e.owner,
+                state="running" if e.pending > 0 else "idle",
+                status=e.status,
+                current_task=e.current_step_task or e.current_task,
+                mailbox_depth=max(e.pending, 0),
+                idle_seconds=max(0.0, now - e.last_used),
+                request_count=e.request_count,
+                snapshot_bytes=e.snapshot_bytes,
+                revision=e.revision,
+            )
+            for e in self.index.entries()
+        ]
+
+    def stats(self) -> RuntimeStats:
+        """Counters since open and the store's counts."""
+        counters = self.services.counters
+        return RuntimeStats(
+            live=len(self.index),
+            activations=counters.activations,
+            passivations=counters.passivations,
+            evictions=counters.evictions,
+            restarts=counters.restarts,
+            expirations=counters.expirations,
+            steps=self.index.steps,
+            errors=self.index.errors,
+            stored=self.store.count(),
+            quarantined=len(self.store.quarantined(limit=QUARANTINE_COUNT_LIMIT)),
+        )
+
+    # --- closing -----------------------------------------------------------------------------
+
+    def begin_drain(self) -> None:
+        """Refuse new requests from now on (``RuntimeClosed``); running ones go on."""
+        self.draining = True
+
+    def close(self) -> None:
+        """Drain, passivate every session, stop everything; idempotent."""
+        with self._close_lock:
+            if self.closed:
+                return
+            self.draining = True
+            try:
+                self._shut_actors()
+            finally:
+                self.closed = True
+                self._sweeper.cancel()
+                if not self._own_store:
+                    try:
+                        self.store.flush()
+                    except ActorflowError:
+                        _log.exception("store_flush_failed")
+                self._teardown()
+
+    def _shut_actors(self) -> None:
+        timeout = self.config.drain_timeout
+        drained = self.index.wait_drained(timeout)
+        force = None if drained else RuntimeClosed("the runtime closed before the step finished")
+        done: Future[Any] = Future()
+        if not self.services.tell_supervisor(Shutdown(_completer(done), force)):
+            return
+        try:
+            done.result(timeout=max(timeout, 5.0))
+        except TimeoutError:
+            forced: Future[Any] = Future()
+            error = RuntimeClosed("the runtime closed before the step finished")
+            self.services.tell_supervisor(Shutdown(_completer(forced), error))
+            try:
+                forced.result(timeout=5.0)
+            except TimeoutError:
+                _log.error("runtime_close_timed_out", live=len(self.index))
+        try:
+            self.supervisor.stop(block=True, timeout=5.0)
+        except Exception:
+            _log.exception("supervisor_stop_failed")
+
+
+def _completer(future: Future[Any]) -> Reply:
+    def complete(outcome: Any) -> None:
+        if future.done():
+            return
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
+
+    return complete

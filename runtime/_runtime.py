@@ -1,0 +1,477 @@
+"""``Runtime`` (sync) and ``AsyncRuntime`` (asyncio): the in-process API for host apps.
+
+Both are thin facades over one ``RuntimeCore``. A step never goes through the
+supervisor for a live session: the caller finds the session's actor in the
+live index and sends it a ``Step`` carrying a reply callable. The sync facade
+waits on a ``concurrent.futures.Future``; the async one awaits an asyncio
+future completed with ``loop.call_soon_threadsafe``, so the event loop never
+blocks on an actor. Calls that only touch the store (listing, loading a
+passivated session, deleting) run on a worker thread in the async facade.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Generator, Iterable
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Self
+
+from flow._graph import Graph
+from flow._session import Session
+from flow._step import StepResult
+from flow.stores._protocol import SessionPage, SessionStore
+from runtime._bridge import AsyncReply, SyncReply
+from runtime._config import RuntimeConfig
+from runtime._core import RuntimeCore, session_view
+from runtime._views import LiveSessionInfo, RuntimeStats, SessionView
+
+__all__ = ["AsyncRuntime", "Runtime"]
+
+OnBusy = Literal["enqueue", "reject"]
+StepMode = Literal["step", "run"]
+
+
+class _Facade:
+    """What both facades share: attributes and the non-blocking views."""
+
+    def __init__(self, core: RuntimeCore) -> None:
+        self._core = core
+
+    @property
+    def config(self) -> RuntimeConfig:
+        """The runtime's configuration."""
+        return self._core.config
+
+    @property
+    def store(self) -> SessionStore:
+        """The session store."""
+        return self._core.store
+
+    @property
+    def data_dir(self) -> Path:
+        """Where the runtime keeps its files (``sessions.db`` by default)."""
+        return self._core.data_dir
+
+    @property
+    def draining(self) -> bool:
+        """True once ``begin_drain`` or ``close`` was called: new requests are refused."""
+        return self._core.draining
+
+    @property
+    def closed(self) -> bool:
+        """True once the runtime is closed."""
+        return self._core.closed
+
+    def begin_drain(self) -> None:
+        """Refuse new requests (``RuntimeClosed``) while running steps finish (for SIGTERM)."""
+        self._core.begin_drain()
+
+    def graphs(self) -> list[Graph]:
+        """The registered graphs."""
+        return self._core.graphs()
+
+    def graph(self, graph_id: str) -> Graph:
+        """The registered graph ``graph_id``.
+
+        Raises:
+            GraphNotFound: no graph has that id.
+        """
+        return self._core.graph(graph_id)
+
+
+class Runtime(_Facade):
+    """The sync in-process runtime. Open it with ``Runtime.open(...)``, use it as a context manager.
+
+    Every method may raise ``RuntimeClosed`` after ``close()`` (or during a drain).
+    """
+
+    @classmethod
+    def open(
+        cls,
+        data_dir: str | Path = "./var",
+        graphs: Iterable[Graph] = (),
+        config: RuntimeConfig | None = None,
+        store: SessionStore | None = None,
+    ) -> Runtime:
+        """Open a runtime.
+
+        Args:
+            data_dir: its data directory (created if missing; holds ``sessions.db``
+                unless ``config.store`` or ``store`` says otherwise).
+            graphs: the graphs sessions may run (ids must be unique).
+            config: tunables (default ``RuntimeConfig()``).
+            store: a store to use instead of opening ``config.store`` (it is
+                flushed, not closed, by ``close()``).
+
+        Raises:
+            InvalidInput: two graphs share an id, or a config value is invalid.
+            StoreUnavailable: the store could not be opened.
+        """
+        return cls(RuntimeCore(data_dir, graphs, config or RuntimeConfig(), store))
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Refuse new requests, let running steps finish (up to ``drain_timeout``),
+        save every live session and stop every actor, thread and the store. Idempotent."""
+        self._core.close()
+
+    def _reply(self) -> SyncReply:
+        return SyncReply(self._core.index)
+
+    def create_session(
+        self,
+        graph_id: str,
+        *,
+        owner: str,
+        context: dict[str, Any] | None = None,
+        client_addr: str | None = None,
+    ) -> str:
+        """Create a session at its graph's start task; returns its id.
+
+        Its revision 0 is committed to the store before this returns.
+
+        Raises:
+            GraphNotFound: no graph ``graph_id``.
+            InvalidInput: a context value cannot be stored, or ``owner`` is empty.
+            StoreUnavailable: the store could not write it.
+        """
+        core = self._core
+        core.index.begin()
+        try:
+            session, saved = core.new_session(graph_id, owner, context, client_addr)
+            saved.result()
+        finally:
+            core.index.end()
+        return session.session_id
+
+    def step(
+        self,
+        session_id: str,
+        input: Any = None,
+        *,
+        mode: StepMode = "step",
+        on_busy: OnBusy = "enqueue",
+        owner: str | None = None,
+    ) -> StepResult:
+        """Run one step of a session (or, with ``mode="run"``, run until it waits or ends).
+
+        Args:
+            session_id: the session.
+            input: this step's input (msgpack-safe).
+            mode: ``step`` or ``run``.
+            on_busy: ``enqueue`` waits its turn; ``reject`` fails at once with
+                ``SessionBusy`` if a step of this session is running or queued.
+            owner: when given, a session of another owner is ``SessionNotFound``.
+
+        Raises:
+            SessionNotFound, SessionBusy, SessionCompleted, TaskFailed, StepTimeout,
+            StoreUnavailable, InvalidInput, RuntimeClosed.
+        """
+        reply = self._reply()
+        self._core.submit_step(session_id, input, mode, on_busy, owner, reply)
+        result: StepResult = reply.wait()
+        return result
+
+    def run(
+        self,
+        session_id: str,
+        input: Any = None,
+        *,
+        on_busy: OnBusy = "enqueue",
+        owner: str | None = None,
+    ) -> StepResult:
+        """Step until the session waits for input, completes or cannot move (``mode="run"``)."""
+        return self.step(session_id, input, mode="run", on_busy=on_busy, owner=owner)
+
+    def _session(self, session_id: str, owner: str | None) -> Session:
+        core = self._core
+        core.check_open()
+        reply = self._reply()
+        if core.ask_live(session_id, core.view_message(reply), reply, owner):
+            session: Session = reply.wait()
+            return session
+        return core.load(session_id, owner)
+
+    def get_session(self, session_id: str, *, owner: str | None = None) -> SessionView:
+        """The session as of its latest step (asks its actor when it is live).
+
+        Raises:
+            SessionNotFound: no such session, or not ``owner``'s.
+        """
+        return session_view(self._session(session_id, owner))
+
+    def delete_session(self, session_id: str, *, owner: str | None = None) -> None:
+        """Delete a session: its actor stops without saving, then its row goes.
+
+        Raises:
+            SessionNotFound: no such session, or not ``owner``'s.
+        """
+        self._core.delete_session(session_id, owner)
+
+    def list_sessions(
+        self, owner: str | None, cursor: str | None = None, limit: int = 100
+    ) -> SessionPage:
+        """A page of stored sessions of ``owner`` (every owner when None), by id."""
+        return self._core.list_sessions(owner, cursor, limit)
+
+    def passivate(self, session_id: str) -> bool:
+        """Save (if needed) and stop a session's actor; False if it was not live."""
+        core = self._core
+        core.check_open()
+        reply = self._reply()
+        core.tell_supervisor(core.passivate_message(session_id, reply, kill=False), reply)
+        return bool(reply.wait())
+
+    def kill(self, session_id: str) -> bool:
+        """Stop a session's actor without saving; the next request reactivates it from
+        its last committed snapshot. False if it was not live."""
+        core = self._core
+        core.check_open()
+        reply = self._reply()
+        core.tell_supervisor(core.passivate_message(session_id, reply, kill=True), reply)
+        return bool(reply.wait())
+
+    def snapshot(self, session_id: str) -> int:
+        """Save a live session now; the snapshot's size in bytes (0 if it is not live).
+
+        Raises:
+            SessionNotFound: no such session.
+        """
+        core = self._core
+        core.check_open()
+        reply = self._reply()
+        if core.ask_live(session_id, core.snapshot_message(reply), reply, None):
+            size: int = reply.wait()
+            return size
+        return core.snapshot_stored(session_id)
+
+    def inspect(self, session_id: str) -> dict[str, Any]:
+        """What a session holds, its actor's state and why it is live.
+
+        Raises:
+            SessionNotFound: no such session.
+        """
+        core = self._core
+        core.check_open()
+        reply = self._reply()
+        if core.ask_live(session_id, core.inspect_message(reply), reply, None):
+            info: dict[str, Any] = reply.wait()
+            info["live"] = True
+            return info
+        return core.stored_inspect(session_id)
+
+    def live_sessions(self) -> list[LiveSessionInfo]:
+        """The live session actors, least recently used first."""
+        self._core.check_open()
+        return self._core.live_sessions()
+
+    def stats(self) -> RuntimeStats:
+        """Counters since the runtime opened, and the store's counts."""
+        self._core.check_open()
+        return self._core.stats()
+
+    def sweep_now(self) -> None:
+        """Run the periodic sweep now and wait for it (for tests, with a manual clock)."""
+        core = self._core
+        core.check_open()
+        reply = self._reply()
+        core.tell_supervisor(core.sweep_message(reply), reply)
+        reply.wait()
+
+
+class _AsyncOpen:
+    """``AsyncRuntime.open(...)``: await it, or use it with ``async with``."""
+
+    def __init__(self, args: tuple[Any, ...]) -> None:
+        self._args = args
+        self._runtime: AsyncRuntime | None = None
+
+    async def _open(self) -> AsyncRuntime:
+        core = await asyncio.to_thread(RuntimeCore, *self._args)
+        self._runtime = AsyncRuntime(core)
+        return self._runtime
+
+    def __await__(self) -> Generator[Any, None, AsyncRuntime]:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> AsyncRuntime:
+        return await self._open()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._runtime is not None:
+            await self._runtime.aclose()
+
+
+class AsyncRuntime(_Facade):
+    """The asyncio runtime: the same methods as ``Runtime``, as coroutines.
+
+    Open it with ``await AsyncRuntime.open(...)`` or ``async with AsyncRuntime.open(...)``;
+    close it with ``await aclose()``. A step's answer completes an asyncio future
+    via ``loop.call_soon_threadsafe``: nothing blocks the event loop.
+    """
+
+    @classmethod
+    def open(
+        cls,
+        data_dir: str | Path = "./var",
+        graphs: Iterable[Graph] = (),
+        config: RuntimeConfig | None = None,
+        store: SessionStore | None = None,
+    ) -> _AsyncOpen:
+        """Open a runtime (see ``Runtime.open`` for the arguments and errors)."""
+        return _AsyncOpen((data_dir, list(graphs), config or RuntimeConfig(), store))
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the runtime as ``Runtime.close`` does, off the event loop."""
+        await asyncio.to_thread(self._core.close)
+
+    def _reply(self) -> AsyncReply:
+        return AsyncReply(self._core.index)
+
+    async def create_session(
+        self,
+        graph_id: str,
+        *,
+        owner: str,
+        context: dict[str, Any] | None = None,
+        client_addr: str | None = None,
+    ) -> str:
+        """Create a session; returns its id once revision 0 is committed (see ``Runtime``)."""
+        core = self._core
+        core.index.begin()
+        try:
+            session, saved = core.new_session(graph_id, owner, context, client_addr)
+            await asyncio.wrap_future(saved)
+        finally:
+            core.index.end()
+        return session.session_id
+
+    async def step(
+        self,
+        session_id: str,
+        input: Any = None,
+        *,
+        mode: StepMode = "step",
+        on_busy: OnBusy = "enqueue",
+        owner: str | None = None,
+    ) -> StepResult:
+        """Run one step (see ``Runtime.step``)."""
+        reply = self._reply()
+        self._core.submit_step(session_id, input, mode, on_busy, owner, reply)
+        result: StepResult = await reply.wait()
+        return result
+
+    async def run(
+        self,
+        session_id: str,
+        input: Any = None,
+        *,
+        on_busy: OnBusy = "enqueue",
+        owner: str | None = None,
+    ) -> StepResult:
+        """Step until the session waits for input, completes or cannot move."""
+        return await self.step(session_id, input, mode="run", on_busy=on_busy, owner=owner)
+
+    async def get_session(self, session_id: str, *, owner: str | None = None) -> SessionView:
+        """The session as of its latest step (see ``Runtime.get_session``)."""
+        core = self._core
+        core.check_open()
+        reply = self._reply()
+        if core.ask_live(session_id, core.view_message(reply), reply, owner):
+            session: Session = await reply.wait()
+        else:
+            session = await asyncio.to_thread(core.load, session_id, owner)
+        return session_view(session)
+
+    async def delete_session(self, session_id: str, *, owner: str | None = None) -> None:
+        """Delete a session (see ``Runtime.delete_session``)."""
+        self._core.check_open()
+        await asyncio.to_thread(self._core.delete_session, session_id, owner)
+
+    async def list_sessions(
+        self, owner: str | None, cursor: str | None = None, limit: int = 100
+    ) -> SessionPage:
+        """A page of stored sessions of ``owner`` (every owner when None), by id."""
+        return await asyncio.to_thread(self._core.list_sessions, owner, cursor, limit)
+
+    async def passivate(self, session_id: str) -> bool:
+        """Save (if needed) and stop a session's actor; False if it was not live."""
+        core = self._core
+        core.check_open()
+        reply = self._reply()
+        core.tell_supervisor(core.passivate_message(session_id, reply, kill=False), reply)
+        return bool(await reply.wait())
+
+    async def kill(self, session_id: str) -> bool:
+        """Stop a session's actor without saving; False if it was not live."""
+        core = self._core
+        core.check_open()
+        reply = self._reply()
+        core.tell_supervisor(core.passivate_message(session_id, reply, kill=True), reply)
+        return bool(await reply.wait())
+
+    async def snapshot(self, session_id: str) -> int:
+        """Save a live session now; its snapshot's size in bytes (0 if not live)."""
+        core = self._core
+        core.check_open()
+        reply = self._reply()
+        if core.ask_live(session_id, core.snapshot_message(reply), reply, None):
+            size: int = await reply.wait()
+            return size
+        return await asyncio.to_thread(core.snapshot_stored, session_id)
+
+    async def inspect(self, session_id: str) -> dict[str, Any]:
+        """What a session holds, its actor's state and why it is live."""
+        core = self._core
+        core.check_open()
+        reply = self._reply()
+        if core.ask_live(session_id, core.inspect_message(reply), reply, None):
+            info: dict[str, Any] = await reply.wait()
+            info["live"] = True
+            return info
+        return await asyncio.to_thread(core.stored_inspect, session_id)
+
+    async def live_sessions(self) -> list[LiveSessionInfo]:
+        """The live session actors, least recently used first."""
+        self._core.check_open()
+        return self._core.live_sessions()
+
+    async def stats(self) -> RuntimeStats:
+        """Counters since the runtime opened, and the store's counts."""
+        self._core.check_open()
+        return await asyncio.to_thread(self._core.stats)
+
+    async def sweep_now(self) -> None:
+        """Run the periodic sweep now and wait for it (for tests)."""
+        core = self._core
+        core.check_open()
+        reply = self._reply()
+        core.tell_supervisor(core.sweep_message(reply), reply)
+        await reply.wait()

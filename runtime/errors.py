@@ -1,0 +1,61 @@
+"""actorflow's exceptions, grouped by what the caller does next.
+
+Every error a runtime raises is an ``ActorflowError``; pykka's own exceptions
+never reach a caller. The tree (the HTTP layer maps it to statuses in one
+table)::
+
+    ActorflowError
+    ├── InvalidInput            fix the request (HTTP 422)
+    │   └── GraphInvalid        a graph failed validation at build() (names the task)
+    ├── SessionNotFound         no such session, or not yours (404)
+    ├── GraphNotFound           no graph with that id (404)
+    ├── TaskNotFound            GoTo/edge names a task the graph lacks (500, task-failed)
+    ├── SessionCompleted        the session has ended; start a new one (409)
+    ├── SessionBusy             retry later: a step is running or the mailbox is full (409/429)
+    ├── TaskFailed              the task raised; the session was rolled back (500)
+    ├── StepTimeout             the step passed its deadline; rolled back (504)
+    ├── StoreUnavailable        the store cannot be reached or written; retry (503)
+    │   └── RevisionConflict    compare-and-set lost: someone saved a newer revision
+    ├── SnapshotDecodeError     stored bytes could not be decoded (row quarantined)
+    └── RuntimeClosed           the runtime was closed; open a new one
+
+A session actor that crashes (an unexpected exception inside the actor, not a
+task's) answers the request in hand with ``StoreUnavailable`` (retry: the
+session restarts from its last committed snapshot); after ``max_restarts``
+within ``restart_window`` the session is stored with status ``error`` and its
+steps fail with ``TaskFailed`` naming the crashes.
+"""
+
+from flow._errors import (
+    ActorflowError,
+    GraphInvalid,
+    GraphNotFound,
+    InvalidInput,
+    RevisionConflict,
+    RuntimeClosed,
+    SessionBusy,
+    SessionCompleted,
+    SessionNotFound,
+    SnapshotDecodeError,
+    StepTimeout,
+    StoreUnavailable,
+    TaskFailed,
+    TaskNotFound,
+)
+
+__all__ = [
+    "ActorflowError",
+    "GraphInvalid",
+    "GraphNotFound",
+    "InvalidInput",
+    "RevisionConflict",
+    "RuntimeClosed",
+    "SessionBusy",
+    "SessionCompleted",
+    "SessionNotFound",
+    "SnapshotDecodeError",
+    "StepTimeout",
+    "StoreUnavailable",
+    "TaskFailed",
+    "TaskNotFound",
+]
