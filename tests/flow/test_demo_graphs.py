@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from flow import SessionCompleted, SessionStatus, new_session, step
+from flow import SessionCompleted, SessionStatus, decode, encode, new_session, step
 from flow.demo import GRAPHS, echo, support
 
 
@@ -81,3 +81,16 @@ def test_support_is_non_blocking_and_has_a_conditional_edge() -> None:
     assert description["tasks"] == ["greet", "classify", "refund", "faq", "done"]
     assert {"yes", "no"} <= set(description["edges"][1])
     assert support.nonblocking is True
+
+
+def test_a_support_conversation_survives_a_snapshot_after_every_step() -> None:
+    session = new_session(support, owner="alice")
+    replies = []
+    for said in (None, "refund for order 7", "back", "where is my parcel", "bye"):
+        session = decode(encode(session))
+        session, result = step(support, session, said)
+        assert decode(encode(session)) == session
+        replies.append(result.task)
+    assert replies == ["greet", "refund", "refund", "faq", "done"]
+    assert session.status is SessionStatus.COMPLETED
+    assert session.revision == 5
