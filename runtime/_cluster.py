@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import sys
 import uuid
+from collections.abc import Callable
 
 import structlog
 
@@ -58,10 +59,15 @@ def fence_store(store: SessionStore, config: RuntimeConfig) -> SessionStore:
     return FencedStore(store, leases)
 
 
-def attach_cluster(store: SessionStore, services: ActorServices) -> None:
-    """Renew leases of sessions live here only; kill a session's actor when its lease is lost."""
+def attach_cluster(store: SessionStore, services: ActorServices) -> Callable[[], None]:
+    """Renew leases of sessions live here only; kill a session's actor when its lease is lost.
+
+    Returns:
+        What the runtime calls once its actors have stopped: stop renewing and
+        release every lease (nothing to do when ``store`` is not clustered).
+    """
     if not isinstance(store, FencedStore):
-        return
+        return _nothing
     index = services.index
     leases = store.leases
 
@@ -81,4 +87,8 @@ def attach_cluster(store: SessionStore, services: ActorServices) -> None:
 
     leases.in_use = in_use
     leases.on_lost = lost
+    return leases.close
 
+
+def _nothing() -> None:
+    return None
