@@ -46,6 +46,7 @@ from flow._step import new_session
 from flow.stores import open_store
 from flow.stores._protocol import SessionPage, SessionStore
 from runtime._bridge import LoopThread, SyncReply
+from runtime._cluster import attach_cluster, fence_store
 from runtime._config import RuntimeConfig
 from runtime._views import LiveSessionInfo, RuntimeStats, SessionMetadataView, SessionView
 
@@ -139,8 +140,9 @@ class RuntimeCore:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._graphs = _graph_map(graphs)
         self._own_store = store is None
-        self.store: SessionStore = (
-            open_store(config.store, self.data_dir, config.durability) if store is None else store
+        self.store: SessionStore = fence_store(
+            open_store(config.store, self.data_dir, config.durability) if store is None else store,
+            config,
         )
         self.index = LiveIndex()
         self.draining = False
@@ -192,6 +194,7 @@ class RuntimeCore:
         )
         self.supervisor = self.dispatcher.spawn(SupervisorActor, self.services)
         self.services.supervisor = self.supervisor
+        self._cleanup.append(attach_cluster(self.store, self.services))
         self._sweeper: Timer = self.timers.call_every(config.sweep_interval, self._tick)
 
     def _tick(self) -> None:
