@@ -15,6 +15,7 @@ from litestar.types import ASGIApp
 
 from flow import ActorflowError
 from runtime.daemon._auth import Authenticator
+from runtime.daemon._forward import forwarder_for
 from runtime.daemon._gateway import Gateway, request_info
 from runtime.daemon._problems import (
     BODY_TOO_LARGE,
@@ -122,4 +123,4 @@ def build_app(api: Api, auth: Authenticator, *, max_body: int) -> ASGIApp:
             ),
         ),
     )
-    return Gateway(app, auth, api.metrics)
+    return Gateway(forwarder_for(app, api.runtime.store, max_body=max_body), auth, api.metrics)

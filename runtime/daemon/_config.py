@@ -54,7 +54,11 @@ class DaemonConfig:
         tls_cert: TLS certificate file (with ``tls_key``), or None for plain HTTP.
         tls_key: TLS private key file, or None.
         store: the store URL, or None for SQLite at ``data_dir/sessions.db``.
-        advertise: the base URL other daemons reach this one at.
+        advertise: the base URL other daemons reach this one at (default
+            ``http://HOST:PORT``).
+        lease_ttl: with a Redis store, a session lease's lifetime: a dead
+            daemon's sessions move to another after at most this long.
+        node_id: this daemon's id in a cluster (generated at start when empty).
         default_graph: the graph ``/v1/execute`` creates sessions of (None: the first).
         config_file: the TOML file read, if any.
     """
@@ -78,6 +82,8 @@ class DaemonConfig:
     tls_key: Path | None = None
     store: str | None = None
     advertise: str = ""
+    lease_ttl: float = 10.0
+    node_id: str = ""
     default_graph: str | None = None
     config_file: Path | None = field(default=None, compare=False)
 
@@ -185,6 +191,8 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("tls_key", Path, "TLS private key (PEM), with --tls-cert", "FILE"),
     _Option("store", _text, "store URL: sqlite:///path, memory://, redis://host:port/db", "URL"),
     _Option("advertise", _text, "base URL other daemons reach this one at", "URL"),
+    _Option("lease_ttl", _positive_float, "Redis session lease lifetime in seconds", "SECS"),
+    _Option("node_id", _text, "this daemon's id in a cluster", "ID"),
     _Option("default_graph", _text, "graph /v1/execute creates sessions of", "GRAPH"),
 )
 _BY_NAME = {option.name: option for option in _OPTIONS}

@@ -53,7 +53,9 @@ def runtime_config(config: DaemonConfig) -> RuntimeConfig:
         durability=config.durability,
         drain_timeout=config.drain_timeout,
         store=config.store,
-        advertise=config.advertise,
+        advertise=config.advertise or f"http://{config.host}:{config.port}",
+        lease_ttl=config.lease_ttl,
+        node_id=config.node_id,
     )
 
 
