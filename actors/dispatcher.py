@@ -26,10 +26,10 @@ its own index of them.
 
 from __future__ import annotations
 
-import functools
 import sys
 import threading
 import time
+import uuid
 from queue import Empty, SimpleQueue
 from typing import Any, ClassVar, Self, TypeVar
 
@@ -38,6 +38,7 @@ import structlog
 from pykka._envelope import Envelope
 from pykka.messages import _ActorStop
 
+from actors._dispatch_flag import StopFlag
 from actors._dispatch_mailbox import Mailbox
 
 __all__ = ["Dispatcher", "DispatcherActor", "mailbox_depth"]
@@ -76,7 +77,8 @@ class DispatcherActor(pykka.Actor):
     (``_create_future``; ``get(timeout)`` works from any thread), and
     ``_start_actor_loop`` binds the mailbox to the dispatcher, which schedules
     the first turn (``on_start``). A worker runs one turn with
-    ``_dispatch_turn``.
+    ``_dispatch_turn``. ``__init__`` sets the same fields as pykka's, but
+    ``actor_stopped`` is a `StopFlag` (an Event that is cheap until waited on).
     """
 
     throughput: ClassVar[int] = 16
@@ -86,6 +88,19 @@ class DispatcherActor(pykka.Actor):
 
     _dispatcher: Dispatcher | None = None
     _dispatch_started: bool = False
+    _dispatch_halt: bool = False  # set by Dispatcher.shutdown: stop before the next message
+
+    def __init__(self, *_args: Any, **_kwargs: Any) -> None:
+        """Set up the actor's URN, mailbox, stopped flag and ref, as ``pykka.Actor`` does.
+
+        Subclasses must call ``super().__init__()``. pykka's own ``__init__`` is
+        not called because it builds a full ``threading.Event`` (~1.3 KiB) for
+        ``actor_stopped``; everything else is the same.
+        """
+        self.actor_urn = uuid.uuid4().urn
+        self.actor_inbox = self._create_actor_inbox()
+        self.actor_stopped = StopFlag()
+        self._actor_ref = pykka.ActorRef(self)
 
     @classmethod
     def start(cls, *args: Any, **kwargs: Any) -> pykka.ActorRef[Self]:
@@ -108,8 +123,7 @@ class DispatcherActor(pykka.Actor):
         dispatcher = self._dispatcher
         if dispatcher is None:
             dispatcher = self._dispatcher = Dispatcher.default()
-        # The dispatcher and its actor type are one unit: private access is by design.
-        self.actor_inbox.bind(functools.partial(dispatcher._schedule, self))
+        self.actor_inbox.bind(self, dispatcher)
 
     def _dispatch_turn(self) -> None:
         """Run one turn on the calling worker thread: ``on_start`` first, then messages.
@@ -125,6 +139,9 @@ class DispatcherActor(pykka.Actor):
                 self._actor_loop_setup()
             for _ in range(self.throughput):
                 if stopped.is_set():
+                    break
+                if self._dispatch_halt:
+                    self._stop()
                     break
                 envelope = inbox.take()
                 if envelope is None:
@@ -173,11 +190,16 @@ class DispatcherActor(pykka.Actor):
     def _dispatch_stop_now(self) -> pykka.Future[Any]:
         """Ask the actor to stop before it handles anything already queued.
 
+        The halt flag makes the next turn stop the actor before its next
+        message; the stop envelope schedules that turn, and the teardown that
+        follows answers it (with None) after ``on_stop`` has run.
+
         Returns:
-            A future set once ``on_stop`` has run (or at once if the actor had stopped).
+            A future set once the actor has stopped.
         """
         future = self._create_future()
-        self.actor_inbox.put_first(Envelope(_ActorStop(), reply_to=future))
+        self._dispatch_halt = True
+        self.actor_inbox.put(Envelope(_ActorStop(), reply_to=future))
         return future
 
 

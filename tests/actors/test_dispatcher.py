@@ -457,3 +457,22 @@ def test_spawn_refuses_what_is_not_a_dispatcher_actor(
         dispatcher.spawn(ForgotSuperActor)
     with pytest.raises(ValueError, match="at least 1 worker"):
         Dispatcher(threads=0)
+
+
+def test_waiting_on_actor_stopped_wakes_when_the_actor_stops(
+    make_dispatcher: Callable[..., Dispatcher],
+) -> None:
+    ref = make_dispatcher().spawn(EchoActor)
+    assert ref.actor_stopped.wait(timeout=0.01) is False
+    woke = threading.Event()
+
+    def wait_for_stop() -> None:
+        if ref.actor_stopped.wait(timeout=WAIT):
+            woke.set()
+
+    waiter = threading.Thread(target=wait_for_stop)
+    waiter.start()
+    ref.stop(timeout=WAIT)
+    waiter.join(WAIT)
+    assert woke.is_set()
+    assert ref.actor_stopped.wait() is True
