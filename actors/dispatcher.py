@@ -26,6 +26,7 @@ its own index of them.
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import time
@@ -44,6 +45,7 @@ from actors._dispatch_mailbox import Mailbox
 __all__ = ["Dispatcher", "DispatcherActor", "mailbox_depth"]
 
 _log = structlog.get_logger(__name__)
+_pykka_log = logging.getLogger("pykka")  # the log pykka's own actor loop writes to
 
 A = TypeVar("A", bound="DispatcherActor")
 
@@ -157,13 +159,18 @@ class DispatcherActor(pykka.Actor):
             inbox.end_turn()
 
     def _dispatch_envelope(self, envelope: Envelope[Any]) -> None:
-        """Handle one message exactly as ``pykka.Actor._actor_loop_running`` does."""
+        """Handle one message as ``pykka.Actor._actor_loop_running`` does.
+
+        The one difference is a ``BaseException`` that is not an ``Exception``:
+        it stops this actor only (see the class docstring).
+        """
         try:
             response = self._handle_receive(envelope.message)
             if envelope.reply_to is not None:
                 envelope.reply_to.set(response)
         except Exception:
             if envelope.reply_to is not None:
+                _pykka_log.info("Exception returned from %s to caller:", self, exc_info=True)
                 envelope.reply_to.set_exception()
             else:
                 self._handle_failure(*sys.exc_info())
@@ -318,7 +325,16 @@ class Dispatcher:
 
         Returns:
             True if every actor stopped and every worker exited in time.
+
+        Raises:
+            RuntimeError: if called from one of this dispatcher's workers (that
+                is, from an actor it runs: it would wait for itself).
         """
+        if threading.current_thread() in self._workers:
+            raise RuntimeError(
+                f"dispatcher {self.name!r} cannot be shut down from its own worker thread "
+                "(an actor it runs): it would wait for itself"
+            )
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             self._closing = True
@@ -334,9 +350,8 @@ class Dispatcher:
         for _ in self._workers:
             self._run_queue.put(None)
         for worker in self._workers:
-            if worker is not threading.current_thread():
-                worker.join(_remaining(deadline))
-                clean = clean and not worker.is_alive()
+            worker.join(_remaining(deadline))
+            clean = clean and not worker.is_alive()
         self._closed = True
         self._run_inline()
         return clean

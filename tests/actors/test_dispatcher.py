@@ -476,3 +476,21 @@ def test_waiting_on_actor_stopped_wakes_when_the_actor_stops(
     waiter.join(WAIT)
     assert woke.is_set()
     assert ref.actor_stopped.wait() is True
+
+
+def test_shutdown_from_an_actor_of_the_same_dispatcher_is_refused(
+    make_dispatcher: Callable[..., Dispatcher],
+) -> None:
+    dispatcher = make_dispatcher()
+
+    class ShutdownActor(DispatcherActor):
+        def on_receive(self, message: Any) -> Any:
+            if message == "shut down":
+                return dispatcher.shutdown(timeout=WAIT)
+            return message
+
+    ref = dispatcher.spawn(ShutdownActor)
+    with pytest.raises(RuntimeError, match="its own worker thread"):
+        ref.ask("shut down", timeout=WAIT)
+    assert not dispatcher.closed
+    assert ref.ask("still running", timeout=WAIT) == "still running"
