@@ -8,6 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from pathlib import Path
@@ -109,6 +110,7 @@ def test_eight_threads_saving_2000_snapshots_all_land_with_the_right_revisions(
 CRASHING_WRITER = """
 import sys
 import threading
+import time
 
 sys.path.insert(0, {tests_dir!r})
 from conftest import build_session
@@ -286,6 +288,39 @@ def test_a_failed_commit_fails_its_whole_batch_and_later_saves_succeed(
         assert store.load(f"doomed-{i}") is None
         store.save(make_session(f"doomed-{i}"), None).result(timeout=10)
     assert store.count() == 7
+
+
+def test_a_failed_transaction_rolls_back_the_deletes_and_saves_in_it(
+    store: SqliteStore, make_session: MakeSession
+) -> None:
+    store.save(make_session("kept"), None).result(timeout=10)
+    gated = gate_writer(store, fail_writes={4})  # 1: first; 2-4: BEGIN, DELETE, INSERT
+    first = store.save(make_session("first"), None)
+    assert gated.holding.wait(10)
+    doomed = store.save(make_session("doomed"), None)
+    delete_errors: list[StoreUnavailable] = []
+
+    def delete_kept() -> None:
+        try:
+            store.delete("kept")
+        except StoreUnavailable as exc:
+            delete_errors.append(exc)
+
+    deleting = threading.Thread(target=delete_kept)
+    deleting.start()
+    deadline = time.monotonic() + 10
+    while store._queue.qsize() < 2:
+        assert time.monotonic() < deadline, "the delete never reached the writer's queue"
+        time.sleep(0.001)  # polling a queue's length: it offers nothing to wait on
+    gated.release.set()
+    deleting.join(timeout=10)
+
+    assert first.result(timeout=10) is None
+    assert isinstance(doomed.exception(timeout=10), StoreUnavailable)
+    assert len(delete_errors) == 1
+    assert store.load("doomed") is None
+    assert store.load("kept") is not None
+    assert store.delete("kept") is True
 
 
 def test_a_full_disk_fails_the_save_and_saves_succeed_once_there_is_room(
