@@ -139,6 +139,30 @@ def test_one_actor_never_runs_concurrently_with_itself(
     assert [o for _, o, _ in reports] == [0] * 12
 
 
+def test_no_message_is_stranded_when_the_mailbox_empties_and_refills_concurrently(
+    make_dispatcher: Callable[..., Dispatcher],
+) -> None:
+    # Each sender waits for every answer, so the mailbox keeps going empty while
+    # other senders append: a lost wakeup would leave an ask unanswered (Timeout).
+    class OneAtATimeActor(EchoActor):
+        throughput = 1
+
+    ref = make_dispatcher(threads=4).spawn(OneAtATimeActor)
+    answered = [0] * 8
+
+    def ask_in_turn(sender: int) -> None:
+        for i in range(1000):
+            if ref.ask((sender, i), timeout=WAIT) == (sender, i):
+                answered[sender] += 1
+
+    senders = [threading.Thread(target=ask_in_turn, args=(s,)) for s in range(8)]
+    for sender in senders:
+        sender.start()
+    for sender in senders:
+        sender.join(3 * WAIT)
+    assert answered == [1000] * 8
+
+
 def test_messages_from_one_sender_keep_their_order(
     make_dispatcher: Callable[..., Dispatcher],
 ) -> None:
