@@ -518,3 +518,36 @@ def test_shutdown_from_an_actor_of_the_same_dispatcher_is_refused(
         ref.ask("shut down", timeout=WAIT)
     assert not dispatcher.closed
     assert ref.ask("still running", timeout=WAIT) == "still running"
+
+
+def test_shutdown_reports_an_actor_that_does_not_stop_in_time() -> None:
+    dispatcher = Dispatcher(threads=2, name="stuck")
+    ref = dispatcher.spawn(GateActor)
+    gate = threading.Event()
+    busy = ref.ask(gate, block=False)
+    deadline = time.monotonic() + WAIT
+    while mailbox_depth(ref) and time.monotonic() < deadline:
+        time.sleep(0.001)  # polling until the actor took the gate: there is no event for it
+    assert dispatcher.shutdown(timeout=0.2) is False
+    assert ref.is_alive()
+
+    gate.set()
+    assert busy.get(timeout=WAIT) == "opened"
+    assert dispatcher.shutdown(timeout=WAIT) is True
+    assert not ref.is_alive()
+    assert not [t for t in threading.enumerate() if t.name.startswith("stuck-worker-")]
+
+
+def test_an_on_stop_that_raises_still_stops_the_actor(
+    make_dispatcher: Callable[..., Dispatcher],
+) -> None:
+    class BadStopActor(EchoActor):
+        def on_stop(self) -> None:
+            raise RuntimeError("cleanup failed")
+
+    dispatcher = make_dispatcher(threads=1)
+    ref = dispatcher.spawn(BadStopActor)
+    assert ref.stop(timeout=WAIT) is True
+    assert not ref.is_alive()
+    assert dispatcher.live_actors() == 0
+    assert dispatcher.spawn(EchoActor).ask("serving", timeout=WAIT) == "serving"
