@@ -122,10 +122,12 @@ class DispatcherActor(pykka.Actor):
         return pykka.ThreadingFuture()
 
     def _start_actor_loop(self) -> None:
-        dispatcher = self._dispatcher
-        if dispatcher is None:
-            dispatcher = self._dispatcher = Dispatcher.default()
-        self.actor_inbox.bind(self, dispatcher)
+        if self._dispatcher is None:
+            raise RuntimeError(
+                f"{self} has no dispatcher: start it with {type(self).__name__}.start() "
+                "or Dispatcher.spawn()"
+            )
+        self.actor_inbox.bind(self, self._dispatcher)
 
     def _dispatch_turn(self) -> None:
         """Run one turn on the calling worker thread: ``on_start`` first, then messages.
