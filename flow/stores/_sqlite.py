@@ -456,8 +456,18 @@ class SqliteStore:
                 while len(batch) < cap and not isinstance(batch[-1], _QuarantineOp):
                     batch.append(get_nowait())
             self._largest_batch = max(self._largest_batch, len(batch))
-            if self._write_batch(batch):
-                return
+            try:
+                if self._write_batch(batch):
+                    return
+            except Exception as exc:  # a bug here must not leave every later caller waiting
+                error = StoreUnavailable(
+                    f"session store {self.path}: writer failed: {type(exc).__name__}: {exc}"
+                )
+                error.__cause__ = exc
+                for op in batch:
+                    _fail(op.future, error)
+                if any(isinstance(op, _CloseOp) for op in batch):
+                    return
 
     def _write_batch(self, batch: builtins.list[_Op]) -> bool:
         """Commit one batch and complete its futures; True when it held the close request."""

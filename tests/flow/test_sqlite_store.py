@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 import flow.stores
+import flow.stores._sqlite
 from flow._errors import InvalidInput, RevisionConflict, SnapshotDecodeError, StoreUnavailable
 from flow._session import Session
 from flow.stores import MemoryStore, SqliteStore, open_store
@@ -321,6 +322,22 @@ def test_a_failed_transaction_rolls_back_the_deletes_and_saves_in_it(
     assert store.load("doomed") is None
     assert store.load("kept") is not None
     assert store.delete("kept") is True
+
+
+def test_an_unexpected_writer_error_fails_its_batch_and_the_writer_keeps_going(
+    store: SqliteStore, make_session: MakeSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken_complete(plan: object) -> bool:
+        raise RuntimeError("bug in completing futures")
+
+    monkeypatch.setattr(flow.stores._sqlite._BatchPlan, "complete", broken_complete)
+    error = store.save(make_session("s1"), None).exception(timeout=10)
+    monkeypatch.undo()
+
+    assert isinstance(error, StoreUnavailable)
+    assert "writer failed: RuntimeError: bug in completing futures" in str(error)
+    store.save(make_session("s2"), None).result(timeout=10)
+    assert store.load("s2") is not None
 
 
 def test_a_full_disk_fails_the_save_and_saves_succeed_once_there_is_room(
