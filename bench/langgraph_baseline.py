@@ -139,7 +139,10 @@ def lost_updates(threads: int = 8, invokes_per_thread: int = 25) -> LostUpdates:
 
 def main() -> None:
     """Print LangGraph's steps/s at 8, 32 and 64 clients and its lost updates."""
-    from inprocess import closed_loop, print_load  # the driver shared with actorflow's side
+    bench_dir = Path(__file__).resolve().parent
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != bench_dir]
+    sys.path.insert(0, str(bench_dir.parent))  # bench/actors.py would shadow the actors package
+    from bench.inprocess import closed_loop, print_load  # the driver actorflow's side uses too
 
     with LangGraphBench() as bench:
         sessions = [f"thread-{i}" for i in range(64)]
