@@ -5,7 +5,9 @@ Usage: ``.venv-dev/bin/python bench/store.py [--quick] [--seconds S] [--out PATH
 C writer threads (8 and 64) each own one session and save it again and again,
 waiting for each save's acknowledgement (the future ``SqliteStore.save``
 returns, completed after the fsync'd commit that holds it) before the next: a
-closed loop, run for a fixed time on a fresh file in a temporary directory.
+closed loop, run for a fixed time on a fresh file in a temporary directory,
+three times per configuration (alternating, so that a noisy neighbour hurts all
+alike); each line gives the median and the range.
 The same ``SqliteStore`` runs twice: with group commit (the writer commits all
 waiting saves in one transaction) and with ``max_batch=1`` (one transaction,
 so one fsync, per save). Prints one line per figure, the ratios and the
@@ -15,6 +17,7 @@ targets, and writes ``bench/out/store.png``.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import threading
@@ -118,43 +121,59 @@ def measure(mode: str, max_batch: int, writers: int, seconds: float) -> Run:
             store.close()
 
 
-def describe(run: Run) -> str:
-    """One printed line for a run."""
-    per_tx = run.saves / run.transactions if run.transactions else 0.0
+def describe(runs: list[Run]) -> str:
+    """One printed line for the runs of one configuration: the median, the range, batching."""
+    rates = sorted(run.rate for run in runs)
+    saves = sum(run.saves for run in runs)
+    transactions = sum(run.transactions for run in runs)
+    errors = sum(run.errors for run in runs)
     line = (
-        f"{run.mode} writers={run.writers}: {run.rate:,.0f} saves/s "
-        f"({run.saves:,} acknowledged fsync'd saves in {run.seconds:.2f} s, "
-        f"{per_tx:.1f} saves per transaction)"
+        f"{runs[0].mode} writers={runs[0].writers}: {median(runs):,.0f} saves/s "
+        f"(median of {len(runs)} runs of {runs[0].seconds:.1f} s, range {rates[0]:,.0f}-"
+        f"{rates[-1]:,.0f}; {saves / max(transactions, 1):.1f} saves per transaction)"
     )
-    return line + (f", {run.errors} errors" if run.errors else "")
+    return line + (f", {errors} errors" if errors else "")
+
+
+def median(runs: list[Run]) -> float:
+    """The median rate of ``runs``."""
+    return statistics.median(run.rate for run in runs)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="shorter runs (1 s each)")
+    parser.add_argument("--quick", action="store_true", help="shorter runs: 1 s, 1 round")
     parser.add_argument("--seconds", type=float, default=None, help="seconds per run (3)")
+    parser.add_argument("--rounds", type=int, default=None, help="runs per configuration (3)")
     parser.add_argument("--out", type=Path, default=OUT, help=f"PNG to write ({OUT})")
     args = parser.parse_args()
     seconds = args.seconds if args.seconds is not None else (1.0 if args.quick else 3.0)
+    rounds = args.rounds if args.rounds is not None else (1 if args.quick else 3)
 
-    group: dict[int, Run] = {}
-    single: dict[int, Run] = {}
+    # Rounds alternate the configurations, so that a noisy neighbour hurts them alike.
+    group: dict[int, list[Run]] = {w: [] for w in WRITERS}
+    single: dict[int, list[Run]] = {w: [] for w in WRITERS}
+    for _ in range(rounds):
+        for writers in WRITERS:
+            group[writers].append(measure("group commit", GROUP_BATCH, writers, seconds))
+            single[writers].append(measure("one transaction per save", 1, writers, seconds))
     for writers in WRITERS:
-        group[writers] = measure("group commit", GROUP_BATCH, writers, seconds)
         print(describe(group[writers]), flush=True)
-        single[writers] = measure("one transaction per save", 1, writers, seconds)
         print(describe(single[writers]), flush=True)
-        ratio = group[writers].rate / single[writers].rate if single[writers].rate else 0.0
+        ratio = median(group[writers]) / max(median(single[writers]), 1e-9)
         print(f"group commit / one per transaction writers={writers}: {ratio:.2f}x", flush=True)
 
-    at64 = group[64].rate
-    ratio64 = at64 / single[64].rate if single[64].rate else 0.0
+    at64 = median(group[64])
+    ratio64 = at64 / max(median(single[64]), 1e-9)
     met_rate = "met" if at64 >= TARGET_RATE else "MISSED"
     met_ratio = "met" if ratio64 >= TARGET_RATIO else "MISSED"
     print(
         f"target group commit >= {TARGET_RATE:,.0f} saves/s at 64 writers: {at64:,.0f} {met_rate}"
     )
-    print(f"target group commit >= {TARGET_RATIO:.0f}x one per tx: {ratio64:.2f}x {met_ratio}")
+    print(
+        f"target group commit >= {TARGET_RATIO:.0f}x one per tx: {ratio64:.2f}x {met_ratio}",
+        flush=True,
+    )
 
     grouped_bars(
         args.out,
@@ -162,12 +181,12 @@ def main() -> int:
         ylabel="saves/s",
         groups=[f"{w} writers" for w in WRITERS],
         series={
-            "group commit": [group[w].rate for w in WRITERS],
-            "one transaction per save": [single[w].rate for w in WRITERS],
+            "group commit": [median(group[w]) for w in WRITERS],
+            "one transaction per save": [median(single[w]) for w in WRITERS],
         },
     )
-    print(f"plot: {args.out}", file=sys.stderr)
-    failed = any(run.errors for run in (*group.values(), *single.values()))
+    print(f"plot: {args.out}", file=sys.stderr, flush=True)
+    failed = any(run.errors for runs in (*group.values(), *single.values()) for run in runs)
     return 1 if failed else 0
 
 
