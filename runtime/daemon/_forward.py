@@ -124,7 +124,7 @@ class Forwarder:
             await self.app(scope, receive, send)
             return
         body, complete = await _read_body(receive, self.max_body)
-        replay = _replayer(body, receive)
+        replay = _replayer(body, complete, receive)
         if not complete:
             await self.app(scope, replay, send)  # too large: the app answers 413
             return
@@ -132,7 +132,7 @@ class Forwarder:
         if session_id is None or _header(scope, FORWARDED_HEADER.encode()) is not None:
             await self.app(scope, replay, send)
             return
-        await self._route(scope, body, send, session_id)
+        await self._route(scope, body, receive, send, session_id)
 
     async def aclose(self) -> None:
         """Close the keep-alive connections to other daemons."""
@@ -140,11 +140,13 @@ class Forwarder:
             await self._client.aclose()
             self._client = None
 
-    async def _route(self, scope: _Scope, body: bytes, send: _Send, session_id: str) -> None:
+    async def _route(
+        self, scope: _Scope, body: bytes, receive: _Receive, send: _Send, session_id: str
+    ) -> None:
         for _ in range(MAX_ATTEMPTS):
             holder = await self._holder_elsewhere(session_id)
             if holder is None:
-                captured = await self._serve_here(scope, body, send)
+                captured = await self._serve_here(scope, _replayer(body, True, receive), send)
                 if captured is None:
                     return
                 holder = await self._holder_elsewhere(session_id)
@@ -175,7 +177,7 @@ class Forwarder:
             return None
         return holder
 
-    async def _serve_here(self, scope: _Scope, body: bytes, send: _Send) -> _Captured | None:
+    async def _serve_here(self, scope: _Scope, receive: _Receive, send: _Send) -> _Captured | None:
         """Run the app; a 503 answer is held back (returned) instead of sent."""
         captured: _Captured | None = None
 
@@ -188,7 +190,7 @@ class Forwarder:
             else:
                 await send(message)
 
-        await self.app(scope, _replayer(body, None), send_unless_503)
+        await self.app(scope, receive, send_unless_503)
         return captured
 
     async def _forward(self, scope: _Scope, body: bytes, send: _Send, holder: Holder) -> bool:
@@ -316,18 +318,17 @@ async def _read_body(receive: _Receive, limit: int) -> tuple[bytes, bool]:
             return b"".join(chunks), True
 
 
-def _replayer(body: bytes, rest: _Receive | None) -> _Receive:
-    """A ``receive`` giving ``body`` first, then (when given) what ``rest`` gives."""
+def _replayer(body: bytes, complete: bool, rest: _Receive) -> _Receive:
+    """A ``receive`` giving ``body`` first (the rest of it follows unless ``complete``),
+    then what ``rest`` gives (the rest of the body, or the client's disconnect)."""
     sent = False
 
     async def receive() -> _Message:
         nonlocal sent
         if not sent:
             sent = True
-            return {"type": "http.request", "body": body, "more_body": rest is not None}
-        if rest is not None:
-            return await rest()
-        return {"type": "http.disconnect"}
+            return {"type": "http.request", "body": body, "more_body": not complete}
+        return await rest()
 
     return receive
 
