@@ -13,7 +13,6 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.response import Response
 from litestar.types import ASGIApp
 
-from flow import ActorflowError
 from runtime.daemon._auth import Authenticator
 from runtime.daemon._forward import forwarder_for
 from runtime.daemon._gateway import Gateway, request_info
@@ -29,6 +28,7 @@ from runtime.daemon._problems import (
     problem_for_error,
 )
 from runtime.daemon._routes import Api, route_handlers
+from runtime.errors import ActorflowError
 
 __all__ = ["OPENAPI_PATH", "build_app", "problem_for_exception"]
 
@@ -72,9 +72,9 @@ def problem_for_exception(
         if exc.status_code == 413:
             detail = f"the request body is larger than the limit of {max_body} bytes"
             return Problem(BODY_TOO_LARGE, detail, session_id=session_id)
-        kind = HTTP_STATUS_TABLE.get(exc.status_code)
-        if kind is None:
-            kind = ProblemKind(exc.status_code, f"http-{exc.status_code}", str(exc.detail))
+        kind = HTTP_STATUS_TABLE.get(exc.status_code) or ProblemKind(
+            exc.status_code, f"http-{exc.status_code}", str(exc.detail)
+        )
         return Problem(kind, str(exc.detail), session_id=session_id, headers=exc.headers or {})
     return Problem(INTERNAL, "an unexpected error occurred; it has been logged", session_id)
 

@@ -13,7 +13,7 @@ import re
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -54,15 +54,16 @@ class Gateway:
         self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        raw = cast("dict[str, Any]", scope)  # plain ASGI: our own key goes into the scope
+        if raw["type"] != "http":
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        headers: list[tuple[bytes, bytes]] = scope["headers"]  # type: ignore[assignment]  # ASGI headers are byte pairs
+        headers: list[tuple[bytes, bytes]] = raw["headers"]
         given = _header(headers, b"x-request-id")
         request_id = given if given and _REQUEST_ID.match(given) else uuid.uuid4().hex
         info = RequestInfo(request_id)
-        scope[SCOPE_KEY] = info  # type: ignore[typeddict-unknown-key]  # our own key, read by handlers
+        raw[SCOPE_KEY] = info
         status = 500
         rid_header = (b"x-request-id", request_id.encode())
 
@@ -74,7 +75,7 @@ class Gateway:
             await send(message)
 
         try:
-            if scope["path"].startswith("/v1/") or scope["path"] == "/v1":
+            if raw["path"].startswith("/v1/") or raw["path"] == "/v1":
                 info.user = self.auth.user_for(_header(headers, b"authorization"))
                 if info.user is None:
                     await self._unauthorized(send_with_id)
@@ -86,8 +87,8 @@ class Gateway:
                 request_id=request_id,
                 session_id=info.session_id,
                 user=info.user,
-                method=scope["method"],
-                path=scope["path"],
+                method=raw["method"],
+                path=raw["path"],
                 status=status,
                 duration_ms=round((time.perf_counter() - started) * 1000, 3),
             )

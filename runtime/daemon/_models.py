@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from flow.stores import StoredSessionInfo
+from runtime import StoredSessionInfo
 from runtime._views import SessionView
 
 __all__ = [
@@ -22,15 +22,19 @@ __all__ = [
     "GraphList",
     "HealthResponse",
     "MetadataBody",
+    "OnBusy",
     "SessionCreated",
     "SessionDetail",
     "SessionList",
     "SessionSummary",
+    "StepMode",
     "StepRequest",
     "StepResponse",
 ]
 
 GraphId = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+StepMode = Literal["step", "run"]
+OnBusy = Literal["enqueue", "reject"]
 
 
 class CreateSessionRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -48,8 +52,8 @@ class StepRequest(msgspec.Struct, forbid_unknown_fields=True):
     """
 
     input: Any = None
-    mode: Literal["step", "run"] = "step"
-    on_busy: Literal["enqueue", "reject"] = "enqueue"
+    mode: StepMode = "step"
+    on_busy: OnBusy = "enqueue"
 
 
 class ExecuteRequest(msgspec.Struct, forbid_unknown_fields=True):

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from flow import (
+from runtime.errors import (
     ActorflowError,
     GraphNotFound,
     InvalidInput,

@@ -29,10 +29,12 @@ from runtime.daemon._models import (
     GraphInfo,
     GraphList,
     HealthResponse,
+    OnBusy,
     SessionCreated,
     SessionDetail,
     SessionList,
     SessionSummary,
+    StepMode,
     StepRequest,
     StepResponse,
 )
@@ -46,8 +48,7 @@ from runtime.daemon._problems import (
 )
 
 if TYPE_CHECKING:
-    from flow import StepResult
-    from runtime import AsyncRuntime
+    from runtime import AsyncRuntime, StepResult
 
 __all__ = ["Api", "route_handlers"]
 
@@ -115,8 +116,8 @@ class Api:
         user: str,
         input: Any,
         *,
-        mode: str = "step",
-        on_busy: str = "enqueue",
+        mode: StepMode = "step",
+        on_busy: OnBusy = "enqueue",
     ) -> StepResult:
         """One step through the runtime, within the in-flight bound; counted in the metrics.
 
@@ -136,21 +137,9 @@ class Api:
         self.metrics.inflight.inc()
         started = time.perf_counter()
         try:
-            if mode == "run":
-                result = await self.runtime.run(
-                    session_id,
-                    input,
-                    on_busy=on_busy,
-                    owner=user,  # type: ignore[arg-type]  # validated by the request model
-                )
-            else:
-                result = await self.runtime.step(
-                    session_id,
-                    input,
-                    mode="step",
-                    on_busy=on_busy,
-                    owner=user,  # type: ignore[arg-type]  # validated by the request model
-                )
+            result = await self.runtime.step(
+                session_id, input, mode=mode, on_busy=on_busy, owner=user
+            )
         finally:
             self.inflight -= 1
             self.metrics.inflight.dec()
