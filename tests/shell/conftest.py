@@ -1,0 +1,144 @@
+"""A real actorflowd subprocess for the shell and CLI tests, and the shell under pexpect."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pexpect
+import pytest
+
+from runtime.admin import AdminClient, AdminError
+
+ROOT = Path(__file__).resolve().parents[2]
+ACTORFLOW = str(Path(sys.executable).parent / "actorflow")
+READY_TIMEOUT = 30.0
+PROMPT = "actorflow>"
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment for a subprocess: no ACTORFLOW_* settings leaking in."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACTORFLOW_")}
+    env.update(extra)
+    return env
+
+
+class Daemon:
+    """``python -m runtime`` on a free port and a data directory; stopped with SIGTERM."""
+
+    def __init__(self, data_dir: Path, log_path: Path) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def socket(self) -> Path:
+        """The daemon's admin socket."""
+        return self.data_dir / "admin.sock"
+
+    def start(self) -> Daemon:
+        """Start it and wait until the admin socket answers."""
+        command = [
+            sys.executable, "-m", "runtime",
+            "--port", str(self.port),
+            "--data-dir", str(self.data_dir),
+            "--log-format", "json",
+        ]  # fmt: skip
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                command,
+                cwd=ROOT,
+                env=clean_env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + READY_TIMEOUT
+        while True:
+            if self.process.poll() is not None:
+                raise AssertionError(f"actorflowd exited early:\n{self.log_tail()}")
+            try:
+                with AdminClient(self.socket, timeout=5.0) as client:
+                    client.call("stats")
+                return self
+            except AdminError:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"admin socket not ready:\n{self.log_tail()}") from None
+            time.sleep(0.05)  # polling a subprocess's socket: there is no event to wait on
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last lines the daemon logged."""
+        if not self.log_path.exists():
+            return "(no log)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM and wait (SIGKILL after ``timeout``); the exit status."""
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def http(self) -> httpx.Client:
+        """An HTTP client of the daemon (local user: no token)."""
+        return httpx.Client(base_url=self.url, timeout=30.0)
+
+    def create(self, graph: str) -> str:
+        """A new session's id, created over HTTP."""
+        with self.http() as client:
+            response = client.post("/v1/sessions", json={"graph": graph})
+            assert response.status_code == 201, response.text
+            return str(response.json()["session_id"])
+
+    def step(self, session_id: str, text: str | None = None) -> dict[str, object]:
+        """One step over HTTP; the response body."""
+        with self.http() as client:
+            response = client.post(f"/v1/sessions/{session_id}/step", json={"input": text})
+            assert response.status_code == 200, response.text
+            body: dict[str, object] = response.json()
+            return body
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    """A running daemon with its data in ``tmp_path/var``."""
+    running = Daemon(tmp_path / "var", tmp_path / "daemon.log").start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+def spawn_shell(*args: str, home: Path) -> pexpect.spawn:
+    """``actorflow shell ARGS`` on a pseudo-terminal: no colours, no cursor queries."""
+    env = clean_env(NO_COLOR="1", PROMPT_TOOLKIT_NO_CPR="1", TERM="xterm", HOME=str(home))
+    child = pexpect.spawn(
+        ACTORFLOW,
+        ["shell", *args],
+        env=env,
+        encoding="utf-8",
+        dimensions=(50, 200),
+        timeout=20,
+    )
+    return child

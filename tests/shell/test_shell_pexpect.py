@@ -1,0 +1,100 @@
+"""The interactive shell on a pseudo-terminal, against a real daemon subprocess."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pexpect
+from conftest import PROMPT, Daemon, spawn_shell
+
+
+def test_shell_lists_inspects_completes_an_id_runs_top_and_quits(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    first = daemon.create("echo")
+    daemon.step(first, "hello shell")
+    second = daemon.create("echo")
+    daemon.step(second, "second")
+    child = spawn_shell("--data-dir", str(daemon.data_dir), home=tmp_path)
+    try:
+        child.expect("2 live sessions")
+        child.expect(PROMPT)
+        child.sendline("ls")
+        child.expect(PROMPT)
+        listing = str(child.before)
+        assert first[:8] in listing
+        assert second[:8] in listing
+
+        child.send(f"inspect {first[:6]}\t")
+        child.expect(re.escape(first[6:]))  # the completion wrote the rest of the id
+        child.send("\r")
+        child.expect("hello shell")
+        child.expect(PROMPT)
+
+        child.sendline("top")
+        child.expect("press any key")
+        child.expect("press any key")  # redrawn by the next refresh, a second later
+        child.send("q")
+        child.expect(PROMPT)
+
+        child.sendline("frobnicate")
+        child.expect("unknown command 'frobnicate'")
+        child.expect(PROMPT)
+        child.sendline("quit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0
+    history = (daemon.data_dir / ".actorflow_history").read_text()
+    assert "ls" in history
+    assert "top" in history
+
+
+def test_shell_keeps_running_when_the_daemon_goes_away_and_reconnects(
+    daemon: Daemon, tmp_path: Path
+) -> None:
+    session_id = daemon.create("echo")
+    daemon.step(session_id, "before restart")
+    child = spawn_shell("--data-dir", str(daemon.data_dir), home=tmp_path)
+    try:
+        child.expect(PROMPT)
+        child.sendline("stats")
+        child.expect("activations")
+        child.expect(PROMPT)
+        assert daemon.stop() == 0
+        child.sendline("ls")
+        child.expect("daemon unavailable: .*no daemon is listening on")
+        child.expect(PROMPT)
+        restarted = Daemon(daemon.data_dir, tmp_path / "daemon2.log").start()
+        try:
+            restarted.step(session_id, "after restart")
+            child.sendline("ls")
+            child.expect(session_id[:8])
+            child.expect(PROMPT)
+        finally:
+            restarted.stop()
+        child.sendeof()
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0
+
+
+def test_shell_without_a_daemon_says_so_and_still_takes_commands(tmp_path: Path) -> None:
+    child = spawn_shell("--socket", str(tmp_path / "none.sock"), home=tmp_path)
+    try:
+        child.expect("no daemon is listening on")
+        child.expect(PROMPT)
+        child.sendline("help")
+        child.expect("passivate ID")
+        child.expect(PROMPT)
+        child.sendline("inspect abc")
+        child.expect("daemon unavailable")
+        child.expect(PROMPT)
+        child.sendline("exit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
+    assert child.exitstatus == 0
+    assert "help" in (tmp_path / ".actorflow_history").read_text()
