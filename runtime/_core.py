@@ -9,6 +9,7 @@ how to wait: a sync caller blocks on a future, an async caller awaits one).
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -50,7 +51,7 @@ from runtime._cluster import attach_cluster, fence_store
 from runtime._config import RuntimeConfig
 from runtime._views import LiveSessionInfo, RuntimeStats, SessionMetadataView, SessionView
 
-__all__ = ["RuntimeCore", "session_view"]
+__all__ = ["RuntimeCore", "open_cores", "session_view"]
 
 _log = structlog.get_logger("actorflow.runtime")
 
@@ -59,6 +60,14 @@ StepMode = Literal["step", "run"]
 
 #: How many quarantined rows ``stats()`` counts at most.
 QUARANTINE_COUNT_LIMIT = 10_000
+
+
+_OPEN: weakref.WeakSet[RuntimeCore] = weakref.WeakSet()
+
+
+def open_cores() -> list[RuntimeCore]:
+    """Every runtime core of this process that is not closed yet."""
+    return [core for core in list(_OPEN) if not core.closed]
 
 
 def session_view(session: Session) -> SessionView:
@@ -154,6 +163,7 @@ class RuntimeCore:
         except BaseException:
             self._teardown()
             raise
+        _OPEN.add(self)
 
     def _start(self) -> None:
         config = self.config
