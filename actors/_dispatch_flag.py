@@ -1,4 +1,4 @@
-"""A `threading.Event` that costs ~100 bytes until somebody waits on it.
+"""A `threading.Event` that costs under 100 bytes until somebody waits on it.
 
 Every pykka actor carries ``actor_stopped``, a ``threading.Event``. A real Event
 holds a Condition, a lock and a deque of waiters: ~1.3 KiB, half of what a
