@@ -262,6 +262,8 @@ class SqliteStore:
             with ``RevisionConflict`` (the stored revision was not
             ``expected_revision``; None means the session must not exist) or
             ``StoreUnavailable`` (the commit failed; nothing of its batch was kept).
+            Its done-callbacks run on the writer thread, which every other save
+            waits for: they must only hand the outcome on, never block.
 
         Raises:
             StoreUnavailable: the store is closed.
