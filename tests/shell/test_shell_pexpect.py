@@ -21,6 +21,7 @@ def test_shell_lists_inspects_completes_an_id_runs_top_and_quits(
         child.expect("2 live sessions")
         child.expect(PROMPT)
         child.sendline("ls")
+        child.expect("live sessions: 2")
         child.expect(PROMPT)
         listing = str(child.before)
         assert first[:8] in listing
