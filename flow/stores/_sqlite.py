@@ -516,10 +516,11 @@ class SqliteStore:
                     "DELETE FROM sessions WHERE session_id = ? AND data = ?",
                     (op.session_id, op.raw),
                 ).rowcount
-                conn.execute(
+                conn.execute(  # two loads of one bad row quarantine it once
                     "INSERT INTO quarantine (session_id, raw, error, quarantined_at) "
-                    "VALUES (?, ?, ?, ?)",
-                    (op.session_id, op.raw, op.error, time.time()),
+                    "SELECT ?, ?, ?, ? WHERE NOT EXISTS "
+                    "(SELECT 1 FROM quarantine WHERE session_id = ? AND raw = ?)",
+                    (op.session_id, op.raw, op.error, time.time(), op.session_id, op.raw),
                 )
                 if gone:
                     plan.revisions[op.session_id] = None

@@ -208,7 +208,7 @@ def test_a_corrupt_row_is_quarantined_with_its_bytes_and_the_others_still_load(
     assert row.quarantined_at > 0
 
 
-def test_a_quarantine_does_not_remove_a_newer_good_snapshot(
+def test_a_quarantine_keeps_a_newer_good_snapshot_and_records_the_bytes_once(
     store: SqliteStore, make_session: MakeSession
 ) -> None:
     store.save(make_session("s1", revision=0), None).result(timeout=10)
@@ -219,6 +219,7 @@ def test_a_quarantine_does_not_remove_a_newer_good_snapshot(
     store.save(make_session("s1", revision=1), 0)  # queued before the quarantine below
 
     store._quarantine("s1", garbage, "test: did not decode")
+    store._quarantine("s1", garbage, "test: a second reader saw it too")
 
     loaded = store.load("s1")
     assert loaded is not None
