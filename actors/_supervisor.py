@@ -265,12 +265,10 @@ class SupervisorActor(DispatcherActor):
 
     def _stopped(self, message: ActorStopped) -> None:
         sid = message.session_id
-        self._index.stopped(sid, message.incarnation)
-        if not self._index.stopping(sid):
-            self._stopping_refs.pop(sid, None)
         steps = list(message.steps)
         waiting = self._waiting.pop(sid, [])
         if self._shutdown is not None:
+            self._forget_stopped(sid, message.incarnation)
             closed = RuntimeClosed("the runtime is closing")
             for step in steps:
                 step.reply(closed)
@@ -279,23 +277,34 @@ class SupervisorActor(DispatcherActor):
             self._maybe_finish_shutdown()
             return
         if message.crashed is not None:
-            if not self._restart(sid, message.crashed, steps, waiting):
+            # Decided before the id stops counting as stopping, so that nobody
+            # loads the snapshot before it is restarted or marked ``error``.
+            live = self._restart(sid, message.crashed, steps, waiting)
+            self._forget_stopped(sid, message.incarnation)
+            if not live:
                 return
-        elif not steps and not waiting:
-            return
-        elif self._index.get(sid) is None:
-            try:
-                self._start(sid, "activated by a request")
-            except ActorflowError as exc:
-                for step in steps:
-                    step.reply(exc)
-                for activation in waiting:
-                    self._fail(activation, exc)
+        else:
+            self._forget_stopped(sid, message.incarnation)
+            if not steps and not waiting:
                 return
+            if self._index.get(sid) is None:
+                try:
+                    self._start(sid, "activated by a request")
+                except ActorflowError as exc:
+                    for step in steps:
+                        step.reply(exc)
+                    for activation in waiting:
+                        self._fail(activation, exc)
+                    return
         for step in steps:
             self._send_step(step, None, False)
         for activation in waiting:
             self._activate(activation)
+
+    def _forget_stopped(self, session_id: str, incarnation: int) -> None:
+        self._index.stopped(session_id, incarnation)
+        if not self._index.stopping(session_id):
+            self._stopping_refs.pop(session_id, None)
 
     def _restart(
         self,

@@ -415,6 +415,8 @@ class RuntimeCore:
             },
             "last_access": meta.last_accessed,
             "live": False,
+            "state": "passivated",
+            "pending": 0,
             "live_reason": "not live: passivated (loaded from the store on its next request)",
         }
 
