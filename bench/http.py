@@ -1,0 +1,372 @@
+"""Durable steps through the HTTP daemon: steps/s and p50/p99 at 1, 16 and 64 clients.
+
+A daemon subprocess (``python -m runtime``, fsync durability, SQLite in a temporary
+directory, JSON access logs to a file) serves 64 ``echo`` sessions. A closed loop of
+C keep-alive clients steps them (client i steps sessions i, i+C, ... in turn) as
+fast as answers come, for a fixed time. The load generator runs on the same
+machine: with ``--load-procs N`` the clients are split over N processes, each an
+asyncio loop with one ``httpx.AsyncClient`` (by default one process per 16 clients,
+at most 2: on a 2-core machine the generator competes with the daemon for CPU).
+If ``wrk`` is installed, ``--wrk`` drives the same workload with it instead.
+
+    .venv-dev/bin/python bench/http.py [--quick] [--durability fsync] [--out PATH]
+
+Prints one line per client count, then the targets (>= 7,000 steps/s at 64
+clients with p99 <= 25 ms; p99 <= 5 ms at 16 clients), and writes a PNG.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Run as a script, this file's directory comes first on sys.path, and this file
+# (http.py) would shadow the standard library's http package that httpx imports.
+if sys.path and sys.path[0] == os.path.dirname(os.path.abspath(__file__)):
+    del sys.path[0]
+
+import argparse
+import asyncio
+import multiprocessing
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench" / "out" / "http.png"
+SESSIONS = 64
+CLIENT_COUNTS = (1, 16, 64)
+WRK_SCRIPT = """
+local sessions = {}
+local i = 0
+init = function(args)
+  for s in string.gmatch(args[1], "[^,]+") do table.insert(sessions, s) end
+end
+request = function()
+  i = i + 1
+  local sid = sessions[(i % #sessions) + 1]
+  return wrk.format("POST", "/v1/sessions/" .. sid .. "/step",
+    {["content-type"] = "application/json"}, '{"input":"x"}')
+end
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """One closed-loop run."""
+
+    clients: int
+    steps: int
+    errors: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+
+    @property
+    def rate(self) -> float:
+        """Successful steps per second."""
+        return self.steps / self.seconds if self.seconds else 0.0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """The q-quantile of already sorted values (nearest rank)."""
+    if not sorted_values:
+        return 0.0
+    index = min(len(sorted_values) - 1, max(0, round(q * len(sorted_values)) - 1))
+    return sorted_values[index]
+
+
+class Daemon:
+    """actorflowd in a subprocess on a free port."""
+
+    def __init__(self, data_dir: Path, durability: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.log = data_dir / "daemon.log"
+        command = [
+            sys.executable, "-m", "runtime",
+            "--port", str(self.port),
+            "--data-dir", str(data_dir),
+            "--durability", durability,
+            "--log-format", "json",
+            "--graphs", "flow.demo:GRAPHS",
+        ]  # fmt: skip
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ACTORFLOW_")}
+        env["PYTHONPATH"] = str(ROOT)
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 60
+        while True:
+            if self.process.poll() is not None:
+                raise SystemExit(f"actorflowd exited: {self.log.read_text()[-2000:]}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise SystemExit("actorflowd did not become ready in 60 s")
+            time.sleep(0.05)  # polling a subprocess's port
+
+    def stop(self) -> int:
+        """SIGTERM and wait; the exit status."""
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait()
+
+
+def create_sessions(url: str, count: int) -> list[str]:
+    """Create ``count`` echo sessions; their ids."""
+    with httpx.Client(base_url=url, timeout=30) as client:
+        ids = []
+        for _ in range(count):
+            response = client.post("/v1/sessions", json={"graph": "echo"})
+            response.raise_for_status()
+            ids.append(response.json()["session_id"])
+        return ids
+
+
+async def _client_loop(
+    client: httpx.AsyncClient,
+    sessions: list[str],
+    stop_at: float,
+    latencies: list[float],
+    errors: list[int],
+) -> None:
+    turn = 0
+    body = b'{"input":"x"}'
+    headers = {"content-type": "application/json"}
+    while True:
+        started = time.perf_counter()
+        if started >= stop_at:
+            return
+        session_id = sessions[turn % len(sessions)]
+        turn += 1
+        try:
+            response = await client.post(
+                f"/v1/sessions/{session_id}/step", content=body, headers=headers
+            )
+            ok = response.status_code == 200
+        except httpx.HTTPError:
+            ok = False
+        if ok:
+            latencies.append(time.perf_counter() - started)
+        else:
+            errors[0] += 1
+
+
+async def _generate(
+    url: str, per_client: list[list[str]], seconds: float
+) -> tuple[list[float], int, float]:
+    limits = httpx.Limits(
+        max_connections=len(per_client), max_keepalive_connections=len(per_client)
+    )
+    latencies: list[float] = []
+    errors = [0]
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
+        warm = [client.post(f"/v1/sessions/{s[0]}/step", json={}) for s in per_client]
+        await asyncio.gather(*warm)
+        started = time.perf_counter()
+        stop_at = started + seconds
+        await asyncio.gather(
+            *(_client_loop(client, s, stop_at, latencies, errors) for s in per_client)
+        )
+        elapsed = time.perf_counter() - started
+    return latencies, errors[0], elapsed
+
+
+def _generator_process(
+    url: str, per_client: list[list[str]], seconds: float, out: multiprocessing.Queue[object]
+) -> None:
+    try:
+        import uvloop
+
+        result = uvloop.run(_generate(url, per_client, seconds))
+    except ImportError:
+        result = asyncio.run(_generate(url, per_client, seconds))
+    out.put(result)
+
+
+def run_httpx(url: str, sessions: list[str], clients: int, seconds: float, procs: int) -> Load:
+    """A closed loop of ``clients`` httpx clients spread over ``procs`` processes."""
+    assignments = [sessions[i::clients] or [sessions[i % len(sessions)]] for i in range(clients)]
+    procs = max(1, min(procs, clients))
+    shares = [assignments[p::procs] for p in range(procs)]
+    queue: multiprocessing.Queue[object] = multiprocessing.Queue()
+    workers = [
+        multiprocessing.Process(target=_generator_process, args=(url, share, seconds, queue))
+        for share in shares
+    ]
+    for worker in workers:
+        worker.start()
+    latencies: list[float] = []
+    errors = 0
+    elapsed = 0.0
+    for _ in workers:
+        part_latencies, part_errors, part_elapsed = queue.get(timeout=seconds + 120)  # type: ignore[misc]
+        latencies.extend(part_latencies)
+        errors += part_errors
+        elapsed = max(elapsed, part_elapsed)
+    for worker in workers:
+        worker.join(30)
+    latencies.sort()
+    return Load(
+        clients=clients,
+        steps=len(latencies),
+        errors=errors,
+        seconds=elapsed,
+        p50_ms=percentile(latencies, 0.50) * 1000,
+        p99_ms=percentile(latencies, 0.99) * 1000,
+    )
+
+
+def run_wrk(url: str, sessions: list[str], clients: int, seconds: float, workdir: Path) -> Load:
+    """The same closed loop driven by wrk (one connection per client)."""
+    script = workdir / "step.lua"
+    script.write_text(WRK_SCRIPT)
+    threads = max(1, min(2, clients))
+    result = subprocess.run(
+        [
+            "wrk",
+            f"-t{threads}",
+            f"-c{clients}",
+            f"-d{max(1, round(seconds))}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+            "--",
+            ",".join(sessions),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return _parse_wrk(result.stdout, clients)
+
+
+def _ms(text: str) -> float:
+    units = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    for unit in ("us", "ms", "s"):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * units[unit]
+    return float(text)
+
+
+def _parse_wrk(output: str, clients: int) -> Load:
+    p50 = p99 = 0.0
+    steps = errors = 0
+    seconds = 1.0
+    for line in output.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] == "50%":
+            p50 = _ms(parts[1])
+        elif len(parts) == 2 and parts[0] == "99%":
+            p99 = _ms(parts[1])
+        elif "requests in" in line:
+            steps = int(parts[0])
+            seconds = _ms(parts[3].rstrip(",")) / 1000
+        elif line.strip().startswith("Non-2xx"):
+            errors = int(parts[-1])
+    return Load(clients, steps - errors, errors, seconds, p50, p99)
+
+
+def plot(loads: list[Load], path: Path, title: str) -> None:
+    """Steps/s and p50/p99 by client count."""
+    try:
+        import matplotlib
+    except ImportError:
+        print("plot: skipped (matplotlib missing: pip install -e '.[bench]')", flush=True)
+        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (rates, latency) = plt.subplots(1, 2, figsize=(10, 4))
+    labels = [str(load.clients) for load in loads]
+    bars = rates.bar(labels, [load.rate for load in loads])
+    rates.bar_label(bars, labels=[f"{load.rate:,.0f}" for load in loads], fontsize=8)
+    rates.axhline(7000, color="grey", linestyle=":", label="target at 64 clients")
+    rates.set(title="durable steps/s over HTTP", xlabel="clients", ylabel="steps/s")
+    rates.legend()
+    latency.plot(labels, [load.p50_ms for load in loads], "o-", label="p50")
+    latency.plot(labels, [load.p99_ms for load in loads], "o--", label="p99")
+    latency.set(title="step latency (client side)", xlabel="clients", ylabel="ms")
+    latency.legend()
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    print(f"plot: {path}", flush=True)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Start a daemon, run the closed loops, print the figures and targets, write the plot."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="1.5 s per client count (else 5 s)")
+    parser.add_argument("--durability", default="fsync", choices=["fsync", "commit", "passivate"])
+    parser.add_argument("--load-procs", type=int, default=0, help="generator processes (0: auto)")
+    parser.add_argument("--wrk", action="store_true", help="use wrk (must be installed)")
+    parser.add_argument("--out", type=Path, default=OUT, help="where to write the PNG")
+    args = parser.parse_args(argv)
+    if args.wrk and shutil.which("wrk") is None:
+        raise SystemExit("--wrk: wrk is not installed (apt-get install wrk)")
+    seconds = 1.5 if args.quick else 5.0
+    generator = "wrk" if args.wrk else "httpx"
+    with tempfile.TemporaryDirectory(prefix="actorflow-http-bench-") as tmp:
+        workdir = Path(tmp)
+        daemon = Daemon(workdir / "data", args.durability)
+        loads: list[Load] = []
+        try:
+            sessions = create_sessions(daemon.url, SESSIONS)
+            for clients in CLIENT_COUNTS:
+                if args.wrk:
+                    load = run_wrk(daemon.url, sessions, clients, seconds, workdir)
+                else:
+                    procs = args.load_procs or min(2, max(1, clients // 16))
+                    load = run_httpx(daemon.url, sessions, clients, seconds, procs)
+                loads.append(load)
+                failed = f", {load.errors} FAILED" if load.errors else ""
+                print(
+                    f"http clients={clients}: {load.rate:,.0f} steps/s  p50 {load.p50_ms:.2f} ms  "
+                    f"p99 {load.p99_ms:.2f} ms  ({load.steps:,} steps in {load.seconds:.1f} s, "
+                    f"{generator}, {args.durability}{failed})",
+                    flush=True,
+                )
+        finally:
+            status = daemon.stop()
+        if status != 0:
+            print(f"daemon exit status {status} (expected 0)", flush=True)
+    by_clients = {load.clients: load for load in loads}
+    at64, at16 = by_clients[64], by_clients[16]
+    checks = [
+        (">= 7,000 steps/s at 64 clients", f"{at64.rate:,.0f}", at64.rate >= 7000),
+        ("p99 <= 25 ms at 64 clients", f"{at64.p99_ms:.2f} ms", at64.p99_ms <= 25),
+        ("p99 <= 5 ms at 16 clients", f"{at16.p99_ms:.2f} ms", at16.p99_ms <= 5),
+    ]
+    for target, reached, met in checks:
+        print(f"target {target}: {reached} {'met' if met else 'MISSED'}", flush=True)
+    plot(loads, args.out, f"{SESSIONS} echo sessions, {args.durability}, {generator} clients")
+
+
+if __name__ == "__main__":
+    main()
