@@ -31,8 +31,7 @@ from runtime.admin._offline import (
     session_document,
 )
 from runtime.admin._protocol import OPS, json_safe
-from runtime.shell import Shell, history_path, make_console
-from runtime.shell._render import quarantine_table, render_result, stored_table
+from runtime.shell._render import make_console, quarantine_table, render_result, stored_table
 
 __all__ = ["build_parser", "main"]
 
@@ -145,6 +144,10 @@ def _print_json(value: Any) -> None:
 
 
 def _run_shell(args: argparse.Namespace) -> int:
+    # Imported here: prompt_toolkit is only needed by the shell, and loading it would
+    # slow every one-shot ``actorflow admin`` / ``sessions`` call used by scripts.
+    from runtime.shell import Shell, history_path
+
     socket = _socket_path(args)
     data_dir = socket.parent if args.socket is not None else args.data_dir
     return Shell(socket, make_console(), history_path(data_dir)).run()

@@ -14,20 +14,13 @@ from runtime.admin import AdminClient, AdminError, DaemonUnavailable
 from runtime.admin._protocol import OPS
 from runtime.shell._commands import LOCAL_COMMANDS, parse_line
 from runtime.shell._completion import LiveIdSource, ShellCompleter
-from runtime.shell._render import render_result
+from runtime.shell._render import make_console, render_result
 from runtime.shell._top import run_top
 
 __all__ = ["Shell", "history_path", "make_console"]
 
 HISTORY_NAME = ".actorflow_history"
 PROMPT = "actorflow> "
-
-
-def make_console() -> Console:
-    """A rich console for stdout; plain text (no styles at all) when ``NO_COLOR`` is set."""
-    if "NO_COLOR" in os.environ:
-        return Console(color_system=None, highlight=False)
-    return Console()
 
 
 def history_path(data_dir: Path | None) -> Path:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from rich.console import Group, RenderableType
+from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
@@ -15,6 +16,7 @@ __all__ = [
     "SHORT_ID",
     "key_value_table",
     "live_table",
+    "make_console",
     "quarantine_table",
     "render_result",
     "short_id",
@@ -24,6 +26,13 @@ __all__ = [
 
 SHORT_ID = 8
 """Tables show session ids cut to this many characters, as git shows commits."""
+
+
+def make_console() -> Console:
+    """A rich console for stdout; plain text (no styles at all) when ``NO_COLOR`` is set."""
+    if "NO_COLOR" in os.environ:
+        return Console(color_system=None, highlight=False)
+    return Console()
 
 
 def short_id(session_id: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Awaitable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,9 +30,13 @@ class LoopThread:
         self._thread = threading.Thread(target=self.loop.run_forever, name="admin-test-loop")
         self._thread.start()
 
-    def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        """Run ``coro`` on the loop and wait for its result."""
-        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)
+    def run(self, awaitable: Awaitable[T]) -> T:
+        """Await ``awaitable`` on the loop and wait for its result."""
+
+        async def wrapper() -> T:
+            return await awaitable
+
+        future: Future[T] = asyncio.run_coroutine_threadsafe(wrapper(), self.loop)
         return future.result(CALL_TIMEOUT)
 
     def stop(self) -> None:

@@ -9,13 +9,16 @@ import stat
 import threading
 from collections import defaultdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from conftest import LiveAdmin
 
 from runtime.admin import AdminClient, AdminError, DaemonUnavailable, start_admin_server
 from runtime.admin._protocol import MAX_LINE_BYTES, OPS
 from runtime.cli import main
+
+if TYPE_CHECKING:  # only for annotations: the fixture provides the object
+    from conftest import LiveAdmin
 
 
 def _sessions_in_three_states(live: LiveAdmin) -> dict[str, str]:
@@ -51,7 +54,8 @@ def test_a_stale_socket_is_replaced_but_a_served_one_or_a_file_is_refused(
     leftover.close()
     server = live_admin.loop.run(start_admin_server(live_admin.runtime, stale, config_info={}))
     try:
-        assert AdminClient(stale).call("stats")["live"] >= 0
+        with AdminClient(stale) as client:
+            assert client.call("stats")["live"] >= 0
     finally:
         live_admin.loop.run(server.close())
     with pytest.raises(FileExistsError, match="already serving"):
@@ -204,7 +208,7 @@ def test_bad_requests_get_error_replies_and_the_connection_keeps_serving(
         assert reply["error"]["type"] == expected_type, reply
         assert reply["error"]["message"]
     assert client.call("inspect", id=session_id[:8])
-    assert AdminClient(live_admin.socket).call("stats")["live"] == 1
+    assert live_admin.client().call("stats")["live"] == 1
 
 
 def test_an_ambiguous_prefix_names_the_candidates(live_admin: LiveAdmin) -> None:
@@ -243,6 +247,7 @@ def test_cli_admin_prints_tables_with_short_ids_or_json(
     live_admin: LiveAdmin, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ids = _sessions_in_three_states(live_admin)
+    capsys.readouterr()
     socket_arg = ["--socket", str(live_admin.socket)]
     assert main(["admin", "ls", *socket_arg]) == 0
     out = capsys.readouterr().out

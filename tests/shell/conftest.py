@@ -8,7 +8,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -20,7 +20,6 @@ from runtime.admin import AdminClient, AdminError
 ROOT = Path(__file__).resolve().parents[2]
 ACTORFLOW = str(Path(sys.executable).parent / "actorflow")
 READY_TIMEOUT = 30.0
-PROMPT = "actorflow>"
 
 
 def free_port() -> int:
@@ -120,25 +119,66 @@ class Daemon:
             return body
 
 
+StartDaemon = Callable[[Path], Daemon]
+SpawnShell = Callable[..., pexpect.spawn]
+RunActorflow = Callable[..., "subprocess.CompletedProcess[str]"]
+
+
 @pytest.fixture
-def daemon(tmp_path: Path) -> Iterator[Daemon]:
-    """A running daemon with its data in ``tmp_path/var``."""
-    running = Daemon(tmp_path / "var", tmp_path / "daemon.log").start()
+def start_daemon(tmp_path: Path) -> Iterator[StartDaemon]:
+    """Start daemons on a data directory; every one is stopped after the test."""
+    started: list[Daemon] = []
+
+    def start(data_dir: Path) -> Daemon:
+        daemon = Daemon(data_dir, tmp_path / f"daemon{len(started)}.log")
+        started.append(daemon)
+        return daemon.start()
+
     try:
-        yield running
+        yield start
     finally:
-        running.stop()
+        for daemon in started:
+            daemon.stop()
 
 
-def spawn_shell(*args: str, home: Path) -> pexpect.spawn:
-    """``actorflow shell ARGS`` on a pseudo-terminal: no colours, no cursor queries."""
-    env = clean_env(NO_COLOR="1", PROMPT_TOOLKIT_NO_CPR="1", TERM="xterm", HOME=str(home))
-    child = pexpect.spawn(
-        ACTORFLOW,
-        ["shell", *args],
-        env=env,
-        encoding="utf-8",
-        dimensions=(50, 200),
-        timeout=20,
-    )
-    return child
+@pytest.fixture
+def daemon(start_daemon: StartDaemon, tmp_path: Path) -> Daemon:
+    """A running daemon with its data in ``tmp_path/var``."""
+    return start_daemon(tmp_path / "var")
+
+
+@pytest.fixture
+def spawn_shell(tmp_path: Path) -> Iterator[SpawnShell]:
+    """``actorflow shell ARGS`` on a pseudo-terminal: no colours, no cursor queries, HOME=tmp."""
+    children: list[pexpect.spawn] = []
+
+    def spawn(*args: str) -> pexpect.spawn:
+        env = clean_env(NO_COLOR="1", PROMPT_TOOLKIT_NO_CPR="1", TERM="xterm", HOME=str(tmp_path))
+        child = pexpect.spawn(
+            ACTORFLOW,
+            ["shell", *args],
+            env=env,
+            encoding="utf-8",
+            dimensions=(50, 200),
+            timeout=20,
+        )
+        children.append(child)
+        return child
+
+    try:
+        yield spawn
+    finally:
+        for child in children:
+            child.close(force=True)
+
+
+@pytest.fixture
+def actorflow() -> RunActorflow:
+    """Run the ``actorflow`` console script; its completed process (text)."""
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [ACTORFLOW, *argv], capture_output=True, text=True, timeout=30, env=clean_env()
+        )
+
+    return run

@@ -6,14 +6,15 @@ import json
 import os
 import sqlite3
 import stat
-import subprocess
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
-from conftest import ACTORFLOW, Daemon, clean_env
 
 from runtime.admin._protocol import OPS
 from runtime.cli import main
+
+if TYPE_CHECKING:  # only for annotations: fixtures provide the objects
+    from conftest import Daemon, RunActorflow
 
 
 def _admin(capsys: pytest.CaptureFixture[str], daemon: Daemon, *argv: str) -> Any:
@@ -24,14 +25,8 @@ def _admin(capsys: pytest.CaptureFixture[str], daemon: Daemon, *argv: str) -> An
     return json.loads(captured.out)
 
 
-def _actorflow(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [ACTORFLOW, *argv], capture_output=True, text=True, timeout=30, env=clean_env()
-    )
-
-
 def test_every_op_against_a_daemon_with_sessions_in_several_states(
-    daemon: Daemon, capsys: pytest.CaptureFixture[str]
+    daemon: Daemon, capsys: pytest.CaptureFixture[str], actorflow: RunActorflow
 ) -> None:
     mode = os.lstat(daemon.socket).st_mode
     assert stat.S_ISSOCK(mode)
@@ -70,7 +65,7 @@ def test_every_op_against_a_daemon_with_sessions_in_several_states(
     assert [op["op"] for op in _admin(capsys, daemon, "help")["ops"]] == list(OPS)
     assert _admin(capsys, daemon, "kill", waiting[:8]) == {"session_id": waiting, "killed": True}
 
-    table = _actorflow("admin", "ls", "--data-dir", str(daemon.data_dir))
+    table = actorflow("admin", "ls", "--data-dir", str(daemon.data_dir))
     assert table.returncode == 0, table.stderr
     assert "live sessions" in table.stdout
 
@@ -93,12 +88,14 @@ def test_kill_then_a_step_over_http_restores_from_the_snapshot_with_nothing_lost
     assert said == ["m0", "m1", "m2", "m3", "m4", "after"]
 
 
-def test_offline_sessions_read_the_store_an_earlier_daemon_wrote(daemon: Daemon) -> None:
+def test_offline_sessions_read_the_store_an_earlier_daemon_wrote(
+    daemon: Daemon, actorflow: RunActorflow
+) -> None:
     kept = daemon.create("echo")
     daemon.step(kept, "kept")
     broken = daemon.create("echo")
     daemon.step(broken, "broken")
-    refused = _actorflow("sessions", "rm", kept[:8], "--data-dir", str(daemon.data_dir))
+    refused = actorflow("sessions", "rm", kept[:8], "--data-dir", str(daemon.data_dir))
     assert refused.returncode == 1
     assert "a daemon is serving" in refused.stderr
     assert daemon.stop() == 0
@@ -106,24 +103,24 @@ def test_offline_sessions_read_the_store_an_earlier_daemon_wrote(daemon: Daemon)
     with sqlite3.connect(daemon.data_dir / "sessions.db") as db:
         db.execute("UPDATE sessions SET data = ? WHERE session_id = ?", (b"\xc1junk", broken))
 
-    listing = _actorflow("sessions", "ls", "--data-dir", str(daemon.data_dir))
+    listing = actorflow("sessions", "ls", "--data-dir", str(daemon.data_dir))
     assert listing.returncode == 0, listing.stderr
     assert "stored sessions: 2" in listing.stdout
     assert kept[:8] in listing.stdout
-    shown = _actorflow("sessions", "show", kept[:8], "--json", "--data-dir", str(daemon.data_dir))
+    shown = actorflow("sessions", "show", kept[:8], "--json", "--data-dir", str(daemon.data_dir))
     assert shown.returncode == 0, shown.stderr
     doc = json.loads(shown.stdout)
     assert doc["session_id"] == kept
     assert doc["context"]["count"] == 1
     assert doc["chat_history"]["messages"][-1]["content"] == "echo: kept"
 
-    bad = _actorflow("sessions", "show", broken, "--data-dir", str(daemon.data_dir))
+    bad = actorflow("sessions", "show", broken, "--data-dir", str(daemon.data_dir))
     assert bad.returncode == 1
     assert bad.stderr.startswith("actorflow: ")
     assert "quarantine" in bad.stderr
-    after = _actorflow("sessions", "ls", "--json", "--data-dir", str(daemon.data_dir))
+    after = actorflow("sessions", "ls", "--json", "--data-dir", str(daemon.data_dir))
     quarantined = json.loads(after.stdout)["quarantined"]
     assert [row["session_id"] for row in quarantined] == [broken]
     assert "msgpack" in quarantined[0]["error"]
-    removed = _actorflow("sessions", "rm", kept, "--data-dir", str(daemon.data_dir))
+    removed = actorflow("sessions", "rm", kept, "--data-dir", str(daemon.data_dir))
     assert (removed.returncode, removed.stdout) == (0, f"deleted {kept}\n")

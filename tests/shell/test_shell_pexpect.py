@@ -4,19 +4,25 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pexpect
-from conftest import PROMPT, Daemon, spawn_shell
+import pytest
+
+if TYPE_CHECKING:  # only for annotations: fixtures provide the objects
+    from conftest import Daemon, SpawnShell, StartDaemon
+
+PROMPT = "actorflow>"
 
 
 def test_shell_lists_inspects_completes_an_id_runs_top_and_quits(
-    daemon: Daemon, tmp_path: Path
+    daemon: Daemon, spawn_shell: SpawnShell
 ) -> None:
     first = daemon.create("echo")
     daemon.step(first, "hello shell")
     second = daemon.create("echo")
     daemon.step(second, "second")
-    child = spawn_shell("--data-dir", str(daemon.data_dir), home=tmp_path)
+    child = spawn_shell("--data-dir", str(daemon.data_dir))
     try:
         child.expect("2 live sessions")
         child.expect(PROMPT)
@@ -52,12 +58,13 @@ def test_shell_lists_inspects_completes_an_id_runs_top_and_quits(
     assert "top" in history
 
 
+@pytest.mark.slow
 def test_shell_keeps_running_when_the_daemon_goes_away_and_reconnects(
-    daemon: Daemon, tmp_path: Path
+    daemon: Daemon, start_daemon: StartDaemon, spawn_shell: SpawnShell
 ) -> None:
     session_id = daemon.create("echo")
     daemon.step(session_id, "before restart")
-    child = spawn_shell("--data-dir", str(daemon.data_dir), home=tmp_path)
+    child = spawn_shell("--data-dir", str(daemon.data_dir))
     try:
         child.expect(PROMPT)
         child.sendline("stats")
@@ -67,14 +74,11 @@ def test_shell_keeps_running_when_the_daemon_goes_away_and_reconnects(
         child.sendline("ls")
         child.expect("daemon unavailable: .*no daemon is listening on")
         child.expect(PROMPT)
-        restarted = Daemon(daemon.data_dir, tmp_path / "daemon2.log").start()
-        try:
-            restarted.step(session_id, "after restart")
-            child.sendline("ls")
-            child.expect(session_id[:8])
-            child.expect(PROMPT)
-        finally:
-            restarted.stop()
+        restarted = start_daemon(daemon.data_dir)
+        restarted.step(session_id, "after restart")
+        child.sendline("ls")
+        child.expect(session_id[:8])
+        child.expect(PROMPT)
         child.sendeof()
         child.expect(pexpect.EOF)
     finally:
@@ -82,8 +86,10 @@ def test_shell_keeps_running_when_the_daemon_goes_away_and_reconnects(
     assert child.exitstatus == 0
 
 
-def test_shell_without_a_daemon_says_so_and_still_takes_commands(tmp_path: Path) -> None:
-    child = spawn_shell("--socket", str(tmp_path / "none.sock"), home=tmp_path)
+def test_shell_without_a_daemon_says_so_and_still_takes_commands(
+    tmp_path: Path, spawn_shell: SpawnShell
+) -> None:
+    child = spawn_shell("--socket", str(tmp_path / "none.sock"))
     try:
         child.expect("no daemon is listening on")
         child.expect(PROMPT)
