@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import structlog
@@ -78,6 +78,8 @@ class LoadResult:
     p50_ms: float
     p99_ms: float
     errors: int
+    cpu_seconds: float = 0.0
+    commits: int | None = None
 
     @property
     def rate(self) -> float:
@@ -149,10 +151,12 @@ def closed_loop(
         thread.start()
     deadline[0] = time.perf_counter() + seconds
     began = time.perf_counter()
+    cpu_began = time.process_time()
     start.wait()
     for thread in threads:
         thread.join()
     elapsed = time.perf_counter() - began
+    cpu = time.process_time() - cpu_began
     merged = sorted(x for per in latencies for x in per)
     return LoadResult(
         clients=clients,
@@ -161,17 +165,43 @@ def closed_loop(
         p50_ms=percentile(merged, 0.50) * 1000,
         p99_ms=percentile(merged, 0.99) * 1000,
         errors=sum(errors),
+        cpu_seconds=cpu,
     )
 
 
 def print_load(label: str, result: LoadResult) -> None:
     """One line: rate, latency percentiles, totals and failures."""
     failed = f", {result.errors} FAILED" if result.errors else ""
+    commits = ""
+    if result.commits:
+        commits = (
+            f"; {result.commits / result.seconds:,.0f} commits/s, "
+            f"{result.steps / result.commits:.1f} steps per commit"
+        )
+    cpu = result.cpu_seconds / max(result.steps, 1) * 1e6
     print(
         f"{label}: {result.rate:,.0f} steps/s  p50 {result.p50_ms:.2f} ms  "
-        f"p99 {result.p99_ms:.2f} ms  ({result.steps:,} steps in {result.seconds:.1f} s{failed})",
+        f"p99 {result.p99_ms:.2f} ms  ({result.steps:,} steps in {result.seconds:.1f} s"
+        f"{failed}; {cpu:,.0f} us CPU per step{commits})",
         flush=True,
     )
+
+
+def fsync_probe(directory: Path, seconds: float = 1.0) -> float:
+    """Seconds one 4 KiB write + fsync takes in ``directory`` now (a closed loop's floor)."""
+    path = directory / "fsync-probe"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        count = 0
+        began = time.perf_counter()
+        while (elapsed := time.perf_counter() - began) < seconds and count < 100_000:
+            os.pwrite(fd, b"x" * 4096, 0)
+            os.fsync(fd)
+            count += 1
+    finally:
+        os.close(fd)
+        path.unlink()
+    return elapsed / max(count, 1)
 
 
 def rss_bytes() -> int:
@@ -219,13 +249,26 @@ def config_for(store: str | None) -> RuntimeConfig:
     )
 
 
-def rt_step(rt: Runtime) -> StepFn:
-    """A step function for ``closed_loop`` that steps ``rt``."""
+def transactions(store: SessionStore) -> int | None:
+    """Transactions the store's writer has committed, when it counts them (SQLite)."""
+    stats = getattr(store, "writer_stats", None)
+    return int(stats().transactions) if callable(stats) else None
+
+
+def run_actorflow(
+    rt: Runtime, store: SessionStore, clients: int, sessions: Sequence[str], plan: Plan
+) -> LoadResult:
+    """A closed loop of ``rt.step`` calls, with the commits it took."""
 
     def step(session_id: str, text: str) -> object:
         return rt.step(session_id, text)
 
-    return step
+    before = transactions(store)
+    result = closed_loop(clients, sessions, step, seconds=plan.seconds, max_steps=plan.max_steps)
+    after = transactions(store)
+    if before is None or after is None:
+        return result
+    return replace(result, commits=after - before)
 
 
 def preload(store: SessionStore, count: int, messages: int) -> list[str]:
@@ -260,20 +303,20 @@ def bench_actorflow(plan: Plan, store_url: str | None, data_dir: Path, figures: 
         config = config_for(store_url)
         with Runtime.open(data_dir=data_dir, graphs=[echo], config=config, store=store) as rt:
             in_parallel(hot, lambda sid: rt.step(sid, "warm up"))
-            scale_clients(plan, rt, hot, figures)
+            scale_clients(plan, rt, store, hot, figures)
             idle = add_idle_sessions(plan, rt, figures)
-            beside_idle(plan, rt, hot, figures)
+            beside_idle(plan, rt, store, hot, figures)
             activations(plan, rt, idle, figures)
     finally:
         store.close()
 
 
-def scale_clients(plan: Plan, rt: Runtime, hot: list[str], figures: Figures) -> None:
+def scale_clients(
+    plan: Plan, rt: Runtime, store: SessionStore, hot: list[str], figures: Figures
+) -> None:
     """The 64 hot sessions at 8, 32 and 64 client threads."""
     for clients in CLIENTS:
-        result = closed_loop(
-            clients, hot, rt_step(rt), seconds=plan.seconds, max_steps=plan.max_steps
-        )
+        result = run_actorflow(rt, store, clients, hot, plan)
         figures.actorflow[clients] = result
         print_load(f"actorflow clients={clients} history={BASE_HISTORY}", result)
 
@@ -304,9 +347,11 @@ def add_idle_sessions(plan: Plan, rt: Runtime, figures: Figures) -> list[str]:
     return idle
 
 
-def beside_idle(plan: Plan, rt: Runtime, hot: list[str], figures: Figures) -> None:
+def beside_idle(
+    plan: Plan, rt: Runtime, store: SessionStore, hot: list[str], figures: Figures
+) -> None:
     """The 64-client run again with the idle sessions live beside the hot ones."""
-    result = closed_loop(64, hot, rt_step(rt), seconds=plan.seconds, max_steps=plan.max_steps)
+    result = run_actorflow(rt, store, 64, hot, plan)
     figures.with_idle = result
     print_load(
         f"actorflow clients=64 history={BASE_HISTORY} "
@@ -349,9 +394,7 @@ def bench_history(plan: Plan, store_url: str | None, base: Path, figures: Figure
             config = config_for(store_url)
             with Runtime.open(data_dir=data_dir, graphs=[echo], config=config, store=store) as rt:
                 in_parallel(ids, lambda sid: rt.step(sid, "warm up"))
-                result = closed_loop(
-                    64, ids, rt_step(rt), seconds=plan.seconds, max_steps=plan.max_steps
-                )
+                result = run_actorflow(rt, store, 64, ids, plan)
         finally:
             store.close()
         figures.history[size] = result
@@ -461,9 +504,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     figures = Figures()
-    # An entry point configures logging: warnings and errors only, as in production
-    # (unconfigured structlog would print every activation's debug line to stdout).
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    # An entry point configures logging, as actorflowd does: warnings and errors only,
+    # loggers cached on first use (unconfigured structlog prints every activation's
+    # debug line to stdout, and an uncached logger is rebuilt on every call).
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        cache_logger_on_first_use=True,
+    )
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(
         f"actorflow in-process bench: python {sys.version.split()[0]}, {os.cpu_count()} cores, "
@@ -473,6 +520,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     with tempfile.TemporaryDirectory(prefix="actorflow-bench-") as tmp:
         base = Path(tmp)
+        fsync = fsync_probe(base)
+        print(
+            f"fsync of 4 KiB in the bench directory: {fsync * 1000:.2f} ms "
+            f"({1 / fsync:,.0f}/s): a closed loop of C clients makes at most C steps per commit",
+            flush=True,
+        )
         (base / "main").mkdir()
         bench_actorflow(plan, args.store, base / "main", figures)
         bench_history(plan, args.store, base, figures)
