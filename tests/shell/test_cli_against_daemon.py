@@ -88,39 +88,46 @@ def test_kill_then_a_step_over_http_restores_from_the_snapshot_with_nothing_lost
     assert said == ["m0", "m1", "m2", "m3", "m4", "after"]
 
 
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    status = main(list(argv))
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
 def test_offline_sessions_read_the_store_an_earlier_daemon_wrote(
-    daemon: Daemon, actorflow: RunActorflow
+    daemon: Daemon, actorflow: RunActorflow, capsys: pytest.CaptureFixture[str]
 ) -> None:
     kept = daemon.create("echo")
     daemon.step(kept, "kept")
     broken = daemon.create("echo")
     daemon.step(broken, "broken")
-    refused = actorflow("sessions", "rm", kept[:8], "--data-dir", str(daemon.data_dir))
-    assert refused.returncode == 1
-    assert "a daemon is serving" in refused.stderr
+    data_dir = ("--data-dir", str(daemon.data_dir))
+    status, _, err = _cli(capsys, "sessions", "rm", kept[:8], *data_dir)
+    assert status == 1
+    assert "a daemon is serving" in err
     assert daemon.stop() == 0
     assert not daemon.socket.exists()
     with sqlite3.connect(daemon.data_dir / "sessions.db") as db:
         db.execute("UPDATE sessions SET data = ? WHERE session_id = ?", (b"\xc1junk", broken))
 
-    listing = actorflow("sessions", "ls", "--data-dir", str(daemon.data_dir))
+    listing = actorflow("sessions", "ls", *data_dir)
     assert listing.returncode == 0, listing.stderr
     assert "stored sessions: 2" in listing.stdout
     assert kept[:8] in listing.stdout
-    shown = actorflow("sessions", "show", kept[:8], "--json", "--data-dir", str(daemon.data_dir))
-    assert shown.returncode == 0, shown.stderr
-    doc = json.loads(shown.stdout)
+    status, out, err = _cli(capsys, "sessions", "show", kept[:8], "--json", *data_dir)
+    assert status == 0, err
+    doc = json.loads(out)
     assert doc["session_id"] == kept
     assert doc["context"]["count"] == 1
     assert doc["chat_history"]["messages"][-1]["content"] == "echo: kept"
 
-    bad = actorflow("sessions", "show", broken, "--data-dir", str(daemon.data_dir))
-    assert bad.returncode == 1
-    assert bad.stderr.startswith("actorflow: ")
-    assert "quarantine" in bad.stderr
-    after = actorflow("sessions", "ls", "--json", "--data-dir", str(daemon.data_dir))
-    quarantined = json.loads(after.stdout)["quarantined"]
+    status, _, err = _cli(capsys, "sessions", "show", broken, *data_dir)
+    assert status == 1
+    assert err.startswith("actorflow: ")
+    assert "quarantine" in err
+    status, out, _ = _cli(capsys, "sessions", "ls", "--json", *data_dir)
+    quarantined = json.loads(out)["quarantined"]
     assert [row["session_id"] for row in quarantined] == [broken]
     assert "msgpack" in quarantined[0]["error"]
-    removed = actorflow("sessions", "rm", kept, "--data-dir", str(daemon.data_dir))
-    assert (removed.returncode, removed.stdout) == (0, f"deleted {kept}\n")
+    assert _cli(capsys, "sessions", "rm", kept, *data_dir)[:2] == (0, f"deleted {kept}\n")
