@@ -47,10 +47,12 @@ def daemon_env(**extra: str) -> dict[str, str]:
 class Daemon:
     """One actorflowd subprocess, its URL, data directory and log."""
 
-    def __init__(self, workdir: Path, args: list[str], data_dir: Path | None) -> None:
+    def __init__(
+        self, workdir: Path, args: list[str], data_dir: Path | None, *, tls: bool = False
+    ) -> None:
         self.workdir = workdir
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.data_dir = data_dir or workdir / "data"
         self.log_path = workdir / f"daemon-{self.port}.log"
         self.args = args
@@ -100,7 +102,8 @@ class Daemon:
                     + self.log_tail()
                 )
             try:
-                if httpx.get(self.url + "/readyz", timeout=1.0).status_code == 200:
+                ready = httpx.get(self.url + "/readyz", timeout=1.0, verify=False)
+                if ready.status_code == 200:
                     return
             except httpx.TransportError:
                 pass
@@ -146,6 +149,7 @@ class Daemon:
     def client(self, token: str | None = None, **kwargs: Any) -> httpx.Client:
         """An httpx client for this daemon (with a bearer token when given)."""
         headers = {"authorization": f"Bearer {token}"} if token else {}
+        kwargs.setdefault("verify", False)  # self-signed certificates in the TLS tests
         return httpx.Client(base_url=self.url, headers=headers, timeout=30.0, **kwargs)
 
 
@@ -157,10 +161,10 @@ def start_daemon(tmp_path: Path) -> Iterator[StartDaemon]:
     """Start daemons for one test; all are stopped after it."""
     started: list[Daemon] = []
 
-    def start(*args: str, data_dir: Path | None = None) -> Daemon:
+    def start(*args: str, data_dir: Path | None = None, tls: bool = False) -> Daemon:
         workdir = tmp_path / f"d{len(started)}"
         workdir.mkdir()
-        daemon = Daemon(workdir, list(args), data_dir or tmp_path / "data")
+        daemon = Daemon(workdir, list(args), data_dir or tmp_path / "data", tls=tls)
         started.append(daemon)
         return daemon.start()
 
