@@ -14,6 +14,7 @@ from rich.text import Text
 
 __all__ = [
     "SHORT_ID",
+    "history_table",
     "key_value_table",
     "live_table",
     "make_console",
@@ -129,15 +130,59 @@ def quarantine_table(rows: Sequence[Mapping[str, Any]]) -> Table:
     return table
 
 
+_TIME_KEYS = frozenset({"last_access", "next_passivation"})
+_EPOCH_FLOOR = 1e9  # 2001: a smaller number under a time-like key is a duration, not a date
+
+
+def _is_time(key: str, value: object) -> bool:
+    time_like = key in _TIME_KEYS or key.endswith(("_at", "_accessed"))
+    return time_like and isinstance(value, int | float) and value > _EPOCH_FLOOR
+
+
+def _cell(key: str, value: object, now: float) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        return value
+    if _is_time(key, value):
+        delta = float(value) - now  # type: ignore[arg-type]
+        relative = f"in {_age(delta)}" if delta >= 0 else f"{_age(-delta)} ago"
+        return f"{_when(value)} ({relative})"
+    return json.dumps(value, ensure_ascii=False)
+
+
 def key_value_table(values: Mapping[str, Any], *, title: str | None = None) -> Table:
-    """A two-column table; nested values are shown as compact JSON."""
+    """A two-column table: epoch times as local dates, nested values as compact JSON."""
+    now = time.time()
     table = Table(title=title, title_justify="left", show_header=False)
     table.add_column("key", style="bold", no_wrap=True)
     table.add_column("value")
     for key, value in values.items():
-        shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-        table.add_row(str(key), shown)
+        table.add_row(str(key), _cell(str(key), value, now))
     return table
+
+
+def history_table(messages: Sequence[Mapping[str, Any]], *, title: str) -> Table:
+    """Chat messages (role, content, timestamp) as a table, oldest first."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("ROLE", no_wrap=True)
+    table.add_column("CONTENT")
+    table.add_column("TIME", no_wrap=True)
+    for message in messages:
+        table.add_row(
+            str(message.get("role", "")),
+            str(message.get("content", "")),
+            str(message.get("timestamp", "")),
+        )
+    return table
+
+
+def _is_history(value: object) -> bool:
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(m, dict) and {"role", "content"} <= m.keys() for m in value)
+    )
 
 
 def _render_stored(result: Mapping[str, Any]) -> RenderableType:
@@ -164,16 +209,19 @@ def _render_help(result: Mapping[str, Any]) -> RenderableType:
     return table
 
 
-def _render_inspect(result: Mapping[str, Any]) -> RenderableType:
+def _render_document(result: Mapping[str, Any]) -> RenderableType:
+    """A session document (``inspect``, ``sessions show``): scalars, then each part."""
     scalars = {k: v for k, v in result.items() if not isinstance(v, dict | list)}
     parts: list[RenderableType] = [key_value_table(scalars, title="session")]
     for key, value in result.items():
-        flat = isinstance(value, dict) and all(not isinstance(v, dict) for v in value.values())
-        if value and flat:
+        if isinstance(value, dict) and _is_history(value.get("messages")):
+            parts.append(history_table(value["messages"], title=key))
+        elif _is_history(value):
+            parts.append(history_table(value, title=key))
+        elif isinstance(value, dict) and value:
             parts.append(key_value_table(value, title=key))
         elif isinstance(value, dict | list):
-            parts.append(Text(f"{key}:", style="bold"))
-            parts.append(Text(json.dumps(value, indent=2, ensure_ascii=False)))
+            parts.append(Text(f"{key}: {json.dumps(value)}"))
     return Group(*parts)
 
 
@@ -187,7 +235,7 @@ def render_result(op: str, result: Any) -> RenderableType:
     if op == "help":
         return _render_help(result)
     if op == "inspect":
-        return _render_inspect(result)
+        return _render_document(result)
     if op == "config":
         tables = [key_value_table(v, title=k) for k, v in result.items() if isinstance(v, dict)]
         rest = {k: v for k, v in result.items() if not isinstance(v, dict)}
