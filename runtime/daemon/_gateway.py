@@ -9,9 +9,9 @@ Handlers find the caller in ``scope["actorflow"]`` (a ``RequestInfo``).
 
 from __future__ import annotations
 
+import os
 import re
 import time
-import uuid
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -61,7 +61,7 @@ class Gateway:
         started = time.perf_counter()
         headers: list[tuple[bytes, bytes]] = raw["headers"]
         given = _header(headers, b"x-request-id")
-        request_id = given if given and _REQUEST_ID.match(given) else uuid.uuid4().hex
+        request_id = given if given and _REQUEST_ID.match(given) else os.urandom(16).hex()
         info = RequestInfo(request_id)
         raw[SCOPE_KEY] = info
         status = 500
@@ -114,6 +114,6 @@ def request_info(scope: Any) -> RequestInfo:
     info = scope.get(SCOPE_KEY)
     if isinstance(info, RequestInfo):
         return info
-    info = RequestInfo(uuid.uuid4().hex)
+    info = RequestInfo(os.urandom(16).hex())
     scope[SCOPE_KEY] = info
     return info

@@ -32,6 +32,7 @@ async def _hammer(url: str, session_id: str) -> list[int]:
     return [revision for revisions in results for revision in revisions]
 
 
+@pytest.mark.slow
 def test_concurrent_clients_on_one_session_lose_no_step(start_daemon: StartDaemon) -> None:
     daemon = start_daemon()
     with daemon.client() as client:

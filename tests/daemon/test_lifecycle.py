@@ -16,6 +16,7 @@ from flow.stores import SqliteStore
 IN_FLIGHT = 50
 
 
+@pytest.mark.slow
 def test_restarted_daemon_resumes_every_session(start_daemon: StartDaemon) -> None:
     first = start_daemon()
     with first.client() as client:
