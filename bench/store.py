@@ -1,6 +1,6 @@
 """Store benchmark: acknowledged fsync'd saves per second, group commit against one per transaction.
 
-Usage: ``.venv-dev/bin/python bench/store.py [--quick] [--seconds S] [--out PATH]``.
+Usage: ``.venv-dev/bin/python bench/store.py [--quick] [--seconds S] [--rounds N] [--out PATH]``.
 
 C writer threads (8 and 64) each own one session and save it again and again,
 waiting for each save's acknowledgement (the future ``SqliteStore.save``
@@ -11,17 +11,22 @@ alike); each line gives the median and the range.
 The same ``SqliteStore`` runs twice: with group commit (the writer commits all
 waiting saves in one transaction) and with ``max_batch=1`` (one transaction,
 so one fsync, per save). Prints one line per figure, the ratios and the
-targets, and writes ``bench/out/store.png``.
+targets, and writes ``bench/out/store.png``. A last figure runs the same closed
+loop with no store at all (a thread completes each future at once): CPython's
+thread handoffs alone, the ceiling for any writer thread on this machine now.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import queue
 import statistics
 import sys
 import tempfile
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -111,6 +116,54 @@ def closed_loop(store: SqliteStore, mode: str, writers: int, seconds: float) -> 
     return Run(mode, writers, sum(counts), elapsed, transactions, sum(errors))
 
 
+def handoff_ceiling(writers: int, seconds: float) -> float:
+    """Round trips/s of the same closed loop with no store: a thread completes futures at once.
+
+    This is what CPython's thread handoffs alone allow on this machine right now,
+    the ceiling any in-process store with a writer thread can approach.
+    """
+    pending: queue.SimpleQueue[Future[None] | None] = queue.SimpleQueue()
+
+    def completer() -> None:
+        while True:
+            batch = [pending.get()]
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    batch.append(pending.get_nowait())
+            for future in batch:
+                if future is None:
+                    return
+                future.set_result(None)
+
+    counts = [0] * writers
+    stop = threading.Event()
+    start = threading.Barrier(writers + 1)
+
+    def writer(slot: int) -> None:
+        start.wait()
+        while not stop.is_set():
+            future: Future[None] = Future()
+            pending.put(future)
+            future.result()
+            counts[slot] += 1
+
+    threads = [threading.Thread(target=writer, args=(i,)) for i in range(writers)]
+    helper = threading.Thread(target=completer)
+    helper.start()
+    for thread in threads:
+        thread.start()
+    start.wait()
+    began = time.perf_counter()
+    stop.wait(seconds)  # the measuring window
+    stop.set()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - began
+    pending.put(None)
+    helper.join()
+    return sum(counts) / elapsed
+
+
 def measure(mode: str, max_batch: int, writers: int, seconds: float) -> Run:
     """One run on a fresh fsync'd SQLite file."""
     with tempfile.TemporaryDirectory(prefix="actorflow-bench-store-") as tmp:
@@ -153,16 +206,24 @@ def main() -> int:
     # Rounds alternate the configurations, so that a noisy neighbour hurts them alike.
     group: dict[int, list[Run]] = {w: [] for w in WRITERS}
     single: dict[int, list[Run]] = {w: [] for w in WRITERS}
+    ceilings: list[float] = []
     for _ in range(rounds):
+        ceilings.append(handoff_ceiling(64, seconds))
         for writers in WRITERS:
             group[writers].append(measure("group commit", GROUP_BATCH, writers, seconds))
             single[writers].append(measure("one transaction per save", 1, writers, seconds))
+    ceiling = statistics.median(ceilings)
     for writers in WRITERS:
         print(describe(group[writers]), flush=True)
         print(describe(single[writers]), flush=True)
         ratio = median(group[writers]) / max(median(single[writers]), 1e-9)
         print(f"group commit / one per transaction writers={writers}: {ratio:.2f}x", flush=True)
 
+    print(
+        f"no-store ceiling writers=64: {ceiling:,.0f} round trips/s (the same closed loop, "
+        "futures completed at once by a thread: CPython's thread handoffs alone)",
+        flush=True,
+    )
     at64 = median(group[64])
     ratio64 = at64 / max(median(single[64]), 1e-9)
     met_rate = "met" if at64 >= TARGET_RATE else "MISSED"

@@ -6,6 +6,9 @@ the caller's thread, queues it and returns a future at once; the writer takes
 everything waiting (up to ``max_batch``), checks each compare-and-set, commits
 the lot in one transaction and only then completes the futures. Many callers
 share one fsync, and an actor can pass the future on to its own caller and go on.
+When a batch comes out much smaller than the one before, the writer waits up to
+one commit's time (2 ms at most) for the rest to arrive, as PostgreSQL's
+``commit_delay`` does.
 
 The writer is the only thread (and, by design, the only process) writing the
 file, so it caches the committed revision of every session it has seen and the
@@ -42,6 +45,7 @@ _SYNCHRONOUS: dict[str, str] = {"fsync": "FULL", "commit": "NORMAL"}
 _REVISION_CACHE_LIMIT = 262_144
 _ROWS_PER_STATEMENT = 1000  # 10 columns a row stays under SQLite's 32,766 parameters
 _MAX_READERS = 8
+_MAX_COMMIT_DELAY = 0.002  # seconds the writer may wait for a batch to fill
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS sessions (
@@ -174,6 +178,7 @@ class SqliteStore:
         self._saves = 0
         self._failed_transactions = 0
         self._largest_batch = 0
+        self._commit_delay = 0.0
         self._writer = threading.Thread(
             target=self._write_loop, name=f"sqlite-writer:{self.path.name}", daemon=True
         )
@@ -449,14 +454,16 @@ class SqliteStore:
 
     def _write_loop(self) -> None:
         get = self._queue.get
-        get_nowait = self._queue.get_nowait
-        cap = self._max_batch
+        previous = 0
         while True:
             batch = [get()]
-            # A quarantine ends its batch: it must see the rows the saves before it wrote.
-            with contextlib.suppress(queue.Empty):
-                while len(batch) < cap and not isinstance(batch[-1], _QuarantineOp):
-                    batch.append(get_nowait())
+            self._drain(batch)
+            if len(batch) * 2 < previous and self._commit_delay > 0.0:
+                # The callers of the last batch are on their way back: committing
+                # this stub alone would cost them a whole commit more (see _wait_for).
+                self._wait_for(previous - len(batch))
+                self._drain(batch)
+            previous = len(batch)
             self._largest_batch = max(self._largest_batch, len(batch))
             try:
                 if self._write_batch(batch):
@@ -471,13 +478,43 @@ class SqliteStore:
                 if any(isinstance(op, _CloseOp) for op in batch):
                     return
 
+    def _wait_for(self, more: int) -> None:
+        """Wait until ``more`` operations are queued, at most as long as a commit takes.
+
+        Without it, batches settle into a stub and a crowd in turn (1, 63, 1, 63
+        at 64 writers): the stub is taken while the last crowd's callers are
+        still preparing their next saves. Waiting about one commit's time for
+        them (PostgreSQL's ``commit_delay``, adaptive) costs less than the extra
+        commit; the sleep gives the GIL to those callers.
+        """
+        delay = self._commit_delay
+        deadline = time.perf_counter() + delay
+        queued = self._queue.qsize
+        while queued() < more:
+            left = deadline - time.perf_counter()
+            if left <= 0.0:
+                return
+            time.sleep(min(left, delay / 4))
+
+    def _drain(self, batch: builtins.list[_Op]) -> None:
+        """Add what is queued to ``batch``, up to ``max_batch``."""
+        get_nowait = self._queue.get_nowait
+        cap = self._max_batch
+        # A quarantine ends its batch: it must see the rows the saves before it wrote.
+        with contextlib.suppress(queue.Empty):
+            while len(batch) < cap and not isinstance(batch[-1], _QuarantineOp):
+                batch.append(get_nowait())
+
     def _write_batch(self, batch: builtins.list[_Op]) -> bool:
         """Commit one batch and complete its futures; True when it held the close request."""
         try:
             self._load_revisions(batch)
             plan = _BatchPlan(self._revisions, batch)
             if plan.statements or plan.quarantine is not None:
+                started = time.perf_counter()
                 self._commit(plan)
+                took = min(time.perf_counter() - started, _MAX_COMMIT_DELAY)
+                self._commit_delay = 0.75 * self._commit_delay + 0.25 * took
                 self._transactions += 1
         except Exception as exc:
             self._failed_transactions += 1
