@@ -110,6 +110,11 @@ class Shell:
             else:
                 result = self.client.call(parsed.command, **parsed.args)
                 self.console.print(render_result(parsed.command, result))
+        except KeyboardInterrupt:
+            # The reply to an interrupted request may still arrive: drop the connection
+            # so that it cannot be read as the answer to the next command.
+            self.client.close()
+            self.console.print("interrupted")
         except DaemonUnavailable as exc:
             self.console.print(f"daemon unavailable: {exc}", style="red", highlight=False)
         except AdminError as exc:

@@ -44,6 +44,11 @@ def test_shell_lists_inspects_completes_an_id_runs_top_and_quits(
         child.expect("press any key")  # redrawn by the next refresh, a second later
         child.send("q")
         child.expect(PROMPT)
+        child.sendline("top")
+        child.expect("press any key")
+        child.sendintr()
+        child.expect("interrupted")
+        child.expect(PROMPT)
 
         child.sendline("frobnicate")
         child.expect("unknown command 'frobnicate'")
