@@ -150,6 +150,11 @@ class SqliteStore:
         max_batch: most operations committed in one transaction; 1 gives one
             transaction per save (the benchmark's baseline).
 
+    Every method raises ``StoreUnavailable`` once the store is closed. One
+    process writes a file at a time: the writer caches committed revisions, so
+    a second writer (another process, or a second store on the same file)
+    would defeat compare-and-set.
+
     Raises:
         InvalidInput: ``durability`` or ``max_batch`` is not valid.
         StoreUnavailable: the file cannot be opened, is not a database, or was
@@ -321,6 +326,9 @@ class SqliteStore:
         """Delete ``session_id`` after every save queued before it; True if it existed.
 
         Returns once the deletion is committed.
+
+        Raises:
+            StoreUnavailable: the store is closed, or the commit failed.
         """
         future: Future[bool] = Future()
         future.set_running_or_notify_cancel()
@@ -391,7 +399,10 @@ class SqliteStore:
     def close(self) -> None:
         """Commit what is queued, stop the writer and close the file.
 
-        Later calls (other than ``close``) raise ``StoreUnavailable``.
+        Later calls (other than ``close``, which does nothing) raise ``StoreUnavailable``.
+
+        Raises:
+            StoreUnavailable: the last commit failed (the file is closed all the same).
         """
         future: Future[None] = Future()
         future.set_running_or_notify_cancel()
