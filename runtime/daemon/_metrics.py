@@ -85,7 +85,7 @@ class DaemonMetrics:
         )
         self.step_duration = Histogram(
             "actorflow_step_duration_seconds",
-            "Time to answer a step request, in seconds.",
+            "Seconds a successful step took, as the daemon saw it.",
             buckets=STEP_BUCKETS,
             registry=self.registry,
         )
