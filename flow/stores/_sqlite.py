@@ -10,10 +10,11 @@ When a batch comes out much smaller than the one before, the writer waits up to
 one commit's time (2 ms at most) for the rest to arrive, as PostgreSQL's
 ``commit_delay`` does.
 
-The writer is the only thread (and, by design, the only process) writing the
-file, so it caches the committed revision of every session it has seen and the
-hot path needs no SELECT per save. Reads use their own connections (a small
-pool), never the writer's, and see the last committed state.
+The writer is the only thread writing the file, so it caches the committed
+revision of every session it has seen and the hot path needs no SELECT per
+save (``PRAGMA data_version`` tells it when someone else has committed).
+Reads use their own connections (a small pool), never the writer's, and see
+the last committed state.
 """
 
 from __future__ import annotations
@@ -151,9 +152,11 @@ class SqliteStore:
             transaction per save (the benchmark's baseline).
 
     Every method raises ``StoreUnavailable`` once the store is closed. One
-    process writes a file at a time: the writer caches committed revisions, so
-    a second writer (another process, or a second store on the same file)
-    would defeat compare-and-set.
+    store writes a file at a time: the writer caches committed revisions and
+    drops the cache when it sees another connection's commit, but a commit
+    landing between that check and the batch could still slip past
+    compare-and-set. An occasional operator's tool is safe; two live stores
+    on one file are not.
 
     Raises:
         InvalidInput: ``durability`` or ``max_batch`` is not valid.
@@ -184,6 +187,7 @@ class SqliteStore:
         self._failed_transactions = 0
         self._largest_batch = 0
         self._commit_delay = 0.0
+        self._data_version: int | None = None
         self._writer = threading.Thread(
             target=self._write_loop, name=f"sqlite-writer:{self.path.name}", daemon=True
         )
@@ -519,6 +523,7 @@ class SqliteStore:
     def _write_batch(self, batch: builtins.list[_Op]) -> bool:
         """Commit one batch and complete its futures; True when it held the close request."""
         try:
+            self._forget_revisions_if_changed_elsewhere()
             self._load_revisions(batch)
             plan = _BatchPlan(self._revisions, batch)
             if plan.statements or plan.quarantine is not None:
@@ -578,6 +583,18 @@ class SqliteStore:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
             raise
+
+    def _forget_revisions_if_changed_elsewhere(self) -> None:
+        """Drop the revision cache when another connection has committed to the file.
+
+        Nothing in this store does (readers are query-only), but an operator's
+        tool might: without this, a session it deleted could be brought back by
+        a save that the stale cache let through.
+        """
+        version = self._writer_conn.execute("PRAGMA data_version").fetchone()[0]
+        if version != self._data_version:
+            self._revisions.clear()
+            self._data_version = version
 
     def _load_revisions(self, batch: builtins.list[_Op]) -> None:
         """Cache the committed revision of every session the batch touches and the cache lacks."""

@@ -440,6 +440,22 @@ def test_the_revision_check_survives_a_reopen(tmp_path: Path, make_session: Make
         assert reopened.delete("s1") is True
 
 
+def test_a_session_deleted_by_another_connection_is_not_brought_back(
+    store: SqliteStore, make_session: MakeSession
+) -> None:
+    store.save(make_session("s1", revision=0), None).result(timeout=10)
+    store.save(make_session("s1", revision=1), 0).result(timeout=10)
+    with sqlite3.connect(store.path) as conn:
+        conn.execute("DELETE FROM sessions WHERE session_id = 's1'")
+    conn.close()
+
+    with pytest.raises(RevisionConflict) as caught:
+        store.save(make_session("s1", revision=2), 1).result(timeout=10)
+
+    assert caught.value.actual is None
+    assert store.load("s1") is None
+
+
 def test_every_call_after_close_raises_store_unavailable(
     store: SqliteStore, make_session: MakeSession
 ) -> None:
