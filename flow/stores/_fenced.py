@@ -7,9 +7,10 @@ not know about leases:
   session's lease; when another node holds it, it raises ``LeaseHeldElsewhere``
   (carrying the holder, so that the daemon can forward the request there) and
   the session is not activated here.
-- ``save`` fences every write with the lease held on the session, so Redis
-  refuses it (``LeaseLost``) once a newer epoch has been granted elsewhere; a
-  save of a new session (``expected_revision`` None) takes the lease first.
+- ``save`` fences every write with the lease held on the session (or, once
+  that lease is lost, with the lost lease), so Redis refuses it (``LeaseLost``)
+  once a newer epoch has been granted elsewhere; a save of a new session
+  (``expected_revision`` None) takes the lease first.
 - A lease no longer needed is released by the ``LeaseManager`` (its
   ``in_use`` callback says which sessions are live here).
 """
@@ -81,9 +82,10 @@ class FencedStore:
             except StoreUnavailable as exc:
                 return _failed(exc)
         else:
-            lease = self.leases.lease_for(session.session_id)
+            sid = session.session_id
+            lease = self.leases.lease_for(sid) or self.leases.lost_lease(sid)
             if lease is None:
-                return _failed(LeaseLost(session.session_id, None, None))
+                return _failed(LeaseLost(sid, None, None))
         return self.inner.save(session, expected_revision, fence=lease.fence)
 
     def delete(self, session_id: str) -> bool:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -41,6 +42,9 @@ __all__ = [
 ]
 
 _log = structlog.get_logger("actorflow.lease")
+
+LOST_REMEMBERED = 10_000
+"""How many lost leases a manager remembers (for ``lost_lease``)."""
 
 _ACQUIRE = LuaScript(
     """
@@ -225,6 +229,7 @@ class LeaseManager:
         self.renew_interval = ttl / 3
         self._ttl_ms = max(1, round(ttl * 1000))
         self._held: dict[str, _Held] = {}
+        self._lost_leases: OrderedDict[str, Lease] = OrderedDict()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(
@@ -256,6 +261,7 @@ class LeaseManager:
         lease = Lease(session_id, self.node_id, self.advertise, int(reply[1]))
         with self._lock:
             self._held[session_id] = _Held(lease, started + self.ttl, started)
+            self._lost_leases.pop(session_id, None)
         return lease
 
     def renew(self, lease: Lease) -> bool:
@@ -342,6 +348,16 @@ class LeaseManager:
         with self._lock:
             return [h.lease for h in self._held.values()]
 
+    def lost_lease(self, session_id: str) -> Lease | None:
+        """This node's last lease on ``session_id`` if it was lost (not released), else None.
+
+        A save from a process that lost its lease still carries that lease's
+        fence, so that Redis, not this process, decides whether the write is stale.
+        The most recent ``LOST_REMEMBERED`` losses are remembered.
+        """
+        with self._lock:
+            return self._lost_leases.get(session_id)
+
     def lease_for(self, session_id: str) -> Lease | None:
         """This node's lease on ``session_id``, or None."""
         with self._lock:
@@ -425,6 +441,9 @@ class LeaseManager:
             if held is None or held.lease != lease:
                 return
             del self._held[lease.name]
+            self._lost_leases[lease.name] = lease
+            while len(self._lost_leases) > LOST_REMEMBERED:
+                self._lost_leases.popitem(last=False)
         _log.warning(
             "lease_lost",
             session_id=lease.name,

@@ -121,7 +121,7 @@ def test_a_lease_no_longer_in_use_is_released(redis_url: str) -> None:
         a.save(make_session("kept"), None).result(timeout=5)
         a.save(make_session("idle"), None).result(timeout=5)
         live.add("kept")
-        wait_until(lambda: a.leases.holder("idle") is None, timeout=3)
+        wait_until(lambda: a.leases.holder("idle") is None, timeout=10)
         assert b.load("idle") is not None
         with pytest.raises(LeaseHeldElsewhere):
             b.load("kept")
@@ -136,3 +136,19 @@ def test_delete_releases_the_lease(nodes: tuple[FencedStore, FencedStore]) -> No
     assert a.delete("s1") is True
     assert b.leases.holder("s1") is None
     assert b.load("s1") is None
+
+
+def test_after_losing_its_lease_a_node_is_refused_by_redis_not_by_itself(
+    nodes: tuple[FencedStore, FencedStore],
+) -> None:
+    a, b = nodes
+    a.save(make_session("s1"), None).result(timeout=5)
+    old = a.leases.lease_for("s1")
+    assert old is not None
+    a.inner.client.delete("actorflow:lease:s1")  # as if a had been paused past its ttl
+    assert b.load("s1") is not None
+    assert a.leases.renew_all() == [old]
+    assert a.leases.lost_lease("s1") == old
+    with pytest.raises(LeaseLost, match="granted since") as info:
+        a.save(make_session("s1", 1), 0).result(timeout=5)
+    assert info.value.epoch == old.epoch

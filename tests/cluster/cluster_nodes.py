@@ -1,0 +1,168 @@
+"""Helpers for the cluster tests: actorflowd subprocesses sharing one real redis-server.
+
+(A module of its own, not conftest.py: ``from conftest import`` finds whichever
+conftest was imported first when several test directories run together.)
+
+``Node.start`` runs ``python -m runtime`` on a free loopback port with
+``--store <redis url> --lease-ttl LEASE_TTL --node-id <name>`` (advertising its
+own URL), JSON logs into a file, and waits until ``/readyz`` answers 200. Every
+node a test started is stopped after it (SIGCONT, SIGTERM, then SIGKILL).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from runtime.admin import AdminClient
+
+ROOT = Path(__file__).resolve().parents[2]
+READY_TIMEOUT = 30.0
+LEASE_TTL = 1.0
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
+    """Poll ``condition`` until it is truthy (its value) or fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout} s: {what or condition}")
+        time.sleep(0.02)  # polling another process's state: there is no event to wait on
+
+
+class Node:
+    """One actorflowd subprocess of the cluster."""
+
+    def __init__(self, workdir: Path, name: str, redis_url: str, extra: list[str]) -> None:
+        self.name = name
+        self.workdir = workdir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.data_dir = workdir / "data"
+        self.log_path = workdir / "daemon.log"
+        self.command = [
+            sys.executable, "-m", "runtime",
+            "--port", str(self.port),
+            "--data-dir", str(self.data_dir),
+            "--log-format", "json",
+            "--graphs", "flow.demo:GRAPHS",
+            "--store", redis_url,
+            "--lease-ttl", str(LEASE_TTL),
+            "--node-id", name,
+            *extra,
+        ]  # fmt: skip
+        self.process: subprocess.Popen[bytes] | None = None
+        self._http: httpx.Client | None = None
+
+    @property
+    def http(self) -> httpx.Client:
+        """This node's keep-alive client for the test's own thread (closed by ``stop``)."""
+        if self._http is None:
+            self._http = self.client()
+        return self._http
+
+    def start(self) -> Node:
+        """Start the node and wait until /readyz answers 200."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ACTORFLOW_")}
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.command, cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        deadline = time.monotonic() + READY_TIMEOUT
+        while True:
+            if self.process.poll() is not None:
+                raise AssertionError(f"node {self.name} exited:\n{self.log_tail()}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=1.0).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"node {self.name} not ready:\n{self.log_tail()}")
+            time.sleep(0.05)  # polling a subprocess's port: there is no event to wait on
+
+    def client(self, **kwargs: Any) -> httpx.Client:
+        """A keep-alive HTTP client of this node."""
+        return httpx.Client(base_url=self.url, timeout=30.0, **kwargs)
+
+    def live(self) -> set[str]:
+        """Ids of the sessions live in this node (from its admin socket's ``ls``)."""
+        with AdminClient(self.data_dir / "admin.sock", timeout=10.0) as admin:
+            result = admin.call("ls")
+        return {s["session_id"] for s in result["sessions"]}
+
+    def events(self, name: str) -> list[dict[str, Any]]:
+        """The JSON log lines whose event is ``name``."""
+        found = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and record.get("event") == name:
+                found.append(record)
+        return found
+
+    def log_tail(self, lines: int = 40) -> str:
+        """The last lines the node logged."""
+        if not self.log_path.exists():
+            return "(no log)"
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def signal(self, signum: int) -> None:
+        """Send ``signum`` to the node."""
+        assert self.process is not None
+        self.process.send_signal(signum)
+
+    def kill(self) -> None:
+        """SIGKILL the node and reap it."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait(10)
+
+    def stop(self) -> None:
+        """Resume (if paused), SIGTERM, wait; SIGKILL after 20 s."""
+        if self._http is not None:
+            self._http.close()
+            self._http = None
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGCONT)
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+StartNode = Callable[..., Node]
+
+
+def create_session(node: Node, graph: str = "echo") -> str:
+    """Create a session through ``node``; its id."""
+    response = node.http.post("/v1/sessions", json={"graph": graph})
+    assert response.status_code == 201, response.text
+    session_id: str = response.json()["session_id"]
+    return session_id
