@@ -63,9 +63,7 @@ class AdminServer:
             # so setting the mode here closes the window a umask-default mode would open.
             os.chmod(self._path, SOCKET_MODE)
             self._inode = os.lstat(self._path).st_ino
-            self._server = await asyncio.start_unix_server(
-                self._accept, sock=sock, limit=MAX_LINE_BYTES
-            )
+            self._server = await asyncio.start_unix_server(self._accept, sock=sock)
         except BaseException:
             sock.close()
             self._unlink_own_socket()

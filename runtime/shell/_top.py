@@ -21,15 +21,21 @@ from runtime.shell._render import live_table, sort_for_top
 __all__ = ["run_top"]
 
 REFRESH_SECONDS = 1.0
+TABLE_CHROME_LINES = 7  # title, borders, header and the prompt line around the rows
+MIN_ROWS = 5
 
 
-def _frame(client: AdminClient) -> RenderableType:
-    sessions = client.call("ls")["sessions"]
+def _frame(client: AdminClient, console: Console) -> RenderableType:
+    """The live table cut to the rows that fit on the screen."""
+    sessions = sort_for_top(client.call("ls")["sessions"])
+    rows = max(MIN_ROWS, console.size.height - TABLE_CHROME_LINES)
+    hidden = max(0, len(sessions) - rows)
+    more = f", {hidden} more below" if hidden else ""
     title = (
-        f"top: {len(sessions)} live, {time.strftime('%H:%M:%S')} "
+        f"top: {len(sessions)} live{more}, {time.strftime('%H:%M:%S')} "
         "(deepest mailbox, then least idle, first); press any key to return"
     )
-    return live_table(sort_for_top(sessions), title=title)
+    return live_table(sessions[:rows], title=title)
 
 
 @contextmanager
@@ -51,7 +57,7 @@ def run_top(client: AdminClient, console: Console, *, interval: float = REFRESH_
     Raises:
         AdminError: the first fetch failed (e.g. ``DaemonUnavailable``).
     """
-    first = _frame(client)
+    first = _frame(client, console)
     if not sys.stdin.isatty():
         console.print(first)
         return
@@ -63,7 +69,7 @@ def run_top(client: AdminClient, console: Console, *, interval: float = REFRESH_
                 os.read(fd, 1024)  # swallow the key (and any escape sequence it sent)
                 return
             try:
-                live.update(_frame(client), refresh=True)
+                live.update(_frame(client, console), refresh=True)
             except AdminError as exc:
                 live.update(Group(Text(f"top stopped: {exc}", style="red")), refresh=True)
                 return

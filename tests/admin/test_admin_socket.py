@@ -211,6 +211,21 @@ def test_bad_requests_get_error_replies_and_the_connection_keeps_serving(
     assert live_admin.client().call("stats")["live"] == 1
 
 
+def test_pipelined_requests_are_answered_in_order_and_blank_lines_skipped(
+    live_admin: LiveAdmin,
+) -> None:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as raw:
+        raw.settimeout(30)
+        raw.connect(str(live_admin.socket))
+        raw.sendall(b'{"op":"stats"}\n{"op":"nope"}\n\n   \n{"op":"help"}\n')
+        with raw.makefile("rb") as replies:
+            first, second, third = (json.loads(replies.readline()) for _ in range(3))
+    assert first["ok"] is True
+    assert "steps" in first["result"]
+    assert second["error"]["type"] == "UnknownOp"
+    assert third["result"]["ops"][0]["op"] == "help"
+
+
 def test_an_ambiguous_prefix_names_the_candidates(live_admin: LiveAdmin) -> None:
     by_first: dict[str, list[str]] = defaultdict(list)
     for _ in range(17):  # 16 hex digits: two of 17 ids share a first character
