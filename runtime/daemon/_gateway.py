@@ -64,6 +64,8 @@ class Gateway:
         request_id = given if given and _REQUEST_ID.match(given) else os.urandom(16).hex()
         info = RequestInfo(request_id)
         raw[SCOPE_KEY] = info
+        # every line logged while serving this request (its own asyncio task) carries its id
+        structlog.contextvars.bind_contextvars(request_id=request_id)
         status = 500
         rid_header = (b"x-request-id", request_id.encode())
 
