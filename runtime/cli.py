@@ -39,6 +39,7 @@ DEFAULT_DATA_DIR = Path("var")
 SOCKET_NAME = "admin.sock"
 PIPE_WIDTH = 160
 QUARANTINE_SHOWN = 100
+EXIT_INTERRUPTED = 130  # the shell convention for "stopped by SIGINT"
 
 
 def _add_daemon_target(parser: argparse.ArgumentParser) -> None:
@@ -257,7 +258,11 @@ def _configure_logging() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the ``actorflow`` command; returns the exit status (1 on errors, 2 on usage)."""
+    """Run the ``actorflow`` command; returns the exit status (1 on errors, 2 on usage).
+
+    Args:
+        argv: the arguments after the program name (default ``sys.argv[1:]``).
+    """
     args = build_parser().parse_args(argv)
     _configure_logging()
     try:
@@ -268,6 +273,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_sessions(args)
     except BrokenPipeError:
         return 1
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
     except (AdminError, ActorflowError, OSError) as exc:
         print(f"actorflow: {exc}", file=sys.stderr)
         return 1
