@@ -249,5 +249,7 @@ def render_result(op: str, result: Any) -> RenderableType:
         verb = "killed" if result["killed"] else "not live (nothing to kill):"
         return Text(f"{verb} {result['session_id']}")
     if op == "snapshot":
+        if not result["bytes"]:
+            return Text(f"not live (its stored snapshot is current): {result['session_id']}")
         return Text(f"snapshot of {result['session_id']} written: {result['bytes']} bytes")
     return Text(json.dumps(result, indent=2, ensure_ascii=False))
