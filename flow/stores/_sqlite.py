@@ -47,6 +47,7 @@ _REVISION_CACHE_LIMIT = 262_144
 _ROWS_PER_STATEMENT = 1000  # 10 columns a row stays under SQLite's 32,766 parameters
 _MAX_READERS = 8
 _MAX_COMMIT_DELAY = 0.002  # seconds the writer may wait for a batch to fill
+_DATA_VERSION_EVERY = 0.1  # seconds between checks for other connections' commits
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS sessions (
@@ -153,10 +154,10 @@ class SqliteStore:
 
     Every method raises ``StoreUnavailable`` once the store is closed. One
     store writes a file at a time: the writer caches committed revisions and
-    drops the cache when it sees another connection's commit, but a commit
-    landing between that check and the batch could still slip past
-    compare-and-set. An occasional operator's tool is safe; two live stores
-    on one file are not.
+    drops the cache when it sees another connection's commit (it looks every
+    0.1 s at most), so a save within that window of another writer's commit
+    can slip past compare-and-set. An occasional operator's tool is safe
+    enough; two live stores on one file are not.
 
     Raises:
         InvalidInput: ``durability`` or ``max_batch`` is not valid.
@@ -188,6 +189,7 @@ class SqliteStore:
         self._largest_batch = 0
         self._commit_delay = 0.0
         self._data_version: int | None = None
+        self._data_version_checked = -_DATA_VERSION_EVERY
         self._writer = threading.Thread(
             target=self._write_loop, name=f"sqlite-writer:{self.path.name}", daemon=True
         )
@@ -589,8 +591,14 @@ class SqliteStore:
 
         Nothing in this store does (readers are query-only), but an operator's
         tool might: without this, a session it deleted could be brought back by
-        a save that the stale cache let through.
+        a save that the stale cache let through. Checked at most every
+        ``_DATA_VERSION_EVERY`` seconds: each call into SQLite costs the writer a
+        round for the GIL, and one per batch cost a quarter of the throughput.
         """
+        now = time.monotonic()
+        if now < self._data_version_checked + _DATA_VERSION_EVERY:
+            return
+        self._data_version_checked = now
         version = self._writer_conn.execute("PRAGMA data_version").fetchone()[0]
         if version != self._data_version:
             self._revisions.clear()

@@ -441,8 +441,9 @@ def test_the_revision_check_survives_a_reopen(tmp_path: Path, make_session: Make
 
 
 def test_a_session_deleted_by_another_connection_is_not_brought_back(
-    store: SqliteStore, make_session: MakeSession
+    store: SqliteStore, make_session: MakeSession, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(flow.stores._sqlite, "_DATA_VERSION_EVERY", 0.0)  # look every batch
     store.save(make_session("s1", revision=0), None).result(timeout=10)
     store.save(make_session("s1", revision=1), 0).result(timeout=10)
     with sqlite3.connect(store.path) as conn:
