@@ -48,6 +48,7 @@ CONNECT_TIMEOUT = 1.0
 
 _SESSION_PATH = re.compile(r"^/v1/sessions/([^/]+)(?:/step)?/?$")
 _EXECUTE_PATH = "/v1/execute"
+_REQUEST_ID = b"x-request-id"
 # Hop-by-hop headers (RFC 9110 7.6.1) and those httpx sets itself.
 _HOP_BY_HOP = frozenset(
     {
@@ -107,8 +108,6 @@ class Forwarder:
         self.app = cast(_App, app)
         self.leases = leases
         self.max_body = max_body
-        self.forwarded = 0
-        self.takeovers = 0
         self._client = client
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -204,13 +203,13 @@ class Forwarder:
             )
             return False
         client = self._http()
+        info = request_info(scope)
         request = client.build_request(
             scope["method"],
             _target_url(holder.advertise, scope),
-            headers=_forward_headers(scope),
+            headers=_forward_headers(scope, info.request_id),
             content=body,
         )
-        info = request_info(scope)
         info.session_id = holder.name
         sending = asyncio.ensure_future(client.send(request, stream=True))
         try:
@@ -248,8 +247,12 @@ class Forwarder:
             return False
         finally:
             await response.aclose()
-        self.forwarded += 1
-        headers = [(k.lower(), v) for k, v in response.headers.raw if k.lower() not in _HOP_BY_HOP]
+        # the gateway adds this request's id itself (the holder answered with the same)
+        headers = [
+            (k.lower(), v)
+            for k, v in response.headers.raw
+            if k.lower() not in _HOP_BY_HOP and k.lower() != _REQUEST_ID
+        ]
         headers.append((b"content-length", str(len(content)).encode()))
         await send(
             {"type": "http.response.start", "status": response.status_code, "headers": headers}
@@ -273,7 +276,6 @@ class Forwarder:
         poll = min(0.05, self.leases.renew_interval)
         while time.monotonic() < deadline:
             if not await self._still_holds(holder):
-                self.takeovers += 1
                 _log.info(
                     "lease_lapsed",
                     session_id=holder.name,
@@ -347,8 +349,14 @@ def _header(scope: _Scope, name: bytes) -> bytes | None:
     return None
 
 
-def _forward_headers(scope: _Scope) -> list[tuple[bytes, bytes]]:
-    headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _HOP_BY_HOP]
+def _forward_headers(scope: _Scope, request_id: str) -> list[tuple[bytes, bytes]]:
+    """The caller's headers (credentials included), this request's id, the forwarded mark."""
+    headers = [
+        (k, v)
+        for k, v in scope["headers"]
+        if k.lower() not in _HOP_BY_HOP and k.lower() != _REQUEST_ID
+    ]
+    headers.append((_REQUEST_ID, request_id.encode()))
     headers.append((FORWARDED_HEADER.encode(), b"1"))
     return headers
 

@@ -8,6 +8,7 @@ import signal
 import threading
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,9 +25,9 @@ def step(client: httpx.Client, session_id: str, text: str, **headers: str) -> ht
     return client.post(f"/v1/sessions/{session_id}/step", json={"input": text}, headers=headers)
 
 
-def inputs_of(node: Node, session_id: str) -> list[str]:
+def inputs_of(node: Node, session_id: str, headers: dict[str, str] | None = None) -> list[str]:
     """The user inputs recorded in the session's chat history, read through ``node``."""
-    response = node.http.get(f"/v1/sessions/{session_id}")
+    response = node.http.get(f"/v1/sessions/{session_id}", headers=headers)
     assert response.status_code == 200, response.text
     return [m["content"] for m in response.json()["chat_history"] if m["role"] == "user"]
 
@@ -273,3 +274,48 @@ def test_redis_outage_gives_503_and_leaves_no_session_corrupted(
     client = redis.Redis.from_url(redis_server.url)
     assert client.llen("actorflow:quarantine") == 0
     client.close()
+
+
+def test_forwarding_passes_credentials_and_returns_the_holders_answer_unchanged(
+    start_node: StartNode, tmp_path: Path, redis_url: str
+) -> None:
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text("tok-alice alice\ntok-bob bob\n")
+    tokens.chmod(0o600)
+    a = start_node("a", "--tokens", str(tokens), *STEADY)
+    b = start_node("b", "--tokens", str(tokens), *STEADY)
+    alice = {"authorization": "Bearer tok-alice"}
+    bob = {"authorization": "Bearer tok-bob"}
+    created = a.http.post("/v1/sessions", json={"graph": "echo"}, headers=alice)
+    sid = created.json()["session_id"]
+    assert a.http.post(f"/v1/sessions/{sid}/step", json={"input": "1"}, headers=alice).is_success
+    assert lease_node(redis_url, sid) == "a"
+
+    # through b, forwarded to a with alice's token: served as alice
+    via_b = b.http.post(
+        f"/v1/sessions/{sid}/step",
+        json={"input": "2"},
+        headers={**alice, "x-request-id": "req-forwarded-1"},
+    )
+    assert via_b.status_code == 200
+    assert via_b.json()["revision"] == 2
+    assert via_b.headers["x-request-id"] == "req-forwarded-1"
+    forwarded = [e for e in a.events("request") if e.get("request_id") == "req-forwarded-1"]
+    assert [e["user"] for e in forwarded] == ["alice"]
+
+    # bob's token is passed through too: a answers 404 and b relays it unchanged
+    direct = a.http.post(f"/v1/sessions/{sid}/step", json={"input": "x"}, headers=bob)
+    relayed = b.http.post(f"/v1/sessions/{sid}/step", json={"input": "x"}, headers=bob)
+    assert (direct.status_code, relayed.status_code) == (404, 404)
+    assert relayed.headers["content-type"] == direct.headers["content-type"]
+    assert relayed.json() == direct.json()
+
+    # a request already forwarded is served where it lands, never forwarded again
+    marked = b.http.post(
+        f"/v1/sessions/{sid}/step",
+        json={"input": "3"},
+        headers={**alice, "x-actorflow-forwarded": "1"},
+    )
+    assert marked.status_code == 503
+    assert "live on node 'a'" in marked.json()["detail"]
+    assert inputs_of(a, sid, alice) == ["1", "2"]
