@@ -11,9 +11,11 @@ alike); each line gives the median and the range.
 The same ``SqliteStore`` runs twice: with group commit (the writer commits all
 waiting saves in one transaction) and with ``max_batch=1`` (one transaction,
 so one fsync, per save). Prints one line per figure, the ratios and the
-targets, and writes ``bench/out/store.png``. A last figure runs the same closed
-loop with no store at all (a thread completes each future at once): CPython's
-thread handoffs alone, the ceiling for any writer thread on this machine now.
+targets, and writes ``bench/out/store.png``. Two more figures put them in
+context: group commit at 64 writers with ``durability="commit"`` (no fsync, so
+what the store's CPU side allows), and the same closed loop with no store at
+all (a thread completes each future at once): CPython's thread handoffs alone,
+the ceiling for any writer thread on this machine now.
 """
 
 from __future__ import annotations
@@ -35,11 +37,13 @@ from _plot import grouped_bars
 from flow._context import Context
 from flow._session import Session, SessionMetadata, SessionStatus
 from flow.stores import SqliteStore
+from flow.stores._protocol import Durability
 
 WRITERS = (8, 64)
 GROUP_BATCH = 1024
 TARGET_RATE = 30_000.0
 TARGET_RATIO = 2.0
+NO_FSYNC = "group commit, durability=commit (no fsync: the CPU side alone)"
 OUT = Path(__file__).resolve().parent / "out" / "store.png"
 
 
@@ -164,10 +168,12 @@ def handoff_ceiling(writers: int, seconds: float) -> float:
     return sum(counts) / elapsed
 
 
-def measure(mode: str, max_batch: int, writers: int, seconds: float) -> Run:
-    """One run on a fresh fsync'd SQLite file."""
+def measure(
+    mode: str, max_batch: int, writers: int, seconds: float, durability: Durability = "fsync"
+) -> Run:
+    """One run on a fresh SQLite file (fsync'd unless ``durability`` says otherwise)."""
     with tempfile.TemporaryDirectory(prefix="actorflow-bench-store-") as tmp:
-        store = SqliteStore(Path(tmp) / "sessions.db", "fsync", max_batch=max_batch)
+        store = SqliteStore(Path(tmp) / "sessions.db", durability, max_batch=max_batch)
         try:
             return closed_loop(store, mode, writers, seconds)
         finally:
@@ -207,8 +213,10 @@ def main() -> int:
     group: dict[int, list[Run]] = {w: [] for w in WRITERS}
     single: dict[int, list[Run]] = {w: [] for w in WRITERS}
     ceilings: list[float] = []
+    unsynced: list[Run] = []
     for _ in range(rounds):
         ceilings.append(handoff_ceiling(64, seconds))
+        unsynced.append(measure(NO_FSYNC, GROUP_BATCH, 64, seconds, "commit"))
         for writers in WRITERS:
             group[writers].append(measure("group commit", GROUP_BATCH, writers, seconds))
             single[writers].append(measure("one transaction per save", 1, writers, seconds))
@@ -219,6 +227,7 @@ def main() -> int:
         ratio = median(group[writers]) / max(median(single[writers]), 1e-9)
         print(f"group commit / one per transaction writers={writers}: {ratio:.2f}x", flush=True)
 
+    print(describe(unsynced), flush=True)
     print(
         f"no-store ceiling writers=64: {ceiling:,.0f} round trips/s (the same closed loop, "
         "futures completed at once by a thread: CPython's thread handoffs alone)",
