@@ -1,0 +1,207 @@
+"""Durable echo steps over HTTP: SQLite vs Redis, one daemon vs two sharing Redis.
+
+Starts a redis-server (append-only, fsync always, on a free loopback port) and,
+per configuration, actorflowd subprocesses serving 64 ``echo`` sessions:
+
+- ``sqlite``: one daemon, the embedded SQLite store (fsync);
+- ``redis``: one daemon on Redis;
+- ``redis x2``: two daemons on one Redis, each request sent to one of them at
+  random, so about half are forwarded to the daemon holding the session's lease.
+
+A closed loop of C keep-alive clients (one asyncio loop, one ``httpx.AsyncClient``
+per daemon) steps the sessions for a fixed time; prints steps/s, p50 and p99 per
+configuration and client count, one line each.
+
+    .venv-dev/bin/python bench/cluster.py [--quick] [--clients 16 64] [--seconds 8]
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# Run as a script, this file's directory comes first on sys.path; drop it, as bench/http.py
+# would shadow the standard library's http package that httpx imports.
+if sys.path and sys.path[0] == os.path.dirname(os.path.abspath(__file__)):
+    del sys.path[0]
+
+import argparse
+import asyncio
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+SESSIONS = 64
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)  # polling a subprocess's port
+    raise SystemExit(f"{url} not ready after {timeout} s")
+
+
+def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise SystemExit("redis-server is not installed (apt-get install redis-server)")
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            binary,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(workdir),
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise SystemExit("redis-server did not start") from None
+            time.sleep(0.02)  # polling a port
+    return process, f"redis://127.0.0.1:{port}/0"
+
+
+def start_daemon(
+    workdir: Path, name: str, store: str | None
+) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    data = workdir / name
+    data.mkdir()
+    command = [
+        sys.executable, "-m", "runtime", "--port", str(port), "--data-dir", str(data),
+        "--log-format", "json", "--graphs", "flow.demo:GRAPHS", "--node-id", name,
+    ]  # fmt: skip
+    if store is not None:
+        command += ["--store", store]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ACTORFLOW_")}
+    env["PYTHONPATH"] = str(ROOT)
+    with (data / "daemon.log").open("wb") as log:
+        process = subprocess.Popen(command, cwd=data, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    wait_http(url + "/readyz")
+    return process, url
+
+
+async def run_load(urls: list[str], clients: int, seconds: float) -> tuple[float, float, float]:
+    """Steps/s, p50 ms and p99 ms of ``clients`` closed-loop clients over ``urls``."""
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    http = [httpx.AsyncClient(base_url=u, limits=limits, timeout=30.0) for u in urls]
+    try:
+        first = http[0]
+        sessions = []
+        for _ in range(SESSIONS):
+            created = await first.post("/v1/sessions", json={"graph": "echo"})
+            sessions.append(created.json()["session_id"])
+        for sid in sessions:  # activate (and lease) every session once, anywhere
+            await random.choice(http).post(f"/v1/sessions/{sid}/step", json={"input": "w"})
+        latencies: list[float] = []
+        errors = 0
+        stop_at = time.monotonic() + seconds
+
+        async def client(i: int) -> None:
+            nonlocal errors
+            rng = random.Random(i)
+            k = i
+            while time.monotonic() < stop_at:
+                sid = sessions[k % SESSIONS]
+                k += clients
+                started = time.perf_counter()
+                response = await rng.choice(http).post(
+                    f"/v1/sessions/{sid}/step", json={"input": "x"}
+                )
+                if response.status_code == 200:
+                    latencies.append(time.perf_counter() - started)
+                else:
+                    errors += 1
+
+        began = time.monotonic()
+        await asyncio.gather(*(client(i) for i in range(clients)))
+        elapsed = time.monotonic() - began
+    finally:
+        for c in http:
+            await c.aclose()
+    if errors:
+        print(f"  ({errors} non-200 answers)")
+    latencies.sort()
+    p50 = latencies[len(latencies) // 2] * 1000
+    p99 = latencies[int(len(latencies) * 0.99)] * 1000
+    return len(latencies) / elapsed, p50, p99
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="3 s per figure")
+    parser.add_argument("--seconds", type=float, default=8.0, help="seconds per figure")
+    parser.add_argument("--clients", type=int, nargs="+", default=[16, 64])
+    args = parser.parse_args()
+    seconds = 3.0 if args.quick else args.seconds
+    with tempfile.TemporaryDirectory(prefix="actorflow-bench-cluster-") as tmp:
+        work = Path(tmp)
+        redis_dir = work / "redis"
+        redis_dir.mkdir()
+        redis_process, redis_url = start_redis(redis_dir)
+        try:
+            for label, store, count in (
+                ("sqlite", None, 1),
+                ("redis", redis_url, 1),
+                ("redis x2", redis_url, 2),
+            ):
+                config_dir = work / ("config-" + label.replace(" ", ""))
+                config_dir.mkdir()
+                daemons = [start_daemon(config_dir, f"n{i}", store) for i in range(count)]
+                try:
+                    urls = [url for _, url in daemons]
+                    for clients in args.clients:
+                        rate, p50, p99 = asyncio.run(run_load(urls, clients, seconds))
+                        print(
+                            f"{label:9} clients={clients:3}  {rate:7.0f} steps/s  "
+                            f"p50 {p50:6.1f} ms  p99 {p99:6.1f} ms",
+                            flush=True,
+                        )
+                finally:
+                    for process, _ in daemons:
+                        process.send_signal(signal.SIGTERM)
+                    for process, _ in daemons:
+                        process.wait(30)
+        finally:
+            redis_process.terminate()
+            redis_process.wait(10)
+
+
+if __name__ == "__main__":
+    main()
