@@ -9,7 +9,7 @@ Handlers find the caller in ``scope["actorflow"]`` (a ``RequestInfo``).
 
 from __future__ import annotations
 
-import os
+import random
 import re
 import time
 from dataclasses import dataclass
@@ -38,6 +38,11 @@ class RequestInfo:
     session_id: str | None = None
 
 
+def _new_request_id() -> str:
+    # not a secret, only unique: no system call (os.urandom) on the event loop thread
+    return f"{random.getrandbits(128):032x}"
+
+
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
     for key, value in headers:
         if key == name:
@@ -61,7 +66,7 @@ class Gateway:
         started = time.perf_counter()
         headers: list[tuple[bytes, bytes]] = raw["headers"]
         given = _header(headers, b"x-request-id")
-        request_id = given if given and _REQUEST_ID.match(given) else os.urandom(16).hex()
+        request_id = given if given and _REQUEST_ID.match(given) else _new_request_id()
         info = RequestInfo(request_id)
         raw[SCOPE_KEY] = info
         # every line logged while serving this request (its own asyncio task) carries its id
@@ -116,6 +121,6 @@ def request_info(scope: Any) -> RequestInfo:
     info = scope.get(SCOPE_KEY)
     if isinstance(info, RequestInfo):
         return info
-    info = RequestInfo(os.urandom(16).hex())
+    info = RequestInfo(_new_request_id())
     scope[SCOPE_KEY] = info
     return info

@@ -24,6 +24,7 @@ from runtime.admin import start_admin_server
 from runtime.daemon._app import OPENAPI_PATH, build_app
 from runtime.daemon._auth import Authenticator
 from runtime.daemon._config import DaemonConfig
+from runtime.daemon._logging import flush_logs
 from runtime.daemon._metrics import DaemonMetrics
 from runtime.daemon._routes import Api
 
@@ -125,6 +126,7 @@ async def serve(
         signals_seen += 1
         if signals_seen > 1:
             _log.warning("second_signal_exiting_now", signal=signal.Signals(signum).name)
+            flush_logs()
             os._exit(EXIT_ON_SECOND_SIGNAL)
         _log.info("draining", signal=signal.Signals(signum).name, inflight=api.inflight)
         api.draining = True
