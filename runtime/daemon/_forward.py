@@ -292,6 +292,7 @@ class Forwarder:
                 timeout=httpx.Timeout(None, connect=CONNECT_TIMEOUT),
                 limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
                 follow_redirects=False,
+                trust_env=False,  # daemon-to-daemon traffic never goes through a proxy
             )
         return self._client
 
