@@ -1,15 +1,20 @@
-"""Parsing shell lines and completing them, without a daemon."""
+"""Parsing shell lines, completing them and rendering results, without a daemon."""
 
 from __future__ import annotations
+
+import time
+from pathlib import Path
 
 import pytest
 from prompt_toolkit.completion import CompleteEvent
 from prompt_toolkit.document import Document
+from rich.console import Console
 
 from runtime.admin import AdminError
+from runtime.shell import history_path
 from runtime.shell._commands import SHELL_COMMANDS, parse_line
 from runtime.shell._completion import ShellCompleter
-from runtime.shell._render import sort_for_top
+from runtime.shell._render import render_result, sort_for_top
 
 IDS = [("abcd1234-0000", "echo waiting_for_input"), ("abff0000-1111", "support paused")]
 
@@ -70,3 +75,32 @@ def test_top_order_is_deepest_mailbox_then_least_idle() -> None:
         {"session_id": "d", "mailbox_depth": 3, "idle_seconds": 2.0},
     ]
     assert [r["session_id"] for r in sort_for_top(rows)] == ["d", "b", "c", "a"]
+
+
+def test_history_lives_in_the_data_dir_or_else_in_home(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    data_dir = tmp_path / "var"
+    data_dir.mkdir()
+    assert history_path(data_dir) == data_dir / ".actorflow_history"
+    assert history_path(tmp_path / "missing") == tmp_path / "home" / ".actorflow_history"
+    assert history_path(None) == tmp_path / "home" / ".actorflow_history"
+
+
+def test_session_documents_show_dates_history_and_no_nulls() -> None:
+    console = Console(width=200, color_system=None, record=True)
+    document = {
+        "session_id": "abcd",
+        "status_message": None,
+        "last_access": time.time() - 30,
+        "history_tail": [{"role": "user", "content": "hi there", "timestamp": "T"}],
+        "metadata": {"created_at": 1_700_000_000.0, "request_count": 3},
+    }
+    console.print(render_result("inspect", document))
+    text = console.export_text()
+    assert "ago)" in text
+    assert "hi there" in text
+    assert "ROLE" in text
+    assert time.strftime("%Y-%m-%d", time.localtime(1_700_000_000.0)) in text
+    assert "null" not in text
