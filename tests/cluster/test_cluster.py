@@ -310,6 +310,17 @@ def test_forwarding_passes_credentials_and_returns_the_holders_answer_unchanged(
     assert relayed.headers["content-type"] == direct.headers["content-type"]
     assert relayed.json() == direct.json()
 
+    # graph-flow's execute names the session in its body: forwarded as well
+    executed = b.http.post(
+        "/v1/execute",
+        json={"session_id": sid, "content": "4"},
+        headers={**alice, "x-request-id": "req-forwarded-2"},
+    )
+    assert executed.status_code == 200, executed.text
+    assert [e["path"] for e in a.events("request") if e.get("request_id") == "req-forwarded-2"] == [
+        "/v1/execute"
+    ]
+
     # a request already forwarded is served where it lands, never forwarded again
     marked = b.http.post(
         f"/v1/sessions/{sid}/step",
@@ -318,4 +329,4 @@ def test_forwarding_passes_credentials_and_returns_the_holders_answer_unchanged(
     )
     assert marked.status_code == 503
     assert "live on node 'a'" in marked.json()["detail"]
-    assert inputs_of(a, sid, alice) == ["1", "2"]
+    assert inputs_of(a, sid, alice) == ["1", "2", "4"]
