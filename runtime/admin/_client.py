@@ -10,7 +10,10 @@ from typing import Any, BinaryIO
 
 from runtime.admin._protocol import MAX_LINE_BYTES, AdminError, encode_line
 
-__all__ = ["AdminClient", "DaemonUnavailable"]
+__all__ = ["MAX_REPLY_BYTES", "AdminClient", "DaemonUnavailable"]
+
+MAX_REPLY_BYTES = 64 * MAX_LINE_BYTES
+"""The longest reply the client reads (``ls`` of 100,000 live sessions is about 25 MiB)."""
 
 
 class DaemonUnavailable(AdminError):
@@ -93,7 +96,7 @@ class AdminClient:
         sock, reader = self._connect()
         try:
             sock.sendall(line)
-            reply_line = reader.readline(MAX_LINE_BYTES * 64)
+            reply_line = reader.readline(MAX_REPLY_BYTES)
         except TimeoutError:
             self.close()
             raise AdminError(
@@ -104,6 +107,10 @@ class AdminClient:
             raise DaemonUnavailable(f"the daemon on {self.path} went away: {exc}") from None
         if not reply_line.endswith(b"\n"):
             self.close()
+            if len(reply_line) >= MAX_REPLY_BYTES:
+                raise AdminError(
+                    "ReplyTooLarge", f"the daemon's reply is larger than {MAX_REPLY_BYTES} bytes"
+                )
             raise DaemonUnavailable(f"the daemon on {self.path} closed the connection")
         try:
             reply = json.loads(reply_line)
