@@ -19,6 +19,7 @@ from cluster_nodes import LEASE_TTL, Node, StartNode, create_session, wait_until
 pytestmark = pytest.mark.redis
 
 STEADY = ("--lease-ttl", "10")
+ROUNDS = 2  # steps per session in the three-daemon test
 
 
 def step(client: httpx.Client, session_id: str, text: str, **headers: str) -> httpx.Response:
@@ -106,7 +107,7 @@ def test_three_daemons_random_routing_keep_every_session_correct_and_single(
         pick = random.Random(seed)
         clients = [node.client() for node in nodes]
         try:
-            for round_ in range(3):
+            for round_ in range(ROUNDS):
                 for sid in mine:
                     response = step(pick.choice(clients), sid, f"{sid[:8]}-{round_}")
                     if response.status_code != 200:
@@ -127,7 +128,7 @@ def test_three_daemons_random_routing_keep_every_session_correct_and_single(
     assert max(live.values(), default=1) == 1
     for sid in sessions:
         node = rng.choice(nodes)
-        assert inputs_of(node, sid) == [f"{sid[:8]}-{r}" for r in range(3)]
+        assert inputs_of(node, sid) == [f"{sid[:8]}-{r}" for r in range(ROUNDS)]
 
 
 @pytest.mark.slow
