@@ -67,6 +67,10 @@ def test_load_of_a_session_never_saved_is_none(store: SessionStore) -> None:
     assert store.load("nobody") is None
 
 
+def test_the_store_provides_every_method_of_the_protocol(store: SessionStore) -> None:
+    assert isinstance(store, SessionStore)
+
+
 def test_save_against_a_stale_revision_fails_and_keeps_the_stored_one(
     store: SessionStore, make_session: MakeSession
 ) -> None:
