@@ -123,6 +123,15 @@ class Daemon:
         """Every line the daemon logged."""
         return self.log_path.read_text(errors="replace").splitlines()
 
+    def wait_for_log(self, fragment: str, timeout: float = 10.0) -> list[str]:
+        """The logged lines holding ``fragment``, once there is one (info lines are buffered)."""
+        wait_for(
+            lambda: any(fragment in line for line in self.log_lines()),
+            timeout,
+            f"{fragment!r} in the daemon's log",
+        )
+        return [line for line in self.log_lines() if fragment in line]
+
     def signal(self, signum: int) -> None:
         """Send ``signum`` to the daemon."""
         assert self.process is not None

@@ -167,7 +167,7 @@ def test_request_id_is_echoed_or_generated(api: httpx.Client, shared_daemon: Dae
     assert given.headers["x-request-id"] == "req-123"
     made = api.get("/v1/graphs")
     assert len(made.headers["x-request-id"]) >= 16
-    assert any('"request_id":"req-123"' in line for line in shared_daemon.log_lines())
+    assert shared_daemon.wait_for_log('"request_id":"req-123"')
 
 
 def test_access_log_lines_carry_the_request_fields(
@@ -176,7 +176,7 @@ def test_access_log_lines_carry_the_request_fields(
     session_id = create(api)
     api.post(f"/v1/sessions/{session_id}/step", json={"input": "log"},
              headers={"x-request-id": "log-line-check"})  # fmt: skip
-    lines = [json.loads(line) for line in shared_daemon.log_lines() if "log-line-check" in line]
+    lines = [json.loads(line) for line in shared_daemon.wait_for_log("log-line-check")]
     assert lines, shared_daemon.log_tail()
     entry = lines[-1]
     assert entry["session_id"] == session_id

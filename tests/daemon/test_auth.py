@@ -67,7 +67,7 @@ def test_other_users_sessions_are_404_and_not_listed(tokens_daemon: Daemon) -> N
 def test_user_is_in_the_access_log(tokens_daemon: Daemon) -> None:
     with tokens_daemon.client("token-bob") as bob:
         bob.get("/v1/graphs", headers={"x-request-id": "who-is-this"})
-    entries = [json.loads(x) for x in tokens_daemon.log_lines() if "who-is-this" in x]
+    entries = [json.loads(x) for x in tokens_daemon.wait_for_log("who-is-this")]
     assert entries[-1]["user"] == "bob"
 
 
@@ -76,7 +76,7 @@ def test_tokens_file_readable_by_others_is_warned_about(
 ) -> None:
     tokens = write_tokens(tmp_path / "open-tokens", TOKENS, mode=0o644)
     daemon = start_daemon("--tokens", str(tokens))
-    warnings = [line for line in daemon.log_lines() if "tokens_file_mode_too_open" in line]
+    warnings = daemon.wait_for_log("tokens_file_mode_too_open")
     assert warnings, daemon.log_tail()
     assert '"0o644"' in warnings[0]
 

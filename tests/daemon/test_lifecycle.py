@@ -78,9 +78,7 @@ def test_sigterm_during_in_flight_steps_keeps_every_acknowledged_step(
         )
         daemon.signal(signal.SIGTERM)
         # let the drain begin while every step is still held, then release them
-        await asyncio.to_thread(
-            wait_for, lambda: "draining" in "".join(daemon.log_lines()), 10.0, "the drain"
-        )
+        await asyncio.to_thread(daemon.wait_for_log, '"event":"draining"')
         gate.touch()
         return await steps
 
@@ -135,9 +133,7 @@ def test_second_signal_exits_at_once(start_daemon: StartDaemon, tmp_path: Path) 
             wait_for, lambda: (started / session_id).exists(), 30.0, "the step to start"
         )
         daemon.signal(signal.SIGTERM)
-        await asyncio.to_thread(
-            wait_for, lambda: "draining" in "".join(daemon.log_lines()), 10.0, "the drain"
-        )
+        await asyncio.to_thread(daemon.wait_for_log, '"event":"draining"')
         daemon.signal(signal.SIGTERM)
         status = await asyncio.to_thread(daemon.wait, 10.0)
         gate.touch()
