@@ -7,9 +7,13 @@ fast as answers come, for a fixed time. The load generator runs on the same
 machine: with ``--load-procs N`` the clients are split over N processes, each an
 asyncio loop with one ``httpx.AsyncClient`` (by default one process per 16 clients,
 at most 2: on a 2-core machine the generator competes with the daemon for CPU).
-If ``wrk`` is installed, ``--wrk`` drives the same workload with it instead.
+When ``wrk`` is installed it drives the same workload instead (``--generator``
+picks one; each wrk thread steps the sessions round robin): an httpx client costs
+more CPU per request than the daemon does, so
+on a small machine the Python generator measures itself as much as the daemon.
 
-    .venv-dev/bin/python bench/http.py [--quick] [--durability fsync] [--out PATH]
+    .venv-dev/bin/python bench/http.py [--quick] [--generator auto|httpx|wrk]
+                                       [--durability fsync] [--out PATH]
 
 Prints one line per client count, then the targets (>= 7,000 steps/s at 64
 clients with p99 <= 25 ms; p99 <= 5 ms at 16 clients), and writes a PNG.
@@ -325,13 +329,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="1.5 s per client count (else 5 s)")
     parser.add_argument("--durability", default="fsync", choices=["fsync", "commit", "passivate"])
     parser.add_argument("--load-procs", type=int, default=0, help="generator processes (0: auto)")
-    parser.add_argument("--wrk", action="store_true", help="use wrk (must be installed)")
+    parser.add_argument(
+        "--generator",
+        choices=["auto", "httpx", "wrk"],
+        default="auto",
+        help="load generator: wrk when installed (auto), or asyncio + httpx",
+    )
     parser.add_argument("--out", type=Path, default=OUT, help="where to write the PNG")
     args = parser.parse_args(argv)
-    if args.wrk and shutil.which("wrk") is None:
-        raise SystemExit("--wrk: wrk is not installed (apt-get install wrk)")
+    generator = args.generator
+    if generator == "auto":
+        generator = "wrk" if shutil.which("wrk") else "httpx"
+    if generator == "wrk" and shutil.which("wrk") is None:
+        raise SystemExit("--generator wrk: wrk is not installed (apt-get install wrk)")
     seconds = 1.5 if args.quick else 5.0
-    generator = "wrk" if args.wrk else "httpx"
     with tempfile.TemporaryDirectory(prefix="actorflow-http-bench-") as tmp:
         workdir = Path(tmp)
         daemon = Daemon(workdir / "data", args.durability)
@@ -339,7 +350,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         try:
             sessions = create_sessions(daemon.url, SESSIONS)
             for clients in CLIENT_COUNTS:
-                if args.wrk:
+                if generator == "wrk":
                     load = run_wrk(daemon.url, sessions, clients, seconds, workdir)
                 else:
                     procs = args.load_procs or min(2, max(1, clients // 16))
