@@ -8,9 +8,9 @@ machine: with ``--load-procs N`` the clients are split over N processes, each an
 asyncio loop with one ``httpx.AsyncClient`` (by default one process per 16 clients,
 at most 2: on a 2-core machine the generator competes with the daemon for CPU).
 When ``wrk`` is installed it drives the same workload instead (``--generator``
-picks one; each wrk thread steps the sessions round robin): an httpx client costs
-more CPU per request than the daemon does, so
-on a small machine the Python generator measures itself as much as the daemon.
+picks one; each wrk thread steps the sessions round robin): an httpx client
+costs more CPU per request than the daemon does, so on a small machine the
+Python generator measures itself as much as the daemon.
 
     .venv-dev/bin/python bench/http.py [--quick] [--generator auto|httpx|wrk]
                                        [--durability fsync] [--out PATH]
