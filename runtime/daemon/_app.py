@@ -36,17 +36,20 @@ OPENAPI_PATH = "/schema"
 _log = structlog.get_logger("actorflowd")
 
 
-def _validation_detail(exc: ValidationException) -> str:
+def _validation_problem(exc: ValidationException, session_id: str | None) -> Problem:
+    """422 with msgspec's messages, or 400 when the required body is missing altogether."""
     extra = exc.extra if isinstance(exc.extra, list) else []
     parts = []
     for item in extra:
         if not isinstance(item, dict):
             continue
         key, message = item.get("key"), item.get("message")
-        if key == "data" and message == "'data'":
-            return "the request body is missing; send a JSON object"
+        if key == "data" and message == "'data'":  # Litestar's way of saying "no body"
+            detail = "the request body is missing; send a JSON object"
+            return Problem(MALFORMED_JSON, detail, session_id=session_id)
         parts.append(f"{key}: {message}" if key and key != "data" else str(message))
-    return "; ".join(parts) or str(exc.detail)
+    detail = "; ".join(parts) or str(exc.detail)
+    return Problem(INVALID_REQUEST, detail, session_id=session_id)
 
 
 def problem_for_exception(
@@ -59,11 +62,7 @@ def problem_for_exception(
     if isinstance(exc, ActorflowError):
         return problem_for_error(exc, session_id)
     if isinstance(exc, ValidationException):
-        detail = _validation_detail(exc)
-        kind = (
-            MALFORMED_JSON if detail.startswith("the request body is missing") else INVALID_REQUEST
-        )
-        return Problem(kind, detail, session_id=session_id)
+        return _validation_problem(exc, session_id)
     if isinstance(exc, HTTPException):
         if exc.status_code == 400 and "malformed" in str(exc.detail).lower():
             return Problem(MALFORMED_JSON, str(exc.detail), session_id=session_id)
