@@ -95,7 +95,6 @@ class _Option:
     help: str
     metavar: str
     repeatable: bool = False
-    choices: tuple[str, ...] | None = None
 
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmg]i?b?|b)?\s*$", re.IGNORECASE)
@@ -166,9 +165,9 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option(
         "durability",
         _choice(get_args(DurabilityName)),
-        "when a step is acknowledged",
-        "MODE",
-        choices=get_args(DurabilityName),
+        "when a step is acknowledged: after an fsynced commit, after a commit, or "
+        "only on passivation",
+        "|".join(get_args(DurabilityName)),
     ),
     _Option("idle_timeout", _positive_float, "passivate sessions idle this many seconds", "SECS"),
     _Option("max_live", _positive_int, "most live session actors", "N"),
@@ -178,9 +177,8 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option(
         "log_format",
         _choice(get_args(LogFormat)),
-        "log lines as JSON or for a console (default: console on a TTY, json otherwise)",
-        "FORMAT",
-        choices=get_args(LogFormat),
+        "log lines as JSON or for a console",
+        "|".join(get_args(LogFormat)),
     ),
     _Option("max_inflight", _positive_int, "most steps in flight; beyond it 503", "N"),
     _Option(
@@ -211,6 +209,8 @@ def _default_text(name: str) -> str:
         return "SQLite at DATA_DIR/sessions.db"
     if name == "max_body":
         return "1MiB"
+    if name == "data_dir":
+        return "./var"
     value = getattr(DaemonConfig(), name)
     if value is None or value == "":
         return "none"
@@ -231,7 +231,11 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument(
-        "--config", metavar="FILE", type=Path, default=None, help="TOML configuration file"
+        "--config",
+        metavar="FILE",
+        type=Path,
+        default=None,
+        help="TOML configuration file (env ACTORFLOW_CONFIG; default: none)",
     )
     for option in _OPTIONS:
         env = ENV_PREFIX + option.name.upper()
