@@ -75,7 +75,9 @@ class LiveIndex:
     """
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        # Re-entrant: a send to an actor of a dispatcher that has just shut down
+        # runs the actor's turn inline, on the sender's thread, under this lock.
+        self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
         self._entries: OrderedDict[str, LiveEntry] = OrderedDict()
         self._stopping: dict[str, int] = {}

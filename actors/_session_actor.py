@@ -198,6 +198,9 @@ class SessionActor(DispatcherActor):
             except ActorflowError as exc:
                 self._step_failed(message, exc)
                 return
+            except BaseException as exc:  # a task's SystemExit & co. are its failure, not ours
+                self._step_failed(message, TaskFailed(session.current_task, exc, self._session_id))
+                return
             self._adopt(message, new, result, now)
             return
         self._seq += 1

@@ -138,6 +138,12 @@ class SupervisorActor(DispatcherActor):
             session = self._services.store.load(session_id)
             if session is None:
                 raise SessionNotFound(session_id)
+            expires_at = session.metadata.expires_at
+            if expires_at is not None and expires_at < self._services.clock():
+                self._services.store.delete(session_id)
+                self._services.counters.add("expirations")
+                _log.info("session_expired", session_id=session_id)
+                raise SessionNotFound(session_id, f"session {session_id!r} expired")
         graph = self._services.graphs.get(session.graph_id)
         if graph is None:
             raise GraphNotFound(session.graph_id)

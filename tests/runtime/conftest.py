@@ -92,11 +92,13 @@ def ending_graph(graph_id: str = "ender") -> Graph:
 
 
 class FlakyStore:
-    """A SQLite store whose next saves can fail on demand.
+    """A SQLite store whose saves can fail on demand.
 
-    ``fail_saves(n, hold=...)``: the next ``n`` saves fail with ``StoreUnavailable``
-    without reaching SQLite; with ``hold`` the failure is delivered only once the
-    event is set. ``raise_on_save(n)``: the next ``n`` calls of ``save`` raise
+    ``fail_saves(n, hold=event)``: the next ``n`` saves fail with ``StoreUnavailable``
+    without reaching SQLite; with ``hold``, every save from now on waits until the
+    event is set and is then delivered in order (the failures first, the others
+    passed to SQLite), so the actor can run later steps on top of a snapshot whose
+    commit will fail. ``raise_on_save(n)``: the next ``n`` calls of ``save`` raise
     RuntimeError (a store bug: an unexpected exception inside the actor).
     """
 
@@ -105,17 +107,34 @@ class FlakyStore:
         self._lock = threading.Lock()
         self._fail = 0
         self._raise = 0
-        self._hold: threading.Event | None = None
+        self._held: list[tuple[Session, int | None, Future[None], bool]] | None = None
         self.saves = 0
 
     def fail_saves(self, n: int, hold: threading.Event | None = None) -> None:
         with self._lock:
             self._fail = n
-            self._hold = hold
+            if hold is not None:
+                held: list[tuple[Session, int | None, Future[None], bool]] = []
+                self._held = held
+                threading.Thread(target=self._deliver, args=(hold, held), daemon=True).start()
 
     def raise_on_save(self, n: int) -> None:
         with self._lock:
             self._raise = n
+
+    def _deliver(self, hold: threading.Event, held: list[Any]) -> None:
+        hold.wait(30)
+        with self._lock:
+            self._held = None
+            queued = list(held)
+        for session, expected, future, failing in queued:
+            if failing:
+                future.set_exception(
+                    StoreUnavailable(f"injected commit failure of revision {session.revision}")
+                )
+                continue
+            inner = self.inner.save(session, expected)
+            inner.add_done_callback(lambda f, out=future: _copy_outcome(f, out))
 
     def save(self, session: Session, expected_revision: int | None) -> Future[None]:
         with self._lock:
@@ -126,21 +145,28 @@ class FlakyStore:
             failing = self._fail > 0
             if failing:
                 self._fail -= 1
-            hold = self._hold
+            if self._held is not None:
+                future: Future[None] = Future()
+                self._held.append((session, expected_revision, future, failing))
+                return future
         if not failing:
             return self.inner.save(session, expected_revision)
-        future: Future[None] = Future()
-        error = StoreUnavailable(f"injected commit failure of revision {session.revision}")
-        if hold is None:
-            future.set_exception(error)
-        else:
-            threading.Thread(
-                target=lambda: (hold.wait(30), future.set_exception(error)), daemon=True
-            ).start()
+        future = Future()
+        future.set_exception(
+            StoreUnavailable(f"injected commit failure of revision {session.revision}")
+        )
         return future
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
+
+
+def _copy_outcome(source: Future[None], target: Future[None]) -> None:
+    error = source.exception()
+    if error is None:
+        target.set_result(None)
+    else:
+        target.set_exception(error)
 
 
 @pytest.fixture

@@ -207,12 +207,13 @@ def test_a_failed_commit_fails_the_steps_after_it_and_the_session_reloads(
         doomed = pool.submit(rt.step, sid, "doomed")
         wait_until(lambda: store.saves >= 3)
         later = [pool.submit(rt.step, sid, f"later{i}") for i in range(2)]
+        wait_until(lambda: store.saves >= 5)  # both ran on top of the doomed snapshot
+        release.set()
+        with pytest.raises(StoreUnavailable, match="injected"):
+            doomed.result(10)
         for future in later:
             with pytest.raises(StoreUnavailable):
                 future.result(10)
-        release.set()
-        with pytest.raises(StoreUnavailable):
-            doomed.result(10)
     assert rt.step(sid, "after").revision == 2
     view = rt.get_session(sid)
     assert view.context["log"] == ["committed", "after"]
@@ -295,3 +296,58 @@ def test_an_undecodable_snapshot_is_reported_then_gone(open_runtime: Opener) -> 
     with pytest.raises(SessionNotFound):
         rt.step(sid, "x")
     assert rt.stats().quarantined == 1
+
+
+def test_steps_racing_passivations_are_never_lost(open_runtime: Opener) -> None:
+    rt = open_runtime([counting_graph("counter", blocking=False)])
+    sid = rt.create_session("counter", owner="a")
+    stop = threading.Event()
+    passivations = 0
+
+    def passivator() -> None:
+        nonlocal passivations
+        while not stop.is_set():
+            passivations += rt.passivate(sid)
+
+    churn = threading.Thread(target=passivator)
+    churn.start()
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(lambda i: rt.step(sid, i), range(200)))
+    finally:
+        stop.set()
+        churn.join(30)
+    assert sorted(r.revision for r in results) == list(range(1, 201))
+    assert sorted(rt.get_session(sid).context["log"]) == list(range(200))
+    assert passivations > 0
+    assert rt.stats().activations == passivations + (sid in _live(rt))
+
+
+def test_kill_fails_the_running_step_and_reruns_queued_ones_on_the_next_actor(
+    open_runtime: Opener,
+) -> None:
+    gate = threading.Event()
+    rt = open_runtime([counting_graph("gated", gate=gate)])
+    sid = rt.create_session("gated", owner="a")
+    with ThreadPoolExecutor(3) as pool:
+        running = pool.submit(rt.step, sid, "running")
+        wait_until(lambda: rt.inspect(sid)["state"] == "running")
+        queued = [pool.submit(rt.step, sid, f"queued{i}") for i in range(2)]
+        wait_until(lambda: rt.live_sessions()[0].mailbox_depth == 3)
+        assert rt.kill(sid)
+        with pytest.raises(StoreUnavailable, match="killed"):
+            running.result(10)
+        gate.set()
+        assert sorted(f.result(10).revision for f in queued) == [1, 2]
+    assert sorted(rt.get_session(sid).context["log"]) == ["queued0", "queued1"]
+
+
+def test_an_expired_session_is_not_activated_even_before_a_sweep(
+    open_runtime: Opener, clock: ManualClock
+) -> None:
+    rt = open_runtime(clock=clock, session_ttl=100)
+    sid = rt.create_session("echo", owner="a")
+    clock.advance(101)
+    with pytest.raises(SessionNotFound, match="expired"):
+        rt.step(sid, "late")
+    assert rt.store.load(sid) is None
