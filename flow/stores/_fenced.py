@@ -9,8 +9,8 @@ not know about leases:
   the session is not activated here.
 - ``save`` fences every write with the lease held on the session (or, once
   that lease is lost, with the lost lease), so Redis refuses it (``LeaseLost``)
-  once a newer epoch has been granted elsewhere; a save of a new session
-  (``expected_revision`` None) takes the lease first.
+  once a newer epoch has been granted elsewhere; a new session
+  (``expected_revision`` None) is saved unfenced (nobody can hold it yet).
 - A lease no longer needed is released by the ``LeaseManager`` (its
   ``in_use`` callback says which sessions are live here).
 """
@@ -54,38 +54,39 @@ class FencedStore:
         return f"FencedStore({self.inner!r}, node_id={self.leases.node_id!r})"
 
     def load(self, session_id: str) -> Session | None:
-        """Take the session's lease, then load it.
+        """Take the session's lease and read its snapshot (one round trip).
+
+        No lease is taken for a session that does not exist.
 
         Raises:
             LeaseHeldElsewhere: another node holds the lease (the session is live there).
             SnapshotDecodeError: the snapshot did not decode; it has been quarantined.
             StoreUnavailable: Redis could not be reached.
         """
-        lease = self._acquire(session_id)
-        session = self.inner.load(session_id)
-        if session is None:
-            self._release_quietly(lease)
-        return session
+        key = self.inner.session_key(session_id)
+        taken, raw = self.leases.acquire_reading(session_id, key, "snap")
+        if isinstance(taken, Holder):
+            raise LeaseHeldElsewhere(taken)
+        if taken is None or raw is None:
+            return None
+        return self.inner.decode_snapshot(session_id, raw)
 
     def save(self, session: Session, expected_revision: int | None) -> Future[None]:
         """Queue ``session``, fenced with this node's lease on it.
 
-        A new session (``expected_revision`` None) takes its lease first. The
-        future fails with ``LeaseLost`` when this node holds no lease on the
-        session or a newer epoch has been granted, and with
-        ``LeaseHeldElsewhere`` when a new session's lease is held elsewhere.
+        A new session (``expected_revision`` None) is saved unfenced: it cannot
+        be live anywhere yet. Otherwise the future fails with ``LeaseLost`` when
+        this node holds no lease on the session (never held, or released) or a
+        newer epoch has been granted elsewhere.
         """
-        lease: Lease | None
         if expected_revision is None:
-            try:
-                lease = self._acquire(session.session_id)
-            except StoreUnavailable as exc:
-                return _failed(exc)
-        else:
-            sid = session.session_id
-            lease = self.leases.lease_for(sid) or self.leases.lost_lease(sid)
-            if lease is None:
-                return _failed(LeaseLost(sid, None, None))
+            # a new session: the compare-and-set already guarantees nobody has it;
+            # its first activation takes the lease
+            return self.inner.save(session, None)
+        sid = session.session_id
+        lease = self.leases.lease_for(sid) or self.leases.lost_lease(sid)
+        if lease is None:
+            return _failed(LeaseLost(sid, None, None))
         return self.inner.save(session, expected_revision, fence=lease.fence)
 
     def delete(self, session_id: str) -> bool:
@@ -123,12 +124,6 @@ class FencedStore:
         self.inner.flush()
         self.leases.close(release=True)
         self.inner.close()
-
-    def _acquire(self, session_id: str) -> Lease:
-        taken: Lease | Holder = self.leases.acquire(session_id)
-        if isinstance(taken, Holder):
-            raise LeaseHeldElsewhere(taken)
-        return taken
 
     def _release_quietly(self, lease: Lease) -> None:
         try:

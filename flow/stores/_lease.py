@@ -48,6 +48,13 @@ LOST_REMEMBERED = 10_000
 
 _ACQUIRE = LuaScript(
     """
+local value = false
+if #KEYS == 3 then
+  value = redis.call('HGET', KEYS[3], ARGV[4])
+  if not value then
+    return {2}
+  end
+end
 local cur = redis.call('HMGET', KEYS[1], 'node', 'adv', 'epoch')
 if cur[1] and cur[1] ~= ARGV[1] then
   return {0, cur[1], cur[2], tonumber(cur[3]), redis.call('PTTL', KEYS[1])}
@@ -55,7 +62,7 @@ end
 local epoch = redis.call('INCR', KEYS[2])
 redis.call('HSET', KEYS[1], 'node', ARGV[1], 'adv', ARGV[2], 'epoch', epoch)
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-return {1, epoch}
+return {1, epoch, value}
 """
 )
 
@@ -247,22 +254,53 @@ class LeaseManager:
         Raises:
             StoreUnavailable: Redis could not be reached.
         """
+        taken, _ = self._acquire(session_id, None)
+        if taken is None:  # only a read of an absent field answers None
+            raise StoreUnavailable(f"lease on {session_id!r}: unexpected empty answer")
+        return taken
+
+    def acquire_reading(
+        self, session_id: str, key: str, field: str
+    ) -> tuple[Lease | Holder | None, bytes | None]:
+        """``acquire``, and read field ``field`` of hash ``key``, in one round trip.
+
+        Returns ``(None, None)`` without taking the lease when the field is
+        absent (nothing to lease); ``(Lease, value)`` when the lease was taken;
+        ``(Holder, None)`` when another node holds it.
+
+        Raises:
+            StoreUnavailable: Redis could not be reached.
+        """
+        return self._acquire(session_id, (key, field))
+
+    def _acquire(
+        self, session_id: str, read: tuple[str, str] | None
+    ) -> tuple[Lease | Holder | None, bytes | None]:
         started = time.monotonic()
         keys = [lease_key(self.key_prefix, session_id), epoch_key(self.key_prefix, session_id)]
-        reply = self._call(_ACQUIRE, keys, [self.node_id, self.advertise, self._ttl_ms], "acquire")
-        if int(reply[0]) == 0:
-            return Holder(
+        args: list[Any] = [self.node_id, self.advertise, self._ttl_ms]
+        if read is not None:
+            keys.append(read[0])
+            args.append(read[1])
+        reply = self._call(_ACQUIRE, keys, args, "acquire")
+        verdict = int(reply[0])
+        if verdict == 2:
+            return None, None
+        if verdict == 0:
+            holder = Holder(
                 name=session_id,
                 node_id=_text(reply[1]),
                 advertise=_text(reply[2]),
                 epoch=int(reply[3]),
                 expires_in=max(0, int(reply[4])) / 1000,
             )
+            return holder, None
         lease = Lease(session_id, self.node_id, self.advertise, int(reply[1]))
         with self._lock:
             self._held[session_id] = _Held(lease, started + self.ttl, started)
             self._lost_leases.pop(session_id, None)
-        return lease
+        value = reply[2] if len(reply) > 2 and isinstance(reply[2], bytes) else None
+        return lease, value
 
     def renew(self, lease: Lease) -> bool:
         """Renew one lease now; False (and ``on_lost``) when it is no longer this grant.

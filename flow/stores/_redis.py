@@ -216,13 +216,22 @@ class RedisStore:
             SnapshotDecodeError: the snapshot did not decode; it has been quarantined.
             StoreUnavailable: Redis could not be reached.
         """
-        key = self._session_key(session_id)
+        key = self.session_key(session_id)
         try:
             raw: bytes | None = _reply(self.client.hget(key, "snap"))
         except redis.exceptions.RedisError as exc:
             raise unavailable(self.client, f"loading session {session_id!r}", exc) from exc
         if raw is None:
             return None
+        return self.decode_snapshot(session_id, raw)
+
+    def decode_snapshot(self, session_id: str, raw: bytes) -> Session:
+        """Decode a snapshot read from ``session_key(session_id)``'s ``snap`` field.
+
+        Raises:
+            SnapshotDecodeError: it did not decode; it has been quarantined.
+            StoreUnavailable: Redis could not be reached to quarantine it.
+        """
         try:
             return decode(raw)
         except SnapshotDecodeError as exc:
@@ -266,7 +275,7 @@ class RedisStore:
             StoreUnavailable: Redis could not be reached, or the store is closed.
         """
         future: Future[bool] = Future()
-        keys = [self._session_key(session_id), self._ids_key, self._exp_key]
+        keys = [self.session_key(session_id), self._ids_key, self._exp_key]
         args = ["delete", session_id, self._owner_prefix]
         self._submit(_Write(session_id, None, None, keys, args, future))
         return future.result()
@@ -278,7 +287,7 @@ class RedisStore:
             KeyError: no session ``session_id`` is stored.
             StoreUnavailable: Redis could not be reached.
         """
-        key = self._session_key(session_id)
+        key = self.session_key(session_id)
         try:
             if not self.client.exists(key):
                 raise KeyError(session_id)
@@ -392,7 +401,8 @@ class RedisStore:
     def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def _session_key(self, session_id: str) -> str:
+    def session_key(self, session_id: str) -> str:
+        """The key of the hash holding ``session_id`` (its ``snap`` field is the snapshot)."""
         return f"{self.key_prefix}s:{session_id}"
 
     def _submit(self, write: _Write) -> None:
@@ -420,11 +430,11 @@ class RedisStore:
             expire_ms = 0
         session_id = session.session_id
         keys = [
-            self._session_key(session_id),
+            self.session_key(session_id),
             self._ids_key,
             self._exp_key,
             f"{self._owner_prefix}{meta.owner}",
-            epoch_key(self.key_prefix, fence[0]) if fence else self._session_key(session_id),
+            epoch_key(self.key_prefix, fence[0]) if fence else self.session_key(session_id),
         ]
         args: list[Any] = [
             "save",
@@ -510,7 +520,7 @@ class RedisStore:
     def _infos(self, index: str, ids: _Ids) -> _Infos:
         pipe = self.client.pipeline(transaction=False)
         for session_id in ids:
-            pipe.hmget(self._session_key(session_id.decode()), _INFO_FIELDS)
+            pipe.hmget(self.session_key(session_id.decode()), _INFO_FIELDS)
         infos: _Infos = []
         gone: _Ids = []
         for session_id, values in zip(ids, pipe.execute(), strict=True):
@@ -524,7 +534,7 @@ class RedisStore:
 
     def _quarantine(self, session_id: str, raw: bytes, error: str) -> None:
         envelope = msgpack.packb([session_id, raw, error, time.time()], use_bin_type=True)
-        keys = [self._session_key(session_id), self._ids_key, self._exp_key, self._quarantine_key]
+        keys = [self.session_key(session_id), self._ids_key, self._exp_key, self._quarantine_key]
         args = [raw, envelope, session_id, self._owner_prefix]
         try:
             _QUARANTINE.run(self.client, keys, args)

@@ -61,24 +61,26 @@ def nodes(redis_url: str) -> Iterator[tuple[FencedStore, FencedStore]]:
         b.close()
 
 
-def test_creating_a_session_takes_its_lease_and_other_nodes_cannot_load_it(
+def test_loading_a_session_takes_its_lease_and_other_nodes_cannot_load_it(
     nodes: tuple[FencedStore, FencedStore],
 ) -> None:
     a, b = nodes
     a.save(make_session("s1"), None).result(timeout=5)
+    assert a.leases.lease_for("s1") is None  # a new session is leased on activation
+    loaded = a.load("s1")
+    assert loaded is not None
+    assert loaded.revision == 0
     assert a.leases.lease_for("s1") is not None
     with pytest.raises(LeaseHeldElsewhere) as info:
         b.load("s1")
     assert (info.value.holder.node_id, info.value.holder.advertise) == ("a", "http://a")
     assert "live on node 'a' at http://a" in str(info.value)
-    loaded = a.load("s1")
-    assert loaded is not None
-    assert loaded.revision == 0
 
 
 def test_a_save_without_a_lease_is_refused(nodes: tuple[FencedStore, FencedStore]) -> None:
     a, b = nodes
     a.save(make_session("s1"), None).result(timeout=5)
+    assert a.load("s1") is not None
     with pytest.raises(LeaseLost, match="holds no lease"):
         b.save(make_session("s1", 1), 0).result(timeout=5)
     stored = a.inner.load("s1")
@@ -91,6 +93,7 @@ def test_a_paused_holder_cannot_write_after_another_node_took_over(
 ) -> None:
     a, b = nodes
     a.save(make_session("s1"), None).result(timeout=5)
+    assert a.load("s1") is not None
     lease = a.leases.lease_for("s1")
     a.leases.close(release=False)  # a stops renewing, as if SIGSTOPped
     wait_until(lambda: a.leases.holder("s1") is None)
@@ -120,6 +123,8 @@ def test_a_lease_no_longer_in_use_is_released(redis_url: str) -> None:
     try:
         a.save(make_session("kept"), None).result(timeout=5)
         a.save(make_session("idle"), None).result(timeout=5)
+        assert a.load("kept") is not None
+        assert a.load("idle") is not None
         live.add("kept")
         wait_until(lambda: a.leases.holder("idle") is None, timeout=10)
         assert b.load("idle") is not None
@@ -133,6 +138,7 @@ def test_a_lease_no_longer_in_use_is_released(redis_url: str) -> None:
 def test_delete_releases_the_lease(nodes: tuple[FencedStore, FencedStore]) -> None:
     a, b = nodes
     a.save(make_session("s1"), None).result(timeout=5)
+    assert a.load("s1") is not None
     assert a.delete("s1") is True
     assert b.leases.holder("s1") is None
     assert b.load("s1") is None
@@ -143,6 +149,7 @@ def test_after_losing_its_lease_a_node_is_refused_by_redis_not_by_itself(
 ) -> None:
     a, b = nodes
     a.save(make_session("s1"), None).result(timeout=5)
+    assert a.load("s1") is not None
     old = a.leases.lease_for("s1")
     assert old is not None
     a.inner.client.delete("actorflow:lease:s1")  # as if a had been paused past its ttl

@@ -240,3 +240,20 @@ def test_acquiring_again_fences_the_older_grant_of_the_same_node(
     assert second.epoch == first.epoch + 1
     assert a.lease_for("s1") == second
     assert a.renew(second) is True
+
+
+def test_acquire_reading_leases_only_what_exists_and_reads_it_in_the_same_call(
+    redis_url: str, managers: tuple[LeaseManager, LeaseManager]
+) -> None:
+    a, b = managers
+    client = redis.Redis.from_url(redis_url)
+    assert a.acquire_reading("s1", "doc:s1", "body") == (None, None)
+    assert a.holder("s1") is None
+    client.hset("doc:s1", "body", b"\x00payload")
+    lease, value = a.acquire_reading("s1", "doc:s1", "body")
+    assert isinstance(lease, Lease)
+    assert value == b"\x00payload"
+    holder, nothing = b.acquire_reading("s1", "doc:s1", "body")
+    assert isinstance(holder, Holder)
+    assert (holder.node_id, nothing) == ("node-a", None)
+    client.close()
