@@ -4,10 +4,11 @@ Keys (``prefix`` defaults to ``actorflow:``):
 
 - ``<prefix>s:<session_id>``: a hash per session: ``snap`` (the msgpack snapshot
   from ``flow._codec.encode``), ``rev``, ``wid`` (the id of the write that put
-  it there) and the fields ``list`` answers from without decoding (``owner``,
-  ``graph``, ``task``, ``status``, ``created``, ``accessed``, ``expires``,
-  ``size``). Its expiry is the session's ``expires_at`` (PEXPIREAT), so Redis
-  drops expired sessions itself and no sweep is needed.
+  it there), ``owner``, and ``meta``: what ``list`` answers from without
+  decoding the snapshot (msgpack ``[graph, task, status, created_at,
+  last_accessed, expires_at, size]``). Its expiry is the session's
+  ``expires_at`` (PEXPIREAT), so Redis drops expired sessions itself and no
+  sweep is needed.
 - ``<prefix>ids``: every session id (a sorted set, all scores 0, read in
   lexical order); ``<prefix>o:<owner>``: the same per owner; ``<prefix>exp``:
   ids scored by ``expires_at``. Ids whose hash has expired linger in them
@@ -79,10 +80,12 @@ if ARGV[2] == '' then
 elseif stored[1] ~= ARGV[2] then
   return {'conflict', stored[1] or ''}
 end
-if stored[3] and stored[3] ~= ARGV[10] then
-  redis.call('ZREM', ARGV[9] .. stored[3], ARGV[8])
+if stored[3] and stored[3] ~= ARGV[9] then
+  local owner_prefix = string.sub(KEYS[4], 1, #KEYS[4] - #ARGV[9])
+  redis.call('ZREM', owner_prefix .. stored[3], ARGV[8])
 end
-redis.call('HSET', KEYS[1], 'rev', ARGV[3], 'wid', ARGV[4], unpack(ARGV, 11))
+redis.call('HSET', KEYS[1], 'rev', ARGV[3], 'wid', ARGV[4], 'owner', ARGV[9],
+  'snap', ARGV[10], 'meta', ARGV[11])
 if ARGV[6] ~= '0' then
   redis.call('PEXPIREAT', KEYS[1], ARGV[6])
 else
@@ -136,7 +139,7 @@ _Strs = list[str]
 _Infos = list[StoredSessionInfo]
 _Rows = list[QuarantinedRow]
 
-_INFO_FIELDS = ["owner", "graph", "task", "status", "rev", "created", "accessed", "expires", "size"]
+_INFO_FIELDS = ["owner", "rev", "meta"]
 
 
 @dataclass(slots=True)
@@ -436,6 +439,20 @@ class RedisStore:
             f"{self._owner_prefix}{meta.owner}",
             epoch_key(self.key_prefix, fence[0]) if fence else self.session_key(session_id),
         ]
+        # what list() answers from without decoding the snapshot
+        info = msgpack.packb(
+            [
+                session.graph_id,
+                session.current_task,
+                session.status.value,
+                meta.created_at,
+                meta.last_accessed,
+                meta.expires_at,
+                len(snap),
+            ],
+            use_bin_type=True,
+        )
+        # few arguments: redis-py's per-argument encoding is most of a save's CPU
         args: list[Any] = [
             "save",
             "" if expected is None else str(expected),
@@ -445,18 +462,10 @@ class RedisStore:
             str(expire_ms),
             "+inf" if expires is None else repr(expires),
             session_id,
-            self._owner_prefix,
             meta.owner,
-            "snap", snap,
-            "owner", meta.owner,
-            "graph", session.graph_id,
-            "task", session.current_task,
-            "status", session.status.value,
-            "created", repr(meta.created_at),
-            "accessed", repr(meta.last_accessed),
-            "expires", "" if meta.expires_at is None else repr(meta.expires_at),
-            "size", str(len(snap)),
-        ]  # fmt: skip
+            snap,
+            info,
+        ]
         return _Write(session_id, expected, fence, keys, args, future)
 
     def _write_loop(self) -> None:
@@ -548,18 +557,17 @@ def _reply(value: Any) -> Any:
 
 
 def _info(session_id: str, values: Sequence[bytes | None]) -> StoredSessionInfo:
-    owner, graph, task, status, rev, created, accessed, expires, size = (
-        b"" if v is None else v for v in values
-    )
+    owner, rev, meta = (b"" if v is None else v for v in values)
+    graph, task, status, created, accessed, expires, size = msgpack.unpackb(meta, raw=False)
     return StoredSessionInfo(
         session_id=session_id,
         owner=owner.decode(),
-        graph_id=graph.decode(),
-        current_task=task.decode(),
-        status=status.decode(),
+        graph_id=graph,
+        current_task=task,
+        status=status,
         revision=int(rev or 0),
-        created_at=float(created or 0),
-        last_accessed=float(accessed or 0),
-        expires_at=float(expires) if expires else None,
-        size=int(size or 0),
+        created_at=float(created),
+        last_accessed=float(accessed),
+        expires_at=None if expires is None else float(expires),
+        size=int(size),
     )
