@@ -7,7 +7,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from conftest import counting_graph
+from runtime_helpers import counting_graph
 
 from runtime import AsyncRuntime, Runtime, RuntimeConfig
 

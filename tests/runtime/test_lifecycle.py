@@ -8,7 +8,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import FlakyStore, counting_graph, ending_graph, wait_until
+from runtime_helpers import FlakyStore, counting_graph, ending_graph, wait_until
 
 from flow.stores import MemoryStore
 from runtime import (

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import structlog
-from conftest import counting_graph, wait_until
+from runtime_helpers import counting_graph, wait_until
 
 from flow import Context, FunctionTask, GraphBuilder, NextAction, TaskResult
 from flow.demo import GRAPHS, echo
