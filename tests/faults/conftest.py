@@ -16,6 +16,7 @@ modules cannot import each other cleanly.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 
 from flow.stores import SqliteStore
@@ -226,6 +228,51 @@ def tmpfs_dir(tmp_path: Path) -> Iterator[Path]:
         unmounted = subprocess.run(["umount", str(mount_point)], check=False)
         if unmounted.returncode != 0:
             subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+class RawHttp:
+    """One keep-alive HTTP/1.1 connection speaking just enough HTTP for JSON requests.
+
+    For load phases only: httpx's asyncio client spends several milliseconds of
+    CPU per request, more than the daemon itself, and on a 2-core machine the
+    client would measure itself. Responses must carry a Content-Length.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+
+    async def __aenter__(self) -> RawHttp:
+        self._reader, self._writer = await asyncio.open_connection("127.0.0.1", self.port)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            await self._writer.wait_closed()
+
+    async def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        """Send one request (``body`` as JSON); the status and the decoded JSON body."""
+        if self._reader is None or self._writer is None:
+            raise RuntimeError("RawHttp.request outside 'async with'")
+        payload = b"" if body is None else msgspec.json.encode(body)
+        head = (
+            f"{method} {path} HTTP/1.1\r\nhost: 127.0.0.1:{self.port}\r\n"
+            f"content-type: application/json\r\ncontent-length: {len(payload)}\r\n\r\n"
+        )
+        self._writer.write(head.encode() + payload)
+        status_line, *header_lines = (
+            (await self._reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+        )
+        length = None
+        for line in header_lines:
+            name, _, value = line.partition(":")
+            if name.strip().lower() == "content-length":
+                length = int(value)
+        assert length is not None, f"no content-length in the answer to {method} {path}"
+        raw = await self._reader.readexactly(length)
+        return int(status_line.split()[1]), msgspec.json.decode(raw) if raw else None
 
 
 def assert_problem(response: httpx.Response, status: int, slug: str) -> dict[str, Any]:
