@@ -17,6 +17,7 @@ modules cannot import each other cleanly.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -243,14 +244,23 @@ class RawHttp:
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
-    async def __aenter__(self) -> RawHttp:
+    async def connect(self) -> None:
+        """Open the connection (``OSError`` when nothing listens)."""
         self._reader, self._writer = await asyncio.open_connection("127.0.0.1", self.port)
+
+    async def close(self) -> None:
+        """Close the connection, if open."""
+        if self._writer is not None:
+            self._writer.close()
+            with contextlib.suppress(OSError):  # the daemon may have been killed under it
+                await self._writer.wait_closed()
+
+    async def __aenter__(self) -> RawHttp:
+        await self.connect()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            await self._writer.wait_closed()
+        await self.close()
 
     async def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         """Send one request (``body`` as JSON); the status and the decoded JSON body."""
