@@ -138,6 +138,11 @@ class Daemon:
                 )
             time.sleep(0.05)  # polling a subprocess's port: there is no event to wait on
 
+    def signal(self, signum: int) -> None:
+        """Send ``signum`` to the daemon."""
+        assert self.process is not None, "the daemon was never started"
+        self.process.send_signal(signum)
+
     def kill(self) -> None:
         """SIGKILL the daemon and reap it."""
         assert self.process is not None

@@ -115,7 +115,7 @@ async def _load_phase(daemon: Daemon, session_ids: list[str], ledger: Ledger, se
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(400)
+@pytest.mark.timeout(240)
 def test_sigkill_under_load_loses_no_acknowledged_step(start_daemon: StartDaemon) -> None:
     daemon = start_daemon()
     with daemon.client() as client:

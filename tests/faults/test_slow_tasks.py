@@ -95,10 +95,11 @@ def test_stuck_task_does_not_hold_shutdown_past_the_drain_timeout(
 
         assert daemon.process is not None
         signalled = time.monotonic()
-        daemon.process.send_signal(signal.SIGTERM)
+        daemon.signal(signal.SIGTERM)
         try:
             status = daemon.process.wait(DRAIN_TIMEOUT + SHUTDOWN_MARGIN)
         except subprocess.TimeoutExpired:
+            daemon.kill()
             raise AssertionError(
                 f"actorflowd still running {DRAIN_TIMEOUT + SHUTDOWN_MARGIN} s after SIGTERM "
                 f"with a stuck task (drain timeout {DRAIN_TIMEOUT} s):\n{daemon.log_tail()}"
@@ -107,3 +108,28 @@ def test_stuck_task_does_not_hold_shutdown_past_the_drain_timeout(
         print(f"\nshutdown with a stuck task: exit {status} after {took:.2f} s")
         assert stuck.result(timeout=30.0) != 200
     assert stored_counts(daemon.db_path, [echo_id, stuck_id]) == {echo_id: 3, stuck_id: 0}
+
+
+@pytest.mark.slow
+def test_step_cut_off_by_the_drain_timeout_is_answered_with_a_problem(
+    start_daemon: StartDaemon, tmp_path: Path
+) -> None:
+    started_dir = tmp_path / "started"
+    started_dir.mkdir()
+    daemon = start_daemon("--drain-timeout", str(DRAIN_TIMEOUT))
+    with daemon.client() as client, ThreadPoolExecutor(1) as pool:
+        slow_id = create(client, "sleepy", sleep=SLEEP, started_dir=str(started_dir))
+
+        def slow_step() -> httpx.Response:
+            with daemon.client() as own:
+                return step(own, slow_id, "cut off")
+
+        slow = pool.submit(slow_step)
+        wait_until((started_dir / slow_id).exists, 10.0, "the sleepy task to start")
+        daemon.signal(signal.SIGTERM)
+        answer = slow.result(timeout=SLEEP + SHUTDOWN_MARGIN)
+    assert answer.status_code in (503, 504), answer.text
+    assert answer.headers["content-type"].startswith("application/problem+json"), (
+        f"a step cut off by the drain got {answer.status_code} "
+        f"{answer.headers.get('content-type')}: {answer.text!r}"
+    )
