@@ -14,15 +14,19 @@ session (``/v1/sessions/{id}``, ``/v1/sessions/{id}/step``, and
    (``Authorization`` included) and ``X-Actorflow-Forwarded: 1``; the holder's
    answer is returned unchanged. A request carrying that header is always
    served where it lands: it is never forwarded twice.
-3. If the holder cannot be reached, or stops answering while its lease lapses
-   (a paused process), the forwarder waits until the lease has expired (at most
-   one lease ttl), then serves the request here, taking the lease over. A
-   paused holder that resumes cannot write: its epoch is fenced off.
+3. If the holder cannot be reached (connection refused), the forwarder waits
+   until its lease has expired (at most one lease ttl), then serves the request
+   here, taking the lease over. If the holder got the request but stops
+   answering while its lease lapses (a paused or dead process), a step is not
+   run again (it may have been applied): the answer is a 503, and the session
+   is served here from then on. A paused holder that resumes cannot write: its
+   epoch is fenced off.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -49,6 +53,9 @@ CONNECT_TIMEOUT = 1.0
 _SESSION_PATH = re.compile(r"^/v1/sessions/([^/]+)(?:/step)?/?$")
 _EXECUTE_PATH = "/v1/execute"
 _REQUEST_ID = b"x-request-id"
+# A request the holder received but did not answer is served again elsewhere only if
+# repeating it is harmless; a step might have been applied.
+_SAFE_TO_REPEAT = frozenset({"GET", "HEAD", "DELETE"})
 # Hop-by-hop headers (RFC 9110 7.6.1) and those httpx sets itself.
 _HOP_BY_HOP = frozenset(
     {
@@ -78,6 +85,14 @@ class _SessionRef(msgspec.Struct):
 
 
 _decode_session_ref = msgspec.json.Decoder(_SessionRef).decode
+
+
+class _Outcome(enum.Enum):
+    """What became of a forwarded request."""
+
+    RELAYED = "the holder's answer was relayed"
+    NOT_DELIVERED = "the holder never got it (it may be served elsewhere)"
+    UNKNOWN = "the holder got it but did not answer (it may have been applied)"
 
 
 @dataclass(slots=True)
@@ -153,9 +168,21 @@ class Forwarder:
                     for message in captured.messages:
                         await send(message)
                     return
-            if await self._forward(scope, body, send, holder):
+            outcome = await self._forward(scope, body, send, holder)
+            if outcome is _Outcome.RELAYED:
                 return
             await self._wait_until_lapsed(holder)
+            if outcome is _Outcome.UNKNOWN and scope["method"] not in _SAFE_TO_REPEAT:
+                problem = Problem(
+                    STORE_UNAVAILABLE,
+                    f"the daemon holding session {session_id!r} (node {holder.node_id!r}) "
+                    "stopped answering after it received this request; whether the step was "
+                    "applied is unknown (a step it had not committed before its lease lapsed "
+                    "is refused); the session is served here now",
+                    session_id=session_id,
+                )
+                await _send_problem(send, problem)
+                return
         problem = Problem(
             STORE_UNAVAILABLE,
             f"session {session_id!r} is live on another daemon that could not be reached "
@@ -192,8 +219,8 @@ class Forwarder:
         await self.app(scope, receive, send_unless_503)
         return captured
 
-    async def _forward(self, scope: _Scope, body: bytes, send: _Send, holder: Holder) -> bool:
-        """Send the request to ``holder``; True once its answer has been relayed."""
+    async def _forward(self, scope: _Scope, body: bytes, send: _Send, holder: Holder) -> _Outcome:
+        """Send the request to ``holder`` and relay its answer; what became of it."""
         if not holder.advertise:
             _log.warning(
                 "forward_impossible",
@@ -201,7 +228,7 @@ class Forwarder:
                 node_id=holder.node_id,
                 reason="the holder advertises no URL (start it with --advertise)",
             )
-            return False
+            return _Outcome.NOT_DELIVERED
         client = self._http()
         info = request_info(scope)
         request = client.build_request(
@@ -225,9 +252,10 @@ class Forwarder:
                         node_id=holder.node_id,
                         reason="the holder's lease lapsed while it did not answer",
                     )
-                    return False
+                    return _Outcome.UNKNOWN
             response = sending.result()
         except httpx.TransportError as exc:
+            delivered = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
             _log.warning(
                 "holder_unreachable",
                 request_id=info.request_id,
@@ -235,8 +263,9 @@ class Forwarder:
                 node_id=holder.node_id,
                 advertise=holder.advertise,
                 error=f"{type(exc).__name__}: {exc}",
+                request_delivered=delivered,
             )
-            return False
+            return _Outcome.UNKNOWN if delivered else _Outcome.NOT_DELIVERED
         finally:
             if not sending.done():
                 sending.cancel()
@@ -244,7 +273,7 @@ class Forwarder:
             content = b"".join([chunk async for chunk in response.aiter_raw()])
         except httpx.TransportError as exc:
             _log.warning("holder_answer_cut", session_id=holder.name, error=str(exc))
-            return False
+            return _Outcome.UNKNOWN
         finally:
             await response.aclose()
         # the gateway adds this request's id itself (the holder answered with the same)
@@ -258,7 +287,7 @@ class Forwarder:
             {"type": "http.response.start", "status": response.status_code, "headers": headers}
         )
         await send({"type": "http.response.body", "body": content, "more_body": False})
-        return True
+        return _Outcome.RELAYED
 
     async def _still_holds(self, holder: Holder) -> bool:
         try:
