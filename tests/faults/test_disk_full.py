@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import TMPFS_SIZE, StartDaemon, assert_problem, create, step
+from conftest import TMPFS_SIZE, StartDaemon, assert_problem, create, step, stored_counts
 
 COMMITTED = 4
 STEPS = 3
@@ -112,3 +112,6 @@ def test_full_disk_gives_503_keeps_committed_sessions_and_recovers(
             context = session(client, session_id)["context"]
             assert isinstance(context, dict)
             assert context["count"] == STEPS + 1
+    assert daemon.terminate() == 0, daemon.log_tail()
+    expected = dict.fromkeys(committed, STEPS + 1) | {big: acked_big + 1}
+    assert stored_counts(daemon.db_path, [*committed, big]) == expected
