@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import pykka
+import structlog
 
 from actors._live_index import LiveIndex
 from actors._timers import Timers
@@ -77,6 +78,11 @@ class ActorServices:
         clock: wall clock (epoch seconds), replaceable in tests.
         counters: activation/passivation/... counts.
         supervisor: the supervisor's ref (set once it has started).
+        loader: reads snapshots for activations, so that the supervisor never
+            waits on the store (default: the task pool).
+        log: the logger every actor logs with (bound when the runtime opens, so
+            that a level filter configured by the entry point makes filtered
+            calls nearly free).
     """
 
     settings: Settings
@@ -90,6 +96,8 @@ class ActorServices:
     clock: Callable[[], float]
     counters: Counters = field(default_factory=Counters)
     supervisor: pykka.ActorRef[Any] | None = None
+    loader: ThreadPoolExecutor | None = None
+    log: Any = field(default_factory=lambda: structlog.get_logger("actorflow").bind())
 
     def run_async(self, coro: Coroutine[Any, Any, Any]) -> Any:
         """Run ``coro`` on the runtime's loop and wait for it (from a task-pool thread)."""

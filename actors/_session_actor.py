@@ -22,11 +22,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import pykka
-import structlog
 
 from actors._live_index import LiveEntry
 from actors._services import ActorServices
@@ -57,13 +56,11 @@ from flow._errors import (
     TaskFailed,
 )
 from flow._graph import Graph
-from flow._session import Session, SessionStatus
+from flow._session import Session, SessionMetadata, SessionStatus
 from flow._step import StepResult, astep, step
 from flow._task import is_async_task
 
 __all__ = ["SessionActor"]
-
-_log = structlog.get_logger("actorflow.session")
 
 
 @dataclass(slots=True)
@@ -96,6 +93,7 @@ class SessionActor(DispatcherActor):
         self._settings = services.settings
         self._session = session
         self._graph = graph
+        self._inline = graph.nonblocking
         self._entry = entry
         self._session_id = session.session_id
         self._stored_revision: int | None = session.revision
@@ -184,7 +182,7 @@ class SessionActor(DispatcherActor):
             return
         now = self._services.clock()
         task = self._graph.tasks.get(session.current_task)
-        if self._graph.nonblocking or task is None:
+        if self._inline or task is None:
             try:
                 new, result = step(
                     self._graph,
@@ -288,7 +286,7 @@ class SessionActor(DispatcherActor):
         self._entry.current_step_task = None
         running.future.cancel()
         error = StepTimeout(self._session_id, self._settings.step_timeout)
-        _log.warning(
+        self._services.log.warning(
             "step_failed",
             session_id=self._session_id,
             error="step_timeout",
@@ -298,7 +296,7 @@ class SessionActor(DispatcherActor):
         self._drain_stash()
 
     def _step_failed(self, message: Step, error: ActorflowError) -> None:
-        _log.info(
+        self._services.log.info(
             "step_failed",
             session_id=self._session_id,
             error=type(error).__name__,
@@ -308,8 +306,16 @@ class SessionActor(DispatcherActor):
 
     def _adopt(self, message: Step, new: Session, result: StepResult, now: float) -> None:
         """Make ``new`` the session, save it, and answer after the commit."""
-        ttl = self._settings.session_ttl
-        new = replace(new, metadata=replace(new.metadata, expires_at=now + ttl))
+        meta = new.metadata
+        # ``new`` is the step's own working copy: set its expiry in place.
+        new.metadata = SessionMetadata(
+            meta.owner,
+            meta.created_at,
+            meta.last_accessed,
+            meta.request_count,
+            meta.client_addr,
+            now + self._settings.session_ttl,
+        )
         self._session = new
         entry = self._entry
         entry.status = new.status.value
@@ -346,7 +352,7 @@ class SessionActor(DispatcherActor):
             self._answer(message, result)
             self._after_reply(result)
             return
-        _log.warning(
+        self._services.log.warning(
             "commit_failed",
             session_id=self._session_id,
             revision=revision,
@@ -389,7 +395,7 @@ class SessionActor(DispatcherActor):
             raise SessionNotFound(
                 self._session_id, f"session {self._session_id!r} vanished from the store"
             )
-        _log.warning(
+        self._services.log.warning(
             "session_reloaded",
             session_id=self._session_id,
             revision=loaded.revision,
@@ -530,7 +536,7 @@ class SessionActor(DispatcherActor):
         stopped = ActorStopped(self._session_id, self._entry.incarnation, handover, crashed)
 
         def finish(_: object = None) -> None:
-            self.actor_ref.stop(block=False)
+            self.stop()
             self._services.tell_supervisor(stopped)
 
         last = self._last_save
@@ -544,7 +550,7 @@ class SessionActor(DispatcherActor):
     def _crash(self, error: Exception) -> None:
         """An unexpected exception: fail what is in hand, tell the supervisor, await Retire."""
         self._crashed = error
-        _log.error(
+        self._services.log.error(
             "session_crashed",
             session_id=self._session_id,
             error=type(error).__name__,

@@ -20,7 +20,6 @@ from dataclasses import replace
 from typing import Any
 
 import pykka
-import structlog
 
 from actors._live_index import LiveEntry
 from actors._services import ActorServices
@@ -32,6 +31,7 @@ from actors.messages import (
     ActorStopped,
     Forget,
     Kill,
+    Loaded,
     Passivate,
     PassivateRequest,
     Retire,
@@ -57,9 +57,6 @@ def _still_idle(last_used: float, entry: LiveEntry) -> bool:
     return entry.pending == 0 and entry.last_used == last_used
 
 
-_log = structlog.get_logger("actorflow.supervisor")
-
-
 class SupervisorActor(DispatcherActor):
     """The registry of live sessions (one per runtime, started by the runtime).
 
@@ -75,6 +72,7 @@ class SupervisorActor(DispatcherActor):
         self._index = services.index
         self._incarnations = 0
         self._waiting: defaultdict[str, list[Activate]] = defaultdict(list)
+        self._loading: dict[str, list[Activate]] = {}
         self._restarts: defaultdict[str, deque[float]] = defaultdict(deque)
         self._deleting: set[str] = set()
         self._shutdown: Shutdown | None = None
@@ -85,13 +83,29 @@ class SupervisorActor(DispatcherActor):
         """Handle one message; the supervisor itself never dies of a bad one."""
         try:
             self._handle(message)
-        except Exception:
-            _log.exception("supervisor_error", message=type(message).__name__)
+        except Exception as exc:
+            self._services.log.exception("supervisor_error", message=type(message).__name__)
+            self._answer_failure(message, exc)
         return None
+
+    def _answer_failure(self, message: Any, exc: Exception) -> None:
+        """Answer whoever waits on ``message`` after it failed unexpectedly (nobody hangs)."""
+        error = StoreUnavailable(f"the supervisor failed: {type(exc).__name__}: {exc}")
+        if isinstance(message, Activate):
+            self._fail(message, error)
+        elif isinstance(message, ActorStopped):
+            for step in message.steps:
+                step.reply(error)
+        elif isinstance(message, PassivateRequest | Sweep | Forget | Shutdown):
+            reply = message.reply
+            if reply is not None:
+                reply(error)
 
     def _handle(self, message: Any) -> None:
         if isinstance(message, Activate):
             self._activate(message)
+        elif isinstance(message, Loaded):
+            self._loaded(message)
         elif isinstance(message, ActorStopped):
             self._stopped(message)
         elif isinstance(message, ActorCrashed):
@@ -120,17 +134,73 @@ class SupervisorActor(DispatcherActor):
         if self._index.stopping(sid):
             self._waiting[sid].append(message)
             return
+        loading = self._loading.get(sid)
+        if loading is not None:
+            loading.append(message)
+            return
         entry = self._index.get(sid)
-        if entry is None or entry.ref is None or not entry.ref.is_alive():
-            if entry is not None:
-                self._index.remove(sid, when=lambda _: True)
-                self._index.stopped(sid, entry.incarnation)
+        if entry is not None and entry.ref is not None and entry.ref.is_alive():
+            self._deliver(message)
+            return
+        if entry is not None:  # its actor died without telling: forget it
+            self._index.remove(sid, when=lambda _: True)
+            self._forget_stopped(sid, entry.incarnation)
+        # The read happens on the loader pool: the supervisor never waits on the
+        # store, and activations of different sessions load in parallel.
+        self._loading[sid] = [message]
+        loader = self._services.loader or self._services.task_pool
+        try:
+            loader.submit(self._load, sid)
+        except RuntimeError as exc:  # the pool is shut down: the runtime is closing
+            self._loading.pop(sid, None)
+            self._fail(message, RuntimeClosed(f"the runtime is closing ({exc})"))
+
+    def _load(self, session_id: str) -> None:
+        """On the loader pool: read the snapshot (deleting it if expired), report back."""
+        outcome: Session | BaseException | None
+        try:
+            outcome = self._services.store.load(session_id)
+            if outcome is not None and self._expired(outcome):
+                self._services.store.delete(session_id)
+                self._services.counters.add("expirations")
+                self._services.log.info("session_expired", session_id=session_id)
+                outcome = SessionNotFound(session_id, f"session {session_id!r} expired")
+        except Exception as exc:
+            outcome = exc
+        if not self._services.tell_supervisor(Loaded(session_id, outcome)):
+            waiting = self._loading.pop(session_id, [])
+            for activation in waiting:
+                self._fail(activation, RuntimeClosed("the runtime is closed"))
+
+    def _expired(self, session: Session) -> bool:
+        expires_at = session.metadata.expires_at
+        return expires_at is not None and expires_at < self._services.clock()
+
+    def _loaded(self, message: Loaded) -> None:
+        sid = message.session_id
+        waiting = self._loading.pop(sid, [])
+        outcome = message.outcome
+        error: BaseException | None = None
+        if self._shutdown is not None:
+            error = RuntimeClosed("the runtime is closing")
+        elif sid in self._deleting or outcome is None:
+            error = SessionNotFound(sid)
+        elif isinstance(outcome, ActorflowError):
+            error = outcome
+        elif isinstance(outcome, BaseException):
+            error = StoreUnavailable(f"session {sid!r} could not be loaded: {outcome}")
+        else:
             try:
-                self._start(sid, "activated by a request")
+                self._start(sid, "activated by a request", outcome)
             except ActorflowError as exc:
-                self._fail(message, exc)
-                return
-        self._deliver(message)
+                error = exc
+            except RuntimeError as exc:  # the dispatcher is shut down: the runtime is closing
+                error = RuntimeClosed(f"the runtime is closing ({exc})")
+        for activation in waiting:
+            if error is None:
+                self._deliver(activation)
+            else:
+                self._fail(activation, error)
 
     def _start(self, session_id: str, reason: str, session: Session | None = None) -> LiveEntry:
         """Load ``session_id`` (unless given) and start its actor; evict LRU beyond max_live."""
@@ -138,12 +208,6 @@ class SupervisorActor(DispatcherActor):
             session = self._services.store.load(session_id)
             if session is None:
                 raise SessionNotFound(session_id)
-            expires_at = session.metadata.expires_at
-            if expires_at is not None and expires_at < self._services.clock():
-                self._services.store.delete(session_id)
-                self._services.counters.add("expirations")
-                _log.info("session_expired", session_id=session_id)
-                raise SessionNotFound(session_id, f"session {session_id!r} expired")
         graph = self._services.graphs.get(session.graph_id)
         if graph is None:
             raise GraphNotFound(session.graph_id)
@@ -169,7 +233,7 @@ class SupervisorActor(DispatcherActor):
         )
         self._index.add(entry)
         self._services.counters.add("activations")
-        _log.debug("session_activated", session_id=session_id, reason=reason)
+        self._services.log.debug("session_activated", session_id=session_id, reason=reason)
         return entry
 
     def _evict_for_one(self) -> None:
@@ -179,7 +243,7 @@ class SupervisorActor(DispatcherActor):
         for entry in self._index.eviction_candidates(excess):
             if self._remove_and_tell(entry.session_id, Passivate("evicted"), lambda _: True):
                 self._services.counters.add("evictions")
-                _log.info("session_evicted", session_id=entry.session_id)
+                self._services.log.info("session_evicted", session_id=entry.session_id)
 
     def _deliver(self, message: Activate) -> None:
         """Send an activation's step (or answer its reply) now that the session is live."""
@@ -262,7 +326,7 @@ class SupervisorActor(DispatcherActor):
 
     def _passivated(self, session_id: str, reason: str) -> None:
         self._services.counters.add("passivations")
-        _log.debug("session_passivated", session_id=session_id, reason=reason)
+        self._services.log.debug("session_passivated", session_id=session_id, reason=reason)
 
     def _crashed(self, message: ActorCrashed) -> None:
         self._remove_and_tell(
@@ -342,7 +406,7 @@ class SupervisorActor(DispatcherActor):
                 self._fail(activation, exc)
             return False
         self._services.counters.add("restarts")
-        _log.warning(
+        self._services.log.warning(
             "session_restarted",
             session_id=session_id,
             error=type(error).__name__,
@@ -357,7 +421,7 @@ class SupervisorActor(DispatcherActor):
             f"session actor crashed {restarts + 1} times within "
             f"{self._settings.restart_window:g} s (last: {type(error).__name__}: {error})"
         )
-        _log.error("session_failed", session_id=session_id, detail=why)
+        self._services.log.error("session_failed", session_id=session_id, detail=why)
         self._restarts.pop(session_id, None)
         try:
             session = self._services.store.load(session_id)
@@ -372,7 +436,9 @@ class SupervisorActor(DispatcherActor):
                 # activation from loading the snapshot before it is marked.
                 self._services.store.save(marked, expected_revision=session.revision).result()
         except ActorflowError as exc:
-            _log.error("session_mark_error_failed", session_id=session_id, detail=str(exc))
+            self._services.log.error(
+                "session_mark_error_failed", session_id=session_id, detail=str(exc)
+            )
         return TaskFailed(session_id, RuntimeError(why), session_id)
 
     # --- sweeping ------------------------------------------------------------------------
@@ -424,7 +490,7 @@ class SupervisorActor(DispatcherActor):
         # Deletes are submitted together so that the store commits them in one group.
         for sid, _ in zip(gone, self._services.task_pool.map(store.delete, gone), strict=True):
             self._services.counters.add("expirations")
-            _log.info("session_expired", session_id=sid)
+            self._services.log.info("session_expired", session_id=sid)
 
     # --- deleting and shutting down ------------------------------------------------------
 

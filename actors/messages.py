@@ -28,6 +28,7 @@ __all__ = [
     "Forget",
     "Inspect",
     "Kill",
+    "Loaded",
     "Passivate",
     "PassivateRequest",
     "Reply",
@@ -173,6 +174,17 @@ class Activate:
     step: Step | None = None
     on_busy: OnBusy = "enqueue"
     reply: Reply | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    """A session the supervisor asked the loader pool to read has been read.
+
+    ``outcome`` is the session, None (no such session) or the error the load raised.
+    """
+
+    session_id: str
+    outcome: Session | BaseException | None
 
 
 @dataclass(frozen=True, slots=True)

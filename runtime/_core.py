@@ -58,6 +58,9 @@ _log = structlog.get_logger("actorflow.runtime")
 OnBusy = Literal["enqueue", "reject"]
 StepMode = Literal["step", "run"]
 
+#: Threads that read snapshots for activations (off the supervisor).
+LOADER_THREADS = 4
+
 #: How many quarantined rows ``stats()`` counts at most.
 QUARANTINE_COUNT_LIMIT = 10_000
 
@@ -177,6 +180,8 @@ class RuntimeCore:
             config.task_threads, thread_name_prefix="actorflow-task"
         )
         self._cleanup.append(lambda: self.task_pool.shutdown(wait=False, cancel_futures=True))
+        self.loader = ThreadPoolExecutor(LOADER_THREADS, thread_name_prefix="actorflow-load")
+        self._cleanup.append(lambda: self.loader.shutdown(wait=False, cancel_futures=True))
         self.dispatcher = Dispatcher(config.dispatcher_threads, name="actorflow")
         self._cleanup.append(lambda: self.dispatcher.shutdown(timeout=10))
         self.services = ActorServices(
@@ -201,6 +206,7 @@ class RuntimeCore:
             loop=self.loop_thread.loop,
             timers=self.timers,
             clock=config.clock,
+            loader=self.loader,
         )
         self.supervisor = self.dispatcher.spawn(SupervisorActor, self.services)
         self.services.supervisor = self.supervisor
