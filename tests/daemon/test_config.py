@@ -10,6 +10,7 @@ import pytest
 from conftest import ROOT, daemon_env, write_tokens
 
 from runtime.daemon._config import ConfigError, DaemonConfig, parse_config
+from runtime.daemon._graphs import load_graphs, pick_default_graph
 
 
 def test_defaults_are_the_documented_ones() -> None:
@@ -137,3 +138,24 @@ def test_default_graph_must_be_served(tmp_path: Path) -> None:
     result = _run_daemon("--default-graph", "nope", "--data-dir", str(tmp_path))
     assert result.returncode == 2
     assert "--default-graph 'nope'" in result.stderr
+
+
+def test_graph_refs_load_one_graph_or_a_list() -> None:
+    assert [g.id for g in load_graphs(["flow.demo:echo"])] == ["echo"]
+    assert [g.id for g in load_graphs(["flow.demo:GRAPHS"])] == ["echo", "support"]
+    assert pick_default_graph(load_graphs(["flow.demo:GRAPHS"]), None) == "echo"
+    assert pick_default_graph(load_graphs(["flow.demo:GRAPHS"]), "support") == "support"
+
+
+@pytest.mark.parametrize(
+    ("refs", "fragment"),
+    [
+        (["flow.demo:GRAPHS", "flow.demo:echo"], "graph id 'echo' is also served"),
+        (["flow.demo:Echo"], "expected a Graph or a non-empty list of Graphs"),
+        (["flow.demo:missing"], "has no 'missing'"),
+        (["flow.nowhere:GRAPHS"], "cannot import 'flow.nowhere'"),
+    ],
+)
+def test_bad_graph_refs_are_config_errors(refs: list[str], fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        load_graphs(refs)
