@@ -10,7 +10,8 @@ per configuration, actorflowd subprocesses serving 64 ``echo`` sessions:
 
 A closed loop of C keep-alive clients (one asyncio loop, one ``httpx.AsyncClient``
 per daemon) steps the sessions for a fixed time; prints steps/s, p50 and p99 per
-configuration and client count, one line each.
+configuration and client count, one line each, with the daemons' CPU time per
+step (user + system, from /proc), which a busy machine disturbs less.
 
     .venv-dev/bin/python bench/cluster.py [--quick] [--clients 16 64] [--seconds 8]
 """
@@ -34,6 +35,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -117,8 +119,26 @@ def start_daemon(
     return process, url
 
 
-async def run_load(urls: list[str], clients: int, seconds: float) -> tuple[float, float, float]:
-    """Steps/s, p50 ms and p99 ms of ``clients`` closed-loop clients over ``urls``."""
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds the processes have used (Linux /proc)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / ticks
+    return total
+
+
+@dataclass(frozen=True, slots=True)
+class Figure:
+    rate: float
+    p50_ms: float
+    p99_ms: float
+    cpu_us: float  # daemons' CPU per step (robust to a busy machine)
+
+
+async def run_load(urls: list[str], pids: list[int], clients: int, seconds: float) -> Figure:
+    """``clients`` closed-loop clients stepping the sessions through ``urls``."""
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     http = [httpx.AsyncClient(base_url=u, limits=limits, timeout=30.0) for u in urls]
     try:
@@ -150,17 +170,22 @@ async def run_load(urls: list[str], clients: int, seconds: float) -> tuple[float
                     errors += 1
 
         began = time.monotonic()
+        cpu_before = cpu_seconds(pids)
         await asyncio.gather(*(client(i) for i in range(clients)))
         elapsed = time.monotonic() - began
+        cpu = cpu_seconds(pids) - cpu_before
     finally:
         for c in http:
             await c.aclose()
     if errors:
         print(f"  ({errors} non-200 answers)")
     latencies.sort()
-    p50 = latencies[len(latencies) // 2] * 1000
-    p99 = latencies[int(len(latencies) * 0.99)] * 1000
-    return len(latencies) / elapsed, p50, p99
+    return Figure(
+        rate=len(latencies) / elapsed,
+        p50_ms=latencies[len(latencies) // 2] * 1000,
+        p99_ms=latencies[int(len(latencies) * 0.99)] * 1000,
+        cpu_us=cpu / len(latencies) * 1e6,
+    )
 
 
 def main() -> None:
@@ -170,6 +195,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[16, 64])
     args = parser.parse_args()
     seconds = 3.0 if args.quick else args.seconds
+    print(f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
     with tempfile.TemporaryDirectory(prefix="actorflow-bench-cluster-") as tmp:
         work = Path(tmp)
         redis_dir = work / "redis"
@@ -186,11 +212,13 @@ def main() -> None:
                 daemons = [start_daemon(config_dir, f"n{i}", store) for i in range(count)]
                 try:
                     urls = [url for _, url in daemons]
+                    pids = [process.pid for process, _ in daemons]
                     for clients in args.clients:
-                        rate, p50, p99 = asyncio.run(run_load(urls, clients, seconds))
+                        fig = asyncio.run(run_load(urls, pids, clients, seconds))
                         print(
-                            f"{label:9} clients={clients:3}  {rate:7.0f} steps/s  "
-                            f"p50 {p50:6.1f} ms  p99 {p99:6.1f} ms",
+                            f"{label:9} clients={clients:3}  {fig.rate:7.0f} steps/s  "
+                            f"p50 {fig.p50_ms:6.1f} ms  p99 {fig.p99_ms:6.1f} ms  "
+                            f"daemon CPU {fig.cpu_us:5.0f} us/step",
                             flush=True,
                         )
                 finally:
