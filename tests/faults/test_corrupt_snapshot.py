@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, StartDaemon, assert_problem, create, daemon_env, metric, step
+from fault_harness import ROOT, StartDaemon, assert_problem, create, daemon_env, metric, step
 
 GARBAGE = b"\xc1 is never valid msgpack: not a snapshot"
 SESSIONS = 4

@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 import pytest
-from conftest import Daemon, RawHttp, StartDaemon, create, stored_counts
+from fault_harness import Daemon, RawHttp, StartDaemon, create, stored_counts
 
 SESSIONS = 64
 CLIENTS = 16

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import TMPFS_SIZE, StartDaemon, assert_problem, create, step, stored_counts
+from fault_harness import TMPFS_SIZE, StartDaemon, assert_problem, create, step, stored_counts
 
 COMMITTED = 4
 STEPS = 3

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import httpx
 import pytest
-from conftest import Daemon, RawHttp, StartDaemon, metric, stored_counts
+from fault_harness import Daemon, RawHttp, StartDaemon, metric, stored_counts
 
 SESSIONS = 10_000
 MAX_LIVE = 1000

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import StartDaemon, assert_problem, create, step, stored_counts, wait_until
+from fault_harness import StartDaemon, assert_problem, create, step, stored_counts, wait_until
 
 STEP_TIMEOUT = 1.5
 SLEEP = 5.0
