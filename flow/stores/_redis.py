@@ -36,6 +36,7 @@ from typing import Any
 
 import msgpack
 import redis
+import structlog
 
 from flow._codec import decode, encode
 from flow._errors import InvalidInput, RevisionConflict, SnapshotDecodeError, StoreUnavailable
@@ -45,6 +46,8 @@ from flow.stores._protocol import QuarantinedRow, SessionPage, StoredSessionInfo
 from flow.stores._redis_client import LuaScript, connect, describe, unavailable
 
 __all__ = ["RedisStore"]
+
+_log = structlog.get_logger("actorflow.store.redis")
 
 MAX_BATCH = 512
 """Most saves sent in one pipeline."""
@@ -496,14 +499,21 @@ class RedisStore:
             for write in writes:
                 write.future.set_exception(error)
             return
-        except BaseException as exc:  # never leave a caller waiting on a future
+        except Exception as exc:  # the writer must outlive anything, and answer every caller
+            _log.exception("redis_writer_error", saves=len(writes))
+            error = unavailable(self.client, f"writing {len(writes)} session(s)", exc)
             for write in writes:
-                write.future.set_exception(exc)
-            raise
+                write.future.set_exception(error)
+            return
         self.pipelines += 1
         self.saves += len(writes)
         for write, result in zip(writes, results, strict=True):
-            self._settle(write, result)
+            try:
+                self._settle(write, result)
+            except Exception as exc:  # a malformed reply fails its own save, not the writer
+                write.future.set_exception(
+                    StoreUnavailable(f"session {write.session_id!r}: bad reply {result!r}: {exc}")
+                )
 
     def _settle(self, write: _Write, result: Any) -> None:
         if isinstance(result, BaseException):

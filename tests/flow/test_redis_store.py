@@ -289,3 +289,23 @@ def test_redis_down_fails_fast_and_service_resumes_intact(redis_server: Any) -> 
         reloaded = store.load("s0")
         assert reloaded is not None
         assert reloaded.revision == 2
+
+
+def test_writer_survives_an_unexpected_error_and_answers_every_caller(
+    store: RedisStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = _WRITE.run_many
+    calls = 0
+
+    def broken_once(client: Any, batch: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise RuntimeError("boom")
+        return real(client, batch)
+
+    monkeypatch.setattr(_WRITE, "run_many", broken_once)
+    with pytest.raises(StoreUnavailable, match="boom"):
+        store.save(make_session("s1"), None).result(timeout=5)
+    store.save(make_session("s1"), None).result(timeout=5)
+    assert store.load("s1") is not None
