@@ -278,3 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (AdminError, ActorflowError, OSError) as exc:
         print(f"actorflow: {exc}", file=sys.stderr)
         return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
