@@ -56,6 +56,8 @@ _REQUEST_ID = b"x-request-id"
 # A request the holder received but did not answer is served again elsewhere only if
 # repeating it is harmless; a step might have been applied.
 _SAFE_TO_REPEAT = frozenset({"GET", "HEAD", "DELETE"})
+# Transport errors raised before any byte of the request reached the holder.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol)
 # Hop-by-hop headers (RFC 9110 7.6.1) and those httpx sets itself.
 _HOP_BY_HOP = frozenset(
     {
@@ -255,7 +257,7 @@ class Forwarder:
                     return _Outcome.UNKNOWN
             response = sending.result()
         except httpx.TransportError as exc:
-            delivered = not isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout)
+            delivered = not isinstance(exc, _NOT_SENT)
             _log.warning(
                 "holder_unreachable",
                 request_id=info.request_id,
