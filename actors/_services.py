@@ -98,6 +98,14 @@ class ActorServices:
     supervisor: pykka.ActorRef[Any] | None = None
     loader: ThreadPoolExecutor | None = None
     log: Any = field(default_factory=lambda: structlog.get_logger("actorflow").bind())
+    _inline: dict[str, bool] = field(default_factory=dict)
+
+    def runs_inline(self, graph: Graph) -> bool:
+        """Whether ``graph``'s steps may run on a dispatcher thread (cached per graph)."""
+        inline = self._inline.get(graph.id)
+        if inline is None:
+            inline = self._inline[graph.id] = graph.nonblocking
+        return inline
 
     def run_async(self, coro: Coroutine[Any, Any, Any]) -> Any:
         """Run ``coro`` on the runtime's loop and wait for it (from a task-pool thread)."""

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -93,7 +92,7 @@ class SessionActor(DispatcherActor):
         self._settings = services.settings
         self._session = session
         self._graph = graph
-        self._inline = graph.nonblocking
+        self._inline = services.runs_inline(graph)
         self._entry = entry
         self._session_id = session.session_id
         self._stored_revision: int | None = session.revision
@@ -101,7 +100,9 @@ class SessionActor(DispatcherActor):
         self._lineage = 0
         self._seq = 0
         self._running: _Running | None = None
-        self._stash: deque[Step | Passivate] = deque()
+        # A list, not a deque: it is short (max_pending) and an empty list costs
+        # 56 bytes to a deque's 600, for every live session.
+        self._stash: list[Step | Passivate] = []
         self._current: Step | None = None
         self._last_save: Future[None] | None = None
         self._stopping = False
@@ -380,7 +381,7 @@ class SessionActor(DispatcherActor):
 
     def _drain_stash(self) -> None:
         while self._stash and self._running is None and self._crashed is None:
-            message = self._stash.popleft()
+            message = self._stash.pop(0)
             if isinstance(message, Passivate):
                 self._passivate(message)
             else:
@@ -487,7 +488,7 @@ class SessionActor(DispatcherActor):
             error = message.error or StoreUnavailable("session actor stopped")
             self._abandon_running(error)
             while self._stash:
-                queued = self._stash.popleft()
+                queued = self._stash.pop(0)
                 if isinstance(queued, Step):
                     self._answer(queued, error)
         elif self._running is not None or self._stash:
@@ -506,7 +507,7 @@ class SessionActor(DispatcherActor):
             return
         self._abandon_running(error)
         while self._stash:
-            queued = self._stash.popleft()
+            queued = self._stash.pop(0)
             if isinstance(queued, Step):
                 if reroute:
                     self._handover.append(queued)

@@ -201,6 +201,7 @@ class SupervisorActor(DispatcherActor):
                 self._deliver(activation)
             else:
                 self._fail(activation, error)
+        self._maybe_finish_shutdown()
 
     def _start(self, session_id: str, reason: str, session: Session | None = None) -> LiveEntry:
         """Load ``session_id`` (unless given) and start its actor; evict LRU beyond max_live."""
@@ -533,7 +534,7 @@ class SupervisorActor(DispatcherActor):
         shutdown = self._shutdown
         if shutdown is None or self._shutdown_done:
             return
-        if len(self._index) or self._index.stopping_count():
+        if len(self._index) or self._index.stopping_count() or self._loading:
             return
         self._shutdown_done = True
         shutdown.reply(True)
