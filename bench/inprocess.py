@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import structlog
 
@@ -218,13 +219,21 @@ def rss_bytes() -> int:
     raise RuntimeError("no VmRSS line in /proc/self/status (Linux only)")
 
 
-def in_parallel(items: Sequence[str], fn: Callable[[str], object], threads: int = 64) -> float:
-    """Apply ``fn`` to every item from ``threads`` threads; returns the seconds taken."""
+class Timed(NamedTuple):
+    """Wall-clock and process CPU seconds something took."""
+
+    seconds: float
+    cpu_seconds: float
+
+
+def in_parallel(items: Sequence[str], fn: Callable[[str], object], threads: int = 64) -> Timed:
+    """Apply ``fn`` to every item from ``threads`` threads; returns the time taken."""
     began = time.perf_counter()
+    cpu_began = time.process_time()
     with ThreadPoolExecutor(max_workers=threads) as pool:
         for _ in pool.map(fn, items, chunksize=max(1, len(items) // (threads * 8))):
             pass
-    return time.perf_counter() - began
+    return Timed(time.perf_counter() - began, time.process_time() - cpu_began)
 
 
 def create_many(rt: Runtime, count: int, threads: int = 64) -> list[str]:
@@ -345,7 +354,7 @@ def add_idle_sessions(plan: Plan, rt: Runtime, figures: Figures) -> list[str]:
     began = time.perf_counter()
     idle = create_many(rt, plan.idle_sessions)
     created = time.perf_counter() - began
-    stepped = in_parallel(idle, lambda sid: rt.step(sid, "once"))
+    stepped = in_parallel(idle, lambda sid: rt.step(sid, "once")).seconds
     gc.collect()
     live = rt.stats().live
     figures.idle_sessions = len(idle)
@@ -391,7 +400,7 @@ def beside_idle(
 def activations(plan: Plan, rt: Runtime, idle: list[str], figures: Figures) -> None:
     """Passivate some idle sessions, then step each once: activation from the store."""
     cold = idle[: plan.activations]
-    passivated = in_parallel(cold, rt.passivate)
+    passivated = in_parallel(cold, rt.passivate).seconds
     print(
         f"passivations: {len(cold):,} in {passivated:.2f} s "
         f"({len(cold) / passivated:,.0f}/s); live actors now {rt.stats().live:,}",
@@ -400,11 +409,12 @@ def activations(plan: Plan, rt: Runtime, idle: list[str], figures: Figures) -> N
     before = rt.stats().activations
     activated = in_parallel(cold, lambda sid: rt.step(sid, "wake up"))
     done = rt.stats().activations - before
-    figures.activations_per_s = len(cold) / activated
+    figures.activations_per_s = len(cold) / activated.seconds
     print(
         f"activations from snapshot (step each passivated session once, fsync): "
         f"{figures.activations_per_s:,.0f}/s ({done:,} activations, "
-        f"{len(cold):,} steps in {activated:.2f} s)",
+        f"{len(cold):,} steps in {activated.seconds:.2f} s; "
+        f"{activated.cpu_seconds / len(cold) * 1e6:,.0f} us CPU each)",
         flush=True,
     )
 
@@ -422,15 +432,16 @@ def bench_cold_activations(
         ids = preload(store, plan.activations, BASE_HISTORY)
         config = replace(config_for(store_url), durability="passivate")
         with Runtime.open(data_dir=data_dir, graphs=[echo], config=config, store=store) as rt:
-            seconds = in_parallel(ids, lambda sid: rt.step(sid, "wake up"))
+            timed = in_parallel(ids, lambda sid: rt.step(sid, "wake up"))
             done = rt.stats().activations
     finally:
         store.close()
-    figures.cold_activations_per_s = len(ids) / seconds
+    figures.cold_activations_per_s = len(ids) / timed.seconds
     print(
         f"activations from snapshot (step each stored session once, durability=passivate, "
         f"no commit per step): {figures.cold_activations_per_s:,.0f}/s "
-        f"({done:,} activations in {seconds:.2f} s)",
+        f"({done:,} activations in {timed.seconds:.2f} s; "
+        f"{timed.cpu_seconds / len(ids) * 1e6:,.0f} us CPU each)",
         flush=True,
     )
 
