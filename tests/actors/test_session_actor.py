@@ -111,3 +111,15 @@ def test_passivation_saves_a_dirty_session_before_the_actor_stops(
     assert done.wait() is True
     assert harness.index.wait_gone(sid, 10)
     assert harness.store.load(sid).revision == 1
+
+
+def test_an_async_step_past_its_deadline_is_cancelled_and_rolled_back(
+    make_harness: MakeHarness,
+) -> None:
+    gate = threading.Event()
+    harness = make_harness([gated_graph("agated", gate, is_async=True)], step_timeout=0.2)
+    sid = harness.create("agated")
+    with pytest.raises(StepTimeout):
+        harness.step(sid, "late")
+    gate.set()
+    assert harness.step(sid, "next").revision == 1

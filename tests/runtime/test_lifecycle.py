@@ -351,3 +351,11 @@ def test_an_expired_session_is_not_activated_even_before_a_sweep(
     with pytest.raises(SessionNotFound, match="expired"):
         rt.step(sid, "late")
     assert rt.store.load(sid) is None
+
+
+def test_the_periodic_sweep_passivates_on_its_own(open_runtime: Opener) -> None:
+    rt = open_runtime(idle_timeout=0.05, wait_timeout=0.05, sweep_interval=0.02)
+    sid = rt.create_session("echo", owner="a")
+    rt.step(sid, "x")
+    wait_passivated(rt, sid, timeout=10)
+    assert rt.stats().passivations >= 1
