@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
@@ -104,7 +105,9 @@ class SessionActor(DispatcherActor):
         # 56 bytes to a deque's 600, for every live session.
         self._stash: list[Step | Passivate] = []
         self._current: Step | None = None
-        self._last_save: Future[None] | None = None
+        # Weak: a committed save's future is dropped by the store, and an idle actor
+        # should not keep it (and its condition variable) alive.
+        self._last_save: weakref.ref[Future[None]] | None = None
         self._stopping = False
         self._crashed: BaseException | None = None
         self._handover: list[Step] = []
@@ -340,7 +343,7 @@ class SessionActor(DispatcherActor):
         """Queue ``session`` for commit after everything queued before (compare-and-set)."""
         future = self._services.store.save(session, expected_revision=self._stored_revision)
         self._stored_revision = session.revision
-        self._last_save = future
+        self._last_save = weakref.ref(future)
         self._dirty = False
         return future
 
@@ -540,7 +543,7 @@ class SessionActor(DispatcherActor):
             self.stop()
             self._services.tell_supervisor(stopped)
 
-        last = self._last_save
+        last = None if self._last_save is None else self._last_save()
         if last is None or last.done():
             finish()
         else:
