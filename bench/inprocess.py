@@ -34,7 +34,8 @@ from typing import NamedTuple
 import structlog
 
 # Run as a script, Python puts bench/ first on sys.path, where bench/actors.py would
-# shadow the actors package: look up packages from the repository root instead.
+# shadow the actors package and bench/http.py the standard library's http: look up
+# modules from the repository root instead.
 _BENCH_DIR = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH_DIR]
 sys.path.insert(0, str(_BENCH_DIR.parent))

@@ -21,12 +21,19 @@ import threading
 from pathlib import Path
 from typing import Any, TypedDict
 
+# Run as a script, Python puts bench/ first on sys.path, where bench/http.py would
+# shadow the standard library's http (which LangGraph imports) and bench/actors.py
+# the actors package: look up modules from the repository root instead.
+_BENCH_DIR = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH_DIR]
+sys.path.insert(0, str(_BENCH_DIR.parent))
+
 try:
     from langgraph.checkpoint.sqlite import SqliteSaver
     from langgraph.graph import END, START, StateGraph
-except ImportError:  # pragma: no cover - depends on the environment
+except ImportError as exc:  # depends on the environment
     sys.exit(
-        "bench/langgraph_baseline.py needs LangGraph: "
+        f"bench/langgraph_baseline.py needs LangGraph ({exc}): "
         "pip install -e '.[bench]' (langgraph, langgraph-checkpoint-sqlite)"
     )
 
@@ -139,9 +146,6 @@ def lost_updates(threads: int = 8, invokes_per_thread: int = 25) -> LostUpdates:
 
 def main() -> None:
     """Print LangGraph's steps/s at 8, 32 and 64 clients and its lost updates."""
-    bench_dir = Path(__file__).resolve().parent
-    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != bench_dir]
-    sys.path.insert(0, str(bench_dir.parent))  # bench/actors.py would shadow the actors package
     from bench.inprocess import closed_loop, print_load  # the driver actorflow's side uses too
 
     with LangGraphBench() as bench:
