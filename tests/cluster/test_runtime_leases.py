@@ -17,7 +17,7 @@ from runtime import Runtime, RuntimeConfig, StoreUnavailable
 
 pytestmark = pytest.mark.redis
 
-LEASE_TTL = 0.6
+LEASE_TTL = 1.0
 
 
 def wait_until(condition: Callable[[], Any], timeout: float = 10.0) -> Any:
