@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import stat
 import uuid
 
 import httpx
 from conftest import Daemon, StartDaemon, assert_problem, create
+
+from runtime.admin import AdminClient
 
 
 def test_create_session_returns_201_with_its_position(api: httpx.Client) -> None:
@@ -274,3 +277,18 @@ def test_body_over_the_limit_is_413(start_daemon: StartDaemon) -> None:
         assert "1024" in body["detail"]
         ok = client.post(f"/v1/sessions/{session_id}/step", json={"input": "x" * 500})
         assert ok.status_code == 200
+
+
+def test_admin_socket_serves_the_daemons_live_sessions(
+    api: httpx.Client, shared_daemon: Daemon
+) -> None:
+    session_id = create(api)
+    api.post(f"/v1/sessions/{session_id}/step", json={"input": "admin"})
+    socket_path = shared_daemon.data_dir / "admin.sock"
+    assert stat.S_IMODE(socket_path.stat().st_mode) == 0o600
+    with AdminClient(socket_path) as admin:
+        daemon_info = admin.call("config")["daemon"]
+        assert daemon_info["port"] == shared_daemon.port
+        assert "echo" in daemon_info["graphs"]
+        info = admin.call("inspect", id=session_id)
+    assert info["live"] is True
