@@ -3,7 +3,8 @@
 A daemon subprocess (``python -m runtime``, fsync durability, SQLite in a temporary
 directory, JSON access logs to a file) serves 64 ``echo`` sessions. A closed loop of
 C keep-alive clients steps them (client i steps sessions i, i+C, ... in turn) as
-fast as answers come, for a fixed time. The load generator runs on the same
+fast as answers come, for a fixed time; each client count gets 64 new sessions.
+The load generator runs on the same
 machine: with ``--load-procs N`` the clients are split over N processes, each an
 asyncio loop with one ``httpx.AsyncClient`` (by default one process per 16 clients,
 at most 2: on a 2-core machine the generator competes with the daemon for CPU).
@@ -348,8 +349,10 @@ def main(argv: Sequence[str] | None = None) -> None:
         daemon = Daemon(workdir / "data", args.durability)
         loads: list[Load] = []
         try:
-            sessions = create_sessions(daemon.url, SESSIONS)
             for clients in CLIENT_COUNTS:
+                # fresh sessions per run: every echo step grows the chat history that
+                # each snapshot carries, so reused sessions would slow later runs down
+                sessions = create_sessions(daemon.url, SESSIONS)
                 if generator == "wrk":
                     load = run_wrk(daemon.url, sessions, clients, seconds, workdir)
                 else:
