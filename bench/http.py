@@ -4,10 +4,10 @@ A daemon subprocess (``python -m runtime``, fsync durability, SQLite in a tempor
 directory, JSON access logs to a file) serves 64 ``echo`` sessions. A closed loop of
 C keep-alive clients steps them (client i steps sessions i, i+C, ... in turn) as
 fast as answers come, for a fixed time; each client count gets 64 new sessions.
-The load generator runs on the same
-machine: with ``--load-procs N`` the clients are split over N processes, each an
-asyncio loop with one ``httpx.AsyncClient`` (by default one process per 16 clients,
-at most 2: on a 2-core machine the generator competes with the daemon for CPU).
+The load generator runs on the same machine: with ``--load-procs N`` the clients
+are split over N processes, each an asyncio loop with one ``httpx.AsyncClient``
+(by default one process per 16 clients, at most 2: on a 2-core machine the
+generator competes with the daemon for CPU).
 When ``wrk`` is installed it drives the same workload instead (``--generator``
 picks one; each wrk thread steps the sessions round robin): an httpx client
 costs more CPU per request than the daemon does, so on a small machine the
