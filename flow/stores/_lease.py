@@ -89,6 +89,41 @@ return 0
 )
 
 
+_RENEW_MANY = LuaScript(
+    """
+local out = {}
+for i = 1, #KEYS do
+  local cur = redis.call('HMGET', KEYS[i], 'node', 'epoch')
+  if cur[1] == ARGV[1] and cur[2] == ARGV[i + 2] then
+    redis.call('PEXPIRE', KEYS[i], ARGV[2])
+    out[i] = 1
+  else
+    out[i] = 0
+  end
+end
+return out
+"""
+)
+"""Renew a chunk of leases in one call: KEYS lease keys, ARGV node, ttl ms, epochs."""
+
+_RELEASE_MANY = LuaScript(
+    """
+for i = 1, #KEYS do
+  local cur = redis.call('HMGET', KEYS[i], 'node', 'epoch')
+  if cur[1] == ARGV[1] and cur[2] == ARGV[i + 2] then
+    redis.call('DEL', KEYS[i])
+  end
+end
+return #KEYS
+"""
+)
+"""Release a chunk of leases in one call (same arguments as ``_RENEW_MANY``)."""
+
+CHUNK = 500
+"""Leases per renewal or release call: one call per lease would cost redis-py's
+per-command overhead for every live session, every ``ttl / 3``."""
+
+
 def lease_key(prefix: str, name: str) -> str:
     """The Redis key of the lease on ``name`` (a session id)."""
     return f"{prefix}lease:{name}"
@@ -187,7 +222,8 @@ class _Held:
 class LeaseManager:
     """Takes, renews and releases this node's leases on sessions.
 
-    A renewal thread renews every held lease every ``ttl / 3`` in one pipeline.
+    A renewal thread renews every held lease every ``ttl / 3`` in one pipeline
+    (one script call per ``CHUNK`` leases).
     A lease that cannot be renewed (another node holds it now, or Redis could
     not be reached until the lease ran out) is dropped and reported to
     ``on_lost`` (called on the renewal thread; it must not block), so the
@@ -319,7 +355,7 @@ class LeaseManager:
         return False
 
     def renew_all(self) -> list[Lease]:
-        """Renew every held lease in one pipeline; returns the leases lost.
+        """Renew every held lease in one pipeline (one script call per 500); the leases lost.
 
         A lease is lost when Redis says it is no longer this grant, or when
         Redis could not be reached and the lease has run out meanwhile.
@@ -328,9 +364,12 @@ class LeaseManager:
         if not held:
             return []
         started = time.monotonic()
-        calls = [([lease_key(self.key_prefix, x.name)], self._args(x)) for x in held]
+        results: list[Any] = []
         try:
-            results: list[Any] = _RENEW.run_many(self._client, calls)
+            for answer in _RENEW_MANY.run_many(self._client, self._chunks(held)):
+                if isinstance(answer, BaseException):
+                    raise answer
+                results.extend(answer)
         except redis.exceptions.RedisError as exc:
             _log.warning("lease_renewal_failed", node_id=self.node_id, error=str(exc))
             results = [exc] * len(held)
@@ -437,9 +476,8 @@ class LeaseManager:
                     current = self._held.get(lease.name)
                     if current is not None and current.lease == lease:
                         del self._held[lease.name]
-            calls = [([lease_key(self.key_prefix, x.name)], self._args(x)) for x in drop]
             try:
-                _RELEASE.run_many(self._client, calls)
+                _RELEASE_MANY.run_many(self._client, self._chunks(drop))
             except redis.exceptions.RedisError as exc:
                 # Redis is down: the released leases simply expire after ttl
                 _log.warning("lease_release_failed", node_id=self.node_id, error=str(exc))
@@ -452,6 +490,15 @@ class LeaseManager:
                 self.renew_all()
             except Exception:  # the renewal thread must survive anything a callback does
                 _log.exception("lease_renewal_crashed", node_id=self.node_id)
+
+    def _chunks(self, leases: list[Lease]) -> list[tuple[list[str], list[Any]]]:
+        """``(keys, args)`` of ``_RENEW_MANY`` / ``_RELEASE_MANY`` calls covering ``leases``."""
+        calls: list[tuple[list[str], list[Any]]] = []
+        for start in range(0, len(leases), CHUNK):
+            chunk = leases[start : start + CHUNK]
+            keys = [lease_key(self.key_prefix, x.name) for x in chunk]
+            calls.append((keys, [self.node_id, self._ttl_ms, *(str(x.epoch) for x in chunk)]))
+        return calls
 
     def _args(self, lease: Lease) -> list[Any]:
         return [self.node_id, str(lease.epoch), self._ttl_ms]

@@ -13,7 +13,7 @@ import redis
 from flow._context import Context
 from flow._errors import StoreUnavailable
 from flow._session import Session, SessionMetadata, SessionStatus
-from flow.stores._lease import Holder, Lease, LeaseLost, LeaseManager
+from flow.stores._lease import CHUNK, Holder, Lease, LeaseLost, LeaseManager
 from flow.stores._redis import RedisStore
 
 pytestmark = pytest.mark.redis
@@ -139,18 +139,22 @@ def test_renewal_keeps_a_lease_alive_past_its_ttl(
     assert a.held() == [lease]
 
 
-def test_renew_all_renews_every_lease_in_one_call(redis_url: str) -> None:
+def test_renew_all_renews_every_lease_in_chunked_calls(redis_url: str) -> None:
+    count = CHUNK * 2 + 7
     manager = LeaseManager(redis_url, "node-a", "http://a", 60.0)
+    client = redis.Redis.from_url(redis_url)
     try:
-        leases = [manager.acquire(f"s{i}") for i in range(50)]
-        client = redis.Redis.from_url(redis_url)
-        for lease in leases:
-            assert isinstance(lease, Lease)
-            client.pexpire(f"actorflow:lease:{lease.name}", 1000)
-        assert manager.renew_all() == []
-        assert all(client.pttl(f"actorflow:lease:s{i}") > 50_000 for i in range(50))
-        client.close()
+        leases = [manager.acquire(f"s{i}") for i in range(count)]
+        assert all(isinstance(lease, Lease) for lease in leases)
+        for i in range(count):
+            client.pexpire(f"actorflow:lease:s{i}", 1000)
+        client.delete("actorflow:lease:s5")  # one of them was lost meanwhile
+        assert [lease.name for lease in manager.renew_all()] == ["s5"]
+        ttls = [client.pttl(f"actorflow:lease:s{i}") for i in range(count) if i != 5]
+        assert min(ttls) > 50_000
+        assert len(manager.held()) == count - 1
     finally:
+        client.close()
         manager.close()
 
 
