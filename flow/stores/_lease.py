@@ -28,7 +28,7 @@ from typing import Any
 import redis
 import structlog
 
-from flow._errors import StoreUnavailable
+from flow._errors import InvalidInput, StoreUnavailable
 from flow.stores._redis_client import LuaScript, connect, unavailable
 
 __all__ = [
@@ -254,9 +254,9 @@ class LeaseManager:
         in_use: Callable[[str], bool] | None = None,
     ) -> None:
         if ttl <= 0:
-            raise ValueError(f"lease ttl must be positive, got {ttl!r}")
+            raise InvalidInput(f"lease ttl must be positive, got {ttl!r}")
         if not node_id:
-            raise ValueError("node_id must not be empty")
+            raise InvalidInput("a lease manager's node_id must not be empty")
         if isinstance(client_or_url, str):
             self._client = connect(client_or_url)
             self._owns_client = True
