@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable, Coroutine, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -90,13 +90,13 @@ class ActorServices:
     graphs: Mapping[str, Graph]
     index: LiveIndex
     dispatcher: Dispatcher
-    task_pool: ThreadPoolExecutor
+    task_pool: Executor
     loop: asyncio.AbstractEventLoop
     timers: Timers
     clock: Callable[[], float]
     counters: Counters = field(default_factory=Counters)
     supervisor: pykka.ActorRef[Any] | None = None
-    loader: ThreadPoolExecutor | None = None
+    loader: Executor | None = None
     log: Any = field(default_factory=lambda: structlog.get_logger("actorflow").bind())
     _inline: dict[str, bool] = field(default_factory=dict)
 

@@ -34,6 +34,7 @@ from actors.messages import (
     Loaded,
     Passivate,
     PassivateRequest,
+    Reply,
     Retire,
     Shutdown,
     Step,
@@ -76,7 +77,7 @@ class SupervisorActor(DispatcherActor):
         self._restarts: defaultdict[str, deque[float]] = defaultdict(deque)
         self._deleting: set[str] = set()
         self._shutdown: Shutdown | None = None
-        self._shutdown_done = False
+        self._shutdown_replies: list[Reply] = []
         self._stopping_refs: dict[str, pykka.ActorRef[Any]] = {}
 
     def on_receive(self, message: Any) -> Any:
@@ -510,7 +511,7 @@ class SupervisorActor(DispatcherActor):
 
     def _begin_shutdown(self, message: Shutdown) -> None:
         self._shutdown = message
-        self._shutdown_done = False
+        self._shutdown_replies.append(message.reply)
         closed = RuntimeClosed("the runtime is closing")
         for waiting in self._waiting.values():
             for activation in waiting:
@@ -531,10 +532,11 @@ class SupervisorActor(DispatcherActor):
         self._maybe_finish_shutdown()
 
     def _maybe_finish_shutdown(self) -> None:
-        shutdown = self._shutdown
-        if shutdown is None or self._shutdown_done:
+        """Answer every ``Shutdown`` received once no actor is live, stopping or loading."""
+        if self._shutdown is None or not self._shutdown_replies:
             return
         if len(self._index) or self._index.stopping_count() or self._loading:
             return
-        self._shutdown_done = True
-        shutdown.reply(True)
+        replies, self._shutdown_replies = self._shutdown_replies, []
+        for reply in replies:
+            reply(True)

@@ -9,9 +9,10 @@ how to wait: a sync caller blocks on a future, an async caller awaits one).
 from __future__ import annotations
 
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,6 +21,7 @@ import structlog
 from actors._live_index import LiveIndex
 from actors._services import ActorServices, Settings
 from actors._supervisor import SupervisorActor
+from actors._task_pool import TaskPool
 from actors._timers import Timer, Timers
 from actors.dispatcher import Dispatcher
 from actors.messages import (
@@ -160,6 +162,8 @@ class RuntimeCore:
         self.draining = False
         self.closed = False
         self._close_lock = threading.Lock()
+        self._drain_lock = threading.Lock()
+        self._drain_deadline: float | None = None
         self._cleanup: list[Callable[[], object]] = []
         try:
             self._start()
@@ -176,11 +180,9 @@ class RuntimeCore:
         self._cleanup.append(self.timers.close)
         self.loop_thread = LoopThread()
         self._cleanup.append(self.loop_thread.close)
-        self.task_pool = ThreadPoolExecutor(
-            config.task_threads, thread_name_prefix="actorflow-task"
-        )
+        self.task_pool = TaskPool(config.task_threads, name="actorflow-task")
         self._cleanup.append(lambda: self.task_pool.shutdown(wait=False, cancel_futures=True))
-        self.loader = ThreadPoolExecutor(LOADER_THREADS, thread_name_prefix="actorflow-load")
+        self.loader = TaskPool(LOADER_THREADS, name="actorflow-load")
         self._cleanup.append(lambda: self.loader.shutdown(wait=False, cancel_futures=True))
         self.dispatcher = Dispatcher(config.dispatcher_threads, name="actorflow")
         self._cleanup.append(lambda: self.dispatcher.shutdown(timeout=10))
@@ -472,15 +474,33 @@ class RuntimeCore:
     # --- closing -----------------------------------------------------------------------------
 
     def begin_drain(self) -> None:
-        """Refuse new requests from now on (``RuntimeClosed``); running ones go on."""
-        self.draining = True
+        """Refuse new requests from now on (``RuntimeClosed``); running ones go on.
+
+        The drain timeout counts from here: ``drain_timeout`` seconds later, steps
+        still running are answered ``RuntimeClosed`` even if ``close`` has not
+        been called yet (a daemon's HTTP server may still be waiting on them).
+        """
+        with self._drain_lock:
+            if self._drain_deadline is not None:
+                return
+            self.draining = True
+            timeout = self.config.drain_timeout
+            self._drain_deadline = time.monotonic() + timeout
+            if not self.closed:
+                self.timers.call_later(timeout, self._drain_expired)
+
+    def _drain_expired(self) -> None:
+        """On the timer thread, ``drain_timeout`` after ``begin_drain``: cut running steps off."""
+        if self.closed or self.index.in_flight == 0:
+            return
+        self.services.tell_supervisor(Shutdown(_completer(Future()), _drain_cut_off()))
 
     def close(self) -> None:
         """Drain, passivate every session, stop everything; idempotent."""
+        self.begin_drain()
         with self._close_lock:
             if self.closed:
                 return
-            self.draining = True
             try:
                 self._shut_actors()
             finally:
@@ -495,8 +515,9 @@ class RuntimeCore:
 
     def _shut_actors(self) -> None:
         timeout = self.config.drain_timeout
-        drained = self.index.wait_drained(timeout)
-        force = None if drained else RuntimeClosed("the runtime closed before the step finished")
+        deadline = self._drain_deadline or time.monotonic() + timeout
+        drained = self.index.wait_drained(max(0.0, deadline - time.monotonic()))
+        force = None if drained else _drain_cut_off()
         done: Future[Any] = Future()
         if not self.services.tell_supervisor(Shutdown(_completer(done), force)):
             return
@@ -514,6 +535,10 @@ class RuntimeCore:
             self.supervisor.stop(block=True, timeout=5.0)
         except Exception:
             _log.exception("supervisor_stop_failed")
+
+
+def _drain_cut_off() -> RuntimeClosed:
+    return RuntimeClosed("the runtime closed before the step finished (drain timeout)")
 
 
 def _completer(future: Future[Any]) -> Reply:
