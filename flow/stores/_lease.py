@@ -32,12 +32,14 @@ from flow._errors import InvalidInput, StoreUnavailable
 from flow.stores._redis_client import LuaScript, connect, unavailable
 
 __all__ = [
+    "HOLDER_SCRIPT",
     "Holder",
     "Lease",
     "LeaseHeldElsewhere",
     "LeaseLost",
     "LeaseManager",
     "epoch_key",
+    "holder_from",
     "lease_key",
 ]
 
@@ -118,6 +120,18 @@ return #KEYS
 """
 )
 """Release a chunk of leases in one call (same arguments as ``_RENEW_MANY``)."""
+
+HOLDER_SCRIPT = LuaScript(
+    """
+local cur = redis.call('HMGET', KEYS[1], 'node', 'adv', 'epoch')
+if not cur[1] then
+  return false
+end
+return {cur[1], cur[2], cur[3], redis.call('PTTL', KEYS[1])}
+"""
+)
+"""Who holds a lease, in one command: KEYS the lease key; nil, or node, adv, epoch, pttl
+(read it with ``holder_from``)."""
 
 CHUNK = 500
 """Leases per renewal or release call: one call per lease would cost redis-py's
@@ -409,16 +423,8 @@ class LeaseManager:
             StoreUnavailable: Redis could not be reached.
         """
         key = lease_key(self.key_prefix, session_id)
-        try:
-            pipe = self._client.pipeline(transaction=False)
-            pipe.hmget(key, ["node", "adv", "epoch"])
-            pipe.pttl(key)
-            (node, adv, epoch), pttl = pipe.execute()
-        except redis.exceptions.RedisError as exc:
-            raise unavailable(self._client, f"reading the lease on {session_id!r}", exc) from exc
-        if node is None:
-            return None
-        return Holder(session_id, _text(node), _text(adv), int(epoch), max(0, int(pttl)) / 1000)
+        reply = self._call(HOLDER_SCRIPT, [key], [], "lookup")
+        return holder_from(session_id, reply)
 
     def held(self) -> list[Lease]:
         """The leases this node holds now."""
@@ -542,6 +548,14 @@ class LeaseManager:
                 callback(lease)
             except Exception:  # a failing callback must not stop the other leases' reports
                 _log.exception("lease_lost_callback_failed", session_id=lease.name)
+
+
+def holder_from(name: str, reply: Any) -> Holder | None:
+    """The ``Holder`` in a ``HOLDER_SCRIPT`` answer about the lease on ``name``."""
+    if not reply:
+        return None
+    node, adv, epoch, pttl = reply
+    return Holder(name, _text(node), _text(adv), int(epoch), max(0, int(pttl)) / 1000)
 
 
 def _text(value: Any) -> str:

@@ -174,6 +174,7 @@ class RedisStore:
             (``decode_responses`` must be False); the store does not close it.
 
     Attributes:
+        url: the URL connected to (None when a client was given).
         client: the redis-py client (shared with a ``LeaseManager``).
         key_prefix: the key prefix.
         pipelines: pipelines the writer has sent (each one group commit).
@@ -188,6 +189,7 @@ class RedisStore:
         ttl: float | None = None,
         client: redis.Redis | None = None,
     ) -> None:
+        self.url = url if client is None else None
         if client is None:
             if not url:
                 raise InvalidInput("RedisStore needs a redis:// URL or a client")

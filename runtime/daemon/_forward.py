@@ -35,12 +35,14 @@ from typing import Any, cast
 
 import httpx
 import msgspec
+import redis
+import redis.asyncio as aredis
 import structlog
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from flow._errors import StoreUnavailable
 from flow.stores._fenced import FencedStore
-from flow.stores._lease import Holder, LeaseManager
+from flow.stores._lease import HOLDER_SCRIPT, Holder, LeaseManager, holder_from, lease_key
 from runtime.daemon._gateway import request_info
 from runtime.daemon._problems import STORE_UNAVAILABLE, Problem
 
@@ -49,6 +51,7 @@ __all__ = ["FORWARDED_HEADER", "Forwarder", "forwarder_for"]
 FORWARDED_HEADER = "x-actorflow-forwarded"
 MAX_ATTEMPTS = 3
 CONNECT_TIMEOUT = 1.0
+REDIS_TIMEOUT = 1.0
 
 _SESSION_PATH = re.compile(r"^/v1/sessions/([^/]+)(?:/step)?/?$")
 _EXECUTE_PATH = "/v1/execute"
@@ -121,11 +124,14 @@ class Forwarder:
         *,
         max_body: int,
         client: httpx.AsyncClient | None = None,
+        redis_url: str | None = None,
     ) -> None:
         self.app = cast(_App, app)
         self.leases = leases
         self.max_body = max_body
         self._client = client
+        self._redis_url = redis_url
+        self._redis: aredis.Redis | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._handle(cast(_Scope, scope), cast(_Receive, receive), cast(_Send, send))
@@ -151,10 +157,13 @@ class Forwarder:
         await self._route(scope, body, receive, send, session_id)
 
     async def aclose(self) -> None:
-        """Close the keep-alive connections to other daemons."""
+        """Close the keep-alive connections to other daemons and to Redis."""
         if self._client is not None:
             await self._client.aclose()
             self._client = None
+        if self._redis is not None:
+            await self._redis.aclose()
+            self._redis = None
 
     async def _route(
         self, scope: _Scope, body: bytes, receive: _Receive, send: _Send, session_id: str
@@ -198,7 +207,7 @@ class Forwarder:
         if self.leases.lease_for(session_id) is not None:
             return None
         try:
-            holder = await asyncio.to_thread(self.leases.holder, session_id)
+            holder = await self._lookup(session_id)
         except StoreUnavailable:
             return None  # served here, where the request fails with the store's 503
         if holder is None or holder.node_id == self.leases.node_id:
@@ -291,9 +300,34 @@ class Forwarder:
         await send({"type": "http.response.body", "body": content, "more_body": False})
         return _Outcome.RELAYED
 
+    async def _lookup(self, session_id: str) -> Holder | None:
+        """Who holds the session's lease, asked without leaving the event loop when possible.
+
+        Raises:
+            StoreUnavailable: Redis could not be reached.
+        """
+        if self._redis_url is None:  # the store was handed a client: ask from a thread
+            return await asyncio.to_thread(self.leases.holder, session_id)
+        if self._redis is None:
+            self._redis = aredis.Redis.from_url(
+                self._redis_url,
+                socket_connect_timeout=REDIS_TIMEOUT,
+                socket_timeout=REDIS_TIMEOUT,
+            )
+        keys = [lease_key(self.leases.key_prefix, session_id)]
+        try:
+            try:
+                reply = await self._redis.evalsha(HOLDER_SCRIPT.sha, 1, *keys)
+            except redis.exceptions.NoScriptError:
+                await self._redis.script_load(HOLDER_SCRIPT.source)
+                reply = await self._redis.evalsha(HOLDER_SCRIPT.sha, 1, *keys)
+        except redis.exceptions.RedisError as exc:
+            raise StoreUnavailable(f"looking up the lease on {session_id!r}: {exc}") from exc
+        return holder_from(session_id, reply)
+
     async def _still_holds(self, holder: Holder) -> bool:
         try:
-            current = await asyncio.to_thread(self.leases.holder, holder.name)
+            current = await self._lookup(holder.name)
         except StoreUnavailable:
             return True  # cannot tell: keep waiting for the answer
         return current is not None and (current.node_id, current.epoch) == (
@@ -331,7 +365,7 @@ class Forwarder:
 def forwarder_for(app: ASGIApp, store: Any, *, max_body: int) -> ASGIApp:
     """``app`` behind a ``Forwarder`` when ``store`` is clustered (a ``FencedStore``)."""
     if isinstance(store, FencedStore):
-        return Forwarder(app, store.leases, max_body=max_body)
+        return Forwarder(app, store.leases, max_body=max_body, redis_url=store.inner.url)
     return app
 
 
