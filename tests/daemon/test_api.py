@@ -7,7 +7,7 @@ import stat
 import uuid
 
 import httpx
-from conftest import Daemon, StartDaemon, assert_problem, create
+from daemon_harness import Daemon, StartDaemon, assert_problem, create
 
 from runtime.admin import AdminClient
 

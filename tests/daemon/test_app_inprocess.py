@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import structlog
-from conftest import assert_problem
+from daemon_harness import assert_problem
 from litestar.testing import TestClient
 
 from flow.demo import GRAPHS

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import Daemon, StartDaemon, assert_problem, create, write_tokens
+from daemon_harness import Daemon, StartDaemon, assert_problem, create, write_tokens
 
 TOKENS = {"token-alice": "alice", "token-bob": "bob"}
 

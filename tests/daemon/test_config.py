@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, daemon_env, write_tokens
+from daemon_harness import ROOT, daemon_env, write_tokens
 
 from runtime.daemon._config import ConfigError, DaemonConfig, parse_config
 from runtime.daemon._graphs import load_graphs, pick_default_graph

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import StartDaemon, assert_problem, create, wait_for
+from daemon_harness import StartDaemon, assert_problem, create, wait_for
 
 
 def _self_signed(tmp_path: Path) -> tuple[Path, Path]:

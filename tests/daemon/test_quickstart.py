@@ -8,7 +8,7 @@ import shutil
 import subprocess
 
 import pytest
-from conftest import ROOT, Daemon, create
+from daemon_harness import ROOT, Daemon, create
 
 DOC = ROOT / "docs" / "http-api.md"
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import schemathesis
-from conftest import Daemon
+from daemon_harness import Daemon
 from hypothesis import HealthCheck, given, settings
 
 MAX_EXAMPLES = 15

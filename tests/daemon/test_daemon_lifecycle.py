@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ROOT, Daemon, StartDaemon, create, wait_for
+from daemon_harness import ROOT, Daemon, StartDaemon, create, wait_for
 
 from flow.stores import SqliteStore
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import StartDaemon, assert_problem, create, wait_for
+from daemon_harness import StartDaemon, assert_problem, create, wait_for
 
 CLIENTS = 32
 STEPS_EACH = 25
