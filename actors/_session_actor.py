@@ -356,13 +356,7 @@ class SessionActor(DispatcherActor):
             self._answer(message, result)
             self._after_reply(result)
             return
-        self._services.log.warning(
-            "commit_failed",
-            session_id=self._session_id,
-            revision=revision,
-            error=type(error).__name__,
-            detail=str(error),
-        )
+        self._commit_error(revision, error)
         self._answer(
             message,
             error
@@ -469,20 +463,34 @@ class SessionActor(DispatcherActor):
     def _snapshot(self, message: Snapshot) -> None:
         size = len(encode(self._session))
         self._entry.snapshot_bytes = size
+        revision = self._session.revision
+        lineage = self._lineage
         future = self._save(self._session)
 
         def done(f: Future[None]) -> None:
             error = f.exception()
             if error is None:
                 message.reply(size)
-            else:
-                message.reply(
-                    error
-                    if isinstance(error, StoreUnavailable)
-                    else StoreUnavailable(f"snapshot of {self._session_id!r} failed: {error}")
-                )
+                return
+            self._commit_error(revision, error)
+            message.reply(
+                error
+                if isinstance(error, StoreUnavailable)
+                else StoreUnavailable(f"snapshot of {self._session_id!r} failed: {error}")
+            )
+            # Later saves expect this revision to be stored: start over from the store.
+            self._tell_self(CommitFailed(lineage, revision, error))
 
         future.add_done_callback(done)
+
+    def _commit_error(self, revision: int, error: BaseException) -> None:
+        self._services.log.warning(
+            "commit_failed",
+            session_id=self._session_id,
+            revision=revision,
+            error=type(error).__name__,
+            detail=str(error),
+        )
 
     # --- stopping ------------------------------------------------------------------------
 
@@ -502,8 +510,15 @@ class SessionActor(DispatcherActor):
         self._stopping = True
         if self._dirty:
             self._entry.snapshot_bytes = len(encode(self._session))
-            self._save(self._session)
+            self._save(self._session).add_done_callback(
+                functools.partial(self._log_failed_save, self._session.revision)
+            )
         self._stop_after_saves(None)
+
+    def _log_failed_save(self, revision: int, future: Future[None]) -> None:
+        error = future.exception()
+        if error is not None:
+            self._commit_error(revision, error)
 
     def _kill(self, reroute: bool, error: BaseException, crashed: BaseException | None) -> None:
         if self._stopping:

@@ -359,3 +359,21 @@ def test_the_periodic_sweep_passivates_on_its_own(open_runtime: Opener) -> None:
     rt.step(sid, "x")
     wait_passivated(rt, sid, timeout=10)
     assert rt.stats().passivations >= 1
+
+
+def test_a_failed_snapshot_is_reported_and_the_session_reloads_from_the_store(
+    open_runtime: Opener, tmp_path: Path
+) -> None:
+    store = FlakyStore(tmp_path / "flaky.db")
+    rt = open_runtime(store=store, durability="passivate")
+    sid = rt.create_session("echo", owner="a")
+    rt.step(sid, "one")
+    assert rt.snapshot(sid) > 0
+    rt.step(sid, "unsaved")
+    store.fail_saves(1)
+    with pytest.raises(StoreUnavailable, match="injected"):
+        rt.snapshot(sid)
+    wait_until(lambda: rt.get_session(sid).revision == 1)
+    assert rt.step(sid, "after").revision == 2
+    assert rt.snapshot(sid) > 0
+    assert store.inner.load(sid).revision == 2
