@@ -101,16 +101,16 @@ class SessionActor(DispatcherActor):
         self._lineage = 0
         self._seq = 0
         self._running: _Running | None = None
-        # A list, not a deque: it is short (max_pending) and an empty list costs
-        # 56 bytes to a deque's 600, for every live session.
-        self._stash: list[Step | Passivate] = []
+        # Created on first use, and a list rather than a deque (it is short: at
+        # most max_pending): most live sessions are idle and never need one.
+        self._stash: list[Step | Passivate] | None = None
         self._current: Step | None = None
         # Weak: a committed save's future is dropped by the store, and an idle actor
         # should not keep it (and its condition variable) alive.
         self._last_save: weakref.ref[Future[None]] | None = None
         self._stopping = False
         self._crashed: BaseException | None = None
-        self._handover: list[Step] = []
+        self._handover: list[Step] | None = None
 
     # --- message handling ---------------------------------------------------------
 
@@ -135,7 +135,7 @@ class SessionActor(DispatcherActor):
     def _handle(self, message: Any) -> None:
         if isinstance(message, Step):
             if self._running is not None or self._stash:
-                self._stash.append(message)
+                self._stash_push(message)
             else:
                 self._start_step(message)
         elif isinstance(message, TaskDone):
@@ -168,7 +168,7 @@ class SessionActor(DispatcherActor):
     def _start_step(self, message: Step) -> None:
         if self._stopping:
             # Only reachable for a step queued behind a forced stop: hand it back.
-            self._handover.append(message)
+            self._hand_over(message)
             return
         self._current = message
         session = self._session
@@ -376,6 +376,16 @@ class SessionActor(DispatcherActor):
         self._services.index.finish(self._entry, failed=isinstance(outcome, BaseException))
         message.reply(outcome)
 
+    def _stash_push(self, message: Step | Passivate) -> None:
+        if self._stash is None:
+            self._stash = []
+        self._stash.append(message)
+
+    def _hand_over(self, message: Step) -> None:
+        if self._handover is None:
+            self._handover = []
+        self._handover.append(message)
+
     def _drain_stash(self) -> None:
         while self._stash and self._running is None and self._crashed is None:
             message = self._stash.pop(0)
@@ -447,7 +457,7 @@ class SessionActor(DispatcherActor):
             },
             "last_access": entry.last_used,
             "pending": entry.pending,
-            "stashed": len(self._stash),
+            "stashed": len(self._stash or ()),
             "state": "running" if running is not None else entry.state,
             "running_task": entry.current_step_task,
             "running_for": None if running is None else time.monotonic() - running.started,
@@ -503,7 +513,7 @@ class SessionActor(DispatcherActor):
                 if isinstance(queued, Step):
                     self._answer(queued, error)
         elif self._running is not None or self._stash:
-            self._stash.append(message)
+            self._stash_push(message)
             return
         if self._stopping:
             return
@@ -528,7 +538,7 @@ class SessionActor(DispatcherActor):
             queued = self._stash.pop(0)
             if isinstance(queued, Step):
                 if reroute:
-                    self._handover.append(queued)
+                    self._hand_over(queued)
                 else:
                     self._answer(queued, error)
         self._stopping = True
@@ -547,8 +557,8 @@ class SessionActor(DispatcherActor):
 
     def _stop_after_saves(self, crashed: BaseException | None) -> None:
         """Stop once the last queued save is done, then tell the supervisor."""
-        handover = tuple(self._handover)
-        self._handover = []
+        handover = tuple(self._handover or ())
+        self._handover = None
         if handover:
             # The supervisor re-sends these to the next incarnation's entry.
             self._services.index.release(self._entry, len(handover))
@@ -589,7 +599,7 @@ class SessionActor(DispatcherActor):
 
     def _on_message_while_crashed(self, message: Any) -> None:
         if isinstance(message, Step):
-            self._stash.append(message)
+            self._stash_push(message)
         elif isinstance(message, Retire | Kill | Passivate):
             self._crashed_stop(message)
         elif isinstance(message, Inspect | ViewSession | Snapshot):
