@@ -40,7 +40,6 @@ _BENCH_DIR = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH_DIR]
 sys.path.insert(0, str(_BENCH_DIR.parent))
 
-from bench.langgraph_baseline import LangGraphBench, lost_updates  # noqa: E402 (after the sys.path fix)
 from flow import new_session  # noqa: E402 (after the sys.path fix)
 from flow.demo import echo  # noqa: E402 (after the sys.path fix)
 from flow.stores import SessionStore, open_store  # noqa: E402 (after the sys.path fix)
@@ -472,7 +471,13 @@ def bench_history(plan: Plan, store_url: str | None, base: Path, figures: Figure
 
 
 def bench_langgraph(plan: Plan, figures: Figures) -> None:
-    """The same closed loop on LangGraph + SqliteSaver, and its lost updates."""
+    """The same closed loop on LangGraph + SqliteSaver, and its lost updates.
+
+    LangGraph is imported here, after actorflow's runs, so that its modules
+    (three times actorflow's objects) do not slow the GC during them.
+    """
+    from bench.langgraph_baseline import LangGraphBench, lost_updates
+
     threads = [f"thread-{i}" for i in range(HOT_SESSIONS)]
     with LangGraphBench() as lg:
 
