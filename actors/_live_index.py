@@ -82,6 +82,9 @@ class LiveIndex:
         self._entries: OrderedDict[str, LiveEntry] = OrderedDict()
         self._stopping: dict[str, int] = {}
         self.in_flight = 0
+        #: Bumped whenever an actor stops or a stored session is deleted: a
+        #: snapshot read while it kept its value is still the latest one.
+        self.epoch = 0
         self.steps = 0
         self.errors = 0
 
@@ -233,7 +236,13 @@ class LiveIndex:
         with self.lock:
             if self._stopping.get(session_id) == incarnation:
                 del self._stopping[session_id]
+            self.epoch += 1
             self.changed.notify_all()
+
+    def bump(self) -> None:
+        """A stored session was deleted: snapshots read before now may be stale."""
+        with self.lock:
+            self.epoch += 1
 
     def stopping(self, session_id: str) -> bool:
         """Whether an actor of ``session_id`` is stopping."""

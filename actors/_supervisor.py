@@ -146,6 +146,15 @@ class SupervisorActor(DispatcherActor):
         if entry is not None:  # its actor died without telling: forget it
             self._index.remove(sid, when=lambda _: True)
             self._forget_stopped(sid, entry.incarnation)
+        preloaded = message.preloaded
+        if (
+            preloaded is not None
+            and message.epoch == self._index.epoch
+            and not self._expired(preloaded)
+        ):
+            self._loading[sid] = [message]
+            self._loaded(Loaded(sid, preloaded))
+            return
         # The read happens on the loader pool: the supervisor never waits on the
         # store, and activations of different sessions load in parallel.
         self._loading[sid] = [message]
@@ -163,6 +172,7 @@ class SupervisorActor(DispatcherActor):
             outcome = self._services.store.load(session_id)
             if outcome is not None and self._expired(outcome):
                 self._services.store.delete(session_id)
+                self._index.bump()
                 self._services.counters.add("expirations")
                 self._services.log.info("session_expired", session_id=session_id)
                 outcome = SessionNotFound(session_id, f"session {session_id!r} expired")
@@ -490,7 +500,9 @@ class SupervisorActor(DispatcherActor):
         if not gone:
             return
         # Deletes are submitted together so that the store commits them in one group.
-        for sid, _ in zip(gone, self._services.task_pool.map(store.delete, gone), strict=True):
+        deleted = list(self._services.task_pool.map(store.delete, gone))
+        self._index.bump()
+        for sid, _ in zip(gone, deleted, strict=True):
             self._services.counters.add("expirations")
             self._services.log.info("session_expired", session_id=sid)
 

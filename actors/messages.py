@@ -167,6 +167,11 @@ class Activate:
     Without a ``step``, ``reply`` is answered with True once the session is
     live. Errors (``SessionNotFound``, ``SessionBusy``...) go to the step's reply,
     or to ``reply``.
+
+    ``preloaded`` is the session as the caller read it from the store when the
+    live index's ``epoch`` was ``epoch``; the supervisor uses it (instead of
+    reading the store again) only if no actor stopped and no session was
+    deleted since, which proves it is the latest committed snapshot.
     """
 
     session_id: str
@@ -174,6 +179,8 @@ class Activate:
     step: Step | None = None
     on_busy: OnBusy = "enqueue"
     reply: Reply | None = None
+    preloaded: Session | None = None
+    epoch: int = -1
 
 
 @dataclass(frozen=True, slots=True)

@@ -179,7 +179,7 @@ class Runtime(_Facade):
             StoreUnavailable, InvalidInput, RuntimeClosed.
         """
         reply = self._reply()
-        self._core.submit_step(session_id, input, mode, on_busy, owner, reply)
+        self._core.submit_step(session_id, input, mode, on_busy, owner, reply, preload=True)
         result: StepResult = reply.wait()
         return result
 

@@ -9,7 +9,7 @@ import pytest
 from actor_helpers import Harness, Waiter, gated_graph, wait_until
 
 from actors import Timers
-from actors.messages import Activate, Crash, PassivateRequest, Sweep
+from actors.messages import Activate, Crash, PassivateRequest, Step, Sweep, ViewSession
 from flow import SessionNotFound, StoreUnavailable
 
 MakeHarness = Callable[..., Harness]
@@ -109,3 +109,56 @@ def test_timers_run_in_deadline_order_and_cancelled_ones_never_run() -> None:
         assert len(timers._heap) < 200, "cancelled timers are compacted away"
     finally:
         timers.close()
+
+
+def test_a_preloaded_snapshot_read_before_an_actor_stopped_is_not_used(
+    make_harness: MakeHarness,
+) -> None:
+    harness = make_harness()
+    sid = harness.create()
+    stale_epoch = harness.index.epoch
+    stale = harness.store.load(sid)
+    for n in range(3):
+        harness.step(sid, n)
+    done = Waiter()
+    harness.supervisor.tell(PassivateRequest(sid, "requested", done))
+    assert done.wait() is True
+    assert harness.index.wait_gone(sid, 10)
+    waiter = Waiter()
+    harness.supervisor.tell(
+        Activate(
+            sid,
+            None,
+            Step(sid, "after", "step", waiter),
+            preloaded=stale,
+            epoch=stale_epoch,
+        )
+    )
+    assert waiter.wait().revision == 4, "the supervisor read the store again"
+
+
+def test_a_preloaded_snapshot_is_used_when_nothing_stopped_since(
+    make_harness: MakeHarness,
+) -> None:
+    harness = make_harness()
+    sid = harness.create()
+    preloaded = harness.store.load(sid)
+    assert preloaded is not None
+    preloaded.context.set("from", "preload")
+    waiter = Waiter()
+    harness.supervisor.tell(
+        Activate(
+            sid,
+            None,
+            Step(sid, "x", "step", waiter),
+            preloaded=preloaded,
+            epoch=harness.index.epoch,
+        )
+    )
+    assert waiter.wait().revision == 1
+    view = Waiter()
+    entry = harness.index.get(sid)
+    assert entry is not None
+    assert entry.ref is not None
+    entry.ref.tell(ViewSession(view))
+    assert view.wait().context.get("from") == "preload"
