@@ -167,8 +167,12 @@ class SessionActor(DispatcherActor):
 
     def _start_step(self, message: Step) -> None:
         if self._stopping:
-            # Only reachable for a step queued behind a forced stop: hand it back.
-            self._hand_over(message)
+            # Unreachable by the index's ordering (no step is sent to an actor after
+            # it is told to stop); if it ever happens, the caller must not hang.
+            self._answer(
+                message,
+                StoreUnavailable(f"session {self._session_id!r} was stopping; retry the step"),
+            )
             return
         self._current = message
         session = self._session
