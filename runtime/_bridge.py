@@ -10,9 +10,9 @@ loop never blocks and no thread-pool hop is needed.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
 from typing import Any
 
 from actors._live_index import LiveIndex
@@ -21,32 +21,43 @@ __all__ = ["AsyncReply", "LoopThread", "SyncReply"]
 
 
 class SyncReply:
-    """A reply callable for a sync caller: first call wins; ``wait()`` returns or raises."""
+    """A reply callable for a sync caller: first call wins; ``wait()`` returns or raises.
 
-    __slots__ = ("_future", "_index")
+    A plain lock, held from creation until the answer arrives, is what the
+    caller blocks on: cheaper than a ``concurrent.futures.Future`` on the hot path.
+    """
+
+    __slots__ = ("_calls", "_index", "_lock", "_outcome")
 
     def __init__(self, index: LiveIndex) -> None:
-        self._future: Future[Any] = Future()
+        self._lock = threading.Lock()
+        self._lock.acquire()
+        self._calls = itertools.count()
+        self._outcome: Any = None
         self._index = index
         index.begin()
 
     def __call__(self, outcome: Any) -> None:
         """Deliver ``outcome`` (an exception is raised by ``wait``)."""
-        future = self._future
-        if future.done():
+        if next(self._calls):  # atomic under the GIL: only the first answer counts
             return
-        try:
-            if isinstance(outcome, BaseException):
-                future.set_exception(outcome)
-            else:
-                future.set_result(outcome)
-        except Exception:  # concurrent.futures.InvalidStateError: a racing second answer
-            return
+        self._outcome = outcome
         self._index.end()
+        self._lock.release()
 
     def wait(self, timeout: float | None = None) -> Any:
-        """Wait for the answer and return it, or raise the error it carries."""
-        return self._future.result(timeout)
+        """Wait for the answer and return it, or raise the error it carries.
+
+        Raises:
+            TimeoutError: no answer within ``timeout`` seconds.
+        """
+        if not self._lock.acquire(timeout=-1 if timeout is None else timeout):
+            raise TimeoutError(f"no answer within {timeout} s")
+        self._lock.release()
+        outcome = self._outcome
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
 
 
 class AsyncReply:
