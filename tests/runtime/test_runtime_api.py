@@ -23,8 +23,9 @@ from runtime import (
     RuntimeClosed,
     RuntimeConfig,
     SessionNotFound,
+    TaskFailed,
 )
-from runtime.testing import ManualClock, open_test_runtime, wait_passivated
+from runtime.testing import ManualClock, crash_session, open_test_runtime, wait_passivated
 
 Opener = Callable[..., Runtime]
 
@@ -303,3 +304,29 @@ def test_a_sync_step_of_a_graph_with_an_async_task_in_a_chain_uses_the_runtime_l
     result = rt.step(sid)
     assert result.responses == ("first", "second")
     assert loops == [rt._core.loop_thread.loop]
+
+
+def test_lifecycle_events_are_logged_with_the_session_id(tmp_path: Path) -> None:
+    clock = ManualClock()
+    graph = counting_graph("counter", blocking=False)
+    with (
+        structlog.testing.capture_logs() as logs,
+        open_test_runtime(
+            tmp_path, graphs=[*GRAPHS, graph], clock=clock, max_live=1, session_ttl=100
+        ) as rt,
+    ):
+        first = rt.create_session("counter", owner="a")
+        second = rt.create_session("counter", owner="a")
+        rt.step(first, "x")
+        rt.step(second, "x")  # evicts the first
+        with pytest.raises(TaskFailed):
+            rt.step(second, "boom")
+        assert crash_session(rt, second)
+        wait_until(lambda: rt.stats().restarts == 1)
+        clock.advance(101)
+        rt.sweep_now()
+    events = {(e["event"], e.get("session_id")) for e in logs}
+    assert ("session_evicted", first) in events
+    assert ("step_failed", second) in events
+    assert ("session_restarted", second) in events
+    assert ("session_expired", first) in events
