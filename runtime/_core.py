@@ -487,6 +487,7 @@ class RuntimeCore:
     def stats(self) -> RuntimeStats:
         """Counters since open and the store's counts."""
         counters = self.services.counters
+        depths = [max(e.pending, 0) for e in self.index.entries()]
         return RuntimeStats(
             live=len(self.index),
             activations=counters.activations,
@@ -498,6 +499,8 @@ class RuntimeCore:
             errors=self.index.errors,
             stored=self.store.count(),
             quarantined=len(self.store.quarantined(limit=QUARANTINE_COUNT_LIMIT)),
+            mailbox_total=sum(depths),
+            mailbox_max=max(depths, default=0),
         )
 
     # --- closing -----------------------------------------------------------------------------

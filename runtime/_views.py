@@ -58,7 +58,11 @@ class LiveSessionInfo:
 
 @dataclass(frozen=True, slots=True)
 class RuntimeStats:
-    """Counters since the runtime opened, and the store's counts."""
+    """Counters since the runtime opened, and the store's counts.
+
+    ``mailbox_total`` and ``mailbox_max`` are the requests waiting on (or being run
+    by) the live session actors, in all and in the busiest one.
+    """
 
     live: int
     activations: int
@@ -70,3 +74,5 @@ class RuntimeStats:
     errors: int
     stored: int
     quarantined: int
+    mailbox_total: int = 0
+    mailbox_max: int = 0
