@@ -11,10 +11,9 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.response import Response
-from litestar.types import ASGIApp
 
 from runtime.daemon._auth import Authenticator
-from runtime.daemon._forward import forwarder_for
+from runtime.daemon._forward import Forwarder, forwarder_for
 from runtime.daemon._gateway import Gateway, request_info
 from runtime.daemon._problems import (
     BODY_TOO_LARGE,
@@ -78,8 +77,11 @@ def problem_for_exception(
     return Problem(INTERNAL, "an unexpected error occurred; it has been logged", session_id)
 
 
-def build_app(api: Api, auth: Authenticator, *, max_body: int) -> ASGIApp:
-    """The daemon's ASGI application: the gateway in front of the Litestar app."""
+def build_app(api: Api, auth: Authenticator, *, max_body: int) -> Gateway:
+    """The daemon's ASGI application: the gateway in front of the Litestar app.
+
+    ``aclose()`` on it closes the forwarder's connections (in a cluster).
+    """
 
     def handle(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
         problem = problem_for_exception(exc, request, max_body=max_body)
@@ -122,4 +124,6 @@ def build_app(api: Api, auth: Authenticator, *, max_body: int) -> ASGIApp:
             ),
         ),
     )
-    return Gateway(forwarder_for(app, api.runtime.store, max_body=max_body), auth, api.metrics)
+    inner = forwarder_for(app, api.runtime.store, max_body=max_body)
+    on_close = inner.aclose if isinstance(inner, Forwarder) else None
+    return Gateway(inner, auth, api.metrics, on_close=on_close)

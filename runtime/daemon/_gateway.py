@@ -12,6 +12,7 @@ from __future__ import annotations
 import random
 import re
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -51,12 +52,32 @@ def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
 
 
 class Gateway:
-    """Wraps the app: request ids, bearer authentication on ``/v1``, access logs."""
+    """Wraps the app: request ids, bearer authentication on ``/v1``, access logs.
 
-    def __init__(self, app: ASGIApp, auth: Authenticator, metrics: DaemonMetrics) -> None:
+    Args:
+        app: the app behind the gateway.
+        auth: checks the bearer tokens.
+        metrics: counts the 401 answers.
+        on_close: what ``aclose`` awaits (closing the app's own clients), if anything.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        auth: Authenticator,
+        metrics: DaemonMetrics,
+        *,
+        on_close: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.app = app
         self.auth = auth
         self.metrics = metrics
+        self._on_close = on_close
+
+    async def aclose(self) -> None:
+        """Close what the app behind the gateway holds open (e.g. the forwarder's clients)."""
+        if self._on_close is not None:
+            await self._on_close()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw = cast("dict[str, Any]", scope)  # plain ASGI: our own key goes into the scope

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from runtime._views import LiveSessionInfo, RuntimeStats
+from runtime._views import RuntimeStats
 
 __all__ = ["CONTENT_TYPE", "DaemonMetrics", "RuntimeSample"]
 
@@ -35,10 +35,9 @@ class RuntimeSample:
     mailbox_max: int
 
     @classmethod
-    def of(cls, stats: RuntimeStats, live: list[LiveSessionInfo]) -> RuntimeSample:
-        """A sample from ``runtime.stats()`` and ``runtime.live_sessions()``."""
-        depths = [info.mailbox_depth for info in live]
-        return cls(stats, sum(depths), max(depths, default=0))
+    def of(cls, stats: RuntimeStats) -> RuntimeSample:
+        """A sample from ``runtime.stats()`` (computed off the event loop)."""
+        return cls(stats, stats.mailbox_total, stats.mailbox_max)
 
 
 class _RuntimeCollector(Collector):

@@ -335,9 +335,9 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
         tags=["probes"],
     )
     async def metrics() -> Response[bytes]:
+        # stats() runs on a worker thread: the loop never walks the live sessions
         stats = await runtime.stats()
-        live = await runtime.live_sessions()
-        body = api.metrics.render(RuntimeSample.of(stats, live))
+        body = api.metrics.render(RuntimeSample.of(stats))
         return Response(body, media_type=METRICS_CONTENT_TYPE)
 
     return [

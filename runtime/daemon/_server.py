@@ -9,6 +9,7 @@ once, with status 1.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import signal
 from collections.abc import Iterator
@@ -31,6 +32,11 @@ from runtime.daemon._routes import Api
 __all__ = ["DaemonServer", "serve"]
 
 EXIT_ON_SECOND_SIGNAL = 1
+# uvicorn cancels the requests still open this long after the drain timeout: the
+# runtime answers steps still running at the drain deadline itself (RuntimeClosed,
+# a 503 problem), and this margin lets those answers go out before uvicorn cuts the
+# connections (a cancelled request would get uvicorn's plain-text 500).
+SHUTDOWN_MARGIN = 3
 _log = structlog.get_logger("actorflowd")
 
 
@@ -86,7 +92,7 @@ def _uvicorn_config(app: Any, config: DaemonConfig) -> uvicorn.Config:
         log_config=None,
         access_log=False,
         server_header=False,
-        timeout_graceful_shutdown=int(max(1, round(config.drain_timeout))),
+        timeout_graceful_shutdown=math.ceil(config.drain_timeout) + SHUTDOWN_MARGIN,
         ssl_certfile=str(config.tls_cert) if config.tls_cert else None,
         ssl_keyfile=str(config.tls_key) if config.tls_key else None,
     )
@@ -118,7 +124,8 @@ async def serve(
         max_inflight=config.max_inflight,
         metrics=DaemonMetrics(),
     )
-    server = DaemonServer(_uvicorn_config(build_app(api, auth, max_body=config.max_body), config))
+    app = build_app(api, auth, max_body=config.max_body)
+    server = DaemonServer(_uvicorn_config(app, config))
     signals_seen = 0
 
     def on_signal(signum: int) -> None:
@@ -150,9 +157,12 @@ async def serve(
     finally:
         _log.info("closing_runtime", inflight=api.inflight)
         try:
-            await runtime.aclose()
+            await app.aclose()
         finally:
-            await admin.close()
+            try:
+                await runtime.aclose()
+            finally:
+                await admin.close()
     if not server.started:
         return 1
     _log.info("stopped")
