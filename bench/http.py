@@ -16,7 +16,8 @@ Python generator measures itself as much as the daemon.
     .venv-dev/bin/python bench/http.py [--quick] [--generator auto|httpx|wrk]
                                        [--durability fsync] [--out PATH]
 
-Prints one line per client count, then the targets (>= 7,000 steps/s at 64
+Prints one line per client count (with the daemon's CPU time per step, read from
+/proc: steadier than steps/s on a shared machine), then the targets (>= 7,000 steps/s at 64
 clients with p99 <= 25 ms; p99 <= 5 ms at 16 clients), and writes a PNG.
 """
 
@@ -42,6 +43,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import httpx
 
@@ -128,6 +130,11 @@ class Daemon:
             if time.monotonic() > deadline:
                 raise SystemExit("actorflowd did not become ready in 60 s")
             time.sleep(0.05)  # polling a subprocess's port
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system) the daemon process has used so far."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def stop(self) -> int:
         """SIGTERM and wait; the exit status."""
@@ -227,7 +234,8 @@ def run_httpx(url: str, sessions: list[str], clients: int, seconds: float, procs
     errors = 0
     elapsed = 0.0
     for _ in workers:
-        part_latencies, part_errors, part_elapsed = queue.get(timeout=seconds + 120)  # type: ignore[misc]
+        part = cast("tuple[list[float], int, float]", queue.get(timeout=seconds + 120))
+        part_latencies, part_errors, part_elapsed = part
         latencies.extend(part_latencies)
         errors += part_errors
         elapsed = max(elapsed, part_elapsed)
@@ -353,16 +361,19 @@ def main(argv: Sequence[str] | None = None) -> None:
                 # fresh sessions per run: every echo step grows the chat history that
                 # each snapshot carries, so reused sessions would slow later runs down
                 sessions = create_sessions(daemon.url, SESSIONS)
+                cpu_before = daemon.cpu_seconds()
                 if generator == "wrk":
                     load = run_wrk(daemon.url, sessions, clients, seconds, workdir)
                 else:
                     procs = args.load_procs or min(2, max(1, clients // 16))
                     load = run_httpx(daemon.url, sessions, clients, seconds, procs)
                 loads.append(load)
+                cpu_us = (daemon.cpu_seconds() - cpu_before) / max(1, load.steps) * 1e6
                 failed = f", {load.errors} FAILED" if load.errors else ""
                 print(
                     f"http clients={clients}: {load.rate:,.0f} steps/s  p50 {load.p50_ms:.2f} ms  "
-                    f"p99 {load.p99_ms:.2f} ms  ({load.steps:,} steps in {load.seconds:.1f} s, "
+                    f"p99 {load.p99_ms:.2f} ms  daemon CPU {cpu_us:.0f} us/step  "
+                    f"({load.steps:,} steps in {load.seconds:.1f} s, "
                     f"{generator}, {args.durability}{failed})",
                     flush=True,
                 )
