@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import copy
 import math
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from flow._errors import InvalidInput
@@ -58,8 +58,19 @@ def _find_unsafe(value: Any, path: str) -> tuple[str, Any] | None:
     return path, value
 
 
+_second_stamp: tuple[int, str] = (-1, "")
+"""The last whole second formatted (``YYYY-MM-DDTHH:MM:SS``): shared by every message of it."""
+
+
 def _now_rfc3339() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    """The current UTC time as ``YYYY-MM-DDTHH:MM:SS.ffffffZ``."""
+    global _second_stamp  # a one-entry cache: swapping the tuple is atomic
+    second, nanos = divmod(time.time_ns(), 1_000_000_000)
+    cached_second, prefix = _second_stamp
+    if cached_second != second:
+        prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        _second_stamp = (second, prefix)
+    return f"{prefix}.{nanos // 1000:06d}Z"
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,9 +226,15 @@ class Context:
         return copy.deepcopy(self._data)
 
     def copy(self) -> Context:
-        """An independent deep copy (data and chat history), keeping ``input``."""
+        """An independent copy (data and chat history), keeping ``input``.
+
+        The key map is copied, its values are shared: a stored value is never
+        changed in place (``set`` stores a copy of what it is given, and every
+        read hands out a copy of a container), so the two contexts cannot see
+        each other's changes.
+        """
         clone = Context.__new__(Context)
-        clone._data = copy.deepcopy(self._data)
+        clone._data = dict(self._data)
         clone.chat_history = self.chat_history.copy()
         clone.input = self.input
         clone.session_id = self.session_id

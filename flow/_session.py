@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from flow._context import Context
@@ -57,5 +57,16 @@ class Session:
     status_message: str | None = None
 
     def copy(self) -> Session:
-        """A deep, independent working copy."""
-        return replace(self, context=self.context.copy(), back_stack=list(self.back_stack))
+        """An independent working copy (see ``Context.copy`` for what it shares)."""
+        return Session(
+            self.session_id,
+            self.graph_id,
+            self.graph_version,
+            self.current_task,
+            self.status,
+            self.context.copy(),
+            self.metadata,
+            self.revision,
+            list(self.back_stack),
+            self.status_message,
+        )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from flow._context import DEFAULT_MAX_MESSAGES, ChatHistory, Context
@@ -291,10 +291,14 @@ class _StepRun:
         work = self.work
         work.revision += 1
         work.graph_version = self.graph.version
-        work.metadata = replace(
-            work.metadata,
-            last_accessed=self.now,
-            request_count=work.metadata.request_count + 1,
+        meta = work.metadata
+        work.metadata = SessionMetadata(
+            meta.owner,
+            meta.created_at,
+            self.now,
+            meta.request_count + 1,
+            meta.client_addr,
+            meta.expires_at,
         )
         self.ctx.input = None
         result = StepResult(
