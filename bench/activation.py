@@ -1,0 +1,157 @@
+"""Activation benchmark: wake stored sessions by stepping each once.
+
+Usage: ``.venv-dev/bin/python bench/activation.py [--sessions N] [--history M]
+[--threads T] [--repeats R] [--durability passivate|fsync] [--profile-only]``.
+
+``N`` ``echo`` sessions whose chat histories hold ``M`` messages are written to a
+fresh SQLite store; then, for each repeat (a fresh runtime on the same store):
+
+- ``store.load`` of every session from ``T`` threads, alone: the ceiling;
+- one ``Runtime.step`` of every session from ``T`` threads: each step activates
+  its session (load, decode, start the session actor) and runs an in-memory
+  ``echo`` step (with ``--durability passivate`` nothing is committed per step).
+
+Each line gives the rate, and the process CPU time per operation (the steadier
+figure on a shared machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Literal, NamedTuple, cast
+
+import structlog
+
+# Run as a script, Python puts bench/ first on sys.path, where bench/actors.py would
+# shadow the actors package: look up modules from the repository root instead.
+_BENCH_DIR = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH_DIR]
+sys.path.insert(0, str(_BENCH_DIR.parent))
+
+from flow import new_session  # noqa: E402 (after the sys.path fix)
+from flow.demo import echo  # noqa: E402 (after the sys.path fix)
+from flow.stores import SessionStore, open_store  # noqa: E402 (after the sys.path fix)
+from runtime import Runtime, RuntimeConfig  # noqa: E402 (after the sys.path fix)
+
+Durability = Literal["fsync", "commit", "passivate"]
+
+
+class Timed(NamedTuple):
+    """Wall-clock and process CPU seconds something took."""
+
+    seconds: float
+    cpu_seconds: float
+
+
+def in_parallel(items: Sequence[str], fn: Callable[[str], object], threads: int) -> Timed:
+    """Apply ``fn`` to every item from ``threads`` threads (thread i takes ``items[i::threads]``).
+
+    Plain threads over slices, not an executor: a future per item would cost as
+    much CPU as what is measured.
+    """
+    start = threading.Barrier(threads + 1)
+
+    def work(index: int) -> None:
+        mine = items[index::threads]
+        start.wait()
+        for item in mine:
+            fn(item)
+
+    workers = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(threads)]
+    for worker in workers:
+        worker.start()
+    began = time.perf_counter()
+    cpu_began = time.process_time()
+    start.wait()
+    for worker in workers:
+        worker.join()
+    return Timed(time.perf_counter() - began, time.process_time() - cpu_began)
+
+
+def preload(store: SessionStore, count: int, messages: int) -> list[str]:
+    """Save ``count`` echo sessions whose chat histories hold ``messages`` messages."""
+    ids = []
+    futures = []
+    for _ in range(count):
+        session = new_session(echo, owner="bench", max_messages=max(messages, 1))
+        history = session.context.chat_history
+        for i in range(messages):
+            content = f"preloaded message {i} of a conversation that goes on for a while"
+            if i % 2:
+                history.add_assistant(content)
+            else:
+                history.add_user(content)
+        futures.append(store.save(session, None))
+        ids.append(session.session_id)
+    for future in futures:
+        future.result()
+    return ids
+
+
+def report(label: str, count: int, timed: Timed) -> None:
+    """One line: rate and CPU per operation."""
+    print(
+        f"{label}: {count / timed.seconds:,.0f}/s ({count:,} in {timed.seconds:.2f} s; "
+        f"{timed.cpu_seconds / count * 1e6:,.0f} us CPU each, so "
+        f"{count / max(timed.cpu_seconds, 1e-9):,.0f}/s on one free core)",
+        flush=True,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Parse arguments, preload the store, then time loads and activations."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--sessions", type=int, default=20_000)
+    parser.add_argument("--history", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--durability", default="passivate", choices=("passivate", "fsync"))
+    parser.add_argument(
+        "--profile-only", action="store_true", help="activations only (for py-spy), no loads"
+    )
+    args = parser.parse_args(argv)
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        cache_logger_on_first_use=True,
+    )
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(
+        f"activation bench: {args.sessions:,} sessions, history {args.history}, "
+        f"{args.threads} threads, durability {args.durability}, load average {load}",
+        flush=True,
+    )
+    durability = cast(Durability, args.durability)
+    with tempfile.TemporaryDirectory(prefix="actorflow-activation-") as tmp:
+        data_dir = Path(tmp)
+        store = open_store(None, data_dir, "fsync")
+        try:
+            ids = preload(store, args.sessions, args.history)
+            config = RuntimeConfig(
+                durability=durability,
+                max_live=1_000_000,
+                idle_timeout=86_400.0,
+                wait_timeout=86_400.0,
+            )
+            for _ in range(args.repeats):
+                if not args.profile_only:
+                    report("store.load alone", len(ids), in_parallel(ids, store.load, args.threads))
+                with Runtime.open(
+                    data_dir=data_dir, graphs=[echo], config=config, store=store
+                ) as rt:
+                    timed = in_parallel(ids, lambda sid: rt.step(sid, "wake up"), args.threads)
+                    done = rt.stats().activations
+                report(f"activations ({done:,} counted)", len(ids), timed)
+        finally:
+            store.close()
+
+
+if __name__ == "__main__":
+    main()
