@@ -19,7 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BENCHES = [
     ("store", "bench/store.py", "Group commit against one transaction per save (SQLite, fsync)"),
-    ("actors", "bench/actors.py", "The dispatcher actor type against pykka's ThreadingActor"),
+    ("actors", "bench/actor_types.py", "The dispatcher actor type against pykka's ThreadingActor"),
     ("inprocess", "bench/inprocess.py", "Durable steps in process, against LangGraph"),
     ("http", "bench/http.py", "Durable steps through the HTTP daemon"),
 ]

@@ -1,6 +1,6 @@
 """Actor-type benchmark: pykka's ThreadingActor against actorflow's DispatcherActor.
 
-Usage: ``.venv-dev/bin/python bench/actors.py [--quick]``.
+Usage: ``.venv-dev/bin/python bench/actor_types.py [--quick]``.
 
 Each actor type is measured in its own subprocess (RSS never shrinks back, and
 20,000 threads would disturb the other measurement). Prints one line per
