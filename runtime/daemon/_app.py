@@ -27,6 +27,7 @@ from runtime.daemon._problems import (
     problem_for_error,
 )
 from runtime.daemon._routes import Api, route_handlers
+from runtime.daemon._step_route import StepRoute
 from runtime.errors import ActorflowError
 
 __all__ = ["OPENAPI_PATH", "build_app", "problem_for_exception"]
@@ -78,7 +79,8 @@ def problem_for_exception(
 
 
 def build_app(api: Api, auth: Authenticator, *, max_body: int) -> Gateway:
-    """The daemon's ASGI application: the gateway in front of the Litestar app.
+    """The daemon's ASGI application: the gateway, (in a cluster) the forwarder, the step
+    route's fast path, then the Litestar app.
 
     ``aclose()`` on it closes the forwarder's connections (in a cluster).
     """
@@ -124,6 +126,7 @@ def build_app(api: Api, auth: Authenticator, *, max_body: int) -> Gateway:
             ),
         ),
     )
-    inner = forwarder_for(app, api.runtime.store, max_body=max_body)
+    steps = StepRoute(app, api, max_body=max_body)
+    inner = forwarder_for(steps, api.runtime.store, max_body=max_body)
     on_close = inner.aclose if isinstance(inner, Forwarder) else None
     return Gateway(inner, auth, api.metrics, on_close=on_close)

@@ -50,7 +50,7 @@ from runtime.daemon._problems import (
 if TYPE_CHECKING:
     from runtime import AsyncRuntime, StepResult
 
-__all__ = ["Api", "route_handlers"]
+__all__ = ["Api", "route_handlers", "step_response"]
 
 READY_PROBE_TIMEOUT = 2.0
 SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
@@ -159,7 +159,8 @@ def _client_addr(request: Request[Any, Any, Any]) -> str | None:
     return client.host if client is not None else None
 
 
-def _step_response(result: StepResult) -> StepResponse:
+def step_response(result: StepResult) -> StepResponse:
+    """The step route's answer for ``result``."""
     return StepResponse(
         session_id=result.session_id,
         task=result.task,
@@ -233,7 +234,7 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
         result = await api.run_step(
             session_id, _caller(request), body.input, mode=body.mode, on_busy=body.on_busy
         )
-        return _step_response(result)
+        return step_response(result)
 
     @delete(
         "/v1/sessions/{session_id:str}",
