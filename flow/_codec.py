@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from typing import Any, cast
 
 import msgpack
@@ -14,34 +16,70 @@ __all__ = ["SCHEMA_VERSION", "decode", "encode"]
 
 SCHEMA_VERSION = 1
 
+# ``encode`` packs every field but the history as one 12-entry map, then turns it
+# into the 13-entry map that ends with ``"hist"``: the history's array is spliced in
+# from each message's cached bytes (msgpack values are simply concatenated).
+_MAP_WITH_HISTORY = b"\x8d"  # fixmap header, 13 entries (the head's is 0x8c, 12)
+_HIST_KEY = msgpack.packb("hist")
+_local = threading.local()
+
+
+def _packer() -> msgpack.Packer:
+    """This thread's reusable packer (cheaper than ``packb``'s new one per call)."""
+    try:
+        packer: msgpack.Packer = _local.packer
+    except AttributeError:
+        packer = _local.packer = msgpack.Packer(use_bin_type=True)
+    return packer
+
 
 def encode(session: Session) -> bytes:
     """Encode ``session`` as msgpack bytes (schema ``SCHEMA_VERSION``)."""
     meta = session.metadata
     history = session.context.chat_history
-    doc = {
-        "v": SCHEMA_VERSION,
-        "id": session.session_id,
-        "graph": session.graph_id,
-        "gver": session.graph_version,
-        "task": session.current_task,
-        "status": session.status.value,
-        "smsg": session.status_message,
-        "rev": session.revision,
-        "back": session.back_stack,
-        "data": session.context._data,
-        "hist": [[m.role, m.content, m.timestamp] for m in history._messages],
-        "hmax": history.max_messages,
-        "meta": [
-            meta.owner,
-            meta.created_at,
-            meta.last_accessed,
-            meta.request_count,
-            meta.client_addr,
-            meta.expires_at,
-        ],
-    }
-    return msgpack.packb(doc, use_bin_type=True)
+    messages = history._messages
+    pack = _packer().pack
+    head = pack(
+        {
+            "v": SCHEMA_VERSION,
+            "id": session.session_id,
+            "graph": session.graph_id,
+            "gver": session.graph_version,
+            "task": session.current_task,
+            "status": session.status.value,
+            "smsg": session.status_message,
+            "rev": session.revision,
+            "back": session.back_stack,
+            "data": session.context._data,
+            "hmax": history.max_messages,
+            "meta": [
+                meta.owner,
+                meta.created_at,
+                meta.last_accessed,
+                meta.request_count,
+                meta.client_addr,
+                meta.expires_at,
+            ],
+        }
+    )
+    history_items = b"".join([m._packed or _packed(m, pack) for m in messages])
+    return _MAP_WITH_HISTORY + head[1:] + _HIST_KEY + _array_header(len(messages)) + history_items
+
+
+def _packed(message: ChatMessage, pack: Callable[[Any], bytes]) -> bytes:
+    """The msgpack bytes of ``[role, content, timestamp]``, made once per message."""
+    packed = pack([message.role, message.content, message.timestamp])
+    object.__setattr__(message, "_packed", packed)  # a frozen message's cache slot
+    return packed
+
+
+def _array_header(length: int) -> bytes:
+    """A msgpack array header for ``length`` items."""
+    if length < 16:
+        return bytes((0x90 | length,))
+    if length < 0x10000:
+        return b"\xdc" + length.to_bytes(2, "big")
+    return b"\xdd" + length.to_bytes(4, "big")
 
 
 def decode(raw: bytes) -> Session:

@@ -6,7 +6,7 @@ import copy
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from flow._errors import InvalidInput
@@ -80,6 +80,9 @@ class ChatMessage:
     role: Role
     content: str
     timestamp: str
+    # The snapshot codec's msgpack bytes of this message, kept once made: a message
+    # never changes, and every later snapshot of its session holds it again.
+    _packed: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, str]:
         """Return the plain ``{"role", "content", "timestamp"}`` mapping."""
