@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 
 def free_port() -> int:
@@ -32,6 +33,21 @@ def wait_for_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> 
                 message = f"nothing listening on {host}:{port} after {timeout} s"
                 raise TimeoutError(message) from None
             time.sleep(0.02)  # polling a port: there is no event to wait on
+
+
+@pytest.fixture(autouse=True)
+def _structlog_config_per_test() -> Iterator[None]:
+    """Each test starts with structlog's defaults and leaves them so.
+
+    Tests that run an entry point in process (``runtime.cli.main``) configure
+    structlog; without this, the next tests would log through a filtering
+    logger (dropping the events they capture) into pytest's closed capture files.
+    """
+    structlog.reset_defaults()
+    try:
+        yield
+    finally:
+        structlog.reset_defaults()
 
 
 class RedisServer:
