@@ -29,6 +29,7 @@ from runtime.daemon._config import DaemonConfig
 from runtime.daemon._logging import flush_logs
 from runtime.daemon._metrics import DaemonMetrics
 from runtime.daemon._routes import Api
+from runtime.daemon._transport import CoalescingHttpToolsProtocol
 
 __all__ = ["DaemonServer", "serve"]
 
@@ -102,7 +103,7 @@ def _uvicorn_config(app: Any, config: DaemonConfig) -> uvicorn.Config:
         host=config.host,
         port=config.port,
         loop="uvloop",
-        http="httptools",
+        http=CoalescingHttpToolsProtocol,
         lifespan="off",
         log_config=None,
         access_log=False,
