@@ -44,7 +44,7 @@ def app_api() -> Api:
 @pytest.fixture
 def client(app_api: Api) -> Iterator[TestClient[Any]]:
     app = build_app(app_api, Authenticator(None), max_body=1024)
-    with TestClient(app) as test_client:  # type: ignore[arg-type]  # the gateway is a plain ASGI app
+    with TestClient(app) as test_client:
         yield test_client
 
 
@@ -53,7 +53,7 @@ def test_unexpected_error_is_500_without_a_stack_trace_and_is_logged(
 ) -> None:
     with structlog.testing.capture_logs() as logs:
         response = client.get("/v1/sessions/abc")
-    body = assert_problem(response, 500, "internal-error")  # type: ignore[arg-type]
+    body = assert_problem(response, 500, "internal-error")
     assert "internal detail" not in response.text
     assert body["session_id"] == "abc"
     errors = [entry for entry in logs if entry["event"] == "unhandled_error"]
@@ -66,13 +66,13 @@ def test_steps_beyond_max_inflight_get_503_with_retry_after_at_once(
 ) -> None:
     app_api.inflight = app_api.max_inflight
     response = client.post("/v1/sessions/abc/step", json={})
-    assert_problem(response, 503, "overloaded")  # type: ignore[arg-type]
+    assert_problem(response, 503, "overloaded")
     assert response.headers["retry-after"] == "1"
 
 
 def test_steps_while_draining_get_503(client: TestClient[Any], app_api: Api) -> None:
     app_api.draining = True
     response = client.post("/v1/sessions/abc/step", json={})
-    assert_problem(response, 503, "draining")  # type: ignore[arg-type]
+    assert_problem(response, 503, "draining")
     assert "retry-after" in response.headers
-    assert_problem(client.get("/readyz"), 503, "draining")  # type: ignore[arg-type]
+    assert_problem(client.get("/readyz"), 503, "draining")
