@@ -9,7 +9,9 @@ fresh SQLite store; then, for each repeat (a fresh runtime on the same store):
 - ``store.load`` of every session from ``T`` threads, alone: the ceiling;
 - one ``Runtime.step`` of every session from ``T`` threads: each step activates
   its session (load, decode, start the session actor) and runs an in-memory
-  ``echo`` step (with ``--durability passivate`` nothing is committed per step).
+  ``echo`` step (with ``--durability passivate`` nothing is committed per step);
+- the same steps again, now that every session is live: the difference is
+  what activation itself costs.
 
 Each line gives the rate, and the process CPU time per operation (the steadier
 figure on a shared machine).
@@ -148,7 +150,10 @@ def main(argv: Sequence[str] | None = None) -> None:
                 ) as rt:
                     timed = in_parallel(ids, lambda sid: rt.step(sid, "wake up"), args.threads)
                     done = rt.stats().activations
-                report(f"activations ({done:,} counted)", len(ids), timed)
+                    report(f"activations ({done:,} counted)", len(ids), timed)
+                    if not args.profile_only:
+                        hot = in_parallel(ids, lambda sid: rt.step(sid, "again"), args.threads)
+                        report("the same steps again, on live sessions", len(ids), hot)
         finally:
             store.close()
 

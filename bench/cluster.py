@@ -18,21 +18,15 @@ step (user + system, from /proc), which a busy machine disturbs less.
 
 from __future__ import annotations
 
-import os
-import sys
-
-# Run as a script, this file's directory comes first on sys.path; drop it, as bench/http.py
-# would shadow the standard library's http package that httpx imports.
-if sys.path and sys.path[0] == os.path.dirname(os.path.abspath(__file__)):
-    del sys.path[0]
-
 import argparse
 import asyncio
+import os
 import random
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass

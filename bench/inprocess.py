@@ -33,23 +33,16 @@ from typing import NamedTuple
 
 import structlog
 
-# Run as a script, Python puts bench/ first on sys.path, where bench/actors.py would
-# shadow the actors package and bench/http.py the standard library's http: look up
-# modules from the repository root instead.
-_BENCH_DIR = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH_DIR]
-sys.path.insert(0, str(_BENCH_DIR.parent))
-
-from flow import new_session  # noqa: E402 (after the sys.path fix)
-from flow.demo import echo  # noqa: E402 (after the sys.path fix)
-from flow.stores import SessionStore, open_store  # noqa: E402 (after the sys.path fix)
-from runtime import Runtime, RuntimeConfig  # noqa: E402 (after the sys.path fix)
+from flow import new_session
+from flow.demo import echo
+from flow.stores import SessionStore, open_store
+from runtime import Runtime, RuntimeConfig
 
 CLIENTS = (8, 32, 64)
 HOT_SESSIONS = 64
 HISTORY_SIZES = (10, 100, 1000)
 BASE_HISTORY = 10
-OUT = _BENCH_DIR / "out" / "inprocess.png"
+OUT = Path(__file__).resolve().parent / "out" / "inprocess.png"
 
 StepFn = Callable[[str, str], object]
 
@@ -488,7 +481,7 @@ def bench_langgraph(plan: Plan, figures: Figures) -> None:
     LangGraph is imported here, after actorflow's runs, so that its modules
     (three times actorflow's objects) do not slow the GC during them.
     """
-    from bench.langgraph_baseline import LangGraphBench, lost_updates
+    from langgraph_baseline import LangGraphBench, lost_updates
 
     threads = [f"thread-{i}" for i in range(HOT_SESSIONS)]
     with LangGraphBench() as lg:

@@ -21,13 +21,6 @@ import threading
 from pathlib import Path
 from typing import Any, TypedDict
 
-# Run as a script, Python puts bench/ first on sys.path, where bench/http.py would
-# shadow the standard library's http (which LangGraph imports) and bench/actors.py
-# the actors package: look up modules from the repository root instead.
-_BENCH_DIR = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH_DIR]
-sys.path.insert(0, str(_BENCH_DIR.parent))
-
 try:
     from langgraph.checkpoint.sqlite import SqliteSaver
     from langgraph.graph import END, START, StateGraph
@@ -146,7 +139,7 @@ def lost_updates(threads: int = 8, invokes_per_thread: int = 25) -> LostUpdates:
 
 def main() -> None:
     """Print LangGraph's steps/s at 8, 32 and 64 clients and its lost updates."""
-    from bench.inprocess import closed_loop, print_load  # the driver actorflow's side uses too
+    from inprocess import closed_loop, print_load  # the driver actorflow's side uses too
 
     with LangGraphBench() as bench:
         sessions = [f"thread-{i}" for i in range(64)]

@@ -21,7 +21,7 @@ BENCHES = [
     ("store", "bench/store.py", "Group commit against one transaction per save (SQLite, fsync)"),
     ("actors", "bench/actor_types.py", "The dispatcher actor type against pykka's ThreadingActor"),
     ("inprocess", "bench/inprocess.py", "Durable steps in process, against LangGraph"),
-    ("http", "bench/http.py", "Durable steps through the HTTP daemon"),
+    ("http", "bench/daemon_http.py", "Durable steps through the HTTP daemon"),
 ]
 
 

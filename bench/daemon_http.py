@@ -13,7 +13,7 @@ picks one; each wrk thread steps the sessions round robin): an httpx client
 costs more CPU per request than the daemon does, so on a small machine the
 Python generator measures itself as much as the daemon.
 
-    .venv-dev/bin/python bench/http.py [--quick] [--generator auto|httpx|wrk]
+    .venv-dev/bin/python bench/daemon_http.py [--quick] [--generator auto|httpx|wrk]
                                        [--durability fsync] [--out PATH]
 
 Prints one line per client count (with the daemon's CPU time per step, read from
