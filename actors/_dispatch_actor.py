@@ -7,6 +7,7 @@ scheduling that feeds it lives in `actors._dispatch_mailbox` and
 
 from __future__ import annotations
 
+import itertools
 import logging
 import sys
 import uuid
@@ -27,6 +28,13 @@ __all__ = ["DispatcherActor"]
 
 _log = structlog.get_logger("actors.dispatcher")
 _pykka_log = logging.getLogger("pykka")  # the log pykka's own actor loop writes to
+
+# Actor URNs: a random prefix drawn once per process, then a counter in the last
+# 12 hex digits. Still ``urn:uuid:`` strings and unique within the process (all
+# pykka needs), without a uuid4() per actor (urandom + UUID object: ~2.5 us of a
+# ~4 us actor construction).
+_URN_PREFIX = uuid.uuid4().urn[:-12]
+_urn_serials = itertools.count()
 
 
 class DispatcherActor(pykka.Actor):
@@ -76,9 +84,10 @@ class DispatcherActor(pykka.Actor):
 
         Subclasses must call ``super().__init__()``. pykka's own ``__init__`` is
         not called because it builds a full ``threading.Event`` (~1.3 KiB) for
-        ``actor_stopped``; everything else is the same.
+        ``actor_stopped`` and draws a uuid4 for the URN; here the URN is a
+        per-process random prefix plus a counter. Everything else is the same.
         """
-        self.actor_urn = uuid.uuid4().urn
+        self.actor_urn = f"{_URN_PREFIX}{next(_urn_serials) & 0xFFFFFFFFFFFF:012x}"
         self.actor_inbox = self._create_actor_inbox()
         self.actor_stopped = StopFlag()
         self._actor_ref = pykka.ActorRef(self)
