@@ -185,6 +185,10 @@ class RuntimeCore:
         self._cleanup.append(lambda: self.task_pool.shutdown(wait=False, cancel_futures=True))
         self.loader = TaskPool(LOADER_THREADS, name="actorflow-load")
         self._cleanup.append(lambda: self.loader.shutdown(wait=False, cancel_futures=True))
+        # One caller at a time reads a snapshot on its own thread; the others leave
+        # the read to the loader (64 threads reading SQLite at once spend more on
+        # the GIL than on the reads).
+        self._caller_reads = threading.BoundedSemaphore(1)
         self.dispatcher = Dispatcher(config.dispatcher_threads, name="actorflow")
         self._cleanup.append(lambda: self.dispatcher.shutdown(timeout=10))
         self.services = ActorServices(
@@ -268,7 +272,8 @@ class RuntimeCore:
 
         With ``preload`` (a sync caller, which may block), a session that is not
         live is read from the store on the calling thread rather than by the
-        supervisor's loader: activations then load in parallel with no extra hop.
+        supervisor's loader (one hop less), unless another caller is reading
+        one already.
         """
         try:
             self.check_open()
@@ -294,7 +299,12 @@ class RuntimeCore:
         if entry is not None:
             return
         plain = Activate(session_id, owner, message, on_busy)
-        activate = self._preloaded(plain) if preload else plain
+        activate: Activate | None = plain
+        if preload and self._caller_reads.acquire(blocking=False):
+            try:
+                activate = self._preloaded(plain)
+            finally:
+                self._caller_reads.release()
         if activate is not None and not self.services.tell_supervisor(activate):
             reply(RuntimeClosed("the runtime is closed"))
 
