@@ -60,7 +60,7 @@ from flow._session import Session, SessionMetadata, SessionStatus
 from flow._step import StepResult, astep, step
 from flow._task import is_async_task
 
-__all__ = ["SessionActor"]
+__all__ = ["SessionActor", "session_document"]
 
 
 @dataclass(slots=True)
@@ -73,6 +73,33 @@ class _Running:
     future: Future[tuple[Session, StepResult]]
     timer: Timer | None
     started: float
+
+
+def session_document(session: Session, history_tail: int) -> dict[str, Any]:
+    """What ``inspect`` shows of a session, live or stored: plain, JSON-like values."""
+    meta = session.metadata
+    history = session.context.chat_history
+    return {
+        "session_id": session.session_id,
+        "graph": session.graph_id,
+        "graph_version": session.graph_version,
+        "owner": meta.owner,
+        "status": session.status.value,
+        "status_message": session.status_message,
+        "current_task": session.current_task,
+        "revision": session.revision,
+        "context": session.context.to_dict(),
+        "history_tail": [m.to_dict() for m in history.last_messages(history_tail)],
+        "history_length": len(history),
+        "metadata": {
+            "owner": meta.owner,
+            "created_at": meta.created_at,
+            "last_accessed": meta.last_accessed,
+            "request_count": meta.request_count,
+            "client_addr": meta.client_addr,
+            "expires_at": meta.expires_at,
+        },
+    }
 
 
 class SessionActor(DispatcherActor):
@@ -426,7 +453,6 @@ class SessionActor(DispatcherActor):
     def _inspect(self, history_tail: int) -> dict[str, Any]:
         session = self._session
         entry = self._entry
-        meta = session.metadata
         settings = self._settings
         running = self._running
         if session.status is SessionStatus.COMPLETED:
@@ -438,27 +464,7 @@ class SessionActor(DispatcherActor):
         size = len(encode(session))
         entry.snapshot_bytes = size
         return {
-            "session_id": session.session_id,
-            "graph": session.graph_id,
-            "graph_version": session.graph_version,
-            "owner": meta.owner,
-            "status": session.status.value,
-            "status_message": session.status_message,
-            "current_task": session.current_task,
-            "revision": session.revision,
-            "context": session.context.to_dict(),
-            "history_tail": [
-                m.to_dict() for m in session.context.chat_history.last_messages(history_tail)
-            ],
-            "history_length": len(session.context.chat_history),
-            "metadata": {
-                "owner": meta.owner,
-                "created_at": meta.created_at,
-                "last_accessed": meta.last_accessed,
-                "request_count": meta.request_count,
-                "client_addr": meta.client_addr,
-                "expires_at": meta.expires_at,
-            },
+            **session_document(session, history_tail),
             "last_access": entry.last_used,
             "pending": entry.pending,
             "stashed": len(self._stash or ()),

@@ -21,6 +21,7 @@ import structlog
 
 from actors._live_index import LiveIndex
 from actors._services import ActorServices, Settings
+from actors._session_actor import session_document
 from actors._supervisor import SupervisorActor
 from actors._task_pool import TaskPool
 from actors._timers import Timer, Timers
@@ -438,29 +439,9 @@ class RuntimeCore:
     def stored_inspect(self, session_id: str) -> dict[str, Any]:
         """``inspect`` of a session that is not live: what its snapshot holds."""
         session = self.load(session_id, None)
-        view = session_view(session)
-        meta = session.metadata
         return {
-            "session_id": session.session_id,
-            "graph": session.graph_id,
-            "graph_version": session.graph_version,
-            "owner": meta.owner,
-            "status": session.status.value,
-            "status_message": session.status_message,
-            "current_task": session.current_task,
-            "revision": session.revision,
-            "context": view.context,
-            "history_tail": view.chat_history[-10:],
-            "history_length": len(view.chat_history),
-            "metadata": {
-                "owner": meta.owner,
-                "created_at": meta.created_at,
-                "last_accessed": meta.last_accessed,
-                "request_count": meta.request_count,
-                "client_addr": meta.client_addr,
-                "expires_at": meta.expires_at,
-            },
-            "last_access": meta.last_accessed,
+            **session_document(session, history_tail=10),
+            "last_access": session.metadata.last_accessed,
             "live": False,
             "state": "passivated",
             "pending": 0,
