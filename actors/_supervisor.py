@@ -52,6 +52,9 @@ from flow._session import Session, SessionStatus
 
 __all__ = ["SupervisorActor"]
 
+#: Snapshot reads handed to the loader pool as one task at most (see `_flush_loads`).
+LOAD_BATCH = 32
+
 
 def _still_idle(last_used: float, entry: LiveEntry) -> bool:
     """Whether ``entry`` has no request in hand and none since ``last_used``."""
@@ -79,6 +82,7 @@ class SupervisorActor(DispatcherActor):
         self._shutdown: Shutdown | None = None
         self._shutdown_replies: list[Reply] = []
         self._stopping_refs: dict[str, pykka.ActorRef[Any]] = {}
+        self._to_load: list[str] = []
 
     def on_receive(self, message: Any) -> Any:
         """Handle one message; the supervisor itself never dies of a bad one."""
@@ -87,6 +91,11 @@ class SupervisorActor(DispatcherActor):
         except Exception as exc:
             self._services.log.exception("supervisor_error", message=type(message).__name__)
             self._answer_failure(message, exc)
+        # Reads wait while more messages are queued (they may be activations too),
+        # so that a burst of activations is read by one loader task, not one each.
+        # A non-empty mailbox means this runs again, so no read is left behind.
+        if self._to_load and (len(self._to_load) >= LOAD_BATCH or self.actor_inbox.empty()):
+            self._flush_loads()
         return None
 
     def _answer_failure(self, message: Any, exc: Exception) -> None:
@@ -155,15 +164,28 @@ class SupervisorActor(DispatcherActor):
             self._loading[sid] = [message]
             self._loaded(Loaded(sid, preloaded))
             return
-        # The read happens on the loader pool: the supervisor never waits on the
-        # store, and activations of different sessions load in parallel.
+        # The read happens on the loader pool (see on_receive and _flush_loads):
+        # the supervisor never waits on the store.
         self._loading[sid] = [message]
+        self._to_load.append(sid)
+
+    def _flush_loads(self) -> None:
+        """Hand the queued snapshot reads to the loader pool as one task."""
+        batch, self._to_load = self._to_load, []
         loader = self._services.loader or self._services.task_pool
         try:
-            loader.submit(self._load, sid)
+            loader.submit(self._load_all, batch)
         except RuntimeError as exc:  # the pool is shut down: the runtime is closing
-            self._loading.pop(sid, None)
-            self._fail(message, RuntimeClosed(f"the runtime is closing ({exc})"))
+            closed = RuntimeClosed(f"the runtime is closing ({exc})")
+            for sid in batch:
+                for activation in self._loading.pop(sid, []):
+                    self._fail(activation, closed)
+            self._maybe_finish_shutdown()
+
+    def _load_all(self, session_ids: list[str]) -> None:
+        """On the loader pool: `_load` each of ``session_ids`` in turn."""
+        for session_id in session_ids:
+            self._load(session_id)
 
     def _load(self, session_id: str) -> None:
         """On the loader pool: read the snapshot (deleting it if expired), report back."""
