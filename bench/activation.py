@@ -3,8 +3,8 @@
 Usage: ``.venv-dev/bin/python bench/activation.py [--sessions N] [--history M]
 [--threads T] [--repeats R] [--durability passivate|fsync] [--profile-only]``.
 
-``N`` ``echo`` sessions whose chat histories hold ``M`` messages are written to a
-fresh SQLite store; then, for each repeat (a fresh runtime on the same store):
+For each repeat, ``N`` ``echo`` sessions whose chat histories hold ``M`` messages
+are written to a fresh SQLite store, then a runtime is opened on it and:
 
 - ``store.load`` of every session from ``T`` threads, alone: the ceiling;
 - one ``Runtime.step`` of every session from ``T`` threads: each step activates
@@ -130,30 +130,32 @@ def main(argv: Sequence[str] | None = None) -> None:
         f"{args.threads} threads, durability {args.durability}, load average {load}",
         flush=True,
     )
-    durability = cast(Durability, args.durability)
+    config = RuntimeConfig(
+        durability=cast(Durability, args.durability),
+        max_live=1_000_000,
+        idle_timeout=86_400.0,
+        wait_timeout=86_400.0,
+    )
+    for _ in range(args.repeats):
+        run_once(args, config)
+
+
+def run_once(args: argparse.Namespace, config: RuntimeConfig) -> None:
+    """One repeat on a fresh store (a store reused across repeats grows its WAL)."""
     with tempfile.TemporaryDirectory(prefix="actorflow-activation-") as tmp:
         data_dir = Path(tmp)
         store = open_store(None, data_dir, "fsync")
         try:
             ids = preload(store, args.sessions, args.history)
-            config = RuntimeConfig(
-                durability=durability,
-                max_live=1_000_000,
-                idle_timeout=86_400.0,
-                wait_timeout=86_400.0,
-            )
-            for _ in range(args.repeats):
+            if not args.profile_only:
+                report("store.load alone", len(ids), in_parallel(ids, store.load, args.threads))
+            with Runtime.open(data_dir=data_dir, graphs=[echo], config=config, store=store) as rt:
+                timed = in_parallel(ids, lambda sid: rt.step(sid, "wake up"), args.threads)
+                done = rt.stats().activations
+                report(f"activations ({done:,} counted)", len(ids), timed)
                 if not args.profile_only:
-                    report("store.load alone", len(ids), in_parallel(ids, store.load, args.threads))
-                with Runtime.open(
-                    data_dir=data_dir, graphs=[echo], config=config, store=store
-                ) as rt:
-                    timed = in_parallel(ids, lambda sid: rt.step(sid, "wake up"), args.threads)
-                    done = rt.stats().activations
-                    report(f"activations ({done:,} counted)", len(ids), timed)
-                    if not args.profile_only:
-                        hot = in_parallel(ids, lambda sid: rt.step(sid, "again"), args.threads)
-                        report("the same steps again, on live sessions", len(ids), hot)
+                    hot = in_parallel(ids, lambda sid: rt.step(sid, "again"), args.threads)
+                    report("the same steps again, on live sessions", len(ids), hot)
         finally:
             store.close()
 
