@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 import tempfile
 import threading
 import time
@@ -31,17 +30,11 @@ from pathlib import Path
 from typing import Literal, NamedTuple, cast
 
 import structlog
+from inprocess import preload
 
-# Run as a script, Python puts bench/ first on sys.path, where bench/actors.py would
-# shadow the actors package: look up modules from the repository root instead.
-_BENCH_DIR = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _BENCH_DIR]
-sys.path.insert(0, str(_BENCH_DIR.parent))
-
-from flow import new_session  # noqa: E402 (after the sys.path fix)
-from flow.demo import echo  # noqa: E402 (after the sys.path fix)
-from flow.stores import SessionStore, open_store  # noqa: E402 (after the sys.path fix)
-from runtime import Runtime, RuntimeConfig  # noqa: E402 (after the sys.path fix)
+from flow.demo import echo
+from flow.stores import open_store
+from runtime import Runtime, RuntimeConfig
 
 Durability = Literal["fsync", "commit", "passivate"]
 
@@ -76,26 +69,6 @@ def in_parallel(items: Sequence[str], fn: Callable[[str], object], threads: int)
     for worker in workers:
         worker.join()
     return Timed(time.perf_counter() - began, time.process_time() - cpu_began)
-
-
-def preload(store: SessionStore, count: int, messages: int) -> list[str]:
-    """Save ``count`` echo sessions whose chat histories hold ``messages`` messages."""
-    ids = []
-    futures = []
-    for _ in range(count):
-        session = new_session(echo, owner="bench", max_messages=max(messages, 1))
-        history = session.context.chat_history
-        for i in range(messages):
-            content = f"preloaded message {i} of a conversation that goes on for a while"
-            if i % 2:
-                history.add_assistant(content)
-            else:
-                history.add_user(content)
-        futures.append(store.save(session, None))
-        ids.append(session.session_id)
-    for future in futures:
-        future.result()
-    return ids
 
 
 def report(label: str, count: int, timed: Timed) -> None:

@@ -298,7 +298,7 @@ def preload(store: SessionStore, count: int, messages: int) -> list[str]:
     ids = []
     futures = []
     for _ in range(count):
-        session = new_session(echo, owner="bench", max_messages=messages)
+        session = new_session(echo, owner="bench", max_messages=max(messages, 1))
         history = session.context.chat_history
         for i in range(messages):
             content = f"preloaded message {i} of a conversation that goes on for a while"
