@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import signal
 from pathlib import Path
 
 import httpx
 import pytest
-from daemon_harness import ROOT, Daemon, StartDaemon, create, wait_for
+from daemon_harness import Daemon, StartDaemon, create, wait_for
 
 from flow.stores import SqliteStore
 
@@ -141,26 +140,3 @@ def test_second_signal_exits_at_once(start_daemon: StartDaemon, tmp_path: Path) 
         return status
 
     assert asyncio.run(scenario()) != 0
-
-
-class BinDaemon(Daemon):
-    """The daemon started through bin/actorflowd (which execs .venv/bin/actorflowd)."""
-
-    def command(self) -> list[str]:
-        return [str(ROOT / "bin" / "actorflowd"), *super().command()[3:]]
-
-
-@pytest.mark.slow
-def test_bin_actorflowd_execs_the_daemon_so_sigterm_exits_0(tmp_path: Path) -> None:
-    stamp = ROOT / ".venv" / ".installed-hash"
-    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
-    if not stamp.exists() or stamp.read_text().strip() != want:
-        pytest.skip(".venv is not installed (bin/actorflowd would install it: slow)")
-    daemon = BinDaemon(tmp_path, [], None)
-    try:
-        daemon.start()
-        assert daemon.process is not None
-        with open(f"/proc/{daemon.process.pid}/cmdline", "rb") as cmdline:
-            assert b"bash" not in cmdline.read().split(b"\0")[0]  # exec'd: no shell in between
-    finally:
-        assert daemon.stop() == 0

@@ -68,6 +68,9 @@ def test_bin_actorflowd_on_a_fresh_clone_installs_serves_and_exits_0_on_sigterm(
             assert stepped.json()["response"] == "echo: hi"
         assert (clone / "var" / "sessions.db").exists()
         assert (clone / ".venv" / "bin" / "actorflowd").exists()
+        with open(f"/proc/{process.pid}/cmdline", "rb") as cmdline:
+            argv0 = cmdline.read().split(b"\0")[0]
+        assert b"bash" not in argv0  # exec'd: SIGTERM reaches the daemon, not a shell
         process.send_signal(signal.SIGTERM)
         assert process.wait(60) == 0
     finally:
