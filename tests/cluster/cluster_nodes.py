@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,31 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from testkit import free_port as free_port
+from testkit import wait_until as wait_until
 
 from runtime.admin import AdminClient
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT = 30.0
 LEASE_TTL = 1.0
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_until(condition: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
-    """Poll ``condition`` until it is truthy (its value) or fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true within {timeout} s: {what or condition}")
-        time.sleep(0.02)  # polling another process's state: there is no event to wait on
 
 
 class Node:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import redis
 from structlog.testing import capture_logs
+from testkit import wait_until
 
 from flow.demo import echo
 from flow.stores._lease import LeaseHeldElsewhere
@@ -18,17 +17,6 @@ from runtime import Runtime, RuntimeConfig, StoreUnavailable
 pytestmark = pytest.mark.redis
 
 LEASE_TTL = 1.0
-
-
-def wait_until(condition: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(0.01)  # polling a condition with a deadline: there is no event to wait on
 
 
 def open_node(tmp_path: Path, redis_url: str, name: str) -> Runtime:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,18 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from testkit import assert_problem as assert_problem
+from testkit import create as create
+from testkit import free_port as free_port
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 READY_TIMEOUT = 30.0
 TEST_GRAPHS = ("flow.demo:GRAPHS", "graphs_for_tests:GRAPHS")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def daemon_env(**extra: str) -> dict[str, str]:
@@ -167,30 +162,6 @@ def write_tokens(path: Path, pairs: dict[str, str], mode: int = 0o600) -> Path:
     path.write_text("".join(f"{token} {user}\n" for token, user in pairs.items()))
     path.chmod(mode)
     return path
-
-
-def assert_problem(response: httpx.Response, status: int, slug: str) -> dict[str, Any]:
-    """Assert ``response`` is a problem+json of ``status`` and type ``...:slug``; its body."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    assert body["type"].endswith(":" + slug), body
-    assert body["title"]
-    assert body["detail"]
-    assert "Traceback" not in response.text
-    return body
-
-
-def create(client: httpx.Client, graph: str = "echo", **context: Any) -> str:
-    """Create a session of ``graph`` (with ``context``); its id."""
-    body: dict[str, Any] = {"graph": graph}
-    if context:
-        body["context"] = context
-    response = client.post("/v1/sessions", json=body)
-    assert response.status_code == 201, response.text
-    session_id: str = response.json()["session_id"]
-    return session_id
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:

@@ -20,7 +20,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from typing import Any
 import httpx
 import pexpect
 import pytest
+from testkit import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
@@ -56,13 +56,6 @@ def clean_env(**extra: str) -> dict[str, str]:
     env["PATH"] = os.pathsep.join([str(BIN), "/usr/bin", "/bin", env.get("PATH", "")])
     env.update(extra)
     return env
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Daemon:

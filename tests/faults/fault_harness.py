@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,6 +26,10 @@ from typing import Any
 
 import httpx
 import msgspec
+from testkit import assert_problem as assert_problem
+from testkit import create as create
+from testkit import free_port as free_port
+from testkit import wait_until as wait_until
 
 from flow.stores import SqliteStore
 
@@ -37,13 +40,6 @@ GRAPHS = ("flow.demo:GRAPHS", "fault_graphs:GRAPHS")
 TMPFS_SIZE = "4m"
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def daemon_env() -> dict[str, str]:
     """A daemon subprocess's environment: fault_graphs importable, no ACTORFLOW_* from outside."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACTORFLOW_")}
@@ -51,15 +47,6 @@ def daemon_env() -> dict[str, str]:
         p for p in (str(HERE), str(ROOT), env.get("PYTHONPATH", "")) if p
     )
     return env
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``condition`` until it holds, failing after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)  # the state lives in another process: polling is the only way
 
 
 class Daemon:
@@ -239,30 +226,6 @@ class RawHttp:
         assert length is not None, f"no content-length in the answer to {method} {path}"
         raw = await self._reader.readexactly(length)
         return int(status_line.split()[1]), msgspec.json.decode(raw) if raw else None
-
-
-def assert_problem(response: httpx.Response, status: int, slug: str) -> dict[str, Any]:
-    """Assert ``response`` is a problem+json of ``status`` and type ``...:slug``; its body."""
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/problem+json")
-    body: dict[str, Any] = response.json()
-    assert body["status"] == status
-    assert body["type"].endswith(":" + slug), body
-    assert body["title"]
-    assert body["detail"]
-    assert "Traceback" not in response.text
-    return body
-
-
-def create(client: httpx.Client, graph: str = "echo", **context: Any) -> str:
-    """Create a session of ``graph`` (with ``context``); its id."""
-    body: dict[str, Any] = {"graph": graph}
-    if context:
-        body["context"] = context
-    response = client.post("/v1/sessions", json=body)
-    assert response.status_code == 201, response.text
-    session_id: str = response.json()["session_id"]
-    return session_id
 
 
 def step(client: httpx.Client, session_id: str, input: Any = None) -> httpx.Response:

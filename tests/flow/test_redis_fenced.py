@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
+from testkit import wait_until
 
 from flow._context import Context
 from flow._session import Session, SessionMetadata, SessionStatus
@@ -31,17 +31,6 @@ def make_session(session_id: str, revision: int = 0) -> Session:
         metadata=SessionMetadata("alice", now, now),
         revision=revision,
     )
-
-
-def wait_until(condition: Callable[[], Any], timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(0.01)  # polling a condition with a deadline: there is no event to wait on
 
 
 def fenced(url: str, node: str, in_use: Callable[[str], bool] | None = None) -> FencedStore:

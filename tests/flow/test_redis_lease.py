@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import redis
+from testkit import wait_until
 
 from flow._context import Context
 from flow._errors import StoreUnavailable
@@ -33,17 +34,6 @@ def make_session(session_id: str, revision: int = 0) -> Session:
         metadata=SessionMetadata("alice", now, now),
         revision=revision,
     )
-
-
-def wait_until(condition: Callable[[], Any], timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(0.01)  # polling a condition with a deadline: there is no event to wait on
 
 
 def take_over(manager: LeaseManager, session_id: str) -> Lease:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import Future
 from typing import Any
 
 import pytest
 import redis
+from testkit import wait_until
 
 from flow._context import Context
 from flow._errors import RevisionConflict, SnapshotDecodeError, StoreUnavailable
@@ -35,14 +36,6 @@ def make_session(
         metadata=SessionMetadata(owner, now, now, revision, None, expires_at),
         revision=revision,
     )
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        time.sleep(0.01)  # polling a condition with a deadline: there is no event to wait on
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,19 +13,13 @@ from pathlib import Path
 import httpx
 import pexpect
 import pytest
+from testkit import free_port
 
 from runtime.admin import AdminClient, AdminError
 
 ROOT = Path(__file__).resolve().parents[2]
 ACTORFLOW = str(Path(sys.executable).parent / "actorflow")
 READY_TIMEOUT = 30.0
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def clean_env(**extra: str) -> dict[str, str]:

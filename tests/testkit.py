@@ -1,0 +1,71 @@
+"""Helpers every test directory shares: free ports, bounded polling, HTTP checks.
+
+``tests/`` is on ``sys.path`` (pytest puts the root conftest's directory there),
+so any test module or harness imports these as ``from testkit import ...``.
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(port: int, timeout: float = 10.0, host: str = "127.0.0.1") -> None:
+    """Wait until something accepts TCP connections on ``host:port``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.2):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                message = f"nothing listening on {host}:{port} after {timeout} s"
+                raise TimeoutError(message) from None
+            time.sleep(0.02)  # polling a port: there is no event to wait on
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
+    """Poll ``condition`` until it is truthy and return its value; fail after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not true within {timeout} s: {what or condition}")
+        time.sleep(0.01)  # polling a condition with a deadline: there is no event to wait on
+
+
+def assert_problem(response: httpx.Response, status: int, slug: str) -> dict[str, Any]:
+    """Assert ``response`` is a problem+json of ``status`` and type ``...:slug``; its body."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    body: dict[str, Any] = response.json()
+    assert body["status"] == status
+    assert body["type"].endswith(":" + slug), body
+    assert body["title"]
+    assert body["detail"]
+    assert "Traceback" not in response.text
+    return body
+
+
+def create(client: httpx.Client, graph: str = "echo", **context: Any) -> str:
+    """Create a session of ``graph`` (with ``context``) over HTTP; its id."""
+    body: dict[str, Any] = {"graph": graph}
+    if context:
+        body["context"] = context
+    response = client.post("/v1/sessions", json=body)
+    assert response.status_code == 201, response.text
+    session_id: str = response.json()["session_id"]
+    return session_id
