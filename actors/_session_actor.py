@@ -217,17 +217,19 @@ class SessionActor(DispatcherActor):
             return
         now = self._services.clock()
         task = self._graph.tasks.get(session.current_task)
+        run_step = functools.partial(
+            step,
+            self._graph,
+            session,
+            message.input,
+            mode=message.mode,
+            now=now,
+            max_chain=self._settings.max_chain,
+            run_async=self._services.run_async,
+        )
         if self._inline or task is None:
             try:
-                new, result = step(
-                    self._graph,
-                    session,
-                    message.input,
-                    mode=message.mode,
-                    now=now,
-                    max_chain=self._settings.max_chain,
-                    run_async=self._services.run_async,
-                )
+                new, result = run_step()
             except ActorflowError as exc:
                 self._step_failed(message, exc)
                 return
@@ -252,16 +254,7 @@ class SessionActor(DispatcherActor):
                 self._services.loop,
             )
         else:
-            future = self._services.task_pool.submit(
-                step,
-                self._graph,
-                session,
-                message.input,
-                mode=message.mode,
-                now=now,
-                max_chain=self._settings.max_chain,
-                run_async=self._services.run_async,
-            )
+            future = self._services.task_pool.submit(run_step)
         timer = self._services.timers.call_later(
             self._settings.step_timeout, functools.partial(self._tell_self, StepDeadline(seq))
         )
