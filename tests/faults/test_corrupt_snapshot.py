@@ -55,7 +55,7 @@ def test_corrupt_snapshot_is_quarantined_and_the_others_keep_working(
     bad_id, *good_ids = session_ids
     with sqlite3.connect(daemon.db_path) as db:
         changed = db.execute(
-            "UPDATE sessions SET data = ? WHERE session_id = ?", (GARBAGE, bad_id)
+            "UPDATE bases SET data = ? WHERE session_id = ?", (GARBAGE, bad_id)
         ).rowcount
     assert changed == 1
 
