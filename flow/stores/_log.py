@@ -21,7 +21,6 @@ from __future__ import annotations
 import builtins
 import queue
 import threading
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -325,17 +324,12 @@ class Compactor:
         while (session_id := self._queue.get()) is not None:
             with self._lock:
                 self._pending.discard(session_id)
-            started = time.perf_counter()
             try:
                 self._compact(session_id)
             except ActorflowError as exc:
                 _log.warning("compaction_failed", session_id=session_id, detail=str(exc))
             except Exception:
                 _log.exception("compaction_failed", session_id=session_id)
-            else:
-                _log.debug(
-                    "compacted", session_id=session_id, seconds=time.perf_counter() - started
-                )
             with self._idle:
                 self._busy -= 1
                 self._idle.notify_all()
