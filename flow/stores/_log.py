@@ -138,11 +138,15 @@ class HistoryRange:
 
 @dataclass(frozen=True, slots=True)
 class LogEntry:
-    """What one save writes: a record, and a whole base when the save is not a step's."""
+    """What one save writes: a record, and a whole base when the save is not a step's.
+
+    ``record`` is None for a save of the revision already stored (a snapshot
+    on request): its record is there, only a base is added.
+    """
 
     revision: int
     at: float
-    record: bytes
+    record: bytes | None
     base: bytes | None
 
 
@@ -160,6 +164,8 @@ def entry_for(session: Session, expected: int | None) -> LogEntry:
         and record.revision == session.revision == expected + 1
     ):
         return LogEntry(session.revision, record.at, encode_record(record), None)
+    if expected is not None and session.revision == expected:
+        return LogEntry(session.revision, session.metadata.last_accessed, None, encode(session))
     messages = tuple(session.context.chat_history.messages) if expected is None else ()
     marker = base_record(session, messages=messages)
     return LogEntry(session.revision, marker.at, encode_record(marker), encode(session))

@@ -115,18 +115,20 @@ class MemoryStore:
                     RevisionConflict(session.session_id, expected_revision, stored)
                 )
                 return future
-            record = (entry.revision, entry.at, entry.record)
             if entry.base is not None:
                 if log is None:
                     log = _Log(self._info(session, 0), [], {}, [])
                     self._entries[session.session_id] = log
-                log.base_revisions.append(entry.revision)
+                if entry.revision not in log.bases:
+                    log.base_revisions.append(entry.revision)
                 log.bases[entry.revision] = entry.base
-                log.records.append(record)
+                if entry.record is not None:
+                    log.records.append((entry.revision, entry.at, entry.record))
                 log.tail_bytes = log.tail_count = 0
             else:
                 assert log is not None  # expected_revision matched a stored one
-                log.records.append(record)
+                assert entry.record is not None  # a step's save has its record
+                log.records.append((entry.revision, entry.at, entry.record))
                 log.tail_bytes += len(entry.record)
                 log.tail_count += 1
                 due = compaction_due(

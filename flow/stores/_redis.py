@@ -118,9 +118,12 @@ if stored[3] and stored[3] ~= ARGV[9] then
 end
 redis.call('HSET', KEYS[1], 'rev', ARGV[3], 'wid', ARGV[4], 'owner', ARGV[9],
   'meta', ARGV[11])
-redis.call('ZADD', KEYS[7], ARGV[3], ARGV[10])
+if ARGV[10] ~= '' then
+  redis.call('ZADD', KEYS[7], ARGV[3], ARGV[10])
+end
 local tb, tc, bsize
 if ARGV[12] ~= '' then
+  redis.call('ZREMRANGEBYSCORE', KEYS[6], ARGV[3], ARGV[3])
   redis.call('ZADD', KEYS[6], ARGV[3], ARGV[12])
   redis.call('HSET', KEYS[1], 'brev', ARGV[3], 'bsize', #ARGV[12], 'tb', 0, 'tc', 0)
   tb, tc, bsize = 0, 0, #ARGV[12]
@@ -723,7 +726,7 @@ class RedisStore:
             "+inf" if expires is None else repr(expires),
             session_id,
             meta.owner,
-            entry.record,
+            entry.record or b"",
             info,
             entry.base or b"",
         ]

@@ -925,8 +925,10 @@ class _BatchPlan:
                     continue
                 entry = op.entry
                 revisions[sid] = entry.revision
-                records.append((sid, entry.revision, entry.at, entry.record))
-                size = len(entry.record)
+                size = 0
+                if entry.record is not None:
+                    records.append((sid, entry.revision, entry.at, entry.record))
+                    size = len(entry.record)
                 if entry.base is not None:
                     bases.append((sid, entry.revision, entry.base))
                     appends.pop(sid, None)

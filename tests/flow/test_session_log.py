@@ -287,6 +287,26 @@ def test_a_fork_is_a_new_session_with_the_old_revisions_state(make_store: MakeSt
     assert original.context.get("a") == {"v": "2", "n": 1}
 
 
+def test_saving_the_stored_revision_again_adds_a_base_and_keeps_its_record(
+    make_store: MakeStore,
+) -> None:
+    store = make_store(LogPolicy(compact_after=1000))
+    session = started(store)
+    session = stepped(store, session, "set a 1")
+
+    store.save(session, session.revision).result(timeout=10)  # a snapshot on request
+
+    [newest, _] = store.revisions(session.session_id)
+    assert (newest.revision, newest.kind, newest.input) == (1, "step", "set a 1")
+    loaded = store.load(session.session_id)
+    assert loaded is not None
+    assert encode(loaded) == encode(session)
+    later = stepped(store, session, "set a 2")
+    loaded = store.load(session.session_id)
+    assert loaded is not None
+    assert encode(loaded) == encode(later)
+
+
 def test_delete_removes_the_whole_log(make_store: MakeStore) -> None:
     store = make_store(LogPolicy(compact_after=2))
     session = started(store)
