@@ -62,6 +62,9 @@ class Session:
     #: The log record of the step that made this session from revision - 1 (set by
     #: ``step``; None for a session made any other way). A store appends it instead
     #: of writing the whole session. Not copied, not compared, reset by ``replace``.
+    #: Its status, task and metadata are read from the session at save time; a
+    #: change to the context, history or back stack after the step must set it to
+    #: None, so that the session is saved whole.
     record: StepRecord | None = field(default=None, init=False, compare=False, repr=False)
 
     def copy(self) -> Session:
