@@ -218,7 +218,11 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
         ] = None,
     ) -> SessionDetail:
         request_info(request.scope).session_id = session_id
-        view = await runtime.get_session(session_id, owner=_caller(request), revision=revision)
+        user = _caller(request)
+        if revision is None:
+            view = await runtime.get_session(session_id, owner=user)
+        else:
+            view = await runtime.get_session(session_id, owner=user, revision=revision)
         return SessionDetail.of(view)
 
     @post(
