@@ -49,6 +49,7 @@ __all__ = [
     "page_messages",
     "rebuild",
     "retention_cut",
+    "retention_floor",
     "revision_info",
 ]
 
@@ -247,6 +248,22 @@ def retention_cut(
         if rev <= floor:
             cut = rev
     return cut
+
+
+def retention_floor(policy: LogPolicy, newest: int, young: int | None) -> int:
+    """The oldest revision retention must keep (every revision from it on stays loadable).
+
+    Args:
+        newest: the session's newest revision.
+        young: the oldest revision younger than ``policy.keep_seconds`` (None: none is,
+            or there is no age limit).
+    """
+    floors: builtins.list[int] = []
+    if policy.keep_revisions is not None:
+        floors.append(newest - policy.keep_revisions + 1)
+    if policy.keep_seconds is not None:
+        floors.append(newest if young is None else young)
+    return min(floors) if floors else -1
 
 
 def archive_chunk(records: Iterable[StepRecord]) -> bytes | None:

@@ -54,7 +54,7 @@ from flow.stores._log import (
     entry_for,
     page_messages,
     rebuild,
-    retention_cut,
+    retention_floor,
     revision_info,
 )
 from flow.stores._protocol import Durability, QuarantinedRow, SessionPage, StoredSessionInfo
@@ -442,65 +442,66 @@ class SqliteStore:
         """Write a base for the newest revision and apply retention; False if nothing to do.
 
         Reads and rebuilds on the calling thread (the compactor's), then hands the
-        writer one small transaction: the base, the archived messages, the cut.
+        writer the base, the archived messages and the cut, which it commits with
+        its next batch. Reads only the base, the records after it and, when
+        retention drops some, those records: never the whole history.
         """
+        sid = session_id
         with self._reader() as conn, _read_transaction(conn):
             row = conn.execute(
-                "SELECT created_at, base_rev, revision FROM sessions WHERE session_id = ?",
-                (session_id,),
+                "SELECT created_at, base_rev, revision FROM sessions WHERE session_id = ?", (sid,)
             ).fetchone()
             if row is None:
                 return False
             created_at, base_rev, newest = row
             base = conn.execute(
-                "SELECT data FROM bases WHERE session_id = ? AND revision = ?",
-                (session_id, base_rev),
+                "SELECT data FROM bases WHERE session_id = ? AND revision = ?", (sid, base_rev)
             ).fetchone()
             tail = [
                 bytes(r[0])
                 for r in conn.execute(
                     "SELECT data FROM records WHERE session_id = ? AND revision > ? "
                     "ORDER BY revision",
-                    (session_id, base_rev),
+                    (sid, base_rev),
                 )
             ]
-            bases = [
-                r[0]
-                for r in conn.execute(
-                    "SELECT revision FROM bases WHERE session_id = ? ORDER BY revision",
-                    (session_id,),
-                )
-            ]
-            kept = conn.execute(
-                "SELECT revision, at FROM records WHERE session_id = ? ORDER BY revision",
-                (session_id,),
-            ).fetchall()
-        if base is None:
-            return False
-        made = encode(rebuild(bytes(base[0]), tail)) if tail else None
-        if made is not None and newest not in bases:
-            bases.append(newest)
-        cut = retention_cut(self.policy, bases, kept, time.time())
-        archive: tuple[int, bytes] | None = None
-        if kept and kept[0][0] < cut:
-            with self._reader() as conn:
+            young = None
+            if self.policy.keep_seconds is not None:
+                young = conn.execute(
+                    "SELECT min(revision) FROM records WHERE session_id = ? AND at >= ?",
+                    (sid, time.time() - self.policy.keep_seconds),
+                ).fetchone()[0]
+            floor = retention_floor(self.policy, newest, young)
+            cut = conn.execute(
+                "SELECT max(revision) FROM bases WHERE session_id = ? AND revision <= ?",
+                (sid, floor),
+            ).fetchone()[0]
+            if tail and newest <= floor:  # keeping 1 revision: the new base is the cut
+                cut = newest
+            oldest = conn.execute(
+                "SELECT min(revision) FROM records WHERE session_id = ?", (sid,)
+            ).fetchone()[0]
+            dropped = []
+            if cut is not None and oldest is not None and oldest < cut:
                 dropped = [
                     decode_record(bytes(r[0]))
                     for r in conn.execute(
                         "SELECT data FROM records WHERE session_id = ? AND revision < ? "
                         "ORDER BY revision",
-                        (session_id, cut),
+                        (sid, cut),
                     )
                 ]
-            chunk = archive_chunk(dropped)
-            if chunk is not None:
-                first = next(r.message_seq for r in dropped if r.messages)
-                archive = (first, chunk)
-        if made is None and not (kept and kept[0][0] < cut):
+        if base is None or (not tail and not dropped):
             return False
+        made = encode(rebuild(bytes(base[0]), tail)) if tail else None
+        archive: tuple[int, bytes] | None = None
+        chunk = archive_chunk(dropped)
+        if chunk is not None:
+            archive = (next(r.message_seq for r in dropped if r.messages), chunk)
         future: Future[None] = Future()
         future.set_running_or_notify_cancel()
-        self._submit(_CompactOp(session_id, created_at, newest, made, cut, archive, future))
+        cut_at = -1 if cut is None else cut  # -1: drop nothing
+        self._submit(_CompactOp(sid, created_at, newest, made, cut_at, archive, future))
         future.result()
         return True
 
@@ -713,10 +714,9 @@ class SqliteStore:
         """Add what is queued to ``batch``, up to ``max_batch``."""
         get_nowait = self._queue.get_nowait
         cap = self._max_batch
-        # A quarantine or a compaction ends its batch: it must see the rows the
-        # saves before it wrote.
+        # A quarantine ends its batch: it must see the rows the saves before it wrote.
         with contextlib.suppress(queue.Empty):
-            while len(batch) < cap and not isinstance(batch[-1], _QuarantineOp | _CompactOp):
+            while len(batch) < cap and not isinstance(batch[-1], _QuarantineOp):
                 batch.append(get_nowait())
 
     def _write_batch(self, batch: builtins.list[_Op]) -> bool:
@@ -725,7 +725,7 @@ class SqliteStore:
             self._forget_revisions_if_changed_elsewhere()
             self._load_revisions(batch)
             plan = _BatchPlan(self._revisions, self._tails, batch)
-            if plan.statements or plan.quarantine is not None or plan.compaction is not None:
+            if plan.statements or plan.quarantine is not None or plan.compactions:
                 started = time.perf_counter()
                 self._commit(plan)
                 took = min(time.perf_counter() - started, _MAX_COMMIT_DELAY)
@@ -765,9 +765,11 @@ class SqliteStore:
                 conn.executemany(sql, params)
             if plan.quarantine is not None:
                 self._commit_quarantine(plan, plan.quarantine)
-            if plan.compaction is not None:
-                self._commit_compaction(plan.compaction)
-                plan.forget_tails.append(plan.compaction.session_id)
+            # after the batch's saves, in the same transaction: a compaction adds a
+            # base of a committed revision, so it never needs a commit of its own
+            for compaction in plan.compactions:
+                self._commit_compaction(compaction)
+                plan.forget_tails.append(compaction.session_id)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -890,8 +892,8 @@ class _BatchPlan:
     ``statements`` are ``executemany`` calls for one transaction: deletes, then
     every base and record of the batch (each revision is kept), then each
     session's row: an upsert when the batch wrote it a base, else one update
-    that adds the appended records' bytes to its tail. A quarantine or a
-    compaction, always last in its batch, runs after them.
+    that adds the appended records' bytes to its tail. Compactions run after
+    them, then a quarantine (always last in its batch).
     """
 
     def __init__(
@@ -906,7 +908,7 @@ class _BatchPlan:
         self.appended: set[str] = set()
         self.saves = 0
         self.quarantine: _QuarantineOp | None = None
-        self.compaction: _CompactOp | None = None
+        self.compactions: list[_CompactOp] = []
         self._results: list[tuple[Future[Any], Any, BaseException | None]] = []
         self._close: Future[None] | None = None
         bases: list[tuple[str, int, bytes]] = []
@@ -969,7 +971,7 @@ class _BatchPlan:
                 self.quarantine = op
                 results.append((op.future, None, None))
             elif isinstance(op, _CompactOp):
-                self.compaction = op
+                self.compactions.append(op)
                 results.append((op.future, None, None))
             elif isinstance(op, _FlushOp):
                 results.append((op.future, None, None))
