@@ -66,6 +66,7 @@ _SYNCHRONOUS: dict[str, str] = {"fsync": "FULL", "commit": "NORMAL"}
 _REVISION_CACHE_LIMIT = 262_144
 _ROWS_PER_STATEMENT = 1000  # ids per IN (...) stays under SQLite's 32,766 parameters
 _MAX_READERS = 8
+_PAGE_SIZE = 1024
 _LOG_TABLES = ("sessions", "bases", "records", "archive")
 _MAX_REVISION = 2**62  # above any revision: "no upper bound" in a query
 _MAX_COMMIT_DELAY = 0.002  # seconds the writer may wait for a batch to fill
@@ -249,6 +250,10 @@ class SqliteStore:
     def _open_writer(self) -> sqlite3.Connection:
         conn = self._connect()
         try:
+            # Small pages for a new file: a step rewrites the index page of its
+            # session's records, and the WAL holds whole pages (no effect on a file
+            # that exists).
+            conn.execute(f"PRAGMA page_size = {_PAGE_SIZE}")
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise StoreUnavailable(
