@@ -88,9 +88,15 @@ class StepRecord:
 
 def record_of(
     work: Session, *, task: str, input: Any, response: str | None, back_low: int
-) -> StepRecord:
-    """The record of the step whose working copy is ``work`` (after ``finish``)."""
+) -> StepRecord | None:
+    """The record of the step whose working copy is ``work`` (after ``finish``).
+
+    None when a task replaced the context's chat history with a new one (its
+    changes were not noted): the session is then saved whole.
+    """
     ctx = work.context
+    if ctx.chat_history._added is None:
+        return None
     cleared, removed, set_ = ctx.changes()
     added, cleared_at = ctx.chat_history.changes()
     return StepRecord(

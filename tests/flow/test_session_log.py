@@ -19,6 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from flow import (
+    ChatHistory,
+    ChatMessage,
     Context,
     GraphBuilder,
     NextAction,
@@ -387,3 +389,22 @@ def test_any_mix_of_steps_rollbacks_forks_and_compactions_replays_like_whole_sna
         loaded = store.load(session.session_id, revision)
         assert loaded is not None
         assert encode(loaded) == model[revision], revision
+
+
+def test_a_task_that_replaces_the_chat_history_is_saved_whole(make_store: MakeStore) -> None:
+    def replace_history(ctx: Context) -> TaskResult:
+        ctx.chat_history = ChatHistory([ChatMessage("system", "fresh start", "t")])
+        return TaskResult("replaced", NextAction.WaitForInput)
+
+    graph = GraphBuilder("lab").add_task(FunctionTask("a", replace_history, blocking=False)).build()
+    store = make_store(LogPolicy())
+    session = new_session(graph, owner="alice", session_id=f"s{next(_ids)}")
+    store.save(session, None).result(timeout=10)
+
+    new, _ = step(graph, session, "hi")
+    store.save(new, session.revision).result(timeout=10)
+
+    assert new.record is None
+    loaded = store.load(session.session_id)
+    assert loaded is not None
+    assert [m.content for m in loaded.context.chat_history] == ["fresh start"]
