@@ -67,7 +67,7 @@ from flow.stores._log import (
     entry_for,
     page_messages,
     rebuild,
-    retention_cut,
+    retention_floor,
     revision_info,
 )
 from flow.stores._protocol import QuarantinedRow, SessionPage, StoredSessionInfo
@@ -203,11 +203,13 @@ local all = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
 for i = 2, #all, 2 do
   scores[#scores + 1] = all[i]
 end
-return {state[1], state[2], base[1] or '', scores, redis.call('ZRANGE', KEYS[3], 0, -1)}
+local oldest = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+local tail = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. state[2], '+inf')
+return {state[1], state[2], base[1] or '', scores, tail, oldest[2] or state[1]}
 """
 )
 """What compaction reads: revision, base revision, that base, every base's
-revision (not its bytes), every record."""
+revision (not its bytes), the records after the base, the oldest record's revision."""
 
 _COMPACT = LuaScript(
     """
@@ -455,29 +457,46 @@ class RedisStore:
             reply = _COMPACT_READ.run(self.client, keys[:3], [])
         except redis.exceptions.RedisError as exc:
             raise unavailable(self.client, f"compacting {session_id!r}", exc) from exc
-        if not reply or not reply[2] or not reply[4]:
+        if not reply or not reply[2]:
             return False
-        newest, base_rev = int(reply[0]), int(reply[1])
+        newest, oldest = int(reply[0]), int(float(reply[5]))
         bases = sorted(int(float(score)) for score in reply[3])
-        records = [decode_record(raw) for raw in reply[4]]
-        raws = dict(zip((r.revision for r in records), reply[4], strict=True))
-        tail = [raws[r.revision] for r in records if r.revision > base_rev]
-        made = encode(rebuild(reply[2], tail)) if tail else None
+        tail_raws: list[bytes] = reply[4]
+        made = encode(rebuild(reply[2], tail_raws)) if tail_raws else None
         if made is not None and newest not in bases:
             bases.append(newest)
-        cut = retention_cut(self.policy, bases, [(r.revision, r.at) for r in records], time.time())
-        dropped = [r for r in records if r.revision < cut]
-        if made is None and not dropped:
-            return False
+        young = None
+        try:
+            if self.policy.keep_seconds is not None:  # the records' times decide
+                all_raws: _Ids = _reply(self.client.zrange(keys[2], 0, -1))
+                every = [decode_record(raw) for raw in all_raws]
+                cutoff = time.time() - self.policy.keep_seconds
+                young = next((r.revision for r in every if r.at >= cutoff), None)
+            floor = retention_floor(self.policy, newest, young)
+            cut = max((rev for rev in bases if rev <= floor), default=None)
+            dropped = []
+            if cut is not None and oldest < cut:
+                rows: _Ids = _reply(self.client.zrangebyscore(keys[2], "-inf", f"({cut}"))
+                dropped = [decode_record(raw) for raw in rows]
+            if made is None and not dropped:
+                return False
+            # the guard of the write: the newest record, still there unchanged
+            newest_raw: bytes = (
+                tail_raws[-1]
+                if tail_raws
+                else _reply(self.client.zrangebyscore(keys[2], newest, newest))[0]
+            )
+        except redis.exceptions.RedisError as exc:
+            raise unavailable(self.client, f"compacting {session_id!r}", exc) from exc
         chunk = archive_chunk(dropped)
         first = next((r.message_seq for r in dropped if r.messages), 0)
         args = [
-            raws[newest],
+            newest_raw,
             str(newest),
             made or b"",
             chunk or b"",
             str(first),
-            str(cut),
+            str(-1 if cut is None else cut),
         ]
         try:
             return bool(_COMPACT.run(self.client, keys, args))
