@@ -13,6 +13,7 @@ socket timeouts of 30 s.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 import socket
@@ -151,6 +152,7 @@ class FaultProxy:
         self._listener: socket.socket | None = None
         self._stopped = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._open: set[socket.socket] = set()
 
     @property
     def url(self) -> str:
@@ -171,8 +173,12 @@ class FaultProxy:
         return self
 
     def stop(self) -> None:
-        """Stop accepting, and wait for the connection threads (bounded)."""
+        """Stop accepting, close the open connections, and wait for their threads."""
         self._stopped.set()
+        with self._lock:
+            for sock in self._open:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
         for thread in list(self._threads):
             thread.join(SOCKET_TIMEOUT)
         if self._listener is not None:
@@ -198,6 +204,8 @@ class FaultProxy:
 
     def _serve(self, client: socket.socket) -> None:
         upstream: socket.socket | None = None
+        with self._lock:
+            self._open.add(client)
         try:
             client.settimeout(SOCKET_TIMEOUT)
             upstream = socket.create_connection(("127.0.0.1", self.upstream_port), SOCKET_TIMEOUT)
@@ -225,6 +233,8 @@ class FaultProxy:
         except OSError:
             return
         finally:
+            with self._lock:
+                self._open.discard(client)
             if upstream is not None:
                 upstream.close()
             if client.fileno() != -1:
