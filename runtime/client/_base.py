@@ -54,7 +54,7 @@ class ClientBase:
         return self._keys_honoured
 
     def _retrier(self, call: Call[T]) -> Retrier:
-        return Retrier(call.replay, self._keys, self.retry.deadline)
+        return Retrier(call.replay, self._keys, self.retry)
 
     def _owner_matches(self, owner: str | None) -> bool:
         """Whether sessions of ``owner`` are this client's (None: no check asked)."""

@@ -10,8 +10,10 @@ The decision is made per failure by ``Retrier``, a stamina backoff hook
   closed mid-request, read timeout) and any other 503 is retried for reads and
   deletes, for steps only once the daemon honours their ``Idempotency-Key``,
   and never for creates;
-- ``Retry-After`` sets the wait where the daemon sends it; a wait that would
-  end past the deadline is not taken.
+- the wait is exponential with jitter (``RetryPolicy``), cut to end by the
+  deadline; ``Retry-After`` sets it where the daemon sends one, and a wait
+  that would end past the deadline is not taken. stamina runs the loop and
+  counts the attempts; this hook chooses the waits so that it can bound them.
 """
 
 from __future__ import annotations
@@ -102,11 +104,23 @@ class Retrier:
         maybe_sent: set once an attempt failed after it may have reached the daemon.
     """
 
-    def __init__(self, replay: Replay, keys_honoured: Callable[[], bool], deadline: float) -> None:
+    def __init__(
+        self, replay: Replay, keys_honoured: Callable[[], bool], policy: RetryPolicy
+    ) -> None:
         self.replay = replay
         self.keys_honoured = keys_honoured
-        self.deadline_at = time.monotonic() + deadline
+        self.policy = policy
+        self.deadline_at = time.monotonic() + policy.deadline
         self.maybe_sent = False
+        self.retries = 0
+
+    def _backoff(self) -> float:
+        """Exponential backoff with jitter (as stamina's), cut to end by the deadline."""
+        policy = self.policy
+        wait = min(policy.wait_max, policy.wait_initial * 2.0**self.retries)
+        wait += random.uniform(0.0, policy.wait_jitter)
+        self.retries += 1
+        return max(0.0, min(wait, self.remaining()))
 
     def remaining(self) -> float:
         """Seconds left before the deadline."""
@@ -133,13 +147,11 @@ class Retrier:
                 return False
             wait = retry_after(exc.response)
             if wait is None:
-                return True
+                return self._backoff()
             if wait > remaining:
                 return False
             # a little jitter, so that clients told the same wait do not come back together
             return wait + random.uniform(0.0, min(0.5, wait * 0.1))
-        if isinstance(exc, NEVER_SENT):
-            return True
-        if isinstance(exc, MAYBE_SENT):
-            return self._replayable()
+        if isinstance(exc, NEVER_SENT) or (isinstance(exc, MAYBE_SENT) and self._replayable()):
+            return self._backoff()
         return False

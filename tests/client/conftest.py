@@ -1,6 +1,6 @@
 """Fixtures for the client tests: a real daemon subprocess, and both sides of the API.
 
-``daemon`` is one actorflowd (no tokens: the user ``local``) shared by a module.
+``daemon`` is one actorflowd (no tokens: the user ``local``) shared by the client tests.
 ``api`` is parametrized: the same test runs against an in-process ``Runtime``
 and against a ``Client`` of the daemon, through the ``SessionAPI`` protocol.
 """
@@ -19,9 +19,9 @@ from runtime import Runtime
 from runtime.client import Client, RetryPolicy, SessionAPI
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
-    """One daemon shared by the tests of a module."""
+    """One daemon shared by the client tests (each test makes its own sessions)."""
     process = Daemon(tmp_path_factory.mktemp("daemon"))
     try:
         yield process
