@@ -17,7 +17,6 @@ The client's own third-party imports are httpx, msgspec and stamina only.
 """
 
 from runtime.client._async import AsyncClient
-from runtime.client._base import DEFAULT_TIMEOUT
 from runtime.client._calls import GraphSummary
 from runtime.client._errors import (
     ClientError,
@@ -31,7 +30,6 @@ from runtime.client._retry import RetryPolicy
 from runtime.client._sync import Client
 
 __all__ = [
-    "DEFAULT_TIMEOUT",
     "AsyncClient",
     "AsyncSessionAPI",
     "Client",
