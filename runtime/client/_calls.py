@@ -181,6 +181,14 @@ _decode_page = msgspec.json.Decoder(_Page).decode
 _decode_graphs = msgspec.json.Decoder(_Graphs).decode
 
 
+def _headers(**extra: str) -> dict[str, str]:
+    """A call's headers: its own ``X-Request-ID`` (the same on every retry, so that the
+    daemon's log ties the attempts together), plus ``extra``."""
+    headers = {"x-request-id": uuid.uuid4().hex}
+    headers.update(extra)
+    return headers
+
+
 def _session_path(session_id: str) -> str:
     return "/v1/sessions/" + quote(session_id, safe="")
 
@@ -246,7 +254,7 @@ def create_call(graph_id: str, context: dict[str, Any] | None) -> Call[str]:
     if context is not None:
         body["context"] = context
     return Call(
-        "POST", "/v1/sessions", _encode(body), JSON_HEADERS, Replay.ONCE, _created,
+        "POST", "/v1/sessions", _encode(body), _headers(**JSON_HEADERS), Replay.ONCE, _created,
         graph_id=graph_id,
     )  # fmt: skip
 
@@ -261,7 +269,7 @@ def step_call(
     if on_busy != "enqueue":
         body["on_busy"] = on_busy
     key = idempotency_key if idempotency_key is not None else uuid.uuid4().hex
-    headers = {"content-type": "application/json", "idempotency-key": key}
+    headers = _headers(**JSON_HEADERS, **{"idempotency-key": key})
     return Call(
         "POST", _session_path(session_id) + "/step", _encode(body), headers, Replay.KEYED,
         _step_result, session_id=session_id,
@@ -271,7 +279,7 @@ def step_call(
 def get_call(session_id: str) -> Call[SessionView]:
     """``GET /v1/sessions/{id}``."""
     return Call(
-        "GET", _session_path(session_id), None, {}, Replay.SAFE, _session_view,
+        "GET", _session_path(session_id), None, _headers(), Replay.SAFE, _session_view,
         session_id=session_id,
     )  # fmt: skip
 
@@ -279,7 +287,7 @@ def get_call(session_id: str) -> Call[SessionView]:
 def delete_call(session_id: str) -> Call[None]:
     """``DELETE /v1/sessions/{id}``."""
     return Call(
-        "DELETE", _session_path(session_id), None, {}, Replay.DELETE, _nothing,
+        "DELETE", _session_path(session_id), None, _headers(), Replay.DELETE, _nothing,
         session_id=session_id,
     )  # fmt: skip
 
@@ -309,9 +317,9 @@ def list_call(cursor: str | None, limit: int, owner: str) -> Call[SessionPage]:
         ]
         return SessionPage(items, body.next_cursor)
 
-    return Call("GET", "/v1/sessions" + query, None, {}, Replay.SAFE, page)
+    return Call("GET", "/v1/sessions" + query, None, _headers(), Replay.SAFE, page)
 
 
 def graphs_call() -> Call[list[GraphSummary]]:
     """``GET /v1/graphs``."""
-    return Call("GET", "/v1/graphs", None, {}, Replay.SAFE, _graphs)
+    return Call("GET", "/v1/graphs", None, _headers(), Replay.SAFE, _graphs)

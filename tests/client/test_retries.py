@@ -70,6 +70,8 @@ def test_a_step_refused_as_overloaded_is_retried_with_the_same_key() -> None:
     keys = [r.headers["idempotency-key"] for r in s.requests]
     assert len(keys) == 2
     assert keys[0] == keys[1]
+    request_ids = {r.headers["x-request-id"] for r in s.requests}
+    assert len(request_ids) == 1
 
 
 def test_every_step_gets_a_fresh_key_unless_given() -> None:
