@@ -82,8 +82,15 @@ def _token(args: argparse.Namespace) -> str | None:
     try:
         with path.open("rb") as f:
             raw = f.read(MAX_TOKEN_FILE + 1)
+            mode = os.fstat(f.fileno()).st_mode & 0o777
     except OSError as exc:
         raise InvalidInput(f"--token-file {path}: {exc.strerror}") from None
+    if mode & 0o077:
+        print(
+            f"actorflow: warning: --token-file {path} has mode {mode:04o}: other users may "
+            "read the token; chmod 600 it",
+            file=sys.stderr,
+        )
     token = raw.decode("utf-8", "replace").strip()
     if not token or len(raw) > MAX_TOKEN_FILE or any(c.isspace() for c in token):
         raise InvalidInput(f"--token-file {path}: expected one token on one line")

@@ -66,11 +66,16 @@ def test_the_token_comes_from_a_file_and_is_checked(
     try:
         mine = tmp_path / "token"
         mine.write_text("s3cret\n")
-        status, out, _ = run(
-            capsys, "create", "echo", "--url", daemon.url, "--token-file", str(mine)
-        )
+        mine.chmod(0o600)
+        with_token = ("create", "echo", "--url", daemon.url, "--token-file", str(mine))
+        status, out, err = run(capsys, *with_token)
         assert status == 0
         assert out.strip()
+        assert "warning" not in err
+        mine.chmod(0o644)
+        status, _, err = run(capsys, *with_token)
+        assert status == 0
+        assert "other users may read the token" in err
         status, _, err = run(capsys, "create", "echo", "--url", daemon.url)
         assert status == 1
         assert "401" in err or "token" in err.lower()

@@ -13,7 +13,7 @@ import time
 import httpx
 import pytest
 
-from runtime import SessionBusy, StoreUnavailable
+from runtime import InvalidInput, SessionBusy, SessionNotFound, StoreUnavailable
 from runtime.client import (
     AsyncClient,
     Client,
@@ -200,3 +200,20 @@ def test_the_async_client_retries_by_the_same_rules() -> None:
 
     asyncio.run(scenario())
     assert len(s.requests) == 3
+
+
+def test_another_owner_is_answered_without_asking_the_daemon() -> None:
+    s = Script(httpx.Response(200, json=STEP_OK))
+    with s.client(token="t", user="alice") as c:
+        with pytest.raises(SessionNotFound):
+            c.step(SID, "x", owner="bob")
+        with pytest.raises(SessionNotFound):
+            c.get_session(SID, owner="bob")
+        assert c.list_sessions("bob").items == []
+        with pytest.raises(InvalidInput, match="creates sessions as 'alice'"):
+            c.create_session("echo", owner="bob")
+        assert c.step(SID, "x", owner="alice").revision == 1
+    assert len(s.requests) == 1
+    assert s.requests[0].headers["authorization"] == "Bearer t"
+    with s.client(token="t") as unknown, pytest.raises(InvalidInput, match="pass user="):
+        unknown.get_session(SID, owner="alice")
