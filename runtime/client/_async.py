@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -49,7 +50,7 @@ class AsyncClient(ClientBase):
         idempotent_server: True when the daemon is known to honour
             ``Idempotency-Key``; None detects it from step answers.
         limits: connection pool limits.
-        verify: TLS verification (``httpx``'s ``verify``).
+        verify: TLS verification: True, False, or an ``ssl.SSLContext`` (a private CA).
         transport: an ``httpx`` transport to send through (tests).
     """
 
@@ -63,7 +64,7 @@ class AsyncClient(ClientBase):
         retry: RetryPolicy | None = None,
         idempotent_server: bool | None = None,
         limits: httpx.Limits | None = None,
-        verify: bool | str = True,
+        verify: bool | ssl.SSLContext = True,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         super().__init__(base_url, token, user, retry, idempotent_server)

@@ -8,7 +8,9 @@ honours idempotency keys. These tests script the daemon's answers exactly.
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import time
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -22,6 +24,7 @@ from runtime.client import (
     Unauthorized,
     UnexpectedResponse,
 )
+from runtime.client._retry import retry_after
 
 SID = "s-1"
 STEP_OK = {
@@ -217,3 +220,14 @@ def test_another_owner_is_answered_without_asking_the_daemon() -> None:
     assert s.requests[0].headers["authorization"] == "Bearer t"
     with s.client(token="t") as unknown, pytest.raises(InvalidInput, match="pass user="):
         unknown.get_session(SID, owner="alice")
+
+
+def test_retry_after_reads_seconds_and_http_dates() -> None:
+    def wait(value: str) -> float | None:
+        return retry_after(httpx.Response(503, headers={"retry-after": value}))
+
+    assert wait("3") == 3.0
+    assert wait("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0  # in the past: no wait
+    later = email.utils.format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
+    assert 25.0 < (wait(later) or 0.0) <= 30.0
+    assert wait("soon") is None
