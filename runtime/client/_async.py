@@ -37,8 +37,7 @@ class AsyncClient(ClientBase):
     """A daemon's sessions through its HTTP API, with the methods of ``AsyncRuntime``.
 
     Use it from one event loop; it keeps a pool of keep-alive connections.
-    Close it with ``await aclose()`` (or use ``async with``) when done. The
-    arguments are those of ``Client``.
+    Close it with ``await aclose()`` (or use ``async with``) when done.
 
     Args:
         base_url: the daemon, e.g. ``http://127.0.0.1:8700``.
