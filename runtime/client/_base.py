@@ -12,13 +12,18 @@ from runtime.client._errors import DaemonUnavailable, UnexpectedResponse, error_
 from runtime.client._retry import RETRY_STATUSES, Retrier, RetryPolicy, RetryStatus
 from runtime.errors import InvalidInput
 
-__all__ = ["DEFAULT_TIMEOUT", "LOCAL_USER", "ClientBase"]
+__all__ = ["DEFAULT_LIMITS", "DEFAULT_TIMEOUT", "LOCAL_USER", "ClientBase"]
 
 T = TypeVar("T")
 
 #: connect fast; wait for a step longer than the daemon's default --step-timeout (300 s),
 #: so that its 504 arrives before the client gives up
 DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=310.0, write=30.0, pool=30.0)
+#: httpx's pool defaults, but idle connections are dropped after 4 s: before uvicorn's
+#: 5 s keep-alive timeout closes them under a request that cannot then be retried
+DEFAULT_LIMITS = httpx.Limits(
+    max_connections=100, max_keepalive_connections=20, keepalive_expiry=4.0
+)
 #: the user of every request to a daemon without a tokens file
 LOCAL_USER = "local"
 USER_AGENT = "actorflow-client/0.1"

@@ -13,7 +13,7 @@ from flow._errors import SessionNotFound
 from flow._step import StepResult
 from flow.stores._protocol import SessionPage
 from runtime._views import SessionView
-from runtime.client._base import DEFAULT_TIMEOUT, ClientBase
+from runtime.client._base import DEFAULT_LIMITS, DEFAULT_TIMEOUT, ClientBase
 from runtime.client._calls import (
     Call,
     GraphSummary,
@@ -48,7 +48,8 @@ class Client(ClientBase):
         retry: how to retry (see ``RetryPolicy``).
         idempotent_server: True when the daemon is known to honour
             ``Idempotency-Key``; None detects it from step answers.
-        limits: connection pool limits.
+        limits: connection pool limits (default: httpx's, with idle connections
+            dropped after 4 s, before the daemon's 5 s keep-alive timeout).
         verify: TLS verification: True, False, or an ``ssl.SSLContext`` (a private CA).
         transport: an ``httpx`` transport to send through (tests).
     """
@@ -71,7 +72,7 @@ class Client(ClientBase):
             base_url=self.base_url,
             headers=self._headers,
             timeout=timeout,
-            limits=limits or httpx.Limits(),
+            limits=limits or DEFAULT_LIMITS,
             verify=verify,
             transport=transport,
         )
