@@ -10,6 +10,7 @@ server's idempotency keys.)
 
 from __future__ import annotations
 
+import asyncio
 import random
 import re
 import threading
@@ -22,7 +23,7 @@ import stamina.instrumentation
 from client_harness import Daemon, Fault, FaultProxy
 from testkit import free_port
 
-from runtime.client import Client, DaemonUnavailable, RetryPolicy
+from runtime.client import AsyncClient, Client, DaemonUnavailable, RetryPolicy
 
 FAST = RetryPolicy(deadline=10.0, wait_initial=0.01, wait_max=0.1, wait_jitter=0.0)
 SESSIONS = 10
@@ -142,4 +143,34 @@ def test_a_refused_connection_is_retried_until_the_daemon_listens(
                 proxy.stop()
     finally:
         stamina.instrumentation.set_on_retry_hooks(hooks)
+    assert direct.get_session(sid).context["count"] == 1
+
+
+def test_the_async_client_meets_the_same_faults_the_same_way(
+    daemon: Daemon, direct: Client
+) -> None:
+    faults = iter([Fault.RESET, Fault.PASS, Fault.DROP, Fault.PASS])
+
+    def plan(request: bytes) -> Fault:
+        return next(faults, Fault.PASS)
+
+    sid = direct.create_session("echo")
+    proxy = FaultProxy(daemon.port, plan).start()
+
+    async def scenario() -> bool:
+        async with AsyncClient(proxy.url, retry=FAST) as client:
+            view = await client.get_session(sid)  # reset once, then read
+            assert view.revision == 0
+            try:
+                await client.step(sid, "x")  # answered by the daemon, dropped by the proxy
+            except DaemonUnavailable as exc:
+                return exc.maybe_applied
+            return False
+
+    try:
+        maybe_applied = asyncio.run(scenario())
+    finally:
+        proxy.stop()
+    assert maybe_applied is True
+    assert proxy.counts == {Fault.RESET: 1, Fault.PASS: 1, Fault.DROP: 1}
     assert direct.get_session(sid).context["count"] == 1
