@@ -60,6 +60,16 @@ class DaemonConfig:
             daemon's sessions move to another after at most this long.
         node_id: this daemon's id in a cluster (generated at start when empty).
         default_graph: the graph ``/v1/execute`` creates sessions of (None: the first).
+        max_header_bytes: largest request line plus headers; beyond it 431.
+        max_connections: most open HTTP connections (0: the fd limit less headroom).
+        header_timeout: seconds a client has to send a request's line and headers.
+        body_timeout: seconds a client has to send a request's body.
+        keepalive_timeout: seconds an idle keep-alive connection stays open.
+        allowed_hosts: names a ``Host`` header may carry (empty: the loopback names
+            on a loopback address, any name otherwise).
+        cors_origin: browser origins allowed to call the API ("*": any).
+        user_step_rate: steps per second per user (bursts as large); beyond it 429.
+        forwarded_allow_ips: proxies whose ``X-Forwarded-For`` is trusted (none by default).
         config_file: the TOML file read, if any.
     """
 
@@ -85,6 +95,15 @@ class DaemonConfig:
     lease_ttl: float = 10.0
     node_id: str = ""
     default_graph: str | None = None
+    max_header_bytes: int = 16 * 1024
+    max_connections: int = 0
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+    keepalive_timeout: float = 5.0
+    allowed_hosts: tuple[str, ...] = ()
+    cors_origin: tuple[str, ...] = ()
+    user_step_rate: float = 1000.0
+    forwarded_allow_ips: tuple[str, ...] = ()
     config_file: Path | None = field(default=None, compare=False)
 
 
@@ -120,6 +139,20 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise ValueError(f"{text!r} must be a positive integer")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"{text!r} must be 0 or a positive integer")
+    return value
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise ValueError(f"{text!r} must be 0 (unlimited) or a positive number")
     return value
 
 
@@ -192,6 +225,33 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("lease_ttl", _positive_float, "Redis session lease lifetime in seconds", "SECS"),
     _Option("node_id", _text, "this daemon's id in a cluster", "ID"),
     _Option("default_graph", _text, "graph /v1/execute creates sessions of", "GRAPH"),
+    _Option("max_header_bytes", _size, "largest request line plus headers; beyond it 431", "SIZE"),
+    _Option("max_connections", _count, "most open connections (0: fd limit less headroom)", "N"),
+    _Option("header_timeout", _positive_float, "seconds to send a request's headers", "SECS"),
+    _Option("body_timeout", _positive_float, "seconds to send a request's body", "SECS"),
+    _Option("keepalive_timeout", _positive_float, "seconds an idle connection stays", "SECS"),
+    _Option(
+        "allowed_hosts",
+        _text,
+        "a name the Host header may carry; repeatable",
+        "NAME",
+        repeatable=True,
+    ),
+    _Option(
+        "cors_origin",
+        _text,
+        "a browser origin allowed to call the API; repeatable",
+        "ORIGIN",
+        repeatable=True,
+    ),
+    _Option("user_step_rate", _rate, "steps per second per user (0: no limit); beyond 429", "N"),
+    _Option(
+        "forwarded_allow_ips",
+        _text,
+        "a proxy address whose X-Forwarded-For is trusted; repeatable",
+        "IP",
+        repeatable=True,
+    ),
 )
 _BY_NAME = {option.name: option for option in _OPTIONS}
 
