@@ -147,6 +147,7 @@ class Gateway:
                 request_id=request_id,
                 session_id=info.session_id,
                 user=info.user,
+                client=(raw.get("client") or ("",))[0],
                 method=raw["method"],
                 path=raw["path"],
                 status=status,
