@@ -62,7 +62,10 @@ def test_fast_answer_is_byte_for_byte_the_litestar_handlers(tmp_path: Path) -> N
 def test_empty_and_null_bodies_step_with_the_defaults(tmp_path: Path) -> None:
     async def scenario(client: httpx.AsyncClient, session_id: str) -> list[httpx.Response]:
         path = f"/v1/sessions/{session_id}/step"
-        return [await client.post(path, content=b""), await client.post(path, content=b"null")]
+        null = await client.post(
+            path, content=b"null", headers={"content-type": "application/json"}
+        )
+        return [await client.post(path, content=b""), null]
 
     empty, null = _run(tmp_path, scenario)
     assert (empty.status_code, null.status_code) == (200, 200)

@@ -10,6 +10,8 @@ from attack import assert_healthy, raw_request, status_of
 from daemon_harness import Daemon, write_tokens
 from testkit import assert_problem, create
 
+from runtime.admin._protocol import AdminError, decode_line
+
 TOKEN = "s3cret-token-for-alice"
 
 
@@ -115,3 +117,9 @@ def test_forwarded_for_is_not_trusted_from_an_unlisted_proxy(daemon: Daemon) -> 
         client.get("/healthz", headers={"x-forwarded-for": "203.0.113.9", "x-request-id": "xff-1"})
     lines = daemon.wait_for_log('"request_id":"xff-1"')
     assert '"client":"127.0.0.1"' in lines[-1]
+
+
+def test_a_deeply_nested_admin_line_is_a_malformed_request() -> None:
+    with pytest.raises(AdminError) as caught:
+        decode_line(b'{"op": ' + b"[" * 100_000 + b"]" * 100_000 + b"}")
+    assert caught.value.type == "MalformedRequest"
