@@ -275,7 +275,7 @@ def _default_text(name: str) -> str:
     if value is None or value == "":
         return "none"
     if isinstance(value, tuple):
-        return " ".join(value)
+        return " ".join(value) or "none"
     return str(value)
 
 
