@@ -102,7 +102,7 @@ class DaemonConfig:
     keepalive_timeout: float = 5.0
     allowed_hosts: tuple[str, ...] = ()
     cors_origin: tuple[str, ...] = ()
-    user_step_rate: float = 1000.0
+    user_step_rate: float = 20_000.0
     forwarded_allow_ips: tuple[str, ...] = ()
     config_file: Path | None = field(default=None, compare=False)
 
