@@ -202,11 +202,15 @@ class Context:
         return _copied(self._data[key])
 
     def set(self, key: str, value: Any) -> None:
-        """Store ``value`` under ``key``; raises ``InvalidInput`` if it is not msgpack-safe."""
+        """Store ``value`` under ``key``; raises ``InvalidInput`` if it is not msgpack-safe.
+
+        Tuples are stored as lists, as a snapshot reads them back: a session reads
+        the same whether or not it was passivated in between.
+        """
         if not isinstance(key, str):
             raise InvalidInput(f"context keys must be str, got {type(key).__name__}")
         check_value(key, value)
-        self._data[key] = _copied(value)
+        self._data[key] = _normalized(value)
 
     def remove(self, key: str) -> Any:
         """Remove ``key``; returns its old value (None when it was missing)."""
@@ -267,6 +271,15 @@ class Context:
 def _copied(value: Any) -> Any:
     """A deep copy of a container value; scalars are immutable and returned as is."""
     return copy.deepcopy(value) if isinstance(value, list | dict | tuple) else value
+
+
+def _normalized(value: Any) -> Any:
+    """A deep copy of ``value`` with every tuple turned into a list (msgpack's reading)."""
+    if isinstance(value, list | tuple):
+        return [_normalized(item) for item in value]
+    if isinstance(value, dict):
+        return {k: _normalized(item) for k, item in value.items()}
+    return value
 
 
 def _same(a: Any, b: Any) -> bool:

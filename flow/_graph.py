@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+import structlog
+
 from flow._context import Context
 from flow._errors import GraphInvalid, TaskNotFound
 from flow._task import Task
@@ -23,6 +25,7 @@ from flow._task import Task
 __all__ = ["ConditionalEdge", "Edge", "Graph", "GraphBuilder", "Predicate"]
 
 Predicate = Callable[[Context], bool]
+_log = structlog.get_logger("actorflow.graph")
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,10 +241,12 @@ class GraphBuilder:
 
         Raises:
             GraphInvalid: no tasks; a duplicate task id; an edge from or to an unknown
-                task; an unknown start task; a task unreachable from the start; two
-                plain edges out of one task; a plain and a conditional edge out of one
-                task; conditional edges out of one task with different "no" branches.
-                The message names the task.
+                task; an unknown start task; two plain edges out of one task; a plain
+                and a conditional edge out of one task; conditional edges out of one
+                task with different "no" branches.
+                The message names the task. A task no edge leads to from the start
+                is accepted (a ``GoTo`` may jump there) and logged as a warning,
+                ``graph_tasks_without_edge_in``.
         """
         gid = self._id
         if not self._tasks:
@@ -258,9 +263,13 @@ class GraphBuilder:
         reachable = self._reachable(start)
         unreachable = [tid for tid in tasks if tid not in reachable]
         if unreachable:
-            raise GraphInvalid(
-                f"graph {gid!r}: task {unreachable[0]!r} is unreachable from start task "
-                f"{start!r} (unreachable: {', '.join(map(repr, unreachable))})"
+            # a GoTo may be the only way in (menus jump so): warn, as graph-flow does
+            _log.warning(
+                "graph_tasks_without_edge_in",
+                graph=gid,
+                start=start,
+                tasks=unreachable,
+                hint="reachable only by NextAction.GoTo",
             )
         return Graph(gid, tasks, tuple(self._edges), start)
 

@@ -261,11 +261,13 @@ class _StepRun:
                 missing = TaskNotFound(str(target), self.graph.id)
                 raise TaskFailed(t.id, missing, work.session_id) from missing
             moved = self._move_to(target)
-        else:
+        elif work.back_stack:
             work.status = SessionStatus.PAUSED
-            if work.back_stack:
-                work.current_task = work.back_stack.pop()
-                moved = True
+            work.current_task = work.back_stack.pop()
+            moved = True
+        else:
+            # GoBack with nowhere to go back to: stay and wait, as graph-flow does
+            work.status = SessionStatus.WAITING_FOR_INPUT
         if not moved:
             return None
         if action.kind != "continue_and_execute" and self.mode != "run":
