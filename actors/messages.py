@@ -64,6 +64,8 @@ class Step:
     input: Any
     mode: StepMode
     reply: Reply
+    log_context: dict[str, Any] = field(default_factory=dict)
+    """The caller's bound structlog context (e.g. ``request_id``), for the step's logs."""
 
 
 @dataclass(frozen=True, slots=True)

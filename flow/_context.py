@@ -99,8 +99,10 @@ class ChatHistory:
         messages: list[ChatMessage] | None = None,
         max_messages: int | None = DEFAULT_MAX_MESSAGES,
     ) -> None:
-        if max_messages is not None and max_messages < 1:
-            raise InvalidInput(f"max_messages must be >= 1 or None, got {max_messages}")
+        if max_messages is not None and (
+            isinstance(max_messages, bool) or not isinstance(max_messages, int) or max_messages < 1
+        ):
+            raise InvalidInput(f"max_messages must be an int >= 1 or None, got {max_messages!r}")
         self.max_messages = max_messages
         self._messages: list[ChatMessage] = list(messages or [])
         self._trim()

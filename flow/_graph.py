@@ -61,7 +61,16 @@ class Graph:
         start: the id of the task a new session starts at.
     """
 
-    __slots__ = ("_conditional", "_edges", "_id", "_plain", "_start", "_tasks", "_version")
+    __slots__ = (
+        "_conditional",
+        "_edges",
+        "_id",
+        "_plain",
+        "_record_input",
+        "_start",
+        "_tasks",
+        "_version",
+    )
 
     def __init__(
         self,
@@ -69,9 +78,12 @@ class Graph:
         tasks: Mapping[str, Task],
         edges: tuple[Edge | ConditionalEdge, ...],
         start: str,
+        *,
+        record_input: bool = True,
     ) -> None:
         """Internal: use ``GraphBuilder.build()``, which validates first."""
         self._id = graph_id
+        self._record_input = record_input
         self._tasks: Mapping[str, Task] = MappingProxyType(dict(tasks))
         self._edges = edges
         self._start = start
@@ -98,6 +110,11 @@ class Graph:
     def start(self) -> str:
         """The id of the start task."""
         return self._start
+
+    @property
+    def record_input(self) -> bool:
+        """Whether a step's str input goes into the chat history as a user message."""
+        return self._record_input
 
     @property
     def tasks(self) -> Mapping[str, Task]:
@@ -194,12 +211,16 @@ class GraphBuilder:
         )
 
     The first task added is the start task unless ``start`` names another.
+
+    ``record_input=False`` leaves the chat history to the tasks: a task ported from
+    graph-flow that records the user's message itself would otherwise record it twice.
     """
 
-    def __init__(self, graph_id: str) -> None:
+    def __init__(self, graph_id: str, *, record_input: bool = True) -> None:
         if not isinstance(graph_id, str) or not graph_id:
             raise GraphInvalid(f"a graph id must be a non-empty str, got {graph_id!r}")
         self._id = graph_id
+        self._record_input = bool(record_input)
         self._tasks: list[Task] = []
         self._edges: list[Edge | ConditionalEdge] = []
         self._start: str | None = None
@@ -271,7 +292,7 @@ class GraphBuilder:
                 tasks=unreachable,
                 hint="reachable only by NextAction.GoTo",
             )
-        return Graph(gid, tasks, tuple(self._edges), start)
+        return Graph(gid, tasks, tuple(self._edges), start, record_input=self._record_input)
 
     def _check_edges(self, tasks: Mapping[str, Task]) -> None:
         gid = self._id

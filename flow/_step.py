@@ -130,7 +130,8 @@ def step(
         session: the committed session.
         input: this step's input: ``ctx.input`` for the tasks, stored under context key
             ``user_input`` when not None, and appended to the chat history as a user
-            message when it is a str.
+            message when it is a str (unless the graph was built with
+            ``record_input=False``).
         mode: ``"step"`` follows the tasks' actions; ``"run"`` keeps going after every
             move until the session waits for input, completes or cannot move.
         now: the time of the step, UNIX seconds (default: ``time.time()``).
@@ -220,7 +221,7 @@ class _StepRun:
         self.ctx.input = input
         if input is not None:
             self.ctx.set("user_input", input)
-        if isinstance(input, str):
+        if isinstance(input, str) and graph.record_input:
             self.ctx.chat_history.add_user(input)
         self.ran = 0
         self.last_task = session.current_task
