@@ -47,11 +47,12 @@ def test_a_failing_task_is_logged_at_error_with_its_traceback_and_request_id(
     rt = open_runtime([BOOM], clock=clock)
     sid = rt.create_session("boom", owner="alice")
     rt.step(sid, "hello", owner="alice")
-    with structlog.testing.capture_logs() as logs, structlog.contextvars.bound_contextvars(
-        request_id="req-42"
+    with (
+        structlog.testing.capture_logs() as logs,
+        structlog.contextvars.bound_contextvars(request_id="req-42"),
+        pytest.raises(TaskFailed, match="ValueError: the line the author"),
     ):
-        with pytest.raises(TaskFailed, match="ValueError: the line the author"):
-            rt.step(sid, "fail", owner="alice")
+        rt.step(sid, "fail", owner="alice")
     [event] = [e for e in logs if e["event"] == "step_failed"]
     assert event["log_level"] == "error"
     assert (event["session_id"], event["task"], event["request_id"]) == (sid, "boom", "req-42")
