@@ -123,6 +123,20 @@ def test_execute_creates_a_session_then_continues_it(api: httpx.Client) -> None:
     session = api.get(f"/v1/sessions/{body['session_id']}").json()
     assert session["context"]["user_input"] == "more"
     assert session["context"]["count"] == 2
+    assert session["context"]["session_id"] == body["session_id"]  # as graph-flow's service
+
+
+def test_create_session_sets_the_chat_history_limit(api: httpx.Client) -> None:
+    created = api.post("/v1/sessions", json={"graph": "echo", "max_messages": 2})
+    assert created.status_code == 201, created.text
+    session_id = created.json()["session_id"]
+    for said in ("one", "two"):
+        api.post(f"/v1/sessions/{session_id}/step", json={"input": said})
+    history = api.get(f"/v1/sessions/{session_id}").json()["chat_history"]
+    assert [m["content"] for m in history] == ["two", "echo: two"]
+    for bad in (0, 10_001, "many"):
+        body = {"graph": "echo", "max_messages": bad}
+        assert_problem(api.post("/v1/sessions", json=body), 422, "invalid-request")
 
 
 def test_execute_with_an_unknown_session_is_404(api: httpx.Client) -> None:
