@@ -17,6 +17,7 @@ committed snapshot and starts a new lineage.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import time
 import weakref
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pykka
+import structlog
 
 from actors._live_index import LiveEntry
 from actors._services import ActorServices
@@ -73,6 +75,11 @@ class _Running:
     future: Future[tuple[Session, StepResult]]
     timer: Timer | None
     started: float
+
+
+def _bound_in(context: contextvars.Context | None) -> dict[str, Any]:
+    """The structlog values bound in a caller's ``context`` (none without one)."""
+    return {} if context is None else context.run(structlog.contextvars.get_contextvars)
 
 
 def session_document(session: Session, history_tail: int) -> dict[str, Any]:
@@ -330,7 +337,7 @@ class SessionActor(DispatcherActor):
         task = self._session.current_task if failed is None else failed.task_id
         (self._services.log.info if failed is None else self._services.log.error)(
             "step_failed",
-            **message.log_context,
+            **_bound_in(message.caller_context),
             session_id=self._session_id,
             task=task,
             error=type(error).__name__,

@@ -8,6 +8,7 @@ how to wait: a sync caller blocks on a future, an async caller awaits one).
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 import weakref
@@ -285,7 +286,7 @@ class RuntimeCore:
                 raise InvalidInput(f"mode must be 'step' or 'run', got {mode!r}")
             if not isinstance(session_id, str):
                 raise SessionNotFound(str(session_id))
-            message = Step(session_id, input, mode, reply, structlog.contextvars.get_contextvars())
+            message = Step(session_id, input, mode, reply, contextvars.copy_context())
             entry = self.index.send(
                 session_id,
                 message,
