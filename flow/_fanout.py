@@ -138,12 +138,12 @@ class FanOutTask(Task):
                 ctx.set(f"{key}.response", outcome.response)
             if outcome.status_message is not None:
                 ctx.set(f"{key}.status", outcome.status_message)
-            ctx.set(f"{key}.next_action", graph_flow_spelling(outcome.next_action))
+            ctx.set(f"{key}.next_action", _graph_flow_spelling(outcome.next_action))
         summary = f"FanOutTask {self.id!r} completed {len(results)} child task(s)"
         return TaskResult(summary, self.next_action, summary)
 
 
-def graph_flow_spelling(action: NextAction) -> str:
+def _graph_flow_spelling(action: NextAction) -> str:
     """``action`` as graph-flow's ``format!("{:?}", next_action)`` writes it."""
     if action.task_id is not None:
         return f"GoTo({json.dumps(action.task_id)})"
