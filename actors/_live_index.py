@@ -28,6 +28,12 @@ __all__ = ["LiveEntry", "LiveIndex"]
 class LiveEntry:
     """One live session actor and what the runtime tracks about it.
 
+    Threads: ``pending``, ``requests`` and ``last_used`` are written only under
+    the index lock. ``status`` through ``snapshot_bytes`` and
+    ``current_step_task`` are written only by the session's actor, in its turn;
+    other threads read them as plain values (a possibly stale one is fine
+    there) or under the lock after the actor's answer (see ``finish``).
+
     Attributes:
         session_id: the session.
         ref: the actor (set once it is spawned, before the entry is added).
@@ -41,7 +47,6 @@ class LiveEntry:
         status, current_task, revision, request_count, expires_at: as of the
             last adopted step (written by the actor).
         snapshot_bytes: size of the last snapshot the actor encoded (0: none yet).
-        state: ``idle``, ``running`` or ``stopping``.
         current_step_task: the task a running step started at, else None.
         activated_at: clock time of the activation.
         reason: why the session is live (``activated by step``...).
@@ -62,7 +67,6 @@ class LiveEntry:
     ref: pykka.ActorRef[Any] | None = None
     pending: int = 0
     snapshot_bytes: int = 0
-    state: str = "idle"
     current_step_task: str | None = None
     requests: int = field(default=0)
 
@@ -227,7 +231,6 @@ class LiveIndex:
             if not when(entry):
                 return None
             del self._entries[session_id]
-            entry.state = "stopping"
             self._stopping[session_id] = entry.incarnation
             return entry
 

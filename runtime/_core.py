@@ -62,8 +62,8 @@ _log = structlog.get_logger("actorflow.runtime")
 OnBusy = Literal["enqueue", "reject"]
 StepMode = Literal["step", "run"]
 
-#: Threads that read snapshots for activations (off the supervisor).
-LOADER_THREADS = 4
+#: Threads of the supervisor's store pool (snapshot reads, expiry, mark-error saves).
+STORE_THREADS = 4
 
 #: How many quarantined rows ``stats()`` counts at most.
 QUARANTINE_COUNT_LIMIT = 10_000
@@ -184,10 +184,10 @@ class RuntimeCore:
         self._cleanup.append(self.loop_thread.close)
         self.task_pool = TaskPool(config.task_threads, name="actorflow-task")
         self._cleanup.append(lambda: self.task_pool.shutdown(wait=False, cancel_futures=True))
-        self.loader = TaskPool(LOADER_THREADS, name="actorflow-load")
-        self._cleanup.append(lambda: self.loader.shutdown(wait=False, cancel_futures=True))
+        self.store_pool = TaskPool(STORE_THREADS, name="actorflow-store")
+        self._cleanup.append(lambda: self.store_pool.shutdown(wait=False, cancel_futures=True))
         # One caller at a time reads a snapshot on its own thread; the others leave
-        # the read to the loader (64 threads reading SQLite at once spend more on
+        # the read to the store pool (64 threads reading SQLite at once spend more on
         # the GIL than on the reads).
         self._caller_reads = threading.BoundedSemaphore(1)
         self.dispatcher = Dispatcher(config.dispatcher_threads, name="actorflow")
@@ -214,7 +214,7 @@ class RuntimeCore:
             loop=self.loop_thread.loop,
             timers=self.timers,
             clock=config.clock,
-            loader=self.loader,
+            store_pool=self.store_pool,
         )
         self.supervisor = self.dispatcher.spawn(SupervisorActor, self.services)
         self.services.supervisor = self.supervisor
@@ -273,7 +273,7 @@ class RuntimeCore:
 
         With ``preload`` (a sync caller, which may block), a session that is not
         live is read from the store on the calling thread rather than by the
-        supervisor's loader (one hop less), unless another caller is reading
+        supervisor's store pool (one hop less), unless another caller is reading
         one already.
         """
         try:
