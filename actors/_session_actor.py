@@ -295,13 +295,14 @@ class SessionActor(DispatcherActor, Owned):
         )
         self._session = new
         self._publish(new)
-        self._current = None
         if self._settings.durability == "passivate":
             self._dirty = True
-            answer_step(self._services, self._entry, message, result)
+            self._answer(message, result)
             return
         self._dirty = False
+        # A store that raises here crashes the actor, which answers ``_current``.
         self._commits.commit_step(message, new, result)
+        self._current = None
 
     def _publish(self, session: Session) -> None:
         """Copy what callers read without asking the actor into its index entry."""

@@ -92,6 +92,9 @@ class SupervisorActor(DispatcherActor, Owned):
         self._waiting: defaultdict[str, list[Activate]] = defaultdict(list)
         self._loading: dict[str, list[Activate]] = {}
         self._reasons: dict[str, str] = {}
+        # Sessions being marked ``error``, by the incarnation that crashed: each
+        # counts as stopping until its mark is stored, as a passivation does.
+        self._marking: dict[str, int] = {}
         self._restarts = RestartIntensity(
             services.settings.max_restarts, services.settings.restart_window
         )
@@ -223,6 +226,10 @@ class SupervisorActor(DispatcherActor, Owned):
         sid = message.session_id
         waiting = self._loading.pop(sid, [])
         reason = self._reasons.pop(sid, ACTIVATED)
+        marked = self._marking.pop(sid, None)
+        if marked is not None:
+            self._forget_stopped(sid, marked)
+            waiting.extend(self._waiting.pop(sid, []))
         outcome = message.outcome
         error: BaseException | None = None
         if self._shutdown is not None:
@@ -391,8 +398,10 @@ class SupervisorActor(DispatcherActor, Owned):
         if message.crashed is not None:
             # Decided before the id stops counting as stopping, so that nobody
             # loads the snapshot before it is restarted or marked ``error``.
-            self._restart(sid, message.crashed, waiting)
-            self._forget_stopped(sid, message.incarnation)
+            if self._restart(sid, message.crashed, waiting):
+                self._forget_stopped(sid, message.incarnation)
+            else:
+                self._marking[sid] = message.incarnation
             return
         self._forget_stopped(sid, message.incarnation)
         for activation in waiting:
@@ -403,8 +412,8 @@ class SupervisorActor(DispatcherActor, Owned):
         if not self._index.stopping(session_id):
             self._stopping_refs.pop(session_id, None)
 
-    def _restart(self, session_id: str, error: BaseException, waiting: list[Activate]) -> None:
-        """Restart a crashed session within the intensity limit, else mark it ``error``."""
+    def _restart(self, session_id: str, error: BaseException, waiting: list[Activate]) -> bool:
+        """Restart a crashed session within the intensity limit (True), else mark it ``error``."""
         allowed, restarts = self._restarts.allow(session_id, time.monotonic())
         if not allowed:
             why = (
@@ -415,7 +424,8 @@ class SupervisorActor(DispatcherActor, Owned):
             self._begin_job(session_id, waiting)
             if not self._submit(mark_error, session_id, why):
                 self._job_refused([session_id])
-            return
+                return True
+            return False
         self._load(session_id, waiting, f"restarted after {type(error).__name__}: {error}")
         self._services.counters.add("restarts")
         self._services.log.warning(
@@ -425,6 +435,7 @@ class SupervisorActor(DispatcherActor, Owned):
             detail=str(error),
             restarts_in_window=restarts,
         )
+        return True
 
     # --- sweeping ------------------------------------------------------------------------
 

@@ -57,8 +57,8 @@ def test_a_stuck_task_delays_neither_a_sweep_nor_another_sessions_activation(
     )
     try:
         doomed = runtime.create_session("echo", owner=OWNER)
-        stuck = runtime.create_session("stuck", owner=OWNER)
         clock.advance(TTL + 1)  # ``doomed`` (never stepped) has expired
+        stuck = runtime.create_session("stuck", owner=OWNER)
         cold = [runtime.create_session("echo", owner=OWNER) for _ in range(6)]
         baseline = min(_cold_activation_seconds(runtime, sid) for sid in cold[:3])
 
