@@ -50,7 +50,7 @@ from flow._session import Session
 from flow._step import new_session
 from flow.stores import open_store
 from flow.stores._protocol import SessionPage, SessionStore
-from runtime._bridge import LoopThread, SyncReply
+from runtime._bridge import AsyncReply, LoopThread, SyncReply
 from runtime._cluster import attach_cluster, fence_store
 from runtime._config import RuntimeConfig
 from runtime._views import LiveSessionInfo, RuntimeStats, SessionMetadataView, SessionView
@@ -299,6 +299,8 @@ class RuntimeCore:
             return
         if entry is not None:
             return
+        if isinstance(reply, SyncReply | AsyncReply):
+            reply.hold()  # in flight while it is activated (the index counts it once live)
         plain = Activate(session_id, owner, message, on_busy)
         activate: Activate | None = plain
         if preload and self._caller_reads.acquire(blocking=False):
