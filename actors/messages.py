@@ -26,6 +26,7 @@ __all__ = [
     "ActorStopped",
     "CommitFailed",
     "Crash",
+    "ExpiredFound",
     "Forget",
     "Inspect",
     "Kill",
@@ -189,13 +190,26 @@ class Activate:
 
 @dataclass(frozen=True, slots=True)
 class Loaded:
-    """A session the supervisor asked the loader pool to read has been read.
+    """A store-pool job about one session is done (a read, an expiry, a mark-error).
 
-    ``outcome`` is the session, None (no such session) or the error the load raised.
+    ``outcome`` is the session, None (no such session) or the error to give
+    every activation of it that waited for the job.
     """
 
     session_id: str
     outcome: Session | BaseException | None
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiredFound:
+    """The store pool's scan for sessions expired at ``now`` (or the error it raised).
+
+    ``reply`` is the sweep's caller, answered once the expired sessions are deleted.
+    """
+
+    session_ids: list[str] | BaseException
+    now: float
+    reply: Reply | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,7 +53,7 @@ from flow._step import new_session
 from flow.stores import open_store
 from flow.stores._log import LogPolicy
 from flow.stores._protocol import SessionPage, SessionStore
-from runtime._bridge import LoopThread, SyncReply
+from runtime._bridge import AsyncReply, LoopThread, SyncReply
 from runtime._cluster import attach_cluster, fence_store
 from runtime._config import RuntimeConfig
 from runtime._views import LiveSessionInfo, RuntimeStats, SessionMetadataView, SessionView
@@ -65,8 +65,8 @@ _log = structlog.get_logger("actorflow.runtime")
 OnBusy = Literal["enqueue", "reject"]
 StepMode = Literal["step", "run"]
 
-#: Threads that read snapshots for activations (off the supervisor).
-LOADER_THREADS = 4
+#: Threads of the supervisor's store pool (snapshot reads, expiry, mark-error saves).
+STORE_THREADS = 4
 
 #: How many quarantined rows ``stats()`` counts at most.
 QUARANTINE_COUNT_LIMIT = 10_000
@@ -195,10 +195,10 @@ class RuntimeCore:
         self._cleanup.append(self.loop_thread.close)
         self.task_pool = TaskPool(config.task_threads, name="actorflow-task")
         self._cleanup.append(lambda: self.task_pool.shutdown(wait=False, cancel_futures=True))
-        self.loader = TaskPool(LOADER_THREADS, name="actorflow-load")
-        self._cleanup.append(lambda: self.loader.shutdown(wait=False, cancel_futures=True))
+        self.store_pool = TaskPool(STORE_THREADS, name="actorflow-store")
+        self._cleanup.append(lambda: self.store_pool.shutdown(wait=False, cancel_futures=True))
         # One caller at a time reads a snapshot on its own thread; the others leave
-        # the read to the loader (64 threads reading SQLite at once spend more on
+        # the read to the store pool (64 threads reading SQLite at once spend more on
         # the GIL than on the reads).
         self._caller_reads = threading.BoundedSemaphore(1)
         self.dispatcher = Dispatcher(config.dispatcher_threads, name="actorflow")
@@ -225,7 +225,7 @@ class RuntimeCore:
             loop=self.loop_thread.loop,
             timers=self.timers,
             clock=config.clock,
-            loader=self.loader,
+            store_pool=self.store_pool,
         )
         self.supervisor = self.dispatcher.spawn(SupervisorActor, self.services)
         self.services.supervisor = self.supervisor
@@ -284,7 +284,7 @@ class RuntimeCore:
 
         With ``preload`` (a sync caller, which may block), a session that is not
         live is read from the store on the calling thread rather than by the
-        supervisor's loader (one hop less), unless another caller is reading
+        supervisor's store pool (one hop less), unless another caller is reading
         one already.
         """
         try:
@@ -310,6 +310,8 @@ class RuntimeCore:
             return
         if entry is not None:
             return
+        if isinstance(reply, SyncReply | AsyncReply):
+            reply.hold()  # in flight while it is activated (the index counts it once live)
         plain = Activate(session_id, owner, message, on_busy)
         activate: Activate | None = plain
         if preload and self._caller_reads.acquire(blocking=False):

@@ -200,7 +200,7 @@ class Runtime(_Facade):
             SessionNotFound, SessionBusy, SessionCompleted, TaskFailed, StepTimeout,
             StoreUnavailable, InvalidInput, RuntimeClosed.
         """
-        reply = self._reply()
+        reply = SyncReply(self._core.index, counted=False)  # the index counts a step
         self._core.submit_step(session_id, input, mode, on_busy, owner, reply, preload=True)
         result: StepResult = reply.wait()
         return result
@@ -477,7 +477,7 @@ class AsyncRuntime(_Facade):
         owner: str | None = None,
     ) -> StepResult:
         """Run one step (see ``Runtime.step``)."""
-        reply = self._reply()
+        reply = AsyncReply(self._core.index, counted=False)  # the index counts a step
         self._core.submit_step(session_id, input, mode, on_busy, owner, reply)
         result: StepResult = await reply.wait()
         return result
