@@ -5,7 +5,8 @@ statuses in one table)::
 
     ActorflowError
     ├── InvalidInput            fix the request (HTTP 422)
-    │   └── GraphInvalid        a graph failed validation at build() (names the task)
+    │   ├── GraphInvalid        a graph failed validation at build() (names the task)
+    │   └── SessionTooLarge     the step would grow the session past its cap (413)
     ├── SessionNotFound         no such session, or not yours (404)
     │   └── RevisionNotFound    that revision is outside the retained history (404)
     ├── GraphNotFound           no graph with that id (404)
@@ -36,6 +37,7 @@ __all__ = [
     "SessionBusy",
     "SessionCompleted",
     "SessionNotFound",
+    "SessionTooLarge",
     "SnapshotDecodeError",
     "StepTimeout",
     "StoreUnavailable",
@@ -61,6 +63,11 @@ class InvalidInput(ActorflowError, ValueError):
 
 class GraphInvalid(InvalidInput):
     """A graph failed validation in ``GraphBuilder.build()``; the message names the task."""
+
+
+class SessionTooLarge(InvalidInput):
+    """The step's resulting session would exceed ``max_session_bytes``; nothing was
+    stored and the session is as it was (send less, or remove context keys)."""
 
 
 class SessionNotFound(ActorflowError, LookupError):

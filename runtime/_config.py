@@ -43,6 +43,8 @@ class RuntimeConfig:
         advertise: the base URL other daemons forward requests to ("").
         history_retention: how far back time travel reaches: revisions (``"1000"``),
             an age (``"90s"``, ``"30m"``, ``"12h"``, ``"7d"``) or ``"all"`` (``"1000"``).
+        max_session_bytes: most bytes a session's encoded state (context and chat
+            window) may take; a step past it fails with ``SessionTooLarge`` (8 MiB).
         clock: the wall clock, replaceable in tests (``time.time``).
     """
 
@@ -66,4 +68,5 @@ class RuntimeConfig:
     node_id: str = ""
     advertise: str = ""
     history_retention: str = "1000"
+    max_session_bytes: int = 8 * 1024 * 1024
     clock: Callable[[], float] = field(default=time.time, compare=False)

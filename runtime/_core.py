@@ -117,7 +117,7 @@ def _check_config(config: RuntimeConfig) -> None:
         if not value > 0:
             raise InvalidInput(f"RuntimeConfig.{name} must be > 0, got {value!r}")
     at_least_one = ("max_live", "max_pending", "dispatcher_threads", "task_threads", "max_chain")
-    for name in (*at_least_one, "sweep_batch"):
+    for name in (*at_least_one, "sweep_batch", "max_session_bytes"):
         value = getattr(config, name)
         if not isinstance(value, int) or value < 1:
             raise InvalidInput(f"RuntimeConfig.{name} must be an int >= 1, got {value!r}")
@@ -216,6 +216,7 @@ class RuntimeCore:
                 durability=config.durability,
                 max_chain=config.max_chain,
                 sweep_batch=config.sweep_batch,
+                max_session_bytes=config.max_session_bytes,
             ),
             store=self.store,
             graphs=self._graphs,

@@ -6,7 +6,8 @@ table)::
 
     ActorflowError
     ├── InvalidInput            fix the request (HTTP 422)
-    │   └── GraphInvalid        a graph failed validation at build() (names the task)
+    │   ├── GraphInvalid        a graph failed validation at build() (names the task)
+    │   └── SessionTooLarge     the step would grow the session past its cap (413)
     ├── SessionNotFound         no such session, or not yours (404)
     │   └── RevisionNotFound    that revision is outside the retained history (404)
     ├── GraphNotFound           no graph with that id (404)
@@ -38,6 +39,7 @@ from flow._errors import (
     SessionBusy,
     SessionCompleted,
     SessionNotFound,
+    SessionTooLarge,
     SnapshotDecodeError,
     StepTimeout,
     StoreUnavailable,
@@ -56,6 +58,7 @@ __all__ = [
     "SessionBusy",
     "SessionCompleted",
     "SessionNotFound",
+    "SessionTooLarge",
     "SnapshotDecodeError",
     "StepTimeout",
     "StoreUnavailable",

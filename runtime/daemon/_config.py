@@ -73,6 +73,7 @@ class DaemonConfig:
             on a loopback address, any name otherwise).
         cors_origin: browser origins allowed to call the API ("*": any).
         user_step_rate: steps per second per user (bursts as large); beyond it 429.
+        max_session_bytes: most bytes a session's encoded state may take; beyond it 413.
         forwarded_allow_ips: proxies whose ``X-Forwarded-For`` is trusted (none by default).
         config_file: the TOML file read, if any.
     """
@@ -108,6 +109,7 @@ class DaemonConfig:
     allowed_hosts: tuple[str, ...] = ()
     cors_origin: tuple[str, ...] = ()
     user_step_rate: float = 20_000.0
+    max_session_bytes: int = 8 * 1024 * 1024
     forwarded_allow_ips: tuple[str, ...] = ()
     config_file: Path | None = field(default=None, compare=False)
 
@@ -265,6 +267,9 @@ _OPTIONS: tuple[_Option, ...] = (
     ),
     _Option("user_step_rate", _rate, "steps per second per user (0: no limit); beyond 429", "N"),
     _Option(
+        "max_session_bytes", _size, "largest session state (bytes, or 8MiB); beyond it 413", "SIZE"
+    ),
+    _Option(
         "forwarded_allow_ips",
         _text,
         "a proxy address whose X-Forwarded-For is trusted; repeatable",
@@ -288,6 +293,8 @@ def _default_text(name: str) -> str:
         return "SQLite at DATA_DIR/sessions.db"
     if name == "max_body":
         return "1MiB"
+    if name == "max_session_bytes":
+        return "8MiB"
     if name == "data_dir":
         return "./var"
     value = getattr(DaemonConfig(), name)

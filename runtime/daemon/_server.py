@@ -83,6 +83,7 @@ def runtime_config(config: DaemonConfig) -> RuntimeConfig:
         lease_ttl=config.lease_ttl,
         node_id=config.node_id,
         history_retention=config.history_retention,
+        max_session_bytes=config.max_session_bytes,
     )
 
 
