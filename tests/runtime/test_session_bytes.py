@@ -26,7 +26,7 @@ def test_a_step_past_max_session_bytes_fails_and_leaves_the_session_as_it_was(
         other = rt.create_session("echo", owner="bob")
         accepted = 0
         refused: SessionTooLarge | None = None
-        while refused is None and accepted < 10:  # each echoed reply grows it by CHUNK
+        while refused is None and accepted < 10:  # input and echo: each step adds 2 * CHUNK
             try:
                 rt.step(sid, CHUNK, owner="alice")
                 accepted += 1
