@@ -12,6 +12,7 @@ statuses in one table)::
     ├── GraphNotFound           no graph with that id (404)
     ├── TaskNotFound            GoTo/edge names a task the graph lacks (500, task-failed)
     ├── SessionCompleted        the session has ended; start a new one (409)
+    ├── SessionQuotaExceeded the user holds the most sessions allowed; delete some (403)
     ├── SessionBusy             retry later: a step is running or the mailbox is full (409/429)
     ├── TaskFailed              the task raised; the session was rolled back (500)
     ├── StepTimeout             the step passed its deadline; rolled back (504)
@@ -37,6 +38,7 @@ __all__ = [
     "SessionBusy",
     "SessionCompleted",
     "SessionNotFound",
+    "SessionQuotaExceeded",
     "SessionTooLarge",
     "SnapshotDecodeError",
     "StepTimeout",
@@ -123,6 +125,11 @@ class SessionCompleted(ActorflowError):
             f"session {session_id!r} is completed; create a new session to start again"
         )
         self.session_id = session_id
+
+
+class SessionQuotaExceeded(ActorflowError):
+    """The owner holds ``max_sessions_per_user`` sessions; nothing was created
+    (delete sessions, or wait for some to expire)."""
 
 
 class SessionBusy(ActorflowError):

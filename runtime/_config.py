@@ -43,6 +43,8 @@ class RuntimeConfig:
         advertise: the base URL other daemons forward requests to ("").
         history_retention: how far back time travel reaches: revisions (``"1000"``),
             an age (``"90s"``, ``"30m"``, ``"12h"``, ``"7d"``) or ``"all"`` (``"1000"``).
+        max_sessions_per_user: most sessions one owner may hold; past it creating
+            or forking one fails with ``SessionQuotaExceeded`` (0: no limit) (0).
         max_session_bytes: most bytes a session's encoded state (context and chat
             window) may take; a step past it fails with ``SessionTooLarge`` (8 MiB).
         clock: the wall clock, replaceable in tests (``time.time``).
@@ -69,4 +71,5 @@ class RuntimeConfig:
     advertise: str = ""
     history_retention: str = "1000"
     max_session_bytes: int = 8 * 1024 * 1024
+    max_sessions_per_user: int = 0
     clock: Callable[[], float] = field(default=time.time, compare=False)

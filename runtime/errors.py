@@ -13,6 +13,7 @@ table)::
     ├── GraphNotFound           no graph with that id (404)
     ├── TaskNotFound            GoTo/edge names a task the graph lacks (500, task-failed)
     ├── SessionCompleted        the session has ended; start a new one (409)
+    ├── SessionQuotaExceeded the user holds the most sessions allowed; delete some (403)
     ├── SessionBusy             retry later: a step is running or the mailbox is full (409/429)
     ├── TaskFailed              the task raised; the session was rolled back (500)
     ├── StepTimeout             the step passed its deadline; rolled back (504)
@@ -39,6 +40,7 @@ from flow._errors import (
     SessionBusy,
     SessionCompleted,
     SessionNotFound,
+    SessionQuotaExceeded,
     SessionTooLarge,
     SnapshotDecodeError,
     StepTimeout,
@@ -58,6 +60,7 @@ __all__ = [
     "SessionBusy",
     "SessionCompleted",
     "SessionNotFound",
+    "SessionQuotaExceeded",
     "SessionTooLarge",
     "SnapshotDecodeError",
     "StepTimeout",

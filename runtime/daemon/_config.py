@@ -74,6 +74,7 @@ class DaemonConfig:
         cors_origin: browser origins allowed to call the API ("*": any).
         user_step_rate: steps per second per user (bursts as large); beyond it 429.
         max_session_bytes: most bytes a session's encoded state may take; beyond it 413.
+        max_sessions_per_user: most sessions one user may hold (0: no limit); beyond it 403.
         forwarded_allow_ips: proxies whose ``X-Forwarded-For`` is trusted (none by default).
         config_file: the TOML file read, if any.
     """
@@ -110,6 +111,7 @@ class DaemonConfig:
     cors_origin: tuple[str, ...] = ()
     user_step_rate: float = 20_000.0
     max_session_bytes: int = 8 * 1024 * 1024
+    max_sessions_per_user: int = 10_000
     forwarded_allow_ips: tuple[str, ...] = ()
     config_file: Path | None = field(default=None, compare=False)
 
@@ -268,6 +270,9 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("user_step_rate", _rate, "steps per second per user (0: no limit); beyond 429", "N"),
     _Option(
         "max_session_bytes", _size, "largest session state (bytes, or 8MiB); beyond it 413", "SIZE"
+    ),
+    _Option(
+        "max_sessions_per_user", _count, "most sessions one user holds (0: none); beyond 403", "N"
     ),
     _Option(
         "forwarded_allow_ips",

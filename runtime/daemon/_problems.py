@@ -21,6 +21,7 @@ from runtime.errors import (
     SessionBusy,
     SessionCompleted,
     SessionNotFound,
+    SessionQuotaExceeded,
     SessionTooLarge,
     SnapshotDecodeError,
     StepTimeout,
@@ -76,6 +77,7 @@ GRAPH_NOT_FOUND = ProblemKind(404, "graph-not-found", "Graph not found")
 SESSION_BUSY = ProblemKind(409, "session-busy", "Session busy")
 MAILBOX_FULL = ProblemKind(429, "mailbox-full", "Session mailbox full", retry_after=1)
 SESSION_TOO_LARGE = ProblemKind(413, "session-too-large", "Session too large")
+SESSION_QUOTA_EXCEEDED = ProblemKind(403, "session-quota-exceeded", "Too many sessions")
 SESSION_COMPLETED = ProblemKind(409, "session-completed", "Session completed")
 TASK_FAILED = ProblemKind(500, "task-failed", "Task failed")
 STEP_TIMEOUT = ProblemKind(504, "step-timeout", "Step timed out")
@@ -92,6 +94,7 @@ ERROR_TABLE: tuple[tuple[type[ActorflowError], ProblemKind], ...] = (
     (SessionNotFound, SESSION_NOT_FOUND),
     (GraphNotFound, GRAPH_NOT_FOUND),
     (SessionCompleted, SESSION_COMPLETED),
+    (SessionQuotaExceeded, SESSION_QUOTA_EXCEEDED),
     (TaskFailed, TASK_FAILED),
     (TaskNotFound, TASK_FAILED),
     (StepTimeout, STEP_TIMEOUT),

@@ -84,6 +84,7 @@ def runtime_config(config: DaemonConfig) -> RuntimeConfig:
         node_id=config.node_id,
         history_retention=config.history_retention,
         max_session_bytes=config.max_session_bytes,
+        max_sessions_per_user=config.max_sessions_per_user,
     )
 
 
