@@ -49,11 +49,8 @@ class SessionQuota:
         """
         if self._limit <= 0:
             return
-        if self._needs_count(owner):
-            stored = self._count_stored(owner)
-            with self._lock:
-                self._counts[owner] = stored
-                self._counted_at[owner] = self._clock()
+        if self.count_due(owner):
+            self.count(owner)
         with self._lock:
             count = self._counts.get(owner, 0)
             if count >= self._limit:
@@ -70,13 +67,24 @@ class SessionQuota:
             if count is not None and count > 0:
                 self._counts[owner] = count - 1
 
-    def _needs_count(self, owner: str) -> bool:
+    def count_due(self, owner: str) -> bool:
+        """Whether ``reserve(owner)`` would read the store (an async caller calls
+        ``count`` on a thread first, so the event loop never waits on the store)."""
+        if self._limit <= 0:
+            return False
         with self._lock:
             count = self._counts.get(owner)
             if count is None:
                 return True
             since = self._clock() - self._counted_at.get(owner, float("-inf"))
             return count >= self._limit and since >= RECOUNT_INTERVAL
+
+    def count(self, owner: str) -> None:
+        """Take ``owner``'s count from the store (blocking)."""
+        stored = self._count_stored(owner)
+        with self._lock:
+            self._counts[owner] = stored
+            self._counted_at[owner] = self._clock()
 
     def _count_stored(self, owner: str) -> int:
         """``owner``'s stored sessions, counted up to ``limit`` (pages of ids)."""
