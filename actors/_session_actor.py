@@ -17,6 +17,7 @@ committed snapshot and starts a new lineage.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import time
 import weakref
@@ -50,12 +51,14 @@ from actors.messages import (
 from flow._codec import encode
 from flow._errors import (
     ActorflowError,
+    IdempotencyKeyReused,
     SessionNotFound,
     StepTimeout,
     StoreUnavailable,
     TaskFailed,
 )
 from flow._graph import Graph
+from flow._idempotency import KeyEntry, KeyTable
 from flow._session import Session, SessionMetadata, SessionStatus
 from flow._step import StepResult, astep, step
 from flow._task import is_async_task
@@ -138,6 +141,8 @@ class SessionActor(DispatcherActor):
         self._stopping = False
         self._crashed: BaseException | None = None
         self._handover: list[Step] | None = None
+        # the save of the newest keyed step, until a replay finds it committed
+        self._unconfirmed: Future[None] | None = None
 
     # --- message handling ---------------------------------------------------------
 
@@ -202,6 +207,8 @@ class SessionActor(DispatcherActor):
             )
             return
         self._current = message
+        if message.key is not None and self._replayed(message):
+            return
         session = self._session
         if session.status is SessionStatus.ERROR:
             self._answer(
@@ -332,6 +339,72 @@ class SessionActor(DispatcherActor):
         )
         self._answer(message, error)
 
+    # --- idempotency keys (flow._idempotency) ---------------------------------------
+
+    def _replayed(self, message: Step) -> bool:
+        """Answer a retry of a keyed step from the key table; False when the key is new.
+
+        The answer waits for the commit of the step it repeats: a retry queued
+        behind its first attempt is answered after that attempt's commit, never
+        before, and never by a second run.
+        """
+        key = message.key
+        table = self._session.keys
+        entry = None if table is None or key is None else table.get(key)
+        if entry is None or not self._settings.key_retention.keeps(
+            entry, self._session.revision, self._services.clock()
+        ):
+            return False
+        if entry.digest != message.digest:
+            self._step_failed(message, IdempotencyKeyReused(self._session_id, entry.key))
+            return True
+        self._current = None
+        result = dataclasses.replace(entry.result, replayed=True)
+        unconfirmed = self._unconfirmed
+        if unconfirmed is None:  # every remembered key is committed
+            self._answer(message, result)
+        elif unconfirmed.done():
+            if unconfirmed.exception() is None:
+                self._unconfirmed = None
+            self._replay_committed(message, result, unconfirmed)
+        else:
+            unconfirmed.add_done_callback(
+                functools.partial(self._replay_committed, message, result)
+            )
+        return True
+
+    def _replay_committed(self, message: Step, result: StepResult, future: Future[None]) -> None:
+        """Answer a replay once the save of the newest keyed step is done.
+
+        Runs in the actor's turn, or on the store's writer thread; that save
+        follows the replayed step's (compare-and-set), so its success is the
+        replayed step's too.
+        """
+        error = future.exception()
+        self._answer(
+            message,
+            result
+            if error is None
+            else StoreUnavailable(
+                f"session {self._session_id!r}: the step this key names may not be "
+                f"committed ({error}); retry with the same key"
+            ),
+        )
+
+    def _remember(
+        self, key: str, digest: bytes, new: Session, result: StepResult, now: float
+    ) -> None:
+        """Add the step's key to ``new``'s table and to the record its save appends."""
+        table = new.keys
+        if table is None:
+            table = new.keys = KeyTable()
+        table.add(KeyEntry(key, digest, new.metadata.last_accessed, result))
+        table.forget_outside(self._settings.key_retention, new.revision, now)
+        if new.record is not None:
+            new.record = dataclasses.replace(
+                new.record, request_id=key, input_digest=digest, responses=result.responses
+            )
+
     def _adopt(self, message: Step, new: Session, result: StepResult, now: float) -> None:
         """Make ``new`` the session, save it, and answer after the commit."""
         meta = new.metadata
@@ -344,6 +417,8 @@ class SessionActor(DispatcherActor):
             meta.client_addr,
             now + self._settings.session_ttl,
         )
+        if message.key is not None and message.digest is not None:
+            self._remember(message.key, message.digest, new, result, now)
         self._session = new
         entry = self._entry
         entry.status = new.status.value
@@ -357,6 +432,10 @@ class SessionActor(DispatcherActor):
             self._after_reply(result)
             return
         future = self._save(new)
+        if message.key is not None:
+            # held until a replay sees it done: a weak reference could not tell a
+            # failed commit from a committed one once the store dropped the future
+            self._unconfirmed = future
         lineage = self._lineage
         self._current = None
         future.add_done_callback(
@@ -434,6 +513,7 @@ class SessionActor(DispatcherActor):
             failed_revision=message.revision,
         )
         self._session = loaded
+        self._unconfirmed = None  # the keys loaded are the committed ones
         self._stored_revision = loaded.revision
         self._dirty = False
         self._entry.revision = loaded.revision

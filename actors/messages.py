@@ -58,12 +58,17 @@ class Step:
 
     ``reply`` receives the ``StepResult`` after the snapshot holding it is
     committed (or at once in ``passivate`` durability), or an ``ActorflowError``.
+    A step with an idempotency ``key`` (and ``digest``, of its mode and input,
+    ``flow._idempotency``) whose key the session remembers is answered from its
+    key table instead of running.
     """
 
     session_id: str
     input: Any
     mode: StepMode
     reply: Reply
+    key: str | None = None
+    digest: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -46,6 +46,7 @@ from flow._errors import (
     SessionNotFound,
 )
 from flow._graph import Graph
+from flow._idempotency import KeyRetention, check_key, input_digest
 from flow._session import Session
 from flow._step import new_session
 from flow.stores import open_store
@@ -131,6 +132,12 @@ def _check_config(config: RuntimeConfig) -> None:
         )
 
 
+def _key_retention(history_retention: str) -> KeyRetention:
+    """How long idempotency keys are remembered: never beyond the history."""
+    policy = LogPolicy.parse(history_retention)
+    return KeyRetention(policy.keep_revisions, policy.keep_seconds)
+
+
 def _graph_map(graphs: Iterable[Graph]) -> dict[str, Graph]:
     found: dict[str, Graph] = {}
     for graph in graphs:
@@ -214,6 +221,7 @@ class RuntimeCore:
                 durability=config.durability,
                 max_chain=config.max_chain,
                 sweep_batch=config.sweep_batch,
+                key_retention=_key_retention(config.history_retention),
             ),
             store=self.store,
             graphs=self._graphs,
@@ -277,13 +285,15 @@ class RuntimeCore:
         reply: Reply,
         *,
         preload: bool = False,
+        key: str | None = None,
     ) -> None:
         """Send a step to the session's actor (activating it if needed); ``reply`` answers.
 
         With ``preload`` (a sync caller, which may block), a session that is not
         live is read from the store on the calling thread rather than by the
         supervisor's loader (one hop less), unless another caller is reading
-        one already.
+        one already. A step with an idempotency ``key`` carries it and the digest
+        of its mode and input (made here, off the actor), see ``flow._idempotency``.
         """
         try:
             self.check_open()
@@ -293,7 +303,12 @@ class RuntimeCore:
                 raise InvalidInput(f"mode must be 'step' or 'run', got {mode!r}")
             if not isinstance(session_id, str):
                 raise SessionNotFound(str(session_id))
-            message = Step(session_id, input, mode, reply)
+            if key is None:
+                message = Step(session_id, input, mode, reply)
+            else:
+                message = Step(
+                    session_id, input, mode, reply, check_key(key), input_digest(mode, input)
+                )
             entry = self.index.send(
                 session_id,
                 message,

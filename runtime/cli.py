@@ -24,9 +24,9 @@ from rich.text import Text
 
 from flow._errors import ActorflowError, SnapshotDecodeError
 from flow.stores import SessionStore
+from runtime._remote_cli import REMOTE_COMMANDS, add_remote_commands, run_remote
 from runtime._sessions_history import ACTIONS as HISTORY_ACTIONS
 from runtime._sessions_history import add_history_actions, run_history_action
-from runtime._remote_cli import REMOTE_COMMANDS, add_remote_commands, run_remote
 from runtime.admin import AdminClient, AdminError, DaemonUnavailable
 from runtime.admin._offline import (
     EXPORT_FORMATS,
