@@ -24,7 +24,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from runtime.daemon._gateway import request_info
 from runtime.daemon._models import StepRequest
 from runtime.daemon._problems import INTERNAL, Problem, problem_for_error
-from runtime.daemon._routes import Api, step_response
+from runtime.daemon._routes import Api, replayed_header, step_response
 from runtime.errors import ActorflowError
 
 __all__ = ["StepRoute"]
@@ -71,14 +71,23 @@ class StepRoute:
             return
         session_id = match.group(1)
         info.session_id = session_id
+        key = _idempotency_key(raw["headers"])
         try:
             result = await self.api.run_step(
-                session_id, info.user, request.input, mode=request.mode, on_busy=request.on_busy
+                session_id,
+                info.user,
+                request.input,
+                mode=request.mode,
+                on_busy=request.on_busy,
+                key=key,
             )
         except Exception as exc:  # every failure is answered as problem+json, as Litestar would
             await self._send_problem(cast(_Send, send), self._problem(exc, raw, session_id))
             return
-        await _send(cast(_Send, send), 200, [_JSON_HEADERS], _encode(step_response(result)))
+        headers = [_JSON_HEADERS]
+        if key is not None:
+            headers.append((b"idempotent-replayed", replayed_header(result).encode()))
+        await _send(cast(_Send, send), 200, headers, _encode(step_response(result)))
 
     def _problem(self, exc: Exception, scope: dict[str, Any], session_id: str) -> Problem:
         """The answer for what ``run_step`` raised; counted, and logged when unexpected."""
@@ -103,6 +112,14 @@ class StepRoute:
     async def _send_problem(self, send: _Send, problem: Problem) -> None:
         headers = [(k.encode(), v.encode()) for k, v in problem.response_headers().items()]
         await _send(send, problem.status, headers, problem.body())
+
+
+def _idempotency_key(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The request's ``Idempotency-Key`` (the runtime checks its form), if any."""
+    for name, value in headers:
+        if name.lower() == b"idempotency-key":
+            return value.decode("latin-1")
+    return None
 
 
 def _decoded(body: bytes) -> StepRequest | None:

@@ -16,6 +16,7 @@ from runtime import (
     IdempotencyKeyReused,
     InvalidInput,
     Runtime,
+    StepResult,
     StoreUnavailable,
     TaskFailed,
 )
@@ -51,7 +52,7 @@ def test_sixteen_threads_sending_one_key_at_once_make_one_run_and_sixteen_equal_
     sid = rt.create_session("gated", owner="u")
     start = threading.Barrier(16)
 
-    def send() -> object:
+    def send() -> StepResult:
         start.wait(10)
         return rt.step(sid, "once", request_id="same-key")
 
@@ -63,7 +64,7 @@ def test_sixteen_threads_sending_one_key_at_once_make_one_run_and_sixteen_equal_
     assert count_of(rt, sid) == 1
     assert rt.get_session(sid).context["log"] == ["once"]
     assert all(r == results[0] for r in results)
-    assert sorted(r.replayed for r in results) == [False] + [True] * 15  # type: ignore[attr-defined]
+    assert sorted(r.replayed for r in results) == [False] + [True] * 15
 
 
 def test_the_same_key_with_another_input_or_mode_is_refused_and_runs_nothing(
@@ -118,9 +119,7 @@ def test_a_step_whose_commit_failed_runs_again_on_retry(
 
 
 @pytest.mark.parametrize("durability", ["fsync", "passivate"])
-def test_keys_survive_passivation_and_a_restart(
-    open_runtime: OpenRuntime, durability: str
-) -> None:
+def test_keys_survive_passivation_and_a_restart(open_runtime: OpenRuntime, durability: str) -> None:
     rt = open_runtime([counting_graph("counter", blocking=False)], durability=durability)
     sid = rt.create_session("counter", owner="u")
     first = rt.step(sid, "a", request_id="k1")
@@ -180,7 +179,8 @@ def test_the_key_table_is_in_the_snapshot_and_a_fork_starts_without_keys(
     wait_passivated(rt, sid, 10)
     stored = rt.store.load(sid)
     assert stored is not None
-    assert stored.keys is not None and [e.key for e in stored.keys] == ["k"]
+    assert stored.keys is not None
+    assert [e.key for e in stored.keys] == ["k"]
     assert decode(encode(stored)).keys is not None
     fork = rt.fork(sid)
     assert rt.step(fork, "a", request_id="k").replayed is False
@@ -194,7 +194,8 @@ def test_a_snapshot_with_a_malformed_key_table_is_a_decode_error(
     sid = rt.create_session("counter", owner="u")
     rt.step(sid, "a", request_id="k")
     session = rt.store.load(sid)
-    assert session is not None and session.keys is not None
+    assert session is not None
+    assert session.keys is not None
     raw = encode(session).replace(b"\xa1k", b"\xc0\xc0", 1)  # the key is now nil
     with pytest.raises(SnapshotDecodeError):
         decode(raw)
