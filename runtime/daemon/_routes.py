@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from litestar import Request, delete, get, post
 from litestar.datastructures import ResponseHeader
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, JSONBody, Parameter, QueryParameter
+from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from litestar.response import Response
 from litestar.types import ControllerRouterHandler
 
@@ -261,8 +261,8 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
         data: JSONBody[StepRequest | None] = None,
         idempotency_key: Annotated[
             str | None,
-            Parameter(
-                header="Idempotency-Key",
+            HeaderParameter(
+                name="Idempotency-Key",
                 description="retries with this key get the first run's result (docs/http-api.md)",
             ),
         ] = None,
