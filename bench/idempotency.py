@@ -9,11 +9,12 @@ UUID's length) and short inputs (``"message N"``, answered ``"echo: message N"``
   tracemalloc around building it from the steps' own results;
 - the base snapshot's bytes with the full table against without it, and a keyed
   step's record bytes against an unkeyed one's;
-- in process (SQLite, fsync'd, one client per session, 16 sessions, each with
-  256 steps of history first), steps/s with a fresh key per step on sessions
-  whose table was empty against sessions whose table is already full (target:
-  at least 0.9x: the table's size does not make a step slower), and against
-  steps without keys.
+- in process (SQLite, fsync'd, one client per session, 16 new sessions per
+  measurement, each with 256 steps of history first), steps/s with a fresh key
+  per step on sessions whose table starts empty against sessions whose table
+  is already full (target: at least 0.9x: the table's size does not make a
+  step slower), and against steps without keys; and the process's CPU time
+  per step for each (less sensitive to a loaded machine than steps/s).
 
 Prints one line per figure and writes ``bench/out/idempotency.png``.
 """
@@ -71,8 +72,19 @@ def table_figures() -> tuple[float, int, int, int, int]:
     return kib, plain_base, keyed_base, len(encode_record(record)), len(encode_record(keyed))
 
 
-def steps_per_second(rt: Runtime, sessions: list[str], seconds: float, keyed: bool) -> float:
-    """Steps/s with one client thread per session for ``seconds``."""
+def fresh_sessions(rt: Runtime, *, keyed: bool) -> list[str]:
+    """New sessions with 256 steps of history each, keyed (a full table) or not."""
+    sessions = [rt.create_session("echo", owner="bench") for _ in range(SESSIONS)]
+    for sid in sessions:
+        for n in range(MAX_KEYS):
+            rt.step(sid, n, request_id=f"fill-{n}" if keyed else None)
+    return sessions
+
+
+def steps_per_second(
+    rt: Runtime, sessions: list[str], seconds: float, keyed: bool
+) -> tuple[float, float]:
+    """(steps/s, process CPU µs per step) with one client thread per session for ``seconds``."""
     stop = threading.Event()
     counts = [0] * len(sessions)
 
@@ -86,13 +98,16 @@ def steps_per_second(rt: Runtime, sessions: list[str], seconds: float, keyed: bo
 
     threads = [threading.Thread(target=client, args=(i, s)) for i, s in enumerate(sessions)]
     started = time.perf_counter()
+    cpu = time.process_time()
     for thread in threads:
         thread.start()
     time.sleep(seconds)  # the measuring window of a benchmark, not a wait for an event
     stop.set()
     for thread in threads:
         thread.join()
-    return sum(counts) / (time.perf_counter() - started)
+    rt.store.flush()
+    steps = sum(counts)
+    return steps / (time.perf_counter() - started), (time.process_time() - cpu) / steps * 1e6
 
 
 def main() -> None:
@@ -113,19 +128,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         config = RuntimeConfig(durability="fsync")
         with Runtime.open(data_dir=tmp, graphs=[echo], config=config) as rt:
-            empty = [rt.create_session("echo", owner="bench") for _ in range(SESSIONS)]
-            full = [rt.create_session("echo", owner="bench") for _ in range(SESSIONS)]
-            plain = [rt.create_session("echo", owner="bench") for _ in range(SESSIONS)]
-            # every session has the same history first; only ``full`` has its keys
-            for sid in [*empty, *full, *plain]:
-                for n in range(MAX_KEYS):
-                    rt.step(sid, n, request_id=f"fill-{n}" if sid in full else None)
             rates: dict[str, list[float]] = {"empty table": [], "full table": [], "no keys": []}
+            cpus: dict[str, list[float]] = {label: [] for label in rates}
             for _ in range(rounds):  # alternate, so that load on the machine hits all three
-                rates["empty table"].append(steps_per_second(rt, empty, seconds, True))
-                rates["full table"].append(steps_per_second(rt, full, seconds, True))
-                rates["no keys"].append(steps_per_second(rt, plain, seconds, False))
+                for label in rates:
+                    sessions = fresh_sessions(rt, keyed=label == "full table")
+                    rate, cpu = steps_per_second(rt, sessions, seconds, label != "no keys")
+                    rates[label].append(rate)
+                    cpus[label].append(cpu)
     best = {label: max(values) for label, values in rates.items()}
+    cpu_us = {label: min(values) for label, values in cpus.items()}
+    print(
+        "CPU per step (the whole process, compaction included): "
+        + ", ".join(f"{label} {value:.0f} us" for label, value in cpu_us.items())
+        + f"; full/empty {cpu_us['full table'] / cpu_us['empty table']:.2f}x"
+    )
     ratio = best["full table"] / best["empty table"]
     print(
         f"steps/s with a key per step: {best['empty table']:,.0f} (empty table), "
