@@ -53,10 +53,8 @@ from runtime.daemon._problems import (
 if TYPE_CHECKING:
     from runtime import AsyncRuntime, StepResult
 
-__all__ = ["IDEMPOTENCY_KEY", "Api", "replayed_header", "route_handlers", "step_response"]
+__all__ = ["Api", "replayed_header", "route_handlers", "step_response"]
 
-#: the request header naming a step's idempotency key
-IDEMPOTENCY_KEY = "idempotency-key"
 _REPLAYED_DOC = ResponseHeader(
     name="Idempotent-Replayed",
     documentation_only=True,
