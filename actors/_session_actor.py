@@ -401,9 +401,7 @@ class SessionActor(DispatcherActor):
         table.add(KeyEntry(key, digest, new.metadata.last_accessed, result))
         table.forget_outside(self._settings.key_retention, new.revision, now)
         if new.record is not None:
-            new.record = dataclasses.replace(
-                new.record, request_id=key, input_digest=digest, responses=result.responses
-            )
+            new.record = new.record.with_key(key, digest, result.responses)
 
     def _adopt(self, message: Step, new: Session, result: StepResult, now: float) -> None:
         """Make ``new`` the session, save it, and answer after the commit."""

@@ -16,6 +16,7 @@ Only the session actor adds to a live session's table, in its own turn;
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,6 +44,7 @@ MAX_KEYS = 256
 """Keys a session remembers (the oldest is forgotten first)."""
 MAX_KEY_LENGTH = 255
 """The longest key accepted, in characters."""
+_local = threading.local()
 
 
 def check_key(key: object) -> str:
@@ -64,6 +66,15 @@ def check_key(key: object) -> str:
     return key
 
 
+def _packer() -> msgpack.Packer:
+    """This thread's reusable packer (cheaper than ``packb``'s new one per call)."""
+    try:
+        packer: msgpack.Packer = _local.packer
+    except AttributeError:
+        packer = _local.packer = msgpack.Packer(use_bin_type=True)
+    return packer
+
+
 def input_digest(mode: str, input: Any) -> bytes:
     """What a retry must repeat to be the same step: a digest of its mode and input.
 
@@ -71,7 +82,7 @@ def input_digest(mode: str, input: Any) -> bytes:
         InvalidInput: the input is not msgpack-safe.
     """
     try:
-        packed = msgpack.packb([mode, input], use_bin_type=True)
+        packed = _packer().pack([mode, input])
     except Exception as exc:
         raise InvalidInput(f"step input cannot be stored: {type(exc).__name__}: {exc}") from None
     return hashlib.blake2b(packed, digest_size=16).digest()
