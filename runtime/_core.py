@@ -8,6 +8,7 @@ how to wait: a sync caller blocks on a future, an async caller awaits one).
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 import weakref
@@ -38,6 +39,7 @@ from actors.messages import (
     Sweep,
     ViewSession,
 )
+from flow._context import DEFAULT_MAX_MESSAGES
 from flow._errors import (
     ActorflowError,
     GraphNotFound,
@@ -52,7 +54,7 @@ from flow._step import new_session
 from flow.stores import open_store
 from flow.stores._log import LogPolicy
 from flow.stores._protocol import SessionPage, SessionStore
-from runtime._bridge import LoopThread, SyncReply
+from runtime._bridge import AsyncReply, LoopThread, SyncReply
 from runtime._cluster import attach_cluster, fence_store
 from runtime._config import RuntimeConfig
 from runtime._views import LiveSessionInfo, RuntimeStats, SessionMetadataView, SessionView
@@ -64,8 +66,8 @@ _log = structlog.get_logger("actorflow.runtime")
 OnBusy = Literal["enqueue", "reject"]
 StepMode = Literal["step", "run"]
 
-#: Threads that read snapshots for activations (off the supervisor).
-LOADER_THREADS = 4
+#: Threads of the supervisor's store pool (snapshot reads, expiry, mark-error saves).
+STORE_THREADS = 4
 
 #: How many quarantined rows ``stats()`` counts at most.
 QUARANTINE_COUNT_LIMIT = 10_000
@@ -200,10 +202,10 @@ class RuntimeCore:
         self._cleanup.append(self.loop_thread.close)
         self.task_pool = TaskPool(config.task_threads, name="actorflow-task")
         self._cleanup.append(lambda: self.task_pool.shutdown(wait=False, cancel_futures=True))
-        self.loader = TaskPool(LOADER_THREADS, name="actorflow-load")
-        self._cleanup.append(lambda: self.loader.shutdown(wait=False, cancel_futures=True))
+        self.store_pool = TaskPool(STORE_THREADS, name="actorflow-store")
+        self._cleanup.append(lambda: self.store_pool.shutdown(wait=False, cancel_futures=True))
         # One caller at a time reads a snapshot on its own thread; the others leave
-        # the read to the loader (64 threads reading SQLite at once spend more on
+        # the read to the store pool (64 threads reading SQLite at once spend more on
         # the GIL than on the reads).
         self._caller_reads = threading.BoundedSemaphore(1)
         self.dispatcher = Dispatcher(config.dispatcher_threads, name="actorflow")
@@ -231,7 +233,7 @@ class RuntimeCore:
             loop=self.loop_thread.loop,
             timers=self.timers,
             clock=config.clock,
-            loader=self.loader,
+            store_pool=self.store_pool,
         )
         self.supervisor = self.dispatcher.spawn(SupervisorActor, self.services)
         self.services.supervisor = self.supervisor
@@ -291,7 +293,7 @@ class RuntimeCore:
 
         With ``preload`` (a sync caller, which may block), a session that is not
         live is read from the store on the calling thread rather than by the
-        supervisor's loader (one hop less), unless another caller is reading
+        supervisor's store pool (one hop less), unless another caller is reading
         one already. A step with an idempotency ``key`` carries it and the digest
         of its mode and input (made here, off the actor), see ``flow._idempotency``.
         """
@@ -303,12 +305,12 @@ class RuntimeCore:
                 raise InvalidInput(f"mode must be 'step' or 'run', got {mode!r}")
             if not isinstance(session_id, str):
                 raise SessionNotFound(str(session_id))
+            context = contextvars.copy_context()
             if key is None:
-                message = Step(session_id, input, mode, reply)
+                message = Step(session_id, input, mode, reply, context)
             else:
-                message = Step(
-                    session_id, input, mode, reply, check_key(key), input_digest(mode, input)
-                )
+                digest = input_digest(mode, input)
+                message = Step(session_id, input, mode, reply, context, check_key(key), digest)
             entry = self.index.send(
                 session_id,
                 message,
@@ -323,6 +325,8 @@ class RuntimeCore:
             return
         if entry is not None:
             return
+        if isinstance(reply, SyncReply | AsyncReply):
+            reply.hold()  # in flight while it is activated (the index counts it once live)
         plain = Activate(session_id, owner, message, on_busy)
         activate: Activate | None = plain
         if preload and self._caller_reads.acquire(blocking=False):
@@ -396,6 +400,9 @@ class RuntimeCore:
         owner: str,
         context: dict[str, Any] | None,
         client_addr: str | None,
+        *,
+        max_messages: int | None = DEFAULT_MAX_MESSAGES,
+        session_id_key: str | None = None,
     ) -> tuple[Session, Future[None]]:
         """Build a new session and queue its revision 0 (wait on the future for the commit)."""
         self.check_open()
@@ -408,7 +415,10 @@ class RuntimeCore:
             client_addr=client_addr,
             now=now,
             expires_at=now + self.config.session_ttl,
+            max_messages=max_messages,
         )
+        if session_id_key is not None:
+            session.context.set(session_id_key, session.session_id)
         return session, self.store.save(session, expected_revision=None)
 
     def load(self, session_id: str, owner: str | None) -> Session:
