@@ -16,9 +16,10 @@ session (``/v1/sessions/{id}``, ``/v1/sessions/{id}/step``, and
    it is forwarded under (``X-Actorflow-Lease-Epoch``) and a start deadline
    (``X-Actorflow-Deadline``, UNIX seconds); the holder's answer is returned
    unchanged. A request carrying the forwarded mark is served where it lands,
-   never forwarded twice; one carrying an epoch runs only under that grant of
-   the lease and only if it starts before its deadline (else 421, nothing run),
-   and while it runs the session cannot be activated here under another epoch.
+   never forwarded twice; a step carrying an epoch runs only under that grant
+   of the lease and only if it starts before its deadline (else 421, nothing
+   run), and while it runs the session cannot be activated here under another
+   epoch.
 3. If the holder cannot be reached (connection refused), or answers 421, the
    request is sent again (or served here once the holder's lease has expired).
    If the holder got the request but stops answering while its lease lapses (a
@@ -192,7 +193,8 @@ class Forwarder:
     ) -> None:
         """Serve a request another daemon forwarded here, under the epoch it names."""
         epoch = _number(_header(scope, EPOCH_HEADER.encode()))
-        if epoch is None:  # marked forwarded, bound to no epoch: served where it lands
+        if epoch is None or scope["method"] in _SAFE_TO_REPEAT:
+            # bound to no epoch, or harmless to run under any: served where it lands
             await self.app(scope, receive, send)
             return
         deadline = _number(_header(scope, DEADLINE_HEADER.encode()))
@@ -227,7 +229,8 @@ class Forwarder:
                 captured = await self._serve_here(scope, _replayer(body, True, receive), send)
                 if captured is None:
                     return
-                holder = await self._holder_elsewhere(session_id)
+                # asked of Redis: this node may believe it holds a lease it lost
+                holder = await self._holder_elsewhere(session_id, trust_local=False)
                 if holder is None:
                     for message in captured.messages:
                         await send(message)
@@ -277,9 +280,11 @@ class Forwarder:
         )
         return Problem(OUTCOME_UNKNOWN, detail, session_id=session_id)
 
-    async def _holder_elsewhere(self, session_id: str) -> Holder | None:
+    async def _holder_elsewhere(
+        self, session_id: str, *, trust_local: bool = True
+    ) -> Holder | None:
         """The other node holding the session's lease, or None (this node, or nobody)."""
-        if self.cluster.holds(session_id):
+        if trust_local and self.cluster.holds(session_id):
             return None
         try:
             holder = await self.cluster.holder_of(session_id)
