@@ -24,9 +24,7 @@ pytestmark = pytest.mark.redis
 
 
 def step(node: Node, session_id: str, text: str, **headers: str) -> httpx.Response:
-    return node.http.post(
-        f"/v1/sessions/{session_id}/step", json={"input": text}, headers=headers
-    )
+    return node.http.post(f"/v1/sessions/{session_id}/step", json={"input": text}, headers=headers)
 
 
 def inputs_of(node: Node, session_id: str) -> list[str]:
