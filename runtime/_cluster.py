@@ -59,6 +59,7 @@ class Cluster:
     Attributes:
         store: the fenced store the runtime hands its actors.
         node_id: this node's id in the cluster.
+        lease_ttl: seconds a lease lasts unless renewed.
         renew_interval: seconds between lease renewals (``lease_ttl / 3``).
     """
 
@@ -72,6 +73,7 @@ class Cluster:
         )
         self.store = FencedStore(store, self._leases)
         self.node_id = self._leases.node_id
+        self.lease_ttl = config.lease_ttl
         self.renew_interval = self._leases.renew_interval
         self._reader = AsyncLeaseReader(self._leases, store.url)
         _log.info(

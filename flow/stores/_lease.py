@@ -82,6 +82,27 @@ return {1, epoch, value}
 """
 )
 
+_KEEP = LuaScript(
+    """
+local cur = redis.call('HMGET', KEYS[1], 'node', 'epoch')
+if cur[1] ~= ARGV[1] or cur[2] ~= ARGV[2] then
+  return {3}
+end
+local value = false
+if #KEYS == 2 then
+  value = redis.call('HGET', KEYS[2], ARGV[4])
+  if not value then
+    return {2}
+  end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return {1, tonumber(ARGV[2]), value}
+"""
+)
+"""Activate under the grant a forwarded request is bound to: KEYS the lease key (and the
+hash to read), ARGV node, epoch, ttl ms (and the field). 1 kept, 2 nothing to read,
+3 this grant no longer holds the lease."""
+
 _RENEW = LuaScript(
     """
 local cur = redis.call('HMGET', KEYS[1], 'node', 'epoch')
@@ -212,18 +233,19 @@ class LeaseLost(StoreUnavailable):
 
 
 class EpochPinned(StoreUnavailable):
-    """The session cannot be activated here while a request forwarded under an older grant runs.
+    """The session cannot be activated here: a request forwarded under a grant no longer held runs.
 
     A forwarded request may run only under the lease epoch it was forwarded to
-    (``LeaseManager.bind``); activating the session again would take a new
-    epoch, so it is refused, and nothing was run.
+    (``LeaseManager.bind``); while it runs, the session is activated here only
+    under that same grant, and when Redis says the grant is gone the
+    activation is refused, and nothing was run.
     """
 
     def __init__(self, name: str, epoch: int) -> None:
         super().__init__(
-            f"session {name!r} is not activated here now: a request forwarded to this "
-            f"daemon under lease epoch {epoch} is in flight, and activating would take a "
-            "new epoch; nothing was run; retry"
+            f"session {name!r} is not activated here now: a request was forwarded to this "
+            f"daemon under lease epoch {epoch}, which it no longer holds; nothing was run; "
+            "retry"
         )
         self.name = name
         self.epoch = epoch
@@ -388,7 +410,10 @@ class LeaseManager:
         self, session_id: str, read: tuple[str, str] | None
     ) -> tuple[Lease | Holder | None, bytes | None]:
         started = time.monotonic()
-        self._check_unbound(session_id)
+        with self._lock:
+            bound = self._bound.get(session_id)
+        if bound is not None:
+            return self._keep_reading(session_id, bound[0], read, started)
         keys = [lease_key(self.key_prefix, session_id), epoch_key(self.key_prefix, session_id)]
         args: list[Any] = [self.node_id, self.advertise, self._ttl_ms]
         if read is not None:
@@ -417,14 +442,37 @@ class LeaseManager:
         value = reply[2] if len(reply) > 2 and isinstance(reply[2], bytes) else None
         return lease, value
 
+    def _keep_reading(
+        self, session_id: str, epoch: int, read: tuple[str, str] | None, started: float
+    ) -> tuple[Lease | Holder | None, bytes | None]:
+        """``_acquire`` while bound to ``epoch``: the same grant, if Redis still has it."""
+        keys = [lease_key(self.key_prefix, session_id)]
+        args: list[Any] = [self.node_id, str(epoch), self._ttl_ms]
+        if read is not None:
+            keys.append(read[0])
+            args.append(read[1])
+        reply = self._call(_KEEP, keys, args, "acquire")
+        verdict = int(reply[0])
+        if verdict == 2:
+            return None, None
+        with self._lock:
+            held = self._held.get(session_id)
+            lease = None if held is None or held.lease.epoch != epoch else held.lease
+        if verdict != 1 or lease is None:
+            raise EpochPinned(session_id, epoch)
+        self._extend(lease, started + self.ttl)
+        value = reply[2] if len(reply) > 2 and isinstance(reply[2], bytes) else None
+        return lease, value
+
     def bind(self, session_id: str, epoch: int) -> bool:
         """Pin ``session_id`` to this node's grant ``epoch`` while a request forwarded under
         it runs; False (nothing pinned) when this node does not hold that grant now.
 
-        While pinned, no new grant on the session is taken here (``acquire`` raises
-        ``EpochPinned``): the forwarded request runs under ``epoch`` or not at all, so
-        once the forwarder has fenced that epoch off (``FENCE_OFF_SCRIPT``) it can
-        never be committed. Every successful ``bind`` needs one ``unbind``.
+        While pinned, no new grant on the session is taken here: ``acquire`` keeps
+        this grant if Redis still has it, and raises ``EpochPinned`` if not. The
+        forwarded request runs under ``epoch`` or not at all, so once the forwarder
+        has fenced that epoch off (``FENCE_OFF_SCRIPT``) it can never be committed.
+        Every successful ``bind`` needs one ``unbind``.
         """
         with self._lock:
             held = self._held.get(session_id)

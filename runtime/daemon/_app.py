@@ -127,9 +127,6 @@ def build_app(api: Api, auth: Authenticator, *, max_body: int) -> Gateway:
         ),
     )
     steps = StepRoute(app, api, max_body=max_body)
-    runtime = api.runtime
-    inner = forwarder_for(
-        steps, runtime.cluster, max_body=max_body, lease_ttl=runtime.config.lease_ttl
-    )
+    inner = forwarder_for(steps, api.runtime.cluster, max_body=max_body)
     on_close = inner.aclose if isinstance(inner, Forwarder) else None
     return Gateway(inner, auth, api.metrics, on_close=on_close)

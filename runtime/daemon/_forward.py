@@ -137,7 +137,6 @@ class Forwarder:
         app: the daemon's app.
         cluster: the runtime's cluster membership.
         max_body: the daemon's request body limit (bodies beyond it are not forwarded).
-        lease_ttl: the cluster's lease ttl (a forwarded request's start deadline).
         client: an ``httpx.AsyncClient`` to forward with (made on first use when None).
     """
 
@@ -147,13 +146,11 @@ class Forwarder:
         cluster: Cluster,
         *,
         max_body: int,
-        lease_ttl: float,
         client: httpx.AsyncClient | None = None,
     ) -> None:
         self.app = cast(_App, app)
         self.cluster = cluster
         self.max_body = max_body
-        self.lease_ttl = lease_ttl
         self._client = client
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -273,10 +270,10 @@ class Forwarder:
             epoch=holder.epoch,
         )
         detail = (
-            f"{where} stopped answering after it received this step: it may have committed "
-            f"it before it stopped, and can no longer commit it (its lease epoch "
-            f"{holder.epoch} is fenced off); read the session to find out before retrying, "
-            "or retry with the same idempotency key; the session is served elsewhere now"
+            f"{where} stopped answering after it received this step, so its outcome is "
+            "unknown: it may have been committed before the holder stopped, and it can no "
+            f"longer be committed (lease epoch {holder.epoch} is fenced off); read the "
+            "session to find out before retrying; the session is served elsewhere now"
         )
         return Problem(OUTCOME_UNKNOWN, detail, session_id=session_id)
 
@@ -322,7 +319,7 @@ class Forwarder:
             return _Outcome.NOT_DELIVERED
         client = self._http()
         info = request_info(scope)
-        deadline = time.time() + self.lease_ttl
+        deadline = time.time() + self.cluster.lease_ttl
         request = client.build_request(
             scope["method"],
             _target_url(holder.advertise, scope),
@@ -417,13 +414,11 @@ class Forwarder:
         return self._client
 
 
-def forwarder_for(
-    app: ASGIApp, cluster: Cluster | None, *, max_body: int, lease_ttl: float
-) -> ASGIApp:
+def forwarder_for(app: ASGIApp, cluster: Cluster | None, *, max_body: int) -> ASGIApp:
     """``app`` behind a ``Forwarder`` when the runtime is in a cluster."""
     if cluster is None:
         return app
-    return Forwarder(app, cluster, max_body=max_body, lease_ttl=lease_ttl)
+    return Forwarder(app, cluster, max_body=max_body)
 
 
 async def _read_body(receive: _Receive, limit: int) -> tuple[bytes, bool]:

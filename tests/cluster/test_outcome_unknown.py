@@ -55,7 +55,7 @@ def pause_holder_and_step_through_other(
     started = time.monotonic()
     response = step(other, session_id, "lost", **{"x-request-id": request_id})
     body = assert_problem(response, 503, "outcome-unknown")
-    assert "can no longer commit it" in body["detail"], body
+    assert "can no longer be committed" in body["detail"], body
     return time.monotonic() - started
 
 
