@@ -625,7 +625,8 @@ class LeaseManager:
             self._client.close()
 
     def _renewable(self) -> list[Lease]:
-        """The held leases still needed; those ``in_use`` says are not are released."""
+        """The held leases still needed; those ``in_use`` says are not (and no forwarded
+        request is bound to) are released."""
         in_use = self.in_use
         with self._lock:
             held = list(self._held.values())
@@ -638,13 +639,18 @@ class LeaseManager:
             needed = h.acquired_at > settled or in_use(h.lease.name)
             (keep if needed else drop).append(h.lease)
         if drop:
+            released: list[Lease] = []
             with self._lock:
                 for lease in drop:
                     current = self._held.get(lease.name)
-                    if current is not None and current.lease == lease:
+                    if lease.name in self._bound:
+                        keep.append(lease)  # a forwarded request is about to activate it
+                    elif current is not None and current.lease == lease:
                         del self._held[lease.name]
+                        released.append(lease)
             try:
-                _RELEASE_MANY.run_many(self._client, self._chunks(drop))
+                if released:
+                    _RELEASE_MANY.run_many(self._client, self._chunks(released))
             except redis.exceptions.RedisError as exc:
                 # Redis is down: the released leases simply expire after ttl
                 _log.warning("lease_release_failed", node_id=self.node_id, error=str(exc))
