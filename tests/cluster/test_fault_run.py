@@ -38,7 +38,7 @@ class Record:
 
 def client_loop(nodes: list[Node], sid: str, record: Record, stop: threading.Event) -> None:
     pick = random.Random(sid)
-    clients = [node.client(timeout=10.0) for node in nodes]
+    clients = [httpx.Client(base_url=node.url, timeout=10.0) for node in nodes]
     try:
         k = 0
         while not stop.is_set():
@@ -118,6 +118,10 @@ def test_a_fault_run_loses_no_acknowledged_step_and_applies_no_unknown_step_late
         return [m["content"] for m in messages if m["role"] == "user"]
 
     acknowledged = sum(len(r.acknowledged) for r in records.values())
+    unknown = sum(len(r.unknown) for r in records.values())
+    no_answer = sum(len(r.no_answer) for r in records.values())
+    print(f"fault run: {actions}, {acknowledged} acknowledged, {unknown} outcome-unknown, "
+          f"{no_answer} unanswered")  # fmt: skip
     assert acknowledged >= 20, (acknowledged, actions)
     for sid, record in records.items():
         stored: list[str] = wait_until(lambda sid=sid: history(sid), what="reading " + sid)
