@@ -140,7 +140,7 @@ def build_app(
         ),
     )
     steps = StepRoute(app, api, max_body=max_body)
-    inner = forwarder_for(steps, api.runtime.store, max_body=max_body)
+    inner = forwarder_for(steps, api.runtime.cluster, max_body=max_body)
     on_close = inner.aclose if isinstance(inner, Forwarder) else None
     return Gateway(
         inner,

@@ -47,6 +47,7 @@ from runtime.daemon._problems import (
     Problem,
     ProblemDetail,
 )
+from runtime.errors import RuntimeClosed
 
 if TYPE_CHECKING:
     from runtime import AsyncRuntime, StepResult
@@ -335,11 +336,10 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
     async def readyz() -> HealthResponse:
         if api.draining or runtime.draining:
             raise Problem(DRAINING, "the daemon is shutting down")
-        store = runtime.store
         try:
-            await asyncio.wait_for(
-                asyncio.to_thread(store.list, None, None, 1), READY_PROBE_TIMEOUT
-            )
+            await asyncio.wait_for(runtime.ready(), READY_PROBE_TIMEOUT)
+        except RuntimeClosed as exc:
+            raise Problem(DRAINING, "the daemon is shutting down") from exc
         except Exception as exc:
             raise Problem(
                 STORE_UNAVAILABLE, f"the store did not answer: {type(exc).__name__}: {exc}"
