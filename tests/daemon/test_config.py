@@ -21,7 +21,7 @@ def test_defaults_are_the_documented_ones() -> None:
     assert config.graphs == ("flow.demo:GRAPHS",)
     assert config.max_inflight == 10_000
     assert config.max_body == 1024 * 1024
-    assert config.durability == "fsync"
+    assert config.runtime.durability == "fsync"
     assert config.log_format == "json"
     assert parse_config([], env={}, isatty=True).log_format == "console"
 
@@ -35,10 +35,10 @@ def test_flags_beat_environment_which_beats_toml(tmp_path: Path) -> None:
     env = {"ACTORFLOW_PORT": "9002", "ACTORFLOW_IDLE_TIMEOUT": "6"}
     config = parse_config(["--config", str(toml), "--port", "9003"], env=env)
     assert config.port == 9003  # flag
-    assert config.idle_timeout == 6.0  # environment over TOML
-    assert config.max_live == 7  # TOML over default
+    assert config.runtime.idle_timeout == 6.0  # environment over TOML
+    assert config.runtime.max_live == 7  # TOML over default
     assert config.graphs == ("flow.demo:echo",)
-    assert config.durability == "commit"
+    assert config.runtime.durability == "commit"
     assert config.config_file == toml
 
 
