@@ -109,7 +109,7 @@ def load_tokens(path: Path) -> Tokens:
         if seen[0] != admin:
             raise TokensFileError(
                 f"--tokens: {path}:{number}: user {user!r} is "
-                f"{'not ' if seen[0] else ''}admin on line {seen[1]}; give a user one role"
+                f"{'' if seen[0] else 'not '}admin on line {seen[1]}; give a user one role"
             )
         users[digest] = user
     if not users:

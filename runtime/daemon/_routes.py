@@ -84,6 +84,7 @@ class Api:
         metrics: the daemon's metrics.
         inflight: steps in flight right now.
         draining: set when shutdown began; new steps get 503.
+        admins: users who see and act on every session (``admin`` in the tokens file).
     """
 
     runtime: AsyncRuntime
@@ -93,6 +94,7 @@ class Api:
     metrics: DaemonMetrics
     inflight: int = 0
     draining: bool = False
+    admins: frozenset[str] = frozenset()
     graph_list: GraphList = field(init=False)
 
     def __post_init__(self) -> None:
@@ -109,6 +111,10 @@ class Api:
                 )
             )
         self.graph_list = GraphList(graphs=infos, default_graph=self.default_graph)
+
+    def owner_filter(self, user: str) -> str | None:
+        """The owner the runtime checks ``user``'s requests against (None: an admin's, any)."""
+        return None if user in self.admins else user
 
     async def run_step(
         self,
@@ -138,7 +144,7 @@ class Api:
         started = time.perf_counter()
         try:
             result = await self.runtime.step(
-                session_id, input, mode=mode, on_busy=on_busy, owner=user
+                session_id, input, mode=mode, on_busy=on_busy, owner=self.owner_filter(user)
             )
         finally:
             self.inflight -= 1
@@ -152,6 +158,11 @@ def _caller(request: Request[Any, Any, Any]) -> str:
     if user is None:  # the gateway lets no /v1 request through without a user
         raise RuntimeError("request reached a /v1 handler without an authenticated user")
     return user
+
+
+def _scope(api: Api, request: Request[Any, Any, Any]) -> str | None:
+    """The owner a request may act as: the caller, or None (any owner) for an admin."""
+    return api.owner_filter(_caller(request))
 
 
 def _client_addr(request: Request[Any, Any, Any]) -> str | None:
@@ -213,7 +224,7 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
         session_id: FromPath[str], request: Request[Any, Any, Any]
     ) -> SessionDetail:
         request_info(request.scope).session_id = session_id
-        view = await runtime.get_session(session_id, owner=_caller(request))
+        view = await runtime.get_session(session_id, owner=_scope(api, request))
         return SessionDetail.of(view)
 
     @post(
@@ -246,7 +257,7 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
     )
     async def delete_session(session_id: FromPath[str], request: Request[Any, Any, Any]) -> None:
         request_info(request.scope).session_id = session_id
-        await runtime.delete_session(session_id, owner=_caller(request))
+        await runtime.delete_session(session_id, owner=_scope(api, request))
 
     @get(
         "/v1/sessions",
@@ -262,7 +273,7 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
             str | None, QueryParameter(description="next_cursor of the previous page")
         ] = None,
     ) -> SessionList:
-        page = await runtime.list_sessions(_caller(request), cursor=cursor, limit=limit)
+        page = await runtime.list_sessions(_scope(api, request), cursor=cursor, limit=limit)
         return SessionList(
             items=[SessionSummary.of(info) for info in page.items], next_cursor=page.next_cursor
         )

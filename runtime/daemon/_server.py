@@ -122,6 +122,7 @@ async def serve(
         default_graph=default_graph,
         max_inflight=config.max_inflight,
         metrics=DaemonMetrics(),
+        admins=auth.admins,
     )
     app = build_app(api, auth, max_body=config.max_body)
     server = DaemonServer(_uvicorn_config(app, config))
