@@ -194,6 +194,7 @@ def _stored_sync(store: SessionStore, args: dict[str, Any]) -> dict[str, Any]:
     quarantined = store.quarantined(QUARANTINED_SHOWN)
     return {
         "count": store.count(),
+        "owner": args["owner"],
         "items": page.items,
         "next_cursor": page.next_cursor,
         "quarantined": [

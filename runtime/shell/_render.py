@@ -20,6 +20,7 @@ __all__ = [
     "make_console",
     "quarantine_table",
     "render_result",
+    "render_stored",
     "short_id",
     "sort_for_top",
     "stored_table",
@@ -185,9 +186,20 @@ def _is_history(value: object) -> bool:
     )
 
 
-def _render_stored(result: Mapping[str, Any]) -> RenderableType:
+def stored_title(result: Mapping[str, Any]) -> str:
+    """The stored-sessions table's title: the store's count, or what an owner filter kept."""
+    owner = result.get("owner")
+    if not owner:
+        return f"stored sessions: {result.get('count')}"
+    shown = len(result.get("items", []))
+    more = " (more on the next page)" if result.get("next_cursor") else ""
+    return f"stored sessions of {owner}: {shown} shown{more}, {result.get('count')} stored in all"
+
+
+def render_stored(result: Mapping[str, Any]) -> RenderableType:
+    """A ``stored`` answer: the page of sessions, the next cursor, quarantined rows."""
     parts: list[RenderableType] = [
-        stored_table(result.get("items", []), title=f"stored sessions: {result.get('count')}")
+        stored_table(result.get("items", []), title=stored_title(result))
     ]
     if result.get("next_cursor"):
         parts.append(Text(f"more: --cursor {result['next_cursor']}"))
@@ -231,7 +243,7 @@ def render_result(op: str, result: Any) -> RenderableType:
         sessions = result.get("sessions", [])
         return live_table(sort_for_top(sessions), title=f"live sessions: {len(sessions)}")
     if op == "stored":
-        return _render_stored(result)
+        return render_stored(result)
     if op == "help":
         return _render_help(result)
     if op == "inspect":
