@@ -18,6 +18,7 @@ __all__ = [
     "key_value_table",
     "live_table",
     "make_console",
+    "plural",
     "quarantine_table",
     "render_result",
     "render_stored",
@@ -63,6 +64,11 @@ def sort_for_top(sessions: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any
     )
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 live session``, ``2 live sessions``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def live_table(sessions: Sequence[Mapping[str, Any]], *, title: str | None = None) -> Table:
     """The live actors (``ls`` result rows) as a table."""
     table = Table(title=title, title_justify="left")
@@ -89,7 +95,7 @@ def live_table(sessions: Sequence[Mapping[str, Any]], *, title: str | None = Non
             str(s.get("mailbox_depth", "")),
             _age(float(s.get("idle_seconds", 0.0))),
             str(s.get("request_count", "")),
-            str(s.get("snapshot_bytes", "")),
+            str(s.get("snapshot_bytes") or "-"),
             str(s.get("owner", "")),
         )
     return table
