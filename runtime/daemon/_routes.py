@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from litestar import Request, delete, get, post
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Operation, RequestBody
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.response import Response
 from litestar.types import ControllerRouterHandler
@@ -70,6 +71,15 @@ def _problems(*statuses: int) -> dict[int, ResponseSpec]:
 # Statuses every /v1 route may answer, and those of routes that run steps.
 _COMMON = (400, 401, 413, 422, 503)
 _STEPPING = (*_COMMON, 404, 409, 429, 500, 504)
+
+
+@dataclass
+class OptionalBodyOperation(Operation):
+    """An operation whose request body may be left out (Litestar marks every body required)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.request_body, RequestBody):
+            self.request_body.required = False
 
 
 @dataclass(slots=True)
@@ -231,6 +241,8 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
         "/v1/sessions/{session_id:str}/step",
         status_code=200,
         summary="Run one step (or, with mode=run, step until input is needed)",
+        description="The body is optional: no body (or {}) is a step with no input.",
+        operation_class=OptionalBodyOperation,
         responses=_problems(*_STEPPING),
         security=SECURITY,
         tags=["sessions"],
