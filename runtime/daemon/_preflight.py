@@ -68,7 +68,8 @@ def _lock_data_dir(data_dir: Path) -> IO[str]:
 
 def _check_address(host: str, port: int) -> None:
     try:
-        socket.create_server((host, port)).close()
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        socket.create_server((host, port), family=family).close()
     except OSError as exc:
         if exc.errno == errno.EADDRINUSE:
             raise StartupError(
