@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +11,7 @@ from pathlib import Path
 import pytest
 from daemon_harness import ROOT, daemon_env, write_tokens
 
+from runtime import RuntimeConfig
 from runtime.daemon._config import ConfigError, DaemonConfig, parse_config
 from runtime.daemon._graphs import load_graphs, pick_default_graph
 
@@ -159,3 +162,24 @@ def test_graph_refs_load_one_graph_or_a_list() -> None:
 def test_bad_graph_refs_are_config_errors(refs: list[str], fragment: str) -> None:
     with pytest.raises(ConfigError, match=fragment):
         load_graphs(refs)
+
+
+def test_every_runtime_config_field_is_settable_by_flag_env_and_toml(tmp_path: Path) -> None:
+    values = {
+        "idle_timeout": 11.0, "wait_timeout": 12.0, "max_live": 13, "session_ttl": 14.0,
+        "max_pending": 15, "step_timeout": 16.0, "max_restarts": 0, "restart_window": 18.0,
+        "dispatcher_threads": 2, "task_threads": 3, "durability": "commit", "max_chain": 21,
+        "sweep_interval": 0.5, "sweep_batch": 23, "drain_timeout": 24.0,
+        "store": "memory://", "lease_ttl": 26.0, "node_id": "n1", "advertise": "http://h:1",
+    }  # fmt: skip
+    names = {f.name for f in dataclasses.fields(RuntimeConfig)} - {"clock"}
+    assert set(values) == names
+    for name, value in values.items():
+        flag = "--" + name.replace("_", "-")
+        by_flag = parse_config([flag, str(value)], env={})
+        by_env = parse_config([], env={"ACTORFLOW_" + name.upper(): str(value)})
+        toml = tmp_path / f"{name}.toml"
+        toml.write_text(f"{name} = {json.dumps(value)}\n")
+        by_toml = parse_config(["--config", str(toml)], env={})
+        for config in (by_flag, by_env, by_toml):
+            assert getattr(config.runtime, name) == value, (name, config.runtime)
