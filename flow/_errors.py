@@ -43,7 +43,14 @@ __all__ = [
 
 
 class ActorflowError(Exception):
-    """Base class of every error actorflow raises to its callers."""
+    """Base class of every error actorflow raises to its callers.
+
+    Attributes:
+        request_id: the daemon's ``X-Request-ID`` of the request that failed, when
+            the error came over HTTP (``runtime.client``); None in process.
+    """
+
+    request_id: str | None = None
 
 
 class InvalidInput(ActorflowError, ValueError):

@@ -3,6 +3,8 @@
 ``actorflow shell`` and ``actorflow admin OP`` talk to a running daemon over its
 admin socket (``<data-dir>/admin.sock``); ``actorflow sessions ...`` reads the
 session store directly, for when no daemon runs. See docs/admin.md.
+``actorflow create`` and ``actorflow step`` call a daemon's HTTP API through
+``runtime.client`` (``runtime/_remote_cli.py``; docs/client.md).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from rich.console import Console
 
 from flow._errors import ActorflowError, SnapshotDecodeError
 from flow.stores import SessionStore
+from runtime._remote_cli import REMOTE_COMMANDS, add_remote_commands, run_remote
 from runtime.admin import AdminClient, AdminError, DaemonUnavailable
 from runtime.admin._offline import (
     EXPORT_FORMATS,
@@ -124,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
         "sessions", help="read the session store directly (no daemon needed)"
     )
     _add_sessions_actions(sessions)
+    add_remote_commands(commands)
     return parser
 
 
@@ -263,6 +267,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_shell(args)
         if args.command == "admin":
             return _run_admin(args)
+        if args.command in REMOTE_COMMANDS:
+            return run_remote(args)
         return _run_sessions(args)
     except BrokenPipeError:
         return 1
