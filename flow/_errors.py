@@ -7,6 +7,7 @@ statuses in one table)::
     ├── InvalidInput            fix the request (HTTP 422)
     │   └── GraphInvalid        a graph failed validation at build() (names the task)
     ├── SessionNotFound         no such session, or not yours (404)
+    │   └── RevisionNotFound    that revision is outside the retained history (404)
     ├── GraphNotFound           no graph with that id (404)
     ├── TaskNotFound            GoTo/edge names a task the graph lacks (500, task-failed)
     ├── SessionCompleted        the session has ended; start a new one (409)
@@ -30,6 +31,7 @@ __all__ = [
     "GraphNotFound",
     "InvalidInput",
     "RevisionConflict",
+    "RevisionNotFound",
     "RuntimeClosed",
     "SessionBusy",
     "SessionCompleted",
@@ -67,6 +69,25 @@ class SessionNotFound(ActorflowError, LookupError):
     def __init__(self, session_id: str, message: str | None = None) -> None:
         super().__init__(message or f"session {session_id!r} not found")
         self.session_id = session_id
+
+
+class RevisionNotFound(SessionNotFound):
+    """The session exists but the revision asked for is not in its retained history.
+
+    Attributes:
+        revision: the revision asked for.
+        oldest, newest: the retained range (time travel reaches these and those between).
+    """
+
+    def __init__(self, session_id: str, revision: int, oldest: int, newest: int) -> None:
+        super().__init__(
+            session_id,
+            f"session {session_id!r} has no revision {revision}: the retained history "
+            f"holds revisions {oldest} to {newest}",
+        )
+        self.revision = revision
+        self.oldest = oldest
+        self.newest = newest
 
 
 class GraphNotFound(ActorflowError, LookupError):

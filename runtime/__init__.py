@@ -13,6 +13,7 @@ Everything public is re-exported here; errors also live in ``runtime.errors``.
 """
 
 from flow._step import StepResult
+from flow.stores._log import MessagePage, RevisionInfo
 from flow.stores._protocol import SessionPage, StoredSessionInfo
 from runtime._config import Durability, RuntimeConfig
 from runtime._runtime import AsyncRuntime, Runtime
@@ -23,6 +24,7 @@ from runtime.errors import (
     GraphNotFound,
     InvalidInput,
     RevisionConflict,
+    RevisionNotFound,
     RuntimeClosed,
     SessionBusy,
     SessionCompleted,
@@ -42,7 +44,10 @@ __all__ = [
     "GraphNotFound",
     "InvalidInput",
     "LiveSessionInfo",
+    "MessagePage",
     "RevisionConflict",
+    "RevisionInfo",
+    "RevisionNotFound",
     "Runtime",
     "RuntimeClosed",
     "RuntimeConfig",

@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from flow._errors import InvalidInput
+from flow.stores._log import LogPolicy
 from runtime._settings import setting
 
 __all__ = ["Durability", "RuntimeConfig"]
@@ -21,6 +23,14 @@ __all__ = ["Durability", "RuntimeConfig"]
 Durability = Literal["fsync", "commit", "passivate"]
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
 Count = Annotated[int, msgspec.Meta(ge=1)]
+
+
+def _retention(text: str) -> str:
+    try:
+        LogPolicy.parse(text)
+    except InvalidInput as exc:
+        raise ValueError(str(exc)) from None
+    return text.strip().lower()
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +62,8 @@ class RuntimeConfig:
         lease_ttl: Redis lease lifetime; a dead daemon's sessions move after it (10).
         node_id: this process's id in a cluster (generated when empty).
         advertise: the base URL other daemons forward requests to ("").
+        history_retention: how far back time travel reaches: revisions (``"1000"``),
+            an age (``"90s"``, ``"30m"``, ``"12h"``, ``"7d"``) or ``"all"`` (``"1000"``).
         clock: the wall clock, replaceable in tests (``time.time``).
     """
 
@@ -101,5 +113,12 @@ class RuntimeConfig:
         "the base URL other daemons forward requests to (Redis clusters)",
         metavar="URL",
         shown="http://HOST:PORT",
+    )
+    history_retention: str = setting(
+        "1000",
+        "how far back time travel reaches: revisions (1000), an age (90s, 30m, 12h, 7d) or all; "
+        "compaction drops older records (their chat messages are kept)",
+        metavar="RETENTION",
+        parse=_retention,
     )
     clock: Callable[[], float] = field(default=time.time, compare=False)

@@ -24,6 +24,8 @@ from rich.console import Console
 from flow._errors import ActorflowError, SnapshotDecodeError
 from flow.stores import SessionStore
 from runtime._remote_cli import REMOTE_COMMANDS, add_remote_commands, run_remote
+from runtime._sessions_history import ACTIONS as HISTORY_ACTIONS
+from runtime._sessions_history import add_history_actions, run_history_action
 from runtime.admin import AdminClient, AdminError, DaemonUnavailable
 from runtime.admin._offline import (
     EXPORT_FORMATS,
@@ -93,7 +95,7 @@ def _add_sessions_actions(sessions: argparse.ArgumentParser) -> None:
     ls.add_argument("--json", action="store_true", help="print JSON")
     _add_store_target(ls)
     show = actions.add_parser("show", help="one stored session: context, history, metadata")
-    show.add_argument("id", help="session id or any unique prefix")
+    show.add_argument("id", help="session id or any unique prefix; ID@N for revision N")
     show.add_argument("--json", action="store_true", help="print JSON")
     _add_store_target(show)
     rm = actions.add_parser("rm", help="delete a stored session (refused while a daemon runs)")
@@ -108,6 +110,7 @@ def _add_sessions_actions(sessions: argparse.ArgumentParser) -> None:
         help="actorflow (everything) or graph-flow (graph-flow's Session shape)",
     )
     _add_store_target(export)
+    add_history_actions(actions, _add_store_target)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -211,9 +214,12 @@ def _sessions_ls(store: SessionStore, args: argparse.Namespace) -> int:
 
 
 def _load(store: SessionStore, prefix: str) -> Any:
+    prefix, at, revision = prefix.rpartition("@") if "@" in prefix else (prefix, "", "")
+    if at and not revision.isdigit():
+        raise AdminError("BadArgument", f"ID@N needs a revision number, got {revision!r}")
     session_id = resolve_stored_id(store, prefix)
     try:
-        session = store.load(session_id)
+        session = store.load(session_id, int(revision) if at else None)
     except SnapshotDecodeError as exc:
         raise AdminError("SnapshotDecodeError", str(exc)) from None
     if session is None:
@@ -222,12 +228,21 @@ def _load(store: SessionStore, prefix: str) -> Any:
 
 
 def _run_sessions(args: argparse.Namespace) -> int:
-    if args.action == "rm":
+    if args.action in ("rm", "fork", "rollback"):
         _refuse_if_daemon_runs(args.data_dir)
     store = open_offline_store(args.data_dir, args.store)
     try:
         if args.action == "ls":
             return _sessions_ls(store, args)
+        if args.action in HISTORY_ACTIONS:
+            shown = run_history_action(store, resolve_stored_id(store, args.id), args)
+            if isinstance(shown, str):
+                print(shown)
+            elif args.action == "history" and args.json:
+                _print_json(shown)
+            else:
+                _console().print(shown)
+            return 0
         if args.action == "rm":
             session_id = resolve_stored_id(store, args.id)
             if not store.delete(session_id):

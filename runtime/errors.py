@@ -8,6 +8,7 @@ table)::
     ├── InvalidInput            fix the request (HTTP 422)
     │   └── GraphInvalid        a graph failed validation at build() (names the task)
     ├── SessionNotFound         no such session, or not yours (404)
+    │   └── RevisionNotFound    that revision is outside the retained history (404)
     ├── GraphNotFound           no graph with that id (404)
     ├── TaskNotFound            GoTo/edge names a task the graph lacks (500, task-failed)
     ├── SessionCompleted        the session has ended; start a new one (409)
@@ -32,6 +33,7 @@ from flow._errors import (
     GraphNotFound,
     InvalidInput,
     RevisionConflict,
+    RevisionNotFound,
     RuntimeClosed,
     SessionBusy,
     SessionCompleted,
@@ -49,6 +51,7 @@ __all__ = [
     "GraphNotFound",
     "InvalidInput",
     "RevisionConflict",
+    "RevisionNotFound",
     "RuntimeClosed",
     "SessionBusy",
     "SessionCompleted",

@@ -16,6 +16,7 @@ from runtime.errors import (
     ActorflowError,
     GraphNotFound,
     InvalidInput,
+    RevisionNotFound,
     RuntimeClosed,
     SessionBusy,
     SessionCompleted,
@@ -63,6 +64,7 @@ INTERNAL = ProblemKind(500, "internal-error", "Internal server error")
 BAD_REQUEST = ProblemKind(400, "bad-request", "Bad request")
 
 SESSION_NOT_FOUND = ProblemKind(404, "session-not-found", "Session not found")
+REVISION_NOT_FOUND = ProblemKind(404, "revision-not-found", "Revision not retained")
 GRAPH_NOT_FOUND = ProblemKind(404, "graph-not-found", "Graph not found")
 SESSION_BUSY = ProblemKind(409, "session-busy", "Session busy")
 MAILBOX_FULL = ProblemKind(429, "mailbox-full", "Session mailbox full", retry_after=1)
@@ -77,6 +79,7 @@ RUNTIME_CLOSED = ProblemKind(503, "runtime-closed", "Runtime closed", retry_afte
 # subclass must come before its base (RevisionConflict is a StoreUnavailable).
 ERROR_TABLE: tuple[tuple[type[ActorflowError], ProblemKind], ...] = (
     (InvalidInput, INVALID_REQUEST),
+    (RevisionNotFound, REVISION_NOT_FOUND),
     (SessionNotFound, SESSION_NOT_FOUND),
     (GraphNotFound, GRAPH_NOT_FOUND),
     (SessionCompleted, SESSION_COMPLETED),
