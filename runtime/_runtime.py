@@ -17,6 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
 
+from flow._context import DEFAULT_MAX_MESSAGES
 from flow._graph import Graph
 from flow._session import Session
 from flow._step import StepResult
@@ -138,10 +139,22 @@ class Runtime(_Facade):
         owner: str,
         context: dict[str, Any] | None = None,
         client_addr: str | None = None,
+        max_messages: int | None = DEFAULT_MAX_MESSAGES,
+        session_id_key: str | None = None,
     ) -> str:
         """Create a session at its graph's start task; returns its id.
 
         Its revision 0 is committed to the store before this returns.
+
+        Args:
+            graph_id: the graph to start.
+            owner: who owns the session.
+            context: initial context values (msgpack-safe).
+            client_addr: the creating client's address, if known.
+            max_messages: how many chat messages the session keeps (graph-flow's
+                ``with_max_chat_messages``; None: all).
+            session_id_key: a context key to store the new session's id under
+                (graph-flow services read it from ``session_id``).
 
         Raises:
             GraphNotFound: no graph ``graph_id``.
@@ -151,7 +164,14 @@ class Runtime(_Facade):
         core = self._core
         core.index.begin()
         try:
-            session, saved = core.new_session(graph_id, owner, context, client_addr)
+            session, saved = core.new_session(
+                graph_id,
+                owner,
+                context,
+                client_addr,
+                max_messages=max_messages,
+                session_id_key=session_id_key,
+            )
             saved.result()
         finally:
             core.index.end()
@@ -427,12 +447,21 @@ class AsyncRuntime(_Facade):
         owner: str,
         context: dict[str, Any] | None = None,
         client_addr: str | None = None,
+        max_messages: int | None = DEFAULT_MAX_MESSAGES,
+        session_id_key: str | None = None,
     ) -> str:
         """Create a session; returns its id once revision 0 is committed (see ``Runtime``)."""
         core = self._core
         core.index.begin()
         try:
-            session, saved = core.new_session(graph_id, owner, context, client_addr)
+            session, saved = core.new_session(
+                graph_id,
+                owner,
+                context,
+                client_addr,
+                max_messages=max_messages,
+                session_id_key=session_id_key,
+            )
             await asyncio.wrap_future(saved)
         finally:
             core.index.end()

@@ -83,7 +83,7 @@ class Setting:
         if value is None or value == "":
             return "none"
         if isinstance(value, tuple):
-            return " ".join(str(item) for item in value)
+            return " ".join(str(item) for item in value) or "none"
         if isinstance(value, float) and value.is_integer():
             return str(int(value))
         return str(value)

@@ -40,6 +40,7 @@ LogFormat = Literal["json", "console"]
 DEFAULT_GRAPHS = ("flow.demo:GRAPHS",)
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 Count = Annotated[int, msgspec.Meta(ge=1)]
+Seconds = Annotated[float, msgspec.Meta(gt=0)]
 
 
 class ConfigError(Exception):
@@ -116,6 +117,38 @@ class DaemonConfig:
     )
     tls_cert: Path | None = setting(None, "TLS certificate (PEM), with --tls-key")
     tls_key: Path | None = setting(None, "TLS private key (PEM), with --tls-cert")
+    max_header_bytes: Count = setting(
+        16 * 1024,
+        "largest request line plus headers (bytes, or 16K); beyond it 431",
+        metavar="SIZE",
+        shown="16KiB",
+        parse=_size,
+    )
+    max_connections: Annotated[int, msgspec.Meta(ge=0)] = setting(
+        0, "most open HTTP connections (0: the fd limit less headroom)"
+    )
+    header_timeout: Seconds = setting(
+        10.0, "seconds a client has to send a request's line and headers"
+    )
+    body_timeout: Seconds = setting(60.0, "seconds a client has to send a request's body")
+    keepalive_timeout: Seconds = setting(5.0, "seconds an idle keep-alive connection stays open")
+    allowed_hosts: tuple[str, ...] = setting(
+        (),
+        "a name the Host header may carry; repeatable (none: the loopback names on a "
+        "loopback address, any name otherwise)",
+        metavar="NAME",
+    )
+    cors_origin: tuple[str, ...] = setting(
+        (), "a browser origin allowed to call the API (*: any); repeatable", metavar="ORIGIN"
+    )
+    user_step_rate: Annotated[float, msgspec.Meta(ge=0)] = setting(
+        20_000.0,
+        "steps per second per user, bursts as large (0: no limit); beyond it 429",
+        metavar="N",
+    )
+    forwarded_allow_ips: tuple[str, ...] = setting(
+        (), "a proxy address whose X-Forwarded-For is trusted; repeatable", metavar="IP"
+    )
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     config_file: Path | None = field(default=None, compare=False)
 

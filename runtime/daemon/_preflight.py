@@ -36,7 +36,7 @@ def _reason(exc: OSError) -> str:
 
 def _prepare_data_dir(data_dir: Path) -> None:
     try:
-        data_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # private (see _storage.py)
     except OSError as exc:
         raise StartupError(f"--data-dir: cannot create {str(data_dir)!r}: {_reason(exc)}") from None
 

@@ -212,7 +212,11 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
     ) -> SessionCreated:
         user = _caller(request)
         session_id = await runtime.create_session(
-            data.graph, owner=user, context=data.context, client_addr=_client_addr(request)
+            data.graph,
+            owner=user,
+            context=data.context,
+            client_addr=_client_addr(request),
+            max_messages=data.max_messages,
         )
         request_info(request.scope).session_id = session_id
         view = await runtime.get_session(session_id, owner=user)
@@ -314,8 +318,9 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
         status_code=200,
         summary="graph-flow's execute: one step with content as input",
         description=(
-            "Without session_id, creates a session of the default graph first. The content "
-            "is the step's input (stored in context key user_input)."
+            "Without session_id, creates a session of the default graph first, with its id "
+            "in context key session_id. The content is the step's input (stored in context "
+            "key user_input)."
         ),
         responses=_problems(*_STEPPING),
         security=SECURITY,
@@ -329,7 +334,10 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
         session_id = data.session_id
         if session_id is None:
             session_id = await runtime.create_session(
-                api.default_graph, owner=user, client_addr=_client_addr(request)
+                api.default_graph,
+                owner=user,
+                client_addr=_client_addr(request),
+                session_id_key="session_id",  # graph-flow's services read it there
             )
         info.session_id = session_id
         result = await api.run_step(session_id, user, data.content)

@@ -123,3 +123,14 @@ def test_a_live_row_without_a_measured_snapshot_shows_a_dash() -> None:
     line = next(x for x in console.export_text().splitlines() if "abcd1234" in x)
     assert " - " in line
     assert " 0 " not in line
+
+
+def test_inspect_shows_the_sessions_last_failure() -> None:
+    console = Console(width=200, color_system=None, record=True)
+    failure = {"type": "ValueError", "message": "bad order id", "task": "refund", "time": 1e9}
+    console.print(render_result("inspect", {"session_id": "abcd", "last_failure": failure}))
+    text = console.export_text()
+    assert "last_failure" in text
+    assert "ValueError" in text
+    assert "bad order id" in text
+    assert "refund" in text
