@@ -220,6 +220,7 @@ async def _stored(runtime: AdminTarget, args: dict[str, Any], info: Mapping[str,
     )
     return {
         "count": stored.count,
+        "owner": args["owner"],
         "items": stored.page.items,
         "next_cursor": stored.page.next_cursor,
         "quarantined": [

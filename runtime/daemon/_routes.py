@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from litestar import Request, delete, get, post
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Operation, RequestBody
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.response import Response
 from litestar.types import ControllerRouterHandler
@@ -74,6 +75,15 @@ _COMMON = (400, 401, 413, 422, 503)
 _STEPPING = (*_COMMON, 404, 409, 429, 500, 504)
 
 
+@dataclass
+class OptionalBodyOperation(Operation):
+    """An operation whose request body may be left out (Litestar marks every body required)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.request_body, RequestBody):
+            self.request_body.required = False
+
+
 @dataclass(slots=True)
 class Api:
     """What the handlers share: the runtime, the graphs, limits and counters.
@@ -86,6 +96,7 @@ class Api:
         metrics: the daemon's metrics.
         inflight: steps in flight right now.
         draining: set when shutdown began; new steps get 503.
+        admins: users who see and act on every session (``admin`` in the tokens file).
     """
 
     runtime: AsyncRuntime
@@ -95,6 +106,7 @@ class Api:
     metrics: DaemonMetrics
     inflight: int = 0
     draining: bool = False
+    admins: frozenset[str] = frozenset()
     graph_list: GraphList = field(init=False)
 
     def __post_init__(self) -> None:
@@ -111,6 +123,10 @@ class Api:
                 )
             )
         self.graph_list = GraphList(graphs=infos, default_graph=self.default_graph)
+
+    def owner_filter(self, user: str) -> str | None:
+        """The owner the runtime checks ``user``'s requests against (None: an admin's, any)."""
+        return None if user in self.admins else user
 
     async def run_step(
         self,
@@ -140,7 +156,7 @@ class Api:
         started = time.perf_counter()
         try:
             result = await self.runtime.step(
-                session_id, input, mode=mode, on_busy=on_busy, owner=user
+                session_id, input, mode=mode, on_busy=on_busy, owner=self.owner_filter(user)
             )
         finally:
             self.inflight -= 1
@@ -154,6 +170,11 @@ def _caller(request: Request[Any, Any, Any]) -> str:
     if user is None:  # the gateway lets no /v1 request through without a user
         raise RuntimeError("request reached a /v1 handler without an authenticated user")
     return user
+
+
+def _scope(api: Api, request: Request[Any, Any, Any]) -> str | None:
+    """The owner a request may act as: the caller, or None (any owner) for an admin."""
+    return api.owner_filter(_caller(request))
 
 
 def _client_addr(request: Request[Any, Any, Any]) -> str | None:
@@ -223,7 +244,7 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
         ] = None,
     ) -> SessionDetail:
         request_info(request.scope).session_id = session_id
-        user = _caller(request)
+        user = _scope(api, request)
         if revision is None:
             view = await runtime.get_session(session_id, owner=user)
         else:
@@ -234,6 +255,8 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
         "/v1/sessions/{session_id:str}/step",
         status_code=200,
         summary="Run one step (or, with mode=run, step until input is needed)",
+        description="The body is optional: no body (or {}) is a step with no input.",
+        operation_class=OptionalBodyOperation,
         responses=_problems(*_STEPPING),
         security=SECURITY,
         tags=["sessions"],
@@ -260,7 +283,7 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
     )
     async def delete_session(session_id: FromPath[str], request: Request[Any, Any, Any]) -> None:
         request_info(request.scope).session_id = session_id
-        await runtime.delete_session(session_id, owner=_caller(request))
+        await runtime.delete_session(session_id, owner=_scope(api, request))
 
     @get(
         "/v1/sessions",
@@ -276,7 +299,7 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
             str | None, QueryParameter(description="next_cursor of the previous page")
         ] = None,
     ) -> SessionList:
-        page = await runtime.list_sessions(_caller(request), cursor=cursor, limit=limit)
+        page = await runtime.list_sessions(_scope(api, request), cursor=cursor, limit=limit)
         return SessionList(
             items=[SessionSummary.of(info) for info in page.items], next_cursor=page.next_cursor
         )
