@@ -392,5 +392,5 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
         healthz,
         readyz,
         metrics,
-        *history_handlers(runtime, _problems(*_COMMON, 404), SECURITY),
+        *history_handlers(runtime, api.owner_filter, _problems(*_COMMON, 404), SECURITY),
     ]

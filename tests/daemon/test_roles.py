@@ -38,6 +38,27 @@ def test_an_admin_reads_steps_lists_and_deletes_every_session(roles_daemon: Daem
         assert_problem(alice.get(f"/v1/sessions/{session_id}"), 404, "session-not-found")
 
 
+def test_an_admin_travels_through_every_sessions_history(roles_daemon: Daemon) -> None:
+    with roles_daemon.client("token-alice") as alice, roles_daemon.client("token-root") as root:
+        session_id = create(alice)
+        assert alice.post(f"/v1/sessions/{session_id}/step", json={"input": "a"}).status_code == 200
+        revisions = root.get(f"/v1/sessions/{session_id}/revisions")
+        assert revisions.status_code == 200
+        assert revisions.json()["items"][0]["revision"] == 1
+        assert root.get(f"/v1/sessions/{session_id}/messages").status_code == 200
+        forked = root.post(f"/v1/sessions/{session_id}/fork", json={"revision": 0})
+        assert forked.status_code == 201
+        fork_id = forked.json()["session_id"]
+        assert alice.get(f"/v1/sessions/{fork_id}").json()["metadata"]["owner"] == "alice"
+        rolled = root.post(f"/v1/sessions/{session_id}/rollback", json={"revision": 0})
+        assert rolled.status_code == 200
+        assert rolled.json()["revision"] == 2
+        with roles_daemon.client("token-bob") as bob:
+            assert_problem(
+                bob.get(f"/v1/sessions/{session_id}/revisions"), 404, "session-not-found"
+            )
+
+
 def test_a_user_without_the_role_still_sees_only_their_own(roles_daemon: Daemon) -> None:
     with roles_daemon.client("token-alice") as alice, roles_daemon.client("token-bob") as bob:
         session_id = create(alice)
