@@ -55,9 +55,15 @@ from flow.stores import open_store
 from flow.stores._log import LogPolicy
 from flow.stores._protocol import SessionPage, SessionStore
 from runtime._bridge import AsyncReply, LoopThread, SyncReply
-from runtime._cluster import attach_cluster, fence_store
+from runtime._cluster import Cluster
 from runtime._config import RuntimeConfig
-from runtime._views import LiveSessionInfo, RuntimeStats, SessionMetadataView, SessionView
+from runtime._views import (
+    LiveSessionInfo,
+    RuntimeStats,
+    SessionMetadataView,
+    SessionView,
+    StoredPage,
+)
 
 __all__ = ["RuntimeCore", "open_cores", "session_view"]
 
@@ -167,7 +173,7 @@ class RuntimeCore:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._graphs = _graph_map(graphs)
         self._own_store = store is None
-        self.store: SessionStore = fence_store(
+        opened = (
             open_store(
                 config.store,
                 self.data_dir,
@@ -175,9 +181,10 @@ class RuntimeCore:
                 LogPolicy.parse(config.history_retention),
             )
             if store is None
-            else store,
-            config,
+            else store
         )
+        self.cluster = Cluster.join(opened, config)
+        self.store: SessionStore = opened if self.cluster is None else self.cluster.store
         self.index = LiveIndex()
         self.draining = False
         self.closed = False
@@ -237,7 +244,9 @@ class RuntimeCore:
         )
         self.supervisor = self.dispatcher.spawn(SupervisorActor, self.services)
         self.services.supervisor = self.supervisor
-        self._cleanup.append(attach_cluster(self.store, self.services))
+        if self.cluster is not None:
+            self.cluster.attach(self.services)
+            self._cleanup.append(self.cluster.close)
         self._sweeper: Timer = self.timers.call_every(config.sweep_interval, self._tick)
 
     def _tick(self) -> None:
@@ -469,6 +478,25 @@ class RuntimeCore:
         if not isinstance(limit, int) or limit < 1:
             raise InvalidInput(f"limit must be an int >= 1, got {limit!r}")
         return self.store.list(owner, cursor, limit)
+
+    def stored_page(
+        self, owner: str | None, cursor: str | None, limit: int, quarantined: int
+    ) -> StoredPage:
+        """How many sessions are stored, one page of them, the latest quarantined rows."""
+        if not isinstance(limit, int) or limit < 1:
+            raise InvalidInput(f"limit must be an int >= 1, got {limit!r}")
+        page = self.store.list(owner, cursor, limit)
+        return StoredPage(self.store.count(), page, self.store.quarantined(quarantined))
+
+    def ready(self) -> None:
+        """Return when the runtime serves requests: not draining, and its store answers.
+
+        Raises:
+            RuntimeClosed: the runtime is draining or closed.
+            StoreUnavailable: the store did not answer.
+        """
+        self.check_open()
+        self.store.list(None, None, 1)
 
     def stored_inspect(self, session_id: str) -> dict[str, Any]:
         """``inspect`` of a session that is not live: what its snapshot holds."""

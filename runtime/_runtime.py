@@ -25,9 +25,10 @@ from flow.stores._log import MessagePage, RevisionInfo
 from flow.stores._protocol import SessionPage, SessionStore
 from runtime import _history as history
 from runtime._bridge import AsyncReply, SyncReply
+from runtime._cluster import Cluster
 from runtime._config import RuntimeConfig
 from runtime._core import RuntimeCore, session_view
-from runtime._views import LiveSessionInfo, RuntimeStats, SessionView
+from runtime._views import LiveSessionInfo, RuntimeStats, SessionView, StoredPage
 
 __all__ = ["AsyncRuntime", "Runtime"]
 
@@ -50,6 +51,11 @@ class _Facade:
     def store(self) -> SessionStore:
         """The session store."""
         return self._core.store
+
+    @property
+    def cluster(self) -> Cluster | None:
+        """This runtime's cluster membership (leases, forwarding): None unless on Redis."""
+        return self._core.cluster
 
     @property
     def data_dir(self) -> Path:
@@ -320,6 +326,27 @@ class Runtime(_Facade):
         """A page of stored sessions of ``owner`` (every owner when None), by id."""
         return self._core.list_sessions(owner, cursor, limit)
 
+    def stored_page(
+        self,
+        owner: str | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+        *,
+        quarantined: int = 20,
+    ) -> StoredPage:
+        """How many sessions are stored, a page of them (``owner``'s, after ``cursor``),
+        and the ``quarantined`` newest snapshots that failed to decode (also while draining)."""
+        return self._core.stored_page(owner, cursor, limit, quarantined)
+
+    def ready(self) -> None:
+        """Return when the runtime serves requests (for a readiness probe).
+
+        Raises:
+            RuntimeClosed: it is draining or closed.
+            StoreUnavailable: its store did not answer.
+        """
+        self._core.ready()
+
     def passivate(self, session_id: str) -> bool:
         """Save (if needed) and stop a session's actor; False if it was not live."""
         core = self._core
@@ -569,6 +596,27 @@ class AsyncRuntime(_Facade):
     ) -> SessionPage:
         """A page of stored sessions of ``owner`` (every owner when None), by id."""
         return await asyncio.to_thread(self._core.list_sessions, owner, cursor, limit)
+
+    async def stored_page(
+        self,
+        owner: str | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+        *,
+        quarantined: int = 20,
+    ) -> StoredPage:
+        """How many sessions are stored, a page of them (``owner``'s, after ``cursor``),
+        and the ``quarantined`` newest snapshots that failed to decode (also while draining)."""
+        return await asyncio.to_thread(self._core.stored_page, owner, cursor, limit, quarantined)
+
+    async def ready(self) -> None:
+        """Return when the runtime serves requests (for a readiness probe).
+
+        Raises:
+            RuntimeClosed: it is draining or closed.
+            StoreUnavailable: its store did not answer.
+        """
+        await asyncio.to_thread(self._core.ready)
 
     async def passivate(self, session_id: str) -> bool:
         """Save (if needed) and stop a session's actor; False if it was not live."""
