@@ -78,8 +78,9 @@ class ActorServices:
         clock: wall clock (epoch seconds), replaceable in tests.
         counters: activation/passivation/... counts.
         supervisor: the supervisor's ref (set once it has started).
-        loader: reads snapshots for activations, so that the supervisor never
-            waits on the store (default: the task pool).
+        store_pool: the supervisor's own small pool for store I/O (reads,
+            expiry scans and deletes, mark-error saves), so that it never waits
+            on the store; never the user task pool.
         log: the logger every actor logs with (bound when the runtime opens, so
             that a level filter configured by the entry point makes filtered
             calls nearly free).
@@ -94,9 +95,9 @@ class ActorServices:
     loop: asyncio.AbstractEventLoop
     timers: Timers
     clock: Callable[[], float]
+    store_pool: Executor
     counters: Counters = field(default_factory=Counters)
     supervisor: pykka.ActorRef[Any] | None = None
-    loader: Executor | None = None
     log: Any = field(default_factory=lambda: structlog.get_logger("actorflow").bind())
     _inline: dict[str, bool] = field(default_factory=dict)
 

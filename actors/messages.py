@@ -10,6 +10,7 @@ future through ``loop.call_soon_threadsafe``. Nobody blocks on a pykka future.
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ __all__ = [
     "ActorStopped",
     "CommitFailed",
     "Crash",
+    "ExpiredFound",
     "Forget",
     "Inspect",
     "Kill",
@@ -64,6 +66,9 @@ class Step:
     input: Any
     mode: StepMode
     reply: Reply
+    caller_context: contextvars.Context | None = None
+    """The caller's context variables (structlog's ``request_id``...), for the step's
+    failure log; copying them is O(1), reading them happens only when a step fails."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,13 +190,26 @@ class Activate:
 
 @dataclass(frozen=True, slots=True)
 class Loaded:
-    """A session the supervisor asked the loader pool to read has been read.
+    """A store-pool job about one session is done (a read, an expiry, a mark-error).
 
-    ``outcome`` is the session, None (no such session) or the error the load raised.
+    ``outcome`` is the session, None (no such session) or the error to give
+    every activation of it that waited for the job.
     """
 
     session_id: str
     outcome: Session | BaseException | None
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiredFound:
+    """The store pool's scan for sessions expired at ``now`` (or the error it raised).
+
+    ``reply`` is the sweep's caller, answered once the expired sessions are deleted.
+    """
+
+    session_ids: list[str] | BaseException
+    now: float
+    reply: Reply | None = None
 
 
 @dataclass(frozen=True, slots=True)

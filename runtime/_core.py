@@ -8,6 +8,7 @@ how to wait: a sync caller blocks on a future, an async caller awaits one).
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 import weakref
@@ -38,6 +39,7 @@ from actors.messages import (
     Sweep,
     ViewSession,
 )
+from flow._context import DEFAULT_MAX_MESSAGES
 from flow._errors import (
     ActorflowError,
     GraphNotFound,
@@ -51,10 +53,16 @@ from flow._step import new_session
 from flow.stores import open_store
 from flow.stores._log import LogPolicy
 from flow.stores._protocol import SessionPage, SessionStore
-from runtime._bridge import LoopThread, SyncReply
-from runtime._cluster import attach_cluster, fence_store
+from runtime._bridge import AsyncReply, LoopThread, SyncReply
+from runtime._cluster import Cluster
 from runtime._config import RuntimeConfig
-from runtime._views import LiveSessionInfo, RuntimeStats, SessionMetadataView, SessionView
+from runtime._views import (
+    LiveSessionInfo,
+    RuntimeStats,
+    SessionMetadataView,
+    SessionView,
+    StoredPage,
+)
 
 __all__ = ["RuntimeCore", "open_cores", "session_view"]
 
@@ -63,8 +71,8 @@ _log = structlog.get_logger("actorflow.runtime")
 OnBusy = Literal["enqueue", "reject"]
 StepMode = Literal["step", "run"]
 
-#: Threads that read snapshots for activations (off the supervisor).
-LOADER_THREADS = 4
+#: Threads of the supervisor's store pool (snapshot reads, expiry, mark-error saves).
+STORE_THREADS = 4
 
 #: How many quarantined rows ``stats()`` counts at most.
 QUARANTINE_COUNT_LIMIT = 10_000
@@ -158,7 +166,7 @@ class RuntimeCore:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._graphs = _graph_map(graphs)
         self._own_store = store is None
-        self.store: SessionStore = fence_store(
+        opened = (
             open_store(
                 config.store,
                 self.data_dir,
@@ -166,9 +174,10 @@ class RuntimeCore:
                 LogPolicy.parse(config.history_retention),
             )
             if store is None
-            else store,
-            config,
+            else store
         )
+        self.cluster = Cluster.join(opened, config)
+        self.store: SessionStore = opened if self.cluster is None else self.cluster.store
         self.index = LiveIndex()
         self.draining = False
         self.closed = False
@@ -193,10 +202,10 @@ class RuntimeCore:
         self._cleanup.append(self.loop_thread.close)
         self.task_pool = TaskPool(config.task_threads, name="actorflow-task")
         self._cleanup.append(lambda: self.task_pool.shutdown(wait=False, cancel_futures=True))
-        self.loader = TaskPool(LOADER_THREADS, name="actorflow-load")
-        self._cleanup.append(lambda: self.loader.shutdown(wait=False, cancel_futures=True))
+        self.store_pool = TaskPool(STORE_THREADS, name="actorflow-store")
+        self._cleanup.append(lambda: self.store_pool.shutdown(wait=False, cancel_futures=True))
         # One caller at a time reads a snapshot on its own thread; the others leave
-        # the read to the loader (64 threads reading SQLite at once spend more on
+        # the read to the store pool (64 threads reading SQLite at once spend more on
         # the GIL than on the reads).
         self._caller_reads = threading.BoundedSemaphore(1)
         self.dispatcher = Dispatcher(config.dispatcher_threads, name="actorflow")
@@ -223,11 +232,13 @@ class RuntimeCore:
             loop=self.loop_thread.loop,
             timers=self.timers,
             clock=config.clock,
-            loader=self.loader,
+            store_pool=self.store_pool,
         )
         self.supervisor = self.dispatcher.spawn(SupervisorActor, self.services)
         self.services.supervisor = self.supervisor
-        self._cleanup.append(attach_cluster(self.store, self.services))
+        if self.cluster is not None:
+            self.cluster.attach(self.services)
+            self._cleanup.append(self.cluster.close)
         self._sweeper: Timer = self.timers.call_every(config.sweep_interval, self._tick)
 
     def _tick(self) -> None:
@@ -282,7 +293,7 @@ class RuntimeCore:
 
         With ``preload`` (a sync caller, which may block), a session that is not
         live is read from the store on the calling thread rather than by the
-        supervisor's loader (one hop less), unless another caller is reading
+        supervisor's store pool (one hop less), unless another caller is reading
         one already.
         """
         try:
@@ -293,7 +304,7 @@ class RuntimeCore:
                 raise InvalidInput(f"mode must be 'step' or 'run', got {mode!r}")
             if not isinstance(session_id, str):
                 raise SessionNotFound(str(session_id))
-            message = Step(session_id, input, mode, reply)
+            message = Step(session_id, input, mode, reply, contextvars.copy_context())
             entry = self.index.send(
                 session_id,
                 message,
@@ -308,6 +319,8 @@ class RuntimeCore:
             return
         if entry is not None:
             return
+        if isinstance(reply, SyncReply | AsyncReply):
+            reply.hold()  # in flight while it is activated (the index counts it once live)
         plain = Activate(session_id, owner, message, on_busy)
         activate: Activate | None = plain
         if preload and self._caller_reads.acquire(blocking=False):
@@ -381,6 +394,9 @@ class RuntimeCore:
         owner: str,
         context: dict[str, Any] | None,
         client_addr: str | None,
+        *,
+        max_messages: int | None = DEFAULT_MAX_MESSAGES,
+        session_id_key: str | None = None,
     ) -> tuple[Session, Future[None]]:
         """Build a new session and queue its revision 0 (wait on the future for the commit)."""
         self.check_open()
@@ -393,7 +409,10 @@ class RuntimeCore:
             client_addr=client_addr,
             now=now,
             expires_at=now + self.config.session_ttl,
+            max_messages=max_messages,
         )
+        if session_id_key is not None:
+            session.context.set(session_id_key, session.session_id)
         return session, self.store.save(session, expected_revision=None)
 
     def load(self, session_id: str, owner: str | None) -> Session:
@@ -444,6 +463,25 @@ class RuntimeCore:
         if not isinstance(limit, int) or limit < 1:
             raise InvalidInput(f"limit must be an int >= 1, got {limit!r}")
         return self.store.list(owner, cursor, limit)
+
+    def stored_page(
+        self, owner: str | None, cursor: str | None, limit: int, quarantined: int
+    ) -> StoredPage:
+        """How many sessions are stored, one page of them, the latest quarantined rows."""
+        if not isinstance(limit, int) or limit < 1:
+            raise InvalidInput(f"limit must be an int >= 1, got {limit!r}")
+        page = self.store.list(owner, cursor, limit)
+        return StoredPage(self.store.count(), page, self.store.quarantined(quarantined))
+
+    def ready(self) -> None:
+        """Return when the runtime serves requests: not draining, and its store answers.
+
+        Raises:
+            RuntimeClosed: the runtime is draining or closed.
+            StoreUnavailable: the store did not answer.
+        """
+        self.check_open()
+        self.store.list(None, None, 1)
 
     def stored_inspect(self, session_id: str) -> dict[str, Any]:
         """``inspect`` of a session that is not live: what its snapshot holds."""

@@ -17,6 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
 
+from flow._context import DEFAULT_MAX_MESSAGES
 from flow._graph import Graph
 from flow._session import Session
 from flow._step import StepResult
@@ -24,9 +25,10 @@ from flow.stores._log import MessagePage, RevisionInfo
 from flow.stores._protocol import SessionPage, SessionStore
 from runtime import _history as history
 from runtime._bridge import AsyncReply, SyncReply
+from runtime._cluster import Cluster
 from runtime._config import RuntimeConfig
 from runtime._core import RuntimeCore, session_view
-from runtime._views import LiveSessionInfo, RuntimeStats, SessionView
+from runtime._views import LiveSessionInfo, RuntimeStats, SessionView, StoredPage
 
 __all__ = ["AsyncRuntime", "Runtime"]
 
@@ -49,6 +51,11 @@ class _Facade:
     def store(self) -> SessionStore:
         """The session store."""
         return self._core.store
+
+    @property
+    def cluster(self) -> Cluster | None:
+        """This runtime's cluster membership (leases, forwarding): None unless on Redis."""
+        return self._core.cluster
 
     @property
     def data_dir(self) -> Path:
@@ -138,10 +145,22 @@ class Runtime(_Facade):
         owner: str,
         context: dict[str, Any] | None = None,
         client_addr: str | None = None,
+        max_messages: int | None = DEFAULT_MAX_MESSAGES,
+        session_id_key: str | None = None,
     ) -> str:
         """Create a session at its graph's start task; returns its id.
 
         Its revision 0 is committed to the store before this returns.
+
+        Args:
+            graph_id: the graph to start.
+            owner: who owns the session.
+            context: initial context values (msgpack-safe).
+            client_addr: the creating client's address, if known.
+            max_messages: how many chat messages the session keeps (graph-flow's
+                ``with_max_chat_messages``; None: all).
+            session_id_key: a context key to store the new session's id under
+                (graph-flow services read it from ``session_id``).
 
         Raises:
             GraphNotFound: no graph ``graph_id``.
@@ -151,7 +170,14 @@ class Runtime(_Facade):
         core = self._core
         core.index.begin()
         try:
-            session, saved = core.new_session(graph_id, owner, context, client_addr)
+            session, saved = core.new_session(
+                graph_id,
+                owner,
+                context,
+                client_addr,
+                max_messages=max_messages,
+                session_id_key=session_id_key,
+            )
             saved.result()
         finally:
             core.index.end()
@@ -180,7 +206,7 @@ class Runtime(_Facade):
             SessionNotFound, SessionBusy, SessionCompleted, TaskFailed, StepTimeout,
             StoreUnavailable, InvalidInput, RuntimeClosed.
         """
-        reply = self._reply()
+        reply = SyncReply(self._core.index, counted=False)  # the index counts a step
         self._core.submit_step(session_id, input, mode, on_busy, owner, reply, preload=True)
         result: StepResult = reply.wait()
         return result
@@ -289,6 +315,27 @@ class Runtime(_Facade):
     ) -> SessionPage:
         """A page of stored sessions of ``owner`` (every owner when None), by id."""
         return self._core.list_sessions(owner, cursor, limit)
+
+    def stored_page(
+        self,
+        owner: str | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+        *,
+        quarantined: int = 20,
+    ) -> StoredPage:
+        """How many sessions are stored, a page of them (``owner``'s, after ``cursor``),
+        and the ``quarantined`` newest snapshots that failed to decode (also while draining)."""
+        return self._core.stored_page(owner, cursor, limit, quarantined)
+
+    def ready(self) -> None:
+        """Return when the runtime serves requests (for a readiness probe).
+
+        Raises:
+            RuntimeClosed: it is draining or closed.
+            StoreUnavailable: its store did not answer.
+        """
+        self._core.ready()
 
     def passivate(self, session_id: str) -> bool:
         """Save (if needed) and stop a session's actor; False if it was not live."""
@@ -427,12 +474,21 @@ class AsyncRuntime(_Facade):
         owner: str,
         context: dict[str, Any] | None = None,
         client_addr: str | None = None,
+        max_messages: int | None = DEFAULT_MAX_MESSAGES,
+        session_id_key: str | None = None,
     ) -> str:
         """Create a session; returns its id once revision 0 is committed (see ``Runtime``)."""
         core = self._core
         core.index.begin()
         try:
-            session, saved = core.new_session(graph_id, owner, context, client_addr)
+            session, saved = core.new_session(
+                graph_id,
+                owner,
+                context,
+                client_addr,
+                max_messages=max_messages,
+                session_id_key=session_id_key,
+            )
             await asyncio.wrap_future(saved)
         finally:
             core.index.end()
@@ -448,7 +504,7 @@ class AsyncRuntime(_Facade):
         owner: str | None = None,
     ) -> StepResult:
         """Run one step (see ``Runtime.step``)."""
-        reply = self._reply()
+        reply = AsyncReply(self._core.index, counted=False)  # the index counts a step
         self._core.submit_step(session_id, input, mode, on_busy, owner, reply)
         result: StepResult = await reply.wait()
         return result
@@ -529,6 +585,27 @@ class AsyncRuntime(_Facade):
     ) -> SessionPage:
         """A page of stored sessions of ``owner`` (every owner when None), by id."""
         return await asyncio.to_thread(self._core.list_sessions, owner, cursor, limit)
+
+    async def stored_page(
+        self,
+        owner: str | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+        *,
+        quarantined: int = 20,
+    ) -> StoredPage:
+        """How many sessions are stored, a page of them (``owner``'s, after ``cursor``),
+        and the ``quarantined`` newest snapshots that failed to decode (also while draining)."""
+        return await asyncio.to_thread(self._core.stored_page, owner, cursor, limit, quarantined)
+
+    async def ready(self) -> None:
+        """Return when the runtime serves requests (for a readiness probe).
+
+        Raises:
+            RuntimeClosed: it is draining or closed.
+            StoreUnavailable: its store did not answer.
+        """
+        await asyncio.to_thread(self._core.ready)
 
     async def passivate(self, session_id: str) -> bool:
         """Save (if needed) and stop a session's actor; False if it was not live."""

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from litestar import Request, delete, get, post
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Operation, RequestBody
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.response import Response
 from litestar.types import ControllerRouterHandler
@@ -47,6 +48,7 @@ from runtime.daemon._problems import (
     Problem,
     ProblemDetail,
 )
+from runtime.errors import RuntimeClosed
 
 if TYPE_CHECKING:
     from runtime import AsyncRuntime, StepResult
@@ -73,6 +75,15 @@ _COMMON = (400, 401, 413, 422, 503)
 _STEPPING = (*_COMMON, 404, 409, 429, 500, 504)
 
 
+@dataclass
+class OptionalBodyOperation(Operation):
+    """An operation whose request body may be left out (Litestar marks every body required)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.request_body, RequestBody):
+            self.request_body.required = False
+
+
 @dataclass(slots=True)
 class Api:
     """What the handlers share: the runtime, the graphs, limits and counters.
@@ -85,6 +96,7 @@ class Api:
         metrics: the daemon's metrics.
         inflight: steps in flight right now.
         draining: set when shutdown began; new steps get 503.
+        admins: users who see and act on every session (``admin`` in the tokens file).
     """
 
     runtime: AsyncRuntime
@@ -94,6 +106,7 @@ class Api:
     metrics: DaemonMetrics
     inflight: int = 0
     draining: bool = False
+    admins: frozenset[str] = frozenset()
     graph_list: GraphList = field(init=False)
 
     def __post_init__(self) -> None:
@@ -110,6 +123,10 @@ class Api:
                 )
             )
         self.graph_list = GraphList(graphs=infos, default_graph=self.default_graph)
+
+    def owner_filter(self, user: str) -> str | None:
+        """The owner the runtime checks ``user``'s requests against (None: an admin's, any)."""
+        return None if user in self.admins else user
 
     async def run_step(
         self,
@@ -139,7 +156,7 @@ class Api:
         started = time.perf_counter()
         try:
             result = await self.runtime.step(
-                session_id, input, mode=mode, on_busy=on_busy, owner=user
+                session_id, input, mode=mode, on_busy=on_busy, owner=self.owner_filter(user)
             )
         finally:
             self.inflight -= 1
@@ -153,6 +170,11 @@ def _caller(request: Request[Any, Any, Any]) -> str:
     if user is None:  # the gateway lets no /v1 request through without a user
         raise RuntimeError("request reached a /v1 handler without an authenticated user")
     return user
+
+
+def _scope(api: Api, request: Request[Any, Any, Any]) -> str | None:
+    """The owner a request may act as: the caller, or None (any owner) for an admin."""
+    return api.owner_filter(_caller(request))
 
 
 def _client_addr(request: Request[Any, Any, Any]) -> str | None:
@@ -191,7 +213,11 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
     ) -> SessionCreated:
         user = _caller(request)
         session_id = await runtime.create_session(
-            data.graph, owner=user, context=data.context, client_addr=_client_addr(request)
+            data.graph,
+            owner=user,
+            context=data.context,
+            client_addr=_client_addr(request),
+            max_messages=data.max_messages,
         )
         request_info(request.scope).session_id = session_id
         view = await runtime.get_session(session_id, owner=user)
@@ -218,7 +244,7 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
         ] = None,
     ) -> SessionDetail:
         request_info(request.scope).session_id = session_id
-        user = _caller(request)
+        user = _scope(api, request)
         if revision is None:
             view = await runtime.get_session(session_id, owner=user)
         else:
@@ -229,6 +255,8 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
         "/v1/sessions/{session_id:str}/step",
         status_code=200,
         summary="Run one step (or, with mode=run, step until input is needed)",
+        description="The body is optional: no body (or {}) is a step with no input.",
+        operation_class=OptionalBodyOperation,
         responses=_problems(*_STEPPING),
         security=SECURITY,
         tags=["sessions"],
@@ -255,7 +283,7 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
     )
     async def delete_session(session_id: FromPath[str], request: Request[Any, Any, Any]) -> None:
         request_info(request.scope).session_id = session_id
-        await runtime.delete_session(session_id, owner=_caller(request))
+        await runtime.delete_session(session_id, owner=_scope(api, request))
 
     @get(
         "/v1/sessions",
@@ -271,7 +299,7 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
             str | None, QueryParameter(description="next_cursor of the previous page")
         ] = None,
     ) -> SessionList:
-        page = await runtime.list_sessions(_caller(request), cursor=cursor, limit=limit)
+        page = await runtime.list_sessions(_scope(api, request), cursor=cursor, limit=limit)
         return SessionList(
             items=[SessionSummary.of(info) for info in page.items], next_cursor=page.next_cursor
         )
@@ -291,8 +319,9 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
         status_code=200,
         summary="graph-flow's execute: one step with content as input",
         description=(
-            "Without session_id, creates a session of the default graph first. The content "
-            "is the step's input (stored in context key user_input)."
+            "Without session_id, creates a session of the default graph first, with its id "
+            "in context key session_id. The content is the step's input (stored in context "
+            "key user_input)."
         ),
         responses=_problems(*_STEPPING),
         security=SECURITY,
@@ -306,7 +335,10 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
         session_id = data.session_id
         if session_id is None:
             session_id = await runtime.create_session(
-                api.default_graph, owner=user, client_addr=_client_addr(request)
+                api.default_graph,
+                owner=user,
+                client_addr=_client_addr(request),
+                session_id_key="session_id",  # graph-flow's services read it there
             )
         info.session_id = session_id
         result = await api.run_step(session_id, user, data.content)
@@ -327,11 +359,10 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
     async def readyz() -> HealthResponse:
         if api.draining or runtime.draining:
             raise Problem(DRAINING, "the daemon is shutting down")
-        store = runtime.store
         try:
-            await asyncio.wait_for(
-                asyncio.to_thread(store.list, None, None, 1), READY_PROBE_TIMEOUT
-            )
+            await asyncio.wait_for(runtime.ready(), READY_PROBE_TIMEOUT)
+        except RuntimeClosed as exc:
+            raise Problem(DRAINING, "the daemon is shutting down") from exc
         except Exception as exc:
             raise Problem(
                 STORE_UNAVAILABLE, f"the store did not answer: {type(exc).__name__}: {exc}"
@@ -361,5 +392,5 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
         healthz,
         readyz,
         metrics,
-        *history_handlers(runtime, _problems(*_COMMON, 404), SECURITY),
+        *history_handlers(runtime, api.owner_filter, _problems(*_COMMON, 404), SECURITY),
     ]

@@ -12,6 +12,7 @@ import asyncio
 import gc
 import math
 import os
+import resource
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,15 +22,17 @@ import structlog
 import uvicorn
 
 from flow import Graph
-from runtime import AsyncRuntime, RuntimeConfig
+from runtime import AsyncRuntime
 from runtime.admin import start_admin_server
 from runtime.daemon._app import OPENAPI_PATH, build_app
 from runtime.daemon._auth import Authenticator
-from runtime.daemon._config import DaemonConfig
+from runtime.daemon._config import DaemonConfig, is_loopback
 from runtime.daemon._logging import flush_logs
 from runtime.daemon._metrics import DaemonMetrics
+from runtime.daemon._policy import LOOPBACK_NAMES, GatewayPolicy
 from runtime.daemon._routes import Api
-from runtime.daemon._transport import CoalescingHttpToolsProtocol
+from runtime.daemon._storage import secure_data_dir
+from runtime.daemon._transport import ConnectionLimits, guarded_protocol
 
 __all__ = ["DaemonServer", "serve"]
 
@@ -65,37 +68,54 @@ def _tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def runtime_config(config: DaemonConfig) -> RuntimeConfig:
-    """The runtime's configuration for the daemon's settings."""
-    return RuntimeConfig(
-        idle_timeout=config.idle_timeout,
-        max_live=config.max_live,
-        session_ttl=config.session_ttl,
-        step_timeout=config.step_timeout,
-        max_pending=config.max_pending,
-        durability=config.durability,
-        drain_timeout=config.drain_timeout,
-        store=config.store,
-        advertise=config.advertise or f"http://{config.host}:{config.port}",
-        lease_ttl=config.lease_ttl,
-        node_id=config.node_id,
-        history_retention=config.history_retention,
-    )
-
-
 def _config_info(config: DaemonConfig, graphs: list[Graph]) -> dict[str, object]:
     return {
         "host": config.host,
         "port": config.port,
         "data_dir": str(config.data_dir.resolve()),
         "graphs": [graph.id for graph in graphs],
-        "durability": config.durability,
-        "store": config.store or f"sqlite:///{(config.data_dir / 'sessions.db').resolve()}",
+        "durability": config.runtime.durability,
+        "store": config.runtime.store or f"sqlite:///{(config.data_dir / 'sessions.db').resolve()}",
         "tls": config.tls_cert is not None,
         "auth": "tokens" if config.tokens is not None else "local",
         "max_inflight": config.max_inflight,
         "pid": os.getpid(),
     }
+
+
+# file descriptors kept for the store, the admin socket, logs and the runtime's threads
+FD_HEADROOM = 256
+
+
+def default_max_connections() -> int:
+    """The fd limit less ``FD_HEADROOM`` (at least 64): past it, connections are refused."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 65_536
+    return max(64, soft - FD_HEADROOM)
+
+
+def connection_limits(config: DaemonConfig) -> ConnectionLimits:
+    """The per-connection limits for the daemon's settings."""
+    return ConnectionLimits(
+        max_header_bytes=config.max_header_bytes,
+        max_connections=config.max_connections or default_max_connections(),
+        header_timeout=config.header_timeout,
+        body_timeout=config.body_timeout,
+    )
+
+
+def gateway_policy(config: DaemonConfig) -> GatewayPolicy:
+    """The gateway's host, origin and rate checks for the daemon's settings."""
+    hosts: frozenset[str] | None = frozenset(h.lower() for h in config.allowed_hosts)
+    if not hosts:
+        loopback = is_loopback(config.host)
+        hosts = LOOPBACK_NAMES | {config.host.lower()} if loopback else None
+    return GatewayPolicy(
+        allowed_hosts=hosts,
+        cors_origins=frozenset(config.cors_origin),
+        step_rate=config.user_step_rate,
+    )
 
 
 def _uvicorn_config(app: Any, config: DaemonConfig) -> uvicorn.Config:
@@ -104,12 +124,15 @@ def _uvicorn_config(app: Any, config: DaemonConfig) -> uvicorn.Config:
         host=config.host,
         port=config.port,
         loop="uvloop",
-        http=CoalescingHttpToolsProtocol,
+        http=guarded_protocol(connection_limits(config)),
+        timeout_keep_alive=max(1, math.ceil(config.keepalive_timeout)),
+        proxy_headers=bool(config.forwarded_allow_ips),
+        forwarded_allow_ips=list(config.forwarded_allow_ips) or None,
         lifespan="off",
         log_config=None,
         access_log=False,
         server_header=False,
-        timeout_graceful_shutdown=math.ceil(config.drain_timeout) + SHUTDOWN_MARGIN,
+        timeout_graceful_shutdown=math.ceil(config.runtime.drain_timeout) + SHUTDOWN_MARGIN,
         ssl_certfile=str(config.tls_cert) if config.tls_cert else None,
         ssl_keyfile=str(config.tls_key) if config.tls_key else None,
     )
@@ -122,10 +145,10 @@ async def serve(
 
     Must run on the event loop of the main thread (it installs signal handlers).
     """
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    secure_data_dir(config.data_dir)
     loop = asyncio.get_running_loop()
     runtime = await AsyncRuntime.open(
-        data_dir=config.data_dir, graphs=graphs, config=runtime_config(config)
+        data_dir=config.data_dir, graphs=graphs, config=config.runtime
     )
     try:
         admin = await start_admin_server(
@@ -140,8 +163,9 @@ async def serve(
         default_graph=default_graph,
         max_inflight=config.max_inflight,
         metrics=DaemonMetrics(),
+        admins=auth.admins,
     )
-    app = build_app(api, auth, max_body=config.max_body)
+    app = build_app(api, auth, max_body=config.max_body, policy=gateway_policy(config))
     server = DaemonServer(_uvicorn_config(app, config))
     signals_seen = 0
 

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from daemon_harness import ROOT, daemon_env, write_tokens
 
+from runtime import RuntimeConfig
 from runtime.daemon._config import ConfigError, DaemonConfig, parse_config
 from runtime.daemon._graphs import load_graphs, pick_default_graph
 
@@ -21,7 +26,7 @@ def test_defaults_are_the_documented_ones() -> None:
     assert config.graphs == ("flow.demo:GRAPHS",)
     assert config.max_inflight == 10_000
     assert config.max_body == 1024 * 1024
-    assert config.durability == "fsync"
+    assert config.runtime.durability == "fsync"
     assert config.log_format == "json"
     assert parse_config([], env={}, isatty=True).log_format == "console"
 
@@ -35,10 +40,10 @@ def test_flags_beat_environment_which_beats_toml(tmp_path: Path) -> None:
     env = {"ACTORFLOW_PORT": "9002", "ACTORFLOW_IDLE_TIMEOUT": "6"}
     config = parse_config(["--config", str(toml), "--port", "9003"], env=env)
     assert config.port == 9003  # flag
-    assert config.idle_timeout == 6.0  # environment over TOML
-    assert config.max_live == 7  # TOML over default
+    assert config.runtime.idle_timeout == 6.0  # environment over TOML
+    assert config.runtime.max_live == 7  # TOML over default
     assert config.graphs == ("flow.demo:echo",)
-    assert config.durability == "commit"
+    assert config.runtime.durability == "commit"
     assert config.config_file == toml
 
 
@@ -159,3 +164,64 @@ def test_graph_refs_load_one_graph_or_a_list() -> None:
 def test_bad_graph_refs_are_config_errors(refs: list[str], fragment: str) -> None:
     with pytest.raises(ConfigError, match=fragment):
         load_graphs(refs)
+
+
+def test_every_runtime_config_field_is_settable_by_flag_env_and_toml(tmp_path: Path) -> None:
+    values = {
+        "idle_timeout": 11.0, "wait_timeout": 12.0, "max_live": 13, "session_ttl": 14.0,
+        "max_pending": 15, "step_timeout": 16.0, "max_restarts": 0, "restart_window": 18.0,
+        "dispatcher_threads": 2, "task_threads": 3, "durability": "commit", "max_chain": 21,
+        "sweep_interval": 0.5, "sweep_batch": 23, "drain_timeout": 24.0,
+        "store": "memory://", "lease_ttl": 26.0, "node_id": "n1", "advertise": "http://h:1",
+        "history_retention": "7d",
+    }  # fmt: skip
+    names = {f.name for f in dataclasses.fields(RuntimeConfig)} - {"clock"}
+    assert set(values) == names
+    for name, value in values.items():
+        flag = "--" + name.replace("_", "-")
+        by_flag = parse_config([flag, str(value)], env={})
+        by_env = parse_config([], env={"ACTORFLOW_" + name.upper(): str(value)})
+        toml = tmp_path / f"{name}.toml"
+        toml.write_text(f"{name} = {json.dumps(value)}\n")
+        by_toml = parse_config(["--config", str(toml)], env={})
+        for config in (by_flag, by_env, by_toml):
+            assert getattr(config.runtime, name) == value, (name, config.runtime)
+
+
+APP = """
+from flow import FunctionTask, GraphBuilder, TaskResult
+
+GRAPHS = [GraphBuilder("{name}").add_task(FunctionTask("t", lambda ctx: TaskResult())).build()]
+"""
+
+
+@pytest.fixture
+def app_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An app's own folder as the working directory; its modules are forgotten after."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    before = set(sys.modules)
+    yield tmp_path
+    for name in set(sys.modules) - before:
+        del sys.modules[name]
+
+
+def test_graphs_load_from_the_working_directory(app_dir: Path) -> None:
+    (app_dir / "supportapp_cwd.py").write_text(APP.format(name="mine"))
+    assert [g.id for g in load_graphs(["supportapp_cwd:GRAPHS"])] == ["mine"]
+
+
+def test_a_failing_import_inside_the_users_module_names_its_file_and_line(app_dir: Path) -> None:
+    app = app_dir / "supportapp_broken.py"
+    app.write_text("import os\n\nimport not_installed_anywhere\n" + APP.format(name="x"))
+    with pytest.raises(ConfigError) as info:
+        load_graphs(["supportapp_broken:GRAPHS"])
+    assert f"{app}:3: ModuleNotFoundError" in str(info.value)
+    assert "not_installed_anywhere" in str(info.value)
+
+
+def test_a_syntax_error_in_the_users_module_names_its_file_and_line(app_dir: Path) -> None:
+    app = app_dir / "supportapp_syntax.py"
+    app.write_text("x = 1\ndef broken(:\n")
+    with pytest.raises(ConfigError, match=rf"{re.escape(str(app))}:2: SyntaxError"):
+        load_graphs(["supportapp_syntax:GRAPHS"])
