@@ -27,6 +27,11 @@ BENCHES = [
         "bench/session_log.py",
         "The session log: a step's cost and bytes at any history length",
     ),
+    (
+        "idempotency",
+        "bench/idempotency.py",
+        "Idempotency keys: the key table's memory, bytes, cost",
+    ),
 ]
 
 

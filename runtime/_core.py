@@ -48,6 +48,7 @@ from flow._errors import (
     SessionNotFound,
 )
 from flow._graph import Graph
+from flow._idempotency import KeyRetention, check_key, input_digest
 from flow._session import Session
 from flow._step import new_session
 from flow.stores import open_store
@@ -139,6 +140,12 @@ def _check_config(config: RuntimeConfig) -> None:
         )
 
 
+def _key_retention(history_retention: str) -> KeyRetention:
+    """How long idempotency keys are remembered: never beyond the history."""
+    policy = LogPolicy.parse(history_retention)
+    return KeyRetention(policy.keep_revisions, policy.keep_seconds)
+
+
 def _graph_map(graphs: Iterable[Graph]) -> dict[str, Graph]:
     found: dict[str, Graph] = {}
     for graph in graphs:
@@ -223,6 +230,7 @@ class RuntimeCore:
                 durability=config.durability,
                 max_chain=config.max_chain,
                 sweep_batch=config.sweep_batch,
+                key_retention=_key_retention(config.history_retention),
             ),
             store=self.store,
             graphs=self._graphs,
@@ -288,13 +296,15 @@ class RuntimeCore:
         reply: Reply,
         *,
         preload: bool = False,
+        key: str | None = None,
     ) -> None:
         """Send a step to the session's actor (activating it if needed); ``reply`` answers.
 
         With ``preload`` (a sync caller, which may block), a session that is not
         live is read from the store on the calling thread rather than by the
         supervisor's store pool (one hop less), unless another caller is reading
-        one already.
+        one already. A step with an idempotency ``key`` carries it and the digest
+        of its mode and input (made here, off the actor), see ``flow._idempotency``.
         """
         try:
             self.check_open()
@@ -304,7 +314,12 @@ class RuntimeCore:
                 raise InvalidInput(f"mode must be 'step' or 'run', got {mode!r}")
             if not isinstance(session_id, str):
                 raise SessionNotFound(str(session_id))
-            message = Step(session_id, input, mode, reply, contextvars.copy_context())
+            context = contextvars.copy_context()
+            if key is None:
+                message = Step(session_id, input, mode, reply, context)
+            else:
+                digest = input_digest(mode, input)
+                message = Step(session_id, input, mode, reply, context, check_key(key), digest)
             entry = self.index.send(
                 session_id,
                 message,

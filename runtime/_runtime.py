@@ -191,6 +191,7 @@ class Runtime(_Facade):
         mode: StepMode = "step",
         on_busy: OnBusy = "enqueue",
         owner: str | None = None,
+        request_id: str | None = None,
     ) -> StepResult:
         """Run one step of a session (or, with ``mode="run"``, run until it waits or ends).
 
@@ -201,13 +202,22 @@ class Runtime(_Facade):
             on_busy: ``enqueue`` waits its turn; ``reject`` fails at once with
                 ``SessionBusy`` if a step of this session is running or queued.
             owner: when given, a session of another owner is ``SessionNotFound``.
+            request_id: the step's idempotency key (1 to 255 printable ASCII
+                characters): a retry with the key of a step the session committed
+                is answered with that step's result (``replayed`` True) without
+                running; one arriving while that step is queued or running waits
+                for it. Keys are per session; see docs/concepts.md.
 
         Raises:
             SessionNotFound, SessionBusy, SessionCompleted, TaskFailed, StepTimeout,
             StoreUnavailable, InvalidInput, RuntimeClosed.
+            IdempotencyKeyReused: ``request_id`` named an earlier step with another
+                input or mode (an ``InvalidInput``).
         """
         reply = SyncReply(self._core.index, counted=False)  # the index counts a step
-        self._core.submit_step(session_id, input, mode, on_busy, owner, reply, preload=True)
+        self._core.submit_step(
+            session_id, input, mode, on_busy, owner, reply, preload=True, key=request_id
+        )
         result: StepResult = reply.wait()
         return result
 
@@ -502,10 +512,11 @@ class AsyncRuntime(_Facade):
         mode: StepMode = "step",
         on_busy: OnBusy = "enqueue",
         owner: str | None = None,
+        request_id: str | None = None,
     ) -> StepResult:
         """Run one step (see ``Runtime.step``)."""
         reply = AsyncReply(self._core.index, counted=False)  # the index counts a step
-        self._core.submit_step(session_id, input, mode, on_busy, owner, reply)
+        self._core.submit_step(session_id, input, mode, on_busy, owner, reply, key=request_id)
         result: StepResult = await reply.wait()
         return result
 

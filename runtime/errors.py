@@ -6,7 +6,8 @@ table)::
 
     ActorflowError
     ├── InvalidInput            fix the request (HTTP 422)
-    │   └── GraphInvalid        a graph failed validation at build() (names the task)
+    │   ├── GraphInvalid        a graph failed validation at build() (names the task)
+    │   └── IdempotencyKeyReused  a step's key was used before with another input (422)
     ├── SessionNotFound         no such session, or not yours (404)
     │   └── RevisionNotFound    that revision is outside the retained history (404)
     ├── GraphNotFound           no graph with that id (404)
@@ -31,6 +32,7 @@ from flow._errors import (
     ActorflowError,
     GraphInvalid,
     GraphNotFound,
+    IdempotencyKeyReused,
     InvalidInput,
     RevisionConflict,
     RevisionNotFound,
@@ -49,6 +51,7 @@ __all__ = [
     "ActorflowError",
     "GraphInvalid",
     "GraphNotFound",
+    "IdempotencyKeyReused",
     "InvalidInput",
     "RevisionConflict",
     "RevisionNotFound",

@@ -243,6 +243,7 @@ def _step_result(response: httpx.Response) -> StepResult:
         next_task=body.next_task or "",
         status_message=body.status_message,
         revision=body.revision,
+        replayed=response.headers.get("idempotent-replayed") == "true",
     )
 
 

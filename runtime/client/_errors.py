@@ -26,6 +26,7 @@ import msgspec
 from runtime.errors import (
     ActorflowError,
     GraphNotFound,
+    IdempotencyKeyReused,
     InvalidInput,
     RevisionNotFound,
     RuntimeClosed,
@@ -103,6 +104,7 @@ class _Problem(msgspec.Struct):
 _decode_problem = msgspec.json.Decoder(_Problem).decode
 _TASK_ID = re.compile(r"^task '(?P<task>[^']*)' failed")
 _TIMEOUT = re.compile(r"exceeded (?P<seconds>[0-9.eE+-]+) s")
+_REUSED_KEY = re.compile(r"idempotency key '(?P<key>[^']*)'")
 _RETAINED = re.compile(
     r"no revision (?P<revision>-?\d+): the retained history holds revisions "
     r"(?P<oldest>-?\d+) to (?P<newest>-?\d+)"
@@ -122,6 +124,11 @@ def _step_timeout(detail: str, session_id: str) -> ActorflowError:
     except ValueError:
         seconds = 0.0
     return StepTimeout(session_id, seconds)
+
+
+def _reused_key(detail: str) -> str:
+    found = _REUSED_KEY.search(detail)
+    return found["key"] if found else ""
 
 
 def _revision_not_found(detail: str, session_id: str) -> ActorflowError:
@@ -150,6 +157,7 @@ _BY_SLUG: dict[str, _Factory] = {
     "overloaded": lambda d, s, g: DaemonUnavailable(d, maybe_applied=False),
     "unauthorized": lambda d, s, g: Unauthorized(d),
     "invalid-request": lambda d, s, g: InvalidInput(d),
+    "idempotency-key-reused": lambda d, s, g: IdempotencyKeyReused(s, _reused_key(d)),
     "malformed-json": lambda d, s, g: InvalidInput(d),
     "bad-request": lambda d, s, g: InvalidInput(d),
     "body-too-large": lambda d, s, g: InvalidInput(d),

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any
 
 from litestar import Request, delete, get, post
+from litestar.datastructures import ResponseHeader
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import Operation, RequestBody
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from litestar.response import Response
 from litestar.types import ControllerRouterHandler
 
@@ -42,6 +43,7 @@ from runtime.daemon._models import (
 )
 from runtime.daemon._problems import (
     DRAINING,
+    INVALID_REQUEST,
     OVERLOADED,
     PROBLEM_CONTENT_TYPE,
     STORE_UNAVAILABLE,
@@ -53,7 +55,16 @@ from runtime.errors import RuntimeClosed
 if TYPE_CHECKING:
     from runtime import AsyncRuntime, StepResult
 
-__all__ = ["Api", "route_handlers", "step_response"]
+__all__ = ["Api", "replayed_header", "route_handlers", "step_response"]
+
+_REPLAYED_DOC = ResponseHeader(
+    name="Idempotent-Replayed",
+    documentation_only=True,
+    description=(
+        "On a step that carried an Idempotency-Key: true when the answer is the recorded "
+        "result of an earlier step with that key (nothing ran), false on its first run"
+    ),
+)
 
 READY_PROBE_TIMEOUT = 2.0
 SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
@@ -136,8 +147,11 @@ class Api:
         *,
         mode: StepMode = "step",
         on_busy: OnBusy = "enqueue",
+        key: str | None = None,
     ) -> StepResult:
         """One step through the runtime, within the in-flight bound; counted in the metrics.
+
+        ``key`` is the step's idempotency key (``Runtime.step``'s ``request_id``).
 
         Raises:
             Problem: the daemon is draining, or too many steps are in flight (503).
@@ -156,7 +170,12 @@ class Api:
         started = time.perf_counter()
         try:
             result = await self.runtime.step(
-                session_id, input, mode=mode, on_busy=on_busy, owner=self.owner_filter(user)
+                session_id,
+                input,
+                mode=mode,
+                on_busy=on_busy,
+                owner=self.owner_filter(user),
+                request_id=key,
             )
         finally:
             self.inflight -= 1
@@ -194,6 +213,11 @@ def step_response(result: StepResult) -> StepResponse:
         responses=list(result.responses),
         status_message=result.status_message,
     )
+
+
+def replayed_header(result: StepResult) -> str:
+    """The ``Idempotent-Replayed`` value of a keyed step's answer."""
+    return "true" if result.replayed else "false"
 
 
 def route_handlers(api: Api) -> list[ControllerRouterHandler]:
@@ -258,6 +282,7 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
         description="The body is optional: no body (or {}) is a step with no input.",
         operation_class=OptionalBodyOperation,
         responses=_problems(*_STEPPING),
+        response_headers=[_REPLAYED_DOC],
         security=SECURITY,
         tags=["sessions"],
     )
@@ -265,13 +290,28 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
         session_id: FromPath[str],
         request: Request[Any, Any, Any],
         data: JSONBody[StepRequest | None] = None,
-    ) -> StepResponse:
+        idempotency_key: Annotated[
+            str | None,
+            HeaderParameter(
+                name="Idempotency-Key",
+                description="retries with this key get the first run's result (docs/http-api.md)",
+            ),
+        ] = None,
+    ) -> Response[StepResponse]:
         request_info(request.scope).session_id = session_id
         body = data if data is not None else StepRequest()
         result = await api.run_step(
-            session_id, _caller(request), body.input, mode=body.mode, on_busy=body.on_busy
+            session_id,
+            _caller(request),
+            body.input,
+            mode=body.mode,
+            on_busy=body.on_busy,
+            key=idempotency_key,
         )
-        return step_response(result)
+        headers = (
+            None if idempotency_key is None else {"idempotent-replayed": replayed_header(result)}
+        )
+        return Response(step_response(result), headers=headers)
 
     @delete(
         "/v1/sessions/{session_id:str}",
@@ -324,15 +364,23 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
             "key user_input)."
         ),
         responses=_problems(*_STEPPING),
+        response_headers=[_REPLAYED_DOC],
         security=SECURITY,
         tags=["graph-flow"],
     )
     async def execute(
         data: JSONBody[ExecuteRequest], request: Request[Any, Any, Any]
-    ) -> ExecuteResponse:
+    ) -> Response[ExecuteResponse]:
         user = _caller(request)
         info = request_info(request.scope)
         session_id = data.session_id
+        key = data.idempotency_key
+        if key is not None and session_id is None:
+            raise Problem(
+                INVALID_REQUEST,
+                "idempotency_key needs a session_id: a retry without one would create "
+                "another session (create it first, then execute with its id)",
+            )
         if session_id is None:
             session_id = await runtime.create_session(
                 api.default_graph,
@@ -341,10 +389,12 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
                 session_id_key="session_id",  # graph-flow's services read it there
             )
         info.session_id = session_id
-        result = await api.run_step(session_id, user, data.content)
-        return ExecuteResponse(
+        result = await api.run_step(session_id, user, data.content, key=key)
+        answer = ExecuteResponse(
             session_id=session_id, response=result.response, status=str(result.status)
         )
+        headers = None if key is None else {"idempotent-replayed": replayed_header(result)}
+        return Response(answer, headers=headers)
 
     @get("/healthz", summary="Liveness: 200 while the process is up", tags=["probes"])
     async def healthz() -> HealthResponse:
