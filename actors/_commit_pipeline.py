@@ -151,8 +151,8 @@ class CommitPipeline:
         self._last_save = weakref.ref(future)
         return future
 
-    def commit_step(self, message: Step, session: Session, result: StepResult) -> None:
-        """Save a step's session and answer its caller after the commit."""
+    def commit_step(self, message: Step, session: Session, result: StepResult) -> Future[None]:
+        """Save a step's session and answer its caller after the commit; the save's future."""
         future = self._save(session)
         future.add_done_callback(
             functools.partial(
@@ -166,6 +166,7 @@ class CommitPipeline:
                 session.revision,
             )
         )
+        return future
 
     def snapshot(self, session: Session, reply: Reply, size: int) -> None:
         """Save ``session`` now and answer ``reply`` with ``size`` after the commit."""

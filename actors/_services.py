@@ -20,6 +20,7 @@ import structlog
 from actors._live_index import LiveIndex
 from actors._timers import Timers
 from flow._graph import Graph
+from flow._idempotency import KeyRetention
 from flow.stores._protocol import SessionStore
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ class Settings:
     max_chain: int = 1000
     sweep_batch: int = 1000
     max_session_bytes: int = 8 * 1024 * 1024
+    key_retention: KeyRetention = field(default_factory=KeyRetention)
 
 
 class Counters:

@@ -24,8 +24,11 @@ commit that holds it.
 from __future__ import annotations
 
 import contextvars
+import dataclasses
 import enum
+import functools
 import time
+from concurrent.futures import Future
 from typing import Any
 
 import structlog
@@ -54,8 +57,15 @@ from actors.messages import (
     ViewSession,
 )
 from flow._codec import encode
-from flow._errors import ActorflowError, StepTimeout, StoreUnavailable, TaskFailed
+from flow._errors import (
+    ActorflowError,
+    IdempotencyKeyReused,
+    StepTimeout,
+    StoreUnavailable,
+    TaskFailed,
+)
 from flow._graph import Graph
+from flow._idempotency import KeyEntry, KeyTable
 from flow._session import Session, SessionMetadata, SessionStatus
 from flow._step import StepResult
 
@@ -74,6 +84,32 @@ class ActorState(enum.Enum):
 def _bound_in(context: contextvars.Context | None) -> dict[str, Any]:
     """The structlog values bound in a caller's ``context`` (none without one)."""
     return {} if context is None else context.run(structlog.contextvars.get_contextvars)
+
+
+def _answer_replay(
+    services: ActorServices,
+    entry: LiveEntry,
+    message: Step,
+    result: StepResult,
+    future: Future[None],
+) -> None:
+    """Answer a replayed step once the save of the newest keyed step is done (any thread).
+
+    That save follows the replayed step's (compare-and-set), so its success is
+    the replayed step's too.
+    """
+    error = future.exception()
+    answer_step(
+        services,
+        entry,
+        message,
+        result
+        if error is None
+        else StoreUnavailable(
+            f"session {message.session_id!r}: the step this key names may not be "
+            f"committed ({error}); retry with the same key"
+        ),
+    )
 
 
 def session_document(session: Session, history_tail: int) -> dict[str, Any]:
@@ -136,6 +172,8 @@ class SessionActor(DispatcherActor, Owned):
         self._current: Step | None = None
         self._crashed: BaseException | None = None
         self._handover: list[Step] | None = None
+        # the save of the newest keyed step, until a replay finds it committed
+        self._unconfirmed: Future[None] | None = None
 
     def _become(self, state: ActorState) -> None:
         """The one place the actor's state changes."""
@@ -204,6 +242,8 @@ class SessionActor(DispatcherActor, Owned):
             )
             return
         self._current = message
+        if message.key is not None and self._replayed(message):
+            return
         session = self._session
         if session.status is SessionStatus.ERROR:
             self._step_failed(
@@ -303,6 +343,50 @@ class SessionActor(DispatcherActor, Owned):
         }
         self._answer(message, error)
 
+    # --- idempotency keys (flow._idempotency) ---------------------------------------
+
+    def _replayed(self, message: Step) -> bool:
+        """Answer a retry of a keyed step from the key table; False when the key is new.
+
+        The answer waits for the commit of the step it repeats: a retry queued
+        behind its first attempt is answered after that attempt's commit, never
+        before, and never by a second run.
+        """
+        key = message.key
+        table = self._session.keys
+        entry = None if table is None or key is None else table.get(key)
+        if entry is None or not self._settings.key_retention.keeps(
+            entry, self._session.revision, self._services.clock()
+        ):
+            return False
+        if entry.digest != message.digest:
+            self._step_failed(message, IdempotencyKeyReused(self._session_id, entry.key))
+            return True
+        self._current = None
+        result = dataclasses.replace(entry.result, replayed=True)
+        unconfirmed = self._unconfirmed
+        if unconfirmed is None:  # every remembered key is committed
+            self._answer(message, result)
+            return True
+        if unconfirmed.done() and unconfirmed.exception() is None:
+            self._unconfirmed = None
+        unconfirmed.add_done_callback(
+            functools.partial(_answer_replay, self._services, self._entry, message, result)
+        )
+        return True
+
+    def _remember(
+        self, key: str, digest: bytes, new: Session, result: StepResult, now: float
+    ) -> None:
+        """Add the step's key to ``new``'s table and to the record its save appends."""
+        table = new.keys
+        if table is None:
+            table = new.keys = KeyTable()
+        table.add(KeyEntry(key, digest, new.metadata.last_accessed, result))
+        table.forget_outside(self._settings.key_retention, new.revision, now)
+        if new.record is not None:
+            new.record = new.record.with_key(key, digest, result.responses)
+
     def _adopt(self, message: Step, new: Session, result: StepResult, now: float) -> None:
         """Make ``new`` the session and commit it; the caller is answered after the commit.
 
@@ -321,6 +405,8 @@ class SessionActor(DispatcherActor, Owned):
             meta.client_addr,
             now + self._settings.session_ttl,
         )
+        if message.key is not None and message.digest is not None:
+            self._remember(message.key, message.digest, new, result, now)
         self._session = new
         self._publish(new)
         if self._settings.durability == "passivate":
@@ -329,7 +415,11 @@ class SessionActor(DispatcherActor, Owned):
             return
         self._dirty = False
         # A store that raises here crashes the actor, which answers ``_current``.
-        self._commits.commit_step(message, new, result)
+        future = self._commits.commit_step(message, new, result)
+        if message.key is not None:
+            # held until a replay sees it done: a weak reference could not tell a
+            # failed commit from a committed one once the store dropped the future
+            self._unconfirmed = future
         self._current = None
 
     def _publish(self, session: Session) -> None:
@@ -371,6 +461,7 @@ class SessionActor(DispatcherActor, Owned):
         loaded = self._commits.reload(message.revision)
         self._session = loaded
         self._size.reset()
+        self._unconfirmed = None  # the keys loaded are the committed ones
         self._dirty = False
         self._publish(loaded)
 

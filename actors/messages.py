@@ -60,6 +60,9 @@ class Step:
 
     ``reply`` receives the ``StepResult`` after the snapshot holding it is
     committed (or at once in ``passivate`` durability), or an ``ActorflowError``.
+    A step with an idempotency ``key`` (and ``digest``, of its mode and input,
+    ``flow._idempotency``) whose key the session remembers is answered from its
+    key table instead of running.
     """
 
     session_id: str
@@ -69,6 +72,8 @@ class Step:
     caller_context: contextvars.Context | None = None
     """The caller's context variables (structlog's ``request_id``...), for the step's
     failure log; copying them is O(1), reading them happens only when a step fails."""
+    key: str | None = None
+    digest: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,8 @@ statuses in one table)::
     ActorflowError
     ├── InvalidInput            fix the request (HTTP 422)
     │   ├── GraphInvalid        a graph failed validation at build() (names the task)
-    │   └── SessionTooLarge     the step would grow the session past its cap (413)
+    │   ├── SessionTooLarge     the step would grow the session past its cap (413)
+    │   └── IdempotencyKeyReused  a step's key was used before with another input (422)
     ├── SessionNotFound         no such session, or not yours (404)
     │   └── RevisionNotFound    that revision is outside the retained history (404)
     ├── GraphNotFound           no graph with that id (404)
@@ -31,6 +32,7 @@ __all__ = [
     "ActorflowError",
     "GraphInvalid",
     "GraphNotFound",
+    "IdempotencyKeyReused",
     "InvalidInput",
     "RevisionConflict",
     "RevisionNotFound",
@@ -70,6 +72,21 @@ class GraphInvalid(InvalidInput):
 class SessionTooLarge(InvalidInput):
     """The step's resulting session would exceed ``max_session_bytes``; nothing was
     stored and the session is as it was (send less, or remove context keys)."""
+
+
+class IdempotencyKeyReused(InvalidInput):
+    """A step carried the key of an earlier step of this session with another input or mode.
+
+    Nothing ran; use a fresh key for a new step.
+    """
+
+    def __init__(self, session_id: str, key: str) -> None:
+        super().__init__(
+            f"session {session_id!r}: idempotency key {key!r} was used by an earlier step "
+            "with another input or mode; use a new key for a new step"
+        )
+        self.session_id = session_id
+        self.key = key
 
 
 class SessionNotFound(ActorflowError, LookupError):

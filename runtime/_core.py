@@ -49,16 +49,23 @@ from flow._errors import (
     SessionNotFound,
 )
 from flow._graph import Graph
+from flow._idempotency import KeyRetention, check_key, input_digest
 from flow._session import Session
 from flow._step import new_session
 from flow.stores import open_store
 from flow.stores._log import LogPolicy
 from flow.stores._protocol import SessionPage, SessionStore
 from runtime._bridge import AsyncReply, LoopThread, SyncReply
-from runtime._cluster import attach_cluster, fence_store
+from runtime._cluster import Cluster
 from runtime._config import RuntimeConfig
 from runtime._session_quota import SessionQuota
-from runtime._views import LiveSessionInfo, RuntimeStats, SessionMetadataView, SessionView
+from runtime._views import (
+    LiveSessionInfo,
+    RuntimeStats,
+    SessionMetadataView,
+    SessionView,
+    StoredPage,
+)
 
 __all__ = ["RuntimeCore", "open_cores", "session_view"]
 
@@ -146,6 +153,12 @@ def _release_if_failed(quota: SessionQuota, owner: str, saved: Future[None]) -> 
         quota.release(owner)
 
 
+def _key_retention(history_retention: str) -> KeyRetention:
+    """How long idempotency keys are remembered: never beyond the history."""
+    policy = LogPolicy.parse(history_retention)
+    return KeyRetention(policy.keep_revisions, policy.keep_seconds)
+
+
 def _graph_map(graphs: Iterable[Graph]) -> dict[str, Graph]:
     found: dict[str, Graph] = {}
     for graph in graphs:
@@ -173,7 +186,7 @@ class RuntimeCore:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self._graphs = _graph_map(graphs)
         self._own_store = store is None
-        self.store: SessionStore = fence_store(
+        opened = (
             open_store(
                 config.store,
                 self.data_dir,
@@ -181,9 +194,10 @@ class RuntimeCore:
                 LogPolicy.parse(config.history_retention),
             )
             if store is None
-            else store,
-            config,
+            else store
         )
+        self.cluster = Cluster.join(opened, config)
+        self.store: SessionStore = opened if self.cluster is None else self.cluster.store
         self.index = LiveIndex()
         self.quota = SessionQuota(self.store, config.max_sessions_per_user)
         self.draining = False
@@ -231,6 +245,7 @@ class RuntimeCore:
                 max_chain=config.max_chain,
                 sweep_batch=config.sweep_batch,
                 max_session_bytes=config.max_session_bytes,
+                key_retention=_key_retention(config.history_retention),
             ),
             store=self.store,
             graphs=self._graphs,
@@ -244,7 +259,9 @@ class RuntimeCore:
         )
         self.supervisor = self.dispatcher.spawn(SupervisorActor, self.services)
         self.services.supervisor = self.supervisor
-        self._cleanup.append(attach_cluster(self.store, self.services))
+        if self.cluster is not None:
+            self.cluster.attach(self.services)
+            self._cleanup.append(self.cluster.close)
         self._sweeper: Timer = self.timers.call_every(config.sweep_interval, self._tick)
 
     def _tick(self) -> None:
@@ -294,13 +311,15 @@ class RuntimeCore:
         reply: Reply,
         *,
         preload: bool = False,
+        key: str | None = None,
     ) -> None:
         """Send a step to the session's actor (activating it if needed); ``reply`` answers.
 
         With ``preload`` (a sync caller, which may block), a session that is not
         live is read from the store on the calling thread rather than by the
         supervisor's store pool (one hop less), unless another caller is reading
-        one already.
+        one already. A step with an idempotency ``key`` carries it and the digest
+        of its mode and input (made here, off the actor), see ``flow._idempotency``.
         """
         try:
             self.check_open()
@@ -310,7 +329,12 @@ class RuntimeCore:
                 raise InvalidInput(f"mode must be 'step' or 'run', got {mode!r}")
             if not isinstance(session_id, str):
                 raise SessionNotFound(str(session_id))
-            message = Step(session_id, input, mode, reply, contextvars.copy_context())
+            context = contextvars.copy_context()
+            if key is None:
+                message = Step(session_id, input, mode, reply, context)
+            else:
+                digest = input_digest(mode, input)
+                message = Step(session_id, input, mode, reply, context, check_key(key), digest)
             entry = self.index.send(
                 session_id,
                 message,
@@ -478,6 +502,25 @@ class RuntimeCore:
         if not isinstance(limit, int) or limit < 1:
             raise InvalidInput(f"limit must be an int >= 1, got {limit!r}")
         return self.store.list(owner, cursor, limit)
+
+    def stored_page(
+        self, owner: str | None, cursor: str | None, limit: int, quarantined: int
+    ) -> StoredPage:
+        """How many sessions are stored, one page of them, the latest quarantined rows."""
+        if not isinstance(limit, int) or limit < 1:
+            raise InvalidInput(f"limit must be an int >= 1, got {limit!r}")
+        page = self.store.list(owner, cursor, limit)
+        return StoredPage(self.store.count(), page, self.store.quarantined(quarantined))
+
+    def ready(self) -> None:
+        """Return when the runtime serves requests: not draining, and its store answers.
+
+        Raises:
+            RuntimeClosed: the runtime is draining or closed.
+            StoreUnavailable: the store did not answer.
+        """
+        self.check_open()
+        self.store.list(None, None, 1)
 
     def stored_inspect(self, session_id: str) -> dict[str, Any]:
         """``inspect`` of a session that is not live: what its snapshot holds."""

@@ -7,7 +7,8 @@ table)::
     ActorflowError
     ├── InvalidInput            fix the request (HTTP 422)
     │   ├── GraphInvalid        a graph failed validation at build() (names the task)
-    │   └── SessionTooLarge     the step would grow the session past its cap (413)
+    │   ├── SessionTooLarge     the step would grow the session past its cap (413)
+    │   └── IdempotencyKeyReused  a step's key was used before with another input (422)
     ├── SessionNotFound         no such session, or not yours (404)
     │   └── RevisionNotFound    that revision is outside the retained history (404)
     ├── GraphNotFound           no graph with that id (404)
@@ -33,6 +34,7 @@ from flow._errors import (
     ActorflowError,
     GraphInvalid,
     GraphNotFound,
+    IdempotencyKeyReused,
     InvalidInput,
     RevisionConflict,
     RevisionNotFound,
@@ -53,6 +55,7 @@ __all__ = [
     "ActorflowError",
     "GraphInvalid",
     "GraphNotFound",
+    "IdempotencyKeyReused",
     "InvalidInput",
     "RevisionConflict",
     "RevisionNotFound",

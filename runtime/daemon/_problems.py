@@ -15,6 +15,7 @@ import msgspec
 from runtime.errors import (
     ActorflowError,
     GraphNotFound,
+    IdempotencyKeyReused,
     InvalidInput,
     RevisionNotFound,
     RuntimeClosed,
@@ -61,6 +62,7 @@ METHOD_NOT_ALLOWED = ProblemKind(405, "method-not-allowed", "Method not allowed"
 BODY_TOO_LARGE = ProblemKind(413, "body-too-large", "Request body too large")
 UNSUPPORTED_MEDIA_TYPE = ProblemKind(415, "unsupported-media-type", "Unsupported media type")
 INVALID_REQUEST = ProblemKind(422, "invalid-request", "Invalid request")
+KEY_REUSED = ProblemKind(422, "idempotency-key-reused", "Idempotency key reused")
 OVERLOADED = ProblemKind(503, "overloaded", "Too many steps in flight", retry_after=1)
 DRAINING = ProblemKind(503, "draining", "The daemon is shutting down", retry_after=5)
 INTERNAL = ProblemKind(500, "internal-error", "Internal server error")
@@ -89,6 +91,7 @@ RUNTIME_CLOSED = ProblemKind(503, "runtime-closed", "Runtime closed", retry_afte
 # subclass must come before its base (RevisionConflict is a StoreUnavailable).
 ERROR_TABLE: tuple[tuple[type[ActorflowError], ProblemKind], ...] = (
     (SessionTooLarge, SESSION_TOO_LARGE),
+    (IdempotencyKeyReused, KEY_REUSED),
     (InvalidInput, INVALID_REQUEST),
     (RevisionNotFound, REVISION_NOT_FOUND),
     (SessionNotFound, SESSION_NOT_FOUND),

@@ -22,7 +22,7 @@ import structlog
 import uvicorn
 
 from flow import Graph
-from runtime import AsyncRuntime, RuntimeConfig
+from runtime import AsyncRuntime
 from runtime.admin import start_admin_server
 from runtime.daemon._app import OPENAPI_PATH, build_app
 from runtime.daemon._auth import Authenticator
@@ -68,34 +68,14 @@ def _tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def runtime_config(config: DaemonConfig) -> RuntimeConfig:
-    """The runtime's configuration for the daemon's settings."""
-    return RuntimeConfig(
-        idle_timeout=config.idle_timeout,
-        max_live=config.max_live,
-        session_ttl=config.session_ttl,
-        step_timeout=config.step_timeout,
-        max_pending=config.max_pending,
-        durability=config.durability,
-        drain_timeout=config.drain_timeout,
-        store=config.store,
-        advertise=config.advertise or f"http://{config.host}:{config.port}",
-        lease_ttl=config.lease_ttl,
-        node_id=config.node_id,
-        history_retention=config.history_retention,
-        max_session_bytes=config.max_session_bytes,
-        max_sessions_per_user=config.max_sessions_per_user,
-    )
-
-
 def _config_info(config: DaemonConfig, graphs: list[Graph]) -> dict[str, object]:
     return {
         "host": config.host,
         "port": config.port,
         "data_dir": str(config.data_dir.resolve()),
         "graphs": [graph.id for graph in graphs],
-        "durability": config.durability,
-        "store": config.store or f"sqlite:///{(config.data_dir / 'sessions.db').resolve()}",
+        "durability": config.runtime.durability,
+        "store": config.runtime.store or f"sqlite:///{(config.data_dir / 'sessions.db').resolve()}",
         "tls": config.tls_cert is not None,
         "auth": "tokens" if config.tokens is not None else "local",
         "max_inflight": config.max_inflight,
@@ -152,7 +132,7 @@ def _uvicorn_config(app: Any, config: DaemonConfig) -> uvicorn.Config:
         log_config=None,
         access_log=False,
         server_header=False,
-        timeout_graceful_shutdown=math.ceil(config.drain_timeout) + SHUTDOWN_MARGIN,
+        timeout_graceful_shutdown=math.ceil(config.runtime.drain_timeout) + SHUTDOWN_MARGIN,
         ssl_certfile=str(config.tls_cert) if config.tls_cert else None,
         ssl_keyfile=str(config.tls_key) if config.tls_key else None,
     )
@@ -168,7 +148,7 @@ async def serve(
     secure_data_dir(config.data_dir)
     loop = asyncio.get_running_loop()
     runtime = await AsyncRuntime.open(
-        data_dir=config.data_dir, graphs=graphs, config=runtime_config(config)
+        data_dir=config.data_dir, graphs=graphs, config=config.runtime
     )
     try:
         admin = await start_admin_server(
@@ -183,6 +163,7 @@ async def serve(
         default_graph=default_graph,
         max_inflight=config.max_inflight,
         metrics=DaemonMetrics(),
+        admins=auth.admins,
     )
     app = build_app(api, auth, max_body=config.max_body, policy=gateway_policy(config))
     server = DaemonServer(_uvicorn_config(app, config))

@@ -15,7 +15,7 @@ def test_a_step_past_max_session_bytes_is_413_and_changes_nothing(  # type: igno
     start_daemon, tmp_path: Path
 ) -> None:
     tokens = write_tokens(tmp_path / "tokens", {"tok-alice": "alice", "tok-bob": "bob"})
-    daemon: Daemon = start_daemon("--max-session-bytes", "64K", "--tokens", str(tokens))
+    daemon: Daemon = start_daemon("--max-session-bytes", "65536", "--tokens", str(tokens))
     with daemon.client("tok-alice") as alice, daemon.client("tok-bob") as bob:
         session_id = create(alice)
         theirs = create(bob)
