@@ -44,6 +44,7 @@ class Settings:
     durability: Literal["fsync", "commit", "passivate"] = "fsync"
     max_chain: int = 1000
     sweep_batch: int = 1000
+    max_session_bytes: int = 8 * 1024 * 1024
     key_retention: KeyRetention = field(default_factory=KeyRetention)
 
 

@@ -38,6 +38,7 @@ from actors._commit_pipeline import CommitPipeline, answer_step
 from actors._live_index import LiveEntry
 from actors._ownership import Owned
 from actors._services import ActorServices
+from actors._size_guard import SizeGuard
 from actors._step_runner import RunningStep, StepRunner, tell
 from actors.dispatcher import DispatcherActor
 from actors.messages import (
@@ -160,6 +161,7 @@ class SessionActor(DispatcherActor, Owned):
         self._state = ActorState.IDLE
         self._runner = StepRunner(services, graph, self.actor_ref)
         self._commits = CommitPipeline(services, session, entry, self.actor_ref)
+        self._size = SizeGuard(services.settings.max_session_bytes)
         self._dirty = False
         self._seq = 0
         self._running: RunningStep | None = None
@@ -386,7 +388,13 @@ class SessionActor(DispatcherActor, Owned):
             new.record = new.record.with_key(key, digest, result.responses)
 
     def _adopt(self, message: Step, new: Session, result: StepResult, now: float) -> None:
-        """Make ``new`` the session and commit it; the caller is answered after the commit."""
+        """Make ``new`` the session and commit it; the caller is answered after the commit.
+
+        A session that would pass ``max_session_bytes`` is refused: nothing changes."""
+        too_large = self._size.check(new)
+        if too_large is not None:
+            self._step_failed(message, too_large)
+            return
         meta = new.metadata
         # ``new`` is the step's own working copy: set its expiry in place.
         new.metadata = SessionMetadata(
@@ -452,6 +460,7 @@ class SessionActor(DispatcherActor, Owned):
             return  # a later save of an already abandoned lineage: reloaded already
         loaded = self._commits.reload(message.revision)
         self._session = loaded
+        self._size.reset()
         self._unconfirmed = None  # the keys loaded are the committed ones
         self._dirty = False
         self._publish(loaded)

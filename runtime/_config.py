@@ -64,6 +64,10 @@ class RuntimeConfig:
         advertise: the base URL other daemons forward requests to ("").
         history_retention: how far back time travel reaches: revisions (``"1000"``),
             an age (``"90s"``, ``"30m"``, ``"12h"``, ``"7d"``) or ``"all"`` (``"1000"``).
+        max_session_bytes: most bytes a session's encoded state (context and chat
+            window) may take; a step past it fails with ``SessionTooLarge`` (8 MiB).
+        max_sessions_per_user: most sessions one owner may hold; past it creating
+            or forking one fails with ``SessionQuotaExceeded`` (0: no limit) (10,000).
         clock: the wall clock, replaceable in tests (``time.time``).
     """
 
@@ -120,5 +124,16 @@ class RuntimeConfig:
         "compaction drops older records (their chat messages are kept)",
         metavar="RETENTION",
         parse=_retention,
+    )
+    max_session_bytes: Count = setting(
+        8 * 1024 * 1024,
+        "most bytes (8388608: 8 MiB) a session's encoded state may take; "
+        "a step past it is 413 (SessionTooLarge) and changes nothing",
+        shown="8388608 (8 MiB)",
+    )
+    max_sessions_per_user: Annotated[int, msgspec.Meta(ge=0)] = setting(
+        10_000,
+        "most sessions one user may hold (0: no limit); "
+        "creating or forking past it is 403 (SessionQuotaExceeded)",
     )
     clock: Callable[[], float] = field(default=time.time, compare=False)

@@ -9,6 +9,7 @@ how to wait: a sync caller blocks on a future, an async caller awaits one).
 from __future__ import annotations
 
 import contextvars
+import functools
 import threading
 import time
 import weakref
@@ -57,6 +58,7 @@ from flow.stores._protocol import SessionPage, SessionStore
 from runtime._bridge import AsyncReply, LoopThread, SyncReply
 from runtime._cluster import Cluster
 from runtime._config import RuntimeConfig
+from runtime._session_quota import SessionQuota
 from runtime._views import (
     LiveSessionInfo,
     RuntimeStats,
@@ -124,12 +126,17 @@ def _check_config(config: RuntimeConfig) -> None:
         if not value > 0:
             raise InvalidInput(f"RuntimeConfig.{name} must be > 0, got {value!r}")
     at_least_one = ("max_live", "max_pending", "dispatcher_threads", "task_threads", "max_chain")
-    for name in (*at_least_one, "sweep_batch"):
+    for name in (*at_least_one, "sweep_batch", "max_session_bytes"):
         value = getattr(config, name)
         if not isinstance(value, int) or value < 1:
             raise InvalidInput(f"RuntimeConfig.{name} must be an int >= 1, got {value!r}")
     if config.max_restarts < 0:
         raise InvalidInput(f"RuntimeConfig.max_restarts must be >= 0, got {config.max_restarts}")
+    if config.max_sessions_per_user < 0:
+        raise InvalidInput(
+            "RuntimeConfig.max_sessions_per_user must be >= 0 (0: no limit), "
+            f"got {config.max_sessions_per_user}"
+        )
     if config.drain_timeout < 0:
         raise InvalidInput(f"RuntimeConfig.drain_timeout must be >= 0, got {config.drain_timeout}")
     LogPolicy.parse(config.history_retention)  # raises InvalidInput naming the format
@@ -138,6 +145,12 @@ def _check_config(config: RuntimeConfig) -> None:
             "RuntimeConfig.durability must be 'fsync', 'commit' or 'passivate', "
             f"got {config.durability!r}"
         )
+
+
+def _release_if_failed(quota: SessionQuota, owner: str, saved: Future[None]) -> None:
+    """On the store writer: a creation that did not commit gives its quota back."""
+    if saved.cancelled() or saved.exception() is not None:
+        quota.release(owner)
 
 
 def _key_retention(history_retention: str) -> KeyRetention:
@@ -186,6 +199,7 @@ class RuntimeCore:
         self.cluster = Cluster.join(opened, config)
         self.store: SessionStore = opened if self.cluster is None else self.cluster.store
         self.index = LiveIndex()
+        self.quota = SessionQuota(self.store, config.max_sessions_per_user)
         self.draining = False
         self.closed = False
         self._close_lock = threading.Lock()
@@ -230,6 +244,7 @@ class RuntimeCore:
                 durability=config.durability,
                 max_chain=config.max_chain,
                 sweep_batch=config.sweep_batch,
+                max_session_bytes=config.max_session_bytes,
                 key_retention=_key_retention(config.history_retention),
             ),
             store=self.store,
@@ -416,6 +431,7 @@ class RuntimeCore:
         """Build a new session and queue its revision 0 (wait on the future for the commit)."""
         self.check_open()
         graph = self.graph(graph_id)
+        self.quota.reserve(owner)
         now = self.config.clock()
         session = new_session(
             graph,
@@ -428,7 +444,13 @@ class RuntimeCore:
         )
         if session_id_key is not None:
             session.context.set(session_id_key, session.session_id)
-        return session, self.store.save(session, expected_revision=None)
+        try:
+            saved = self.store.save(session, expected_revision=None)
+        except BaseException:
+            self.quota.release(owner)
+            raise
+        saved.add_done_callback(functools.partial(_release_if_failed, self.quota, owner))
+        return session, saved
 
     def load(self, session_id: str, owner: str | None) -> Session:
         """The stored session (after any stopping actor of it has saved).
@@ -471,6 +493,8 @@ class RuntimeCore:
             released.wait()
         if not existed:
             raise SessionNotFound(session_id)
+        if owner is not None:
+            self.quota.release(owner)
 
     def list_sessions(self, owner: str | None, cursor: str | None, limit: int) -> SessionPage:
         """A page of stored sessions of ``owner``."""

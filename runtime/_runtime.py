@@ -489,6 +489,8 @@ class AsyncRuntime(_Facade):
     ) -> str:
         """Create a session; returns its id once revision 0 is committed (see ``Runtime``)."""
         core = self._core
+        if core.quota.count_due(owner):
+            await asyncio.to_thread(core.quota.count, owner)
         core.index.begin()
         try:
             session, saved = core.new_session(

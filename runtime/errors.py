@@ -7,12 +7,14 @@ table)::
     ActorflowError
     ├── InvalidInput            fix the request (HTTP 422)
     │   ├── GraphInvalid        a graph failed validation at build() (names the task)
+    │   ├── SessionTooLarge     the step would grow the session past its cap (413)
     │   └── IdempotencyKeyReused  a step's key was used before with another input (422)
     ├── SessionNotFound         no such session, or not yours (404)
     │   └── RevisionNotFound    that revision is outside the retained history (404)
     ├── GraphNotFound           no graph with that id (404)
     ├── TaskNotFound            GoTo/edge names a task the graph lacks (500, task-failed)
     ├── SessionCompleted        the session has ended; start a new one (409)
+    ├── SessionQuotaExceeded the user holds the most sessions allowed; delete some (403)
     ├── SessionBusy             retry later: a step is running or the mailbox is full (409/429)
     ├── TaskFailed              the task raised; the session was rolled back (500)
     ├── StepTimeout             the step passed its deadline; rolled back (504)
@@ -40,6 +42,8 @@ from flow._errors import (
     SessionBusy,
     SessionCompleted,
     SessionNotFound,
+    SessionQuotaExceeded,
+    SessionTooLarge,
     SnapshotDecodeError,
     StepTimeout,
     StoreUnavailable,
@@ -59,6 +63,8 @@ __all__ = [
     "SessionBusy",
     "SessionCompleted",
     "SessionNotFound",
+    "SessionQuotaExceeded",
+    "SessionTooLarge",
     "SnapshotDecodeError",
     "StepTimeout",
     "StoreUnavailable",

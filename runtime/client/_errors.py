@@ -33,6 +33,8 @@ from runtime.errors import (
     SessionBusy,
     SessionCompleted,
     SessionNotFound,
+    SessionQuotaExceeded,
+    SessionTooLarge,
     SnapshotDecodeError,
     StepTimeout,
     StoreUnavailable,
@@ -162,6 +164,8 @@ _BY_SLUG: dict[str, _Factory] = {
     "bad-request": lambda d, s, g: InvalidInput(d),
     "body-too-large": lambda d, s, g: InvalidInput(d),
     "unsupported-media-type": lambda d, s, g: InvalidInput(d),
+    "session-too-large": lambda d, s, g: SessionTooLarge(d),
+    "session-quota-exceeded": lambda d, s, g: SessionQuotaExceeded(d),
 }
 
 

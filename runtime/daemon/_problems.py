@@ -22,6 +22,8 @@ from runtime.errors import (
     SessionBusy,
     SessionCompleted,
     SessionNotFound,
+    SessionQuotaExceeded,
+    SessionTooLarge,
     SnapshotDecodeError,
     StepTimeout,
     StoreUnavailable,
@@ -76,6 +78,8 @@ REVISION_NOT_FOUND = ProblemKind(404, "revision-not-found", "Revision not retain
 GRAPH_NOT_FOUND = ProblemKind(404, "graph-not-found", "Graph not found")
 SESSION_BUSY = ProblemKind(409, "session-busy", "Session busy")
 MAILBOX_FULL = ProblemKind(429, "mailbox-full", "Session mailbox full", retry_after=1)
+SESSION_TOO_LARGE = ProblemKind(413, "session-too-large", "Session too large")
+SESSION_QUOTA_EXCEEDED = ProblemKind(403, "session-quota-exceeded", "Too many sessions")
 SESSION_COMPLETED = ProblemKind(409, "session-completed", "Session completed")
 TASK_FAILED = ProblemKind(500, "task-failed", "Task failed")
 STEP_TIMEOUT = ProblemKind(504, "step-timeout", "Step timed out")
@@ -86,12 +90,14 @@ RUNTIME_CLOSED = ProblemKind(503, "runtime-closed", "Runtime closed", retry_afte
 # The table: the first row whose class the error is an instance of wins, so a
 # subclass must come before its base (RevisionConflict is a StoreUnavailable).
 ERROR_TABLE: tuple[tuple[type[ActorflowError], ProblemKind], ...] = (
+    (SessionTooLarge, SESSION_TOO_LARGE),
     (IdempotencyKeyReused, KEY_REUSED),
     (InvalidInput, INVALID_REQUEST),
     (RevisionNotFound, REVISION_NOT_FOUND),
     (SessionNotFound, SESSION_NOT_FOUND),
     (GraphNotFound, GRAPH_NOT_FOUND),
     (SessionCompleted, SESSION_COMPLETED),
+    (SessionQuotaExceeded, SESSION_QUOTA_EXCEEDED),
     (TaskFailed, TASK_FAILED),
     (TaskNotFound, TASK_FAILED),
     (StepTimeout, STEP_TIMEOUT),
