@@ -1,4 +1,7 @@
-"""Every Python block of the docs is as ``ruff format`` writes it (bin/test runs only ``ruff check``)."""
+"""Every Python block of README and docs is as ``ruff format`` writes it.
+
+bin/test runs only ``ruff check`` on the code; this keeps the docs to the same format.
+"""
 
 from __future__ import annotations
 
