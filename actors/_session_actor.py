@@ -66,7 +66,7 @@ from flow._errors import (
 )
 from flow._graph import Graph
 from flow._idempotency import KeyEntry, KeyTable
-from flow._session import Session, SessionMetadata, SessionStatus
+from flow._session import Session, SessionMetadata, SessionStatus, StepFailure
 from flow._step import StepResult
 
 __all__ = ["ActorState", "SessionActor", "session_document"]
@@ -128,6 +128,7 @@ def session_document(session: Session, history_tail: int) -> dict[str, Any]:
         "context": session.context.to_dict(),
         "history_tail": [m.to_dict() for m in history.last_messages(history_tail)],
         "history_length": len(history),
+        "last_failure": None if session.last_failure is None else session.last_failure.to_dict(),
         "metadata": {
             "owner": meta.owner,
             "created_at": meta.created_at,
@@ -135,6 +136,7 @@ def session_document(session: Session, history_tail: int) -> dict[str, Any]:
             "request_count": meta.request_count,
             "client_addr": meta.client_addr,
             "expires_at": meta.expires_at,
+            "members": {user: access for user, access in meta.members},
         },
     }
 
@@ -165,7 +167,8 @@ class SessionActor(DispatcherActor, Owned):
         self._dirty = False
         self._seq = 0
         self._running: RunningStep | None = None
-        self._last_failure: dict[str, Any] | None = None  # what inspect shows
+        # a failure noted on the session and not yet in a saved snapshot of it
+        self._failure_unsaved = False
         # Created on first use, and a list rather than a deque (it is short: at
         # most max_pending): most live sessions are idle and never need one.
         self._stash: list[Step | Passivate] | None = None
@@ -335,12 +338,12 @@ class SessionActor(DispatcherActor, Owned):
             **({} if failed is None else {"exc_info": failed}),
         )
         cause = error if failed is None else failed.cause
-        self._last_failure = {
-            "type": type(cause).__name__,
-            "message": str(cause),
-            "task": task,
-            "time": self._services.clock(),
-        }
+        # Noted on the committed session (not a revision: nothing else changes);
+        # saved with its next whole snapshot, at the latest on passivation.
+        self._session.last_failure = StepFailure(
+            type(cause).__name__, str(cause), task, self._services.clock()
+        )
+        self._failure_unsaved = True
         self._answer(message, error)
 
     # --- idempotency keys (flow._idempotency) ---------------------------------------
@@ -404,10 +407,12 @@ class SessionActor(DispatcherActor, Owned):
             meta.request_count,
             meta.client_addr,
             now + self._settings.session_ttl,
+            meta.members,
         )
         if message.key is not None and message.digest is not None:
             self._remember(message.key, message.digest, new, result, now)
         self._session = new
+        self._entry.snapshot_bytes = self._size.size
         self._publish(new)
         if self._settings.durability == "passivate":
             self._dirty = True
@@ -459,8 +464,11 @@ class SessionActor(DispatcherActor, Owned):
         if message.lineage != self._commits.lineage:
             return  # a later save of an already abandoned lineage: reloaded already
         loaded = self._commits.reload(message.revision)
+        if self._failure_unsaved:
+            loaded.last_failure = self._session.last_failure
         self._session = loaded
         self._size.reset()
+        self._entry.snapshot_bytes = 0
         self._unconfirmed = None  # the keys loaded are the committed ones
         self._dirty = False
         self._publish(loaded)
@@ -479,6 +487,7 @@ class SessionActor(DispatcherActor, Owned):
         else:
             passivation = (entry.last_used + settings.idle_timeout, "idle")
         size = len(encode(session))
+        self._size.measured(size)
         entry.snapshot_bytes = size
         return {
             **session_document(session, history_tail),
@@ -495,13 +504,14 @@ class SessionActor(DispatcherActor, Owned):
             "incarnation": entry.incarnation,
             "snapshot_bytes": size,
             "dirty": self._dirty,
-            "last_failure": self._last_failure,
         }
 
     def _snapshot(self, message: Snapshot) -> None:
         size = len(encode(self._session))
+        self._size.measured(size)
         self._entry.snapshot_bytes = size
         self._dirty = False
+        self._failure_unsaved = False
         self._commits.snapshot(self._session, message.reply, size)
 
     # --- stopping ------------------------------------------------------------------------
@@ -520,10 +530,17 @@ class SessionActor(DispatcherActor, Owned):
         if self._state is ActorState.STOPPING:
             return
         self._become(ActorState.STOPPING)
+        session = self._session
         if self._dirty:
-            self._entry.snapshot_bytes = len(encode(self._session))
-            self._commits.save_final(self._session)
+            self._entry.snapshot_bytes = len(encode(session))
+            self._commits.save_final(session)
             self._dirty = False
+        if self._failure_unsaved:
+            # A step record does not hold the failure note: rewrite the session's
+            # base at its revision (one write per activation that saw a failure).
+            session.record = None
+            self._commits.save_final(session)
+            self._failure_unsaved = False
         self._stop_after_saves(None)
 
     def _kill(self, reroute: bool, error: BaseException, crashed: BaseException | None) -> None:

@@ -11,9 +11,16 @@ import msgpack
 from flow._context import ROLES, ChatHistory, ChatMessage, Context, Role
 from flow._errors import SnapshotDecodeError
 from flow._idempotency import KeyTable
-from flow._session import Session, SessionMetadata, SessionStatus
+from flow._session import (
+    ACCESS_LEVELS,
+    Access,
+    Session,
+    SessionMetadata,
+    SessionStatus,
+    StepFailure,
+)
 
-__all__ = ["SCHEMA_VERSION", "decode", "encode"]
+__all__ = ["SCHEMA_VERSION", "decode", "encode", "meta_fields", "metadata_from"]
 
 SCHEMA_VERSION = 2
 """Version 2 added ``mtot`` (messages ever added, see ``ChatHistory.total``); version 1
@@ -56,14 +63,7 @@ def encode(session: Session) -> bytes:
         "data": session.context._data,
         "hmax": history.max_messages,
         "mtot": history.total,
-        "meta": [
-            meta.owner,
-            meta.created_at,
-            meta.last_accessed,
-            meta.request_count,
-            meta.client_addr,
-            meta.expires_at,
-        ],
+        "meta": meta_fields(meta, session.last_failure),
     }
     if session.keys:
         fields["keys"] = session.keys.encoded()
@@ -72,6 +72,55 @@ def encode(session: Session) -> bytes:
     # a fixmap header is 0x80 + its entry count (fewer than 16 here)
     header = bytes((head[0] + 1,))
     return header + head[1:] + _HIST_KEY + _array_header(len(messages)) + history_items
+
+
+def meta_fields(meta: SessionMetadata, failure: StepFailure | None = None) -> list[Any]:
+    """The metadata as the list a snapshot (or a step record) holds.
+
+    Its first six items are those every build writes; ``members`` and then a
+    snapshot's ``last_failure`` follow only when there are some, so that a
+    session that uses neither encodes as it always did (the snapshot map is
+    full: a fixmap holds at most 15 entries, see ``encode``).
+    """
+    fields: list[Any] = [
+        meta.owner,
+        meta.created_at,
+        meta.last_accessed,
+        meta.request_count,
+        meta.client_addr,
+        meta.expires_at,
+    ]
+    if meta.members or failure is not None:
+        fields.append([[user, access] for user, access in meta.members])
+    if failure is not None:
+        fields.append([failure.type, failure.message, failure.task, failure.time])
+    return fields
+
+
+def metadata_from(fields: list[Any]) -> tuple[SessionMetadata, StepFailure | None]:
+    """Read back what ``meta_fields`` wrote (and what builds before it wrote)."""
+    owner, created, accessed, count, addr, expires, *more = fields
+    members = more[0] if more else ()
+    failure = more[1] if len(more) > 1 else None
+    meta = SessionMetadata(
+        owner=_str(owner),
+        created_at=float(created),
+        last_accessed=float(accessed),
+        request_count=int(count),
+        client_addr=None if addr is None else _str(addr),
+        expires_at=None if expires is None else float(expires),
+        members=tuple((_str(user), _access(access)) for user, access in members),
+    )
+    if failure is None:
+        return meta, None
+    kind, message, task, at = failure
+    return meta, StepFailure(_str(kind), _str(message), _str(task), float(at))
+
+
+def _access(value: Any) -> Access:
+    if value not in ACCESS_LEVELS:
+        raise ValueError(f"unknown member access {value!r}")
+    return cast(Access, value)
 
 
 def _packed(message: ChatMessage, pack: Callable[[Any], bytes]) -> bytes:
@@ -121,7 +170,7 @@ def decode(raw: bytes) -> Session:
 
 
 def _session_from(doc: dict[str, Any]) -> Session:
-    owner, created, accessed, count, addr, expires = doc["meta"]
+    metadata, failure = metadata_from(doc["meta"])
     hmax = doc["hmax"]
     messages = [ChatMessage(_role(r), _str(c), _str(t)) for r, c, t in doc["hist"]]
     history = ChatHistory(messages, max_messages=None if hmax is None else int(hmax))
@@ -142,18 +191,12 @@ def _session_from(doc: dict[str, Any]) -> Session:
         current_task=_str(doc["task"]),
         status=SessionStatus(doc["status"]),
         context=context,
-        metadata=SessionMetadata(
-            owner=_str(owner),
-            created_at=float(created),
-            last_accessed=float(accessed),
-            request_count=int(count),
-            client_addr=None if addr is None else _str(addr),
-            expires_at=None if expires is None else float(expires),
-        ),
+        metadata=metadata,
         revision=int(doc["rev"]),
         back_stack=[_str(b) for b in back],
         status_message=None if smsg is None else _str(smsg),
         keys=None if not keys else KeyTable.decoded(_str(doc["id"]), keys),
+        last_failure=failure,
     )
 
 

@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import msgpack
 
+from flow._codec import meta_fields, metadata_from
 from flow._context import ChatMessage
 from flow._errors import SnapshotDecodeError
 from flow._idempotency import KeyEntry, KeyTable
@@ -275,14 +276,7 @@ def encode_record(record: StepRecord) -> bytes:
             messages,
             record.message_seq,
             record.history_cleared_at,
-            [
-                meta.owner,
-                meta.created_at,
-                meta.last_accessed,
-                meta.request_count,
-                meta.client_addr,
-                meta.expires_at,
-            ],
+            meta_fields(meta),
             record.request_id,
             None if record.input_digest is None else [record.input_digest, list(record.responses)],
         ]
@@ -325,7 +319,6 @@ def decode_record(raw: bytes) -> StepRecord:
         ) = doc
         if kind not in ("step", "base"):
             raise ValueError(f"unknown record kind {kind!r}")
-        owner, created, accessed, count, addr, expires = meta
         digest, responses = keyed[0] if keyed and keyed[0] is not None else (None, ())
         return StepRecord(
             revision=int(revision),
@@ -346,14 +339,7 @@ def decode_record(raw: bytes) -> StepRecord:
             messages=tuple(_message(m) for m in messages),
             message_seq=int(message_seq),
             history_cleared_at=None if cleared_at is None else int(cleared_at),
-            metadata=SessionMetadata(
-                owner=str(owner),
-                created_at=float(created),
-                last_accessed=float(accessed),
-                request_count=int(count),
-                client_addr=None if addr is None else str(addr),
-                expires_at=None if expires is None else float(expires),
-            ),
+            metadata=metadata_from(meta)[0],
             request_id=None if request_id is None else str(request_id),
             input_digest=None if digest is None else bytes(digest),
             responses=tuple(str(r) for r in responses),
