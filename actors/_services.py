@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -20,6 +20,7 @@ import structlog
 from actors._live_index import LiveIndex
 from actors._timers import Timers
 from flow._graph import Graph
+from flow._versions import GraphRegistry
 from flow.stores._protocol import SessionStore
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ class ActorServices:
     Attributes:
         settings: the tunables.
         store: where snapshots go.
-        graphs: registered graphs by id.
+        graphs: the graphs served, by id and version (replaced whole on a reload).
         index: the live index (the supervisor writes membership).
         dispatcher: runs every actor.
         task_pool: runs blocking sync tasks.
@@ -87,7 +88,7 @@ class ActorServices:
 
     settings: Settings
     store: SessionStore
-    graphs: Mapping[str, Graph]
+    graphs: GraphRegistry
     index: LiveIndex
     dispatcher: Dispatcher
     task_pool: Executor
@@ -98,13 +99,14 @@ class ActorServices:
     supervisor: pykka.ActorRef[Any] | None = None
     loader: Executor | None = None
     log: Any = field(default_factory=lambda: structlog.get_logger("actorflow").bind())
-    _inline: dict[str, bool] = field(default_factory=dict)
+    _inline: dict[tuple[str, str], bool] = field(default_factory=dict)
 
     def runs_inline(self, graph: Graph) -> bool:
-        """Whether ``graph``'s steps may run on a dispatcher thread (cached per graph)."""
-        inline = self._inline.get(graph.id)
+        """Whether ``graph``'s steps may run on a dispatcher thread (cached per version)."""
+        key = (graph.id, graph.version)
+        inline = self._inline.get(key)
         if inline is None:
-            inline = self._inline[graph.id] = graph.nonblocking
+            inline = self._inline[key] = graph.nonblocking
         return inline
 
     def run_async(self, coro: Coroutine[Any, Any, Any]) -> Any:

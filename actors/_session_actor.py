@@ -36,6 +36,7 @@ from actors.messages import (
     ActorStopped,
     CommitFailed,
     Crash,
+    Edit,
     Inspect,
     Kill,
     Passivate,
@@ -48,6 +49,7 @@ from actors.messages import (
     ViewSession,
 )
 from flow._codec import encode
+from flow._edit import edit
 from flow._errors import (
     ActorflowError,
     SessionNotFound,
@@ -203,6 +205,9 @@ class SessionActor(DispatcherActor):
             return
         self._current = message
         session = self._session
+        if message.edit is not None:
+            self._edit(message, message.edit)
+            return
         if session.status is SessionStatus.ERROR:
             self._answer(
                 message,
@@ -263,6 +268,27 @@ class SessionActor(DispatcherActor):
         self._entry.state = "running"
         self._entry.current_step_task = session.current_task
         future.add_done_callback(lambda f: self._tell_self(TaskDone(seq, f)))
+
+    def _edit(self, message: Step, change: Edit) -> None:
+        """Apply a repair from outside as one new revision (in this turn; no task runs)."""
+        now = self._services.clock()
+        try:
+            new, result = edit(
+                self._graph,
+                self._session,
+                set=change.set,
+                unset=change.unset,
+                goto=change.goto,
+                by=change.by,
+                now=now,
+            )
+        except ActorflowError as exc:
+            self._step_failed(message, exc)
+            return
+        self._services.log.info(
+            "session_edited", session_id=self._session_id, by=change.by, revision=new.revision
+        )
+        self._adopt(message, new, result, now)
 
     async def _run_blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
         loop = asyncio.get_running_loop()

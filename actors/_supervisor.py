@@ -22,6 +22,7 @@ from typing import Any
 import pykka
 
 from actors._live_index import LiveEntry
+from actors._pinning import pin_version, unserved
 from actors._services import ActorServices
 from actors._session_actor import SessionActor
 from actors.dispatcher import DispatcherActor
@@ -42,7 +43,6 @@ from actors.messages import (
 )
 from flow._errors import (
     ActorflowError,
-    GraphNotFound,
     RuntimeClosed,
     SessionNotFound,
     StoreUnavailable,
@@ -192,6 +192,8 @@ class SupervisorActor(DispatcherActor):
         outcome: Session | BaseException | None
         try:
             outcome = self._services.store.load(session_id)
+            if outcome is not None and not self._expired(outcome):
+                outcome = pin_version(self._services, outcome)
             if outcome is not None and self._expired(outcome):
                 self._services.store.delete(session_id)
                 self._index.bump()
@@ -242,9 +244,10 @@ class SupervisorActor(DispatcherActor):
             session = self._services.store.load(session_id)
             if session is None:
                 raise SessionNotFound(session_id)
-        graph = self._services.graphs.get(session.graph_id)
+        graph = self._services.graphs.find(session.graph_id, session.graph_version)
         if graph is None:
-            raise GraphNotFound(session.graph_id)
+            # Migrations run where the snapshot is read (`pin_version`), never here.
+            raise unserved(self._services.graphs, session)
         self._evict_for_one()
         self._incarnations += 1
         now = self._services.clock()

@@ -25,6 +25,7 @@ __all__ = [
     "ActorStopped",
     "CommitFailed",
     "Crash",
+    "Edit",
     "Forget",
     "Inspect",
     "Kill",
@@ -53,17 +54,30 @@ OnBusy = Literal["enqueue", "reject"]
 
 
 @dataclass(frozen=True, slots=True)
+class Edit:
+    """A repair from outside, carried by a ``Step`` (see ``flow._edit.edit``)."""
+
+    set: dict[str, Any]
+    unset: tuple[str, ...]
+    goto: str | None
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
 class Step:
     """Run one step (``mode="step"``) or run until waiting/completed (``mode="run"``).
 
     ``reply`` receives the ``StepResult`` after the snapshot holding it is
     committed (or at once in ``passivate`` durability), or an ``ActorflowError``.
+    With ``edit``, the step applies that edit instead of running a task: it
+    queues in the mailbox and commits like any step.
     """
 
     session_id: str
     input: Any
     mode: StepMode
     reply: Reply
+    edit: Edit | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,11 +54,23 @@ class Graph:
 
     Attributes:
         id: the graph's id.
-        version: a stable hash of the structure (task ids and classes, edges, start).
+        version: the author's version (``GraphBuilder(id, version=...)``), else
+            ``structure_hash``. Sessions are pinned to it.
+        structure_hash: a stable hash of the structure (task ids and classes,
+            edges, start).
         start: the id of the task a new session starts at.
     """
 
-    __slots__ = ("_conditional", "_edges", "_id", "_plain", "_start", "_tasks", "_version")
+    __slots__ = (
+        "_conditional",
+        "_edges",
+        "_hash_hex",
+        "_id",
+        "_plain",
+        "_start",
+        "_tasks",
+        "_version",
+    )
 
     def __init__(
         self,
@@ -66,6 +78,7 @@ class Graph:
         tasks: Mapping[str, Task],
         edges: tuple[Edge | ConditionalEdge, ...],
         start: str,
+        version: str | None = None,
     ) -> None:
         """Internal: use ``GraphBuilder.build()``, which validates first."""
         self._id = graph_id
@@ -79,7 +92,8 @@ class Graph:
                 self._plain[edge.source] = edge.target
             else:
                 self._conditional.setdefault(edge.source, []).append(edge)
-        self._version = self._hash()
+        self._hash_hex = self._hash()
+        self._version = self._hash_hex if version is None else version
 
     @property
     def id(self) -> str:
@@ -88,8 +102,13 @@ class Graph:
 
     @property
     def version(self) -> str:
-        """A stable hash of the graph's structure (16 hex digits)."""
+        """The author's version, else ``structure_hash``."""
         return self._version
+
+    @property
+    def structure_hash(self) -> str:
+        """A stable hash of the graph's structure (16 hex digits)."""
+        return self._hash_hex
 
     @property
     def start(self) -> str:
@@ -191,12 +210,19 @@ class GraphBuilder:
         )
 
     The first task added is the start task unless ``start`` names another.
+    ``version`` names this build of the graph (``GraphBuilder("support",
+    version="2")``); without it the version is the structural hash.
     """
 
-    def __init__(self, graph_id: str) -> None:
+    def __init__(self, graph_id: str, version: str | None = None) -> None:
         if not isinstance(graph_id, str) or not graph_id:
             raise GraphInvalid(f"a graph id must be a non-empty str, got {graph_id!r}")
+        if version is not None and (not isinstance(version, str) or not version):
+            raise GraphInvalid(
+                f"graph {graph_id!r}: a version must be a non-empty str, got {version!r}"
+            )
         self._id = graph_id
+        self._version = version
         self._tasks: list[Task] = []
         self._edges: list[Edge | ConditionalEdge] = []
         self._start: str | None = None
@@ -262,7 +288,7 @@ class GraphBuilder:
                 f"graph {gid!r}: task {unreachable[0]!r} is unreachable from start task "
                 f"{start!r} (unreachable: {', '.join(map(repr, unreachable))})"
             )
-        return Graph(gid, tasks, tuple(self._edges), start)
+        return Graph(gid, tasks, tuple(self._edges), start, self._version)
 
     def _check_edges(self, tasks: Mapping[str, Task]) -> None:
         gid = self._id

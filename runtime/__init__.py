@@ -13,6 +13,7 @@ Everything public is re-exported here; errors also live in ``runtime.errors``.
 """
 
 from flow._step import StepResult
+from flow._versions import Migration, MigrationState
 from flow.stores._protocol import SessionPage, StoredSessionInfo
 from runtime._config import Durability, RuntimeConfig
 from runtime._runtime import AsyncRuntime, Runtime
@@ -21,7 +22,9 @@ from runtime.errors import (
     ActorflowError,
     GraphInvalid,
     GraphNotFound,
+    GraphVersionUnavailable,
     InvalidInput,
+    MigrationFailed,
     RevisionConflict,
     RuntimeClosed,
     SessionBusy,
@@ -40,8 +43,12 @@ __all__ = [
     "Durability",
     "GraphInvalid",
     "GraphNotFound",
+    "GraphVersionUnavailable",
     "InvalidInput",
     "LiveSessionInfo",
+    "Migration",
+    "MigrationFailed",
+    "MigrationState",
     "RevisionConflict",
     "Runtime",
     "RuntimeClosed",

@@ -20,6 +20,7 @@ from typing import Any, Literal
 import structlog
 
 from actors._live_index import LiveIndex
+from actors._pinning import pin_version
 from actors._services import ActorServices, Settings
 from actors._session_actor import session_document
 from actors._supervisor import SupervisorActor
@@ -28,6 +29,7 @@ from actors._timers import Timer, Timers
 from actors.dispatcher import Dispatcher
 from actors.messages import (
     Activate,
+    Edit,
     Forget,
     Inspect,
     PassivateRequest,
@@ -40,7 +42,6 @@ from actors.messages import (
 )
 from flow._errors import (
     ActorflowError,
-    GraphNotFound,
     InvalidInput,
     RuntimeClosed,
     SessionNotFound,
@@ -48,6 +49,7 @@ from flow._errors import (
 from flow._graph import Graph
 from flow._session import Session
 from flow._step import new_session
+from flow._versions import GraphRegistry, Migration
 from flow.stores import open_store
 from flow.stores._protocol import SessionPage, SessionStore
 from runtime._bridge import LoopThread, SyncReply
@@ -97,6 +99,7 @@ def session_view(session: Session) -> SessionView:
         ),
         revision=session.revision,
         status_message=session.status_message,
+        graph_version=session.graph_version,
     )
 
 
@@ -129,17 +132,6 @@ def _check_config(config: RuntimeConfig) -> None:
         )
 
 
-def _graph_map(graphs: Iterable[Graph]) -> dict[str, Graph]:
-    found: dict[str, Graph] = {}
-    for graph in graphs:
-        if not isinstance(graph, Graph):
-            raise InvalidInput(f"graphs must be Graph objects, got {type(graph).__name__}")
-        if graph.id in found:
-            raise InvalidInput(f"two graphs share the id {graph.id!r}")
-        found[graph.id] = graph
-    return found
-
-
 class RuntimeCore:
     """Everything one open runtime runs (see the module docstring)."""
 
@@ -149,12 +141,13 @@ class RuntimeCore:
         graphs: Iterable[Graph],
         config: RuntimeConfig,
         store: SessionStore | None,
+        migrations: Iterable[Migration] = (),
     ) -> None:
         _check_config(config)
         self.config = config
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._graphs = _graph_map(graphs)
+        self.registry = GraphRegistry(graphs, migrations)
         self._own_store = store is None
         self.store: SessionStore = fence_store(
             open_store(config.store, self.data_dir, config.durability) if store is None else store,
@@ -207,7 +200,7 @@ class RuntimeCore:
                 sweep_batch=config.sweep_batch,
             ),
             store=self.store,
-            graphs=self._graphs,
+            graphs=self.registry,
             index=self.index,
             dispatcher=self.dispatcher,
             task_pool=self.task_pool,
@@ -242,19 +235,25 @@ class RuntimeCore:
             )
 
     def graphs(self) -> list[Graph]:
-        """The registered graphs."""
-        return list(self._graphs.values())
+        """The default version of every graph served."""
+        return self.registry.defaults()
 
-    def graph(self, graph_id: str) -> Graph:
-        """The registered graph ``graph_id``.
+    def graph(self, graph_id: str, version: str | None = None) -> Graph:
+        """The graph ``graph_id`` at ``version`` (default: the newest given).
 
         Raises:
-            GraphNotFound: no such graph.
+            GraphNotFound: no such graph, or no such version of it served.
         """
-        graph = self._graphs.get(graph_id)
-        if graph is None:
-            raise GraphNotFound(graph_id)
-        return graph
+        return self.registry.get(graph_id, version)
+
+    def reload(self, graphs: Iterable[Graph], migrations: Iterable[Migration]) -> None:
+        """Serve ``graphs`` and ``migrations`` too, from the next activation on.
+
+        Every version served so far stays served: live sessions keep their
+        graph object, and stored ones keep the version they are pinned to.
+        """
+        self.check_open()
+        self.registry.swap(graphs, migrations)
 
     # --- requests (non-blocking) -------------------------------------------------------------
 
@@ -268,6 +267,7 @@ class RuntimeCore:
         reply: Reply,
         *,
         preload: bool = False,
+        edit: Edit | None = None,
     ) -> None:
         """Send a step to the session's actor (activating it if needed); ``reply`` answers.
 
@@ -284,7 +284,7 @@ class RuntimeCore:
                 raise InvalidInput(f"mode must be 'step' or 'run', got {mode!r}")
             if not isinstance(session_id, str):
                 raise SessionNotFound(str(session_id))
-            message = Step(session_id, input, mode, reply)
+            message = Step(session_id, input, mode, reply, edit)
             entry = self.index.send(
                 session_id,
                 message,
@@ -319,6 +319,8 @@ class RuntimeCore:
         epoch = self.index.epoch
         try:
             session = self.store.load(activate.session_id)
+            if session is not None:
+                session = pin_version(self.services, session)
         except ActorflowError as exc:
             if activate.step is not None:
                 activate.step.reply(exc)
@@ -372,10 +374,11 @@ class RuntimeCore:
         owner: str,
         context: dict[str, Any] | None,
         client_addr: str | None,
+        version: str | None = None,
     ) -> tuple[Session, Future[None]]:
         """Build a new session and queue its revision 0 (wait on the future for the commit)."""
         self.check_open()
-        graph = self.graph(graph_id)
+        graph = self.graph(graph_id, version)
         now = self.config.clock()
         session = new_session(
             graph,

@@ -33,6 +33,7 @@ class SessionView:
     metadata: SessionMetadataView
     revision: int
     status_message: str | None = None
+    graph_version: str = ""
 
 
 @dataclass(frozen=True, slots=True)

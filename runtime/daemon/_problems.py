@@ -15,6 +15,7 @@ import msgspec
 from runtime.errors import (
     ActorflowError,
     GraphNotFound,
+    GraphVersionUnavailable,
     InvalidInput,
     RuntimeClosed,
     SessionBusy,
@@ -64,6 +65,9 @@ BAD_REQUEST = ProblemKind(400, "bad-request", "Bad request")
 
 SESSION_NOT_FOUND = ProblemKind(404, "session-not-found", "Session not found")
 GRAPH_NOT_FOUND = ProblemKind(404, "graph-not-found", "Graph not found")
+GRAPH_VERSION_UNAVAILABLE = ProblemKind(
+    409, "graph-version-unavailable", "Graph version unavailable"
+)
 SESSION_BUSY = ProblemKind(409, "session-busy", "Session busy")
 MAILBOX_FULL = ProblemKind(429, "mailbox-full", "Session mailbox full", retry_after=1)
 SESSION_COMPLETED = ProblemKind(409, "session-completed", "Session completed")
@@ -79,6 +83,7 @@ ERROR_TABLE: tuple[tuple[type[ActorflowError], ProblemKind], ...] = (
     (InvalidInput, INVALID_REQUEST),
     (SessionNotFound, SESSION_NOT_FOUND),
     (GraphNotFound, GRAPH_NOT_FOUND),
+    (GraphVersionUnavailable, GRAPH_VERSION_UNAVAILABLE),
     (SessionCompleted, SESSION_COMPLETED),
     (TaskFailed, TASK_FAILED),
     (TaskNotFound, TASK_FAILED),
