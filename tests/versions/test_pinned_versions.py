@@ -181,5 +181,5 @@ def test_two_migrations_from_one_version_are_refused(tmp_path: Path) -> None:
         Migration(graph="tickets", from_version="1", to_version="2", migrate=one_to_two),
         Migration(graph="tickets", from_version="1", to_version="3", migrate=one_to_two),
     ]
-    with pytest.raises(InvalidInput, match="two migrations of graph 'tickets' start at version '1'"):
+    with pytest.raises(InvalidInput, match="two migrations of graph 'tickets' start at "):
         _open(tmp_path, [V2], twice)

@@ -41,7 +41,7 @@ def test_a_bad_edit_is_refused_and_leaves_the_session(tmp_path: Path) -> None:
         before = rt.store.load(sid)
         with pytest.raises(InvalidInput, match="no such task"):
             rt.update_session(sid, goto="assess")
-        with pytest.raises(InvalidInput, match="not msgpack-safe|cannot|must"):
+        with pytest.raises(InvalidInput, match="'when'"):
             rt.update_session(sid, set={"when": object()})
         with pytest.raises(InvalidInput, match="at least one"):
             rt.update_session(sid)
