@@ -28,6 +28,7 @@ from typing import Any
 import pykka
 
 from actors._live_index import LiveEntry
+from actors._pinning import unserved
 from actors._services import ActorServices
 from actors._timers import Timer
 from actors.dispatcher import DispatcherActor
@@ -49,7 +50,7 @@ from actors.messages import (
     ViewSession,
 )
 from flow._codec import encode
-from flow._edit import edit
+from flow._edit import edit, unchanged
 from flow._errors import (
     ActorflowError,
     SessionNotFound,
@@ -61,6 +62,7 @@ from flow._graph import Graph
 from flow._session import Session, SessionMetadata, SessionStatus
 from flow._step import StepResult, astep, step
 from flow._task import is_async_task
+from flow._versions import upgrade_to
 
 __all__ = ["SessionActor", "session_document"]
 
@@ -273,15 +275,27 @@ class SessionActor(DispatcherActor):
         """Apply a repair from outside as one new revision (in this turn; no task runs)."""
         now = self._services.clock()
         try:
-            new, result = edit(
-                self._graph,
-                self._session,
-                set=change.set,
-                unset=change.unset,
-                goto=change.goto,
-                by=change.by,
-                now=now,
-            )
+            if change.migrate_to is not None:
+                graph, migrated = upgrade_to(
+                    self._services.graphs, self._session, change.migrate_to
+                )
+                if migrated is None:
+                    self._answer(message, unchanged(self._session))
+                    return
+                new, result = migrated, unchanged(migrated)
+                self._graph = graph
+                self._inline = self._services.runs_inline(graph)
+                self._entry.graph_version = graph.version
+            else:
+                new, result = edit(
+                    self._graph,
+                    self._session,
+                    set=change.set,
+                    unset=change.unset,
+                    goto=change.goto,
+                    by=change.by,
+                    now=now,
+                )
         except ActorflowError as exc:
             self._step_failed(message, exc)
             return
@@ -460,12 +474,24 @@ class SessionActor(DispatcherActor):
             failed_revision=message.revision,
         )
         self._session = loaded
+        self._repin(loaded)
         self._stored_revision = loaded.revision
         self._dirty = False
         self._entry.revision = loaded.revision
         self._entry.status = loaded.status.value
         self._entry.current_task = loaded.current_task
         self._entry.request_count = loaded.metadata.request_count
+
+    def _repin(self, loaded: Session) -> None:
+        """After a reload, run the graph version the stored session is pinned to."""
+        if loaded.graph_version == self._graph.version:
+            return
+        graph = self._services.graphs.find(loaded.graph_id, loaded.graph_version)
+        if graph is None:
+            raise unserved(self._services.graphs, loaded)
+        self._graph = graph
+        self._inline = self._services.runs_inline(graph)
+        self._entry.graph_version = graph.version
 
     # --- inspection and snapshots -------------------------------------------------------
 

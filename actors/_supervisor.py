@@ -256,6 +256,7 @@ class SupervisorActor(DispatcherActor):
             incarnation=self._incarnations,
             owner=session.metadata.owner,
             graph_id=session.graph_id,
+            graph_version=graph.version,
             last_used=now,
             status=session.status.value,
             current_task=session.current_task,

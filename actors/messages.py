@@ -55,12 +55,17 @@ OnBusy = Literal["enqueue", "reject"]
 
 @dataclass(frozen=True, slots=True)
 class Edit:
-    """A repair from outside, carried by a ``Step`` (see ``flow._edit.edit``)."""
+    """A repair from outside, carried by a ``Step`` (see ``flow._edit.edit``).
+
+    With ``migrate_to``, the edit moves the session to that graph version through
+    the registered migrations instead (``actorflow sessions migrate``).
+    """
 
     set: dict[str, Any]
     unset: tuple[str, ...]
     goto: str | None
     by: str
+    migrate_to: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import Any
 
 from flow._errors import InvalidInput
@@ -16,7 +17,7 @@ from flow._graph import Graph
 from flow._session import Session, SessionMetadata, SessionStatus
 from flow._step import StepResult
 
-__all__ = ["edit"]
+__all__ = ["edit", "unchanged"]
 
 
 def edit(
@@ -80,14 +81,19 @@ def edit(
         meta.client_addr,
         meta.expires_at,
     )
-    result = StepResult(
-        session_id=work.session_id,
+    result = unchanged(work)
+    return work, replace(result, task=session.current_task)
+
+
+def unchanged(session: Session) -> StepResult:
+    """The result of a revision that ran no task (an edit, a migration)."""
+    return StepResult(
+        session_id=session.session_id,
         task=session.current_task,
         response=None,
         responses=(),
-        status=work.status,
-        next_task=work.current_task,
-        status_message=work.status_message,
-        revision=work.revision,
+        status=session.status,
+        next_task=session.current_task,
+        status_message=session.status_message,
+        revision=session.revision,
     )
-    return work, result

@@ -27,7 +27,7 @@ from flow._errors import (
 from flow._graph import Graph
 from flow._session import Session
 
-__all__ = ["GraphRegistry", "Migration", "MigrationState", "upgrade"]
+__all__ = ["GraphRegistry", "Migration", "MigrationState", "upgrade", "upgrade_to"]
 
 
 @dataclass(slots=True)
@@ -219,6 +219,21 @@ class GraphRegistry:
             current = migration.to_version
         return chain
 
+    def plan_to(self, graph_id: str, version: str, target: str) -> list[Migration] | None:
+        """The migrations leading from ``version`` to ``target``, or None if none do."""
+        steps = self._table.migrations
+        chain: list[Migration] = []
+        seen = {version}
+        current = version
+        while current != target:
+            migration = steps.get((graph_id, current))
+            if migration is None or migration.to_version in seen:
+                return None
+            chain.append(migration)
+            seen.add(migration.to_version)
+            current = migration.to_version
+        return chain
+
 
 def upgrade(registry: GraphRegistry, session: Session) -> tuple[Graph, Session | None]:
     """The graph ``session`` runs on, and the migrated session if it had to move.
@@ -243,6 +258,38 @@ def upgrade(registry: GraphRegistry, session: Session) -> tuple[Graph, Session |
             session.graph_version,
             registry.versions(session.graph_id),
         )
+    return _apply(registry, session, chain)
+
+
+def upgrade_to(
+    registry: GraphRegistry, session: Session, version: str
+) -> tuple[Graph, Session | None]:
+    """Like ``upgrade``, but to ``version`` (served) even when the session's own is served.
+
+    Raises:
+        GraphNotFound: ``version`` is not served.
+        GraphVersionUnavailable: no chain of migrations leads to ``version``.
+        MigrationFailed: as for ``upgrade``.
+    """
+    target = registry.get(session.graph_id, version)
+    if session.graph_version == version:
+        return target, None
+    chain = registry.plan_to(session.graph_id, session.graph_version, version)
+    if not chain:
+        raise GraphVersionUnavailable(
+            session.session_id,
+            session.graph_id,
+            session.graph_version,
+            registry.versions(session.graph_id),
+            f"session {session.session_id!r}: no chain of migrations of graph "
+            f"{session.graph_id!r} leads from version {session.graph_version!r} to {version!r}",
+        )
+    return _apply(registry, session, chain)
+
+
+def _apply(
+    registry: GraphRegistry, session: Session, chain: list[Migration]
+) -> tuple[Graph, Session]:
     target = registry.get(session.graph_id, chain[-1].to_version)
     state = _state_of(session)
     for migration in chain:

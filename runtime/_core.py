@@ -474,6 +474,7 @@ class RuntimeCore:
                 request_count=e.request_count,
                 snapshot_bytes=e.snapshot_bytes,
                 revision=e.revision,
+                graph_version=e.graph_version,
             )
             for e in self.index.entries()
         ]

@@ -22,7 +22,7 @@ from flow._errors import InvalidInput
 from flow._graph import Graph
 from flow._session import Session
 from flow._step import StepResult
-from flow._versions import Migration
+from flow._versions import GraphRegistry, Migration
 from flow.stores._protocol import SessionPage, SessionStore
 from runtime._bridge import AsyncReply, SyncReply
 from runtime._config import RuntimeConfig
@@ -81,6 +81,11 @@ class _Facade:
             GraphNotFound: no graph has that id, or that version of it is not served.
         """
         return self._core.graph(graph_id, version)
+
+    @property
+    def registry(self) -> GraphRegistry:
+        """The graphs served, every version, and the migrations (thread-safe)."""
+        return self._core.registry
 
     def graph_versions(self, graph_id: str) -> list[str]:
         """The versions of ``graph_id`` served, oldest given first (the last is the default)."""
@@ -251,6 +256,25 @@ class Runtime(_Facade):
         message = _edit_message(set, unset, goto, by or owner or "admin")
         self._core.submit_step(
             session_id, None, "step", "enqueue", owner, reply, preload=True, edit=message
+        )
+        result: StepResult = reply.wait()
+        return result
+
+    def migrate_session(self, session_id: str, version: str, *, by: str = "admin") -> StepResult:
+        """Move a session to graph ``version`` through the registered migrations, now.
+
+        Queued in the mailbox like a step; one new revision ("migrated g 1 → 2"),
+        or none when it is on ``version`` already.
+
+        Raises:
+            GraphNotFound: ``version`` is not served.
+            GraphVersionUnavailable: no chain of migrations leads there.
+            MigrationFailed: a migration failed (the session is untouched).
+        """
+        reply = self._reply()
+        message = Edit({}, (), None, by, migrate_to=version)
+        self._core.submit_step(
+            session_id, None, "step", "enqueue", None, reply, preload=True, edit=message
         )
         result: StepResult = reply.wait()
         return result
@@ -478,6 +502,16 @@ class AsyncRuntime(_Facade):
         reply = self._reply()
         message = _edit_message(set, unset, goto, by or owner or "admin")
         self._core.submit_step(session_id, None, "step", "enqueue", owner, reply, edit=message)
+        result: StepResult = await reply.wait()
+        return result
+
+    async def migrate_session(
+        self, session_id: str, version: str, *, by: str = "admin"
+    ) -> StepResult:
+        """Move a session to graph ``version`` now (see ``Runtime.migrate_session``)."""
+        reply = self._reply()
+        message = Edit({}, (), None, by, migrate_to=version)
+        self._core.submit_step(session_id, None, "step", "enqueue", None, reply, edit=message)
         result: StepResult = await reply.wait()
         return result
 

@@ -55,6 +55,7 @@ class LiveSessionInfo:
     request_count: int
     snapshot_bytes: int
     revision: int
+    graph_version: str = ""
 
 
 @dataclass(frozen=True, slots=True)

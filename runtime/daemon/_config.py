@@ -39,6 +39,7 @@ class DaemonConfig:
         port: TCP port to listen on.
         data_dir: where sessions.db and admin.sock live.
         graphs: ``module:attr`` references; attr is a Graph or a list of Graphs.
+        migrations: ``module:attr`` references; attr is a Migration or a list of them.
         tokens: the bearer tokens file (``token user`` per line), or None for one
             local user (loopback only).
         durability: ``fsync``, ``commit`` or ``passivate``.
@@ -67,6 +68,7 @@ class DaemonConfig:
     port: int = 8700
     data_dir: Path = Path("./var")
     graphs: tuple[str, ...] = DEFAULT_GRAPHS
+    migrations: tuple[str, ...] = ()
     tokens: Path | None = None
     durability: DurabilityName = "fsync"
     idle_timeout: float = 300.0
@@ -161,6 +163,13 @@ _OPTIONS: tuple[_Option, ...] = (
         "MODULE:ATTR",
         repeatable=True,
     ),
+    _Option(
+        "migrations",
+        _graph_ref,
+        "migrations between graph versions, module:attr (a Migration or a list); repeatable",
+        "MODULE:ATTR",
+        repeatable=True,
+    ),
     _Option("tokens", Path, "bearer tokens file, one 'token user' per line (mode 0600)", "FILE"),
     _Option(
         "durability",
@@ -212,7 +221,7 @@ def _default_text(name: str) -> str:
     if name == "data_dir":
         return "./var"
     value = getattr(DaemonConfig(), name)
-    if value is None or value == "":
+    if value is None or value == "" or value == ():
         return "none"
     if isinstance(value, tuple):
         return " ".join(value)

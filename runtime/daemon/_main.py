@@ -10,7 +10,7 @@ import uvloop
 
 from runtime.daemon._auth import Authenticator, TokensFileError
 from runtime.daemon._config import ConfigError, parse_config
-from runtime.daemon._graphs import load_graphs, pick_default_graph
+from runtime.daemon._graphs import load_graphs, load_migrations, pick_default_graph
 from runtime.daemon._logging import configure_logging
 from runtime.daemon._server import serve
 
@@ -38,12 +38,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(config.log_format)
     try:
         graphs = load_graphs(config.graphs)
+        migrations = load_migrations(config.migrations)
         default_graph = pick_default_graph(graphs, config.default_graph)
         auth = Authenticator.from_file(config.tokens)
     except (ConfigError, TokensFileError) as exc:
         return _fail(str(exc))
     try:
-        return uvloop.run(serve(config, graphs, default_graph, auth))
+        return uvloop.run(serve(config, graphs, default_graph, auth, migrations))
     except Exception as exc:
         structlog.get_logger("actorflowd").exception("daemon_failed")
         return _fail(f"{type(exc).__name__}: {exc}", EXIT_FAILED)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
 from litestar import Request, delete, get, post
@@ -26,8 +26,6 @@ from runtime.daemon._models import (
     CreateSessionRequest,
     ExecuteRequest,
     ExecuteResponse,
-    GraphInfo,
-    GraphList,
     HealthResponse,
     OnBusy,
     SessionCreated,
@@ -46,6 +44,7 @@ from runtime.daemon._problems import (
     Problem,
     ProblemDetail,
 )
+from runtime.daemon._version_routes import version_handlers
 
 if TYPE_CHECKING:
     from runtime import AsyncRuntime, StepResult
@@ -93,22 +92,6 @@ class Api:
     metrics: DaemonMetrics
     inflight: int = 0
     draining: bool = False
-    graph_list: GraphList = field(init=False)
-
-    def __post_init__(self) -> None:
-        infos = []
-        for graph in self.graphs:
-            described = graph.describe()
-            infos.append(
-                GraphInfo(
-                    id=graph.id,
-                    version=graph.version,
-                    start=graph.start,
-                    tasks=list(described["tasks"]),
-                    edges=list(described["edges"]),
-                )
-            )
-        self.graph_list = GraphList(graphs=infos, default_graph=self.default_graph)
 
     async def run_step(
         self,
@@ -190,7 +173,11 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
     ) -> SessionCreated:
         user = _caller(request)
         session_id = await runtime.create_session(
-            data.graph, owner=user, context=data.context, client_addr=_client_addr(request)
+            data.graph,
+            owner=user,
+            context=data.context,
+            client_addr=_client_addr(request),
+            version=data.version,
         )
         request_info(request.scope).session_id = session_id
         view = await runtime.get_session(session_id, owner=user)
@@ -200,6 +187,7 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
             current_task=view.current_task,
             status=view.status,
             revision=view.revision,
+            graph_version=view.graph_version,
         )
 
     @get(
@@ -266,16 +254,6 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
         return SessionList(
             items=[SessionSummary.of(info) for info in page.items], next_cursor=page.next_cursor
         )
-
-    @get(
-        "/v1/graphs",
-        summary="The graphs served",
-        responses=_problems(401),
-        security=SECURITY,
-        tags=["graphs"],
-    )
-    async def list_graphs() -> GraphList:
-        return api.graph_list
 
     @post(
         "/v1/execute",
@@ -347,7 +325,12 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
         step_session,
         delete_session,
         list_sessions,
-        list_graphs,
+        *version_handlers(
+            runtime,
+            default_graph=api.default_graph,
+            caller=_caller,
+            problems=_problems(*_STEPPING),
+        ),
         execute,
         healthz,
         readyz,

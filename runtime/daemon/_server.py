@@ -3,7 +3,8 @@
 On SIGTERM or SIGINT the daemon stops accepting connections, lets running
 steps finish (up to ``--drain-timeout``), closes the runtime (which flushes
 every snapshot), closes the admin socket and exits 0. A second signal exits at
-once, with status 1.
+once, with status 1. On SIGHUP (or ``actorflow admin reload``) it re-imports the
+``--graphs`` and ``--migrations`` modules and serves what they hold too.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import gc
 import math
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -21,11 +22,14 @@ import structlog
 import uvicorn
 
 from flow import Graph
+from flow._errors import ActorflowError
+from flow._versions import Migration
 from runtime import AsyncRuntime, RuntimeConfig
-from runtime.admin import start_admin_server
+from runtime.admin import AdminError, start_admin_server
 from runtime.daemon._app import OPENAPI_PATH, build_app
 from runtime.daemon._auth import Authenticator
-from runtime.daemon._config import DaemonConfig
+from runtime.daemon._config import ConfigError, DaemonConfig
+from runtime.daemon._graphs import load_graphs, load_migrations
 from runtime.daemon._logging import flush_logs
 from runtime.daemon._metrics import DaemonMetrics
 from runtime.daemon._routes import Api
@@ -53,6 +57,15 @@ class DaemonServer(uvicorn.Server):
     def capture_signals(self) -> Iterator[None]:
         """Leave signals to the daemon (uvicorn would re-raise them after shutdown)."""
         yield
+
+
+def _forget_reload(tasks: set[asyncio.Task[Any]]) -> Callable[[asyncio.Task[Any]], None]:
+    def done(task: asyncio.Task[Any]) -> None:
+        tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # logged by the reload itself; retrieved so asyncio does not
+
+    return done
 
 
 def _tune_gc() -> None:
@@ -114,8 +127,44 @@ def _uvicorn_config(app: Any, config: DaemonConfig) -> uvicorn.Config:
     )
 
 
+def _reimport(config: DaemonConfig) -> tuple[list[Graph], list[Migration]]:
+    return (
+        load_graphs(config.graphs, reload=True),
+        load_migrations(config.migrations, reload=True),
+    )
+
+
+def reloader(
+    config: DaemonConfig, runtime: AsyncRuntime
+) -> Callable[[], Coroutine[Any, Any, dict[str, Any]]]:
+    """What SIGHUP and ``actorflow admin reload`` run: re-import, then serve the new versions.
+
+    Nothing is dropped: every version served so far stays served. The imports
+    run on a worker thread; steps in flight are not disturbed.
+    """
+    lock = asyncio.Lock()
+
+    async def reload() -> dict[str, Any]:
+        async with lock:
+            try:
+                graphs, migrations = await asyncio.to_thread(_reimport, config)
+                runtime.reload(graphs, migrations)
+            except (ConfigError, ActorflowError) as exc:
+                _log.warning("reload_failed", error=str(exc))
+                raise AdminError("ReloadFailed", f"{exc}; still serving what was served") from exc
+            served = {gid: runtime.graph_versions(gid) for gid in runtime.registry.ids()}
+            _log.info("reloaded", graphs=served, migrations=len(runtime.migrations()))
+            return {"graphs": served, "migrations": len(runtime.migrations())}
+
+    return reload
+
+
 async def serve(
-    config: DaemonConfig, graphs: list[Graph], default_graph: str, auth: Authenticator
+    config: DaemonConfig,
+    graphs: list[Graph],
+    default_graph: str,
+    auth: Authenticator,
+    migrations: list[Migration] | None = None,
 ) -> int:
     """Serve until SIGTERM/SIGINT, then drain; the process exit status.
 
@@ -124,11 +173,18 @@ async def serve(
     config.data_dir.mkdir(parents=True, exist_ok=True)
     loop = asyncio.get_running_loop()
     runtime = await AsyncRuntime.open(
-        data_dir=config.data_dir, graphs=graphs, config=runtime_config(config)
+        data_dir=config.data_dir,
+        graphs=graphs,
+        config=runtime_config(config),
+        migrations=migrations or (),
     )
+    reload = reloader(config, runtime)
     try:
         admin = await start_admin_server(
-            runtime, config.data_dir / "admin.sock", config_info=_config_info(config, graphs)
+            runtime,
+            config.data_dir / "admin.sock",
+            config_info=_config_info(config, graphs),
+            reload=reload,
         )
     except BaseException:
         await runtime.aclose()
@@ -156,8 +212,16 @@ async def serve(
         runtime.begin_drain()
         server.should_exit = True
 
+    reloads: set[asyncio.Task[Any]] = set()
+
+    def on_hangup() -> None:
+        task = loop.create_task(reload())
+        reloads.add(task)
+        task.add_done_callback(_forget_reload(reloads))
+
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    loop.add_signal_handler(signal.SIGHUP, on_hangup)
     _tune_gc()
     scheme = "https" if config.tls_cert else "http"
     _log.info(
