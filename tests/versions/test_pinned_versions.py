@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from ticket_graphs import MIGRATIONS, V1, V2, V3, one_to_two
 
-from flow import Graph
+from flow import Graph, GraphBuilder
 from runtime import (
     GraphNotFound,
     GraphVersionUnavailable,
@@ -183,3 +183,27 @@ def test_two_migrations_from_one_version_are_refused(tmp_path: Path) -> None:
     ]
     with pytest.raises(InvalidInput, match="two migrations of graph 'tickets' start at "):
         _open(tmp_path, [V2], twice)
+
+
+def test_a_reload_adds_versions_and_keeps_every_one_served_before(tmp_path: Path) -> None:
+    with _open(tmp_path, [V1]) as rt:
+        live = rt.create_session("tickets", owner="alice")
+        rt.step(live, "printer")
+        rt.reload([V2], MIGRATIONS)
+        assert rt.graph_versions("tickets") == ["1", "2"]
+        assert rt.get_session(rt.create_session("tickets", owner="bob")).graph_version == "2"
+        assert rt.step(live, "low").next_task == "close"
+        assert rt.get_session(live).graph_version == "1"
+        with pytest.raises(InvalidInput, match="two graphs share"):
+            rt.reload([V3, V3])
+        assert rt.graph_versions("tickets") == ["1", "2"]
+
+
+def test_a_version_must_be_a_non_empty_string() -> None:
+    with pytest.raises(InvalidInput, match="version must be a non-empty str"):
+        GraphBuilder("g", version="")
+    assert V1.version == "1"
+    assert V1.structure_hash != V2.structure_hash
+    assert GraphBuilder("g").add_task(V1.task("intake")).build().version == (
+        GraphBuilder("g").add_task(V1.task("intake")).build().structure_hash
+    )
