@@ -59,8 +59,9 @@ def load_graphs(refs: Sequence[str], *, reload: bool = False) -> list[Graph]:
             key = (graph.id, graph.version)
             if key in seen:
                 raise ConfigError(
-                    f"--graphs {ref}: graph id {graph.id!r} version {graph.version!r} is also "
-                    f"served by {seen[key]}"
+                    f"--graphs {ref}: graph id {graph.id!r} is also served by {seen[key]} at "
+                    f"the same version {graph.version!r} (serve another version with "
+                    "GraphBuilder(id, version=...))"
                 )
             seen[key] = ref
             graphs.append(graph)
