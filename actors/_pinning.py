@@ -8,7 +8,7 @@ revision is a store write, and the supervisor waits on neither.
 from __future__ import annotations
 
 from actors._services import ActorServices
-from flow._errors import GraphVersionUnavailable
+from flow._errors import GraphVersionUnavailable, RevisionConflict
 from flow._session import Session
 from flow._versions import GraphRegistry, upgrade
 
@@ -26,7 +26,15 @@ def pin_version(services: ActorServices, session: Session) -> Session:
     _, migrated = upgrade(services.graphs, session)
     if migrated is None:
         return session
-    services.store.save(migrated, expected_revision=session.revision).result()
+    try:
+        services.store.save(migrated, expected_revision=session.revision).result()
+    except RevisionConflict:
+        # Another reader of the same snapshot (a caller's preload and the loader)
+        # migrated it first: use what it committed.
+        fresh = services.store.load(session.session_id)
+        if fresh is None or services.graphs.find(fresh.graph_id, fresh.graph_version) is None:
+            raise
+        return fresh
     services.log.info(
         "session_migrated",
         session_id=session.session_id,

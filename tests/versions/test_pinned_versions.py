@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 from ticket_graphs import MIGRATIONS, V1, V2, V3, one_to_two
 
-from flow import Graph, GraphBuilder
+from flow import Context, FunctionTask, Graph, GraphBuilder, NextAction, TaskResult
 from runtime import (
     GraphNotFound,
     GraphVersionUnavailable,
@@ -207,3 +208,37 @@ def test_a_version_must_be_a_non_empty_string() -> None:
     assert GraphBuilder("g").add_task(V1.task("intake")).build().version == (
         GraphBuilder("g").add_task(V1.task("intake")).build().structure_hash
     )
+
+
+def _counter(version: str) -> Graph:
+    def count(ctx: Context) -> TaskResult:
+        ctx.set("n", int(ctx.get("n", 0)) + 1)
+        return TaskResult(f"v{version}", NextAction.WaitForInput)
+
+    task = FunctionTask("count", count, blocking=False)
+    return GraphBuilder("counter", version=version).add_task(task).build()
+
+
+def test_concurrent_first_steps_migrate_a_session_once_and_lose_no_step(tmp_path: Path) -> None:
+    with _open(tmp_path, [_counter("1")]) as rt:
+        sids = [rt.create_session("counter", owner="alice") for _ in range(4)]
+    same = Migration(graph="counter", from_version="1", to_version="2", migrate=lambda s: s)
+    with _open(tmp_path, [_counter("2")], [same]) as rt:
+        errors: list[BaseException] = []
+
+        def steps(sid: str) -> None:
+            try:
+                assert rt.step(sid).response == "v2"
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=steps, args=(s,)) for s in sids for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert errors == []
+        for sid in sids:
+            view = rt.get_session(sid)
+            assert view.context["n"] == 8
+            assert view.revision == 1 + 8  # one migration, eight steps
