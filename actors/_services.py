@@ -99,15 +99,19 @@ class ActorServices:
     supervisor: pykka.ActorRef[Any] | None = None
     loader: Executor | None = None
     log: Any = field(default_factory=lambda: structlog.get_logger("actorflow").bind())
-    _inline: dict[tuple[str, str], bool] = field(default_factory=dict)
+    _inline: dict[tuple[str, str], tuple[Graph, bool]] = field(default_factory=dict)
 
     def runs_inline(self, graph: Graph) -> bool:
-        """Whether ``graph``'s steps may run on a dispatcher thread (cached per version)."""
+        """Whether ``graph``'s steps may run on a dispatcher thread (cached per version).
+
+        A reload may bring a new graph object for a version already served: the
+        cache holds the object it was computed for.
+        """
         key = (graph.id, graph.version)
-        inline = self._inline.get(key)
-        if inline is None:
-            inline = self._inline[key] = graph.nonblocking
-        return inline
+        cached = self._inline.get(key)
+        if cached is None or cached[0] is not graph:
+            cached = self._inline[key] = (graph, graph.nonblocking)
+        return cached[1]
 
     def run_async(self, coro: Coroutine[Any, Any, Any]) -> Any:
         """Run ``coro`` on the runtime's loop and wait for it (from a task-pool thread)."""
