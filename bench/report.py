@@ -22,6 +22,11 @@ BENCHES = [
     ("actors", "bench/actor_types.py", "The dispatcher actor type against pykka's ThreadingActor"),
     ("inprocess", "bench/inprocess.py", "Durable steps in process, against LangGraph"),
     ("http", "bench/daemon_http.py", "Durable steps through the HTTP daemon"),
+    (
+        "session_log",
+        "bench/session_log.py",
+        "The session log: a step's cost and bytes at any history length",
+    ),
 ]
 
 

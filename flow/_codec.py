@@ -14,12 +14,14 @@ from flow._session import Session, SessionMetadata, SessionStatus
 
 __all__ = ["SCHEMA_VERSION", "decode", "encode"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""Version 2 added ``mtot`` (messages ever added, see ``ChatHistory.total``); version 1
+snapshots still decode (their ``mtot`` is the number of messages they hold)."""
 
-# ``encode`` packs every field but the history as one 12-entry map, then turns it
-# into the 13-entry map that ends with ``"hist"``: the history's array is spliced in
+# ``encode`` packs every field but the history as one 13-entry map, then turns it
+# into the 14-entry map that ends with ``"hist"``: the history's array is spliced in
 # from each message's cached bytes (msgpack values are simply concatenated).
-_MAP_WITH_HISTORY = b"\x8d"  # fixmap header, 13 entries (the head's is 0x8c, 12)
+_MAP_WITH_HISTORY = b"\x8e"  # fixmap header, 14 entries (the head's is 0x8d, 13)
 _HIST_KEY = msgpack.packb("hist")
 _local = threading.local()
 
@@ -52,6 +54,7 @@ def encode(session: Session) -> bytes:
             "back": session.back_stack,
             "data": session.context._data,
             "hmax": history.max_messages,
+            "mtot": history.total,
             "meta": [
                 meta.owner,
                 meta.created_at,
@@ -96,10 +99,10 @@ def decode(raw: bytes) -> Session:
     if not isinstance(doc, dict):
         raise SnapshotDecodeError("snapshot is not a msgpack map", bytes(raw))
     version = doc.get("v")
-    if version != SCHEMA_VERSION:
+    if version not in (1, SCHEMA_VERSION):
         raise SnapshotDecodeError(
             f"snapshot schema version {version!r} is not supported (this build reads "
-            f"{SCHEMA_VERSION})",
+            f"1 to {SCHEMA_VERSION})",
             bytes(raw),
         )
     try:
@@ -117,6 +120,7 @@ def _session_from(doc: dict[str, Any]) -> Session:
     hmax = doc["hmax"]
     messages = [ChatMessage(_role(r), _str(c), _str(t)) for r, c, t in doc["hist"]]
     history = ChatHistory(messages, max_messages=None if hmax is None else int(hmax))
+    history.total = int(doc.get("mtot", len(messages)))
     data = doc["data"]
     if not isinstance(data, dict):
         raise TypeError("context data is not a map")

@@ -90,9 +90,15 @@ class ChatMessage:
 
 
 class ChatHistory:
-    """Chat history that keeps the newest ``max_messages`` messages (None: unbounded)."""
+    """Chat history that keeps the newest ``max_messages`` messages (None: unbounded).
 
-    __slots__ = ("_messages", "max_messages")
+    ``total`` counts every message ever added, trimmed ones included: the
+    session log numbers the whole conversation with it. While a step runs, the
+    history also notes what it appended and whether it was cleared (``track``),
+    so that the step's log record is made without comparing histories.
+    """
+
+    __slots__ = ("_added", "_cleared_at", "_messages", "max_messages", "total")
 
     def __init__(
         self,
@@ -103,7 +109,22 @@ class ChatHistory:
             raise InvalidInput(f"max_messages must be >= 1 or None, got {max_messages}")
         self.max_messages = max_messages
         self._messages: list[ChatMessage] = list(messages or [])
+        self.total = len(self._messages)
+        self._added: list[ChatMessage] | None = None
+        self._cleared_at: int | None = None
         self._trim()
+
+    def track(self) -> None:
+        """Start noting appended messages and clears (a step's working copy does)."""
+        self._added = []
+        self._cleared_at = None
+
+    def changes(self) -> tuple[list[ChatMessage], int | None]:
+        """The messages appended since ``track`` and how many of them came before the last clear.
+
+        The second value is None when the history was not cleared.
+        """
+        return list(self._added or ()), self._cleared_at
 
     def _trim(self) -> None:
         if self.max_messages is not None and len(self._messages) > self.max_messages:
@@ -117,6 +138,9 @@ class ChatHistory:
             raise InvalidInput(f"chat content must be str, got {type(content).__name__}")
         message = ChatMessage(role, content, _now_rfc3339())
         self._messages.append(message)
+        self.total += 1
+        if self._added is not None:
+            self._added.append(message)
         self._trim()
         return message
 
@@ -142,14 +166,22 @@ class ChatHistory:
         return list(self._messages)
 
     def clear(self) -> None:
-        """Remove every message."""
+        """Remove every message (the session log still holds them)."""
         self._messages.clear()
+        if self._added is not None:
+            self._cleared_at = len(self._added)
 
     def copy(self) -> ChatHistory:
-        """An independent copy (messages are immutable, so a shallow list copy suffices)."""
+        """An independent copy (messages are immutable, so a shallow list copy suffices).
+
+        The copy does not track changes.
+        """
         clone = ChatHistory.__new__(ChatHistory)
         clone.max_messages = self.max_messages
         clone._messages = list(self._messages)
+        clone.total = self.total
+        clone._added = None
+        clone._cleared_at = None
         return clone
 
     def __len__(self) -> int:
@@ -175,7 +207,7 @@ class Context:
     step's input (also stored under ``user_input``, graph-flow's convention).
     """
 
-    __slots__ = ("_data", "chat_history", "input", "session_id")
+    __slots__ = ("_cleared", "_data", "_touched", "chat_history", "input", "session_id")
 
     def __init__(
         self,
@@ -185,6 +217,8 @@ class Context:
         session_id: str | None = None,
     ) -> None:
         self._data: dict[str, Any] = {}
+        self._touched: dict[str, bool] | None = None
+        self._cleared = False
         for key, value in (data or {}).items():
             self.set(key, value)
         self.chat_history = chat_history if chat_history is not None else ChatHistory()
@@ -207,9 +241,13 @@ class Context:
             raise InvalidInput(f"context keys must be str, got {type(key).__name__}")
         check_value(key, value)
         self._data[key] = _copied(value)
+        if self._touched is not None:
+            self._touched.setdefault(key, False)
 
     def remove(self, key: str) -> Any:
         """Remove ``key``; returns its old value (None when it was missing)."""
+        if self._touched is not None:
+            self._touched[key] = True
         return self._data.pop(key, None)
 
     def contains(self, key: str) -> bool:
@@ -223,6 +261,31 @@ class Context:
     def clear(self) -> None:
         """Remove every key; the chat history is kept (as graph-flow does)."""
         self._data.clear()
+        if self._touched is not None:
+            self._touched.clear()
+            self._cleared = True
+
+    def track(self) -> None:
+        """Start noting the keys set and removed, and the history's appends (a step does)."""
+        self._touched = {}
+        self._cleared = False
+        self.chat_history.track()
+
+    def changes(self) -> tuple[bool, list[str], list[tuple[str, Any, bool]]]:
+        """What changed since ``track``: cleared, keys removed, keys set.
+
+        Keys set come in the map's order as ``(key, value, moved)``; ``moved``
+        says the key was removed (or cleared) and set again, so that it now
+        sits at the end of the map. Costs the number of keys, never the history.
+        """
+        touched = self._touched or {}
+        removed = [k for k in touched if k not in self._data]
+        if not touched:
+            return self._cleared, removed, []
+        data = self._data
+        cleared = self._cleared
+        set_ = [(k, data[k], cleared or touched[k]) for k in data if k in touched]
+        return cleared, removed, set_
 
     def to_dict(self) -> dict[str, Any]:
         """A deep copy of the plain key → value map."""
@@ -238,6 +301,8 @@ class Context:
         """
         clone = Context.__new__(Context)
         clone._data = dict(self._data)
+        clone._touched = None
+        clone._cleared = False
         clone.chat_history = self.chat_history.copy()
         clone.input = self.input
         clone.session_id = self.session_id

@@ -7,6 +7,7 @@ statuses in one table)::
     ├── InvalidInput            fix the request (HTTP 422)
     │   └── GraphInvalid        a graph failed validation at build() (names the task)
     ├── SessionNotFound         no such session, or not yours (404)
+    │   └── RevisionNotFound    that revision is outside the retained history (404)
     ├── GraphNotFound           no graph with that id (or version) (404)
     ├── GraphVersionUnavailable the session's graph version is not served (409)
     │   └── MigrationFailed     a migration raised or returned a bad session (409)
@@ -34,6 +35,7 @@ __all__ = [
     "InvalidInput",
     "MigrationFailed",
     "RevisionConflict",
+    "RevisionNotFound",
     "RuntimeClosed",
     "SessionBusy",
     "SessionCompleted",
@@ -47,7 +49,14 @@ __all__ = [
 
 
 class ActorflowError(Exception):
-    """Base class of every error actorflow raises to its callers."""
+    """Base class of every error actorflow raises to its callers.
+
+    Attributes:
+        request_id: the daemon's ``X-Request-ID`` of the request that failed, when
+            the error came over HTTP (``runtime.client``); None in process.
+    """
+
+    request_id: str | None = None
 
 
 class InvalidInput(ActorflowError, ValueError):
@@ -64,6 +73,25 @@ class SessionNotFound(ActorflowError, LookupError):
     def __init__(self, session_id: str, message: str | None = None) -> None:
         super().__init__(message or f"session {session_id!r} not found")
         self.session_id = session_id
+
+
+class RevisionNotFound(SessionNotFound):
+    """The session exists but the revision asked for is not in its retained history.
+
+    Attributes:
+        revision: the revision asked for.
+        oldest, newest: the retained range (time travel reaches these and those between).
+    """
+
+    def __init__(self, session_id: str, revision: int, oldest: int, newest: int) -> None:
+        super().__init__(
+            session_id,
+            f"session {session_id!r} has no revision {revision}: the retained history "
+            f"holds revisions {oldest} to {newest}",
+        )
+        self.revision = revision
+        self.oldest = oldest
+        self.newest = newest
 
 
 class GraphNotFound(ActorflowError, LookupError):

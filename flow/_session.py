@@ -5,8 +5,12 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from flow._context import Context
+
+if TYPE_CHECKING:
+    from flow._record import StepRecord
 
 __all__ = ["Session", "SessionMetadata", "SessionStatus", "new_session_id"]
 
@@ -55,6 +59,13 @@ class Session:
     revision: int = 0
     back_stack: list[str] = field(default_factory=list)
     status_message: str | None = None
+    #: The log record of the step that made this session from revision - 1 (set by
+    #: ``step``; None for a session made any other way). A store appends it instead
+    #: of writing the whole session. Not copied, not compared, reset by ``replace``.
+    #: Its status, task and metadata are read from the session at save time; a
+    #: change to the context, history or back stack after the step must set it to
+    #: None, so that the session is saved whole.
+    record: StepRecord | None = field(default=None, init=False, compare=False, repr=False)
 
     def copy(self) -> Session:
         """An independent working copy (see ``Context.copy`` for what it shares)."""

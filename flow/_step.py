@@ -16,6 +16,7 @@ from typing import Any, Literal
 from flow._context import DEFAULT_MAX_MESSAGES, ChatHistory, Context
 from flow._errors import InvalidInput, SessionCompleted, TaskFailed, TaskNotFound
 from flow._graph import Graph
+from flow._record import record_of
 from flow._session import Session, SessionMetadata, SessionStatus, new_session_id
 from flow._task import RunAsync, RunBlocking, Task, TaskResult
 
@@ -216,6 +217,9 @@ class _StepRun:
         self.max_chain = max_chain
         self.work = session.copy()
         self.ctx = self.work.context
+        self.ctx.track()
+        self.back_low = len(self.work.back_stack)
+        self.input = input
         self.ctx.session_id = session.session_id
         self.ctx.input = input
         if input is not None:
@@ -265,6 +269,7 @@ class _StepRun:
             work.status = SessionStatus.PAUSED
             if work.back_stack:
                 work.current_task = work.back_stack.pop()
+                self.back_low = min(self.back_low, len(work.back_stack))
                 moved = True
         if not moved:
             return None
@@ -301,6 +306,13 @@ class _StepRun:
             meta.expires_at,
         )
         self.ctx.input = None
+        work.record = record_of(
+            work,
+            task=self.last_task,
+            input=self.input,
+            response=self.responses[-1] if self.responses else None,
+            back_low=self.back_low,
+        )
         result = StepResult(
             session_id=work.session_id,
             task=self.last_task,

@@ -14,6 +14,7 @@ Everything public is re-exported here; errors also live in ``runtime.errors``.
 
 from flow._step import StepResult
 from flow._versions import Migration, MigrationState
+from flow.stores._log import MessagePage, RevisionInfo
 from flow.stores._protocol import SessionPage, StoredSessionInfo
 from runtime._config import Durability, RuntimeConfig
 from runtime._runtime import AsyncRuntime, Runtime
@@ -26,6 +27,7 @@ from runtime.errors import (
     InvalidInput,
     MigrationFailed,
     RevisionConflict,
+    RevisionNotFound,
     RuntimeClosed,
     SessionBusy,
     SessionCompleted,
@@ -46,10 +48,13 @@ __all__ = [
     "GraphVersionUnavailable",
     "InvalidInput",
     "LiveSessionInfo",
+    "MessagePage",
     "Migration",
     "MigrationFailed",
     "MigrationState",
     "RevisionConflict",
+    "RevisionInfo",
+    "RevisionNotFound",
     "Runtime",
     "RuntimeClosed",
     "RuntimeConfig",

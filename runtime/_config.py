@@ -41,6 +41,8 @@ class RuntimeConfig:
         lease_ttl: Redis lease lifetime; a dead daemon's sessions move after it (10).
         node_id: this process's id in a cluster (generated when empty).
         advertise: the base URL other daemons forward requests to ("").
+        history_retention: how far back time travel reaches: revisions (``"1000"``),
+            an age (``"90s"``, ``"30m"``, ``"12h"``, ``"7d"``) or ``"all"`` (``"1000"``).
         clock: the wall clock, replaceable in tests (``time.time``).
     """
 
@@ -63,4 +65,5 @@ class RuntimeConfig:
     lease_ttl: float = 10.0
     node_id: str = ""
     advertise: str = ""
+    history_retention: str = "1000"
     clock: Callable[[], float] = field(default=time.time, compare=False)

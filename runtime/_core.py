@@ -51,6 +51,7 @@ from flow._session import Session
 from flow._step import new_session
 from flow._versions import GraphRegistry, Migration
 from flow.stores import open_store
+from flow.stores._log import LogPolicy
 from flow.stores._protocol import SessionPage, SessionStore
 from runtime._bridge import LoopThread, SyncReply
 from runtime._cluster import attach_cluster, fence_store
@@ -125,6 +126,7 @@ def _check_config(config: RuntimeConfig) -> None:
         raise InvalidInput(f"RuntimeConfig.max_restarts must be >= 0, got {config.max_restarts}")
     if config.drain_timeout < 0:
         raise InvalidInput(f"RuntimeConfig.drain_timeout must be >= 0, got {config.drain_timeout}")
+    LogPolicy.parse(config.history_retention)  # raises InvalidInput naming the format
     if config.durability not in ("fsync", "commit", "passivate"):
         raise InvalidInput(
             "RuntimeConfig.durability must be 'fsync', 'commit' or 'passivate', "
@@ -150,7 +152,14 @@ class RuntimeCore:
         self.registry = GraphRegistry(graphs, migrations)
         self._own_store = store is None
         self.store: SessionStore = fence_store(
-            open_store(config.store, self.data_dir, config.durability) if store is None else store,
+            open_store(
+                config.store,
+                self.data_dir,
+                config.durability,
+                LogPolicy.parse(config.history_retention),
+            )
+            if store is None
+            else store,
             config,
         )
         self.index = LiveIndex()

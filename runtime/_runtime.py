@@ -23,7 +23,9 @@ from flow._graph import Graph
 from flow._session import Session
 from flow._step import StepResult
 from flow._versions import GraphRegistry, Migration
+from flow.stores._log import MessagePage, RevisionInfo
 from flow.stores._protocol import SessionPage, SessionStore
+from runtime import _history as history
 from runtime._bridge import AsyncReply, SyncReply
 from runtime._config import RuntimeConfig
 from runtime._core import RuntimeCore, session_view
@@ -288,13 +290,76 @@ class Runtime(_Facade):
             return session
         return core.load(session_id, owner)
 
-    def get_session(self, session_id: str, *, owner: str | None = None) -> SessionView:
-        """The session as of its latest step (asks its actor when it is live).
+    def get_session(
+        self, session_id: str, *, owner: str | None = None, revision: int | None = None
+    ) -> SessionView:
+        """The session as of its latest step (asks its actor when it is live), or as of
+        revision ``revision``.
+
+        Raises:
+            SessionNotFound: no such session, or not ``owner``'s.
+            RevisionNotFound: ``revision`` is outside the retained history.
+        """
+        if revision is not None:
+            return session_view(history.session_at(self._core, session_id, owner, revision))
+        return session_view(self._session(session_id, owner))
+
+    def revisions(
+        self,
+        session_id: str,
+        *,
+        owner: str | None = None,
+        limit: int = 100,
+        before: int | None = None,
+    ) -> list[RevisionInfo]:
+        """The session's retained revisions below ``before``, newest first, at most ``limit``.
+
+        Each says its revision, time, task, input, response and status.
 
         Raises:
             SessionNotFound: no such session, or not ``owner``'s.
         """
-        return session_view(self._session(session_id, owner))
+        return history.revisions(self._core, session_id, owner, limit, before)
+
+    def messages(
+        self,
+        session_id: str,
+        *,
+        owner: str | None = None,
+        limit: int = 100,
+        before: int | None = None,
+    ) -> MessagePage:
+        """The whole chat history, one page: the newest ``limit`` messages numbered
+        below ``before``, oldest first (the task's context holds only the newest
+        ``max_messages``; the log keeps them all).
+
+        Raises:
+            SessionNotFound: no such session, or not ``owner``'s.
+        """
+        return history.messages(self._core, session_id, owner, limit, before)
+
+    def fork(
+        self, session_id: str, *, revision: int | None = None, owner: str | None = None
+    ) -> str:
+        """A new session (same owner, its own id) whose state is revision ``revision``'s
+        (the newest when None); returns its id once committed.
+
+        Raises:
+            SessionNotFound: no such session, or not ``owner``'s.
+            RevisionNotFound: ``revision`` is outside the retained history.
+        """
+        return history.fork(self._core, session_id, owner, revision)
+
+    def rollback(self, session_id: str, *, revision: int, owner: str | None = None) -> SessionView:
+        """Append a new revision whose state equals revision ``revision``'s (a rollback
+        is itself a revision, so it can be undone); returns the session as it now is.
+
+        Raises:
+            SessionNotFound: no such session, or not ``owner``'s.
+            RevisionNotFound: ``revision`` is outside the retained history.
+            RevisionConflict: steps kept reactivating the session; retry.
+        """
+        return session_view(history.rollback(self._core, session_id, owner, revision))
 
     def delete_session(self, session_id: str, *, owner: str | None = None) -> None:
         """Delete a session: its actor stops without saving, then its row goes.
@@ -515,9 +580,14 @@ class AsyncRuntime(_Facade):
         result: StepResult = await reply.wait()
         return result
 
-    async def get_session(self, session_id: str, *, owner: str | None = None) -> SessionView:
-        """The session as of its latest step (see ``Runtime.get_session``)."""
+    async def get_session(
+        self, session_id: str, *, owner: str | None = None, revision: int | None = None
+    ) -> SessionView:
+        """The session as of its latest step, or of ``revision`` (see ``Runtime.get_session``)."""
         core = self._core
+        if revision is not None:
+            past = await asyncio.to_thread(history.session_at, core, session_id, owner, revision)
+            return session_view(past)
         core.check_open()
         reply = self._reply()
         if core.ask_live(session_id, core.view_message(reply), reply, owner):
@@ -525,6 +595,45 @@ class AsyncRuntime(_Facade):
         else:
             session = await asyncio.to_thread(core.load, session_id, owner)
         return session_view(session)
+
+    async def revisions(
+        self,
+        session_id: str,
+        *,
+        owner: str | None = None,
+        limit: int = 100,
+        before: int | None = None,
+    ) -> list[RevisionInfo]:
+        """The session's retained revisions, newest first (see ``Runtime.revisions``)."""
+        return await asyncio.to_thread(
+            history.revisions, self._core, session_id, owner, limit, before
+        )
+
+    async def messages(
+        self,
+        session_id: str,
+        *,
+        owner: str | None = None,
+        limit: int = 100,
+        before: int | None = None,
+    ) -> MessagePage:
+        """One page of the whole chat history (see ``Runtime.messages``)."""
+        return await asyncio.to_thread(
+            history.messages, self._core, session_id, owner, limit, before
+        )
+
+    async def fork(
+        self, session_id: str, *, revision: int | None = None, owner: str | None = None
+    ) -> str:
+        """A new session from revision ``revision`` (see ``Runtime.fork``)."""
+        return await asyncio.to_thread(history.fork, self._core, session_id, owner, revision)
+
+    async def rollback(
+        self, session_id: str, *, revision: int, owner: str | None = None
+    ) -> SessionView:
+        """Append a revision equal to revision ``revision``'s (see ``Runtime.rollback``)."""
+        back = await asyncio.to_thread(history.rollback, self._core, session_id, owner, revision)
+        return session_view(back)
 
     async def delete_session(self, session_id: str, *, owner: str | None = None) -> None:
         """Delete a session (see ``Runtime.delete_session``)."""

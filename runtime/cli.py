@@ -3,6 +3,8 @@
 ``actorflow shell`` and ``actorflow admin OP`` talk to a running daemon over its
 admin socket (``<data-dir>/admin.sock``); ``actorflow sessions ...`` reads the
 session store directly, for when no daemon runs. See docs/admin.md.
+``actorflow create`` and ``actorflow step`` call a daemon's HTTP API through
+``runtime.client`` (``runtime/_remote_cli.py``; docs/client.md).
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ from rich.text import Text
 
 from flow._errors import ActorflowError, SnapshotDecodeError
 from flow.stores import SessionStore
+from runtime._remote_cli import REMOTE_COMMANDS, add_remote_commands, run_remote
+from runtime._sessions_history import ACTIONS as HISTORY_ACTIONS
+from runtime._sessions_history import add_history_actions, run_history_action
 from runtime.admin import AdminClient, AdminError, DaemonUnavailable
 from runtime.admin._offline import (
     EXPORT_FORMATS,
@@ -92,7 +97,7 @@ def _add_sessions_actions(sessions: argparse.ArgumentParser) -> None:
     ls.add_argument("--json", action="store_true", help="print JSON")
     _add_store_target(ls)
     show = actions.add_parser("show", help="one stored session: context, history, metadata")
-    show.add_argument("id", help="session id or any unique prefix")
+    show.add_argument("id", help="session id or any unique prefix; ID@N for revision N")
     show.add_argument("--json", action="store_true", help="print JSON")
     _add_store_target(show)
     rm = actions.add_parser("rm", help="delete a stored session (refused while a daemon runs)")
@@ -107,6 +112,7 @@ def _add_sessions_actions(sessions: argparse.ArgumentParser) -> None:
         help="actorflow (everything) or graph-flow (graph-flow's Session shape)",
     )
     _add_store_target(export)
+    add_history_actions(actions, _add_store_target)
     versions = actions.add_parser(
         "versions", help="sessions per graph version (through the daemon if one runs)"
     )
@@ -147,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
         "sessions", help="read the session store directly (no daemon needed)"
     )
     _add_sessions_actions(sessions)
+    add_remote_commands(commands)
     return parser
 
 
@@ -236,9 +243,12 @@ def _sessions_ls(store: SessionStore, args: argparse.Namespace) -> int:
 
 
 def _load(store: SessionStore, prefix: str) -> Any:
+    prefix, at, revision = prefix.rpartition("@") if "@" in prefix else (prefix, "", "")
+    if at and not revision.isdigit():
+        raise AdminError("BadArgument", f"ID@N needs a revision number, got {revision!r}")
     session_id = resolve_stored_id(store, prefix)
     try:
-        session = store.load(session_id)
+        session = store.load(session_id, int(revision) if at else None)
     except SnapshotDecodeError as exc:
         raise AdminError("SnapshotDecodeError", str(exc)) from None
     if session is None:
@@ -263,12 +273,21 @@ def _run_versions(args: argparse.Namespace) -> int:
 def _run_sessions(args: argparse.Namespace) -> int:
     if args.action in ("versions", "migrate"):
         return _run_versions(args)
-    if args.action == "rm":
+    if args.action in ("rm", "fork", "rollback"):
         _refuse_if_daemon_runs(args.data_dir)
     store = open_offline_store(args.data_dir, args.store)
     try:
         if args.action == "ls":
             return _sessions_ls(store, args)
+        if args.action in HISTORY_ACTIONS:
+            shown = run_history_action(store, resolve_stored_id(store, args.id), args)
+            if isinstance(shown, str):
+                print(shown)
+            elif args.action == "history" and args.json:
+                _print_json(shown)
+            else:
+                _console().print(shown)
+            return 0
         if args.action == "rm":
             session_id = resolve_stored_id(store, args.id)
             if not store.delete(session_id):
@@ -308,6 +327,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_shell(args)
         if args.command == "admin":
             return _run_admin(args)
+        if args.command in REMOTE_COMMANDS:
+            return run_remote(args)
         return _run_sessions(args)
     except BrokenPipeError:
         return 1

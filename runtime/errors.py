@@ -8,6 +8,7 @@ table)::
     ├── InvalidInput            fix the request (HTTP 422)
     │   └── GraphInvalid        a graph failed validation at build() (names the task)
     ├── SessionNotFound         no such session, or not yours (404)
+    │   └── RevisionNotFound    that revision is outside the retained history (404)
     ├── GraphNotFound           no graph with that id (or version) (404)
     ├── GraphVersionUnavailable the session's graph version is not served (409)
     │   └── MigrationFailed     a migration raised or returned a bad session (409)
@@ -36,6 +37,7 @@ from flow._errors import (
     InvalidInput,
     MigrationFailed,
     RevisionConflict,
+    RevisionNotFound,
     RuntimeClosed,
     SessionBusy,
     SessionCompleted,
@@ -55,6 +57,7 @@ __all__ = [
     "InvalidInput",
     "MigrationFailed",
     "RevisionConflict",
+    "RevisionNotFound",
     "RuntimeClosed",
     "SessionBusy",
     "SessionCompleted",

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from flow._errors import InvalidInput
+from flow.stores._log import LogPolicy
 from flow.stores._memory import MemoryStore
 from flow.stores._protocol import (
     Durability,
@@ -33,7 +34,12 @@ __all__ = [
 DEFAULT_SQLITE_NAME = "sessions.db"
 
 
-def open_store(url: str | None, data_dir: Path, durability: str = "fsync") -> SessionStore:
+def open_store(
+    url: str | None,
+    data_dir: Path,
+    durability: str = "fsync",
+    policy: LogPolicy | None = None,
+) -> SessionStore:
     """Open the store named by ``url``.
 
     Args:
@@ -43,6 +49,7 @@ def open_store(url: str | None, data_dir: Path, durability: str = "fsync") -> Se
         durability: the runtime's durability: ``fsync``, ``commit`` or ``passivate``
             (SQLite is opened with ``commit`` for ``passivate``, which writes only
             on passivation and shutdown and so needs no fsync per save).
+        policy: history retention and compaction (default: keep 1,000 revisions).
 
     Raises:
         InvalidInput: the URL's scheme is unknown or the durability is not one of the three.
@@ -55,21 +62,21 @@ def open_store(url: str | None, data_dir: Path, durability: str = "fsync") -> Se
     sqlite_durability: Durability = "fsync" if durability == "fsync" else "commit"
     if url is None:
         data_dir.mkdir(parents=True, exist_ok=True)
-        return SqliteStore(data_dir / DEFAULT_SQLITE_NAME, sqlite_durability)
+        return SqliteStore(data_dir / DEFAULT_SQLITE_NAME, sqlite_durability, policy=policy)
     if url == "memory://":
-        return MemoryStore()
+        return MemoryStore(policy)
     if url.startswith("sqlite://"):
         path = url.removeprefix("sqlite://")
         if not path.startswith("/"):
             raise InvalidInput(
                 f"store URL {url!r}: a SQLite URL needs an absolute path (sqlite:///abs/path)"
             )
-        return SqliteStore(Path(path), sqlite_durability)
+        return SqliteStore(Path(path), sqlite_durability, policy=policy)
     if url.startswith(("redis://", "rediss://")):
         # Imported here so that only a Redis-backed runtime loads the Redis client.
         from flow.stores._redis import RedisStore
 
-        store: SessionStore = RedisStore(url)
+        store: SessionStore = RedisStore(url, policy=policy)
         return store
     if "://" in url:
         scheme = url.split("://", 1)[0]
@@ -77,4 +84,4 @@ def open_store(url: str | None, data_dir: Path, durability: str = "fsync") -> Se
             f"store URL {url!r}: unknown scheme {scheme!r} "
             "(use sqlite:///abs/path, a file path, memory:// or redis://host:port/db)"
         )
-    return SqliteStore(Path(url), sqlite_durability)
+    return SqliteStore(Path(url), sqlite_durability, policy=policy)

@@ -23,6 +23,7 @@ from concurrent.futures import Future
 from flow._errors import StoreUnavailable
 from flow._session import Session
 from flow.stores._lease import Holder, Lease, LeaseHeldElsewhere, LeaseLost, LeaseManager
+from flow.stores._log import HistoryRange, MessagePage, RevisionInfo
 from flow.stores._protocol import QuarantinedRow, SessionPage
 from flow.stores._redis import RedisStore
 
@@ -53,8 +54,10 @@ class FencedStore:
     def __repr__(self) -> str:
         return f"FencedStore({self.inner!r}, node_id={self.leases.node_id!r})"
 
-    def load(self, session_id: str) -> Session | None:
-        """Take the session's lease and read its snapshot (one round trip).
+    def load(self, session_id: str, revision: int | None = None) -> Session | None:
+        """Take the session's lease, then read its log (base + records).
+
+        A past revision (``revision`` given) is read without a lease: it activates nothing.
 
         No lease is taken for a session that does not exist.
 
@@ -63,13 +66,15 @@ class FencedStore:
             SnapshotDecodeError: the snapshot did not decode; it has been quarantined.
             StoreUnavailable: Redis could not be reached.
         """
+        if revision is not None:
+            return self.inner.load(session_id, revision)
         key = self.inner.session_key(session_id)
-        taken, raw = self.leases.acquire_reading(session_id, key, "snap")
+        taken, rev = self.leases.acquire_reading(session_id, key, "rev")
         if isinstance(taken, Holder):
             raise LeaseHeldElsewhere(taken)
-        if taken is None or raw is None:
+        if taken is None or rev is None:
             return None
-        return self.inner.decode_snapshot(session_id, raw)
+        return self.inner.load(session_id)
 
     def save(self, session: Session, expected_revision: int | None) -> Future[None]:
         """Queue ``session``, fenced with this node's lease on it.
@@ -124,6 +129,24 @@ class FencedStore:
         self.inner.flush()
         self.leases.close(release=True)
         self.inner.close()
+
+    def revisions(
+        self, session_id: str, limit: int = 100, before: int | None = None
+    ) -> builtins.list[RevisionInfo]:
+        """The retained revisions below ``before``, newest first (no lease needed)."""
+        return self.inner.revisions(session_id, limit, before)
+
+    def messages(self, session_id: str, limit: int = 100, before: int | None = None) -> MessagePage:
+        """The newest ``limit`` chat messages numbered below ``before`` (no lease needed)."""
+        return self.inner.messages(session_id, limit, before)
+
+    def history_range(self, session_id: str) -> HistoryRange | None:
+        """The revisions time travel reaches."""
+        return self.inner.history_range(session_id)
+
+    def compact(self, session_id: str) -> bool:
+        """Compact now: a base at a committed revision needs no fence."""
+        return self.inner.compact(session_id)
 
     def _release_quietly(self, lease: Lease) -> None:
         try:

@@ -1,42 +1,86 @@
 """MemoryStore: the store protocol in a dict, for tests and throwaway runtimes.
 
-It keeps encoded snapshots, not sessions, so a load is an independent copy and
-a snapshot that would not survive the codec fails here as it would on disk.
+It keeps each session's log as bytes (bases, records, archive), not sessions,
+so a load is an independent copy and a snapshot that would not survive the
+codec fails here as it would on disk. Compaction runs on its own thread, as
+in the other stores.
 """
 
 from __future__ import annotations
 
+import bisect
 import builtins
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from flow._codec import decode, encode
-from flow._errors import InvalidInput, RevisionConflict, SnapshotDecodeError, StoreUnavailable
+from flow._codec import encode
+from flow._errors import (
+    InvalidInput,
+    RevisionConflict,
+    RevisionNotFound,
+    SessionNotFound,
+    SnapshotDecodeError,
+    StoreUnavailable,
+)
+from flow._record import decode_record
 from flow._session import Session
+from flow.stores._log import (
+    Compactor,
+    HistoryRange,
+    LogPolicy,
+    MessagePage,
+    RevisionInfo,
+    archive_chunk,
+    compaction_due,
+    entry_for,
+    page_messages,
+    rebuild,
+    retention_cut,
+    revision_info,
+)
 from flow.stores._protocol import QuarantinedRow, SessionPage, StoredSessionInfo
 
 __all__ = ["MemoryStore"]
 
 
-@dataclass(frozen=True, slots=True)
-class _Entry:
+@dataclass(slots=True)
+class _Log:
     info: StoredSessionInfo
-    data: bytes
+    base_revisions: builtins.list[int]
+    bases: dict[int, bytes]
+    records: builtins.list[tuple[int, float, bytes]]
+    archive: builtins.list[bytes] = field(default_factory=builtins.list)
+    tail_bytes: int = 0
+    tail_count: int = 0
+
+    def newest_base(self, revision: int | None = None) -> int:
+        if revision is None:
+            return self.base_revisions[-1]
+        return self.base_revisions[bisect.bisect_right(self.base_revisions, revision) - 1]
+
+    def records_after(self, base: int) -> builtins.list[bytes]:
+        revs = [r[0] for r in self.records]
+        return [r[2] for r in self.records[bisect.bisect_right(revs, base) :]]
 
 
 class MemoryStore:
     """Sessions in memory: thread-safe, compare-and-set honoured, nothing persisted.
 
     ``save`` commits before it returns, so its future is already done.
+
+    Args:
+        policy: history retention and compaction (default: keep 1,000 revisions).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, policy: LogPolicy | None = None) -> None:
+        self.policy = policy or LogPolicy()
         self._lock = threading.Lock()
-        self._entries: dict[str, _Entry] = {}
+        self._entries: dict[str, _Log] = {}
         self._quarantine: builtins.list[QuarantinedRow] = []
         self._closed = False
+        self.compactor = Compactor("memory", self.compact)
 
     def __repr__(self) -> str:
         return f"MemoryStore({len(self._entries)} sessions)"
@@ -50,15 +94,57 @@ class MemoryStore:
     def save(self, session: Session, expected_revision: int | None) -> Future[None]:
         """Store ``session`` if the stored revision is ``expected_revision`` (None: must not exist).
 
+        Appends the step's record when the session carries it, else writes a whole base.
+
         Returns:
             A future that is already done: with None, or with ``RevisionConflict``.
 
         Raises:
             StoreUnavailable: the store is closed.
         """
-        data = encode(session)
+        entry = entry_for(session, expected_revision)
+        future: Future[None] = Future()
+        future.set_running_or_notify_cancel()
+        due = False
+        with self._lock:
+            self._check_open()
+            log = self._entries.get(session.session_id)
+            stored = None if log is None else log.info.revision
+            if stored != expected_revision:
+                future.set_exception(
+                    RevisionConflict(session.session_id, expected_revision, stored)
+                )
+                return future
+            if entry.base is not None:
+                if log is None:
+                    log = _Log(self._info(session, 0), [], {}, [])
+                    self._entries[session.session_id] = log
+                if entry.revision not in log.bases:
+                    log.base_revisions.append(entry.revision)
+                log.bases[entry.revision] = entry.base
+                if entry.record is not None:
+                    log.records.append((entry.revision, entry.at, entry.record))
+                log.tail_bytes = log.tail_count = 0
+            else:
+                assert log is not None  # expected_revision matched a stored one
+                assert entry.record is not None  # a step's save has its record
+                log.records.append((entry.revision, entry.at, entry.record))
+                log.tail_bytes += len(entry.record)
+                log.tail_count += 1
+                due = compaction_due(
+                    self.policy, len(log.bases[log.newest_base()]), log.tail_bytes, log.tail_count
+                )
+            base_size = len(log.bases[log.newest_base()])
+            log.info = self._info(session, base_size + log.tail_bytes)
+        future.set_result(None)
+        if due:
+            self.compactor.request(session.session_id)
+        return future
+
+    @staticmethod
+    def _info(session: Session, size: int) -> StoredSessionInfo:
         meta = session.metadata
-        info = StoredSessionInfo(
+        return StoredSessionInfo(
             session_id=session.session_id,
             owner=meta.owner,
             graph_id=session.graph_id,
@@ -68,50 +154,114 @@ class MemoryStore:
             created_at=meta.created_at,
             last_accessed=meta.last_accessed,
             expires_at=meta.expires_at,
-            size=len(data),
+            size=size,
         )
-        future: Future[None] = Future()
-        future.set_running_or_notify_cancel()
-        with self._lock:
-            self._check_open()
-            current = self._entries.get(session.session_id)
-            stored = None if current is None else current.info.revision
-            if stored != expected_revision:
-                future.set_exception(
-                    RevisionConflict(session.session_id, expected_revision, stored)
-                )
-                return future
-            self._entries[session.session_id] = _Entry(info, data)
-        future.set_result(None)
-        return future
 
-    def load(self, session_id: str) -> Session | None:
-        """The stored snapshot of ``session_id`` (a fresh copy), or None.
+    def load(self, session_id: str, revision: int | None = None) -> Session | None:
+        """The stored session (or its revision ``revision``) as a fresh copy, or None.
 
         Raises:
+            RevisionNotFound: ``revision`` is outside the retained history.
             SnapshotDecodeError: the bytes did not decode; moved to quarantine.
             StoreUnavailable: the store is closed.
         """
         with self._lock:
             self._check_open()
-            entry = self._entries.get(session_id)
-        if entry is None:
-            return None
+            log = self._entries.get(session_id)
+            if log is None:
+                return None
+            if revision is not None:
+                oldest = log.base_revisions[0]
+                if not oldest <= revision <= log.info.revision:
+                    raise RevisionNotFound(session_id, revision, oldest, log.info.revision)
+            base_rev = log.newest_base(revision)
+            base = log.bases[base_rev]
+            records = log.records_after(base_rev)
         try:
-            return decode(entry.data)
+            return rebuild(base, records, revision)
         except SnapshotDecodeError as exc:
             with self._lock:
-                if self._entries.get(session_id) is entry:
+                if self._entries.get(session_id) is log:
                     del self._entries[session_id]
-                self._quarantine.append(
-                    QuarantinedRow(session_id, entry.data, str(exc), time.time())
-                )
+                self._quarantine.append(QuarantinedRow(session_id, exc.raw, str(exc), time.time()))
             raise SnapshotDecodeError(
-                f"session {session_id!r}: {exc}; the row was moved to quarantine", entry.data
+                f"session {session_id!r}: {exc}; the row was moved to quarantine", exc.raw
             ) from exc
 
+    def revisions(
+        self, session_id: str, limit: int = 100, before: int | None = None
+    ) -> builtins.list[RevisionInfo]:
+        """The retained revisions below ``before``, newest first, at most ``limit``.
+
+        Raises:
+            SessionNotFound: no such session.
+        """
+        if limit < 1:
+            raise InvalidInput(f"limit must be at least 1, not {limit}")
+        with self._lock:
+            log = self._log(session_id)
+            chosen = [r for rev, _, r in reversed(log.records) if before is None or rev < before]
+        return [revision_info(decode_record(raw)) for raw in chosen[:limit]]
+
+    def messages(self, session_id: str, limit: int = 100, before: int | None = None) -> MessagePage:
+        """The newest ``limit`` chat messages numbered below ``before``, oldest first.
+
+        Raises:
+            SessionNotFound: no such session.
+        """
+        with self._lock:
+            log = self._log(session_id)
+            sources = [("r", raw) for _, _, raw in reversed(log.records)]
+            sources += [("a", raw) for raw in reversed(log.archive)]
+        return page_messages(sources, limit, before)
+
+    def history_range(self, session_id: str) -> HistoryRange | None:
+        """The revisions time travel reaches, or None when there is no such session."""
+        with self._lock:
+            self._check_open()
+            log = self._entries.get(session_id)
+            if log is None:
+                return None
+            return HistoryRange(log.base_revisions[0], log.info.revision)
+
+    def compact(self, session_id: str) -> bool:
+        """Write a base for the newest revision and apply retention; False if nothing to do."""
+        with self._lock:
+            if self._closed:
+                return False
+            log = self._entries.get(session_id)
+            if log is None:
+                return False
+            newest = log.info.revision
+            base_rev = log.newest_base()
+            base = log.bases[base_rev]
+            records = log.records_after(base_rev)
+        made = encode(rebuild(base, records)) if records else None
+        with self._lock:
+            if self._closed or self._entries.get(session_id) is not log:
+                return False
+            if made is not None and newest not in log.bases:
+                log.bases[newest] = made
+                bisect.insort(log.base_revisions, newest)
+                tail = log.records_after(newest)
+                log.tail_bytes = sum(len(r) for r in tail)
+                log.tail_count = len(tail)
+            cut = retention_cut(
+                self.policy, log.base_revisions, [(r, at) for r, at, _ in log.records], time.time()
+            )
+            dropped = [r for r in log.records if r[0] < cut]
+            if dropped:
+                chunk = archive_chunk(decode_record(raw) for _, _, raw in dropped)
+                if chunk is not None:
+                    log.archive.append(chunk)
+                del log.records[: len(dropped)]
+            for rev in [r for r in log.base_revisions if r < cut]:
+                del log.bases[rev]
+            log.base_revisions = [r for r in log.base_revisions if r >= cut]
+            return made is not None or bool(dropped)
+
     def delete(self, session_id: str) -> bool:
-        """Delete ``session_id``; True if it existed."""
+        """Delete ``session_id`` and its whole log; True if it existed."""
         with self._lock:
             self._check_open()
             return self._entries.pop(session_id, None) is not None
@@ -172,17 +322,25 @@ class MemoryStore:
         with self._lock:
             self._closed = True
             self._entries.clear()
+        self.compactor.close()
 
     def put_raw(self, session_id: str, data: bytes) -> None:
-        """Replace the stored bytes of an existing session (tests use it to corrupt a row).
+        """Replace the newest base's bytes of an existing session (tests use it to corrupt one).
 
         Raises:
             KeyError: no session ``session_id`` is stored.
         """
         with self._lock:
             self._check_open()
-            entry = self._entries[session_id]
-            self._entries[session_id] = _Entry(entry.info, data)
+            log = self._entries[session_id]
+            log.bases[log.newest_base()] = data
+
+    def _log(self, session_id: str) -> _Log:
+        self._check_open()
+        log = self._entries.get(session_id)
+        if log is None:
+            raise SessionNotFound(session_id)
+        return log
 
     def _check_open(self) -> None:
         if self._closed:

@@ -6,6 +6,11 @@ For implementors of new stores: provide every method of ``SessionStore``.
 snapshot (with ``RevisionConflict`` or ``StoreUnavailable`` on failure), and
 snapshots of one session must be committed in the order they were saved.
 A row whose bytes do not decode is moved to quarantine, never deleted.
+
+A store keeps each session as a log (``flow.stores._log``): when the saved
+session carries its step's record (``Session.record``, revision = expected + 1)
+the store appends that record, otherwise it writes a whole base; ``load``
+replays base + records; compaction and retention run off the save path.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
 from flow._session import Session
+from flow.stores._log import HistoryRange, MessagePage, RevisionInfo
 
 __all__ = [
     "Durability",
@@ -66,13 +72,40 @@ class QuarantinedRow:
 class SessionStore(Protocol):
     """The protocol shared by every session store."""
 
-    def load(self, session_id: str) -> Session | None:
-        """The last committed snapshot, or None when there is none.
+    def load(self, session_id: str, revision: int | None = None) -> Session | None:
+        """The last committed state (or revision ``revision``'s), or None when there is none.
 
         Raises:
+            RevisionNotFound: ``revision`` is outside the retained history.
             SnapshotDecodeError: the row did not decode; it has been quarantined.
             StoreUnavailable: the store could not be read.
         """
+        ...
+
+    def revisions(
+        self, session_id: str, limit: int = 100, before: int | None = None
+    ) -> builtins.list[RevisionInfo]:
+        """The retained revisions below ``before`` (all when None), newest first, at most ``limit``.
+
+        Raises:
+            SessionNotFound: no such session.
+        """
+        ...
+
+    def messages(self, session_id: str, limit: int = 100, before: int | None = None) -> MessagePage:
+        """The newest ``limit`` chat messages numbered below ``before``, oldest first.
+
+        Raises:
+            SessionNotFound: no such session.
+        """
+        ...
+
+    def history_range(self, session_id: str) -> HistoryRange | None:
+        """The revisions time travel reaches, or None when there is no such session."""
+        ...
+
+    def compact(self, session_id: str) -> bool:
+        """Write a base for the newest revision and apply retention now; False if nothing to do."""
         ...
 
     def save(self, session: Session, expected_revision: int | None) -> Future[None]:

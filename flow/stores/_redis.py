@@ -2,13 +2,17 @@
 
 Keys (``prefix`` defaults to ``actorflow:``):
 
-- ``<prefix>s:<session_id>``: a hash per session: ``snap`` (the msgpack snapshot
-  from ``flow._codec.encode``), ``rev``, ``wid`` (the id of the write that put
-  it there), ``owner``, and ``meta``: what ``list`` answers from without
-  decoding the snapshot (msgpack ``[graph, task, status, created_at,
-  last_accessed, expires_at, size]``). Its expiry is the session's
-  ``expires_at`` (PEXPIREAT), so Redis drops expired sessions itself and no
-  sweep is needed.
+- ``<prefix>s:<session_id>``: a hash per session: ``rev``, ``wid`` (the id of
+  the write that put it there), ``owner``, ``meta``: what ``list`` answers
+  from without decoding anything (msgpack ``[graph, task, status, created_at,
+  last_accessed, expires_at, size]``), and where its log stands: ``brev`` (the
+  newest base's revision), ``bsize``, and ``tb``/``tc`` (bytes and count of the
+  records after that base). Its expiry is the session's ``expires_at``
+  (PEXPIREAT), so Redis drops expired sessions itself and no sweep is needed.
+- The session log (``flow.stores._log``), with the same expiry:
+  ``<prefix>b:<session_id>``, the base snapshots (a sorted set scored by
+  revision); ``<prefix>r:<session_id>``, the step records (likewise);
+  ``<prefix>m:<session_id>``, archived chat messages (scored by number).
 - ``<prefix>ids``: every session id (a sorted set, all scores 0, read in
   lexical order); ``<prefix>o:<owner>``: the same per owner; ``<prefix>exp``:
   ids scored by ``expires_at``. Ids whose hash has expired linger in them
@@ -17,7 +21,9 @@ Keys (``prefix`` defaults to ``actorflow:``):
   ``[session_id, raw, error, quarantined_at]``), newest first; never trimmed.
 
 A save is one Lua script (compare-and-set on ``rev``, the optional lease fence,
-the write and the index updates, atomically). ``save`` queues the snapshot for
+the appended record or the new base, and the index updates, atomically); a
+load is one script too (the newest base at or before the revision and the
+records after it). ``save`` queues the snapshot for
 a writer thread, which sends everything queued in one pipeline of EVALSHA calls
 (group commit) in the order it was saved, then completes the futures.
 """
@@ -38,10 +44,32 @@ import msgpack
 import redis
 import structlog
 
-from flow._codec import decode, encode
-from flow._errors import InvalidInput, RevisionConflict, SnapshotDecodeError, StoreUnavailable
+from flow._codec import encode
+from flow._errors import (
+    InvalidInput,
+    RevisionConflict,
+    RevisionNotFound,
+    SessionNotFound,
+    SnapshotDecodeError,
+    StoreUnavailable,
+)
+from flow._record import decode_record
 from flow._session import Session
 from flow.stores._lease import LeaseLost, epoch_key
+from flow.stores._log import (
+    Compactor,
+    HistoryRange,
+    LogPolicy,
+    MessagePage,
+    RevisionInfo,
+    archive_chunk,
+    compaction_due,
+    entry_for,
+    page_messages,
+    rebuild,
+    retention_floor,
+    revision_info,
+)
 from flow.stores._protocol import QuarantinedRow, SessionPage, StoredSessionInfo
 from flow.stores._redis_client import LuaScript, connect, describe, unavailable
 
@@ -59,6 +87,7 @@ _WRITE = LuaScript(
 if ARGV[1] == 'delete' then
   local owner = redis.call('HGET', KEYS[1], 'owner')
   local existed = redis.call('DEL', KEYS[1])
+  redis.call('DEL', KEYS[4], KEYS[5], KEYS[6])
   redis.call('ZREM', KEYS[2], ARGV[2])
   redis.call('ZREM', KEYS[3], ARGV[2])
   if owner then
@@ -88,16 +117,32 @@ if stored[3] and stored[3] ~= ARGV[9] then
   redis.call('ZREM', owner_prefix .. stored[3], ARGV[8])
 end
 redis.call('HSET', KEYS[1], 'rev', ARGV[3], 'wid', ARGV[4], 'owner', ARGV[9],
-  'snap', ARGV[10], 'meta', ARGV[11])
-if ARGV[6] ~= '0' then
-  redis.call('PEXPIREAT', KEYS[1], ARGV[6])
+  'meta', ARGV[11])
+if ARGV[10] ~= '' then
+  redis.call('ZADD', KEYS[7], ARGV[3], ARGV[10])
+end
+local tb, tc, bsize
+if ARGV[12] ~= '' then
+  redis.call('ZREMRANGEBYSCORE', KEYS[6], ARGV[3], ARGV[3])
+  redis.call('ZADD', KEYS[6], ARGV[3], ARGV[12])
+  redis.call('HSET', KEYS[1], 'brev', ARGV[3], 'bsize', #ARGV[12], 'tb', 0, 'tc', 0)
+  tb, tc, bsize = 0, 0, #ARGV[12]
 else
-  redis.call('PERSIST', KEYS[1])
+  tb = redis.call('HINCRBY', KEYS[1], 'tb', #ARGV[10])
+  tc = redis.call('HINCRBY', KEYS[1], 'tc', 1)
+  bsize = tonumber(redis.call('HGET', KEYS[1], 'bsize') or '0')
+end
+for _, key in ipairs({KEYS[1], KEYS[6], KEYS[7], KEYS[8]}) do
+  if ARGV[6] ~= '0' then
+    redis.call('PEXPIREAT', key, ARGV[6])
+  else
+    redis.call('PERSIST', key)
+  end
 end
 redis.call('ZADD', KEYS[2], 0, ARGV[8])
 redis.call('ZADD', KEYS[3], ARGV[7], ARGV[8])
 redis.call('ZADD', KEYS[4], 0, ARGV[8])
-return {'ok'}
+return {'ok', tostring(bsize), tostring(tb), tostring(tc)}
 """
 )
 """One script for every write, so that one pipeline uses one script: after a Redis
@@ -106,20 +151,96 @@ again keeps their order."""
 
 _QUARANTINE = LuaScript(
     """
-local current = redis.call('HMGET', KEYS[1], 'snap', 'owner')
-if current[1] ~= ARGV[1] then
+local owner = redis.call('HGET', KEYS[1], 'owner')
+if not redis.call('ZSCORE', KEYS[5], ARGV[1]) and not redis.call('ZSCORE', KEYS[6], ARGV[1]) then
   return 0
 end
 redis.call('LPUSH', KEYS[4], ARGV[2])
-redis.call('DEL', KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[5], KEYS[6], KEYS[7])
 redis.call('ZREM', KEYS[2], ARGV[3])
 redis.call('ZREM', KEYS[3], ARGV[3])
-if current[2] then
-  redis.call('ZREM', ARGV[4] .. current[2], ARGV[3])
+if owner then
+  redis.call('ZREM', ARGV[4] .. owner, ARGV[3])
 end
 return 1
 """
 )
+
+_LOAD = LuaScript(
+    """
+local rev = redis.call('HGET', KEYS[1], 'rev')
+if not rev then
+  return {'none'}
+end
+local target = rev
+if ARGV[1] ~= '' then
+  target = ARGV[1]
+  local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+  if #oldest == 0 or tonumber(target) > tonumber(rev) or tonumber(target) < tonumber(oldest[2]) then
+    return {'range', oldest[2] or rev, rev}
+  end
+end
+local base = redis.call('ZREVRANGEBYSCORE', KEYS[2], target, '-inf', 'WITHSCORES', 'LIMIT', 0, 1)
+if #base == 0 then
+  return {'none'}
+end
+local records = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. base[2], target)
+return {'ok', base[1], records}
+"""
+)
+"""The newest base at or before the revision asked for (ARGV[1], '' for the
+newest) and the records after it, in one atomic read."""
+
+_COMPACT_READ = LuaScript(
+    """
+local state = redis.call('HMGET', KEYS[1], 'rev', 'brev')
+if not state[1] then
+  return {}
+end
+local base = redis.call('ZRANGEBYSCORE', KEYS[2], state[2], state[2])
+local scores = {}
+local all = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+for i = 2, #all, 2 do
+  scores[#scores + 1] = all[i]
+end
+local oldest = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
+local tail = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. state[2], '+inf')
+return {state[1], state[2], base[1] or '', scores, tail, oldest[2] or state[1]}
+"""
+)
+"""What compaction reads: revision, base revision, that base, every base's
+revision (not its bytes), the records after the base, the oldest record's revision."""
+
+_COMPACT = LuaScript(
+    """
+if redis.call('ZSCORE', KEYS[3], ARGV[1]) ~= ARGV[2] then
+  return 0
+end
+if ARGV[3] ~= '' then
+  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3])
+  if tonumber(redis.call('HGET', KEYS[1], 'brev')) < tonumber(ARGV[2]) then
+    local tail = redis.call('ZRANGEBYSCORE', KEYS[3], '(' .. ARGV[2], '+inf')
+    local bytes = 0
+    for _, record in ipairs(tail) do
+      bytes = bytes + #record
+    end
+    redis.call('HSET', KEYS[1], 'brev', ARGV[2], 'bsize', #ARGV[3], 'tb', bytes, 'tc', #tail)
+  end
+end
+if ARGV[4] ~= '' then
+  redis.call('ZADD', KEYS[4], ARGV[5], ARGV[4])
+  local ttl = redis.call('PTTL', KEYS[1])
+  if ttl > 0 then
+    redis.call('PEXPIRE', KEYS[4], ttl)
+  end
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[6])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. ARGV[6])
+return 1
+"""
+)
+"""A compaction, if the newest record read (ARGV[1], at revision ARGV[2]) is
+still there: the new base, the archived messages, the retention cut."""
 
 _PRUNE = LuaScript(
     """
@@ -141,8 +262,9 @@ _Ids = list[bytes]
 _Strs = list[str]
 _Infos = list[StoredSessionInfo]
 _Rows = list[QuarantinedRow]
+_RevisionInfos = list[RevisionInfo]
 
-_INFO_FIELDS = ["owner", "rev", "meta"]
+_INFO_FIELDS = ["owner", "rev", "meta", "bsize", "tb"]
 
 
 @dataclass(slots=True)
@@ -172,6 +294,7 @@ class RedisStore:
             (None: such sessions never expire).
         client: a redis-py client to use instead of connecting to ``url``
             (``decode_responses`` must be False); the store does not close it.
+        policy: history retention and compaction (default: keep 1,000 revisions).
 
     Attributes:
         url: the URL connected to (None when a client was given).
@@ -188,8 +311,10 @@ class RedisStore:
         key_prefix: str = "actorflow:",
         ttl: float | None = None,
         client: redis.Redis | None = None,
+        policy: LogPolicy | None = None,
     ) -> None:
         self.url = url if client is None else None
+        self.policy = policy or LogPolicy()
         if client is None:
             if not url:
                 raise InvalidInput("RedisStore needs a redis:// URL or a client")
@@ -216,37 +341,167 @@ class RedisStore:
         self._writer = threading.Thread(target=self._write_loop, name="actorflow-redis-writer")
         self._writer.daemon = True
         self._writer.start()
+        self.compactor = Compactor(f"redis:{key_prefix}", self.compact)
 
-    def load(self, session_id: str) -> Session | None:
-        """The stored session, or None (also once Redis has expired it).
+    def load(self, session_id: str, revision: int | None = None) -> Session | None:
+        """The stored session (or its revision ``revision``), or None (also once Redis expired it).
 
         Raises:
-            SnapshotDecodeError: the snapshot did not decode; it has been quarantined.
+            RevisionNotFound: ``revision`` is outside the retained history.
+            SnapshotDecodeError: a base or record did not decode; the session has been
+                quarantined.
             StoreUnavailable: Redis could not be reached.
         """
-        key = self.session_key(session_id)
+        keys = [
+            self.session_key(session_id),
+            self._key("b", session_id),
+            self._key("r", session_id),
+        ]
         try:
-            raw: bytes | None = _reply(self.client.hget(key, "snap"))
+            reply = _LOAD.run(self.client, keys, ["" if revision is None else str(revision)])
         except redis.exceptions.RedisError as exc:
             raise unavailable(self.client, f"loading session {session_id!r}", exc) from exc
-        if raw is None:
+        if reply[0] == b"none":
             return None
-        return self.decode_snapshot(session_id, raw)
+        if reply[0] == b"range":
+            assert revision is not None
+            raise RevisionNotFound(session_id, revision, int(float(reply[1])), int(reply[2]))
+        return self.rebuild(session_id, reply[1], reply[2], revision)
 
-    def decode_snapshot(self, session_id: str, raw: bytes) -> Session:
-        """Decode a snapshot read from ``session_key(session_id)``'s ``snap`` field.
+    def rebuild(
+        self, session_id: str, base: bytes, records: Sequence[bytes], revision: int | None = None
+    ) -> Session:
+        """The session from a base and its records, read from this store.
 
         Raises:
-            SnapshotDecodeError: it did not decode; it has been quarantined.
+            SnapshotDecodeError: one did not decode; the session has been quarantined.
             StoreUnavailable: Redis could not be reached to quarantine it.
         """
         try:
-            return decode(raw)
+            return rebuild(base, records, revision)
         except SnapshotDecodeError as exc:
-            self._quarantine(session_id, raw, str(exc))
+            self._quarantine(session_id, exc.raw, str(exc))
             raise SnapshotDecodeError(
-                f"session {session_id!r}: {exc}; the snapshot was moved to quarantine", raw
+                f"session {session_id!r}: {exc}; the snapshot was moved to quarantine", exc.raw
             ) from exc
+
+    def revisions(
+        self, session_id: str, limit: int = 100, before: int | None = None
+    ) -> _RevisionInfos:
+        """The retained revisions below ``before``, newest first, at most ``limit``.
+
+        Raises:
+            SessionNotFound: no such session.
+            StoreUnavailable: Redis could not be reached.
+        """
+        if limit < 1:
+            raise InvalidInput(f"limit must be at least 1, not {limit}")
+        top = "+inf" if before is None else f"({before}"
+        try:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.exists(self.session_key(session_id))
+            pipe.zrevrangebyscore(self._key("r", session_id), top, "-inf", start=0, num=limit)
+            exists, rows = pipe.execute()
+        except redis.exceptions.RedisError as exc:
+            raise unavailable(self.client, f"reading revisions of {session_id!r}", exc) from exc
+        if not exists:
+            raise SessionNotFound(session_id)
+        return [revision_info(decode_record(raw)) for raw in rows]
+
+    def messages(self, session_id: str, limit: int = 100, before: int | None = None) -> MessagePage:
+        """The newest ``limit`` chat messages numbered below ``before``, oldest first.
+
+        Raises:
+            SessionNotFound: no such session.
+            StoreUnavailable: Redis could not be reached.
+        """
+        top = "+inf" if before is None else f"({before}"
+        try:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.exists(self.session_key(session_id))
+            pipe.zrevrange(self._key("r", session_id), 0, -1)
+            pipe.zrevrangebyscore(self._key("m", session_id), top, "-inf")
+            exists, records, archive = pipe.execute()
+        except redis.exceptions.RedisError as exc:
+            raise unavailable(self.client, f"reading messages of {session_id!r}", exc) from exc
+        if not exists:
+            raise SessionNotFound(session_id)
+        sources = [("r", raw) for raw in records] + [("a", raw) for raw in archive]
+        return page_messages(sources, limit, before)
+
+    def history_range(self, session_id: str) -> HistoryRange | None:
+        """The revisions time travel reaches, or None when there is no such session."""
+        try:
+            pipe = self.client.pipeline(transaction=True)
+            pipe.hget(self.session_key(session_id), "rev")
+            pipe.zrange(self._key("b", session_id), 0, 0, withscores=True)
+            rev, oldest = pipe.execute()
+        except redis.exceptions.RedisError as exc:
+            raise unavailable(self.client, f"reading history of {session_id!r}", exc) from exc
+        if rev is None or not oldest:
+            return None
+        return HistoryRange(int(oldest[0][1]), int(rev))
+
+    def compact(self, session_id: str) -> bool:
+        """Write a base for the newest revision and apply retention; False if nothing to do.
+
+        Runs on the compactor thread: one read script, the rebuild here, one write script.
+        """
+        keys = [
+            self.session_key(session_id),
+            self._key("b", session_id),
+            self._key("r", session_id),
+            self._key("m", session_id),
+        ]
+        try:
+            reply = _COMPACT_READ.run(self.client, keys[:3], [])
+        except redis.exceptions.RedisError as exc:
+            raise unavailable(self.client, f"compacting {session_id!r}", exc) from exc
+        if not reply or not reply[2]:
+            return False
+        newest, oldest = int(reply[0]), int(float(reply[5]))
+        bases = sorted(int(float(score)) for score in reply[3])
+        tail_raws: list[bytes] = reply[4]
+        made = encode(rebuild(reply[2], tail_raws)) if tail_raws else None
+        if made is not None and newest not in bases:
+            bases.append(newest)
+        young = None
+        try:
+            if self.policy.keep_seconds is not None:  # the records' times decide
+                all_raws: _Ids = _reply(self.client.zrange(keys[2], 0, -1))
+                every = [decode_record(raw) for raw in all_raws]
+                cutoff = time.time() - self.policy.keep_seconds
+                young = next((r.revision for r in every if r.at >= cutoff), None)
+            floor = retention_floor(self.policy, newest, young)
+            cut = max((rev for rev in bases if rev <= floor), default=None)
+            dropped = []
+            if cut is not None and oldest < cut:
+                rows: _Ids = _reply(self.client.zrangebyscore(keys[2], "-inf", f"({cut}"))
+                dropped = [decode_record(raw) for raw in rows]
+            if made is None and not dropped:
+                return False
+            # the guard of the write: the newest record, still there unchanged
+            newest_raw: bytes = (
+                tail_raws[-1]
+                if tail_raws
+                else _reply(self.client.zrangebyscore(keys[2], newest, newest))[0]
+            )
+        except redis.exceptions.RedisError as exc:
+            raise unavailable(self.client, f"compacting {session_id!r}", exc) from exc
+        chunk = archive_chunk(dropped)
+        first = next((r.message_seq for r in dropped if r.messages), 0)
+        args = [
+            newest_raw,
+            str(newest),
+            made or b"",
+            chunk or b"",
+            str(first),
+            str(-1 if cut is None else cut),
+        ]
+        try:
+            return bool(_COMPACT.run(self.client, keys, args))
+        except redis.exceptions.RedisError as exc:
+            raise unavailable(self.client, f"compacting {session_id!r}", exc) from exc
 
     def save(
         self,
@@ -283,23 +538,36 @@ class RedisStore:
             StoreUnavailable: Redis could not be reached, or the store is closed.
         """
         future: Future[bool] = Future()
-        keys = [self.session_key(session_id), self._ids_key, self._exp_key]
+        keys = [
+            self.session_key(session_id),
+            self._ids_key,
+            self._exp_key,
+            self._key("b", session_id),
+            self._key("r", session_id),
+            self._key("m", session_id),
+        ]
         args = ["delete", session_id, self._owner_prefix]
         self._submit(_Write(session_id, None, None, keys, args, future))
         return future.result()
 
     def put_raw(self, session_id: str, data: bytes) -> None:
-        """Replace the stored snapshot bytes of a session (tests use it to corrupt one).
+        """Replace the newest base's bytes of a session (tests use it to corrupt one).
 
         Raises:
             KeyError: no session ``session_id`` is stored.
             StoreUnavailable: Redis could not be reached.
         """
         key = self.session_key(session_id)
+        bases = self._key("b", session_id)
         try:
-            if not self.client.exists(key):
+            found = self.client.hget(key, "brev")
+            if found is None:
                 raise KeyError(session_id)
-            self.client.hset(key, "snap", data)
+            brev = float(found)
+            pipe = self.client.pipeline(transaction=True)
+            pipe.zremrangebyscore(bases, brev, brev)
+            pipe.zadd(bases, {data: float(brev)})
+            pipe.execute()
         except redis.exceptions.RedisError as exc:
             raise unavailable(self.client, f"writing session {session_id!r}", exc) from exc
 
@@ -391,6 +659,9 @@ class RedisStore:
 
     def close(self) -> None:
         """Commit what is queued, stop the writer and close the client (if the store made it)."""
+        if self._closed:
+            return
+        self.compactor.close()
         with self._close_lock:
             if self._closed:
                 return
@@ -410,8 +681,11 @@ class RedisStore:
         self.close()
 
     def session_key(self, session_id: str) -> str:
-        """The key of the hash holding ``session_id`` (its ``snap`` field is the snapshot)."""
+        """The key of the hash holding ``session_id``'s revision and index fields."""
         return f"{self.key_prefix}s:{session_id}"
+
+    def _key(self, kind: str, session_id: str) -> str:
+        return f"{self.key_prefix}{kind}:{session_id}"
 
     def _submit(self, write: _Write) -> None:
         with self._close_lock:
@@ -427,7 +701,7 @@ class RedisStore:
         future: Future[None],
     ) -> _Write:
         meta = session.metadata
-        snap = encode(session)
+        entry = entry_for(session, expected)
         expires = meta.expires_at
         if expires is None and self.ttl is not None:
             expires = time.time() + self.ttl
@@ -443,6 +717,9 @@ class RedisStore:
             self._exp_key,
             f"{self._owner_prefix}{meta.owner}",
             epoch_key(self.key_prefix, fence[0]) if fence else self.session_key(session_id),
+            self._key("b", session_id),
+            self._key("r", session_id),
+            self._key("m", session_id),
         ]
         # what list() answers from without decoding the snapshot
         info = msgpack.packb(
@@ -453,7 +730,7 @@ class RedisStore:
                 meta.created_at,
                 meta.last_accessed,
                 meta.expires_at,
-                len(snap),
+                0,  # the size: _info adds up the log's fields instead
             ],
             use_bin_type=True,
         )
@@ -468,8 +745,9 @@ class RedisStore:
             "+inf" if expires is None else repr(expires),
             session_id,
             meta.owner,
-            snap,
+            entry.record or b"",
             info,
+            entry.base or b"",
         ]
         return _Write(session_id, expected, fence, keys, args, future)
 
@@ -527,6 +805,10 @@ class RedisStore:
             write.future.set_result(int(result[1]) == 1)
         elif verdict == b"ok":
             write.future.set_result(None)
+            if len(result) > 1 and compaction_due(
+                self.policy, int(result[1]), int(result[2]), int(result[3])
+            ):
+                self.compactor.request(write.session_id)
         elif verdict == b"conflict":
             actual = int(result[1]) if result[1] else None
             write.future.set_exception(RevisionConflict(write.session_id, write.expected, actual))
@@ -555,7 +837,15 @@ class RedisStore:
 
     def _quarantine(self, session_id: str, raw: bytes, error: str) -> None:
         envelope = msgpack.packb([session_id, raw, error, time.time()], use_bin_type=True)
-        keys = [self.session_key(session_id), self._ids_key, self._exp_key, self._quarantine_key]
+        keys = [
+            self.session_key(session_id),
+            self._ids_key,
+            self._exp_key,
+            self._quarantine_key,
+            self._key("b", session_id),
+            self._key("r", session_id),
+            self._key("m", session_id),
+        ]
         args = [raw, envelope, session_id, self._owner_prefix]
         try:
             _QUARANTINE.run(self.client, keys, args)
@@ -569,8 +859,9 @@ def _reply(value: Any) -> Any:
 
 
 def _info(session_id: str, values: Sequence[bytes | None]) -> StoredSessionInfo:
-    owner, rev, meta = (b"" if v is None else v for v in values)
-    graph, task, status, created, accessed, expires, size = msgpack.unpackb(meta, raw=False)
+    owner, rev, meta, bsize, tb = (b"" if v is None else v for v in values)
+    graph, task, status, created, accessed, expires, _ = msgpack.unpackb(meta, raw=False)
+    size = int(bsize or 0) + int(tb or 0)  # what a load reads
     return StoredSessionInfo(
         session_id=session_id,
         owner=owner.decode(),

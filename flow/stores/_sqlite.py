@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import builtins
 import contextlib
-import functools
 import queue
 import sqlite3
 import threading
@@ -32,72 +31,83 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from flow._codec import decode, encode
-from flow._errors import InvalidInput, RevisionConflict, SnapshotDecodeError, StoreUnavailable
+from flow._codec import encode
+from flow._errors import (
+    InvalidInput,
+    RevisionConflict,
+    RevisionNotFound,
+    SessionNotFound,
+    SnapshotDecodeError,
+    StoreUnavailable,
+)
+from flow._record import decode_record
 from flow._session import Session
+from flow.stores._log import (
+    Compactor,
+    HistoryRange,
+    LogEntry,
+    LogPolicy,
+    MessagePage,
+    RevisionInfo,
+    archive_chunk,
+    compaction_due,
+    entry_for,
+    page_messages,
+    rebuild,
+    retention_floor,
+    revision_info,
+)
 from flow.stores._protocol import Durability, QuarantinedRow, SessionPage, StoredSessionInfo
+from flow.stores._sqlite_schema import SCHEMA, STORE_SCHEMA_VERSION, migrate_v1
 
 __all__ = ["STORE_SCHEMA_VERSION", "SqliteStore", "WriterStats"]
 
-STORE_SCHEMA_VERSION = 1
-"""The layout of the tables; a file written with a higher number is refused."""
-
 _SYNCHRONOUS: dict[str, str] = {"fsync": "FULL", "commit": "NORMAL"}
 _REVISION_CACHE_LIMIT = 262_144
-_ROWS_PER_STATEMENT = 1000  # 10 columns a row stays under SQLite's 32,766 parameters
+_ROWS_PER_STATEMENT = 1000  # ids per IN (...) stays under SQLite's 32,766 parameters
 _MAX_READERS = 8
+_PAGE_SIZE = 1024
+_LOG_TABLES = ("sessions", "bases", "records", "archive")
+_MAX_REVISION = 2**62  # above any revision: "no upper bound" in a query
 _MAX_COMMIT_DELAY = 0.002  # seconds the writer may wait for a batch to fill
 _DATA_VERSION_EVERY = 0.1  # seconds between checks for other connections' commits
 
-_SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS sessions (
-        session_id    TEXT PRIMARY KEY,
-        owner         TEXT NOT NULL,
-        graph_id      TEXT NOT NULL,
-        current_task  TEXT NOT NULL,
-        status        TEXT NOT NULL,
-        revision      INTEGER NOT NULL,
-        created_at    REAL NOT NULL,
-        last_accessed REAL NOT NULL,
-        expires_at    REAL,
-        data          BLOB NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS sessions_owner ON sessions (owner, session_id)",
-    "CREATE INDEX IF NOT EXISTS sessions_expires_at ON sessions (expires_at)",
-    """CREATE TABLE IF NOT EXISTS quarantine (
-        session_id     TEXT NOT NULL,
-        raw            BLOB NOT NULL,
-        error          TEXT NOT NULL,
-        quarantined_at REAL NOT NULL
-    )""",
-    "CREATE INDEX IF NOT EXISTS quarantine_time ON quarantine (quarantined_at)",
-    "CREATE TABLE IF NOT EXISTS meta (schema_version INTEGER NOT NULL)",
-)
-
 _UPSERT = """
 INSERT INTO sessions (session_id, owner, graph_id, current_task, status, revision,
-                      created_at, last_accessed, expires_at, data)
-VALUES {values}
+                      created_at, last_accessed, expires_at, size, base_rev, base_size,
+                      tail_bytes, tail_count)
+VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)
 ON CONFLICT (session_id) DO UPDATE SET
     owner = excluded.owner, graph_id = excluded.graph_id,
     current_task = excluded.current_task, status = excluded.status,
     revision = excluded.revision, created_at = excluded.created_at,
     last_accessed = excluded.last_accessed, expires_at = excluded.expires_at,
-    data = excluded.data
+    size = excluded.size, base_rev = excluded.base_rev, base_size = excluded.base_size,
+    tail_bytes = excluded.tail_bytes, tail_count = excluded.tail_count
+"""
+
+_APPEND = """
+UPDATE sessions SET owner = ?, graph_id = ?, current_task = ?, status = ?, revision = ?,
+    created_at = ?, last_accessed = ?, expires_at = ?, size = size + ?,
+    tail_bytes = tail_bytes + ?, tail_count = tail_count + ?
+WHERE session_id = ?
 """
 
 _INFO_COLUMNS = (
     "session_id, owner, graph_id, current_task, status, revision, "
-    "created_at, last_accessed, expires_at, length(data)"
+    "created_at, last_accessed, expires_at, size"
 )
 
-_Row = tuple[str, str, str, str, str, int, float, float, float | None, bytes]
+_Info = tuple[str, str, str, str, str, int, float, float, float | None]
+"""session_id, owner, graph_id, current_task, status, revision, created_at,
+last_accessed, expires_at: the sessions row's columns a save sets."""
 
 
 class _SaveOp(NamedTuple):
     session_id: str
     expected: int | None
-    row: _Row
+    info: _Info
+    entry: LogEntry
     future: Future[None]
 
 
@@ -113,6 +123,18 @@ class _QuarantineOp(NamedTuple):
     future: Future[None]
 
 
+class _CompactOp(NamedTuple):
+    """A new base and a retention cut for one session, made by the compactor thread."""
+
+    session_id: str
+    created_at: float
+    revision: int
+    base: bytes | None
+    cut: int
+    archive: tuple[int, bytes] | None
+    future: Future[None]
+
+
 class _FlushOp(NamedTuple):
     future: Future[None]
 
@@ -121,7 +143,7 @@ class _CloseOp(NamedTuple):
     future: Future[None]
 
 
-_Op = _SaveOp | _DeleteOp | _QuarantineOp | _FlushOp | _CloseOp
+_Op = _SaveOp | _DeleteOp | _QuarantineOp | _CompactOp | _FlushOp | _CloseOp
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +173,7 @@ class SqliteStore:
             process crash, not a power loss).
         max_batch: most operations committed in one transaction; 1 gives one
             transaction per save (the benchmark's baseline).
+        policy: history retention and compaction (default: keep 1,000 revisions).
 
     Every method raises ``StoreUnavailable`` once the store is closed. One
     store writes a file at a time: the writer caches committed revisions and
@@ -166,13 +189,19 @@ class SqliteStore:
     """
 
     def __init__(
-        self, path: str | Path, durability: Durability = "fsync", *, max_batch: int = 1024
+        self,
+        path: str | Path,
+        durability: Durability = "fsync",
+        *,
+        max_batch: int = 1024,
+        policy: LogPolicy | None = None,
     ) -> None:
         if durability not in _SYNCHRONOUS:
             raise InvalidInput(f"durability must be 'fsync' or 'commit', not {durability!r}")
         if max_batch < 1:
             raise InvalidInput(f"max_batch must be at least 1, not {max_batch}")
         self.path = Path(path)
+        self.policy = policy or LogPolicy()
         self.durability: Durability = durability
         self._max_batch = max_batch
         self._synchronous = _SYNCHRONOUS[durability]
@@ -181,6 +210,8 @@ class SqliteStore:
         self._submit_lock = threading.Lock()
         self._closed = False
         self._revisions: dict[str, int | None] = {}
+        # base_size, tail_bytes, tail_count of the sessions in _revisions (compaction's due)
+        self._tails: dict[str, tuple[int, int, int]] = {}
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self._transactions = 0
@@ -194,6 +225,7 @@ class SqliteStore:
             target=self._write_loop, name=f"sqlite-writer:{self.path.name}", daemon=True
         )
         self._writer.start()
+        self.compactor = Compactor(self.path.name, self.compact)
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r}, durability={self.durability!r})"
@@ -218,6 +250,10 @@ class SqliteStore:
     def _open_writer(self) -> sqlite3.Connection:
         conn = self._connect()
         try:
+            # Small pages for a new file: a step rewrites the index page of its
+            # session's records, and the WAL holds whole pages (no effect on a file
+            # that exists).
+            conn.execute(f"PRAGMA page_size = {_PAGE_SIZE}")
             mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise StoreUnavailable(
@@ -243,7 +279,9 @@ class SqliteStore:
                     f"this build reads versions up to {STORE_SCHEMA_VERSION}: "
                     "open it with a newer actorflow"
                 )
-            for statement in _SCHEMA:
+            if found == 1:
+                migrate_v1(conn)
+            for statement in SCHEMA:
                 conn.execute(statement)
             if found is None:
                 conn.execute(
@@ -284,10 +322,10 @@ class SqliteStore:
         Raises:
             StoreUnavailable: the store is closed.
         """
-        data = encode(session)
+        entry = entry_for(session, expected_revision)
         meta = session.metadata
         sid = session.session_id
-        row: _Row = (
+        info: _Info = (
             sid,
             meta.owner,
             session.graph_id,
@@ -297,36 +335,195 @@ class SqliteStore:
             meta.created_at,
             meta.last_accessed,
             meta.expires_at,
-            data,
         )
         future: Future[None] = Future()
         future.set_running_or_notify_cancel()
-        self._submit(_SaveOp(sid, expected_revision, row, future))
+        self._submit(_SaveOp(sid, expected_revision, info, entry, future))
         return future
 
-    def load(self, session_id: str) -> Session | None:
-        """The last committed snapshot of ``session_id``, or None when there is none.
+    def load(self, session_id: str, revision: int | None = None) -> Session | None:
+        """The last committed state of ``session_id`` (or revision ``revision``'s), or None.
+
+        Reads the newest base at or before the revision and the records after it,
+        in one read transaction.
 
         Raises:
-            SnapshotDecodeError: the stored bytes did not decode; the row has been
-                moved to the quarantine table (later loads return None).
+            RevisionNotFound: ``revision`` is outside the retained history.
+            SnapshotDecodeError: the stored bytes did not decode; the session has
+                been moved to the quarantine table (later loads return None).
             StoreUnavailable: the store is closed or could not be read.
         """
-        with self._reader() as conn:
+        with self._reader() as conn, _read_transaction(conn):
             row = conn.execute(
-                "SELECT data FROM sessions WHERE session_id = ?", (session_id,)
+                "SELECT revision, base_rev FROM sessions WHERE session_id = ?", (session_id,)
             ).fetchone()
-        if row is None:
-            return None
-        raw = bytes(row[0])
+            if row is None:
+                return None
+            if revision is None:
+                upto = _MAX_REVISION
+                base = conn.execute(
+                    "SELECT revision, data FROM bases WHERE session_id = ? AND revision = ?",
+                    (session_id, row[1]),
+                ).fetchone()
+            else:
+                span = self._span(conn, session_id)
+                if span is None or not span.oldest <= revision <= span.newest:
+                    oldest = row[0] if span is None else span.oldest
+                    raise RevisionNotFound(session_id, revision, oldest, row[0])
+                upto = revision
+                base = conn.execute(
+                    "SELECT revision, data FROM bases WHERE session_id = ? AND revision <= ? "
+                    "ORDER BY revision DESC LIMIT 1",
+                    (session_id, upto),
+                ).fetchone()
+            if base is None:
+                return None
+            records = [
+                bytes(r[0])
+                for r in conn.execute(
+                    "SELECT data FROM records WHERE session_id = ? AND revision > ? "
+                    "AND revision <= ? ORDER BY revision",
+                    (session_id, base[0], upto),
+                )
+            ]
         try:
-            return decode(raw)
+            return rebuild(bytes(base[1]), records, revision)
         except SnapshotDecodeError as exc:
-            self._quarantine(session_id, raw, str(exc))
+            self._quarantine(session_id, exc.raw, str(exc))
             raise SnapshotDecodeError(
                 f"session {session_id!r} in {self.path}: {exc}; the row was moved to quarantine",
-                raw,
+                exc.raw,
             ) from exc
+
+    def revisions(
+        self, session_id: str, limit: int = 100, before: int | None = None
+    ) -> builtins.list[RevisionInfo]:
+        """The retained revisions below ``before``, newest first, at most ``limit``.
+
+        Raises:
+            SessionNotFound: no such session.
+        """
+        if limit < 1:
+            raise InvalidInput(f"limit must be at least 1, not {limit}")
+        with self._reader() as conn, _read_transaction(conn):
+            self._exists(conn, session_id)
+            rows = conn.execute(
+                "SELECT data FROM records WHERE session_id = ? AND revision < ? "
+                "ORDER BY revision DESC LIMIT ?",
+                (session_id, _MAX_REVISION if before is None else before, limit),
+            ).fetchall()
+        return [revision_info(decode_record(bytes(row[0]))) for row in rows]
+
+    def messages(self, session_id: str, limit: int = 100, before: int | None = None) -> MessagePage:
+        """The newest ``limit`` chat messages numbered below ``before``, oldest first.
+
+        Raises:
+            SessionNotFound: no such session.
+        """
+        with self._reader() as conn, _read_transaction(conn):
+            self._exists(conn, session_id)
+            sources = [
+                ("r", bytes(row[0]))
+                for row in conn.execute(
+                    "SELECT data FROM records WHERE session_id = ? ORDER BY revision DESC",
+                    (session_id,),
+                )
+            ]
+            sources += [
+                ("a", bytes(row[0]))
+                for row in conn.execute(
+                    "SELECT data FROM archive WHERE session_id = ? AND seq < ? ORDER BY seq DESC",
+                    (session_id, _MAX_REVISION if before is None else before),
+                )
+            ]
+        return page_messages(sources, limit, before)
+
+    def history_range(self, session_id: str) -> HistoryRange | None:
+        """The revisions time travel reaches, or None when there is no such session."""
+        with self._reader() as conn, _read_transaction(conn):
+            return self._span(conn, session_id)
+
+    def compact(self, session_id: str) -> bool:
+        """Write a base for the newest revision and apply retention; False if nothing to do.
+
+        Reads and rebuilds on the calling thread (the compactor's), then hands the
+        writer the base, the archived messages and the cut, which it commits with
+        its next batch. Reads only the base, the records after it and, when
+        retention drops some, those records: never the whole history.
+        """
+        sid = session_id
+        with self._reader() as conn, _read_transaction(conn):
+            row = conn.execute(
+                "SELECT created_at, base_rev, revision FROM sessions WHERE session_id = ?", (sid,)
+            ).fetchone()
+            if row is None:
+                return False
+            created_at, base_rev, newest = row
+            base = conn.execute(
+                "SELECT data FROM bases WHERE session_id = ? AND revision = ?", (sid, base_rev)
+            ).fetchone()
+            tail = [
+                bytes(r[0])
+                for r in conn.execute(
+                    "SELECT data FROM records WHERE session_id = ? AND revision > ? "
+                    "ORDER BY revision",
+                    (sid, base_rev),
+                )
+            ]
+            young = None
+            if self.policy.keep_seconds is not None:
+                young = conn.execute(
+                    "SELECT min(revision) FROM records WHERE session_id = ? AND at >= ?",
+                    (sid, time.time() - self.policy.keep_seconds),
+                ).fetchone()[0]
+            floor = retention_floor(self.policy, newest, young)
+            cut = conn.execute(
+                "SELECT max(revision) FROM bases WHERE session_id = ? AND revision <= ?",
+                (sid, floor),
+            ).fetchone()[0]
+            if tail and newest <= floor:  # keeping 1 revision: the new base is the cut
+                cut = newest
+            oldest = conn.execute(
+                "SELECT min(revision) FROM records WHERE session_id = ?", (sid,)
+            ).fetchone()[0]
+            dropped = []
+            if cut is not None and oldest is not None and oldest < cut:
+                dropped = [
+                    decode_record(bytes(r[0]))
+                    for r in conn.execute(
+                        "SELECT data FROM records WHERE session_id = ? AND revision < ? "
+                        "ORDER BY revision",
+                        (sid, cut),
+                    )
+                ]
+        if base is None or (not tail and not dropped):
+            return False
+        made = encode(rebuild(bytes(base[0]), tail)) if tail else None
+        archive: tuple[int, bytes] | None = None
+        chunk = archive_chunk(dropped)
+        if chunk is not None:
+            archive = (next(r.message_seq for r in dropped if r.messages), chunk)
+        future: Future[None] = Future()
+        future.set_running_or_notify_cancel()
+        cut_at = -1 if cut is None else cut  # -1: drop nothing
+        self._submit(_CompactOp(sid, created_at, newest, made, cut_at, archive, future))
+        future.result()
+        return True
+
+    def _span(self, conn: sqlite3.Connection, session_id: str) -> HistoryRange | None:
+        row = conn.execute(
+            "SELECT s.revision, (SELECT min(revision) FROM bases b WHERE b.session_id = ?) "
+            "FROM sessions s WHERE s.session_id = ?",
+            (session_id, session_id),
+        ).fetchone()
+        return None if row is None else HistoryRange(int(row[1]), int(row[0]))
+
+    def _exists(self, conn: sqlite3.Connection, session_id: str) -> None:
+        found = conn.execute(
+            "SELECT 1 FROM sessions WHERE session_id = ?", (session_id,)
+        ).fetchone()
+        if found is None:
+            raise SessionNotFound(session_id)
 
     def delete(self, session_id: str) -> bool:
         """Delete ``session_id`` after every save queued before it; True if it existed.
@@ -410,6 +607,9 @@ class SqliteStore:
         Raises:
             StoreUnavailable: the last commit failed (the file is closed all the same).
         """
+        if self._closed:
+            return
+        self.compactor.close()
         future: Future[None] = Future()
         future.set_running_or_notify_cancel()
         with self._submit_lock:
@@ -461,11 +661,13 @@ class SqliteStore:
         except sqlite3.Error as exc:
             conn.close()
             raise StoreUnavailable(f"cannot read session store {self.path}: {exc}") from exc
-        with self._readers_lock:
-            if self._closed or len(self._readers) >= _MAX_READERS:
-                conn.close()
-            else:
-                self._readers.append(conn)
+        finally:
+            if not conn.in_transaction:  # closed above, or left as it should be
+                with self._readers_lock:
+                    if self._closed or len(self._readers) >= _MAX_READERS:
+                        conn.close()
+                    else:
+                        self._readers.append(conn)
 
     # -- the writer thread -------------------------------------------------------------
 
@@ -527,8 +729,8 @@ class SqliteStore:
         try:
             self._forget_revisions_if_changed_elsewhere()
             self._load_revisions(batch)
-            plan = _BatchPlan(self._revisions, batch)
-            if plan.statements or plan.quarantine is not None:
+            plan = _BatchPlan(self._revisions, self._tails, batch)
+            if plan.statements or plan.quarantine is not None or plan.compactions:
                 started = time.perf_counter()
                 self._commit(plan)
                 took = min(time.perf_counter() - started, _MAX_COMMIT_DELAY)
@@ -537,6 +739,7 @@ class SqliteStore:
         except Exception as exc:
             self._failed_transactions += 1
             self._revisions.clear()
+            self._tails.clear()
             error = StoreUnavailable(
                 f"session store {self.path}: commit failed: {type(exc).__name__}: {exc}"
             )
@@ -546,45 +749,102 @@ class SqliteStore:
             return any(isinstance(op, _CloseOp) for op in batch)
         self._saves += plan.saves
         self._revisions.update(plan.revisions)
+        self._tails.update(plan.tails)
+        for sid in plan.forget_tails:
+            self._tails.pop(sid, None)
         if len(self._revisions) > _REVISION_CACHE_LIMIT:
             self._revisions.clear()
+            self._tails.clear()
+        for sid in plan.appended:
+            tail = self._tails.get(sid)
+            if tail is not None and compaction_due(self.policy, *tail):
+                self.compactor.request(sid)
         return plan.complete()
 
     def _commit(self, plan: _BatchPlan) -> None:
-        """Write ``plan`` in one transaction.
-
-        A lone statement runs in autocommit mode, where it is its own transaction:
-        each call into SQLite gives up the GIL and must win it back from the
-        callers, so one call per batch instead of three is most of the writer's speed.
-        """
+        """Write ``plan`` in one transaction (each kind of row in one ``executemany``)."""
         conn = self._writer_conn
-        if plan.quarantine is None and len(plan.statements) == 1:
-            conn.execute(*plan.statements[0])
-            return
         conn.execute("BEGIN IMMEDIATE")
         try:
             for sql, params in plan.statements:
-                conn.execute(sql, params)
+                conn.executemany(sql, params)
             if plan.quarantine is not None:
-                op = plan.quarantine
-                gone = conn.execute(
-                    "DELETE FROM sessions WHERE session_id = ? AND data = ?",
-                    (op.session_id, op.raw),
-                ).rowcount
-                conn.execute(  # two loads of one bad row quarantine it once
-                    "INSERT INTO quarantine (session_id, raw, error, quarantined_at) "
-                    "SELECT ?, ?, ?, ? WHERE NOT EXISTS "
-                    "(SELECT 1 FROM quarantine WHERE session_id = ? AND raw = ?)",
-                    (op.session_id, op.raw, op.error, time.time(), op.session_id, op.raw),
-                )
-                if gone:
-                    plan.revisions[op.session_id] = None
+                self._commit_quarantine(plan, plan.quarantine)
+            # after the batch's saves, in the same transaction: a compaction adds a
+            # base of a committed revision, so it never needs a commit of its own
+            for compaction in plan.compactions:
+                self._commit_compaction(compaction)
+                plan.forget_tails.append(compaction.session_id)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
             raise
+
+    def _commit_quarantine(self, plan: _BatchPlan, op: _QuarantineOp) -> None:
+        """Move a session whose base or record did not decode out of the tables."""
+        conn = self._writer_conn
+        sid = op.session_id
+        # only when the bad bytes are still on the newest revision's path: a
+        # newer base saved since then makes the session good again
+        still_there = conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM bases b JOIN sessions s USING (session_id) "
+            "WHERE b.session_id = ? AND b.revision >= s.base_rev AND b.data = ?) "
+            "OR EXISTS (SELECT 1 FROM records r JOIN sessions s USING (session_id) "
+            "WHERE r.session_id = ? AND r.revision > s.base_rev AND r.data = ?)",
+            (sid, op.raw, sid, op.raw),
+        ).fetchone()[0]
+        if still_there:
+            for table in _LOG_TABLES:
+                conn.execute(f"DELETE FROM {table} WHERE session_id = ?", (sid,))
+            plan.revisions[sid] = None
+        conn.execute(  # two loads of one bad row quarantine it once
+            "INSERT INTO quarantine (session_id, raw, error, quarantined_at) "
+            "SELECT ?, ?, ?, ? WHERE NOT EXISTS "
+            "(SELECT 1 FROM quarantine WHERE session_id = ? AND raw = ?)",
+            (sid, op.raw, op.error, time.time(), sid, op.raw),
+        )
+
+    def _commit_compaction(self, op: _CompactOp) -> None:
+        """Add the compactor's base, archive the dropped records' messages, cut the log.
+
+        Skipped when the session was deleted (or deleted and made again) since
+        the compactor read it.
+        """
+        conn = self._writer_conn
+        sid = op.session_id
+        row = conn.execute(
+            "SELECT created_at, revision FROM sessions WHERE session_id = ?", (sid,)
+        ).fetchone()
+        if row is None or row[0] != op.created_at or row[1] < op.revision:
+            return
+        if op.base is not None:
+            conn.execute(
+                "INSERT OR IGNORE INTO bases VALUES (?, ?, ?)", (sid, op.revision, op.base)
+            )
+            tail_bytes, tail_count = conn.execute(
+                "SELECT coalesce(sum(length(data)), 0), count(*) FROM records "
+                "WHERE session_id = ? AND revision > ?",
+                (sid, op.revision),
+            ).fetchone()
+            conn.execute(
+                "UPDATE sessions SET base_rev = ?, base_size = ?, tail_bytes = ?, "
+                "tail_count = ?, size = ? WHERE session_id = ? AND base_rev < ?",
+                (
+                    op.revision,
+                    len(op.base),
+                    tail_bytes,
+                    tail_count,
+                    len(op.base) + tail_bytes,
+                    sid,
+                    op.revision,
+                ),
+            )
+        if op.archive is not None:
+            conn.execute("INSERT OR IGNORE INTO archive VALUES (?, ?, ?)", (sid, *op.archive))
+        conn.execute("DELETE FROM records WHERE session_id = ? AND revision < ?", (sid, op.cut))
+        conn.execute("DELETE FROM bases WHERE session_id = ? AND revision < ?", (sid, op.cut))
 
     def _forget_revisions_if_changed_elsewhere(self) -> None:
         """Drop the revision cache when another connection has committed to the file.
@@ -610,7 +870,8 @@ class SqliteStore:
         unknown = {
             op.session_id
             for op in batch
-            if isinstance(op, _SaveOp | _DeleteOp) and op.session_id not in cache
+            if isinstance(op, _SaveOp | _DeleteOp)
+            and (op.session_id not in cache or op.session_id not in self._tails)
         }
         if not unknown:
             return
@@ -619,30 +880,46 @@ class SqliteStore:
         for start in range(0, len(ids), _ROWS_PER_STATEMENT):
             chunk = ids[start : start + _ROWS_PER_STATEMENT]
             marks = ",".join("?" * len(chunk))
-            for sid, revision in conn.execute(
-                f"SELECT session_id, revision FROM sessions WHERE session_id IN ({marks})", chunk
+            for sid, revision, base_size, tail_bytes, tail_count in conn.execute(
+                "SELECT session_id, revision, base_size, tail_bytes, tail_count FROM sessions "
+                f"WHERE session_id IN ({marks})",
+                chunk,
             ):
                 cache[sid] = revision
+                self._tails[sid] = (base_size, tail_bytes, tail_count)
         for sid in ids:
             cache.setdefault(sid, None)
 
 
 class _BatchPlan:
-    """One batch checked in order (compare-and-set chained per session) and its net writes.
+    """One batch checked in order (compare-and-set chained per session) and its writes.
 
-    ``statements`` are the SQL to run in one transaction: multi-row deletes and
-    upserts of the sessions' final states (a session saved three times in a batch
-    is written once, with its last snapshot). A quarantine request, always last
-    in its batch, runs after them.
+    ``statements`` are ``executemany`` calls for one transaction: deletes, then
+    every base and record of the batch (each revision is kept), then each
+    session's row: an upsert when the batch wrote it a base, else one update
+    that adds the appended records' bytes to its tail. Compactions run after
+    them, then a quarantine (always last in its batch).
     """
 
-    def __init__(self, committed: dict[str, int | None], batch: Iterable[_Op]) -> None:
+    def __init__(
+        self,
+        committed: dict[str, int | None],
+        tails: dict[str, tuple[int, int, int]],
+        batch: Iterable[_Op],
+    ) -> None:
         self.revisions: dict[str, int | None] = {}
+        self.tails: dict[str, tuple[int, int, int]] = {}
+        self.forget_tails: list[str] = []
+        self.appended: set[str] = set()
         self.saves = 0
         self.quarantine: _QuarantineOp | None = None
+        self.compactions: list[_CompactOp] = []
         self._results: list[tuple[Future[Any], Any, BaseException | None]] = []
         self._close: Future[None] | None = None
-        upserts: dict[str, _Row] = {}
+        bases: list[tuple[str, int, bytes]] = []
+        records: list[tuple[str, int, float, bytes]] = []
+        rows: dict[str, list[Any]] = {}  # upserts: a base was written in this batch
+        appends: dict[str, list[Any]] = {}
         deletes: set[str] = set()
         revisions = self.revisions
         results = self._results
@@ -653,26 +930,67 @@ class _BatchPlan:
                 if current != op.expected:
                     results.append((op.future, None, RevisionConflict(sid, op.expected, current)))
                     continue
-                revisions[sid] = op.row[5]
-                upserts[sid] = op.row
-                deletes.discard(sid)
+                entry = op.entry
+                revisions[sid] = entry.revision
+                size = 0
+                if entry.record is not None:
+                    records.append((sid, entry.revision, entry.at, entry.record))
+                    size = len(entry.record)
+                if entry.base is not None:
+                    bases.append((sid, entry.revision, entry.base))
+                    appends.pop(sid, None)
+                    base_size = len(entry.base)
+                    rows[sid] = [*op.info, base_size, entry.revision, base_size, 0, 0]
+                    self.tails[sid] = (base_size, 0, 0)
+                else:
+                    tail = self.tails.get(sid, tails.get(sid))
+                    if tail is not None:
+                        self.tails[sid] = (tail[0], tail[1] + size, tail[2] + 1)
+                    self.appended.add(sid)
+                    row = rows.get(sid)
+                    if row is not None:
+                        row[:9] = op.info
+                        row[9] += size
+                        row[12] += size
+                        row[13] += 1
+                    else:
+                        add = appends.get(sid)
+                        count = 1 if add is None else add[-2] + 1
+                        grown = size if add is None else add[-3] + size
+                        appends[sid] = [*op.info[1:], grown, grown, count, sid]
                 self.saves += 1
                 results.append((op.future, None, None))
             elif isinstance(op, _DeleteOp):
                 sid = op.session_id
                 current = revisions[sid] if sid in revisions else committed.get(sid)
                 revisions[sid] = None
-                upserts.pop(sid, None)
+                rows.pop(sid, None)
+                appends.pop(sid, None)
+                bases = [b for b in bases if b[0] != sid]
+                records = [r for r in records if r[0] != sid]
+                self.tails.pop(sid, None)
+                self.forget_tails.append(sid)
                 deletes.add(sid)
                 results.append((op.future, current is not None, None))
             elif isinstance(op, _QuarantineOp):
                 self.quarantine = op
                 results.append((op.future, None, None))
+            elif isinstance(op, _CompactOp):
+                self.compactions.append(op)
+                results.append((op.future, None, None))
             elif isinstance(op, _FlushOp):
                 results.append((op.future, None, None))
             else:
                 self._close = op.future
-        self.statements = _delete_statements(deletes) + _upsert_statements(upserts)
+        self.statements: list[tuple[str, list[Any]]] = _delete_statements(deletes)
+        if bases:
+            self.statements.append(("INSERT OR REPLACE INTO bases VALUES (?, ?, ?)", bases))
+        if records:
+            self.statements.append(("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?)", records))
+        if rows:
+            self.statements.append((_UPSERT, list(rows.values())))
+        if appends:
+            self.statements.append((_APPEND, list(appends.values())))
 
     def complete(self) -> bool:
         """Complete every future of the committed batch; True when it held the close request."""
@@ -688,30 +1006,21 @@ class _BatchPlan:
 
 
 def _delete_statements(deletes: set[str]) -> list[tuple[str, list[Any]]]:
-    ids = sorted(deletes)
-    statements: list[tuple[str, list[Any]]] = []
-    for start in range(0, len(ids), _ROWS_PER_STATEMENT):
-        chunk = ids[start : start + _ROWS_PER_STATEMENT]
-        marks = ",".join("?" * len(chunk))
-        statements.append((f"DELETE FROM sessions WHERE session_id IN ({marks})", chunk))
-    return statements
+    ids = [(sid,) for sid in sorted(deletes)]
+    if not ids:
+        return []
+    return [(f"DELETE FROM {table} WHERE session_id = ?", ids) for table in _LOG_TABLES]
 
 
-def _upsert_statements(upserts: dict[str, _Row]) -> list[tuple[str, list[Any]]]:
-    rows = list(upserts.values())
-    statements: list[tuple[str, list[Any]]] = []
-    for start in range(0, len(rows), _ROWS_PER_STATEMENT):
-        chunk = rows[start : start + _ROWS_PER_STATEMENT]
-        params = [value for row in chunk for value in row]
-        statements.append((_upsert_sql(len(chunk)), params))
-    return statements
-
-
-@functools.lru_cache(maxsize=128)
-def _upsert_sql(rows: int) -> str:
-    """One INSERT of ``rows`` rows that updates the sessions already there."""
-    values = ",".join(["(?,?,?,?,?,?,?,?,?,?)"] * rows)
-    return _UPSERT.format(values=values)
+@contextlib.contextmanager
+def _read_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """One snapshot for several SELECTs (compaction may commit between them otherwise)."""
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("COMMIT")
 
 
 def _fail(future: Future[Any], error: BaseException) -> None:

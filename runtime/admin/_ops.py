@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from flow._errors import SessionNotFound
 from flow._step import StepResult
 from flow._versions import GraphRegistry
 from flow.stores._protocol import SessionPage, SessionStore
@@ -16,6 +17,7 @@ from runtime._bulk_migrate import migrate_live
 from runtime._config import RuntimeConfig
 from runtime._version_counts import stored_version_counts, version_table
 from runtime._views import LiveSessionInfo, RuntimeStats
+from runtime.admin._offline import session_document
 from runtime.admin._protocol import OPS, AdminError, OpSpec
 
 __all__ = ["AdminTarget", "Handler", "Reload", "check_args", "dispatch", "resolve_id"]
@@ -201,7 +203,19 @@ async def _ls(runtime: AdminTarget, args: dict[str, Any], info: Mapping[str, obj
 
 
 async def _inspect(runtime: AdminTarget, args: dict[str, Any], info: Mapping[str, object]) -> Any:
-    return await runtime.inspect(args["id"])
+    if args.get("revision") is None:
+        return await runtime.inspect(args["id"])
+    past = await asyncio.to_thread(runtime.store.load, args["id"], args["revision"])
+    if past is None:
+        raise SessionNotFound(args["id"])
+    return session_document(past)
+
+
+async def _history(runtime: AdminTarget, args: dict[str, Any], info: Mapping[str, object]) -> Any:
+    infos = await asyncio.to_thread(
+        runtime.store.revisions, args["id"], args["limit"], args["before"]
+    )
+    return {"session_id": args["id"], "revisions": infos}
 
 
 async def _passivate(runtime: AdminTarget, args: dict[str, Any], info: Mapping[str, object]) -> Any:
@@ -286,6 +300,7 @@ HANDLERS: dict[str, Handler] = {
     "help": _help,
     "ls": _ls,
     "inspect": _inspect,
+    "history": _history,
     "passivate": _passivate,
     "snapshot": _snapshot,
     "kill": _kill,

@@ -97,7 +97,16 @@ OPS: dict[str, OpSpec] = {
         OpSpec(
             "inspect",
             "one session: context, history tail, metadata and why it is live",
-            (_ID,),
+            (_ID, ArgSpec("revision", "int", False, "a past revision (shell: ID@N)", None, 0)),
+        ),
+        OpSpec(
+            "history",
+            "a session's revisions, newest first: time, task, input, response, status",
+            (
+                _ID,
+                ArgSpec("limit", "int", False, "how many", 20, 1, 1000),
+                ArgSpec("before", "int", False, "only revisions below this one", None, 0),
+            ),
         ),
         OpSpec("passivate", "write the session's snapshot and stop its actor", (_ID,)),
         OpSpec("snapshot", "force a snapshot write now; answers the bytes written", (_ID,)),

@@ -18,6 +18,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args
 
+from flow._errors import InvalidInput
+from flow.stores._log import LogPolicy
+
 __all__ = ["ConfigError", "DaemonConfig", "LogFormat", "is_loopback", "parse_config"]
 
 LogFormat = Literal["json", "console"]
@@ -61,6 +64,7 @@ class DaemonConfig:
             daemon's sessions move to another after at most this long.
         node_id: this daemon's id in a cluster (generated at start when empty).
         default_graph: the graph ``/v1/execute`` creates sessions of (None: the first).
+        history_retention: how far back time travel reaches (revisions, an age or ``all``).
         config_file: the TOML file read, if any.
     """
 
@@ -87,6 +91,7 @@ class DaemonConfig:
     lease_ttl: float = 10.0
     node_id: str = ""
     default_graph: str | None = None
+    history_retention: str = "1000"
     config_file: Path | None = field(default=None, compare=False)
 
 
@@ -152,6 +157,14 @@ def _text(text: str) -> str:
     return text
 
 
+def _retention(text: str) -> str:
+    try:
+        LogPolicy.parse(text)
+    except InvalidInput as exc:
+        raise ValueError(str(exc)) from None
+    return text.strip().lower()
+
+
 _OPTIONS: tuple[_Option, ...] = (
     _Option("host", _text, "address to listen on", "ADDR"),
     _Option("port", _port, "TCP port", "PORT"),
@@ -201,6 +214,12 @@ _OPTIONS: tuple[_Option, ...] = (
     _Option("lease_ttl", _positive_float, "Redis session lease lifetime in seconds", "SECS"),
     _Option("node_id", _text, "this daemon's id in a cluster", "ID"),
     _Option("default_graph", _text, "graph /v1/execute creates sessions of", "GRAPH"),
+    _Option(
+        "history_retention",
+        _retention,
+        "how far back time travel reaches: revisions (1000), an age (90s, 30m, 12h, 7d) or all",
+        "N|AGE|all",
+    ),
 )
 _BY_NAME = {option.name: option for option in _OPTIONS}
 

@@ -17,6 +17,7 @@ from runtime.errors import (
     GraphNotFound,
     GraphVersionUnavailable,
     InvalidInput,
+    RevisionNotFound,
     RuntimeClosed,
     SessionBusy,
     SessionCompleted,
@@ -64,6 +65,7 @@ INTERNAL = ProblemKind(500, "internal-error", "Internal server error")
 BAD_REQUEST = ProblemKind(400, "bad-request", "Bad request")
 
 SESSION_NOT_FOUND = ProblemKind(404, "session-not-found", "Session not found")
+REVISION_NOT_FOUND = ProblemKind(404, "revision-not-found", "Revision not retained")
 GRAPH_NOT_FOUND = ProblemKind(404, "graph-not-found", "Graph not found")
 GRAPH_VERSION_UNAVAILABLE = ProblemKind(
     409, "graph-version-unavailable", "Graph version unavailable"
@@ -81,6 +83,7 @@ RUNTIME_CLOSED = ProblemKind(503, "runtime-closed", "Runtime closed", retry_afte
 # subclass must come before its base (RevisionConflict is a StoreUnavailable).
 ERROR_TABLE: tuple[tuple[type[ActorflowError], ProblemKind], ...] = (
     (InvalidInput, INVALID_REQUEST),
+    (RevisionNotFound, REVISION_NOT_FOUND),
     (SessionNotFound, SESSION_NOT_FOUND),
     (GraphNotFound, GRAPH_NOT_FOUND),
     (GraphVersionUnavailable, GRAPH_VERSION_UNAVAILABLE),

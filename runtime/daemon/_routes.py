@@ -20,6 +20,7 @@ from litestar.types import ControllerRouterHandler
 
 from flow import Graph
 from runtime.daemon._gateway import request_info
+from runtime.daemon._history_routes import history_handlers
 from runtime.daemon._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from runtime.daemon._metrics import DaemonMetrics, RuntimeSample
 from runtime.daemon._models import (
@@ -198,10 +199,18 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
         tags=["sessions"],
     )
     async def read_session(
-        session_id: FromPath[str], request: Request[Any, Any, Any]
+        session_id: FromPath[str],
+        request: Request[Any, Any, Any],
+        revision: Annotated[
+            int | None, QueryParameter(ge=0, description="a past revision (default: the newest)")
+        ] = None,
     ) -> SessionDetail:
         request_info(request.scope).session_id = session_id
-        view = await runtime.get_session(session_id, owner=_caller(request))
+        user = _caller(request)
+        if revision is None:
+            view = await runtime.get_session(session_id, owner=user)
+        else:
+            view = await runtime.get_session(session_id, owner=user, revision=revision)
         return SessionDetail.of(view)
 
     @post(
@@ -335,4 +344,5 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
         healthz,
         readyz,
         metrics,
+        *history_handlers(runtime, _problems(*_COMMON, 404), SECURITY),
     ]

@@ -92,6 +92,7 @@ def runtime_config(config: DaemonConfig) -> RuntimeConfig:
         advertise=config.advertise or f"http://{config.host}:{config.port}",
         lease_ttl=config.lease_ttl,
         node_id=config.node_id,
+        history_retention=config.history_retention,
     )
 
 

@@ -58,6 +58,9 @@ def parse_line(line: str) -> ParsedLine | None:
             raise AdminError("BadArgument", f"usage: {command} ID (any unique prefix of an id)")
         args["id"], rest = rest[0], rest[1:]
     options = {arg.name: arg for arg in spec.args if arg.type != "id"}
+    if "revision" in options and "@" in args.get("id", ""):
+        args["id"], _, revision = args["id"].rpartition("@")
+        rest = ["--revision", revision, *rest]
     while rest:
         flag = rest.pop(0)
         name = flag.removeprefix("--")

@@ -12,6 +12,8 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from runtime._sessions_history import revisions_table
+
 __all__ = [
     "SHORT_ID",
     "history_table",
@@ -271,6 +273,8 @@ def render_result(op: str, result: Any) -> RenderableType:
         return _render_help(result)
     if op == "inspect":
         return _render_document(result)
+    if op == "history":
+        return revisions_table(result["session_id"], result["revisions"])
     if op == "config":
         tables = [key_value_table(v, title=k) for k, v in result.items() if isinstance(v, dict)]
         rest = {k: v for k, v in result.items() if not isinstance(v, dict)}

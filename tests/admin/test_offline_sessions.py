@@ -38,7 +38,7 @@ def _write_store(data_dir: Path) -> dict[str, str]:
             store.save(session, None).result(10)
     with sqlite3.connect(data_dir / "sessions.db") as db:
         db.execute(
-            "UPDATE sessions SET data = ? WHERE session_id = ?",
+            "UPDATE bases SET data = ? WHERE session_id = ?",
             (b"\xc1 not msgpack", ids["corrupt"]),
         )
     return ids

@@ -55,8 +55,10 @@ def test_corrupt_snapshot_is_quarantined_and_the_others_keep_working(
     bad_id, *good_ids = session_ids
     with sqlite3.connect(daemon.db_path) as db:
         changed = db.execute(
-            "UPDATE sessions SET data = ? WHERE session_id = ?", (GARBAGE, bad_id)
-        ).rowcount
+            "UPDATE bases SET data = ? WHERE session_id = ? AND revision = "
+            "(SELECT base_rev FROM sessions WHERE session_id = ?)",
+            (GARBAGE, bad_id, bad_id),
+        ).rowcount  # the newest base: every load of the session reads it
     assert changed == 1
 
     daemon.start()

@@ -143,7 +143,7 @@ def redo(raw: bytes, **changes: Any) -> bytes:
     return msgpack.packb(doc, use_bin_type=True)
 
 
-@pytest.mark.parametrize("version", [0, 2, 99, "1", None])
+@pytest.mark.parametrize("version", [0, 3, 99, "1", None])
 def test_an_unknown_schema_version_is_refused_with_the_raw_bytes(version: object) -> None:
     raw = redo(encode(a_session()), v=version)
     with pytest.raises(SnapshotDecodeError, match="schema version") as info:
@@ -152,7 +152,19 @@ def test_an_unknown_schema_version_is_refused_with_the_raw_bytes(version: object
 
 
 def test_a_snapshot_names_its_schema_version() -> None:
-    assert msgpack.unpackb(encode(a_session()), raw=False)["v"] == 1
+    assert msgpack.unpackb(encode(a_session()), raw=False)["v"] == 2
+
+
+def test_a_version_1_snapshot_decodes_with_its_message_count_as_the_conversation_total() -> None:
+    session = a_session()
+    doc = msgpack.unpackb(encode(session), raw=False)
+    del doc["mtot"]
+    doc["v"] = 1
+
+    old = decode(msgpack.packb(doc, use_bin_type=True))
+
+    assert old == session
+    assert old.context.chat_history.total == len(session.context.chat_history)
 
 
 @pytest.mark.parametrize(

@@ -136,8 +136,8 @@ def test_renew_all_renews_every_lease_in_chunked_calls(redis_url: str) -> None:
     try:
         leases = [manager.acquire(f"s{i}") for i in range(count)]
         assert all(isinstance(lease, Lease) for lease in leases)
-        for i in range(count):
-            client.pexpire(f"actorflow:lease:s{i}", 1000)
+        for i in range(count):  # 10 s: a loaded machine must not expire one before renew_all
+            client.pexpire(f"actorflow:lease:s{i}", 10_000)
         client.delete("actorflow:lease:s5")  # one of them was lost meanwhile
         assert [lease.name for lease in manager.renew_all()] == ["s5"]
         ttls = [client.pttl(f"actorflow:lease:s{i}") for i in range(count) if i != 5]

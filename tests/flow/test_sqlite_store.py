@@ -51,6 +51,14 @@ class GatedConnection:
         return getattr(self._conn, name)
 
     def execute(self, sql: str, *params: Any) -> sqlite3.Cursor:
+        self._count(sql)
+        return self._conn.execute(sql, *params)
+
+    def executemany(self, sql: str, params: Any) -> sqlite3.Cursor:
+        self._count(sql)
+        return self._conn.executemany(sql, params)
+
+    def _count(self, sql: str) -> None:
         if sql.lstrip().startswith(("INSERT", "BEGIN", "DELETE")):
             self.writes += 1
             if self.writes == 1:
@@ -58,7 +66,6 @@ class GatedConnection:
                 assert self.release.wait(10), "the test never released the writer"
             if self.writes in self._fail_writes:
                 raise sqlite3.OperationalError("disk I/O error")
-        return self._conn.execute(sql, *params)
 
 
 def gate_writer(store: SqliteStore, fail_writes: set[int]) -> GatedConnection:
@@ -188,7 +195,7 @@ def test_a_corrupt_row_is_quarantined_with_its_bytes_and_the_others_still_load(
             store.save(make_session(sid), None).result(timeout=10)
     garbage = b"\x93\x01\x02\x03"  # valid msgpack, but a list rather than a snapshot
     with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE sessions SET data = ? WHERE session_id = 'b'", (garbage,))
+        conn.execute("UPDATE bases SET data = ? WHERE session_id = 'b'", (garbage,))
     conn.close()
 
     with SqliteStore(path) as store:
@@ -214,7 +221,7 @@ def test_a_quarantine_keeps_a_newer_good_snapshot_and_records_the_bytes_once(
     store.save(make_session("s1", revision=0), None).result(timeout=10)
     garbage = b"\xc1"
     with sqlite3.connect(store.path) as conn:
-        conn.execute("UPDATE sessions SET data = ? WHERE session_id = 's1'", (garbage,))
+        conn.execute("UPDATE bases SET data = ? WHERE session_id = 's1'", (garbage,))
     conn.close()
     store.save(make_session("s1", revision=1), 0)  # queued before the quarantine below
 
@@ -243,7 +250,7 @@ def test_a_file_written_by_a_newer_schema_is_refused_with_both_versions(
     message = str(caught.value)
     assert str(path) in message
     assert "99" in message
-    assert "up to 1" in message
+    assert "up to 2" in message
     with sqlite3.connect(path) as conn:
         assert conn.execute("SELECT schema_version FROM meta").fetchall() == [(99,)]
     conn.close()
@@ -271,7 +278,7 @@ def test_a_failed_commit_fails_its_whole_batch_and_later_saves_succeed(
     store: SqliteStore, make_session: MakeSession
 ) -> None:
     store.save(make_session("before"), None).result(timeout=10)
-    gated = gate_writer(store, fail_writes={2})
+    gated = gate_writer(store, fail_writes={6})  # 1-4: the first batch; 5: BEGIN; 6: its bases
     first = store.save(make_session("first"), None)
     assert gated.holding.wait(10)
     batch = [store.save(make_session(f"doomed-{i}"), None) for i in range(5)]
@@ -296,7 +303,8 @@ def test_a_failed_transaction_rolls_back_the_deletes_and_saves_in_it(
     store: SqliteStore, make_session: MakeSession
 ) -> None:
     store.save(make_session("kept"), None).result(timeout=10)
-    gated = gate_writer(store, fail_writes={4})  # 1: first; 2-4: BEGIN, DELETE, INSERT
+    # 1-4: the first batch (BEGIN, base, record, row); then BEGIN, DELETE (fails), ...
+    gated = gate_writer(store, fail_writes={6})
     first = store.save(make_session("first"), None)
     assert gated.holding.wait(10)
     doomed = store.save(make_session("doomed"), None)

@@ -39,7 +39,7 @@ def corrupt(store: SessionStore, session_id: str, garbage: bytes) -> None:
     """Overwrite a stored snapshot's bytes behind the store's back."""
     if isinstance(store, SqliteStore):
         with sqlite3.connect(store.path) as conn:
-            conn.execute("UPDATE sessions SET data = ? WHERE session_id = ?", (garbage, session_id))
+            conn.execute("UPDATE bases SET data = ? WHERE session_id = ?", (garbage, session_id))
         return
     store.put_raw(session_id, garbage)  # type: ignore[attr-defined]  # memory and Redis have it
 

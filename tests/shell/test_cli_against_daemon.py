@@ -109,7 +109,7 @@ def test_offline_sessions_read_the_store_an_earlier_daemon_wrote(
     assert daemon.stop() == 0
     assert not daemon.socket.exists()
     with sqlite3.connect(daemon.data_dir / "sessions.db") as db:
-        db.execute("UPDATE sessions SET data = ? WHERE session_id = ?", (b"\xc1junk", broken))
+        db.execute("UPDATE bases SET data = ? WHERE session_id = ?", (b"\xc1junk", broken))
 
     listing = actorflow("sessions", "ls", *data_dir)
     assert listing.returncode == 0, listing.stderr

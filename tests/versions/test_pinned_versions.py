@@ -242,3 +242,22 @@ def test_concurrent_first_steps_migrate_a_session_once_and_lose_no_step(tmp_path
             view = rt.get_session(sid)
             assert view.context["n"] == 8
             assert view.revision == 1 + 8  # one migration, eight steps
+
+
+def test_the_migration_is_a_revision_of_the_history_and_the_old_ones_stay(tmp_path: Path) -> None:
+    sids = _paused_at_each_task(tmp_path)
+    with _open(tmp_path, [V2], MIGRATIONS[:1]) as rt:
+        rt.step(sids["close"])
+        revisions = [info.revision for info in rt.revisions(sids["close"])]
+        assert revisions[:3] == [4, 3, 2]
+        migrated = rt.get_session(sids["close"], revision=3)
+        assert migrated.status_message == "migrated tickets 1 → 2"
+        assert migrated.graph_version == "2"
+        before = rt.get_session(sids["close"], revision=2)
+        assert before.graph_version == "1"
+        assert before.context["issue"] == "no coffee"
+        edited = rt.update_session(sids["triage"], set={"note": "x"}, by="ops")
+        assert rt.get_session(sids["triage"], revision=edited.revision).status_message == (
+            "edited by ops: set note"
+        )
+        assert rt.get_session(sids["triage"], revision=1).graph_version == "1"

@@ -1,0 +1,226 @@
+"""Session-log benchmark: a step's cost and bytes at any history length, activation, long runs.
+
+Usage: ``.venv-dev/bin/python bench/session_log.py [--quick]``.
+
+Four figures, all in one run on fresh SQLite files (fsync'd steps, in process):
+
+- steps/s at 64 clients on 64 echo sessions whose chat already holds 10, 100,
+  1,000 and 10,000 messages (target: at 1,000, at least 0.8x the 10-message rate);
+- WAL bytes per step (the WAL file's growth with checkpoints held off while
+  measuring; target at 1,000: at most 2 KiB), and the bytes handed to ``write()``
+  (``/proc/self/io`` wchar: the WAL and the checkpoints that copy it into the
+  database);
+- loading a session with 1,000 step records after its base against the same
+  session freshly compacted (target: at most 2x);
+- a long conversation: 64 sessions stepped 2,000 times each (500 with --quick);
+  steps/s over the last 10% against the first 10% (target: at least 0.8x), both
+  counted while all 64 clients still talk.
+
+Prints one line per figure and writes ``bench/out/session_log.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import structlog
+from _plot import grouped_bars
+from inprocess import config_for, in_parallel, print_load, run_actorflow
+
+from flow import new_session, step
+from flow.demo import echo
+from flow.stores import SqliteStore
+from flow.stores._log import LogPolicy
+from runtime import Runtime
+
+SIZES = (10, 100, 1_000, 10_000)
+CLIENTS = 64
+MESSAGE = "a message of eighty characters, about what a short chat turn holds, give or take"
+OUT = Path(__file__).resolve().parent / "out" / "session_log.png"
+
+
+class Plan:
+    """How long each part runs."""
+
+    def __init__(self, quick: bool) -> None:
+        self.seconds = 1.5 if quick else 3.0
+        self.repeats = 1 if quick else 3
+        self.max_steps = 500_000
+        self.long_steps = 500 if quick else 2_000
+        self.loads = 20 if quick else 60
+
+
+def wchar() -> int:
+    """Bytes this process has handed to write() so far."""
+    with open("/proc/self/io") as f:
+        for line in f:
+            if line.startswith("wchar:"):
+                return int(line.split()[1])
+    return 0
+
+
+def preload(store: SqliteStore, count: int, messages: int) -> list[str]:
+    """``count`` echo sessions whose conversation already holds ``messages`` messages."""
+    ids = []
+    for _ in range(count):
+        session = new_session(echo, owner="bench")
+        history = session.context.chat_history
+        for i in range(messages):
+            (history.add_assistant if i % 2 else history.add_user)(f"{MESSAGE} {i}")
+        store.save(session, None).result()
+        ids.append(session.session_id)
+    return ids
+
+
+def history_sizes(plan: Plan, base: Path) -> dict[int, tuple[float, float]]:
+    """Steps/s and bytes written per step at 64 clients, per history size."""
+    figures: dict[int, tuple[float, float]] = {}
+    for size in SIZES:
+        data_dir = base / f"history-{size}"
+        data_dir.mkdir()
+        store = SqliteStore(data_dir / "sessions.db", "fsync")
+        try:
+            ids = preload(store, CLIENTS, size)
+            with Runtime.open(
+                data_dir=data_dir, graphs=[echo], config=config_for(None), store=store
+            ) as rt:
+                in_parallel(ids, lambda sid: rt.step(sid, "warm up"))
+                # the WAL alone: no checkpoint while measuring, so the file only grows
+                store._writer_conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                store._writer_conn.execute("PRAGMA wal_autocheckpoint = 0")
+                wal = data_dir / "sessions.db-wal"
+                before, wal_before = wchar(), wal.stat().st_size
+                result = run_actorflow(rt, store, CLIENTS, ids, plan)  # type: ignore[arg-type]
+                written = (wchar() - before) / max(plan.repeats, 1)
+                wal_bytes = (wal.stat().st_size - wal_before) / max(plan.repeats, 1)
+                store._writer_conn.execute("PRAGMA wal_autocheckpoint = 1000")
+        finally:
+            store.close()
+        per_step = wal_bytes / max(result.steps, 1)
+        figures[size] = (result.rate, per_step)
+        print_load(f"session log clients=64 history={size}", result)
+        print(
+            f"bytes per step at history={size}: WAL {per_step:,.0f} B; handed to write() "
+            f"{written / max(result.steps, 1):,.0f} B",
+            flush=True,
+        )
+    rate_10, rate_1000 = figures[10][0], figures[1_000][0]
+    print(
+        f"steps/s at 1,000 messages vs 10: x{rate_1000 / rate_10:.2f} (target >= 0.8); "
+        f"WAL bytes per step at 1,000: {figures[1_000][1]:,.0f} B (target <= 2,048)",
+        flush=True,
+    )
+    return figures
+
+
+def activation(plan: Plan, base: Path) -> tuple[float, float]:
+    """Median load time of a session with 1,000 records after its base, and compacted."""
+    store = SqliteStore(base / "activation.db", "commit", policy=LogPolicy(compact_after=10**9))
+    try:
+        session = new_session(echo, owner="bench")
+        store.save(session, None).result()
+        for i in range(1_000):
+            new, _ = step(echo, session, f"{MESSAGE} {i}")
+            store.save(new, session.revision).result()
+            session = new
+        sid = session.session_id
+        with_records = timed_loads(store, sid, plan.loads)
+        store.compact(sid)
+        compacted = timed_loads(store, sid, plan.loads)
+    finally:
+        store.close()
+    print(
+        f"activation load, 1,000 records after the base: {with_records * 1e3:.2f} ms; "
+        f"freshly compacted: {compacted * 1e3:.2f} ms; x{with_records / compacted:.2f} "
+        "(target <= 2)",
+        flush=True,
+    )
+    return with_records, compacted
+
+
+def timed_loads(store: SqliteStore, session_id: str, times: int) -> float:
+    samples = []
+    for _ in range(times):
+        started = time.perf_counter()
+        store.load(session_id)
+        samples.append(time.perf_counter() - started)
+    return statistics.median(samples)
+
+
+def long_conversation(plan: Plan, base: Path) -> tuple[float, float]:
+    """64 sessions stepped ``long_steps`` times each: steps/s of the first and last 10%."""
+    data_dir = base / "long"
+    data_dir.mkdir()
+    with Runtime.open(data_dir=data_dir, graphs=[echo], config=config_for(None)) as rt:
+        ids = [rt.create_session("echo", owner="bench") for _ in range(CLIENTS)]
+        stamps: list[list[float]] = [[] for _ in range(CLIENTS)]
+        gate = threading.Barrier(CLIENTS)
+
+        def talk(index: int) -> None:
+            sid = ids[index]
+            gate.wait()
+            for i in range(plan.long_steps):
+                rt.step(sid, f"{MESSAGE} {i}")
+                stamps[index].append(time.perf_counter())
+
+        threads = [threading.Thread(target=talk, args=(i,)) for i in range(CLIENTS)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    # only while all 64 talk: once the first finishes, fewer clients mean fewer steps/s
+    everyone = min(client[-1] for client in stamps)
+    done = sorted(t for client in stamps for t in client if t <= everyone)
+    tenth = len(done) // 10
+    first = tenth / (done[tenth] - done[0])
+    last = tenth / (done[-1] - done[-tenth - 1])
+    print(
+        f"long conversation, 64 sessions x {plan.long_steps:,} steps: first 10% "
+        f"{first:,.0f} steps/s, last 10% {last:,.0f} steps/s, x{last / first:.2f} "
+        "(target >= 0.8)",
+        flush=True,
+    )
+    return first, last
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="shorter runs, fewer steps")
+    args = parser.parse_args()
+    plan = Plan(args.quick)
+    # an entry point configures logging, as actorflowd does: warnings and errors only
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        cache_logger_on_first_use=True,
+    )
+    with tempfile.TemporaryDirectory(prefix="actorflow-bench-log-") as tmp:
+        base = Path(tmp)
+        sizes = history_sizes(plan, base)
+        with_records, compacted = activation(plan, base)
+        first, last = long_conversation(plan, base)
+    grouped_bars(
+        OUT,
+        title="Session log: steps/s at 64 clients by history length (fsync)",
+        ylabel="steps/s",
+        groups=[f"{size:,} messages" for size in SIZES],
+        series={"steps/s": [sizes[size][0] for size in SIZES]},
+    )
+    ok = (
+        sizes[1_000][0] >= 0.8 * sizes[10][0]
+        and sizes[1_000][1] <= 2048
+        and with_records <= 2 * compacted
+        and last >= 0.8 * first
+    )
+    print(f"targets {'met' if ok else 'NOT met'}; plot: {OUT}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

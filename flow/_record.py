@@ -1,0 +1,308 @@
+"""A session log's step records: what one revision changed, made as the step works.
+
+A store keeps, per session, a base snapshot and the records after it; loading
+is the base with each record applied in turn (``apply``). ``step`` makes the
+record from what its working copy noted while the tasks ran (keys set and
+removed, messages appended, the back stack's low-water mark), so a record costs
+what the step changed, never the session's length, and no two sessions are
+ever compared.
+
+A record of kind ``"base"`` marks a revision that was written whole (a new
+session, a rollback, a repair): the store holds a base snapshot at that
+revision, and replay starts there instead of applying it.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import msgpack
+
+from flow._context import ChatMessage
+from flow._errors import SnapshotDecodeError
+from flow._session import Session, SessionMetadata, SessionStatus
+
+__all__ = [
+    "RecordKind",
+    "StepRecord",
+    "apply",
+    "base_record",
+    "decode_record",
+    "encode_record",
+    "record_of",
+]
+
+RecordKind = Literal["step", "base"]
+RECORD_VERSION = 1
+_local = threading.local()
+
+
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    """One revision of a session's log.
+
+    Attributes:
+        revision: the revision this record makes.
+        at: when, UNIX seconds.
+        kind: ``"step"`` (apply the delta below) or ``"base"`` (a whole snapshot
+            at this revision is stored beside the records).
+        task: the last task that ran (the session's task for a base).
+        input: the step's input.
+        response: the step's last response.
+        status, status_message, current_task, graph_version: the session's after.
+        back_keep, back_push: the back stack after is its first ``back_keep``
+            entries before, then ``back_push``.
+        cleared: the context's keys were cleared first.
+        removed: keys removed.
+        set: ``(key, value, moved)`` in the map's order; a moved key is put last.
+        messages: chat messages appended (the whole conversation keeps them).
+        message_seq: the conversation number of the first of ``messages``.
+        history_cleared_at: the history was cleared after this many of ``messages``.
+        metadata: the session's metadata after.
+        request_id: the request that made it, for idempotent retries (optional).
+    """
+
+    revision: int
+    at: float
+    kind: RecordKind
+    task: str
+    input: Any
+    response: str | None
+    status: str
+    status_message: str | None
+    current_task: str
+    graph_version: str
+    back_keep: int
+    back_push: tuple[str, ...]
+    cleared: bool
+    removed: tuple[str, ...]
+    set: tuple[tuple[str, Any, bool], ...]
+    messages: tuple[ChatMessage, ...]
+    message_seq: int
+    history_cleared_at: int | None
+    metadata: SessionMetadata
+    request_id: str | None = field(default=None)
+
+
+def record_of(
+    work: Session, *, task: str, input: Any, response: str | None, back_low: int
+) -> StepRecord | None:
+    """The record of the step whose working copy is ``work`` (after ``finish``).
+
+    None when a task replaced the context's chat history with a new one (its
+    changes were not noted): the session is then saved whole.
+    """
+    ctx = work.context
+    if ctx.chat_history._added is None:
+        return None
+    cleared, removed, set_ = ctx.changes()
+    added, cleared_at = ctx.chat_history.changes()
+    return StepRecord(
+        revision=work.revision,
+        at=work.metadata.last_accessed,
+        kind="step",
+        task=task,
+        input=input,
+        response=response,
+        status=work.status.value,
+        status_message=work.status_message,
+        current_task=work.current_task,
+        graph_version=work.graph_version,
+        back_keep=back_low,
+        back_push=tuple(work.back_stack[back_low:]),
+        cleared=cleared,
+        removed=tuple(removed),
+        set=tuple(set_),
+        messages=tuple(added),
+        message_seq=ctx.chat_history.total - len(added),
+        history_cleared_at=cleared_at,
+        metadata=work.metadata,
+    )
+
+
+def base_record(session: Session, *, messages: tuple[ChatMessage, ...] = ()) -> StepRecord:
+    """The record of a revision written whole (``messages``: those it adds to the conversation)."""
+    history = session.context.chat_history
+    return StepRecord(
+        revision=session.revision,
+        at=session.metadata.last_accessed,
+        kind="base",
+        task=session.current_task,
+        input=None,
+        response=None,
+        status=session.status.value,
+        status_message=session.status_message,
+        current_task=session.current_task,
+        graph_version=session.graph_version,
+        back_keep=0,
+        back_push=tuple(session.back_stack),
+        cleared=False,
+        removed=(),
+        set=(),
+        messages=messages,
+        message_seq=history.total - len(messages),
+        history_cleared_at=None,
+        metadata=session.metadata,
+    )
+
+
+def apply(session: Session, record: StepRecord) -> None:
+    """Apply a step record to ``session`` in place (replay; the session is the loader's own)."""
+    if record.kind != "step":
+        raise ValueError(f"revision {record.revision} is a base: load its snapshot instead")
+    if record.revision != session.revision + 1:
+        raise ValueError(
+            f"record of revision {record.revision} does not follow revision {session.revision}"
+        )
+    data = session.context._data
+    if record.cleared:
+        data.clear()
+    for key in record.removed:
+        data.pop(key, None)
+    for key, value, moved in record.set:
+        if moved:
+            data.pop(key, None)
+        data[key] = value
+    history = session.context.chat_history
+    added = list(record.messages)
+    if record.history_cleared_at is not None:
+        history._messages.clear()
+        added = added[record.history_cleared_at :]
+    history._messages.extend(added)
+    history.total = record.message_seq + len(record.messages)
+    history._trim()
+    del session.back_stack[record.back_keep :]
+    session.back_stack.extend(record.back_push)
+    session.revision = record.revision
+    session.current_task = record.current_task
+    session.status = SessionStatus(record.status)
+    session.status_message = record.status_message
+    session.graph_version = record.graph_version
+    session.metadata = record.metadata
+
+
+def _packer() -> msgpack.Packer:
+    try:
+        packer: msgpack.Packer = _local.packer
+    except AttributeError:
+        packer = _local.packer = msgpack.Packer(use_bin_type=True)
+    return packer
+
+
+def encode_record(record: StepRecord) -> bytes:
+    """The record as msgpack bytes (a message's cached bytes are reused)."""
+    meta = record.metadata
+    pack = _packer().pack
+    messages = [[m.role, m.content, m.timestamp] for m in record.messages]
+    return pack(
+        [
+            RECORD_VERSION,
+            record.revision,
+            record.at,
+            record.kind,
+            record.task,
+            record.input,
+            record.response,
+            record.status,
+            record.status_message,
+            record.current_task,
+            record.graph_version,
+            record.back_keep,
+            list(record.back_push),
+            record.cleared,
+            list(record.removed),
+            [[k, v, m] for k, v, m in record.set],
+            messages,
+            record.message_seq,
+            record.history_cleared_at,
+            [
+                meta.owner,
+                meta.created_at,
+                meta.last_accessed,
+                meta.request_count,
+                meta.client_addr,
+                meta.expires_at,
+            ],
+            record.request_id,
+        ]
+    )
+
+
+def decode_record(raw: bytes) -> StepRecord:
+    """Decode bytes written by ``encode_record``.
+
+    Raises:
+        SnapshotDecodeError: the bytes are not a record this build reads.
+    """
+    try:
+        doc = msgpack.unpackb(raw, raw=False, strict_map_key=True, use_list=True)
+        if not isinstance(doc, list) or not doc or doc[0] != RECORD_VERSION:
+            raise ValueError("not a step record of version 1")
+        (
+            _,
+            revision,
+            at,
+            kind,
+            task,
+            input_,
+            response,
+            status,
+            status_message,
+            current_task,
+            graph_version,
+            back_keep,
+            back_push,
+            cleared,
+            removed,
+            set_,
+            messages,
+            message_seq,
+            cleared_at,
+            meta,
+            request_id,
+        ) = doc
+        if kind not in ("step", "base"):
+            raise ValueError(f"unknown record kind {kind!r}")
+        owner, created, accessed, count, addr, expires = meta
+        return StepRecord(
+            revision=int(revision),
+            at=float(at),
+            kind=kind,
+            task=str(task),
+            input=input_,
+            response=response,
+            status=SessionStatus(status).value,
+            status_message=status_message,
+            current_task=str(current_task),
+            graph_version=str(graph_version),
+            back_keep=int(back_keep),
+            back_push=tuple(str(b) for b in back_push),
+            cleared=bool(cleared),
+            removed=tuple(str(k) for k in removed),
+            set=tuple((str(k), v, bool(m)) for k, v, m in set_),
+            messages=tuple(_message(m) for m in messages),
+            message_seq=int(message_seq),
+            history_cleared_at=None if cleared_at is None else int(cleared_at),
+            metadata=SessionMetadata(
+                owner=str(owner),
+                created_at=float(created),
+                last_accessed=float(accessed),
+                request_count=int(count),
+                client_addr=None if addr is None else str(addr),
+                expires_at=None if expires is None else float(expires),
+            ),
+            request_id=None if request_id is None else str(request_id),
+        )
+    except Exception as exc:
+        raise SnapshotDecodeError(
+            f"step record is malformed: {type(exc).__name__}: {exc}", bytes(raw)
+        ) from exc
+
+
+def _message(value: Any) -> ChatMessage:
+    role, content, timestamp = value
+    if role not in ("user", "assistant", "system"):
+        raise ValueError(f"unknown chat role {role!r}")
+    return ChatMessage(role, str(content), str(timestamp))

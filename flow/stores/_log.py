@@ -1,0 +1,368 @@
+"""What every store's session log shares: the policy, replay, retention, paging and the compactor.
+
+A session is stored as base snapshots (``flow._codec``) and step records
+(``flow._record``), one per revision. Loading revision N takes the newest
+base at or before N and applies the records after it up to N. A save whose
+session carries the record of its step (``Session.record``) appends that
+record; any other save writes a whole base and a ``"base"`` record.
+
+Compaction writes a new base for the newest revision when the records since
+the last base outweigh it (or pass ``compact_after`` records), so a load reads
+at most about twice the session's size however long its history. It runs on
+the store's compactor thread, never in ``save``. It also applies retention:
+the oldest revision kept is the newest base at or before the retention floor,
+so every revision inside retention stays loadable byte for byte; the chat
+messages of the records it drops move to the session's message archive, so
+the conversation is never lost.
+"""
+
+from __future__ import annotations
+
+import builtins
+import dataclasses
+import queue
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+import structlog
+
+from flow._codec import decode, encode
+from flow._context import ChatMessage
+from flow._errors import ActorflowError, InvalidInput
+from flow._record import StepRecord, apply, base_record, decode_record, encode_record
+from flow._session import Session
+
+__all__ = [
+    "DEFAULT_RETENTION",
+    "Compactor",
+    "HistoryRange",
+    "LogEntry",
+    "LogPolicy",
+    "MessagePage",
+    "RevisionInfo",
+    "archive_chunk",
+    "compaction_due",
+    "entry_for",
+    "page_messages",
+    "rebuild",
+    "retention_cut",
+    "retention_floor",
+    "revision_info",
+]
+
+_log = structlog.get_logger("actorflow.store.log")
+
+DEFAULT_RETENTION = 1000
+"""Revisions time travel reaches by default."""
+
+
+@dataclass(frozen=True, slots=True)
+class LogPolicy:
+    """How far back history reaches and when a base is rewritten.
+
+    Attributes:
+        keep_revisions: revisions kept (None: no count limit).
+        keep_seconds: revisions younger than this are kept (None: no age limit).
+            With both set, a revision is dropped once it is outside both.
+        compact_after: most records after a base before a new base is written.
+    """
+
+    keep_revisions: int | None = DEFAULT_RETENTION
+    keep_seconds: float | None = None
+    compact_after: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.keep_revisions is not None and self.keep_revisions < 1:
+            raise InvalidInput(
+                f"history retention must keep at least 1 revision, not {self.keep_revisions}"
+            )
+        if self.keep_seconds is not None and self.keep_seconds <= 0:
+            raise InvalidInput(f"history retention age must be positive, not {self.keep_seconds}")
+        if self.compact_after < 1:
+            raise InvalidInput(f"compact_after must be at least 1, not {self.compact_after}")
+
+    @classmethod
+    def parse(cls, text: str) -> LogPolicy:
+        """``"1000"`` (revisions), ``"7d"``/``"12h"``/``"30m"``/``"90s"`` (age) or ``"all"``.
+
+        Raises:
+            InvalidInput: the text is none of these.
+        """
+        text = text.strip().lower()
+        if text == "all":
+            return cls(keep_revisions=None)
+        units = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+        try:
+            if text and text[-1] in units:
+                return cls(keep_revisions=None, keep_seconds=float(text[:-1]) * units[text[-1]])
+            return cls(keep_revisions=int(text))
+        except ValueError:
+            raise InvalidInput(
+                f"history retention {text!r}: give a number of revisions (1000), an age "
+                "(90s, 30m, 12h, 7d) or 'all'"
+            ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class RevisionInfo:
+    """One revision of a session's history (``revisions``)."""
+
+    revision: int
+    at: float
+    task: str
+    input: Any
+    response: str | None
+    status: str
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class MessagePage:
+    """Chat messages, oldest first, each with its number in the conversation.
+
+    ``next_before``: pass it as ``before`` for the page of older messages (None: no more).
+    """
+
+    items: builtins.list[tuple[int, ChatMessage]]
+    next_before: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRange:
+    """The revisions time travel reaches: ``oldest`` to ``newest``, both included."""
+
+    oldest: int
+    newest: int
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """What one save writes: a record, and a whole base when the save is not a step's.
+
+    ``record`` is None for a save of the revision already stored (a snapshot
+    on request): its record is there, only a base is added.
+    """
+
+    revision: int
+    at: float
+    record: bytes | None
+    base: bytes | None
+
+
+def entry_for(session: Session, expected: int | None) -> LogEntry:
+    """The log entry of saving ``session`` over ``expected`` (encoded on the caller's thread).
+
+    The step's own record when the session carries it and follows ``expected``;
+    otherwise a whole base and a ``"base"`` record (a new session's record holds
+    its chat history, which starts its conversation).
+    """
+    record = session.record
+    if (
+        record is not None
+        and expected is not None
+        and record.revision == session.revision == expected + 1
+    ):
+        # the scalar fields as they are now: the actor sets a step's expiry after it ran
+        record = dataclasses.replace(
+            record,
+            status=session.status.value,
+            status_message=session.status_message,
+            current_task=session.current_task,
+            graph_version=session.graph_version,
+            metadata=session.metadata,
+        )
+        return LogEntry(session.revision, record.at, encode_record(record), None)
+    if expected is not None and session.revision == expected:
+        return LogEntry(session.revision, session.metadata.last_accessed, None, encode(session))
+    messages = tuple(session.context.chat_history.messages) if expected is None else ()
+    marker = base_record(session, messages=messages)
+    return LogEntry(session.revision, marker.at, encode_record(marker), encode(session))
+
+
+def revision_info(record: StepRecord) -> RevisionInfo:
+    """What ``revisions`` shows of a record."""
+    return RevisionInfo(
+        record.revision,
+        record.at,
+        record.task,
+        record.input,
+        record.response,
+        record.status,
+        record.kind,
+    )
+
+
+def rebuild(base: bytes, records: Iterable[bytes], revision: int | None = None) -> Session:
+    """The session at ``revision`` (None: the newest) from a base and the records after it.
+
+    Records at or before the base's revision are skipped.
+
+    Raises:
+        SnapshotDecodeError: the base or a record did not decode.
+    """
+    session = decode(base)
+    for raw in records:
+        record = decode_record(raw)
+        if record.revision <= session.revision:
+            continue
+        if revision is not None and record.revision > revision:
+            break
+        apply(session, record)
+    return session
+
+
+def compaction_due(policy: LogPolicy, base_size: int, tail_bytes: int, tail_count: int) -> bool:
+    """Whether the records since the base outweigh it or are too many."""
+    return tail_count >= policy.compact_after or (tail_count > 1 and tail_bytes >= base_size)
+
+
+def retention_cut(
+    policy: LogPolicy,
+    bases: builtins.list[int],
+    records: builtins.list[tuple[int, float]],
+    now: float,
+) -> int:
+    """The oldest revision to keep: the newest base at or before the retention floor.
+
+    Args:
+        bases: the revisions that have a base, ascending.
+        records: ``(revision, at)`` of every record kept, ascending.
+    """
+    if not bases or not records:
+        return bases[0] if bases else 0
+    newest = records[-1][0]
+    floors: builtins.list[int] = []
+    if policy.keep_revisions is not None:
+        floors.append(newest - policy.keep_revisions + 1)
+    if policy.keep_seconds is not None:
+        young = [rev for rev, at in records if at >= now - policy.keep_seconds]
+        floors.append(young[0] if young else newest)
+    if not floors:
+        return bases[0]
+    floor = min(floors)  # a revision inside either limit is kept
+    cut = bases[0]
+    for rev in bases:
+        if rev <= floor:
+            cut = rev
+    return cut
+
+
+def retention_floor(policy: LogPolicy, newest: int, young: int | None) -> int:
+    """The oldest revision retention must keep (every revision from it on stays loadable).
+
+    Args:
+        newest: the session's newest revision.
+        young: the oldest revision younger than ``policy.keep_seconds`` (None: none is,
+            or there is no age limit).
+    """
+    floors: builtins.list[int] = []
+    if policy.keep_revisions is not None:
+        floors.append(newest - policy.keep_revisions + 1)
+    if policy.keep_seconds is not None:
+        floors.append(newest if young is None else young)
+    return min(floors) if floors else -1
+
+
+def archive_chunk(records: Iterable[StepRecord]) -> bytes | None:
+    """The chat messages of ``records`` as one archive entry (None when they hold none)."""
+    first: int | None = None
+    messages: builtins.list[builtins.list[str]] = []
+    for record in records:
+        if not record.messages:
+            continue
+        if first is None:
+            first = record.message_seq
+        messages.extend([m.role, m.content, m.timestamp] for m in record.messages)
+    if first is None:
+        return None
+    packed: bytes = msgpack.packb([first, messages], use_bin_type=True)
+    return packed
+
+
+def _chunk_messages(raw: bytes) -> builtins.list[tuple[int, ChatMessage]]:
+    first, messages = msgpack.unpackb(raw, raw=False)
+    return [(first + i, ChatMessage(r, c, t)) for i, (r, c, t) in enumerate(messages)]
+
+
+def page_messages(
+    newest_first: Iterable[tuple[str, bytes]], limit: int, before: int | None
+) -> MessagePage:
+    """One page of the conversation from record (``"r"``) and archive (``"a"``) bytes.
+
+    ``newest_first`` yields the session's records, newest first, then its
+    archive entries, newest first; it is read only as far as the page needs.
+    """
+    if limit < 1:
+        raise InvalidInput(f"limit must be at least 1, not {limit}")
+    found: builtins.list[tuple[int, ChatMessage]] = []
+    lowest: int | None = None
+    for kind, raw in newest_first:
+        if kind == "r":
+            record = decode_record(raw)
+            items = [(record.message_seq + i, m) for i, m in enumerate(record.messages)]
+        else:
+            items = _chunk_messages(raw)
+        for seq, message in reversed(items):
+            if lowest is not None and seq >= lowest:
+                continue  # a record's messages also in an older archive entry
+            lowest = seq
+            if before is not None and seq >= before:
+                continue
+            if len(found) == limit:
+                return MessagePage(found[::-1], found[-1][0])
+            found.append((seq, message))
+    return MessagePage(found[::-1], None)
+
+
+class Compactor:
+    """One background thread that compacts the sessions it is asked to, each once per request.
+
+    ``compact`` is the store's own method; a failure is logged and the
+    session is compacted again at its next request.
+    """
+
+    def __init__(self, name: str, compact: Callable[[str], object]) -> None:
+        self._compact = compact
+        self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
+        self._pending: set[str] = set()
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._busy = 0
+        self._thread = threading.Thread(target=self._loop, name=f"compactor:{name}", daemon=True)
+        self._thread.start()
+
+    def request(self, session_id: str) -> None:
+        """Compact ``session_id`` soon (once, however often it is asked before it runs)."""
+        with self._lock:
+            if session_id in self._pending:
+                return
+            self._pending.add(session_id)
+            self._busy += 1
+        self._queue.put(session_id)
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until every requested compaction has run; False on timeout."""
+        with self._idle:
+            return self._idle.wait_for(lambda: self._busy == 0, timeout)
+
+    def close(self) -> None:
+        """Stop after the compactions already requested."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while (session_id := self._queue.get()) is not None:
+            with self._lock:
+                self._pending.discard(session_id)
+            try:
+                self._compact(session_id)
+            except ActorflowError as exc:
+                _log.warning("compaction_failed", session_id=session_id, detail=str(exc))
+            except Exception:
+                _log.exception("compaction_failed", session_id=session_id)
+            with self._idle:
+                self._busy -= 1
+                self._idle.notify_all()

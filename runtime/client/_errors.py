@@ -1,0 +1,195 @@
+"""The errors only the client raises, and problem+json mapped back to the runtime's own.
+
+A daemon's error answer (RFC 9457 problem+json, ``urn:actorflow:problem:<slug>``)
+becomes the exception ``Runtime`` would have raised for the same failure, with
+the daemon's ``detail`` as its message and its ``X-Request-ID`` as
+``request_id``. What has no runtime counterpart is a ``ClientError``::
+
+    ActorflowError                  (runtime.errors: the runtime's own tree)
+    └── ClientError                 only the HTTP client raises these
+        ├── Unauthorized            401: no or unknown token; fix the token
+        ├── DaemonUnavailable       no answer (connection failed or lost, timed out)
+        │                           or 503 overloaded, after the retries; maybe_applied
+        │                           says whether the request may have run
+        └── UnexpectedResponse      a status or body the client does not know (500
+                                    internal-error, a proxy's page, ...)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import httpx
+import msgspec
+
+from runtime.errors import (
+    ActorflowError,
+    GraphNotFound,
+    InvalidInput,
+    RuntimeClosed,
+    SessionBusy,
+    SessionCompleted,
+    SessionNotFound,
+    SnapshotDecodeError,
+    StepTimeout,
+    StoreUnavailable,
+    TaskFailed,
+)
+
+__all__ = [
+    "ClientError",
+    "DaemonUnavailable",
+    "RemoteTaskError",
+    "Unauthorized",
+    "UnexpectedResponse",
+    "error_for_response",
+    "problem_slug",
+]
+
+TYPE_PREFIX = "urn:actorflow:problem:"
+
+
+class ClientError(ActorflowError):
+    """Base of the errors only ``runtime.client`` raises."""
+
+
+class Unauthorized(ClientError):
+    """The daemon refused the bearer token (401): none was given, or it is unknown."""
+
+
+class DaemonUnavailable(ClientError):
+    """No usable answer from the daemon after the retries the deadline allowed.
+
+    Attributes:
+        maybe_applied: True when a request may have reached the daemon (the
+            connection was lost or timed out after it was sent): a step may then
+            have run. False when nothing reached it (connection refused, 503
+            overloaded).
+    """
+
+    def __init__(self, message: str, *, maybe_applied: bool) -> None:
+        super().__init__(message)
+        self.maybe_applied = maybe_applied
+
+
+class UnexpectedResponse(ClientError):
+    """A status or body the client does not know how to read.
+
+    Attributes:
+        status: the HTTP status code.
+    """
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RemoteTaskError(Exception):
+    """The ``cause`` of a ``TaskFailed`` raised by the client: the task's error as
+    the daemon described it (the original exception stays in the daemon)."""
+
+
+class _Problem(msgspec.Struct):
+    type: str = ""
+    title: str = ""
+    status: int = 0
+    detail: str = ""
+    session_id: str | None = None
+    mailbox_full: bool | None = None
+
+
+_decode_problem = msgspec.json.Decoder(_Problem).decode
+_TASK_ID = re.compile(r"^task '(?P<task>[^']*)' failed")
+_TIMEOUT = re.compile(r"exceeded (?P<seconds>[0-9.eE+-]+) s")
+
+
+def _task_failed(detail: str, session_id: str) -> ActorflowError:
+    found = _TASK_ID.match(detail)
+    task_id = found["task"] if found else ""
+    return TaskFailed(task_id, RemoteTaskError(detail), session_id or None)
+
+
+def _step_timeout(detail: str, session_id: str) -> ActorflowError:
+    found = _TIMEOUT.search(detail)
+    try:
+        seconds = float(found["seconds"]) if found else 0.0
+    except ValueError:
+        seconds = 0.0
+    return StepTimeout(session_id, seconds)
+
+
+# slug -> (detail, session_id, graph_id) -> the error the runtime raises for it
+_Factory = Callable[[str, str, str], ActorflowError]
+_BY_SLUG: dict[str, _Factory] = {
+    "session-not-found": lambda d, s, g: SessionNotFound(s, d),
+    "graph-not-found": lambda d, s, g: GraphNotFound(g),
+    "session-busy": lambda d, s, g: SessionBusy(s, mailbox_full=False),
+    "mailbox-full": lambda d, s, g: SessionBusy(s, mailbox_full=True),
+    "session-completed": lambda d, s, g: SessionCompleted(s),
+    "task-failed": lambda d, s, g: _task_failed(d, s),
+    "step-timeout": lambda d, s, g: _step_timeout(d, s),
+    "store-unavailable": lambda d, s, g: StoreUnavailable(d),
+    "snapshot-unreadable": lambda d, s, g: SnapshotDecodeError(d, b""),
+    "runtime-closed": lambda d, s, g: RuntimeClosed(d),
+    "draining": lambda d, s, g: RuntimeClosed(d),
+    "overloaded": lambda d, s, g: DaemonUnavailable(d, maybe_applied=False),
+    "unauthorized": lambda d, s, g: Unauthorized(d),
+    "invalid-request": lambda d, s, g: InvalidInput(d),
+    "malformed-json": lambda d, s, g: InvalidInput(d),
+    "bad-request": lambda d, s, g: InvalidInput(d),
+    "body-too-large": lambda d, s, g: InvalidInput(d),
+    "unsupported-media-type": lambda d, s, g: InvalidInput(d),
+}
+
+
+def _problem(response: httpx.Response) -> _Problem | None:
+    if "json" not in response.headers.get("content-type", ""):
+        return None
+    try:
+        return _decode_problem(response.content)
+    except msgspec.ValidationError:
+        return None
+    except msgspec.DecodeError:
+        return None
+
+
+def problem_slug(response: httpx.Response) -> str | None:
+    """The problem type's slug of an error answer (``overloaded``), or None."""
+    problem = _problem(response)
+    if problem is None or not problem.type.startswith(TYPE_PREFIX):
+        return None
+    return problem.type[len(TYPE_PREFIX) :]
+
+
+def error_for_response(
+    response: httpx.Response, *, session_id: str = "", graph_id: str = ""
+) -> ActorflowError:
+    """The exception for a daemon's error answer, as the runtime would raise it.
+
+    Args:
+        response: an answer with status 400 or above.
+        session_id: the session the request named (used when the problem names none).
+        graph_id: the graph the request named (for ``GraphNotFound``).
+    """
+    problem = _problem(response)
+    status = response.status_code
+    slug = ""
+    if problem is not None and problem.type.startswith(TYPE_PREFIX):
+        slug = problem.type[len(TYPE_PREFIX) :]
+    if problem is not None and problem.detail:
+        detail = problem.detail
+    else:
+        text = response.text[:200].strip() or response.reason_phrase
+        detail = f"HTTP {status} from {response.request.url}: {text}"
+    sid = (problem.session_id if problem is not None else None) or session_id
+    factory = _BY_SLUG.get(slug)
+    if factory is not None:
+        error = factory(detail, sid, graph_id)
+    elif status == 401:
+        error = Unauthorized(detail)
+    else:
+        error = UnexpectedResponse(detail, status)
+    error.args = (detail,)
+    error.request_id = response.headers.get("x-request-id")
+    return error

@@ -1,0 +1,110 @@
+"""``SessionAPI`` and ``AsyncSessionAPI``: what ``Runtime`` and ``Client`` (and their
+asyncio twins) have in common, so that host code written against the protocol
+runs in process or against a daemon by changing the one line that builds it.
+
+Methods that come with later issues (``stream``, ``revisions``, ``fork``,
+``rollback``) join both protocols when the runtime and the HTTP API have them.
+The block under ``TYPE_CHECKING`` at the end makes mypy prove that all four
+classes satisfy their protocol.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from flow._step import StepResult
+from flow.stores._protocol import SessionPage
+from runtime._views import SessionView
+
+__all__ = ["AsyncSessionAPI", "GraphDescription", "SessionAPI"]
+
+StepMode = Literal["step", "run"]
+OnBusy = Literal["enqueue", "reject"]
+
+
+class GraphDescription(Protocol):
+    """A graph as both sides can show it: a ``Graph`` in process, a ``GraphSummary`` remote."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def version(self) -> str: ...
+    @property
+    def start(self) -> str: ...
+    def describe(self) -> dict[str, Any]: ...
+
+
+class SessionAPI(Protocol):
+    """The sessions interface of ``Runtime`` and ``Client``."""
+
+    def create_session(
+        self, graph_id: str, *, owner: str, context: dict[str, Any] | None = None
+    ) -> str: ...
+
+    def step(
+        self,
+        session_id: str,
+        input: Any = None,
+        *,
+        mode: StepMode = "step",
+        on_busy: OnBusy = "enqueue",
+        owner: str | None = None,
+    ) -> StepResult: ...
+
+    def get_session(self, session_id: str, *, owner: str | None = None) -> SessionView: ...
+
+    def delete_session(self, session_id: str, *, owner: str | None = None) -> None: ...
+
+    def list_sessions(
+        self, owner: str | None, cursor: str | None = None, limit: int = 100
+    ) -> SessionPage: ...
+
+    def graphs(self) -> Sequence[GraphDescription]: ...
+
+    def close(self) -> None: ...
+
+
+class AsyncSessionAPI(Protocol):
+    """The sessions interface of ``AsyncRuntime`` and ``AsyncClient``.
+
+    ``graphs`` is not part of it: ``AsyncRuntime.graphs()`` is a plain method
+    (the graphs are in memory), ``AsyncClient.graphs()`` a coroutine (they are
+    asked of the daemon).
+    """
+
+    async def create_session(
+        self, graph_id: str, *, owner: str, context: dict[str, Any] | None = None
+    ) -> str: ...
+
+    async def step(
+        self,
+        session_id: str,
+        input: Any = None,
+        *,
+        mode: StepMode = "step",
+        on_busy: OnBusy = "enqueue",
+        owner: str | None = None,
+    ) -> StepResult: ...
+
+    async def get_session(self, session_id: str, *, owner: str | None = None) -> SessionView: ...
+
+    async def delete_session(self, session_id: str, *, owner: str | None = None) -> None: ...
+
+    async def list_sessions(
+        self, owner: str | None, cursor: str | None = None, limit: int = 100
+    ) -> SessionPage: ...
+
+    async def aclose(self) -> None: ...
+
+
+if TYPE_CHECKING:
+    from runtime._runtime import AsyncRuntime, Runtime
+    from runtime.client._async import AsyncClient
+    from runtime.client._sync import Client
+
+    def _sync_sides(runtime: Runtime, client: Client) -> list[SessionAPI]:
+        return [runtime, client]
+
+    def _async_sides(runtime: AsyncRuntime, client: AsyncClient) -> list[AsyncSessionAPI]:
+        return [runtime, client]

@@ -1,0 +1,222 @@
+"""``Client``: the sync HTTP client of an actorflowd daemon, with the Runtime's methods."""
+
+from __future__ import annotations
+
+import ssl
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import httpx
+import stamina
+
+from flow._errors import SessionNotFound
+from flow._step import StepResult
+from flow.stores._protocol import SessionPage
+from runtime._views import SessionView
+from runtime.client._base import DEFAULT_LIMITS, DEFAULT_TIMEOUT, ClientBase
+from runtime.client._calls import (
+    Call,
+    GraphSummary,
+    OnBusy,
+    StepMode,
+    create_call,
+    delete_call,
+    get_call,
+    graphs_call,
+    list_call,
+    step_call,
+)
+from runtime.client._retry import RetryPolicy, RetryStatus
+
+__all__ = ["Client"]
+
+T = TypeVar("T")
+
+
+class Client(ClientBase):
+    """A daemon's sessions through its HTTP API, with the methods of ``Runtime``.
+
+    One instance is safe to share between threads; it keeps a pool of keep-alive
+    connections. Close it (or use it as a context manager) when done.
+
+    Args:
+        base_url: the daemon, e.g. ``http://127.0.0.1:8700``.
+        token: the bearer token (None: a daemon without a tokens file).
+        user: whose token it is, for the ``owner=`` arguments (default ``local``
+            without a token, else unknown: ``owner=`` is then refused).
+        timeout: per-attempt timeouts (seconds, or an ``httpx.Timeout``).
+        retry: how to retry (see ``RetryPolicy``).
+        idempotent_server: True when the daemon is known to honour
+            ``Idempotency-Key``; None detects it from step answers.
+        limits: connection pool limits (default: httpx's, with idle connections
+            dropped after 4 s, before the daemon's 5 s keep-alive timeout).
+        verify: TLS verification: True, False, or an ``ssl.SSLContext`` (a private CA).
+        transport: an ``httpx`` transport to send through (tests).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str | None = None,
+        *,
+        user: str | None = None,
+        timeout: float | httpx.Timeout = DEFAULT_TIMEOUT,
+        retry: RetryPolicy | None = None,
+        idempotent_server: bool | None = None,
+        limits: httpx.Limits | None = None,
+        verify: bool | ssl.SSLContext = True,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        super().__init__(base_url, token, user, retry, idempotent_server)
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            headers=self._headers,
+            timeout=timeout,
+            limits=limits or DEFAULT_LIMITS,
+            verify=verify,
+            transport=transport,
+        )
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the pooled connections. Idempotent."""
+        self._http.close()
+
+    def _attempt(self, call: Call[T]) -> httpx.Response:
+        response = self._http.request(
+            call.method, call.path, content=call.body, headers=call.headers
+        )
+        return self._raise_if_retryable(response)
+
+    def _send(self, call: Call[T]) -> T:
+        try:
+            response = self._attempt(call)
+        except (RetryStatus, httpx.TransportError) as first:
+            return self._retry(call, first)
+        return self._read(call, response, None)
+
+    def _retry(self, call: Call[T], first: Exception) -> T:
+        retrier = self._retrier(call)
+        policy = self.retry
+        pending: Exception | None = first
+        try:
+            for attempt in stamina.retry_context(
+                on=retrier,
+                attempts=policy.attempts,
+                timeout=max(retrier.remaining(), 0.001),
+                wait_initial=policy.wait_initial,
+                wait_max=policy.wait_max,
+                wait_jitter=policy.wait_jitter,
+            ):
+                with attempt:
+                    if pending is not None:
+                        failed, pending = pending, None
+                        raise failed  # lets the retrier judge the first attempt too
+                    response = self._attempt(call)
+        except RetryStatus as exc:
+            response = exc.response
+        except httpx.TransportError as exc:
+            raise self._unavailable(call, exc, retrier) from exc
+        return self._read(call, response, retrier)
+
+    def create_session(
+        self,
+        graph_id: str,
+        *,
+        owner: str | None = None,
+        context: dict[str, Any] | None = None,
+    ) -> str:
+        """Create a session of ``graph_id``; its id (revision 0 is committed).
+
+        It belongs to the token's user; ``owner``, when given, must be that user.
+        A create is retried only where it surely did not reach the daemon.
+
+        Raises:
+            GraphNotFound, InvalidInput, StoreUnavailable, DaemonUnavailable, Unauthorized.
+        """
+        self._check_creator(owner)
+        return self._send(create_call(graph_id, context))
+
+    def step(
+        self,
+        session_id: str,
+        input: Any = None,
+        *,
+        mode: StepMode = "step",
+        on_busy: OnBusy = "enqueue",
+        owner: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> StepResult:
+        """Run one step (``mode="run"``: until the session waits or ends), as ``Runtime.step``.
+
+        The request carries ``idempotency_key`` (default a fresh UUID) as its
+        ``Idempotency-Key`` header, the same on every retry.
+
+        Raises:
+            SessionNotFound, SessionBusy, SessionCompleted, TaskFailed, StepTimeout,
+            StoreUnavailable, InvalidInput, RuntimeClosed, DaemonUnavailable, Unauthorized.
+        """
+        if not self._owner_matches(owner):
+            raise SessionNotFound(session_id)
+        return self._send(step_call(session_id, input, mode, on_busy, idempotency_key))
+
+    def run(
+        self,
+        session_id: str,
+        input: Any = None,
+        *,
+        on_busy: OnBusy = "enqueue",
+        owner: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> StepResult:
+        """Step until the session waits for input, completes or cannot move (``mode="run"``)."""
+        return self.step(
+            session_id, input, mode="run", on_busy=on_busy, owner=owner,
+            idempotency_key=idempotency_key,
+        )  # fmt: skip
+
+    def get_session(self, session_id: str, *, owner: str | None = None) -> SessionView:
+        """The session as of its latest step.
+
+        Raises:
+            SessionNotFound: no such session, or not ``owner``'s (or the token's user's).
+        """
+        if not self._owner_matches(owner):
+            raise SessionNotFound(session_id)
+        return self._send(get_call(session_id))
+
+    def delete_session(self, session_id: str, *, owner: str | None = None) -> None:
+        """Delete a session (a retry that finds it gone counts as done).
+
+        Raises:
+            SessionNotFound: no such session, or not ``owner``'s.
+        """
+        if not self._owner_matches(owner):
+            raise SessionNotFound(session_id)
+        self._send(delete_call(session_id))
+
+    def list_sessions(
+        self, owner: str | None = None, cursor: str | None = None, limit: int = 100
+    ) -> SessionPage:
+        """A page of the token's user's sessions, by id (another ``owner``'s: none).
+
+        Unlike ``Runtime.list_sessions``, ``owner=None`` lists the caller's own
+        sessions, never every owner's: the daemon shows a user only their own.
+        """
+        if not self._owner_matches(owner):
+            return SessionPage([], None)
+        return self._send(list_call(cursor, limit, self.user or ""))
+
+    def graphs(self) -> list[GraphSummary]:
+        """The graphs the daemon serves."""
+        return self._send(graphs_call())
