@@ -202,6 +202,8 @@ def decode_line(line: bytes) -> dict[str, Any]:
         raise AdminError("MalformedRequest", f"the line is not UTF-8: {exc}") from None
     except json.JSONDecodeError as exc:
         raise AdminError("MalformedRequest", f"the line is not JSON: {exc}") from None
+    except RecursionError:
+        raise AdminError("MalformedRequest", "the line's JSON is nested too deeply") from None
     if not isinstance(message, dict):
         raise AdminError(
             "MalformedRequest",

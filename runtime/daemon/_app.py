@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import structlog
 from litestar import Litestar, Request
 from litestar.exceptions import HTTPException, ValidationException
@@ -15,6 +16,7 @@ from litestar.response import Response
 from runtime.daemon._auth import Authenticator
 from runtime.daemon._forward import Forwarder, forwarder_for
 from runtime.daemon._gateway import Gateway, request_info
+from runtime.daemon._policy import GatewayPolicy, malformed_json
 from runtime.daemon._problems import (
     BODY_TOO_LARGE,
     HTTP_STATUS_TABLE,
@@ -24,7 +26,7 @@ from runtime.daemon._problems import (
     NOT_FOUND,
     Problem,
     ProblemKind,
-    problem_for_error,
+    problem_for,
 )
 from runtime.daemon._routes import Api, route_handlers
 from runtime.daemon._step_route import StepRoute
@@ -57,14 +59,14 @@ def problem_for_exception(
 ) -> Problem:
     """The problem+json answer for anything a handler (or Litestar) raised."""
     session_id = request.path_params.get("session_id") if request.scope.get("path_params") else None
-    if isinstance(exc, Problem):
-        return exc
-    if isinstance(exc, ActorflowError):
-        return problem_for_error(exc, session_id)
+    if isinstance(exc, Problem | ActorflowError):
+        return problem_for(exc, session_id)
+    if isinstance(exc, UnicodeDecodeError | RecursionError | msgspec.DecodeError):
+        return malformed_json(exc)
     if isinstance(exc, ValidationException):
         return _validation_problem(exc, session_id)
     if isinstance(exc, HTTPException):
-        if exc.status_code == 400 and "malformed" in str(exc.detail).lower():
+        if exc.status_code == 400 and _is_decode_error(exc):
             return Problem(MALFORMED_JSON, str(exc.detail), session_id=session_id)
         if exc.status_code == 404:
             return Problem(NOT_FOUND, f"no route for {request.method} {request.url.path}")
@@ -75,10 +77,21 @@ def problem_for_exception(
             exc.status_code, f"http-{exc.status_code}", str(exc.detail)
         )
         return Problem(kind, str(exc.detail), session_id=session_id, headers=exc.headers or {})
-    return Problem(INTERNAL, "an unexpected error occurred; it has been logged", session_id)
+    return problem_for(exc, session_id)
 
 
-def build_app(api: Api, auth: Authenticator, *, max_body: int) -> Gateway:
+def _is_decode_error(exc: HTTPException) -> bool:
+    """Whether Litestar's 400 is about the body's JSON (malformed or truncated)."""
+    cause = exc.__cause__
+    if isinstance(cause, msgspec.DecodeError | UnicodeDecodeError | RecursionError):
+        return True
+    detail = str(exc.detail).lower()
+    return "malformed" in detail or "json" in detail or "truncated" in detail
+
+
+def build_app(
+    api: Api, auth: Authenticator, *, max_body: int, policy: GatewayPolicy | None = None
+) -> Gateway:
     """The daemon's ASGI application: the gateway, (in a cluster) the forwarder, the step
     route's fast path, then the Litestar app.
 
@@ -129,4 +142,11 @@ def build_app(api: Api, auth: Authenticator, *, max_body: int) -> Gateway:
     steps = StepRoute(app, api, max_body=max_body)
     inner = forwarder_for(steps, api.runtime.store, max_body=max_body)
     on_close = inner.aclose if isinstance(inner, Forwarder) else None
-    return Gateway(inner, auth, api.metrics, on_close=on_close)
+    return Gateway(
+        inner,
+        auth,
+        api.metrics,
+        on_close=on_close,
+        policy=policy or GatewayPolicy(),
+        max_body=max_body,
+    )

@@ -65,6 +65,16 @@ class DaemonConfig:
         node_id: this daemon's id in a cluster (generated at start when empty).
         default_graph: the graph ``/v1/execute`` creates sessions of (None: the first).
         history_retention: how far back time travel reaches (revisions, an age or ``all``).
+        max_header_bytes: largest request line plus headers; beyond it 431.
+        max_connections: most open HTTP connections (0: the fd limit less headroom).
+        header_timeout: seconds a client has to send a request's line and headers.
+        body_timeout: seconds a client has to send a request's body.
+        keepalive_timeout: seconds an idle keep-alive connection stays open.
+        allowed_hosts: names a ``Host`` header may carry (empty: the loopback names
+            on a loopback address, any name otherwise).
+        cors_origin: browser origins allowed to call the API ("*": any).
+        user_step_rate: steps per second per user (bursts as large); beyond it 429.
+        forwarded_allow_ips: proxies whose ``X-Forwarded-For`` is trusted (none by default).
         config_file: the TOML file read, if any.
     """
 
@@ -92,6 +102,15 @@ class DaemonConfig:
     node_id: str = ""
     default_graph: str | None = None
     history_retention: str = "1000"
+    max_header_bytes: int = 16 * 1024
+    max_connections: int = 0
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+    keepalive_timeout: float = 5.0
+    allowed_hosts: tuple[str, ...] = ()
+    cors_origin: tuple[str, ...] = ()
+    user_step_rate: float = 20_000.0
+    forwarded_allow_ips: tuple[str, ...] = ()
     config_file: Path | None = field(default=None, compare=False)
 
 
@@ -127,6 +146,20 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise ValueError(f"{text!r} must be a positive integer")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"{text!r} must be 0 or a positive integer")
+    return value
+
+
+def _rate(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise ValueError(f"{text!r} must be 0 (unlimited) or a positive number")
     return value
 
 
@@ -220,6 +253,33 @@ _OPTIONS: tuple[_Option, ...] = (
         "how far back time travel reaches: revisions (1000), an age (90s, 30m, 12h, 7d) or all",
         "N|AGE|all",
     ),
+    _Option("max_header_bytes", _size, "largest request line plus headers; beyond it 431", "SIZE"),
+    _Option("max_connections", _count, "most open connections (0: fd limit less headroom)", "N"),
+    _Option("header_timeout", _positive_float, "seconds to send a request's headers", "SECS"),
+    _Option("body_timeout", _positive_float, "seconds to send a request's body", "SECS"),
+    _Option("keepalive_timeout", _positive_float, "seconds an idle connection stays", "SECS"),
+    _Option(
+        "allowed_hosts",
+        _text,
+        "a name the Host header may carry; repeatable",
+        "NAME",
+        repeatable=True,
+    ),
+    _Option(
+        "cors_origin",
+        _text,
+        "a browser origin allowed to call the API; repeatable",
+        "ORIGIN",
+        repeatable=True,
+    ),
+    _Option("user_step_rate", _rate, "steps per second per user (0: no limit); beyond 429", "N"),
+    _Option(
+        "forwarded_allow_ips",
+        _text,
+        "a proxy address whose X-Forwarded-For is trusted; repeatable",
+        "IP",
+        repeatable=True,
+    ),
 )
 _BY_NAME = {option.name: option for option in _OPTIONS}
 
@@ -243,7 +303,7 @@ def _default_text(name: str) -> str:
     if value is None or value == "" or value == ():
         return "none"
     if isinstance(value, tuple):
-        return " ".join(value)
+        return " ".join(value) or "none"
     return str(value)
 
 

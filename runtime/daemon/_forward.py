@@ -44,6 +44,7 @@ from flow._errors import StoreUnavailable
 from flow.stores._fenced import FencedStore
 from flow.stores._lease import HOLDER_SCRIPT, Holder, LeaseManager, holder_from, lease_key
 from runtime.daemon._gateway import request_info
+from runtime.daemon._http import read_body, replayer, send_problem
 from runtime.daemon._problems import STORE_UNAVAILABLE, Problem
 
 __all__ = ["FORWARDED_HEADER", "Forwarder", "forwarder_for"]
@@ -145,8 +146,8 @@ class Forwarder:
         if match is None and not (path == _EXECUTE_PATH and scope["method"] == "POST"):
             await self.app(scope, receive, send)
             return
-        body, complete = await _read_body(receive, self.max_body)
-        replay = _replayer(body, complete, receive)
+        body, complete = await read_body(scope, receive, self.max_body)
+        replay = replayer(body, complete, receive)
         if not complete:
             await self.app(scope, replay, send)  # too large: the app answers 413
             return
@@ -171,7 +172,7 @@ class Forwarder:
         for _ in range(MAX_ATTEMPTS):
             holder = await self._holder_elsewhere(session_id)
             if holder is None:
-                captured = await self._serve_here(scope, _replayer(body, True, receive), send)
+                captured = await self._serve_here(scope, replayer(body, True, receive), send)
                 if captured is None:
                     return
                 holder = await self._holder_elsewhere(session_id)
@@ -192,7 +193,7 @@ class Forwarder:
                     "is refused); the session is served here now",
                     session_id=session_id,
                 )
-                await _send_problem(send, problem)
+                await send_problem(send, problem)
                 return
         problem = Problem(
             STORE_UNAVAILABLE,
@@ -200,7 +201,7 @@ class Forwarder:
             f"after {MAX_ATTEMPTS} attempts; retry",
             session_id=session_id,
         )
-        await _send_problem(send, problem)
+        await send_problem(send, problem)
 
     async def _holder_elsewhere(self, session_id: str) -> Holder | None:
         """The other node holding the session's lease, or None (this node, or nobody)."""
@@ -369,38 +370,6 @@ def forwarder_for(app: ASGIApp, store: Any, *, max_body: int) -> ASGIApp:
     return app
 
 
-async def _read_body(receive: _Receive, limit: int) -> tuple[bytes, bool]:
-    """The request body, and False if it is over ``limit`` (then only what was read)."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            return b"".join(chunks), True  # the client left; the app sees an empty body
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        chunks.append(chunk)
-        if size > limit:
-            return b"".join(chunks), False
-        if not message.get("more_body", False):
-            return b"".join(chunks), True
-
-
-def _replayer(body: bytes, complete: bool, rest: _Receive) -> _Receive:
-    """A ``receive`` giving ``body`` first (the rest of it follows unless ``complete``),
-    then what ``rest`` gives (the rest of the body, or the client's disconnect)."""
-    sent = False
-
-    async def receive() -> _Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": not complete}
-        return await rest()
-
-    return receive
-
-
 def _execute_session(body: bytes) -> str | None:
     try:
         return _decode_session_ref(body).session_id
@@ -432,11 +401,3 @@ def _target_url(advertise: str, scope: _Scope) -> str:
     url = advertise.rstrip("/") + path.decode("latin-1")
     query: bytes = scope.get("query_string", b"")
     return f"{url}?{query.decode('latin-1')}" if query else url
-
-
-async def _send_problem(send: _Send, problem: Problem) -> None:
-    body = problem.body()
-    headers = [(k.encode(), v.encode()) for k, v in problem.response_headers().items()]
-    headers.append((b"content-length", str(len(body)).encode()))
-    await send({"type": "http.response.start", "status": problem.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})

@@ -1,9 +1,12 @@
 """The ASGI layer in front of the Litestar app: request ids, authentication, access logs.
 
 It runs for every HTTP request before routing: it takes the request id from
-``X-Request-ID`` (or makes one) and echoes it in the response, checks the bearer
-token of every ``/v1`` route (401 problem+json otherwise), and logs one line per
+``X-Request-ID`` (or makes one) and echoes it in the response, refuses what
+``_policy`` refuses (non-canonical paths, foreign hosts and origins), checks the
+bearer token of every ``/v1`` route (401 problem+json otherwise), then a body's
+content type, JSON depth and the user's step rate, and logs one line per
 request with request_id, session_id, method, path, status and duration_ms.
+The body is read here once (``_http.read_body``) and replayed to the app.
 Handlers find the caller in ``scope["actorflow"]`` (a ``RequestInfo``).
 """
 
@@ -20,7 +23,22 @@ import structlog
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from runtime.daemon._auth import Authenticator
+from runtime.daemon._http import Receive as _Receive
+from runtime.daemon._http import Send as _Send
+from runtime.daemon._http import header, read_body, replayer, send_bytes, send_problem
 from runtime.daemon._metrics import DaemonMetrics
+from runtime.daemon._policy import (
+    GatewayPolicy,
+    StepRateLimiter,
+    canonical_path_problem,
+    content_type_problem,
+    has_body,
+    host_problem,
+    is_step,
+    json_depth_problem,
+    origin_allowed,
+    origin_problem,
+)
 from runtime.daemon._problems import UNAUTHORIZED, Problem
 
 __all__ = ["SCOPE_KEY", "Gateway", "RequestInfo", "request_info"]
@@ -45,10 +63,8 @@ def _new_request_id() -> str:
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
-    for key, value in headers:
-        if key == name:
-            return value.decode("latin-1")
-    return None
+    value = header(headers, name)
+    return None if value is None else value.decode("latin-1")
 
 
 class Gateway:
@@ -59,6 +75,8 @@ class Gateway:
         auth: checks the bearer tokens.
         metrics: counts the 401 answers.
         on_close: what ``aclose`` awaits (closing the app's own clients), if anything.
+        policy: hosts, origins and the step rate (the default checks none of them).
+        max_body: the body limit (a larger body is not read here: the app answers 413).
     """
 
     def __init__(
@@ -68,10 +86,15 @@ class Gateway:
         metrics: DaemonMetrics,
         *,
         on_close: Callable[[], Awaitable[None]] | None = None,
+        policy: GatewayPolicy = GatewayPolicy(),  # noqa: B008  # frozen: one shared default is safe
+        max_body: int = 1024 * 1024,
     ) -> None:
         self.app = app
         self.auth = auth
         self.metrics = metrics
+        self.policy = policy
+        self.max_body = max_body
+        self._steps = StepRateLimiter(policy.step_rate)
         self._on_close = on_close
 
     async def aclose(self) -> None:
@@ -102,39 +125,84 @@ class Gateway:
                 message["headers"] = [*message.get("headers", ()), rid_header]
             await send(message)
 
+        cors_origin = self._cors_origin(raw)
+        reply: Send = send_with_id if cors_origin is None else _with_cors(send_with_id, cors_origin)
         try:
-            if raw["path"].startswith("/v1/") or raw["path"] == "/v1":
-                info.user = self.auth.user_for(_header(headers, b"authorization"))
-                if info.user is None:
-                    await self._unauthorized(send_with_id)
-                    return
-            await self.app(scope, receive, send_with_id)
+            if raw["method"] == "OPTIONS" and cors_origin is not None:
+                await send_bytes(cast(_Send, reply), 204, _preflight_headers(), b"")
+                return
+            problem = self._refusal(raw, info)
+            if problem is None and has_body(raw) and raw["path"].startswith("/v1/"):
+                body, complete = await read_body(raw, cast(_Receive, receive), self.max_body)
+                problem = json_depth_problem(body) if complete else None
+                receive = cast(Receive, replayer(body, complete, cast(_Receive, receive)))
+            if problem is not None:
+                self.metrics.record_error(problem.kind.slug)
+                await send_problem(cast(_Send, reply), problem)
+                return
+            await self.app(scope, receive, reply)
         finally:
             _log.info(
                 "request",
                 request_id=request_id,
                 session_id=info.session_id,
                 user=info.user,
+                client=(raw.get("client") or ("",))[0],
                 method=raw["method"],
                 path=raw["path"],
                 status=status,
                 duration_ms=round((time.perf_counter() - started) * 1000, 3),
             )
 
-    async def _unauthorized(self, send: Send) -> None:
-        problem = Problem(
-            UNAUTHORIZED,
-            "a valid 'Authorization: Bearer <token>' header is required",
-            headers={"www-authenticate": 'Bearer realm="actorflow"'},
+    def _refusal(self, scope: dict[str, Any], info: RequestInfo) -> Problem | None:
+        """The first check the request fails, in order, or None."""
+        problem = (
+            canonical_path_problem(scope)
+            or host_problem(scope, self.policy)
+            or origin_problem(scope, self.policy)
         )
-        self.metrics.record_error(problem.kind.slug)
-        body = problem.body()
-        raw: list[tuple[bytes, bytes]] = [
-            (k.encode(), v.encode()) for k, v in problem.response_headers().items()
-        ]
-        raw.append((b"content-length", str(len(body)).encode()))
-        await send({"type": "http.response.start", "status": problem.status, "headers": raw})
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+        path: str = scope["path"]
+        if problem is not None or not (path.startswith("/v1/") or path == "/v1"):
+            return problem
+        info.user = self.auth.user_for(_header(scope["headers"], b"authorization"))
+        if info.user is None:
+            return Problem(
+                UNAUTHORIZED,
+                "a valid 'Authorization: Bearer <token>' header is required",
+                headers={"www-authenticate": 'Bearer realm="actorflow"'},
+            )
+        problem = content_type_problem(scope)
+        if problem is None and is_step(scope):
+            problem = self._steps.take(info.user)
+        return problem
+
+    def _cors_origin(self, scope: dict[str, Any]) -> str | None:
+        """The request's ``Origin`` when it is cross-origin and allowed (CORS headers go out)."""
+        if not self.policy.cors_origins:
+            return None
+        origin = _header(scope["headers"], b"origin")
+        if origin is None or not origin_allowed(origin, scope, self.policy):
+            return None
+        return origin
+
+
+def _with_cors(send: Send, origin: str) -> Send:
+    extra = [(b"access-control-allow-origin", origin.encode()), (b"vary", b"origin")]
+
+    async def send_with_cors(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", ()), *extra]
+        await send(message)
+
+    return send_with_cors
+
+
+def _preflight_headers() -> list[tuple[bytes, bytes]]:
+    return [
+        (b"access-control-allow-methods", b"GET, POST, PATCH, DELETE"),
+        (b"access-control-allow-headers", b"authorization, content-type, x-request-id"),
+        (b"access-control-max-age", b"600"),
+    ]
 
 
 def request_info(scope: Any) -> RequestInfo:

@@ -5,19 +5,24 @@ lines (``console``). Standard-library loggers (uvicorn's, the runtime's
 dependencies') are routed through the same processors, so every line has the
 same shape.
 
-Info lines (one access line per request) are not flushed one by one: stdout's
-buffer is flushed every ``FLUSH_INTERVAL`` by a thread, on every warning or
-error, and at exit. A flush per line costs a system call on the event loop
-thread, which then has to win the GIL back from the runtime's worker threads.
+Logging never blocks the event loop or the signal path: a line is put on a
+bounded queue (``QUEUE_LINES``) and written by one thread straight to the
+stdout file descriptor, in batches. When stdout stalls (a reader that stops
+reading) the queue fills and further lines are dropped and counted (a
+``log_lines_dropped`` line says how many once writing resumes); when stdout is
+gone (EPIPE) every line is dropped. ``flush_logs`` waits at most
+``FLUSH_TIMEOUT`` for the queue to empty, so a signal or exit never hangs on
+stdout.
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
+import os
+import queue
 import sys
 import threading
-import time
 from typing import Any, TextIO
 
 import msgspec
@@ -26,9 +31,11 @@ from structlog.typing import Processor
 
 from runtime.daemon._config import LogFormat
 
-__all__ = ["FLUSH_INTERVAL", "configure_logging", "flush_logs"]
+__all__ = ["FLUSH_TIMEOUT", "QUEUE_LINES", "configure_logging", "dropped_lines", "flush_logs"]
 
-FLUSH_INTERVAL = 0.2
+QUEUE_LINES = 10_000
+FLUSH_TIMEOUT = 1.0
+_BATCH_LINES = 512
 _json_encoder = msgspec.json.Encoder(enc_hook=str)
 
 
@@ -37,55 +44,107 @@ def _dumps(obj: Any, **_: Any) -> str:
 
 
 class _LineWriter:
-    """Writes lines to a stream, flushing it on warnings, periodically and at exit."""
+    """Writes lines from a bounded queue to a file descriptor on its own thread.
 
-    def __init__(self, stream: TextIO, interval: float) -> None:
+    ``write`` never blocks: a full queue drops the line and counts it.
+    """
+
+    def __init__(self, stream: TextIO, capacity: int = QUEUE_LINES) -> None:
         self._stream = stream
-        self._lock = threading.Lock()
-        self._interval = interval
-        self._thread = threading.Thread(target=self._flush_loop, name="log-flush", daemon=True)
+        self._queue: queue.Queue[str] = queue.Queue(capacity)
+        self.dropped = 0
+        self._reported = 0
+        self._broken = False
+        self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
         self._thread.start()
         atexit.register(self.flush)
 
-    def write(self, line: str, *, flush: bool) -> None:
-        with self._lock:
-            self._stream.write(line + "\n")
-            if flush:
-                self._stream.flush()
+    def write(self, line: str, *, flush: bool = False) -> None:
+        """Queue ``line`` (``flush`` is kept for the logger's call shape: every line is
+        written as soon as the thread gets to it)."""
+        try:
+            self._queue.put_nowait(line)
+        except queue.Full:
+            self.dropped += 1  # one int add under the GIL: exact enough for a counter
 
-    def flush(self) -> None:
-        with self._lock:
-            self._stream.flush()
+    def flush(self, timeout: float = FLUSH_TIMEOUT) -> None:
+        """Wait until the queue is written out, or ``timeout`` has passed."""
+        with self._queue.all_tasks_done:
+            self._queue.all_tasks_done.wait_for(lambda: self._queue.unfinished_tasks == 0, timeout)
 
-    def _flush_loop(self) -> None:
+    def _run(self) -> None:
         while True:
-            time.sleep(self._interval)  # a periodic flush: nothing to wait on but the clock
-            self.flush()
+            lines = [self._queue.get()]
+            while len(lines) < _BATCH_LINES:
+                try:
+                    lines.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            taken = len(lines)
+            if self.dropped > self._reported:
+                count, self._reported = self.dropped - self._reported, self.dropped
+                lines.append(_dumps({"event": "log_lines_dropped", "dropped": count}))
+            self._emit(("\n".join(lines) + "\n").encode("utf-8", "replace"))
+            for _ in range(taken):
+                self._queue.task_done()
+
+    def _emit(self, data: bytes) -> None:
+        if self._broken:
+            return
+        try:
+            fd = self._stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            fd = -1
+        try:
+            if fd < 0:
+                self._stream.write(data.decode("utf-8", "replace"))
+                self._stream.flush()
+                return
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        except OSError:
+            self._broken = True  # stdout is gone (EPIPE): drop lines from now on
 
 
 class _LineLogger:
-    """The structlog logger: info and debug lines are buffered, the others flushed at once."""
+    """The structlog logger: every line goes to the writer's queue."""
 
     def __init__(self, writer: _LineWriter) -> None:
         self._writer = writer
 
     def msg(self, message: str) -> None:
-        self._writer.write(message, flush=False)
+        self._writer.write(message)
 
-    def alert(self, message: str) -> None:
-        self._writer.write(message, flush=True)
-
-    debug = info = msg
-    warning = warn = error = err = critical = fatal = exception = alert
+    debug = info = warning = warn = error = err = critical = fatal = exception = msg
 
 
 _writer: _LineWriter | None = None
 
 
 def flush_logs() -> None:
-    """Write out every buffered log line now."""
+    """Wait (at most ``FLUSH_TIMEOUT``) until every queued log line is written."""
     if _writer is not None:
         _writer.flush()
+
+
+def dropped_lines() -> int:
+    """How many log lines were dropped because stdout did not keep up."""
+    return _writer.dropped if _writer is not None else 0
+
+
+class _QueueHandler(logging.Handler):
+    """Standard-library records, formatted, onto the same queue as structlog's lines."""
+
+    def __init__(self, writer: _LineWriter) -> None:
+        super().__init__()
+        self._writer = writer
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._writer.write(self.format(record))
+        except Exception:  # a formatting failure must not break the caller
+            self.handleError(record)
 
 
 def configure_logging(log_format: LogFormat, level: int = logging.INFO) -> None:
@@ -103,7 +162,7 @@ def configure_logging(log_format: LogFormat, level: int = logging.INFO) -> None:
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
     global _writer
     if _writer is None:
-        _writer = _LineWriter(sys.stdout, FLUSH_INTERVAL)
+        _writer = _LineWriter(sys.stdout)
     writer = _writer
     structlog.configure(
         processors=[*shared, renderer],
@@ -111,7 +170,7 @@ def configure_logging(log_format: LogFormat, level: int = logging.INFO) -> None:
         logger_factory=lambda *_: _LineLogger(writer),
         cache_logger_on_first_use=True,
     )
-    handler = logging.StreamHandler(sys.stdout)
+    handler = _QueueHandler(writer)
     handler.setFormatter(
         structlog.stdlib.ProcessorFormatter(
             processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],

@@ -35,6 +35,7 @@ __all__ = [
     "Problem",
     "ProblemDetail",
     "ProblemKind",
+    "problem_for",
     "problem_for_error",
 ]
 
@@ -63,6 +64,11 @@ OVERLOADED = ProblemKind(503, "overloaded", "Too many steps in flight", retry_af
 DRAINING = ProblemKind(503, "draining", "The daemon is shutting down", retry_after=5)
 INTERNAL = ProblemKind(500, "internal-error", "Internal server error")
 BAD_REQUEST = ProblemKind(400, "bad-request", "Bad request")
+NON_CANONICAL_PATH = ProblemKind(400, "non-canonical-path", "Non-canonical path")
+FORBIDDEN_HOST = ProblemKind(403, "forbidden-host", "Host not allowed")
+FORBIDDEN_ORIGIN = ProblemKind(403, "forbidden-origin", "Cross-origin request refused")
+RATE_LIMITED = ProblemKind(429, "rate-limited", "Too many steps", retry_after=1)
+HEADERS_TOO_LARGE = ProblemKind(431, "headers-too-large", "Request header fields too large")
 
 SESSION_NOT_FOUND = ProblemKind(404, "session-not-found", "Session not found")
 REVISION_NOT_FOUND = ProblemKind(404, "revision-not-found", "Revision not retained")
@@ -188,3 +194,13 @@ def problem_for_error(exc: ActorflowError, session_id: str | None = None) -> Pro
         if isinstance(exc, cls):
             return Problem(kind, str(exc), session_id=sid)
     return Problem(INTERNAL, "an unexpected error occurred; it has been logged", session_id=sid)
+
+
+def problem_for(exc: BaseException, session_id: str | None = None) -> Problem:
+    """The problem for anything a route raised: a ``Problem`` as it is, an actorflow
+    error from the table, anything else a 500 (the caller logs it)."""
+    if isinstance(exc, Problem):
+        return exc
+    if isinstance(exc, ActorflowError):
+        return problem_for_error(exc, session_id)
+    return Problem(INTERNAL, "an unexpected error occurred; it has been logged", session_id)

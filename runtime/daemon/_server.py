@@ -13,6 +13,7 @@ import asyncio
 import gc
 import math
 import os
+import resource
 import signal
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
@@ -28,12 +29,14 @@ from runtime import AsyncRuntime, RuntimeConfig
 from runtime.admin import AdminError, start_admin_server
 from runtime.daemon._app import OPENAPI_PATH, build_app
 from runtime.daemon._auth import Authenticator
-from runtime.daemon._config import ConfigError, DaemonConfig
+from runtime.daemon._config import ConfigError, DaemonConfig, is_loopback
 from runtime.daemon._graphs import load_graphs, load_migrations
 from runtime.daemon._logging import flush_logs
 from runtime.daemon._metrics import DaemonMetrics
+from runtime.daemon._policy import LOOPBACK_NAMES, GatewayPolicy
 from runtime.daemon._routes import Api
-from runtime.daemon._transport import CoalescingHttpToolsProtocol
+from runtime.daemon._storage import secure_data_dir
+from runtime.daemon._transport import ConnectionLimits, guarded_protocol
 
 __all__ = ["DaemonServer", "serve"]
 
@@ -111,13 +114,51 @@ def _config_info(config: DaemonConfig, graphs: list[Graph]) -> dict[str, object]
     }
 
 
+# file descriptors kept for the store, the admin socket, logs and the runtime's threads
+FD_HEADROOM = 256
+
+
+def default_max_connections() -> int:
+    """The fd limit less ``FD_HEADROOM`` (at least 64): past it, connections are refused."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 65_536
+    return max(64, soft - FD_HEADROOM)
+
+
+def connection_limits(config: DaemonConfig) -> ConnectionLimits:
+    """The per-connection limits for the daemon's settings."""
+    return ConnectionLimits(
+        max_header_bytes=config.max_header_bytes,
+        max_connections=config.max_connections or default_max_connections(),
+        header_timeout=config.header_timeout,
+        body_timeout=config.body_timeout,
+    )
+
+
+def gateway_policy(config: DaemonConfig) -> GatewayPolicy:
+    """The gateway's host, origin and rate checks for the daemon's settings."""
+    hosts: frozenset[str] | None = frozenset(h.lower() for h in config.allowed_hosts)
+    if not hosts:
+        loopback = is_loopback(config.host)
+        hosts = LOOPBACK_NAMES | {config.host.lower()} if loopback else None
+    return GatewayPolicy(
+        allowed_hosts=hosts,
+        cors_origins=frozenset(config.cors_origin),
+        step_rate=config.user_step_rate,
+    )
+
+
 def _uvicorn_config(app: Any, config: DaemonConfig) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         host=config.host,
         port=config.port,
         loop="uvloop",
-        http=CoalescingHttpToolsProtocol,
+        http=guarded_protocol(connection_limits(config)),
+        timeout_keep_alive=max(1, math.ceil(config.keepalive_timeout)),
+        proxy_headers=bool(config.forwarded_allow_ips),
+        forwarded_allow_ips=list(config.forwarded_allow_ips) or None,
         lifespan="off",
         log_config=None,
         access_log=False,
@@ -171,7 +212,7 @@ async def serve(
 
     Must run on the event loop of the main thread (it installs signal handlers).
     """
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    secure_data_dir(config.data_dir)
     loop = asyncio.get_running_loop()
     runtime = await AsyncRuntime.open(
         data_dir=config.data_dir,
@@ -197,7 +238,7 @@ async def serve(
         max_inflight=config.max_inflight,
         metrics=DaemonMetrics(),
     )
-    app = build_app(api, auth, max_body=config.max_body)
+    app = build_app(api, auth, max_body=config.max_body, policy=gateway_policy(config))
     server = DaemonServer(_uvicorn_config(app, config))
     signals_seen = 0
 

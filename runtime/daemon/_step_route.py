@@ -14,7 +14,6 @@ still comes from one place.
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import msgspec
@@ -22,25 +21,22 @@ import structlog
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from runtime.daemon._gateway import request_info
+from runtime.daemon._http import App, read_body, replayer, send_bytes, send_problem
+from runtime.daemon._http import Receive as _Receive
+from runtime.daemon._http import Send as _Send
 from runtime.daemon._models import StepRequest
-from runtime.daemon._problems import INTERNAL, Problem, problem_for_error
+from runtime.daemon._policy import malformed_json
+from runtime.daemon._problems import INTERNAL, Problem, problem_for
 from runtime.daemon._routes import Api, step_response
-from runtime.errors import ActorflowError
 
 __all__ = ["StepRoute"]
 
-_PATH = re.compile(r"^/v1/sessions/([^/]+)/step$")
+_PATH = re.compile(r"/v1/sessions/([^/]+)/step")
 _JSON_HEADERS = (b"content-type", b"application/json")
 _DEFAULT = StepRequest()
 _decode_step = msgspec.json.Decoder(StepRequest | None).decode
 _encode = msgspec.json.Encoder().encode
 _log = structlog.get_logger("actorflowd")
-
-# ASGI, loosely typed: litestar's TypedDicts are exact per event and scope type
-_Message = dict[str, Any]
-_Receive = Callable[[], Awaitable[_Message]]
-_Send = Callable[[_Message], Awaitable[None]]
-_App = Callable[[dict[str, Any], _Receive, _Send], Awaitable[None]]
 
 
 class StepRoute:
@@ -53,99 +49,60 @@ class StepRoute:
     """
 
     def __init__(self, app: ASGIApp, api: Api, *, max_body: int) -> None:
-        self.app = cast(_App, app)
+        self.app = cast(App, app)
         self.api = api
         self.max_body = max_body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw = cast("dict[str, Any]", scope)
-        match = _PATH.match(raw["path"]) if raw["type"] == "http" else None
+        match = _PATH.fullmatch(raw["path"]) if raw["type"] == "http" else None
         if match is None or raw["method"] != "POST":
             await self.app(raw, cast(_Receive, receive), cast(_Send, send))
             return
-        messages, body = await _read_body(cast(_Receive, receive), self.max_body)
-        request = _decoded(body) if body is not None else None
+        body, complete = await read_body(raw, cast(_Receive, receive), self.max_body)
         info = request_info(raw)
-        if request is None or info.user is None:
-            await self.app(raw, _replayer(messages, cast(_Receive, receive)), cast(_Send, send))
-            return
         session_id = match.group(1)
+        try:
+            request = _decoded(body) if complete else None
+        except (UnicodeDecodeError, RecursionError) as exc:
+            info.session_id = session_id
+            await send_problem(cast(_Send, send), self._problem(malformed_json(exc), session_id))
+            return
+        if request is None or info.user is None:
+            replay = replayer(body, complete, cast(_Receive, receive))
+            await self.app(raw, replay, cast(_Send, send))
+            return
         info.session_id = session_id
         try:
             result = await self.api.run_step(
                 session_id, info.user, request.input, mode=request.mode, on_busy=request.on_busy
             )
         except Exception as exc:  # every failure is answered as problem+json, as Litestar would
-            await self._send_problem(cast(_Send, send), self._problem(exc, raw, session_id))
+            await send_problem(cast(_Send, send), self._problem(exc, session_id))
             return
-        await _send(cast(_Send, send), 200, [_JSON_HEADERS], _encode(step_response(result)))
+        await send_bytes(cast(_Send, send), 200, [_JSON_HEADERS], _encode(step_response(result)))
 
-    def _problem(self, exc: Exception, scope: dict[str, Any], session_id: str) -> Problem:
+    def _problem(self, exc: Exception, session_id: str) -> Problem:
         """The answer for what ``run_step`` raised; counted, and logged when unexpected."""
-        if isinstance(exc, Problem):
-            problem = exc
-        elif isinstance(exc, ActorflowError):
-            problem = problem_for_error(exc, session_id)
-        else:
-            problem = Problem(
-                INTERNAL, "an unexpected error occurred; it has been logged", session_id
-            )
+        problem = problem_for(exc, session_id)
+        if problem.session_id is None:
+            problem.session_id = session_id
         self.api.metrics.record_error(problem.kind.slug)
         if problem.kind is INTERNAL:
-            _log.error(
-                "unhandled_error",
-                request_id=request_info(scope).request_id,
-                session_id=session_id,
-                exc_info=exc,
-            )
+            _log.error("unhandled_error", session_id=session_id, exc_info=exc)
         return problem
-
-    async def _send_problem(self, send: _Send, problem: Problem) -> None:
-        headers = [(k.encode(), v.encode()) for k, v in problem.response_headers().items()]
-        await _send(send, problem.status, headers, problem.body())
 
 
 def _decoded(body: bytes) -> StepRequest | None:
-    """The step request in ``body`` (the defaults for none), or None if Litestar must answer."""
+    """The step request in ``body`` (the defaults for none), or None if Litestar must answer.
+
+    Raises:
+        UnicodeDecodeError, RecursionError: the body is not JSON (msgspec raises these
+            outside ``DecodeError``); the caller answers 400 malformed-json.
+    """
     if not body:
         return _DEFAULT
     try:
         return _decode_step(body) or _DEFAULT
     except msgspec.DecodeError:
         return None
-
-
-async def _send(send: _Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-    headers.append((b"content-length", str(len(body)).encode()))
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body, "more_body": False})
-
-
-async def _read_body(receive: _Receive, limit: int) -> tuple[list[_Message], bytes | None]:
-    """The messages read, and the whole body (None: over ``limit``, or the client left)."""
-    messages: list[_Message] = []
-    size = 0
-    while size <= limit:
-        message = await receive()
-        messages.append(message)
-        if message["type"] != "http.request":
-            return messages, None
-        size += len(message.get("body", b""))
-        if not message.get("more_body", False):
-            if size > limit:
-                return messages, None
-            if len(messages) == 1:
-                return messages, messages[0].get("body", b"")
-            return messages, b"".join(m.get("body", b"") for m in messages)
-    return messages, None
-
-
-def _replayer(messages: list[_Message], rest: _Receive) -> _Receive:
-    """A ``receive`` giving ``messages`` again, then what ``rest`` gives."""
-    pending = iter(messages)
-
-    async def receive() -> _Message:
-        message = next(pending, None)
-        return message if message is not None else await rest()
-
-    return receive

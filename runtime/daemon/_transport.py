@@ -1,4 +1,13 @@
-"""uvicorn's httptools protocol, writing each response in one socket send.
+"""uvicorn's httptools protocol, guarded, writing each response in one socket send.
+
+``GuardedHttpToolsProtocol`` adds the limits uvicorn's httptools protocol lacks
+(docs/security.md): the request line plus headers are capped (431 and close as
+soon as the cap is passed, before the parser buffers more), a client gets
+``header_timeout`` to send them from the moment it connects or starts a
+request and ``body_timeout`` for the body (then the connection is closed), and
+beyond ``max_connections`` open connections a new one is closed at once (logged,
+at most once a second). uvicorn's own ``timeout_keep_alive`` closes idle
+keep-alive connections.
 
 uvicorn writes a response's head and its body with two ``transport.write``
 calls, and uvloop sends each at once: two system calls, and on loopback two
@@ -12,11 +21,25 @@ gathered first.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import time
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
+import structlog
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-__all__ = ["CoalescingHttpToolsProtocol", "CoalescingTransport"]
+from runtime.daemon._problems import HEADERS_TOO_LARGE, Problem
+
+__all__ = [
+    "CoalescingHttpToolsProtocol",
+    "CoalescingTransport",
+    "ConnectionLimits",
+    "GuardedHttpToolsProtocol",
+    "guarded_protocol",
+]
+
+_log = structlog.get_logger("actorflowd")
+_END_OF_HEAD = b"\r\n\r\n"
 
 
 class CoalescingTransport:
@@ -80,3 +103,123 @@ class CoalescingHttpToolsProtocol(HttpToolsProtocol):
         """Start the connection on a coalescing wrapper of ``transport``."""
         loop = asyncio.get_running_loop()
         super().connection_made(CoalescingTransport(transport, loop))  # type: ignore[arg-type]  # a duck-typed transport
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionLimits:
+    """Per-connection limits (sizes in bytes, times in seconds)."""
+
+    max_header_bytes: int = 16 * 1024
+    max_connections: int = 10_000
+    header_timeout: float = 10.0
+    body_timeout: float = 60.0
+
+
+class _RefusalLog:
+    """Logs refused connections at most once a second (an attack must not flood the log)."""
+
+    def __init__(self) -> None:
+        self.refused = 0
+        self._last = 0.0
+
+    def note(self, limit: int) -> None:
+        self.refused += 1
+        now = time.monotonic()
+        if now - self._last >= 1.0:
+            self._last = now
+            _log.warning("connection_limit_reached", max_connections=limit, refused=self.refused)
+
+
+class GuardedHttpToolsProtocol(CoalescingHttpToolsProtocol):
+    """The coalescing protocol with the header cap, the timeouts and the connection cap."""
+
+    limits: ClassVar[ConnectionLimits] = ConnectionLimits()
+    refusals: ClassVar[_RefusalLog] = _RefusalLog()
+
+    def connection_made(  # type: ignore[override]  # as in the base class
+        self, transport: asyncio.Transport
+    ) -> None:
+        """Refuse the connection past the cap; otherwise start it and its header timer."""
+        self._head_bytes = 0
+        self._in_head = True
+        self._timer: asyncio.TimerHandle | None = None
+        self._refused = len(self.connections) >= self.limits.max_connections
+        if self._refused:
+            self.refusals.note(self.limits.max_connections)
+            transport.abort()
+            return
+        super().connection_made(transport)
+        self._arm(self.limits.header_timeout)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        """Forget the connection (nothing was started for a refused one)."""
+        self._disarm()
+        if not self._refused:
+            super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        """Feed the parser, unless the head being read passes ``max_header_bytes``."""
+        if self._in_head:
+            if self._timer is None:
+                self._arm(self.limits.header_timeout)
+            end = data.find(_END_OF_HEAD)
+            size = len(data) if end < 0 else end + len(_END_OF_HEAD)
+            self._head_bytes += size
+            if self._head_bytes > self.limits.max_header_bytes:
+                self._send_431()
+                return
+        super().data_received(data)
+
+    def on_message_begin(self) -> None:
+        """A new request: its head is being read."""
+        self._in_head = True
+        super().on_message_begin()
+
+    def on_headers_complete(self) -> None:
+        """The head is in: the body timer replaces the header timer."""
+        self._in_head = False
+        self._head_bytes = 0
+        self._arm(self.limits.body_timeout)
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        """The request is in: no timer until the next one starts."""
+        self._in_head = True
+        self._disarm()
+        super().on_message_complete()
+
+    def _arm(self, seconds: float) -> None:
+        self._disarm()
+        self._timer = self.loop.call_later(seconds, self._timed_out)
+
+    def _disarm(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def _send_431(self) -> None:
+        limit = self.limits.max_header_bytes
+        problem = Problem(HEADERS_TOO_LARGE, f"the request line and headers exceed {limit} bytes")
+        body = problem.body()
+        head = (
+            f"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+            f"content-type: {problem.response_headers()['content-type']}\r\n"
+            f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        ).encode()
+        self._in_head = False
+        self.transport.write(head + body)
+        self.transport.close()
+
+
+def guarded_protocol(limits: ConnectionLimits) -> type[GuardedHttpToolsProtocol]:
+    """The protocol class uvicorn instantiates per connection, with ``limits``."""
+    return type(
+        "GuardedHttpToolsProtocol",
+        (GuardedHttpToolsProtocol,),
+        {"limits": limits, "refusals": _RefusalLog()},
+    )

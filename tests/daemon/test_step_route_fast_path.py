@@ -26,6 +26,7 @@ from runtime.daemon._routes import Api
 from runtime.daemon._step_route import StepRoute
 
 MAX_BODY = 256
+JSON_TYPE = {"content-type": "application/json"}
 Scenario = Callable[[httpx.AsyncClient, str], Awaitable[Any]]
 
 
@@ -62,7 +63,9 @@ def test_fast_answer_is_byte_for_byte_the_litestar_handlers(tmp_path: Path) -> N
 def test_empty_and_null_bodies_step_with_the_defaults(tmp_path: Path) -> None:
     async def scenario(client: httpx.AsyncClient, session_id: str) -> list[httpx.Response]:
         path = f"/v1/sessions/{session_id}/step"
-        return [await client.post(path, content=b""), await client.post(path, content=b"null")]
+        empty = await client.post(path, content=b"")
+        null = await client.post(path, content=b"null", headers=JSON_TYPE)
+        return [empty, null]
 
     empty, null = _run(tmp_path, scenario)
     assert (empty.status_code, null.status_code) == (200, 200)
@@ -74,7 +77,7 @@ def test_bad_bodies_get_litestars_problems_and_run_no_step(tmp_path: Path) -> No
     async def scenario(client: httpx.AsyncClient, session_id: str) -> dict[str, Any]:
         path = f"/v1/sessions/{session_id}/step"
         return {
-            "malformed": await client.post(path, content=b"{not json"),
+            "malformed": await client.post(path, content=b"{not json", headers=JSON_TYPE),
             "unknown": await client.post(path, json={"inptu": "x"}),
             "mode": await client.post(path, json={"mode": "sideways"}),
             "large": await client.post(path, json={"input": "x" * (MAX_BODY * 2)}),
@@ -114,7 +117,9 @@ def test_unexpected_step_failure_is_a_logged_500_without_details(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     async def scenario(client: httpx.AsyncClient, session_id: str) -> httpx.Response:
-        return await client.post(f"/v1/sessions/{session_id}/step", content=b'{"input": 1}')
+        return await client.post(
+            f"/v1/sessions/{session_id}/step", content=b'{"input": 1}', headers=JSON_TYPE
+        )
 
     class Unexpected(Exception):
         pass
@@ -152,7 +157,7 @@ def test_well_formed_steps_never_reach_litestar_and_the_rest_do(tmp_path: Path) 
                 path = f"/v1/sessions/{session_id}/step"
                 answers = [
                     await client.post(path, json={"input": "fast"}),
-                    await client.post(path, content=b"{broken"),
+                    await client.post(path, content=b"{broken", headers=JSON_TYPE),
                     await client.get(path),
                 ]
             return [answer.status_code for answer in answers]
