@@ -17,6 +17,7 @@ committed snapshot and starts a new lineage.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import time
 import weakref
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pykka
+import structlog
 
 from actors._live_index import LiveEntry
 from actors._pinning import unserved
@@ -77,6 +79,11 @@ class _Running:
     future: Future[tuple[Session, StepResult]]
     timer: Timer | None
     started: float
+
+
+def _bound_in(context: contextvars.Context | None) -> dict[str, Any]:
+    """The structlog values bound in a caller's ``context`` (none without one)."""
+    return {} if context is None else context.run(structlog.contextvars.get_contextvars)
 
 
 def session_document(session: Session, history_tail: int) -> dict[str, Any]:
@@ -132,6 +139,7 @@ class SessionActor(DispatcherActor):
         self._lineage = 0
         self._seq = 0
         self._running: _Running | None = None
+        self._last_failure: dict[str, Any] | None = None  # what inspect shows
         # Created on first use, and a list rather than a deque (it is short: at
         # most max_pending): most live sessions are idle and never need one.
         self._stash: list[Step | Passivate] | None = None
@@ -364,12 +372,25 @@ class SessionActor(DispatcherActor):
         self._drain_stash()
 
     def _step_failed(self, message: Step, error: ActorflowError) -> None:
-        self._services.log.info(
+        # a task's own exception is the graph author's bug: error level, with its traceback
+        failed = error if isinstance(error, TaskFailed) else None
+        task = self._session.current_task if failed is None else failed.task_id
+        (self._services.log.info if failed is None else self._services.log.error)(
             "step_failed",
+            **_bound_in(message.caller_context),
             session_id=self._session_id,
+            task=task,
             error=type(error).__name__,
             detail=str(error),
+            **({} if failed is None else {"exc_info": failed}),
         )
+        cause = error if failed is None else failed.cause
+        self._last_failure = {
+            "type": type(cause).__name__,
+            "message": str(cause),
+            "task": task,
+            "time": self._services.clock(),
+        }
         self._answer(message, error)
 
     def _adopt(self, message: Step, new: Session, result: StepResult, now: float) -> None:
@@ -523,6 +544,7 @@ class SessionActor(DispatcherActor):
             "incarnation": entry.incarnation,
             "snapshot_bytes": size,
             "dirty": self._dirty,
+            "last_failure": self._last_failure,
         }
 
     def _snapshot(self, message: Snapshot) -> None:

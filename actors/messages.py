@@ -10,6 +10,7 @@ future through ``loop.call_soon_threadsafe``. Nobody blocks on a pykka future.
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -82,6 +83,9 @@ class Step:
     input: Any
     mode: StepMode
     reply: Reply
+    caller_context: contextvars.Context | None = None
+    """The caller's context variables (structlog's ``request_id``...), for the step's
+    failure log; copying them is O(1), reading them happens only when a step fails."""
     edit: Edit | None = None
 
 

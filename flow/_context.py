@@ -105,8 +105,10 @@ class ChatHistory:
         messages: list[ChatMessage] | None = None,
         max_messages: int | None = DEFAULT_MAX_MESSAGES,
     ) -> None:
-        if max_messages is not None and max_messages < 1:
-            raise InvalidInput(f"max_messages must be >= 1 or None, got {max_messages}")
+        if max_messages is not None and (
+            isinstance(max_messages, bool) or not isinstance(max_messages, int) or max_messages < 1
+        ):
+            raise InvalidInput(f"max_messages must be an int >= 1 or None, got {max_messages!r}")
         self.max_messages = max_messages
         self._messages: list[ChatMessage] = list(messages or [])
         self.total = len(self._messages)
@@ -236,11 +238,15 @@ class Context:
         return _copied(self._data[key])
 
     def set(self, key: str, value: Any) -> None:
-        """Store ``value`` under ``key``; raises ``InvalidInput`` if it is not msgpack-safe."""
+        """Store ``value`` under ``key``; raises ``InvalidInput`` if it is not msgpack-safe.
+
+        Tuples are stored as lists, as a snapshot reads them back: a session reads
+        the same whether or not it was passivated in between.
+        """
         if not isinstance(key, str):
             raise InvalidInput(f"context keys must be str, got {type(key).__name__}")
         check_value(key, value)
-        self._data[key] = _copied(value)
+        self._data[key] = _normalized(value)
         if self._touched is not None:
             self._touched.setdefault(key, False)
 
@@ -332,6 +338,15 @@ class Context:
 def _copied(value: Any) -> Any:
     """A deep copy of a container value; scalars are immutable and returned as is."""
     return copy.deepcopy(value) if isinstance(value, list | dict | tuple) else value
+
+
+def _normalized(value: Any) -> Any:
+    """A deep copy of ``value`` with every tuple turned into a list (msgpack's reading)."""
+    if isinstance(value, list | tuple):
+        return [_normalized(item) for item in value]
+    if isinstance(value, dict):
+        return {k: _normalized(item) for k, item in value.items()}
+    return value
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -2,10 +2,15 @@
 
 graph-flow hands every child the same shared context (the last writer wins);
 here each child gets ``ctx.copy()`` and only the recorded keys come back, in
-child order:
+child order, as graph-flow writes them:
 
-    ``<prefix>.<child_id>.response``, ``.status_message``, ``.next_action``
-    (the kind string; children's actions are otherwise ignored).
+    ``<prefix>.<child_id>.response`` (only when the child gave one),
+    ``<prefix>.<child_id>.status`` (only when it gave a status message),
+    ``<prefix>.<child_id>.next_action`` (graph-flow's spelling: ``End``,
+    ``GoTo("x")``; children's actions are otherwise ignored).
+
+The fan-out itself answers ``FanOutTask '<id>' completed N child task(s)``, with
+the same text as its status message.
 
 If any child raises, the fan-out raises ``TaskFailed`` naming the first failing
 child (in child order) and records nothing.
@@ -14,6 +19,7 @@ child (in child order) and records nothing.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Coroutine, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -128,7 +134,17 @@ class FanOutTask(Task):
             results.append(outcome)
         for kid, outcome in zip(self.children, results, strict=True):
             key = f"{self.prefix}.{kid.id}"
-            ctx.set(f"{key}.response", outcome.response)
-            ctx.set(f"{key}.status_message", outcome.status_message)
-            ctx.set(f"{key}.next_action", outcome.next_action.kind)
-        return TaskResult(None, self.next_action)
+            if outcome.response is not None:
+                ctx.set(f"{key}.response", outcome.response)
+            if outcome.status_message is not None:
+                ctx.set(f"{key}.status", outcome.status_message)
+            ctx.set(f"{key}.next_action", _graph_flow_spelling(outcome.next_action))
+        summary = f"FanOutTask {self.id!r} completed {len(results)} child task(s)"
+        return TaskResult(summary, self.next_action, summary)
+
+
+def _graph_flow_spelling(action: NextAction) -> str:
+    """``action`` as graph-flow's ``format!("{:?}", next_action)`` writes it."""
+    if action.task_id is not None:
+        return f"GoTo({json.dumps(action.task_id)})"
+    return repr(action).removeprefix("NextAction.")

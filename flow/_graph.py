@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+import structlog
+
 from flow._context import Context
 from flow._errors import GraphInvalid, TaskNotFound
 from flow._task import Task
@@ -23,6 +25,7 @@ from flow._task import Task
 __all__ = ["ConditionalEdge", "Edge", "Graph", "GraphBuilder", "Predicate"]
 
 Predicate = Callable[[Context], bool]
+_log = structlog.get_logger("actorflow.graph")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +70,7 @@ class Graph:
         "_hash_hex",
         "_id",
         "_plain",
+        "_record_input",
         "_start",
         "_tasks",
         "_version",
@@ -79,9 +83,12 @@ class Graph:
         edges: tuple[Edge | ConditionalEdge, ...],
         start: str,
         version: str | None = None,
+        *,
+        record_input: bool = True,
     ) -> None:
         """Internal: use ``GraphBuilder.build()``, which validates first."""
         self._id = graph_id
+        self._record_input = record_input
         self._tasks: Mapping[str, Task] = MappingProxyType(dict(tasks))
         self._edges = edges
         self._start = start
@@ -114,6 +121,11 @@ class Graph:
     def start(self) -> str:
         """The id of the start task."""
         return self._start
+
+    @property
+    def record_input(self) -> bool:
+        """Whether a step's str input goes into the chat history as a user message."""
+        return self._record_input
 
     @property
     def tasks(self) -> Mapping[str, Task]:
@@ -212,9 +224,14 @@ class GraphBuilder:
     The first task added is the start task unless ``start`` names another.
     ``version`` names this build of the graph (``GraphBuilder("support",
     version="2")``); without it the version is the structural hash.
+
+    ``record_input=False`` leaves the chat history to the tasks: a task ported from
+    graph-flow that records the user's message itself would otherwise record it twice.
     """
 
-    def __init__(self, graph_id: str, version: str | None = None) -> None:
+    def __init__(
+        self, graph_id: str, version: str | None = None, *, record_input: bool = True
+    ) -> None:
         if not isinstance(graph_id, str) or not graph_id:
             raise GraphInvalid(f"a graph id must be a non-empty str, got {graph_id!r}")
         if version is not None and (not isinstance(version, str) or not version):
@@ -223,6 +240,7 @@ class GraphBuilder:
             )
         self._id = graph_id
         self._version = version
+        self._record_input = bool(record_input)
         self._tasks: list[Task] = []
         self._edges: list[Edge | ConditionalEdge] = []
         self._start: str | None = None
@@ -264,10 +282,12 @@ class GraphBuilder:
 
         Raises:
             GraphInvalid: no tasks; a duplicate task id; an edge from or to an unknown
-                task; an unknown start task; a task unreachable from the start; two
-                plain edges out of one task; a plain and a conditional edge out of one
-                task; conditional edges out of one task with different "no" branches.
-                The message names the task.
+                task; an unknown start task; two plain edges out of one task; a plain
+                and a conditional edge out of one task; conditional edges out of one
+                task with different "no" branches.
+                The message names the task. A task no edge leads to from the start
+                is accepted (a ``GoTo`` may jump there) and logged as a warning,
+                ``graph_tasks_without_edge_in``.
         """
         gid = self._id
         if not self._tasks:
@@ -284,11 +304,17 @@ class GraphBuilder:
         reachable = self._reachable(start)
         unreachable = [tid for tid in tasks if tid not in reachable]
         if unreachable:
-            raise GraphInvalid(
-                f"graph {gid!r}: task {unreachable[0]!r} is unreachable from start task "
-                f"{start!r} (unreachable: {', '.join(map(repr, unreachable))})"
+            # a GoTo may be the only way in (menus jump so): warn, as graph-flow does
+            _log.warning(
+                "graph_tasks_without_edge_in",
+                graph=gid,
+                start=start,
+                tasks=unreachable,
+                hint="reachable only by NextAction.GoTo",
             )
-        return Graph(gid, tasks, tuple(self._edges), start, self._version)
+        return Graph(
+            gid, tasks, tuple(self._edges), start, self._version, record_input=self._record_input
+        )
 
     def _check_edges(self, tasks: Mapping[str, Task]) -> None:
         gid = self._id

@@ -131,7 +131,8 @@ def step(
         session: the committed session.
         input: this step's input: ``ctx.input`` for the tasks, stored under context key
             ``user_input`` when not None, and appended to the chat history as a user
-            message when it is a str.
+            message when it is a str (unless the graph was built with
+            ``record_input=False``).
         mode: ``"step"`` follows the tasks' actions; ``"run"`` keeps going after every
             move until the session waits for input, completes or cannot move.
         now: the time of the step, UNIX seconds (default: ``time.time()``).
@@ -224,7 +225,7 @@ class _StepRun:
         self.ctx.input = input
         if input is not None:
             self.ctx.set("user_input", input)
-        if isinstance(input, str):
+        if isinstance(input, str) and graph.record_input:
             self.ctx.chat_history.add_user(input)
         self.ran = 0
         self.last_task = session.current_task
@@ -265,12 +266,14 @@ class _StepRun:
                 missing = TaskNotFound(str(target), self.graph.id)
                 raise TaskFailed(t.id, missing, work.session_id) from missing
             moved = self._move_to(target)
-        else:
+        elif work.back_stack:
             work.status = SessionStatus.PAUSED
-            if work.back_stack:
-                work.current_task = work.back_stack.pop()
-                self.back_low = min(self.back_low, len(work.back_stack))
-                moved = True
+            work.current_task = work.back_stack.pop()
+            self.back_low = min(self.back_low, len(work.back_stack))
+            moved = True
+        else:
+            # GoBack with nowhere to go back to: stay and wait, as graph-flow does
+            work.status = SessionStatus.WAITING_FOR_INPUT
         if not moved:
             return None
         if action.kind != "continue_and_execute" and self.mode != "run":

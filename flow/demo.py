@@ -7,10 +7,13 @@
     greet -> classify --"refund" in input--> refund --"done"/"bye"--> done
                       \\--otherwise--------> faq    --"done"/"bye"--> done
 
-``greet`` says hello and moves on; ``classify`` waits for a request, then sends
-it to ``refund`` or ``faq`` in the same step; both wait for more input, go back
-to ``classify`` on "back" (which then waits for a new request), and finish in
-``done`` on "done" or "bye".
+``greet`` says hello. When the first step already carries a request ("I want a
+refund"), greet answers ``ContinueAndExecute``: ``classify`` runs in the same
+step on the same input, so the request is not lost. Without input it answers
+``Continue``: the session pauses at ``classify``, which runs on the next step.
+``classify`` sends a request to ``refund`` or ``faq`` in the same step; both wait
+for more input, go back to ``classify`` on "back" (which then waits for a new
+request), and finish in ``done`` on "done" or "bye".
 """
 
 from __future__ import annotations
@@ -49,7 +52,9 @@ def _reply(ctx: Context, response: str, action: NextAction) -> TaskResult:
 
 
 def _greet(ctx: Context) -> TaskResult:
-    return _reply(ctx, "Hello! I can help with refunds and questions.", NextAction.Continue)
+    # With a request already in hand, classify must see it now: run it in this step.
+    action = NextAction.ContinueAndExecute if _said(ctx) else NextAction.Continue
+    return _reply(ctx, "Hello! I can help with refunds and questions.", action)
 
 
 def _classify(ctx: Context) -> TaskResult:

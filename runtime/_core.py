@@ -8,6 +8,7 @@ how to wait: a sync caller blocks on a future, an async caller awaits one).
 
 from __future__ import annotations
 
+import contextvars
 import threading
 import time
 import weakref
@@ -40,6 +41,7 @@ from actors.messages import (
     Sweep,
     ViewSession,
 )
+from flow._context import DEFAULT_MAX_MESSAGES
 from flow._errors import (
     ActorflowError,
     InvalidInput,
@@ -293,7 +295,7 @@ class RuntimeCore:
                 raise InvalidInput(f"mode must be 'step' or 'run', got {mode!r}")
             if not isinstance(session_id, str):
                 raise SessionNotFound(str(session_id))
-            message = Step(session_id, input, mode, reply, edit)
+            message = Step(session_id, input, mode, reply, contextvars.copy_context(), edit)
             entry = self.index.send(
                 session_id,
                 message,
@@ -383,6 +385,9 @@ class RuntimeCore:
         owner: str,
         context: dict[str, Any] | None,
         client_addr: str | None,
+        *,
+        max_messages: int | None = DEFAULT_MAX_MESSAGES,
+        session_id_key: str | None = None,
         version: str | None = None,
     ) -> tuple[Session, Future[None]]:
         """Build a new session and queue its revision 0 (wait on the future for the commit)."""
@@ -396,7 +401,10 @@ class RuntimeCore:
             client_addr=client_addr,
             now=now,
             expires_at=now + self.config.session_ttl,
+            max_messages=max_messages,
         )
+        if session_id_key is not None:
+            session.context.set(session_id_key, session.session_id)
         return session, self.store.save(session, expected_revision=None)
 
     def load(self, session_id: str, owner: str | None) -> Session:

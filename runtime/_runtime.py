@@ -18,6 +18,7 @@ from types import TracebackType
 from typing import Any, Literal, Self
 
 from actors.messages import Edit
+from flow._context import DEFAULT_MAX_MESSAGES
 from flow._errors import InvalidInput
 from flow._graph import Graph
 from flow._session import Session
@@ -171,12 +172,24 @@ class Runtime(_Facade):
         owner: str,
         context: dict[str, Any] | None = None,
         client_addr: str | None = None,
+        max_messages: int | None = DEFAULT_MAX_MESSAGES,
+        session_id_key: str | None = None,
         version: str | None = None,
     ) -> str:
         """Create a session at its graph's start task; returns its id.
 
         Its revision 0 is committed to the store before this returns. The session
         is pinned to ``version`` (default: the newest version given).
+
+        Args:
+            graph_id: the graph to start.
+            owner: who owns the session.
+            context: initial context values (msgpack-safe).
+            client_addr: the creating client's address, if known.
+            max_messages: how many chat messages the session keeps (graph-flow's
+                ``with_max_chat_messages``; None: all).
+            session_id_key: a context key to store the new session's id under
+                (graph-flow services read it from ``session_id``).
 
         Raises:
             GraphNotFound: no graph ``graph_id``, or no such version served.
@@ -186,7 +199,15 @@ class Runtime(_Facade):
         core = self._core
         core.index.begin()
         try:
-            session, saved = core.new_session(graph_id, owner, context, client_addr, version)
+            session, saved = core.new_session(
+                graph_id,
+                owner,
+                context,
+                client_addr,
+                max_messages=max_messages,
+                session_id_key=session_id_key,
+                version=version,
+            )
             saved.result()
         finally:
             core.index.end()
@@ -515,13 +536,23 @@ class AsyncRuntime(_Facade):
         owner: str,
         context: dict[str, Any] | None = None,
         client_addr: str | None = None,
+        max_messages: int | None = DEFAULT_MAX_MESSAGES,
+        session_id_key: str | None = None,
         version: str | None = None,
     ) -> str:
         """Create a session; returns its id once revision 0 is committed (see ``Runtime``)."""
         core = self._core
         core.index.begin()
         try:
-            session, saved = core.new_session(graph_id, owner, context, client_addr, version)
+            session, saved = core.new_session(
+                graph_id,
+                owner,
+                context,
+                client_addr,
+                max_messages=max_messages,
+                session_id_key=session_id_key,
+                version=version,
+            )
             await asyncio.wrap_future(saved)
         finally:
             core.index.end()

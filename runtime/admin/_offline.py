@@ -106,7 +106,10 @@ def _graph_flow_document(session: Session) -> dict[str, Any]:
         "context": {
             "data": json_safe(session.context.to_dict()),
             "chat_history": {
-                "messages": [m.to_dict() for m in session.context.chat_history.messages],
+                "messages": [
+                    {**m.to_dict(), "role": m.role.capitalize()}  # serde's MessageRole::User
+                    for m in session.context.chat_history.messages
+                ],
                 "max_messages": session.context.chat_history.max_messages,
             },
         },

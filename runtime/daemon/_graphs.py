@@ -7,6 +7,9 @@ reload``, SIGHUP): only that module is re-executed, not the modules it imports.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
+import traceback
 from collections.abc import Sequence
 
 from flow import Graph
@@ -23,7 +26,10 @@ def _attr(ref: str, flag: str, reload: bool) -> object:
         if reload:
             module = importlib.reload(module)
     except Exception as exc:  # an import runs arbitrary code: report whatever it raised
-        raise ConfigError(f"{flag} {ref}: cannot import {module_name!r}: {exc}") from None
+        raise ConfigError(
+            f"{flag} {ref}: cannot import {module_name!r}: {_where(exc)}"
+            f"{type(exc).__name__}: {exc}"
+        ) from None
     try:
         return getattr(module, attr)
     except AttributeError:
@@ -42,9 +48,36 @@ def _load_one(ref: str, reload: bool = False) -> list[Graph]:
     )
 
 
+def _where(exc: BaseException) -> str:
+    """``file:line: `` of the user's code that failed, or "" when the module was not found.
+
+    The last traceback frame outside the import machinery is the line that raised;
+    a syntax error carries its own file and line.
+    """
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f"{exc.filename}:{exc.lineno}: "
+    frames = [
+        frame
+        for frame in traceback.extract_tb(exc.__traceback__)
+        if not frame.filename.startswith("<frozen importlib")
+        and frame.filename != __file__
+        and not frame.filename.endswith(f"{os.sep}importlib{os.sep}__init__.py")
+    ]
+    return f"{frames[-1].filename}:{frames[-1].lineno}: " if frames else ""
+
+
+def _import_from_working_directory() -> None:
+    """Put the current directory first on the import path, as ``python -m`` does."""
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+
+
 def load_graphs(refs: Sequence[str], *, reload: bool = False) -> list[Graph]:
     """Import every ``module:attr`` and return the graphs, in order.
 
+    The current directory is on the import path (as with ``python -m`` or
+    uvicorn's ``--app-dir``), so an app's own folder can serve its module.
     Several versions of one graph id may be served; the last one given is the
     default for new sessions.
 
@@ -52,6 +85,7 @@ def load_graphs(refs: Sequence[str], *, reload: bool = False) -> list[Graph]:
         ConfigError: a reference cannot be imported, is not a graph (or list of
             graphs), or two graphs share an id and a version.
     """
+    _import_from_working_directory()
     graphs: list[Graph] = []
     seen: dict[tuple[str, str], str] = {}
     for ref in refs:

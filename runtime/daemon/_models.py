@@ -41,11 +41,17 @@ StepMode = Literal["step", "run"]
 OnBusy = Literal["enqueue", "reject"]
 
 
+#: The most chat messages a session created over HTTP may keep (its snapshot's bound).
+MAX_CHAT_MESSAGES = 10_000
+
+
 class CreateSessionRequest(msgspec.Struct, forbid_unknown_fields=True):
-    """``POST /v1/sessions``: the graph to start, and optional initial context."""
+    """``POST /v1/sessions``: the graph to start, optional initial context, and how
+    many chat messages the session keeps (graph-flow's ``with_max_chat_messages``)."""
 
     graph: GraphId
     context: dict[str, Any] | None = None
+    max_messages: Annotated[int, msgspec.Meta(ge=1, le=MAX_CHAT_MESSAGES)] = 1000
     version: Version | None = None
 
 

@@ -178,6 +178,7 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
             owner=user,
             context=data.context,
             client_addr=_client_addr(request),
+            max_messages=data.max_messages,
             version=data.version,
         )
         request_info(request.scope).session_id = session_id
@@ -269,8 +270,9 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
         status_code=200,
         summary="graph-flow's execute: one step with content as input",
         description=(
-            "Without session_id, creates a session of the default graph first. The content "
-            "is the step's input (stored in context key user_input)."
+            "Without session_id, creates a session of the default graph first, with its id "
+            "in context key session_id. The content is the step's input (stored in context "
+            "key user_input)."
         ),
         responses=_problems(*_STEPPING),
         security=SECURITY,
@@ -284,7 +286,10 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
         session_id = data.session_id
         if session_id is None:
             session_id = await runtime.create_session(
-                api.default_graph, owner=user, client_addr=_client_addr(request)
+                api.default_graph,
+                owner=user,
+                client_addr=_client_addr(request),
+                session_id_key="session_id",  # graph-flow's services read it there
             )
         info.session_id = session_id
         result = await api.run_step(session_id, user, data.content)

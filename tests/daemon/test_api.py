@@ -7,7 +7,7 @@ import stat
 import uuid
 
 import httpx
-from daemon_harness import Daemon, StartDaemon, assert_problem, create
+from daemon_harness import Daemon, StartDaemon, assert_problem, create, wait_for
 
 from runtime.admin import AdminClient
 
@@ -123,6 +123,20 @@ def test_execute_creates_a_session_then_continues_it(api: httpx.Client) -> None:
     session = api.get(f"/v1/sessions/{body['session_id']}").json()
     assert session["context"]["user_input"] == "more"
     assert session["context"]["count"] == 2
+    assert session["context"]["session_id"] == body["session_id"]  # as graph-flow's service
+
+
+def test_create_session_sets_the_chat_history_limit(api: httpx.Client) -> None:
+    created = api.post("/v1/sessions", json={"graph": "echo", "max_messages": 2})
+    assert created.status_code == 201, created.text
+    session_id = created.json()["session_id"]
+    for said in ("one", "two"):
+        api.post(f"/v1/sessions/{session_id}/step", json={"input": said})
+    history = api.get(f"/v1/sessions/{session_id}").json()["chat_history"]
+    assert [m["content"] for m in history] == ["two", "echo: two"]
+    for bad in (0, 10_001, "many"):
+        body = {"graph": "echo", "max_messages": bad}
+        assert_problem(api.post("/v1/sessions", json=body), 422, "invalid-request")
 
 
 def test_execute_with_an_unknown_session_is_404(api: httpx.Client) -> None:
@@ -266,6 +280,26 @@ def test_task_that_raises_is_500_task_failed_and_the_session_is_unchanged(
     after = api.get(f"/v1/sessions/{session_id}").json()
     assert after["revision"] == before["revision"]
     assert after["context"] == before["context"]
+
+
+def test_a_failed_task_is_logged_at_error_with_traceback_task_and_request_id(
+    api: httpx.Client, shared_daemon: Daemon
+) -> None:
+    session_id = create(api, "boom")
+    request_id = f"debug-{uuid.uuid4().hex}"
+    response = api.post(
+        f"/v1/sessions/{session_id}/step", json={"input": "x"}, headers={"x-request-id": request_id}
+    )
+    assert response.status_code == 500
+
+    def logged() -> list[str]:
+        return [x for x in shared_daemon.log_lines() if request_id in x and "step_failed" in x]
+
+    wait_for(lambda: bool(logged()), what="the step_failed line")
+    [failed] = [json.loads(line) for line in logged()]
+    assert (failed["level"], failed["task"], failed["session_id"]) == ("error", "boom", session_id)
+    assert "ValueError: boom on purpose" in failed["exception"]
+    assert "graphs_for_tests.py" in failed["exception"]  # the author's own file and line
 
 
 def test_body_over_the_limit_is_413(start_daemon: StartDaemon) -> None:

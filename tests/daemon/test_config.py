@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -159,3 +161,42 @@ def test_graph_refs_load_one_graph_or_a_list() -> None:
 def test_bad_graph_refs_are_config_errors(refs: list[str], fragment: str) -> None:
     with pytest.raises(ConfigError, match=fragment):
         load_graphs(refs)
+
+
+APP = """
+from flow import FunctionTask, GraphBuilder, TaskResult
+
+GRAPHS = [GraphBuilder("{name}").add_task(FunctionTask("t", lambda ctx: TaskResult())).build()]
+"""
+
+
+@pytest.fixture
+def app_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An app's own folder as the working directory; its modules are forgotten after."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    before = set(sys.modules)
+    yield tmp_path
+    for name in set(sys.modules) - before:
+        del sys.modules[name]
+
+
+def test_graphs_load_from_the_working_directory(app_dir: Path) -> None:
+    (app_dir / "supportapp_cwd.py").write_text(APP.format(name="mine"))
+    assert [g.id for g in load_graphs(["supportapp_cwd:GRAPHS"])] == ["mine"]
+
+
+def test_a_failing_import_inside_the_users_module_names_its_file_and_line(app_dir: Path) -> None:
+    app = app_dir / "supportapp_broken.py"
+    app.write_text("import os\n\nimport not_installed_anywhere\n" + APP.format(name="x"))
+    with pytest.raises(ConfigError) as info:
+        load_graphs(["supportapp_broken:GRAPHS"])
+    assert f"{app}:3: ModuleNotFoundError" in str(info.value)
+    assert "not_installed_anywhere" in str(info.value)
+
+
+def test_a_syntax_error_in_the_users_module_names_its_file_and_line(app_dir: Path) -> None:
+    app = app_dir / "supportapp_syntax.py"
+    app.write_text("x = 1\ndef broken(:\n")
+    with pytest.raises(ConfigError, match=rf"{re.escape(str(app))}:2: SyntaxError"):
+        load_graphs(["supportapp_syntax:GRAPHS"])

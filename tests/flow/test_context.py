@@ -7,7 +7,18 @@ from datetime import datetime
 
 import pytest
 
-from flow import ChatHistory, Context, InvalidInput
+from flow import (
+    ChatHistory,
+    Context,
+    FunctionTask,
+    GraphBuilder,
+    InvalidInput,
+    TaskResult,
+    new_session,
+)
+from flow._codec import decode, encode
+
+GRAPH = GraphBuilder("g").add_task(FunctionTask("t", lambda ctx: TaskResult())).build()
 
 
 @pytest.mark.parametrize(
@@ -148,3 +159,17 @@ def test_chat_history_rejects_unknown_roles_and_non_str_content() -> None:
         history.add("robot", "x")  # type: ignore[arg-type]
     with pytest.raises(InvalidInput, match="content must be str"):
         history.add_user(3)  # type: ignore[arg-type]
+
+
+def test_tuples_are_stored_as_lists_as_a_snapshot_reads_them_back() -> None:
+    ctx = Context({"pair": (1, (2, "x"))})
+    ctx.set("nested", {"t": ((1,), [2])})
+    assert ctx.get("pair") == [1, [2, "x"]]
+    assert ctx.get("nested") == {"t": [[1], [2]]}
+    assert ctx == decode(encode(new_session(GRAPH, owner="a", context=ctx))).context
+
+
+def test_chat_history_limit_must_be_a_positive_int_or_none() -> None:
+    for bad in (0, True, 2.5, "10"):
+        with pytest.raises(InvalidInput, match="max_messages must be an int >= 1 or None"):
+            ChatHistory(max_messages=bad)  # type: ignore[arg-type]

@@ -50,6 +50,16 @@ def test_support_routes_a_refund_request_and_ends_on_done() -> None:
         step(support, session, "hello?")
 
 
+def test_support_answers_a_request_that_comes_with_the_first_message() -> None:
+    session, result = step(support, new_session(support, owner="alice"), "I want a refund")
+    assert (result.task, result.status) == ("refund", SessionStatus.WAITING_FOR_INPUT)
+    assert result.responses[0].startswith("Hello!")
+    assert result.response == (
+        "I have opened a refund for: I want a refund. Say 'back' for something else, or 'done'."
+    )
+    assert session.context.get("request") == "I want a refund"
+
+
 def test_support_sends_other_requests_to_faq_and_goes_back_on_back() -> None:
     session = new_session(support, owner="alice")
     session, _ = step(support, session)

@@ -52,8 +52,8 @@ def test_sync_children_really_run_at_the_same_time() -> None:
     assert (result.status, result.next_task) == (SessionStatus.PAUSED, "after")
     ctx = session.context
     assert ctx.get("fanout.a.response") == "a done"
-    assert ctx.get("fanout.b.status_message") == "b ok"
-    assert ctx.get("fanout.c.next_action") == "wait_for_input"
+    assert ctx.get("fanout.b.status") == "b ok"
+    assert ctx.get("fanout.c.next_action") == "WaitForInput"
 
 
 def test_async_and_sync_children_overlap_from_step() -> None:
@@ -147,10 +147,8 @@ def test_records_are_written_in_child_order_whatever_order_children_finish() -> 
     assert session.context.keys() == [
         "base",
         "res.a.response",
-        "res.a.status_message",
         "res.a.next_action",
         "res.b.response",
-        "res.b.status_message",
         "res.b.next_action",
     ]
 
@@ -221,7 +219,9 @@ def test_fanouts_nest() -> None:
     graph = fanout_graph(outer)
     session, _ = step(graph, fresh(graph))
     assert session.context.get("fanout.side.response") == "side"
-    assert session.context.get("fanout.inner.next_action") == "continue"
+    assert session.context.get("fanout.inner.next_action") == "Continue"
+    summary = "FanOutTask 'inner' completed 1 child task(s)"
+    assert session.context.get("fanout.inner.response") == summary
     assert not session.context.contains("in.leaf.response")
 
 
@@ -235,3 +235,21 @@ def test_fanout_rejects_no_children_duplicates_and_an_empty_prefix() -> None:
         FanOutTask("fan", [child], prefix="")
     with pytest.raises(TypeError, match="must be Tasks"):
         FanOutTask("fan", [lambda ctx: TaskResult()])  # type: ignore[list-item]
+
+
+def test_fanout_records_keys_as_graph_flow_writes_them() -> None:
+    children = [
+        FunctionTask("quiet", lambda ctx: TaskResult(None, NextAction.End)),
+        FunctionTask("jump", lambda ctx: TaskResult("went", NextAction.GoTo("x"), "jumped")),
+    ]
+    fan = FanOutTask("fan", children)
+    graph = fanout_graph(fan)
+    session, result = step(graph, fresh(graph))
+    ctx = session.context
+    assert not ctx.contains("fanout.quiet.response")
+    assert not ctx.contains("fanout.quiet.status")
+    assert ctx.get("fanout.quiet.next_action") == "End"
+    assert ctx.get("fanout.jump.response") == "went"
+    assert ctx.get("fanout.jump.status") == "jumped"
+    assert ctx.get("fanout.jump.next_action") == 'GoTo("x")'
+    assert result.responses[0] == "FanOutTask 'fan' completed 2 child task(s)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+import structlog
 
 from flow import (
     Context,
@@ -12,8 +13,11 @@ from flow import (
     Graph,
     GraphBuilder,
     GraphInvalid,
+    NextAction,
     TaskNotFound,
     TaskResult,
+    new_session,
+    step,
 )
 
 
@@ -71,9 +75,15 @@ def test_build_rejects_a_conditional_edge_to_an_unknown_task() -> None:
         builder.add_conditional_edge("a", is_yes, "b", "ghost").build()
 
 
-def test_build_rejects_a_task_unreachable_from_the_start() -> None:
-    with pytest.raises(GraphInvalid, match="task 'island' is unreachable"):
-        line("a", "b").add_task(t("island")).build()
+def test_a_task_only_a_goto_reaches_is_built_with_a_warning() -> None:
+    menu = FunctionTask("menu", lambda ctx: TaskResult(None, NextAction.GoTo("island")))
+    with structlog.testing.capture_logs() as logs:
+        builder = GraphBuilder("g").add_task(menu).add_task(t("b")).add_task(t("island"))
+        graph = builder.add_edge("menu", "b").build()
+    assert [e["event"] for e in logs] == ["graph_tasks_without_edge_in"]
+    assert logs[0]["tasks"] == ["island"]
+    session, _ = step(graph, new_session(graph, owner="alice"))
+    assert session.current_task == "island"
 
 
 def test_both_branches_of_a_conditional_edge_count_as_reachable() -> None:

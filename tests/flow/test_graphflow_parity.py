@@ -184,7 +184,7 @@ def test_goto_an_unknown_task_fails_with_task_not_found_and_changes_nothing() ->
     assert session.context.chat_history.messages == []
 
 
-def test_goback_returns_across_several_hops_then_stays_when_the_stack_is_empty() -> None:
+def test_goback_returns_across_several_hops_then_waits_when_the_stack_is_empty() -> None:
     log: Log = []
 
     def go(ctx: Context) -> TaskResult:
@@ -212,8 +212,11 @@ def test_goback_returns_across_several_hops_then_stays_when_the_stack_is_empty()
         visited.append(session.current_task)
     assert visited == ["c", "b", "a"]
     assert session.back_stack == []
+    log.clear()
     session, result = step(graph, session, "back")
-    assert (session.current_task, result.status) == ("a", SessionStatus.PAUSED)
+    assert (session.current_task, result.status) == ("a", SessionStatus.WAITING_FOR_INPUT)
+    session, _ = step(graph, session, "next")
+    assert (log, session.current_task) == (["a", "a"], "b")
 
 
 def test_goback_after_a_goto_returns_to_the_task_that_jumped() -> None:

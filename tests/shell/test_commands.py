@@ -104,3 +104,14 @@ def test_session_documents_show_dates_history_and_no_nulls() -> None:
     assert "ROLE" in text
     assert time.strftime("%Y-%m-%d", time.localtime(1_700_000_000.0)) in text
     assert "null" not in text
+
+
+def test_inspect_shows_the_sessions_last_failure() -> None:
+    console = Console(width=200, color_system=None, record=True)
+    failure = {"type": "ValueError", "message": "bad order id", "task": "refund", "time": 1e9}
+    console.print(render_result("inspect", {"session_id": "abcd", "last_failure": failure}))
+    text = console.export_text()
+    assert "last_failure" in text
+    assert "ValueError" in text
+    assert "bad order id" in text
+    assert "refund" in text
