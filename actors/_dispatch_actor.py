@@ -20,6 +20,7 @@ from pykka.messages import _ActorStop
 
 from actors._dispatch_flag import StopFlag
 from actors._dispatch_mailbox import Mailbox
+from actors._ownership import turn_begins, turn_ends
 
 if TYPE_CHECKING:
     from actors._dispatch_pool import Dispatcher
@@ -131,6 +132,7 @@ class DispatcherActor(pykka.Actor):
         """
         inbox = self.actor_inbox
         stopped = self.actor_stopped
+        previous = turn_begins(self)
         try:
             if not self._dispatch_started:
                 self._dispatch_started = True
@@ -152,6 +154,7 @@ class DispatcherActor(pykka.Actor):
             stopped.set()
             self._dispatch_close()
         finally:
+            turn_ends(previous)
             inbox.end_turn()
 
     def _dispatch_envelope(self, envelope: Envelope[Any]) -> None:

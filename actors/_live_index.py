@@ -28,6 +28,12 @@ __all__ = ["LiveEntry", "LiveIndex"]
 class LiveEntry:
     """One live session actor and what the runtime tracks about it.
 
+    Threads: ``pending``, ``requests`` and ``last_used`` are written only under
+    the index lock. ``status`` through ``snapshot_bytes`` and
+    ``current_step_task`` are written only by the session's actor, in its turn;
+    other threads read them as plain values (a possibly stale one is fine
+    there) or under the lock after the actor's answer (see ``finish``).
+
     Attributes:
         session_id: the session.
         ref: the actor (set once it is spawned, before the entry is added).
@@ -42,7 +48,6 @@ class LiveEntry:
         status, current_task, revision, request_count, expires_at: as of the
             last adopted step (written by the actor).
         snapshot_bytes: size of the last snapshot the actor encoded (0: none yet).
-        state: ``idle``, ``running`` or ``stopping``.
         current_step_task: the task a running step started at, else None.
         activated_at: clock time of the activation.
         reason: why the session is live (``activated by step``...).
@@ -64,7 +69,6 @@ class LiveEntry:
     graph_version: str = ""
     pending: int = 0
     snapshot_bytes: int = 0
-    state: str = "idle"
     current_step_task: str | None = None
     requests: int = field(default=0)
 
@@ -73,7 +77,9 @@ class LiveIndex:
     """Thread-safe map of session id to ``LiveEntry``, in least-recently-used order.
 
     ``in_flight`` counts every request any caller is waiting on (steps and
-    others), so that closing the runtime can wait for them to drain.
+    others), so that closing the runtime can wait for them to drain: a step
+    from `send` to `finish` (or its reply, while it is being activated), any
+    other request from `begin` to `end`.
     """
 
     def __init__(self) -> None:
@@ -106,8 +112,9 @@ class LiveIndex:
         """Send ``message`` to the live actor of ``session_id``; None if it is not live.
 
         For a step (``step=True``) the entry's ``pending`` count is raised and
-        checked against ``max_pending`` and ``reject_if_busy`` first, and its
-        ``last_used`` set to ``now``.
+        checked against ``max_pending`` and ``reject_if_busy`` first, its
+        ``last_used`` set to ``now``, and the step counted in ``in_flight``
+        until `finish` (or `release`): one lock per step each way.
 
         Raises:
             SessionNotFound: ``owner`` is given and is not the session's owner.
@@ -138,16 +145,19 @@ class LiveIndex:
                 if step:
                     entry.pending -= 1
                 return None
+            if step:
+                self.in_flight += 1
             return entry
 
     def finish(self, entry: LiveEntry, *, failed: bool) -> None:
-        """Account for one answered step of ``entry`` (its caller's reply ends ``in_flight``)."""
+        """Account for one answered step of ``entry`` (it leaves ``in_flight``)."""
         with self.lock:
             entry.pending -= 1
             if failed:
                 self.errors += 1
             else:
                 self.steps += 1
+            self._ended(1)
 
     def release(self, entry: LiveEntry, n: int) -> None:
         """Take ``n`` steps off ``entry``'s pending count without answering them.
@@ -157,18 +167,23 @@ class LiveIndex:
         """
         with self.lock:
             entry.pending -= n
+            self._ended(n)
 
     def begin(self) -> None:
-        """Count one more request a caller waits on."""
+        """Count one more request a caller waits on (steps are counted by `send`)."""
         with self.lock:
             self.in_flight += 1
 
     def end(self) -> None:
         """A request counted by ``begin`` was answered."""
         with self.lock:
-            self.in_flight -= 1
-            if self.in_flight == 0:
-                self.changed.notify_all()
+            self._ended(1)
+
+    def _ended(self, n: int) -> None:
+        """Under the lock: ``n`` requests left ``in_flight``."""
+        self.in_flight -= n
+        if self.in_flight == 0:
+            self.changed.notify_all()
 
     def wait_drained(self, timeout: float) -> bool:
         """Wait until no request is in flight; False if ``timeout`` passed first."""
@@ -229,7 +244,6 @@ class LiveIndex:
             if not when(entry):
                 return None
             del self._entries[session_id]
-            entry.state = "stopping"
             self._stopping[session_id] = entry.incarnation
             return entry
 

@@ -20,6 +20,7 @@ import structlog
 from actors._live_index import LiveIndex
 from actors._timers import Timers
 from flow._graph import Graph
+from flow._idempotency import KeyRetention
 from flow._versions import GraphRegistry
 from flow.stores._protocol import SessionStore
 
@@ -44,6 +45,8 @@ class Settings:
     durability: Literal["fsync", "commit", "passivate"] = "fsync"
     max_chain: int = 1000
     sweep_batch: int = 1000
+    max_session_bytes: int = 8 * 1024 * 1024
+    key_retention: KeyRetention = field(default_factory=KeyRetention)
 
 
 class Counters:
@@ -79,8 +82,9 @@ class ActorServices:
         clock: wall clock (epoch seconds), replaceable in tests.
         counters: activation/passivation/... counts.
         supervisor: the supervisor's ref (set once it has started).
-        loader: reads snapshots for activations, so that the supervisor never
-            waits on the store (default: the task pool).
+        store_pool: the supervisor's own small pool for store I/O (reads,
+            expiry scans and deletes, mark-error saves), so that it never waits
+            on the store; never the user task pool.
         log: the logger every actor logs with (bound when the runtime opens, so
             that a level filter configured by the entry point makes filtered
             calls nearly free).
@@ -95,9 +99,9 @@ class ActorServices:
     loop: asyncio.AbstractEventLoop
     timers: Timers
     clock: Callable[[], float]
+    store_pool: Executor
     counters: Counters = field(default_factory=Counters)
     supervisor: pykka.ActorRef[Any] | None = None
-    loader: Executor | None = None
     log: Any = field(default_factory=lambda: structlog.get_logger("actorflow").bind())
     _inline: dict[tuple[str, str], tuple[Graph, bool]] = field(default_factory=dict)
 

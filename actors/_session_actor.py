@@ -1,38 +1,46 @@
-"""SessionActor: one live session, one step at a time.
+"""SessionActor: one live session, one step at a time, as an explicit state machine.
 
-The actor owns its session's in-memory state. A step whose graph is
-non-blocking runs inline on the dispatcher thread; otherwise a sync task runs on
-the task pool and an async one on the runtime's event loop, and the completion
-comes back as a ``TaskDone`` message while later requests wait in the stash.
+Threads: every method of the actor runs in its own turn on a dispatcher worker
+(see `actors._ownership`). The store writer, the task pool, the event loop and
+the timer thread never touch its fields: a completion comes back as a message
+(``TaskDone``, ``StepDeadline``, ``CommitFailed``) and a commit answers its step
+through free functions of `actors._commit_pipeline`.
+
+States (`ActorState`, changed only in `SessionActor._become`):
+
+- ``idle``: ready for the next step (its previous commit may still be in
+  flight: commits are pipelined, so the actor never waits for the disk);
+- ``running``: a step runs off the actor (`StepRunner`); later requests wait
+  in the stash (an edit from outside, ``Step.edit``, runs in the actor's turn
+  and never enters this state, but waits behind a running step like any step);
+- ``stopping``: told to stop; it stops once its last save is done;
+- ``crashed``: an unexpected exception; requests are stashed until the
+  supervisor retires it and hands them to the next incarnation.
 
 After a step the actor adopts the new session at once (the next request runs on
-it), hands the snapshot to the store and answers the caller from the save
-future's callback, after the commit that holds it; it does not wait for the
-disk. Saves are compare-and-set against the previous revision, so when one
-commit fails every later save of the same lineage fails too and no caller is
-told "ok" for a snapshot that was not committed; the actor then reloads its last
-committed snapshot and starts a new lineage.
+it) and hands it to its `CommitPipeline`, which answers the caller after the
+commit that holds it.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
+import dataclasses
+import enum
 import functools
 import time
-import weakref
-from collections.abc import Callable
 from concurrent.futures import Future
-from dataclasses import dataclass
 from typing import Any
 
-import pykka
 import structlog
+from pykka.messages import _ActorStop
 
+from actors._commit_pipeline import CommitPipeline, answer_step
 from actors._live_index import LiveEntry
-from actors._pinning import unserved
+from actors._ownership import Owned
 from actors._services import ActorServices
-from actors._timers import Timer
+from actors._size_guard import SizeGuard
+from actors._step_runner import RunningStep, StepRunner, tell
 from actors.dispatcher import DispatcherActor
 from actors.messages import (
     ActorCrashed,
@@ -43,7 +51,6 @@ from actors.messages import (
     Inspect,
     Kill,
     Passivate,
-    PassivateRequest,
     Retire,
     Snapshot,
     Step,
@@ -55,35 +62,58 @@ from flow._codec import encode
 from flow._edit import edit, unchanged
 from flow._errors import (
     ActorflowError,
-    SessionNotFound,
+    IdempotencyKeyReused,
     StepTimeout,
     StoreUnavailable,
     TaskFailed,
 )
 from flow._graph import Graph
+from flow._idempotency import KeyEntry, KeyTable
 from flow._session import Session, SessionMetadata, SessionStatus
-from flow._step import StepResult, astep, step
-from flow._task import is_async_task
+from flow._step import StepResult
 from flow._versions import upgrade_to
 
-__all__ = ["SessionActor", "session_document"]
+__all__ = ["ActorState", "SessionActor", "session_document"]
 
 
-@dataclass(slots=True)
-class _Running:
-    """A step running off the actor (task pool or event loop)."""
+class ActorState(enum.Enum):
+    """What a session actor is doing (see the module docstring)."""
 
-    seq: int
-    step: Step
-    lineage: int
-    future: Future[tuple[Session, StepResult]]
-    timer: Timer | None
-    started: float
+    IDLE = "idle"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    CRASHED = "crashed"
 
 
 def _bound_in(context: contextvars.Context | None) -> dict[str, Any]:
     """The structlog values bound in a caller's ``context`` (none without one)."""
     return {} if context is None else context.run(structlog.contextvars.get_contextvars)
+
+
+def _answer_replay(
+    services: ActorServices,
+    entry: LiveEntry,
+    message: Step,
+    result: StepResult,
+    future: Future[None],
+) -> None:
+    """Answer a replayed step once the save of the newest keyed step is done (any thread).
+
+    That save follows the replayed step's (compare-and-set), so its success is
+    the replayed step's too.
+    """
+    error = future.exception()
+    answer_step(
+        services,
+        entry,
+        message,
+        result
+        if error is None
+        else StoreUnavailable(
+            f"session {message.session_id!r}: the step this key names may not be "
+            f"committed ({error}); retry with the same key"
+        ),
+    )
 
 
 def session_document(session: Session, history_tail: int) -> dict[str, Any]:
@@ -113,7 +143,7 @@ def session_document(session: Session, history_tail: int) -> dict[str, Any]:
     }
 
 
-class SessionActor(DispatcherActor):
+class SessionActor(DispatcherActor, Owned):
     """The actor of one live session (started by the supervisor, never directly).
 
     Args:
@@ -130,32 +160,34 @@ class SessionActor(DispatcherActor):
         self._services = services
         self._settings = services.settings
         self._session = session
-        self._graph = graph
-        self._inline = services.runs_inline(graph)
         self._entry = entry
         self._session_id = session.session_id
-        self._stored_revision: int | None = session.revision
+        self._state = ActorState.IDLE
+        self._runner = StepRunner(services, graph, self.actor_ref)
+        self._commits = CommitPipeline(services, session, entry, self.actor_ref)
+        self._size = SizeGuard(services.settings.max_session_bytes)
         self._dirty = False
-        self._lineage = 0
         self._seq = 0
-        self._running: _Running | None = None
+        self._running: RunningStep | None = None
         self._last_failure: dict[str, Any] | None = None  # what inspect shows
         # Created on first use, and a list rather than a deque (it is short: at
         # most max_pending): most live sessions are idle and never need one.
         self._stash: list[Step | Passivate] | None = None
         self._current: Step | None = None
-        # Weak: a committed save's future is dropped by the store, and an idle actor
-        # should not keep it (and its condition variable) alive.
-        self._last_save: weakref.ref[Future[None]] | None = None
-        self._stopping = False
         self._crashed: BaseException | None = None
         self._handover: list[Step] | None = None
+        # the save of the newest keyed step, until a replay finds it committed
+        self._unconfirmed: Future[None] | None = None
+
+    def _become(self, state: ActorState) -> None:
+        """The one place the actor's state changes."""
+        self._state = state
 
     # --- message handling ---------------------------------------------------------
 
     def on_receive(self, message: Any) -> Any:
         """Handle one message; an unexpected exception becomes a supervised crash."""
-        if self._crashed is not None:
+        if self._state is ActorState.CRASHED:
             self._on_message_while_crashed(message)
             return None
         try:
@@ -173,7 +205,7 @@ class SessionActor(DispatcherActor):
 
     def _handle(self, message: Any) -> None:
         if isinstance(message, Step):
-            if self._running is not None or self._stash:
+            if self._state is ActorState.RUNNING or self._stash:
                 self._stash_push(message)
             else:
                 self._start_step(message)
@@ -205,7 +237,7 @@ class SessionActor(DispatcherActor):
     # --- steps -----------------------------------------------------------------------
 
     def _start_step(self, message: Step) -> None:
-        if self._stopping:
+        if self._state is ActorState.STOPPING:
             # Unreachable by the index's ordering (no step is sent to an actor after
             # it is told to stop); if it ever happens, the caller must not hang.
             self._answer(
@@ -214,12 +246,14 @@ class SessionActor(DispatcherActor):
             )
             return
         self._current = message
-        session = self._session
         if message.edit is not None:
             self._edit(message, message.edit)
             return
+        if message.key is not None and self._replayed(message):
+            return
+        session = self._session
         if session.status is SessionStatus.ERROR:
-            self._answer(
+            self._step_failed(
                 message,
                 TaskFailed(
                     session.current_task,
@@ -231,57 +265,25 @@ class SessionActor(DispatcherActor):
             )
             return
         now = self._services.clock()
-        task = self._graph.tasks.get(session.current_task)
-        run_step = functools.partial(
-            step,
-            self._graph,
-            session,
-            message.input,
-            mode=message.mode,
-            now=now,
-            max_chain=self._settings.max_chain,
-            run_async=self._services.run_async,
-        )
-        if self._inline or task is None:
-            try:
-                new, result = run_step()
-            except ActorflowError as exc:
-                self._step_failed(message, exc)
-                return
-            except BaseException as exc:  # a task's SystemExit & co. are its failure, not ours
-                self._step_failed(message, TaskFailed(session.current_task, exc, self._session_id))
-                return
-            self._adopt(message, new, result, now)
-            return
         self._seq += 1
-        seq = self._seq
-        if is_async_task(task):
-            future: Future[tuple[Session, StepResult]] = asyncio.run_coroutine_threadsafe(
-                astep(
-                    self._graph,
-                    session,
-                    message.input,
-                    mode=message.mode,
-                    now=now,
-                    max_chain=self._settings.max_chain,
-                    run_blocking=self._run_blocking,
-                ),
-                self._services.loop,
-            )
-        else:
-            future = self._services.task_pool.submit(run_step)
-        timer = self._services.timers.call_later(
-            self._settings.step_timeout, functools.partial(self._tell_self, StepDeadline(seq))
-        )
-        self._running = _Running(seq, message, self._lineage, future, timer, time.monotonic())
-        self._current = None
-        self._entry.state = "running"
-        self._entry.current_step_task = session.current_task
-        future.add_done_callback(lambda f: self._tell_self(TaskDone(seq, f)))
+        try:
+            outcome = self._runner.run(session, message, now, self._seq, self._commits.lineage)
+        except BaseException as exc:  # a task's SystemExit & co. are its failure, not ours
+            self._step_failed(message, self._as_step_error(exc))
+            return
+        if isinstance(outcome, RunningStep):
+            self._running = outcome
+            self._current = None
+            self._become(ActorState.RUNNING)
+            self._entry.current_step_task = session.current_task
+            return
+        new, result = outcome
+        self._adopt(message, new, result, now)
 
     def _edit(self, message: Step, change: Edit) -> None:
         """Apply a repair from outside as one new revision (in this turn; no task runs)."""
         now = self._services.clock()
+        graph = self._runner.graph
         try:
             if change.migrate_to is not None:
                 graph, migrated = upgrade_to(
@@ -291,12 +293,9 @@ class SessionActor(DispatcherActor):
                     self._answer(message, unchanged(self._session))
                     return
                 new, result = migrated, unchanged(migrated)
-                self._graph = graph
-                self._inline = self._services.runs_inline(graph)
-                self._entry.graph_version = graph.version
             else:
                 new, result = edit(
-                    self._graph,
+                    graph,
                     self._session,
                     set=change.set,
                     unset=change.unset,
@@ -311,28 +310,36 @@ class SessionActor(DispatcherActor):
             "session_edited", session_id=self._session_id, by=change.by, revision=new.revision
         )
         self._adopt(message, new, result, now)
+        if self._session is new and graph is not self._runner.graph:
+            self._use_graph(graph)
 
-    async def _run_blocking(self, fn: Callable[..., Any], *args: Any) -> Any:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._services.task_pool, functools.partial(fn, *args))
+    def _use_graph(self, graph: Graph) -> None:
+        """Run the session's later steps on ``graph`` (another version of its graph)."""
+        self._runner = StepRunner(self._services, graph, self.actor_ref)
+        self._entry.graph_version = graph.version
 
-    def _tell_self(self, message: Any) -> None:
-        try:
-            self.actor_ref.tell(message)
-        except pykka.ActorDeadError:
-            return  # a late completion or deadline of a stopped actor: nothing to do
+    def _as_step_error(self, exc: BaseException) -> ActorflowError:
+        if isinstance(exc, ActorflowError):
+            return exc
+        return TaskFailed(self._session.current_task, exc, self._session_id)
+
+    def _step_ended(self) -> RunningStep | None:
+        """Leave ``running``: the running step, taken off the actor."""
+        running = self._running
+        self._running = None
+        self._become(ActorState.IDLE)
+        self._entry.current_step_task = None
+        return running
 
     def _task_done(self, message: TaskDone) -> None:
         running = self._running
         if running is None or running.seq != message.seq:
             return  # the step already timed out or the actor was killed: drop it
-        self._running = None
-        self._entry.state = "idle"
-        self._entry.current_step_task = None
+        self._step_ended()
         if running.timer is not None:
             running.timer.cancel()
         self._current = running.step
-        if running.lineage != self._lineage:
+        if running.lineage != self._commits.lineage:
             self._step_failed(
                 running.step,
                 StoreUnavailable(
@@ -343,12 +350,8 @@ class SessionActor(DispatcherActor):
         else:
             try:
                 new, result = running.future.result()
-            except ActorflowError as exc:
-                self._step_failed(running.step, exc)
             except BaseException as exc:  # a task's SystemExit & co. are its failure, not ours
-                self._step_failed(
-                    running.step, TaskFailed(self._session.current_task, exc, self._session_id)
-                )
+                self._step_failed(running.step, self._as_step_error(exc))
             else:
                 self._adopt(running.step, new, result, self._services.clock())
         self._drain_stash()
@@ -357,21 +360,13 @@ class SessionActor(DispatcherActor):
         running = self._running
         if running is None or running.seq != message.seq:
             return
-        self._running = None
-        self._entry.state = "idle"
-        self._entry.current_step_task = None
+        self._step_ended()
         running.future.cancel()
-        error = StepTimeout(self._session_id, self._settings.step_timeout)
-        self._services.log.warning(
-            "step_failed",
-            session_id=self._session_id,
-            error="step_timeout",
-            task=self._session.current_task,
-        )
-        self._answer(running.step, error)
+        self._step_failed(running.step, StepTimeout(self._session_id, self._settings.step_timeout))
         self._drain_stash()
 
     def _step_failed(self, message: Step, error: ActorflowError) -> None:
+        """The one place a failed step is logged and answered (the session is unchanged)."""
         # a task's own exception is the graph author's bug: error level, with its traceback
         failed = error if isinstance(error, TaskFailed) else None
         task = self._session.current_task if failed is None else failed.task_id
@@ -393,8 +388,58 @@ class SessionActor(DispatcherActor):
         }
         self._answer(message, error)
 
+    # --- idempotency keys (flow._idempotency) ---------------------------------------
+
+    def _replayed(self, message: Step) -> bool:
+        """Answer a retry of a keyed step from the key table; False when the key is new.
+
+        The answer waits for the commit of the step it repeats: a retry queued
+        behind its first attempt is answered after that attempt's commit, never
+        before, and never by a second run.
+        """
+        key = message.key
+        table = self._session.keys
+        entry = None if table is None or key is None else table.get(key)
+        if entry is None or not self._settings.key_retention.keeps(
+            entry, self._session.revision, self._services.clock()
+        ):
+            return False
+        if entry.digest != message.digest:
+            self._step_failed(message, IdempotencyKeyReused(self._session_id, entry.key))
+            return True
+        self._current = None
+        result = dataclasses.replace(entry.result, replayed=True)
+        unconfirmed = self._unconfirmed
+        if unconfirmed is None:  # every remembered key is committed
+            self._answer(message, result)
+            return True
+        if unconfirmed.done() and unconfirmed.exception() is None:
+            self._unconfirmed = None
+        unconfirmed.add_done_callback(
+            functools.partial(_answer_replay, self._services, self._entry, message, result)
+        )
+        return True
+
+    def _remember(
+        self, key: str, digest: bytes, new: Session, result: StepResult, now: float
+    ) -> None:
+        """Add the step's key to ``new``'s table and to the record its save appends."""
+        table = new.keys
+        if table is None:
+            table = new.keys = KeyTable()
+        table.add(KeyEntry(key, digest, new.metadata.last_accessed, result))
+        table.forget_outside(self._settings.key_retention, new.revision, now)
+        if new.record is not None:
+            new.record = new.record.with_key(key, digest, result.responses)
+
     def _adopt(self, message: Step, new: Session, result: StepResult, now: float) -> None:
-        """Make ``new`` the session, save it, and answer after the commit."""
+        """Make ``new`` the session and commit it; the caller is answered after the commit.
+
+        A session that would pass ``max_session_bytes`` is refused: nothing changes."""
+        too_large = self._size.check(new)
+        if too_large is not None:
+            self._step_failed(message, too_large)
+            return
         meta = new.metadata
         # ``new`` is the step's own working copy: set its expiry in place.
         new.metadata = SessionMetadata(
@@ -405,61 +450,37 @@ class SessionActor(DispatcherActor):
             meta.client_addr,
             now + self._settings.session_ttl,
         )
+        if message.key is not None and message.digest is not None:
+            self._remember(message.key, message.digest, new, result, now)
         self._session = new
-        entry = self._entry
-        entry.status = new.status.value
-        entry.current_task = new.current_task
-        entry.revision = new.revision
-        entry.request_count = new.metadata.request_count
-        entry.expires_at = new.metadata.expires_at
+        self._publish(new)
         if self._settings.durability == "passivate":
             self._dirty = True
             self._answer(message, result)
-            self._after_reply(result)
             return
-        future = self._save(new)
-        lineage = self._lineage
-        self._current = None
-        future.add_done_callback(
-            lambda f: self._committed(f, message, result, lineage, new.revision)
-        )
-
-    def _save(self, session: Session) -> Future[None]:
-        """Queue ``session`` for commit after everything queued before (compare-and-set)."""
-        future = self._services.store.save(session, expected_revision=self._stored_revision)
-        self._stored_revision = session.revision
-        self._last_save = weakref.ref(future)
         self._dirty = False
-        return future
+        # A store that raises here crashes the actor, which answers ``_current``.
+        future = self._commits.commit_step(message, new, result)
+        if message.key is not None:
+            # held until a replay sees it done: a weak reference could not tell a
+            # failed commit from a committed one once the store dropped the future
+            self._unconfirmed = future
+        self._current = None
 
-    def _committed(
-        self, future: Future[None], message: Step, result: StepResult, lineage: int, revision: int
-    ) -> None:
-        """Runs on the store's writer thread once the step's snapshot is committed (or not)."""
-        error = future.exception()
-        if error is None:
-            self._answer(message, result)
-            self._after_reply(result)
-            return
-        self._commit_error(revision, error)
-        self._answer(
-            message,
-            error
-            if isinstance(error, StoreUnavailable)
-            else StoreUnavailable(f"session {self._session_id!r}: commit failed: {error}"),
-        )
-        self._tell_self(CommitFailed(lineage, revision, error))
-
-    def _after_reply(self, result: StepResult) -> None:
-        if result.status is SessionStatus.COMPLETED:
-            self._services.tell_supervisor(PassivateRequest(self._session_id, "completed"))
+    def _publish(self, session: Session) -> None:
+        """Copy what callers read without asking the actor into its index entry."""
+        entry = self._entry
+        entry.status = session.status.value
+        entry.current_task = session.current_task
+        entry.revision = session.revision
+        entry.request_count = session.metadata.request_count
+        entry.expires_at = session.metadata.expires_at
 
     def _answer(self, message: Step, outcome: StepResult | BaseException) -> None:
-        """Answer a step's caller (once) and update the live-index accounting."""
+        """Answer a step's caller (once) from the actor's turn."""
         if self._current is message:
             self._current = None
-        self._services.index.finish(self._entry, failed=isinstance(outcome, BaseException))
-        message.reply(outcome)
+        answer_step(self._services, self._entry, message, outcome)
 
     def _stash_push(self, message: Step | Passivate) -> None:
         if self._stash is None:
@@ -472,7 +493,7 @@ class SessionActor(DispatcherActor):
         self._handover.append(message)
 
     def _drain_stash(self) -> None:
-        while self._stash and self._running is None and self._crashed is None:
+        while self._stash and self._state is ActorState.IDLE:
             message = self._stash.pop(0)
             if isinstance(message, Passivate):
                 self._passivate(message)
@@ -480,39 +501,20 @@ class SessionActor(DispatcherActor):
                 self._start_step(message)
 
     def _commit_failed(self, message: CommitFailed) -> None:
-        if message.lineage != self._lineage:
+        if message.lineage != self._commits.lineage:
             return  # a later save of an already abandoned lineage: reloaded already
-        self._lineage += 1
-        loaded = self._services.store.load(self._session_id)
-        if loaded is None:
-            raise SessionNotFound(
-                self._session_id, f"session {self._session_id!r} vanished from the store"
-            )
-        self._services.log.warning(
-            "session_reloaded",
-            session_id=self._session_id,
-            revision=loaded.revision,
-            failed_revision=message.revision,
-        )
+        loaded = self._commits.reload(message.revision)
+        if loaded.graph_version != self._runner.graph.version:
+            # a failed migration edit: run the version the stored session is pinned to
+            graph = self._services.graphs.find(loaded.graph_id, loaded.graph_version)
+            if graph is None:
+                raise self._services.graphs.unavailable(loaded)
+            self._use_graph(graph)
         self._session = loaded
-        self._repin(loaded)
-        self._stored_revision = loaded.revision
+        self._size.reset()
+        self._unconfirmed = None  # the keys loaded are the committed ones
         self._dirty = False
-        self._entry.revision = loaded.revision
-        self._entry.status = loaded.status.value
-        self._entry.current_task = loaded.current_task
-        self._entry.request_count = loaded.metadata.request_count
-
-    def _repin(self, loaded: Session) -> None:
-        """After a reload, run the graph version the stored session is pinned to."""
-        if loaded.graph_version == self._graph.version:
-            return
-        graph = self._services.graphs.find(loaded.graph_id, loaded.graph_version)
-        if graph is None:
-            raise unserved(self._services.graphs, loaded)
-        self._graph = graph
-        self._inline = self._services.runs_inline(graph)
-        self._entry.graph_version = graph.version
+        self._publish(loaded)
 
     # --- inspection and snapshots -------------------------------------------------------
 
@@ -534,7 +536,7 @@ class SessionActor(DispatcherActor):
             "last_access": entry.last_used,
             "pending": entry.pending,
             "stashed": len(self._stash or ()),
-            "state": "running" if running is not None else entry.state,
+            "state": self._state.value,
             "running_task": entry.current_step_task,
             "running_for": None if running is None else time.monotonic() - running.started,
             "next_passivation": passivation[0],
@@ -550,34 +552,8 @@ class SessionActor(DispatcherActor):
     def _snapshot(self, message: Snapshot) -> None:
         size = len(encode(self._session))
         self._entry.snapshot_bytes = size
-        revision = self._session.revision
-        lineage = self._lineage
-        future = self._save(self._session)
-
-        def done(f: Future[None]) -> None:
-            error = f.exception()
-            if error is None:
-                message.reply(size)
-                return
-            self._commit_error(revision, error)
-            message.reply(
-                error
-                if isinstance(error, StoreUnavailable)
-                else StoreUnavailable(f"snapshot of {self._session_id!r} failed: {error}")
-            )
-            # Later saves expect this revision to be stored: start over from the store.
-            self._tell_self(CommitFailed(lineage, revision, error))
-
-        future.add_done_callback(done)
-
-    def _commit_error(self, revision: int, error: BaseException) -> None:
-        self._services.log.warning(
-            "commit_failed",
-            session_id=self._session_id,
-            revision=revision,
-            error=type(error).__name__,
-            detail=str(error),
-        )
+        self._dirty = False
+        self._commits.snapshot(self._session, message.reply, size)
 
     # --- stopping ------------------------------------------------------------------------
 
@@ -589,26 +565,20 @@ class SessionActor(DispatcherActor):
                 queued = self._stash.pop(0)
                 if isinstance(queued, Step):
                     self._answer(queued, error)
-        elif self._running is not None or self._stash:
+        elif self._state is ActorState.RUNNING or self._stash:
             self._stash_push(message)
             return
-        if self._stopping:
+        if self._state is ActorState.STOPPING:
             return
-        self._stopping = True
+        self._become(ActorState.STOPPING)
         if self._dirty:
             self._entry.snapshot_bytes = len(encode(self._session))
-            self._save(self._session).add_done_callback(
-                functools.partial(self._log_failed_save, self._session.revision)
-            )
+            self._commits.save_final(self._session)
+            self._dirty = False
         self._stop_after_saves(None)
 
-    def _log_failed_save(self, revision: int, future: Future[None]) -> None:
-        error = future.exception()
-        if error is not None:
-            self._commit_error(revision, error)
-
     def _kill(self, reroute: bool, error: BaseException, crashed: BaseException | None) -> None:
-        if self._stopping:
+        if self._state is ActorState.STOPPING:
             return
         self._abandon_running(error)
         while self._stash:
@@ -618,35 +588,36 @@ class SessionActor(DispatcherActor):
                     self._hand_over(queued)
                 else:
                     self._answer(queued, error)
-        self._stopping = True
+        self._become(ActorState.STOPPING)
         self._dirty = False
         self._stop_after_saves(crashed)
 
     def _abandon_running(self, error: BaseException) -> None:
-        running = self._running
-        if running is None:
+        if self._running is None:
             return
+        running = self._running
         self._running = None
-        if running.timer is not None:
-            running.timer.cancel()
-        running.future.cancel()
+        self._entry.current_step_task = None
+        running.abandon()
         self._answer(running.step, error)
 
     def _stop_after_saves(self, crashed: BaseException | None) -> None:
         """Stop once the last queued save is done, then tell the supervisor."""
         handover = tuple(self._handover or ())
         self._handover = None
+        services = self._services
         if handover:
             # The supervisor re-sends these to the next incarnation's entry.
-            self._services.index.release(self._entry, len(handover))
+            services.index.release(self._entry, len(handover))
         stopped = ActorStopped(self._session_id, self._entry.incarnation, handover, crashed)
+        ref = self.actor_ref
 
-        def finish(_: object = None) -> None:
-            self.stop()
-            self._services.tell_supervisor(stopped)
+        def finish(_: object = None) -> None:  # in this turn, or on the store writer
+            tell(ref, _ActorStop())
+            services.tell_supervisor(stopped)
 
-        last = None if self._last_save is None else self._last_save()
-        if last is None or last.done():
+        last = self._commits.pending_save()
+        if last is None:
             finish()
         else:
             last.add_done_callback(finish)
@@ -655,7 +626,6 @@ class SessionActor(DispatcherActor):
 
     def _crash(self, error: Exception) -> None:
         """An unexpected exception: fail what is in hand, tell the supervisor, await Retire."""
-        self._crashed = error
         self._services.log.error(
             "session_crashed",
             session_id=self._session_id,
@@ -670,6 +640,8 @@ class SessionActor(DispatcherActor):
         if current is not None:
             self._answer(current, failure)
         self._abandon_running(failure)
+        self._crashed = error
+        self._become(ActorState.CRASHED)
         self._services.tell_supervisor(
             ActorCrashed(self._session_id, self._entry.incarnation, error)
         )
@@ -686,8 +658,7 @@ class SessionActor(DispatcherActor):
 
     def _crashed_stop(self, message: Retire | Kill | Passivate) -> None:
         """Stop a crashed actor; its unrun steps go to the next incarnation (unless killed)."""
-        if self._stopping:
-            return
         reroute = not isinstance(message, Kill) or message.reroute
         error = message.error if isinstance(message, Kill) else None
+        self._become(ActorState.IDLE)  # leave ``crashed`` so that _kill can stop it
         self._kill(reroute, error or StoreUnavailable("session actor crashed"), self._crashed)

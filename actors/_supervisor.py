@@ -1,10 +1,23 @@
 """SupervisorActor: activates, passivates, caps, restarts and expires session actors.
 
+Threads: every method runs in the supervisor's own turn (see
+`actors._ownership`). It never waits on the store or on user tasks: snapshot
+reads, expiry scans and deletes, and mark-error saves run on its own small
+store pool (`actors._store_jobs`, never the user task pool), and their results
+come back as messages (``Loaded``, ``ExpiredFound``). A stuck user task can
+therefore delay only its own session.
+
 The supervisor is the only writer of the live index's membership, and it is one
 actor, so everything that changes which sessions are live is serial: two
 concurrent first uses of one id activate it once, and an activation of a
 session whose previous actor is still stopping waits until that actor has
 stopped (and its last save has completed) before loading it from the store.
+While a store job about an id is under way (a load, an expiry delete, a
+mark-error save), the id is in ``_loading`` and its activations wait there.
+
+The pieces: activation and eviction are here; restart intensity is the pure
+`RestartIntensity`; sweep decisions are the pure functions of `actors._sweeps`,
+and each removal re-checks its condition under the index lock.
 
 It keeps its own index (``LiveIndex``) and stops its actors itself; pykka's
 ``ActorRegistry`` is never used (its removal is O(n)).
@@ -14,22 +27,25 @@ from __future__ import annotations
 
 import functools
 import time
-from collections import defaultdict, deque
+from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any
 
 import pykka
 
 from actors._live_index import LiveEntry
-from actors._pinning import pin_version, unserved
+from actors._ownership import Owned
+from actors._restarts import RestartIntensity
 from actors._services import ActorServices
 from actors._session_actor import SessionActor
+from actors._store_jobs import delete_expired, find_expired, is_expired, load_sessions, mark_error
+from actors._sweeps import expired_and_unused, idle_horizon, idle_passivations
 from actors.dispatcher import DispatcherActor
 from actors.messages import (
     Activate,
     ActorCrashed,
     ActorStopped,
+    ExpiredFound,
     Forget,
     Kill,
     Loaded,
@@ -46,22 +62,19 @@ from flow._errors import (
     RuntimeClosed,
     SessionNotFound,
     StoreUnavailable,
-    TaskFailed,
 )
 from flow._session import Session, SessionStatus
 
 __all__ = ["SupervisorActor"]
 
-#: Snapshot reads handed to the loader pool as one task at most (see `_flush_loads`).
+#: Snapshot reads handed to the store pool as one job at most (see `_flush_loads`).
 LOAD_BATCH = 32
 
-
-def _still_idle(last_used: float, entry: LiveEntry) -> bool:
-    """Whether ``entry`` has no request in hand and none since ``last_used``."""
-    return entry.pending == 0 and entry.last_used == last_used
+#: Why a session is live when a request activated it.
+ACTIVATED = "activated by a request"
 
 
-class SupervisorActor(DispatcherActor):
+class SupervisorActor(DispatcherActor, Owned):
     """The registry of live sessions (one per runtime, started by the runtime).
 
     Args:
@@ -77,7 +90,13 @@ class SupervisorActor(DispatcherActor):
         self._incarnations = 0
         self._waiting: defaultdict[str, list[Activate]] = defaultdict(list)
         self._loading: dict[str, list[Activate]] = {}
-        self._restarts: defaultdict[str, deque[float]] = defaultdict(deque)
+        self._reasons: dict[str, str] = {}
+        # Sessions being marked ``error``, by the incarnation that crashed: each
+        # counts as stopping until its mark is stored, as a passivation does.
+        self._marking: dict[str, int] = {}
+        self._restarts = RestartIntensity(
+            services.settings.max_restarts, services.settings.restart_window
+        )
         self._deleting: set[str] = set()
         self._shutdown: Shutdown | None = None
         self._shutdown_replies: list[Reply] = []
@@ -92,7 +111,7 @@ class SupervisorActor(DispatcherActor):
             self._services.log.exception("supervisor_error", message=type(message).__name__)
             self._answer_failure(message, exc)
         # Reads wait while more messages are queued (they may be activations too),
-        # so that a burst of activations is read by one loader task, not one each.
+        # so that a burst of activations is read by one store job, not one each.
         # A non-empty mailbox means this runs again, so no read is left behind.
         if self._to_load and (len(self._to_load) >= LOAD_BATCH or self.actor_inbox.empty()):
             self._flush_loads()
@@ -106,7 +125,7 @@ class SupervisorActor(DispatcherActor):
         elif isinstance(message, ActorStopped):
             for step in message.steps:
                 step.reply(error)
-        elif isinstance(message, PassivateRequest | Sweep | Forget | Shutdown):
+        elif isinstance(message, PassivateRequest | Sweep | Forget | Shutdown | ExpiredFound):
             reply = message.reply
             if reply is not None:
                 reply(error)
@@ -124,12 +143,36 @@ class SupervisorActor(DispatcherActor):
             self._passivate_request(message)
         elif isinstance(message, Sweep):
             self._sweep(message)
+        elif isinstance(message, ExpiredFound):
+            self._expired_found(message)
         elif isinstance(message, Forget):
             self._forget(message)
         elif isinstance(message, Shutdown):
             self._begin_shutdown(message)
         else:
             raise TypeError(f"supervisor got an unknown message {message!r}")
+
+    # --- store jobs ------------------------------------------------------------------------
+
+    def _submit(self, job: Callable[..., None], *args: Any) -> bool:
+        """Run ``job(services, *args)`` on the store pool; False if the pool is shut down."""
+        try:
+            self._services.store_pool.submit(job, self._services, *args)
+        except RuntimeError:  # the pool is shut down: the runtime is closing
+            return False
+        return True
+
+    def _begin_job(self, session_id: str, waiting: list[Activate]) -> None:
+        """Hold ``session_id``'s activations until a store job about it reports ``Loaded``."""
+        self._loading.setdefault(session_id, []).extend(waiting)
+
+    def _job_refused(self, session_ids: list[str]) -> None:
+        closed = RuntimeClosed("the runtime is closing")
+        for sid in session_ids:
+            self._reasons.pop(sid, None)
+            for activation in self._loading.pop(sid, []):
+                self._fail(activation, closed)
+        self._maybe_finish_shutdown()
 
     # --- activation --------------------------------------------------------------------
 
@@ -159,61 +202,33 @@ class SupervisorActor(DispatcherActor):
         if (
             preloaded is not None
             and message.epoch == self._index.epoch
-            and not self._expired(preloaded)
+            and not is_expired(self._services, preloaded)
         ):
             self._loading[sid] = [message]
             self._loaded(Loaded(sid, preloaded))
             return
-        # The read happens on the loader pool (see on_receive and _flush_loads):
-        # the supervisor never waits on the store.
-        self._loading[sid] = [message]
-        self._to_load.append(sid)
+        self._load(sid, [message], ACTIVATED)
+
+    def _load(self, session_id: str, waiting: list[Activate], reason: str) -> None:
+        """Queue a snapshot read of ``session_id``; ``waiting`` get the session once started."""
+        self._begin_job(session_id, waiting)
+        self._reasons[session_id] = reason
+        self._to_load.append(session_id)
 
     def _flush_loads(self) -> None:
-        """Hand the queued snapshot reads to the loader pool as one task."""
+        """Hand the queued snapshot reads to the store pool as one job."""
         batch, self._to_load = self._to_load, []
-        loader = self._services.loader or self._services.task_pool
-        try:
-            loader.submit(self._load_all, batch)
-        except RuntimeError as exc:  # the pool is shut down: the runtime is closing
-            closed = RuntimeClosed(f"the runtime is closing ({exc})")
-            for sid in batch:
-                for activation in self._loading.pop(sid, []):
-                    self._fail(activation, closed)
-            self._maybe_finish_shutdown()
-
-    def _load_all(self, session_ids: list[str]) -> None:
-        """On the loader pool: `_load` each of ``session_ids`` in turn."""
-        for session_id in session_ids:
-            self._load(session_id)
-
-    def _load(self, session_id: str) -> None:
-        """On the loader pool: read the snapshot (deleting it if expired), report back."""
-        outcome: Session | BaseException | None
-        try:
-            outcome = self._services.store.load(session_id)
-            if outcome is not None and not self._expired(outcome):
-                outcome = pin_version(self._services, outcome)
-            if outcome is not None and self._expired(outcome):
-                self._services.store.delete(session_id)
-                self._index.bump()
-                self._services.counters.add("expirations")
-                self._services.log.info("session_expired", session_id=session_id)
-                outcome = SessionNotFound(session_id, f"session {session_id!r} expired")
-        except Exception as exc:
-            outcome = exc
-        if not self._services.tell_supervisor(Loaded(session_id, outcome)):
-            waiting = self._loading.pop(session_id, [])
-            for activation in waiting:
-                self._fail(activation, RuntimeClosed("the runtime is closed"))
-
-    def _expired(self, session: Session) -> bool:
-        expires_at = session.metadata.expires_at
-        return expires_at is not None and expires_at < self._services.clock()
+        if not self._submit(load_sessions, batch):
+            self._job_refused(batch)
 
     def _loaded(self, message: Loaded) -> None:
         sid = message.session_id
         waiting = self._loading.pop(sid, [])
+        reason = self._reasons.pop(sid, ACTIVATED)
+        marked = self._marking.pop(sid, None)
+        if marked is not None:
+            self._forget_stopped(sid, marked)
+            waiting.extend(self._waiting.pop(sid, []))
         outcome = message.outcome
         error: BaseException | None = None
         if self._shutdown is not None:
@@ -226,7 +241,7 @@ class SupervisorActor(DispatcherActor):
             error = StoreUnavailable(f"session {sid!r} could not be loaded: {outcome}")
         else:
             try:
-                self._start(sid, "activated by a request", outcome)
+                self._start(sid, reason, outcome)
             except ActorflowError as exc:
                 error = exc
             except RuntimeError as exc:  # the dispatcher is shut down: the runtime is closing
@@ -238,16 +253,12 @@ class SupervisorActor(DispatcherActor):
                 self._fail(activation, error)
         self._maybe_finish_shutdown()
 
-    def _start(self, session_id: str, reason: str, session: Session | None = None) -> LiveEntry:
-        """Load ``session_id`` (unless given) and start its actor; evict LRU beyond max_live."""
-        if session is None:
-            session = self._services.store.load(session_id)
-            if session is None:
-                raise SessionNotFound(session_id)
+    def _start(self, session_id: str, reason: str, session: Session) -> LiveEntry:
+        """Start the actor of a loaded session; evict LRU beyond max_live."""
         graph = self._services.graphs.find(session.graph_id, session.graph_version)
         if graph is None:
             # Migrations run where the snapshot is read (`pin_version`), never here.
-            raise unserved(self._services.graphs, session)
+            raise self._services.graphs.unavailable(session)
         self._evict_for_one()
         self._incarnations += 1
         now = self._services.clock()
@@ -273,6 +284,8 @@ class SupervisorActor(DispatcherActor):
         self._services.counters.add("activations")
         self._services.log.debug("session_activated", session_id=session_id, reason=reason)
         return entry
+
+    # --- eviction ------------------------------------------------------------------------
 
     def _evict_for_one(self) -> None:
         excess = len(self._index) + 1 - self._settings.max_live
@@ -328,7 +341,8 @@ class SupervisorActor(DispatcherActor):
         when: Callable[[LiveEntry], bool],
         incarnation: int | None = None,
     ) -> bool:
-        """Take the session out of the index, then tell its actor ``message`` (to stop it).
+        """Take the session out of the index if ``when`` holds (under the index lock), then
+        tell its actor ``message`` (to stop it).
 
         Every request sent to the actor before the removal is ahead of
         ``message`` in its mailbox, and none can be sent after it.
@@ -373,13 +387,11 @@ class SupervisorActor(DispatcherActor):
 
     def _stopped(self, message: ActorStopped) -> None:
         sid = message.session_id
-        steps = list(message.steps)
-        waiting = self._waiting.pop(sid, [])
+        waiting = [Activate(sid, None, step) for step in message.steps]
+        waiting.extend(self._waiting.pop(sid, []))
         if self._shutdown is not None:
             self._forget_stopped(sid, message.incarnation)
             closed = RuntimeClosed("the runtime is closing")
-            for step in steps:
-                step.reply(closed)
             for activation in waiting:
                 self._fail(activation, closed)
             self._maybe_finish_shutdown()
@@ -387,25 +399,12 @@ class SupervisorActor(DispatcherActor):
         if message.crashed is not None:
             # Decided before the id stops counting as stopping, so that nobody
             # loads the snapshot before it is restarted or marked ``error``.
-            live = self._restart(sid, message.crashed, steps, waiting)
-            self._forget_stopped(sid, message.incarnation)
-            if not live:
-                return
-        else:
-            self._forget_stopped(sid, message.incarnation)
-            if not steps and not waiting:
-                return
-            if self._index.get(sid) is None:
-                try:
-                    self._start(sid, "activated by a request")
-                except ActorflowError as exc:
-                    for step in steps:
-                        step.reply(exc)
-                    for activation in waiting:
-                        self._fail(activation, exc)
-                    return
-        for step in steps:
-            self._send_step(step, None, False)
+            if self._restart(sid, message.crashed, waiting):
+                self._forget_stopped(sid, message.incarnation)
+            else:
+                self._marking[sid] = message.incarnation
+            return
+        self._forget_stopped(sid, message.incarnation)
         for activation in waiting:
             self._activate(activation)
 
@@ -414,123 +413,72 @@ class SupervisorActor(DispatcherActor):
         if not self._index.stopping(session_id):
             self._stopping_refs.pop(session_id, None)
 
-    def _restart(
-        self,
-        session_id: str,
-        error: BaseException,
-        steps: list[Step],
-        waiting: list[Activate],
-    ) -> bool:
-        """Restart a crashed session within the intensity limit; True if it is live again."""
-        window = self._settings.restart_window
-        now = time.monotonic()
-        history = self._restarts[session_id]
-        while history and history[0] < now - window:
-            history.popleft()
-        if len(history) >= self._settings.max_restarts:
-            failure = self._mark_error(session_id, error, len(history))
-            for step in steps:
-                step.reply(failure)
-            for activation in waiting:
-                self._fail(activation, failure)
+    def _restart(self, session_id: str, error: BaseException, waiting: list[Activate]) -> bool:
+        """Restart a crashed session within the intensity limit (True), else mark it ``error``."""
+        allowed, restarts = self._restarts.allow(session_id, time.monotonic())
+        if not allowed:
+            why = (
+                f"session actor crashed {restarts + 1} times within "
+                f"{self._settings.restart_window:g} s (last: {type(error).__name__}: {error})"
+            )
+            self._services.log.error("session_failed", session_id=session_id, detail=why)
+            self._begin_job(session_id, waiting)
+            if not self._submit(mark_error, session_id, why):
+                self._job_refused([session_id])
+                return True
             return False
-        history.append(now)
-        try:
-            self._start(session_id, f"restarted after {type(error).__name__}: {error}")
-        except ActorflowError as exc:
-            for step in steps:
-                step.reply(exc)
-            for activation in waiting:
-                self._fail(activation, exc)
-            return False
+        self._load(session_id, waiting, f"restarted after {type(error).__name__}: {error}")
         self._services.counters.add("restarts")
         self._services.log.warning(
             "session_restarted",
             session_id=session_id,
             error=type(error).__name__,
             detail=str(error),
-            restarts_in_window=len(history),
+            restarts_in_window=restarts,
         )
         return True
-
-    def _mark_error(self, session_id: str, error: BaseException, restarts: int) -> ActorflowError:
-        """Store the session with status ``error``; later steps fail with a clear message."""
-        why = (
-            f"session actor crashed {restarts + 1} times within "
-            f"{self._settings.restart_window:g} s (last: {type(error).__name__}: {error})"
-        )
-        self._services.log.error("session_failed", session_id=session_id, detail=why)
-        self._restarts.pop(session_id, None)
-        try:
-            session = self._services.store.load(session_id)
-            if session is not None:
-                marked = replace(
-                    session,
-                    status=SessionStatus.ERROR,
-                    status_message=why,
-                    revision=session.revision + 1,
-                )
-                # Rare (after max_restarts): waiting here keeps a following
-                # activation from loading the snapshot before it is marked.
-                self._services.store.save(marked, expected_revision=session.revision).result()
-        except ActorflowError as exc:
-            self._services.log.error(
-                "session_mark_error_failed", session_id=session_id, detail=str(exc)
-            )
-        return TaskFailed(session_id, RuntimeError(why), session_id)
 
     # --- sweeping ------------------------------------------------------------------------
 
     def _sweep(self, message: Sweep) -> None:
-        if self._shutdown is None:
-            now = self._services.clock()
-            self._sweep_idle(now)
-            self._sweep_expired(now)
-        if message.reply is not None:
+        if self._shutdown is not None:
+            if message.reply is not None:
+                message.reply(True)
+            return
+        now = self._services.clock()
+        horizon = idle_horizon(now, self._settings)
+        for decision in idle_passivations(self._index.least_recent(horizon), now, self._settings):
+            passivate = Passivate(decision.reason)
+            if self._remove_and_tell(decision.session_id, passivate, decision.condition()):
+                self._passivated(decision.session_id, decision.reason)
+        if not self._submit(find_expired, now, message.reply) and message.reply is not None:
             message.reply(True)
 
-    def _sweep_idle(self, now: float) -> None:
-        settings = self._settings
-        waiting = SessionStatus.WAITING_FOR_INPUT.value
-        completed = SessionStatus.COMPLETED.value
-        horizon = now - min(settings.wait_timeout, settings.idle_timeout)
-        for entry in self._index.least_recent(horizon):
-            idle = now - entry.last_used
-            if entry.status == completed:
-                reason = "completed"
-            elif entry.status == waiting and idle > settings.wait_timeout:
-                reason = "waiting for input"
-            elif idle > settings.idle_timeout:
-                reason = "idle"
-            else:
-                continue
-            if self._remove_and_tell(
-                entry.session_id, Passivate(reason), functools.partial(_still_idle, entry.last_used)
-            ):
-                self._passivated(entry.session_id, reason)
-
-    def _sweep_expired(self, now: float) -> None:
-        store = self._services.store
-        expired = store.expired(now, limit=self._settings.sweep_batch)
+    def _expired_found(self, message: ExpiredFound) -> None:
+        found = message.session_ids
+        if isinstance(found, BaseException):
+            raise found
         gone: list[str] = []
-        for sid in expired:
-            entry = self._index.get(sid)
-            if entry is not None:
-                if entry.expires_at is not None and entry.expires_at >= now:
-                    continue  # refreshed in memory since its last save
+        for sid in found:
+            if sid in self._loading or sid in self._deleting or self._index.stopping(sid):
+                continue  # a store job or a stopping actor's last save is under way
+            if self._index.get(sid) is not None:
                 error = SessionNotFound(sid, f"session {sid!r} expired")
-                self._remove_and_tell(sid, Kill(False, error), lambda _: True)
-            elif self._index.stopping(sid):
-                continue
+                unused = functools.partial(expired_and_unused, message.now)
+                if not self._remove_and_tell(sid, Kill(False, error), unused):
+                    continue  # refreshed, or a request is in hand: it lives on
             gone.append(sid)
         if not gone:
+            if message.reply is not None:
+                message.reply(True)
             return
-        # Deletes are submitted together so that the store commits them in one group.
-        deleted = list(self._services.task_pool.map(store.delete, gone))
-        self._index.bump()
-        for sid, _ in zip(gone, deleted, strict=True):
-            self._services.counters.add("expirations")
-            self._services.log.info("session_expired", session_id=sid)
+        for sid in gone:
+            self._begin_job(sid, [])
+        # One job deletes them all, so that the store commits them in one group.
+        if not self._submit(delete_expired, gone, message.reply):
+            self._job_refused(gone)
+            if message.reply is not None:
+                message.reply(RuntimeClosed("the runtime is closing"))
 
     # --- deleting and shutting down ------------------------------------------------------
 

@@ -33,10 +33,8 @@ class Timer:
         self.cancelled = False
 
     def cancel(self) -> None:
-        """Do not run the callback (no effect once it ran)."""
-        if not self.cancelled:
-            self.cancelled = True
-            self._owner._cancelled_one()
+        """Do not run the callback (no effect once it ran); any thread."""
+        self._owner._cancel(self)
 
 
 class Timers:
@@ -68,17 +66,24 @@ class Timers:
         handle = Timer(self, 0.0, callback)
 
         def tick() -> None:
-            if handle.cancelled:
-                return
+            with self._cond:
+                if handle.cancelled:
+                    return
             callback()
-            if not handle.cancelled:
-                self.call_later(interval, tick)
+            with self._cond:
+                if handle.cancelled:
+                    return
+            self.call_later(interval, tick)
 
         self.call_later(interval, tick)
         return handle
 
-    def _cancelled_one(self) -> None:
+    def _cancel(self, timer: Timer) -> None:
+        # Under the lock: the timer thread tests and sets ``cancelled`` under it too.
         with self._cond:
+            if timer.cancelled:
+                return
+            timer.cancelled = True
             self._cancelled += 1
             if self._cancelled > 64 and self._cancelled * 2 > len(self._heap):
                 self._heap = [item for item in self._heap if not item[2].cancelled]

@@ -27,6 +27,7 @@ __all__ = [
     "CommitFailed",
     "Crash",
     "Edit",
+    "ExpiredFound",
     "Forget",
     "Inspect",
     "Kill",
@@ -75,8 +76,10 @@ class Step:
 
     ``reply`` receives the ``StepResult`` after the snapshot holding it is
     committed (or at once in ``passivate`` durability), or an ``ActorflowError``.
-    With ``edit``, the step applies that edit instead of running a task: it
-    queues in the mailbox and commits like any step.
+    A step with an idempotency ``key`` (and ``digest``, of its mode and input,
+    ``flow._idempotency``) whose key the session remembers is answered from its
+    key table instead of running. With ``edit``, the step applies that edit
+    instead of running a task: it queues in the mailbox and commits like any step.
     """
 
     session_id: str
@@ -86,6 +89,8 @@ class Step:
     caller_context: contextvars.Context | None = None
     """The caller's context variables (structlog's ``request_id``...), for the step's
     failure log; copying them is O(1), reading them happens only when a step fails."""
+    key: str | None = None
+    digest: bytes | None = None
     edit: Edit | None = None
 
 
@@ -208,13 +213,26 @@ class Activate:
 
 @dataclass(frozen=True, slots=True)
 class Loaded:
-    """A session the supervisor asked the loader pool to read has been read.
+    """A store-pool job about one session is done (a read, an expiry, a mark-error).
 
-    ``outcome`` is the session, None (no such session) or the error the load raised.
+    ``outcome`` is the session, None (no such session) or the error to give
+    every activation of it that waited for the job.
     """
 
     session_id: str
     outcome: Session | BaseException | None
+
+
+@dataclass(frozen=True, slots=True)
+class ExpiredFound:
+    """The store pool's scan for sessions expired at ``now`` (or the error it raised).
+
+    ``reply`` is the sweep's caller, answered once the expired sessions are deleted.
+    """
+
+    session_ids: list[str] | BaseException
+    now: float
+    reply: Reply | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -106,6 +106,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     config = RuntimeConfig(
         durability=cast(Durability, args.durability),
         max_live=1_000_000,
+        max_sessions_per_user=0,  # one owner holds every session
         idle_timeout=86_400.0,
         wait_timeout=86_400.0,
     )

@@ -247,10 +247,12 @@ def create_many(rt: Runtime, count: int, threads: int = 64) -> list[str]:
 
 
 def config_for(store: str | None) -> RuntimeConfig:
-    """Durable (fsync) steps, room for every idle session, and no idle passivation."""
+    """Durable (fsync) steps, room for every idle session (one owner holds them all),
+    and no idle passivation."""
     return RuntimeConfig(
         durability="fsync",
         max_live=1_000_000,
+        max_sessions_per_user=0,
         idle_timeout=86_400.0,
         wait_timeout=86_400.0,
         store=store,

@@ -27,6 +27,11 @@ BENCHES = [
         "bench/session_log.py",
         "The session log: a step's cost and bytes at any history length",
     ),
+    (
+        "idempotency",
+        "bench/idempotency.py",
+        "Idempotency keys: the key table's memory, bytes, cost",
+    ),
 ]
 
 
@@ -68,6 +73,14 @@ def run(script: str, extra: list[str]) -> tuple[list[str], float, int]:
     return lines, time.monotonic() - started, proc.returncode
 
 
+def _row(line: str) -> str:
+    """A figure line as a table row; a plot's path becomes a link to the committed copy."""
+    if line.startswith("plot: ") and line.endswith(".png"):
+        name = Path(line.removeprefix("plot: ")).name
+        return f"| plot: [{name}](benchmarks/{name}) |"
+    return f"| {line.replace('|', '/')} |"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="pass --quick to each benchmark")
@@ -85,7 +98,7 @@ def main() -> int:
         print(f"bin/bench: running {script} ...", file=sys.stderr, flush=True)
         lines, seconds, code = run(script, extra)
         failed += code != 0
-        body = "\n".join(f"| {line.replace('|', '/')} |" for line in lines) or "| (no output) |"
+        body = "\n".join(_row(line) for line in lines) or "| (no output) |"
         sections.append(
             f"## {name}: {title}\n\n`python {script}` ({seconds:.0f} s)\n\n"
             f"| figure |\n|---|\n{body}\n"

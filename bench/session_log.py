@@ -12,6 +12,10 @@ Four figures, all in one run on fresh SQLite files (fsync'd steps, in process):
   database);
 - loading a session with 1,000 step records after its base against the same
   session freshly compacted (target: at most 2x);
+- Redis bytes per step at 1,000 messages: a redis-server (append-only, fsync
+  always, free loopback port) started by the bench; the bytes Redis received
+  (INFO ``total_net_input_bytes``) and its AOF's growth, each divided by the
+  steps (same 2 KiB target);
 - a long conversation: 64 sessions stepped 2,000 times each (500 with --quick);
   steps/s over the last 10% against the first 10% (target: at least 0.8x), both
   counted while all 64 clients still talk.
@@ -32,12 +36,14 @@ from pathlib import Path
 
 import structlog
 from _plot import grouped_bars
-from inprocess import config_for, in_parallel, print_load, run_actorflow
+from cluster import start_redis
+from inprocess import closed_loop, config_for, in_parallel, print_load, run_actorflow
 
 from flow import new_session, step
 from flow.demo import echo
 from flow.stores import SqliteStore
 from flow.stores._log import LogPolicy
+from flow.stores._redis import RedisStore
 from runtime import Runtime
 
 SIZES = (10, 100, 1_000, 10_000)
@@ -66,7 +72,7 @@ def wchar() -> int:
     return 0
 
 
-def preload(store: SqliteStore, count: int, messages: int) -> list[str]:
+def preload(store: SqliteStore | RedisStore, count: int, messages: int) -> list[str]:
     """``count`` echo sessions whose conversation already holds ``messages`` messages."""
     ids = []
     for _ in range(count):
@@ -118,6 +124,45 @@ def history_sizes(plan: Plan, base: Path) -> dict[int, tuple[float, float]]:
         flush=True,
     )
     return figures
+
+
+def redis_bytes(plan: Plan, base: Path) -> tuple[float, float]:
+    """Bytes Redis received and appended to its AOF per step, at 64 clients and 1,000 messages."""
+    workdir = base / "redis"
+    workdir.mkdir()
+    process, url = start_redis(workdir)
+    try:
+        store = RedisStore(url)
+        try:
+            ids = preload(store, CLIENTS, 1_000)
+            with Runtime.open(
+                data_dir=workdir, graphs=[echo], config=config_for(None), store=store
+            ) as rt:
+                in_parallel(ids, lambda sid: rt.step(sid, "warm up"))
+                before = redis_counters(store)
+                result = closed_loop(
+                    CLIENTS, ids, lambda sid, text: rt.step(sid, text), seconds=plan.seconds
+                )
+                after = redis_counters(store)
+        finally:
+            store.close()
+    finally:
+        process.terminate()
+        process.wait()
+    steps = max(result.steps, 1)
+    received, appended = ((a - b) / steps for a, b in zip(after, before, strict=True))
+    print(
+        f"Redis bytes per step at history=1000 ({result.rate:,.0f} steps/s): received "
+        f"{received:,.0f} B, AOF {appended:,.0f} B (target <= 2,048)",
+        flush=True,
+    )
+    return received, appended
+
+
+def redis_counters(store: RedisStore) -> tuple[int, int]:
+    """INFO's total_net_input_bytes and aof_current_size."""
+    info = store.client.info()
+    return int(info["total_net_input_bytes"]), int(info["aof_current_size"])
 
 
 def activation(plan: Plan, base: Path) -> tuple[float, float]:
@@ -203,6 +248,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="actorflow-bench-log-") as tmp:
         base = Path(tmp)
         sizes = history_sizes(plan, base)
+        received, appended = redis_bytes(plan, base)
         with_records, compacted = activation(plan, base)
         first, last = long_conversation(plan, base)
     grouped_bars(
@@ -215,6 +261,7 @@ def main() -> int:
     ok = (
         sizes[1_000][0] >= 0.8 * sizes[10][0]
         and sizes[1_000][1] <= 2048
+        and max(received, appended) <= 2048
         and with_records <= 2 * compacted
         and last >= 0.8 * first
     )

@@ -10,6 +10,7 @@ import msgpack
 
 from flow._context import ROLES, ChatHistory, ChatMessage, Context, Role
 from flow._errors import SnapshotDecodeError
+from flow._idempotency import KeyTable
 from flow._session import Session, SessionMetadata, SessionStatus
 
 __all__ = ["SCHEMA_VERSION", "decode", "encode"]
@@ -18,10 +19,11 @@ SCHEMA_VERSION = 2
 """Version 2 added ``mtot`` (messages ever added, see ``ChatHistory.total``); version 1
 snapshots still decode (their ``mtot`` is the number of messages they hold)."""
 
-# ``encode`` packs every field but the history as one 13-entry map, then turns it
-# into the 14-entry map that ends with ``"hist"``: the history's array is spliced in
-# from each message's cached bytes (msgpack values are simply concatenated).
-_MAP_WITH_HISTORY = b"\x8e"  # fixmap header, 14 entries (the head's is 0x8d, 13)
+# ``encode`` packs every field but the history as one map of up to 14 entries, then
+# turns it into the map one entry longer that ends with ``"hist"``: the history's
+# array is spliced in from each message's cached bytes (msgpack values are simply
+# concatenated). ``"keys"``, the idempotency key table, is there only when it has
+# entries; older builds of schema 2 ignore it.
 _HIST_KEY = msgpack.packb("hist")
 _local = threading.local()
 
@@ -41,32 +43,35 @@ def encode(session: Session) -> bytes:
     history = session.context.chat_history
     messages = history._messages
     pack = _packer().pack
-    head = pack(
-        {
-            "v": SCHEMA_VERSION,
-            "id": session.session_id,
-            "graph": session.graph_id,
-            "gver": session.graph_version,
-            "task": session.current_task,
-            "status": session.status.value,
-            "smsg": session.status_message,
-            "rev": session.revision,
-            "back": session.back_stack,
-            "data": session.context._data,
-            "hmax": history.max_messages,
-            "mtot": history.total,
-            "meta": [
-                meta.owner,
-                meta.created_at,
-                meta.last_accessed,
-                meta.request_count,
-                meta.client_addr,
-                meta.expires_at,
-            ],
-        }
-    )
+    fields: dict[str, Any] = {
+        "v": SCHEMA_VERSION,
+        "id": session.session_id,
+        "graph": session.graph_id,
+        "gver": session.graph_version,
+        "task": session.current_task,
+        "status": session.status.value,
+        "smsg": session.status_message,
+        "rev": session.revision,
+        "back": session.back_stack,
+        "data": session.context._data,
+        "hmax": history.max_messages,
+        "mtot": history.total,
+        "meta": [
+            meta.owner,
+            meta.created_at,
+            meta.last_accessed,
+            meta.request_count,
+            meta.client_addr,
+            meta.expires_at,
+        ],
+    }
+    if session.keys:
+        fields["keys"] = session.keys.encoded()
+    head = pack(fields)
     history_items = b"".join([m._packed or _packed(m, pack) for m in messages])
-    return _MAP_WITH_HISTORY + head[1:] + _HIST_KEY + _array_header(len(messages)) + history_items
+    # a fixmap header is 0x80 + its entry count (fewer than 16 here)
+    header = bytes((head[0] + 1,))
+    return header + head[1:] + _HIST_KEY + _array_header(len(messages)) + history_items
 
 
 def _packed(message: ChatMessage, pack: Callable[[Any], bytes]) -> bytes:
@@ -129,6 +134,7 @@ def _session_from(doc: dict[str, Any]) -> Session:
     if not isinstance(back, list):
         raise TypeError("back stack is not a list")
     smsg = doc["smsg"]
+    keys = doc.get("keys")
     return Session(
         session_id=_str(doc["id"]),
         graph_id=_str(doc["graph"]),
@@ -147,6 +153,7 @@ def _session_from(doc: dict[str, Any]) -> Session:
         revision=int(doc["rev"]),
         back_stack=[_str(b) for b in back],
         status_message=None if smsg is None else _str(smsg),
+        keys=None if not keys else KeyTable.decoded(_str(doc["id"]), keys),
     )
 
 

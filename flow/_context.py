@@ -24,9 +24,14 @@ def check_value(key: str, value: Any) -> None:
     Safe values: None, bool, int (64-bit), float, str, bytes, list/tuple of safe
     values, dict with str keys and safe values, nested.
     """
-    problem = _find_unsafe(value, key)
+    problem = _find_unsafe(value, key, 0)
     if problem is not None:
         path, bad = problem
+        if bad is _TOO_DEEP:
+            raise InvalidInput(
+                f"context key {key!r}: value at {path} is nested deeper than "
+                f"{MAX_VALUE_DEPTH} lists/dicts, which could not be read back over HTTP"
+            )
         raise InvalidInput(
             f"context key {key!r}: value at {path} has type {type(bad).__name__}, "
             "which cannot be stored (allowed: None, bool, int, float, str, bytes, "
@@ -34,16 +39,25 @@ def check_value(key: str, value: Any) -> None:
         )
 
 
-def _find_unsafe(value: Any, path: str) -> tuple[str, Any] | None:
+MAX_VALUE_DEPTH = 64
+"""Most lists/dicts a context value may nest: the HTTP API's JSON depth limit, so
+that whatever a session holds can always be read back (docs/security.md)."""
+
+_TOO_DEEP = object()
+
+
+def _find_unsafe(value: Any, path: str, depth: int) -> tuple[str, Any] | None:
     if value is None or isinstance(value, bool | str | bytes | float):
         return None
     if isinstance(value, int):
         if -(2**63) <= value < 2**64:
             return None
         return path, value
+    if isinstance(value, list | tuple | dict) and depth >= MAX_VALUE_DEPTH:
+        return path, _TOO_DEEP
     if isinstance(value, list | tuple):
         for i, item in enumerate(value):
-            found = _find_unsafe(item, f"{path}[{i}]")
+            found = _find_unsafe(item, f"{path}[{i}]", depth + 1)
             if found is not None:
                 return found
         return None
@@ -51,7 +65,7 @@ def _find_unsafe(value: Any, path: str) -> tuple[str, Any] | None:
         for k, item in value.items():
             if not isinstance(k, str):
                 return f"{path} (key {k!r})", k
-            found = _find_unsafe(item, f"{path}[{k!r}]")
+            found = _find_unsafe(item, f"{path}[{k!r}]", depth + 1)
             if found is not None:
                 return found
         return None

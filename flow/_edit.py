@@ -2,7 +2,10 @@
 
 ``edit`` is a transaction like ``step``: it works on a copy and returns the new
 session (one new revision whose status message says who did what), so a bad
-edit leaves the session as it was.
+edit leaves the session as it was. Like a step, it carries the log record of
+what it changed (``flow._record``), so a store appends the keys set and removed
+and the move rather than writing the whole session: an edit costs what it
+changes, never the session's length.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 
 from flow._errors import InvalidInput
 from flow._graph import Graph
+from flow._record import record_of
 from flow._session import Session, SessionMetadata, SessionStatus
 from flow._step import StepResult
 
@@ -55,6 +59,8 @@ def edit(
     if not values and not removed and goto is None:
         raise InvalidInput("an edit needs at least one of set, unset or goto")
     work = session.copy()
+    work.context.track()
+    back_low = len(work.back_stack)
     for key, value in values.items():
         work.context.set(key, value)
     for key in removed:
@@ -80,6 +86,9 @@ def edit(
         meta.request_count,
         meta.client_addr,
         meta.expires_at,
+    )
+    work.record = record_of(
+        work, task=session.current_task, input=None, response=None, back_low=back_low
     )
     result = unchanged(work)
     return work, replace(result, task=session.current_task)

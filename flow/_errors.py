@@ -5,7 +5,9 @@ statuses in one table)::
 
     ActorflowError
     ├── InvalidInput            fix the request (HTTP 422)
-    │   └── GraphInvalid        a graph failed validation at build() (names the task)
+    │   ├── GraphInvalid        a graph failed validation at build() (names the task)
+    │   ├── SessionTooLarge     the step would grow the session past its cap (413)
+    │   └── IdempotencyKeyReused  a step's key was used before with another input (422)
     ├── SessionNotFound         no such session, or not yours (404)
     │   └── RevisionNotFound    that revision is outside the retained history (404)
     ├── GraphNotFound           no graph with that id (or version) (404)
@@ -13,6 +15,7 @@ statuses in one table)::
     │   └── MigrationFailed     a migration raised or returned a bad session (409)
     ├── TaskNotFound            GoTo/edge names a task the graph lacks (500, task-failed)
     ├── SessionCompleted        the session has ended; start a new one (409)
+    ├── SessionQuotaExceeded the user holds the most sessions allowed; delete some (403)
     ├── SessionBusy             retry later: a step is running or the mailbox is full (409/429)
     ├── TaskFailed              the task raised; the session was rolled back (500)
     ├── StepTimeout             the step passed its deadline; rolled back (504)
@@ -32,6 +35,7 @@ __all__ = [
     "GraphInvalid",
     "GraphNotFound",
     "GraphVersionUnavailable",
+    "IdempotencyKeyReused",
     "InvalidInput",
     "MigrationFailed",
     "RevisionConflict",
@@ -40,6 +44,8 @@ __all__ = [
     "SessionBusy",
     "SessionCompleted",
     "SessionNotFound",
+    "SessionQuotaExceeded",
+    "SessionTooLarge",
     "SnapshotDecodeError",
     "StepTimeout",
     "StoreUnavailable",
@@ -65,6 +71,26 @@ class InvalidInput(ActorflowError, ValueError):
 
 class GraphInvalid(InvalidInput):
     """A graph failed validation in ``GraphBuilder.build()``; the message names the task."""
+
+
+class SessionTooLarge(InvalidInput):
+    """The step's resulting session would exceed ``max_session_bytes``; nothing was
+    stored and the session is as it was (send less, or remove context keys)."""
+
+
+class IdempotencyKeyReused(InvalidInput):
+    """A step carried the key of an earlier step of this session with another input or mode.
+
+    Nothing ran; use a fresh key for a new step.
+    """
+
+    def __init__(self, session_id: str, key: str) -> None:
+        super().__init__(
+            f"session {session_id!r}: idempotency key {key!r} was used by an earlier step "
+            "with another input or mode; use a new key for a new step"
+        )
+        self.session_id = session_id
+        self.key = key
 
 
 class SessionNotFound(ActorflowError, LookupError):
@@ -160,6 +186,11 @@ class SessionCompleted(ActorflowError):
             f"session {session_id!r} is completed; create a new session to start again"
         )
         self.session_id = session_id
+
+
+class SessionQuotaExceeded(ActorflowError):
+    """The owner holds ``max_sessions_per_user`` sessions; nothing was created
+    (delete sessions, or wait for some to expire)."""
 
 
 class SessionBusy(ActorflowError):

@@ -27,6 +27,7 @@ def forked(past: Session, *, session_id: str | None = None, now: float | None = 
     fork.session_id = sid
     fork.context.session_id = sid
     fork.revision = 0
+    fork.keys = None  # idempotency keys are per session: the fork starts with none
     meta = past.metadata
     fork.metadata = SessionMetadata(meta.owner, at, at, 0, meta.client_addr, meta.expires_at)
     return fork

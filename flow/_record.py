@@ -22,6 +22,7 @@ import msgpack
 
 from flow._context import ChatMessage
 from flow._errors import SnapshotDecodeError
+from flow._idempotency import KeyEntry, KeyTable
 from flow._session import Session, SessionMetadata, SessionStatus
 
 __all__ = [
@@ -61,7 +62,9 @@ class StepRecord:
         message_seq: the conversation number of the first of ``messages``.
         history_cleared_at: the history was cleared after this many of ``messages``.
         metadata: the session's metadata after.
-        request_id: the request that made it, for idempotent retries (optional).
+        request_id: the step's idempotency key (None: the step had none).
+        input_digest: for a keyed step, the digest of its mode and input.
+        responses: for a keyed step, every response its tasks gave (its answer's).
     """
 
     revision: int
@@ -84,6 +87,56 @@ class StepRecord:
     history_cleared_at: int | None
     metadata: SessionMetadata
     request_id: str | None = field(default=None)
+    input_digest: bytes | None = field(default=None)
+    responses: tuple[str, ...] = field(default=())
+
+    def with_key(self, key: str, digest: bytes, responses: tuple[str, ...]) -> StepRecord:
+        """This record, of a step that carried idempotency key ``key``.
+
+        Built directly: ``dataclasses.replace`` costs several times more on a step's path.
+        """
+        return StepRecord(
+            self.revision,
+            self.at,
+            self.kind,
+            self.task,
+            self.input,
+            self.response,
+            self.status,
+            self.status_message,
+            self.current_task,
+            self.graph_version,
+            self.back_keep,
+            self.back_push,
+            self.cleared,
+            self.removed,
+            self.set,
+            self.messages,
+            self.message_seq,
+            self.history_cleared_at,
+            self.metadata,
+            key,
+            digest,
+            responses,
+        )
+
+    def key_entry(self, session_id: str) -> KeyEntry | None:
+        """The idempotency key entry this record holds (None: the step had no key)."""
+        if self.request_id is None or self.input_digest is None:
+            return None
+        from flow._step import StepResult
+
+        result = StepResult(
+            session_id=session_id,
+            task=self.task,
+            response=self.response,
+            responses=self.responses,
+            status=SessionStatus(self.status),
+            next_task=self.current_task,
+            status_message=self.status_message,
+            revision=self.revision,
+        )
+        return KeyEntry(self.request_id, self.input_digest, self.at, result)
 
 
 def record_of(
@@ -181,6 +234,11 @@ def apply(session: Session, record: StepRecord) -> None:
     session.status_message = record.status_message
     session.graph_version = record.graph_version
     session.metadata = record.metadata
+    entry = record.key_entry(session.session_id)
+    if entry is not None:
+        if session.keys is None:
+            session.keys = KeyTable()
+        session.keys.add(entry)
 
 
 def _packer() -> msgpack.Packer:
@@ -226,6 +284,7 @@ def encode_record(record: StepRecord) -> bytes:
                 meta.expires_at,
             ],
             record.request_id,
+            None if record.input_digest is None else [record.input_digest, list(record.responses)],
         ]
     )
 
@@ -262,10 +321,12 @@ def decode_record(raw: bytes) -> StepRecord:
             cleared_at,
             meta,
             request_id,
+            *keyed,
         ) = doc
         if kind not in ("step", "base"):
             raise ValueError(f"unknown record kind {kind!r}")
         owner, created, accessed, count, addr, expires = meta
+        digest, responses = keyed[0] if keyed and keyed[0] is not None else (None, ())
         return StepRecord(
             revision=int(revision),
             at=float(at),
@@ -294,6 +355,8 @@ def decode_record(raw: bytes) -> StepRecord:
                 expires_at=None if expires is None else float(expires),
             ),
             request_id=None if request_id is None else str(request_id),
+            input_digest=None if digest is None else bytes(digest),
+            responses=tuple(str(r) for r in responses),
         )
     except Exception as exc:
         raise SnapshotDecodeError(

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 from flow._context import Context
 
 if TYPE_CHECKING:
+    from flow._idempotency import KeyTable
     from flow._record import StepRecord
 
 __all__ = ["Session", "SessionMetadata", "SessionStatus", "new_session_id"]
@@ -59,6 +60,9 @@ class Session:
     revision: int = 0
     back_stack: list[str] = field(default_factory=list)
     status_message: str | None = None
+    #: The idempotency keys of its recent keyed steps (``flow._idempotency``; None:
+    #: none yet). Shared by ``copy``: only the session actor adds to it, in its turn.
+    keys: KeyTable | None = field(default=None, compare=False, repr=False)
     #: The log record of the step that made this session from revision - 1 (set by
     #: ``step``; None for a session made any other way). A store appends it instead
     #: of writing the whole session. Not copied, not compared, reset by ``replace``.
@@ -80,4 +84,5 @@ class Session:
             self.revision,
             list(self.back_stack),
             self.status_message,
+            self.keys,
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from flow._context import DEFAULT_MAX_MESSAGES, ChatHistory, Context
@@ -41,6 +41,8 @@ class StepResult:
         next_task: the task the session is at now (the one the next step runs).
         status_message: the session's status message after the step.
         revision: the session's revision after the step.
+        replayed: True when this is the recorded answer of an earlier step with the
+            same idempotency key, which did not run again (not compared).
     """
 
     session_id: str
@@ -51,6 +53,7 @@ class StepResult:
     next_task: str
     status_message: str | None
     revision: int
+    replayed: bool = field(default=False, compare=False)
 
 
 def new_session(

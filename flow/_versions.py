@@ -199,6 +199,15 @@ class GraphRegistry:
         """The graph ``graph_id`` at exactly ``version``, or None when it is not served."""
         return self._table.versions.get(graph_id, {}).get(version)
 
+    def unavailable(self, session: Session) -> GraphVersionUnavailable:
+        """The error for ``session`` when its version is not served (nor migrated to one)."""
+        return GraphVersionUnavailable(
+            session.session_id,
+            session.graph_id,
+            session.graph_version,
+            self.versions(session.graph_id),
+        )
+
     def plan(self, graph_id: str, version: str) -> list[Migration] | None:
         """The migrations leading from ``version`` to a served version, or None.
 
@@ -252,12 +261,7 @@ def upgrade(registry: GraphRegistry, session: Session) -> tuple[Graph, Session |
         return graph, None
     chain = registry.plan(session.graph_id, session.graph_version)
     if not chain:
-        raise GraphVersionUnavailable(
-            session.session_id,
-            session.graph_id,
-            session.graph_version,
-            registry.versions(session.graph_id),
-        )
+        raise registry.unavailable(session)
     return _apply(registry, session, chain)
 
 

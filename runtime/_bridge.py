@@ -25,24 +25,38 @@ class SyncReply:
 
     A plain lock, held from creation until the answer arrives, is what the
     caller blocks on: cheaper than a ``concurrent.futures.Future`` on the hot path.
+
+    With ``counted`` (the default) the request counts in the index's
+    ``in_flight`` until answered. A step's reply is not counted: the index
+    counts a step when it sends it to a live actor and when its actor answers
+    it (one lock each); only a step that must first be activated is counted by
+    its reply (`hold`).
     """
 
-    __slots__ = ("_calls", "_index", "_lock", "_outcome")
+    __slots__ = ("_calls", "_counted", "_index", "_lock", "_outcome")
 
-    def __init__(self, index: LiveIndex) -> None:
+    def __init__(self, index: LiveIndex, *, counted: bool = True) -> None:
         self._lock = threading.Lock()
         self._lock.acquire()
         self._calls = itertools.count()
         self._outcome: Any = None
         self._index = index
-        index.begin()
+        self._counted = counted
+        if counted:
+            index.begin()
+
+    def hold(self) -> None:
+        """Count this request in ``in_flight`` from now until it is answered."""
+        self._index.begin()
+        self._counted = True
 
     def __call__(self, outcome: Any) -> None:
         """Deliver ``outcome`` (an exception is raised by ``wait``)."""
         if next(self._calls):  # atomic under the GIL: only the first answer counts
             return
         self._outcome = outcome
-        self._index.end()
+        if self._counted:
+            self._index.end()
         self._lock.release()
 
     def wait(self, timeout: float | None = None) -> Any:
@@ -61,17 +75,27 @@ class SyncReply:
 
 
 class AsyncReply:
-    """A reply callable for an asyncio caller (thread-safe; first call wins)."""
+    """A reply callable for an asyncio caller (thread-safe; first call wins).
 
-    __slots__ = ("_done", "_future", "_index", "_lock", "_loop")
+    ``counted`` and `hold` as for `SyncReply`.
+    """
 
-    def __init__(self, index: LiveIndex) -> None:
+    __slots__ = ("_counted", "_done", "_future", "_index", "_lock", "_loop")
+
+    def __init__(self, index: LiveIndex, *, counted: bool = True) -> None:
         self._loop = asyncio.get_running_loop()
         self._future: asyncio.Future[Any] = self._loop.create_future()
         self._index = index
         self._lock = threading.Lock()
         self._done = False
-        index.begin()
+        self._counted = counted
+        if counted:
+            index.begin()
+
+    def hold(self) -> None:
+        """Count this request in ``in_flight`` from now until it is answered."""
+        self._index.begin()
+        self._counted = True
 
     def __call__(self, outcome: Any) -> None:
         """Deliver ``outcome`` to the awaiting task, from any thread."""
@@ -79,7 +103,8 @@ class AsyncReply:
             if self._done:
                 return
             self._done = True
-        self._index.end()
+        if self._counted:
+            self._index.end()
         try:
             self._loop.call_soon_threadsafe(_settle, self._future, outcome)
         except RuntimeError:  # the caller's loop is closed: nobody is waiting any more

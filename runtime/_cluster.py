@@ -1,33 +1,47 @@
 """Joining a cluster: a Redis-backed runtime holds a lease on every session live in it.
 
 Several daemons on one Redis share sessions, and each session must be live in
-at most one of them. ``fence_store`` wraps a ``RedisStore`` in a
-``FencedStore`` with this node's ``LeaseManager`` (node id from the config, or
-generated; ``advertise``; ``lease_ttl``), so that activating a session takes
-its lease and every save is fenced by it. ``attach_cluster`` then connects the
-lease manager to the actors: a lease is renewed while its session is live here
-(or still stopping) and released after, and a lost lease kills the session's
-actor at once, with a log line saying so. See docs/cluster.md.
+at most one of them (docs/cluster.md). ``Cluster.join`` is the one place that
+wires it: for a ``RedisStore`` it makes this node's ``LeaseManager`` (node id
+from the config, or generated; ``advertise``; ``lease_ttl``) and wraps the store
+in a ``FencedStore``, so that activating a session takes its lease and every
+save is fenced by it. ``attach`` then connects the leases to the actors: a
+lease is renewed while its session is live here (or still stopping) and
+released after, and a lost lease kills the session's actor at once, with a log
+line saying why.
+
+The daemon's forwarder asks the ``Cluster`` (never the store or Redis itself)
+who holds a session (``holder_of``), pins a forwarded request to the epoch it
+was forwarded under (``bind``), and fences off a holder that stopped answering
+(``fence_off``) before it answers "outcome unknown".
 """
 
 from __future__ import annotations
 
-import sys
 import uuid
-from collections.abc import Callable
 
 import structlog
 
 from actors._services import ActorServices
 from actors.messages import PassivateRequest
 from flow.stores._fenced import FencedStore
-from flow.stores._lease import Lease, LeaseManager
+from flow.stores._lease import AsyncLeaseReader, Holder, Lease, LeaseManager
 from flow.stores._protocol import SessionStore
+from flow.stores._redis import RedisStore
 from runtime._config import RuntimeConfig
 
-__all__ = ["attach_cluster", "fence_store", "new_node_id"]
+__all__ = ["Cluster", "Holder", "new_node_id"]
 
 _log = structlog.get_logger("actorflow.cluster")
+
+_LOST_ACTIONS = {
+    "taken": "killing the live actor; its unsaved state is dropped and the session is "
+    "served by the node holding the newer lease",
+    "lapsed": "killing the live actor; nobody took the lease over, so the next request "
+    "for the session activates it again (here or on another node) from the store",
+    "expired": "killing the live actor; Redis could not be reached while the lease ran "
+    "out; the session is reloaded from Redis on its next request",
+}
 
 
 def new_node_id() -> str:
@@ -35,60 +49,101 @@ def new_node_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
-def fence_store(store: SessionStore, config: RuntimeConfig) -> SessionStore:
-    """``store`` wrapped in a ``FencedStore`` when it is a ``RedisStore``; else unchanged."""
-    # The Redis store's module is imported only when a Redis store was opened: if it
-    # is not loaded, ``store`` cannot be one (and SQLite runtimes never import redis).
-    redis_module = sys.modules.get("flow.stores._redis")
-    if redis_module is None or not isinstance(store, redis_module.RedisStore):
-        return store
-    leases = LeaseManager(
-        store.client,
-        config.node_id or new_node_id(),
-        config.advertise,
-        config.lease_ttl,
-        key_prefix=store.key_prefix,
-    )
-    _log.info(
-        "cluster_joined",
-        node_id=leases.node_id,
-        advertise=config.advertise,
-        lease_ttl=config.lease_ttl,
-        store=repr(store),
-    )
-    return FencedStore(store, leases)
+class Cluster:
+    """This process's membership of a cluster of daemons sharing one Redis.
 
+    Args:
+        store: the Redis store the runtime opened (or was handed).
+        config: the runtime's configuration (``node_id``, ``advertise``, ``lease_ttl``).
 
-def attach_cluster(store: SessionStore, services: ActorServices) -> Callable[[], None]:
-    """Renew leases of sessions live here only; kill a session's actor when its lease is lost.
-
-    Returns:
-        What the runtime calls once its actors have stopped: stop renewing and
-        release every lease (nothing to do when ``store`` is not clustered).
+    Attributes:
+        store: the fenced store the runtime hands its actors.
+        node_id: this node's id in the cluster.
+        lease_ttl: seconds a lease lasts unless renewed.
+        renew_interval: seconds between lease renewals (``lease_ttl / 3``).
     """
-    if not isinstance(store, FencedStore):
-        return _nothing
-    index = services.index
-    leases = store.leases
 
-    def in_use(session_id: str) -> bool:
-        return index.get(session_id) is not None or index.stopping(session_id)
-
-    def lost(lease: Lease) -> None:
-        _log.warning(
-            "session_lease_lost",
-            session_id=lease.name,
-            node_id=lease.node_id,
-            epoch=lease.epoch,
-            action="killing the live actor; its unsaved state is dropped and "
-            "the session is served by the new lease holder",
+    def __init__(self, store: RedisStore, config: RuntimeConfig) -> None:
+        self._leases = LeaseManager(
+            store.client,
+            config.node_id or new_node_id(),
+            config.advertise,
+            config.lease_ttl,
+            key_prefix=store.key_prefix,
         )
-        services.tell_supervisor(PassivateRequest(lease.name, "lease lost", kill=True))
+        self.store = FencedStore(store, self._leases)
+        self.node_id = self._leases.node_id
+        self.lease_ttl = config.lease_ttl
+        self.renew_interval = self._leases.renew_interval
+        self._reader = AsyncLeaseReader(self._leases, store.url)
+        _log.info(
+            "cluster_joined",
+            node_id=self.node_id,
+            advertise=config.advertise,
+            lease_ttl=config.lease_ttl,
+            store=repr(store),
+        )
 
-    leases.in_use = in_use
-    leases.on_lost = lost
-    return leases.close
+    @classmethod
+    def join(cls, store: SessionStore, config: RuntimeConfig) -> Cluster | None:
+        """The cluster ``store`` makes this runtime a member of: None unless it is Redis."""
+        return cls(store, config) if isinstance(store, RedisStore) else None
 
+    def attach(self, services: ActorServices) -> None:
+        """Renew the leases of sessions live here only; kill an actor whose lease is lost."""
+        index = services.index
 
-def _nothing() -> None:
-    return None
+        def in_use(session_id: str) -> bool:
+            return index.get(session_id) is not None or index.stopping(session_id)
+
+        def lost(lease: Lease, reason: str) -> None:
+            _log.warning(
+                "session_lease_lost",
+                session_id=lease.name,
+                node_id=lease.node_id,
+                epoch=lease.epoch,
+                reason=reason,
+                action=_LOST_ACTIONS.get(reason, _LOST_ACTIONS["taken"]),
+            )
+            services.tell_supervisor(PassivateRequest(lease.name, "lease lost", kill=True))
+
+        self._leases.in_use = in_use
+        self._leases.on_lost = lost
+
+    def close(self) -> None:
+        """Stop renewing and release every lease (once the runtime's actors have stopped)."""
+        self._leases.close()
+
+    def holds(self, session_id: str) -> bool:
+        """Whether this node holds the session's lease (as far as it knows)."""
+        return self._leases.lease_for(session_id) is not None
+
+    async def holder_of(self, session_id: str) -> Holder | None:
+        """Who holds the session's lease in Redis (this node included), or None.
+
+        Raises:
+            StoreUnavailable: Redis could not be reached.
+        """
+        return await self._reader.holder(session_id)
+
+    def bind(self, session_id: str, epoch: int) -> bool:
+        """Pin the session to this node's grant ``epoch`` for one forwarded request;
+        False when this node does not hold that grant (the request must not run).
+        Each ``True`` needs an ``unbind``."""
+        return self._leases.bind(session_id, epoch)
+
+    def unbind(self, session_id: str) -> None:
+        """End one ``bind``."""
+        self._leases.unbind(session_id)
+
+    async def fence_off(self, holder: Holder) -> bool:
+        """Make sure ``holder``'s grant can commit nothing any more (see docs/cluster.md).
+
+        Raises:
+            StoreUnavailable: Redis could not be reached.
+        """
+        return await self._reader.fence_off(holder)
+
+    async def aclose(self) -> None:
+        """Close the event loop's Redis connection (the daemon's, at shutdown)."""
+        await self._reader.aclose()

@@ -9,6 +9,7 @@ how to wait: a sync caller blocks on a future, an async caller awaits one).
 from __future__ import annotations
 
 import contextvars
+import functools
 import threading
 import time
 import weakref
@@ -21,9 +22,9 @@ from typing import Any, Literal
 import structlog
 
 from actors._live_index import LiveIndex
-from actors._pinning import pin_version
 from actors._services import ActorServices, Settings
 from actors._session_actor import session_document
+from actors._store_jobs import pin_version
 from actors._supervisor import SupervisorActor
 from actors._task_pool import TaskPool
 from actors._timers import Timer, Timers
@@ -49,16 +50,24 @@ from flow._errors import (
     SessionNotFound,
 )
 from flow._graph import Graph
+from flow._idempotency import KeyRetention, check_key, input_digest
 from flow._session import Session
 from flow._step import new_session
 from flow._versions import GraphRegistry, Migration
 from flow.stores import open_store
 from flow.stores._log import LogPolicy
 from flow.stores._protocol import SessionPage, SessionStore
-from runtime._bridge import LoopThread, SyncReply
-from runtime._cluster import attach_cluster, fence_store
+from runtime._bridge import AsyncReply, LoopThread, SyncReply
+from runtime._cluster import Cluster
 from runtime._config import RuntimeConfig
-from runtime._views import LiveSessionInfo, RuntimeStats, SessionMetadataView, SessionView
+from runtime._session_quota import SessionQuota
+from runtime._views import (
+    LiveSessionInfo,
+    RuntimeStats,
+    SessionMetadataView,
+    SessionView,
+    StoredPage,
+)
 
 __all__ = ["RuntimeCore", "open_cores", "session_view"]
 
@@ -67,8 +76,8 @@ _log = structlog.get_logger("actorflow.runtime")
 OnBusy = Literal["enqueue", "reject"]
 StepMode = Literal["step", "run"]
 
-#: Threads that read snapshots for activations (off the supervisor).
-LOADER_THREADS = 4
+#: Threads of the supervisor's store pool (snapshot reads, expiry, mark-error saves).
+STORE_THREADS = 4
 
 #: How many quarantined rows ``stats()`` counts at most.
 QUARANTINE_COUNT_LIMIT = 10_000
@@ -120,12 +129,17 @@ def _check_config(config: RuntimeConfig) -> None:
         if not value > 0:
             raise InvalidInput(f"RuntimeConfig.{name} must be > 0, got {value!r}")
     at_least_one = ("max_live", "max_pending", "dispatcher_threads", "task_threads", "max_chain")
-    for name in (*at_least_one, "sweep_batch"):
+    for name in (*at_least_one, "sweep_batch", "max_session_bytes"):
         value = getattr(config, name)
         if not isinstance(value, int) or value < 1:
             raise InvalidInput(f"RuntimeConfig.{name} must be an int >= 1, got {value!r}")
     if config.max_restarts < 0:
         raise InvalidInput(f"RuntimeConfig.max_restarts must be >= 0, got {config.max_restarts}")
+    if config.max_sessions_per_user < 0:
+        raise InvalidInput(
+            "RuntimeConfig.max_sessions_per_user must be >= 0 (0: no limit), "
+            f"got {config.max_sessions_per_user}"
+        )
     if config.drain_timeout < 0:
         raise InvalidInput(f"RuntimeConfig.drain_timeout must be >= 0, got {config.drain_timeout}")
     LogPolicy.parse(config.history_retention)  # raises InvalidInput naming the format
@@ -134,6 +148,18 @@ def _check_config(config: RuntimeConfig) -> None:
             "RuntimeConfig.durability must be 'fsync', 'commit' or 'passivate', "
             f"got {config.durability!r}"
         )
+
+
+def _release_if_failed(quota: SessionQuota, owner: str, saved: Future[None]) -> None:
+    """On the store writer: a creation that did not commit gives its quota back."""
+    if saved.cancelled() or saved.exception() is not None:
+        quota.release(owner)
+
+
+def _key_retention(history_retention: str) -> KeyRetention:
+    """How long idempotency keys are remembered: never beyond the history."""
+    policy = LogPolicy.parse(history_retention)
+    return KeyRetention(policy.keep_revisions, policy.keep_seconds)
 
 
 class RuntimeCore:
@@ -153,7 +179,7 @@ class RuntimeCore:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.registry = GraphRegistry(graphs, migrations)
         self._own_store = store is None
-        self.store: SessionStore = fence_store(
+        opened = (
             open_store(
                 config.store,
                 self.data_dir,
@@ -161,10 +187,12 @@ class RuntimeCore:
                 LogPolicy.parse(config.history_retention),
             )
             if store is None
-            else store,
-            config,
+            else store
         )
+        self.cluster = Cluster.join(opened, config)
+        self.store: SessionStore = opened if self.cluster is None else self.cluster.store
         self.index = LiveIndex()
+        self.quota = SessionQuota(self.store, config.max_sessions_per_user)
         self.draining = False
         self.closed = False
         self._close_lock = threading.Lock()
@@ -188,10 +216,10 @@ class RuntimeCore:
         self._cleanup.append(self.loop_thread.close)
         self.task_pool = TaskPool(config.task_threads, name="actorflow-task")
         self._cleanup.append(lambda: self.task_pool.shutdown(wait=False, cancel_futures=True))
-        self.loader = TaskPool(LOADER_THREADS, name="actorflow-load")
-        self._cleanup.append(lambda: self.loader.shutdown(wait=False, cancel_futures=True))
+        self.store_pool = TaskPool(STORE_THREADS, name="actorflow-store")
+        self._cleanup.append(lambda: self.store_pool.shutdown(wait=False, cancel_futures=True))
         # One caller at a time reads a snapshot on its own thread; the others leave
-        # the read to the loader (64 threads reading SQLite at once spend more on
+        # the read to the store pool (64 threads reading SQLite at once spend more on
         # the GIL than on the reads).
         self._caller_reads = threading.BoundedSemaphore(1)
         self.dispatcher = Dispatcher(config.dispatcher_threads, name="actorflow")
@@ -209,6 +237,8 @@ class RuntimeCore:
                 durability=config.durability,
                 max_chain=config.max_chain,
                 sweep_batch=config.sweep_batch,
+                max_session_bytes=config.max_session_bytes,
+                key_retention=_key_retention(config.history_retention),
             ),
             store=self.store,
             graphs=self.registry,
@@ -218,11 +248,13 @@ class RuntimeCore:
             loop=self.loop_thread.loop,
             timers=self.timers,
             clock=config.clock,
-            loader=self.loader,
+            store_pool=self.store_pool,
         )
         self.supervisor = self.dispatcher.spawn(SupervisorActor, self.services)
         self.services.supervisor = self.supervisor
-        self._cleanup.append(attach_cluster(self.store, self.services))
+        if self.cluster is not None:
+            self.cluster.attach(self.services)
+            self._cleanup.append(self.cluster.close)
         self._sweeper: Timer = self.timers.call_every(config.sweep_interval, self._tick)
 
     def _tick(self) -> None:
@@ -278,14 +310,16 @@ class RuntimeCore:
         reply: Reply,
         *,
         preload: bool = False,
+        key: str | None = None,
         edit: Edit | None = None,
     ) -> None:
         """Send a step to the session's actor (activating it if needed); ``reply`` answers.
 
         With ``preload`` (a sync caller, which may block), a session that is not
         live is read from the store on the calling thread rather than by the
-        supervisor's loader (one hop less), unless another caller is reading
-        one already.
+        supervisor's store pool (one hop less), unless another caller is reading
+        one already. A step with an idempotency ``key`` carries it and the digest
+        of its mode and input (made here, off the actor), see ``flow._idempotency``.
         """
         try:
             self.check_open()
@@ -295,7 +329,12 @@ class RuntimeCore:
                 raise InvalidInput(f"mode must be 'step' or 'run', got {mode!r}")
             if not isinstance(session_id, str):
                 raise SessionNotFound(str(session_id))
-            message = Step(session_id, input, mode, reply, contextvars.copy_context(), edit)
+            context = contextvars.copy_context()
+            if key is None:
+                message = Step(session_id, input, mode, reply, context, edit=edit)
+            else:
+                digest = input_digest(mode, input)
+                message = Step(session_id, input, mode, reply, context, check_key(key), digest)
             entry = self.index.send(
                 session_id,
                 message,
@@ -310,6 +349,8 @@ class RuntimeCore:
             return
         if entry is not None:
             return
+        if isinstance(reply, SyncReply | AsyncReply):
+            reply.hold()  # in flight while it is activated (the index counts it once live)
         plain = Activate(session_id, owner, message, on_busy)
         activate: Activate | None = plain
         if preload and self._caller_reads.acquire(blocking=False):
@@ -393,6 +434,7 @@ class RuntimeCore:
         """Build a new session and queue its revision 0 (wait on the future for the commit)."""
         self.check_open()
         graph = self.graph(graph_id, version)
+        self.quota.reserve(owner)
         now = self.config.clock()
         session = new_session(
             graph,
@@ -405,7 +447,13 @@ class RuntimeCore:
         )
         if session_id_key is not None:
             session.context.set(session_id_key, session.session_id)
-        return session, self.store.save(session, expected_revision=None)
+        try:
+            saved = self.store.save(session, expected_revision=None)
+        except BaseException:
+            self.quota.release(owner)
+            raise
+        saved.add_done_callback(functools.partial(_release_if_failed, self.quota, owner))
+        return session, saved
 
     def load(self, session_id: str, owner: str | None) -> Session:
         """The stored session (after any stopping actor of it has saved).
@@ -448,6 +496,8 @@ class RuntimeCore:
             released.wait()
         if not existed:
             raise SessionNotFound(session_id)
+        if owner is not None:
+            self.quota.release(owner)
 
     def list_sessions(self, owner: str | None, cursor: str | None, limit: int) -> SessionPage:
         """A page of stored sessions of ``owner``."""
@@ -455,6 +505,25 @@ class RuntimeCore:
         if not isinstance(limit, int) or limit < 1:
             raise InvalidInput(f"limit must be an int >= 1, got {limit!r}")
         return self.store.list(owner, cursor, limit)
+
+    def stored_page(
+        self, owner: str | None, cursor: str | None, limit: int, quarantined: int
+    ) -> StoredPage:
+        """How many sessions are stored, one page of them, the latest quarantined rows."""
+        if not isinstance(limit, int) or limit < 1:
+            raise InvalidInput(f"limit must be an int >= 1, got {limit!r}")
+        page = self.store.list(owner, cursor, limit)
+        return StoredPage(self.store.count(), page, self.store.quarantined(quarantined))
+
+    def ready(self) -> None:
+        """Return when the runtime serves requests: not draining, and its store answers.
+
+        Raises:
+            RuntimeClosed: the runtime is draining or closed.
+            StoreUnavailable: the store did not answer.
+        """
+        self.check_open()
+        self.store.list(None, None, 1)
 
     def stored_inspect(self, session_id: str) -> dict[str, Any]:
         """``inspect`` of a session that is not live: what its snapshot holds."""

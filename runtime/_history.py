@@ -72,9 +72,13 @@ def fork(core: RuntimeCore, session_id: str, owner: str | None, revision: int | 
     new.metadata = SessionMetadata(
         meta.owner, now, now, 0, meta.client_addr, now + core.config.session_ttl
     )
+    core.quota.reserve(new.metadata.owner)
     core.index.begin()
     try:
         core.store.save(new, None).result()
+    except BaseException:
+        core.quota.release(new.metadata.owner)
+        raise
     finally:
         core.index.end()
     return new.session_id

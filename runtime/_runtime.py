@@ -28,9 +28,10 @@ from flow.stores._log import MessagePage, RevisionInfo
 from flow.stores._protocol import SessionPage, SessionStore
 from runtime import _history as history
 from runtime._bridge import AsyncReply, SyncReply
+from runtime._cluster import Cluster
 from runtime._config import RuntimeConfig
 from runtime._core import RuntimeCore, session_view
-from runtime._views import LiveSessionInfo, RuntimeStats, SessionView
+from runtime._views import LiveSessionInfo, RuntimeStats, SessionView, StoredPage
 
 __all__ = ["AsyncRuntime", "Runtime"]
 
@@ -53,6 +54,11 @@ class _Facade:
     def store(self) -> SessionStore:
         """The session store."""
         return self._core.store
+
+    @property
+    def cluster(self) -> Cluster | None:
+        """This runtime's cluster membership (leases, forwarding): None unless on Redis."""
+        return self._core.cluster
 
     @property
     def data_dir(self) -> Path:
@@ -221,6 +227,7 @@ class Runtime(_Facade):
         mode: StepMode = "step",
         on_busy: OnBusy = "enqueue",
         owner: str | None = None,
+        request_id: str | None = None,
     ) -> StepResult:
         """Run one step of a session (or, with ``mode="run"``, run until it waits or ends).
 
@@ -231,13 +238,22 @@ class Runtime(_Facade):
             on_busy: ``enqueue`` waits its turn; ``reject`` fails at once with
                 ``SessionBusy`` if a step of this session is running or queued.
             owner: when given, a session of another owner is ``SessionNotFound``.
+            request_id: the step's idempotency key (1 to 255 printable ASCII
+                characters): a retry with the key of a step the session committed
+                is answered with that step's result (``replayed`` True) without
+                running; one arriving while that step is queued or running waits
+                for it. Keys are per session; see docs/concepts.md.
 
         Raises:
             SessionNotFound, SessionBusy, SessionCompleted, TaskFailed, StepTimeout,
             StoreUnavailable, InvalidInput, RuntimeClosed.
+            IdempotencyKeyReused: ``request_id`` named an earlier step with another
+                input or mode (an ``InvalidInput``).
         """
-        reply = self._reply()
-        self._core.submit_step(session_id, input, mode, on_busy, owner, reply, preload=True)
+        reply = SyncReply(self._core.index, counted=False)  # the index counts a step
+        self._core.submit_step(
+            session_id, input, mode, on_busy, owner, reply, preload=True, key=request_id
+        )
         result: StepResult = reply.wait()
         return result
 
@@ -275,7 +291,7 @@ class Runtime(_Facade):
                 names a task the session's graph version lacks.
             GraphVersionUnavailable, StoreUnavailable, RuntimeClosed.
         """
-        reply = self._reply()
+        reply = SyncReply(self._core.index, counted=False)  # the index counts a step
         message = _edit_message(set, unset, goto, by or owner or "admin")
         self._core.submit_step(
             session_id, None, "step", "enqueue", owner, reply, preload=True, edit=message
@@ -294,7 +310,7 @@ class Runtime(_Facade):
             GraphVersionUnavailable: no chain of migrations leads there.
             MigrationFailed: a migration failed (the session is untouched).
         """
-        reply = self._reply()
+        reply = SyncReply(self._core.index, counted=False)  # the index counts a step
         message = Edit({}, (), None, by, migrate_to=version)
         self._core.submit_step(
             session_id, None, "step", "enqueue", None, reply, preload=True, edit=message
@@ -395,6 +411,27 @@ class Runtime(_Facade):
     ) -> SessionPage:
         """A page of stored sessions of ``owner`` (every owner when None), by id."""
         return self._core.list_sessions(owner, cursor, limit)
+
+    def stored_page(
+        self,
+        owner: str | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+        *,
+        quarantined: int = 20,
+    ) -> StoredPage:
+        """How many sessions are stored, a page of them (``owner``'s, after ``cursor``),
+        and the ``quarantined`` newest snapshots that failed to decode (also while draining)."""
+        return self._core.stored_page(owner, cursor, limit, quarantined)
+
+    def ready(self) -> None:
+        """Return when the runtime serves requests (for a readiness probe).
+
+        Raises:
+            RuntimeClosed: it is draining or closed.
+            StoreUnavailable: its store did not answer.
+        """
+        self._core.ready()
 
     def passivate(self, session_id: str) -> bool:
         """Save (if needed) and stop a session's actor; False if it was not live."""
@@ -542,6 +579,8 @@ class AsyncRuntime(_Facade):
     ) -> str:
         """Create a session; returns its id once revision 0 is committed (see ``Runtime``)."""
         core = self._core
+        if core.quota.count_due(owner):
+            await asyncio.to_thread(core.quota.count, owner)
         core.index.begin()
         try:
             session, saved = core.new_session(
@@ -566,10 +605,11 @@ class AsyncRuntime(_Facade):
         mode: StepMode = "step",
         on_busy: OnBusy = "enqueue",
         owner: str | None = None,
+        request_id: str | None = None,
     ) -> StepResult:
         """Run one step (see ``Runtime.step``)."""
-        reply = self._reply()
-        self._core.submit_step(session_id, input, mode, on_busy, owner, reply)
+        reply = AsyncReply(self._core.index, counted=False)  # the index counts a step
+        self._core.submit_step(session_id, input, mode, on_busy, owner, reply, key=request_id)
         result: StepResult = await reply.wait()
         return result
 
@@ -595,7 +635,7 @@ class AsyncRuntime(_Facade):
         by: str | None = None,
     ) -> StepResult:
         """Repair a session from outside (see ``Runtime.update_session``)."""
-        reply = self._reply()
+        reply = AsyncReply(self._core.index, counted=False)  # the index counts a step
         message = _edit_message(set, unset, goto, by or owner or "admin")
         self._core.submit_step(session_id, None, "step", "enqueue", owner, reply, edit=message)
         result: StepResult = await reply.wait()
@@ -605,7 +645,7 @@ class AsyncRuntime(_Facade):
         self, session_id: str, version: str, *, by: str = "admin"
     ) -> StepResult:
         """Move a session to graph ``version`` now (see ``Runtime.migrate_session``)."""
-        reply = self._reply()
+        reply = AsyncReply(self._core.index, counted=False)  # the index counts a step
         message = Edit({}, (), None, by, migrate_to=version)
         self._core.submit_step(session_id, None, "step", "enqueue", None, reply, edit=message)
         result: StepResult = await reply.wait()
@@ -676,6 +716,27 @@ class AsyncRuntime(_Facade):
     ) -> SessionPage:
         """A page of stored sessions of ``owner`` (every owner when None), by id."""
         return await asyncio.to_thread(self._core.list_sessions, owner, cursor, limit)
+
+    async def stored_page(
+        self,
+        owner: str | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+        *,
+        quarantined: int = 20,
+    ) -> StoredPage:
+        """How many sessions are stored, a page of them (``owner``'s, after ``cursor``),
+        and the ``quarantined`` newest snapshots that failed to decode (also while draining)."""
+        return await asyncio.to_thread(self._core.stored_page, owner, cursor, limit, quarantined)
+
+    async def ready(self) -> None:
+        """Return when the runtime serves requests (for a readiness probe).
+
+        Raises:
+            RuntimeClosed: it is draining or closed.
+            StoreUnavailable: its store did not answer.
+        """
+        await asyncio.to_thread(self._core.ready)
 
     async def passivate(self, session_id: str) -> bool:
         """Save (if needed) and stop a session's actor; False if it was not live."""

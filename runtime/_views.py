@@ -5,7 +5,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["LiveSessionInfo", "RuntimeStats", "SessionMetadataView", "SessionView"]
+from flow.stores._protocol import QuarantinedRow, SessionPage
+
+__all__ = ["LiveSessionInfo", "RuntimeStats", "SessionMetadataView", "SessionView", "StoredPage"]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPage:
+    """What the store holds: how many sessions, one page of them, the latest quarantined rows."""
+
+    count: int
+    page: SessionPage
+    quarantined: list[QuarantinedRow]
 
 
 @dataclass(frozen=True, slots=True)

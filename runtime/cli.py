@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from rich.console import Console, Group, RenderableType
-from rich.text import Text
+from rich.console import Console
 
 from flow._errors import ActorflowError, SnapshotDecodeError
 from flow.stores import SessionStore
@@ -37,7 +36,7 @@ from runtime.admin._offline import (
 )
 from runtime.admin._protocol import OPS, json_safe
 from runtime.admin._versions_cmd import sessions_migrate, sessions_versions
-from runtime.shell._render import make_console, quarantine_table, render_result, stored_table
+from runtime.shell._render import make_console, render_result, render_stored
 
 __all__ = ["build_parser", "main"]
 
@@ -224,6 +223,7 @@ def _sessions_ls(store: SessionStore, args: argparse.Namespace) -> int:
     ]
     result = {
         "count": store.count(),
+        "owner": args.owner,
         "items": json_safe(page.items),
         "next_cursor": page.next_cursor,
         "quarantined": quarantined,
@@ -231,14 +231,7 @@ def _sessions_ls(store: SessionStore, args: argparse.Namespace) -> int:
     if args.json:
         _print_json(result)
         return 0
-    parts: list[RenderableType] = [
-        stored_table(result["items"], title=f"stored sessions: {result['count']}")
-    ]
-    if page.next_cursor:
-        parts.append(Text(f"more: --cursor {page.next_cursor}"))
-    if quarantined:
-        parts.append(quarantine_table(quarantined))
-    _console().print(Group(*parts))
+    _console().print(render_stored(result))
     return 0
 
 

@@ -6,7 +6,9 @@ table)::
 
     ActorflowError
     ├── InvalidInput            fix the request (HTTP 422)
-    │   └── GraphInvalid        a graph failed validation at build() (names the task)
+    │   ├── GraphInvalid        a graph failed validation at build() (names the task)
+    │   ├── SessionTooLarge     the step would grow the session past its cap (413)
+    │   └── IdempotencyKeyReused  a step's key was used before with another input (422)
     ├── SessionNotFound         no such session, or not yours (404)
     │   └── RevisionNotFound    that revision is outside the retained history (404)
     ├── GraphNotFound           no graph with that id (or version) (404)
@@ -14,6 +16,7 @@ table)::
     │   └── MigrationFailed     a migration raised or returned a bad session (409)
     ├── TaskNotFound            GoTo/edge names a task the graph lacks (500, task-failed)
     ├── SessionCompleted        the session has ended; start a new one (409)
+    ├── SessionQuotaExceeded the user holds the most sessions allowed; delete some (403)
     ├── SessionBusy             retry later: a step is running or the mailbox is full (409/429)
     ├── TaskFailed              the task raised; the session was rolled back (500)
     ├── StepTimeout             the step passed its deadline; rolled back (504)
@@ -34,6 +37,7 @@ from flow._errors import (
     GraphInvalid,
     GraphNotFound,
     GraphVersionUnavailable,
+    IdempotencyKeyReused,
     InvalidInput,
     MigrationFailed,
     RevisionConflict,
@@ -42,6 +46,8 @@ from flow._errors import (
     SessionBusy,
     SessionCompleted,
     SessionNotFound,
+    SessionQuotaExceeded,
+    SessionTooLarge,
     SnapshotDecodeError,
     StepTimeout,
     StoreUnavailable,
@@ -54,6 +60,7 @@ __all__ = [
     "GraphInvalid",
     "GraphNotFound",
     "GraphVersionUnavailable",
+    "IdempotencyKeyReused",
     "InvalidInput",
     "MigrationFailed",
     "RevisionConflict",
@@ -62,6 +69,8 @@ __all__ = [
     "SessionBusy",
     "SessionCompleted",
     "SessionNotFound",
+    "SessionQuotaExceeded",
+    "SessionTooLarge",
     "SnapshotDecodeError",
     "StepTimeout",
     "StoreUnavailable",

@@ -12,6 +12,21 @@ import pytest
 import structlog
 from testkit import free_port, wait_for_port
 
+from actors._ownership import clear_violations, enable_checks, violations
+
+# Debug mode for the whole suite: an actor field touched outside its actor's
+# turn raises, and is recorded so that the test that caused it fails.
+enable_checks()
+
+
+@pytest.fixture(autouse=True)
+def _actor_fields_touched_only_in_turn() -> Iterator[None]:
+    """Fail a test during which any actor field was touched off its actor's turn."""
+    clear_violations()
+    yield
+    found = violations()
+    assert not found, "actor fields touched outside their actor's turn:\n" + "\n".join(found)
+
 
 @pytest.fixture(autouse=True)
 def _structlog_config_per_test() -> Iterator[None]:

@@ -18,6 +18,7 @@ Keys (``prefix`` defaults to ``actorflow:``):
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import OrderedDict
@@ -26,13 +27,18 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+import redis.asyncio as aredis
 import structlog
 
 from flow._errors import InvalidInput, StoreUnavailable
-from flow.stores._redis_client import LuaScript, connect, unavailable
+from flow.stores._redis_client import LuaScript, connect, connect_async, unavailable
 
 __all__ = [
+    "FENCE_OFF_SCRIPT",
     "HOLDER_SCRIPT",
+    "LOST_REASONS",
+    "AsyncLeaseReader",
+    "EpochPinned",
     "Holder",
     "Lease",
     "LeaseHeldElsewhere",
@@ -47,6 +53,14 @@ _log = structlog.get_logger("actorflow.lease")
 
 LOST_REMEMBERED = 10_000
 """How many lost leases a manager remembers (for ``lost_lease``)."""
+
+LOST_REASONS = {
+    0: "lapsed",
+    -1: "taken",
+}
+"""A renewal's verdict -> why the lease is lost: ``lapsed`` (it expired in Redis and nobody
+holds it: this process did not renew it in time), ``taken`` (a newer grant holds it).
+``expired`` is the third reason: Redis could not be reached until the lease ran out."""
 
 _ACQUIRE = LuaScript(
     """
@@ -68,6 +82,27 @@ return {1, epoch, value}
 """
 )
 
+_KEEP = LuaScript(
+    """
+local cur = redis.call('HMGET', KEYS[1], 'node', 'epoch')
+if cur[1] ~= ARGV[1] or cur[2] ~= ARGV[2] then
+  return {3}
+end
+local value = false
+if #KEYS == 2 then
+  value = redis.call('HGET', KEYS[2], ARGV[4])
+  if not value then
+    return {2}
+  end
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return {1, tonumber(ARGV[2]), value}
+"""
+)
+"""Activate under the grant a forwarded request is bound to: KEYS the lease key (and the
+hash to read), ARGV node, epoch, ttl ms (and the field). 1 kept, 2 nothing to read,
+3 this grant no longer holds the lease."""
+
 _RENEW = LuaScript(
     """
 local cur = redis.call('HMGET', KEYS[1], 'node', 'epoch')
@@ -75,9 +110,13 @@ if cur[1] == ARGV[1] and cur[2] == ARGV[2] then
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
   return 1
 end
+if cur[1] then
+  return -1
+end
 return 0
 """
 )
+"""Renew one lease: 1 renewed, 0 lapsed (nobody holds it), -1 another grant holds it."""
 
 _RELEASE = LuaScript(
     """
@@ -99,6 +138,8 @@ for i = 1, #KEYS do
   if cur[1] == ARGV[1] and cur[2] == ARGV[i + 2] then
     redis.call('PEXPIRE', KEYS[i], ARGV[2])
     out[i] = 1
+  elseif cur[1] then
+    out[i] = -1
   else
     out[i] = 0
   end
@@ -106,7 +147,8 @@ end
 return out
 """
 )
-"""Renew a chunk of leases in one call: KEYS lease keys, ARGV node, ttl ms, epochs."""
+"""Renew a chunk of leases in one call: KEYS lease keys, ARGV node, ttl ms, epochs; one
+verdict per lease, as ``_RENEW``'s."""
 
 _RELEASE_MANY = LuaScript(
     """
@@ -132,6 +174,27 @@ return {cur[1], cur[2], cur[3], redis.call('PTTL', KEYS[1])}
 )
 """Who holds a lease, in one command: KEYS the lease key; nil, or node, adv, epoch, pttl
 (read it with ``holder_from``)."""
+
+FENCE_OFF_SCRIPT = LuaScript(
+    """
+local cur = redis.call('HMGET', KEYS[1], 'node', 'epoch')
+if cur[1] and not (cur[1] == ARGV[1] and cur[2] == ARGV[2]) then
+  return 0
+end
+local counter = tonumber(redis.call('GET', KEYS[2]) or '0')
+if counter <= tonumber(ARGV[2]) then
+  redis.call('SET', KEYS[2], tonumber(ARGV[2]) + 1)
+end
+if cur[1] then
+  redis.call('DEL', KEYS[1])
+end
+return 1
+"""
+)
+"""Fence off one grant for good: KEYS the lease key and the epoch key, ARGV its node and
+epoch. Unless a newer grant holds the lease already (which fences it off by itself), the
+epoch counter is moved past it and the grant, if it still holds the lease, is revoked:
+from then on Redis refuses every save fenced with that epoch. 1 when this call did it."""
 
 CHUNK = 500
 """Leases per renewal or release call: one call per lease would cost redis-py's
@@ -167,6 +230,25 @@ class LeaseLost(StoreUnavailable):
         self.name = name
         self.epoch = epoch
         self.current = current
+
+
+class EpochPinned(StoreUnavailable):
+    """The session cannot be activated here: a request forwarded under a grant no longer held runs.
+
+    A forwarded request may run only under the lease epoch it was forwarded to
+    (``LeaseManager.bind``); while it runs, the session is activated here only
+    under that same grant, and when Redis says the grant is gone the
+    activation is refused, and nothing was run.
+    """
+
+    def __init__(self, name: str, epoch: int) -> None:
+        super().__init__(
+            f"session {name!r} is not activated here now: a request was forwarded to this "
+            f"daemon under lease epoch {epoch}, which it no longer holds; nothing was run; "
+            "retry"
+        )
+        self.name = name
+        self.epoch = epoch
 
 
 class LeaseHeldElsewhere(StoreUnavailable):
@@ -264,7 +346,7 @@ class LeaseManager:
         ttl: float,
         *,
         key_prefix: str = "actorflow:",
-        on_lost: Callable[[Lease], None] | None = None,
+        on_lost: Callable[[Lease, str], None] | None = None,
         in_use: Callable[[str], bool] | None = None,
     ) -> None:
         if ttl <= 0:
@@ -286,6 +368,7 @@ class LeaseManager:
         self.renew_interval = ttl / 3
         self._ttl_ms = max(1, round(ttl * 1000))
         self._held: dict[str, _Held] = {}
+        self._bound: dict[str, tuple[int, int]] = {}  # session -> (epoch, requests)
         self._lost_leases: OrderedDict[str, Lease] = OrderedDict()
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -327,6 +410,10 @@ class LeaseManager:
         self, session_id: str, read: tuple[str, str] | None
     ) -> tuple[Lease | Holder | None, bytes | None]:
         started = time.monotonic()
+        with self._lock:
+            bound = self._bound.get(session_id)
+        if bound is not None:
+            return self._keep_reading(session_id, bound[0], read, started)
         keys = [lease_key(self.key_prefix, session_id), epoch_key(self.key_prefix, session_id)]
         args: list[Any] = [self.node_id, self.advertise, self._ttl_ms]
         if read is not None:
@@ -349,8 +436,82 @@ class LeaseManager:
         with self._lock:
             self._held[session_id] = _Held(lease, started + self.ttl, started)
             self._lost_leases.pop(session_id, None)
+        # bound while Redis granted it: the grant is kept (renewed or released as any
+        # other), but the session is not activated on it
+        self._check_unbound(session_id)
         value = reply[2] if len(reply) > 2 and isinstance(reply[2], bytes) else None
         return lease, value
+
+    def _keep_reading(
+        self, session_id: str, epoch: int, read: tuple[str, str] | None, started: float
+    ) -> tuple[Lease | Holder | None, bytes | None]:
+        """``_acquire`` while bound to ``epoch``: the same grant, if Redis still has it."""
+        keys = [lease_key(self.key_prefix, session_id)]
+        args: list[Any] = [self.node_id, str(epoch), self._ttl_ms]
+        if read is not None:
+            keys.append(read[0])
+            args.append(read[1])
+        reply = self._call(_KEEP, keys, args, "acquire")
+        verdict = int(reply[0])
+        if verdict == 2:
+            return None, None
+        with self._lock:
+            held = self._held.get(session_id)
+            lease = None if held is None or held.lease.epoch != epoch else held.lease
+        if verdict != 1 or lease is None:
+            raise EpochPinned(session_id, epoch)
+        self._extend(lease, started + self.ttl)
+        value = reply[2] if len(reply) > 2 and isinstance(reply[2], bytes) else None
+        return lease, value
+
+    def bind(self, session_id: str, epoch: int) -> bool:
+        """Pin ``session_id`` to this node's grant ``epoch`` while a request forwarded under
+        it runs; False (nothing pinned) when this node does not hold that grant now.
+
+        While pinned, no new grant on the session is taken here: ``acquire`` keeps
+        this grant if Redis still has it, and raises ``EpochPinned`` if not. The
+        forwarded request runs under ``epoch`` or not at all, so once the forwarder
+        has fenced that epoch off (``FENCE_OFF_SCRIPT``) it can never be committed.
+        Every successful ``bind`` needs one ``unbind``.
+        """
+        with self._lock:
+            held = self._held.get(session_id)
+            if held is None or held.lease.epoch != epoch:
+                return False
+            bound = self._bound.get(session_id)
+            if bound is not None and bound[0] != epoch:
+                return False
+            self._bound[session_id] = (epoch, 1 if bound is None else bound[1] + 1)
+            return True
+
+    def unbind(self, session_id: str) -> None:
+        """End one ``bind`` of ``session_id``."""
+        with self._lock:
+            bound = self._bound.get(session_id)
+            if bound is None:
+                return
+            if bound[1] <= 1:
+                del self._bound[session_id]
+            else:
+                self._bound[session_id] = (bound[0], bound[1] - 1)
+
+    def _check_unbound(self, session_id: str) -> None:
+        with self._lock:
+            bound = self._bound.get(session_id)
+        if bound is not None:
+            raise EpochPinned(session_id, bound[0])
+
+    def fence_off(self, holder: Holder) -> bool:
+        """Make ``holder``'s grant unable to commit anything from now on (see
+        ``FENCE_OFF_SCRIPT``); True when this call did it, False when a newer grant
+        holds the lease already.
+
+        Raises:
+            StoreUnavailable: Redis could not be reached.
+        """
+        keys = [lease_key(self.key_prefix, holder.name), epoch_key(self.key_prefix, holder.name)]
+        done = self._call(FENCE_OFF_SCRIPT, keys, [holder.node_id, str(holder.epoch)], "fence-off")
+        return int(done) == 1
 
     def renew(self, lease: Lease) -> bool:
         """Renew one lease now; False (and ``on_lost``) when it is no longer this grant.
@@ -365,7 +526,7 @@ class LeaseManager:
         if int(ok) == 1:
             self._extend(lease, started + self.ttl)
             return True
-        self._lost(lease, "taken")
+        self._lost(lease, LOST_REASONS[int(ok)])
         return False
 
     def renew_all(self) -> list[Lease]:
@@ -397,7 +558,7 @@ class LeaseManager:
             elif int(result) == 1:
                 self._extend(lease, started + self.ttl)
             else:
-                self._lost(lease, "taken")
+                self._lost(lease, LOST_REASONS[int(result)])
                 lost.append(lease)
         return lost
 
@@ -464,7 +625,8 @@ class LeaseManager:
             self._client.close()
 
     def _renewable(self) -> list[Lease]:
-        """The held leases still needed; those ``in_use`` says are not are released."""
+        """The held leases still needed; those ``in_use`` says are not (and no forwarded
+        request is bound to) are released."""
         in_use = self.in_use
         with self._lock:
             held = list(self._held.values())
@@ -477,13 +639,18 @@ class LeaseManager:
             needed = h.acquired_at > settled or in_use(h.lease.name)
             (keep if needed else drop).append(h.lease)
         if drop:
+            released: list[Lease] = []
             with self._lock:
                 for lease in drop:
                     current = self._held.get(lease.name)
-                    if current is not None and current.lease == lease:
+                    if lease.name in self._bound:
+                        keep.append(lease)  # a forwarded request is about to activate it
+                    elif current is not None and current.lease == lease:
                         del self._held[lease.name]
+                        released.append(lease)
             try:
-                _RELEASE_MANY.run_many(self._client, self._chunks(drop))
+                if released:
+                    _RELEASE_MANY.run_many(self._client, self._chunks(released))
             except redis.exceptions.RedisError as exc:
                 # Redis is down: the released leases simply expire after ttl
                 _log.warning("lease_release_failed", node_id=self.node_id, error=str(exc))
@@ -545,9 +712,70 @@ class LeaseManager:
         callback = self.on_lost
         if callback is not None:
             try:
-                callback(lease)
+                callback(lease, reason)
             except Exception:  # a failing callback must not stop the other leases' reports
                 _log.exception("lease_lost_callback_failed", session_id=lease.name)
+
+
+class AsyncLeaseReader:
+    """Who holds a lease, and fencing a grant off, awaited on an event loop.
+
+    For the daemon's forwarder, which must not block its loop on Redis. With a
+    URL it keeps one asyncio client (made on first use, on the loop that uses
+    it); without one (the store was handed a client) each call runs the
+    ``LeaseManager``'s own on a worker thread.
+
+    Args:
+        leases: this node's lease manager (its key prefix and sync fallback).
+        url: the Redis URL, or None.
+    """
+
+    def __init__(self, leases: LeaseManager, url: str | None) -> None:
+        self._leases = leases
+        self._url = url
+        self._client: aredis.Redis | None = None
+
+    async def holder(self, session_id: str) -> Holder | None:
+        """Who holds the lease on ``session_id`` (this node included), or None.
+
+        Raises:
+            StoreUnavailable: Redis could not be reached.
+        """
+        if self._url is None:
+            return await asyncio.to_thread(self._leases.holder, session_id)
+        key = lease_key(self._leases.key_prefix, session_id)
+        reply = await self._run(HOLDER_SCRIPT, [key], [], f"lease lookup on {session_id!r}")
+        return holder_from(session_id, reply)
+
+    async def fence_off(self, holder: Holder) -> bool:
+        """``LeaseManager.fence_off``, awaited.
+
+        Raises:
+            StoreUnavailable: Redis could not be reached.
+        """
+        if self._url is None:
+            return await asyncio.to_thread(self._leases.fence_off, holder)
+        prefix = self._leases.key_prefix
+        keys = [lease_key(prefix, holder.name), epoch_key(prefix, holder.name)]
+        args = [holder.node_id, str(holder.epoch)]
+        done = await self._run(FENCE_OFF_SCRIPT, keys, args, f"fence-off on {holder.name!r}")
+        return int(done) == 1
+
+    async def aclose(self) -> None:
+        """Close the asyncio client (if one was made)."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    async def _run(self, script: LuaScript, keys: list[str], args: list[Any], what: str) -> Any:
+        client = self._client
+        if client is None:
+            assert self._url is not None
+            client = self._client = connect_async(self._url)
+        try:
+            return await script.run_async(client, keys, args)
+        except redis.exceptions.RedisError as exc:
+            raise StoreUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
 
 
 def holder_from(name: str, reply: Any) -> Holder | None:

@@ -14,12 +14,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import redis
+import redis.asyncio as aredis
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
 from flow._errors import StoreUnavailable
 
-__all__ = ["LuaScript", "connect", "describe", "unavailable"]
+__all__ = ["LuaScript", "connect", "connect_async", "describe", "unavailable"]
 
 CONNECT_TIMEOUT = 1.0
 SOCKET_TIMEOUT = 5.0
@@ -37,6 +39,16 @@ def connect(url: str) -> redis.Redis:
         socket_timeout=SOCKET_TIMEOUT,
         retry=Retry(ExponentialBackoff(cap=0.05, base=0.01), retries=1),
         health_check_interval=30,
+    )
+
+
+def connect_async(url: str) -> aredis.Redis:
+    """An asyncio redis-py client for ``url``, with ``connect``'s timeouts and retry."""
+    return aredis.Redis.from_url(
+        url,
+        socket_connect_timeout=CONNECT_TIMEOUT,
+        socket_timeout=SOCKET_TIMEOUT,
+        retry=AsyncRetry(ExponentialBackoff(cap=0.05, base=0.01), retries=1),
     )
 
 
@@ -75,6 +87,16 @@ class LuaScript:
         except redis.exceptions.NoScriptError:
             client.script_load(self.source)
             return client.evalsha(self.sha, len(keys), *keys, *args)
+
+    async def run_async(
+        self, client: aredis.Redis, keys: Sequence[Any], args: Sequence[Any]
+    ) -> Any:
+        """``run`` on an asyncio client."""
+        try:
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:
+            await client.script_load(self.source)
+            return await client.evalsha(self.sha, len(keys), *keys, *args)
 
     def queue(self, pipe: Any, keys: Sequence[Any], args: Sequence[Any]) -> None:
         """Queue one EVALSHA of the script on a pipeline."""

@@ -35,8 +35,6 @@ from flow._codec import encode
 from flow._errors import (
     InvalidInput,
     RevisionConflict,
-    RevisionNotFound,
-    SessionNotFound,
     SnapshotDecodeError,
     StoreUnavailable,
 )
@@ -54,10 +52,17 @@ from flow.stores._log import (
     entry_for,
     page_messages,
     rebuild,
-    retention_floor,
     revision_info,
 )
 from flow.stores._protocol import Durability, QuarantinedRow, SessionPage, StoredSessionInfo
+from flow.stores._sqlite_reads import (
+    read_for_compaction,
+    read_message_sources,
+    read_revisions,
+    read_span,
+    read_state,
+    read_transaction,
+)
 from flow.stores._sqlite_schema import SCHEMA, STORE_SCHEMA_VERSION, migrate_v1
 
 __all__ = ["STORE_SCHEMA_VERSION", "SqliteStore", "WriterStats"]
@@ -68,7 +73,6 @@ _ROWS_PER_STATEMENT = 1000  # ids per IN (...) stays under SQLite's 32,766 param
 _MAX_READERS = 8
 _PAGE_SIZE = 1024
 _LOG_TABLES = ("sessions", "bases", "records", "archive")
-_MAX_REVISION = 2**62  # above any revision: "no upper bound" in a query
 _MAX_COMMIT_DELAY = 0.002  # seconds the writer may wait for a batch to fill
 _DATA_VERSION_EVERY = 0.1  # seconds between checks for other connections' commits
 
@@ -353,41 +357,13 @@ class SqliteStore:
                 been moved to the quarantine table (later loads return None).
             StoreUnavailable: the store is closed or could not be read.
         """
-        with self._reader() as conn, _read_transaction(conn):
-            row = conn.execute(
-                "SELECT revision, base_rev FROM sessions WHERE session_id = ?", (session_id,)
-            ).fetchone()
-            if row is None:
-                return None
-            if revision is None:
-                upto = _MAX_REVISION
-                base = conn.execute(
-                    "SELECT revision, data FROM bases WHERE session_id = ? AND revision = ?",
-                    (session_id, row[1]),
-                ).fetchone()
-            else:
-                span = self._span(conn, session_id)
-                if span is None or not span.oldest <= revision <= span.newest:
-                    oldest = row[0] if span is None else span.oldest
-                    raise RevisionNotFound(session_id, revision, oldest, row[0])
-                upto = revision
-                base = conn.execute(
-                    "SELECT revision, data FROM bases WHERE session_id = ? AND revision <= ? "
-                    "ORDER BY revision DESC LIMIT 1",
-                    (session_id, upto),
-                ).fetchone()
-            if base is None:
-                return None
-            records = [
-                bytes(r[0])
-                for r in conn.execute(
-                    "SELECT data FROM records WHERE session_id = ? AND revision > ? "
-                    "AND revision <= ? ORDER BY revision",
-                    (session_id, base[0], upto),
-                )
-            ]
+        with self._reader() as conn, read_transaction(conn):
+            found = read_state(conn, session_id, revision)
+        if found is None:
+            return None
+        base, records = found
         try:
-            return rebuild(bytes(base[1]), records, revision)
+            return rebuild(base, records, revision)
         except SnapshotDecodeError as exc:
             self._quarantine(session_id, exc.raw, str(exc))
             raise SnapshotDecodeError(
@@ -405,14 +381,9 @@ class SqliteStore:
         """
         if limit < 1:
             raise InvalidInput(f"limit must be at least 1, not {limit}")
-        with self._reader() as conn, _read_transaction(conn):
-            self._exists(conn, session_id)
-            rows = conn.execute(
-                "SELECT data FROM records WHERE session_id = ? AND revision < ? "
-                "ORDER BY revision DESC LIMIT ?",
-                (session_id, _MAX_REVISION if before is None else before, limit),
-            ).fetchall()
-        return [revision_info(decode_record(bytes(row[0]))) for row in rows]
+        with self._reader() as conn, read_transaction(conn):
+            rows = read_revisions(conn, session_id, limit, before)
+        return [revision_info(decode_record(row)) for row in rows]
 
     def messages(self, session_id: str, limit: int = 100, before: int | None = None) -> MessagePage:
         """The newest ``limit`` chat messages numbered below ``before``, oldest first.
@@ -420,28 +391,14 @@ class SqliteStore:
         Raises:
             SessionNotFound: no such session.
         """
-        with self._reader() as conn, _read_transaction(conn):
-            self._exists(conn, session_id)
-            sources = [
-                ("r", bytes(row[0]))
-                for row in conn.execute(
-                    "SELECT data FROM records WHERE session_id = ? ORDER BY revision DESC",
-                    (session_id,),
-                )
-            ]
-            sources += [
-                ("a", bytes(row[0]))
-                for row in conn.execute(
-                    "SELECT data FROM archive WHERE session_id = ? AND seq < ? ORDER BY seq DESC",
-                    (session_id, _MAX_REVISION if before is None else before),
-                )
-            ]
+        with self._reader() as conn, read_transaction(conn):
+            sources = read_message_sources(conn, session_id, before)
         return page_messages(sources, limit, before)
 
     def history_range(self, session_id: str) -> HistoryRange | None:
         """The revisions time travel reaches, or None when there is no such session."""
-        with self._reader() as conn, _read_transaction(conn):
-            return self._span(conn, session_id)
+        with self._reader() as conn, read_transaction(conn):
+            return read_span(conn, session_id)
 
     def compact(self, session_id: str) -> bool:
         """Write a base for the newest revision and apply retention; False if nothing to do.
@@ -452,53 +409,14 @@ class SqliteStore:
         retention drops some, those records: never the whole history.
         """
         sid = session_id
-        with self._reader() as conn, _read_transaction(conn):
-            row = conn.execute(
-                "SELECT created_at, base_rev, revision FROM sessions WHERE session_id = ?", (sid,)
-            ).fetchone()
-            if row is None:
-                return False
-            created_at, base_rev, newest = row
-            base = conn.execute(
-                "SELECT data FROM bases WHERE session_id = ? AND revision = ?", (sid, base_rev)
-            ).fetchone()
-            tail = [
-                bytes(r[0])
-                for r in conn.execute(
-                    "SELECT data FROM records WHERE session_id = ? AND revision > ? "
-                    "ORDER BY revision",
-                    (sid, base_rev),
-                )
-            ]
-            young = None
-            if self.policy.keep_seconds is not None:
-                young = conn.execute(
-                    "SELECT min(revision) FROM records WHERE session_id = ? AND at >= ?",
-                    (sid, time.time() - self.policy.keep_seconds),
-                ).fetchone()[0]
-            floor = retention_floor(self.policy, newest, young)
-            cut = conn.execute(
-                "SELECT max(revision) FROM bases WHERE session_id = ? AND revision <= ?",
-                (sid, floor),
-            ).fetchone()[0]
-            if tail and newest <= floor:  # keeping 1 revision: the new base is the cut
-                cut = newest
-            oldest = conn.execute(
-                "SELECT min(revision) FROM records WHERE session_id = ?", (sid,)
-            ).fetchone()[0]
-            dropped = []
-            if cut is not None and oldest is not None and oldest < cut:
-                dropped = [
-                    decode_record(bytes(r[0]))
-                    for r in conn.execute(
-                        "SELECT data FROM records WHERE session_id = ? AND revision < ? "
-                        "ORDER BY revision",
-                        (sid, cut),
-                    )
-                ]
+        with self._reader() as conn, read_transaction(conn):
+            found = read_for_compaction(conn, sid, self.policy)
+        if found is None:
+            return False
+        created_at, newest, base, tail, cut, dropped = found
         if base is None or (not tail and not dropped):
             return False
-        made = encode(rebuild(bytes(base[0]), tail)) if tail else None
+        made = encode(rebuild(base, tail)) if tail else None
         archive: tuple[int, bytes] | None = None
         chunk = archive_chunk(dropped)
         if chunk is not None:
@@ -509,21 +427,6 @@ class SqliteStore:
         self._submit(_CompactOp(sid, created_at, newest, made, cut_at, archive, future))
         future.result()
         return True
-
-    def _span(self, conn: sqlite3.Connection, session_id: str) -> HistoryRange | None:
-        row = conn.execute(
-            "SELECT s.revision, (SELECT min(revision) FROM bases b WHERE b.session_id = ?) "
-            "FROM sessions s WHERE s.session_id = ?",
-            (session_id, session_id),
-        ).fetchone()
-        return None if row is None else HistoryRange(int(row[1]), int(row[0]))
-
-    def _exists(self, conn: sqlite3.Connection, session_id: str) -> None:
-        found = conn.execute(
-            "SELECT 1 FROM sessions WHERE session_id = ?", (session_id,)
-        ).fetchone()
-        if found is None:
-            raise SessionNotFound(session_id)
 
     def delete(self, session_id: str) -> bool:
         """Delete ``session_id`` after every save queued before it; True if it existed.
@@ -1010,17 +913,6 @@ def _delete_statements(deletes: set[str]) -> list[tuple[str, list[Any]]]:
     if not ids:
         return []
     return [(f"DELETE FROM {table} WHERE session_id = ?", ids) for table in _LOG_TABLES]
-
-
-@contextlib.contextmanager
-def _read_transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """One snapshot for several SELECTs (compaction may commit between them otherwise)."""
-    conn.execute("BEGIN")
-    try:
-        yield
-    finally:
-        with contextlib.suppress(sqlite3.Error):
-            conn.execute("COMMIT")
 
 
 def _fail(future: Future[Any], error: BaseException) -> None:

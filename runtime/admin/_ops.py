@@ -16,7 +16,7 @@ from flow.stores._protocol import SessionPage, SessionStore
 from runtime._bulk_migrate import migrate_live
 from runtime._config import RuntimeConfig
 from runtime._version_counts import stored_version_counts, version_table
-from runtime._views import LiveSessionInfo, RuntimeStats
+from runtime._views import LiveSessionInfo, RuntimeStats, StoredPage
 from runtime.admin._offline import session_document
 from runtime.admin._protocol import OPS, AdminError, OpSpec
 
@@ -47,6 +47,17 @@ class AdminTarget(Protocol):
 
     async def live_sessions(self) -> list[LiveSessionInfo]:
         """The live session actors."""
+        ...
+
+    async def stored_page(
+        self,
+        owner: str | None = None,
+        cursor: str | None = None,
+        limit: int = 100,
+        *,
+        quarantined: int = 20,
+    ) -> StoredPage:
+        """How many sessions are stored, a page of them, the latest quarantined rows."""
         ...
 
     async def inspect(self, session_id: str) -> dict[str, Any]:
@@ -234,13 +245,15 @@ async def _stats(runtime: AdminTarget, args: dict[str, Any], info: Mapping[str, 
     return await runtime.stats()
 
 
-def _stored_sync(store: SessionStore, args: dict[str, Any]) -> dict[str, Any]:
-    page = store.list(args["owner"], args["cursor"], args["limit"])
-    quarantined = store.quarantined(QUARANTINED_SHOWN)
+async def _stored(runtime: AdminTarget, args: dict[str, Any], info: Mapping[str, object]) -> Any:
+    stored = await runtime.stored_page(
+        args["owner"], args["cursor"], args["limit"], quarantined=QUARANTINED_SHOWN
+    )
     return {
-        "count": store.count(),
-        "items": page.items,
-        "next_cursor": page.next_cursor,
+        "count": stored.count,
+        "owner": args["owner"],
+        "items": stored.page.items,
+        "next_cursor": stored.page.next_cursor,
         "quarantined": [
             {
                 "session_id": row.session_id,
@@ -248,13 +261,9 @@ def _stored_sync(store: SessionStore, args: dict[str, Any]) -> dict[str, Any]:
                 "quarantined_at": row.quarantined_at,
                 "size": len(row.raw),
             }
-            for row in quarantined
+            for row in stored.quarantined
         ],
     }
-
-
-async def _stored(runtime: AdminTarget, args: dict[str, Any], info: Mapping[str, object]) -> Any:
-    return await asyncio.to_thread(_stored_sync, runtime.store, args)
 
 
 async def _config(runtime: AdminTarget, args: dict[str, Any], info: Mapping[str, object]) -> Any:

@@ -11,6 +11,7 @@ import stamina
 
 from flow._errors import SessionNotFound
 from flow._step import StepResult
+from flow.stores._log import MessagePage, RevisionInfo
 from flow.stores._protocol import SessionPage
 from runtime._views import SessionView
 from runtime.client._base import DEFAULT_LIMITS, DEFAULT_TIMEOUT, ClientBase
@@ -21,9 +22,13 @@ from runtime.client._calls import (
     StepMode,
     create_call,
     delete_call,
+    fork_call,
     get_call,
     graphs_call,
     list_call,
+    messages_call,
+    revisions_call,
+    rollback_call,
     step_call,
 )
 from runtime.client._retry import RetryPolicy, RetryStatus
@@ -185,15 +190,18 @@ class AsyncClient(ClientBase):
             idempotency_key=idempotency_key,
         )  # fmt: skip
 
-    async def get_session(self, session_id: str, *, owner: str | None = None) -> SessionView:
-        """The session as of its latest step.
+    async def get_session(
+        self, session_id: str, *, owner: str | None = None, revision: int | None = None
+    ) -> SessionView:
+        """The session as of its latest step, or as of revision ``revision``.
 
         Raises:
             SessionNotFound: no such session, or not ``owner``'s (or the token's user's).
+            RevisionNotFound: ``revision`` is outside the retained history.
         """
         if not self._owner_matches(owner):
             raise SessionNotFound(session_id)
-        return await self._send(get_call(session_id))
+        return await self._send(get_call(session_id, revision))
 
     async def delete_session(self, session_id: str, *, owner: str | None = None) -> None:
         """Delete a session (a retry that finds it gone counts as done).
@@ -220,3 +228,67 @@ class AsyncClient(ClientBase):
     async def graphs(self) -> list[GraphSummary]:
         """The graphs the daemon serves."""
         return await self._send(graphs_call())
+
+    async def revisions(
+        self,
+        session_id: str,
+        *,
+        owner: str | None = None,
+        limit: int = 100,
+        before: int | None = None,
+    ) -> list[RevisionInfo]:
+        """The session's retained revisions below ``before``, newest first, at most ``limit``
+        (as ``Runtime.revisions``).
+
+        Raises:
+            SessionNotFound: no such session, or not ``owner``'s.
+        """
+        if not self._owner_matches(owner):
+            raise SessionNotFound(session_id)
+        return await self._send(revisions_call(session_id, limit, before))
+
+    async def messages(
+        self,
+        session_id: str,
+        *,
+        owner: str | None = None,
+        limit: int = 100,
+        before: int | None = None,
+    ) -> MessagePage:
+        """The whole chat history, one page: the newest ``limit`` messages numbered below
+        ``before``, oldest first (as ``Runtime.messages``).
+
+        Raises:
+            SessionNotFound: no such session, or not ``owner``'s.
+        """
+        if not self._owner_matches(owner):
+            raise SessionNotFound(session_id)
+        return await self._send(messages_call(session_id, limit, before))
+
+    async def fork(
+        self, session_id: str, *, revision: int | None = None, owner: str | None = None
+    ) -> str:
+        """A new session (same owner, its own id) whose state is revision ``revision``'s
+        (the newest when None); its id. Sent again only where it surely did not arrive.
+
+        Raises:
+            SessionNotFound: no such session, or not ``owner``'s.
+            RevisionNotFound: ``revision`` is outside the retained history.
+        """
+        if not self._owner_matches(owner):
+            raise SessionNotFound(session_id)
+        return await self._send(fork_call(session_id, revision))
+
+    async def rollback(
+        self, session_id: str, *, revision: int, owner: str | None = None
+    ) -> SessionView:
+        """Append a new revision whose state equals revision ``revision``'s; the session as
+        it now is. Sent again only where it surely did not arrive.
+
+        Raises:
+            SessionNotFound: no such session, or not ``owner``'s.
+            RevisionNotFound: ``revision`` is outside the retained history.
+        """
+        if not self._owner_matches(owner):
+            raise SessionNotFound(session_id)
+        return await self._send(rollback_call(session_id, revision))

@@ -15,8 +15,10 @@ from urllib.parse import quote
 import httpx
 import msgspec
 
+from flow._context import ChatMessage
 from flow._session import SessionStatus
 from flow._step import StepResult
+from flow.stores._log import MessagePage, RevisionInfo
 from flow.stores._protocol import SessionPage, StoredSessionInfo
 from runtime._views import SessionMetadataView, SessionView
 
@@ -26,9 +28,13 @@ __all__ = [
     "Replay",
     "create_call",
     "delete_call",
+    "fork_call",
     "get_call",
     "graphs_call",
     "list_call",
+    "messages_call",
+    "revisions_call",
+    "rollback_call",
     "step_call",
 ]
 
@@ -161,6 +167,33 @@ class _Page(msgspec.Struct):
     next_cursor: str | None = None
 
 
+class _Revision(msgspec.Struct):
+    revision: int
+    at: float
+    kind: str
+    task: str
+    input: Any
+    response: str | None
+    status: str
+
+
+class _Revisions(msgspec.Struct):
+    items: list[_Revision]
+    next_before: int | None = None
+
+
+class _SeqMessage(msgspec.Struct):
+    seq: int
+    role: str
+    content: str
+    timestamp: str
+
+
+class _Messages(msgspec.Struct):
+    items: list[_SeqMessage]
+    next_before: int | None = None
+
+
 class _Graph(msgspec.Struct):
     id: str
     version: str
@@ -179,6 +212,8 @@ _decode_step = msgspec.json.Decoder(_Step).decode
 _decode_detail = msgspec.json.Decoder(_Detail).decode
 _decode_page = msgspec.json.Decoder(_Page).decode
 _decode_graphs = msgspec.json.Decoder(_Graphs).decode
+_decode_revisions = msgspec.json.Decoder(_Revisions).decode
+_decode_messages = msgspec.json.Decoder(_Messages).decode
 
 
 def _headers(**extra: str) -> dict[str, str]:
@@ -208,6 +243,7 @@ def _step_result(response: httpx.Response) -> StepResult:
         next_task=body.next_task or "",
         status_message=body.status_message,
         revision=body.revision,
+        replayed=response.headers.get("idempotent-replayed") == "true",
     )
 
 
@@ -276,10 +312,11 @@ def step_call(
     )  # fmt: skip
 
 
-def get_call(session_id: str) -> Call[SessionView]:
-    """``GET /v1/sessions/{id}``."""
+def get_call(session_id: str, revision: int | None = None) -> Call[SessionView]:
+    """``GET /v1/sessions/{id}`` (``?revision=N``: as of revision N)."""
+    query = "" if revision is None else f"?revision={int(revision)}"
     return Call(
-        "GET", _session_path(session_id), None, _headers(), Replay.SAFE, _session_view,
+        "GET", _session_path(session_id) + query, None, _headers(), Replay.SAFE, _session_view,
         session_id=session_id,
     )  # fmt: skip
 
@@ -323,3 +360,58 @@ def list_call(cursor: str | None, limit: int, owner: str) -> Call[SessionPage]:
 def graphs_call() -> Call[list[GraphSummary]]:
     """``GET /v1/graphs``."""
     return Call("GET", "/v1/graphs", None, _headers(), Replay.SAFE, _graphs)
+
+
+def _page_query(limit: int, before: int | None) -> str:
+    query = f"?limit={int(limit)}"
+    return query if before is None else query + f"&before={int(before)}"
+
+
+def _revisions(response: httpx.Response) -> list[RevisionInfo]:
+    return [
+        RevisionInfo(r.revision, r.at, r.task, r.input, r.response, r.status, r.kind)
+        for r in _decode_revisions(response.content).items
+    ]
+
+
+def _messages(response: httpx.Response) -> MessagePage:
+    body = _decode_messages(response.content)
+    items = [
+        (m.seq, ChatMessage(m.role, m.content, m.timestamp))  # type: ignore[arg-type]
+        for m in body.items
+    ]
+    return MessagePage(items, body.next_before)
+
+
+def revisions_call(session_id: str, limit: int, before: int | None) -> Call[list[RevisionInfo]]:
+    """``GET /v1/sessions/{id}/revisions?limit=...&before=...``."""
+    return Call(
+        "GET", _session_path(session_id) + "/revisions" + _page_query(limit, before), None,
+        _headers(), Replay.SAFE, _revisions, session_id=session_id,
+    )  # fmt: skip
+
+
+def messages_call(session_id: str, limit: int, before: int | None) -> Call[MessagePage]:
+    """``GET /v1/sessions/{id}/messages?limit=...&before=...``."""
+    return Call(
+        "GET", _session_path(session_id) + "/messages" + _page_query(limit, before), None,
+        _headers(), Replay.SAFE, _messages, session_id=session_id,
+    )  # fmt: skip
+
+
+def fork_call(session_id: str, revision: int | None) -> Call[str]:
+    """``POST /v1/sessions/{id}/fork``: sent again only where it surely did not arrive."""
+    body = {} if revision is None else {"revision": revision}
+    return Call(
+        "POST", _session_path(session_id) + "/fork", _encode(body), _headers(**JSON_HEADERS),
+        Replay.ONCE, _created, session_id=session_id,
+    )  # fmt: skip
+
+
+def rollback_call(session_id: str, revision: int) -> Call[SessionView]:
+    """``POST /v1/sessions/{id}/rollback``: sent again only where it surely did not arrive
+    (a second rollback would append a second revision)."""
+    return Call(
+        "POST", _session_path(session_id) + "/rollback", _encode({"revision": revision}),
+        _headers(**JSON_HEADERS), Replay.ONCE, _session_view, session_id=session_id,
+    )  # fmt: skip

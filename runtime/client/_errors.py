@@ -26,11 +26,15 @@ import msgspec
 from runtime.errors import (
     ActorflowError,
     GraphNotFound,
+    IdempotencyKeyReused,
     InvalidInput,
+    RevisionNotFound,
     RuntimeClosed,
     SessionBusy,
     SessionCompleted,
     SessionNotFound,
+    SessionQuotaExceeded,
+    SessionTooLarge,
     SnapshotDecodeError,
     StepTimeout,
     StoreUnavailable,
@@ -102,6 +106,11 @@ class _Problem(msgspec.Struct):
 _decode_problem = msgspec.json.Decoder(_Problem).decode
 _TASK_ID = re.compile(r"^task '(?P<task>[^']*)' failed")
 _TIMEOUT = re.compile(r"exceeded (?P<seconds>[0-9.eE+-]+) s")
+_REUSED_KEY = re.compile(r"idempotency key '(?P<key>[^']*)'")
+_RETAINED = re.compile(
+    r"no revision (?P<revision>-?\d+): the retained history holds revisions "
+    r"(?P<oldest>-?\d+) to (?P<newest>-?\d+)"
+)
 
 
 def _task_failed(detail: str, session_id: str) -> ActorflowError:
@@ -119,10 +128,24 @@ def _step_timeout(detail: str, session_id: str) -> ActorflowError:
     return StepTimeout(session_id, seconds)
 
 
+def _reused_key(detail: str) -> str:
+    found = _REUSED_KEY.search(detail)
+    return found["key"] if found else ""
+
+
+def _revision_not_found(detail: str, session_id: str) -> ActorflowError:
+    found = _RETAINED.search(detail)
+    if found is None:
+        return RevisionNotFound(session_id, -1, -1, -1)
+    numbers = (int(found[name]) for name in ("revision", "oldest", "newest"))
+    return RevisionNotFound(session_id, *numbers)
+
+
 # slug -> (detail, session_id, graph_id) -> the error the runtime raises for it
 _Factory = Callable[[str, str, str], ActorflowError]
 _BY_SLUG: dict[str, _Factory] = {
     "session-not-found": lambda d, s, g: SessionNotFound(s, d),
+    "revision-not-found": lambda d, s, g: _revision_not_found(d, s),
     "graph-not-found": lambda d, s, g: GraphNotFound(g),
     "session-busy": lambda d, s, g: SessionBusy(s, mailbox_full=False),
     "mailbox-full": lambda d, s, g: SessionBusy(s, mailbox_full=True),
@@ -136,10 +159,13 @@ _BY_SLUG: dict[str, _Factory] = {
     "overloaded": lambda d, s, g: DaemonUnavailable(d, maybe_applied=False),
     "unauthorized": lambda d, s, g: Unauthorized(d),
     "invalid-request": lambda d, s, g: InvalidInput(d),
+    "idempotency-key-reused": lambda d, s, g: IdempotencyKeyReused(s, _reused_key(d)),
     "malformed-json": lambda d, s, g: InvalidInput(d),
     "bad-request": lambda d, s, g: InvalidInput(d),
     "body-too-large": lambda d, s, g: InvalidInput(d),
     "unsupported-media-type": lambda d, s, g: InvalidInput(d),
+    "session-too-large": lambda d, s, g: SessionTooLarge(d),
+    "session-quota-exceeded": lambda d, s, g: SessionQuotaExceeded(d),
 }
 
 

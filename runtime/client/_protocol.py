@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from flow._step import StepResult
+from flow.stores._log import MessagePage, RevisionInfo
 from flow.stores._protocol import SessionPage
 from runtime._views import SessionView
 
@@ -52,7 +53,27 @@ class SessionAPI(Protocol):
         owner: str | None = None,
     ) -> StepResult: ...
 
-    def get_session(self, session_id: str, *, owner: str | None = None) -> SessionView: ...
+    def get_session(
+        self, session_id: str, *, owner: str | None = None, revision: int | None = None
+    ) -> SessionView: ...
+
+    def revisions(
+        self, session_id: str, *, owner: str | None = None, limit: int = 100,
+        before: int | None = None,
+    ) -> list[RevisionInfo]: ...  # fmt: skip
+
+    def messages(
+        self, session_id: str, *, owner: str | None = None, limit: int = 100,
+        before: int | None = None,
+    ) -> MessagePage: ...  # fmt: skip
+
+    def fork(
+        self, session_id: str, *, revision: int | None = None, owner: str | None = None
+    ) -> str: ...
+
+    def rollback(
+        self, session_id: str, *, revision: int, owner: str | None = None
+    ) -> SessionView: ...
 
     def delete_session(self, session_id: str, *, owner: str | None = None) -> None: ...
 
@@ -87,7 +108,27 @@ class AsyncSessionAPI(Protocol):
         owner: str | None = None,
     ) -> StepResult: ...
 
-    async def get_session(self, session_id: str, *, owner: str | None = None) -> SessionView: ...
+    async def get_session(
+        self, session_id: str, *, owner: str | None = None, revision: int | None = None
+    ) -> SessionView: ...
+
+    async def revisions(
+        self, session_id: str, *, owner: str | None = None, limit: int = 100,
+        before: int | None = None,
+    ) -> list[RevisionInfo]: ...  # fmt: skip
+
+    async def messages(
+        self, session_id: str, *, owner: str | None = None, limit: int = 100,
+        before: int | None = None,
+    ) -> MessagePage: ...  # fmt: skip
+
+    async def fork(
+        self, session_id: str, *, revision: int | None = None, owner: str | None = None
+    ) -> str: ...
+
+    async def rollback(
+        self, session_id: str, *, revision: int, owner: str | None = None
+    ) -> SessionView: ...
 
     async def delete_session(self, session_id: str, *, owner: str | None = None) -> None: ...
 

@@ -9,11 +9,11 @@ import structlog
 from litestar import Litestar, Request
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.response import Response
 
 from runtime.daemon._auth import Authenticator
+from runtime.daemon._docs_ui import docs_assets_router, swagger_plugin
 from runtime.daemon._forward import Forwarder, forwarder_for
 from runtime.daemon._gateway import Gateway, request_info
 from runtime.daemon._policy import GatewayPolicy, malformed_json
@@ -119,7 +119,7 @@ def build_app(
         )
 
     app = Litestar(
-        route_handlers=route_handlers(api),
+        route_handlers=[*route_handlers(api), docs_assets_router(OPENAPI_PATH)],
         exception_handlers={Exception: handle},
         logging_config=None,
         debug=False,
@@ -133,14 +133,14 @@ def build_app(
                 "tokens file."
             ),
             path=OPENAPI_PATH,
-            render_plugins=[SwaggerRenderPlugin()],
+            render_plugins=[swagger_plugin(OPENAPI_PATH)],
             components=Components(
                 security_schemes={"bearer": SecurityScheme(type="http", scheme="bearer")}
             ),
         ),
     )
     steps = StepRoute(app, api, max_body=max_body)
-    inner = forwarder_for(steps, api.runtime.store, max_body=max_body)
+    inner = forwarder_for(steps, api.runtime.cluster, max_body=max_body)
     on_close = inner.aclose if isinstance(inner, Forwarder) else None
     return Gateway(
         inner,

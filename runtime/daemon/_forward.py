@@ -2,7 +2,8 @@
 
 In a cluster (a Redis store), each session is live in at most one daemon: the
 holder of its lease (docs/cluster.md). ``Forwarder`` sits between the gateway
-(so the caller is authenticated first) and the app. For a request naming a
+(so the caller is authenticated first) and the app, and asks the runtime's
+``Cluster`` (never Redis itself) who holds a session. For a request naming a
 session (``/v1/sessions/{id}``, ``/v1/sessions/{id}/step``, and
 ``/v1/execute`` with a ``session_id``):
 
@@ -11,16 +12,20 @@ session (``/v1/sessions/{id}``, ``/v1/sessions/{id}/step``, and
    lease meanwhile, the local 503 is held back and step 2 applies.
 2. If another daemon holds it, the request is sent to the holder's advertised
    URL over a keep-alive HTTP connection, with the caller's headers
-   (``Authorization`` included) and ``X-Actorflow-Forwarded: 1``; the holder's
-   answer is returned unchanged. A request carrying that header is always
-   served where it lands: it is never forwarded twice.
-3. If the holder cannot be reached (connection refused), the forwarder waits
-   until its lease has expired (at most one lease ttl), then serves the request
-   here, taking the lease over. If the holder got the request but stops
-   answering while its lease lapses (a paused or dead process), a step is not
-   run again (it may have been applied): the answer is a 503, and the session
-   is served here from then on. A paused holder that resumes cannot write: its
-   epoch is fenced off.
+   (``Authorization`` included), ``X-Actorflow-Forwarded: 1``, the lease epoch
+   it is forwarded under (``X-Actorflow-Lease-Epoch``) and a start deadline
+   (``X-Actorflow-Deadline``, UNIX seconds); the holder's answer is returned
+   unchanged. A request carrying the forwarded mark is served where it lands,
+   never forwarded twice; a step carrying an epoch runs only under that grant
+   of the lease and only if it starts before its deadline (else 421, nothing
+   run), and while it runs the session cannot be activated here under another
+   epoch.
+3. If the holder cannot be reached (connection refused), or answers 421, the
+   request is sent again (or served here once the holder's lease has expired).
+   If the holder got the request but stops answering while its lease lapses (a
+   paused or dead process), a step is not run again (it may have been applied):
+   the forwarder first fences the holder's epoch off in Redis, so that the step
+   can never be committed from then on, then answers 503 ``outcome-unknown``.
 """
 
 from __future__ import annotations
@@ -35,24 +40,37 @@ from typing import Any, cast
 
 import httpx
 import msgspec
-import redis
-import redis.asyncio as aredis
 import structlog
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from flow._errors import StoreUnavailable
-from flow.stores._fenced import FencedStore
-from flow.stores._lease import HOLDER_SCRIPT, Holder, LeaseManager, holder_from, lease_key
+from runtime._cluster import Cluster, Holder
 from runtime.daemon._gateway import request_info
 from runtime.daemon._http import read_body, replayer, send_problem
-from runtime.daemon._problems import STORE_UNAVAILABLE, Problem
+from runtime.daemon._problems import STORE_UNAVAILABLE, Problem, ProblemKind
+from runtime.errors import StoreUnavailable
 
-__all__ = ["FORWARDED_HEADER", "Forwarder", "forwarder_for"]
+__all__ = [
+    "DEADLINE_HEADER",
+    "EPOCH_HEADER",
+    "FORWARDED_HEADER",
+    "MISDIRECTED",
+    "OUTCOME_UNKNOWN",
+    "Forwarder",
+    "forwarder_for",
+]
 
 FORWARDED_HEADER = "x-actorflow-forwarded"
+EPOCH_HEADER = "x-actorflow-lease-epoch"
+DEADLINE_HEADER = "x-actorflow-deadline"
 MAX_ATTEMPTS = 3
 CONNECT_TIMEOUT = 1.0
-REDIS_TIMEOUT = 1.0
+
+MISDIRECTED = ProblemKind(421, "misdirected", "Misdirected request")
+"""A forwarded request that arrived after its deadline, or where the lease epoch it was
+forwarded under is no longer held: it was not run."""
+OUTCOME_UNKNOWN = ProblemKind(503, "outcome-unknown", "Outcome unknown", retry_after=1)
+"""The holder got the step and stopped answering: it may have been committed before it
+stopped, and it can never be committed after this answer."""
 
 _SESSION_PATH = re.compile(r"^/v1/sessions/([^/]+)(?:/step)?/?$")
 _EXECUTE_PATH = "/v1/execute"
@@ -62,7 +80,7 @@ _REQUEST_ID = b"x-request-id"
 _SAFE_TO_REPEAT = frozenset({"GET", "HEAD", "DELETE"})
 # Transport errors raised before any byte of the request reached the holder.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol)
-# Hop-by-hop headers (RFC 9110 7.6.1) and those httpx sets itself.
+# Hop-by-hop headers (RFC 9110 7.6.1), those httpx sets itself, and our own marks.
 _HOP_BY_HOP = frozenset(
     {
         b"connection",
@@ -74,6 +92,10 @@ _HOP_BY_HOP = frozenset(
         b"upgrade",
         b"host",
         b"content-length",
+        _REQUEST_ID,
+        FORWARDED_HEADER.encode(),
+        EPOCH_HEADER.encode(),
+        DEADLINE_HEADER.encode(),
     }
 )
 _log = structlog.get_logger("actorflowd.forward")
@@ -98,6 +120,7 @@ class _Outcome(enum.Enum):
 
     RELAYED = "the holder's answer was relayed"
     NOT_DELIVERED = "the holder never got it (it may be served elsewhere)"
+    NOT_RUN = "the holder refused it (421): it was not run"
     UNKNOWN = "the holder got it but did not answer (it may have been applied)"
 
 
@@ -113,7 +136,7 @@ class Forwarder:
 
     Args:
         app: the daemon's app.
-        leases: this node's lease manager.
+        cluster: the runtime's cluster membership.
         max_body: the daemon's request body limit (bodies beyond it are not forwarded).
         client: an ``httpx.AsyncClient`` to forward with (made on first use when None).
     """
@@ -121,18 +144,15 @@ class Forwarder:
     def __init__(
         self,
         app: ASGIApp,
-        leases: LeaseManager,
+        cluster: Cluster,
         *,
         max_body: int,
         client: httpx.AsyncClient | None = None,
-        redis_url: str | None = None,
     ) -> None:
         self.app = cast(_App, app)
-        self.leases = leases
+        self.cluster = cluster
         self.max_body = max_body
         self._client = client
-        self._redis_url = redis_url
-        self._redis: aredis.Redis | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._handle(cast(_Scope, scope), cast(_Receive, receive), cast(_Send, send))
@@ -152,19 +172,51 @@ class Forwarder:
             await self.app(scope, replay, send)  # too large: the app answers 413
             return
         session_id = match.group(1) if match is not None else _execute_session(body)
-        if session_id is None or _header(scope, FORWARDED_HEADER.encode()) is not None:
+        if session_id is None:
             await self.app(scope, replay, send)
-            return
-        await self._route(scope, body, receive, send, session_id)
+        elif _header(scope, FORWARDED_HEADER.encode()) is not None:
+            await self._serve_forwarded(scope, replay, send, session_id)
+        else:
+            await self._route(scope, body, receive, send, session_id)
 
     async def aclose(self) -> None:
         """Close the keep-alive connections to other daemons and to Redis."""
         if self._client is not None:
             await self._client.aclose()
             self._client = None
-        if self._redis is not None:
-            await self._redis.aclose()
-            self._redis = None
+        await self.cluster.aclose()
+
+    async def _serve_forwarded(
+        self, scope: _Scope, receive: _Receive, send: _Send, session_id: str
+    ) -> None:
+        """Serve a request another daemon forwarded here, under the epoch it names."""
+        epoch = _number(_header(scope, EPOCH_HEADER.encode()))
+        if epoch is None or scope["method"] in _SAFE_TO_REPEAT:
+            # bound to no epoch, or harmless to run under any: served where it lands
+            await self.app(scope, receive, send)
+            return
+        deadline = _number(_header(scope, DEADLINE_HEADER.encode()))
+        late = deadline is not None and time.time() > deadline
+        if late or not self.cluster.bind(session_id, int(epoch)):
+            why = (
+                "it arrived after its deadline"
+                if late
+                else f"this daemon no longer holds lease epoch {int(epoch)} of the session"
+            )
+            _log.warning(
+                "forwarded_request_refused",
+                request_id=request_info(scope).request_id,
+                session_id=session_id,
+                epoch=int(epoch),
+                reason=why,
+            )
+            detail = f"request forwarded under lease epoch {int(epoch)} not run: {why}"
+            await send_problem(send, Problem(MISDIRECTED, detail, session_id=session_id))
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.cluster.unbind(session_id)
 
     async def _route(
         self, scope: _Scope, body: bytes, receive: _Receive, send: _Send, session_id: str
@@ -175,7 +227,8 @@ class Forwarder:
                 captured = await self._serve_here(scope, replayer(body, True, receive), send)
                 if captured is None:
                     return
-                holder = await self._holder_elsewhere(session_id)
+                # asked of Redis: this node may believe it holds a lease it lost
+                holder = await self._holder_elsewhere(session_id, trust_local=False)
                 if holder is None:
                     for message in captured.messages:
                         await send(message)
@@ -183,35 +236,59 @@ class Forwarder:
             outcome = await self._forward(scope, body, send, holder)
             if outcome is _Outcome.RELAYED:
                 return
+            if outcome is _Outcome.NOT_RUN:
+                continue  # the lease moved, or the holder is late: ask again
             await self._wait_until_lapsed(holder)
             if outcome is _Outcome.UNKNOWN and scope["method"] not in _SAFE_TO_REPEAT:
-                problem = Problem(
-                    STORE_UNAVAILABLE,
-                    f"the daemon holding session {session_id!r} (node {holder.node_id!r}) "
-                    "stopped answering after it received this request; whether the step was "
-                    "applied is unknown (a step it had not committed before its lease lapsed "
-                    "is refused); the session is served here now",
-                    session_id=session_id,
-                )
-                await send_problem(send, problem)
+                await send_problem(send, await self._unknown(holder))
                 return
         problem = Problem(
             STORE_UNAVAILABLE,
             f"session {session_id!r} is live on another daemon that could not be reached "
-            f"after {MAX_ATTEMPTS} attempts; retry",
+            f"after {MAX_ATTEMPTS} attempts; the request was not run; retry",
             session_id=session_id,
         )
         await send_problem(send, problem)
 
-    async def _holder_elsewhere(self, session_id: str) -> Holder | None:
+    async def _unknown(self, holder: Holder) -> Problem:
+        """Fence ``holder``'s epoch off, then say the outcome is unknown (and will stay so)."""
+        session_id = holder.name
+        where = f"the daemon holding session {session_id!r} (node {holder.node_id!r})"
+        try:
+            await self.cluster.fence_off(holder)
+        except StoreUnavailable as exc:
+            _log.warning("fence_off_failed", session_id=session_id, error=str(exc))
+            detail = (
+                f"{where} stopped answering after it received this step, and Redis could "
+                f"not be reached to fence it off ({exc}): the step may have been applied, "
+                "and may still be; read the session before retrying"
+            )
+            return Problem(STORE_UNAVAILABLE, detail, session_id=session_id)
+        _log.info(
+            "holder_fenced_off",
+            session_id=session_id,
+            node_id=holder.node_id,
+            epoch=holder.epoch,
+        )
+        detail = (
+            f"{where} stopped answering after it received this step, so its outcome is "
+            "unknown: it may have been committed before the holder stopped, and it can no "
+            f"longer be committed (lease epoch {holder.epoch} is fenced off); read the "
+            "session to find out before retrying; the session is served elsewhere now"
+        )
+        return Problem(OUTCOME_UNKNOWN, detail, session_id=session_id)
+
+    async def _holder_elsewhere(
+        self, session_id: str, *, trust_local: bool = True
+    ) -> Holder | None:
         """The other node holding the session's lease, or None (this node, or nobody)."""
-        if self.leases.lease_for(session_id) is not None:
+        if trust_local and self.cluster.holds(session_id):
             return None
         try:
-            holder = await self._lookup(session_id)
+            holder = await self.cluster.holder_of(session_id)
         except StoreUnavailable:
             return None  # served here, where the request fails with the store's 503
-        if holder is None or holder.node_id == self.leases.node_id:
+        if holder is None or holder.node_id == self.cluster.node_id:
             return None
         return holder
 
@@ -243,17 +320,18 @@ class Forwarder:
             return _Outcome.NOT_DELIVERED
         client = self._http()
         info = request_info(scope)
+        deadline = time.time() + self.cluster.lease_ttl
         request = client.build_request(
             scope["method"],
             _target_url(holder.advertise, scope),
-            headers=_forward_headers(scope, info.request_id),
+            headers=_forward_headers(scope, info.request_id, holder.epoch, deadline),
             content=body,
         )
         info.session_id = holder.name
         sending = asyncio.ensure_future(client.send(request, stream=True))
         try:
             while True:
-                done, _ = await asyncio.wait({sending}, timeout=self.leases.renew_interval)
+                done, _ = await asyncio.wait({sending}, timeout=self.cluster.renew_interval)
                 if done:
                     break
                 if not await self._still_holds(holder):
@@ -288,12 +366,10 @@ class Forwarder:
             return _Outcome.UNKNOWN
         finally:
             await response.aclose()
+        if response.status_code == MISDIRECTED.status:
+            return _Outcome.NOT_RUN
         # the gateway adds this request's id itself (the holder answered with the same)
-        headers = [
-            (k.lower(), v)
-            for k, v in response.headers.raw
-            if k.lower() not in _HOP_BY_HOP and k.lower() != _REQUEST_ID
-        ]
+        headers = [(k.lower(), v) for k, v in response.headers.raw if k.lower() not in _HOP_BY_HOP]
         headers.append((b"content-length", str(len(content)).encode()))
         await send(
             {"type": "http.response.start", "status": response.status_code, "headers": headers}
@@ -301,34 +377,9 @@ class Forwarder:
         await send({"type": "http.response.body", "body": content, "more_body": False})
         return _Outcome.RELAYED
 
-    async def _lookup(self, session_id: str) -> Holder | None:
-        """Who holds the session's lease, asked without leaving the event loop when possible.
-
-        Raises:
-            StoreUnavailable: Redis could not be reached.
-        """
-        if self._redis_url is None:  # the store was handed a client: ask from a thread
-            return await asyncio.to_thread(self.leases.holder, session_id)
-        if self._redis is None:
-            self._redis = aredis.Redis.from_url(
-                self._redis_url,
-                socket_connect_timeout=REDIS_TIMEOUT,
-                socket_timeout=REDIS_TIMEOUT,
-            )
-        keys = [lease_key(self.leases.key_prefix, session_id)]
-        try:
-            try:
-                reply = await self._redis.evalsha(HOLDER_SCRIPT.sha, 1, *keys)
-            except redis.exceptions.NoScriptError:
-                await self._redis.script_load(HOLDER_SCRIPT.source)
-                reply = await self._redis.evalsha(HOLDER_SCRIPT.sha, 1, *keys)
-        except redis.exceptions.RedisError as exc:
-            raise StoreUnavailable(f"looking up the lease on {session_id!r}: {exc}") from exc
-        return holder_from(session_id, reply)
-
     async def _still_holds(self, holder: Holder) -> bool:
         try:
-            current = await self._lookup(holder.name)
+            current = await self.cluster.holder_of(holder.name)
         except StoreUnavailable:
             return True  # cannot tell: keep waiting for the answer
         return current is not None and (current.node_id, current.epoch) == (
@@ -338,8 +389,9 @@ class Forwarder:
 
     async def _wait_until_lapsed(self, holder: Holder) -> None:
         """Wait (at most one lease ttl and a bit) until ``holder`` no longer holds the lease."""
-        deadline = time.monotonic() + holder.expires_in + self.leases.renew_interval
-        poll = min(0.05, self.leases.renew_interval)
+        interval = self.cluster.renew_interval
+        deadline = time.monotonic() + holder.expires_in + interval
+        poll = min(0.05, interval)
         while time.monotonic() < deadline:
             if not await self._still_holds(holder):
                 _log.info(
@@ -363,11 +415,11 @@ class Forwarder:
         return self._client
 
 
-def forwarder_for(app: ASGIApp, store: Any, *, max_body: int) -> ASGIApp:
-    """``app`` behind a ``Forwarder`` when ``store`` is clustered (a ``FencedStore``)."""
-    if isinstance(store, FencedStore):
-        return Forwarder(app, store.leases, max_body=max_body, redis_url=store.inner.url)
-    return app
+def forwarder_for(app: ASGIApp, cluster: Cluster | None, *, max_body: int) -> ASGIApp:
+    """``app`` behind a ``Forwarder`` when the runtime is in a cluster."""
+    if cluster is None:
+        return app
+    return Forwarder(app, cluster, max_body=max_body)
 
 
 def _execute_session(body: bytes) -> str | None:
@@ -384,16 +436,28 @@ def _header(scope: _Scope, name: bytes) -> bytes | None:
     return None
 
 
-def _forward_headers(scope: _Scope, request_id: str) -> list[tuple[bytes, bytes]]:
-    """The caller's headers (credentials included), this request's id, the forwarded mark."""
-    headers = [
-        (k, v)
-        for k, v in scope["headers"]
-        if k.lower() not in _HOP_BY_HOP and k.lower() != _REQUEST_ID
-    ]
+def _forward_headers(
+    scope: _Scope, request_id: str, epoch: int, deadline: float
+) -> list[tuple[bytes, bytes]]:
+    """The caller's headers (credentials included), this request's id, the forwarded mark,
+    the lease epoch it is forwarded under and its start deadline."""
+    headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _HOP_BY_HOP]
     headers.append((_REQUEST_ID, request_id.encode()))
     headers.append((FORWARDED_HEADER.encode(), b"1"))
+    headers.append((EPOCH_HEADER.encode(), str(epoch).encode()))
+    headers.append((DEADLINE_HEADER.encode(), f"{deadline:.3f}".encode()))
     return headers
+
+
+def _number(value: bytes | None) -> float | None:
+    """A header's number, or None when absent or not a finite number."""
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except ValueError:
+        return None
+    return number if number == number and abs(number) != float("inf") else None
 
 
 def _target_url(advertise: str, scope: _Scope) -> str:

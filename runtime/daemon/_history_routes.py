@@ -8,6 +8,7 @@ session is 404. A revision outside the retained history is 404
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
@@ -82,20 +83,24 @@ class RollbackRequest(msgspec.Struct, forbid_unknown_fields=True):
     revision: Revision
 
 
-def _caller(request: Request[Any, Any, Any], session_id: str) -> str:
-    info = request_info(request.scope)
-    info.session_id = session_id
-    if info.user is None:  # the gateway lets no /v1 request through without a user
-        raise RuntimeError("request reached a /v1 handler without an authenticated user")
-    return info.user
-
-
 def history_handlers(
     runtime: AsyncRuntime,
+    owner_filter: Callable[[str], str | None],
     problems: dict[int, ResponseSpec],
     security: list[dict[str, list[str]]],
 ) -> list[ControllerRouterHandler]:
-    """The time-travel route handlers, bound to ``runtime``."""
+    """The time-travel route handlers, bound to ``runtime``.
+
+    ``owner_filter`` maps the caller to the owner the runtime checks (None: an
+    admin's request, any owner), as on every other session route.
+    """
+
+    def _caller(request: Request[Any, Any, Any], session_id: str) -> str | None:
+        info = request_info(request.scope)
+        info.session_id = session_id
+        if info.user is None:  # the gateway lets no /v1 request through without a user
+            raise RuntimeError("request reached a /v1 handler without an authenticated user")
+        return owner_filter(info.user)
 
     @get(
         "/v1/sessions/{session_id:str}/revisions",

@@ -12,6 +12,7 @@ from runtime.daemon._auth import Authenticator, TokensFileError
 from runtime.daemon._config import ConfigError, parse_config
 from runtime.daemon._graphs import load_graphs, load_migrations, pick_default_graph
 from runtime.daemon._logging import configure_logging
+from runtime.daemon._preflight import StartupError, check_can_start
 from runtime.daemon._server import serve
 
 __all__ = ["EXIT_CONFIG", "EXIT_FAILED", "main"]
@@ -26,7 +27,7 @@ def _fail(message: str, status: int = EXIT_CONFIG) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the daemon until SIGTERM/SIGINT; the exit status (2: invalid configuration).
+    """Run the daemon until SIGTERM/SIGINT; the exit status (2: it cannot start).
 
     Args:
         argv: arguments without the program name (default ``sys.argv[1:]``).
@@ -41,10 +42,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         migrations = load_migrations(config.migrations)
         default_graph = pick_default_graph(graphs, config.default_graph)
         auth = Authenticator.from_file(config.tokens)
-    except (ConfigError, TokensFileError) as exc:
+        data_dir_lock = check_can_start(config)
+    except (ConfigError, TokensFileError, StartupError) as exc:
         return _fail(str(exc))
     try:
-        return uvloop.run(serve(config, graphs, default_graph, auth, migrations))
+        with data_dir_lock:
+            return uvloop.run(serve(config, graphs, default_graph, auth, migrations))
     except Exception as exc:
         structlog.get_logger("actorflowd").exception("daemon_failed")
         return _fail(f"{type(exc).__name__}: {exc}", EXIT_FAILED)

@@ -79,10 +79,16 @@ class StepRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class ExecuteRequest(msgspec.Struct, forbid_unknown_fields=True):
-    """``POST /v1/execute`` (graph-flow's service shape): one step with ``content`` as input."""
+    """``POST /v1/execute`` (graph-flow's service shape): one step with ``content`` as input.
+
+    ``idempotency_key`` does for the step what the step route's ``Idempotency-Key``
+    header does; it needs a ``session_id`` (a retry without one would create
+    another session).
+    """
 
     content: str
     session_id: str | None = None
+    idempotency_key: str | None = None
 
 
 class SessionCreated(msgspec.Struct):

@@ -16,12 +16,15 @@ from runtime.errors import (
     ActorflowError,
     GraphNotFound,
     GraphVersionUnavailable,
+    IdempotencyKeyReused,
     InvalidInput,
     RevisionNotFound,
     RuntimeClosed,
     SessionBusy,
     SessionCompleted,
     SessionNotFound,
+    SessionQuotaExceeded,
+    SessionTooLarge,
     SnapshotDecodeError,
     StepTimeout,
     StoreUnavailable,
@@ -60,6 +63,7 @@ METHOD_NOT_ALLOWED = ProblemKind(405, "method-not-allowed", "Method not allowed"
 BODY_TOO_LARGE = ProblemKind(413, "body-too-large", "Request body too large")
 UNSUPPORTED_MEDIA_TYPE = ProblemKind(415, "unsupported-media-type", "Unsupported media type")
 INVALID_REQUEST = ProblemKind(422, "invalid-request", "Invalid request")
+KEY_REUSED = ProblemKind(422, "idempotency-key-reused", "Idempotency key reused")
 OVERLOADED = ProblemKind(503, "overloaded", "Too many steps in flight", retry_after=1)
 DRAINING = ProblemKind(503, "draining", "The daemon is shutting down", retry_after=5)
 INTERNAL = ProblemKind(500, "internal-error", "Internal server error")
@@ -78,6 +82,8 @@ GRAPH_VERSION_UNAVAILABLE = ProblemKind(
 )
 SESSION_BUSY = ProblemKind(409, "session-busy", "Session busy")
 MAILBOX_FULL = ProblemKind(429, "mailbox-full", "Session mailbox full", retry_after=1)
+SESSION_TOO_LARGE = ProblemKind(413, "session-too-large", "Session too large")
+SESSION_QUOTA_EXCEEDED = ProblemKind(403, "session-quota-exceeded", "Too many sessions")
 SESSION_COMPLETED = ProblemKind(409, "session-completed", "Session completed")
 TASK_FAILED = ProblemKind(500, "task-failed", "Task failed")
 STEP_TIMEOUT = ProblemKind(504, "step-timeout", "Step timed out")
@@ -88,12 +94,15 @@ RUNTIME_CLOSED = ProblemKind(503, "runtime-closed", "Runtime closed", retry_afte
 # The table: the first row whose class the error is an instance of wins, so a
 # subclass must come before its base (RevisionConflict is a StoreUnavailable).
 ERROR_TABLE: tuple[tuple[type[ActorflowError], ProblemKind], ...] = (
+    (SessionTooLarge, SESSION_TOO_LARGE),
+    (IdempotencyKeyReused, KEY_REUSED),
     (InvalidInput, INVALID_REQUEST),
     (RevisionNotFound, REVISION_NOT_FOUND),
     (SessionNotFound, SESSION_NOT_FOUND),
     (GraphNotFound, GRAPH_NOT_FOUND),
     (GraphVersionUnavailable, GRAPH_VERSION_UNAVAILABLE),
     (SessionCompleted, SESSION_COMPLETED),
+    (SessionQuotaExceeded, SESSION_QUOTA_EXCEEDED),
     (TaskFailed, TASK_FAILED),
     (TaskNotFound, TASK_FAILED),
     (StepTimeout, STEP_TIMEOUT),

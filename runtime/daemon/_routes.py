@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
 from litestar import Request, delete, get, post
+from litestar.datastructures import ResponseHeader
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.openapi.spec import Operation, RequestBody
+from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from litestar.response import Response
 from litestar.types import ControllerRouterHandler
 
@@ -39,6 +41,7 @@ from runtime.daemon._models import (
 )
 from runtime.daemon._problems import (
     DRAINING,
+    INVALID_REQUEST,
     OVERLOADED,
     PROBLEM_CONTENT_TYPE,
     STORE_UNAVAILABLE,
@@ -46,11 +49,21 @@ from runtime.daemon._problems import (
     ProblemDetail,
 )
 from runtime.daemon._version_routes import version_handlers
+from runtime.errors import RuntimeClosed
 
 if TYPE_CHECKING:
     from runtime import AsyncRuntime, StepResult
 
-__all__ = ["Api", "route_handlers", "step_response"]
+__all__ = ["Api", "replayed_header", "route_handlers", "step_response"]
+
+_REPLAYED_DOC = ResponseHeader(
+    name="Idempotent-Replayed",
+    documentation_only=True,
+    description=(
+        "On a step that carried an Idempotency-Key: true when the answer is the recorded "
+        "result of an earlier step with that key (nothing ran), false on its first run"
+    ),
+)
 
 READY_PROBE_TIMEOUT = 2.0
 SECURITY: list[dict[str, list[str]]] = [{"bearer": []}]
@@ -72,6 +85,15 @@ _COMMON = (400, 401, 413, 422, 503)
 _STEPPING = (*_COMMON, 404, 409, 429, 500, 504)
 
 
+@dataclass
+class OptionalBodyOperation(Operation):
+    """An operation whose request body may be left out (Litestar marks every body required)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.request_body, RequestBody):
+            self.request_body.required = False
+
+
 @dataclass(slots=True)
 class Api:
     """What the handlers share: the runtime, the graphs, limits and counters.
@@ -84,6 +106,7 @@ class Api:
         metrics: the daemon's metrics.
         inflight: steps in flight right now.
         draining: set when shutdown began; new steps get 503.
+        admins: users who see and act on every session (``admin`` in the tokens file).
     """
 
     runtime: AsyncRuntime
@@ -93,6 +116,11 @@ class Api:
     metrics: DaemonMetrics
     inflight: int = 0
     draining: bool = False
+    admins: frozenset[str] = frozenset()
+
+    def owner_filter(self, user: str) -> str | None:
+        """The owner the runtime checks ``user``'s requests against (None: an admin's, any)."""
+        return None if user in self.admins else user
 
     async def run_step(
         self,
@@ -102,8 +130,11 @@ class Api:
         *,
         mode: StepMode = "step",
         on_busy: OnBusy = "enqueue",
+        key: str | None = None,
     ) -> StepResult:
         """One step through the runtime, within the in-flight bound; counted in the metrics.
+
+        ``key`` is the step's idempotency key (``Runtime.step``'s ``request_id``).
 
         Raises:
             Problem: the daemon is draining, or too many steps are in flight (503).
@@ -122,7 +153,12 @@ class Api:
         started = time.perf_counter()
         try:
             result = await self.runtime.step(
-                session_id, input, mode=mode, on_busy=on_busy, owner=user
+                session_id,
+                input,
+                mode=mode,
+                on_busy=on_busy,
+                owner=self.owner_filter(user),
+                request_id=key,
             )
         finally:
             self.inflight -= 1
@@ -136,6 +172,11 @@ def _caller(request: Request[Any, Any, Any]) -> str:
     if user is None:  # the gateway lets no /v1 request through without a user
         raise RuntimeError("request reached a /v1 handler without an authenticated user")
     return user
+
+
+def _scope(api: Api, request: Request[Any, Any, Any]) -> str | None:
+    """The owner a request may act as: the caller, or None (any owner) for an admin."""
+    return api.owner_filter(_caller(request))
 
 
 def _client_addr(request: Request[Any, Any, Any]) -> str | None:
@@ -155,6 +196,11 @@ def step_response(result: StepResult) -> StepResponse:
         responses=list(result.responses),
         status_message=result.status_message,
     )
+
+
+def replayed_header(result: StepResult) -> str:
+    """The ``Idempotent-Replayed`` value of a keyed step's answer."""
+    return "true" if result.replayed else "false"
 
 
 def route_handlers(api: Api) -> list[ControllerRouterHandler]:
@@ -207,7 +253,7 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
         ] = None,
     ) -> SessionDetail:
         request_info(request.scope).session_id = session_id
-        user = _caller(request)
+        user = _scope(api, request)
         if revision is None:
             view = await runtime.get_session(session_id, owner=user)
         else:
@@ -218,7 +264,10 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
         "/v1/sessions/{session_id:str}/step",
         status_code=200,
         summary="Run one step (or, with mode=run, step until input is needed)",
+        description="The body is optional: no body (or {}) is a step with no input.",
+        operation_class=OptionalBodyOperation,
         responses=_problems(*_STEPPING),
+        response_headers=[_REPLAYED_DOC],
         security=SECURITY,
         tags=["sessions"],
     )
@@ -226,13 +275,28 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
         session_id: FromPath[str],
         request: Request[Any, Any, Any],
         data: JSONBody[StepRequest | None] = None,
-    ) -> StepResponse:
+        idempotency_key: Annotated[
+            str | None,
+            HeaderParameter(
+                name="Idempotency-Key",
+                description="retries with this key get the first run's result (docs/http-api.md)",
+            ),
+        ] = None,
+    ) -> Response[StepResponse]:
         request_info(request.scope).session_id = session_id
         body = data if data is not None else StepRequest()
         result = await api.run_step(
-            session_id, _caller(request), body.input, mode=body.mode, on_busy=body.on_busy
+            session_id,
+            _caller(request),
+            body.input,
+            mode=body.mode,
+            on_busy=body.on_busy,
+            key=idempotency_key,
         )
-        return step_response(result)
+        headers = (
+            None if idempotency_key is None else {"idempotent-replayed": replayed_header(result)}
+        )
+        return Response(step_response(result), headers=headers)
 
     @delete(
         "/v1/sessions/{session_id:str}",
@@ -244,7 +308,7 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
     )
     async def delete_session(session_id: FromPath[str], request: Request[Any, Any, Any]) -> None:
         request_info(request.scope).session_id = session_id
-        await runtime.delete_session(session_id, owner=_caller(request))
+        await runtime.delete_session(session_id, owner=_scope(api, request))
 
     @get(
         "/v1/sessions",
@@ -260,7 +324,7 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
             str | None, QueryParameter(description="next_cursor of the previous page")
         ] = None,
     ) -> SessionList:
-        page = await runtime.list_sessions(_caller(request), cursor=cursor, limit=limit)
+        page = await runtime.list_sessions(_scope(api, request), cursor=cursor, limit=limit)
         return SessionList(
             items=[SessionSummary.of(info) for info in page.items], next_cursor=page.next_cursor
         )
@@ -275,15 +339,23 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
             "key user_input)."
         ),
         responses=_problems(*_STEPPING),
+        response_headers=[_REPLAYED_DOC],
         security=SECURITY,
         tags=["graph-flow"],
     )
     async def execute(
         data: JSONBody[ExecuteRequest], request: Request[Any, Any, Any]
-    ) -> ExecuteResponse:
+    ) -> Response[ExecuteResponse]:
         user = _caller(request)
         info = request_info(request.scope)
         session_id = data.session_id
+        key = data.idempotency_key
+        if key is not None and session_id is None:
+            raise Problem(
+                INVALID_REQUEST,
+                "idempotency_key needs a session_id: a retry without one would create "
+                "another session (create it first, then execute with its id)",
+            )
         if session_id is None:
             session_id = await runtime.create_session(
                 api.default_graph,
@@ -292,10 +364,12 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
                 session_id_key="session_id",  # graph-flow's services read it there
             )
         info.session_id = session_id
-        result = await api.run_step(session_id, user, data.content)
-        return ExecuteResponse(
+        result = await api.run_step(session_id, user, data.content, key=key)
+        answer = ExecuteResponse(
             session_id=session_id, response=result.response, status=str(result.status)
         )
+        headers = None if key is None else {"idempotent-replayed": replayed_header(result)}
+        return Response(answer, headers=headers)
 
     @get("/healthz", summary="Liveness: 200 while the process is up", tags=["probes"])
     async def healthz() -> HealthResponse:
@@ -310,11 +384,10 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
     async def readyz() -> HealthResponse:
         if api.draining or runtime.draining:
             raise Problem(DRAINING, "the daemon is shutting down")
-        store = runtime.store
         try:
-            await asyncio.wait_for(
-                asyncio.to_thread(store.list, None, None, 1), READY_PROBE_TIMEOUT
-            )
+            await asyncio.wait_for(runtime.ready(), READY_PROBE_TIMEOUT)
+        except RuntimeClosed as exc:
+            raise Problem(DRAINING, "the daemon is shutting down") from exc
         except Exception as exc:
             raise Problem(
                 STORE_UNAVAILABLE, f"the store did not answer: {type(exc).__name__}: {exc}"
@@ -341,6 +414,7 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
         list_sessions,
         *version_handlers(
             runtime,
+            api.owner_filter,
             default_graph=api.default_graph,
             caller=_caller,
             problems=_problems(*_STEPPING),
@@ -349,5 +423,5 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
         healthz,
         readyz,
         metrics,
-        *history_handlers(runtime, _problems(*_COMMON, 404), SECURITY),
+        *history_handlers(runtime, api.owner_filter, _problems(*_COMMON, 404), SECURITY),
     ]

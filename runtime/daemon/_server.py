@@ -4,7 +4,8 @@ On SIGTERM or SIGINT the daemon stops accepting connections, lets running
 steps finish (up to ``--drain-timeout``), closes the runtime (which flushes
 every snapshot), closes the admin socket and exits 0. A second signal exits at
 once, with status 1. On SIGHUP (or ``actorflow admin reload``) it re-imports the
-``--graphs`` and ``--migrations`` modules and serves what they hold too.
+``--graphs`` and ``--migrations`` modules and serves what they hold too
+(`runtime.daemon._reload`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import math
 import os
 import resource
 import signal
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -23,17 +24,16 @@ import structlog
 import uvicorn
 
 from flow import Graph
-from flow._errors import ActorflowError
 from flow._versions import Migration
-from runtime import AsyncRuntime, RuntimeConfig
-from runtime.admin import AdminError, start_admin_server
+from runtime import AsyncRuntime
+from runtime.admin import start_admin_server
 from runtime.daemon._app import OPENAPI_PATH, build_app
 from runtime.daemon._auth import Authenticator
-from runtime.daemon._config import ConfigError, DaemonConfig, is_loopback
-from runtime.daemon._graphs import load_graphs, load_migrations
+from runtime.daemon._config import DaemonConfig, is_loopback
 from runtime.daemon._logging import flush_logs
 from runtime.daemon._metrics import DaemonMetrics
 from runtime.daemon._policy import LOOPBACK_NAMES, GatewayPolicy
+from runtime.daemon._reload import on_hangup, reloader
 from runtime.daemon._routes import Api
 from runtime.daemon._storage import secure_data_dir
 from runtime.daemon._transport import ConnectionLimits, guarded_protocol
@@ -62,15 +62,6 @@ class DaemonServer(uvicorn.Server):
         yield
 
 
-def _forget_reload(tasks: set[asyncio.Task[Any]]) -> Callable[[asyncio.Task[Any]], None]:
-    def done(task: asyncio.Task[Any]) -> None:
-        tasks.discard(task)
-        if not task.cancelled():
-            task.exception()  # logged by the reload itself; retrieved so asyncio does not
-
-    return done
-
-
 def _tune_gc() -> None:
     """Freeze the start-up heap (modules, graphs, the app) and collect less often.
 
@@ -81,32 +72,14 @@ def _tune_gc() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def runtime_config(config: DaemonConfig) -> RuntimeConfig:
-    """The runtime's configuration for the daemon's settings."""
-    return RuntimeConfig(
-        idle_timeout=config.idle_timeout,
-        max_live=config.max_live,
-        session_ttl=config.session_ttl,
-        step_timeout=config.step_timeout,
-        max_pending=config.max_pending,
-        durability=config.durability,
-        drain_timeout=config.drain_timeout,
-        store=config.store,
-        advertise=config.advertise or f"http://{config.host}:{config.port}",
-        lease_ttl=config.lease_ttl,
-        node_id=config.node_id,
-        history_retention=config.history_retention,
-    )
-
-
 def _config_info(config: DaemonConfig, graphs: list[Graph]) -> dict[str, object]:
     return {
         "host": config.host,
         "port": config.port,
         "data_dir": str(config.data_dir.resolve()),
         "graphs": [graph.id for graph in graphs],
-        "durability": config.durability,
-        "store": config.store or f"sqlite:///{(config.data_dir / 'sessions.db').resolve()}",
+        "durability": config.runtime.durability,
+        "store": config.runtime.store or f"sqlite:///{(config.data_dir / 'sessions.db').resolve()}",
         "tls": config.tls_cert is not None,
         "auth": "tokens" if config.tokens is not None else "local",
         "max_inflight": config.max_inflight,
@@ -163,42 +136,10 @@ def _uvicorn_config(app: Any, config: DaemonConfig) -> uvicorn.Config:
         log_config=None,
         access_log=False,
         server_header=False,
-        timeout_graceful_shutdown=math.ceil(config.drain_timeout) + SHUTDOWN_MARGIN,
+        timeout_graceful_shutdown=math.ceil(config.runtime.drain_timeout) + SHUTDOWN_MARGIN,
         ssl_certfile=str(config.tls_cert) if config.tls_cert else None,
         ssl_keyfile=str(config.tls_key) if config.tls_key else None,
     )
-
-
-def _reimport(config: DaemonConfig) -> tuple[list[Graph], list[Migration]]:
-    return (
-        load_graphs(config.graphs, reload=True),
-        load_migrations(config.migrations, reload=True),
-    )
-
-
-def reloader(
-    config: DaemonConfig, runtime: AsyncRuntime
-) -> Callable[[], Coroutine[Any, Any, dict[str, Any]]]:
-    """What SIGHUP and ``actorflow admin reload`` run: re-import, then serve the new versions.
-
-    Nothing is dropped: every version served so far stays served. The imports
-    run on a worker thread; steps in flight are not disturbed.
-    """
-    lock = asyncio.Lock()
-
-    async def reload() -> dict[str, Any]:
-        async with lock:
-            try:
-                graphs, migrations = await asyncio.to_thread(_reimport, config)
-                runtime.reload(graphs, migrations)
-            except (ConfigError, ActorflowError) as exc:
-                _log.warning("reload_failed", error=str(exc))
-                raise AdminError("ReloadFailed", f"{exc}; still serving what was served") from exc
-            served = {gid: runtime.graph_versions(gid) for gid in runtime.registry.ids()}
-            _log.info("reloaded", graphs=served, migrations=len(runtime.migrations()))
-            return {"graphs": served, "migrations": len(runtime.migrations())}
-
-    return reload
 
 
 async def serve(
@@ -215,10 +156,7 @@ async def serve(
     secure_data_dir(config.data_dir)
     loop = asyncio.get_running_loop()
     runtime = await AsyncRuntime.open(
-        data_dir=config.data_dir,
-        graphs=graphs,
-        config=runtime_config(config),
-        migrations=migrations or (),
+        data_dir=config.data_dir, graphs=graphs, config=config.runtime, migrations=migrations or ()
     )
     reload = reloader(config, runtime)
     try:
@@ -237,6 +175,7 @@ async def serve(
         default_graph=default_graph,
         max_inflight=config.max_inflight,
         metrics=DaemonMetrics(),
+        admins=auth.admins,
     )
     app = build_app(api, auth, max_body=config.max_body, policy=gateway_policy(config))
     server = DaemonServer(_uvicorn_config(app, config))
@@ -254,16 +193,9 @@ async def serve(
         runtime.begin_drain()
         server.should_exit = True
 
-    reloads: set[asyncio.Task[Any]] = set()
-
-    def on_hangup() -> None:
-        task = loop.create_task(reload())
-        reloads.add(task)
-        task.add_done_callback(_forget_reload(reloads))
-
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
-    loop.add_signal_handler(signal.SIGHUP, on_hangup)
+    loop.add_signal_handler(signal.SIGHUP, on_hangup(reload))
     _tune_gc()
     scheme = "https" if config.tls_cert else "http"
     _log.info(

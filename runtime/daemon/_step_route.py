@@ -27,7 +27,7 @@ from runtime.daemon._http import Send as _Send
 from runtime.daemon._models import StepRequest
 from runtime.daemon._policy import malformed_json
 from runtime.daemon._problems import INTERNAL, Problem, problem_for
-from runtime.daemon._routes import Api, step_response
+from runtime.daemon._routes import Api, replayed_header, step_response
 
 __all__ = ["StepRoute"]
 
@@ -73,14 +73,23 @@ class StepRoute:
             await self.app(raw, replay, cast(_Send, send))
             return
         info.session_id = session_id
+        key = _idempotency_key(raw["headers"])
         try:
             result = await self.api.run_step(
-                session_id, info.user, request.input, mode=request.mode, on_busy=request.on_busy
+                session_id,
+                info.user,
+                request.input,
+                mode=request.mode,
+                on_busy=request.on_busy,
+                key=key,
             )
         except Exception as exc:  # every failure is answered as problem+json, as Litestar would
             await send_problem(cast(_Send, send), self._problem(exc, session_id))
             return
-        await send_bytes(cast(_Send, send), 200, [_JSON_HEADERS], _encode(step_response(result)))
+        headers = [_JSON_HEADERS]
+        if key is not None:
+            headers.append((b"idempotent-replayed", replayed_header(result).encode()))
+        await send_bytes(cast(_Send, send), 200, headers, _encode(step_response(result)))
 
     def _problem(self, exc: Exception, session_id: str) -> Problem:
         """The answer for what ``run_step`` raised; counted, and logged when unexpected."""
@@ -91,6 +100,14 @@ class StepRoute:
         if problem.kind is INTERNAL:
             _log.error("unhandled_error", session_id=session_id, exc_info=exc)
         return problem
+
+
+def _idempotency_key(headers: list[tuple[bytes, bytes]]) -> str | None:
+    """The request's ``Idempotency-Key`` (the runtime checks its form), if any."""
+    for name, value in headers:
+        if name.lower() == b"idempotency-key":
+            return value.decode("latin-1")
+    return None
 
 
 def _decoded(body: bytes) -> StepRequest | None:

@@ -55,12 +55,18 @@ class _StoredCounts:
 
 def version_handlers(
     runtime: AsyncRuntime,
+    owner_filter: Callable[[str], str | None],
     *,
     default_graph: str,
     caller: Callable[[Request[Any, Any, Any]], str],
     problems: dict[int, ResponseSpec],
 ) -> list[ControllerRouterHandler]:
-    """``GET /v1/graphs`` and ``PATCH /v1/sessions/{id}``, bound to ``runtime``."""
+    """``GET /v1/graphs`` and ``PATCH /v1/sessions/{id}``, bound to ``runtime``.
+
+    ``owner_filter`` maps the caller to the owner the runtime checks (None: an
+    admin's request, any owner), as on every other session route; the revision
+    records the caller's own name.
+    """
     stored_counts = _StoredCounts()
     security: list[dict[str, list[str]]] = [{"bearer": []}]
 
@@ -115,9 +121,9 @@ def version_handlers(
             set=data.set,
             unset=data.unset or (),
             goto=data.goto,
-            owner=user,
+            owner=owner_filter(user),
             by=user,
         )
-        return SessionDetail.of(await runtime.get_session(session_id, owner=user))
+        return SessionDetail.of(await runtime.get_session(session_id, owner=owner_filter(user)))
 
     return [list_graphs, update_session]

@@ -14,7 +14,7 @@ from runtime.admin import AdminClient, AdminError, DaemonUnavailable
 from runtime.admin._protocol import OPS
 from runtime.shell._commands import LOCAL_COMMANDS, parse_line
 from runtime.shell._completion import LiveIdSource, ShellCompleter
-from runtime.shell._render import make_console, render_result
+from runtime.shell._render import make_console, plural, render_result
 from runtime.shell._top import run_top
 
 __all__ = ["Shell", "history_path", "make_console"]
@@ -91,7 +91,7 @@ class Shell:
             self.console.print(f"{exc}; commands will try again.", style="yellow")
         else:
             self.console.print(
-                f"connected to {self.socket_path}: {live} live sessions. "
+                f"connected to {self.socket_path}: {plural(live, 'live session')}. "
                 "Type help for commands, quit to leave."
             )
 
@@ -105,6 +105,8 @@ class Shell:
                 return False
             if parsed.command == "help":
                 self.console.print(_help_table())
+            elif parsed.command == "clear":
+                self.console.clear()
             elif parsed.command == "top":
                 run_top(self.client, self.console)
             else:

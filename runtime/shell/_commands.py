@@ -13,6 +13,7 @@ __all__ = ["ID_COMMANDS", "LOCAL_COMMANDS", "SHELL_COMMANDS", "ParsedLine", "par
 LOCAL_COMMANDS: dict[str, str] = {
     "top": "the live table, refreshed every second (deepest mailbox first); any key returns",
     "help": "this list",
+    "clear": "clear the screen (also Ctrl-L)",
     "quit": "leave the shell (also exit, Ctrl-D)",
     "exit": "leave the shell",
 }

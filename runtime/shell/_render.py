@@ -20,8 +20,10 @@ __all__ = [
     "key_value_table",
     "live_table",
     "make_console",
+    "plural",
     "quarantine_table",
     "render_result",
+    "render_stored",
     "short_id",
     "sort_for_top",
     "stored_table",
@@ -71,6 +73,11 @@ def _graph_at(session: Mapping[str, Any]) -> str:
     return f"{graph}@{version[:8]}" if version else graph
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 live session``, ``2 live sessions``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def live_table(sessions: Sequence[Mapping[str, Any]], *, title: str | None = None) -> Table:
     """The live actors (``ls`` result rows) as a table."""
     table = Table(title=title, title_justify="left")
@@ -97,7 +104,7 @@ def live_table(sessions: Sequence[Mapping[str, Any]], *, title: str | None = Non
             str(s.get("mailbox_depth", "")),
             _age(float(s.get("idle_seconds", 0.0))),
             str(s.get("request_count", "")),
-            str(s.get("snapshot_bytes", "")),
+            str(s.get("snapshot_bytes") or "-"),
             str(s.get("owner", "")),
         )
     return table
@@ -194,9 +201,20 @@ def _is_history(value: object) -> bool:
     )
 
 
-def _render_stored(result: Mapping[str, Any]) -> RenderableType:
+def stored_title(result: Mapping[str, Any]) -> str:
+    """The stored-sessions table's title: the store's count, or what an owner filter kept."""
+    owner = result.get("owner")
+    if not owner:
+        return f"stored sessions: {result.get('count')}"
+    shown = len(result.get("items", []))
+    more = " (more on the next page)" if result.get("next_cursor") else ""
+    return f"stored sessions of {owner}: {shown} shown{more}, {result.get('count')} stored in all"
+
+
+def render_stored(result: Mapping[str, Any]) -> RenderableType:
+    """A ``stored`` answer: the page of sessions, the next cursor, quarantined rows."""
     parts: list[RenderableType] = [
-        stored_table(result.get("items", []), title=f"stored sessions: {result.get('count')}")
+        stored_table(result.get("items", []), title=stored_title(result))
     ]
     if result.get("next_cursor"):
         parts.append(Text(f"more: --cursor {result['next_cursor']}"))
@@ -268,7 +286,7 @@ def render_result(op: str, result: Any) -> RenderableType:
         sessions = result.get("sessions", [])
         return live_table(sort_for_top(sessions), title=f"live sessions: {len(sessions)}")
     if op == "stored":
-        return _render_stored(result)
+        return render_stored(result)
     if op == "help":
         return _render_help(result)
     if op == "inspect":

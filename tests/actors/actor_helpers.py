@@ -53,6 +53,7 @@ class Harness:
         self._loop_thread.start()
         self.dispatcher = Dispatcher(2, name="test-actors")
         self.pool = ThreadPoolExecutor(8)
+        self.store_pool = ThreadPoolExecutor(2)
         self.timers = Timers()
         self.services = ActorServices(
             settings=settings,
@@ -64,6 +65,7 @@ class Harness:
             loop=self.loop,
             timers=self.timers,
             clock=lambda: self.clock_now,
+            store_pool=self.store_pool,
         )
         self.supervisor = self.dispatcher.spawn(SupervisorActor, self.services)
         self.services.supervisor = self.supervisor
@@ -105,6 +107,7 @@ class Harness:
         done.wait()
         self.dispatcher.shutdown(timeout=10)
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.store_pool.shutdown(wait=False, cancel_futures=True)
         self.timers.close()
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._loop_thread.join(5)

@@ -62,6 +62,21 @@ def test_ls_lists_every_stored_session_with_short_ids(
         assert session_id not in out
 
 
+def test_ls_with_an_owner_counts_what_it_shows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = _write_store(tmp_path / "var")
+    data_dir = str(tmp_path / "var")
+    status, out, _ = _run(capsys, "sessions", "ls", "--owner", "alice", "--data-dir", data_dir)
+    assert status == 0
+    assert "stored sessions of alice: 1 shown, 3 stored in all" in out
+    assert ids["waiting"][:8] in out
+    assert ids["completed"][:8] not in out
+    status, out, _ = _run(capsys, "sessions", "ls", "--owner", "nobody", "--data-dir", data_dir)
+    assert "stored sessions of nobody: 0 shown, 3 stored in all" in out
+    assert "stored sessions: 3" not in out
+
+
 def test_show_prints_context_history_and_metadata_by_prefix(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

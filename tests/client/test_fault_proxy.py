@@ -1,11 +1,11 @@
 """The client against a real daemon behind a fault-injecting proxy (client_harness.FaultProxy).
 
-Until the daemon honours ``Idempotency-Key``, the client must never replay a
-step that may have run: a step whose request was reset or whose answer was
-dropped fails with ``DaemonUnavailable(maybe_applied=True)``, and the session's
-count is exactly the steps that succeeded plus those the daemon answered but
-the proxy dropped. (Exactly-once through the same faults comes with the
-server's idempotency keys.)
+The daemon honours ``Idempotency-Key``: once a step's answer says so
+(``Idempotent-Replayed``), the client retries a step whose request was reset
+or whose answer was dropped with the same key, and the daemon answers the
+retry of a committed step from its key table. Every step then applies exactly
+once. Before the client knows, it never replays a step that may have run: it
+fails with ``DaemonUnavailable(maybe_applied=True)``.
 """
 
 from __future__ import annotations
@@ -43,50 +43,63 @@ def direct(daemon: Daemon) -> Iterator[Client]:
         yield c
 
 
-def test_steps_through_resets_and_dropped_answers_are_never_applied_twice(
+def test_steps_through_resets_and_dropped_answers_apply_exactly_once(
     daemon: Daemon, direct: Client
 ) -> None:
     dice = random.Random(15)
     lock = threading.Lock()
+    faults_on = threading.Event()  # once the client has seen that the daemon honours keys
 
     def plan(request: bytes) -> Fault:
-        if not SESSION_IN_PATH.match(request):
+        if not SESSION_IN_PATH.match(request) or not faults_on.is_set():
             return Fault.PASS
         with lock:
             roll = dice.random()
         return Fault.DROP if roll < 0.20 else Fault.RESET if roll < 0.25 else Fault.PASS
 
     proxy = FaultProxy(daemon.port, plan).start()
+    client = Client(proxy.url, retry=FAST)
     sessions = [direct.create_session("echo") for _ in range(SESSIONS)]
-    ok: Counter[str] = Counter()
-    failed: Counter[str] = Counter()
-    outcomes: list[bool] = []
+    made: Counter[str] = Counter()
+    failed: list[tuple[str, DaemonUnavailable]] = []
+    revisions: dict[str, list[int]] = {sid: [] for sid in sessions}
+    replayed: Counter[str] = Counter()
 
-    def drive(client: Client, sid: str) -> None:
+    def drive(sid: str) -> None:
         for n in range(STEPS_PER_SESSION):
             try:
-                client.step(sid, n)
-                with lock:
-                    ok[sid] += 1
+                result = client.step(sid, n)
             except DaemonUnavailable as exc:
                 with lock:
-                    failed[sid] += 1
-                    outcomes.append(exc.maybe_applied)
+                    failed.append((sid, exc))
+                continue
+            with lock:
+                made[sid] += 1
+                revisions[sid].append(result.revision)
+                replayed[sid] += result.replayed
 
     try:
-        with Client(proxy.url, retry=FAST) as client, ThreadPoolExecutor(SESSIONS) as pool:
-            for future in [pool.submit(drive, client, sid) for sid in sessions]:
+        client.step(sessions[0], "first")  # learns that the daemon honours keys
+        made[sessions[0]] += 1
+        assert client.idempotent_server
+        faults_on.set()
+        with ThreadPoolExecutor(SESSIONS) as pool:
+            for future in [pool.submit(drive, sid) for sid in sessions]:
                 future.result()
     finally:
+        client.close()
         proxy.stop()
-    dropped = Counter(_session_of(request) for request in proxy.dropped)
     assert proxy.counts[Fault.DROP] > 100
     assert proxy.counts[Fault.RESET] > 0
-    assert all(outcomes), "a failure after the request was sent must say it may have run"
+    assert sum(replayed.values()) > 0, "no dropped answer was replayed from the key table"
+    assert failed == [], "every step should succeed within the retry policy"
     for sid in sessions:
-        assert ok[sid] + failed[sid] == STEPS_PER_SESSION
-        count = direct.get_session(sid).context["count"]
-        assert count == ok[sid] + dropped[sid], (sid, ok[sid], dropped[sid])
+        view = direct.get_session(sid)
+        # exactly the steps the client made, and none that it reported failed
+        assert view.context["count"] == made[sid], (sid, made[sid])
+        assert view.revision == made[sid]
+        first = 1 if sid != sessions[0] else 2
+        assert revisions[sid] == list(range(first, made[sid] + 1))
 
 
 def test_reads_and_deletes_are_retried_through_lost_connections(
@@ -149,7 +162,7 @@ def test_a_refused_connection_is_retried_until_the_daemon_listens(
 def test_the_async_client_meets_the_same_faults_the_same_way(
     daemon: Daemon, direct: Client
 ) -> None:
-    faults = iter([Fault.RESET, Fault.PASS, Fault.DROP, Fault.PASS])
+    faults = iter([Fault.RESET, Fault.PASS, Fault.DROP, Fault.PASS, Fault.DROP, Fault.PASS])
 
     def plan(request: bytes) -> Fault:
         return next(faults, Fault.PASS)
@@ -157,20 +170,25 @@ def test_the_async_client_meets_the_same_faults_the_same_way(
     sid = direct.create_session("echo")
     proxy = FaultProxy(daemon.port, plan).start()
 
-    async def scenario() -> bool:
+    async def scenario() -> tuple[bool, bool]:
         async with AsyncClient(proxy.url, retry=FAST) as client:
             view = await client.get_session(sid)  # reset once, then read
             assert view.revision == 0
             try:
                 await client.step(sid, "x")  # answered by the daemon, dropped by the proxy
             except DaemonUnavailable as exc:
-                return exc.maybe_applied
-            return False
+                maybe_applied = exc.maybe_applied  # the client cannot know yet that keys work
+            else:
+                raise AssertionError("a dropped step was retried before keys were known")
+            await client.step(sid, "y")  # its answer says the daemon honours keys
+            retried = await client.step(sid, "z")  # dropped once, then replayed
+            return maybe_applied, retried.replayed and retried.revision == 3
 
     try:
-        maybe_applied = asyncio.run(scenario())
+        maybe_applied, replayed = asyncio.run(scenario())
     finally:
         proxy.stop()
     assert maybe_applied is True
-    assert proxy.counts == {Fault.RESET: 1, Fault.PASS: 1, Fault.DROP: 1}
-    assert direct.get_session(sid).context["count"] == 1
+    assert replayed is True
+    assert proxy.counts == {Fault.RESET: 1, Fault.PASS: 3, Fault.DROP: 2}
+    assert direct.get_session(sid).context["count"] == 3

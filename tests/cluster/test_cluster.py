@@ -83,8 +83,10 @@ def test_sixteen_clients_alternating_between_two_daemons_lose_no_step(
     assert both_live == []
     assert [sid in node.live() for node in (a, b)].count(True) == 1
     # every request the other daemon got was forwarded to the holder, and served there
+    # (a forward that raced the holder's own grant is refused with 421 and sent again)
     holder, other = (a, b) if sid in a.live() else (b, a)
-    assert len(step_lines(holder)) == 400
+    assert len([e for e in step_lines(holder) if e["status"] == 200]) == 400
+    assert {e["status"] for e in step_lines(holder)} <= {200, 421}
     assert len(step_lines(other)) == 200
 
 

@@ -85,3 +85,20 @@ def test_losing_a_lease_kills_the_live_actor_and_says_so(
     with pytest.raises(LeaseHeldElsewhere):
         a.step(sid, "three")
     assert b.get_session(sid).context["count"] == 2
+
+
+def test_a_lease_that_lapsed_with_nobody_taking_it_is_reported_as_lapsed(
+    nodes: tuple[Runtime, Runtime], redis_url: str
+) -> None:
+    a, _ = nodes
+    sid = a.create_session("echo", owner="u")
+    a.step(sid, "one")
+    with capture_logs() as logs:
+        client = redis.Redis.from_url(redis_url)
+        client.delete(f"actorflow:lease:{sid}")  # as if a had been paused past its ttl
+        client.close()
+        wait_until(lambda: live_ids(a) == set())
+    lost = [e for e in logs if e["event"] == "session_lease_lost"]
+    assert [(e["session_id"], e["reason"]) for e in lost] == [(sid, "lapsed")]
+    assert "nobody took the lease over" in lost[0]["action"]
+    assert a.step(sid, "two").response == "echo: two"  # activated again, here

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import stat
 import uuid
 
@@ -10,6 +11,7 @@ import httpx
 from daemon_harness import Daemon, StartDaemon, assert_problem, create, wait_for
 
 from runtime.admin import AdminClient
+from runtime.daemon._docs_ui import ASSETS_DIR
 
 
 def test_create_session_returns_201_with_its_position(api: httpx.Client) -> None:
@@ -210,9 +212,22 @@ def test_openapi_document_and_docs_page_are_served(shared_daemon: Daemon) -> Non
     for path in ("/v1/sessions", "/v1/sessions/{session_id}", "/v1/sessions/{session_id}/step",
                  "/v1/graphs", "/v1/execute", "/healthz", "/readyz"):  # fmt: skip
         assert path in paths, path
+    step = paths["/v1/sessions/{session_id}/step"]["post"]
+    assert step["requestBody"]["required"] is False  # no body is a step with no input
     page = httpx.get(shared_daemon.url + "/schema/swagger")
     assert page.status_code == 200
     assert "swagger" in page.text.lower()
+
+
+def test_the_docs_page_loads_its_scripts_from_the_daemon(shared_daemon: Daemon) -> None:
+    page = httpx.get(shared_daemon.url + "/schema/swagger").text
+    assets = re.findall(r'(?:src|href)="([^"]+)"', page)
+    assert len(assets) == 3
+    assert "://" not in page  # nothing from a CDN: the page works offline
+    for asset in assets:
+        served = httpx.get(shared_daemon.url + asset)
+        assert served.status_code == 200, asset
+        assert served.content == (ASSETS_DIR / asset.rsplit("/", 1)[1]).read_bytes()
 
 
 # --- errors -----------------------------------------------------------------------------

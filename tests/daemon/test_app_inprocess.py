@@ -21,7 +21,7 @@ class BrokenRuntime:
     """A runtime whose reads fail with an error no table row covers."""
 
     draining = False
-    store = None  # not clustered: no forwarder in front of the app
+    cluster = None  # not clustered: no forwarder in front of the app
 
     async def get_session(self, session_id: str, *, owner: str | None = None) -> Any:
         raise RuntimeError("internal detail that must not leak")

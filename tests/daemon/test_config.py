@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import re
 import subprocess
 import sys
@@ -11,6 +13,7 @@ from pathlib import Path
 import pytest
 from daemon_harness import ROOT, daemon_env, write_tokens
 
+from runtime import RuntimeConfig
 from runtime.daemon._config import ConfigError, DaemonConfig, parse_config
 from runtime.daemon._graphs import load_graphs, pick_default_graph
 
@@ -23,7 +26,7 @@ def test_defaults_are_the_documented_ones() -> None:
     assert config.graphs == ("flow.demo:GRAPHS",)
     assert config.max_inflight == 10_000
     assert config.max_body == 1024 * 1024
-    assert config.durability == "fsync"
+    assert config.runtime.durability == "fsync"
     assert config.log_format == "json"
     assert parse_config([], env={}, isatty=True).log_format == "console"
 
@@ -37,10 +40,10 @@ def test_flags_beat_environment_which_beats_toml(tmp_path: Path) -> None:
     env = {"ACTORFLOW_PORT": "9002", "ACTORFLOW_IDLE_TIMEOUT": "6"}
     config = parse_config(["--config", str(toml), "--port", "9003"], env=env)
     assert config.port == 9003  # flag
-    assert config.idle_timeout == 6.0  # environment over TOML
-    assert config.max_live == 7  # TOML over default
+    assert config.runtime.idle_timeout == 6.0  # environment over TOML
+    assert config.runtime.max_live == 7  # TOML over default
     assert config.graphs == ("flow.demo:echo",)
-    assert config.durability == "commit"
+    assert config.runtime.durability == "commit"
     assert config.config_file == toml
 
 
@@ -161,6 +164,28 @@ def test_graph_refs_load_one_graph_or_a_list() -> None:
 def test_bad_graph_refs_are_config_errors(refs: list[str], fragment: str) -> None:
     with pytest.raises(ConfigError, match=fragment):
         load_graphs(refs)
+
+
+def test_every_runtime_config_field_is_settable_by_flag_env_and_toml(tmp_path: Path) -> None:
+    values = {
+        "idle_timeout": 11.0, "wait_timeout": 12.0, "max_live": 13, "session_ttl": 14.0,
+        "max_pending": 15, "step_timeout": 16.0, "max_restarts": 0, "restart_window": 18.0,
+        "dispatcher_threads": 2, "task_threads": 3, "durability": "commit", "max_chain": 21,
+        "sweep_interval": 0.5, "sweep_batch": 23, "drain_timeout": 24.0,
+        "store": "memory://", "lease_ttl": 26.0, "node_id": "n1", "advertise": "http://h:1",
+        "history_retention": "7d", "max_session_bytes": 1_000_000, "max_sessions_per_user": 27,
+    }  # fmt: skip
+    names = {f.name for f in dataclasses.fields(RuntimeConfig)} - {"clock"}
+    assert set(values) == names
+    for name, value in values.items():
+        flag = "--" + name.replace("_", "-")
+        by_flag = parse_config([flag, str(value)], env={})
+        by_env = parse_config([], env={"ACTORFLOW_" + name.upper(): str(value)})
+        toml = tmp_path / f"{name}.toml"
+        toml.write_text(f"{name} = {json.dumps(value)}\n")
+        by_toml = parse_config(["--config", str(toml)], env={})
+        for config in (by_flag, by_env, by_toml):
+            assert getattr(config.runtime, name) == value, (name, config.runtime)
 
 
 APP = """

@@ -92,17 +92,28 @@ async def _scrape_without_live_sessions(
     return response
 
 
-def test_closing_the_gateway_closes_the_forwarders_http_client() -> None:
-    client = asyncio.run(_close_gateway_with_forwarder())
+def test_closing_the_gateway_closes_the_forwarders_connections() -> None:
+    client, cluster = asyncio.run(_close_gateway_with_forwarder())
     assert client.is_closed
+    assert cluster.closed
 
 
-async def _close_gateway_with_forwarder() -> httpx.AsyncClient:
+class _IdleCluster:
+    """A stand-in for the runtime's ``Cluster``: only ``aclose`` is used before a request."""
+
+    closed = False
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+async def _close_gateway_with_forwarder() -> tuple[httpx.AsyncClient, _IdleCluster]:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         raise AssertionError("no request is served here")
 
     client = httpx.AsyncClient()
-    forwarder = Forwarder(app, leases=None, max_body=1024, client=client)  # type: ignore[arg-type]  # leases are not used before a request
+    cluster = _IdleCluster()
+    forwarder = Forwarder(app, cluster, max_body=1024, client=client)  # type: ignore[arg-type]
     gateway = Gateway(forwarder, Authenticator(None), DaemonMetrics(), on_close=forwarder.aclose)
     await gateway.aclose()
-    return client
+    return client, cluster

@@ -173,3 +173,16 @@ def test_chat_history_limit_must_be_a_positive_int_or_none() -> None:
     for bad in (0, True, 2.5, "10"):
         with pytest.raises(InvalidInput, match="max_messages must be an int >= 1 or None"):
             ChatHistory(max_messages=bad)  # type: ignore[arg-type]
+
+
+def test_a_context_value_nested_past_the_depth_limit_is_refused_and_nothing_changes() -> None:
+    from flow._context import MAX_VALUE_DEPTH
+
+    ctx = Context()
+    deepest_allowed: list[object] = []
+    for _ in range(MAX_VALUE_DEPTH - 1):
+        deepest_allowed = [deepest_allowed]
+    ctx.set("ok", deepest_allowed)
+    with pytest.raises(InvalidInput, match="nested deeper than 64"):
+        ctx.set("deep", [deepest_allowed])
+    assert not ctx.contains("deep")

@@ -14,7 +14,7 @@ from testkit import wait_until
 from flow._context import Context
 from flow._errors import StoreUnavailable
 from flow._session import Session, SessionMetadata, SessionStatus
-from flow.stores._lease import CHUNK, Holder, Lease, LeaseLost, LeaseManager
+from flow.stores._lease import CHUNK, EpochPinned, Holder, Lease, LeaseLost, LeaseManager
 from flow.stores._redis import RedisStore
 
 pytestmark = pytest.mark.redis
@@ -172,11 +172,11 @@ def test_losing_a_lease_to_another_node_is_reported(
     redis_url: str, managers: tuple[LeaseManager, LeaseManager]
 ) -> None:
     a, b = managers
-    lost: list[Lease] = []
+    lost: list[tuple[Lease, str]] = []
     reported = threading.Event()
 
-    def on_lost(lease: Lease) -> None:
-        lost.append(lease)
+    def on_lost(lease: Lease, reason: str) -> None:
+        lost.append((lease, reason))
         reported.set()
 
     a.on_lost = on_lost
@@ -185,7 +185,7 @@ def test_losing_a_lease_to_another_node_is_reported(
     redis.Redis.from_url(redis_url).delete("actorflow:lease:s1")  # as if it had expired
     assert isinstance(b.acquire("s1"), Lease)
     assert reported.wait(5)
-    assert lost == [lease]
+    assert lost == [(lease, "taken")]
     assert a.held() == []
     assert a.renew(lease) is False
 
@@ -195,7 +195,7 @@ def test_a_lease_that_cannot_be_renewed_is_reported_lost_after_its_ttl(
 ) -> None:
     reported = threading.Event()
     manager = LeaseManager(
-        redis_server.url, "node-a", "http://a", TTL, on_lost=lambda lease: reported.set()
+        redis_server.url, "node-a", "http://a", TTL, on_lost=lambda lease, reason: reported.set()
     )
     try:
         assert isinstance(manager.acquire("s1"), Lease)
@@ -251,3 +251,69 @@ def test_acquire_reading_leases_only_what_exists_and_reads_it_in_the_same_call(
     assert isinstance(holder, Holder)
     assert (holder.node_id, nothing) == ("node-a", None)
     client.close()
+
+
+def test_a_lease_that_lapsed_with_nobody_taking_it_is_reported_lapsed_not_taken(
+    redis_url: str, managers: tuple[LeaseManager, LeaseManager]
+) -> None:
+    a, b = managers
+    reasons: list[str] = []
+    a.on_lost = lambda lease, reason: reasons.append(reason)
+    lapsed, taken = a.acquire("s1"), a.acquire("s2")
+    assert isinstance(lapsed, Lease)
+    assert isinstance(taken, Lease)
+    client = redis.Redis.from_url(redis_url)
+    client.delete("actorflow:lease:s1", "actorflow:lease:s2")  # as if a had been paused
+    client.close()
+    assert isinstance(b.acquire("s2"), Lease)
+    assert sorted(a.renew_all(), key=lambda x: x.name) == [lapsed, taken]
+    assert sorted(reasons) == ["lapsed", "taken"]
+
+
+def test_a_fenced_off_grant_can_commit_nothing_even_when_nobody_took_the_lease(
+    redis_url: str, managers: tuple[LeaseManager, LeaseManager]
+) -> None:
+    a, b = managers
+    store = RedisStore(redis_url)
+    try:
+        store.save(make_session("s1"), None).result(timeout=5)
+        lease = a.acquire("s1")
+        assert isinstance(lease, Lease)
+        holder = b.holder("s1")
+        assert holder is not None
+        assert b.fence_off(holder) is True
+        assert b.holder("s1") is None  # revoked, and nobody was granted it
+        with pytest.raises(LeaseLost):
+            store.save(make_session("s1", 1), 0, fence=lease.fence).result(timeout=5)
+        assert b.fence_off(holder) is True  # idempotent: still fenced
+        newer = b.acquire("s1")
+        assert isinstance(newer, Lease)
+        assert newer.epoch > lease.epoch + 1
+        assert a.fence_off(holder) is False  # a newer grant holds it: left alone
+        assert b.lease_for("s1") == newer
+        store.save(make_session("s1", 1), 0, fence=newer.fence).result(timeout=5)
+    finally:
+        store.close()
+
+
+def test_a_session_bound_to_an_epoch_is_never_granted_another_here(
+    redis_url: str, managers: tuple[LeaseManager, LeaseManager]
+) -> None:
+    a, _ = managers
+    lease = a.acquire("s1")
+    assert isinstance(lease, Lease)
+    assert a.bind("s1", lease.epoch + 1) is False  # not the grant held
+    assert a.bind("s1", lease.epoch) is True
+    assert a.bind("s1", lease.epoch) is True
+    assert a.acquire("s1") == lease  # the bound grant, kept (no new epoch)
+    redis.Redis.from_url(redis_url).delete("actorflow:lease:s1")  # the grant lapsed
+    with pytest.raises(EpochPinned):
+        a.acquire("s1")
+    a.unbind("s1")
+    with pytest.raises(EpochPinned):
+        a.acquire("s1")
+    a.unbind("s1")
+    again = a.acquire("s1")
+    assert isinstance(again, Lease)
+    assert again.epoch == lease.epoch + 1
+    assert a.bind("s1", lease.epoch) is False

@@ -46,10 +46,12 @@ def status_of(response: bytes) -> int:
     return int(response.split(b" ", 2)[1])
 
 
-def assert_healthy(daemon: Daemon) -> None:
-    """/healthz answers within ``HEALTH_BUDGET`` and a normal step succeeds."""
+def assert_healthy(daemon: Daemon, token: str | None = None) -> None:
+    """/healthz answers within ``HEALTH_BUDGET`` and a normal step succeeds (as
+    ``token``'s user when given)."""
     best = float("inf")
-    with httpx.Client(base_url=daemon.url, timeout=5.0) as client:
+    headers = {"authorization": f"Bearer {token}"} if token else {}
+    with httpx.Client(base_url=daemon.url, timeout=5.0, headers=headers) as client:
         for _ in range(HEALTH_TRIES):
             started = time.perf_counter()
             assert client.get("/healthz").status_code == 200

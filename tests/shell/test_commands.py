@@ -14,7 +14,7 @@ from runtime.admin import AdminError
 from runtime.shell import history_path
 from runtime.shell._commands import SHELL_COMMANDS, parse_line
 from runtime.shell._completion import ShellCompleter
-from runtime.shell._render import render_result, sort_for_top
+from runtime.shell._render import plural, render_result, sort_for_top
 
 IDS = [("abcd1234-0000", "echo waiting_for_input"), ("abff0000-1111", "support paused")]
 
@@ -104,6 +104,25 @@ def test_session_documents_show_dates_history_and_no_nulls() -> None:
     assert "ROLE" in text
     assert time.strftime("%Y-%m-%d", time.localtime(1_700_000_000.0)) in text
     assert "null" not in text
+
+
+def test_clear_is_a_shell_command_and_counts_read_as_english() -> None:
+    assert "clear" in SHELL_COMMANDS
+    parsed = parse_line("clear")
+    assert parsed is not None
+    assert parsed.command == "clear"
+    assert plural(1, "live session") == "1 live session"
+    assert plural(2, "live session") == "2 live sessions"
+    assert plural(0, "live session") == "0 live sessions"
+
+
+def test_a_live_row_without_a_measured_snapshot_shows_a_dash() -> None:
+    row = {"session_id": "abcd1234", "snapshot_bytes": 0, "owner": "alice"}
+    console = Console(width=200, record=True)
+    console.print(render_result("ls", {"sessions": [row]}))
+    line = next(x for x in console.export_text().splitlines() if "abcd1234" in x)
+    assert " - " in line
+    assert " 0 " not in line
 
 
 def test_inspect_shows_the_sessions_last_failure() -> None:

@@ -53,6 +53,9 @@ def test_shell_lists_inspects_completes_an_id_runs_top_and_quits(
         child.sendline("frobnicate")
         child.expect("unknown command 'frobnicate'")
         child.expect(PROMPT)
+        child.sendline("clear")
+        child.expect(PROMPT)
+        assert "unknown command" not in str(child.before)
         child.sendline("quit")
         child.expect(pexpect.EOF)
     finally:

@@ -103,3 +103,18 @@ def test_the_async_runtime_edits_too(tmp_path: Path) -> None:
             assert (await rt.get_session(sid)).current_task == "assess"
 
     asyncio.run(main())
+
+
+def test_an_edit_is_appended_as_a_step_record_not_a_whole_session(tmp_path: Path) -> None:
+    with Runtime.open(data_dir=tmp_path, graphs=[V1]) as rt:
+        sid = rt.create_session("tickets", owner="alice", context={"stale": 1})
+        rt.step(sid, "printer")
+        result = rt.update_session(sid, set={"priority": "high"}, unset=["stale"], goto="close")
+        newest = rt.revisions(sid, limit=1)[0]
+        assert newest.revision == result.revision
+        assert newest.kind == "step"  # a base would cost the session's whole size
+        assert rt.step(sid).response == "v1 closed printer at high"
+        reread = rt.get_session(sid, revision=result.revision)
+        assert reread.context.get("priority") == "high"
+        assert "stale" not in reread.context
+        assert reread.current_task == "close"

@@ -1,0 +1,148 @@
+"""The supervisor's store I/O, run on its own small store pool (never the user task pool).
+
+Threads: each function here runs on a store-pool thread, touches only its
+arguments and thread-safe objects (the store, the index, the counters, the
+log), and reports back to the supervisor with a message (``Loaded``,
+``ExpiredFound``), so that the supervisor never waits on the store and a stuck
+user task cannot delay it.
+
+A snapshot whose graph version is no longer served is migrated here too
+(`pin_version`: the migration is user code and its new revision a store
+write, and the supervisor waits on neither); a sync caller that reads a
+snapshot on its own thread (the runtime's preload) calls it the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+
+from actors._services import ActorServices
+from actors.messages import ExpiredFound, Loaded, Reply
+from flow._errors import (
+    ActorflowError,
+    RevisionConflict,
+    RuntimeClosed,
+    SessionNotFound,
+    TaskFailed,
+)
+from flow._session import Session, SessionStatus
+from flow._versions import upgrade
+
+__all__ = [
+    "delete_expired",
+    "find_expired",
+    "is_expired",
+    "load_sessions",
+    "mark_error",
+    "pin_version",
+]
+
+
+def is_expired(services: ActorServices, session: Session) -> bool:
+    """Whether ``session``'s TTL has passed by the runtime's clock."""
+    expires_at = session.metadata.expires_at
+    return expires_at is not None and expires_at < services.clock()
+
+
+def _expire(services: ActorServices, session_ids: Sequence[str]) -> None:
+    for session_id in session_ids:
+        services.store.delete(session_id)
+    services.index.bump()
+    for session_id in session_ids:
+        services.counters.add("expirations")
+        services.log.info("session_expired", session_id=session_id)
+
+
+def load_sessions(services: ActorServices, session_ids: Sequence[str]) -> None:
+    """Read each snapshot (deleting it if expired) and report each as ``Loaded``."""
+    for session_id in session_ids:
+        outcome: Session | BaseException | None
+        try:
+            outcome = services.store.load(session_id)
+            if outcome is not None and is_expired(services, outcome):
+                _expire(services, [session_id])
+                outcome = SessionNotFound(session_id, f"session {session_id!r} expired")
+            elif outcome is not None:
+                outcome = pin_version(services, outcome)
+        except Exception as exc:
+            outcome = exc
+        services.tell_supervisor(Loaded(session_id, outcome))
+
+
+def pin_version(services: ActorServices, session: Session) -> Session:
+    """``session`` if its version is served, else migrated and committed as a new revision.
+
+    Raises:
+        GraphVersionUnavailable: no served version and no migration (nothing written).
+        MigrationFailed: a migration failed (nothing written).
+        StoreUnavailable: the migrated revision could not be committed.
+    """
+    _, migrated = upgrade(services.graphs, session)
+    if migrated is None:
+        return session
+    try:
+        services.store.save(migrated, expected_revision=session.revision).result()
+    except RevisionConflict:
+        # Another reader of the same snapshot (a caller's preload and a store
+        # job) migrated it first: use what it committed.
+        fresh = services.store.load(session.session_id)
+        if fresh is None or services.graphs.find(fresh.graph_id, fresh.graph_version) is None:
+            raise
+        return fresh
+    services.log.info(
+        "session_migrated",
+        session_id=session.session_id,
+        graph=session.graph_id,
+        from_version=session.graph_version,
+        to_version=migrated.graph_version,
+        revision=migrated.revision,
+    )
+    return migrated
+
+
+def find_expired(services: ActorServices, now: float, reply: Reply | None) -> None:
+    """Scan the store for sessions expired at ``now`` and report them as ``ExpiredFound``."""
+    try:
+        found: list[str] | BaseException = list(
+            services.store.expired(now, limit=services.settings.sweep_batch)
+        )
+    except Exception as exc:
+        found = exc
+    if not services.tell_supervisor(ExpiredFound(found, now, reply)) and reply is not None:
+        reply(RuntimeClosed("the runtime is closed"))
+
+
+def delete_expired(
+    services: ActorServices, session_ids: Sequence[str], reply: Reply | None
+) -> None:
+    """Delete expired sessions the supervisor chose, then report each as not found."""
+    error: BaseException | None = None
+    try:
+        _expire(services, session_ids)
+    except Exception as exc:
+        error = exc
+    for session_id in session_ids:
+        gone = SessionNotFound(session_id, f"session {session_id!r} expired")
+        services.tell_supervisor(Loaded(session_id, gone if error is None else error))
+    if reply is not None:
+        reply(True if error is None else error)
+
+
+def mark_error(services: ActorServices, session_id: str, why: str) -> None:
+    """Store the session with status ``error``, then report the failure as ``Loaded``."""
+    try:
+        session = services.store.load(session_id)
+        if session is not None:
+            marked = replace(
+                session,
+                status=SessionStatus.ERROR,
+                status_message=why,
+                revision=session.revision + 1,
+            )
+            services.store.save(marked, expected_revision=session.revision).result()
+    except ActorflowError as exc:
+        services.log.error("session_mark_error_failed", session_id=session_id, detail=str(exc))
+    services.tell_supervisor(
+        Loaded(session_id, TaskFailed(session_id, RuntimeError(why), session_id))
+    )

@@ -1,0 +1,199 @@
+"""The SQLite store's log reads: free functions over a reader connection.
+
+Each runs inside the caller's ``read_transaction``, so its SELECTs see one
+snapshot even while the writer commits a batch or a compaction between them.
+They return stored bytes; decoding and rebuilding stay with the caller.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+import time
+from collections.abc import Iterator
+
+from flow._errors import RevisionNotFound, SessionNotFound
+from flow._record import StepRecord, decode_record
+from flow.stores._log import HistoryRange, LogPolicy, retention_floor
+
+__all__ = [
+    "read_for_compaction",
+    "read_message_sources",
+    "read_revisions",
+    "read_span",
+    "read_state",
+    "read_transaction",
+]
+
+_MAX_REVISION = 2**62  # above any revision: "no upper bound" in a query
+
+CompactionRead = tuple[float, int, bytes | None, list[bytes], int | None, list[StepRecord]]
+"""created_at, newest revision, the current base, the records after it, the
+retention cut (None: none) and the records the cut drops."""
+
+
+@contextlib.contextmanager
+def read_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """One snapshot for several SELECTs (compaction may commit between them otherwise)."""
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("COMMIT")
+
+
+def read_state(
+    conn: sqlite3.Connection, session_id: str, revision: int | None
+) -> tuple[bytes, list[bytes]] | None:
+    """The base and the records that rebuild ``revision`` (None: the newest), or None.
+
+    Raises:
+        RevisionNotFound: ``revision`` is outside the retained history.
+    """
+    row = conn.execute(
+        "SELECT revision, base_rev FROM sessions WHERE session_id = ?", (session_id,)
+    ).fetchone()
+    if row is None:
+        return None
+    if revision is None:
+        upto = _MAX_REVISION
+        base = conn.execute(
+            "SELECT revision, data FROM bases WHERE session_id = ? AND revision = ?",
+            (session_id, row[1]),
+        ).fetchone()
+    else:
+        span = read_span(conn, session_id)
+        if span is None or not span.oldest <= revision <= span.newest:
+            oldest = row[0] if span is None else span.oldest
+            raise RevisionNotFound(session_id, revision, oldest, row[0])
+        upto = revision
+        base = conn.execute(
+            "SELECT revision, data FROM bases WHERE session_id = ? AND revision <= ? "
+            "ORDER BY revision DESC LIMIT 1",
+            (session_id, upto),
+        ).fetchone()
+    if base is None:
+        return None
+    records = [
+        bytes(r[0])
+        for r in conn.execute(
+            "SELECT data FROM records WHERE session_id = ? AND revision > ? "
+            "AND revision <= ? ORDER BY revision",
+            (session_id, base[0], upto),
+        )
+    ]
+    return bytes(base[1]), records
+
+
+def read_revisions(
+    conn: sqlite3.Connection, session_id: str, limit: int, before: int | None
+) -> list[bytes]:
+    """The stored records below ``before``, newest first, at most ``limit``.
+
+    Raises:
+        SessionNotFound: no such session.
+    """
+    require_session(conn, session_id)
+    rows = conn.execute(
+        "SELECT data FROM records WHERE session_id = ? AND revision < ? "
+        "ORDER BY revision DESC LIMIT ?",
+        (session_id, _MAX_REVISION if before is None else before, limit),
+    ).fetchall()
+    return [bytes(row[0]) for row in rows]
+
+
+def read_message_sources(
+    conn: sqlite3.Connection, session_id: str, before: int | None
+) -> list[tuple[str, bytes]]:
+    """Every record (``"r"``) then the archive chunks below ``before`` (``"a"``), newest first.
+
+    Raises:
+        SessionNotFound: no such session.
+    """
+    require_session(conn, session_id)
+    sources = [
+        ("r", bytes(row[0]))
+        for row in conn.execute(
+            "SELECT data FROM records WHERE session_id = ? ORDER BY revision DESC",
+            (session_id,),
+        )
+    ]
+    sources += [
+        ("a", bytes(row[0]))
+        for row in conn.execute(
+            "SELECT data FROM archive WHERE session_id = ? AND seq < ? ORDER BY seq DESC",
+            (session_id, _MAX_REVISION if before is None else before),
+        )
+    ]
+    return sources
+
+
+def read_for_compaction(
+    conn: sqlite3.Connection, session_id: str, policy: LogPolicy
+) -> CompactionRead | None:
+    """What a compaction of ``session_id`` needs, or None when there is no such session.
+
+    Reads only the base, the records after it and, when retention drops some,
+    those records: never the whole history.
+    """
+    sid = session_id
+    row = conn.execute(
+        "SELECT created_at, base_rev, revision FROM sessions WHERE session_id = ?", (sid,)
+    ).fetchone()
+    if row is None:
+        return None
+    created_at, base_rev, newest = row
+    base = conn.execute(
+        "SELECT data FROM bases WHERE session_id = ? AND revision = ?", (sid, base_rev)
+    ).fetchone()
+    tail = [
+        bytes(r[0])
+        for r in conn.execute(
+            "SELECT data FROM records WHERE session_id = ? AND revision > ? ORDER BY revision",
+            (sid, base_rev),
+        )
+    ]
+    young = None
+    if policy.keep_seconds is not None:
+        young = conn.execute(
+            "SELECT min(revision) FROM records WHERE session_id = ? AND at >= ?",
+            (sid, time.time() - policy.keep_seconds),
+        ).fetchone()[0]
+    floor = retention_floor(policy, newest, young)
+    cut = conn.execute(
+        "SELECT max(revision) FROM bases WHERE session_id = ? AND revision <= ?",
+        (sid, floor),
+    ).fetchone()[0]
+    if tail and newest <= floor:  # keeping 1 revision: the new base is the cut
+        cut = newest
+    oldest = conn.execute(
+        "SELECT min(revision) FROM records WHERE session_id = ?", (sid,)
+    ).fetchone()[0]
+    dropped = []
+    if cut is not None and oldest is not None and oldest < cut:
+        dropped = [
+            decode_record(bytes(r[0]))
+            for r in conn.execute(
+                "SELECT data FROM records WHERE session_id = ? AND revision < ? ORDER BY revision",
+                (sid, cut),
+            )
+        ]
+    return created_at, newest, None if base is None else bytes(base[0]), tail, cut, dropped
+
+
+def read_span(conn: sqlite3.Connection, session_id: str) -> HistoryRange | None:
+    """The retained revisions of ``session_id``, or None when there is no such session."""
+    row = conn.execute(
+        "SELECT s.revision, (SELECT min(revision) FROM bases b WHERE b.session_id = ?) "
+        "FROM sessions s WHERE s.session_id = ?",
+        (session_id, session_id),
+    ).fetchone()
+    return None if row is None else HistoryRange(int(row[1]), int(row[0]))
+
+
+def require_session(conn: sqlite3.Connection, session_id: str) -> None:
+    """Raise SessionNotFound unless ``session_id`` has a row."""
+    found = conn.execute("SELECT 1 FROM sessions WHERE session_id = ?", (session_id,)).fetchone()
+    if found is None:
+        raise SessionNotFound(session_id)

@@ -1,0 +1,98 @@
+"""Start-up checks that turn the usual mistakes into one clear line (exit 2).
+
+Run before the runtime opens: the data directory must be creatable and writable,
+no other daemon may be using it (an exclusive lock on ``daemon.lock``, held for
+the life of the process and released by the kernel however it ends), and the
+address must be free to listen on.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import socket
+from pathlib import Path
+from typing import IO
+
+from runtime.daemon._config import DaemonConfig
+
+__all__ = ["LOCK_NAME", "StartupError", "check_can_start"]
+
+LOCK_NAME = "daemon.lock"
+
+
+class StartupError(Exception):
+    """The daemon cannot start; the message is one line saying why and what to do."""
+
+
+def _reason(exc: OSError) -> str:
+    if exc.errno == errno.EROFS:
+        return "the file system is read-only"
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "permission denied"
+    return exc.strerror or str(exc)
+
+
+def _prepare_data_dir(data_dir: Path) -> None:
+    try:
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)  # private (see _storage.py)
+    except OSError as exc:
+        raise StartupError(f"--data-dir: cannot create {str(data_dir)!r}: {_reason(exc)}") from None
+
+
+def _lock_data_dir(data_dir: Path) -> IO[str]:
+    path = data_dir / LOCK_NAME
+    try:
+        handle = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "r+")
+    except OSError as exc:
+        raise StartupError(
+            f"--data-dir: {str(data_dir)!r} is not writable ({_reason(exc)}); "
+            "the daemon keeps its sessions there"
+        ) from None
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise StartupError(
+            f"--data-dir: {str(data_dir)!r} is in use by another actorflowd (pid {holder}); "
+            "stop it or give this one its own --data-dir"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def _check_address(host: str, port: int) -> None:
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        socket.create_server((host, port), family=family).close()
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE:
+            raise StartupError(
+                f"--port {port}: {host}:{port} is already in use (another actorflowd?); "
+                "stop that process or pick another --port"
+            ) from None
+        raise StartupError(
+            f"--host {host}: cannot listen on {host}:{port}: {_reason(exc)}"
+        ) from None
+
+
+def check_can_start(config: DaemonConfig) -> IO[str]:
+    """Check the data directory and address; the data directory's lock, to keep open.
+
+    Raises:
+        StartupError: the data directory cannot be created, is not writable or is in
+            use by another daemon, or the address cannot be listened on.
+    """
+    _prepare_data_dir(config.data_dir)
+    lock = _lock_data_dir(config.data_dir)
+    try:
+        _check_address(config.host, config.port)
+    except StartupError:
+        lock.close()
+        raise
+    return lock
