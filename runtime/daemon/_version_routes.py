@@ -24,7 +24,7 @@ from runtime.daemon._models import (
     GraphInfo,
     GraphList,
     GraphVersionInfo,
-    SessionDetail,
+    StepResponse,
     UpdateSessionRequest,
 )
 
@@ -103,7 +103,8 @@ def version_handlers(
         summary="Repair a session: set or remove context keys, move it to a task",
         description=(
             "Applied as one new revision whose status_message records who did it, after "
-            "the steps already queued for the session."
+            "the steps already queued for the session. The answer is the edit's result, "
+            "as a step's: task is where the session was, next_task where it is now."
         ),
         responses=problems,
         security=security,
@@ -113,10 +114,10 @@ def version_handlers(
         session_id: FromPath[str],
         data: JSONBody[UpdateSessionRequest],
         request: Request[Any, Any, Any],
-    ) -> SessionDetail:
+    ) -> StepResponse:
         user = caller(request)
         request_info(request.scope).session_id = session_id
-        await runtime.update_session(
+        result = await runtime.update_session(
             session_id,
             set=data.set,
             unset=data.unset or (),
@@ -124,6 +125,15 @@ def version_handlers(
             owner=owner_filter(user),
             by=user,
         )
-        return SessionDetail.of(await runtime.get_session(session_id, owner=owner_filter(user)))
+        return StepResponse(
+            session_id=result.session_id,
+            task=result.task,
+            response=result.response,
+            status=str(result.status),
+            next_task=result.next_task,
+            revision=result.revision,
+            responses=list(result.responses),
+            status_message=result.status_message,
+        )
 
     return [list_graphs, update_session]

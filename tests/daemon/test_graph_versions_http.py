@@ -109,7 +109,7 @@ def test_patch_repairs_a_session_and_records_who_did_it(
         )
         assert patched.status_code == 200, patched.text
         body = patched.json()
-        assert body["current_task"] == "close"
+        assert (body["task"], body["next_task"], body["response"]) == ("triage", "close", None)
         assert body["revision"] == 2
         assert body["status_message"].startswith("edited by ")
         assert body["status_message"].endswith(": set priority; goto close")
