@@ -37,7 +37,7 @@ def check_member(user: object, access: object) -> tuple[str, Access | None]:
         )
     if access is not None and access not in ACCESS_LEVELS:
         raise InvalidInput(f"access must be 'read' or 'write', got {access!r}")
-    return user, access  # type: ignore[return-value]
+    return user, access
 
 
 def shared(

@@ -17,6 +17,7 @@ from runtime.errors import (
     PROBLEM_TYPES,
     ActorflowError,
     GraphNotFound,
+    GraphVersionUnavailable,
     IdempotencyKeyReused,
     InvalidInput,
     ProblemType,
@@ -78,6 +79,7 @@ HEADERS_TOO_LARGE = problem_kind("headers-too-large")
 SESSION_NOT_FOUND = problem_kind("session-not-found")
 REVISION_NOT_FOUND = problem_kind("revision-not-found")
 GRAPH_NOT_FOUND = problem_kind("graph-not-found")
+GRAPH_VERSION_UNAVAILABLE = problem_kind("graph-version-unavailable")
 SESSION_BUSY = problem_kind("session-busy")
 MAILBOX_FULL = problem_kind("mailbox-full")
 SESSION_TOO_LARGE = problem_kind("session-too-large")
@@ -98,6 +100,7 @@ ERROR_TABLE: tuple[tuple[type[ActorflowError], ProblemKind], ...] = (
     (RevisionNotFound, REVISION_NOT_FOUND),
     (SessionNotFound, SESSION_NOT_FOUND),
     (GraphNotFound, GRAPH_NOT_FOUND),
+    (GraphVersionUnavailable, GRAPH_VERSION_UNAVAILABLE),
     (SessionCompleted, SESSION_COMPLETED),
     (SessionQuotaExceeded, SESSION_QUOTA_EXCEEDED),
     (TaskFailed, TASK_FAILED),
