@@ -69,7 +69,8 @@ from flow._errors import (
 )
 from flow._graph import Graph
 from flow._idempotency import KeyEntry, KeyTable
-from flow._session import Session, SessionMetadata, SessionStatus, StepFailure
+from flow._session import Access, Session, SessionMetadata, SessionStatus, StepFailure
+from flow._sharing import shared
 from flow._step import StepResult
 from flow._versions import upgrade_to
 
@@ -287,6 +288,9 @@ class SessionActor(DispatcherActor, Owned):
         """Apply a repair from outside as one new revision (in this turn; no task runs)."""
         now = self._services.clock()
         graph = self._runner.graph
+        if change.share is not None:
+            self._share(message, *change.share, now)
+            return
         try:
             if change.migrate_to is not None:
                 graph, migrated = upgrade_to(
@@ -315,6 +319,22 @@ class SessionActor(DispatcherActor, Owned):
         self._adopt(message, new, result, now)
         if self._session is new and graph is not self._runner.graph:
             self._use_graph(graph)
+
+    def _share(self, message: Step, user: str, access: Access | None, now: float) -> None:
+        """Give ``user`` ``access`` (None: none) as one new revision (in this turn)."""
+        try:
+            outcome = shared(self._session, user, access, now=now)
+        except ActorflowError as exc:
+            self._answer(message, exc)  # a mistake of the sharer, not the session's failure
+            return
+        if outcome is None:
+            self._answer(message, unchanged(self._session))
+            return
+        new, result = outcome
+        self._services.log.info(
+            "session_shared", session_id=self._session_id, user=user, access=access
+        )
+        self._adopt(message, new, result, now)
 
     def _use_graph(self, graph: Graph) -> None:
         """Run the session's later steps on ``graph`` (another version of its graph)."""
@@ -480,6 +500,7 @@ class SessionActor(DispatcherActor, Owned):
         entry.revision = session.revision
         entry.request_count = session.metadata.request_count
         entry.expires_at = session.metadata.expires_at
+        entry.members = session.metadata.members
 
     def _answer(self, message: Step, outcome: StepResult | BaseException) -> None:
         """Answer a step's caller (once) from the actor's turn."""

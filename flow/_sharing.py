@@ -10,13 +10,15 @@ Who may share (the owner, an admin) is checked by the runtime, not here.
 from __future__ import annotations
 
 import re
+from typing import Literal
 
+from flow._edit import unchanged
 from flow._errors import InvalidInput
 from flow._record import record_of
 from flow._session import ACCESS_LEVELS, Access, Session, SessionMetadata
 from flow._step import StepResult
 
-__all__ = ["MAX_MEMBERS", "check_member", "shared", "unchanged_result"]
+__all__ = ["MAX_MEMBERS", "Need", "allows", "check_member", "shared"]
 
 MAX_MEMBERS = 100
 """Most members one session may have (each step record carries them)."""
@@ -81,18 +83,21 @@ def shared(
         response=None,
         back_low=len(work.back_stack),
     )
-    return work, unchanged_result(work)
+    return work, unchanged(work)
 
 
-def unchanged_result(session: Session) -> StepResult:
-    """The result of a revision that ran no task."""
-    return StepResult(
-        session_id=session.session_id,
-        task=session.current_task,
-        response=None,
-        responses=(),
-        status=session.status,
-        next_task=session.current_task,
-        status_message=session.status_message,
-        revision=session.revision,
-    )
+Need = Literal["read", "write", "owner"]
+"""What a request needs: ``read`` (see it), ``write`` (step it) or ``owner``
+(delete, fork or share it)."""
+
+
+def allows(owner: str, members: tuple[tuple[str, Access], ...], user: str, need: Need) -> bool:
+    """Whether ``user`` may do what ``need`` says to a session of ``owner`` with ``members``."""
+    if user == owner:
+        return True
+    if need == "owner":
+        return False
+    for member, access in members:
+        if member == user:
+            return access == "write" or need == "read"
+    return False
