@@ -72,7 +72,7 @@ OUTCOME_UNKNOWN = problem_kind("outcome-unknown")
 """The holder got the step and stopped answering: it may have been committed before it
 stopped, and it can never be committed after this answer."""
 
-_SESSION_PATH = re.compile(r"^/v1/sessions/([^/]+)(?:/step)?/?$")
+_SESSION_PATH = re.compile(r"^/v1/sessions/([^/]+)(?:/step|/members(?:/[^/]+)?)?/?$")
 _EXECUTE_PATH = "/v1/execute"
 _REQUEST_ID = b"x-request-id"
 # A request the holder received but did not answer is served again elsewhere only if
