@@ -457,7 +457,7 @@ class RuntimeCore:
         saved.add_done_callback(functools.partial(_release_if_failed, self.quota, owner))
         return session, saved
 
-    def load(self, session_id: str, owner: str | None, need: Need = "read") -> Session:
+    def load(self, session_id: str, owner: str | None, need: Need = "owner") -> Session:
         """The stored session (after any stopping actor of it has saved).
 
         ``owner`` is the caller (None: anyone, an admin or the host app); ``need``

@@ -364,7 +364,7 @@ class Runtime(_Facade):
         if core.ask_live(session_id, core.view_message(reply), reply, owner):
             session: Session = reply.wait()
             return session
-        return core.load(session_id, owner)
+        return core.load(session_id, owner, "read")
 
     def get_session(
         self, session_id: str, *, owner: str | None = None, revision: int | None = None
@@ -730,7 +730,7 @@ class AsyncRuntime(_Facade):
         if core.ask_live(session_id, core.view_message(reply), reply, owner):
             session: Session = await reply.wait()
         else:
-            session = await asyncio.to_thread(core.load, session_id, owner)
+            session = await asyncio.to_thread(core.load, session_id, owner, "read")
         return session_view(session)
 
     async def revisions(
