@@ -301,9 +301,7 @@ class Client(ClientBase):
             raise SessionNotFound(session_id)
         return self._send(share_call(session_id, user, access))
 
-    def unshare(
-        self, session_id: str, user: str, *, owner: str | None = None
-    ) -> dict[str, str]:
+    def unshare(self, session_id: str, user: str, *, owner: str | None = None) -> dict[str, str]:
         """Take ``user``'s access away (``DELETE .../members/{user}``); the members after."""
         if not self._owner_matches(owner):
             raise SessionNotFound(session_id)
