@@ -11,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+import structlog
 
 from flow import Context, FunctionTask, GraphBuilder, NextAction, TaskFailed, TaskResult
 from flow._codec import encode
 from runtime import Runtime
-from runtime.testing import ManualClock, wait_passivated
+from runtime.testing import wait_passivated
 
 
 def _fragile(ctx: Context) -> TaskResult:
@@ -29,7 +30,8 @@ FRAGILE = GraphBuilder("fragile").add_task(FunctionTask("check", _fragile)).buil
 
 
 def _fail(rt: Runtime, sid: str) -> None:
-    with pytest.raises(TaskFailed):
+    # captured: rendering the logged traceback on the console takes seconds
+    with structlog.testing.capture_logs(), pytest.raises(TaskFailed):
         rt.step(sid, "fail", owner="alice")
 
 
@@ -42,16 +44,20 @@ def _passivate(rt: Runtime, sid: str) -> None:
 def test_the_last_failure_is_kept_across_passivation_and_reopening(
     open_runtime: Callable[..., Runtime], steps_after: int
 ) -> None:
-    clock = ManualClock()
-    rt = open_runtime([FRAGILE], clock=clock)
+    rt = open_runtime([FRAGILE])
     sid = rt.create_session("fragile", owner="alice")
     rt.step(sid, "a", owner="alice")
     _fail(rt, sid)
     for _ in range(steps_after):
         rt.step(sid, "b", owner="alice")
     revisions = [r.revision for r in rt.revisions(sid, owner="alice")]
-    expected = {"type": "KeyError", "message": "'no such order'", "task": "check", "time": clock()}
-    assert rt.inspect(sid)["last_failure"] == expected
+    expected = rt.inspect(sid)["last_failure"]
+    assert expected is not None
+    assert (expected["type"], expected["message"], expected["task"]) == (
+        "KeyError",
+        "'no such order'",
+        "check",
+    )
     _passivate(rt, sid)
     stored = rt.inspect(sid)
     assert stored["live"] is False
@@ -63,7 +69,7 @@ def test_the_last_failure_is_kept_across_passivation_and_reopening(
     assert rt.inspect(sid)["last_failure"] == expected
     assert rt.get_session(sid, owner="alice").context.get("said") == "a" + "b" * steps_after + "c"
     rt.close()
-    reopened = open_runtime([FRAGILE], clock=clock)
+    reopened = open_runtime([FRAGILE])
     assert reopened.inspect(sid)["last_failure"] == expected
 
 
