@@ -86,8 +86,11 @@ def live_table(sessions: Sequence[Mapping[str, Any]], *, title: str | None = Non
         ("SNAP B", "right"),
         ("OWNER", "left"),
     ):
-        table.add_column(  # type: ignore[arg-type]
-            name, justify=justify, no_wrap=True, min_width=SHORT_ID if name == "ID" else None
+        table.add_column(
+            name,
+            justify=justify,  # type: ignore[arg-type]
+            no_wrap=True,
+            min_width=SHORT_ID if name == "ID" else None,
         )
     for s in sessions:
         table.add_row(
