@@ -32,6 +32,7 @@ __all__ = [
     "base_record",
     "decode_record",
     "encode_record",
+    "record_fields",
     "record_of",
 ]
 
@@ -289,16 +290,32 @@ def encode_record(record: StepRecord) -> bytes:
     )
 
 
-def decode_record(raw: bytes) -> StepRecord:
-    """Decode bytes written by ``encode_record``.
+def record_fields(raw: bytes) -> list[Any]:
+    """The record's fields as msgpack gives them, in ``encode_record``'s order (no
+    ``StepRecord`` is built: compaction reads records this way).
 
     Raises:
         SnapshotDecodeError: the bytes are not a record this build reads.
     """
     try:
         doc = msgpack.unpackb(raw, raw=False, strict_map_key=True, use_list=True)
-        if not isinstance(doc, list) or not doc or doc[0] != RECORD_VERSION:
-            raise ValueError("not a step record of version 1")
+    except Exception as exc:
+        raise SnapshotDecodeError(
+            f"step record is malformed: {type(exc).__name__}: {exc}", bytes(raw)
+        ) from exc
+    if not isinstance(doc, list) or len(doc) < 21 or doc[0] != RECORD_VERSION:
+        raise SnapshotDecodeError("step record is malformed: not a record of version 1", bytes(raw))
+    return doc
+
+
+def decode_record(raw: bytes) -> StepRecord:
+    """Decode bytes written by ``encode_record``.
+
+    Raises:
+        SnapshotDecodeError: the bytes are not a record this build reads.
+    """
+    doc = record_fields(raw)
+    try:
         (
             _,
             revision,

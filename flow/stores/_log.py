@@ -43,7 +43,6 @@ __all__ = [
     "LogPolicy",
     "MessagePage",
     "RevisionInfo",
-    "archive_chunk",
     "compaction_due",
     "entry_for",
     "page_messages",
@@ -264,22 +263,6 @@ def retention_floor(policy: LogPolicy, newest: int, young: int | None) -> int:
     if policy.keep_seconds is not None:
         floors.append(newest if young is None else young)
     return min(floors) if floors else -1
-
-
-def archive_chunk(records: Iterable[StepRecord]) -> bytes | None:
-    """The chat messages of ``records`` as one archive entry (None when they hold none)."""
-    first: int | None = None
-    messages: builtins.list[builtins.list[str]] = []
-    for record in records:
-        if not record.messages:
-            continue
-        if first is None:
-            first = record.message_seq
-        messages.extend([m.role, m.content, m.timestamp] for m in record.messages)
-    if first is None:
-        return None
-    packed: bytes = msgpack.packb([first, messages], use_bin_type=True)
-    return packed
 
 
 def _chunk_messages(raw: bytes) -> builtins.list[tuple[int, ChatMessage]]:

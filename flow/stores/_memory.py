@@ -15,7 +15,6 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from flow._codec import encode
 from flow._errors import (
     InvalidInput,
     RevisionConflict,
@@ -24,6 +23,7 @@ from flow._errors import (
     SnapshotDecodeError,
     StoreUnavailable,
 )
+from flow._rebase import archived, rebased
 from flow._record import decode_record
 from flow._session import Session
 from flow.stores._log import (
@@ -32,7 +32,6 @@ from flow.stores._log import (
     LogPolicy,
     MessagePage,
     RevisionInfo,
-    archive_chunk,
     compaction_due,
     entry_for,
     page_messages,
@@ -236,7 +235,7 @@ class MemoryStore:
             base_rev = log.newest_base()
             base = log.bases[base_rev]
             records = log.records_after(base_rev)
-        made = encode(rebuild(base, records)) if records else None
+        made = rebased(base, records) if records else None
         with self._lock:
             if self._closed or self._entries.get(session_id) is not log:
                 return False
@@ -251,9 +250,9 @@ class MemoryStore:
             )
             dropped = [r for r in log.records if r[0] < cut]
             if dropped:
-                chunk = archive_chunk(decode_record(raw) for _, _, raw in dropped)
-                if chunk is not None:
-                    log.archive.append(chunk)
+                archive = archived(raw for _, _, raw in dropped)
+                if archive is not None:
+                    log.archive.append(archive[1])
                 del log.records[: len(dropped)]
             for rev in [r for r in log.base_revisions if r < cut]:
                 del log.bases[rev]

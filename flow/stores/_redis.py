@@ -44,7 +44,6 @@ import msgpack
 import redis
 import structlog
 
-from flow._codec import encode
 from flow._errors import (
     InvalidInput,
     RevisionConflict,
@@ -53,7 +52,8 @@ from flow._errors import (
     SnapshotDecodeError,
     StoreUnavailable,
 )
-from flow._record import decode_record
+from flow._rebase import archived, rebased
+from flow._record import decode_record, record_fields
 from flow._session import Session
 from flow.stores._lease import LeaseLost, epoch_key
 from flow.stores._log import (
@@ -62,7 +62,6 @@ from flow.stores._log import (
     LogPolicy,
     MessagePage,
     RevisionInfo,
-    archive_chunk,
     compaction_due,
     entry_for,
     page_messages,
@@ -462,22 +461,22 @@ class RedisStore:
         newest, oldest = int(reply[0]), int(float(reply[5]))
         bases = sorted(int(float(score)) for score in reply[3])
         tail_raws: list[bytes] = reply[4]
-        made = encode(rebuild(reply[2], tail_raws)) if tail_raws else None
+        made = rebased(reply[2], tail_raws) if tail_raws else None
         if made is not None and newest not in bases:
             bases.append(newest)
         young = None
         try:
             if self.policy.keep_seconds is not None:  # the records' times decide
                 all_raws: _Ids = _reply(self.client.zrange(keys[2], 0, -1))
-                every = [decode_record(raw) for raw in all_raws]
                 cutoff = time.time() - self.policy.keep_seconds
-                young = next((r.revision for r in every if r.at >= cutoff), None)
+                young = next(
+                    (int(d[1]) for d in map(record_fields, all_raws) if d[2] >= cutoff), None
+                )
             floor = retention_floor(self.policy, newest, young)
             cut = max((rev for rev in bases if rev <= floor), default=None)
-            dropped = []
+            dropped: _Ids = []
             if cut is not None and oldest < cut:
-                rows: _Ids = _reply(self.client.zrangebyscore(keys[2], "-inf", f"({cut}"))
-                dropped = [decode_record(raw) for raw in rows]
+                dropped = _reply(self.client.zrangebyscore(keys[2], "-inf", f"({cut}"))
             if made is None and not dropped:
                 return False
             # the guard of the write: the newest record, still there unchanged
@@ -488,13 +487,12 @@ class RedisStore:
             )
         except redis.exceptions.RedisError as exc:
             raise unavailable(self.client, f"compacting {session_id!r}", exc) from exc
-        chunk = archive_chunk(dropped)
-        first = next((r.message_seq for r in dropped if r.messages), 0)
+        first, chunk = archived(dropped) or (0, b"")
         args = [
             newest_raw,
             str(newest),
             made or b"",
-            chunk or b"",
+            chunk,
             str(first),
             str(-1 if cut is None else cut),
         ]

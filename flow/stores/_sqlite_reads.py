@@ -13,7 +13,6 @@ import time
 from collections.abc import Iterator
 
 from flow._errors import RevisionNotFound, SessionNotFound
-from flow._record import StepRecord, decode_record
 from flow.stores._log import HistoryRange, LogPolicy, retention_floor
 
 __all__ = [
@@ -27,7 +26,7 @@ __all__ = [
 
 _MAX_REVISION = 2**62  # above any revision: "no upper bound" in a query
 
-CompactionRead = tuple[float, int, bytes | None, list[bytes], int | None, list[StepRecord]]
+CompactionRead = tuple[float, int, bytes | None, list[bytes], int | None, list[bytes]]
 """created_at, newest revision, the current base, the records after it, the
 retention cut (None: none) and the records the cut drops."""
 
@@ -173,7 +172,7 @@ def read_for_compaction(
     dropped = []
     if cut is not None and oldest is not None and oldest < cut:
         dropped = [
-            decode_record(bytes(r[0]))
+            bytes(r[0])
             for r in conn.execute(
                 "SELECT data FROM records WHERE session_id = ? AND revision < ? ORDER BY revision",
                 (sid, cut),
