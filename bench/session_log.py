@@ -238,6 +238,11 @@ def long_conversation(plan: Plan, base: Path) -> tuple[float, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="shorter runs, fewer steps")
+    parser.add_argument(
+        "--long-only",
+        action="store_true",
+        help="only the long conversation (to compare builds run after one another)",
+    )
     args = parser.parse_args()
     plan = Plan(args.quick)
     # an entry point configures logging, as actorflowd does: warnings and errors only
@@ -245,6 +250,10 @@ def main() -> int:
         wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
         cache_logger_on_first_use=True,
     )
+    if args.long_only:
+        with tempfile.TemporaryDirectory(prefix="actorflow-bench-log-") as tmp:
+            long_conversation(plan, Path(tmp))
+        return 0
     with tempfile.TemporaryDirectory(prefix="actorflow-bench-log-") as tmp:
         base = Path(tmp)
         sizes = history_sizes(plan, base)

@@ -414,19 +414,13 @@ class RedisStore:
             SessionNotFound: no such session.
             StoreUnavailable: Redis could not be reached.
         """
-        top = "+inf" if before is None else f"({before}"
         try:
-            pipe = self.client.pipeline(transaction=True)
-            pipe.exists(self.session_key(session_id))
-            pipe.zrevrange(self._key("r", session_id), 0, -1)
-            pipe.zrevrangebyscore(self._key("m", session_id), top, "-inf")
-            exists, records, archive = pipe.execute()
+            if not self.client.exists(self.session_key(session_id)):
+                raise SessionNotFound(session_id)
+            rows = _MessageRows(self.client, self._key("r", session_id), self._key("m", session_id))
+            return page_messages(rows, limit, before)
         except redis.exceptions.RedisError as exc:
             raise unavailable(self.client, f"reading messages of {session_id!r}", exc) from exc
-        if not exists:
-            raise SessionNotFound(session_id)
-        sources = [("r", raw) for raw in records] + [("a", raw) for raw in archive]
-        return page_messages(sources, limit, before)
 
     def history_range(self, session_id: str) -> HistoryRange | None:
         """The revisions time travel reaches, or None when there is no such session."""
@@ -872,3 +866,32 @@ def _info(session_id: str, values: Sequence[bytes | None]) -> StoredSessionInfo:
         expires_at=None if expires is None else float(expires),
         size=int(size),
     )
+
+
+class _MessageRows:
+    """A session's records and archive entries for ``page_messages``: each read is one
+    ZREVRANGEBYSCORE of at most ``count`` members (``flow.stores._log.MessageSource``).
+
+    The reads are not one transaction: a compaction between them moves records
+    into the archive, which is read after the records, so nothing is missed
+    (``page_messages`` skips a message seen twice).
+    """
+
+    def __init__(self, client: redis.Redis, records_key: str, archive_key: str) -> None:
+        self._client = client
+        self._records_key = records_key
+        self._archive_key = archive_key
+
+    def records(self, upto: int, count: int) -> list[tuple[int, bytes]]:
+        """At most ``count`` records at or below revision ``upto``, newest first."""
+        return self._read(self._records_key, str(upto), count)
+
+    def chunks(self, below: int, count: int) -> list[tuple[int, bytes]]:
+        """At most ``count`` archive entries starting below message ``below``, newest first."""
+        return self._read(self._archive_key, f"({below}", count)
+
+    def _read(self, key: str, top: str, count: int) -> list[tuple[int, bytes]]:
+        rows: list[tuple[bytes, float]] = _reply(
+            self._client.zrevrangebyscore(key, top, "-inf", start=0, num=count, withscores=True)
+        )
+        return [(int(score), raw) for raw, score in rows]

@@ -55,12 +55,13 @@ from flow.stores._log import (
 )
 from flow.stores._protocol import Durability, QuarantinedRow, SessionPage, StoredSessionInfo
 from flow.stores._sqlite_reads import (
+    MessageRows,
     read_for_compaction,
-    read_message_sources,
     read_revisions,
     read_span,
     read_state,
     read_transaction,
+    require_session,
 )
 from flow.stores._sqlite_schema import SCHEMA, STORE_SCHEMA_VERSION, migrate_v1
 
@@ -391,8 +392,8 @@ class SqliteStore:
             SessionNotFound: no such session.
         """
         with self._reader() as conn, read_transaction(conn):
-            sources = read_message_sources(conn, session_id, before)
-        return page_messages(sources, limit, before)
+            require_session(conn, session_id)
+            return page_messages(MessageRows(conn, session_id), limit, before)
 
     def history_range(self, session_id: str) -> HistoryRange | None:
         """The revisions time travel reaches, or None when there is no such session."""

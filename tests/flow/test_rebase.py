@@ -30,7 +30,7 @@ from flow.stores._log import rebuild
 
 
 def _work(ctx: Context) -> TaskResult:
-    """``set k v``, ``rm k``, ``clear``, ``say x``, ``hclear``, ``go``, ``back``, joined by ``;``."""
+    """Does what the input says: set k v, rm k, clear, say x, hclear, go, back (joined by ;)."""
     action = NextAction.WaitForInput
     for command in str(ctx.input or "").split(";"):
         verb, _, rest = command.strip().partition(" ")
