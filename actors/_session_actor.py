@@ -381,7 +381,7 @@ class SessionActor(DispatcherActor, Owned):
         """Add the step's key to ``new``'s table and to the record its save appends."""
         table = new.keys
         if table is None:
-            table = new.keys = KeyTable()
+            table = new.keys = KeyTable(new.session_id)
         table.add(KeyEntry(key, digest, new.metadata.last_accessed, result))
         table.forget_outside(self._settings.key_retention, new.revision, now)
         if new.record is not None:

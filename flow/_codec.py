@@ -66,7 +66,7 @@ def encode(session: Session) -> bytes:
             meta.expires_at,
         ],
     }
-    keys = pack(session.keys.encoded()) if session.keys else None
+    keys = session.keys.packed() if session.keys else None
     items = [m._packed or _packed(m, pack) for m in history._messages]
     return assemble(fields, keys, items)
 
@@ -84,7 +84,7 @@ def assemble(fields: dict[str, Any], keys: bytes | None, history_items: list[byt
         + head[1:]
         + extra
         + _HIST_KEY
-        + _array_header(len(history_items))
+        + _packer().pack_array_header(len(history_items))
         + b"".join(history_items)
     )
 
@@ -94,15 +94,6 @@ def _packed(message: ChatMessage, pack: Callable[[Any], bytes]) -> bytes:
     packed = pack([message.role, message.content, message.timestamp])
     object.__setattr__(message, "_packed", packed)  # a frozen message's cache slot
     return packed
-
-
-def _array_header(length: int) -> bytes:
-    """A msgpack array header for ``length`` items."""
-    if length < 16:
-        return bytes((0x90 | length,))
-    if length < 0x10000:
-        return b"\xdc" + length.to_bytes(2, "big")
-    return b"\xdd" + length.to_bytes(4, "big")
 
 
 def decode(raw: bytes) -> Session:

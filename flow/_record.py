@@ -238,7 +238,7 @@ def apply(session: Session, record: StepRecord) -> None:
     entry = record.key_entry(session.session_id)
     if entry is not None:
         if session.keys is None:
-            session.keys = KeyTable()
+            session.keys = KeyTable(session.session_id)
         session.keys.add(entry)
 
 
