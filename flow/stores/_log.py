@@ -19,7 +19,6 @@ the conversation is never lost.
 from __future__ import annotations
 
 import builtins
-import dataclasses
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -173,15 +172,7 @@ def entry_for(session: Session, expected: int | None) -> LogEntry:
         and expected is not None
         and record.revision == session.revision == expected + 1
     ):
-        # the scalar fields as they are now: the actor sets a step's expiry after it ran
-        record = dataclasses.replace(
-            record,
-            status=session.status.value,
-            status_message=session.status_message,
-            current_task=session.current_task,
-            graph_version=session.graph_version,
-            metadata=session.metadata,
-        )
+        record = record.settled(session)
         return LogEntry(session.revision, record.at, encode_record(record), None)
     if expected is not None and session.revision == expected:
         return LogEntry(session.revision, session.metadata.last_accessed, None, encode(session))
