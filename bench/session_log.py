@@ -20,7 +20,9 @@ Four figures, all in one run on fresh SQLite files (fsync'd steps, in process):
   steps/s over the last 10% against the first 10% (target: at least 0.8x), both
   counted while all 64 clients still talk.
 
-Prints one line per figure and writes ``bench/out/session_log.png``.
+Prints one line per figure and writes ``bench/out/session_log.png`` (steps/s by
+history length) and ``bench/out/session_log_long.png`` (the long conversation's
+steps/s per tenth).
 """
 
 from __future__ import annotations
@@ -50,6 +52,7 @@ SIZES = (10, 100, 1_000, 10_000)
 CLIENTS = 64
 MESSAGE = "a message of eighty characters, about what a short chat turn holds, give or take"
 OUT = Path(__file__).resolve().parent / "out" / "session_log.png"
+LONG_OUT = OUT.with_name("session_log_long.png")
 
 
 class Plan:
@@ -199,8 +202,8 @@ def timed_loads(store: SqliteStore, session_id: str, times: int) -> float:
     return statistics.median(samples)
 
 
-def long_conversation(plan: Plan, base: Path) -> tuple[float, float]:
-    """64 sessions stepped ``long_steps`` times each: steps/s of the first and last 10%."""
+def long_conversation(plan: Plan, base: Path) -> list[float]:
+    """64 sessions stepped ``long_steps`` times each: steps/s in each tenth of the run."""
     data_dir = base / "long"
     data_dir.mkdir()
     with Runtime.open(data_dir=data_dir, graphs=[echo], config=config_for(None)) as rt:
@@ -224,15 +227,26 @@ def long_conversation(plan: Plan, base: Path) -> tuple[float, float]:
     everyone = min(client[-1] for client in stamps)
     done = sorted(t for client in stamps for t in client if t <= everyone)
     tenth = len(done) // 10
-    first = tenth / (done[tenth] - done[0])
-    last = tenth / (done[-1] - done[-tenth - 1])
+    rates = [tenth / (done[(k + 1) * tenth - 1] - done[k * tenth]) for k in range(10)]
+    first, last = rates[0], rates[-1]
+    print(
+        "long conversation, steps/s per tenth: " + ", ".join(f"{rate:,.0f}" for rate in rates),
+        flush=True,
+    )
     print(
         f"long conversation, 64 sessions x {plan.long_steps:,} steps: first 10% "
         f"{first:,.0f} steps/s, last 10% {last:,.0f} steps/s, x{last / first:.2f} "
         "(target >= 0.8)",
         flush=True,
     )
-    return first, last
+    grouped_bars(
+        LONG_OUT,
+        title=f"Long conversation: steps/s per tenth, 64 sessions x {plan.long_steps:,} steps",
+        ylabel="steps/s",
+        groups=[f"{k + 1}" for k in range(10)],
+        series={"steps/s": rates},
+    )
+    return rates
 
 
 def main() -> int:
@@ -259,7 +273,7 @@ def main() -> int:
         sizes = history_sizes(plan, base)
         received, appended = redis_bytes(plan, base)
         with_records, compacted = activation(plan, base)
-        first, last = long_conversation(plan, base)
+        rates = long_conversation(plan, base)
     grouped_bars(
         OUT,
         title="Session log: steps/s at 64 clients by history length (fsync)",
@@ -272,7 +286,7 @@ def main() -> int:
         and sizes[1_000][1] <= 2048
         and max(received, appended) <= 2048
         and with_records <= 2 * compacted
-        and last >= 0.8 * first
+        and rates[-1] >= 0.8 * rates[0]
     )
     print(f"targets {'met' if ok else 'NOT met'}; plot: {OUT}", flush=True)
     return 0
