@@ -2,7 +2,7 @@
 
 Usage: ``.venv-dev/bin/python bench/session_log.py [--quick]``.
 
-Four figures, all in one run on fresh SQLite files (fsync'd steps, in process):
+The figures, all in one run on fresh SQLite files (fsync'd steps, in process):
 
 - steps/s at 64 clients on 64 echo sessions whose chat already holds 10, 100,
   1,000 and 10,000 messages (target: at 1,000, at least 0.8x the 10-message rate);
@@ -16,6 +16,8 @@ Four figures, all in one run on fresh SQLite files (fsync'd steps, in process):
   always, free loopback port) started by the bench; the bytes Redis received
   (INFO ``total_net_input_bytes``) and its AOF's growth, each divided by the
   steps (same 2 KiB target);
+- a compaction of a full chat window on bytes against decoding, replaying and
+  encoding the same base and records (what compaction did before);
 - a long conversation: 64 sessions stepped 2,000 times each (500 with --quick);
   steps/s over the last 10% against the first 10% (target: at least 0.8x), both
   counted while all 64 clients still talk.
@@ -34,6 +36,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import structlog
@@ -41,10 +44,12 @@ from _plot import grouped_bars
 from cluster import start_redis
 from inprocess import closed_loop, config_for, in_parallel, print_load, run_actorflow
 
-from flow import new_session, step
+from flow import encode, new_session, step
+from flow._rebase import archived, rebased
+from flow._record import decode_record, encode_record
 from flow.demo import echo
 from flow.stores import SqliteStore
-from flow.stores._log import LogPolicy
+from flow.stores._log import LogPolicy, rebuild
 from flow.stores._redis import RedisStore
 from runtime import Runtime
 
@@ -202,6 +207,44 @@ def timed_loads(store: SqliteStore, session_id: str, times: int) -> float:
     return statistics.median(samples)
 
 
+def compaction_cost() -> tuple[float, float]:
+    """A compaction of a full chat window on bytes (``rebased``) against decoding, replaying
+    and encoding it (what compaction did before), on the same base and records."""
+    session = new_session(echo, owner="bench")
+    for i in range(600):  # 1,200 messages: the 1,000-message window is full
+        session, _ = step(echo, session, f"{MESSAGE} {i}")
+    base = encode(session)
+    records = []
+    for i in range(200):
+        session, _ = step(echo, session, f"{MESSAGE} {i}")
+        assert session.record is not None
+        records.append(encode_record(session.record))
+    on_bytes = best_of(lambda: rebased(base, records))
+    decoded = best_of(lambda: encode(rebuild(base, records)))
+    archive = best_of(lambda: archived(records))
+    decoding = best_of(lambda: [decode_record(raw) for raw in records])
+    print(
+        f"compaction of a {len(base) / 1024:,.0f} KiB base (1,000 messages) and 200 records: "
+        f"{on_bytes * 1e3:.2f} ms on bytes, {decoded * 1e3:.2f} ms decoding, replaying and "
+        f"encoding (x{decoded / on_bytes:.1f}); archiving 200 dropped records "
+        f"{archive * 1e3:.2f} ms, decoding them {decoding * 1e3:.2f} ms",
+        flush=True,
+    )
+    return on_bytes, decoded
+
+
+def best_of(work: Callable[[], object], rounds: int = 7, times: int = 5) -> float:
+    """The least mean CPU time of ``work`` over ``rounds`` rounds: this thread's CPU, not the
+    wall clock, which a shared machine's other processes stretch."""
+    samples = []
+    for _ in range(rounds):
+        started = time.thread_time()
+        for _ in range(times):
+            work()
+        samples.append((time.thread_time() - started) / times)
+    return min(samples)
+
+
 def long_conversation(plan: Plan, base: Path) -> list[float]:
     """64 sessions stepped ``long_steps`` times each: steps/s in each tenth of the run."""
     data_dir = base / "long"
@@ -264,6 +307,7 @@ def main() -> int:
         wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
         cache_logger_on_first_use=True,
     )
+    compaction_cost()
     if args.long_only:
         with tempfile.TemporaryDirectory(prefix="actorflow-bench-log-") as tmp:
             long_conversation(plan, Path(tmp))
