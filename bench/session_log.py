@@ -251,7 +251,7 @@ def long_conversation(plan: Plan, base: Path) -> list[float]:
     data_dir.mkdir()
     with Runtime.open(data_dir=data_dir, graphs=[echo], config=config_for(None)) as rt:
         ids = [rt.create_session("echo", owner="bench") for _ in range(CLIENTS)]
-        stamps: list[list[float]] = [[] for _ in range(CLIENTS)]
+        stamps: list[list[tuple[float, float]]] = [[] for _ in range(CLIENTS)]
         gate = threading.Barrier(CLIENTS)
 
         def talk(index: int) -> None:
@@ -259,7 +259,8 @@ def long_conversation(plan: Plan, base: Path) -> list[float]:
             gate.wait()
             for i in range(plan.long_steps):
                 rt.step(sid, f"{MESSAGE} {i}")
-                stamps[index].append(time.perf_counter())
+                # wall clock and the process's CPU time (which other processes do not stretch)
+                stamps[index].append((time.perf_counter(), time.process_time()))
 
         threads = [threading.Thread(target=talk, args=(i,)) for i in range(CLIENTS)]
         for t in threads:
@@ -267,10 +268,18 @@ def long_conversation(plan: Plan, base: Path) -> list[float]:
         for t in threads:
             t.join()
     # only while all 64 talk: once the first finishes, fewer clients mean fewer steps/s
-    everyone = min(client[-1] for client in stamps)
-    done = sorted(t for client in stamps for t in client if t <= everyone)
+    everyone = min(client[-1][0] for client in stamps)
+    done = sorted(t for client in stamps for t in client if t[0] <= everyone)
     tenth = len(done) // 10
-    rates = [tenth / (done[(k + 1) * tenth - 1] - done[k * tenth]) for k in range(10)]
+    spans = [(done[k * tenth], done[(k + 1) * tenth - 1]) for k in range(10)]
+    rates = [tenth / (end[0] - start[0]) for start, end in spans]
+    cpu = [(end[1] - start[1]) / tenth * 1e6 for start, end in spans]
+    print(
+        "long conversation, process CPU per step per tenth: "
+        + ", ".join(f"{us:,.0f}" for us in cpu)
+        + f" us; first/last x{cpu[0] / cpu[-1]:.2f}",
+        flush=True,
+    )
     first, last = rates[0], rates[-1]
     print(
         "long conversation, steps/s per tenth: " + ", ".join(f"{rate:,.0f}" for rate in rates),
