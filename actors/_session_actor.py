@@ -446,23 +446,18 @@ class SessionActor(DispatcherActor, Owned):
     def _remember(
         self, key: str, digest: bytes, new: Session, result: StepResult, now: float
     ) -> None:
-        """Add the step's key to ``new``'s table and to the record its save appends."""
+        """Add the step's key to ``new``'s table (shared with the session before it:
+        only once the step is adopted)."""
         table = new.keys
         if table is None:
-            table = new.keys = KeyTable()
+            table = new.keys = KeyTable(new.session_id)
         table.add(KeyEntry(key, digest, new.metadata.last_accessed, result))
         table.forget_outside(self._settings.key_retention, new.revision, now)
-        if new.record is not None:
-            new.record = new.record.with_key(key, digest, result.responses)
 
     def _adopt(self, message: Step, new: Session, result: StepResult, now: float) -> None:
         """Make ``new`` the session and commit it; the caller is answered after the commit.
 
         A session that would pass ``max_session_bytes`` is refused: nothing changes."""
-        too_large = self._size.check(new)
-        if too_large is not None:
-            self._step_failed(message, too_large)
-            return
         meta = new.metadata
         # ``new`` is the step's own working copy: set its expiry in place.
         new.metadata = SessionMetadata(
@@ -474,8 +469,20 @@ class SessionActor(DispatcherActor, Owned):
             now + self._settings.session_ttl,
             meta.members,
         )
-        if message.key is not None and message.digest is not None:
-            self._remember(message.key, message.digest, new, result, now)
+        key, digest = message.key, message.digest
+        if new.record is not None:
+            # the record as the store appends it: the size guard's encoding of it is
+            # the one the store reuses
+            record = new.record.settled(new)
+            if key is not None and digest is not None:
+                record = record.with_key(key, digest, result.responses)
+            new.record = record
+        too_large = self._size.check(new)
+        if too_large is not None:
+            self._step_failed(message, too_large)
+            return
+        if key is not None and digest is not None:
+            self._remember(key, digest, new, result, now)
         self._session = new
         self._entry.snapshot_bytes = self._size.size
         self._publish(new)

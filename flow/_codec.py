@@ -20,18 +20,20 @@ from flow._session import (
     StepFailure,
 )
 
-__all__ = ["SCHEMA_VERSION", "decode", "encode", "meta_fields", "metadata_from"]
+__all__ = ["SCHEMA_VERSION", "assemble", "decode", "encode", "meta_fields", "metadata_from"]
 
 SCHEMA_VERSION = 2
 """Version 2 added ``mtot`` (messages ever added, see ``ChatHistory.total``); version 1
 snapshots still decode (their ``mtot`` is the number of messages they hold)."""
 
-# ``encode`` packs every field but the history as one map of up to 14 entries, then
-# turns it into the map one entry longer that ends with ``"hist"``: the history's
-# array is spliced in from each message's cached bytes (msgpack values are simply
-# concatenated). ``"keys"``, the idempotency key table, is there only when it has
-# entries; older builds of schema 2 ignore it.
+# ``encode`` packs every field but the key table and the history as one map of 13
+# entries, then turns it into the map one or two entries longer that ends with
+# ``"keys"`` and ``"hist"``: both are spliced in already packed, the history from
+# each message's cached bytes (msgpack values are simply concatenated). ``"keys"``,
+# the idempotency key table, is there only when it has entries; older builds of
+# schema 2 ignore it.
 _HIST_KEY = msgpack.packb("hist")
+_KEYS_KEY = msgpack.packb("keys")
 _local = threading.local()
 
 
@@ -48,7 +50,6 @@ def encode(session: Session) -> bytes:
     """Encode ``session`` as msgpack bytes (schema ``SCHEMA_VERSION``)."""
     meta = session.metadata
     history = session.context.chat_history
-    messages = history._messages
     pack = _packer().pack
     fields: dict[str, Any] = {
         "v": SCHEMA_VERSION,
@@ -65,13 +66,27 @@ def encode(session: Session) -> bytes:
         "mtot": history.total,
         "meta": meta_fields(meta, session.last_failure),
     }
-    if session.keys:
-        fields["keys"] = session.keys.encoded()
-    head = pack(fields)
-    history_items = b"".join([m._packed or _packed(m, pack) for m in messages])
+    keys = session.keys.packed() if session.keys else None
+    items = [m._packed or _packed(m, pack) for m in history._messages]
+    return assemble(fields, keys, items)
+
+
+def assemble(fields: dict[str, Any], keys: bytes | None, history_items: list[bytes]) -> bytes:
+    """A snapshot from its head ``fields`` (in ``encode``'s order), the packed key table
+    (None: no keys) and each chat message's packed bytes: the head's map is made
+    longer and the two are spliced in after it, so that neither is packed again."""
+    head = _packer().pack(fields)
+    extra = _KEYS_KEY + keys if keys is not None else b""
     # a fixmap header is 0x80 + its entry count (fewer than 16 here)
-    header = bytes((head[0] + 1,))
-    return header + head[1:] + _HIST_KEY + _array_header(len(messages)) + history_items
+    header = bytes((head[0] + (2 if keys is not None else 1),))
+    return (
+        header
+        + head[1:]
+        + extra
+        + _HIST_KEY
+        + _packer().pack_array_header(len(history_items))
+        + b"".join(history_items)
+    )
 
 
 def meta_fields(meta: SessionMetadata, failure: StepFailure | None = None) -> list[Any]:
@@ -128,15 +143,6 @@ def _packed(message: ChatMessage, pack: Callable[[Any], bytes]) -> bytes:
     packed = pack([message.role, message.content, message.timestamp])
     object.__setattr__(message, "_packed", packed)  # a frozen message's cache slot
     return packed
-
-
-def _array_header(length: int) -> bytes:
-    """A msgpack array header for ``length`` items."""
-    if length < 16:
-        return bytes((0x90 | length,))
-    if length < 0x10000:
-        return b"\xdc" + length.to_bytes(2, "big")
-    return b"\xdd" + length.to_bytes(4, "big")
 
 
 def decode(raw: bytes) -> Session:
