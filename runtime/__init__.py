@@ -16,6 +16,7 @@ from flow._step import StepResult
 from flow.stores._log import MessagePage, RevisionInfo
 from flow.stores._protocol import SessionPage, StoredSessionInfo
 from runtime._config import Durability, RuntimeConfig
+from runtime._live_page import LivePage
 from runtime._runtime import AsyncRuntime, Runtime
 from runtime._views import LiveSessionInfo, RuntimeStats, SessionMetadataView, SessionView
 from runtime.errors import (
@@ -45,6 +46,7 @@ __all__ = [
     "GraphNotFound",
     "IdempotencyKeyReused",
     "InvalidInput",
+    "LivePage",
     "LiveSessionInfo",
     "MessagePage",
     "RevisionConflict",

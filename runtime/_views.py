@@ -51,7 +51,8 @@ class LiveSessionInfo:
     """One live session actor, as the admin shell shows it.
 
     ``state`` is the actor's state: ``idle`` (nothing to do), ``running`` (a step
-    is in progress), ``stopping``.
+    is in progress), ``stopping``. ``reason`` says why it is live (``activated by
+    step``...), as ``inspect``'s ``live_reason``.
     """
 
     session_id: str
@@ -65,6 +66,7 @@ class LiveSessionInfo:
     request_count: int
     snapshot_bytes: int
     revision: int
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
