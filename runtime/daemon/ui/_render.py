@@ -42,7 +42,9 @@ SECURITY_HEADERS = {
     ),
     "x-frame-options": "DENY",
     "x-content-type-options": "nosniff",
-    "referrer-policy": "no-referrer",
+    # not no-referrer: with it Chromium sends "Origin: null" on form posts, which the
+    # gateway refuses as cross-origin
+    "referrer-policy": "same-origin",
     "cache-control": "no-store",
 }
 
