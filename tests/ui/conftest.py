@@ -19,7 +19,7 @@ from playwright.sync_api import Browser, BrowserContext, sync_playwright
 from ui_harness import ADMIN_TOKEN, OTHER_TOKEN, USER_TOKEN, Daemon, UiDaemon, chromium_path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def ui_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UiDaemon]:
     """A daemon with an admin (alice), a user (bob) and another user (carol)."""
     workdir = tmp_path_factory.mktemp("ui")
