@@ -5,7 +5,8 @@ Chromium is Debian's ``chromium`` package, driven by Playwright with
 ``./bin/test`` installs it with apt-get as root. In CI a missing Chromium fails.
 
 Screenshots of every page go to a temporary directory, or to
-``$ACTORFLOW_UI_SCREENSHOTS`` when set (how docs/images/dashboard-*.png are made).
+``$ACTORFLOW_UI_SCREENSHOTS`` when set: ``ACTORFLOW_UI_SCREENSHOTS=docs/images ./bin/test
+tests/ui`` remakes the screenshots the docs show.
 """
 
 from __future__ import annotations

@@ -55,8 +55,8 @@ class UiDaemon:
         return self.daemon.client(token)
 
     def shot(self, page: Page, name: str) -> Path:
-        """Save a screenshot of ``page`` as ``<name>.png``; its path."""
-        path = self.screenshots / f"{name}.png"
+        """Save a screenshot of ``page`` as ``dashboard-<name>.png``; its path."""
+        path = self.screenshots / f"dashboard-{name}.png"
         page.screenshot(path=str(path), full_page=True)
         return path
 

@@ -26,7 +26,7 @@ from runtime import AsyncRuntime
 from runtime._views import RuntimeStats
 from runtime.daemon._metrics import DaemonMetrics
 
-__all__ = ["KEPT", "Figures", "Sample", "Sampler", "figures", "quantile"]
+__all__ = ["KEPT", "PERIOD", "Figures", "Sample", "Sampler", "figures", "quantile"]
 
 PERIOD = 1.0  # seconds between samples
 KEPT = 300  # samples kept: five minutes
@@ -209,10 +209,14 @@ class Sampler:
             self.ticked.notify_all()
 
     async def _run(self) -> None:
-        while not self._stopped() and time.monotonic() - self._last_use < IDLE_STOP:
-            try:
-                await self.sample()
-            except Exception:  # a closed runtime or a store that did not answer: try again
-                if self._stopped():
-                    return
-            await asyncio.sleep(PERIOD)
+        try:
+            while not self._stopped() and time.monotonic() - self._last_use < IDLE_STOP:
+                try:
+                    await self.sample()
+                except Exception:  # a closed runtime or a store that did not answer: again
+                    if self._stopped():
+                        return
+                await asyncio.sleep(PERIOD)
+        finally:
+            async with self.ticked:  # wake the streams: they see the drain and end
+                self.ticked.notify_all()

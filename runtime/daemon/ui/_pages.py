@@ -31,7 +31,7 @@ from runtime.daemon._problems import (
     problem_for,
 )
 from runtime.daemon.ui._dashboard import MAX_STREAMS, TOO_MANY_LOGINS, UI_PATH, Dashboard, Visit
-from runtime.daemon.ui._figures import KEPT, WINDOW, figures
+from runtime.daemon.ui._figures import KEPT, PERIOD, WINDOW, figures
 from runtime.daemon.ui._logins import COOKIE
 from runtime.daemon.ui._render import STATIC_DIR, sparkline
 from runtime.daemon.ui._session_pages import session_handlers
@@ -202,9 +202,11 @@ async def _stream(dashboard: Dashboard) -> AsyncGenerator[ServerSentEventMessage
             sampler.touch()
             async with sampler.ticked:
                 try:
-                    await asyncio.wait_for(sampler.ticked.wait(), timeout=5.0)
+                    await asyncio.wait_for(sampler.ticked.wait(), timeout=2 * PERIOD)
                 except TimeoutError:
                     continue
+            if dashboard.api.draining:
+                break
             html = dashboard.render("_figures.html", **_fragment_context(dashboard))
             yield ServerSentEventMessage(data=html, event="figures")
     finally:
