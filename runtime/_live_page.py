@@ -1,18 +1,20 @@
 """One sorted, filtered page of the live session actors, without building them all.
 
 ``live_page`` is a pure function over the live index's entries (a list copied
-under the index lock): it filters, picks the ``offset + limit`` first entries
-of the chosen order with a heap (O(n log k), not a full sort) and builds a
-``LiveSessionInfo`` only for the page's rows. The admin socket's ``ls`` and the
-dashboard's live-actors table both read it (``Runtime.live_page``).
+under the index lock): it filters, orders the entries with two stable sorts on
+plain attributes (the session id, then the chosen figure: C-level comparisons,
+no key tuple per entry; ~20-40 ms of CPU for 100,000, whatever the page) and
+builds a ``LiveSessionInfo`` only for the page's rows. The dashboard's
+live-actors table reads it (``Runtime.live_page``); the admin socket's ``ls``
+builds every row with the same ``live_info``.
 """
 
 from __future__ import annotations
 
-import heapq
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import Literal, get_args
 
 from actors._live_index import LiveEntry
@@ -62,18 +64,15 @@ def live_info(entry: LiveEntry, now: float) -> LiveSessionInfo:
     )
 
 
-def _key(sort: str) -> Callable[[LiveEntry], tuple[float | str, str]]:
-    # Each key grows with the quantity shown; the session id breaks ties, so that
-    # pages of one order never overlap nor skip a row while nothing changes.
-    if sort == "mailbox_depth":
-        return lambda e: (max(e.pending, 0), e.session_id)
-    if sort == "idle_seconds":
-        return lambda e: (-e.last_used, e.session_id)
-    if sort == "snapshot_bytes":
-        return lambda e: (e.snapshot_bytes, e.session_id)
-    if sort == "request_count":
-        return lambda e: (e.request_count, e.session_id)
-    return lambda e: (e.session_id, "")
+# The entry attribute each sort orders by, and whether it runs opposite to the figure
+# shown (idle time grows as ``last_used`` shrinks).
+_ORDER: dict[str, tuple[str, bool]] = {
+    "mailbox_depth": ("pending", False),
+    "idle_seconds": ("last_used", True),
+    "snapshot_bytes": ("snapshot_bytes", False),
+    "request_count": ("request_count", False),
+    "session_id": ("session_id", False),
+}
 
 
 def live_page(
@@ -110,6 +109,10 @@ def live_page(
         if (graph is None or e.graph_id == graph)
         and (status is None or status in (e.status, "running" if e.pending > 0 else "idle"))
     ]
-    pick = heapq.nlargest if descending else heapq.nsmallest
-    top = pick(offset + limit, chosen, key=_key(sort))[offset:]
-    return LivePage(len(chosen), [live_info(e, now) for e in top], offset, graphs)
+    # Ties keep the session-id order of the first sort, so pages of one order never
+    # overlap nor skip a row while nothing changes.
+    attr, opposite = _ORDER[sort]
+    chosen.sort(key=attrgetter("session_id"), reverse=descending)
+    chosen.sort(key=attrgetter(attr), reverse=descending != opposite)
+    page = chosen[offset : offset + limit]
+    return LivePage(len(chosen), [live_info(e, now) for e in page], offset, graphs)
