@@ -132,3 +132,23 @@ def test_vendored_scripts_match_their_checksums(line: str) -> None:
     digest, name = line.split()
     assert hashlib.sha256((STATIC_DIR / name).read_bytes()).hexdigest() == digest
     assert (STATIC_DIR / "VERSIONS").read_text().count(Path(name).stem.split(".")[0]) >= 1
+
+
+def test_admin_actions_snapshot_passivate_fork_and_delete(ui_daemon: UiDaemon) -> None:
+    session_id = _session(ui_daemon)
+    with _logged_in(ui_daemon, ADMIN_TOKEN) as (client, csrf):
+
+        def act(action: str, **form: str) -> httpx.Response:
+            answer = client.post(f"/ui/sessions/{session_id}/{action}", data={"csrf": csrf, **form})
+            assert answer.status_code == 303, answer.text
+            return client.get(answer.headers["location"])
+
+        assert "Snapshot written:" in act("snapshot").text
+        assert "Passivated." in act("passivate").text
+        assert "passivated" in client.get(f"/ui/sessions/{session_id}").text
+        forked = act("fork", revision="1")
+        assert f"Forked from {session_id} at revision 1." in forked.text
+        assert forked.url.path != f"/ui/sessions/{session_id}"
+        assert "Deleted session" in act("delete").text
+    with ui_daemon.api(USER_TOKEN) as api:
+        assert api.get(f"/v1/sessions/{session_id}").status_code == 404
