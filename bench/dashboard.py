@@ -79,6 +79,7 @@ async def main(sessions: int) -> None:
         max_sessions_per_user=0,
         idle_timeout=3600.0,
         wait_timeout=3600.0,
+        drain_timeout=600.0,  # closing passivates every session: 100,000 snapshots
     )
     with tempfile.TemporaryDirectory() as tmp:
         runtime = await AsyncRuntime.open(data_dir=Path(tmp), graphs=[echo], config=config)
