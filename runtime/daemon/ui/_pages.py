@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 import structlog
 from litestar import Request, Router, get, post
 from litestar.exceptions import HTTPException
-from litestar.params import Parameter
+from litestar.params import QueryParameter
 from litestar.response import Redirect, Response, ServerSentEvent, ServerSentEventMessage
 from litestar.static_files import create_static_files_router
 from litestar.types import ControllerRouterHandler
@@ -63,7 +63,8 @@ def _pages(dashboard: Dashboard) -> list[ControllerRouterHandler]:
 
     @get("/login", include_in_schema=False)
     async def login_form(
-        request: Request[Any, Any, Any], next: str | None = None
+        request: Request[Any, Any, Any],
+        next: Annotated[str | None, QueryParameter()] = None,
     ) -> Response[str] | Redirect:
         if not dashboard.tokens:
             return Redirect(_safe_next(next), status_code=303)
@@ -126,15 +127,15 @@ def _pages(dashboard: Dashboard) -> list[ControllerRouterHandler]:
     @get("/actors", include_in_schema=False)
     async def actors(
         request: Request[Any, Any, Any],
-        sort: Annotated[str, Parameter(pattern="^(" + "|".join(LIVE_SORTS) + ")$")] = (
+        sort: Annotated[str, QueryParameter(pattern="^(" + "|".join(LIVE_SORTS) + ")$")] = (
             "mailbox_depth"
         ),
-        order: Annotated[str, Parameter(pattern="^(asc|desc)$")] = "desc",
-        graph: str | None = None,
-        owner: str | None = None,
-        status: str | None = None,
-        offset: Annotated[int, Parameter(ge=0)] = 0,
-        limit: Annotated[int, Parameter(ge=1, le=MAX_LIVE_PAGE)] = PAGE_SIZE,
+        order: Annotated[str, QueryParameter(pattern="^(asc|desc)$")] = "desc",
+        graph: Annotated[str | None, QueryParameter()] = None,
+        owner: Annotated[str | None, QueryParameter()] = None,
+        status: Annotated[str | None, QueryParameter()] = None,
+        offset: Annotated[int, QueryParameter(ge=0)] = 0,
+        limit: Annotated[int, QueryParameter(ge=1, le=MAX_LIVE_PAGE)] = PAGE_SIZE,
     ) -> Response[str] | Redirect:
         visit = dashboard.visit(request)
         if visit is None:

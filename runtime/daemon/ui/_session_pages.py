@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from urllib.parse import quote, urlencode
 
 from litestar import Request, get, post
-from litestar.params import Parameter
+from litestar.params import FromPath, QueryParameter
 from litestar.response import Redirect, Response
 from litestar.types import ControllerRouterHandler
 
@@ -137,10 +137,10 @@ def session_handlers(dashboard: Dashboard) -> list[ControllerRouterHandler]:
     @get("/sessions/{session_id:str}", include_in_schema=False)
     async def session_page(
         request: Request[Any, Any, Any],
-        session_id: str,
-        revision: Annotated[int | None, Parameter(ge=0)] = None,
-        before: Annotated[int | None, Parameter(ge=0)] = None,
-        rbefore: Annotated[int | None, Parameter(ge=0)] = None,
+        session_id: FromPath[str],
+        revision: Annotated[int | None, QueryParameter(ge=0)] = None,
+        before: Annotated[int | None, QueryParameter(ge=0)] = None,
+        rbefore: Annotated[int | None, QueryParameter(ge=0)] = None,
     ) -> Response[str] | Redirect:
         visit = dashboard.visit(request)
         if visit is None:
@@ -194,9 +194,9 @@ def session_handlers(dashboard: Dashboard) -> list[ControllerRouterHandler]:
     @get("/sessions/{session_id:str}/confirm/{action:str}", include_in_schema=False)
     async def confirm(
         request: Request[Any, Any, Any],
-        session_id: str,
-        action: str,
-        revision: Annotated[int | None, Parameter(ge=0)] = None,
+        session_id: FromPath[str],
+        action: FromPath[str],
+        revision: Annotated[int | None, QueryParameter(ge=0)] = None,
     ) -> Response[str] | Redirect:
         visit = dashboard.visit(request)
         if visit is None:
@@ -217,7 +217,9 @@ def session_handlers(dashboard: Dashboard) -> list[ControllerRouterHandler]:
         )
 
     @post("/sessions/{session_id:str}/{action:str}", include_in_schema=False, status_code=303)
-    async def act(request: Request[Any, Any, Any], session_id: str, action: str) -> Redirect:
+    async def act(
+        request: Request[Any, Any, Any], session_id: FromPath[str], action: FromPath[str]
+    ) -> Redirect:
         login, form = await dashboard.checked_post(request)
         what = _action(action)
         _require_admin(login, action)
