@@ -38,12 +38,14 @@ class LivePage:
         offset: rows skipped before the page.
         graphs: live actors per graph among those the owner filter lets through
             (before the graph and status filters: what a graph filter can choose from).
+        versions: the same, per (graph, graph version).
     """
 
     total: int
     items: list[LiveSessionInfo]
     offset: int
     graphs: dict[str, int]
+    versions: dict[tuple[str, str], int]
 
 
 def live_info(entry: LiveEntry, now: float) -> LiveSessionInfo:
@@ -60,6 +62,7 @@ def live_info(entry: LiveEntry, now: float) -> LiveSessionInfo:
         request_count=entry.request_count,
         snapshot_bytes=entry.snapshot_bytes,
         revision=entry.revision,
+        graph_version=entry.graph_version,
         reason=entry.reason,
     )
 
@@ -102,7 +105,10 @@ def live_page(
     if offset < 0:
         raise InvalidInput(f"offset must be >= 0, got {offset!r}")
     mine = [e for e in entries if owner is None or e.owner == owner]
-    graphs = dict(Counter(e.graph_id for e in mine))
+    versions = Counter((e.graph_id, e.graph_version) for e in mine)
+    graphs: Counter[str] = Counter()
+    for (graph_id, _), count in versions.items():
+        graphs[graph_id] += count
     chosen = [
         e
         for e in mine
@@ -115,4 +121,6 @@ def live_page(
     chosen.sort(key=attrgetter("session_id"), reverse=descending)
     chosen.sort(key=attrgetter(attr), reverse=descending != opposite)
     page = chosen[offset : offset + limit]
-    return LivePage(len(chosen), [live_info(e, now) for e in page], offset, graphs)
+    return LivePage(
+        len(chosen), [live_info(e, now) for e in page], offset, dict(graphs), dict(versions)
+    )

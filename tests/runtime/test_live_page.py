@@ -25,6 +25,7 @@ def _entry(n: int, *, pending: int = 0, graph: str = "echo", owner: str = "ann")
         expires_at=None,
         activated_at=0.0,
         reason="activated by a request",
+        graph_version="v1",
         pending=pending,
         snapshot_bytes=1000 - n,
     )
@@ -63,6 +64,7 @@ def test_filters_and_the_graph_counts_they_choose_from() -> None:
     mine = live_page(entries, 100.0, owner="ann", graph="support")
     assert mine.total == 3
     assert mine.graphs == {"echo": 5, "support": 3}
+    assert mine.versions == {("echo", "v1"): 5, ("support", "v1"): 3}
     assert {i.owner for i in mine.items} == {"ann"}
     running = live_page(entries, 100.0, status="running")
     assert {i.session_id for i in running.items} == {"s005", "s006", "s007"}
@@ -94,4 +96,6 @@ def test_runtime_live_page_lists_live_sessions(open_runtime: Callable[..., Runti
     assert page.total == 3
     assert [i.session_id for i in page.items] == sorted(ids)[:2]
     assert page.graphs == {"echo": 3}
+    assert sum(page.versions.values()) == 3
+    assert {i.graph_version for i in page.items} == {rt.graph("echo").version}
     assert all(i.reason for i in page.items)

@@ -107,7 +107,8 @@ def _pages(dashboard: Dashboard) -> list[ControllerRouterHandler]:
             await dashboard.sampler.sample()
         live = await runtime.live_page(owner=dashboard.owner_scope(visit.login), limit=1)
         graphs = [
-            {"id": g.id, "version": g.version, "live": live.graphs.get(g.id, 0)} for g in api.graphs
+            {"id": g.id, "version": g.version, "live": live.versions.get((g.id, g.version), 0)}
+            for g in api.graphs
         ]
         return dashboard.page(
             "overview.html", visit, page="overview", graphs=graphs, **_fragment_context(dashboard)
