@@ -32,6 +32,11 @@ BENCHES = [
         "bench/idempotency.py",
         "Idempotency keys: the key table's memory, bytes, cost",
     ),
+    (
+        "dashboard",
+        "bench/dashboard.py",
+        "The dashboard's live-actors page at 100,000 live sessions",
+    ),
 ]
 
 
