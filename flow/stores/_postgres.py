@@ -70,6 +70,7 @@ _log = structlog.get_logger("actorflow.store.postgres")
 
 _T = TypeVar("_T")
 _LOG_TABLES = ("sessions", "bases", "records", "archive")
+_WAIT_FOR_CONNECTION = 3.0  # seconds a call waits for a pooled connection before failing
 _RETRIES = 3  # a batch that met a deadlock or a concurrent insert is run again this often
 _RETRYABLE = (
     psycopg.errors.DeadlockDetected,
@@ -195,7 +196,7 @@ class PostgresStore:
             configure=self._configure,
             open=False,
             name=f"actorflow:{self.where}",
-            timeout=connect_timeout,
+            timeout=_WAIT_FOR_CONNECTION,
         )
         try:
             self.pool.open(wait=True, timeout=connect_timeout)
