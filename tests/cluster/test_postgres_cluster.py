@@ -60,7 +60,7 @@ def lease_node(url: str, session_id: str) -> str | None:
     return None if row is None else str(row[0])
 
 
-def test_sixteen_clients_alternating_between_two_daemons_on_postgres_lose_no_step(
+def test_eight_clients_alternating_between_two_daemons_on_postgres_lose_no_step(
     start_pg_node: StartNode,
 ) -> None:
     a, b = start_pg_node("a", *STEADY), start_pg_node("b", *STEADY)
@@ -84,7 +84,7 @@ def test_sixteen_clients_alternating_between_two_daemons_on_postgres_lose_no_ste
 
     watcher = threading.Thread(target=watch)
     watcher.start()
-    clients = [threading.Thread(target=client, args=(i,)) for i in range(16)]
+    clients = [threading.Thread(target=client, args=(i,)) for i in range(8)]
     for t in clients:
         t.start()
     for t in clients:
@@ -94,8 +94,8 @@ def test_sixteen_clients_alternating_between_two_daemons_on_postgres_lose_no_ste
 
     assert failures == []
     detail = b.http.get(f"/v1/sessions/{sid}").json()
-    assert detail["context"]["count"] == 400
-    assert detail["revision"] == 400
+    assert detail["context"]["count"] == 200
+    assert detail["revision"] == 200
     assert both_live == []
     assert [sid in node.live() for node in (a, b)].count(True) == 1
 
@@ -139,7 +139,7 @@ def test_a_killed_daemons_sessions_move_to_the_other_and_no_acknowledged_step_is
     start_pg_node: StartNode, postgres_url: str
 ) -> None:
     a, b = start_pg_node("a"), start_pg_node("b")
-    sessions = [create_session(a) for _ in range(3)]
+    sessions = [create_session(a) for _ in range(2)]
     with a.client() as ca:
         for sid in sessions:
             assert step(ca, sid, "warm").status_code == 200
@@ -166,13 +166,13 @@ def test_a_killed_daemons_sessions_move_to_the_other_and_no_acknowledged_step_is
                         acknowledged[sid].append(text)
                         if killed.is_set():
                             served_after_kill.set()
-                if served_after_kill.is_set() and k > 40:
+                if served_after_kill.is_set() and k > 20:
                     return
 
     threads = [threading.Thread(target=client, args=(sid,)) for sid in sessions]
     for t in threads:
         t.start()
-    wait_until(lambda: statuses[200] >= 30, what="steps acknowledged before the kill")
+    wait_until(lambda: statuses[200] >= 20, what="steps acknowledged before the kill")
     a.kill()
     killed.set()
     assert served_after_kill.wait(LEASE_TTL * 10)
