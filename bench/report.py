@@ -32,6 +32,11 @@ BENCHES = [
         "bench/idempotency.py",
         "Idempotency keys: the key table's memory, bytes, cost",
     ),
+    (
+        "postgres",
+        "bench/postgres.py",
+        "PostgreSQL vs SQLite vs Redis, vs LangGraph's PostgresSaver, two daemons on PostgreSQL",
+    ),
 ]
 
 
