@@ -215,6 +215,7 @@ class PostgresStore:
         self._saves = 0
         self._failed = 0
         self._largest = 0
+        self._writer_conn: psycopg.Connection[Any] | None = None
         self._writer = threading.Thread(
             target=self._write_loop, name="postgres-writer", daemon=True
         )
@@ -470,6 +471,8 @@ class PostgresStore:
             self._closed = True
             self._queue.put(None)
         self._writer.join()
+        if self._writer_conn is not None:
+            self._writer_conn.close()
         self.pool.close()
 
     def writer_stats(self) -> WriterStats:
@@ -598,8 +601,13 @@ class PostgresStore:
         """Commit one batch (again after a deadlock or a concurrent insert) and answer it."""
         for attempt in range(_RETRIES + 1):
             try:
-                with self.pool.connection() as conn:
+                conn = self._writer_connection()
+                try:
                     plan = self._commit(conn, writes)
+                except BaseException:
+                    if not conn.broken and not conn.closed:
+                        conn.rollback()
+                    raise
             except _RETRYABLE as exc:
                 if attempt < _RETRIES:
                     continue
@@ -627,32 +635,46 @@ class PostgresStore:
             if not op.future.done():
                 op.future.set_exception(error)
 
+    def _writer_connection(self) -> psycopg.Connection[Any]:
+        """The writer's own connection (not pooled: it is always busy), made again when lost."""
+        conn = self._writer_conn
+        if conn is None or conn.broken or conn.closed:
+            if conn is not None:
+                conn.close()
+            self._writer_conn = None
+            conn = psycopg.connect(self.url, connect_timeout=round(_WAIT_FOR_CONNECTION))
+            self._configure(conn)
+            conn.commit()
+            self._writer_conn = conn
+        return conn
+
     def _commit(
         self, conn: psycopg.Connection[Any], writes: builtins.list[_SaveOp | _DeleteOp]
     ) -> _BatchPlan:
+        """One transaction in two round trips: lock and read (BEGIN, the rows, the fences),
+        then every write and the COMMIT, each sent as one pipeline."""
         ids = sorted({op.session_id for op in writes})
         fenced = sorted({op.fence[0] for op in writes if isinstance(op, _SaveOp) and op.fence})
-        with conn.transaction():
-            rows = conn.execute(
+        with conn.pipeline():
+            rows_cur = conn.execute(
                 "SELECT session_id, revision, base_size, tail_bytes, tail_count FROM sessions "
                 "WHERE session_id = ANY(%s) ORDER BY session_id FOR UPDATE",
                 (ids,),
-            ).fetchall()
-            epochs: dict[str, int] = {}
+            )
+            fences_cur = None
             if fenced:
-                epochs = dict(
-                    conn.execute(
-                        "SELECT session_id, epoch FROM leases WHERE session_id = ANY(%s) "
-                        "ORDER BY session_id FOR SHARE",
-                        (fenced,),
-                    ).fetchall()
+                fences_cur = conn.execute(
+                    "SELECT session_id, epoch FROM leases WHERE session_id = ANY(%s) "
+                    "ORDER BY session_id FOR SHARE",
+                    (fenced,),
                 )
+            rows = rows_cur.fetchall()  # sends what is queued and waits: round trip 1
+            epochs: dict[str, int] = {} if fences_cur is None else dict(fences_cur.fetchall())
             plan = _BatchPlan(rows, epochs, writes)
-            if plan.statements:
-                cur = conn.cursor()
-                with conn.pipeline():
-                    for sql, params in plan.statements:
-                        cur.executemany(sql, params)
+            cur = conn.cursor()
+            for sql, params in plan.statements:
+                cur.executemany(sql, params)
+            conn.commit()  # round trip 2
         return plan
 
 
