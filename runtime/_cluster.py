@@ -21,6 +21,7 @@ was forwarded under (``bind``), and fences off a holder that stopped answering
 
 from __future__ import annotations
 
+import sys
 import uuid
 from typing import TYPE_CHECKING
 
@@ -108,9 +109,12 @@ class Cluster:
         PostgreSQL."""
         if isinstance(store, RedisStore):
             return cls(store, config)
-        from flow.stores._postgres import PostgresStore  # loads psycopg only when asked
-
-        return cls(store, config) if isinstance(store, PostgresStore) else None
+        # a PostgresStore exists only once its module is imported: an SQLite runtime
+        # does not pay for importing psycopg here
+        postgres = sys.modules.get("flow.stores._postgres")
+        if postgres is not None and isinstance(store, postgres.PostgresStore):
+            return cls(store, config)
+        return None
 
     def attach(self, services: ActorServices) -> None:
         """Renew the leases of sessions live here only; kill an actor whose lease is lost."""
