@@ -32,6 +32,7 @@ from typing import Any
 import structlog
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # flow/ before tests/flow (a namespace package there)
 sys.path.append(str(ROOT / "tests"))  # pgserver: the tests' throwaway PostgreSQL
 
 from _plot import grouped_bars  # noqa: E402

@@ -83,12 +83,19 @@ _INFO_COLUMNS = (
     "created_at, last_accessed, expires_at, size"
 )
 
-_UPSERT = """
+_INSERT = """
 INSERT INTO sessions (session_id, owner, graph_id, current_task, status, revision,
                       created_at, last_accessed, expires_at, size, base_rev, base_size,
                       tail_bytes, tail_count)
 VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)
-ON CONFLICT (session_id) DO UPDATE SET
+"""
+"""A session new to the table: a plain INSERT, so that two daemons creating one id at
+once cannot both succeed (the second fails with a unique violation, its batch is run
+again and its save sees the row: ``RevisionConflict``)."""
+
+_UPSERT = (
+    _INSERT
+    + """ON CONFLICT (session_id) DO UPDATE SET
     owner = excluded.owner, graph_id = excluded.graph_id,
     current_task = excluded.current_task, status = excluded.status,
     revision = excluded.revision, created_at = excluded.created_at,
@@ -96,6 +103,7 @@ ON CONFLICT (session_id) DO UPDATE SET
     size = excluded.size, base_rev = excluded.base_rev, base_size = excluded.base_size,
     tail_bytes = excluded.tail_bytes, tail_count = excluded.tail_count
 """
+)
 
 _APPEND = """
 UPDATE sessions SET owner = %s, graph_id = %s, current_task = %s, status = %s, revision = %s,
@@ -760,8 +768,12 @@ class _BatchPlan:
             self.statements.append((_BASE, bases))
         if records:
             self.statements.append((_RECORD, records))
-        if upserts:
-            self.statements.append((_UPSERT, builtins.list(upserts.values())))
+        new = [row for sid, row in upserts.items() if sid not in committed or sid in deletes]
+        if new:
+            self.statements.append((_INSERT, new))
+        old = [row for sid, row in upserts.items() if sid in committed and sid not in deletes]
+        if old:
+            self.statements.append((_UPSERT, old))
         if appends:
             self.statements.append((_APPEND, builtins.list(appends.values())))
 

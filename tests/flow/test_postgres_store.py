@@ -12,7 +12,7 @@ import pytest
 from pgserver import PostgresServer
 from testkit import wait_until
 
-from flow._errors import StoreUnavailable
+from flow._errors import RevisionConflict, StoreUnavailable
 from flow._session import Session
 from flow.stores import open_store
 from flow.stores._postgres import PostgresStore
@@ -103,3 +103,20 @@ def test_a_server_restart_fails_saves_with_store_unavailable_then_they_succeed_a
         assert loaded is not None
         assert loaded.revision == 1
         assert store.quarantined() == []
+
+
+def test_two_stores_creating_the_same_sessions_at_once_never_both_succeed(
+    postgres_url: str, make_session: MakeSession
+) -> None:
+    with PostgresStore(postgres_url) as a, PostgresStore(postgres_url) as b:
+        ids = [f"race-{i:02d}" for i in range(40)]
+        from_a = [a.save(make_session(sid, owner="a"), None) for sid in ids]
+        from_b = [b.save(make_session(sid, owner="b"), None) for sid in ids]
+        for sid, fa, fb in zip(ids, from_a, from_b, strict=True):
+            won = [f.exception(timeout=20) is None for f in (fa, fb)]
+            assert won.count(True) == 1, sid
+            loser = fb if won[0] else fa
+            assert isinstance(loser.exception(), RevisionConflict)
+            stored = a.load(sid)
+            assert stored is not None
+            assert stored.metadata.owner == ("a" if won[0] else "b")
