@@ -123,12 +123,22 @@ class PostgresLeaseManager(LeaseManager):
         self._setup(node_id, advertise, ttl, "", on_lost, in_use)
 
     def _sql(self, what: str, query: str, params: Any) -> list[tuple[Any, ...]]:
-        try:
-            with self._pool.connection() as conn:
-                rows: list[tuple[Any, ...]] = conn.execute(query, params).fetchall()
-                return rows
-        except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
-            raise StoreUnavailable(f"lease {what} in {self._where}: {exc}") from exc
+        """Run one statement; once more on a fresh connection if the pooled one was dead
+        (after a server restart every pooled connection is; each statement is safe to
+        repeat: at worst a grant is taken again with a newer epoch)."""
+        for attempt in (1, 2):
+            try:
+                with self._pool.connection() as conn:
+                    rows: list[tuple[Any, ...]] = conn.execute(query, params).fetchall()
+                    return rows
+            except psycopg_pool.PoolTimeout as exc:
+                raise StoreUnavailable(f"lease {what} in {self._where}: {exc}") from exc
+            except psycopg.OperationalError as exc:
+                if attempt == 2:
+                    raise StoreUnavailable(f"lease {what} in {self._where}: {exc}") from exc
+            except psycopg.Error as exc:
+                raise StoreUnavailable(f"lease {what} in {self._where}: {exc}") from exc
+        raise AssertionError("unreachable")
 
     def _grant(self, session_id: str, read: tuple[str, str] | None) -> Any:
         params = {
