@@ -37,6 +37,11 @@ BENCHES = [
         "bench/dashboard.py",
         "The dashboard's live-actors page at 100,000 live sessions",
     ),
+    (
+        "postgres",
+        "bench/postgres.py",
+        "PostgreSQL vs SQLite vs Redis, vs LangGraph's PostgresSaver, two daemons on PostgreSQL",
+    ),
 ]
 
 
