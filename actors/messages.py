@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
+    from actors._event_hub import Subscriber
     from flow._session import Session
     from flow._step import StepResult
 
@@ -74,6 +75,8 @@ class Step:
     failure log; copying them is O(1), reading them happens only when a step fails."""
     key: str | None = None
     digest: bytes | None = None
+    stream: Subscriber | None = None
+    """The step's own stream (``Runtime.stream``): it gets this step's events."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import structlog
 
+from actors._event_hub import EventHub, Subscriber
 from actors._live_index import LiveIndex
 from actors._services import ActorServices, Settings
 from actors._session_actor import session_document
@@ -256,6 +257,7 @@ class RuntimeCore:
             timers=self.timers,
             clock=config.clock,
             store_pool=self.store_pool,
+            events=EventHub(config.stream_buffer),
         )
         self.supervisor = self.dispatcher.spawn(SupervisorActor, self.services)
         self.services.supervisor = self.supervisor
@@ -312,6 +314,7 @@ class RuntimeCore:
         *,
         preload: bool = False,
         key: str | None = None,
+        stream: Subscriber | None = None,
     ) -> None:
         """Send a step to the session's actor (activating it if needed); ``reply`` answers.
 
@@ -320,6 +323,7 @@ class RuntimeCore:
         supervisor's store pool (one hop less), unless another caller is reading
         one already. A step with an idempotency ``key`` carries it and the digest
         of its mode and input (made here, off the actor), see ``flow._idempotency``.
+        A streamed step carries its ``stream`` (`actors._event_hub`).
         """
         try:
             self.check_open()
@@ -331,10 +335,12 @@ class RuntimeCore:
                 raise SessionNotFound(str(session_id))
             context = contextvars.copy_context()
             if key is None:
-                message = Step(session_id, input, mode, reply, context)
+                message = Step(session_id, input, mode, reply, context, stream=stream)
             else:
                 digest = input_digest(mode, input)
-                message = Step(session_id, input, mode, reply, context, check_key(key), digest)
+                message = Step(
+                    session_id, input, mode, reply, context, check_key(key), digest, stream
+                )
             entry = self.index.send(
                 session_id,
                 message,
