@@ -217,6 +217,16 @@ class EventHub:
         with self._lock:
             sub._ended = True
             self._detach(sub)
+            wake = sub._woken()
+        if wake is not None:
+            wake()
+
+    def close_tails(self) -> None:
+        """End every tail (the runtime is draining); streams end with their steps."""
+        with self._lock:
+            tails = [s for c in self._channels.values() for s in c.subs if s.tail]
+        for sub in tails:
+            self.unsubscribe(sub)
 
     def sink(self, session_id: str, own: Subscriber | None) -> StepSink | None:
         """The sink a step of ``session_id`` publishes through; None when nobody at all

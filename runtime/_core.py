@@ -599,6 +599,7 @@ class RuntimeCore:
             if self._drain_deadline is not None:
                 return
             self.draining = True
+            self.services.events.close_tails()
             timeout = self.config.drain_timeout
             self._drain_deadline = time.monotonic() + timeout
             if not self.closed:

@@ -158,6 +158,32 @@ class AsyncEventStream(_Reader):
                 await self._wake.wait()
         return self._next_taken()
 
+    async def batch(self, patience: float) -> list[tuple[int, StepEvent]] | None:
+        """Every event that has arrived, numbered, waiting up to ``patience`` seconds for
+        one: [] if none came, None at the end (no first-error rule: the caller decides)."""
+        self._raise_first = False
+        waited = False
+        while True:
+            if self._pending:
+                taken = list(self._pending)
+                self._pending.clear()
+                self.seq = taken[-1][0]
+                return taken
+            self._wake.clear()
+            refilled = self._refill()
+            if refilled is None:
+                return None
+            if refilled:
+                continue
+            if waited:
+                return []
+            waited = True
+            try:
+                async with asyncio.timeout(patience):
+                    await self._wake.wait()
+            except TimeoutError:
+                return []
+
     async def __aenter__(self) -> Self:
         return self
 

@@ -29,6 +29,7 @@ from runtime.daemon._problems import (
     problem_for,
 )
 from runtime.daemon._routes import Api, route_handlers
+from runtime.daemon._sse import SseRoutes
 from runtime.daemon._step_route import StepRoute
 from runtime.errors import ActorflowError
 
@@ -90,10 +91,15 @@ def _is_decode_error(exc: HTTPException) -> bool:
 
 
 def build_app(
-    api: Api, auth: Authenticator, *, max_body: int, policy: GatewayPolicy | None = None
+    api: Api,
+    auth: Authenticator,
+    *,
+    max_body: int,
+    policy: GatewayPolicy | None = None,
+    sse_heartbeat: float = 15.0,
 ) -> Gateway:
-    """The daemon's ASGI application: the gateway, (in a cluster) the forwarder, the step
-    route's fast path, then the Litestar app.
+    """The daemon's ASGI application: the gateway, (in a cluster) the forwarder, the
+    event streams (SSE), the step route's fast path, then the Litestar app.
 
     ``aclose()`` on it closes the forwarder's connections (in a cluster).
     """
@@ -140,7 +146,8 @@ def build_app(
         ),
     )
     steps = StepRoute(app, api, max_body=max_body)
-    inner = forwarder_for(steps, api.runtime.cluster, max_body=max_body)
+    streams = SseRoutes(steps, api, max_body=max_body, heartbeat=sse_heartbeat)
+    inner = forwarder_for(streams, api.runtime.cluster, max_body=max_body)
     on_close = inner.aclose if isinstance(inner, Forwarder) else None
     return Gateway(
         inner,
