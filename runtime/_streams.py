@@ -27,7 +27,7 @@ from flow._events import StepError, StepEvent
 from flow._step import StepResult
 from runtime._bridge import SyncReply
 
-__all__ = ["AsyncEventStream", "EventStream", "StreamReply", "async_waker"]
+__all__ = ["AsyncEventStream", "EventStream", "StreamReply", "async_waker", "batch_unless"]
 
 
 class StreamReply(SyncReply):
@@ -189,3 +189,16 @@ class AsyncEventStream(_Reader):
 
     async def __aexit__(self, *exc: Any) -> None:
         self.close()
+
+
+async def batch_unless(
+    stream: AsyncEventStream, gone: asyncio.Future[Any], patience: float
+) -> list[tuple[int, StepEvent]] | None:
+    """``stream.batch(patience)``, unless ``gone`` (the reader's connection closing)
+    completes first: then None, as at the stream's end."""
+    waiting = asyncio.ensure_future(stream.batch(patience))
+    await asyncio.wait((waiting, gone), return_when=asyncio.FIRST_COMPLETED)
+    if not waiting.done():
+        waiting.cancel()
+        return None
+    return waiting.result()

@@ -126,6 +126,12 @@ OPS: dict[str, OpSpec] = {
             ),
         ),
         OpSpec("config", "the daemon's and the runtime's configuration"),
+        OpSpec(
+            "subscribe",
+            "follow a session's events live: the reply, then one line per event until the "
+            "connection closes (the connection serves nothing else)",
+            (_ID,),
+        ),
     )
 }
 

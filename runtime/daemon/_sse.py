@@ -31,7 +31,7 @@ import structlog
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from flow._events import StepError, StepEvent
-from runtime._streams import AsyncEventStream
+from runtime._streams import AsyncEventStream, batch_unless
 from runtime.daemon._gateway import request_info
 from runtime.daemon._http import App, header, read_body, replayer, send_problem
 from runtime.daemon._http import Receive as _Receive
@@ -181,7 +181,7 @@ class SseRoutes:
         last: StepEvent | None = None
         try:
             while not gone.done():
-                batch = await _next_batch(stream, gone, self.heartbeat)
+                batch = await batch_unless(stream, gone, self.heartbeat)
                 if batch is None:
                     break
                 if first_is_problem and batch:
@@ -220,19 +220,6 @@ class SseRoutes:
         if problem.kind is INTERNAL:
             _log.error("unhandled_error", session_id=session_id, exc_info=exc)
         return problem
-
-
-async def _next_batch(
-    stream: AsyncEventStream, gone: asyncio.Future[None], heartbeat: float
-) -> list[tuple[int, StepEvent]] | None:
-    """The stream's next events ([] after ``heartbeat`` seconds of none); None at its end
-    or once the client left."""
-    waiting = asyncio.ensure_future(stream.batch(heartbeat))
-    await asyncio.wait((waiting, gone), return_when=asyncio.FIRST_COMPLETED)
-    if not waiting.done():
-        waiting.cancel()
-        return None
-    return waiting.result()
 
 
 async def _disconnected(receive: _Receive) -> None:
