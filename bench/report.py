@@ -32,6 +32,11 @@ BENCHES = [
         "bench/idempotency.py",
         "Idempotency keys: the key table's memory, bytes, cost",
     ),
+    (
+        "streaming",
+        "bench/streaming.py",
+        "Streaming: tokens over SSE, idle /events subscribers, against LangGraph's custom stream",
+    ),
 ]
 
 
