@@ -112,17 +112,21 @@ class _Facade:
         hub = core.services.events
         sub = hub.subscribe(str(session_id), tail=False, wake=wake)
         reply = StreamReply(core.index, hub, sub)
-        core.submit_step(
-            session_id,
-            input,
-            mode,
-            on_busy,
-            owner,
-            reply,
-            preload=preload,
-            key=request_id,
-            stream=sub,
-        )
+        try:
+            core.submit_step(
+                session_id,
+                input,
+                mode,
+                on_busy,
+                owner,
+                reply,
+                preload=preload,
+                key=request_id,
+                stream=sub,
+            )
+        except BaseException:
+            sub.close()  # the step was not sent: nothing will end the stream
+            raise
         return sub
 
 

@@ -157,12 +157,14 @@ async def serve(
     except BaseException:
         await runtime.aclose()
         raise
+    metrics = DaemonMetrics()
+    metrics.watch_streams(runtime.stream_stats)
     api = Api(
         runtime=runtime,
         graphs=graphs,
         default_graph=default_graph,
         max_inflight=config.max_inflight,
-        metrics=DaemonMetrics(),
+        metrics=metrics,
         admins=auth.admins,
     )
     app = build_app(

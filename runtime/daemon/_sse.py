@@ -89,7 +89,6 @@ class SseRoutes:
         self.api = api
         self.max_body = max_body
         self.heartbeat = heartbeat
-        api.metrics.watch_streams(api.runtime.stream_stats)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         raw = cast("dict[str, Any]", scope)
