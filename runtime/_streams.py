@@ -27,7 +27,7 @@ from flow._events import StepError, StepEvent
 from flow._step import StepResult
 from runtime._bridge import SyncReply
 
-__all__ = ["AsyncEventStream", "EventStream", "StreamReply", "async_waker", "batch_unless"]
+__all__ = ["AsyncEventStream", "EventStream", "StreamReply", "async_waker"]
 
 
 class StreamReply(SyncReply):
@@ -158,9 +158,15 @@ class AsyncEventStream(_Reader):
                 await self._wake.wait()
         return self._next_taken()
 
+    def interrupt_on(self, future: asyncio.Future[Any]) -> None:
+        """Make a waiting `batch` return (``[]``) once ``future`` is done (the reader's
+        connection closing), without a task per batch to watch both."""
+        future.add_done_callback(lambda _: self._wake.set())
+
     async def batch(self, patience: float) -> list[tuple[int, StepEvent]] | None:
         """Every event that has arrived, numbered, waiting up to ``patience`` seconds for
-        one: [] if none came, None at the end (no first-error rule: the caller decides)."""
+        one: [] if none came (or `interrupt_on`'s future completed), None at the end (no
+        first-error rule: the caller decides)."""
         self._raise_first = False
         waited = False
         while True:
@@ -189,16 +195,3 @@ class AsyncEventStream(_Reader):
 
     async def __aexit__(self, *exc: Any) -> None:
         self.close()
-
-
-async def batch_unless(
-    stream: AsyncEventStream, gone: asyncio.Future[Any], patience: float
-) -> list[tuple[int, StepEvent]] | None:
-    """``stream.batch(patience)``, unless ``gone`` (the reader's connection closing)
-    completes first: then None, as at the stream's end."""
-    waiting = asyncio.ensure_future(stream.batch(patience))
-    await asyncio.wait((waiting, gone), return_when=asyncio.FIRST_COMPLETED)
-    if not waiting.done():
-        waiting.cancel()
-        return None
-    return waiting.result()

@@ -14,7 +14,6 @@ from typing import Any
 import structlog
 
 from flow._errors import ActorflowError
-from runtime._streams import batch_unless
 from runtime.admin._ops import AdminTarget, dispatch, event_line, open_subscription
 from runtime.admin._protocol import (
     MAX_LINE_BYTES,
@@ -154,10 +153,11 @@ class AdminServer:
         writer.write(encode_line(ok_reply({"session_id": session_id, "subscribed": True})))
         await writer.drain()
         gone = asyncio.ensure_future(reader.read())  # b"" once the client closes
+        stream.interrupt_on(gone)
         try:
-            while True:
-                batch = await batch_unless(stream, gone, HEARTBEAT)
-                if batch is None:
+            while not gone.done():
+                batch = await stream.batch(HEARTBEAT)
+                if batch is None or gone.done():
                     break
                 lines = [event_line(seq, event) for seq, event in batch] or [{"heartbeat": True}]
                 writer.write(b"".join(encode_line(item) for item in lines))

@@ -31,7 +31,7 @@ import structlog
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from flow._events import StepError, StepEvent
-from runtime._streams import AsyncEventStream, batch_unless
+from runtime._streams import AsyncEventStream
 from runtime.daemon._gateway import request_info
 from runtime.daemon._http import App, header, read_body, replayer, send_problem
 from runtime.daemon._http import Receive as _Receive
@@ -177,11 +177,12 @@ class SseRoutes:
         with ``committed``. With ``first_is_problem`` the response starts with the first
         event, and an ``error`` first is answered as problem+json instead."""
         gone = asyncio.ensure_future(_disconnected(receive))
+        stream.interrupt_on(gone)
         last: StepEvent | None = None
         try:
             while not gone.done():
-                batch = await batch_unless(stream, gone, self.heartbeat)
-                if batch is None:
+                batch = await stream.batch(self.heartbeat)
+                if batch is None or gone.done():
                     break
                 if first_is_problem and batch:
                     first_is_problem = False
