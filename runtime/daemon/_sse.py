@@ -30,7 +30,7 @@ import msgspec
 import structlog
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from flow._events import StepError, StepEvent
+from flow._events import Committed, StepError, StepEvent
 from runtime._streams import AsyncEventStream
 from runtime.daemon._gateway import request_info
 from runtime.daemon._http import App, header, read_body, replayer, send_problem
@@ -174,8 +174,9 @@ class SseRoutes:
         first_is_problem: bool,
     ) -> bool:
         """Send the stream's events until it ends or the client leaves; True if it ended
-        with ``committed``. With ``first_is_problem`` the response starts with the first
-        event, and an ``error`` first is answered as problem+json instead."""
+        with ``committed`` (not ``error`` or ``overflow``). With ``first_is_problem`` the
+        response starts with the first event, and an ``error`` first is answered as
+        problem+json instead."""
         gone = asyncio.ensure_future(_disconnected(receive))
         stream.interrupt_on(gone)
         last: StepEvent | None = None
@@ -207,7 +208,7 @@ class SseRoutes:
                 await send_problem(send, self._problem(RuntimeError("stream ended"), sid))
                 return False
             await send({"type": "http.response.body", "body": b"", "more_body": False})
-            return last is not None and not isinstance(last, StepError)
+            return isinstance(last, Committed)
         finally:
             stream.close()
             gone.cancel()
