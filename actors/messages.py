@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from actors._event_hub import Subscriber
-    from flow._session import Session
+    from flow._session import Access, Session
     from flow._step import StepResult
 
 __all__ = [
@@ -69,6 +69,9 @@ class Edit:
     goto: str | None
     by: str
     migrate_to: str | None = None
+    share: tuple[str, Access | None] | None = None
+    """``(user, access)``: give ``user`` that access (None: take it away) instead
+    (``Runtime.share``; ``flow._sharing.shared``)."""
 
 
 @dataclass(frozen=True, slots=True)

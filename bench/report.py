@@ -33,6 +33,11 @@ BENCHES = [
         "Idempotency keys: the key table's memory, bytes, cost",
     ),
     (
+        "dashboard",
+        "bench/dashboard.py",
+        "The dashboard's live-actors page at 100,000 live sessions",
+    ),
+    (
         "streaming",
         "bench/streaming.py",
         "Streaming: tokens over SSE, idle /events subscribers, against LangGraph's custom stream",
