@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import pykka
 import structlog
 
+from actors._event_hub import EventHub
 from actors._live_index import LiveIndex
 from actors._timers import Timers
 from flow._graph import Graph
@@ -88,6 +89,7 @@ class ActorServices:
         log: the logger every actor logs with (bound when the runtime opens, so
             that a level filter configured by the entry point makes filtered
             calls nearly free).
+        events: who watches which session (streams and tails), thread-safe.
     """
 
     settings: Settings
@@ -103,6 +105,7 @@ class ActorServices:
     counters: Counters = field(default_factory=Counters)
     supervisor: pykka.ActorRef[Any] | None = None
     log: Any = field(default_factory=lambda: structlog.get_logger("actorflow").bind())
+    events: EventHub = field(default_factory=lambda: EventHub(1000))
     _inline: dict[tuple[str, str], tuple[Graph, bool]] = field(default_factory=dict)
 
     def runs_inline(self, graph: Graph) -> bool:

@@ -359,8 +359,7 @@ class SessionActor(DispatcherActor, Owned):
         if running is None or running.seq != message.seq:
             return  # the step already timed out or the actor was killed: drop it
         self._step_ended()
-        if running.timer is not None:
-            running.timer.cancel()
+        running.ended()
         self._current = running.step
         if running.lineage != self._commits.lineage:
             self._step_failed(
@@ -384,7 +383,7 @@ class SessionActor(DispatcherActor, Owned):
         if running is None or running.seq != message.seq:
             return
         self._step_ended()
-        running.future.cancel()
+        running.abandon()
         self._step_failed(running.step, StepTimeout(self._session_id, self._settings.step_timeout))
         self._drain_stash()
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import pykka
 
+from actors._event_hub import StepSink
 from actors._services import ActorServices
 from actors._timers import Timer
 from actors.messages import Step, StepDeadline, TaskDone
@@ -41,11 +42,18 @@ class RunningStep:
     future: Future[tuple[Session, StepResult]]
     timer: Timer | None
     started: float
+    events: StepSink | None
+
+    def ended(self) -> None:
+        """The step is over for the actor: its tasks' later emits go nowhere."""
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.events is not None:
+            self.events.close()
 
     def abandon(self) -> None:
         """Cancel its deadline and its future (a thread already running it finishes)."""
-        if self.timer is not None:
-            self.timer.cancel()
+        self.ended()
         self.future.cancel()
 
 
@@ -91,6 +99,7 @@ class StepRunner:
         graph = self._graph
         settings = services.settings
         task = graph.tasks.get(session.current_task)
+        events = services.events.sink(session.session_id, message.stream)
         call = functools.partial(
             step,
             graph,
@@ -100,9 +109,14 @@ class StepRunner:
             now=now,
             max_chain=settings.max_chain,
             run_async=services.run_async,
+            events=events,
         )
         if self._inline or task is None:
-            return call()
+            try:
+                return call()
+            finally:
+                if events is not None:
+                    events.close()
         future: Future[tuple[Session, StepResult]]
         if is_async_task(task):
             future = asyncio.run_coroutine_threadsafe(
@@ -114,6 +128,7 @@ class StepRunner:
                     now=now,
                     max_chain=settings.max_chain,
                     run_blocking=functools.partial(_run_blocking, services.task_pool),
+                    events=events,
                 ),
                 services.loop,
             )
@@ -124,7 +139,7 @@ class StepRunner:
             settings.step_timeout, functools.partial(tell, ref, StepDeadline(seq))
         )
         future.add_done_callback(lambda f: tell(ref, TaskDone(seq, f)))
-        return RunningStep(seq, message, lineage, future, timer, time.monotonic())
+        return RunningStep(seq, message, lineage, future, timer, time.monotonic(), events)
 
 
 async def _run_blocking(pool: Any, fn: Callable[..., Any], *args: Any) -> Any:

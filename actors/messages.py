@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
+    from actors._event_hub import Subscriber
     from flow._session import Access, Session
     from flow._step import StepResult
 
@@ -95,6 +96,8 @@ class Step:
     key: str | None = None
     digest: bytes | None = None
     edit: Edit | None = None
+    stream: Subscriber | None = None
+    """The step's own stream (``Runtime.stream``): it gets this step's events."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,11 @@ BENCHES = [
         "bench/postgres.py",
         "PostgreSQL vs SQLite vs Redis, vs LangGraph's PostgresSaver, two daemons on PostgreSQL",
     ),
+    (
+        "streaming",
+        "bench/streaming.py",
+        "Streaming: tokens over SSE, idle /events subscribers, against LangGraph's custom stream",
+    ),
 ]
 
 

@@ -10,6 +10,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from flow._errors import InvalidInput
+from flow._events import (
+    CustomEvent,
+    StepEvents,
+    Token,
+    checked_event_size,
+    checked_name,
+    checked_token,
+)
 
 __all__ = ["DEFAULT_MAX_MESSAGES", "ChatHistory", "ChatMessage", "Context", "Role", "check_value"]
 
@@ -18,22 +26,23 @@ ROLES: frozenset[str] = frozenset(("user", "assistant", "system"))
 DEFAULT_MAX_MESSAGES = 1000
 
 
-def check_value(key: str, value: Any) -> None:
+def check_value(key: str, value: Any, *, what: str = "context key") -> None:
     """Raise ``InvalidInput`` unless ``value`` is msgpack-safe.
 
     Safe values: None, bool, int (64-bit), float, str, bytes, list/tuple of safe
-    values, dict with str keys and safe values, nested.
+    values, dict with str keys and safe values, nested. ``what`` names ``key``
+    in the message.
     """
     problem = _find_unsafe(value, key, 0)
     if problem is not None:
         path, bad = problem
         if bad is _TOO_DEEP:
             raise InvalidInput(
-                f"context key {key!r}: value at {path} is nested deeper than "
+                f"{what} {key!r}: value at {path} is nested deeper than "
                 f"{MAX_VALUE_DEPTH} lists/dicts, which could not be read back over HTTP"
             )
         raise InvalidInput(
-            f"context key {key!r}: value at {path} has type {type(bad).__name__}, "
+            f"{what} {key!r}: value at {path} has type {type(bad).__name__}, "
             "which cannot be stored (allowed: None, bool, int, float, str, bytes, "
             "list, dict with str keys)"
         )
@@ -221,9 +230,22 @@ class Context:
     ``get`` of a missing key gives the default (None); ``set`` rejects a value that
     could not be snapshotted, naming the key and the type; ``input`` is the current
     step's input (also stored under ``user_input``, graph-flow's convention).
+
+    While a step runs, ``emit_token`` and ``emit`` stream partial output to
+    whoever watches the session (``Runtime.stream``, SSE); with nobody watching
+    they only check their arguments.
     """
 
-    __slots__ = ("_cleared", "_data", "_touched", "chat_history", "input", "session_id")
+    __slots__ = (
+        "_cleared",
+        "_data",
+        "_events",
+        "_task",
+        "_touched",
+        "chat_history",
+        "input",
+        "session_id",
+    )
 
     def __init__(
         self,
@@ -240,6 +262,35 @@ class Context:
         self.chat_history = chat_history if chat_history is not None else ChatHistory()
         self.input: Any = None
         self.session_id = session_id
+        self._events: StepEvents | None = None
+        self._task = ""
+
+    def emit_token(self, text: str) -> None:
+        """Stream ``text`` as partial response text of the running task.
+
+        Never blocks on a slow reader (one that falls behind is dropped).
+
+        Raises:
+            InvalidInput: ``text`` is not a str, or longer than ``MAX_TOKEN_CHARS``.
+        """
+        checked_token(text)
+        events = self._events
+        if events is not None and events.wanted():
+            events.publish(Token(self._task, text), len(text))
+
+    def emit(self, name: str, data: Any = None) -> None:
+        """Stream a custom progress event ``name`` carrying ``data`` (msgpack-safe).
+
+        Raises:
+            InvalidInput: ``name`` is not a str of 1 to 128 characters, ``data`` is
+                not msgpack-safe, or it is larger than ``MAX_EVENT_BYTES`` packed.
+        """
+        checked_name(name)
+        check_value(name, data, what="event")
+        size = checked_event_size(name, data)
+        events = self._events
+        if events is not None and events.wanted():
+            events.publish(CustomEvent(self._task, name, _normalized(data)), size)
 
     def get(self, key: str, default: Any = None) -> Any:
         """A copy of the value under ``key``, or ``default`` when it is missing.
@@ -326,6 +377,8 @@ class Context:
         clone.chat_history = self.chat_history.copy()
         clone.input = self.input
         clone.session_id = self.session_id
+        clone._events = self._events
+        clone._task = self._task
         return clone
 
     def __contains__(self, key: object) -> bool:

@@ -14,6 +14,9 @@ the same text as its status message.
 
 If any child raises, the fan-out raises ``TaskFailed`` naming the first failing
 child (in child order) and records nothing.
+
+A streamed step shows each child's ``task_started``, its emits (tagged with the
+child's id) and its ``task_finished``, interleaved as the children run.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 
 from flow._context import Context
 from flow._errors import TaskFailed
+from flow._events import TaskFinished, TaskStarted
 from flow._task import (
     NextAction,
     RunAsync,
@@ -84,8 +88,15 @@ class FanOutTask(Task):
         """Run the children from synchronous code (async ones on a private event loop)."""
         return self._execute(ctx, None)
 
-    def _execute(self, ctx: Context, run_async: RunAsync | None) -> TaskResult:
+    def _copies(self, ctx: Context) -> list[Context]:
+        """One context per child, its emits tagged with the child's id."""
         copies = [ctx.copy() for _ in self.children]
+        for kid, copy in zip(self.children, copies, strict=True):
+            copy._task = kid.id
+        return copies
+
+    def _execute(self, ctx: Context, run_async: RunAsync | None) -> TaskResult:
+        copies = self._copies(ctx)
         outcomes: list[TaskResult | BaseException | None] = [None] * len(self.children)
         sync = [i for i, kid in enumerate(self.children) if not kid.is_async]
         asyn = [i for i, kid in enumerate(self.children) if kid.is_async]
@@ -94,7 +105,7 @@ class FanOutTask(Task):
             max_workers=max(1, len(sync)), thread_name_prefix=f"fanout-{self.id}"
         ) as pool:
             for i in sync:
-                futures[i] = pool.submit(self.children[i]._execute, copies[i], run_async)
+                futures[i] = pool.submit(_run_child, self.children[i], copies[i], run_async)
             if asyn:
                 runner = run_async if run_async is not None else run_on_private_loop
                 gathered = runner(self._gather(asyn, copies))
@@ -108,16 +119,19 @@ class FanOutTask(Task):
     def _gather(self, indexes: list[int], copies: list[Context]) -> Coroutine[Any, Any, Any]:
         async def gather() -> list[TaskResult | BaseException]:
             return await asyncio.gather(
-                *(self.children[i]._aexecute(copies[i], asyncio.to_thread) for i in indexes),
+                *(_arun_child(self.children[i], copies[i], asyncio.to_thread) for i in indexes),
                 return_exceptions=True,
             )
 
         return gather()
 
     async def _aexecute(self, ctx: Context, run_blocking: RunBlocking) -> TaskResult:
-        copies = [ctx.copy() for _ in self.children]
+        copies = self._copies(ctx)
         outcomes = await asyncio.gather(
-            *(kid._aexecute(c, run_blocking) for kid, c in zip(self.children, copies, strict=True)),
+            *(
+                _arun_child(kid, c, run_blocking)
+                for kid, c in zip(self.children, copies, strict=True)
+            ),
             return_exceptions=True,
         )
         return self._record(ctx, list(outcomes))
@@ -141,6 +155,32 @@ class FanOutTask(Task):
             ctx.set(f"{key}.next_action", _graph_flow_spelling(outcome.next_action))
         summary = f"FanOutTask {self.id!r} completed {len(results)} child task(s)"
         return TaskResult(summary, self.next_action, summary)
+
+
+def _started(kid: Task, ctx: Context) -> None:
+    events = ctx._events
+    if events is not None and events.wanted():
+        events.publish(TaskStarted(kid.id), 0)
+
+
+def _finished(kid: Task, ctx: Context, result: TaskResult) -> TaskResult:
+    events = ctx._events
+    if events is not None and events.wanted():
+        action = result.next_action
+        events.publish(TaskFinished(kid.id, result.response, action.kind, action.task_id), 0)
+    return result
+
+
+def _run_child(kid: Task, ctx: Context, run_async: RunAsync | None) -> TaskResult:
+    """On a fan-out thread: one child, between its task_started and task_finished events."""
+    _started(kid, ctx)
+    return _finished(kid, ctx, kid._execute(ctx, run_async))
+
+
+async def _arun_child(kid: Task, ctx: Context, run_blocking: RunBlocking) -> TaskResult:
+    """One child from a coroutine, between its task_started and task_finished events."""
+    _started(kid, ctx)
+    return _finished(kid, ctx, await kid._aexecute(ctx, run_blocking))
 
 
 def _graph_flow_spelling(action: NextAction) -> str:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 from flow._context import DEFAULT_MAX_MESSAGES, ChatHistory, Context
 from flow._errors import InvalidInput, SessionCompleted, TaskFailed, TaskNotFound
+from flow._events import StepEvents, StepStarted, TaskFinished, TaskStarted
 from flow._graph import Graph
 from flow._record import record_of
 from flow._session import Session, SessionMetadata, SessionStatus, new_session_id
@@ -124,6 +125,7 @@ def step(
     now: float | None = None,
     max_chain: int = 1000,
     run_async: RunAsync | None = None,
+    events: StepEvents | None = None,
 ) -> tuple[Session, StepResult]:
     """Run ``session``'s current task once (or a chain of tasks) and return the new session.
 
@@ -142,6 +144,8 @@ def step(
         max_chain: the most tasks one call may run.
         run_async: runs an async task's coroutine and returns its result (default: a
             private new event loop; refused inside a running loop, use ``astep``).
+        events: where the step streams its events (``flow._events``): step_started,
+            then per task task_started, what it emits, task_finished. None: nowhere.
 
     Returns:
         The new session (revision + 1) and what the step did.
@@ -154,9 +158,10 @@ def step(
         TaskFailed: a task or an edge predicate raised, a GoTo named an unknown task,
             or the step exceeded ``max_chain`` (the cause is attached).
     """
-    run = _StepRun(graph, session, input, mode, now, max_chain)
+    run = _StepRun(graph, session, input, mode, now, max_chain, events)
     t: Task | None = run.first_task()
     while t is not None:
+        run.task_started(t)
         try:
             result = t._execute(run.ctx, run_async)
         except Exception as exc:
@@ -174,6 +179,7 @@ async def astep(
     now: float | None = None,
     max_chain: int = 1000,
     run_blocking: RunBlocking | None = None,
+    events: StepEvents | None = None,
 ) -> tuple[Session, StepResult]:
     """The asyncio form of ``step``: same arguments, results and errors.
 
@@ -181,9 +187,10 @@ async def astep(
     go through ``run_blocking(fn, *args)`` (default ``asyncio.to_thread``).
     """
     blocking_runner: RunBlocking = asyncio.to_thread if run_blocking is None else run_blocking
-    run = _StepRun(graph, session, input, mode, now, max_chain)
+    run = _StepRun(graph, session, input, mode, now, max_chain, events)
     t: Task | None = run.first_task()
     while t is not None:
+        run.task_started(t)
         try:
             result = await t._aexecute(run.ctx, blocking_runner)
         except Exception as exc:
@@ -203,6 +210,7 @@ class _StepRun:
         mode: Mode,
         now: float | None,
         max_chain: int,
+        events: StepEvents | None,
     ) -> None:
         if session.graph_id != graph.id:
             raise InvalidInput(
@@ -233,15 +241,30 @@ class _StepRun:
         self.ran = 0
         self.last_task = session.current_task
         self.responses: list[str] = []
+        self.events = events
+        self.ctx._events = events
+        if events is not None and events.wanted():
+            events.publish(StepStarted(session.session_id, session.revision), 0)
 
     def first_task(self) -> Task:
         """The task to run first: the session's current one."""
         self.ran = 1
         return self.graph.task(self.work.current_task)
 
+    def task_started(self, t: Task) -> None:
+        """Point the context's emits at ``t`` and announce it."""
+        self.ctx._task = t.id
+        events = self.events
+        if events is not None and events.wanted():
+            events.publish(TaskStarted(t.id), 0)
+
     def after(self, t: Task, result: TaskResult) -> Task | None:
         """Apply ``t``'s result to the working copy; return the next task to run, if any."""
         work = self.work
+        events = self.events
+        if events is not None and events.wanted():
+            action = result.next_action
+            events.publish(TaskFinished(t.id, result.response, action.kind, action.task_id), 0)
         self.last_task = t.id
         if result.response is not None:
             self.responses.append(result.response)
@@ -313,6 +336,7 @@ class _StepRun:
             meta.members,
         )
         self.ctx.input = None
+        self.ctx._events = None
         work.record = record_of(
             work,
             task=self.last_task,

@@ -1,4 +1,5 @@
-"""Two demo graphs the daemon and the shell serve by default: ``echo`` and ``support``.
+"""The demo graphs the daemon and the shell serve by default: ``echo``, ``support``
+and ``storyteller``.
 
 ``echo`` is one task that counts and echoes every input and waits for the next.
 
@@ -14,15 +15,22 @@ step on the same input, so the request is not lost. Without input it answers
 ``classify`` sends a request to ``refund`` or ``faq`` in the same step; both wait
 for more input, go back to ``classify`` on "back" (which then waits for a new
 request), and finish in ``done`` on "done" or "bye".
+
+``storyteller`` tells a short story about its input, word by word: each word is
+streamed with ``ctx.emit_token`` a short delay apart (``delay`` in the context,
+seconds, default 0.03), with a ``chapter`` event per sentence, and the whole
+story is the step's response. Watch it with ``Runtime.stream`` or SSE.
 """
 
 from __future__ import annotations
+
+import asyncio
 
 from flow._context import Context
 from flow._graph import Graph, GraphBuilder
 from flow._task import FunctionTask, NextAction, Task, TaskResult
 
-__all__ = ["GRAPHS", "echo", "support"]
+__all__ = ["GRAPHS", "echo", "storyteller", "support"]
 
 
 class Echo(Task):
@@ -112,9 +120,33 @@ def _support() -> Graph:
     )
 
 
+_STORY = (
+    "Once upon a time, {hero} lived at the edge of a quiet forest.",
+    "Every morning {hero} walked to the river and listened to the water.",
+    "One day the river answered, and {hero} never walked alone again.",
+)
+
+
+async def _tell(ctx: Context) -> TaskResult:
+    hero = str(ctx.input).strip() if ctx.input else "a curious fox"
+    delay = min(max(float(ctx.get("delay", 0.03)), 0.0), 1.0)
+    words: list[str] = []
+    for number, sentence in enumerate(_STORY, 1):
+        ctx.emit("chapter", {"number": number})
+        for word in sentence.format(hero=hero).split():
+            ctx.emit_token(word if not words else f" {word}")
+            words.append(word)
+            await asyncio.sleep(delay)
+    story = " ".join(words)
+    ctx.chat_history.add_assistant(story)
+    return TaskResult(story, NextAction.WaitForInput)
+
+
 #: One task ("echo"): counts inputs and echoes them, waiting for input each time.
 echo: Graph = GraphBuilder("echo").add_task(Echo()).build()
 #: greet -> classify -> refund | faq -> done, with GoBack and End.
 support: Graph = _support()
+#: One async task ("tell") streaming a story about its input, word by word.
+storyteller: Graph = GraphBuilder("storyteller").add_task(FunctionTask("tell", _tell)).build()
 #: Every demo graph.
-GRAPHS: list[Graph] = [echo, support]
+GRAPHS: list[Graph] = [echo, support, storyteller]

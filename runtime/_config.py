@@ -69,6 +69,8 @@ class RuntimeConfig:
             window) may take; a step past it fails with ``SessionTooLarge`` (8 MiB).
         max_sessions_per_user: most sessions one owner may hold; past it creating
             or forking one fails with ``SessionQuotaExceeded`` (0: no limit) (10,000).
+        stream_buffer: most events one stream or tail reader may have waiting; a
+            reader further behind gets ``overflow`` and is dropped (1,000).
         clock: the wall clock, replaceable in tests (``time.time``).
     """
 
@@ -138,5 +140,10 @@ class RuntimeConfig:
         10_000,
         "most sessions one user may hold (0: no limit); "
         "creating or forking past it is 403 (SessionQuotaExceeded)",
+    )
+    stream_buffer: Count = setting(
+        1000,
+        "most events a stream or /events reader may have waiting; "
+        "one further behind gets an overflow event and is disconnected",
     )
     clock: Callable[[], float] = field(default=time.time, compare=False)

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 import structlog
 
+from actors._event_hub import EventHub, Subscriber
 from actors._live_index import LiveIndex
 from actors._services import ActorServices, Settings
 from actors._session_actor import session_document
@@ -252,6 +253,7 @@ class RuntimeCore:
             timers=self.timers,
             clock=config.clock,
             store_pool=self.store_pool,
+            events=EventHub(config.stream_buffer),
         )
         self.supervisor = self.dispatcher.spawn(SupervisorActor, self.services)
         self.services.supervisor = self.supervisor
@@ -315,6 +317,7 @@ class RuntimeCore:
         preload: bool = False,
         key: str | None = None,
         edit: Edit | None = None,
+        stream: Subscriber | None = None,
     ) -> None:
         """Send a step to the session's actor (activating it if needed); ``reply`` answers.
 
@@ -323,6 +326,7 @@ class RuntimeCore:
         supervisor's store pool (one hop less), unless another caller is reading
         one already. A step with an idempotency ``key`` carries it and the digest
         of its mode and input (made here, off the actor), see ``flow._idempotency``.
+        A streamed step carries its ``stream`` (`actors._event_hub`).
         """
         try:
             self.check_open()
@@ -334,10 +338,12 @@ class RuntimeCore:
                 raise SessionNotFound(str(session_id))
             context = contextvars.copy_context()
             if key is None:
-                message = Step(session_id, input, mode, reply, context, edit=edit)
+                message = Step(session_id, input, mode, reply, context, edit=edit, stream=stream)
             else:
                 digest = input_digest(mode, input)
-                message = Step(session_id, input, mode, reply, context, check_key(key), digest)
+                message = Step(
+                    session_id, input, mode, reply, context, check_key(key), digest, stream=stream
+                )
             entry = self.index.send(
                 session_id,
                 message,
@@ -596,6 +602,7 @@ class RuntimeCore:
             if self._drain_deadline is not None:
                 return
             self.draining = True
+            self.services.events.close_tails()
             timeout = self.config.drain_timeout
             self._drain_deadline = time.monotonic() + timeout
             if not self.closed:

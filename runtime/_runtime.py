@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Generator, Iterable
+import threading
+from collections.abc import Callable, Generator, Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
 
+from actors._event_hub import StreamStats, Subscriber
 from actors.messages import Edit
 from flow._context import DEFAULT_MAX_MESSAGES
 from flow._errors import InvalidInput
@@ -34,6 +36,7 @@ from runtime._cluster import Cluster
 from runtime._config import RuntimeConfig
 from runtime._core import RuntimeCore, session_view
 from runtime._live_page import LivePage, LiveSort
+from runtime._streams import AsyncEventStream, EventStream, StreamReply, async_waker
 from runtime._views import LiveSessionInfo, RuntimeStats, SessionView, StoredPage
 
 __all__ = ["AsyncRuntime", "Runtime"]
@@ -118,6 +121,44 @@ class _Facade:
             InvalidInput: two graphs share an id and version, or two migrations a start.
         """
         self._core.reload(graphs, migrations)
+
+    def stream_stats(self) -> StreamStats:
+        """Streams and tails: readers attached now, events handed out, readers dropped."""
+        return self._core.services.events.stats()
+
+    def _stream(
+        self,
+        session_id: str,
+        input: Any,
+        mode: StepMode,
+        on_busy: OnBusy,
+        owner: str | None,
+        request_id: str | None,
+        wake: Callable[[], None],
+        *,
+        preload: bool,
+    ) -> Subscriber:
+        """Subscribe a stream and send its step; the subscriber."""
+        core = self._core
+        hub = core.services.events
+        sub = hub.subscribe(str(session_id), tail=False, wake=wake)
+        reply = StreamReply(core.index, hub, sub)
+        try:
+            core.submit_step(
+                session_id,
+                input,
+                mode,
+                on_busy,
+                owner,
+                reply,
+                preload=preload,
+                key=request_id,
+                stream=sub,
+            )
+        except BaseException:
+            sub.close()  # the step was not sent: nothing will end the stream
+            raise
+        return sub
 
 
 class Runtime(_Facade):
@@ -270,6 +311,47 @@ class Runtime(_Facade):
     ) -> StepResult:
         """Step until the session waits for input, completes or cannot move (``mode="run"``)."""
         return self.step(session_id, input, mode="run", on_busy=on_busy, owner=owner)
+
+    def stream(
+        self,
+        session_id: str,
+        input: Any = None,
+        *,
+        mode: StepMode = "step",
+        on_busy: OnBusy = "enqueue",
+        owner: str | None = None,
+        request_id: str | None = None,
+    ) -> EventStream:
+        """Run one step (as ``step`` does: same arguments, mailbox, deadline) and iterate
+        over its events as they happen: ``StepStarted``, per task ``TaskStarted``, its
+        ``Token``/``CustomEvent`` emits and ``TaskFinished``, then ``Committed`` once the
+        step is durable, or ``StepError`` (``runtime.events``).
+
+        Leaving the loop early (``close()``) does not cancel the step. A reader
+        more than ``stream_buffer`` events behind gets ``Overflow`` and is dropped.
+
+        Raises (from the first ``next``): whatever ``step`` raises before the step
+        starts (``SessionNotFound``, ``SessionBusy``, ``RuntimeClosed``...).
+        """
+        wake = threading.Event()
+        sub = self._stream(
+            session_id, input, mode, on_busy, owner, request_id, wake.set, preload=True
+        )
+        return EventStream(sub, wake, raise_first_error=True)
+
+    def tail(self, session_id: str, *, owner: str | None = None) -> EventStream:
+        """Every event of the session from its next event on, until ``close()``: the
+        events of each step, whoever runs it (``next(timeout)`` waits at most so long).
+
+        Raises:
+            SessionNotFound: no such session, or ``owner`` neither owns it nor is a member.
+        """
+        core = self._core
+        core.check_open()
+        core.check_owner(session_id, owner, "read")  # members with read access may watch
+        wake = threading.Event()
+        sub = core.services.events.subscribe(session_id, tail=True, wake=wake.set)
+        return EventStream(sub, wake, raise_first_error=False)
 
     def update_session(
         self,
@@ -693,6 +775,38 @@ class AsyncRuntime(_Facade):
     ) -> StepResult:
         """Step until the session waits for input, completes or cannot move."""
         return await self.step(session_id, input, mode="run", on_busy=on_busy, owner=owner)
+
+    def stream(
+        self,
+        session_id: str,
+        input: Any = None,
+        *,
+        mode: StepMode = "step",
+        on_busy: OnBusy = "enqueue",
+        owner: str | None = None,
+        request_id: str | None = None,
+    ) -> AsyncEventStream:
+        """Run one step and ``async for`` over its events (see ``Runtime.stream``).
+
+        Call it from the event loop that iterates it; the step is sent at once.
+        """
+        wake = asyncio.Event()
+        waker = async_waker(asyncio.get_running_loop(), wake)
+        sub = self._stream(
+            session_id, input, mode, on_busy, owner, request_id, waker, preload=False
+        )
+        return AsyncEventStream(sub, wake, raise_first_error=True)
+
+    async def tail(self, session_id: str, *, owner: str | None = None) -> AsyncEventStream:
+        """Every event of the session from its next event on (see ``Runtime.tail``)."""
+        core = self._core
+        core.check_open()
+        if core.index.get(session_id) is None or owner is not None:
+            await asyncio.to_thread(core.check_owner, session_id, owner, "read")
+        wake = asyncio.Event()
+        waker = async_waker(asyncio.get_running_loop(), wake)
+        sub = core.services.events.subscribe(session_id, tail=True, wake=waker)
+        return AsyncEventStream(sub, wake, raise_first_error=False)
 
     async def update_session(
         self,

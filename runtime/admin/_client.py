@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any, BinaryIO
 
 from runtime.admin._protocol import MAX_LINE_BYTES, AdminError, encode_line
 
-__all__ = ["MAX_REPLY_BYTES", "AdminClient", "DaemonUnavailable"]
+__all__ = ["MAX_REPLY_BYTES", "AdminClient", "DaemonUnavailable", "Subscription"]
 
 MAX_REPLY_BYTES = 64 * MAX_LINE_BYTES
 """The longest reply the client reads (``ls`` of 100,000 live sessions is about 25 MiB)."""
@@ -77,6 +78,24 @@ class AdminClient:
         raise AdminError(
             str(error.get("type", "Error")), str(error.get("message", "the daemon gave no reason"))
         )
+
+    def subscribe(self, session_id: str) -> Subscription:
+        """Follow a session's events (``session_id``: any unique prefix): iterate over the
+        returned ``Subscription`` for ``{"seq", "event": {...}}`` per event (and
+        ``{"heartbeat": true}`` on a quiet session) until the daemon ends the tail.
+
+        The subscription starts before this returns. Its connection is given over
+        to it and closed when the iteration stops (Ctrl-C, ``close()``); the next
+        call opens a new one.
+
+        Raises:
+            AdminError: the daemon refused (``.type`` names it, e.g. ``SessionNotFound``).
+            DaemonUnavailable: no daemon answers on the socket.
+        """
+        result = self.call("subscribe", id=session_id)
+        sock, reader = self._connect()
+        sock.settimeout(None)  # heartbeats come every 15 s; Ctrl-C interrupts the wait
+        return Subscription(str(result["session_id"]), reader, self.close)
 
     def request(self, message: dict[str, Any]) -> dict[str, Any]:
         """Send one raw request object and return the raw reply object."""
@@ -149,3 +168,27 @@ class AdminClient:
         self._sock = sock
         self._reader = sock.makefile("rb")
         return sock, self._reader
+
+
+class Subscription:
+    """The lines of one ``subscribe``, as parsed objects (see ``AdminClient.subscribe``)."""
+
+    def __init__(self, session_id: str, reader: BinaryIO, close: Callable[[], None]) -> None:
+        #: The full id of the session followed.
+        self.session_id = session_id
+        self._reader = reader
+        self._close = close
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        try:
+            for line in self._reader:
+                item = json.loads(line)
+                if not isinstance(item, dict) or item.get("end"):
+                    return
+                yield item
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop following: close the connection."""
+        self._close()

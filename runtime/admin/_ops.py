@@ -9,19 +9,32 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+import msgspec
+
 from flow._errors import SessionNotFound
+from flow._events import StepError, StepEvent
 from flow._session import Access
 from flow._step import StepResult
 from flow._versions import GraphRegistry
 from flow.stores._protocol import SessionPage, SessionStore
 from runtime._bulk_migrate import migrate_live
 from runtime._config import RuntimeConfig
+from runtime._streams import AsyncEventStream
 from runtime._version_counts import stored_version_counts, version_table
 from runtime._views import LiveSessionInfo, RuntimeStats, StoredPage
 from runtime.admin._offline import session_document
 from runtime.admin._protocol import OPS, AdminError, OpSpec
 
-__all__ = ["AdminTarget", "Handler", "Reload", "check_args", "dispatch", "resolve_id"]
+__all__ = [
+    "AdminTarget",
+    "Handler",
+    "Reload",
+    "check_args",
+    "dispatch",
+    "event_line",
+    "open_subscription",
+    "resolve_id",
+]
 
 MAX_CANDIDATES_SHOWN = 10
 QUARANTINED_SHOWN = 20
@@ -79,6 +92,10 @@ class AdminTarget(Protocol):
 
     async def stats(self) -> RuntimeStats:
         """The runtime's counters."""
+        ...
+
+    async def tail(self, session_id: str, *, owner: str | None = None) -> AsyncEventStream:
+        """Every event of one session from now on."""
         ...
 
     @property
@@ -329,6 +346,11 @@ async def _migrate(runtime: AdminTarget, args: dict[str, Any], info: Mapping[str
     return await migrate_live(runtime, args["graph"], args["to"], bool(args["dry_run"]))
 
 
+async def _subscribe(runtime: AdminTarget, args: dict[str, Any], info: Mapping[str, object]) -> Any:
+    """The reply that opens a subscription (`open_subscription` serves the events)."""
+    return {"session_id": args["id"], "subscribed": True}
+
+
 HANDLERS: dict[str, Handler] = {
     "help": _help,
     "ls": _ls,
@@ -344,7 +366,36 @@ HANDLERS: dict[str, Handler] = {
     "share": _share,
     "versions": _versions,
     "migrate": _migrate,
+    "subscribe": _subscribe,
 }
+
+
+async def open_subscription(
+    runtime: AdminTarget, request: Mapping[str, Any]
+) -> tuple[str, AsyncEventStream]:
+    """Check a ``subscribe`` request and open its tail: the session id and the stream.
+
+    Raises:
+        AdminError: an argument is bad or names no single session.
+        ActorflowError: the runtime refused (``SessionNotFound``).
+    """
+    args = check_args(OPS["subscribe"], request)
+    session_id = await resolve_id(runtime, args["id"])
+    return session_id, await runtime.tail(session_id)
+
+
+def event_line(seq: int, event: StepEvent) -> dict[str, Any]:
+    """One event as a subscription line: ``{"seq", "event": {"event": kind, ...}}``; an
+    error carries its type and message."""
+    if isinstance(event, StepError):
+        body: dict[str, Any] = {
+            "event": "error",
+            "type": type(event.error).__name__,
+            "message": str(event.error),
+        }
+    else:
+        body = msgspec.to_builtins(event)
+    return {"seq": seq, "event": body}
 
 
 async def dispatch(

@@ -156,6 +156,12 @@ OPS: dict[str, OpSpec] = {
                 ArgSpec("dry_run", "int", False, "1: run the migrations, save nothing", 0, 0, 1),
             ),
         ),
+        OpSpec(
+            "subscribe",
+            "follow a session's events live: the reply, then one line per event until the "
+            "connection closes (the connection serves nothing else)",
+            (_ID,),
+        ),
     )
 }
 

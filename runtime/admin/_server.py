@@ -14,7 +14,7 @@ from typing import Any
 import structlog
 
 from flow._errors import ActorflowError
-from runtime.admin._ops import AdminTarget, Reload, dispatch
+from runtime.admin._ops import AdminTarget, Reload, dispatch, event_line, open_subscription
 from runtime.admin._protocol import (
     MAX_LINE_BYTES,
     AdminError,
@@ -29,6 +29,8 @@ __all__ = ["AdminServer", "start_admin_server"]
 SOCKET_MODE = 0o600
 MAX_UNIX_PATH_BYTES = 107
 READ_CHUNK = 64 * 1024
+HEARTBEAT = 15.0
+"""Seconds without an event before a subscription sends ``{"heartbeat": true}``."""
 
 log = structlog.get_logger("runtime.admin")
 
@@ -123,6 +125,9 @@ class AdminServer:
                     discarding = False
                     continue
                 if line.strip():
+                    if _is_subscribe(line):
+                        await self._follow(line, reader, writer)
+                        return
                     writer.write(encode_line(await self._reply(line)))
                     await writer.drain()
             if len(buffer) > MAX_LINE_BYTES:
@@ -134,6 +139,37 @@ class AdminServer:
                     )
                     writer.write(encode_line(reply))
                     await writer.drain()
+
+    async def _follow(
+        self, line: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Serve a ``subscribe``: its reply, then one line per event (a heartbeat line
+        after ``HEARTBEAT`` seconds of none) until the client leaves or the tail ends."""
+        try:
+            session_id, stream = await open_subscription(self._runtime, decode_line(line))
+        except (AdminError, ActorflowError) as exc:
+            kind = exc.type if isinstance(exc, AdminError) else type(exc).__name__
+            writer.write(encode_line(error_reply(kind, str(exc))))
+            await writer.drain()
+            return
+        writer.write(encode_line(ok_reply({"session_id": session_id, "subscribed": True})))
+        await writer.drain()
+        gone = asyncio.ensure_future(reader.read())  # b"" once the client closes
+        stream.interrupt_on(gone)
+        try:
+            while not gone.done():
+                batch = await stream.batch(HEARTBEAT)
+                if batch is None or gone.done():
+                    break
+                lines = [event_line(seq, event) for seq, event in batch] or [{"heartbeat": True}]
+                writer.write(b"".join(encode_line(item) for item in lines))
+                await writer.drain()
+            if not gone.done():
+                writer.write(encode_line({"end": True}))
+                await writer.drain()
+        finally:
+            stream.close()
+            gone.cancel()
 
     async def _reply(self, line: bytes) -> dict[str, Any]:
         try:
@@ -148,6 +184,14 @@ class AdminServer:
         except Exception as exc:
             log.exception("admin_op_failed", line=line[:200].decode("utf-8", "replace"))
             return error_reply("InternalError", f"{type(exc).__name__}: {exc}")
+
+
+def _is_subscribe(line: bytes) -> bool:
+    """Whether ``line`` asks for a subscription (which takes the connection over)."""
+    try:
+        return decode_line(line).get("op") == "subscribe"
+    except AdminError:
+        return False
 
 
 def _remove_stale_socket(path: Path) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -11,6 +11,7 @@ import httpx
 import stamina
 
 from flow._errors import SessionNotFound
+from flow._events import StepEvent
 from flow._session import Access
 from flow._step import StepResult
 from flow.stores._log import MessagePage, RevisionInfo
@@ -36,7 +37,9 @@ from runtime.client._calls import (
     unshare_call,
     update_call,
 )
+from runtime.client._errors import error_for_response
 from runtime.client._retry import RetryPolicy, RetryStatus
+from runtime.client._sse import SSE_HEADERS, aevents_of, unavailable
 
 __all__ = ["AsyncClient"]
 
@@ -194,6 +197,35 @@ class AsyncClient(ClientBase):
             session_id, input, mode="run", on_busy=on_busy, owner=owner,
             idempotency_key=idempotency_key,
         )  # fmt: skip
+
+    async def stream(
+        self,
+        session_id: str,
+        input: Any = None,
+        *,
+        mode: StepMode = "step",
+        on_busy: OnBusy = "enqueue",
+        owner: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> AsyncIterator[StepEvent]:
+        """Run one step and ``async for`` over its events (see ``Client.stream``)."""
+        if not self._owner_matches(owner):
+            raise SessionNotFound(session_id)
+        call = step_call(session_id, input, mode, on_busy, idempotency_key)
+        headers = {**call.headers, **SSE_HEADERS}
+        started = False
+        try:
+            async with self._http.stream(
+                call.method, call.path, content=call.body, headers=headers
+            ) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise error_for_response(response, session_id=session_id)
+                started = True
+                async for event in aevents_of(response, session_id):
+                    yield event
+        except httpx.TransportError as exc:
+            raise unavailable(call.path, exc, started) from exc
 
     async def get_session(
         self, session_id: str, *, owner: str | None = None, revision: int | None = None

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -11,6 +11,7 @@ import httpx
 import stamina
 
 from flow._errors import SessionNotFound
+from flow._events import StepEvent
 from flow._session import Access
 from flow._step import StepResult
 from flow.stores._log import MessagePage, RevisionInfo
@@ -36,7 +37,9 @@ from runtime.client._calls import (
     unshare_call,
     update_call,
 )
+from runtime.client._errors import error_for_response
 from runtime.client._retry import RetryPolicy, RetryStatus
+from runtime.client._sse import SSE_HEADERS, events_of, unavailable
 
 __all__ = ["Client"]
 
@@ -194,6 +197,44 @@ class Client(ClientBase):
             session_id, input, mode="run", on_busy=on_busy, owner=owner,
             idempotency_key=idempotency_key,
         )  # fmt: skip
+
+    def stream(
+        self,
+        session_id: str,
+        input: Any = None,
+        *,
+        mode: StepMode = "step",
+        on_busy: OnBusy = "enqueue",
+        owner: str | None = None,
+        idempotency_key: str | None = None,
+    ) -> Iterator[StepEvent]:
+        """Run one step and iterate over its events as ``Runtime.stream`` does, over SSE.
+
+        The request is sent when the iteration starts. An error before the step
+        starts is raised (as ``step`` raises it); after, it is the last event,
+        ``StepError``. A stream is sent once, never retried (its key, a fresh UUID
+        unless given, still makes a retry by hand safe); leaving the loop early
+        does not cancel the step.
+
+        Raises:
+            what ``step`` raises; DaemonUnavailable when the connection is lost.
+        """
+        if not self._owner_matches(owner):
+            raise SessionNotFound(session_id)
+        call = step_call(session_id, input, mode, on_busy, idempotency_key)
+        headers = {**call.headers, **SSE_HEADERS}
+        started = False
+        try:
+            with self._http.stream(
+                call.method, call.path, content=call.body, headers=headers
+            ) as response:
+                if response.status_code >= 400:
+                    response.read()
+                    raise error_for_response(response, session_id=session_id)
+                started = True
+                yield from events_of(response, session_id)
+        except httpx.TransportError as exc:
+            raise unavailable(call.path, exc, started) from exc
 
     def get_session(
         self, session_id: str, *, owner: str | None = None, revision: int | None = None

@@ -29,6 +29,7 @@ from runtime.daemon._problems import (
     problem_for,
 )
 from runtime.daemon._routes import Api, route_handlers
+from runtime.daemon._sse import SseRoutes
 from runtime.daemon._step_route import StepRoute
 from runtime.daemon.ui import Dashboard, ui_router
 from runtime.errors import ActorflowError
@@ -97,9 +98,11 @@ def build_app(
     max_body: int,
     policy: GatewayPolicy | None = None,
     secure_cookies: bool = False,
+    sse_heartbeat: float = 15.0,
 ) -> Gateway:
-    """The daemon's ASGI application: the gateway, (in a cluster) the forwarder, the step
-    route's fast path, then the Litestar app (the API and the dashboard at /ui).
+    """The daemon's ASGI application: the gateway, (in a cluster) the forwarder, the
+    event streams (SSE), the step route's fast path, then the Litestar app (the API
+    and the dashboard at /ui).
 
     ``aclose()`` on it closes the forwarder's connections (in a cluster) and stops the
     dashboard's sampler. ``secure_cookies``: the daemon serves TLS.
@@ -152,7 +155,8 @@ def build_app(
         ),
     )
     steps = StepRoute(app, api, max_body=max_body)
-    inner = forwarder_for(steps, api.runtime.cluster, max_body=max_body)
+    streams = SseRoutes(steps, api, max_body=max_body, heartbeat=sse_heartbeat)
+    inner = forwarder_for(streams, api.runtime.cluster, max_body=max_body)
     forwarder = inner if isinstance(inner, Forwarder) else None
 
     async def on_close() -> None:

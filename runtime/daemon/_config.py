@@ -157,6 +157,9 @@ class DaemonConfig:
     forwarded_allow_ips: tuple[str, ...] = setting(
         (), "a proxy address whose X-Forwarded-For is trusted; repeatable", metavar="IP"
     )
+    sse_heartbeat: Seconds = setting(
+        15.0, "seconds between heartbeat comments on an idle event stream (SSE)"
+    )
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     config_file: Path | None = field(default=None, compare=False)
 

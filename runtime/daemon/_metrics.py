@@ -8,7 +8,7 @@ when the endpoint is scraped, so a scrape shows them as of that moment.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from runtime._views import RuntimeStats
+from runtime.events import StreamStats
 
 __all__ = ["CONTENT_TYPE", "DaemonMetrics", "RuntimeSample"]
 
@@ -66,6 +67,26 @@ class _RuntimeCollector(Collector):
         yield _gauge("actorflow_mailbox_depth_max", "Deepest session mailbox.", sample.mailbox_max)
 
 
+class _StreamCollector(Collector):
+    """The event hub's counters (streams, tails, events, overflows), read at each scrape."""
+
+    def __init__(self, source: Callable[[], StreamStats]) -> None:
+        self.source = source
+
+    def collect(self) -> Iterator[Metric]:
+        stats = self.source()
+        yield _gauge(
+            "actorflow_stream_subscribers", "Event readers attached (streams and tails).",
+            stats.subscribers,
+        )  # fmt: skip
+        yield _counter("actorflow_stream_steps", "Steps streamed.", stats.streams)
+        yield _counter("actorflow_stream_tails", "Session tails opened (/events).", stats.tails)
+        yield _counter("actorflow_stream_events", "Events handed to readers.", stats.events)
+        yield _counter(
+            "actorflow_stream_overflows", "Readers dropped for falling behind.", stats.overflows
+        )
+
+
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
     return GaugeMetricFamily(name, documentation, value=value)
 
@@ -97,8 +118,17 @@ class DaemonMetrics:
         self.inflight = Gauge(
             "actorflow_steps_in_flight", "Steps being run right now.", registry=self.registry
         )
+        self.stream_disconnects = Counter(
+            "actorflow_stream_disconnects",
+            "Event streams whose client left before the end (the step went on).",
+            registry=self.registry,
+        )
         self._runtime = _RuntimeCollector()
         self.registry.register(self._runtime)
+
+    def watch_streams(self, source: Callable[[], StreamStats]) -> None:
+        """Report the event hub's counters, read from ``source`` at each scrape."""
+        self.registry.register(_StreamCollector(source))
 
     def record_step(self, seconds: float) -> None:
         """Count one successful step that took ``seconds``."""

@@ -169,12 +169,14 @@ async def serve(
     except BaseException:
         await runtime.aclose()
         raise
+    metrics = DaemonMetrics()
+    metrics.watch_streams(runtime.stream_stats)
     api = Api(
         runtime=runtime,
         graphs=graphs,
         default_graph=default_graph,
         max_inflight=config.max_inflight,
-        metrics=DaemonMetrics(),
+        metrics=metrics,
         admins=auth.admins,
     )
     app = build_app(
@@ -183,6 +185,7 @@ async def serve(
         max_body=config.max_body,
         policy=gateway_policy(config),
         secure_cookies=config.tls_cert is not None,
+        sse_heartbeat=config.sse_heartbeat,
     )
     server = DaemonServer(_uvicorn_config(app, config))
     signals_seen = 0

@@ -15,6 +15,7 @@ from runtime.admin._protocol import OPS
 from runtime.shell._commands import LOCAL_COMMANDS, parse_line
 from runtime.shell._completion import LiveIdSource, ShellCompleter
 from runtime.shell._render import make_console, plural, render_result
+from runtime.shell._tail import run_tail
 from runtime.shell._top import run_top
 
 __all__ = ["Shell", "history_path", "make_console"]
@@ -109,6 +110,8 @@ class Shell:
                 self.console.clear()
             elif parsed.command == "top":
                 run_top(self.client, self.console)
+            elif parsed.command in ("tail", "subscribe"):
+                run_tail(self.client, self.console, parsed.args["id"])
             else:
                 result = self.client.call(parsed.command, **parsed.args)
                 self.console.print(render_result(parsed.command, result))

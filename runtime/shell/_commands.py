@@ -12,15 +12,18 @@ __all__ = ["ID_COMMANDS", "LOCAL_COMMANDS", "SHELL_COMMANDS", "ParsedLine", "par
 
 LOCAL_COMMANDS: dict[str, str] = {
     "top": "the live table, refreshed every second (deepest mailbox first); any key returns",
+    "tail": "tail ID: follow a session's events live (tokens as they come); Ctrl-C returns",
     "help": "this list",
     "clear": "clear the screen (also Ctrl-L)",
     "quit": "leave the shell (also exit, Ctrl-D)",
     "exit": "leave the shell",
 }
 SHELL_COMMANDS: tuple[str, ...] = tuple(
-    sorted({name for name in OPS if name != "help"} | set(LOCAL_COMMANDS))
+    sorted({name for name in OPS if name not in ("help", "subscribe")} | set(LOCAL_COMMANDS))
 )
-ID_COMMANDS: frozenset[str] = frozenset(name for name, spec in OPS.items() if spec.takes_id)
+ID_COMMANDS: frozenset[str] = frozenset(
+    [*(name for name, spec in OPS.items() if spec.takes_id), "tail"]
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,10 @@ def parse_line(line: str) -> ParsedLine | None:
     if not words:
         return None
     command, rest = words[0], words[1:]
+    if command == "tail":
+        if len(rest) != 1:
+            raise AdminError("BadArgument", "usage: tail ID (any unique prefix of an id)")
+        return ParsedLine(command, {"id": rest[0]})
     if command in LOCAL_COMMANDS:
         if rest:
             raise AdminError("BadArgument", f"{command} takes no arguments")

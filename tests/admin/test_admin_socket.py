@@ -282,3 +282,28 @@ def test_cli_admin_prints_tables_with_short_ids_or_json(
     data_dir_arg = ["--data-dir", str(live_admin.data_dir)]
     assert main(["admin", "stats", "--json", *data_dir_arg]) == 0
     assert json.loads(capsys.readouterr().out)["stored"] == 3
+
+
+def test_subscribe_streams_a_sessions_events_as_json_lines(live_admin: LiveAdmin) -> None:
+    session = live_admin.create("echo")
+    client = live_admin.client()
+    events = client.subscribe(session[:8])
+    assert events.session_id == session
+    live_admin.step(session, "hi")
+    got = []
+    for item in events:
+        got.append(item)
+        if item["event"]["event"] == "committed":
+            break
+    assert [item["event"]["event"] for item in got] == [
+        "step_started",
+        "task_started",
+        "task_finished",
+        "committed",
+    ]
+    assert [item["seq"] for item in got] == [1, 2, 3, 4]
+    assert got[-1]["event"]["response"] == "echo: hi"
+    events.close()  # the subscription's connection closes; the client reconnects
+    assert client.call("ls")["sessions"][0]["session_id"] == session
+    with pytest.raises(AdminError, match="no live or stored session"):
+        client.subscribe("zzzz")

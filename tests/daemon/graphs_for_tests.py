@@ -8,6 +8,11 @@ It is how a test holds steps in flight across the process boundary.
 ``boom``: one task that raises ``ValueError`` (500 task-failed).
 
 ``once``: one task that ends the session (a later step is 409 session-completed).
+
+``teller``: one blocking task that streams the token ``first``, waits (bounded)
+for the file named by context key ``gate``, streams `` second`` and answers
+whether the gate opened while it waited (a streaming test opens it on seeing
+the first token, so the answer proves the token arrived before the task ended).
 """
 
 from __future__ import annotations
@@ -37,6 +42,18 @@ def _boom(ctx: Context) -> TaskResult:
     raise ValueError("boom on purpose")
 
 
+def _teller(ctx: Context) -> TaskResult:
+    ctx.emit_token("first")
+    gate = ctx.get("gate")
+    deadline = time.monotonic() + GATE_WAIT
+    while gate and not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.005)  # across processes a file is the only signal the test can give
+    ctx.emit_token(" second")
+    ctx.set("count", int(ctx.get("count", 0)) + 1)
+    opened = bool(gate) and os.path.exists(gate)
+    return TaskResult(f"told: gate {'opened' if opened else 'shut'}", NextAction.WaitForInput)
+
+
 def _once(ctx: Context) -> TaskResult:
     return TaskResult("the end", NextAction.End, "finished")
 
@@ -45,4 +62,5 @@ GRAPHS = [
     GraphBuilder("gated").add_task(FunctionTask("gated", _gated, blocking=True)).build(),
     GraphBuilder("boom").add_task(FunctionTask("boom", _boom, blocking=False)).build(),
     GraphBuilder("once").add_task(FunctionTask("once", _once, blocking=False)).build(),
+    GraphBuilder("teller").add_task(FunctionTask("teller", _teller, blocking=True)).build(),
 ]

@@ -147,7 +147,7 @@ def test_default_graph_must_be_served(tmp_path: Path) -> None:
 
 def test_graph_refs_load_one_graph_or_a_list() -> None:
     assert [g.id for g in load_graphs(["flow.demo:echo"])] == ["echo"]
-    assert [g.id for g in load_graphs(["flow.demo:GRAPHS"])] == ["echo", "support"]
+    assert [g.id for g in load_graphs(["flow.demo:GRAPHS"])] == ["echo", "support", "storyteller"]
     assert pick_default_graph(load_graphs(["flow.demo:GRAPHS"]), None) == "echo"
     assert pick_default_graph(load_graphs(["flow.demo:GRAPHS"]), "support") == "support"
 
@@ -174,6 +174,7 @@ def test_every_runtime_config_field_is_settable_by_flag_env_and_toml(tmp_path: P
         "sweep_interval": 0.5, "sweep_batch": 23, "drain_timeout": 24.0,
         "store": "memory://", "lease_ttl": 26.0, "node_id": "n1", "advertise": "http://h:1",
         "history_retention": "7d", "max_session_bytes": 1_000_000, "max_sessions_per_user": 27,
+        "stream_buffer": 28,
     }  # fmt: skip
     names = {f.name for f in dataclasses.fields(RuntimeConfig)} - {"clock"}
     assert set(values) == names

@@ -183,7 +183,7 @@ def test_curl_quickstart_creates_steps_twice_and_reads_back(daemon: Daemon) -> N
     )
     assert result.returncode == 0, result.stderr
     graphs, first, second, session = (json.loads(line) for line in result.stdout.splitlines())
-    assert [g["id"] for g in graphs["graphs"]] == ["echo", "support"]
+    assert [g["id"] for g in graphs["graphs"]] == ["echo", "support", "storyteller"]
     assert (first["response"], first["revision"]) == ("echo: hello", 1)
     assert (second["response"], second["revision"]) == ("echo: again", 2)
     assert session["session_id"] == first["session_id"]
@@ -195,6 +195,33 @@ def test_curl_quickstart_creates_steps_twice_and_reads_back(daemon: Daemon) -> N
         "again",
         "echo: again",
     ]
+
+
+def test_stream_quickstart_shows_tokens_before_the_story_ends(daemon: Daemon) -> None:
+    block = quickstart("stream")
+    assert README_URL in block
+    assert "curl -N" in block
+    seen: list[tuple[float, dict[str, Any]]] = []
+    with subprocess.Popen(
+        ["bash", "-euo", "pipefail", "-c", block.replace(README_URL, daemon.url)],
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    ) as process:
+        assert process.stdout is not None
+        for line in process.stdout:  # read as the daemon sends: each line's arrival time
+            if line.startswith("data: "):
+                seen.append((time.monotonic(), json.loads(line.removeprefix("data: "))))
+        assert process.wait(30) == 0
+    kinds = [event["event"] for _, event in seen]
+    assert kinds[:2] == ["step_started", "task_started"]
+    assert kinds[-1] == "committed"
+    tokens = [(at, event["text"]) for at, event in seen if event["event"] == "token"]
+    committed_at, committed = seen[-1]
+    assert "".join(text for _, text in tokens) == committed["response"]
+    assert committed["response"].startswith("Once upon a time, Ada lived")
+    # the first word reached the client while the rest of the story was still being told
+    assert tokens[0][0] < tokens[-1][0] < committed_at
 
 
 def test_the_documentation_urls_the_readme_names_are_served(daemon: Daemon) -> None:

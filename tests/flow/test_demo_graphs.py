@@ -5,13 +5,15 @@ from __future__ import annotations
 import pytest
 
 from flow import SessionCompleted, SessionStatus, decode, encode, new_session, step
-from flow.demo import GRAPHS, echo, support
+from flow._events import CustomEvent, Token
+from flow.demo import GRAPHS, echo, storyteller, support
 
 
-def test_graphs_lists_echo_and_support() -> None:
-    assert [graph.id for graph in GRAPHS] == ["echo", "support"]
+def test_graphs_lists_echo_support_and_storyteller() -> None:
+    assert [graph.id for graph in GRAPHS] == ["echo", "support", "storyteller"]
     assert GRAPHS[0] is echo
     assert GRAPHS[1] is support
+    assert GRAPHS[2] is storyteller
 
 
 def test_echo_counts_echoes_and_waits_for_input() -> None:
@@ -104,3 +106,30 @@ def test_a_support_conversation_survives_a_snapshot_after_every_step() -> None:
     assert replies == ["greet", "refund", "refund", "faq", "done"]
     assert session.status is SessionStatus.COMPLETED
     assert session.revision == 5
+
+
+class _Collect:
+    """A ``StepEvents`` sink that keeps every event."""
+
+    def __init__(self) -> None:
+        self.events: list[object] = []
+
+    def wanted(self) -> bool:
+        return True
+
+    def publish(self, event: object, size: int) -> None:
+        self.events.append(event)
+
+
+def test_storyteller_streams_its_story_word_by_word_and_answers_it_whole() -> None:
+    session = new_session(storyteller, owner="alice", context={"delay": 0})
+    sink = _Collect()
+    session, result = step(storyteller, session, "Ada", events=sink)  # type: ignore[arg-type]
+    tokens = [e.text for e in sink.events if isinstance(e, Token)]
+    chapters = [e.data for e in sink.events if isinstance(e, CustomEvent)]
+    assert result.response is not None
+    assert result.response.startswith("Once upon a time, Ada")
+    assert "".join(tokens) == result.response
+    assert len(tokens) == len(result.response.split())
+    assert chapters == [{"number": 1}, {"number": 2}, {"number": 3}]
+    assert result.status is SessionStatus.WAITING_FOR_INPUT

@@ -8,6 +8,7 @@ from collections.abc import Callable
 import pytest
 
 from flow import SessionNotFound
+from flow._events import Committed, StepStarted
 from flow._record import encode_record
 from flow._sharing import shared
 from runtime import Runtime
@@ -76,3 +77,24 @@ def test_only_the_owner_shares_and_a_reader_cannot_step(
     with pytest.raises(SessionNotFound):
         rt.delete_session(sid, owner="bob")
     assert rt.get_session(sid, owner="bob").revision == 1
+
+
+def test_a_read_member_may_tail_the_session_and_a_stranger_may_not(
+    open_runtime: Callable[..., Runtime],
+) -> None:
+    rt = open_runtime()
+    sid = rt.create_session("echo", owner="alice")
+    with pytest.raises(SessionNotFound):
+        rt.tail(sid, owner="bob")
+    rt.share(sid, "bob", "read", owner="alice")
+    tail = rt.tail(sid, owner="bob")
+    try:
+        rt.step(sid, "hi", owner="alice")
+        seen: list[object] = []
+        while not any(isinstance(event, Committed) for event in seen):
+            seen.append(tail.next(timeout=10))
+        assert isinstance(seen[0], StepStarted)
+    finally:
+        tail.close()
+    with pytest.raises(SessionNotFound):
+        rt.tail(sid, owner="carol")

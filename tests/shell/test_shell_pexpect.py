@@ -113,3 +113,27 @@ def test_shell_without_a_daemon_says_so_and_still_takes_commands(
         child.close()
     assert child.exitstatus == 0
     assert "help" in (tmp_path / ".actorflow_history").read_text()
+
+
+def test_shell_tail_follows_a_sessions_events_until_ctrl_c(
+    daemon: Daemon, spawn_shell: SpawnShell
+) -> None:
+    session = daemon.create("storyteller")
+    child = spawn_shell("--data-dir", str(daemon.data_dir))
+    try:
+        child.expect(PROMPT)
+        child.sendline(f"tail {session[:8]}")
+        child.expect(f"following {session}")
+        daemon.step(session, "Ada")  # over HTTP, while the shell follows
+        child.expect("step_started")
+        child.expect("Once upon a time, Ada lived at the edge")  # the tokens, on one line
+        child.expect("committed: revision 1, waiting_for_input")
+        child.sendintr()
+        child.expect("interrupted")
+        child.expect(PROMPT)
+        child.sendline("ls")  # the connection given to the tail was dropped: a new one works
+        child.expect("live sessions: 1")
+        child.sendline("quit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close()
