@@ -12,6 +12,7 @@ from flow._context import ROLES, ChatHistory, ChatMessage, Context, Role
 from flow._errors import SnapshotDecodeError
 from flow._idempotency import KeyTable
 from flow._session import Session, SessionMetadata, SessionStatus
+from flow._timers import PendingTimer
 
 __all__ = ["SCHEMA_VERSION", "decode", "encode"]
 
@@ -19,11 +20,11 @@ SCHEMA_VERSION = 2
 """Version 2 added ``mtot`` (messages ever added, see ``ChatHistory.total``); version 1
 snapshots still decode (their ``mtot`` is the number of messages they hold)."""
 
-# ``encode`` packs every field but the history as one map of up to 14 entries, then
+# ``encode`` packs every field but the history as one map of up to 15 entries, then
 # turns it into the map one entry longer that ends with ``"hist"``: the history's
 # array is spliced in from each message's cached bytes (msgpack values are simply
-# concatenated). ``"keys"``, the idempotency key table, is there only when it has
-# entries; older builds of schema 2 ignore it.
+# concatenated). ``"keys"``, the idempotency key table, and ``"tmr"``, the pending
+# timers, are there only when there are some; older builds of schema 2 ignore them.
 _HIST_KEY = msgpack.packb("hist")
 _local = threading.local()
 
@@ -67,10 +68,13 @@ def encode(session: Session) -> bytes:
     }
     if session.keys:
         fields["keys"] = session.keys.encoded()
+    if session.timers:
+        fields["tmr"] = [t.encoded() for t in session.timers]
     head = pack(fields)
     history_items = b"".join([m._packed or _packed(m, pack) for m in messages])
-    # a fixmap header is 0x80 + its entry count (fewer than 16 here)
-    header = bytes((head[0] + 1,))
+    # a fixmap header is 0x80 + its entry count (at most 15 here); 16 entries need a map16
+    count = len(fields) + 1
+    header = bytes((0x80 | count,)) if count < 16 else b"\xde" + count.to_bytes(2, "big")
     return header + head[1:] + _HIST_KEY + _array_header(len(messages)) + history_items
 
 
@@ -135,6 +139,7 @@ def _session_from(doc: dict[str, Any]) -> Session:
         raise TypeError("back stack is not a list")
     smsg = doc["smsg"]
     keys = doc.get("keys")
+    timers = doc.get("tmr") or ()
     return Session(
         session_id=_str(doc["id"]),
         graph_id=_str(doc["graph"]),
@@ -154,6 +159,7 @@ def _session_from(doc: dict[str, Any]) -> Session:
         back_stack=[_str(b) for b in back],
         status_message=None if smsg is None else _str(smsg),
         keys=None if not keys else KeyTable.decoded(_str(doc["id"]), keys),
+        timers=tuple(PendingTimer.decoded(t) for t in timers),
     )
 
 

@@ -24,6 +24,7 @@ from flow._context import ChatMessage
 from flow._errors import SnapshotDecodeError
 from flow._idempotency import KeyEntry, KeyTable
 from flow._session import Session, SessionMetadata, SessionStatus
+from flow._timers import PendingTimer
 
 __all__ = [
     "RecordKind",
@@ -65,6 +66,9 @@ class StepRecord:
         request_id: the step's idempotency key (None: the step had none).
         input_digest: for a keyed step, the digest of its mode and input.
         responses: for a keyed step, every response its tasks gave (its answer's).
+        timers: the session's pending timers after, when the step changed them
+            (None: unchanged; at most ``flow._timers.MAX_TIMERS``).
+        fired: the timer whose firing made this step (None: an input did).
     """
 
     revision: int
@@ -89,6 +93,8 @@ class StepRecord:
     request_id: str | None = field(default=None)
     input_digest: bytes | None = field(default=None)
     responses: tuple[str, ...] = field(default=())
+    timers: tuple[PendingTimer, ...] | None = field(default=None)
+    fired: str | None = field(default=None)
 
     def with_key(self, key: str, digest: bytes, responses: tuple[str, ...]) -> StepRecord:
         """This record, of a step that carried idempotency key ``key``.
@@ -118,6 +124,8 @@ class StepRecord:
             key,
             digest,
             responses,
+            self.timers,
+            self.fired,
         )
 
     def key_entry(self, session_id: str) -> KeyEntry | None:
@@ -140,7 +148,14 @@ class StepRecord:
 
 
 def record_of(
-    work: Session, *, task: str, input: Any, response: str | None, back_low: int
+    work: Session,
+    *,
+    task: str,
+    input: Any,
+    response: str | None,
+    back_low: int,
+    timers_changed: bool = False,
+    fired: str | None = None,
 ) -> StepRecord | None:
     """The record of the step whose working copy is ``work`` (after ``finish``).
 
@@ -172,6 +187,8 @@ def record_of(
         message_seq=ctx.chat_history.total - len(added),
         history_cleared_at=cleared_at,
         metadata=work.metadata,
+        timers=work.timers if timers_changed else None,
+        fired=fired,
     )
 
 
@@ -234,6 +251,8 @@ def apply(session: Session, record: StepRecord) -> None:
     session.status_message = record.status_message
     session.graph_version = record.graph_version
     session.metadata = record.metadata
+    if record.timers is not None:
+        session.timers = record.timers
     entry = record.key_entry(session.session_id)
     if entry is not None:
         if session.keys is None:
@@ -285,6 +304,8 @@ def encode_record(record: StepRecord) -> bytes:
             ],
             record.request_id,
             None if record.input_digest is None else [record.input_digest, list(record.responses)],
+            None if record.timers is None else [t.encoded() for t in record.timers],
+            record.fired,
         ]
     )
 
@@ -321,12 +342,14 @@ def decode_record(raw: bytes) -> StepRecord:
             cleared_at,
             meta,
             request_id,
-            *keyed,
+            *rest,
         ) = doc
         if kind not in ("step", "base"):
             raise ValueError(f"unknown record kind {kind!r}")
         owner, created, accessed, count, addr, expires = meta
-        digest, responses = keyed[0] if keyed and keyed[0] is not None else (None, ())
+        digest, responses = rest[0] if rest and rest[0] is not None else (None, ())
+        timers = rest[1] if len(rest) > 1 else None
+        fired = rest[2] if len(rest) > 2 else None
         return StepRecord(
             revision=int(revision),
             at=float(at),
@@ -357,6 +380,8 @@ def decode_record(raw: bytes) -> StepRecord:
             request_id=None if request_id is None else str(request_id),
             input_digest=None if digest is None else bytes(digest),
             responses=tuple(str(r) for r in responses),
+            timers=None if timers is None else tuple(PendingTimer.decoded(t) for t in timers),
+            fired=None if fired is None else str(fired),
         )
     except Exception as exc:
         raise SnapshotDecodeError(
