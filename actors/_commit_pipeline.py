@@ -35,9 +35,15 @@ __all__ = ["CommitPipeline", "answer_step", "log_commit_error"]
 
 
 def answer_step(
-    services: ActorServices, entry: LiveEntry, message: Step, outcome: StepResult | BaseException
+    services: ActorServices,
+    entry: LiveEntry,
+    message: Step,
+    outcome: StepResult | BaseException | None,
 ) -> None:
-    """Answer a step's caller and account for it in the live index (any thread)."""
+    """Answer a step's caller and account for it in the live index (any thread).
+
+    None answers a timer step that found no timer due (``Step.fire_timer``).
+    """
     services.index.finish(entry, failed=isinstance(outcome, BaseException))
     message.reply(outcome)
     if isinstance(outcome, StepResult) and outcome.status is SessionStatus.COMPLETED:

@@ -18,6 +18,7 @@ import pykka
 import structlog
 
 from actors._live_index import LiveIndex
+from actors._timer_stats import TimerStats
 from actors._timers import Timers
 from flow._graph import Graph
 from flow._idempotency import KeyRetention
@@ -87,6 +88,10 @@ class ActorServices:
         log: the logger every actor logs with (bound when the runtime opens, so
             that a level filter configured by the entry point makes filtered
             calls nearly free).
+        timer_stats: durable timers set, fired, late and cancelled.
+        timer_alarm: told (any thread) the due time of a session's earliest
+            timer when a step changed its timers, so that the runtime's timer
+            firing wakes early for a nearer one (None: nobody listens).
     """
 
     settings: Settings
@@ -102,6 +107,8 @@ class ActorServices:
     counters: Counters = field(default_factory=Counters)
     supervisor: pykka.ActorRef[Any] | None = None
     log: Any = field(default_factory=lambda: structlog.get_logger("actorflow").bind())
+    timer_stats: TimerStats = field(default_factory=TimerStats)
+    timer_alarm: Callable[[float], None] | None = None
     _inline: dict[str, bool] = field(default_factory=dict)
 
     def runs_inline(self, graph: Graph) -> bool:

@@ -74,6 +74,7 @@ class Step:
     failure log; copying them is O(1), reading them happens only when a step fails."""
     key: str | None = None
     digest: bytes | None = None
+    fire_timer: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -257,9 +257,7 @@ class Context:
         self.timer: str | None = None
         self._timers: TimerBook | None = None
 
-    def schedule(
-        self, after: timedelta | float, input: Any = None, name: str | None = None
-    ) -> str:
+    def schedule(self, after: timedelta | float, input: Any = None, name: str | None = None) -> str:
         """Fire a timer ``after`` (a timedelta or seconds) from now: a step of its own.
 
         That step runs the session's current task with ``ctx.timer == name`` and

@@ -235,9 +235,7 @@ class _StepRun:
         if timer is not None:
             pending = book.timers.get(timer) if isinstance(timer, str) else None
             if pending is None:
-                raise InvalidInput(
-                    f"session {session.session_id!r} has no pending timer {timer!r}"
-                )
+                raise InvalidInput(f"session {session.session_id!r} has no pending timer {timer!r}")
             book.cancel(timer)
             input = pending.input
         else:

@@ -68,6 +68,10 @@ class RuntimeConfig:
             window) may take; a step past it fails with ``SessionTooLarge`` (8 MiB).
         max_sessions_per_user: most sessions one owner may hold; past it creating
             or forking one fails with ``SessionQuotaExceeded`` (0: no limit) (10,000).
+        timer_fire_rate: most durable timers fired per second (and in flight);
+            late timers after a restart fire in due order at this rate (10,000).
+        timer_poll_interval: longest wait between two reads of the store's
+            timer index: timers set by another daemon fire at most this late (1).
         clock: the wall clock, replaceable in tests (``time.time``).
     """
 
@@ -135,5 +139,11 @@ class RuntimeConfig:
         10_000,
         "most sessions one user may hold (0: no limit); "
         "creating or forking past it is 403 (SessionQuotaExceeded)",
+    )
+    timer_fire_rate: Count = setting(
+        10_000, "most durable timers fired per second; late ones fire in due order at this rate"
+    )
+    timer_poll_interval: Seconds = setting(
+        1.0, "longest wait between reads of the store's timer index (timers set by other daemons)"
     )
     clock: Callable[[], float] = field(default=time.time, compare=False)

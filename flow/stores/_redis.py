@@ -270,7 +270,8 @@ return removed
 
 _DUE = LuaScript(
     """
-local found = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, ARGV[2])
+local found = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES',
+  'LIMIT', 0, ARGV[2])
 local due = {}
 for i = 1, #found, 2 do
   if redis.call('EXISTS', ARGV[3] .. found[i]) == 0 then
@@ -661,9 +662,7 @@ class RedisStore:
             found: _Ids = _DUE.run(self.client, [self._timers_key], args)
         except redis.exceptions.RedisError as exc:
             raise unavailable(self.client, "reading the timer index", exc) from exc
-        return [
-            DueTimer(found[i].decode(), float(found[i + 1])) for i in range(0, len(found), 2)
-        ]
+        return [DueTimer(found[i].decode(), float(found[i + 1])) for i in range(0, len(found), 2)]
 
     def count(self) -> int:
         """How many sessions are stored (after dropping ids Redis has expired).

@@ -65,7 +65,8 @@ def test_a_step_that_sets_timers_indexes_its_earliest_in_the_same_save(
     assert store.due_timers(1009.0) == []
     assert store.due_timers(1010.0) == [DueTimer("s1", 1010.0)]
     loaded = store.load("s1")
-    assert loaded is not None and loaded.timers == session.timers
+    assert loaded is not None
+    assert loaded.timers == session.timers
     assert [t.name for t in loaded.timers] == ["soon", "late"]
 
 
@@ -76,11 +77,13 @@ def test_firing_a_timer_moves_the_index_to_the_next_and_the_last_removes_it(
 
     session = _stepped(store, session, 1010.0, timer="soon")
     assert store.due_timers(math.inf) == [DueTimer("s1", 1060.0)]
-    assert session.record is not None and session.record.fired == "soon"
+    assert session.record is not None
+    assert session.record.fired == "soon"
     _stepped(store, session, 1061.0, timer="late")
     assert store.due_timers(math.inf) == []
     loaded = store.load("s1")
-    assert loaded is not None and loaded.timers == ()
+    assert loaded is not None
+    assert loaded.timers == ()
 
 
 def test_a_step_that_leaves_timers_alone_keeps_the_index(store: SessionStore) -> None:
