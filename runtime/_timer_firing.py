@@ -109,15 +109,17 @@ class TimerFiring:
                 self._cond.notify_all()
 
     def fire_now(self, timeout: float = 10.0) -> int:
-        """Fire every timer due now and wait for their steps; how many were started.
+        """Fire every timer due now and wait for their steps; how many steps it started.
 
         For tests and ``Runtime.fire_due_timers``: with a ``ManualClock``, advance
-        the clock, then call this instead of waiting for the thread.
+        the clock, then call this instead of waiting for the thread. It goes on
+        until a round finds nothing more to fire (a session with several due
+        timers fires them one step each, soonest first).
         """
         started = 0
         deadline = time.monotonic() + timeout
         while True:
-            count, more = self._round(ignore_rate=True)
+            count, _ = self._round(ignore_rate=True)
             started += count
             with self._cond:
                 while self._in_flight and not self._stopped:
@@ -125,7 +127,7 @@ class TimerFiring:
                     if left <= 0:
                         raise TimeoutError(f"timer steps still running after {timeout:g} s")
                     self._cond.wait(left)
-            if not more or count == 0:
+            if count == 0:
                 return started
 
     def in_flight(self) -> int:
