@@ -104,8 +104,17 @@ class MetadataBody(msgspec.Struct):
     expires_at: float | None
 
 
+class TimerBody(msgspec.Struct):
+    """A pending timer: its name, due time (UNIX seconds), and whether it is a wake_after."""
+
+    name: str
+    due: float
+    wake: bool = False
+
+
 class SessionDetail(msgspec.Struct):
-    """A session as of one revision (``context`` is the plain key → value map)."""
+    """A session as of one revision (``context`` is the plain key → value map;
+    ``timers`` its pending timers, soonest first)."""
 
     session_id: str
     graph: str
@@ -116,6 +125,7 @@ class SessionDetail(msgspec.Struct):
     metadata: MetadataBody
     revision: int
     status_message: str | None = None
+    timers: list[TimerBody] = msgspec.field(default_factory=list)
 
     @classmethod
     def of(cls, view: SessionView) -> SessionDetail:
@@ -140,6 +150,7 @@ class SessionDetail(msgspec.Struct):
             ),
             revision=view.revision,
             status_message=view.status_message,
+            timers=[TimerBody(t.name, t.due, t.wake) for t in view.timers],
         )
 
 

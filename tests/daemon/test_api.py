@@ -173,6 +173,8 @@ def test_metrics_expose_prefixed_counters_after_steps(api: httpx.Client) -> None
         "actorflow_restarts_total",
         "actorflow_mailbox_depth",
         "actorflow_errors_total",
+        "actorflow_timers_fired_total",
+        "actorflow_timer_lateness_seconds_bucket",
     ):
         assert name in names, name
     assert all(n.startswith("actorflow_") for n in names if n)
