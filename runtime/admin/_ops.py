@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from flow._errors import SessionNotFound
 from flow.stores._protocol import SessionPage, SessionStore
+from flow.stores._timer_index import DueTimer
 from runtime._config import RuntimeConfig
 from runtime._views import LiveSessionInfo, RuntimeStats, StoredPage
 from runtime.admin._offline import session_document
@@ -73,6 +74,10 @@ class AdminTarget(Protocol):
 
     async def stats(self) -> RuntimeStats:
         """The runtime's counters."""
+        ...
+
+    async def due_timers(self, limit: int = 20) -> list[DueTimer]:
+        """The sessions whose timers are due next, soonest first."""
         ...
 
 
@@ -235,6 +240,14 @@ async def _stored(runtime: AdminTarget, args: dict[str, Any], info: Mapping[str,
     }
 
 
+async def _timers(runtime: AdminTarget, args: dict[str, Any], info: Mapping[str, object]) -> Any:
+    due = await runtime.due_timers(args["limit"])
+    return {
+        "now": runtime.config.clock(),
+        "timers": [{"session_id": d.session_id, "due": d.due} for d in due],
+    }
+
+
 async def _config(runtime: AdminTarget, args: dict[str, Any], info: Mapping[str, object]) -> Any:
     config = runtime.config
     return {
@@ -259,6 +272,7 @@ HANDLERS: dict[str, Handler] = {
     "kill": _kill,
     "stats": _stats,
     "stored": _stored,
+    "timers": _timers,
     "config": _config,
 }
 
