@@ -29,7 +29,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import structlog
 
@@ -45,6 +45,20 @@ MAX_BACKOFF = 300.0
 """Longest wait (seconds) before retrying a timer whose step failed."""
 BATCH = 1000
 """Most index entries read per round."""
+
+FORGET_RETRY_AFTER = 3600.0
+"""Seconds after its retry time a retry entry whose timer is gone is forgotten."""
+
+
+class _Round(NamedTuple):
+    """What one read of the index started: steps, sessions skipped as in flight,
+    whether the rate limit stopped it, and whether the read was a full batch."""
+
+    started: int
+    skipped: int
+    limited: bool
+    full: bool
+
 
 #: ``submit(session_id, reply)``: send a timer step to the session (never blocks).
 Submit = Callable[[str, Callable[[Any], None]], None]
@@ -82,6 +96,7 @@ class TimerFiring:
         self._alarm: float | None = None  # the nearest due time alarmed and not yet reached
         self._wake_at = 0.0  # when (runtime clock) the thread means to look again
         self._woken = False
+        self._awaiting = False  # the thread waits for answers of due sessions in flight
         self._tokens = float(rate)
         self._refilled = time.monotonic()
         self._stopped = False
@@ -119,7 +134,7 @@ class TimerFiring:
         started = 0
         deadline = time.monotonic() + timeout
         while True:
-            count, _ = self._round(ignore_rate=True)
+            count = self._round(ignore_rate=True).started
             started += count
             with self._cond:
                 while self._in_flight and not self._stopped:
@@ -139,9 +154,17 @@ class TimerFiring:
 
     def _run(self) -> None:
         while True:
+            awaiting = False
             try:
-                _, more = self._round(ignore_rate=False)
-                wait = 0.0 if more else self._sleep_for()
+                done = self._round(ignore_rate=False)
+                if done.limited:
+                    wait = 0.01  # the rate limit's next token, or a slot in flight
+                elif done.full and done.started:
+                    wait = 0.0  # more are due than one read returns
+                else:
+                    wait = self._sleep_for()
+                # due sessions still in flight: their answers move the index on
+                awaiting = done.limited or done.skipped > 0
             except ActorflowError as exc:  # the store is unreachable: try again later
                 _log.warning("timer_poll_failed", error=type(exc).__name__, detail=str(exc))
                 wait = self._poll_interval
@@ -153,37 +176,45 @@ class TimerFiring:
                     return
                 self._wake_at = self._clock() + wait
                 if wait > 0 and not self._woken:
+                    self._awaiting = awaiting
                     self._cond.wait(wait)
+                    self._awaiting = False
                 self._woken = False
                 self._wake_at = 0.0
 
     def _sleep_for(self) -> float:
-        """Seconds until the next timer not in flight is due, at most the poll interval."""
-        upcoming = self._store.due_timers(math.inf, limit=self.in_flight() + 1)
+        """Seconds until the next timer comes due (or a retry), at most the poll interval."""
         now = self._clock()
+        upcoming = self._store.due_timers(math.inf, limit=1, since=now)
+        candidates = [upcoming[0].due] if upcoming else []
         with self._cond:
-            nearest = next((d.due for d in upcoming if d.session_id not in self._in_flight), None)
+            for sid, (_, not_before) in list(self._retry.items()):
+                if not_before > now:
+                    candidates.append(not_before)
+                elif not_before < now - FORGET_RETRY_AFTER:
+                    del self._retry[sid]  # its timer went away (cancelled, deleted)
             alarm = self._alarm
             if alarm is not None and alarm <= now:
                 self._alarm = alarm = None  # reached: the index holds it by now
             if alarm is not None:
-                nearest = alarm if nearest is None else min(nearest, alarm)
-        if nearest is None:
+                candidates.append(alarm)
+        if not candidates:
             return self._poll_interval
-        return min(self._poll_interval, max(0.0, nearest - now))
+        return min(self._poll_interval, max(0.0, min(candidates) - now))
 
-    def _round(self, *, ignore_rate: bool) -> tuple[int, bool]:
-        """Start a timer step for each session due now; (how many, whether more are due)."""
+    def _round(self, *, ignore_rate: bool) -> _Round:
+        """Start a timer step for each session due now that is not in flight or backing off."""
         now = self._clock()
         due = self._store.due_timers(now, limit=BATCH)
-        started = 0
+        started = skipped = 0
         limited = False
         for entry in due:
             sid = entry.session_id
             with self._cond:
                 if self._stopped:
-                    return started, False
+                    break
                 if sid in self._in_flight:
+                    skipped += 1
                     continue
                 retry = self._retry.get(sid)
                 if retry is not None and retry[1] > now:
@@ -194,7 +225,7 @@ class TimerFiring:
                 self._in_flight[sid] = entry.due
             started += 1
             self._submit(sid, self._answer_for(sid))
-        return started, limited or len(due) == BATCH
+        return _Round(started, skipped, limited, len(due) == BATCH)
 
     def _take_token(self) -> bool:
         """Under the lock: one token of the rate limit, and a slot in flight."""
@@ -226,7 +257,11 @@ class TimerFiring:
                 failures = self._retry.get(session_id, (0, 0.0))[0] + 1
                 backoff = min(MAX_BACKOFF, 2.0 ** (failures - 1))
                 self._retry[session_id] = (failures, self._clock() + backoff)
-            self._cond.notify_all()
+            if self._awaiting:
+                self._woken = True
+                self._cond.notify_all()
+            elif not self._in_flight:
+                self._cond.notify_all()  # fire_now waits for the last answer
         if isinstance(outcome, BaseException) and not isinstance(
             outcome, SessionNotFound | LeaseHeldElsewhere
         ):

@@ -113,9 +113,11 @@ class FencedStore:
         """Ids of up to ``limit`` sessions whose ``expires_at`` is before ``now``."""
         return self.inner.expired(now, limit)
 
-    def due_timers(self, until: float, limit: int = 100) -> builtins.list[DueTimer]:
-        """Sessions whose earliest pending timer is due by ``until``, soonest first."""
-        return self.inner.due_timers(until, limit)
+    def due_timers(
+        self, until: float, limit: int = 100, since: float | None = None
+    ) -> builtins.list[DueTimer]:
+        """Sessions whose earliest timer is due in (``since``, ``until``], soonest first."""
+        return self.inner.due_timers(until, limit, since)
 
     def count(self) -> int:
         """How many sessions are stored."""

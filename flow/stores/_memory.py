@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import builtins
 import heapq
+import math
 import threading
 import time
 from concurrent.futures import Future
@@ -311,11 +312,14 @@ class MemoryStore:
         due.sort()
         return [sid for _, sid in due[:limit]]
 
-    def due_timers(self, until: float, limit: int = 100) -> builtins.list[DueTimer]:
-        """Sessions whose earliest pending timer is due at or before ``until``, soonest first."""
+    def due_timers(
+        self, until: float, limit: int = 100, since: float | None = None
+    ) -> builtins.list[DueTimer]:
+        """Sessions whose earliest timer is due in (``since``, ``until``], soonest first."""
+        low = -math.inf if since is None else since
         with self._lock:
             self._check_open()
-            due = [(at, sid) for sid, at in self._due.items() if at <= until]
+            due = [(at, sid) for sid, at in self._due.items() if low < at <= until]
         return [DueTimer(sid, at) for at, sid in heapq.nsmallest(limit, due)]
 
     def count(self) -> int:

@@ -133,8 +133,11 @@ class SessionStore(Protocol):
         """Ids of up to ``limit`` sessions whose ``expires_at`` is before ``now``."""
         ...
 
-    def due_timers(self, until: float, limit: int = 100) -> builtins.list[DueTimer]:
-        """Sessions whose earliest pending timer is due at or before ``until``, soonest first.
+    def due_timers(
+        self, until: float, limit: int = 100, since: float | None = None
+    ) -> builtins.list[DueTimer]:
+        """Sessions whose earliest pending timer is due at or before ``until`` (and after
+        ``since``, when given), soonest first.
 
         The due-time index is updated in the same commit as the save that changed
         a session's timers (``Session.timers``) and loses the session's entry when

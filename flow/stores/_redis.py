@@ -270,7 +270,7 @@ return removed
 
 _DUE = LuaScript(
     """
-local found = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES',
+local found = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[4], ARGV[1], 'WITHSCORES',
   'LIMIT', 0, ARGV[2])
 local due = {}
 for i = 1, #found, 2 do
@@ -284,7 +284,7 @@ end
 return due
 """
 )
-"""Up to ARGV[2] ids of the timer index due by ARGV[1], soonest first, dropping
+"""Up to ARGV[2] ids of the timer index due by ARGV[1] (and from ARGV[4]), soonest first, dropping
 the ids whose session hash Redis has expired."""
 
 # aliases: inside RedisStore, ``list`` names the method
@@ -651,13 +651,18 @@ class RedisStore:
             raise unavailable(self.client, "finding expired sessions", exc) from exc
         return [i.decode() for i in ids]
 
-    def due_timers(self, until: float, limit: int = 100) -> _DueTimers:
-        """Sessions whose earliest pending timer is due at or before ``until``, soonest first.
+    def due_timers(self, until: float, limit: int = 100, since: float | None = None) -> _DueTimers:
+        """Sessions whose earliest timer is due in (``since``, ``until``], soonest first.
 
         Raises:
             StoreUnavailable: Redis could not be reached.
         """
-        args = ["+inf" if until == math.inf else repr(until), limit, f"{self.key_prefix}s:"]
+        args = [
+            "+inf" if until == math.inf else repr(until),
+            limit,
+            f"{self.key_prefix}s:",
+            "-inf" if since is None else f"({since!r}",
+        ]
         try:
             found: _Ids = _DUE.run(self.client, [self._timers_key], args)
         except redis.exceptions.RedisError as exc:

@@ -483,12 +483,16 @@ class SqliteStore:
             ).fetchall()
         return [row[0] for row in rows]
 
-    def due_timers(self, until: float, limit: int = 100) -> builtins.list[DueTimer]:
-        """Sessions whose earliest pending timer is due at or before ``until``, soonest first."""
+    def due_timers(
+        self, until: float, limit: int = 100, since: float | None = None
+    ) -> builtins.list[DueTimer]:
+        """Sessions whose earliest timer is due in (``since``, ``until``], soonest first."""
+        low = "" if since is None else "due > ? AND "
+        params = (until, limit) if since is None else (since, until, limit)
         with self._reader() as conn:
             rows = conn.execute(
-                "SELECT session_id, due FROM timers WHERE due <= ? ORDER BY due LIMIT ?",
-                (until, limit),
+                f"SELECT session_id, due FROM timers WHERE {low}due <= ? ORDER BY due LIMIT ?",
+                params,
             ).fetchall()
         return [DueTimer(sid, at) for sid, at in rows]
 

@@ -99,6 +99,10 @@ def test_due_timers_pages_soonest_first(store: SessionStore) -> None:
 
     assert store.due_timers(math.inf, limit=2) == [DueTimer("b", 1028.0), DueTimer("a", 1029.0)]
     assert [d.session_id for d in store.due_timers(1029.5)] == ["b", "a"]
+    assert store.due_timers(math.inf, since=1028.0) == [
+        DueTimer("a", 1029.0),
+        DueTimer("c", 1030.0),
+    ]
 
 
 def test_deleting_a_session_removes_its_timers(store: SessionStore) -> None:
