@@ -119,3 +119,15 @@ def test_a_whole_save_of_a_session_indexes_its_timers(store: SessionStore) -> No
     store.save(copy, None).result(timeout=10)
 
     assert {d.session_id for d in store.due_timers(math.inf)} == {"s1", "s2"}
+
+
+@pytest.mark.redis
+def test_redis_drops_the_index_entry_of_a_session_redis_expired(redis_url: str) -> None:
+    from flow.stores._redis import RedisStore
+
+    with RedisStore(redis_url) as store:
+        _stepped(store, _created(store, "s1"), 1000.0, input={"t": 30})
+        store.client.delete(store.session_key("s1"))  # as Redis's own expiry does
+
+        assert store.due_timers(math.inf) == []
+        assert store.client.zcard("actorflow:timers") == 0
