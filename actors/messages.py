@@ -26,6 +26,7 @@ __all__ = [
     "ActorStopped",
     "CommitFailed",
     "Crash",
+    "Edit",
     "ExpiredFound",
     "Forget",
     "Inspect",
@@ -55,6 +56,21 @@ OnBusy = Literal["enqueue", "reject"]
 
 
 @dataclass(frozen=True, slots=True)
+class Edit:
+    """A repair from outside, carried by a ``Step`` (see ``flow._edit.edit``).
+
+    With ``migrate_to``, the edit moves the session to that graph version through
+    the registered migrations instead (``actorflow sessions migrate``).
+    """
+
+    set: dict[str, Any]
+    unset: tuple[str, ...]
+    goto: str | None
+    by: str
+    migrate_to: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Step:
     """Run one step (``mode="step"``) or run until waiting/completed (``mode="run"``).
 
@@ -62,7 +78,8 @@ class Step:
     committed (or at once in ``passivate`` durability), or an ``ActorflowError``.
     A step with an idempotency ``key`` (and ``digest``, of its mode and input,
     ``flow._idempotency``) whose key the session remembers is answered from its
-    key table instead of running.
+    key table instead of running. With ``edit``, the step applies that edit
+    instead of running a task: it queues in the mailbox and commits like any step.
     """
 
     session_id: str
@@ -75,6 +92,7 @@ class Step:
     key: str | None = None
     digest: bytes | None = None
     fire_timer: bool = False
+    edit: Edit | None = None
 
 
 @dataclass(frozen=True, slots=True)

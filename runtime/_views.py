@@ -63,6 +63,7 @@ class SessionView:
     revision: int
     status_message: str | None = None
     timers: tuple[TimerView, ...] = ()
+    graph_version: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +85,7 @@ class LiveSessionInfo:
     request_count: int
     snapshot_bytes: int
     revision: int
+    graph_version: str = ""
 
 
 @dataclass(frozen=True, slots=True)
