@@ -37,6 +37,16 @@ BENCHES = [
         "bench/timers.py",
         "Durable timers: 100,000 due in 10 s, passivated; and after a SIGKILL",
     ),
+    (
+        "dashboard",
+        "bench/dashboard.py",
+        "The dashboard's live-actors page at 100,000 live sessions",
+    ),
+    (
+        "postgres",
+        "bench/postgres.py",
+        "PostgreSQL vs SQLite vs Redis, vs LangGraph's PostgresSaver, two daemons on PostgreSQL",
+    ),
 ]
 
 

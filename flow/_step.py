@@ -341,6 +341,7 @@ class _StepRun:
             meta.request_count + 1,
             meta.client_addr,
             meta.expires_at,
+            meta.members,
         )
         self.ctx.input = None
         self.ctx.timer = None

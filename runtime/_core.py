@@ -52,6 +52,7 @@ from flow._errors import (
 from flow._graph import Graph
 from flow._idempotency import KeyRetention, check_key, input_digest
 from flow._session import Session
+from flow._sharing import Need, allows
 from flow._step import new_session
 from flow._versions import GraphRegistry, Migration
 from flow.stores import open_store
@@ -60,6 +61,7 @@ from flow.stores._protocol import SessionPage, SessionStore
 from runtime._bridge import AsyncReply, LoopThread, SyncReply
 from runtime._cluster import Cluster
 from runtime._config import RuntimeConfig
+from runtime._live_page import LivePage, live_info, live_page
 from runtime._session_quota import SessionQuota
 from runtime._timer_firing import TimerFiring
 from runtime._views import (
@@ -110,6 +112,7 @@ def session_view(session: Session) -> SessionView:
             request_count=meta.request_count,
             client_addr=meta.client_addr,
             expires_at=meta.expires_at,
+            members=dict(meta.members),
         ),
         revision=session.revision,
         status_message=session.status_message,
@@ -477,26 +480,34 @@ class RuntimeCore:
         saved.add_done_callback(functools.partial(_release_if_failed, self.quota, owner))
         return session, saved
 
-    def load(self, session_id: str, owner: str | None) -> Session:
+    def load(self, session_id: str, owner: str | None, need: Need = "owner") -> Session:
         """The stored session (after any stopping actor of it has saved).
 
+        ``owner`` is the caller (None: anyone, an admin or the host app); ``need``
+        what it must be allowed (``flow._sharing.allows``: the owner may do
+        anything, a member what its access says).
+
         Raises:
-            SessionNotFound: it does not exist, or ``owner`` is not its owner.
+            SessionNotFound: it does not exist, or ``owner`` may not.
         """
         self.index.wait_gone_of_stopping(session_id, self.config.drain_timeout)
         session = self.store.load(session_id)
-        if session is None or (owner is not None and session.metadata.owner != owner):
+        if session is None or (
+            owner is not None
+            and not allows(session.metadata.owner, session.metadata.members, owner, need)
+        ):
             raise SessionNotFound(session_id)
         return session
 
-    def check_owner(self, session_id: str, owner: str | None) -> None:
-        """Raise ``SessionNotFound`` unless the session exists and (if given) is ``owner``'s."""
+    def check_owner(self, session_id: str, owner: str | None, need: Need = "owner") -> None:
+        """Raise ``SessionNotFound`` unless the session exists and (if given) ``owner``
+        may do what ``need`` says (by default: only the session's owner)."""
         entry = self.index.get(session_id)
         if entry is not None:
-            if owner is not None and entry.owner != owner:
+            if owner is not None and not allows(entry.owner, entry.members, owner, need):
                 raise SessionNotFound(session_id)
             return
-        self.load(session_id, owner)
+        self.load(session_id, owner, need)
 
     def delete_session(self, session_id: str, owner: str | None) -> None:
         """Stop the session's actor without saving, then delete its row (blocking).
@@ -569,23 +580,11 @@ class RuntimeCore:
     def live_sessions(self) -> list[LiveSessionInfo]:
         """One ``LiveSessionInfo`` per live actor, least recently used first."""
         now = self.config.clock()
-        return [
-            LiveSessionInfo(
-                session_id=e.session_id,
-                graph=e.graph_id,
-                owner=e.owner,
-                state="running" if e.pending > 0 else "idle",
-                status=e.status,
-                current_task=e.current_step_task or e.current_task,
-                mailbox_depth=max(e.pending, 0),
-                idle_seconds=max(0.0, now - e.last_used),
-                request_count=e.request_count,
-                snapshot_bytes=e.snapshot_bytes,
-                revision=e.revision,
-                graph_version=e.graph_version,
-            )
-            for e in self.index.entries()
-        ]
+        return [live_info(e, now) for e in self.index.entries()]
+
+    def live_page(self, **query: Any) -> LivePage:
+        """One sorted, filtered page of the live actors (``runtime._live_page.live_page``)."""
+        return live_page(self.index.entries(), self.config.clock(), **query)
 
     def stats(self) -> RuntimeStats:
         """Counters since open and the store's counts."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from actors._timer_stats import TimerFigures
@@ -37,6 +37,8 @@ class SessionMetadataView:
     request_count: int
     client_addr: str | None
     expires_at: float | None
+    members: dict[str, str] = field(default_factory=dict)
+    """Users the owner shared the session with, and their access (``read``/``write``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +73,8 @@ class LiveSessionInfo:
     """One live session actor, as the admin shell shows it.
 
     ``state`` is the actor's state: ``idle`` (nothing to do), ``running`` (a step
-    is in progress), ``stopping``.
+    is in progress), ``stopping``. ``reason`` says why it is live (``activated by
+    step``...), as ``inspect``'s ``live_reason``.
     """
 
     session_id: str
@@ -86,6 +89,7 @@ class LiveSessionInfo:
     snapshot_bytes: int
     revision: int
     graph_version: str = ""
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)

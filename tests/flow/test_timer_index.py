@@ -27,18 +27,22 @@ def _plan(ctx: Context) -> TaskResult:
 GRAPH = GraphBuilder("timers").add_task(_plan).build()
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SessionStore]:
-    """Each store in turn: memory, SQLite on a real file, Redis on a real server."""
+    """Each store in turn: memory, SQLite on a real file, Redis and PostgreSQL on real servers."""
     made: SessionStore
     if request.param == "memory":
         made = MemoryStore()
     elif request.param == "sqlite":
         made = SqliteStore(tmp_path / "sessions.db")
-    else:
+    elif request.param == "redis":
         from flow.stores._redis import RedisStore
 
         made = RedisStore(request.getfixturevalue("redis_url"))
+    else:
+        from flow.stores._postgres import PostgresStore
+
+        made = PostgresStore(request.getfixturevalue("postgres_url"))
     try:
         yield made
     finally:
