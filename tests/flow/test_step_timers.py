@@ -96,3 +96,18 @@ def test_a_bad_timer_fails_the_step_and_leaves_the_session(
 def test_scheduling_outside_a_step_is_refused() -> None:
     with pytest.raises(InvalidInput, match="while a step runs"):
         Context().schedule(5)
+
+
+def test_compaction_on_bytes_keeps_the_pending_timers() -> None:
+    from flow._rebase import rebased
+    from flow.stores._log import rebuild
+
+    session = new_session(GRAPH, owner="o", now=0.0)
+    base = encode(session)
+    records = []
+    for now, order in enumerate([{"schedule": {"a": (10, "x")}}, {"wake": 5}, "hello"]):
+        session, _ = step(GRAPH, session, order, now=float(now))
+        assert session.record is not None
+        records.append(encode_record(session.record))
+    assert rebased(base, records) == encode(rebuild(base, records))
+    assert decode(rebased(base, records)).timers == session.timers
