@@ -35,13 +35,20 @@ __all__ = ["CommitPipeline", "answer_step", "log_commit_error"]
 
 
 def answer_step(
-    services: ActorServices, entry: LiveEntry, message: Step, outcome: StepResult | BaseException
+    services: ActorServices,
+    entry: LiveEntry,
+    message: Step,
+    outcome: StepResult | BaseException | None,
 ) -> None:
     """Answer a step's caller and account for it in the live index (any thread).
 
-    Its watchers get its last event (``committed`` or ``error``) first."""
+    Its watchers get its last event (``committed`` or ``error``) first. None answers
+    a timer step that found no timer due (``Step.fire_timer``): it ran nothing, so
+    its watchers get nothing.
+    """
     services.index.finish(entry, failed=isinstance(outcome, BaseException))
-    services.events.step_ended(message.session_id, message.stream, outcome)
+    if outcome is not None:
+        services.events.step_ended(message.session_id, message.stream, outcome)
     message.reply(outcome)
     if isinstance(outcome, StepResult) and outcome.status is SessionStatus.COMPLETED:
         services.tell_supervisor(PassivateRequest(message.session_id, "completed"))

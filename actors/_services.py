@@ -19,6 +19,7 @@ import structlog
 
 from actors._event_hub import EventHub
 from actors._live_index import LiveIndex
+from actors._timer_stats import TimerStats
 from actors._timers import Timers
 from flow._graph import Graph
 from flow._idempotency import KeyRetention
@@ -90,6 +91,10 @@ class ActorServices:
             that a level filter configured by the entry point makes filtered
             calls nearly free).
         events: who watches which session (streams and tails), thread-safe.
+        timer_stats: durable timers set, fired, late and cancelled.
+        timer_alarm: told (any thread) the due time of a session's earliest
+            timer when a step changed its timers, so that the runtime's timer
+            firing wakes early for a nearer one (None: nobody listens).
     """
 
     settings: Settings
@@ -106,6 +111,8 @@ class ActorServices:
     supervisor: pykka.ActorRef[Any] | None = None
     log: Any = field(default_factory=lambda: structlog.get_logger("actorflow").bind())
     events: EventHub = field(default_factory=lambda: EventHub(1000))
+    timer_stats: TimerStats = field(default_factory=TimerStats)
+    timer_alarm: Callable[[float], None] | None = None
     _inline: dict[tuple[str, str], tuple[Graph, bool]] = field(default_factory=dict)
 
     def runs_inline(self, graph: Graph) -> bool:

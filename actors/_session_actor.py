@@ -72,6 +72,7 @@ from flow._idempotency import KeyEntry, KeyTable
 from flow._session import Access, Session, SessionMetadata, SessionStatus, StepFailure
 from flow._sharing import shared
 from flow._step import StepResult
+from flow._timers import PendingTimer, next_due
 from flow._versions import upgrade_to
 
 __all__ = ["ActorState", "SessionActor", "session_document"]
@@ -133,6 +134,7 @@ def session_document(session: Session, history_tail: int) -> dict[str, Any]:
         "context": session.context.to_dict(),
         "history_tail": [m.to_dict() for m in history.last_messages(history_tail)],
         "history_length": len(history),
+        "timers": [{"name": t.name, "due": t.due, "wake": t.wake} for t in session.timers],
         "last_failure": None if session.last_failure is None else session.last_failure.to_dict(),
         "metadata": {
             "owner": meta.owner,
@@ -269,9 +271,18 @@ class SessionActor(DispatcherActor, Owned):
             )
             return
         now = self._services.clock()
+        fire: str | None = None
+        if message.fire_timer:
+            due = self._due_timer(now)
+            if due is None:
+                self._answer(message, None)
+                return
+            fire = due.name
         self._seq += 1
         try:
-            outcome = self._runner.run(session, message, now, self._seq, self._commits.lineage)
+            outcome = self._runner.run(
+                session, message, now, self._seq, self._commits.lineage, fire
+            )
         except BaseException as exc:  # a task's SystemExit & co. are its failure, not ours
             self._step_failed(message, self._as_step_error(exc))
             return
@@ -283,6 +294,15 @@ class SessionActor(DispatcherActor, Owned):
             return
         new, result = outcome
         self._adopt(message, new, result, now)
+
+    def _due_timer(self, now: float) -> PendingTimer | None:
+        """The session's earliest timer due by ``now`` (None: none, or the session expired)."""
+        session = self._session
+        expires = session.metadata.expires_at
+        if expires is not None and expires <= now:
+            return None  # the sweep deletes it: an expired session's timers never fire
+        first = session.timers[0] if session.timers else None
+        return first if first is not None and first.due <= now else None
 
     def _edit(self, message: Step, change: Edit) -> None:
         """Apply a repair from outside as one new revision (in this turn; no task runs)."""
@@ -482,6 +502,8 @@ class SessionActor(DispatcherActor, Owned):
             return
         if key is not None and digest is not None:
             self._remember(key, digest, new, result, now)
+        if new.timers != self._session.timers or message.fire_timer:
+            self._timers_changed(self._session, new, now)
         self._session = new
         self._entry.snapshot_bytes = self._size.size
         self._publish(new)
@@ -498,6 +520,17 @@ class SessionActor(DispatcherActor, Owned):
             self._unconfirmed = future
         self._current = None
 
+    def _timers_changed(self, old: Session, new: Session, now: float) -> None:
+        """Count what the step did to the timers; tell the firing of a nearer due time."""
+        record = new.record
+        fired_name = None if record is None else record.fired
+        fired = next((t for t in old.timers if t.name == fired_name), None)
+        services = self._services
+        services.timer_stats.count_step(old.timers, new.timers, fired, now)
+        due = next_due(new.timers)
+        if due is not None and services.timer_alarm is not None:
+            services.timer_alarm(due)
+
     def _publish(self, session: Session) -> None:
         """Copy what callers read without asking the actor into its index entry."""
         entry = self._entry
@@ -508,7 +541,7 @@ class SessionActor(DispatcherActor, Owned):
         entry.expires_at = session.metadata.expires_at
         entry.members = session.metadata.members
 
-    def _answer(self, message: Step, outcome: StepResult | BaseException) -> None:
+    def _answer(self, message: Step, outcome: StepResult | BaseException | None) -> None:
         """Answer a step's caller (once) from the actor's turn."""
         if self._current is message:
             self._current = None

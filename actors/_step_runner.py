@@ -88,9 +88,17 @@ class StepRunner:
         return self._graph
 
     def run(
-        self, session: Session, message: Step, now: float, seq: int, lineage: int
+        self,
+        session: Session,
+        message: Step,
+        now: float,
+        seq: int,
+        lineage: int,
+        timer: str | None = None,
     ) -> tuple[Session, StepResult] | RunningStep:
         """Run ``message`` on ``session``: its outcome if inline, else the running step.
+
+        ``timer`` names the pending timer the step fires (``step(timer=...)``).
 
         Raises:
             BaseException: an inline step's failure, as the step raised it.
@@ -110,6 +118,7 @@ class StepRunner:
             max_chain=settings.max_chain,
             run_async=services.run_async,
             events=events,
+            timer=timer,
         )
         if self._inline or task is None:
             try:
@@ -129,17 +138,18 @@ class StepRunner:
                     max_chain=settings.max_chain,
                     run_blocking=functools.partial(_run_blocking, services.task_pool),
                     events=events,
+                    timer=timer,
                 ),
                 services.loop,
             )
         else:
             future = services.task_pool.submit(call)
         ref = self._ref
-        timer = services.timers.call_later(
+        deadline = services.timers.call_later(
             settings.step_timeout, functools.partial(tell, ref, StepDeadline(seq))
         )
         future.add_done_callback(lambda f: tell(ref, TaskDone(seq, f)))
-        return RunningStep(seq, message, lineage, future, timer, time.monotonic(), events)
+        return RunningStep(seq, message, lineage, future, deadline, time.monotonic(), events)
 
 
 async def _run_blocking(pool: Any, fn: Callable[..., Any], *args: Any) -> Any:

@@ -95,6 +95,7 @@ class Step:
     failure log; copying them is O(1), reading them happens only when a step fails."""
     key: str | None = None
     digest: bytes | None = None
+    fire_timer: bool = False
     edit: Edit | None = None
     stream: Subscriber | None = None
     """The step's own stream (``Runtime.stream``): it gets this step's events."""

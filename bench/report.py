@@ -33,6 +33,11 @@ BENCHES = [
         "Idempotency keys: the key table's memory, bytes, cost",
     ),
     (
+        "timers",
+        "bench/timers.py",
+        "Durable timers: 100,000 due in 10 s, passivated; and after a SIGKILL",
+    ),
+    (
         "dashboard",
         "bench/dashboard.py",
         "The dashboard's live-actors page at 100,000 live sessions",

@@ -19,6 +19,7 @@ from flow._session import (
     SessionStatus,
     StepFailure,
 )
+from flow._timers import PendingTimer
 
 __all__ = ["SCHEMA_VERSION", "assemble", "decode", "encode", "meta_fields", "metadata_from"]
 
@@ -66,6 +67,8 @@ def encode(session: Session) -> bytes:
         "mtot": history.total,
         "meta": meta_fields(meta, session.last_failure),
     }
+    if session.timers:  # the pending timers (flow._timers), only when there are some
+        fields["tmr"] = [t.encoded() for t in session.timers]
     keys = session.keys.packed() if session.keys else None
     items = [m._packed or _packed(m, pack) for m in history._messages]
     return assemble(fields, keys, items)
@@ -77,8 +80,10 @@ def assemble(fields: dict[str, Any], keys: bytes | None, history_items: list[byt
     longer and the two are spliced in after it, so that neither is packed again."""
     head = _packer().pack(fields)
     extra = _KEYS_KEY + keys if keys is not None else b""
-    # a fixmap header is 0x80 + its entry count (fewer than 16 here)
-    header = bytes((head[0] + (2 if keys is not None else 1),))
+    # the head is a fixmap (0x80 + its entry count, at most 14 here); the whole map
+    # may reach 16 entries with timers, keys and history: then it needs a map16 header
+    count = (head[0] & 0x0F) + (2 if keys is not None else 1)
+    header = bytes((0x80 | count,)) if count < 16 else b"\xde" + count.to_bytes(2, "big")
     return (
         header
         + head[1:]
@@ -190,6 +195,7 @@ def _session_from(doc: dict[str, Any]) -> Session:
         raise TypeError("back stack is not a list")
     smsg = doc["smsg"]
     keys = doc.get("keys")
+    timers = doc.get("tmr") or ()
     return Session(
         session_id=_str(doc["id"]),
         graph_id=_str(doc["graph"]),
@@ -203,6 +209,7 @@ def _session_from(doc: dict[str, Any]) -> Session:
         status_message=None if smsg is None else _str(smsg),
         keys=None if not keys else KeyTable.decoded(_str(doc["id"]), keys),
         last_failure=failure,
+        timers=tuple(PendingTimer.decoded(t) for t in timers),
     )
 
 

@@ -7,7 +7,8 @@ import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, Literal
 
 from flow._errors import InvalidInput
 from flow._events import (
@@ -18,6 +19,9 @@ from flow._events import (
     checked_name,
     checked_token,
 )
+
+if TYPE_CHECKING:
+    from flow._timers import TimerBook
 
 __all__ = ["DEFAULT_MAX_MESSAGES", "ChatHistory", "ChatMessage", "Context", "Role", "check_value"]
 
@@ -229,7 +233,8 @@ class Context:
 
     ``get`` of a missing key gives the default (None); ``set`` rejects a value that
     could not be snapshotted, naming the key and the type; ``input`` is the current
-    step's input (also stored under ``user_input``, graph-flow's convention).
+    step's input (also stored under ``user_input``, graph-flow's convention);
+    ``timer`` names the timer that woke this step (None for a step an input made).
 
     While a step runs, ``emit_token`` and ``emit`` stream partial output to
     whoever watches the session (``Runtime.stream``, SSE); with nobody watching
@@ -241,10 +246,12 @@ class Context:
         "_data",
         "_events",
         "_task",
+        "_timers",
         "_touched",
         "chat_history",
         "input",
         "session_id",
+        "timer",
     )
 
     def __init__(
@@ -291,6 +298,31 @@ class Context:
         events = self._events
         if events is not None and events.wanted():
             events.publish(CustomEvent(self._task, name, _normalized(data)), size)
+        self.timer: str | None = None
+        self._timers: TimerBook | None = None
+
+    def schedule(self, after: timedelta | float, input: Any = None, name: str | None = None) -> str:
+        """Fire a timer ``after`` (a timedelta or seconds) from now: a step of its own.
+
+        That step runs the session's current task with ``ctx.timer == name`` and
+        ``ctx.input == input``. A timer of the same name is replaced. The timer is
+        saved with this step (a failed step sets none). Returns the timer's name
+        (a fresh one when ``name`` is None).
+
+        Raises:
+            InvalidInput: no step is running, or a bad delay, name or input, or
+                the session already holds ``flow._timers.MAX_TIMERS`` timers.
+        """
+        return self._book().schedule(after, input, name)
+
+    def cancel_schedule(self, name: str) -> bool:
+        """Cancel the pending timer ``name``; False if there was none."""
+        return self._book().cancel(name)
+
+    def _book(self) -> TimerBook:
+        if self._timers is None:
+            raise InvalidInput("timers can only be scheduled or cancelled while a step runs")
+        return self._timers
 
     def get(self, key: str, default: Any = None) -> Any:
         """A copy of the value under ``key``, or ``default`` when it is missing.
@@ -379,6 +411,8 @@ class Context:
         clone.session_id = self.session_id
         clone._events = self._events
         clone._task = self._task
+        clone.timer = None
+        clone._timers = None
         return clone
 
     def __contains__(self, key: object) -> bool:

@@ -38,7 +38,7 @@ __all__ = ["archived", "rebased"]
 # the indexes of a record's fields in ``encode_record``'s list (record version 1)
 _REV, _AT, _KIND, _TASK, _RESPONSE, _STATUS, _SMSG, _CURRENT, _GVER = 1, 2, 3, 4, 6, 7, 8, 9, 10
 _BACK_KEEP, _BACK_PUSH, _CLEARED, _REMOVED, _SET, _MESSAGES, _SEQ, _CLEARED_AT = range(11, 19)
-_META, _REQUEST_ID, _KEYED = 19, 20, 21
+_META, _REQUEST_ID, _KEYED, _TIMERS = 19, 20, 21, 22
 
 
 def rebased(base: bytes, records: Iterable[bytes]) -> bytes:
@@ -133,6 +133,7 @@ def _rebased(
     # a failure note lives in the base only (records never carry one): replay keeps it
     failure = metadata_from(head["meta"])[1]
     keys: dict[str, builtins.list[Any]] | None = None
+    timers = head.get("tmr")  # the pending timers (flow._timers): a record may replace them
     pack = msgpack.Packer(use_bin_type=True).pack
     for raw in records:
         doc = record_fields(raw)
@@ -166,6 +167,8 @@ def _rebased(
         smsg = None if doc[_SMSG] is None else _str(doc[_SMSG])
         gver = _str(doc[_GVER])
         meta = _meta(doc[_META], failure)
+        if len(doc) > _TIMERS and doc[_TIMERS] is not None:
+            timers = doc[_TIMERS]
         keyed = doc[_KEYED] if len(doc) > _KEYED else None
         if doc[_REQUEST_ID] is not None and keyed is not None:
             if keys is None:
@@ -186,6 +189,8 @@ def _rebased(
         "mtot": total,
         "meta": meta,
     }
+    if timers:
+        fields["tmr"] = timers
     if keys is not None:
         keys_raw = pack(list(keys.values())) if keys else None
     return assemble(fields, keys_raw, history)

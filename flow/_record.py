@@ -25,6 +25,7 @@ from flow._context import ChatMessage
 from flow._errors import SnapshotDecodeError
 from flow._idempotency import KeyEntry, KeyTable
 from flow._session import Session, SessionMetadata, SessionStatus
+from flow._timers import PendingTimer
 
 __all__ = [
     "RecordKind",
@@ -67,6 +68,9 @@ class StepRecord:
         request_id: the step's idempotency key (None: the step had none).
         input_digest: for a keyed step, the digest of its mode and input.
         responses: for a keyed step, every response its tasks gave (its answer's).
+        timers: the session's pending timers after, when the step changed them
+            (None: unchanged; at most ``flow._timers.MAX_TIMERS``).
+        fired: the timer whose firing made this step (None: an input did).
     """
 
     revision: int
@@ -91,6 +95,8 @@ class StepRecord:
     request_id: str | None = field(default=None)
     input_digest: bytes | None = field(default=None)
     responses: tuple[str, ...] = field(default=())
+    timers: tuple[PendingTimer, ...] | None = field(default=None)
+    fired: str | None = field(default=None)
     # ``encode_record``'s bytes, kept once made: the size guard measures the record
     # and the store appends it, and a record never changes.
     _packed: bytes | None = field(default=None, init=False, repr=False, compare=False)
@@ -123,6 +129,8 @@ class StepRecord:
             key,
             digest,
             responses,
+            self.timers,
+            self.fired,
         )
 
     def settled(self, session: Session) -> StepRecord:
@@ -159,6 +167,8 @@ class StepRecord:
             self.request_id,
             self.input_digest,
             self.responses,
+            self.timers,
+            self.fired,
         )
 
     def key_entry(self, session_id: str) -> KeyEntry | None:
@@ -181,7 +191,14 @@ class StepRecord:
 
 
 def record_of(
-    work: Session, *, task: str, input: Any, response: str | None, back_low: int
+    work: Session,
+    *,
+    task: str,
+    input: Any,
+    response: str | None,
+    back_low: int,
+    timers_changed: bool = False,
+    fired: str | None = None,
 ) -> StepRecord | None:
     """The record of the step whose working copy is ``work`` (after ``finish``).
 
@@ -213,6 +230,8 @@ def record_of(
         message_seq=ctx.chat_history.total - len(added),
         history_cleared_at=cleared_at,
         metadata=work.metadata,
+        timers=work.timers if timers_changed else None,
+        fired=fired,
     )
 
 
@@ -275,6 +294,8 @@ def apply(session: Session, record: StepRecord) -> None:
     session.status_message = record.status_message
     session.graph_version = record.graph_version
     session.metadata = record.metadata
+    if record.timers is not None:
+        session.timers = record.timers
     entry = record.key_entry(session.session_id)
     if entry is not None:
         if session.keys is None:
@@ -321,6 +342,8 @@ def encode_record(record: StepRecord) -> bytes:
             meta_fields(meta),
             record.request_id,
             None if record.input_digest is None else [record.input_digest, list(record.responses)],
+            None if record.timers is None else [t.encoded() for t in record.timers],
+            record.fired,
         ]
     )
     object.__setattr__(record, "_packed", packed)  # a frozen record's cache slot
@@ -375,11 +398,13 @@ def decode_record(raw: bytes) -> StepRecord:
             cleared_at,
             meta,
             request_id,
-            *keyed,
+            *rest,
         ) = doc
         if kind not in ("step", "base"):
             raise ValueError(f"unknown record kind {kind!r}")
-        digest, responses = keyed[0] if keyed and keyed[0] is not None else (None, ())
+        digest, responses = rest[0] if rest and rest[0] is not None else (None, ())
+        timers = rest[1] if len(rest) > 1 else None
+        fired = rest[2] if len(rest) > 2 else None
         return StepRecord(
             revision=int(revision),
             at=float(at),
@@ -403,6 +428,8 @@ def decode_record(raw: bytes) -> StepRecord:
             request_id=None if request_id is None else str(request_id),
             input_digest=None if digest is None else bytes(digest),
             responses=tuple(str(r) for r in responses),
+            timers=None if timers is None else tuple(PendingTimer.decoded(t) for t in timers),
+            fired=None if fired is None else str(fired),
         )
     except Exception as exc:
         raise SnapshotDecodeError(

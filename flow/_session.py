@@ -12,6 +12,7 @@ from flow._context import Context
 if TYPE_CHECKING:
     from flow._idempotency import KeyTable
     from flow._record import StepRecord
+    from flow._timers import PendingTimer
 
 __all__ = [
     "ACCESS_LEVELS",
@@ -101,6 +102,8 @@ class Session:
     #: The idempotency keys of its recent keyed steps (``flow._idempotency``; None:
     #: none yet). Shared by ``copy``: only the session actor adds to it, in its turn.
     keys: KeyTable | None = field(default=None, compare=False, repr=False)
+    #: Its pending timers, soonest first (``flow._timers``): set by steps, saved with them.
+    timers: tuple[PendingTimer, ...] = ()
     #: The log record of the step that made this session from revision - 1 (set by
     #: ``step``; None for a session made any other way). A store appends it instead
     #: of writing the whole session. Not copied, not compared, reset by ``replace``.
@@ -127,5 +130,6 @@ class Session:
             list(self.back_stack),
             self.status_message,
             self.keys,
+            self.timers,
             self.last_failure,
         )

@@ -20,6 +20,7 @@ from flow._graph import Graph
 from flow._record import record_of
 from flow._session import Session, SessionMetadata, SessionStatus, new_session_id
 from flow._task import RunAsync, RunBlocking, Task, TaskResult
+from flow._timers import WAKE_AFTER, PendingTimer, TimerBook, check_after
 
 __all__ = ["NO_EDGE_MESSAGE", "Mode", "StepResult", "astep", "new_session", "step"]
 
@@ -126,6 +127,7 @@ def step(
     max_chain: int = 1000,
     run_async: RunAsync | None = None,
     events: StepEvents | None = None,
+    timer: str | None = None,
 ) -> tuple[Session, StepResult]:
     """Run ``session``'s current task once (or a chain of tasks) and return the new session.
 
@@ -146,19 +148,23 @@ def step(
             private new event loop; refused inside a running loop, use ``astep``).
         events: where the step streams its events (``flow._events``): step_started,
             then per task task_started, what it emits, task_finished. None: nowhere.
+        timer: fire this pending timer (``flow._timers``): ``input`` is ignored, the
+            tasks see ``ctx.timer == timer`` and the timer's payload as ``ctx.input``
+            (not recorded as a user message), and the new session no longer holds
+            it. Without it, the step is an input and cancels a ``wake_after``.
 
     Returns:
         The new session (revision + 1) and what the step did.
 
     Raises:
         SessionCompleted: the session has completed.
-        InvalidInput: the session is not of this graph, an argument is malformed, or
-            the input is not msgpack-safe.
+        InvalidInput: the session is not of this graph, an argument is malformed,
+            the input is not msgpack-safe, or ``timer`` is not pending.
         TaskNotFound: the session's current task is not in the graph.
         TaskFailed: a task or an edge predicate raised, a GoTo named an unknown task,
             or the step exceeded ``max_chain`` (the cause is attached).
     """
-    run = _StepRun(graph, session, input, mode, now, max_chain, events)
+    run = _StepRun(graph, session, input, mode, now, max_chain, events, timer)
     t: Task | None = run.first_task()
     while t is not None:
         run.task_started(t)
@@ -180,6 +186,7 @@ async def astep(
     max_chain: int = 1000,
     run_blocking: RunBlocking | None = None,
     events: StepEvents | None = None,
+    timer: str | None = None,
 ) -> tuple[Session, StepResult]:
     """The asyncio form of ``step``: same arguments, results and errors.
 
@@ -187,7 +194,7 @@ async def astep(
     go through ``run_blocking(fn, *args)`` (default ``asyncio.to_thread``).
     """
     blocking_runner: RunBlocking = asyncio.to_thread if run_blocking is None else run_blocking
-    run = _StepRun(graph, session, input, mode, now, max_chain, events)
+    run = _StepRun(graph, session, input, mode, now, max_chain, events, timer)
     t: Task | None = run.first_task()
     while t is not None:
         run.task_started(t)
@@ -211,6 +218,7 @@ class _StepRun:
         now: float | None,
         max_chain: int,
         events: StepEvents | None,
+        timer: str | None = None,
     ) -> None:
         if session.graph_id != graph.id:
             raise InvalidInput(
@@ -231,13 +239,26 @@ class _StepRun:
         self.ctx = self.work.context
         self.ctx.track()
         self.back_low = len(self.work.back_stack)
+        self.book = book = TimerBook(session.timers, self.now)
+        if timer is not None:
+            pending = book.timers.get(timer) if isinstance(timer, str) else None
+            if pending is None:
+                raise InvalidInput(f"session {session.session_id!r} has no pending timer {timer!r}")
+            book.cancel(timer)
+            input = pending.input
+        else:
+            book.cancel(WAKE_AFTER)  # an input arrived first
+        self.timer = timer
         self.input = input
         self.ctx.session_id = session.session_id
         self.ctx.input = input
-        if input is not None:
-            self.ctx.set("user_input", input)
-        if isinstance(input, str) and graph.record_input:
-            self.ctx.chat_history.add_user(input)
+        self.ctx.timer = timer
+        self.ctx._timers = book
+        if timer is None:
+            if input is not None:
+                self.ctx.set("user_input", input)
+            if isinstance(input, str) and graph.record_input:
+                self.ctx.chat_history.add_user(input)
         self.ran = 0
         self.last_task = session.current_task
         self.responses: list[str] = []
@@ -284,6 +305,8 @@ class _StepRun:
                 moved = self._move_to(target)
         elif action.kind == "wait_for_input":
             work.status = SessionStatus.WAITING_FOR_INPUT
+            if result.wake_after is not None:
+                self._wake_after(t, result)
         elif action.kind == "end":
             work.status = SessionStatus.COMPLETED
         elif action.kind == "goto":
@@ -313,6 +336,14 @@ class _StepRun:
         self.ran += 1
         return self.graph.task(work.current_task)
 
+    def _wake_after(self, t: Task, result: TaskResult) -> None:
+        assert result.wake_after is not None
+        due = self.now + check_after(result.wake_after, "wake_after")
+        try:
+            self.book.set(PendingTimer(WAKE_AFTER, due, None, wake=True))
+        except InvalidInput as exc:
+            raise TaskFailed(t.id, exc, self.work.session_id) from exc
+
     def _move_to(self, target: str) -> bool:
         work = self.work
         work.back_stack.append(work.current_task)
@@ -337,12 +368,21 @@ class _StepRun:
         )
         self.ctx.input = None
         self.ctx._events = None
+        self.ctx.timer = None
+        self.ctx._timers = None
+        book = self.book
+        if work.status is SessionStatus.COMPLETED:
+            book.clear()  # a completed session never steps again
+        if book.changed:
+            work.timers = book.pending()
         work.record = record_of(
             work,
             task=self.last_task,
             input=self.input,
             response=self.responses[-1] if self.responses else None,
             back_low=self.back_low,
+            timers_changed=book.changed,
+            fired=self.timer,
         )
         result = StepResult(
             session_id=work.session_id,

@@ -13,9 +13,12 @@ import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, ClassVar, Final, Literal
 
 from flow._context import Context
+from flow._errors import InvalidInput
+from flow._timers import check_after
 
 __all__ = [
     "ActionKind",
@@ -108,11 +111,30 @@ class TaskResult:
         response: the text for the caller (None: nothing to say).
         next_action: what the engine does next (default ``NextAction.Continue``).
         status_message: becomes the session's status message (None clears it).
+        wake_after: with ``NextAction.WaitForInput`` only: if no input arrives
+            within this delay, the session is woken by a step of its own
+            (``ctx.timer == "wake_after"``, ``ctx.input`` None); an input arriving
+            first cancels it.
+
+    Raises:
+        InvalidInput: ``wake_after`` without ``WaitForInput``, or out of range
+            (0 to 366 days).
     """
 
     response: str | None = None
     next_action: NextAction = NextAction.Continue
     status_message: str | None = None
+    wake_after: timedelta | None = None
+
+    def __post_init__(self) -> None:
+        if self.wake_after is None:
+            return
+        if self.next_action != NextAction.WaitForInput:
+            raise InvalidInput(
+                f"wake_after needs next_action=NextAction.WaitForInput, not {self.next_action!r}"
+                " (use ctx.schedule for a timer that fires whatever happens)"
+            )
+        check_after(self.wake_after, "wake_after")
 
     @classmethod
     def move_to_next(cls) -> TaskResult:

@@ -71,6 +71,10 @@ class RuntimeConfig:
             or forking one fails with ``SessionQuotaExceeded`` (0: no limit) (10,000).
         stream_buffer: most events one stream or tail reader may have waiting; a
             reader further behind gets ``overflow`` and is dropped (1,000).
+        timer_fire_rate: most durable timers fired per second (and in flight);
+            late timers after a restart fire in due order at this rate (10,000).
+        timer_poll_interval: longest wait between two reads of the store's
+            timer index: timers set by another daemon fire at most this late (1).
         clock: the wall clock, replaceable in tests (``time.time``).
     """
 
@@ -145,5 +149,11 @@ class RuntimeConfig:
         1000,
         "most events a stream or /events reader may have waiting; "
         "one further behind gets an overflow event and is disconnected",
+    )
+    timer_fire_rate: Count = setting(
+        10_000, "most durable timers fired per second; late ones fire in due order at this rate"
+    )
+    timer_poll_interval: Seconds = setting(
+        1.0, "longest wait between reads of the store's timer index (timers set by other daemons)"
     )
     clock: Callable[[], float] = field(default=time.time, compare=False)

@@ -64,12 +64,14 @@ from runtime._cluster import Cluster
 from runtime._config import RuntimeConfig
 from runtime._live_page import LivePage, live_info, live_page
 from runtime._session_quota import SessionQuota
+from runtime._timer_firing import TimerFiring
 from runtime._views import (
     LiveSessionInfo,
     RuntimeStats,
     SessionMetadataView,
     SessionView,
     StoredPage,
+    TimerView,
 )
 
 __all__ = ["RuntimeCore", "open_cores", "session_view"]
@@ -115,6 +117,7 @@ def session_view(session: Session) -> SessionView:
         ),
         revision=session.revision,
         status_message=session.status_message,
+        timers=tuple(TimerView(t.name, t.due, t.wake) for t in session.timers),
         graph_version=session.graph_version,
     )
 
@@ -127,13 +130,14 @@ def _check_config(config: RuntimeConfig) -> None:
         "step_timeout",
         "restart_window",
         "sweep_interval",
+        "timer_poll_interval",
     )
     for name in positive:
         value = getattr(config, name)
         if not value > 0:
             raise InvalidInput(f"RuntimeConfig.{name} must be > 0, got {value!r}")
     at_least_one = ("max_live", "max_pending", "dispatcher_threads", "task_threads", "max_chain")
-    for name in (*at_least_one, "sweep_batch", "max_session_bytes"):
+    for name in (*at_least_one, "sweep_batch", "max_session_bytes", "timer_fire_rate"):
         value = getattr(config, name)
         if not isinstance(value, int) or value < 1:
             raise InvalidInput(f"RuntimeConfig.{name} must be an int >= 1, got {value!r}")
@@ -226,6 +230,14 @@ class RuntimeCore:
         # the read to the store pool (64 threads reading SQLite at once spend more on
         # the GIL than on the reads).
         self._caller_reads = threading.BoundedSemaphore(1)
+        self.timer_firing = TimerFiring(
+            self.store,
+            self._fire_timer,
+            config.clock,
+            rate=config.timer_fire_rate,
+            poll_interval=config.timer_poll_interval,
+        )
+        self._cleanup.append(self.timer_firing.close)
         self.dispatcher = Dispatcher(config.dispatcher_threads, name="actorflow")
         self._cleanup.append(lambda: self.dispatcher.shutdown(timeout=10))
         self.services = ActorServices(
@@ -254,6 +266,7 @@ class RuntimeCore:
             clock=config.clock,
             store_pool=self.store_pool,
             events=EventHub(config.stream_buffer),
+            timer_alarm=self.timer_firing.alarm,
         )
         self.supervisor = self.dispatcher.spawn(SupervisorActor, self.services)
         self.services.supervisor = self.supervisor
@@ -261,6 +274,11 @@ class RuntimeCore:
             self.cluster.attach(self.services)
             self._cleanup.append(self.cluster.close)
         self._sweeper: Timer = self.timers.call_every(config.sweep_interval, self._tick)
+        self.timer_firing.start()
+
+    def _fire_timer(self, session_id: str, reply: Reply) -> None:
+        """The timer firing's way in: a timer step through the normal path (never blocks)."""
+        self.submit_step(session_id, None, "step", "enqueue", None, reply, fire_timer=True)
 
     def _tick(self) -> None:
         self.services.tell_supervisor(Sweep())
@@ -316,6 +334,7 @@ class RuntimeCore:
         *,
         preload: bool = False,
         key: str | None = None,
+        fire_timer: bool = False,
         edit: Edit | None = None,
         stream: Subscriber | None = None,
     ) -> None:
@@ -327,6 +346,7 @@ class RuntimeCore:
         one already. A step with an idempotency ``key`` carries it and the digest
         of its mode and input (made here, off the actor), see ``flow._idempotency``.
         A streamed step carries its ``stream`` (`actors._event_hub`).
+        A ``fire_timer`` step (the timer firing's) fires the session's due timer.
         """
         try:
             self.check_open()
@@ -337,7 +357,9 @@ class RuntimeCore:
             if not isinstance(session_id, str):
                 raise SessionNotFound(str(session_id))
             context = contextvars.copy_context()
-            if key is None:
+            if fire_timer:
+                message = Step(session_id, None, mode, reply, context, fire_timer=True)
+            elif key is None:
                 message = Step(session_id, input, mode, reply, context, edit=edit, stream=stream)
             else:
                 digest = input_digest(mode, input)
@@ -587,6 +609,7 @@ class RuntimeCore:
             quarantined=len(self.store.quarantined(limit=QUARANTINE_COUNT_LIMIT)),
             mailbox_total=sum(depths),
             mailbox_max=max(depths, default=0),
+            timers=self.services.timer_stats.snapshot(),
         )
 
     # --- closing -----------------------------------------------------------------------------
@@ -617,6 +640,7 @@ class RuntimeCore:
     def close(self) -> None:
         """Drain, passivate every session, stop everything; idempotent."""
         self.begin_drain()
+        self.timer_firing.close()
         with self._close_lock:
             if self.closed:
                 return

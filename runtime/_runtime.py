@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
 import threading
 from collections.abc import Callable, Generator, Iterable
 from pathlib import Path
@@ -30,6 +31,7 @@ from flow._step import StepResult
 from flow._versions import GraphRegistry, Migration
 from flow.stores._log import MessagePage, RevisionInfo
 from flow.stores._protocol import SessionPage, SessionStore
+from flow.stores._timer_index import DueTimer
 from runtime import _history as history
 from runtime._bridge import AsyncReply, SyncReply
 from runtime._cluster import Cluster
@@ -649,6 +651,21 @@ class Runtime(_Facade):
         core.tell_supervisor(core.sweep_message(reply), reply)
         reply.wait()
 
+    def fire_due_timers(self, timeout: float = 10.0) -> int:
+        """Fire every timer due by the runtime's clock now and wait for their steps.
+
+        For tests with a ``ManualClock`` (advance it, then call this); the runtime
+        fires due timers on its own thread anyway. Returns how many timer steps it
+        started (a session whose timer another firing took is not counted).
+        """
+        self._core.check_open()
+        return self._core.timer_firing.fire_now(timeout)
+
+    def due_timers(self, limit: int = 20) -> list[DueTimer]:
+        """The sessions whose timers are due next, soonest first (one entry per session)."""
+        self._core.check_open()
+        return self._core.store.due_timers(math.inf, limit)
+
 
 class _AsyncOpen:
     """``AsyncRuntime.open(...)``: await it, or use it with ``async with``."""
@@ -1035,6 +1052,16 @@ class AsyncRuntime(_Facade):
         reply = self._reply()
         core.tell_supervisor(core.sweep_message(reply), reply)
         await reply.wait()
+
+    async def fire_due_timers(self) -> int:
+        """Fire every timer due now and wait for their steps (see ``Runtime.fire_due_timers``)."""
+        self._core.check_open()
+        return await asyncio.to_thread(self._core.timer_firing.fire_now)
+
+    async def due_timers(self, limit: int = 20) -> list[DueTimer]:
+        """The sessions whose timers are due next, soonest first (one entry per session)."""
+        self._core.check_open()
+        return await asyncio.to_thread(self._core.store.due_timers, math.inf, limit)
 
 
 def _share_message(user: str, access: Access | None, owner: str | None) -> Edit:

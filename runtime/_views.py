@@ -5,9 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from actors._timer_stats import TimerFigures
 from flow.stores._protocol import QuarantinedRow, SessionPage
 
-__all__ = ["LiveSessionInfo", "RuntimeStats", "SessionMetadataView", "SessionView", "StoredPage"]
+__all__ = [
+    "LiveSessionInfo",
+    "RuntimeStats",
+    "SessionMetadataView",
+    "SessionView",
+    "StoredPage",
+    "TimerView",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +42,16 @@ class SessionMetadataView:
 
 
 @dataclass(frozen=True, slots=True)
+class TimerView:
+    """A pending timer of a session: its name, when it is due (UNIX seconds), and
+    whether it is a ``wake_after`` (which an input arriving first cancels)."""
+
+    name: str
+    due: float
+    wake: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class SessionView:
     """A read-only copy of a session as of one revision."""
 
@@ -46,6 +64,7 @@ class SessionView:
     metadata: SessionMetadataView
     revision: int
     status_message: str | None = None
+    timers: tuple[TimerView, ...] = ()
     graph_version: str = ""
 
 
@@ -93,3 +112,4 @@ class RuntimeStats:
     quarantined: int
     mailbox_total: int = 0
     mailbox_max: int = 0
+    timers: TimerFigures | None = None

@@ -27,6 +27,7 @@ from flow.stores._lease import Holder, Lease, LeaseHeldElsewhere, LeaseLost, Lea
 from flow.stores._log import HistoryRange, MessagePage, RevisionInfo
 from flow.stores._protocol import QuarantinedRow, SessionPage
 from flow.stores._redis import RedisStore
+from flow.stores._timer_index import DueTimer
 
 if TYPE_CHECKING:
     from flow.stores._postgres import PostgresStore
@@ -117,6 +118,12 @@ class FencedStore:
     def expired(self, now: float, limit: int = 1000) -> builtins.list[str]:
         """Ids of up to ``limit`` sessions whose ``expires_at`` is before ``now``."""
         return self.inner.expired(now, limit)
+
+    def due_timers(
+        self, until: float, limit: int = 100, since: float | None = None
+    ) -> builtins.list[DueTimer]:
+        """Sessions whose earliest timer is due in (``since``, ``until``], soonest first."""
+        return self.inner.due_timers(until, limit, since)
 
     def count(self) -> int:
         """How many sessions are stored."""

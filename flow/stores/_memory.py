@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import bisect
 import builtins
+import heapq
+import math
 import threading
 import time
 from concurrent.futures import Future
@@ -40,6 +42,7 @@ from flow.stores._log import (
     revision_info,
 )
 from flow.stores._protocol import QuarantinedRow, SessionPage, StoredSessionInfo
+from flow.stores._timer_index import DueTimer, index_change
 
 __all__ = ["MemoryStore"]
 
@@ -77,6 +80,7 @@ class MemoryStore:
         self.policy = policy or LogPolicy()
         self._lock = threading.Lock()
         self._entries: dict[str, _Log] = {}
+        self._due: dict[str, float] = {}  # the due-time index of timers
         self._quarantine: builtins.list[QuarantinedRow] = []
         self._closed = False
         self.compactor = Compactor("memory", self.compact)
@@ -102,6 +106,7 @@ class MemoryStore:
             StoreUnavailable: the store is closed.
         """
         entry = entry_for(session, expected_revision)
+        timers_changed, next_due = index_change(session, entry)
         future: Future[None] = Future()
         future.set_running_or_notify_cancel()
         due = False
@@ -135,6 +140,11 @@ class MemoryStore:
                 )
             base_size = len(log.bases[log.newest_base()])
             log.info = self._info(session, base_size + log.tail_bytes)
+            if timers_changed:
+                if next_due is None:
+                    self._due.pop(session.session_id, None)
+                else:
+                    self._due[session.session_id] = next_due
         future.set_result(None)
         if due:
             self.compactor.request(session.session_id)
@@ -182,6 +192,7 @@ class MemoryStore:
             with self._lock:
                 if self._entries.get(session_id) is log:
                     del self._entries[session_id]
+                    self._due.pop(session_id, None)
                 self._quarantine.append(QuarantinedRow(session_id, exc.raw, str(exc), time.time()))
             raise SnapshotDecodeError(
                 f"session {session_id!r}: {exc}; the row was moved to quarantine", exc.raw
@@ -260,6 +271,7 @@ class MemoryStore:
         """Delete ``session_id`` and its whole log; True if it existed."""
         with self._lock:
             self._check_open()
+            self._due.pop(session_id, None)
             return self._entries.pop(session_id, None) is not None
 
     def list(
@@ -296,6 +308,16 @@ class MemoryStore:
         due.sort()
         return [sid for _, sid in due[:limit]]
 
+    def due_timers(
+        self, until: float, limit: int = 100, since: float | None = None
+    ) -> builtins.list[DueTimer]:
+        """Sessions whose earliest timer is due in (``since``, ``until``], soonest first."""
+        low = -math.inf if since is None else since
+        with self._lock:
+            self._check_open()
+            due = [(at, sid) for sid, at in self._due.items() if low < at <= until]
+        return [DueTimer(sid, at) for at, sid in heapq.nsmallest(limit, due)]
+
     def count(self) -> int:
         """How many sessions are stored (quarantined rows excluded)."""
         with self._lock:
@@ -318,6 +340,7 @@ class MemoryStore:
         with self._lock:
             self._closed = True
             self._entries.clear()
+            self._due.clear()
         self.compactor.close()
 
     def put_raw(self, session_id: str, data: bytes) -> None:

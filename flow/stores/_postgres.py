@@ -20,6 +20,7 @@ the leases table: ``flow.stores._postgres_schema``; leases:
 from __future__ import annotations
 
 import builtins
+import math
 import queue
 import threading
 import time
@@ -63,13 +64,14 @@ from flow.stores._postgres_reads import (
 )
 from flow.stores._postgres_schema import ensure_schema
 from flow.stores._protocol import Durability, QuarantinedRow, SessionPage, StoredSessionInfo
+from flow.stores._timer_index import DueTimer, index_change
 
 __all__ = ["PostgresStore"]
 
 _log = structlog.get_logger("actorflow.store.postgres")
 
 _T = TypeVar("_T")
-_LOG_TABLES = ("sessions", "bases", "records", "archive")
+_LOG_TABLES = ("sessions", "bases", "records", "archive", "timers")
 _WAIT_FOR_CONNECTION = 3.0  # seconds a call waits for a pooled connection before failing
 _RETRIES = 3  # a batch that met a deadlock or a concurrent insert is run again this often
 _RETRYABLE = (
@@ -124,6 +126,11 @@ _RECORD = (
 _Info = tuple[str, str, str, str, str, int, float, float, float | None]
 
 
+_TIMER = (
+    "INSERT INTO timers VALUES (%s, %s) "
+    "ON CONFLICT (session_id) DO UPDATE SET due = excluded.due"
+)
+
 class _SaveOp(NamedTuple):
     session_id: str
     expected: int | None
@@ -131,6 +138,7 @@ class _SaveOp(NamedTuple):
     info: _Info
     entry: LogEntry
     future: Future[None]
+    timers: tuple[bool, float | None]  # index_change: changed?, the next due time
 
 
 class _DeleteOp(NamedTuple):
@@ -287,7 +295,8 @@ class PostgresStore:
         )
         future: Future[None] = Future()
         future.set_running_or_notify_cancel()
-        self._submit(_SaveOp(sid, expected_revision, fence, info, entry, future))
+        timers = index_change(session, entry)
+        self._submit(_SaveOp(sid, expected_revision, fence, info, entry, future, timers))
         return future
 
     def load(self, session_id: str, revision: int | None = None) -> Session | None:
@@ -437,6 +446,21 @@ class PostgresStore:
             ).fetchall(),
         )
         return [row[0] for row in rows]
+
+    def due_timers(
+        self, until: float, limit: int = 100, since: float | None = None
+    ) -> builtins.list[DueTimer]:
+        """Sessions whose earliest timer is due in (``since``, ``until``], soonest first."""
+        low = -math.inf if since is None else since
+        rows = self._read(
+            "reading the timer index",
+            lambda c: c.execute(
+                "SELECT session_id, due FROM timers WHERE due > %s AND due <= %s "
+                "ORDER BY due LIMIT %s",
+                (low, until, limit),
+            ).fetchall(),
+        )
+        return [DueTimer(sid, float(at)) for sid, at in rows]
 
     def count(self) -> int:
         """How many sessions are stored (quarantined rows excluded)."""
@@ -707,6 +731,7 @@ class _BatchPlan:
         upserts: dict[str, builtins.list[Any]] = {}
         appends: dict[str, builtins.list[Any]] = {}
         deletes: set[str] = set()
+        due: dict[str, float | None] = {}  # the due-time index's new entries (None: drop)
         results = self._results
         for op in writes:
             sid = op.session_id
@@ -717,6 +742,7 @@ class _BatchPlan:
                 appends.pop(sid, None)
                 bases = [b for b in bases if b[0] != sid]
                 records = [r for r in records if r[0] != sid]
+                due.pop(sid, None)
                 self.tails.pop(sid, None)
                 self.appended.discard(sid)
                 deletes.add(sid)
@@ -731,6 +757,8 @@ class _BatchPlan:
                 continue
             entry = op.entry
             revisions[sid] = entry.revision
+            if op.timers[0]:
+                due[sid] = op.timers[1]
             size = 0
             if entry.record is not None:
                 records.append((sid, entry.revision, entry.at, entry.record))
@@ -775,6 +803,12 @@ class _BatchPlan:
             self.statements.append((_UPSERT, old))
         if appends:
             self.statements.append((_APPEND, builtins.list(appends.values())))
+        dropped = [(sid,) for sid, at in due.items() if at is None]
+        if dropped:
+            self.statements.append(("DELETE FROM timers WHERE session_id = %s", dropped))
+        kept = [(sid, at) for sid, at in due.items() if at is not None]
+        if kept:
+            self.statements.append((_TIMER, kept))
 
     def complete(self) -> None:
         """Complete every future of the committed batch."""

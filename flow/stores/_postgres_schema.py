@@ -78,6 +78,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             expires_at timestamptz
         )""",
     ),
+    (  # 2: the due-time index of durable timers (flow.stores._timer_index)
+        """CREATE TABLE timers (
+            session_id text PRIMARY KEY,
+            due        double precision NOT NULL
+        )""",
+        "CREATE INDEX timers_due ON timers (due)",
+    ),
 )
 """Each entry migrates the tables from the version before it; append, never edit."""
 

@@ -22,8 +22,10 @@ from typing import Literal, Protocol, runtime_checkable
 
 from flow._session import Session
 from flow.stores._log import HistoryRange, MessagePage, RevisionInfo
+from flow.stores._timer_index import DueTimer
 
 __all__ = [
+    "DueTimer",
     "Durability",
     "QuarantinedRow",
     "SessionPage",
@@ -129,6 +131,18 @@ class SessionStore(Protocol):
 
     def expired(self, now: float, limit: int = 1000) -> builtins.list[str]:
         """Ids of up to ``limit`` sessions whose ``expires_at`` is before ``now``."""
+        ...
+
+    def due_timers(
+        self, until: float, limit: int = 100, since: float | None = None
+    ) -> builtins.list[DueTimer]:
+        """Sessions whose earliest pending timer is due at or before ``until`` (and after
+        ``since``, when given), soonest first.
+
+        The due-time index is updated in the same commit as the save that changed
+        a session's timers (``Session.timers``) and loses the session's entry when
+        the session is deleted or expires; ``until=math.inf`` lists the next due.
+        """
         ...
 
     def count(self) -> int:

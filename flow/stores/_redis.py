@@ -17,6 +17,9 @@ Keys (``prefix`` defaults to ``actorflow:``):
   lexical order); ``<prefix>o:<owner>``: the same per owner; ``<prefix>exp``:
   ids scored by ``expires_at``. Ids whose hash has expired linger in them
   until ``list``, ``count`` or ``delete`` meets them and removes them.
+- ``<prefix>timers``: the due-time index of timers (``flow.stores._timer_index``),
+  ids scored by their earliest timer's due time, updated by the save script;
+  an id whose hash Redis expired is removed when ``due_timers`` meets it.
 - ``<prefix>quarantine``: a list of snapshots that failed to decode (msgpack
   ``[session_id, raw, error, quarantined_at]``), newest first; never trimmed.
 
@@ -31,6 +34,7 @@ a writer thread, which sends everything queued in one pipeline of EVALSHA calls
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import queue
 import threading
@@ -71,6 +75,7 @@ from flow.stores._log import (
 )
 from flow.stores._protocol import QuarantinedRow, SessionPage, StoredSessionInfo
 from flow.stores._redis_client import LuaScript, connect, describe, unavailable
+from flow.stores._timer_index import DueTimer, index_change
 
 __all__ = ["RedisStore"]
 
@@ -89,6 +94,7 @@ if ARGV[1] == 'delete' then
   redis.call('DEL', KEYS[4], KEYS[5], KEYS[6])
   redis.call('ZREM', KEYS[2], ARGV[2])
   redis.call('ZREM', KEYS[3], ARGV[2])
+  redis.call('ZREM', KEYS[7], ARGV[2])
   if owner then
     redis.call('ZREM', ARGV[3] .. owner, ARGV[2])
   end
@@ -141,6 +147,11 @@ end
 redis.call('ZADD', KEYS[2], 0, ARGV[8])
 redis.call('ZADD', KEYS[3], ARGV[7], ARGV[8])
 redis.call('ZADD', KEYS[4], 0, ARGV[8])
+if ARGV[13] == '-' then
+  redis.call('ZREM', KEYS[9], ARGV[8])
+elseif ARGV[13] ~= '' then
+  redis.call('ZADD', KEYS[9], ARGV[13], ARGV[8])
+end
 return {'ok', tostring(bsize), tostring(tb), tostring(tc)}
 """
 )
@@ -256,12 +267,32 @@ return removed
 """
 )
 
+_DUE = LuaScript(
+    """
+local found = redis.call('ZRANGEBYSCORE', KEYS[1], ARGV[4], ARGV[1], 'WITHSCORES',
+  'LIMIT', 0, ARGV[2])
+local due = {}
+for i = 1, #found, 2 do
+  if redis.call('EXISTS', ARGV[3] .. found[i]) == 0 then
+    redis.call('ZREM', KEYS[1], found[i])
+  else
+    due[#due + 1] = found[i]
+    due[#due + 1] = found[i + 1]
+  end
+end
+return due
+"""
+)
+"""Up to ARGV[2] ids of the timer index due by ARGV[1] (and from ARGV[4]), soonest first, dropping
+the ids whose session hash Redis has expired."""
+
 # aliases: inside RedisStore, ``list`` names the method
 _Ids = list[bytes]
 _Strs = list[str]
 _Infos = list[StoredSessionInfo]
 _Rows = list[QuarantinedRow]
 _RevisionInfos = list[RevisionInfo]
+_DueTimers = list[DueTimer]
 
 _INFO_FIELDS = ["owner", "rev", "meta", "bsize", "tb"]
 
@@ -330,6 +361,7 @@ class RedisStore:
         self.saves = 0
         self._ids_key = f"{key_prefix}ids"
         self._exp_key = f"{key_prefix}exp"
+        self._timers_key = f"{key_prefix}timers"
         self._quarantine_key = f"{key_prefix}quarantine"
         self._owner_prefix = f"{key_prefix}o:"
         self._write_ids = itertools.count(1)
@@ -537,6 +569,7 @@ class RedisStore:
             self._key("b", session_id),
             self._key("r", session_id),
             self._key("m", session_id),
+            self._timers_key,
         ]
         args = ["delete", session_id, self._owner_prefix]
         self._submit(_Write(session_id, None, None, keys, args, future))
@@ -609,6 +642,24 @@ class RedisStore:
         except redis.exceptions.RedisError as exc:
             raise unavailable(self.client, "finding expired sessions", exc) from exc
         return [i.decode() for i in ids]
+
+    def due_timers(self, until: float, limit: int = 100, since: float | None = None) -> _DueTimers:
+        """Sessions whose earliest timer is due in (``since``, ``until``], soonest first.
+
+        Raises:
+            StoreUnavailable: Redis could not be reached.
+        """
+        args = [
+            "+inf" if until == math.inf else repr(until),
+            limit,
+            f"{self.key_prefix}s:",
+            "-inf" if since is None else f"({since!r}",
+        ]
+        try:
+            found: _Ids = _DUE.run(self.client, [self._timers_key], args)
+        except redis.exceptions.RedisError as exc:
+            raise unavailable(self.client, "reading the timer index", exc) from exc
+        return [DueTimer(found[i].decode(), float(found[i + 1])) for i in range(0, len(found), 2)]
 
     def count(self) -> int:
         """How many sessions are stored (after dropping ids Redis has expired).
@@ -712,7 +763,9 @@ class RedisStore:
             self._key("b", session_id),
             self._key("r", session_id),
             self._key("m", session_id),
+            self._timers_key,
         ]
+        timers_changed, next_due = index_change(session, entry)
         # what list() answers from without decoding the snapshot
         info = msgpack.packb(
             [
@@ -740,6 +793,7 @@ class RedisStore:
             entry.record or b"",
             info,
             entry.base or b"",
+            ("-" if next_due is None else repr(next_due)) if timers_changed else "",
         ]
         return _Write(session_id, expected, fence, keys, args, future)
 

@@ -64,6 +64,7 @@ from flow.stores._sqlite_reads import (
     require_session,
 )
 from flow.stores._sqlite_schema import SCHEMA, STORE_SCHEMA_VERSION, migrate_v1
+from flow.stores._timer_index import DueTimer, index_change
 
 __all__ = ["STORE_SCHEMA_VERSION", "SqliteStore", "WriterStats"]
 
@@ -72,7 +73,7 @@ _REVISION_CACHE_LIMIT = 262_144
 _ROWS_PER_STATEMENT = 1000  # ids per IN (...) stays under SQLite's 32,766 parameters
 _MAX_READERS = 8
 _PAGE_SIZE = 1024
-_LOG_TABLES = ("sessions", "bases", "records", "archive")
+_LOG_TABLES = ("sessions", "bases", "records", "archive", "timers")
 _MAX_COMMIT_DELAY = 0.002  # seconds the writer may wait for a batch to fill
 _DATA_VERSION_EVERY = 0.1  # seconds between checks for other connections' commits
 
@@ -113,6 +114,7 @@ class _SaveOp(NamedTuple):
     info: _Info
     entry: LogEntry
     future: Future[None]
+    timers: tuple[bool, float | None]  # index_change: changed?, the next due time
 
 
 class _DeleteOp(NamedTuple):
@@ -342,7 +344,8 @@ class SqliteStore:
         )
         future: Future[None] = Future()
         future.set_running_or_notify_cancel()
-        self._submit(_SaveOp(sid, expected_revision, info, entry, future))
+        timers = index_change(session, entry)
+        self._submit(_SaveOp(sid, expected_revision, info, entry, future, timers))
         return future
 
     def load(self, session_id: str, revision: int | None = None) -> Session | None:
@@ -477,6 +480,19 @@ class SqliteStore:
                 (now, limit),
             ).fetchall()
         return [row[0] for row in rows]
+
+    def due_timers(
+        self, until: float, limit: int = 100, since: float | None = None
+    ) -> builtins.list[DueTimer]:
+        """Sessions whose earliest timer is due in (``since``, ``until``], soonest first."""
+        low = "" if since is None else "due > ? AND "
+        params = (until, limit) if since is None else (since, until, limit)
+        with self._reader() as conn:
+            rows = conn.execute(
+                f"SELECT session_id, due FROM timers WHERE {low}due <= ? ORDER BY due LIMIT ?",
+                params,
+            ).fetchall()
+        return [DueTimer(sid, at) for sid, at in rows]
 
     def count(self) -> int:
         """How many sessions are stored (quarantined rows excluded)."""
@@ -822,6 +838,7 @@ class _BatchPlan:
         rows: dict[str, list[Any]] = {}  # upserts: a base was written in this batch
         appends: dict[str, list[Any]] = {}
         deletes: set[str] = set()
+        due: dict[str, float | None] = {}  # the due-time index's new entries (None: drop)
         revisions = self.revisions
         results = self._results
         for op in batch:
@@ -833,6 +850,8 @@ class _BatchPlan:
                     continue
                 entry = op.entry
                 revisions[sid] = entry.revision
+                if op.timers[0]:
+                    due[sid] = op.timers[1]
                 size = 0
                 if entry.record is not None:
                     records.append((sid, entry.revision, entry.at, entry.record))
@@ -869,6 +888,7 @@ class _BatchPlan:
                 appends.pop(sid, None)
                 bases = [b for b in bases if b[0] != sid]
                 records = [r for r in records if r[0] != sid]
+                due.pop(sid, None)
                 self.tails.pop(sid, None)
                 self.forget_tails.append(sid)
                 deletes.add(sid)
@@ -892,6 +912,12 @@ class _BatchPlan:
             self.statements.append((_UPSERT, list(rows.values())))
         if appends:
             self.statements.append((_APPEND, list(appends.values())))
+        dropped = [(sid,) for sid, at in due.items() if at is None]
+        if dropped:
+            self.statements.append(("DELETE FROM timers WHERE session_id = ?", dropped))
+        kept = [(sid, at) for sid, at in due.items() if at is not None]
+        if kept:
+            self.statements.append(("INSERT OR REPLACE INTO timers VALUES (?, ?)", kept))
 
     def complete(self) -> bool:
         """Complete every future of the committed batch; True when it held the close request."""

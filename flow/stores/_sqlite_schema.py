@@ -9,6 +9,9 @@ Version 2 keeps the session log:
 - ``bases``: whole snapshots, one per revision that has one.
 - ``records``: one step record per revision (``flow._record``).
 - ``archive``: the chat messages of records dropped by retention, in chunks.
+- ``timers``: the due-time index of timers (``flow.stores._timer_index``): one
+  row per session with pending timers, the due time of its earliest; added
+  without a version change (``CREATE TABLE IF NOT EXISTS`` on open).
 
 Opening a v1 file migrates it in one transaction: each snapshot becomes the
 session's first base and its ``"base"`` record; a snapshot that does not decode
@@ -75,6 +78,11 @@ SCHEMA = (
     )""",
     "CREATE INDEX IF NOT EXISTS quarantine_time ON quarantine (quarantined_at)",
     "CREATE TABLE IF NOT EXISTS meta (schema_version INTEGER NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS timers (
+        session_id TEXT PRIMARY KEY,
+        due        REAL NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS timers_due ON timers (due)",
 )
 
 

@@ -17,6 +17,7 @@ from flow._session import Access
 from flow._step import StepResult
 from flow._versions import GraphRegistry
 from flow.stores._protocol import SessionPage, SessionStore
+from flow.stores._timer_index import DueTimer
 from runtime._bulk_migrate import migrate_live
 from runtime._config import RuntimeConfig
 from runtime._streams import AsyncEventStream
@@ -96,6 +97,10 @@ class AdminTarget(Protocol):
 
     async def tail(self, session_id: str, *, owner: str | None = None) -> AsyncEventStream:
         """Every event of one session from now on."""
+        ...
+
+    async def due_timers(self, limit: int = 20) -> list[DueTimer]:
+        """The sessions whose timers are due next, soonest first."""
         ...
 
     @property
@@ -296,6 +301,14 @@ async def _stored(runtime: AdminTarget, args: dict[str, Any], info: Mapping[str,
     }
 
 
+async def _timers(runtime: AdminTarget, args: dict[str, Any], info: Mapping[str, object]) -> Any:
+    due = await runtime.due_timers(args["limit"])
+    return {
+        "now": runtime.config.clock(),
+        "timers": [{"session_id": d.session_id, "due": d.due} for d in due],
+    }
+
+
 async def _config(runtime: AdminTarget, args: dict[str, Any], info: Mapping[str, object]) -> Any:
     config = runtime.config
     return {
@@ -361,6 +374,7 @@ HANDLERS: dict[str, Handler] = {
     "kill": _kill,
     "stats": _stats,
     "stored": _stored,
+    "timers": _timers,
     "config": _config,
     "edit": _edit,
     "share": _share,

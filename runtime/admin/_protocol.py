@@ -125,6 +125,11 @@ OPS: dict[str, OpSpec] = {
                 ArgSpec("limit", "int", False, "page size", 20, 1, 1000),
             ),
         ),
+        OpSpec(
+            "timers",
+            "the sessions whose durable timers are due next, soonest first",
+            (ArgSpec("limit", "int", False, "how many", 20, 1, 1000),),
+        ),
         OpSpec("config", "the daemon's and the runtime's configuration"),
         OpSpec(
             "edit",

@@ -20,7 +20,7 @@ from flow._session import SessionStatus
 from flow._step import StepResult
 from flow.stores._log import MessagePage, RevisionInfo
 from flow.stores._protocol import SessionPage, StoredSessionInfo
-from runtime._views import SessionMetadataView, SessionView
+from runtime._views import SessionMetadataView, SessionView, TimerView
 
 __all__ = [
     "Call",
@@ -141,6 +141,12 @@ class _Message(msgspec.Struct):
     timestamp: str
 
 
+class _Timer(msgspec.Struct):
+    name: str
+    due: float
+    wake: bool = False
+
+
 class _Detail(msgspec.Struct):
     session_id: str
     graph: str
@@ -151,6 +157,7 @@ class _Detail(msgspec.Struct):
     metadata: _Metadata
     revision: int
     status_message: str | None = None
+    timers: list[_Timer] = msgspec.field(default_factory=list)
 
 
 class _Summary(msgspec.Struct):
@@ -275,6 +282,7 @@ def _session_view(response: httpx.Response) -> SessionView:
         ),
         revision=body.revision,
         status_message=body.status_message,
+        timers=tuple(TimerView(t.name, t.due, t.wake) for t in body.timers),
     )
 
 

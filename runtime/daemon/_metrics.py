@@ -12,7 +12,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from runtime._views import RuntimeStats
@@ -65,6 +70,24 @@ class _RuntimeCollector(Collector):
             sample.mailbox_total,
         )  # fmt: skip
         yield _gauge("actorflow_mailbox_depth_max", "Deepest session mailbox.", sample.mailbox_max)
+        timers = stats.timers
+        if timers is not None:
+            yield _counter("actorflow_timers_set", "Durable timers set.", timers.set)
+            yield _counter("actorflow_timers_fired", "Durable timers fired.", timers.fired)
+            yield _counter(
+                "actorflow_timers_late", "Durable timers fired more than 1 s late.", timers.late
+            )
+            yield _counter(
+                "actorflow_timers_cancelled",
+                "Durable timers cancelled (by cancel_schedule, or an input before a wake_after).",
+                timers.cancelled,
+            )
+            yield HistogramMetricFamily(
+                "actorflow_timer_lateness_seconds",
+                "Seconds after its due time each durable timer fired.",
+                buckets=[("+Inf" if b == float("inf") else repr(b), n) for b, n in timers.lateness],
+                sum_value=timers.lateness_sum,
+            )
 
 
 class _StreamCollector(Collector):

@@ -139,8 +139,17 @@ class MembersResponse(msgspec.Struct):
     members: dict[str, str]
 
 
+class TimerBody(msgspec.Struct):
+    """A pending timer: its name, due time (UNIX seconds), and whether it is a wake_after."""
+
+    name: str
+    due: float
+    wake: bool = False
+
+
 class SessionDetail(msgspec.Struct):
-    """A session as of one revision (``context`` is the plain key → value map)."""
+    """A session as of one revision (``context`` is the plain key → value map;
+    ``timers`` its pending timers, soonest first)."""
 
     session_id: str
     graph: str
@@ -151,6 +160,7 @@ class SessionDetail(msgspec.Struct):
     metadata: MetadataBody
     revision: int
     status_message: str | None = None
+    timers: list[TimerBody] = msgspec.field(default_factory=list)
     graph_version: str = ""
 
     @classmethod
@@ -177,6 +187,7 @@ class SessionDetail(msgspec.Struct):
             ),
             revision=view.revision,
             status_message=view.status_message,
+            timers=[TimerBody(t.name, t.due, t.wake) for t in view.timers],
             graph_version=view.graph_version,
         )
 

@@ -134,6 +134,26 @@ def stored_table(items: Sequence[Mapping[str, Any]], *, title: str | None = None
     return table
 
 
+def timers_table(result: Mapping[str, Any]) -> RenderableType:
+    """The ``timers`` op: sessions by their next due timer, soonest first."""
+    timers = result.get("timers", [])
+    if not timers:
+        return Text("no pending timers")
+    now = float(result.get("now") or 0.0)
+    table = Table(title=f"next due timers: {len(timers)}", title_justify="left")
+    for name in ("ID", "DUE", "IN"):
+        table.add_column(name, no_wrap=True)
+    for timer in timers:
+        due = float(timer["due"])
+        left = due - now
+        table.add_row(
+            short_id(str(timer["session_id"])),
+            _when(due),
+            f"{left:.0f} s" if left >= 0 else f"late {-left:.0f} s",
+        )
+    return table
+
+
 def quarantine_table(rows: Sequence[Mapping[str, Any]]) -> Table:
     """Quarantined rows (id, when, size, the decode error) as a table."""
     table = Table(title="quarantined (snapshots that did not decode)", title_justify="left")
@@ -292,6 +312,8 @@ def render_result(op: str, result: Any) -> RenderableType:
         return live_table(sort_for_top(sessions), title=f"live sessions: {len(sessions)}")
     if op == "stored":
         return render_stored(result)
+    if op == "timers":
+        return timers_table(result)
     if op == "help":
         return _render_help(result)
     if op == "inspect":

@@ -13,6 +13,9 @@ It is how a test holds steps in flight across the process boundary.
 for the file named by context key ``gate``, streams `` second`` and answers
 whether the gate opened while it waited (a streaming test opens it on seeing
 the first token, so the answer proves the token arrived before the task ended).
+``reminder``: one task that waits; an input ``{"name": N, "after": seconds}``
+schedules a durable timer ``N``; a timer step appends its name to context key
+``fired``.
 """
 
 from __future__ import annotations
@@ -58,9 +61,18 @@ def _once(ctx: Context) -> TaskResult:
     return TaskResult("the end", NextAction.End, "finished")
 
 
+def _reminder(ctx: Context) -> TaskResult:
+    if ctx.timer is not None:
+        ctx.set("fired", [*ctx.get("fired", []), ctx.timer])
+    elif isinstance(ctx.input, dict):
+        ctx.schedule(ctx.input["after"], name=ctx.input["name"])
+    return TaskResult("noted", NextAction.WaitForInput)
+
+
 GRAPHS = [
     GraphBuilder("gated").add_task(FunctionTask("gated", _gated, blocking=True)).build(),
     GraphBuilder("boom").add_task(FunctionTask("boom", _boom, blocking=False)).build(),
     GraphBuilder("once").add_task(FunctionTask("once", _once, blocking=False)).build(),
     GraphBuilder("teller").add_task(FunctionTask("teller", _teller, blocking=True)).build(),
+    GraphBuilder("reminder").add_task(FunctionTask("reminder", _reminder, blocking=False)).build(),
 ]

@@ -9,8 +9,10 @@ import uuid
 
 import httpx
 from daemon_harness import Daemon, StartDaemon, assert_problem, create, wait_for
+from testkit import wait_until
 
 from runtime.admin import AdminClient
+from runtime.client import Client
 from runtime.daemon._docs_ui import ASSETS_DIR
 
 
@@ -175,6 +177,8 @@ def test_metrics_expose_prefixed_counters_after_steps(api: httpx.Client) -> None
         "actorflow_restarts_total",
         "actorflow_mailbox_depth",
         "actorflow_errors_total",
+        "actorflow_timers_fired_total",
+        "actorflow_timer_lateness_seconds_bucket",
     ):
         assert name in names, name
     assert all(n.startswith("actorflow_") for n in names if n)
@@ -343,3 +347,36 @@ def test_admin_socket_serves_the_daemons_live_sessions(
         assert "echo" in daemon_info["graphs"]
         info = admin.call("inspect", id=session_id)
     assert info["live"] is True
+
+
+# --- durable timers (issue 17): listed by GET, fired by the daemon on its own clock ---
+
+
+def test_get_session_lists_pending_timers_and_the_client_reads_them(
+    api: httpx.Client, shared_daemon: Daemon
+) -> None:
+    sid = create(api, "reminder")
+    assert api.post(f"/v1/sessions/{sid}/step", json={"input": {"name": "nudge", "after": 3600}})
+    body = api.get(f"/v1/sessions/{sid}").json()
+    assert [(t["name"], t["wake"]) for t in body["timers"]] == [("nudge", False)]
+    assert body["timers"][0]["due"] > body["metadata"]["last_accessed"] + 3599
+    with Client(shared_daemon.url) as client:
+        view = client.get_session(sid)
+    assert [t.name for t in view.timers] == ["nudge"]
+
+
+def test_the_daemon_fires_a_due_timer_by_itself(api: httpx.Client) -> None:
+    sid = create(api, "reminder")
+    step = api.post(f"/v1/sessions/{sid}/step", json={"input": {"name": "soon", "after": 0.2}})
+    assert step.status_code == 200, step.text
+
+    def fired() -> object:
+        return api.get(f"/v1/sessions/{sid}").json()["context"].get("fired")
+
+    assert wait_until(fired, timeout=10, what="the timer fired") == ["soon"]
+    assert api.get(f"/v1/sessions/{sid}").json()["timers"] == []
+    metrics = api.get("/metrics").text
+    fired_total = next(
+        line for line in metrics.splitlines() if line.startswith("actorflow_timers_fired_total")
+    )
+    assert float(fired_total.split()[1]) >= 1

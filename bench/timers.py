@@ -1,0 +1,295 @@
+"""Durable timers: firing many timers of passivated sessions, and after a SIGKILL.
+
+Usage: ``.venv-dev/bin/python bench/timers.py [--quick] [--sessions N]``.
+
+Setup (not measured): N sessions (default 100,000; ``--quick`` 10,000) are
+written straight into a SQLite store, each after one step that scheduled one
+timer, due spread evenly over a 10-second window; no actor is live. Then, in a
+child process (so that its RSS is its own), a runtime opens on that store with
+a clock shifted so that the window starts 3 s after it opened, and fires them:
+
+- RSS before the window (every timer pending, nothing live) and after it,
+  against a runtime opened on an empty store: pending timers cost no memory in
+  the runtime, only rows in the store's index (bytes per pending timer on disk);
+- the fire rate (timers fired per second of the window, first to last) and the
+  lateness p50/p99: when each timer step started (its ``last_accessed``, the
+  runtime's clock) minus its due time (target: p99 <= 1 s at 10,000 timers/s);
+- against the same sessions stepped once each by plain requests (64 client
+  threads, the same activation path without timers): what the firing adds;
+- the same with a SIGKILL in the middle of the window and a restart: every
+  timer fired exactly once, counted from the sessions' state (revision 2 is
+  one timer step after the scheduling step; 3 or more would be a double fire,
+  1 a lost timer), and how fast the late ones fired after the restart.
+
+Prints one line per figure and writes ``bench/out/timers.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import structlog
+from _plot import grouped_bars
+
+from flow import Context, GraphBuilder, NextAction, TaskResult, new_session, step, task
+from flow.stores import SqliteStore
+
+OUT = Path(__file__).resolve().parent / "out" / "timers.png"
+WINDOW = 10.0  # seconds over which the timers come due
+LEAD = 3.0  # seconds between the runtime opening and the window's start
+DUE_BASE = 2_000_000_000.0  # the window's start on the shifted clock (a fixed epoch)
+
+
+@task("wait", blocking=False)
+def wait(ctx: Context) -> TaskResult:
+    """The scheduling step sets one timer (its payload: the due time); any other step waits."""
+    if ctx.timer is None and ctx.input is not None:
+        ctx.schedule(float(ctx.input) - float(ctx.get("now")), input=ctx.input, name="t")
+    return TaskResult(None, NextAction.WaitForInput)
+
+
+GRAPH = GraphBuilder("bench_timers").add_task(wait).build()
+
+
+def vm_rss_mib() -> float:
+    """This process's resident memory, MiB (Linux)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS line in /proc/self/status (Linux only)")
+
+
+def setup(data_dir: Path, sessions: int) -> None:
+    """``sessions`` stored sessions, each with one timer due in the window (no runtime)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    now = DUE_BASE - 60.0
+    with SqliteStore(data_dir / "sessions.db", durability="commit") as store:
+        pending = []
+        for i in range(sessions):
+            due = DUE_BASE + WINDOW * i / sessions
+            session = new_session(GRAPH, owner="bench", now=now, context={"now": now})
+            stepped, _ = step(GRAPH, session, due, now=now)
+            stepped.record = None  # saved whole, as a fresh session: one write
+            pending.append(store.save(stepped, None))
+            if len(pending) >= 2000:
+                for future in pending:
+                    future.result()
+                pending.clear()
+        for future in pending:
+            future.result()
+
+
+def fire(data_dir: Path, offset: float, stop_after: int | None) -> None:
+    """In the child: open a runtime on ``data_dir`` and report while it fires (JSON lines)."""
+    from runtime import Runtime, RuntimeConfig
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    config = RuntimeConfig(
+        durability="commit", clock=lambda: time.time() + offset, timer_poll_interval=0.1
+    )
+    with Runtime.open(data_dir=data_dir, graphs=[GRAPH], config=config) as rt:
+        print(json.dumps({"rss_open": vm_rss_mib()}), flush=True)
+        while True:
+            fired = rt._core.services.timer_stats.snapshot().fired
+            if rt.due_timers(limit=1) == [] and rt._core.timer_firing.in_flight() == 0:
+                break
+            if stop_after is not None and fired >= stop_after:
+                print(json.dumps({"killable": fired}), flush=True)
+                time.sleep(3600)  # waits for the parent's SIGKILL
+            time.sleep(0.05)  # a benchmark's progress poll, not a test's wait
+        print(json.dumps({"rss_done": vm_rss_mib()}), flush=True)
+
+
+def activate(data_dir: Path) -> None:
+    """In the child: step every stored session once by request (64 threads); report the rate."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from runtime import Runtime, RuntimeConfig
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    config = RuntimeConfig(durability="commit", max_sessions_per_user=0)
+    with Runtime.open(data_dir=data_dir, graphs=[GRAPH], config=config) as rt:
+        ids: list[str] = []
+        cursor = None
+        while True:
+            page = rt.list_sessions("bench", cursor=cursor, limit=1000)
+            ids += [item.session_id for item in page.items]
+            cursor = page.next_cursor
+            if cursor is None:
+                break
+        started = time.perf_counter()
+        with ThreadPoolExecutor(64) as pool:
+            for _ in pool.map(lambda sid: rt.step(sid, None), ids):
+                pass
+        print(json.dumps({"rate": len(ids) / (time.perf_counter() - started)}), flush=True)
+
+
+def child(data_dir: Path, offset: float, stop_after: int | None = None) -> subprocess.Popen[str]:
+    """Start a firing child process."""
+    args = [sys.executable, __file__, "--fire", str(data_dir), "--offset", repr(offset)]
+    if stop_after is not None:
+        args += ["--stop-after", str(stop_after)]
+    return subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
+
+
+def read(process: subprocess.Popen[str]) -> dict[str, float]:
+    """The child's next report."""
+    assert process.stdout is not None
+    line = process.stdout.readline()
+    if not line:
+        raise RuntimeError(f"the firing child exited ({process.wait()})")
+    report: dict[str, float] = json.loads(line)
+    return report
+
+
+def outcome(data_dir: Path, sessions: int) -> tuple[dict[int, int], list[float], float]:
+    """(sessions by revision, sorted lateness of the fired, seconds first to last fire)."""
+    with sqlite3.connect(f"file:{data_dir / 'sessions.db'}?mode=ro", uri=True) as conn:
+        # rows in insertion order: the i-th session's timer is due at DUE_BASE + WINDOW * i / n
+        query = "SELECT revision, last_accessed FROM sessions ORDER BY rowid"
+        rows = conn.execute(query).fetchall()
+    by_revision: dict[int, int] = {}
+    started = []
+    lateness = []
+    for i, (revision, at) in enumerate(rows):
+        by_revision[revision] = by_revision.get(revision, 0) + 1
+        if revision == 2:
+            started.append(at)
+            lateness.append(max(0.0, at - (DUE_BASE + WINDOW * i / sessions)))
+    lateness.sort()
+    span = max(started) - min(started) if len(started) > 1 else 0.0
+    return by_revision, lateness, span
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    return values[min(len(values) - 1, int(fraction * len(values)))] if values else 0.0
+
+
+def run(data_dir: Path, sessions: int, *, kill: bool) -> dict[str, float]:
+    """Fire the timers of ``data_dir`` (with a SIGKILL halfway if ``kill``); the figures."""
+    offset = DUE_BASE - (time.time() + LEAD)
+    figures: dict[str, float] = {}
+    first = child(data_dir, offset, stop_after=sessions // 2 if kill else None)
+    try:
+        figures["rss_open"] = read(first)["rss_open"]
+        report = read(first)
+        if kill:
+            figures["killed_after"] = report["killable"]
+            first.send_signal(signal.SIGKILL)
+            first.wait(30)
+            restarted = time.monotonic()
+            second = child(data_dir, offset)
+            try:
+                read(second)
+                figures["rss_done"] = read(second)["rss_done"]
+                figures["restart_seconds"] = time.monotonic() - restarted
+            finally:
+                second.kill()
+                second.wait(30)
+        else:
+            figures["rss_done"] = report["rss_done"]
+    finally:
+        first.kill()
+        first.wait(30)
+    by_revision, lateness, span = outcome(data_dir, sessions)
+    figures["once"] = by_revision.get(2, 0)
+    figures["lost"] = by_revision.get(1, 0)
+    figures["double"] = sum(n for rev, n in by_revision.items() if rev > 2)
+    figures["p50"] = percentile(lateness, 0.50)
+    figures["p99"] = percentile(lateness, 0.99)
+    figures["rate"] = figures["once"] / span if span else 0.0
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="10,000 sessions")
+    parser.add_argument("--sessions", type=int, help="how many sessions (default 100,000)")
+    parser.add_argument("--fire", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--offset", type=float, default=0.0, help=argparse.SUPPRESS)
+    parser.add_argument("--stop-after", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--activate", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.fire is not None:
+        fire(args.fire, args.offset, args.stop_after)
+        return
+    if args.activate is not None:
+        activate(args.activate)
+        return
+    sessions = args.sessions or (10_000 if args.quick else 100_000)
+    with tempfile.TemporaryDirectory() as tmp:
+        empty = Path(tmp) / "empty"
+        setup(empty, 0)
+        baseline = child(empty, DUE_BASE - time.time())
+        try:
+            rss_empty = read(baseline)["rss_open"]
+        finally:
+            baseline.kill()
+            baseline.wait(30)
+        results = {}
+        for label, kill in (("undisturbed", False), ("SIGKILL + restart", True)):
+            data_dir = Path(tmp) / label.split()[0]
+            started = time.monotonic()
+            setup(data_dir, sessions)
+            setup_s = time.monotonic() - started
+            size = (data_dir / "sessions.db").stat().st_size
+            results[label] = run(data_dir, sessions, kill=kill)
+            r = results[label]
+            print(
+                f"{label}: {sessions:,} sessions with a timer due in a {WINDOW:.0f} s window "
+                f"(set up in {setup_s:.0f} s, {size / sessions:.0f} B per session on disk)"
+            )
+            print(
+                f"{label}: RSS {r['rss_open']:.0f} MiB with every timer pending and nothing "
+                f"live (empty store: {rss_empty:.0f} MiB), {r['rss_done']:.0f} MiB after firing"
+            )
+            print(
+                f"{label}: fired exactly once {r['once']:,.0f}/{sessions:,}, "
+                f"lost {r['lost']:,.0f}, fired twice {r['double']:,.0f}"
+                + (
+                    f" (killed after {r['killed_after']:,.0f} fired; the restarted runtime "
+                    f"finished {r['restart_seconds']:.1f} s after the kill)"
+                    if kill
+                    else ""
+                )
+            )
+            print(
+                f"{label}: {r['rate']:,.0f} timers/s fired (first to last, asked "
+                f"{sessions / WINDOW:,.0f}/s), lateness p50 {r['p50']:.2f} s, "
+                f"p99 {r['p99']:.2f} s (target p99 <= 1 s at 10,000/s)"
+            )
+            if not kill:
+                requests = subprocess.run(
+                    [sys.executable, __file__, "--activate", str(data_dir)],
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                rate = json.loads(requests.stdout.splitlines()[-1])["rate"]
+                print(
+                    f"the same sessions stepped once each by requests (64 threads, activation "
+                    f"from the store): {rate:,.0f}/s; timer firing/requests "
+                    f"{r['rate'] / rate:.2f}x"
+                )
+    path = grouped_bars(
+        OUT,
+        title=f"Durable timers: {sessions:,} due in {WINDOW:.0f} s (SQLite)",
+        ylabel="seconds late",
+        groups=["p50", "p99"],
+        series={label: [r["p50"], r["p99"]] for label, r in results.items()},
+    )
+    print(f"plot: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""Durable timers in a runtime: wake_after, named timers, cancel, restarts, deletes,
+expiry, retries, exactly once. ManualClock-driven: the test advances the clock and
+fires what is due (``Runtime.fire_due_timers``), nothing sleeps."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from timer_graph import FAILURES, GRAPH
+
+from runtime import Runtime
+from runtime.testing import ManualClock, open_test_runtime, wait_passivated
+
+
+def _fired(rt: Runtime, sid: str) -> list[str]:
+    fired: list[str] = rt.get_session(sid).context.get("fired", [])
+    return fired
+
+
+def _waiting(rt: Runtime, order: dict[str, object]) -> str:
+    """A session that got ``order`` as its first input, then passivated."""
+    sid = rt.create_session("timers", owner="u")
+    rt.step(sid, order)
+    assert rt.passivate(sid)
+    wait_passivated(rt, sid)
+    return sid
+
+
+def test_wake_after_wakes_a_passivated_session_when_no_input_came(tmp_path: Path) -> None:
+    clock = ManualClock()
+    with open_test_runtime(tmp_path, graphs=[GRAPH], clock=clock) as rt:
+        sid = _waiting(rt, {"wake": 60})
+        clock.advance(59)
+        rt.fire_due_timers()
+        assert _fired(rt, sid) == []
+
+        clock.advance(1)
+        rt.fire_due_timers()
+        view = rt.get_session(sid)
+        assert view.context["fired"] == ["wake_after"]
+        assert view.context["payloads"] == [None]
+        assert view.timers == ()
+        assert rt.due_timers() == []
+
+
+def test_an_input_arriving_first_cancels_wake_after(tmp_path: Path) -> None:
+    clock = ManualClock()
+    with open_test_runtime(tmp_path, graphs=[GRAPH], clock=clock) as rt:
+        sid = _waiting(rt, {"wake": 60})
+        clock.advance(30)
+        rt.step(sid, "a reply")
+        clock.advance(600)
+        rt.fire_due_timers()
+        assert _fired(rt, sid) == []
+        assert rt.get_session(sid).timers == ()
+        assert rt.stats().timers is not None
+        assert rt.stats().timers.cancelled == 1
+
+
+def test_named_timers_fire_whatever_happens_soonest_first_with_their_payload(
+    tmp_path: Path,
+) -> None:
+    clock = ManualClock()
+    with open_test_runtime(tmp_path, graphs=[GRAPH], clock=clock) as rt:
+        sid = _waiting(rt, {"schedule": {"late": 20, "soon": 10}})
+        rt.step(sid, "an input does not cancel named timers")
+        clock.advance(25)
+        rt.fire_due_timers()
+        view = rt.get_session(sid)
+        assert view.context["fired"] == ["soon", "late"]
+        assert view.context["payloads"] == ["soon", "late"]
+        figures = rt.stats().timers
+        assert figures is not None
+        assert (figures.set, figures.fired, figures.late) == (2, 2, 2)
+
+
+def test_cancel_schedule_drops_only_that_timer(tmp_path: Path) -> None:
+    clock = ManualClock()
+    with open_test_runtime(tmp_path, graphs=[GRAPH], clock=clock) as rt:
+        sid = _waiting(rt, {"schedule": {"a": 10, "b": 10}})
+        rt.step(sid, {"cancel": "a"})
+        assert [t.name for t in rt.get_session(sid).timers] == ["b"]
+        clock.advance(10)
+        rt.fire_due_timers()
+        assert _fired(rt, sid) == ["b"]
+
+
+def test_timers_survive_a_restart_and_late_ones_fire_at_once(tmp_path: Path) -> None:
+    clock = ManualClock()
+    with open_test_runtime(tmp_path, graphs=[GRAPH], clock=clock) as rt:
+        sids = [_waiting(rt, {"schedule": {"t": 10 + i}}) for i in range(3)]
+    clock.advance(3600)  # the runtime was down past every due time
+    with open_test_runtime(tmp_path, graphs=[GRAPH], clock=clock) as rt:
+        assert [d.session_id for d in rt.due_timers()] == sids  # due order
+        rt.fire_due_timers()
+        assert [_fired(rt, sid) for sid in sids] == [["t"]] * 3
+        figures = rt.stats().timers
+        assert figures is not None
+        assert figures.late == 3
+        assert figures.lateness[-1] == (float("inf"), 3)
+
+
+def test_deleting_a_session_cancels_its_timers(tmp_path: Path) -> None:
+    clock = ManualClock()
+    with open_test_runtime(tmp_path, graphs=[GRAPH], clock=clock) as rt:
+        sid = _waiting(rt, {"wake": 10})
+        rt.delete_session(sid)
+        assert rt.due_timers() == []
+        clock.advance(20)
+        assert rt.fire_due_timers() == 0
+
+
+def test_an_expired_session_never_fires_and_its_expiry_drops_its_timers(tmp_path: Path) -> None:
+    clock = ManualClock()
+    with open_test_runtime(tmp_path, graphs=[GRAPH], clock=clock, session_ttl=60.0) as rt:
+        sid = _waiting(rt, {"wake": 120})
+        clock.advance(130)
+        rt.fire_due_timers()  # due, but the session expired first: nothing runs
+        assert rt.stats().timers.fired == 0  # type: ignore[union-attr]
+        rt.sweep_now()
+        assert rt.due_timers() == []
+        assert rt.list_sessions(owner="u").items == []
+        del sid
+
+
+def test_a_failed_timer_step_keeps_its_timer_and_is_retried_after_a_backoff(
+    tmp_path: Path,
+) -> None:
+    clock = ManualClock()
+    with open_test_runtime(tmp_path, graphs=[GRAPH], clock=clock) as rt:
+        sid = _waiting(rt, {"schedule": {"t": 10}, "fail": 1})
+        clock.advance(10)
+        rt.fire_due_timers()  # it fails: the session stays as it was
+        assert [t.name for t in rt.get_session(sid).timers] == ["t"]
+        assert FAILURES[sid] == 0
+        assert rt.fire_due_timers() == 0  # backing off, on the runtime's clock
+        assert _fired(rt, sid) == []
+        clock.advance(1)
+        rt.fire_due_timers()
+        assert _fired(rt, sid) == ["t"]
+        assert rt.get_session(sid).timers == ()
+
+
+def test_a_timer_fired_twice_at_once_runs_once(tmp_path: Path) -> None:
+    clock = ManualClock()
+    with open_test_runtime(tmp_path, graphs=[GRAPH], clock=clock) as rt:
+        sid = _waiting(rt, {"schedule": {"t": 10}})
+        clock.advance(10)
+        answers: list[object] = []
+        done = threading.Event()
+
+        def answered(outcome: object) -> None:
+            answers.append(outcome)
+            if len(answers) == 2:
+                done.set()
+
+        core = rt._core
+        core._fire_timer(sid, answered)  # as two daemons' firings racing would
+        core._fire_timer(sid, answered)
+        assert done.wait(10)
+        assert _fired(rt, sid) == ["t"]
+        assert sum(a is None for a in answers) == 1
+
+
+def test_inspect_lists_pending_timers_live_and_passivated(tmp_path: Path) -> None:
+    clock = ManualClock()
+    with open_test_runtime(tmp_path, graphs=[GRAPH], clock=clock) as rt:
+        sid = _waiting(rt, {"schedule": {"t": 10}, "wake": 5})
+        expected = [
+            {"name": "wake_after", "due": clock() + 5, "wake": True},
+            {"name": "t", "due": clock() + 10, "wake": False},
+        ]
+        assert rt.inspect(sid)["timers"] == expected
+        rt.step(sid, "hello")  # live again; the input cancels the wake_after
+        assert rt.inspect(sid)["timers"] == expected[1:]
+
+
+@pytest.mark.parametrize("order", [{"schedule": {"t": -1}}, {"wake": 400 * 86400}])
+def test_a_timer_out_of_range_fails_the_step_and_changes_nothing(
+    tmp_path: Path, order: dict[str, object]
+) -> None:
+    from runtime import TaskFailed
+
+    with open_test_runtime(tmp_path, graphs=[GRAPH], clock=ManualClock()) as rt:
+        sid = rt.create_session("timers", owner="u")
+        with pytest.raises(TaskFailed, match="between 0 and 366 days"):
+            rt.step(sid, order)
+        assert rt.get_session(sid).revision == 0
+        assert rt.due_timers() == []
