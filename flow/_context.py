@@ -271,6 +271,8 @@ class Context:
         self.session_id = session_id
         self._events: StepEvents | None = None
         self._task = ""
+        self.timer: str | None = None
+        self._timers: TimerBook | None = None
 
     def emit_token(self, text: str) -> None:
         """Stream ``text`` as partial response text of the running task.
@@ -298,8 +300,6 @@ class Context:
         events = self._events
         if events is not None and events.wanted():
             events.publish(CustomEvent(self._task, name, _normalized(data)), size)
-        self.timer: str | None = None
-        self._timers: TimerBook | None = None
 
     def schedule(self, after: timedelta | float, input: Any = None, name: str | None = None) -> str:
         """Fire a timer ``after`` (a timedelta or seconds) from now: a step of its own.
