@@ -15,12 +15,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import pykka
-import structlog
 
 from actors._live_index import LiveIndex
 from actors._timers import Timers
 from flow._graph import Graph
 from flow._idempotency import KeyRetention
+from flow._logging import get_logger
 from flow._versions import GraphRegistry
 from flow.stores._protocol import SessionStore
 
@@ -102,7 +102,7 @@ class ActorServices:
     store_pool: Executor
     counters: Counters = field(default_factory=Counters)
     supervisor: pykka.ActorRef[Any] | None = None
-    log: Any = field(default_factory=lambda: structlog.get_logger("actorflow").bind())
+    log: Any = field(default_factory=lambda: get_logger("actorflow"))
     _inline: dict[tuple[str, str], tuple[Graph, bool]] = field(default_factory=dict)
 
     def runs_inline(self, graph: Graph) -> bool:

@@ -20,10 +20,9 @@ from __future__ import annotations
 
 import uuid
 
-import structlog
-
 from actors._services import ActorServices
 from actors.messages import PassivateRequest
+from flow._logging import get_logger
 from flow.stores._fenced import FencedStore
 from flow.stores._lease import AsyncLeaseReader, Holder, Lease, LeaseManager
 from flow.stores._protocol import SessionStore
@@ -32,7 +31,7 @@ from runtime._config import RuntimeConfig
 
 __all__ = ["Cluster", "Holder", "new_node_id"]
 
-_log = structlog.get_logger("actorflow.cluster")
+_log = get_logger("actorflow.cluster")
 
 _LOST_ACTIONS = {
     "taken": "killing the live actor; its unsaved state is dropped and the session is "

@@ -42,7 +42,6 @@ from typing import Any
 
 import msgpack
 import redis
-import structlog
 
 from flow._codec import encode
 from flow._errors import (
@@ -53,6 +52,7 @@ from flow._errors import (
     SnapshotDecodeError,
     StoreUnavailable,
 )
+from flow._logging import get_logger
 from flow._record import decode_record
 from flow._session import Session
 from flow.stores._lease import LeaseLost, epoch_key
@@ -75,7 +75,7 @@ from flow.stores._redis_client import LuaScript, connect, describe, unavailable
 
 __all__ = ["RedisStore"]
 
-_log = structlog.get_logger("actorflow.store.redis")
+_log = get_logger("actorflow.store.redis")
 
 MAX_BATCH = 512
 """Most saves sent in one pipeline."""

@@ -11,9 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from flow._errors import ActorflowError
+from flow._logging import get_logger
 from runtime.admin._ops import AdminTarget, Reload, dispatch
 from runtime.admin._protocol import (
     MAX_LINE_BYTES,
@@ -30,7 +29,7 @@ SOCKET_MODE = 0o600
 MAX_UNIX_PATH_BYTES = 107
 READ_CHUNK = 64 * 1024
 
-log = structlog.get_logger("runtime.admin")
+log = get_logger("actorflow.admin")
 
 
 class AdminServer:
