@@ -47,6 +47,7 @@ import httpx
 from daemon_http import Daemon, Load, create_sessions, free_port, run_wrk
 
 ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "bench" / "out" / "workers_routing.png"
 CONNECTIONS = 64
 SESSIONS = 64
 OPTIONS = ("direct, 1 worker", "front, 1 worker", "front, 2 workers", "ideal, 2 workers")
@@ -173,11 +174,38 @@ def run_option(
     return load, (front.cpu_seconds() - cpu) / max(1, load.steps) * 1e6
 
 
+def plot(rates: dict[str, float], p99: dict[str, float], path: Path, title: str) -> None:
+    """Steps/s ratio to direct and p99 by option."""
+    try:
+        import matplotlib
+    except ImportError:
+        print("plot: skipped (matplotlib missing: pip install -e '.[bench]')", flush=True)
+        return
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    labels = [option.replace(", ", "\n") for option in OPTIONS]
+    bars = left.bar(labels, [rates[o] for o in OPTIONS])
+    left.bar_label(bars, labels=[f"{rates[o]:.2f}" for o in OPTIONS], fontsize=8)
+    left.axhline(1.0, color="grey", linestyle=":")
+    left.set(title=f"steps/s / direct, {CONNECTIONS} connections (median of rounds)")
+    right.bar(labels, [p99[o] for o in OPTIONS])
+    right.set(title="p99 (median of rounds)", ylabel="ms")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    print(f"plot: {path}", flush=True)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Run the front (``--front``), or the measurement."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="2 rounds of 2 s (else 3 of 5 s)")
     parser.add_argument("--rounds", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=OUT, help="where to write the PNG")
     parser.add_argument("--front", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -210,11 +238,15 @@ def main(argv: Sequence[str] | None = None) -> None:
             for daemon in daemons:
                 daemon.stop()
     base = runs["direct, 1 worker"]
+    ratios: dict[str, float] = {}
+    p99s: dict[str, float] = {}
     for option in OPTIONS:
         got = runs[option]
         ratio = statistics.median(
             load.rate / ref.rate for (load, _), (ref, _) in zip(got, base, strict=True)
         )
+        ratios[option] = ratio
+        p99s[option] = statistics.median(x.p99_ms for x, _ in got)
         front_cpu = statistics.median(cpu for _, cpu in got)
         hop = f"  front CPU {front_cpu:.0f} us/step" if front_cpu else ""
         print(
@@ -225,6 +257,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"x{ratio:.2f} of direct (medians of {len(got)} rounds of {seconds:.0f} s, wrk, fsync)",
             flush=True,
         )
+    plot(ratios, p99s, args.out, f"load average {os.getloadavg()[0]:.1f}, fsync, wrk")
 
 
 if __name__ == "__main__":
