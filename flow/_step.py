@@ -310,6 +310,7 @@ class _StepRun:
             meta.request_count + 1,
             meta.client_addr,
             meta.expires_at,
+            meta.members,
         )
         self.ctx.input = None
         work.record = record_of(

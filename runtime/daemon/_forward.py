@@ -46,7 +46,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from runtime._cluster import Cluster, Holder
 from runtime.daemon._gateway import request_info
 from runtime.daemon._http import read_body, replayer, send_problem
-from runtime.daemon._problems import STORE_UNAVAILABLE, Problem, ProblemKind
+from runtime.daemon._problems import STORE_UNAVAILABLE, Problem, problem_kind
 from runtime.errors import StoreUnavailable
 
 __all__ = [
@@ -65,14 +65,14 @@ DEADLINE_HEADER = "x-actorflow-deadline"
 MAX_ATTEMPTS = 3
 CONNECT_TIMEOUT = 1.0
 
-MISDIRECTED = ProblemKind(421, "misdirected", "Misdirected request")
+MISDIRECTED = problem_kind("misdirected")
 """A forwarded request that arrived after its deadline, or where the lease epoch it was
 forwarded under is no longer held: it was not run."""
-OUTCOME_UNKNOWN = ProblemKind(503, "outcome-unknown", "Outcome unknown", retry_after=1)
+OUTCOME_UNKNOWN = problem_kind("outcome-unknown")
 """The holder got the step and stopped answering: it may have been committed before it
 stopped, and it can never be committed after this answer."""
 
-_SESSION_PATH = re.compile(r"^/v1/sessions/([^/]+)(?:/step)?/?$")
+_SESSION_PATH = re.compile(r"^/v1/sessions/([^/]+)(?:/step|/members(?:/[^/]+)?)?/?$")
 _EXECUTE_PATH = "/v1/execute"
 _REQUEST_ID = b"x-request-id"
 # A request the holder received but did not answer is served again elsewhere only if

@@ -93,7 +93,12 @@ def live_table(sessions: Sequence[Mapping[str, Any]], *, title: str | None = Non
         ("SNAP B", "right"),
         ("OWNER", "left"),
     ):
-        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+        table.add_column(
+            name,
+            justify=justify,  # type: ignore[arg-type]
+            no_wrap=True,
+            min_width=SHORT_ID if name == "ID" else None,
+        )
     for s in sessions:
         table.add_row(
             short_id(str(s.get("session_id", ""))),
@@ -114,7 +119,7 @@ def stored_table(items: Sequence[Mapping[str, Any]], *, title: str | None = None
     """Stored sessions (``StoredSessionInfo`` rows) as a table."""
     table = Table(title=title, title_justify="left")
     for name in ("ID", "OWNER", "GRAPH", "TASK", "STATUS", "REV", "LAST ACCESS", "BYTES"):
-        table.add_column(name, no_wrap=True)
+        table.add_column(name, no_wrap=True, min_width=SHORT_ID if name == "ID" else None)
     for item in items:
         table.add_row(
             short_id(str(item.get("session_id", ""))),
