@@ -90,6 +90,8 @@ class LibraryLogger:
 
     def __getattr__(self, method: str) -> Any:
         # debug, info, warning, error, exception, critical: the chosen logger's
+        if method.startswith("__"):  # copy, pickle and friends look for these
+            raise AttributeError(method)
         return getattr(self._target(), method)
 
 
