@@ -1,9 +1,12 @@
-"""Joining a cluster: a Redis-backed runtime holds a lease on every session live in it.
+"""Joining a cluster: a Redis- or PostgreSQL-backed runtime holds a lease on every session
+live in it.
 
-Several daemons on one Redis share sessions, and each session must be live in
-at most one of them (docs/cluster.md). ``Cluster.join`` is the one place that
-wires it: for a ``RedisStore`` it makes this node's ``LeaseManager`` (node id
-from the config, or generated; ``advertise``; ``lease_ttl``) and wraps the store
+Several daemons on one Redis or one PostgreSQL database share sessions, and each
+session must be live in at most one of them (docs/cluster.md). ``Cluster.join`` is
+the one place that wires it: for a ``RedisStore`` it makes this node's
+``LeaseManager`` (for a ``PostgresStore`` a ``PostgresLeaseManager`` over the
+store's pool; node id from the config, or generated; ``advertise``;
+``lease_ttl``) and wraps the store
 in a ``FencedStore``, so that activating a session takes its lease and every
 save is fenced by it. ``attach`` then connects the leases to the actors: a
 lease is renewed while its session is live here (or still stopping) and
@@ -18,7 +21,9 @@ was forwarded under (``bind``), and fences off a holder that stopped answering
 
 from __future__ import annotations
 
+import sys
 import uuid
+from typing import TYPE_CHECKING
 
 from actors._services import ActorServices
 from actors.messages import PassivateRequest
@@ -28,6 +33,9 @@ from flow.stores._lease import AsyncLeaseReader, Holder, Lease, LeaseManager
 from flow.stores._protocol import SessionStore
 from flow.stores._redis import RedisStore
 from runtime._config import RuntimeConfig
+
+if TYPE_CHECKING:
+    from flow.stores._postgres import PostgresStore
 
 __all__ = ["Cluster", "Holder", "new_node_id"]
 
@@ -49,10 +57,10 @@ def new_node_id() -> str:
 
 
 class Cluster:
-    """This process's membership of a cluster of daemons sharing one Redis.
+    """This process's membership of a cluster of daemons sharing one Redis or PostgreSQL.
 
     Args:
-        store: the Redis store the runtime opened (or was handed).
+        store: the Redis or PostgreSQL store the runtime opened (or was handed).
         config: the runtime's configuration (``node_id``, ``advertise``, ``lease_ttl``).
 
     Attributes:
@@ -62,19 +70,30 @@ class Cluster:
         renew_interval: seconds between lease renewals (``lease_ttl / 3``).
     """
 
-    def __init__(self, store: RedisStore, config: RuntimeConfig) -> None:
-        self._leases = LeaseManager(
-            store.client,
-            config.node_id or new_node_id(),
-            config.advertise,
-            config.lease_ttl,
-            key_prefix=store.key_prefix,
-        )
+    def __init__(self, store: RedisStore | PostgresStore, config: RuntimeConfig) -> None:
+        node_id = config.node_id or new_node_id()
+        if isinstance(store, RedisStore):
+            self._leases = LeaseManager(
+                store.client,
+                node_id,
+                config.advertise,
+                config.lease_ttl,
+                key_prefix=store.key_prefix,
+            )
+            # the forwarder's lookups on its own asyncio Redis client
+            self._reader = AsyncLeaseReader(self._leases, store.url)
+        else:
+            from flow.stores._postgres_lease import PostgresLeaseManager
+
+            self._leases = PostgresLeaseManager(
+                store.pool, store.where, node_id, config.advertise, config.lease_ttl
+            )
+            # the forwarder's lookups run the manager's own on a worker thread
+            self._reader = AsyncLeaseReader(self._leases, None)
         self.store = FencedStore(store, self._leases)
         self.node_id = self._leases.node_id
         self.lease_ttl = config.lease_ttl
         self.renew_interval = self._leases.renew_interval
-        self._reader = AsyncLeaseReader(self._leases, store.url)
         _log.info(
             "cluster_joined",
             node_id=self.node_id,
@@ -85,8 +104,16 @@ class Cluster:
 
     @classmethod
     def join(cls, store: SessionStore, config: RuntimeConfig) -> Cluster | None:
-        """The cluster ``store`` makes this runtime a member of: None unless it is Redis."""
-        return cls(store, config) if isinstance(store, RedisStore) else None
+        """The cluster ``store`` makes this runtime a member of: None unless it is Redis or
+        PostgreSQL."""
+        if isinstance(store, RedisStore):
+            return cls(store, config)
+        # a PostgresStore exists only once its module is imported: an SQLite runtime
+        # does not pay for importing psycopg here
+        postgres = sys.modules.get("flow.stores._postgres")
+        if postgres is not None and isinstance(store, postgres.PostgresStore):
+            return cls(store, config)
+        return None
 
     def attach(self, services: ActorServices) -> None:
         """Renew the leases of sessions live here only; kill an actor whose lease is lost."""
@@ -118,7 +145,7 @@ class Cluster:
         return self._leases.lease_for(session_id) is not None
 
     async def holder_of(self, session_id: str) -> Holder | None:
-        """Who holds the session's lease in Redis (this node included), or None.
+        """Who holds the session's lease in the store (this node included), or None.
 
         Raises:
             StoreUnavailable: Redis could not be reached.
