@@ -14,20 +14,20 @@ import uuid
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import pykka
-import structlog
 from pykka._envelope import Envelope
 from pykka.messages import _ActorStop
 
 from actors._dispatch_flag import StopFlag
 from actors._dispatch_mailbox import Mailbox
 from actors._ownership import turn_begins, turn_ends
+from flow._logging import get_logger
 
 if TYPE_CHECKING:
     from actors._dispatch_pool import Dispatcher
 
 __all__ = ["DispatcherActor"]
 
-_log = structlog.get_logger("actors.dispatcher")
+_log = get_logger("actorflow.dispatcher")
 _pykka_log = logging.getLogger("pykka")  # the log pykka's own actor loop writes to
 
 # Actor URNs: a random prefix drawn once per process, then a counter in the last

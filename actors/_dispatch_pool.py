@@ -11,13 +11,13 @@ from queue import Empty, SimpleQueue
 from typing import Any, ClassVar, TypeVar
 
 import pykka
-import structlog
 
 from actors._dispatch_actor import DispatcherActor
+from flow._logging import get_logger
 
 __all__ = ["Dispatcher"]
 
-_log = structlog.get_logger("actors.dispatcher")
+_log = get_logger("actorflow.dispatcher")
 
 A = TypeVar("A", bound=DispatcherActor)
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import pykka
-import structlog
 
 from actors._event_hub import EventHub
 from actors._live_index import LiveIndex
@@ -23,6 +22,7 @@ from actors._timer_stats import TimerStats
 from actors._timers import Timers
 from flow._graph import Graph
 from flow._idempotency import KeyRetention
+from flow._logging import get_logger
 from flow._versions import GraphRegistry
 from flow.stores._protocol import SessionStore
 
@@ -109,7 +109,7 @@ class ActorServices:
     store_pool: Executor
     counters: Counters = field(default_factory=Counters)
     supervisor: pykka.ActorRef[Any] | None = None
-    log: Any = field(default_factory=lambda: structlog.get_logger("actorflow").bind())
+    log: Any = field(default_factory=lambda: get_logger("actorflow"))
     events: EventHub = field(default_factory=lambda: EventHub(1000))
     timer_stats: TimerStats = field(default_factory=TimerStats)
     timer_alarm: Callable[[float], None] | None = None

@@ -14,11 +14,11 @@ import threading
 import time
 from collections.abc import Callable
 
-import structlog
+from flow._logging import get_logger
 
 __all__ = ["Timer", "Timers"]
 
-_log = structlog.get_logger("actorflow.timers")
+_log = get_logger("actorflow.timers")
 
 
 class Timer:

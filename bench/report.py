@@ -23,6 +23,16 @@ BENCHES = [
     ("inprocess", "bench/inprocess.py", "Durable steps in process, against LangGraph"),
     ("http", "bench/daemon_http.py", "Durable steps through the HTTP daemon"),
     (
+        "http_servers",
+        "bench/http_servers.py",
+        "uvicorn+httptools against Granian, with and without the fast step path",
+    ),
+    (
+        "workers_routing",
+        "bench/workers_routing.py",
+        "--workers routing prototypes: a byte-relaying front, 1 and 2 workers",
+    ),
+    (
         "session_log",
         "bench/session_log.py",
         "The session log: a step's cost and bytes at any history length",

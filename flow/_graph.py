@@ -16,16 +16,15 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-import structlog
-
 from flow._context import Context
 from flow._errors import GraphInvalid, TaskNotFound
+from flow._logging import get_logger
 from flow._task import Task
 
 __all__ = ["ConditionalEdge", "Edge", "Graph", "GraphBuilder", "Predicate"]
 
 Predicate = Callable[[Context], bool]
-_log = structlog.get_logger("actorflow.graph")
+_log = get_logger("actorflow.graph")
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,10 +25,9 @@ import sys
 import uuid
 from typing import TYPE_CHECKING
 
-import structlog
-
 from actors._services import ActorServices
 from actors.messages import PassivateRequest
+from flow._logging import get_logger
 from flow.stores._fenced import FencedStore
 from flow.stores._lease import AsyncLeaseReader, Holder, Lease, LeaseManager
 from flow.stores._protocol import SessionStore
@@ -40,7 +39,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Cluster", "Holder", "new_node_id"]
 
-_log = structlog.get_logger("actorflow.cluster")
+_log = get_logger("actorflow.cluster")
 
 _LOST_ACTIONS = {
     "taken": "killing the live actor; its unsaved state is dropped and the session is "

@@ -19,8 +19,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
-import structlog
-
 from actors._event_hub import EventHub, Subscriber
 from actors._live_index import LiveIndex
 from actors._services import ActorServices, Settings
@@ -52,6 +50,7 @@ from flow._errors import (
 )
 from flow._graph import Graph
 from flow._idempotency import KeyRetention, check_key, input_digest
+from flow._logging import get_logger
 from flow._session import Session
 from flow._sharing import Need, allows
 from flow._step import new_session
@@ -76,7 +75,7 @@ from runtime._views import (
 
 __all__ = ["RuntimeCore", "open_cores", "session_view"]
 
-_log = structlog.get_logger("actorflow.runtime")
+_log = get_logger("actorflow.runtime")
 
 OnBusy = Literal["enqueue", "reject"]
 StepMode = Literal["step", "run"]

@@ -31,15 +31,14 @@ import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import structlog
-
 from flow._errors import ActorflowError, SessionNotFound
+from flow._logging import get_logger
 from flow.stores._lease import LeaseHeldElsewhere
 from flow.stores._protocol import SessionStore
 
 __all__ = ["TimerFiring"]
 
-_log = structlog.get_logger("actorflow.timers")
+_log = get_logger("actorflow.timers")
 
 MAX_BACKOFF = 300.0
 """Longest wait (seconds) before retrying a timer whose step failed."""

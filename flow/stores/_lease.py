@@ -28,9 +28,9 @@ from typing import Any
 
 import redis
 import redis.asyncio as aredis
-import structlog
 
 from flow._errors import InvalidInput, StoreUnavailable
+from flow._logging import get_logger
 from flow.stores._redis_client import LuaScript, connect, connect_async, unavailable
 
 __all__ = [
@@ -49,7 +49,7 @@ __all__ = [
     "lease_key",
 ]
 
-_log = structlog.get_logger("actorflow.lease")
+_log = get_logger("actorflow.lease")
 
 LOST_REMEMBERED = 10_000
 """How many lost leases a manager remembers (for ``lost_lease``)."""

@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import msgpack
-import structlog
 
 from flow._codec import decode, encode
 from flow._context import ChatMessage
 from flow._errors import ActorflowError, InvalidInput
+from flow._logging import get_logger
 from flow._record import (
     StepRecord,
     apply,
@@ -60,7 +60,7 @@ __all__ = [
     "revision_info",
 ]
 
-_log = structlog.get_logger("actorflow.store.log")
+_log = get_logger("actorflow.store.log")
 
 DEFAULT_RETENTION = 1000
 """Revisions time travel reaches by default."""

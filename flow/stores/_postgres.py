@@ -33,9 +33,9 @@ from typing import Any, NamedTuple, TypeVar
 import psycopg
 import psycopg.conninfo
 import psycopg_pool
-import structlog
 
 from flow._errors import InvalidInput, RevisionConflict, SnapshotDecodeError, StoreUnavailable
+from flow._logging import get_logger
 from flow._rebase import archived, rebased
 from flow._record import decode_record
 from flow._session import Session
@@ -68,7 +68,7 @@ from flow.stores._timer_index import DueTimer, index_change
 
 __all__ = ["PostgresStore"]
 
-_log = structlog.get_logger("actorflow.store.postgres")
+_log = get_logger("actorflow.store.postgres")
 
 _T = TypeVar("_T")
 _LOG_TABLES = ("sessions", "bases", "records", "archive", "timers")

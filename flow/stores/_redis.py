@@ -46,7 +46,6 @@ from typing import Any
 
 import msgpack
 import redis
-import structlog
 
 from flow._errors import (
     InvalidInput,
@@ -56,6 +55,7 @@ from flow._errors import (
     SnapshotDecodeError,
     StoreUnavailable,
 )
+from flow._logging import get_logger
 from flow._rebase import archived, rebased
 from flow._record import decode_record, record_fields
 from flow._session import Session
@@ -79,7 +79,7 @@ from flow.stores._timer_index import DueTimer, index_change
 
 __all__ = ["RedisStore"]
 
-_log = structlog.get_logger("actorflow.store.redis")
+_log = get_logger("actorflow.store.redis")
 
 MAX_BATCH = 512
 """Most saves sent in one pipeline."""

@@ -11,9 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from flow._errors import ActorflowError
+from flow._logging import get_logger
 from runtime.admin._ops import AdminTarget, Reload, dispatch, event_line, open_subscription
 from runtime.admin._protocol import (
     MAX_LINE_BYTES,
@@ -32,7 +31,7 @@ READ_CHUNK = 64 * 1024
 HEARTBEAT = 15.0
 """Seconds without an event before a subscription sends ``{"heartbeat": true}``."""
 
-log = structlog.get_logger("runtime.admin")
+log = get_logger("actorflow.admin")
 
 
 class AdminServer:
