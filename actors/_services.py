@@ -87,6 +87,8 @@ class ActorServices:
         log: the logger every actor logs with (bound when the runtime opens, so
             that a level filter configured by the entry point makes filtered
             calls nearly free).
+        grant_of: in a cluster, the epoch of the lease this node holds on a
+            session now (None: no lease); None outside a cluster. Any thread.
     """
 
     settings: Settings
@@ -102,6 +104,7 @@ class ActorServices:
     counters: Counters = field(default_factory=Counters)
     supervisor: pykka.ActorRef[Any] | None = None
     log: Any = field(default_factory=lambda: structlog.get_logger("actorflow").bind())
+    grant_of: Callable[[str], int | None] | None = None
     _inline: dict[str, bool] = field(default_factory=dict)
 
     def runs_inline(self, graph: Graph) -> bool:

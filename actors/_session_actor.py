@@ -60,6 +60,7 @@ from flow._codec import encode
 from flow._errors import (
     ActorflowError,
     IdempotencyKeyReused,
+    Misdirected,
     StepTimeout,
     StoreUnavailable,
     TaskFailed,
@@ -201,6 +202,8 @@ class SessionActor(DispatcherActor, Owned):
 
     def _handle(self, message: Any) -> None:
         if isinstance(message, Step):
+            if message.epoch is None and self._services.grant_of is not None:
+                message = self._accepted(message)
             if self._state is ActorState.RUNNING or self._stash:
                 self._stash_push(message)
             else:
@@ -244,6 +247,10 @@ class SessionActor(DispatcherActor, Owned):
         self._current = message
         if message.key is not None and self._replayed(message):
             return
+        refused = self._misdirected(message)
+        if refused is not None:
+            self._step_failed(message, refused)
+            return
         session = self._session
         if session.status is SessionStatus.ERROR:
             self._step_failed(
@@ -272,6 +279,36 @@ class SessionActor(DispatcherActor, Owned):
             return
         new, result = outcome
         self._adopt(message, new, result, now)
+
+    def _accepted(self, message: Step) -> Step:
+        """``message`` stamped with the lease epoch this node holds now (in a cluster): the
+        grant it was accepted under, and the only one it may run under (0: none held)."""
+        grant_of = self._services.grant_of
+        epoch = None if grant_of is None else grant_of(self._session_id)
+        return dataclasses.replace(message, epoch=0 if epoch is None else epoch)
+
+    def _misdirected(self, message: Step) -> Misdirected | None:
+        """Why ``message`` must not start now, or None: past its deadline, or accepted under a
+        lease grant this node no longer holds (lost, or replaced by a new grant after a failed
+        commit or a restart), so that a step queued here across a lease loss never runs under
+        the next grant (docs/cluster.md)."""
+        if message.deadline is not None and time.time() > message.deadline:
+            return Misdirected(
+                self._session_id,
+                "it would have started after the deadline of the daemon that forwarded it",
+            )
+        grant_of = self._services.grant_of
+        if grant_of is None or message.epoch is None:
+            return None
+        held = grant_of(self._session_id)
+        if held == message.epoch:
+            return None
+        now_held = "none now" if held is None else f"epoch {held} now"
+        accepted = "no lease" if message.epoch == 0 else f"lease epoch {message.epoch}"
+        return Misdirected(
+            self._session_id,
+            f"it was accepted under {accepted} of the session and this daemon holds {now_held}",
+        )
 
     def _as_step_error(self, exc: BaseException) -> ActorflowError:
         if isinstance(exc, ActorflowError):

@@ -56,7 +56,7 @@ from flow.stores import open_store
 from flow.stores._log import LogPolicy
 from flow.stores._protocol import SessionPage, SessionStore
 from runtime._bridge import AsyncReply, LoopThread, SyncReply
-from runtime._cluster import Cluster
+from runtime._cluster import Cluster, forwarded_grant
 from runtime._config import RuntimeConfig
 from runtime._session_quota import SessionQuota
 from runtime._views import (
@@ -335,6 +335,10 @@ class RuntimeCore:
             else:
                 digest = input_digest(mode, input)
                 message = Step(session_id, input, mode, reply, context, check_key(key), digest)
+            if self.cluster is not None:
+                grant = forwarded_grant()  # a forwarded request runs under its forwarder's grant
+                if grant is not None:
+                    message = replace(message, epoch=grant[0], deadline=grant[1])
             entry = self.index.send(
                 session_id,
                 message,

@@ -90,10 +90,18 @@ def _is_decode_error(exc: HTTPException) -> bool:
 
 
 def build_app(
-    api: Api, auth: Authenticator, *, max_body: int, policy: GatewayPolicy | None = None
+    api: Api,
+    auth: Authenticator,
+    *,
+    max_body: int,
+    policy: GatewayPolicy | None = None,
+    forward_timeout: float = 0.0,
 ) -> Gateway:
     """The daemon's ASGI application: the gateway, (in a cluster) the forwarder, the step
     route's fast path, then the Litestar app.
+
+    ``forward_timeout`` bounds a request sent on to another daemon (0: the step timeout
+    plus two lease ttls).
 
     ``aclose()`` on it closes the forwarder's connections (in a cluster).
     """
@@ -140,7 +148,13 @@ def build_app(
         ),
     )
     steps = StepRoute(app, api, max_body=max_body)
-    inner = forwarder_for(steps, api.runtime.cluster, max_body=max_body)
+    runtime_config = api.runtime.config
+    inner = forwarder_for(
+        steps,
+        api.runtime.cluster,
+        max_body=max_body,
+        timeout=forward_timeout or runtime_config.step_timeout + 2 * runtime_config.lease_ttl,
+    )
     on_close = inner.aclose if isinstance(inner, Forwarder) else None
     return Gateway(
         inner,

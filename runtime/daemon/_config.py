@@ -149,6 +149,12 @@ class DaemonConfig:
     forwarded_allow_ips: tuple[str, ...] = setting(
         (), "a proxy address whose X-Forwarded-For is trusted; repeatable", metavar="IP"
     )
+    forward_timeout: Annotated[float, msgspec.Meta(ge=0)] = setting(
+        0.0,
+        "most seconds a request sent on to the daemon holding its session may take in all; "
+        "then 503 (for a step: outcome-unknown)",
+        shown="0 (step timeout + 2 x lease ttl)",
+    )
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     config_file: Path | None = field(default=None, compare=False)
 

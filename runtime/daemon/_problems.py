@@ -17,6 +17,7 @@ from runtime.errors import (
     GraphNotFound,
     IdempotencyKeyReused,
     InvalidInput,
+    Misdirected,
     RevisionNotFound,
     RuntimeClosed,
     SessionBusy,
@@ -86,6 +87,9 @@ STEP_TIMEOUT = ProblemKind(504, "step-timeout", "Step timed out")
 STORE_UNAVAILABLE = ProblemKind(503, "store-unavailable", "Store unavailable", retry_after=1)
 SNAPSHOT_UNREADABLE = ProblemKind(500, "snapshot-unreadable", "Stored session unreadable")
 RUNTIME_CLOSED = ProblemKind(503, "runtime-closed", "Runtime closed", retry_after=5)
+MISDIRECTED = ProblemKind(421, "misdirected", "Misdirected request")
+"""A step that was not run here (docs/cluster.md): it was accepted under a lease grant this
+daemon no longer holds, or it reached its start deadline; a forwarder asks Redis again."""
 
 # The table: the first row whose class the error is an instance of wins, so a
 # subclass must come before its base (RevisionConflict is a StoreUnavailable).
@@ -101,6 +105,7 @@ ERROR_TABLE: tuple[tuple[type[ActorflowError], ProblemKind], ...] = (
     (TaskFailed, TASK_FAILED),
     (TaskNotFound, TASK_FAILED),
     (StepTimeout, STEP_TIMEOUT),
+    (Misdirected, MISDIRECTED),
     (StoreUnavailable, STORE_UNAVAILABLE),
     (SnapshotDecodeError, SNAPSHOT_UNREADABLE),
     (RuntimeClosed, RUNTIME_CLOSED),

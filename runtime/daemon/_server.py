@@ -165,7 +165,13 @@ async def serve(
         metrics=DaemonMetrics(),
         admins=auth.admins,
     )
-    app = build_app(api, auth, max_body=config.max_body, policy=gateway_policy(config))
+    app = build_app(
+        api,
+        auth,
+        max_body=config.max_body,
+        policy=gateway_policy(config),
+        forward_timeout=config.forward_timeout,
+    )
     server = DaemonServer(_uvicorn_config(app, config))
     signals_seen = 0
 
