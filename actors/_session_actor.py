@@ -67,7 +67,7 @@ from flow._errors import (
 )
 from flow._graph import Graph
 from flow._idempotency import KeyEntry, KeyTable
-from flow._session import Session, SessionMetadata, SessionStatus
+from flow._session import Session, SessionStatus
 from flow._step import StepResult
 
 __all__ = ["ActorState", "SessionActor", "session_document"]
@@ -432,16 +432,7 @@ class SessionActor(DispatcherActor, Owned):
         if too_large is not None:
             self._step_failed(message, too_large)
             return
-        meta = new.metadata
-        # ``new`` is the step's own working copy: set its expiry in place.
-        new.metadata = SessionMetadata(
-            meta.owner,
-            meta.created_at,
-            meta.last_accessed,
-            meta.request_count,
-            meta.client_addr,
-            now + self._settings.session_ttl,
-        )
+        # ``flow.step`` set the expiry (ttl): the step's metadata is built once
         if message.key is not None and message.digest is not None:
             self._remember(message.key, message.digest, new, result, now)
         self._session = new

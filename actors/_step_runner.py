@@ -95,6 +95,7 @@ class StepRunner:
             now=now,
             max_chain=settings.max_chain,
             run_async=services.run_async,
+            ttl=settings.session_ttl,
         )
         if self._inline or task is None:
             return call()
@@ -109,6 +110,7 @@ class StepRunner:
                     now=now,
                     max_chain=settings.max_chain,
                     run_blocking=functools.partial(_run_blocking, services.task_pool),
+                    ttl=settings.session_ttl,
                 ),
                 services.loop,
             )

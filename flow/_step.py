@@ -124,6 +124,7 @@ def step(
     now: float | None = None,
     max_chain: int = 1000,
     run_async: RunAsync | None = None,
+    ttl: float | None = None,
 ) -> tuple[Session, StepResult]:
     """Run ``session``'s current task once (or a chain of tasks) and return the new session.
 
@@ -142,6 +143,9 @@ def step(
         max_chain: the most tasks one call may run.
         run_async: runs an async task's coroutine and returns its result (default: a
             private new event loop; refused inside a running loop, use ``astep``).
+        ttl: how long the session lives after this step: the new session's
+            ``expires_at`` is ``now + ttl``, counted from the step's start like
+            ``last_accessed`` (None: ``expires_at`` is kept).
 
     Returns:
         The new session (revision + 1) and what the step did.
@@ -154,7 +158,7 @@ def step(
         TaskFailed: a task or an edge predicate raised, a GoTo named an unknown task,
             or the step exceeded ``max_chain`` (the cause is attached).
     """
-    run = _StepRun(graph, session, input, mode, now, max_chain)
+    run = _StepRun(graph, session, input, mode, now, max_chain, ttl)
     t: Task | None = run.first_task()
     while t is not None:
         try:
@@ -174,6 +178,7 @@ async def astep(
     now: float | None = None,
     max_chain: int = 1000,
     run_blocking: RunBlocking | None = None,
+    ttl: float | None = None,
 ) -> tuple[Session, StepResult]:
     """The asyncio form of ``step``: same arguments, results and errors.
 
@@ -181,7 +186,7 @@ async def astep(
     go through ``run_blocking(fn, *args)`` (default ``asyncio.to_thread``).
     """
     blocking_runner: RunBlocking = asyncio.to_thread if run_blocking is None else run_blocking
-    run = _StepRun(graph, session, input, mode, now, max_chain)
+    run = _StepRun(graph, session, input, mode, now, max_chain, ttl)
     t: Task | None = run.first_task()
     while t is not None:
         try:
@@ -203,6 +208,7 @@ class _StepRun:
         mode: Mode,
         now: float | None,
         max_chain: int,
+        ttl: float | None = None,
     ) -> None:
         if session.graph_id != graph.id:
             raise InvalidInput(
@@ -219,6 +225,7 @@ class _StepRun:
         self.mode = mode
         self.now = time.time() if now is None else now
         self.max_chain = max_chain
+        self.ttl = ttl
         self.work = session.copy()
         self.ctx = self.work.context
         self.ctx.track()
@@ -309,7 +316,7 @@ class _StepRun:
             self.now,
             meta.request_count + 1,
             meta.client_addr,
-            meta.expires_at,
+            meta.expires_at if self.ttl is None else self.now + self.ttl,
         )
         self.ctx.input = None
         work.record = record_of(
