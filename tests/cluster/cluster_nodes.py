@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -159,12 +160,14 @@ def create_session(node: Node, graph: str = "echo") -> str:
 
 def peer_mark(redis_url: str, method: str, path: str, epoch: str, deadline: str) -> str:
     """The ``X-Actorflow-Forwarded`` mark a daemon of the cluster on ``redis_url`` would send
-    with a request (an HMAC with the cluster's secret, which the daemons keep in Redis)."""
+    with a request (an HMAC with the cluster's secret, which the daemons keep in Redis; made
+    here, as a daemon would, if none has been yet)."""
     client = redis.Redis.from_url(redis_url)
     try:
+        client.set("actorflow:cluster-secret", secrets.token_hex(32), nx=True)
         secret = client.get("actorflow:cluster-secret")
     finally:
         client.close()
-    assert isinstance(secret, bytes), "no daemon has made the cluster secret yet"
+    assert isinstance(secret, bytes)
     fields = [method.encode(), path.encode(), epoch.encode(), deadline.encode()]
     return hmac.new(secret, b"\n".join(fields), hashlib.sha256).hexdigest()
