@@ -41,6 +41,7 @@ class LiveEntry:
             restarted actor from its predecessor).
         owner: the session's owner (fixed for a session's life).
         graph_id: the session's graph.
+        graph_version: the graph version the actor runs (fixed for its life).
         pending: requests sent and not yet answered (queued, stashed, running,
             or waiting for their commit).
         last_used: clock time of the last request.
@@ -65,6 +66,7 @@ class LiveEntry:
     activated_at: float
     reason: str
     ref: pykka.ActorRef[Any] | None = None
+    graph_version: str = ""
     pending: int = 0
     snapshot_bytes: int = 0
     current_step_task: str | None = None

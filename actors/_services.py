@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -21,6 +21,7 @@ from actors._live_index import LiveIndex
 from actors._timers import Timers
 from flow._graph import Graph
 from flow._idempotency import KeyRetention
+from flow._versions import GraphRegistry
 from flow.stores._protocol import SessionStore
 
 if TYPE_CHECKING:
@@ -72,7 +73,7 @@ class ActorServices:
     Attributes:
         settings: the tunables.
         store: where snapshots go.
-        graphs: registered graphs by id.
+        graphs: the graphs served, by id and version (replaced whole on a reload).
         index: the live index (the supervisor writes membership).
         dispatcher: runs every actor.
         task_pool: runs blocking sync tasks.
@@ -93,7 +94,7 @@ class ActorServices:
 
     settings: Settings
     store: SessionStore
-    graphs: Mapping[str, Graph]
+    graphs: GraphRegistry
     index: LiveIndex
     dispatcher: Dispatcher
     task_pool: Executor
@@ -105,14 +106,19 @@ class ActorServices:
     supervisor: pykka.ActorRef[Any] | None = None
     log: Any = field(default_factory=lambda: structlog.get_logger("actorflow").bind())
     grant_of: Callable[[str], int | None] | None = None
-    _inline: dict[str, bool] = field(default_factory=dict)
+    _inline: dict[tuple[str, str], tuple[Graph, bool]] = field(default_factory=dict)
 
     def runs_inline(self, graph: Graph) -> bool:
-        """Whether ``graph``'s steps may run on a dispatcher thread (cached per graph)."""
-        inline = self._inline.get(graph.id)
-        if inline is None:
-            inline = self._inline[graph.id] = graph.nonblocking
-        return inline
+        """Whether ``graph``'s steps may run on a dispatcher thread (cached per version).
+
+        A reload may bring a new graph object for a version already served: the
+        cache holds the object it was computed for.
+        """
+        key = (graph.id, graph.version)
+        cached = self._inline.get(key)
+        if cached is None or cached[0] is not graph:
+            cached = self._inline[key] = (graph, graph.nonblocking)
+        return cached[1]
 
     def run_async(self, coro: Coroutine[Any, Any, Any]) -> Any:
         """Run ``coro`` on the runtime's loop and wait for it (from a task-pool thread)."""

@@ -11,7 +11,8 @@ States (`ActorState`, changed only in `SessionActor._become`):
 - ``idle``: ready for the next step (its previous commit may still be in
   flight: commits are pipelined, so the actor never waits for the disk);
 - ``running``: a step runs off the actor (`StepRunner`); later requests wait
-  in the stash;
+  in the stash (an edit from outside, ``Step.edit``, runs in the actor's turn
+  and never enters this state, but waits behind a running step like any step);
 - ``stopping``: told to stop; it stops once its last save is done;
 - ``crashed``: an unexpected exception; requests are stashed until the
   supervisor retires it and hands them to the next incarnation.
@@ -46,6 +47,7 @@ from actors.messages import (
     ActorStopped,
     CommitFailed,
     Crash,
+    Edit,
     Inspect,
     Kill,
     Passivate,
@@ -57,6 +59,7 @@ from actors.messages import (
     ViewSession,
 )
 from flow._codec import encode
+from flow._edit import edit, unchanged
 from flow._errors import (
     ActorflowError,
     IdempotencyKeyReused,
@@ -69,6 +72,7 @@ from flow._graph import Graph
 from flow._idempotency import KeyEntry, KeyTable
 from flow._session import Session, SessionStatus
 from flow._step import StepResult
+from flow._versions import upgrade_to
 
 __all__ = ["ActorState", "SessionActor", "session_document"]
 
@@ -247,9 +251,12 @@ class SessionActor(DispatcherActor, Owned):
         self._current = message
         if message.key is not None and self._replayed(message):
             return
-        refused = self._misdirected(message)
+        refused = self._misdirected(message)  # an edit too: it is queued like a step
         if refused is not None:
             self._step_failed(message, refused)
+            return
+        if message.edit is not None:
+            self._edit(message, message.edit)
             return
         session = self._session
         if session.status is SessionStatus.ERROR:
@@ -309,6 +316,44 @@ class SessionActor(DispatcherActor, Owned):
             self._session_id,
             f"it was accepted under {accepted} of the session and this daemon holds {now_held}",
         )
+
+    def _edit(self, message: Step, change: Edit) -> None:
+        """Apply a repair from outside as one new revision (in this turn; no task runs)."""
+        now = self._services.clock()
+        graph = self._runner.graph
+        try:
+            if change.migrate_to is not None:
+                graph, migrated = upgrade_to(
+                    self._services.graphs, self._session, change.migrate_to
+                )
+                if migrated is None:
+                    self._answer(message, unchanged(self._session))
+                    return
+                new, result = migrated, unchanged(migrated)
+            else:
+                new, result = edit(
+                    graph,
+                    self._session,
+                    set=change.set,
+                    unset=change.unset,
+                    goto=change.goto,
+                    by=change.by,
+                    now=now,
+                )
+        except ActorflowError as exc:
+            self._step_failed(message, exc)
+            return
+        self._services.log.info(
+            "session_edited", session_id=self._session_id, by=change.by, revision=new.revision
+        )
+        self._adopt(message, new, result, now)
+        if self._session is new and graph is not self._runner.graph:
+            self._use_graph(graph)
+
+    def _use_graph(self, graph: Graph) -> None:
+        """Run the session's later steps on ``graph`` (another version of its graph)."""
+        self._runner = StepRunner(self._services, graph, self.actor_ref)
+        self._entry.graph_version = graph.version
 
     def _as_step_error(self, exc: BaseException) -> ActorflowError:
         if isinstance(exc, ActorflowError):
@@ -487,6 +532,12 @@ class SessionActor(DispatcherActor, Owned):
         if message.lineage != self._commits.lineage:
             return  # a later save of an already abandoned lineage: reloaded already
         loaded = self._commits.reload(message.revision)
+        if loaded.graph_version != self._runner.graph.version:
+            # a failed migration edit: run the version the stored session is pinned to
+            graph = self._services.graphs.find(loaded.graph_id, loaded.graph_version)
+            if graph is None:
+                raise self._services.graphs.unavailable(loaded)
+            self._use_graph(graph)
         self._session = loaded
         self._size.reset()
         self._unconfirmed = None  # the keys loaded are the committed ones

@@ -74,6 +74,11 @@ class StepRunner:
         self._inline = services.runs_inline(graph)
         self._ref = ref
 
+    @property
+    def graph(self) -> Graph:
+        """The graph (version) the steps run on."""
+        return self._graph
+
     def run(
         self, session: Session, message: Step, now: float, seq: int, lineage: int
     ) -> tuple[Session, StepResult] | RunningStep:

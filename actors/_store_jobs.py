@@ -5,6 +5,11 @@ arguments and thread-safe objects (the store, the index, the counters, the
 log), and reports back to the supervisor with a message (``Loaded``,
 ``ExpiredFound``), so that the supervisor never waits on the store and a stuck
 user task cannot delay it.
+
+A snapshot whose graph version is no longer served is migrated here too
+(`pin_version`: the migration is user code and its new revision a store
+write, and the supervisor waits on neither); a sync caller that reads a
+snapshot on its own thread (the runtime's preload) calls it the same way.
 """
 
 from __future__ import annotations
@@ -14,10 +19,24 @@ from dataclasses import replace
 
 from actors._services import ActorServices
 from actors.messages import ExpiredFound, Loaded, Reply
-from flow._errors import ActorflowError, RuntimeClosed, SessionNotFound, TaskFailed
+from flow._errors import (
+    ActorflowError,
+    RevisionConflict,
+    RuntimeClosed,
+    SessionNotFound,
+    TaskFailed,
+)
 from flow._session import Session, SessionStatus
+from flow._versions import upgrade
 
-__all__ = ["delete_expired", "find_expired", "is_expired", "load_sessions", "mark_error"]
+__all__ = [
+    "delete_expired",
+    "find_expired",
+    "is_expired",
+    "load_sessions",
+    "mark_error",
+    "pin_version",
+]
 
 
 def is_expired(services: ActorServices, session: Session) -> bool:
@@ -44,9 +63,42 @@ def load_sessions(services: ActorServices, session_ids: Sequence[str]) -> None:
             if outcome is not None and is_expired(services, outcome):
                 _expire(services, [session_id])
                 outcome = SessionNotFound(session_id, f"session {session_id!r} expired")
+            elif outcome is not None:
+                outcome = pin_version(services, outcome)
         except Exception as exc:
             outcome = exc
         services.tell_supervisor(Loaded(session_id, outcome))
+
+
+def pin_version(services: ActorServices, session: Session) -> Session:
+    """``session`` if its version is served, else migrated and committed as a new revision.
+
+    Raises:
+        GraphVersionUnavailable: no served version and no migration (nothing written).
+        MigrationFailed: a migration failed (nothing written).
+        StoreUnavailable: the migrated revision could not be committed.
+    """
+    _, migrated = upgrade(services.graphs, session)
+    if migrated is None:
+        return session
+    try:
+        services.store.save(migrated, expected_revision=session.revision).result()
+    except RevisionConflict:
+        # Another reader of the same snapshot (a caller's preload and a store
+        # job) migrated it first: use what it committed.
+        fresh = services.store.load(session.session_id)
+        if fresh is None or services.graphs.find(fresh.graph_id, fresh.graph_version) is None:
+            raise
+        return fresh
+    services.log.info(
+        "session_migrated",
+        session_id=session.session_id,
+        graph=session.graph_id,
+        from_version=session.graph_version,
+        to_version=migrated.graph_version,
+        revision=migrated.revision,
+    )
+    return migrated
 
 
 def find_expired(services: ActorServices, now: float, reply: Reply | None) -> None:

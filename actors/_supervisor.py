@@ -59,7 +59,6 @@ from actors.messages import (
 )
 from flow._errors import (
     ActorflowError,
-    GraphNotFound,
     RuntimeClosed,
     SessionNotFound,
     StoreUnavailable,
@@ -256,9 +255,10 @@ class SupervisorActor(DispatcherActor, Owned):
 
     def _start(self, session_id: str, reason: str, session: Session) -> LiveEntry:
         """Start the actor of a loaded session; evict LRU beyond max_live."""
-        graph = self._services.graphs.get(session.graph_id)
+        graph = self._services.graphs.find(session.graph_id, session.graph_version)
         if graph is None:
-            raise GraphNotFound(session.graph_id)
+            # Migrations run where the snapshot is read (`pin_version`), never here.
+            raise self._services.graphs.unavailable(session)
         self._evict_for_one()
         self._incarnations += 1
         now = self._services.clock()
@@ -267,6 +267,7 @@ class SupervisorActor(DispatcherActor, Owned):
             incarnation=self._incarnations,
             owner=session.metadata.owner,
             graph_id=session.graph_id,
+            graph_version=graph.version,
             last_used=now,
             status=session.status.value,
             current_task=session.current_task,

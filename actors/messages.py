@@ -26,6 +26,7 @@ __all__ = [
     "ActorStopped",
     "CommitFailed",
     "Crash",
+    "Edit",
     "ExpiredFound",
     "Forget",
     "Inspect",
@@ -55,6 +56,21 @@ OnBusy = Literal["enqueue", "reject"]
 
 
 @dataclass(frozen=True, slots=True)
+class Edit:
+    """A repair from outside, carried by a ``Step`` (see ``flow._edit.edit``).
+
+    With ``migrate_to``, the edit moves the session to that graph version through
+    the registered migrations instead (``actorflow sessions migrate``).
+    """
+
+    set: dict[str, Any]
+    unset: tuple[str, ...]
+    goto: str | None
+    by: str
+    migrate_to: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Step:
     """Run one step (``mode="step"``) or run until waiting/completed (``mode="run"``).
 
@@ -62,7 +78,8 @@ class Step:
     committed (or at once in ``passivate`` durability), or an ``ActorflowError``.
     A step with an idempotency ``key`` (and ``digest``, of its mode and input,
     ``flow._idempotency``) whose key the session remembers is answered from its
-    key table instead of running.
+    key table instead of running. With ``edit``, the step applies that edit
+    instead of running a task: it queues in the mailbox and commits like any step.
     """
 
     session_id: str
@@ -74,6 +91,7 @@ class Step:
     failure log; copying them is O(1), reading them happens only when a step fails."""
     key: str | None = None
     digest: bytes | None = None
+    edit: Edit | None = None
     epoch: int | None = None
     """In a cluster, the lease epoch the step was accepted under: the one it was forwarded
     under, or (set by the actor when the step reaches it) the one this node held then. The

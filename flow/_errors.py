@@ -10,7 +10,9 @@ statuses in one table)::
     │   └── IdempotencyKeyReused  a step's key was used before with another input (422)
     ├── SessionNotFound         no such session, or not yours (404)
     │   └── RevisionNotFound    that revision is outside the retained history (404)
-    ├── GraphNotFound           no graph with that id (404)
+    ├── GraphNotFound           no graph with that id (or version) (404)
+    ├── GraphVersionUnavailable the session's graph version is not served (409)
+    │   └── MigrationFailed     a migration raised or returned a bad session (409)
     ├── TaskNotFound            GoTo/edge names a task the graph lacks (500, task-failed)
     ├── SessionCompleted        the session has ended; start a new one (409)
     ├── SessionQuotaExceeded the user holds the most sessions allowed; delete some (403)
@@ -33,8 +35,10 @@ __all__ = [
     "ActorflowError",
     "GraphInvalid",
     "GraphNotFound",
+    "GraphVersionUnavailable",
     "IdempotencyKeyReused",
     "InvalidInput",
+    "MigrationFailed",
     "Misdirected",
     "RevisionConflict",
     "RevisionNotFound",
@@ -119,11 +123,51 @@ class RevisionNotFound(SessionNotFound):
 
 
 class GraphNotFound(ActorflowError, LookupError):
-    """No graph with this id is registered."""
+    """No graph with this id (or no such version of it) is registered."""
 
-    def __init__(self, graph_id: str) -> None:
-        super().__init__(f"graph {graph_id!r} not found")
+    def __init__(self, graph_id: str, message: str | None = None) -> None:
+        super().__init__(message or f"graph {graph_id!r} not found")
         self.graph_id = graph_id
+
+
+class GraphVersionUnavailable(ActorflowError):
+    """A stored session's graph version is not served and no migration leads from it.
+
+    The session is untouched; it runs again once its version (or a migration from
+    it) is served. The message names the session's version, the versions served
+    and the fix.
+    """
+
+    def __init__(
+        self,
+        session_id: str,
+        graph_id: str,
+        version: str,
+        served: list[str],
+        message: str | None = None,
+    ) -> None:
+        shown = ", ".join(repr(v) for v in served) or "none"
+        super().__init__(
+            message
+            or (
+                f"session {session_id!r} runs graph {graph_id!r} version {version!r}, which "
+                f"is not served (served versions: {shown}) and no migration leads from it; "
+                f"fix: serve version {version!r} again next to the new one, or register "
+                f"Migration(graph={graph_id!r}, from_version={version!r}, to_version=...)"
+            )
+        )
+        self.session_id = session_id
+        self.graph_id = graph_id
+        self.version = version
+        self.served = list(served)
+
+
+class MigrationFailed(GraphVersionUnavailable):
+    """A migration raised (or returned a session the target graph cannot run).
+
+    Nothing was saved: the session is as it was. The original exception, if any,
+    is ``__cause__``.
+    """
 
 
 class TaskNotFound(ActorflowError, LookupError):

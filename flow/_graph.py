@@ -57,13 +57,17 @@ class Graph:
 
     Attributes:
         id: the graph's id.
-        version: a stable hash of the structure (task ids and classes, edges, start).
+        version: the author's version (``GraphBuilder(id, version=...)``), else
+            ``structure_hash``. Sessions are pinned to it.
+        structure_hash: a stable hash of the structure (task ids and classes,
+            edges, start).
         start: the id of the task a new session starts at.
     """
 
     __slots__ = (
         "_conditional",
         "_edges",
+        "_hash_hex",
         "_id",
         "_plain",
         "_record_input",
@@ -78,6 +82,7 @@ class Graph:
         tasks: Mapping[str, Task],
         edges: tuple[Edge | ConditionalEdge, ...],
         start: str,
+        version: str | None = None,
         *,
         record_input: bool = True,
     ) -> None:
@@ -94,7 +99,8 @@ class Graph:
                 self._plain[edge.source] = edge.target
             else:
                 self._conditional.setdefault(edge.source, []).append(edge)
-        self._version = self._hash()
+        self._hash_hex = self._hash()
+        self._version = self._hash_hex if version is None else version
 
     @property
     def id(self) -> str:
@@ -103,8 +109,13 @@ class Graph:
 
     @property
     def version(self) -> str:
-        """A stable hash of the graph's structure (16 hex digits)."""
+        """The author's version, else ``structure_hash``."""
         return self._version
+
+    @property
+    def structure_hash(self) -> str:
+        """A stable hash of the graph's structure (16 hex digits)."""
+        return self._hash_hex
 
     @property
     def start(self) -> str:
@@ -211,15 +222,24 @@ class GraphBuilder:
         )
 
     The first task added is the start task unless ``start`` names another.
+    ``version`` names this build of the graph (``GraphBuilder("support",
+    version="2")``); without it the version is the structural hash.
 
     ``record_input=False`` leaves the chat history to the tasks: a task ported from
     graph-flow that records the user's message itself would otherwise record it twice.
     """
 
-    def __init__(self, graph_id: str, *, record_input: bool = True) -> None:
+    def __init__(
+        self, graph_id: str, version: str | None = None, *, record_input: bool = True
+    ) -> None:
         if not isinstance(graph_id, str) or not graph_id:
             raise GraphInvalid(f"a graph id must be a non-empty str, got {graph_id!r}")
+        if version is not None and (not isinstance(version, str) or not version):
+            raise GraphInvalid(
+                f"graph {graph_id!r}: a version must be a non-empty str, got {version!r}"
+            )
         self._id = graph_id
+        self._version = version
         self._record_input = bool(record_input)
         self._tasks: list[Task] = []
         self._edges: list[Edge | ConditionalEdge] = []
@@ -292,7 +312,9 @@ class GraphBuilder:
                 tasks=unreachable,
                 hint="reachable only by NextAction.GoTo",
             )
-        return Graph(gid, tasks, tuple(self._edges), start, record_input=self._record_input)
+        return Graph(
+            gid, tasks, tuple(self._edges), start, self._version, record_input=self._record_input
+        )
 
     def _check_edges(self, tasks: Mapping[str, Task]) -> None:
         gid = self._id

@@ -13,6 +13,7 @@ Everything public is re-exported here; errors also live in ``runtime.errors``.
 """
 
 from flow._step import StepResult
+from flow._versions import Migration, MigrationState
 from flow.stores._log import MessagePage, RevisionInfo
 from flow.stores._protocol import SessionPage, StoredSessionInfo
 from runtime._config import Durability, RuntimeConfig
@@ -22,8 +23,10 @@ from runtime.errors import (
     ActorflowError,
     GraphInvalid,
     GraphNotFound,
+    GraphVersionUnavailable,
     IdempotencyKeyReused,
     InvalidInput,
+    MigrationFailed,
     RevisionConflict,
     RevisionNotFound,
     RuntimeClosed,
@@ -43,10 +46,14 @@ __all__ = [
     "Durability",
     "GraphInvalid",
     "GraphNotFound",
+    "GraphVersionUnavailable",
     "IdempotencyKeyReused",
     "InvalidInput",
     "LiveSessionInfo",
     "MessagePage",
+    "Migration",
+    "MigrationFailed",
+    "MigrationState",
     "RevisionConflict",
     "RevisionInfo",
     "RevisionNotFound",

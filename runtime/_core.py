@@ -24,12 +24,14 @@ import structlog
 from actors._live_index import LiveIndex
 from actors._services import ActorServices, Settings
 from actors._session_actor import session_document
+from actors._store_jobs import pin_version
 from actors._supervisor import SupervisorActor
 from actors._task_pool import TaskPool
 from actors._timers import Timer, Timers
 from actors.dispatcher import Dispatcher
 from actors.messages import (
     Activate,
+    Edit,
     Forget,
     Inspect,
     PassivateRequest,
@@ -43,7 +45,6 @@ from actors.messages import (
 from flow._context import DEFAULT_MAX_MESSAGES
 from flow._errors import (
     ActorflowError,
-    GraphNotFound,
     InvalidInput,
     RuntimeClosed,
     SessionNotFound,
@@ -52,6 +53,7 @@ from flow._graph import Graph
 from flow._idempotency import KeyRetention, check_key, input_digest
 from flow._session import Session
 from flow._step import new_session
+from flow._versions import GraphRegistry, Migration
 from flow.stores import open_store
 from flow.stores._log import LogPolicy
 from flow.stores._protocol import SessionPage, SessionStore
@@ -109,6 +111,7 @@ def session_view(session: Session) -> SessionView:
         ),
         revision=session.revision,
         status_message=session.status_message,
+        graph_version=session.graph_version,
     )
 
 
@@ -159,17 +162,6 @@ def _key_retention(history_retention: str) -> KeyRetention:
     return KeyRetention(policy.keep_revisions, policy.keep_seconds)
 
 
-def _graph_map(graphs: Iterable[Graph]) -> dict[str, Graph]:
-    found: dict[str, Graph] = {}
-    for graph in graphs:
-        if not isinstance(graph, Graph):
-            raise InvalidInput(f"graphs must be Graph objects, got {type(graph).__name__}")
-        if graph.id in found:
-            raise InvalidInput(f"two graphs share the id {graph.id!r}")
-        found[graph.id] = graph
-    return found
-
-
 class RuntimeCore:
     """Everything one open runtime runs (see the module docstring)."""
 
@@ -179,12 +171,13 @@ class RuntimeCore:
         graphs: Iterable[Graph],
         config: RuntimeConfig,
         store: SessionStore | None,
+        migrations: Iterable[Migration] = (),
     ) -> None:
         _check_config(config)
         self.config = config
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._graphs = _graph_map(graphs)
+        self.registry = GraphRegistry(graphs, migrations)
         self._own_store = store is None
         opened = (
             open_store(
@@ -248,7 +241,7 @@ class RuntimeCore:
                 key_retention=_key_retention(config.history_retention),
             ),
             store=self.store,
-            graphs=self._graphs,
+            graphs=self.registry,
             index=self.index,
             dispatcher=self.dispatcher,
             task_pool=self.task_pool,
@@ -285,19 +278,25 @@ class RuntimeCore:
             )
 
     def graphs(self) -> list[Graph]:
-        """The registered graphs."""
-        return list(self._graphs.values())
+        """The default version of every graph served."""
+        return self.registry.defaults()
 
-    def graph(self, graph_id: str) -> Graph:
-        """The registered graph ``graph_id``.
+    def graph(self, graph_id: str, version: str | None = None) -> Graph:
+        """The graph ``graph_id`` at ``version`` (default: the newest given).
 
         Raises:
-            GraphNotFound: no such graph.
+            GraphNotFound: no such graph, or no such version of it served.
         """
-        graph = self._graphs.get(graph_id)
-        if graph is None:
-            raise GraphNotFound(graph_id)
-        return graph
+        return self.registry.get(graph_id, version)
+
+    def reload(self, graphs: Iterable[Graph], migrations: Iterable[Migration]) -> None:
+        """Serve ``graphs`` and ``migrations`` too, from the next activation on.
+
+        Every version served so far stays served: live sessions keep their
+        graph object, and stored ones keep the version they are pinned to.
+        """
+        self.check_open()
+        self.registry.swap(graphs, migrations)
 
     # --- requests (non-blocking) -------------------------------------------------------------
 
@@ -312,6 +311,7 @@ class RuntimeCore:
         *,
         preload: bool = False,
         key: str | None = None,
+        edit: Edit | None = None,
     ) -> None:
         """Send a step to the session's actor (activating it if needed); ``reply`` answers.
 
@@ -331,7 +331,7 @@ class RuntimeCore:
                 raise SessionNotFound(str(session_id))
             context = contextvars.copy_context()
             if key is None:
-                message = Step(session_id, input, mode, reply, context)
+                message = Step(session_id, input, mode, reply, context, edit=edit)
             else:
                 digest = input_digest(mode, input)
                 message = Step(session_id, input, mode, reply, context, check_key(key), digest)
@@ -375,6 +375,8 @@ class RuntimeCore:
         epoch = self.index.epoch
         try:
             session = self.store.load(activate.session_id)
+            if session is not None:
+                session = pin_version(self.services, session)
         except ActorflowError as exc:
             if activate.step is not None:
                 activate.step.reply(exc)
@@ -431,10 +433,11 @@ class RuntimeCore:
         *,
         max_messages: int | None = DEFAULT_MAX_MESSAGES,
         session_id_key: str | None = None,
+        version: str | None = None,
     ) -> tuple[Session, Future[None]]:
         """Build a new session and queue its revision 0 (wait on the future for the commit)."""
         self.check_open()
-        graph = self.graph(graph_id)
+        graph = self.graph(graph_id, version)
         self.quota.reserve(owner)
         now = self.config.clock()
         session = new_session(
@@ -575,6 +578,7 @@ class RuntimeCore:
                 request_count=e.request_count,
                 snapshot_bytes=e.snapshot_bytes,
                 revision=e.revision,
+                graph_version=e.graph_version,
             )
             for e in self.index.entries()
         ]

@@ -17,10 +17,13 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
 
+from actors.messages import Edit
 from flow._context import DEFAULT_MAX_MESSAGES
+from flow._errors import InvalidInput
 from flow._graph import Graph
 from flow._session import Session
 from flow._step import StepResult
+from flow._versions import GraphRegistry, Migration
 from flow.stores._log import MessagePage, RevisionInfo
 from flow.stores._protocol import SessionPage, SessionStore
 from runtime import _history as history
@@ -86,13 +89,38 @@ class _Facade:
         """The registered graphs."""
         return self._core.graphs()
 
-    def graph(self, graph_id: str) -> Graph:
-        """The registered graph ``graph_id``.
+    def graph(self, graph_id: str, version: str | None = None) -> Graph:
+        """The registered graph ``graph_id`` at ``version`` (default: the newest given).
 
         Raises:
-            GraphNotFound: no graph has that id.
+            GraphNotFound: no graph has that id, or that version of it is not served.
         """
-        return self._core.graph(graph_id)
+        return self._core.graph(graph_id, version)
+
+    @property
+    def registry(self) -> GraphRegistry:
+        """The graphs served, every version, and the migrations (thread-safe)."""
+        return self._core.registry
+
+    def graph_versions(self, graph_id: str) -> list[str]:
+        """The versions of ``graph_id`` served, oldest given first (the last is the default)."""
+        return self._core.registry.versions(graph_id)
+
+    def migrations(self) -> list[Migration]:
+        """The registered migrations."""
+        return self._core.registry.migrations()
+
+    def reload(self, graphs: Iterable[Graph], migrations: Iterable[Migration] = ()) -> None:
+        """Serve these graphs and migrations too, without a restart.
+
+        Versions served before stay served (live and stored sessions keep the
+        version they are pinned to); the last version given of each id becomes
+        the default for new sessions. Steps in flight are not disturbed.
+
+        Raises:
+            InvalidInput: two graphs share an id and version, or two migrations a start.
+        """
+        self._core.reload(graphs, migrations)
 
 
 class Runtime(_Facade):
@@ -108,22 +136,27 @@ class Runtime(_Facade):
         graphs: Iterable[Graph] = (),
         config: RuntimeConfig | None = None,
         store: SessionStore | None = None,
+        migrations: Iterable[Migration] = (),
     ) -> Runtime:
         """Open a runtime.
 
         Args:
             data_dir: its data directory (created if missing; holds ``sessions.db``
                 unless ``config.store`` or ``store`` says otherwise).
-            graphs: the graphs sessions may run (ids must be unique).
+            graphs: the graphs sessions may run. Several versions of one id may be
+                served; the last one given is the default for new sessions.
             config: tunables (default ``RuntimeConfig()``).
             store: a store to use instead of opening ``config.store`` (it is
                 flushed, not closed, by ``close()``).
+            migrations: move stored sessions from a version no longer served to
+                a served one, at activation (see ``Migration``).
 
         Raises:
-            InvalidInput: two graphs share an id, or a config value is invalid.
+            InvalidInput: two graphs share an id and version, two migrations of
+                a graph start at one version, or a config value is invalid.
             StoreUnavailable: the store could not be opened.
         """
-        return cls(RuntimeCore(data_dir, graphs, config or RuntimeConfig(), store))
+        return cls(RuntimeCore(data_dir, graphs, config or RuntimeConfig(), store, migrations))
 
     def __enter__(self) -> Self:
         return self
@@ -153,10 +186,12 @@ class Runtime(_Facade):
         client_addr: str | None = None,
         max_messages: int | None = DEFAULT_MAX_MESSAGES,
         session_id_key: str | None = None,
+        version: str | None = None,
     ) -> str:
         """Create a session at its graph's start task; returns its id.
 
-        Its revision 0 is committed to the store before this returns.
+        Its revision 0 is committed to the store before this returns. The session
+        is pinned to ``version`` (default: the newest version given).
 
         Args:
             graph_id: the graph to start.
@@ -169,7 +204,7 @@ class Runtime(_Facade):
                 (graph-flow services read it from ``session_id``).
 
         Raises:
-            GraphNotFound: no graph ``graph_id``.
+            GraphNotFound: no graph ``graph_id``, or no such version served.
             InvalidInput: a context value cannot be stored, or ``owner`` is empty.
             StoreUnavailable: the store could not write it.
         """
@@ -183,6 +218,7 @@ class Runtime(_Facade):
                 client_addr,
                 max_messages=max_messages,
                 session_id_key=session_id_key,
+                version=version,
             )
             saved.result()
         finally:
@@ -237,6 +273,56 @@ class Runtime(_Facade):
     ) -> StepResult:
         """Step until the session waits for input, completes or cannot move (``mode="run"``)."""
         return self.step(session_id, input, mode="run", on_busy=on_busy, owner=owner)
+
+    def update_session(
+        self,
+        session_id: str,
+        *,
+        set: dict[str, Any] | None = None,
+        unset: Iterable[str] = (),
+        goto: str | None = None,
+        owner: str | None = None,
+        by: str | None = None,
+    ) -> StepResult:
+        """Repair a session from outside: set/remove context keys, move it to a task.
+
+        Recorded as one new revision whose status message says who did it (``by``,
+        default ``owner`` or "admin"). It queues behind the session's running and
+        queued steps like any request. ``goto`` pauses the session at that task,
+        even a completed or failed one.
+
+        Raises:
+            SessionNotFound: no such session, or not ``owner``'s.
+            InvalidInput: nothing to change, a value cannot be stored, or ``goto``
+                names a task the session's graph version lacks.
+            GraphVersionUnavailable, StoreUnavailable, RuntimeClosed.
+        """
+        reply = SyncReply(self._core.index, counted=False)  # the index counts a step
+        message = _edit_message(set, unset, goto, by or owner or "admin")
+        self._core.submit_step(
+            session_id, None, "step", "enqueue", owner, reply, preload=True, edit=message
+        )
+        result: StepResult = reply.wait()
+        return result
+
+    def migrate_session(self, session_id: str, version: str, *, by: str = "admin") -> StepResult:
+        """Move a session to graph ``version`` through the registered migrations, now.
+
+        Queued in the mailbox like a step; one new revision ("migrated g 1 → 2"),
+        or none when it is on ``version`` already.
+
+        Raises:
+            GraphNotFound: ``version`` is not served.
+            GraphVersionUnavailable: no chain of migrations leads there.
+            MigrationFailed: a migration failed (the session is untouched).
+        """
+        reply = SyncReply(self._core.index, counted=False)  # the index counts a step
+        message = Edit({}, (), None, by, migrate_to=version)
+        self._core.submit_step(
+            session_id, None, "step", "enqueue", None, reply, preload=True, edit=message
+        )
+        result: StepResult = reply.wait()
+        return result
 
     def _session(self, session_id: str, owner: str | None) -> Session:
         core = self._core
@@ -465,9 +551,12 @@ class AsyncRuntime(_Facade):
         graphs: Iterable[Graph] = (),
         config: RuntimeConfig | None = None,
         store: SessionStore | None = None,
+        migrations: Iterable[Migration] = (),
     ) -> _AsyncOpen:
         """Open a runtime (see ``Runtime.open`` for the arguments and errors)."""
-        return _AsyncOpen((data_dir, list(graphs), config or RuntimeConfig(), store))
+        return _AsyncOpen(
+            (data_dir, list(graphs), config or RuntimeConfig(), store, list(migrations))
+        )
 
     async def __aenter__(self) -> Self:
         return self
@@ -496,6 +585,7 @@ class AsyncRuntime(_Facade):
         client_addr: str | None = None,
         max_messages: int | None = DEFAULT_MAX_MESSAGES,
         session_id_key: str | None = None,
+        version: str | None = None,
     ) -> str:
         """Create a session; returns its id once revision 0 is committed (see ``Runtime``)."""
         core = self._core
@@ -510,6 +600,7 @@ class AsyncRuntime(_Facade):
                 client_addr,
                 max_messages=max_messages,
                 session_id_key=session_id_key,
+                version=version,
             )
             await asyncio.wrap_future(saved)
         finally:
@@ -542,6 +633,33 @@ class AsyncRuntime(_Facade):
     ) -> StepResult:
         """Step until the session waits for input, completes or cannot move."""
         return await self.step(session_id, input, mode="run", on_busy=on_busy, owner=owner)
+
+    async def update_session(
+        self,
+        session_id: str,
+        *,
+        set: dict[str, Any] | None = None,
+        unset: Iterable[str] = (),
+        goto: str | None = None,
+        owner: str | None = None,
+        by: str | None = None,
+    ) -> StepResult:
+        """Repair a session from outside (see ``Runtime.update_session``)."""
+        reply = AsyncReply(self._core.index, counted=False)  # the index counts a step
+        message = _edit_message(set, unset, goto, by or owner or "admin")
+        self._core.submit_step(session_id, None, "step", "enqueue", owner, reply, edit=message)
+        result: StepResult = await reply.wait()
+        return result
+
+    async def migrate_session(
+        self, session_id: str, version: str, *, by: str = "admin"
+    ) -> StepResult:
+        """Move a session to graph ``version`` now (see ``Runtime.migrate_session``)."""
+        reply = AsyncReply(self._core.index, counted=False)  # the index counts a step
+        message = Edit({}, (), None, by, migrate_to=version)
+        self._core.submit_step(session_id, None, "step", "enqueue", None, reply, edit=message)
+        result: StepResult = await reply.wait()
+        return result
 
     async def get_session(
         self, session_id: str, *, owner: str | None = None, revision: int | None = None
@@ -686,3 +804,15 @@ class AsyncRuntime(_Facade):
         reply = self._reply()
         core.tell_supervisor(core.sweep_message(reply), reply)
         await reply.wait()
+
+
+def _edit_message(
+    set: dict[str, Any] | None, unset: Iterable[str], goto: str | None, by: str
+) -> Edit:
+    if set is not None and not isinstance(set, dict):
+        raise InvalidInput(f"set must be a dict of context keys to values, got {set!r}")
+    if isinstance(unset, str):
+        unset = [unset]
+    if goto is not None and not isinstance(goto, str):
+        raise InvalidInput(f"goto must be a task id (str), got {goto!r}")
+    return Edit(dict(set or {}), tuple(unset), goto, by)

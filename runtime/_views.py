@@ -44,6 +44,7 @@ class SessionView:
     metadata: SessionMetadataView
     revision: int
     status_message: str | None = None
+    graph_version: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +66,7 @@ class LiveSessionInfo:
     request_count: int
     snapshot_bytes: int
     revision: int
+    graph_version: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,7 @@ from runtime.admin._offline import (
     session_document,
 )
 from runtime.admin._protocol import OPS, json_safe
+from runtime.admin._versions_cmd import sessions_migrate, sessions_versions
 from runtime.shell._render import make_console, render_result, render_stored
 
 __all__ = ["build_parser", "main"]
@@ -111,6 +112,27 @@ def _add_sessions_actions(sessions: argparse.ArgumentParser) -> None:
     )
     _add_store_target(export)
     add_history_actions(actions, _add_store_target)
+    versions = actions.add_parser(
+        "versions", help="sessions per graph version (through the daemon if one runs)"
+    )
+    migrate = actions.add_parser(
+        "migrate",
+        help="move every stored session of a graph to a version (through the daemon if one runs)",
+    )
+    migrate.add_argument("--graph", required=True, help="the graph id")
+    migrate.add_argument("--to", required=True, help="the version to move to (must be served)")
+    migrate.add_argument("--dry-run", action="store_true", help="run the migrations, save nothing")
+    for parser in (versions, migrate):
+        parser.add_argument(
+            "--graphs",
+            action="append",
+            help="offline: graphs, module:attr, repeatable (default flow.demo:GRAPHS)",
+        )
+        parser.add_argument(
+            "--migrations", action="append", default=[], help="offline: module:attr, repeatable"
+        )
+        parser.add_argument("--json", action="store_true", help="print JSON")
+        _add_store_target(parser)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -227,7 +249,23 @@ def _load(store: SessionStore, prefix: str) -> Any:
     return session
 
 
+def _run_versions(args: argparse.Namespace) -> int:
+    where = (args.data_dir / SOCKET_NAME, args.data_dir, args.store)
+    refs = (args.graphs or ["flow.demo:GRAPHS"], args.migrations)
+    if args.action == "versions":
+        result = sessions_versions(*where, *refs)
+    else:
+        result = sessions_migrate(*where, *refs, graph=args.graph, to=args.to, dry_run=args.dry_run)
+    if args.json:
+        _print_json(result)
+    else:
+        _console().print(render_result(args.action, result))
+    return 0
+
+
 def _run_sessions(args: argparse.Namespace) -> int:
+    if args.action in ("versions", "migrate"):
+        return _run_versions(args)
     if args.action in ("rm", "fork", "rollback"):
         _refuse_if_daemon_runs(args.data_dir)
     store = open_offline_store(args.data_dir, args.store)

@@ -11,7 +11,9 @@ table)::
     │   └── IdempotencyKeyReused  a step's key was used before with another input (422)
     ├── SessionNotFound         no such session, or not yours (404)
     │   └── RevisionNotFound    that revision is outside the retained history (404)
-    ├── GraphNotFound           no graph with that id (404)
+    ├── GraphNotFound           no graph with that id (or version) (404)
+    ├── GraphVersionUnavailable the session's graph version is not served (409)
+    │   └── MigrationFailed     a migration raised or returned a bad session (409)
     ├── TaskNotFound            GoTo/edge names a task the graph lacks (500, task-failed)
     ├── SessionCompleted        the session has ended; start a new one (409)
     ├── SessionQuotaExceeded the user holds the most sessions allowed; delete some (403)
@@ -35,8 +37,10 @@ from flow._errors import (
     ActorflowError,
     GraphInvalid,
     GraphNotFound,
+    GraphVersionUnavailable,
     IdempotencyKeyReused,
     InvalidInput,
+    MigrationFailed,
     Misdirected,
     RevisionConflict,
     RevisionNotFound,
@@ -57,8 +61,10 @@ __all__ = [
     "ActorflowError",
     "GraphInvalid",
     "GraphNotFound",
+    "GraphVersionUnavailable",
     "IdempotencyKeyReused",
     "InvalidInput",
+    "MigrationFailed",
     "Misdirected",
     "RevisionConflict",
     "RevisionNotFound",

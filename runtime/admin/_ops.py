@@ -2,17 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from collections.abc import Awaitable, Callable, Mapping
+import json
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from flow._step import StepResult
+from flow._versions import GraphRegistry
 from flow.stores._log import RevisionInfo
+from flow.stores._protocol import SessionStore
+from runtime._bulk_migrate import migrate_live
 from runtime._config import RuntimeConfig
+from runtime._version_counts import stored_version_counts, version_table
 from runtime._views import LiveSessionInfo, RuntimeStats, StoredPage
 from runtime.admin._protocol import OPS, AdminError, OpSpec
 
-__all__ = ["AdminTarget", "Handler", "check_args", "dispatch", "resolve_id"]
+__all__ = ["AdminTarget", "Handler", "Reload", "check_args", "dispatch", "resolve_id"]
 
 MAX_CANDIDATES_SHOWN = 10
 QUARANTINED_SHOWN = 20
@@ -30,6 +37,13 @@ class AdminTarget(Protocol):
     @property
     def store_name(self) -> str:
         """The kind of store the runtime keeps sessions in."""
+        ...
+
+    @property
+    def store(self) -> SessionStore:
+        """The session store: read only by ``versions`` and ``migrate`` (every stored
+        session's version, underneath the leases: runtime/_bulk_migrate.py); every other op
+        goes through the runtime's methods."""
         ...
 
     @property
@@ -83,8 +97,34 @@ class AdminTarget(Protocol):
         """The runtime's counters."""
         ...
 
+    @property
+    def registry(self) -> GraphRegistry:
+        """The graphs served, every version, and the migrations."""
+        ...
+
+    async def update_session(
+        self,
+        session_id: str,
+        *,
+        set: dict[str, Any] | None = None,
+        unset: Iterable[str] = (),
+        goto: str | None = None,
+        owner: str | None = None,
+        by: str | None = None,
+    ) -> StepResult:
+        """Repair a session from outside (a new revision)."""
+        ...
+
+    async def migrate_session(
+        self, session_id: str, version: str, *, by: str = "admin"
+    ) -> StepResult:
+        """Move a session to a graph version through the migrations."""
+        ...
+
 
 Handler = Callable[[AdminTarget, dict[str, Any], Mapping[str, object]], Awaitable[Any]]
+Reload = Callable[[], Awaitable[Any]]
+"""What the ``reload`` op runs (the daemon re-imports its graph modules)."""
 
 
 def check_args(spec: OpSpec, request: Mapping[str, Any]) -> dict[str, Any]:
@@ -250,6 +290,31 @@ async def _config(runtime: AdminTarget, args: dict[str, Any], info: Mapping[str,
     }
 
 
+async def _edit(runtime: AdminTarget, args: dict[str, Any], info: Mapping[str, object]) -> Any:
+    values: Any = None
+    if args["set"] is not None:
+        try:
+            values = json.loads(args["set"])
+        except ValueError as exc:
+            raise AdminError("BadArgument", f"argument 'set' is not JSON: {exc}") from None
+        if not isinstance(values, dict):
+            raise AdminError("BadArgument", "argument 'set' must be a JSON object")
+    unset = [k.strip() for k in (args["unset"] or "").split(",") if k.strip()]
+    result = await runtime.update_session(
+        args["id"], set=values, unset=unset, goto=args["goto"], by="admin"
+    )
+    return {"session_id": args["id"], "revision": result.revision, "message": result.status_message}
+
+
+async def _versions(runtime: AdminTarget, args: dict[str, Any], info: Mapping[str, object]) -> Any:
+    stored = await asyncio.to_thread(stored_version_counts, runtime.store)
+    return {"graphs": version_table(runtime.registry, await runtime.live_sessions(), stored)}
+
+
+async def _migrate(runtime: AdminTarget, args: dict[str, Any], info: Mapping[str, object]) -> Any:
+    return await migrate_live(runtime, args["graph"], args["to"], bool(args["dry_run"]))
+
+
 HANDLERS: dict[str, Handler] = {
     "help": _help,
     "ls": _ls,
@@ -261,11 +326,18 @@ HANDLERS: dict[str, Handler] = {
     "stats": _stats,
     "stored": _stored,
     "config": _config,
+    "edit": _edit,
+    "versions": _versions,
+    "migrate": _migrate,
 }
 
 
 async def dispatch(
-    runtime: AdminTarget, request: Mapping[str, Any], config_info: Mapping[str, object]
+    runtime: AdminTarget,
+    request: Mapping[str, Any],
+    config_info: Mapping[str, object],
+    *,
+    reload: Reload | None = None,
 ) -> Any:
     """Run one request and return its result.
 
@@ -280,6 +352,10 @@ async def dispatch(
     if spec is None:
         raise AdminError("UnknownOp", f"unknown op {op!r} (ops: {', '.join(OPS)})")
     args = check_args(spec, request)
+    if op == "reload":
+        if reload is None:
+            raise AdminError("Unsupported", "this runtime has no graph modules to reload")
+        return await reload()
     if spec.takes_id:
         args["id"] = await resolve_id(runtime, args["id"])
     return await HANDLERS[op](runtime, args, config_info)

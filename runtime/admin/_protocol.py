@@ -126,6 +126,27 @@ OPS: dict[str, OpSpec] = {
             ),
         ),
         OpSpec("config", "the daemon's and the runtime's configuration"),
+        OpSpec(
+            "edit",
+            "repair a session: set/remove context keys, move it to a task (a new revision)",
+            (
+                _ID,
+                ArgSpec("set", "str", False, "a JSON object of context keys to set"),
+                ArgSpec("unset", "str", False, "comma-separated context keys to remove"),
+                ArgSpec("goto", "str", False, "the task to move the session to"),
+            ),
+        ),
+        OpSpec("reload", "re-import the --graphs and --migrations modules; serve new versions"),
+        OpSpec("versions", "sessions per graph version: served, default, live and stored"),
+        OpSpec(
+            "migrate",
+            "move every stored session of a graph to a version through its migrations",
+            (
+                ArgSpec("graph", "str", True, "the graph id"),
+                ArgSpec("to", "str", True, "the version to move to (must be served)"),
+                ArgSpec("dry_run", "int", False, "1: run the migrations, save nothing", 0, 0, 1),
+            ),
+        ),
     )
 }
 

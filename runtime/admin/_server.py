@@ -14,7 +14,7 @@ from typing import Any
 import structlog
 
 from flow._errors import ActorflowError
-from runtime.admin._ops import AdminTarget, dispatch
+from runtime.admin._ops import AdminTarget, Reload, dispatch
 from runtime.admin._protocol import (
     MAX_LINE_BYTES,
     AdminError,
@@ -41,8 +41,10 @@ class AdminServer:
         runtime: AdminTarget,
         path: Path,
         config_info: Mapping[str, object],
+        reload: Reload | None = None,
     ) -> None:
         self._runtime = runtime
+        self._reload = reload
         self._path = path
         self._config_info = dict(config_info)
         self._server: asyncio.Server | None = None
@@ -136,7 +138,9 @@ class AdminServer:
     async def _reply(self, line: bytes) -> dict[str, Any]:
         try:
             request = decode_line(line)
-            return ok_reply(await dispatch(self._runtime, request, self._config_info))
+            return ok_reply(
+                await dispatch(self._runtime, request, self._config_info, reload=self._reload)
+            )
         except AdminError as exc:
             return error_reply(exc.type, exc.message)
         except ActorflowError as exc:
@@ -171,7 +175,11 @@ def _remove_stale_socket(path: Path) -> None:
 
 
 async def start_admin_server(
-    runtime: AdminTarget, path: Path, *, config_info: dict[str, object]
+    runtime: AdminTarget,
+    path: Path,
+    *,
+    config_info: dict[str, object],
+    reload: Reload | None = None,
 ) -> AdminServer:
     """Serve the admin protocol for ``runtime`` on the unix socket ``path`` (mode 0600).
 
@@ -182,11 +190,13 @@ async def start_admin_server(
         runtime: the runtime to inspect and steer (an ``AsyncRuntime``).
         path: the socket file, normally ``<data-dir>/admin.sock``.
         config_info: what the ``config`` op reports about the daemon (host, port, ...).
+        reload: what the ``reload`` op runs (the daemon re-imports its graph modules);
+            without it the op answers ``Unsupported``.
 
     Raises:
         FileExistsError: ``path`` is not a socket, or another process serves it.
         OSError: the socket could not be created (e.g. the path is too long).
     """
-    server = AdminServer(runtime, Path(path), config_info)
+    server = AdminServer(runtime, Path(path), config_info, reload)
     await server._start()
     return server

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Literal, TypeVar
 from urllib.parse import quote
@@ -36,6 +36,7 @@ __all__ = [
     "revisions_call",
     "rollback_call",
     "step_call",
+    "update_call",
 ]
 
 T = TypeVar("T")
@@ -414,4 +415,22 @@ def rollback_call(session_id: str, revision: int) -> Call[SessionView]:
     return Call(
         "POST", _session_path(session_id) + "/rollback", _encode({"revision": revision}),
         _headers(**JSON_HEADERS), Replay.ONCE, _session_view, session_id=session_id,
+    )  # fmt: skip
+
+
+def update_call(
+    session_id: str, set: dict[str, Any] | None, unset: Sequence[str], goto: str | None
+) -> Call[StepResult]:
+    """``PATCH /v1/sessions/{id}``: sent again only where it surely did not arrive
+    (a second edit would append a second revision)."""
+    body: dict[str, Any] = {}
+    if set is not None:
+        body["set"] = set
+    if unset:
+        body["unset"] = list(unset)
+    if goto is not None:
+        body["goto"] = goto
+    return Call(
+        "PATCH", _session_path(session_id), _encode(body), _headers(**JSON_HEADERS),
+        Replay.ONCE, _step_result, session_id=session_id,
     )  # fmt: skip

@@ -26,6 +26,7 @@ import msgspec
 from runtime.errors import (
     ActorflowError,
     GraphNotFound,
+    GraphVersionUnavailable,
     IdempotencyKeyReused,
     InvalidInput,
     RevisionNotFound,
@@ -147,6 +148,7 @@ _BY_SLUG: dict[str, _Factory] = {
     "session-not-found": lambda d, s, g: SessionNotFound(s, d),
     "revision-not-found": lambda d, s, g: _revision_not_found(d, s),
     "graph-not-found": lambda d, s, g: GraphNotFound(g),
+    "graph-version-unavailable": lambda d, s, g: GraphVersionUnavailable(s, g, "", [], d),
     "session-busy": lambda d, s, g: SessionBusy(s, mailbox_full=False),
     "mailbox-full": lambda d, s, g: SessionBusy(s, mailbox_full=True),
     "session-completed": lambda d, s, g: SessionCompleted(s),

@@ -2,15 +2,15 @@
 asyncio twins) have in common, so that host code written against the protocol
 runs in process or against a daemon by changing the one line that builds it.
 
-Methods that come with later issues (``stream``, ``revisions``, ``fork``,
-``rollback``) join both protocols when the runtime and the HTTP API have them.
+Methods that come with later issues (``stream``) join both protocols when the
+runtime and the HTTP API have them.
 The block under ``TYPE_CHECKING`` at the end makes mypy prove that all four
 classes satisfy their protocol.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from flow._step import StepResult
@@ -75,6 +75,11 @@ class SessionAPI(Protocol):
         self, session_id: str, *, revision: int, owner: str | None = None
     ) -> SessionView: ...
 
+    def update_session(
+        self, session_id: str, *, set: dict[str, Any] | None = None,
+        unset: Iterable[str] = (), goto: str | None = None, owner: str | None = None,
+    ) -> StepResult: ...  # fmt: skip
+
     def delete_session(self, session_id: str, *, owner: str | None = None) -> None: ...
 
     def list_sessions(
@@ -129,6 +134,11 @@ class AsyncSessionAPI(Protocol):
     async def rollback(
         self, session_id: str, *, revision: int, owner: str | None = None
     ) -> SessionView: ...
+
+    async def update_session(
+        self, session_id: str, *, set: dict[str, Any] | None = None,
+        unset: Iterable[str] = (), goto: str | None = None, owner: str | None = None,
+    ) -> StepResult: ...  # fmt: skip
 
     async def delete_session(self, session_id: str, *, owner: str | None = None) -> None: ...
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import Iterable
 from types import TracebackType
 from typing import Any, Self, TypeVar
 
@@ -30,6 +31,7 @@ from runtime.client._calls import (
     revisions_call,
     rollback_call,
     step_call,
+    update_call,
 )
 from runtime.client._retry import RetryPolicy, RetryStatus
 
@@ -278,6 +280,29 @@ class Client(ClientBase):
         if not self._owner_matches(owner):
             raise SessionNotFound(session_id)
         return self._send(fork_call(session_id, revision))
+
+    def update_session(
+        self,
+        session_id: str,
+        *,
+        set: dict[str, Any] | None = None,
+        unset: Iterable[str] = (),
+        goto: str | None = None,
+        owner: str | None = None,
+    ) -> StepResult:
+        """Repair a session from outside (``PATCH``, as ``Runtime.update_session``): set or
+        remove context keys, move it to a task, as one revision naming the token's user.
+        Sent again only where it surely did not arrive.
+
+        Raises:
+            SessionNotFound: no such session, or not ``owner``'s.
+            InvalidInput: nothing to change, a value cannot be stored, or ``goto``
+                names a task the session's graph version lacks.
+        """
+        if not self._owner_matches(owner):
+            raise SessionNotFound(session_id)
+        keys = [unset] if isinstance(unset, str) else list(unset)
+        return self._send(update_call(session_id, set, keys, goto))
 
     def rollback(self, session_id: str, *, revision: int, owner: str | None = None) -> SessionView:
         """Append a new revision whose state equals revision ``revision``'s; the session as

@@ -4,8 +4,9 @@ Every setting is one dataclass field (runtime/_settings.py): the daemon's own in
 ``DaemonConfig``, the runtime's in ``RuntimeConfig`` (held, not copied, as
 ``DaemonConfig.runtime``). The flag is ``--name-with-dashes``, the environment
 variable ``ACTORFLOW_NAME_WITH_UNDERSCORES`` and the TOML key
-``name_with_underscores`` (dashes are accepted too). ``--graphs`` is repeatable;
-in the environment it is a comma-separated list and in TOML a list of strings.
+``name_with_underscores`` (dashes are accepted too). ``--graphs`` and
+``--migrations`` are repeatable; in the environment each is a comma-separated
+list and in TOML a list of strings.
 """
 
 from __future__ import annotations
@@ -87,6 +88,13 @@ class DaemonConfig:
     graphs: tuple[str, ...] = setting(
         DEFAULT_GRAPHS,
         "graphs to serve, module:attr (a Graph or a list of Graphs); repeatable",
+        metavar="MODULE:ATTR",
+        parse=_graph_ref,
+    )
+    migrations: tuple[str, ...] = setting(
+        (),
+        "migrations between graph versions, module:attr (a Migration or a list of "
+        "Migrations); repeatable",
         metavar="MODULE:ATTR",
         parse=_graph_ref,
     )

@@ -10,7 +10,7 @@ import uvloop
 
 from runtime.daemon._auth import Authenticator, TokensFileError
 from runtime.daemon._config import ConfigError, parse_config
-from runtime.daemon._graphs import load_graphs, pick_default_graph
+from runtime.daemon._graphs import load_graphs, load_migrations, pick_default_graph
 from runtime.daemon._logging import configure_logging
 from runtime.daemon._preflight import StartupError, check_can_start
 from runtime.daemon._server import serve
@@ -39,6 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     configure_logging(config.log_format)
     try:
         graphs = load_graphs(config.graphs)
+        migrations = load_migrations(config.migrations)
         default_graph = pick_default_graph(graphs, config.default_graph)
         auth = Authenticator.from_file(config.tokens)
         data_dir_lock = check_can_start(config)
@@ -46,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(str(exc))
     try:
         with data_dir_lock:
-            return uvloop.run(serve(config, graphs, default_graph, auth))
+            return uvloop.run(serve(config, graphs, default_graph, auth, migrations))
     except Exception as exc:
         structlog.get_logger("actorflowd").exception("daemon_failed")
         return _fail(f"{type(exc).__name__}: {exc}", EXIT_FAILED)

@@ -20,6 +20,7 @@ __all__ = [
     "ExecuteResponse",
     "GraphInfo",
     "GraphList",
+    "GraphVersionInfo",
     "HealthResponse",
     "MetadataBody",
     "OnBusy",
@@ -30,9 +31,12 @@ __all__ = [
     "StepMode",
     "StepRequest",
     "StepResponse",
+    "UpdateSessionRequest",
 ]
 
 GraphId = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+Version = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+ContextKey = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
 StepMode = Literal["step", "run"]
 OnBusy = Literal["enqueue", "reject"]
 
@@ -48,6 +52,18 @@ class CreateSessionRequest(msgspec.Struct, forbid_unknown_fields=True):
     graph: GraphId
     context: dict[str, Any] | None = None
     max_messages: Annotated[int, msgspec.Meta(ge=1, le=MAX_CHAT_MESSAGES)] = 1000
+    version: Version | None = None
+
+
+class UpdateSessionRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """``PATCH /v1/sessions/{id}``: set or remove context keys, move to a task.
+
+    Applied as one new revision recording who did it, after the steps queued before it.
+    """
+
+    set: dict[ContextKey, Any] | None = None
+    unset: Annotated[list[ContextKey], msgspec.Meta(max_length=1000)] | None = None
+    goto: GraphId | None = None
 
 
 class StepRequest(msgspec.Struct, forbid_unknown_fields=True):
@@ -83,6 +99,7 @@ class SessionCreated(msgspec.Struct):
     current_task: str
     status: str
     revision: int
+    graph_version: str = ""
 
 
 class ChatMessageBody(msgspec.Struct):
@@ -116,6 +133,7 @@ class SessionDetail(msgspec.Struct):
     metadata: MetadataBody
     revision: int
     status_message: str | None = None
+    graph_version: str = ""
 
     @classmethod
     def of(cls, view: SessionView) -> SessionDetail:
@@ -140,6 +158,7 @@ class SessionDetail(msgspec.Struct):
             ),
             revision=view.revision,
             status_message=view.status_message,
+            graph_version=view.graph_version,
         )
 
 
@@ -194,14 +213,28 @@ class SessionList(msgspec.Struct):
     next_cursor: str | None
 
 
+class GraphVersionInfo(msgspec.Struct):
+    """One version of a graph: served or only stored, and its session counts.
+
+    ``stored`` counts every owner's sessions (refreshed at most every few seconds).
+    """
+
+    version: str
+    served: bool
+    default: bool
+    live: int
+    stored: int | None
+
+
 class GraphInfo(msgspec.Struct):
-    """A graph the daemon serves."""
+    """A graph the daemon serves: its default version's shape, and every version."""
 
     id: str
     version: str
     start: str
     tasks: list[str]
     edges: list[dict[str, str]]
+    versions: list[GraphVersionInfo] = msgspec.field(default_factory=list)
 
 
 class GraphList(msgspec.Struct):

@@ -15,6 +15,7 @@ import msgspec
 from runtime.errors import (
     ActorflowError,
     GraphNotFound,
+    GraphVersionUnavailable,
     IdempotencyKeyReused,
     InvalidInput,
     Misdirected,
@@ -77,6 +78,9 @@ HEADERS_TOO_LARGE = ProblemKind(431, "headers-too-large", "Request header fields
 SESSION_NOT_FOUND = ProblemKind(404, "session-not-found", "Session not found")
 REVISION_NOT_FOUND = ProblemKind(404, "revision-not-found", "Revision not retained")
 GRAPH_NOT_FOUND = ProblemKind(404, "graph-not-found", "Graph not found")
+GRAPH_VERSION_UNAVAILABLE = ProblemKind(
+    409, "graph-version-unavailable", "Graph version unavailable"
+)
 SESSION_BUSY = ProblemKind(409, "session-busy", "Session busy")
 MAILBOX_FULL = ProblemKind(429, "mailbox-full", "Session mailbox full", retry_after=1)
 SESSION_TOO_LARGE = ProblemKind(413, "session-too-large", "Session too large")
@@ -100,6 +104,7 @@ ERROR_TABLE: tuple[tuple[type[ActorflowError], ProblemKind], ...] = (
     (RevisionNotFound, REVISION_NOT_FOUND),
     (SessionNotFound, SESSION_NOT_FOUND),
     (GraphNotFound, GRAPH_NOT_FOUND),
+    (GraphVersionUnavailable, GRAPH_VERSION_UNAVAILABLE),
     (SessionCompleted, SESSION_COMPLETED),
     (SessionQuotaExceeded, SESSION_QUOTA_EXCEEDED),
     (TaskFailed, TASK_FAILED),

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any
 
 from litestar import Request, delete, get, post
@@ -29,8 +29,6 @@ from runtime.daemon._models import (
     CreateSessionRequest,
     ExecuteRequest,
     ExecuteResponse,
-    GraphInfo,
-    GraphList,
     HealthResponse,
     OnBusy,
     SessionCreated,
@@ -50,6 +48,7 @@ from runtime.daemon._problems import (
     Problem,
     ProblemDetail,
 )
+from runtime.daemon._version_routes import version_handlers
 from runtime.errors import RuntimeClosed
 
 if TYPE_CHECKING:
@@ -118,22 +117,6 @@ class Api:
     inflight: int = 0
     draining: bool = False
     admins: frozenset[str] = frozenset()
-    graph_list: GraphList = field(init=False)
-
-    def __post_init__(self) -> None:
-        infos = []
-        for graph in self.graphs:
-            described = graph.describe()
-            infos.append(
-                GraphInfo(
-                    id=graph.id,
-                    version=graph.version,
-                    start=graph.start,
-                    tasks=list(described["tasks"]),
-                    edges=list(described["edges"]),
-                )
-            )
-        self.graph_list = GraphList(graphs=infos, default_graph=self.default_graph)
 
     def owner_filter(self, user: str) -> str | None:
         """The owner the runtime checks ``user``'s requests against (None: an admin's, any)."""
@@ -242,6 +225,7 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
             context=data.context,
             client_addr=_client_addr(request),
             max_messages=data.max_messages,
+            version=data.version,
         )
         request_info(request.scope).session_id = session_id
         view = await runtime.get_session(session_id, owner=user)
@@ -251,6 +235,7 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
             current_task=view.current_task,
             status=view.status,
             revision=view.revision,
+            graph_version=view.graph_version,
         )
 
     @get(
@@ -344,16 +329,6 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
             items=[SessionSummary.of(info) for info in page.items], next_cursor=page.next_cursor
         )
 
-    @get(
-        "/v1/graphs",
-        summary="The graphs served",
-        responses=_problems(401),
-        security=SECURITY,
-        tags=["graphs"],
-    )
-    async def list_graphs() -> GraphList:
-        return api.graph_list
-
     @post(
         "/v1/execute",
         status_code=200,
@@ -437,7 +412,13 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
         step_session,
         delete_session,
         list_sessions,
-        list_graphs,
+        *version_handlers(
+            runtime,
+            api.owner_filter,
+            default_graph=api.default_graph,
+            caller=_caller,
+            problems=_problems(*_STEPPING),
+        ),
         execute,
         healthz,
         readyz,

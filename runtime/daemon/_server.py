@@ -3,7 +3,9 @@
 On SIGTERM or SIGINT the daemon stops accepting connections, lets running
 steps finish (up to ``--drain-timeout``), closes the runtime (which flushes
 every snapshot), closes the admin socket and exits 0. A second signal exits at
-once, with status 1.
+once, with status 1. On SIGHUP (or ``actorflow admin reload``) it re-imports the
+``--graphs`` and ``--migrations`` modules and serves what they hold too
+(`runtime.daemon._reload`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import structlog
 import uvicorn
 
 from flow import Graph
+from flow._versions import Migration
 from runtime import AsyncRuntime
 from runtime.admin import start_admin_server
 from runtime.daemon._app import OPENAPI_PATH, build_app
@@ -30,6 +33,7 @@ from runtime.daemon._config import DaemonConfig, is_loopback
 from runtime.daemon._logging import flush_logs
 from runtime.daemon._metrics import DaemonMetrics
 from runtime.daemon._policy import LOOPBACK_NAMES, GatewayPolicy
+from runtime.daemon._reload import on_hangup, reloader
 from runtime.daemon._routes import Api
 from runtime.daemon._storage import secure_data_dir
 from runtime.daemon._transport import ConnectionLimits, guarded_protocol
@@ -139,7 +143,11 @@ def _uvicorn_config(app: Any, config: DaemonConfig) -> uvicorn.Config:
 
 
 async def serve(
-    config: DaemonConfig, graphs: list[Graph], default_graph: str, auth: Authenticator
+    config: DaemonConfig,
+    graphs: list[Graph],
+    default_graph: str,
+    auth: Authenticator,
+    migrations: list[Migration] | None = None,
 ) -> int:
     """Serve until SIGTERM/SIGINT, then drain; the process exit status.
 
@@ -148,11 +156,15 @@ async def serve(
     secure_data_dir(config.data_dir)
     loop = asyncio.get_running_loop()
     runtime = await AsyncRuntime.open(
-        data_dir=config.data_dir, graphs=graphs, config=config.runtime
+        data_dir=config.data_dir, graphs=graphs, config=config.runtime, migrations=migrations or ()
     )
+    reload = reloader(config, runtime)
     try:
         admin = await start_admin_server(
-            runtime, config.data_dir / "admin.sock", config_info=_config_info(config, graphs)
+            runtime,
+            config.data_dir / "admin.sock",
+            config_info=_config_info(config, graphs),
+            reload=reload,
         )
     except BaseException:
         await runtime.aclose()
@@ -189,6 +201,7 @@ async def serve(
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
+    loop.add_signal_handler(signal.SIGHUP, on_hangup(reload))
     _tune_gc()
     scheme = "https" if config.tls_cert else "http"
     _log.info(

@@ -66,6 +66,13 @@ def sort_for_top(sessions: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any
     )
 
 
+def _graph_at(session: Mapping[str, Any]) -> str:
+    """``graph@version`` (the version shortened to 8 characters, as ids are)."""
+    version = str(session.get("graph_version") or "")
+    graph = str(session.get("graph", ""))
+    return f"{graph}@{version[:8]}" if version else graph
+
+
 def plural(count: int, noun: str) -> str:
     """``1 live session``, ``2 live sessions``."""
     return f"{count} {noun}{'' if count == 1 else 's'}"
@@ -86,11 +93,16 @@ def live_table(sessions: Sequence[Mapping[str, Any]], *, title: str | None = Non
         ("SNAP B", "right"),
         ("OWNER", "left"),
     ):
-        table.add_column(name, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+        table.add_column(
+            name,
+            justify=justify,  # type: ignore[arg-type]
+            no_wrap=True,
+            min_width=SHORT_ID if name == "ID" else None,
+        )
     for s in sessions:
         table.add_row(
             short_id(str(s.get("session_id", ""))),
-            str(s.get("graph", "")),
+            _graph_at(s),
             str(s.get("state", "")),
             str(s.get("status", "")),
             str(s.get("current_task", "")),
@@ -107,7 +119,7 @@ def stored_table(items: Sequence[Mapping[str, Any]], *, title: str | None = None
     """Stored sessions (``StoredSessionInfo`` rows) as a table."""
     table = Table(title=title, title_justify="left")
     for name in ("ID", "OWNER", "GRAPH", "TASK", "STATUS", "REV", "LAST ACCESS", "BYTES"):
-        table.add_column(name, no_wrap=True)
+        table.add_column(name, no_wrap=True, min_width=SHORT_ID if name == "ID" else None)
     for item in items:
         table.add_row(
             short_id(str(item.get("session_id", ""))),
@@ -245,6 +257,34 @@ def _render_document(result: Mapping[str, Any]) -> RenderableType:
     return Group(*parts)
 
 
+def _render_versions(result: dict[str, Any]) -> RenderableType:
+    table = Table(title="sessions per graph version")
+    for column in ("graph", "version", "served", "default", "live", "stored"):
+        table.add_column(column)
+    for graph in result["graphs"]:
+        for v in graph["versions"]:
+            table.add_row(
+                graph["id"],
+                v["version"],
+                "yes" if v["served"] else "NO",
+                "*" if v["default"] else "",
+                str(v["live"]),
+                "?" if v["stored"] is None else str(v["stored"]),
+            )
+    return table
+
+
+def _render_migrate(result: dict[str, Any]) -> RenderableType:
+    verb = "would move" if result["dry_run"] else "moved"
+    lines = [f"{verb} {len(result['moved'])} session(s) of {result['graph']} to {result['to']}"]
+    lines += [f"  {row['session_id']}  from {row['from']}" for row in result["moved"]]
+    lines.append(f"could not move {len(result['failed'])}")
+    lines += [
+        f"  {row['session_id']}  from {row['from']}: {row['error']}" for row in result["failed"]
+    ]
+    return Text("\n".join(lines))
+
+
 def render_result(op: str, result: Any) -> RenderableType:
     """How the CLI and the shell show ``op``'s result."""
     if op == "ls":
@@ -270,6 +310,10 @@ def render_result(op: str, result: Any) -> RenderableType:
     if op == "kill":
         verb = "killed" if result["killed"] else "not live (nothing to kill):"
         return Text(f"{verb} {result['session_id']}")
+    if op == "versions":
+        return _render_versions(result)
+    if op == "migrate":
+        return _render_migrate(result)
     if op == "snapshot":
         if not result["bytes"]:
             return Text(f"not live (its stored snapshot is current): {result['session_id']}")

@@ -16,6 +16,7 @@ from typing import Any
 from actors import ActorServices, Dispatcher, LiveIndex, Settings, SupervisorActor, Timers
 from actors.messages import Activate, Shutdown, Step
 from flow import Context, FunctionTask, Graph, GraphBuilder, NextAction, TaskResult, new_session
+from flow._versions import GraphRegistry
 from flow.stores import SessionStore
 
 
@@ -57,7 +58,7 @@ class Harness:
         self.services = ActorServices(
             settings=settings,
             store=store,
-            graphs={g.id: g for g in graphs},
+            graphs=GraphRegistry(graphs),
             index=LiveIndex(),
             dispatcher=self.dispatcher,
             task_pool=self.pool,
@@ -75,7 +76,7 @@ class Harness:
         return self.services.index
 
     def create(self, graph_id: str = "echo") -> str:
-        graph = self.services.graphs[graph_id]
+        graph = self.services.graphs.get(graph_id)
         session = new_session(graph, owner="owner", now=self.clock_now)
         self.store.save(session, expected_revision=None).result(10)
         return session.session_id

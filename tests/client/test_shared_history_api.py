@@ -13,7 +13,14 @@ from collections.abc import Callable
 import pytest
 from test_shared_async_api import Scenario, run_on  # noqa: F401  (the fixture)
 
-from runtime import MessagePage, RevisionInfo, RevisionNotFound, SessionNotFound
+from runtime import (
+    InvalidInput,
+    MessagePage,
+    RevisionInfo,
+    RevisionNotFound,
+    SessionNotFound,
+    StepResult,
+)
 from runtime.client import AsyncSessionAPI, SessionAPI
 
 OWNER = "local"
@@ -114,3 +121,20 @@ def test_async_time_travel_matches(
             await api.get_session(sid, revision=99)
 
     run_on(scenario)
+
+
+def test_update_session_sets_unsets_and_moves_as_one_revision(api: SessionAPI) -> None:
+    sid = talk(api, 1)
+    result = api.update_session(sid, set={"note": "vip"}, unset=["count"], owner=OWNER)
+    assert isinstance(result, StepResult)
+    assert (result.revision, result.response, result.next_task) == (2, None, "echo")
+    assert result.status_message is not None
+    assert result.status_message.endswith(": set note; unset count")
+    view = api.get_session(sid, owner=OWNER)
+    assert view.context["note"] == "vip"
+    assert "count" not in view.context
+    with pytest.raises(InvalidInput, match="no such task"):
+        api.update_session(sid, goto="nowhere", owner=OWNER)
+    with pytest.raises(SessionNotFound):
+        api.update_session(sid, set={"x": 1}, owner="mallory")
+    assert api.get_session(sid, owner=OWNER).revision == 2

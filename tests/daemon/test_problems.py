@@ -8,7 +8,9 @@ import pytest
 from flow import (
     ActorflowError,
     GraphNotFound,
+    GraphVersionUnavailable,
     InvalidInput,
+    MigrationFailed,
     RevisionConflict,
     RuntimeClosed,
     SessionBusy,
@@ -28,6 +30,8 @@ from runtime.daemon._problems import TYPE_PREFIX, problem_for_error
         (InvalidInput("bad"), 422, "invalid-request"),
         (SessionNotFound("s1"), 404, "session-not-found"),
         (GraphNotFound("g"), 404, "graph-not-found"),
+        (GraphVersionUnavailable("s1", "g", "1", ["2"]), 409, "graph-version-unavailable"),
+        (MigrationFailed("s1", "g", "1", ["2"], "raised"), 409, "graph-version-unavailable"),
         (SessionBusy("s1"), 409, "session-busy"),
         (SessionBusy("s1", mailbox_full=True), 429, "mailbox-full"),
         (SessionCompleted("s1"), 409, "session-completed"),

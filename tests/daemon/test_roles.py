@@ -31,6 +31,10 @@ def test_an_admin_reads_steps_lists_and_deletes_every_session(roles_daemon: Daem
         executed = root.post("/v1/execute", json={"session_id": session_id, "content": "b"})
         assert executed.status_code == 200
         assert alice.get(f"/v1/sessions/{session_id}").json()["context"]["count"] == 2
+        patched = root.patch(f"/v1/sessions/{session_id}", json={"set": {"flag": 1}})
+        assert patched.status_code == 200, patched.text
+        assert patched.json()["status_message"] == "edited by root: set flag"
+        assert alice.get(f"/v1/sessions/{session_id}").json()["context"]["flag"] == 1
         listed = {item["session_id"] for item in root.get("/v1/sessions").json()["items"]}
         assert {session_id, own} <= listed
         assert alice.get(f"/v1/sessions/{own}").status_code == 404
@@ -69,6 +73,11 @@ def test_a_user_without_the_role_still_sees_only_their_own(roles_daemon: Daemon)
             "session-not-found",
         )
         assert_problem(bob.delete(f"/v1/sessions/{session_id}"), 404, "session-not-found")
+        assert_problem(
+            bob.patch(f"/v1/sessions/{session_id}", json={"set": {"x": 1}}),
+            404,
+            "session-not-found",
+        )
         assert bob.get("/v1/sessions").json()["items"] == []
 
 
