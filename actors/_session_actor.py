@@ -339,6 +339,7 @@ class SessionActor(DispatcherActor, Owned):
                     goto=change.goto,
                     by=change.by,
                     now=now,
+                    ttl=self._settings.session_ttl,
                 )
         except ActorflowError as exc:
             self._step_failed(message, exc)
