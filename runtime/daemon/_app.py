@@ -148,13 +148,11 @@ def build_app(
         ),
     )
     steps = StepRoute(app, api, max_body=max_body)
-    runtime_config = api.runtime.config
-    inner = forwarder_for(
-        steps,
-        api.runtime.cluster,
-        max_body=max_body,
-        timeout=forward_timeout or runtime_config.step_timeout + 2 * runtime_config.lease_ttl,
-    )
+    cluster = api.runtime.cluster
+    if cluster is not None and not forward_timeout:
+        config = api.runtime.config
+        forward_timeout = config.step_timeout + 2 * config.lease_ttl
+    inner = forwarder_for(steps, cluster, max_body=max_body, timeout=forward_timeout)
     on_close = inner.aclose if isinstance(inner, Forwarder) else None
     return Gateway(
         inner,
