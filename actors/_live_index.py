@@ -20,6 +20,8 @@ from typing import Any
 import pykka
 
 from flow._errors import SessionBusy, SessionNotFound
+from flow._session import Access
+from flow._sharing import allows
 
 __all__ = ["LiveEntry", "LiveIndex"]
 
@@ -48,6 +50,8 @@ class LiveEntry:
         status, current_task, revision, request_count, expires_at: as of the
             last adopted step (written by the actor).
         snapshot_bytes: size of the last snapshot the actor encoded (0: none yet).
+        members: the users the session is shared with (``SessionMetadata.members``),
+            as of the last adopted revision (written by the actor).
         current_step_task: the task a running step started at, else None.
         activated_at: clock time of the activation.
         reason: why the session is live (``activated by step``...).
@@ -69,6 +73,7 @@ class LiveEntry:
     graph_version: str = ""
     pending: int = 0
     snapshot_bytes: int = 0
+    members: tuple[tuple[str, Access], ...] = ()
     current_step_task: str | None = None
     requests: int = field(default=0)
 
@@ -117,7 +122,9 @@ class LiveIndex:
         until `finish` (or `release`): one lock per step each way.
 
         Raises:
-            SessionNotFound: ``owner`` is given and is not the session's owner.
+            SessionNotFound: ``owner`` (the caller) is given and may not: a step
+                needs the owner or a member with write access, anything else
+                the owner or any member.
             SessionBusy: the mailbox is full, or a step is running or queued and
                 ``reject_if_busy`` is set.
         """
@@ -125,7 +132,9 @@ class LiveIndex:
             entry = self._entries.get(session_id)
             if entry is None or entry.ref is None:
                 return None
-            if owner is not None and owner != entry.owner:
+            if owner is not None and not allows(
+                entry.owner, entry.members, owner, "write" if step else "read"
+            ):
                 raise SessionNotFound(session_id)
             if step:
                 if entry.pending >= max_pending:

@@ -70,7 +70,8 @@ from flow._errors import (
 )
 from flow._graph import Graph
 from flow._idempotency import KeyEntry, KeyTable
-from flow._session import Session, SessionStatus
+from flow._session import Access, Session, SessionStatus, StepFailure
+from flow._sharing import shared
 from flow._step import StepResult
 from flow._versions import upgrade_to
 
@@ -133,6 +134,7 @@ def session_document(session: Session, history_tail: int) -> dict[str, Any]:
         "context": session.context.to_dict(),
         "history_tail": [m.to_dict() for m in history.last_messages(history_tail)],
         "history_length": len(history),
+        "last_failure": None if session.last_failure is None else session.last_failure.to_dict(),
         "metadata": {
             "owner": meta.owner,
             "created_at": meta.created_at,
@@ -140,6 +142,7 @@ def session_document(session: Session, history_tail: int) -> dict[str, Any]:
             "request_count": meta.request_count,
             "client_addr": meta.client_addr,
             "expires_at": meta.expires_at,
+            "members": {user: access for user, access in meta.members},
         },
     }
 
@@ -170,7 +173,8 @@ class SessionActor(DispatcherActor, Owned):
         self._dirty = False
         self._seq = 0
         self._running: RunningStep | None = None
-        self._last_failure: dict[str, Any] | None = None  # what inspect shows
+        # a failure noted on the session and not yet in a saved snapshot of it
+        self._failure_unsaved = False
         # Created on first use, and a list rather than a deque (it is short: at
         # most max_pending): most live sessions are idle and never need one.
         self._stash: list[Step | Passivate] | None = None
@@ -321,6 +325,9 @@ class SessionActor(DispatcherActor, Owned):
         """Apply a repair from outside as one new revision (in this turn; no task runs)."""
         now = self._services.clock()
         graph = self._runner.graph
+        if change.share is not None:
+            self._share(message, *change.share, now)
+            return
         try:
             if change.migrate_to is not None:
                 graph, migrated = upgrade_to(
@@ -350,6 +357,22 @@ class SessionActor(DispatcherActor, Owned):
         self._adopt(message, new, result, now)
         if self._session is new and graph is not self._runner.graph:
             self._use_graph(graph)
+
+    def _share(self, message: Step, user: str, access: Access | None, now: float) -> None:
+        """Give ``user`` ``access`` (None: none) as one new revision (in this turn)."""
+        try:
+            outcome = shared(self._session, user, access, now=now)
+        except ActorflowError as exc:
+            self._answer(message, exc)  # a mistake of the sharer, not the session's failure
+            return
+        if outcome is None:
+            self._answer(message, unchanged(self._session))
+            return
+        new, result = outcome
+        self._services.log.info(
+            "session_shared", session_id=self._session_id, user=user, access=access
+        )
+        self._adopt(message, new, result, now)
 
     def _use_graph(self, graph: Graph) -> None:
         """Run the session's later steps on ``graph`` (another version of its graph)."""
@@ -418,12 +441,12 @@ class SessionActor(DispatcherActor, Owned):
             **({} if failed is None else {"exc_info": failed}),
         )
         cause = error if failed is None else failed.cause
-        self._last_failure = {
-            "type": type(cause).__name__,
-            "message": str(cause),
-            "task": task,
-            "time": self._services.clock(),
-        }
+        # Noted on the committed session (not a revision: nothing else changes);
+        # saved with its next whole snapshot, at the latest on passivation.
+        self._session.last_failure = StepFailure(
+            type(cause).__name__, str(cause), task, self._services.clock()
+        )
+        self._failure_unsaved = True
         self._answer(message, error)
 
     # --- idempotency keys (flow._idempotency) ---------------------------------------
@@ -461,27 +484,35 @@ class SessionActor(DispatcherActor, Owned):
     def _remember(
         self, key: str, digest: bytes, new: Session, result: StepResult, now: float
     ) -> None:
-        """Add the step's key to ``new``'s table and to the record its save appends."""
+        """Add the step's key to ``new``'s table (shared with the session before it:
+        only once the step is adopted)."""
         table = new.keys
         if table is None:
-            table = new.keys = KeyTable()
+            table = new.keys = KeyTable(new.session_id)
         table.add(KeyEntry(key, digest, new.metadata.last_accessed, result))
         table.forget_outside(self._settings.key_retention, new.revision, now)
-        if new.record is not None:
-            new.record = new.record.with_key(key, digest, result.responses)
 
     def _adopt(self, message: Step, new: Session, result: StepResult, now: float) -> None:
         """Make ``new`` the session and commit it; the caller is answered after the commit.
 
         A session that would pass ``max_session_bytes`` is refused: nothing changes."""
+        # ``flow.step`` set the expiry (ttl): the step's metadata is built once
+        key, digest = message.key, message.digest
+        if new.record is not None:
+            # the record as the store appends it: the size guard's encoding of it is
+            # the one the store reuses
+            record = new.record.settled(new)
+            if key is not None and digest is not None:
+                record = record.with_key(key, digest, result.responses)
+            new.record = record
         too_large = self._size.check(new)
         if too_large is not None:
             self._step_failed(message, too_large)
             return
-        # ``flow.step`` set the expiry (ttl): the step's metadata is built once
-        if message.key is not None and message.digest is not None:
-            self._remember(message.key, message.digest, new, result, now)
+        if key is not None and digest is not None:
+            self._remember(key, digest, new, result, now)
         self._session = new
+        self._entry.snapshot_bytes = self._size.size
         self._publish(new)
         if self._settings.durability == "passivate":
             self._dirty = True
@@ -504,6 +535,7 @@ class SessionActor(DispatcherActor, Owned):
         entry.revision = session.revision
         entry.request_count = session.metadata.request_count
         entry.expires_at = session.metadata.expires_at
+        entry.members = session.metadata.members
 
     def _answer(self, message: Step, outcome: StepResult | BaseException) -> None:
         """Answer a step's caller (once) from the actor's turn."""
@@ -533,6 +565,8 @@ class SessionActor(DispatcherActor, Owned):
         if message.lineage != self._commits.lineage:
             return  # a later save of an already abandoned lineage: reloaded already
         loaded = self._commits.reload(message.revision)
+        if self._failure_unsaved:
+            loaded.last_failure = self._session.last_failure
         if loaded.graph_version != self._runner.graph.version:
             # a failed migration edit: run the version the stored session is pinned to
             graph = self._services.graphs.find(loaded.graph_id, loaded.graph_version)
@@ -541,6 +575,7 @@ class SessionActor(DispatcherActor, Owned):
             self._use_graph(graph)
         self._session = loaded
         self._size.reset()
+        self._entry.snapshot_bytes = 0
         self._unconfirmed = None  # the keys loaded are the committed ones
         self._dirty = False
         self._publish(loaded)
@@ -559,6 +594,7 @@ class SessionActor(DispatcherActor, Owned):
         else:
             passivation = (entry.last_used + settings.idle_timeout, "idle")
         size = len(encode(session))
+        self._size.measured(size)
         entry.snapshot_bytes = size
         return {
             **session_document(session, history_tail),
@@ -575,13 +611,14 @@ class SessionActor(DispatcherActor, Owned):
             "incarnation": entry.incarnation,
             "snapshot_bytes": size,
             "dirty": self._dirty,
-            "last_failure": self._last_failure,
         }
 
     def _snapshot(self, message: Snapshot) -> None:
         size = len(encode(self._session))
+        self._size.measured(size)
         self._entry.snapshot_bytes = size
         self._dirty = False
+        self._failure_unsaved = False
         self._commits.snapshot(self._session, message.reply, size)
 
     # --- stopping ------------------------------------------------------------------------
@@ -600,10 +637,17 @@ class SessionActor(DispatcherActor, Owned):
         if self._state is ActorState.STOPPING:
             return
         self._become(ActorState.STOPPING)
+        session = self._session
         if self._dirty:
-            self._entry.snapshot_bytes = len(encode(self._session))
-            self._commits.save_final(self._session)
+            self._entry.snapshot_bytes = len(encode(session))
+            self._commits.save_final(session)
             self._dirty = False
+        if self._failure_unsaved:
+            # A step record does not hold the failure note: rewrite the session's
+            # base at its revision (one write per activation that saw a failure).
+            session.record = None
+            self._commits.save_final(session)
+            self._failure_unsaved = False
         self._stop_after_saves(None)
 
     def _kill(self, reroute: bool, error: BaseException, crashed: BaseException | None) -> None:

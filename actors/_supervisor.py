@@ -64,6 +64,7 @@ from flow._errors import (
     StoreUnavailable,
 )
 from flow._session import Session, SessionStatus
+from flow._sharing import allows
 
 __all__ = ["SupervisorActor"]
 
@@ -274,6 +275,7 @@ class SupervisorActor(DispatcherActor, Owned):
             revision=session.revision,
             request_count=session.metadata.request_count,
             expires_at=session.metadata.expires_at,
+            members=session.metadata.members,
             activated_at=now,
             reason=reason,
         )
@@ -301,7 +303,11 @@ class SupervisorActor(DispatcherActor, Owned):
         if message.step is None:
             if message.reply is not None:
                 entry = self._index.get(message.session_id)
-                if entry is not None and message.owner not in (None, entry.owner):
+                if (
+                    entry is not None
+                    and message.owner is not None
+                    and not allows(entry.owner, entry.members, message.owner, "read")
+                ):
                     message.reply(SessionNotFound(message.session_id))
                 else:
                     message.reply(True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from flow._session import Session
+    from flow._session import Access, Session
     from flow._step import StepResult
 
 __all__ = [
@@ -68,6 +68,9 @@ class Edit:
     goto: str | None
     by: str
     migrate_to: str | None = None
+    share: tuple[str, Access | None] | None = None
+    """``(user, access)``: give ``user`` that access (None: take it away) instead
+    (``Runtime.share``; ``flow._sharing.shared``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,7 +54,7 @@ def table_figures() -> tuple[float, int, int, int, int]:
     plain_base = len(encode(session))
     tracemalloc.start()
     before = tracemalloc.take_snapshot()
-    table = KeyTable()
+    table = KeyTable(session.session_id)
     for key, digest, result in steps:
         # the actor keeps the step's own result; copy it so that it is counted here
         table.add(KeyEntry(key, digest, time.time(), dataclasses.replace(result)))

@@ -11,20 +11,29 @@ import msgpack
 from flow._context import ROLES, ChatHistory, ChatMessage, Context, Role
 from flow._errors import SnapshotDecodeError
 from flow._idempotency import KeyTable
-from flow._session import Session, SessionMetadata, SessionStatus
+from flow._session import (
+    ACCESS_LEVELS,
+    Access,
+    Session,
+    SessionMetadata,
+    SessionStatus,
+    StepFailure,
+)
 
-__all__ = ["SCHEMA_VERSION", "decode", "encode"]
+__all__ = ["SCHEMA_VERSION", "assemble", "decode", "encode", "meta_fields", "metadata_from"]
 
 SCHEMA_VERSION = 2
 """Version 2 added ``mtot`` (messages ever added, see ``ChatHistory.total``); version 1
 snapshots still decode (their ``mtot`` is the number of messages they hold)."""
 
-# ``encode`` packs every field but the history as one map of up to 14 entries, then
-# turns it into the map one entry longer that ends with ``"hist"``: the history's
-# array is spliced in from each message's cached bytes (msgpack values are simply
-# concatenated). ``"keys"``, the idempotency key table, is there only when it has
-# entries; older builds of schema 2 ignore it.
+# ``encode`` packs every field but the key table and the history as one map of 13
+# entries, then turns it into the map one or two entries longer that ends with
+# ``"keys"`` and ``"hist"``: both are spliced in already packed, the history from
+# each message's cached bytes (msgpack values are simply concatenated). ``"keys"``,
+# the idempotency key table, is there only when it has entries; older builds of
+# schema 2 ignore it.
 _HIST_KEY = msgpack.packb("hist")
+_KEYS_KEY = msgpack.packb("keys")
 _local = threading.local()
 
 
@@ -41,7 +50,6 @@ def encode(session: Session) -> bytes:
     """Encode ``session`` as msgpack bytes (schema ``SCHEMA_VERSION``)."""
     meta = session.metadata
     history = session.context.chat_history
-    messages = history._messages
     pack = _packer().pack
     fields: dict[str, Any] = {
         "v": SCHEMA_VERSION,
@@ -56,22 +64,78 @@ def encode(session: Session) -> bytes:
         "data": session.context._data,
         "hmax": history.max_messages,
         "mtot": history.total,
-        "meta": [
-            meta.owner,
-            meta.created_at,
-            meta.last_accessed,
-            meta.request_count,
-            meta.client_addr,
-            meta.expires_at,
-        ],
+        "meta": meta_fields(meta, session.last_failure),
     }
-    if session.keys:
-        fields["keys"] = session.keys.encoded()
-    head = pack(fields)
-    history_items = b"".join([m._packed or _packed(m, pack) for m in messages])
+    keys = session.keys.packed() if session.keys else None
+    items = [m._packed or _packed(m, pack) for m in history._messages]
+    return assemble(fields, keys, items)
+
+
+def assemble(fields: dict[str, Any], keys: bytes | None, history_items: list[bytes]) -> bytes:
+    """A snapshot from its head ``fields`` (in ``encode``'s order), the packed key table
+    (None: no keys) and each chat message's packed bytes: the head's map is made
+    longer and the two are spliced in after it, so that neither is packed again."""
+    head = _packer().pack(fields)
+    extra = _KEYS_KEY + keys if keys is not None else b""
     # a fixmap header is 0x80 + its entry count (fewer than 16 here)
-    header = bytes((head[0] + 1,))
-    return header + head[1:] + _HIST_KEY + _array_header(len(messages)) + history_items
+    header = bytes((head[0] + (2 if keys is not None else 1),))
+    return (
+        header
+        + head[1:]
+        + extra
+        + _HIST_KEY
+        + _packer().pack_array_header(len(history_items))
+        + b"".join(history_items)
+    )
+
+
+def meta_fields(meta: SessionMetadata, failure: StepFailure | None = None) -> list[Any]:
+    """The metadata as the list a snapshot (or a step record) holds.
+
+    Its first six items are those every build writes; ``members`` and then a
+    snapshot's ``last_failure`` follow only when there are some, so that a
+    session that uses neither encodes as it always did (the snapshot map is
+    full: a fixmap holds at most 15 entries, see ``encode``).
+    """
+    fields: list[Any] = [
+        meta.owner,
+        meta.created_at,
+        meta.last_accessed,
+        meta.request_count,
+        meta.client_addr,
+        meta.expires_at,
+    ]
+    if meta.members or failure is not None:
+        fields.append([[user, access] for user, access in meta.members])
+    if failure is not None:
+        fields.append([failure.type, failure.message, failure.task, failure.time])
+    return fields
+
+
+def metadata_from(fields: list[Any]) -> tuple[SessionMetadata, StepFailure | None]:
+    """Read back what ``meta_fields`` wrote (and what builds before it wrote)."""
+    owner, created, accessed, count, addr, expires, *more = fields
+    members = more[0] if more else ()
+    failure = more[1] if len(more) > 1 else None
+    meta = SessionMetadata(
+        owner=_str(owner),
+        created_at=float(created),
+        last_accessed=float(accessed),
+        request_count=int(count),
+        client_addr=None if addr is None else _str(addr),
+        expires_at=None if expires is None else float(expires),
+        members=tuple((_str(user), _access(access)) for user, access in members),
+    )
+    if failure is None:
+        return meta, None
+    kind, message, task, at = failure
+    return meta, StepFailure(_str(kind), _str(message), _str(task), float(at))
+
+
+def _access(value: Any) -> Access:
+    if value not in ACCESS_LEVELS:
+        raise ValueError(f"unknown member access {value!r}")
+    return cast(Access, value)
 
 
 def _packed(message: ChatMessage, pack: Callable[[Any], bytes]) -> bytes:
@@ -79,15 +143,6 @@ def _packed(message: ChatMessage, pack: Callable[[Any], bytes]) -> bytes:
     packed = pack([message.role, message.content, message.timestamp])
     object.__setattr__(message, "_packed", packed)  # a frozen message's cache slot
     return packed
-
-
-def _array_header(length: int) -> bytes:
-    """A msgpack array header for ``length`` items."""
-    if length < 16:
-        return bytes((0x90 | length,))
-    if length < 0x10000:
-        return b"\xdc" + length.to_bytes(2, "big")
-    return b"\xdd" + length.to_bytes(4, "big")
 
 
 def decode(raw: bytes) -> Session:
@@ -121,7 +176,7 @@ def decode(raw: bytes) -> Session:
 
 
 def _session_from(doc: dict[str, Any]) -> Session:
-    owner, created, accessed, count, addr, expires = doc["meta"]
+    metadata, failure = metadata_from(doc["meta"])
     hmax = doc["hmax"]
     messages = [ChatMessage(_role(r), _str(c), _str(t)) for r, c, t in doc["hist"]]
     history = ChatHistory(messages, max_messages=None if hmax is None else int(hmax))
@@ -142,18 +197,12 @@ def _session_from(doc: dict[str, Any]) -> Session:
         current_task=_str(doc["task"]),
         status=SessionStatus(doc["status"]),
         context=context,
-        metadata=SessionMetadata(
-            owner=_str(owner),
-            created_at=float(created),
-            last_accessed=float(accessed),
-            request_count=int(count),
-            client_addr=None if addr is None else _str(addr),
-            expires_at=None if expires is None else float(expires),
-        ),
+        metadata=metadata,
         revision=int(doc["rev"]),
         back_stack=[_str(b) for b in back],
         status_message=None if smsg is None else _str(smsg),
         keys=None if not keys else KeyTable.decoded(_str(doc["id"]), keys),
+        last_failure=failure,
     )
 
 

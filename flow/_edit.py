@@ -89,6 +89,7 @@ def edit(
         meta.request_count,
         meta.client_addr,
         meta.expires_at if ttl is None else when + ttl,
+        meta.members,
     )
     work.record = record_of(
         work, task=session.current_task, input=None, response=None, back_low=back_low

@@ -28,7 +28,9 @@ def forked(past: Session, *, session_id: str | None = None, now: float | None = 
     fork.context.session_id = sid
     fork.revision = 0
     fork.keys = None  # idempotency keys are per session: the fork starts with none
+    fork.last_failure = None
     meta = past.metadata
+    # a fork is a new session of the same owner, shared with nobody yet
     fork.metadata = SessionMetadata(meta.owner, at, at, 0, meta.client_addr, meta.expires_at)
     return fork
 
@@ -49,7 +51,15 @@ def rolled_back(current: Session, past: Session, *, now: float | None = None) ->
     back.revision = current.revision + 1
     back.context.chat_history.total = current.context.chat_history.total
     meta = current.metadata
+    # who may see the session is not state: the rollback keeps today's members
     back.metadata = SessionMetadata(
-        meta.owner, meta.created_at, at, meta.request_count, meta.client_addr, meta.expires_at
+        meta.owner,
+        meta.created_at,
+        at,
+        meta.request_count,
+        meta.client_addr,
+        meta.expires_at,
+        meta.members,
     )
+    back.last_failure = current.last_failure
     return back

@@ -11,13 +11,14 @@ with the history.
 
 Only the session actor adds to a live session's table, in its own turn;
 ``Session.copy`` shares the table (a step's working copy never touches it).
+The table keeps its entries encoded (``KeyTable``): a retry decodes the one it
+asks for.
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
-from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -159,45 +160,94 @@ class KeyRetention:
 
 
 class KeyTable:
-    """A session's recent keyed steps, oldest first, at most ``MAX_KEYS``."""
+    """A session's recent keyed steps, oldest first, at most ``MAX_KEYS``, kept encoded.
 
-    __slots__ = ("_entries",)
+    Each entry is held as its msgpack bytes (all but the key, which is the
+    dict's key) and decoded only when a retry asks for it (``get``): a full
+    table costs about half the memory of decoded entries, a base snapshot
+    splices it in without encoding it (``packed``), and a load builds no
+    entry objects. Bytes are what ``KeyEntry.encoded`` packs, so a table made
+    from entries and one read from a snapshot are the same table.
+    """
 
-    def __init__(self) -> None:
-        self._entries: OrderedDict[str, KeyEntry] = OrderedDict()
+    __slots__ = ("_entries", "session_id")
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        self._entries: dict[str, bytes] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def __iter__(self) -> Iterator[KeyEntry]:
-        return iter(self._entries.values())
+        return (self._decoded(key, raw) for key, raw in list(self._entries.items()))
 
     def get(self, key: str) -> KeyEntry | None:
         """The entry of ``key``, if remembered."""
-        return self._entries.get(key)
+        raw = self._entries.get(key)
+        return None if raw is None else self._decoded(key, raw)
 
     def add(self, entry: KeyEntry) -> None:
         """Remember ``entry`` (the newest), forgetting the oldest beyond ``MAX_KEYS``."""
-        entries = self._entries
-        entries.pop(entry.key, None)
-        entries[entry.key] = entry
-        if len(entries) > MAX_KEYS:
-            entries.popitem(last=False)
+        self._put(entry.key, _packer().pack(entry.encoded()[1:]))
 
     def forget_outside(self, retention: KeyRetention, newest: int, now: float) -> None:
         """Forget the oldest entries that history retention no longer keeps."""
         entries = self._entries
-        while entries and not retention.keeps(next(iter(entries.values())), newest, now):
-            entries.popitem(last=False)
+        while entries:
+            oldest = next(iter(entries))
+            if retention.keeps(self._decoded(oldest, entries[oldest]), newest, now):
+                return
+            del entries[oldest]
 
-    def encoded(self) -> list[list[Any]]:
-        """The table as msgpack-ready lists, oldest first."""
-        return [entry.encoded() for entry in self._entries.values()]
+    def packed(self) -> bytes:
+        """The table as msgpack bytes: a list of ``KeyEntry.encoded`` lists, oldest first."""
+        pack = _packer().pack
+        # each entry's bytes are its 9-item list: the 10-item one is the key spliced in
+        items = [b"\x9a" + pack(key) + raw[1:] for key, raw in self._entries.items()]
+        return _packer().pack_array_header(len(items)) + b"".join(items)
 
     @classmethod
     def decoded(cls, session_id: str, values: list[Any]) -> KeyTable:
-        """The table ``encoded`` wrote."""
-        table = cls()
+        """The table ``packed`` wrote, as msgpack lists (checked, kept encoded).
+
+        Raises:
+            TypeError, ValueError: an entry is not one ``KeyEntry.encoded`` writes.
+        """
+        table = cls(session_id)
+        pack = _packer().pack
         for value in values:
-            table.add(KeyEntry.decoded(session_id, value))
+            _check_entry(value)
+            table._put(value[0], pack(value[1:]))
         return table
+
+    def _put(self, key: str, raw: bytes) -> None:
+        entries = self._entries
+        entries.pop(key, None)
+        entries[key] = raw
+        if len(entries) > MAX_KEYS:
+            del entries[next(iter(entries))]
+
+    def _decoded(self, key: str, raw: bytes) -> KeyEntry:
+        return KeyEntry.decoded(self.session_id, [key, *msgpack.unpackb(raw, raw=False)])
+
+
+def _check_entry(value: Any) -> None:
+    """Raise unless ``value`` is a list ``KeyEntry.encoded`` writes (no entry is built)."""
+    if not isinstance(value, list) or len(value) != 10:
+        raise TypeError("a key table entry is not a list of 10 fields")
+    key, digest, at, revision, task, response, responses, status, next_task, smsg = value
+    if not (
+        isinstance(key, str)
+        and isinstance(digest, bytes)
+        and isinstance(at, float | int)
+        and isinstance(revision, int)
+        and isinstance(task, str)
+        and (response is None or isinstance(response, str))
+        and isinstance(responses, list)
+        and all(isinstance(r, str) for r in responses)
+        and isinstance(next_task, str)
+        and (smsg is None or isinstance(smsg, str))
+    ):
+        raise TypeError(f"key table entry {key!r:.80} has a field of the wrong type")
+    SessionStatus(status)

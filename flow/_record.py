@@ -20,6 +20,7 @@ from typing import Any, Literal
 
 import msgpack
 
+from flow._codec import meta_fields, metadata_from
 from flow._context import ChatMessage
 from flow._errors import SnapshotDecodeError
 from flow._idempotency import KeyEntry, KeyTable
@@ -32,6 +33,7 @@ __all__ = [
     "base_record",
     "decode_record",
     "encode_record",
+    "record_fields",
     "record_of",
 ]
 
@@ -89,6 +91,9 @@ class StepRecord:
     request_id: str | None = field(default=None)
     input_digest: bytes | None = field(default=None)
     responses: tuple[str, ...] = field(default=())
+    # ``encode_record``'s bytes, kept once made: the size guard measures the record
+    # and the store appends it, and a record never changes.
+    _packed: bytes | None = field(default=None, init=False, repr=False, compare=False)
 
     def with_key(self, key: str, digest: bytes, responses: tuple[str, ...]) -> StepRecord:
         """This record, of a step that carried idempotency key ``key``.
@@ -118,6 +123,42 @@ class StepRecord:
             key,
             digest,
             responses,
+        )
+
+    def settled(self, session: Session) -> StepRecord:
+        """This record with ``session``'s status, tasks and metadata as they are now: what
+        a save appends (the actor sets a step's expiry after it ran). Itself when equal."""
+        if (
+            self.metadata is session.metadata
+            and self.status == session.status.value
+            and self.status_message == session.status_message
+            and self.current_task == session.current_task
+            and self.graph_version == session.graph_version
+        ):
+            return self
+        return StepRecord(
+            self.revision,
+            self.at,
+            self.kind,
+            self.task,
+            self.input,
+            self.response,
+            session.status.value,
+            session.status_message,
+            session.current_task,
+            session.graph_version,
+            self.back_keep,
+            self.back_push,
+            self.cleared,
+            self.removed,
+            self.set,
+            self.messages,
+            self.message_seq,
+            self.history_cleared_at,
+            session.metadata,
+            self.request_id,
+            self.input_digest,
+            self.responses,
         )
 
     def key_entry(self, session_id: str) -> KeyEntry | None:
@@ -237,7 +278,7 @@ def apply(session: Session, record: StepRecord) -> None:
     entry = record.key_entry(session.session_id)
     if entry is not None:
         if session.keys is None:
-            session.keys = KeyTable()
+            session.keys = KeyTable(session.session_id)
         session.keys.add(entry)
 
 
@@ -250,11 +291,13 @@ def _packer() -> msgpack.Packer:
 
 
 def encode_record(record: StepRecord) -> bytes:
-    """The record as msgpack bytes (a message's cached bytes are reused)."""
+    """The record as msgpack bytes, made once per record (then kept on it)."""
+    if record._packed is not None:
+        return record._packed
     meta = record.metadata
     pack = _packer().pack
     messages = [[m.role, m.content, m.timestamp] for m in record.messages]
-    return pack(
+    packed = pack(
         [
             RECORD_VERSION,
             record.revision,
@@ -275,18 +318,31 @@ def encode_record(record: StepRecord) -> bytes:
             messages,
             record.message_seq,
             record.history_cleared_at,
-            [
-                meta.owner,
-                meta.created_at,
-                meta.last_accessed,
-                meta.request_count,
-                meta.client_addr,
-                meta.expires_at,
-            ],
+            meta_fields(meta),
             record.request_id,
             None if record.input_digest is None else [record.input_digest, list(record.responses)],
         ]
     )
+    object.__setattr__(record, "_packed", packed)  # a frozen record's cache slot
+    return packed
+
+
+def record_fields(raw: bytes) -> list[Any]:
+    """The record's fields as msgpack gives them, in ``encode_record``'s order (no
+    ``StepRecord`` is built: compaction reads records this way).
+
+    Raises:
+        SnapshotDecodeError: the bytes are not a record this build reads.
+    """
+    try:
+        doc = msgpack.unpackb(raw, raw=False, strict_map_key=True, use_list=True)
+    except Exception as exc:
+        raise SnapshotDecodeError(
+            f"step record is malformed: {type(exc).__name__}: {exc}", bytes(raw)
+        ) from exc
+    if not isinstance(doc, list) or len(doc) < 21 or doc[0] != RECORD_VERSION:
+        raise SnapshotDecodeError("step record is malformed: not a record of version 1", bytes(raw))
+    return doc
 
 
 def decode_record(raw: bytes) -> StepRecord:
@@ -295,10 +351,8 @@ def decode_record(raw: bytes) -> StepRecord:
     Raises:
         SnapshotDecodeError: the bytes are not a record this build reads.
     """
+    doc = record_fields(raw)
     try:
-        doc = msgpack.unpackb(raw, raw=False, strict_map_key=True, use_list=True)
-        if not isinstance(doc, list) or not doc or doc[0] != RECORD_VERSION:
-            raise ValueError("not a step record of version 1")
         (
             _,
             revision,
@@ -325,7 +379,6 @@ def decode_record(raw: bytes) -> StepRecord:
         ) = doc
         if kind not in ("step", "base"):
             raise ValueError(f"unknown record kind {kind!r}")
-        owner, created, accessed, count, addr, expires = meta
         digest, responses = keyed[0] if keyed and keyed[0] is not None else (None, ())
         return StepRecord(
             revision=int(revision),
@@ -346,14 +399,7 @@ def decode_record(raw: bytes) -> StepRecord:
             messages=tuple(_message(m) for m in messages),
             message_seq=int(message_seq),
             history_cleared_at=None if cleared_at is None else int(cleared_at),
-            metadata=SessionMetadata(
-                owner=str(owner),
-                created_at=float(created),
-                last_accessed=float(accessed),
-                request_count=int(count),
-                client_addr=None if addr is None else str(addr),
-                expires_at=None if expires is None else float(expires),
-            ),
+            metadata=metadata_from(meta)[0],
             request_id=None if request_id is None else str(request_id),
             input_digest=None if digest is None else bytes(digest),
             responses=tuple(str(r) for r in responses),

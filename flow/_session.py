@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from flow._context import Context
 
@@ -13,7 +13,19 @@ if TYPE_CHECKING:
     from flow._idempotency import KeyTable
     from flow._record import StepRecord
 
-__all__ = ["Session", "SessionMetadata", "SessionStatus", "new_session_id"]
+__all__ = [
+    "ACCESS_LEVELS",
+    "Access",
+    "Session",
+    "SessionMetadata",
+    "SessionStatus",
+    "StepFailure",
+    "new_session_id",
+]
+
+Access = Literal["read", "write"]
+"""What a member may do: ``read`` the session, or ``write`` (step) it too."""
+ACCESS_LEVELS: tuple[Access, ...] = ("read", "write")
 
 
 class SessionStatus(StrEnum):
@@ -32,7 +44,11 @@ def new_session_id() -> str:
 
 @dataclass(frozen=True, slots=True)
 class SessionMetadata:
-    """Who owns a session and how it has been used. Times are UNIX epoch seconds."""
+    """Who owns a session and how it has been used. Times are UNIX epoch seconds.
+
+    ``members``: the other users the owner shared it with, ``(user, access)``
+    sorted by user (``Runtime.share``); a change of them is a revision.
+    """
 
     owner: str
     created_at: float
@@ -40,6 +56,28 @@ class SessionMetadata:
     request_count: int = 0
     client_addr: str | None = None
     expires_at: float | None = None
+    members: tuple[tuple[str, Access], ...] = ()
+
+    def access_of(self, user: str) -> Access | None:
+        """What ``user`` may do as a member (None: not a member; the owner is not one)."""
+        for member, access in self.members:
+            if member == user:
+                return access
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class StepFailure:
+    """A session's last failed step, as ``inspect`` shows it (``time``: UNIX seconds)."""
+
+    type: str
+    message: str
+    task: str
+    time: float
+
+    def to_dict(self) -> dict[str, str | float]:
+        """Plain values for JSON."""
+        return {"type": self.type, "message": self.message, "task": self.task, "time": self.time}
 
 
 @dataclass(slots=True, eq=True)
@@ -70,6 +108,10 @@ class Session:
     #: change to the context, history or back stack after the step must set it to
     #: None, so that the session is saved whole.
     record: StepRecord | None = field(default=None, init=False, compare=False, repr=False)
+    #: The last step that failed (a failed step writes no revision: the session
+    #: actor saves the note with the session's next whole snapshot, at the latest
+    #: when it passivates, so it survives passivation but not a crash).
+    last_failure: StepFailure | None = field(default=None, compare=False, repr=False)
 
     def copy(self) -> Session:
         """An independent working copy (see ``Context.copy`` for what it shares)."""
@@ -85,4 +127,5 @@ class Session:
             list(self.back_stack),
             self.status_message,
             self.keys,
+            self.last_failure,
         )

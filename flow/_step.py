@@ -317,6 +317,7 @@ class _StepRun:
             meta.request_count + 1,
             meta.client_addr,
             meta.expires_at if self.ttl is None else self.now + self.ttl,
+            meta.members,
         )
         self.ctx.input = None
         work.record = record_of(

@@ -52,6 +52,7 @@ from flow._errors import (
 from flow._graph import Graph
 from flow._idempotency import KeyRetention, check_key, input_digest
 from flow._session import Session
+from flow._sharing import Need, allows
 from flow._step import new_session
 from flow._versions import GraphRegistry, Migration
 from flow.stores import open_store
@@ -108,6 +109,7 @@ def session_view(session: Session) -> SessionView:
             request_count=meta.request_count,
             client_addr=meta.client_addr,
             expires_at=meta.expires_at,
+            members=dict(meta.members),
         ),
         revision=session.revision,
         status_message=session.status_message,
@@ -459,26 +461,34 @@ class RuntimeCore:
         saved.add_done_callback(functools.partial(_release_if_failed, self.quota, owner))
         return session, saved
 
-    def load(self, session_id: str, owner: str | None) -> Session:
+    def load(self, session_id: str, owner: str | None, need: Need = "owner") -> Session:
         """The stored session (after any stopping actor of it has saved).
 
+        ``owner`` is the caller (None: anyone, an admin or the host app); ``need``
+        what it must be allowed (``flow._sharing.allows``: the owner may do
+        anything, a member what its access says).
+
         Raises:
-            SessionNotFound: it does not exist, or ``owner`` is not its owner.
+            SessionNotFound: it does not exist, or ``owner`` may not.
         """
         self.index.wait_gone_of_stopping(session_id, self.config.drain_timeout)
         session = self.store.load(session_id)
-        if session is None or (owner is not None and session.metadata.owner != owner):
+        if session is None or (
+            owner is not None
+            and not allows(session.metadata.owner, session.metadata.members, owner, need)
+        ):
             raise SessionNotFound(session_id)
         return session
 
-    def check_owner(self, session_id: str, owner: str | None) -> None:
-        """Raise ``SessionNotFound`` unless the session exists and (if given) is ``owner``'s."""
+    def check_owner(self, session_id: str, owner: str | None, need: Need = "owner") -> None:
+        """Raise ``SessionNotFound`` unless the session exists and (if given) ``owner``
+        may do what ``need`` says (by default: only the session's owner)."""
         entry = self.index.get(session_id)
         if entry is not None:
-            if owner is not None and entry.owner != owner:
+            if owner is not None and not allows(entry.owner, entry.members, owner, need):
                 raise SessionNotFound(session_id)
             return
-        self.load(session_id, owner)
+        self.load(session_id, owner, need)
 
     def delete_session(self, session_id: str, owner: str | None) -> None:
         """Stop the session's actor without saving, then delete its row (blocking).

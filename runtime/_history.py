@@ -13,6 +13,7 @@ from __future__ import annotations
 from flow._errors import RevisionConflict, SessionNotFound
 from flow._history import forked, rolled_back
 from flow._session import Session, SessionMetadata
+from flow._sharing import Need
 from flow.stores._log import MessagePage, RevisionInfo
 from runtime._bridge import SyncReply
 from runtime._core import RuntimeCore
@@ -27,19 +28,21 @@ def revisions(
 ) -> list[RevisionInfo]:
     """The retained revisions below ``before``, newest first."""
     core.check_open()
-    core.check_owner(session_id, owner)
+    core.check_owner(session_id, owner, "read")
     return core.store.revisions(session_id, limit, before)
 
 
-def session_at(core: RuntimeCore, session_id: str, owner: str | None, revision: int) -> Session:
+def session_at(
+    core: RuntimeCore, session_id: str, owner: str | None, revision: int, need: Need = "read"
+) -> Session:
     """Revision ``revision`` of the session.
 
     Raises:
-        SessionNotFound: no such session, or not ``owner``'s.
+        SessionNotFound: no such session, or ``owner`` may not (``need``).
         RevisionNotFound: the revision is outside the retained history.
     """
     core.check_open()
-    core.check_owner(session_id, owner)
+    core.check_owner(session_id, owner, need)
     session = core.store.load(session_id, revision)
     if session is None:
         raise SessionNotFound(session_id)
@@ -51,7 +54,7 @@ def messages(
 ) -> MessagePage:
     """The whole conversation, newest page first (``before``: a message number)."""
     core.check_open()
-    core.check_owner(session_id, owner)
+    core.check_owner(session_id, owner, "read")
     return core.store.messages(session_id, limit, before)
 
 
@@ -61,11 +64,11 @@ def fork(core: RuntimeCore, session_id: str, owner: str | None, revision: int | 
     ``revision`` None forks the newest committed revision.
     """
     core.check_open()
-    core.check_owner(session_id, owner)
+    core.check_owner(session_id, owner)  # a fork is the owner's: only the owner forks
     if revision is None:
-        past = core.load(session_id, owner)
+        past = core.load(session_id, owner, "owner")
     else:
-        past = session_at(core, session_id, owner, revision)
+        past = session_at(core, session_id, owner, revision, "owner")
     now = core.config.clock()
     new = forked(past, now=now)
     meta = new.metadata
@@ -88,16 +91,16 @@ def rollback(core: RuntimeCore, session_id: str, owner: str | None, revision: in
     """Append a revision whose state is revision ``revision``'s; the new session.
 
     Raises:
-        SessionNotFound: no such session, or not ``owner``'s.
+        SessionNotFound: no such session, or ``owner`` may not write it.
         RevisionNotFound: the revision is outside the retained history.
         RevisionConflict: steps kept reactivating the session (retry later).
     """
     core.check_open()
-    core.check_owner(session_id, owner)
-    past = session_at(core, session_id, owner, revision)
+    core.check_owner(session_id, owner, "write")
+    past = session_at(core, session_id, owner, revision, "write")
     for attempt in range(_ROLLBACK_ATTEMPTS):
         _passivate(core, session_id)
-        current = core.load(session_id, owner)
+        current = core.load(session_id, owner, "write")
         back = rolled_back(current, past, now=core.config.clock())
         try:
             core.store.save(back, current.revision).result()

@@ -21,7 +21,8 @@ from actors.messages import Edit
 from flow._context import DEFAULT_MAX_MESSAGES
 from flow._errors import InvalidInput
 from flow._graph import Graph
-from flow._session import Session
+from flow._session import Access, Session
+from flow._sharing import check_member
 from flow._step import StepResult
 from flow._versions import GraphRegistry, Migration
 from flow.stores._log import MessagePage, RevisionInfo
@@ -324,6 +325,44 @@ class Runtime(_Facade):
         result: StepResult = reply.wait()
         return result
 
+    def share(
+        self, session_id: str, user: str, access: Access, *, owner: str | None = None
+    ) -> dict[str, str]:
+        """Give ``user`` ``access`` to the session: ``read`` (read it, its history and
+        messages) or ``write`` (step it too); the members after.
+
+        Only the session's owner (``owner``; None: the host app or an admin) may
+        share. The change is one revision, queued in the session's mailbox like a
+        step and committed before this returns; giving the access a member has
+        already writes nothing.
+
+        Raises:
+            SessionNotFound: no such session, or ``owner`` does not own it.
+            InvalidInput: ``user`` is not a user name, is the owner, the session has
+                100 members already, or ``access`` is not ``read``/``write``.
+        """
+        if access is None:
+            raise InvalidInput("access must be 'read' or 'write' (unshare takes access away)")
+        return self._change_member(session_id, user, access, owner)
+
+    def unshare(self, session_id: str, user: str, *, owner: str | None = None) -> dict[str, str]:
+        """Take ``user``'s access away (see ``share``); the members after."""
+        return self._change_member(session_id, user, None, owner)
+
+    def _change_member(
+        self, session_id: str, user: str, access: Access | None, owner: str | None
+    ) -> dict[str, str]:
+        core = self._core
+        core.check_open()
+        message = _share_message(user, access, owner)
+        core.check_owner(session_id, owner)
+        reply = SyncReply(core.index, counted=False)  # the index counts a step
+        core.submit_step(
+            session_id, None, "step", "enqueue", None, reply, preload=True, edit=message
+        )
+        reply.wait()
+        return dict(self._session(session_id, None).metadata.members)
+
     def _session(self, session_id: str, owner: str | None) -> Session:
         core = self._core
         core.check_open()
@@ -331,7 +370,7 @@ class Runtime(_Facade):
         if core.ask_live(session_id, core.view_message(reply), reply, owner):
             session: Session = reply.wait()
             return session
-        return core.load(session_id, owner)
+        return core.load(session_id, owner, "read")
 
     def get_session(
         self, session_id: str, *, owner: str | None = None, revision: int | None = None
@@ -661,6 +700,33 @@ class AsyncRuntime(_Facade):
         result: StepResult = await reply.wait()
         return result
 
+    async def share(
+        self, session_id: str, user: str, access: Access, *, owner: str | None = None
+    ) -> dict[str, str]:
+        """Give ``user`` ``access`` to the session (see ``Runtime.share``)."""
+        if access is None:
+            raise InvalidInput("access must be 'read' or 'write' (unshare takes access away)")
+        return await self._change_member(session_id, user, access, owner)
+
+    async def unshare(
+        self, session_id: str, user: str, *, owner: str | None = None
+    ) -> dict[str, str]:
+        """Take ``user``'s access away (see ``Runtime.unshare``)."""
+        return await self._change_member(session_id, user, None, owner)
+
+    async def _change_member(
+        self, session_id: str, user: str, access: Access | None, owner: str | None
+    ) -> dict[str, str]:
+        core = self._core
+        core.check_open()
+        message = _share_message(user, access, owner)
+        await asyncio.to_thread(core.check_owner, session_id, owner)
+        reply = AsyncReply(core.index, counted=False)  # the index counts a step
+        core.submit_step(session_id, None, "step", "enqueue", None, reply, edit=message)
+        await reply.wait()
+        view = await self.get_session(session_id)
+        return dict(view.metadata.members)
+
     async def get_session(
         self, session_id: str, *, owner: str | None = None, revision: int | None = None
     ) -> SessionView:
@@ -674,7 +740,7 @@ class AsyncRuntime(_Facade):
         if core.ask_live(session_id, core.view_message(reply), reply, owner):
             session: Session = await reply.wait()
         else:
-            session = await asyncio.to_thread(core.load, session_id, owner)
+            session = await asyncio.to_thread(core.load, session_id, owner, "read")
         return session_view(session)
 
     async def revisions(
@@ -804,6 +870,11 @@ class AsyncRuntime(_Facade):
         reply = self._reply()
         core.tell_supervisor(core.sweep_message(reply), reply)
         await reply.wait()
+
+
+def _share_message(user: str, access: Access | None, owner: str | None) -> Edit:
+    member, checked = check_member(user, access)
+    return Edit({}, (), None, owner or "admin", share=(member, checked))
 
 
 def _edit_message(

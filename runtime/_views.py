@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from flow.stores._protocol import QuarantinedRow, SessionPage
@@ -29,6 +29,8 @@ class SessionMetadataView:
     request_count: int
     client_addr: str | None
     expires_at: float | None
+    members: dict[str, str] = field(default_factory=dict)
+    """Users the owner shared the session with, and their access (``read``/``write``)."""
 
 
 @dataclass(frozen=True, slots=True)

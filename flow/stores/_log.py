@@ -19,12 +19,11 @@ the conversation is never lost.
 from __future__ import annotations
 
 import builtins
-import dataclasses
 import queue
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import msgpack
 import structlog
@@ -32,18 +31,26 @@ import structlog
 from flow._codec import decode, encode
 from flow._context import ChatMessage
 from flow._errors import ActorflowError, InvalidInput
-from flow._record import StepRecord, apply, base_record, decode_record, encode_record
+from flow._record import (
+    StepRecord,
+    apply,
+    base_record,
+    decode_record,
+    encode_record,
+    record_fields,
+)
 from flow._session import Session
 
 __all__ = [
     "DEFAULT_RETENTION",
+    "NEWEST",
     "Compactor",
     "HistoryRange",
     "LogEntry",
     "LogPolicy",
     "MessagePage",
+    "MessageSource",
     "RevisionInfo",
-    "archive_chunk",
     "compaction_due",
     "entry_for",
     "page_messages",
@@ -165,15 +172,7 @@ def entry_for(session: Session, expected: int | None) -> LogEntry:
         and expected is not None
         and record.revision == session.revision == expected + 1
     ):
-        # the scalar fields as they are now: the actor sets a step's expiry after it ran
-        record = dataclasses.replace(
-            record,
-            status=session.status.value,
-            status_message=session.status_message,
-            current_task=session.current_task,
-            graph_version=session.graph_version,
-            metadata=session.metadata,
-        )
+        record = record.settled(session)
         return LogEntry(session.revision, record.at, encode_record(record), None)
     if expected is not None and session.revision == expected:
         return LogEntry(session.revision, session.metadata.last_accessed, None, encode(session))
@@ -266,40 +265,46 @@ def retention_floor(policy: LogPolicy, newest: int, young: int | None) -> int:
     return min(floors) if floors else -1
 
 
-def archive_chunk(records: Iterable[StepRecord]) -> bytes | None:
-    """The chat messages of ``records`` as one archive entry (None when they hold none)."""
-    first: int | None = None
-    messages: builtins.list[builtins.list[str]] = []
-    for record in records:
-        if not record.messages:
-            continue
-        if first is None:
-            first = record.message_seq
-        messages.extend([m.role, m.content, m.timestamp] for m in record.messages)
-    if first is None:
-        return None
-    packed: bytes = msgpack.packb([first, messages], use_bin_type=True)
-    return packed
-
-
 def _chunk_messages(raw: bytes) -> builtins.list[tuple[int, ChatMessage]]:
     first, messages = msgpack.unpackb(raw, raw=False)
     return [(first + i, ChatMessage(r, c, t)) for i, (r, c, t) in enumerate(messages)]
 
 
-def page_messages(
-    newest_first: Iterable[tuple[str, bytes]], limit: int, before: int | None
-) -> MessagePage:
-    """One page of the conversation from record (``"r"``) and archive (``"a"``) bytes.
+class MessageSource(Protocol):
+    """How ``page_messages`` reads one session's log: a few rows at a time, newest first.
 
-    ``newest_first`` yields the session's records, newest first, then its
-    archive entries, newest first; it is read only as far as the page needs.
+    What a store implements to page its conversation: two bounded, indexed reads.
+    """
+
+    def records(self, upto: int, count: int) -> builtins.list[tuple[int, bytes]]:
+        """At most ``count`` records at or below revision ``upto``: ``(revision, bytes)``,
+        newest first."""
+        ...
+
+    def chunks(self, below: int, count: int) -> builtins.list[tuple[int, bytes]]:
+        """At most ``count`` archive entries whose first message is numbered below
+        ``below``: ``(number, bytes)``, newest first."""
+        ...
+
+
+NEWEST = 2**62
+"""Above any revision or message number: "no upper bound" in a read."""
+_FIRST_READ, _LARGEST_READ = 8, 256
+
+
+def page_messages(source: MessageSource, limit: int, before: int | None) -> MessagePage:
+    """One page of the conversation, reading only about what the page holds.
+
+    With ``before``, the newest record that starts below it is found by binary
+    search over the records' revisions (message numbers only grow with the
+    revision), so a page deep in a long history reads ``O(log n)`` records plus
+    the page's own, never every record newer than it.
     """
     if limit < 1:
         raise InvalidInput(f"limit must be at least 1, not {limit}")
     found: builtins.list[tuple[int, ChatMessage]] = []
     lowest: int | None = None
-    for kind, raw in newest_first:
+    for kind, raw in _newest_first(source, before):
         if kind == "r":
             record = decode_record(raw)
             items = [(record.message_seq + i, m) for i, m in enumerate(record.messages)]
@@ -315,6 +320,46 @@ def page_messages(
                 return MessagePage(found[::-1], found[-1][0])
             found.append((seq, message))
     return MessagePage(found[::-1], None)
+
+
+def _newest_first(source: MessageSource, before: int | None) -> Iterator[tuple[str, bytes]]:
+    """The records (``"r"``) that may hold messages below ``before``, then the archive
+    entries (``"a"``), newest first, read in batches that grow as the page needs more."""
+    upto: int | None = NEWEST if before is None else _last_record_before(source, before)
+    count = _FIRST_READ
+    while upto is not None:
+        rows = source.records(upto, count)
+        for _, raw in rows:
+            yield "r", raw
+        upto = rows[-1][0] - 1 if len(rows) == count else None
+        count = min(count * 2, _LARGEST_READ)
+    below: int | None = NEWEST if before is None else before
+    count = _FIRST_READ
+    while below is not None:
+        chunks = source.chunks(below, count)
+        for _, raw in chunks:
+            yield "a", raw
+        below = chunks[-1][0] if len(chunks) == count else None
+        count = min(count * 2, _LARGEST_READ)
+
+
+def _last_record_before(source: MessageSource, before: int) -> int | None:
+    """The newest revision whose record starts its messages below ``before`` (None: none)."""
+    newest = source.records(NEWEST, 1)
+    if not newest:
+        return None
+    lo, hi = -1, newest[0][0]  # lo: a revision known to qualify (-1: none yet)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        probe = source.records(mid, 1)
+        if not probe or record_fields(probe[0][1])[_MESSAGE_SEQ] < before:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo if lo >= 0 and source.records(lo, 1) else None
+
+
+_MESSAGE_SEQ = 17  # a record's ``message_seq`` in ``encode_record``'s list
 
 
 class Compactor:

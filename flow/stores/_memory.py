@@ -15,7 +15,6 @@ import time
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from flow._codec import encode
 from flow._errors import (
     InvalidInput,
     RevisionConflict,
@@ -24,6 +23,7 @@ from flow._errors import (
     SnapshotDecodeError,
     StoreUnavailable,
 )
+from flow._rebase import archived, rebased
 from flow._record import decode_record
 from flow._session import Session
 from flow.stores._log import (
@@ -32,7 +32,6 @@ from flow.stores._log import (
     LogPolicy,
     MessagePage,
     RevisionInfo,
-    archive_chunk,
     compaction_due,
     entry_for,
     page_messages,
@@ -51,7 +50,7 @@ class _Log:
     base_revisions: builtins.list[int]
     bases: dict[int, bytes]
     records: builtins.list[tuple[int, float, bytes]]
-    archive: builtins.list[bytes] = field(default_factory=builtins.list)
+    archive: builtins.list[tuple[int, bytes]] = field(default_factory=builtins.list)
     tail_bytes: int = 0
     tail_count: int = 0
 
@@ -210,10 +209,7 @@ class MemoryStore:
             SessionNotFound: no such session.
         """
         with self._lock:
-            log = self._log(session_id)
-            sources = [("r", raw) for _, _, raw in reversed(log.records)]
-            sources += [("a", raw) for raw in reversed(log.archive)]
-        return page_messages(sources, limit, before)
+            return page_messages(_MessageRows(self._log(session_id)), limit, before)
 
     def history_range(self, session_id: str) -> HistoryRange | None:
         """The revisions time travel reaches, or None when there is no such session."""
@@ -236,7 +232,7 @@ class MemoryStore:
             base_rev = log.newest_base()
             base = log.bases[base_rev]
             records = log.records_after(base_rev)
-        made = encode(rebuild(base, records)) if records else None
+        made = rebased(base, records) if records else None
         with self._lock:
             if self._closed or self._entries.get(session_id) is not log:
                 return False
@@ -251,9 +247,9 @@ class MemoryStore:
             )
             dropped = [r for r in log.records if r[0] < cut]
             if dropped:
-                chunk = archive_chunk(decode_record(raw) for _, _, raw in dropped)
-                if chunk is not None:
-                    log.archive.append(chunk)
+                archive = archived(raw for _, _, raw in dropped)
+                if archive is not None:
+                    log.archive.append(archive)
                 del log.records[: len(dropped)]
             for rev in [r for r in log.base_revisions if r < cut]:
                 del log.bases[rev]
@@ -345,3 +341,22 @@ class MemoryStore:
     def _check_open(self) -> None:
         if self._closed:
             raise StoreUnavailable("memory session store is closed")
+
+
+class _MessageRows:
+    """One session's records and archive entries for ``page_messages`` (under the lock)."""
+
+    def __init__(self, log: _Log) -> None:
+        self._log = log
+
+    def records(self, upto: int, count: int) -> builtins.list[tuple[int, bytes]]:
+        """At most ``count`` records at or below revision ``upto``, newest first."""
+        records = self._log.records
+        end = bisect.bisect_right(records, upto, key=lambda r: r[0])
+        return [(rev, raw) for rev, _, raw in reversed(records[max(0, end - count) : end])]
+
+    def chunks(self, below: int, count: int) -> builtins.list[tuple[int, bytes]]:
+        """At most ``count`` archive entries starting below message ``below``, newest first."""
+        archive = self._log.archive
+        end = bisect.bisect_left(archive, below, key=lambda a: a[0])
+        return archive[max(0, end - count) : end][::-1]

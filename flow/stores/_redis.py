@@ -44,7 +44,6 @@ import msgpack
 import redis
 import structlog
 
-from flow._codec import encode
 from flow._errors import (
     InvalidInput,
     RevisionConflict,
@@ -53,7 +52,8 @@ from flow._errors import (
     SnapshotDecodeError,
     StoreUnavailable,
 )
-from flow._record import decode_record
+from flow._rebase import archived, rebased
+from flow._record import decode_record, record_fields
 from flow._session import Session
 from flow.stores._lease import LeaseLost, epoch_key
 from flow.stores._log import (
@@ -62,7 +62,6 @@ from flow.stores._log import (
     LogPolicy,
     MessagePage,
     RevisionInfo,
-    archive_chunk,
     compaction_due,
     entry_for,
     page_messages,
@@ -415,19 +414,13 @@ class RedisStore:
             SessionNotFound: no such session.
             StoreUnavailable: Redis could not be reached.
         """
-        top = "+inf" if before is None else f"({before}"
         try:
-            pipe = self.client.pipeline(transaction=True)
-            pipe.exists(self.session_key(session_id))
-            pipe.zrevrange(self._key("r", session_id), 0, -1)
-            pipe.zrevrangebyscore(self._key("m", session_id), top, "-inf")
-            exists, records, archive = pipe.execute()
+            if not self.client.exists(self.session_key(session_id)):
+                raise SessionNotFound(session_id)
+            rows = _MessageRows(self.client, self._key("r", session_id), self._key("m", session_id))
+            return page_messages(rows, limit, before)
         except redis.exceptions.RedisError as exc:
             raise unavailable(self.client, f"reading messages of {session_id!r}", exc) from exc
-        if not exists:
-            raise SessionNotFound(session_id)
-        sources = [("r", raw) for raw in records] + [("a", raw) for raw in archive]
-        return page_messages(sources, limit, before)
 
     def history_range(self, session_id: str) -> HistoryRange | None:
         """The revisions time travel reaches, or None when there is no such session."""
@@ -462,22 +455,22 @@ class RedisStore:
         newest, oldest = int(reply[0]), int(float(reply[5]))
         bases = sorted(int(float(score)) for score in reply[3])
         tail_raws: list[bytes] = reply[4]
-        made = encode(rebuild(reply[2], tail_raws)) if tail_raws else None
+        made = rebased(reply[2], tail_raws) if tail_raws else None
         if made is not None and newest not in bases:
             bases.append(newest)
         young = None
         try:
             if self.policy.keep_seconds is not None:  # the records' times decide
                 all_raws: _Ids = _reply(self.client.zrange(keys[2], 0, -1))
-                every = [decode_record(raw) for raw in all_raws]
                 cutoff = time.time() - self.policy.keep_seconds
-                young = next((r.revision for r in every if r.at >= cutoff), None)
+                young = next(
+                    (int(d[1]) for d in map(record_fields, all_raws) if d[2] >= cutoff), None
+                )
             floor = retention_floor(self.policy, newest, young)
             cut = max((rev for rev in bases if rev <= floor), default=None)
-            dropped = []
+            dropped: _Ids = []
             if cut is not None and oldest < cut:
-                rows: _Ids = _reply(self.client.zrangebyscore(keys[2], "-inf", f"({cut}"))
-                dropped = [decode_record(raw) for raw in rows]
+                dropped = _reply(self.client.zrangebyscore(keys[2], "-inf", f"({cut}"))
             if made is None and not dropped:
                 return False
             # the guard of the write: the newest record, still there unchanged
@@ -488,13 +481,12 @@ class RedisStore:
             )
         except redis.exceptions.RedisError as exc:
             raise unavailable(self.client, f"compacting {session_id!r}", exc) from exc
-        chunk = archive_chunk(dropped)
-        first = next((r.message_seq for r in dropped if r.messages), 0)
+        first, chunk = archived(dropped) or (0, b"")
         args = [
             newest_raw,
             str(newest),
             made or b"",
-            chunk or b"",
+            chunk,
             str(first),
             str(-1 if cut is None else cut),
         ]
@@ -874,3 +866,32 @@ def _info(session_id: str, values: Sequence[bytes | None]) -> StoredSessionInfo:
         expires_at=None if expires is None else float(expires),
         size=int(size),
     )
+
+
+class _MessageRows:
+    """A session's records and archive entries for ``page_messages``: each read is one
+    ZREVRANGEBYSCORE of at most ``count`` members (``flow.stores._log.MessageSource``).
+
+    The reads are not one transaction: a compaction between them moves records
+    into the archive, which is read after the records, so nothing is missed
+    (``page_messages`` skips a message seen twice).
+    """
+
+    def __init__(self, client: redis.Redis, records_key: str, archive_key: str) -> None:
+        self._client = client
+        self._records_key = records_key
+        self._archive_key = archive_key
+
+    def records(self, upto: int, count: int) -> list[tuple[int, bytes]]:
+        """At most ``count`` records at or below revision ``upto``, newest first."""
+        return self._read(self._records_key, str(upto), count)
+
+    def chunks(self, below: int, count: int) -> list[tuple[int, bytes]]:
+        """At most ``count`` archive entries starting below message ``below``, newest first."""
+        return self._read(self._archive_key, f"({below}", count)
+
+    def _read(self, key: str, top: str, count: int) -> list[tuple[int, bytes]]:
+        rows: list[tuple[bytes, float]] = _reply(
+            self._client.zrevrangebyscore(key, top, "-inf", start=0, num=count, withscores=True)
+        )
+        return [(int(score), raw) for raw, score in rows]

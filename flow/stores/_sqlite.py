@@ -31,13 +31,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from flow._codec import encode
 from flow._errors import (
     InvalidInput,
     RevisionConflict,
     SnapshotDecodeError,
     StoreUnavailable,
 )
+from flow._rebase import archived, rebased
 from flow._record import decode_record
 from flow._session import Session
 from flow.stores._log import (
@@ -47,7 +47,6 @@ from flow.stores._log import (
     LogPolicy,
     MessagePage,
     RevisionInfo,
-    archive_chunk,
     compaction_due,
     entry_for,
     page_messages,
@@ -56,12 +55,13 @@ from flow.stores._log import (
 )
 from flow.stores._protocol import Durability, QuarantinedRow, SessionPage, StoredSessionInfo
 from flow.stores._sqlite_reads import (
+    MessageRows,
     read_for_compaction,
-    read_message_sources,
     read_revisions,
     read_span,
     read_state,
     read_transaction,
+    require_session,
 )
 from flow.stores._sqlite_schema import SCHEMA, STORE_SCHEMA_VERSION, migrate_v1
 
@@ -392,8 +392,8 @@ class SqliteStore:
             SessionNotFound: no such session.
         """
         with self._reader() as conn, read_transaction(conn):
-            sources = read_message_sources(conn, session_id, before)
-        return page_messages(sources, limit, before)
+            require_session(conn, session_id)
+            return page_messages(MessageRows(conn, session_id), limit, before)
 
     def history_range(self, session_id: str) -> HistoryRange | None:
         """The revisions time travel reaches, or None when there is no such session."""
@@ -403,10 +403,11 @@ class SqliteStore:
     def compact(self, session_id: str) -> bool:
         """Write a base for the newest revision and apply retention; False if nothing to do.
 
-        Reads and rebuilds on the calling thread (the compactor's), then hands the
+        Reads and rebases on the calling thread (the compactor's), then hands the
         writer the base, the archived messages and the cut, which it commits with
         its next batch. Reads only the base, the records after it and, when
-        retention drops some, those records: never the whole history.
+        retention drops some, those records: never the whole history; decodes
+        none of them into objects (``flow._rebase``).
         """
         sid = session_id
         with self._reader() as conn, read_transaction(conn):
@@ -416,11 +417,8 @@ class SqliteStore:
         created_at, newest, base, tail, cut, dropped = found
         if base is None or (not tail and not dropped):
             return False
-        made = encode(rebuild(base, tail)) if tail else None
-        archive: tuple[int, bytes] | None = None
-        chunk = archive_chunk(dropped)
-        if chunk is not None:
-            archive = (next(r.message_seq for r in dropped if r.messages), chunk)
+        made = rebased(base, tail) if tail else None
+        archive = archived(dropped)
         future: Future[None] = Future()
         future.set_running_or_notify_cancel()
         cut_at = -1 if cut is None else cut  # -1: drop nothing

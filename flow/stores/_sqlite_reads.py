@@ -13,21 +13,21 @@ import time
 from collections.abc import Iterator
 
 from flow._errors import RevisionNotFound, SessionNotFound
-from flow._record import StepRecord, decode_record
 from flow.stores._log import HistoryRange, LogPolicy, retention_floor
 
 __all__ = [
+    "MessageRows",
     "read_for_compaction",
-    "read_message_sources",
     "read_revisions",
     "read_span",
     "read_state",
     "read_transaction",
+    "require_session",
 ]
 
 _MAX_REVISION = 2**62  # above any revision: "no upper bound" in a query
 
-CompactionRead = tuple[float, int, bytes | None, list[bytes], int | None, list[StepRecord]]
+CompactionRead = tuple[float, int, bytes | None, list[bytes], int | None, list[bytes]]
 """created_at, newest revision, the current base, the records after it, the
 retention cut (None: none) and the records the cut drops."""
 
@@ -103,30 +103,31 @@ def read_revisions(
     return [bytes(row[0]) for row in rows]
 
 
-def read_message_sources(
-    conn: sqlite3.Connection, session_id: str, before: int | None
-) -> list[tuple[str, bytes]]:
-    """Every record (``"r"``) then the archive chunks below ``before`` (``"a"``), newest first.
+class MessageRows:
+    """A session's records and archive entries for ``page_messages``: each read is one
+    indexed SELECT of at most ``count`` rows (``flow.stores._log.MessageSource``)."""
 
-    Raises:
-        SessionNotFound: no such session.
-    """
-    require_session(conn, session_id)
-    sources = [
-        ("r", bytes(row[0]))
-        for row in conn.execute(
-            "SELECT data FROM records WHERE session_id = ? ORDER BY revision DESC",
-            (session_id,),
+    def __init__(self, conn: sqlite3.Connection, session_id: str) -> None:
+        self._conn = conn
+        self._session_id = session_id
+
+    def records(self, upto: int, count: int) -> list[tuple[int, bytes]]:
+        """At most ``count`` records at or below revision ``upto``, newest first."""
+        rows = self._conn.execute(
+            "SELECT revision, data FROM records WHERE session_id = ? AND revision <= ? "
+            "ORDER BY revision DESC LIMIT ?",
+            (self._session_id, upto, count),
         )
-    ]
-    sources += [
-        ("a", bytes(row[0]))
-        for row in conn.execute(
-            "SELECT data FROM archive WHERE session_id = ? AND seq < ? ORDER BY seq DESC",
-            (session_id, _MAX_REVISION if before is None else before),
+        return [(int(rev), bytes(data)) for rev, data in rows]
+
+    def chunks(self, below: int, count: int) -> list[tuple[int, bytes]]:
+        """At most ``count`` archive entries starting below message ``below``, newest first."""
+        rows = self._conn.execute(
+            "SELECT seq, data FROM archive WHERE session_id = ? AND seq < ? "
+            "ORDER BY seq DESC LIMIT ?",
+            (self._session_id, below, count),
         )
-    ]
-    return sources
+        return [(int(seq), bytes(data)) for seq, data in rows]
 
 
 def read_for_compaction(
@@ -173,7 +174,7 @@ def read_for_compaction(
     dropped = []
     if cut is not None and oldest is not None and oldest < cut:
         dropped = [
-            decode_record(bytes(r[0]))
+            bytes(r[0])
             for r in conn.execute(
                 "SELECT data FROM records WHERE session_id = ? AND revision < ? ORDER BY revision",
                 (sid, cut),

@@ -87,7 +87,9 @@ def session_document(session: Session) -> dict[str, Any]:
             "request_count": meta.request_count,
             "client_addr": meta.client_addr,
             "expires_at": meta.expires_at,
+            "members": dict(meta.members),
         },
+        "last_failure": None if session.last_failure is None else session.last_failure.to_dict(),
         "context": json_safe(session.context.to_dict()),
         "chat_history": {
             "messages": [m.to_dict() for m in session.context.chat_history.messages],

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from flow._session import Access
 from flow._step import StepResult
 from flow._versions import GraphRegistry
 from flow.stores._log import RevisionInfo
@@ -100,6 +101,18 @@ class AdminTarget(Protocol):
     @property
     def registry(self) -> GraphRegistry:
         """The graphs served, every version, and the migrations."""
+        ...
+
+    async def share(
+        self, session_id: str, user: str, access: Access, *, owner: str | None = None
+    ) -> dict[str, str]:
+        """Give ``user`` ``access`` to the session."""
+        ...
+
+    async def unshare(
+        self, session_id: str, user: str, *, owner: str | None = None
+    ) -> dict[str, str]:
+        """Take ``user``'s access away."""
         ...
 
     async def update_session(
@@ -306,6 +319,17 @@ async def _edit(runtime: AdminTarget, args: dict[str, Any], info: Mapping[str, o
     return {"session_id": args["id"], "revision": result.revision, "message": result.status_message}
 
 
+async def _share(runtime: AdminTarget, args: dict[str, Any], info: Mapping[str, object]) -> Any:
+    access = args["access"]
+    if access == "none":
+        members = await runtime.unshare(args["id"], args["user"])
+    elif access in ("read", "write"):
+        members = await runtime.share(args["id"], args["user"], access)
+    else:
+        raise AdminError("BadArgument", f"access must be read, write or none, got {access!r}")
+    return {"session_id": args["id"], "members": members}
+
+
 async def _versions(runtime: AdminTarget, args: dict[str, Any], info: Mapping[str, object]) -> Any:
     stored = await asyncio.to_thread(stored_version_counts, runtime.store)
     return {"graphs": version_table(runtime.registry, await runtime.live_sessions(), stored)}
@@ -327,6 +351,7 @@ HANDLERS: dict[str, Handler] = {
     "stored": _stored,
     "config": _config,
     "edit": _edit,
+    "share": _share,
     "versions": _versions,
     "migrate": _migrate,
 }

@@ -136,6 +136,15 @@ OPS: dict[str, OpSpec] = {
                 ArgSpec("goto", "str", False, "the task to move the session to"),
             ),
         ),
+        OpSpec(
+            "share",
+            "share a session with a user: read or write access, or none to stop sharing",
+            (
+                _ID,
+                ArgSpec("user", "str", True, "the user (as in the tokens file)"),
+                ArgSpec("access", "str", True, "read, write or none"),
+            ),
+        ),
         OpSpec("reload", "re-import the --graphs and --migrations modules; serve new versions"),
         OpSpec("versions", "sessions per graph version: served, default, live and stored"),
         OpSpec(

@@ -21,6 +21,8 @@ from runtime.client._calls import GraphSummary
 from runtime.client._errors import (
     ClientError,
     DaemonUnavailable,
+    Misdirected,
+    OutcomeUnknown,
     RemoteTaskError,
     Unauthorized,
     UnexpectedResponse,
@@ -37,6 +39,8 @@ __all__ = [
     "DaemonUnavailable",
     "GraphDescription",
     "GraphSummary",
+    "Misdirected",
+    "OutcomeUnknown",
     "RemoteTaskError",
     "RetryPolicy",
     "SessionAPI",

@@ -11,6 +11,7 @@ import httpx
 import stamina
 
 from flow._errors import SessionNotFound
+from flow._session import Access
 from flow._step import StepResult
 from flow.stores._log import MessagePage, RevisionInfo
 from flow.stores._protocol import SessionPage
@@ -30,7 +31,9 @@ from runtime.client._calls import (
     messages_call,
     revisions_call,
     rollback_call,
+    share_call,
     step_call,
+    unshare_call,
     update_call,
 )
 from runtime.client._retry import RetryPolicy, RetryStatus
@@ -280,6 +283,31 @@ class AsyncClient(ClientBase):
         if not self._owner_matches(owner):
             raise SessionNotFound(session_id)
         return await self._send(fork_call(session_id, revision))
+
+    async def share(
+        self, session_id: str, user: str, access: Access, *, owner: str | None = None
+    ) -> dict[str, str]:
+        """Give ``user`` ``read`` or ``write`` access (``POST .../members``, as
+        ``Runtime.share``); the members after. Only the owner's token (or an admin's)
+        may share. Granting an access the member has changes nothing, so it is retried
+        like a read.
+
+        Raises:
+            SessionNotFound: no such session, or not the token user's own.
+            InvalidInput: ``user`` is not a user name or is the owner, or ``access``
+                is not ``read``/``write``.
+        """
+        if not self._owner_matches(owner):
+            raise SessionNotFound(session_id)
+        return await self._send(share_call(session_id, user, access))
+
+    async def unshare(
+        self, session_id: str, user: str, *, owner: str | None = None
+    ) -> dict[str, str]:
+        """Take ``user``'s access away (``DELETE .../members/{user}``); the members after."""
+        if not self._owner_matches(owner):
+            raise SessionNotFound(session_id)
+        return await self._send(unshare_call(session_id, user))
 
     async def update_session(
         self,

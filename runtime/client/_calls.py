@@ -35,7 +35,9 @@ __all__ = [
     "messages_call",
     "revisions_call",
     "rollback_call",
+    "share_call",
     "step_call",
+    "unshare_call",
     "update_call",
 ]
 
@@ -130,6 +132,7 @@ class _Metadata(msgspec.Struct):
     request_count: int
     client_addr: str | None = None
     expires_at: float | None = None
+    members: dict[str, str] = {}
 
 
 class _Message(msgspec.Struct):
@@ -268,6 +271,7 @@ def _session_view(response: httpx.Response) -> SessionView:
             request_count=meta.request_count,
             client_addr=meta.client_addr,
             expires_at=meta.expires_at,
+            members=dict(meta.members),
         ),
         revision=body.revision,
         status_message=body.status_message,
@@ -433,4 +437,34 @@ def update_call(
     return Call(
         "PATCH", _session_path(session_id), _encode(body), _headers(**JSON_HEADERS),
         Replay.ONCE, _step_result, session_id=session_id,
+    )  # fmt: skip
+
+
+class _Members(msgspec.Struct):
+    session_id: str
+    members: dict[str, str]
+
+
+_decode_members = msgspec.json.Decoder(_Members).decode
+
+
+def _members(response: httpx.Response) -> dict[str, str]:
+    return _decode_members(response.content).members
+
+
+def share_call(session_id: str, user: str, access: str) -> Call[dict[str, str]]:
+    """``POST /v1/sessions/{id}/members``: granting an access a member has changes
+    nothing, so it is sent again like a read."""
+    return Call(
+        "POST", _session_path(session_id) + "/members",
+        _encode({"user": user, "access": access}), _headers(**JSON_HEADERS), Replay.SAFE,
+        _members, session_id=session_id,
+    )  # fmt: skip
+
+
+def unshare_call(session_id: str, user: str) -> Call[dict[str, str]]:
+    """``DELETE /v1/sessions/{id}/members/{user}``: removing a non-member changes nothing."""
+    return Call(
+        "DELETE", _session_path(session_id) + "/members/" + quote(user, safe=""), None,
+        _headers(), Replay.SAFE, _members, session_id=session_id,
     )  # fmt: skip

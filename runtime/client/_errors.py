@@ -9,10 +9,18 @@ the daemon's ``detail`` as its message and its ``X-Request-ID`` as
     └── ClientError                 only the HTTP client raises these
         ├── Unauthorized            401: no or unknown token; fix the token
         ├── DaemonUnavailable       no answer (connection failed or lost, timed out)
-        │                           or 503 overloaded, after the retries; maybe_applied
-        │                           says whether the request may have run
+        │   │                       or 503 overloaded, after the retries; maybe_applied
+        │   │                       says whether the request may have run
+        │   └── OutcomeUnknown      503 outcome-unknown (cluster): the step may have
+        │                           been committed before the answer, never after;
+        │                           read the session, then decide (never retried)
+        ├── Misdirected             421 misdirected (cluster): a forwarded request
+        │                           arrived too late or under a lost lease; not run
         └── UnexpectedResponse      a status or body the client does not know (500
                                     internal-error, a proxy's page, ...)
+
+Every slug of ``runtime.errors.PROBLEM_TYPES`` has its row in ``_BY_SLUG`` (a
+test holds them equal), so a daemon's answer is never read as an unknown one.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import httpx
 import msgspec
 
 from runtime.errors import (
+    PROBLEM_TYPE_PREFIX,
     ActorflowError,
     GraphNotFound,
     GraphVersionUnavailable,
@@ -45,6 +54,8 @@ from runtime.errors import (
 __all__ = [
     "ClientError",
     "DaemonUnavailable",
+    "Misdirected",
+    "OutcomeUnknown",
     "RemoteTaskError",
     "Unauthorized",
     "UnexpectedResponse",
@@ -52,7 +63,7 @@ __all__ = [
     "problem_slug",
 ]
 
-TYPE_PREFIX = "urn:actorflow:problem:"
+TYPE_PREFIX = PROBLEM_TYPE_PREFIX
 
 
 class ClientError(ActorflowError):
@@ -76,6 +87,23 @@ class DaemonUnavailable(ClientError):
     def __init__(self, message: str, *, maybe_applied: bool) -> None:
         super().__init__(message)
         self.maybe_applied = maybe_applied
+
+
+class OutcomeUnknown(DaemonUnavailable):
+    """503 ``outcome-unknown``: a cluster daemon forwarded the step to the session's
+    holder, which stopped answering. The step may have been committed before this
+    answer and will never be committed after it (docs/cluster.md); the client
+    never retries it: read the session (its revision) and decide.
+    ``maybe_applied`` is always True."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, maybe_applied=True)
+
+
+class Misdirected(ClientError):
+    """421 ``misdirected``: a forwarded request reached a daemon that no longer holds
+    the session's lease, or after its deadline; nothing ran. Daemons send it to each
+    other; a client sees it only when it sent the forwarding headers itself."""
 
 
 class UnexpectedResponse(ClientError):
@@ -168,6 +196,16 @@ _BY_SLUG: dict[str, _Factory] = {
     "unsupported-media-type": lambda d, s, g: InvalidInput(d),
     "session-too-large": lambda d, s, g: SessionTooLarge(d),
     "session-quota-exceeded": lambda d, s, g: SessionQuotaExceeded(d),
+    "outcome-unknown": lambda d, s, g: OutcomeUnknown(d),
+    "misdirected": lambda d, s, g: Misdirected(d),
+    "rate-limited": lambda d, s, g: UnexpectedResponse(d, 429),
+    "not-found": lambda d, s, g: UnexpectedResponse(d, 404),
+    "method-not-allowed": lambda d, s, g: UnexpectedResponse(d, 405),
+    "non-canonical-path": lambda d, s, g: UnexpectedResponse(d, 400),
+    "headers-too-large": lambda d, s, g: UnexpectedResponse(d, 431),
+    "forbidden-host": lambda d, s, g: UnexpectedResponse(d, 403),
+    "forbidden-origin": lambda d, s, g: UnexpectedResponse(d, 403),
+    "internal-error": lambda d, s, g: UnexpectedResponse(d, 500),
 }
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from flow._session import Access
 from flow._step import StepResult
 from flow.stores._log import MessagePage, RevisionInfo
 from flow.stores._protocol import SessionPage
@@ -80,6 +81,14 @@ class SessionAPI(Protocol):
         unset: Iterable[str] = (), goto: str | None = None, owner: str | None = None,
     ) -> StepResult: ...  # fmt: skip
 
+    def share(
+        self, session_id: str, user: str, access: Access, *, owner: str | None = None
+    ) -> dict[str, str]: ...
+
+    def unshare(
+        self, session_id: str, user: str, *, owner: str | None = None
+    ) -> dict[str, str]: ...
+
     def delete_session(self, session_id: str, *, owner: str | None = None) -> None: ...
 
     def list_sessions(
@@ -139,6 +148,14 @@ class AsyncSessionAPI(Protocol):
         self, session_id: str, *, set: dict[str, Any] | None = None,
         unset: Iterable[str] = (), goto: str | None = None, owner: str | None = None,
     ) -> StepResult: ...  # fmt: skip
+
+    async def share(
+        self, session_id: str, user: str, access: Access, *, owner: str | None = None
+    ) -> dict[str, str]: ...
+
+    async def unshare(
+        self, session_id: str, user: str, *, owner: str | None = None
+    ) -> dict[str, str]: ...
 
     async def delete_session(self, session_id: str, *, owner: str | None = None) -> None: ...
 

@@ -10,6 +10,9 @@ The decision is made per failure by ``Retrier``, a stamina backoff hook
   closed mid-request, read timeout) and any other 503 is retried for reads and
   deletes, for steps only once the daemon honours their ``Idempotency-Key``,
   and never for creates;
+- 503 ``outcome-unknown`` (a cluster's holder stopped answering a forwarded
+  step) is never retried: it raises ``OutcomeUnknown`` and the caller reads the
+  session first (docs/cluster.md); a 421 ``misdirected`` is not retried either;
 - the wait is exponential with jitter (``RetryPolicy``), cut to end by the
   deadline; ``Retry-After`` sets it where the daemon sends one, and a wait
   that would end past the deadline is not taken. stamina runs the loop and
@@ -45,6 +48,8 @@ MAYBE_SENT: tuple[type[Exception], ...] = (
 )
 #: 503 problem types the daemon answers before it hands the request to the runtime
 NOTHING_RAN_503 = frozenset({"overloaded", "draining"})
+#: problem types a caller must look into before sending the request again
+NEVER_RETRIED = frozenset({"outcome-unknown"})
 RETRY_STATUSES = frozenset({429, 503})
 
 
@@ -134,7 +139,10 @@ class Retrier:
     def _status_retryable(self, response: httpx.Response) -> bool:
         if response.status_code == 429:
             return True
-        return problem_slug(response) in NOTHING_RAN_503 or self._replayable()
+        slug = problem_slug(response)
+        if slug in NEVER_RETRIED:
+            return False
+        return slug in NOTHING_RAN_503 or self._replayable()
 
     def __call__(self, exc: Exception) -> bool | float:
         if isinstance(exc, MAYBE_SENT) and not isinstance(exc, NEVER_SENT):

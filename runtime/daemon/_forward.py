@@ -49,7 +49,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from runtime._cluster import Cluster, Holder
 from runtime.daemon._gateway import request_info
 from runtime.daemon._http import read_body, replayer, send_problem
-from runtime.daemon._problems import MISDIRECTED, STORE_UNAVAILABLE, Problem, ProblemKind
+from runtime.daemon._problems import MISDIRECTED, STORE_UNAVAILABLE, Problem, problem_kind
 from runtime.errors import StoreUnavailable
 
 __all__ = [
@@ -69,11 +69,11 @@ MAX_ATTEMPTS = 3
 CONNECT_TIMEOUT = 1.0
 _MARKS = (FORWARDED_HEADER.encode(), EPOCH_HEADER.encode(), DEADLINE_HEADER.encode())
 
-OUTCOME_UNKNOWN = ProblemKind(503, "outcome-unknown", "Outcome unknown", retry_after=1)
+OUTCOME_UNKNOWN = problem_kind("outcome-unknown")
 """The holder got the step and stopped answering: it may have been committed before it
 stopped, and it can never be committed after this answer."""
 
-_SESSION_PATH = re.compile(r"^/v1/sessions/([^/]+)(?:/step)?/?$")
+_SESSION_PATH = re.compile(r"^/v1/sessions/([^/]+)(?:/step|/members(?:/[^/]+)?)?/?$")
 _EXECUTE_PATH = "/v1/execute"
 _REQUEST_ID = b"x-request-id"
 # A request the holder received but did not answer is served again elsewhere only if

@@ -22,12 +22,14 @@ __all__ = [
     "GraphList",
     "GraphVersionInfo",
     "HealthResponse",
+    "MembersResponse",
     "MetadataBody",
     "OnBusy",
     "SessionCreated",
     "SessionDetail",
     "SessionList",
     "SessionSummary",
+    "ShareRequest",
     "StepMode",
     "StepRequest",
     "StepResponse",
@@ -119,6 +121,22 @@ class MetadataBody(msgspec.Struct):
     request_count: int
     client_addr: str | None
     expires_at: float | None
+    members: dict[str, str] = {}
+    """The users the owner shared the session with: ``read`` or ``write``."""
+
+
+class ShareRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """Give ``user`` ``access`` to a session (``POST /v1/sessions/{id}/members``)."""
+
+    user: Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+    access: Literal["read", "write"]
+
+
+class MembersResponse(msgspec.Struct):
+    """A session's members after a change."""
+
+    session_id: str
+    members: dict[str, str]
 
 
 class SessionDetail(msgspec.Struct):
@@ -155,6 +173,7 @@ class SessionDetail(msgspec.Struct):
                 request_count=meta.request_count,
                 client_addr=meta.client_addr,
                 expires_at=meta.expires_at,
+                members=dict(meta.members),
             ),
             revision=view.revision,
             status_message=view.status_message,

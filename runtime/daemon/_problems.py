@@ -13,12 +13,15 @@ from dataclasses import dataclass, field
 import msgspec
 
 from runtime.errors import (
+    PROBLEM_TYPE_PREFIX,
+    PROBLEM_TYPES,
     ActorflowError,
     GraphNotFound,
     GraphVersionUnavailable,
     IdempotencyKeyReused,
     InvalidInput,
     Misdirected,
+    ProblemType,
     RevisionNotFound,
     RuntimeClosed,
     SessionBusy,
@@ -41,59 +44,56 @@ __all__ = [
     "ProblemKind",
     "problem_for",
     "problem_for_error",
+    "problem_kind",
 ]
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
-TYPE_PREFIX = "urn:actorflow:problem:"
+TYPE_PREFIX = PROBLEM_TYPE_PREFIX
 
 
-@dataclass(frozen=True, slots=True)
-class ProblemKind:
-    """One row of the table: a status, the type's slug and its title."""
-
-    status: int
-    slug: str
-    title: str
-    retry_after: int | None = None
+ProblemKind = ProblemType
+"""One row of ``runtime.errors.PROBLEM_TYPES``: a status, the type's slug and its title."""
 
 
-MALFORMED_JSON = ProblemKind(400, "malformed-json", "Malformed JSON")
-UNAUTHORIZED = ProblemKind(401, "unauthorized", "Unauthorized")
-NOT_FOUND = ProblemKind(404, "not-found", "Not found")
-METHOD_NOT_ALLOWED = ProblemKind(405, "method-not-allowed", "Method not allowed")
-BODY_TOO_LARGE = ProblemKind(413, "body-too-large", "Request body too large")
-UNSUPPORTED_MEDIA_TYPE = ProblemKind(415, "unsupported-media-type", "Unsupported media type")
-INVALID_REQUEST = ProblemKind(422, "invalid-request", "Invalid request")
-KEY_REUSED = ProblemKind(422, "idempotency-key-reused", "Idempotency key reused")
-OVERLOADED = ProblemKind(503, "overloaded", "Too many steps in flight", retry_after=1)
-DRAINING = ProblemKind(503, "draining", "The daemon is shutting down", retry_after=5)
-INTERNAL = ProblemKind(500, "internal-error", "Internal server error")
-BAD_REQUEST = ProblemKind(400, "bad-request", "Bad request")
-NON_CANONICAL_PATH = ProblemKind(400, "non-canonical-path", "Non-canonical path")
-FORBIDDEN_HOST = ProblemKind(403, "forbidden-host", "Host not allowed")
-FORBIDDEN_ORIGIN = ProblemKind(403, "forbidden-origin", "Cross-origin request refused")
-RATE_LIMITED = ProblemKind(429, "rate-limited", "Too many steps", retry_after=1)
-HEADERS_TOO_LARGE = ProblemKind(431, "headers-too-large", "Request header fields too large")
+def problem_kind(slug: str) -> ProblemKind:
+    """The row of ``slug`` in the one table (``runtime.errors.PROBLEM_TYPES``)."""
+    return PROBLEM_TYPES[slug]
 
-SESSION_NOT_FOUND = ProblemKind(404, "session-not-found", "Session not found")
-REVISION_NOT_FOUND = ProblemKind(404, "revision-not-found", "Revision not retained")
-GRAPH_NOT_FOUND = ProblemKind(404, "graph-not-found", "Graph not found")
-GRAPH_VERSION_UNAVAILABLE = ProblemKind(
-    409, "graph-version-unavailable", "Graph version unavailable"
-)
-SESSION_BUSY = ProblemKind(409, "session-busy", "Session busy")
-MAILBOX_FULL = ProblemKind(429, "mailbox-full", "Session mailbox full", retry_after=1)
-SESSION_TOO_LARGE = ProblemKind(413, "session-too-large", "Session too large")
-SESSION_QUOTA_EXCEEDED = ProblemKind(403, "session-quota-exceeded", "Too many sessions")
-SESSION_COMPLETED = ProblemKind(409, "session-completed", "Session completed")
-TASK_FAILED = ProblemKind(500, "task-failed", "Task failed")
-STEP_TIMEOUT = ProblemKind(504, "step-timeout", "Step timed out")
-STORE_UNAVAILABLE = ProblemKind(503, "store-unavailable", "Store unavailable", retry_after=1)
-SNAPSHOT_UNREADABLE = ProblemKind(500, "snapshot-unreadable", "Stored session unreadable")
-RUNTIME_CLOSED = ProblemKind(503, "runtime-closed", "Runtime closed", retry_after=5)
-MISDIRECTED = ProblemKind(421, "misdirected", "Misdirected request")
+
+MALFORMED_JSON = problem_kind("malformed-json")
+UNAUTHORIZED = problem_kind("unauthorized")
+NOT_FOUND = problem_kind("not-found")
+METHOD_NOT_ALLOWED = problem_kind("method-not-allowed")
+BODY_TOO_LARGE = problem_kind("body-too-large")
+UNSUPPORTED_MEDIA_TYPE = problem_kind("unsupported-media-type")
+INVALID_REQUEST = problem_kind("invalid-request")
+KEY_REUSED = problem_kind("idempotency-key-reused")
+OVERLOADED = problem_kind("overloaded")
+DRAINING = problem_kind("draining")
+INTERNAL = problem_kind("internal-error")
+BAD_REQUEST = problem_kind("bad-request")
+NON_CANONICAL_PATH = problem_kind("non-canonical-path")
+FORBIDDEN_HOST = problem_kind("forbidden-host")
+FORBIDDEN_ORIGIN = problem_kind("forbidden-origin")
+RATE_LIMITED = problem_kind("rate-limited")
+HEADERS_TOO_LARGE = problem_kind("headers-too-large")
+SESSION_NOT_FOUND = problem_kind("session-not-found")
+REVISION_NOT_FOUND = problem_kind("revision-not-found")
+GRAPH_NOT_FOUND = problem_kind("graph-not-found")
+GRAPH_VERSION_UNAVAILABLE = problem_kind("graph-version-unavailable")
+SESSION_BUSY = problem_kind("session-busy")
+MAILBOX_FULL = problem_kind("mailbox-full")
+SESSION_TOO_LARGE = problem_kind("session-too-large")
+SESSION_QUOTA_EXCEEDED = problem_kind("session-quota-exceeded")
+SESSION_COMPLETED = problem_kind("session-completed")
+TASK_FAILED = problem_kind("task-failed")
+STEP_TIMEOUT = problem_kind("step-timeout")
+STORE_UNAVAILABLE = problem_kind("store-unavailable")
+SNAPSHOT_UNREADABLE = problem_kind("snapshot-unreadable")
+RUNTIME_CLOSED = problem_kind("runtime-closed")
+MISDIRECTED = problem_kind("misdirected")
 """A step that was not run here (docs/cluster.md): it was accepted under a lease grant this
-daemon no longer holds, or it reached its start deadline; a forwarder asks Redis again."""
+daemon no longer holds, or it reached its forwarder's deadline; a forwarder asks again."""
 
 # The table: the first row whose class the error is an instance of wins, so a
 # subclass must come before its base (RevisionConflict is a StoreUnavailable).

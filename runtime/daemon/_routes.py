@@ -23,6 +23,7 @@ from litestar.types import ControllerRouterHandler
 from flow import Graph
 from runtime.daemon._gateway import request_info
 from runtime.daemon._history_routes import history_handlers
+from runtime.daemon._member_routes import member_handlers
 from runtime.daemon._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from runtime.daemon._metrics import DaemonMetrics, RuntimeSample
 from runtime.daemon._models import (
@@ -419,6 +420,7 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
             caller=_caller,
             problems=_problems(*_STEPPING),
         ),
+        *member_handlers(runtime, api.owner_filter, _caller, _problems(*_COMMON, 404, 409, 429)),
         execute,
         healthz,
         readyz,

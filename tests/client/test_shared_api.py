@@ -11,6 +11,7 @@ import pytest
 from flow import SessionStatus, StepResult
 from runtime import (
     GraphNotFound,
+    InvalidInput,
     SessionCompleted,
     SessionNotFound,
     SessionView,
@@ -118,3 +119,19 @@ def test_graphs_describe_the_same_graphs(api: SessionAPI) -> None:
     assert echo["start"] == "echo"
     assert echo["tasks"] == ["echo"]
     assert graphs["echo"].version == echo["version"]
+
+
+def test_share_and_unshare_answer_the_members_alike(api: SessionAPI) -> None:
+    sid = api.create_session("echo", owner=OWNER)
+    assert api.share(sid, "agent", "read", owner=OWNER) == {"agent": "read"}
+    assert api.share(sid, "lead", "write") == {"agent": "read", "lead": "write"}
+    revision = api.get_session(sid).revision
+    assert api.share(sid, "lead", "write") == {"agent": "read", "lead": "write"}
+    assert api.get_session(sid).revision == revision  # nothing changed, nothing written
+    assert api.get_session(sid).metadata.members == {"agent": "read", "lead": "write"}
+    assert api.unshare(sid, "agent") == {"lead": "write"}
+    assert api.unshare(sid, "nobody") == {"lead": "write"}
+    with pytest.raises(InvalidInput):
+        api.share(sid, OWNER, "write")
+    with pytest.raises(SessionNotFound):
+        api.share("no-such-session", "agent", "read")

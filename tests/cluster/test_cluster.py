@@ -344,3 +344,17 @@ def test_forwarding_passes_credentials_and_returns_the_holders_answer_unchanged(
     assert marked.status_code == 503
     assert "live on node 'a'" in marked.json()["detail"]
     assert inputs_of(a, sid, alice) == ["1", "2", "4"]
+
+    # sharing changes the session through its actor: forwarded to the holder as well
+    shared = b.http.post(
+        f"/v1/sessions/{sid}/members",
+        json={"user": "bob", "access": "read"},
+        headers={**alice, "x-request-id": "req-forwarded-3"},
+    )
+    assert shared.status_code == 200, shared.text
+    assert shared.json()["members"] == {"bob": "read"}
+    assert [e["path"] for e in a.events("request") if e.get("request_id") == "req-forwarded-3"]
+    assert b.http.get(f"/v1/sessions/{sid}", headers=bob).status_code == 200
+    unshared = b.http.delete(f"/v1/sessions/{sid}/members/bob", headers=alice)
+    assert unshared.json()["members"] == {}
+    assert lease_node(redis_url, sid) == "a"

@@ -42,8 +42,10 @@ def test_read_session_returns_context_history_and_metadata(api: httpx.Client) ->
     assert meta["client_addr"] == "127.0.0.1"
     assert meta["created_at"] <= meta["last_accessed"]
     assert set(meta) == {
-        "owner", "created_at", "last_accessed", "request_count", "client_addr", "expires_at"
+        "owner", "created_at", "last_accessed", "request_count", "client_addr", "expires_at",
+        "members",
     }  # fmt: skip
+    assert meta["members"] == {}
     assert body["revision"] >= 1
 
 

@@ -20,7 +20,10 @@ from flow import (
     decode,
     encode,
 )
+from flow._session import StepFailure
 
+users = st.text(min_size=1, max_size=8)
+accesses = st.sampled_from(["read", "write"])
 SETTINGS = settings(max_examples=200, deadline=None)
 
 scalars = (
@@ -71,6 +74,16 @@ def sessions(draw: st.DrawFn) -> Session:
             request_count=draw(st.integers(min_value=0, max_value=2**40)),
             client_addr=draw(optional_text),
             expires_at=draw(st.none() | finite),
+            members=tuple(
+                draw(
+                    st.lists(
+                        st.tuples(
+                            st.text(min_size=1, max_size=8), st.sampled_from(["read", "write"])
+                        ),
+                        max_size=3,
+                    )
+                )
+            ),
         ),
         revision=draw(st.integers(min_value=0, max_value=2**40)),
         back_stack=draw(st.lists(st.text(min_size=1, max_size=10), max_size=5)),
@@ -190,3 +203,20 @@ def test_a_snapshot_that_is_not_a_map_is_refused() -> None:
     raw = msgpack.packb([1, 2, 3])
     with pytest.raises(SnapshotDecodeError, match="not a msgpack map"):
         decode(raw)
+
+
+def test_members_and_the_last_failure_round_trip_and_older_metadata_still_reads() -> None:
+    session = a_session()
+    session.metadata = SessionMetadata("alice", 1.0, 2.0, 3, None, None, (("bob", "read"),))
+    session.last_failure = StepFailure("KeyError", "'x'", "t", 5.0)
+    back = decode(encode(session))
+    assert back.metadata.members == (("bob", "read"),)
+    assert back.metadata.access_of("bob") == "read"
+    assert back.last_failure == session.last_failure
+    plain = a_session()
+    raw = encode(plain)
+    assert len(msgpack.unpackb(raw, raw=False)["meta"]) == 6  # as builds before sharing wrote
+    assert decode(raw).metadata.members == ()
+    assert decode(raw).last_failure is None
+    with pytest.raises(SnapshotDecodeError, match="access"):
+        decode(redo(raw, meta=["alice", 1.0, 2.0, 3, None, None, [["bob", "admin"]]]))

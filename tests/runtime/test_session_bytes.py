@@ -53,3 +53,44 @@ def test_max_session_bytes_must_be_positive(tmp_path: Path) -> None:
         open_test_runtime(tmp_path, max_session_bytes=0),
     ):
         pass
+
+
+def test_a_refused_keyed_step_leaves_no_key_behind(tmp_path: Path) -> None:
+    with open_test_runtime(tmp_path, max_session_bytes=LIMIT) as rt:
+        sid = rt.create_session("echo", owner="alice")
+        refused_key = None
+        for n in range(10):
+            try:
+                rt.step(sid, CHUNK, owner="alice", request_id=f"k{n}")
+            except SessionTooLarge:
+                refused_key = f"k{n}"
+                break
+        assert refused_key is not None
+
+        # the key of the refused step was never remembered: new input under it runs
+        result = rt.step(sid, "small", owner="alice", request_id=refused_key)
+        assert result.response == "echo: small"
+        assert result.replayed is False
+
+
+def test_a_steps_record_is_encoded_once_for_the_size_guard_and_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import flow._record
+
+    packers = []
+    real = flow._record._packer
+
+    def counted() -> object:
+        packers.append(1)
+        return real()
+
+    with open_test_runtime(tmp_path, max_session_bytes=LIMIT) as rt:
+        sid = rt.create_session("echo", owner="alice")
+        rt.step(sid, "warm up", owner="alice")  # the guard measures the whole session once
+        monkeypatch.setattr(flow._record, "_packer", counted)
+        rt.step(sid, "hello", owner="alice", request_id="k")
+        rt.step(sid, "again", owner="alice")
+        assert rt.revisions(sid, owner="alice", limit=1)[0].input == "again"
+
+    assert len(packers) == 2  # one encoding per step's record

@@ -57,7 +57,7 @@ def test_bad_lines_say_what_is_wrong(line: str, says: str) -> None:
 def test_first_word_completes_to_commands() -> None:
     assert _complete("") == list(SHELL_COMMANDS)
     assert _complete("pa") == ["passivate"]
-    assert set(_complete("s")) == {"snapshot", "stats", "stored"}
+    assert set(_complete("s")) == {"share", "snapshot", "stats", "stored"}
 
 
 def test_id_argument_completes_to_live_session_ids() -> None:
@@ -134,3 +134,12 @@ def test_inspect_shows_the_sessions_last_failure() -> None:
     assert "ValueError" in text
     assert "bad order id" in text
     assert "refund" in text
+
+
+def test_share_parses_its_user_and_access() -> None:
+    parsed = parse_line("share abcd --user bob --access read")
+    assert parsed is not None
+    assert (parsed.command, parsed.args) == (
+        "share",
+        {"id": "abcd", "user": "bob", "access": "read"},
+    )
