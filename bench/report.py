@@ -32,6 +32,16 @@ BENCHES = [
         "bench/idempotency.py",
         "Idempotency keys: the key table's memory, bytes, cost",
     ),
+    (
+        "dashboard",
+        "bench/dashboard.py",
+        "The dashboard's live-actors page at 100,000 live sessions",
+    ),
+    (
+        "postgres",
+        "bench/postgres.py",
+        "PostgreSQL vs SQLite vs Redis, vs LangGraph's PostgresSaver, two daemons on PostgreSQL",
+    ),
 ]
 
 

@@ -17,6 +17,7 @@ from flow._versions import Migration, MigrationState
 from flow.stores._log import MessagePage, RevisionInfo
 from flow.stores._protocol import SessionPage, StoredSessionInfo
 from runtime._config import Durability, RuntimeConfig
+from runtime._live_page import LivePage
 from runtime._runtime import AsyncRuntime, Runtime
 from runtime._views import LiveSessionInfo, RuntimeStats, SessionMetadataView, SessionView
 from runtime.errors import (
@@ -49,6 +50,7 @@ __all__ = [
     "GraphVersionUnavailable",
     "IdempotencyKeyReused",
     "InvalidInput",
+    "LivePage",
     "LiveSessionInfo",
     "MessagePage",
     "Migration",

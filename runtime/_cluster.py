@@ -1,9 +1,12 @@
-"""Joining a cluster: a Redis-backed runtime holds a lease on every session live in it.
+"""Joining a cluster: a Redis- or PostgreSQL-backed runtime holds a lease on every session
+live in it.
 
-Several daemons on one Redis share sessions, and each session must be live in
-at most one of them (docs/cluster.md). ``Cluster.join`` is the one place that
-wires it: for a ``RedisStore`` it makes this node's ``LeaseManager`` (node id
-from the config, or generated; ``advertise``; ``lease_ttl``) and wraps the store
+Several daemons on one Redis or one PostgreSQL database share sessions, and each
+session must be live in at most one of them (docs/cluster.md). ``Cluster.join`` is
+the one place that wires it: for a ``RedisStore`` it makes this node's
+``LeaseManager`` (for a ``PostgresStore`` a ``PostgresLeaseManager`` over the
+store's pool; node id from the config, or generated; ``advertise``;
+``lease_ttl``) and wraps the store
 in a ``FencedStore``, so that activating a session takes its lease and every
 save is fenced by it. ``attach`` then connects the leases to the actors: a
 lease is renewed while its session is live here (or still stopping) and
@@ -31,11 +34,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import hashlib
 import hmac
 import secrets
+import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 import redis
 import structlog
@@ -48,6 +54,9 @@ from flow.stores._lease import AsyncLeaseReader, Holder, Lease, LeaseManager
 from flow.stores._protocol import SessionStore
 from flow.stores._redis import RedisStore
 from runtime._config import RuntimeConfig
+
+if TYPE_CHECKING:
+    from flow.stores._postgres import PostgresStore
 
 __all__ = ["Cluster", "Holder", "forwarded_grant", "new_node_id"]
 
@@ -82,10 +91,10 @@ def new_node_id() -> str:
 
 
 class Cluster:
-    """This process's membership of a cluster of daemons sharing one Redis.
+    """This process's membership of a cluster of daemons sharing one Redis or PostgreSQL.
 
     Args:
-        store: the Redis store the runtime opened (or was handed).
+        store: the Redis or PostgreSQL store the runtime opened (or was handed).
         config: the runtime's configuration (``node_id``, ``advertise``, ``lease_ttl``).
 
     Attributes:
@@ -95,21 +104,34 @@ class Cluster:
         renew_interval: seconds between lease renewals (``lease_ttl / 3``).
     """
 
-    def __init__(self, store: RedisStore, config: RuntimeConfig) -> None:
-        self._leases = LeaseManager(
-            store.client,
-            config.node_id or new_node_id(),
-            config.advertise,
-            config.lease_ttl,
-            key_prefix=store.key_prefix,
-        )
+    def __init__(self, store: RedisStore | PostgresStore, config: RuntimeConfig) -> None:
+        node_id = config.node_id or new_node_id()
+        if isinstance(store, RedisStore):
+            self._leases = LeaseManager(
+                store.client,
+                node_id,
+                config.advertise,
+                config.lease_ttl,
+                key_prefix=store.key_prefix,
+            )
+            # the forwarder's lookups on its own asyncio Redis client
+            self._reader = AsyncLeaseReader(self._leases, store.url)
+            self._load_secret: Callable[[], bytes] = functools.partial(
+                _redis_secret, store.client, store.key_prefix + SECRET_KEY
+            )
+        else:
+            from flow.stores._postgres_lease import PostgresLeaseManager
+
+            self._leases = PostgresLeaseManager(
+                store.pool, store.where, node_id, config.advertise, config.lease_ttl
+            )
+            # the forwarder's lookups run the manager's own on a worker thread
+            self._reader = AsyncLeaseReader(self._leases, None)
+            self._load_secret = functools.partial(_postgres_secret, store)
         self.store = FencedStore(store, self._leases)
         self.node_id = self._leases.node_id
         self.lease_ttl = config.lease_ttl
         self.renew_interval = self._leases.renew_interval
-        self._reader = AsyncLeaseReader(self._leases, store.url)
-        self._client = store.client
-        self._secret_key = store.key_prefix + SECRET_KEY
         self._secret: bytes | None = None
         _log.info(
             "cluster_joined",
@@ -121,8 +143,16 @@ class Cluster:
 
     @classmethod
     def join(cls, store: SessionStore, config: RuntimeConfig) -> Cluster | None:
-        """The cluster ``store`` makes this runtime a member of: None unless it is Redis."""
-        return cls(store, config) if isinstance(store, RedisStore) else None
+        """The cluster ``store`` makes this runtime a member of: None unless it is Redis or
+        PostgreSQL."""
+        if isinstance(store, RedisStore):
+            return cls(store, config)
+        # a PostgresStore exists only once its module is imported: an SQLite runtime
+        # does not pay for importing psycopg here
+        postgres = sys.modules.get("flow.stores._postgres")
+        if postgres is not None and isinstance(store, postgres.PostgresStore):
+            return cls(store, config)
+        return None
 
     def attach(self, services: ActorServices) -> None:
         """Renew the leases of sessions live here only; kill an actor whose lease is lost."""
@@ -159,7 +189,7 @@ class Cluster:
         return self._leases.lease_for(session_id) is not None
 
     async def holder_of(self, session_id: str) -> Holder | None:
-        """Who holds the session's lease in Redis (this node included), or None.
+        """Who holds the session's lease in the store (this node included), or None.
 
         Raises:
             StoreUnavailable: Redis could not be reached.
@@ -196,7 +226,7 @@ class Cluster:
         """
         secret = self._secret
         if secret is None:
-            secret = self._secret = await asyncio.to_thread(self._shared_secret)
+            secret = self._secret = await asyncio.to_thread(self._load_secret)
         return hmac.new(secret, b"\n".join(fields), hashlib.sha256).hexdigest().encode()
 
     async def is_peer_mark(self, mark: bytes, *fields: bytes) -> bool:
@@ -208,15 +238,6 @@ class Cluster:
             return False
         return hmac.compare_digest(mark, expected)
 
-    def _shared_secret(self) -> bytes:
-        try:
-            self._client.set(self._secret_key, secrets.token_hex(32), nx=True)
-            value = self._client.get(self._secret_key)
-        except redis.exceptions.RedisError as exc:
-            raise StoreUnavailable(f"cluster secret: {type(exc).__name__}: {exc}") from exc
-        if not isinstance(value, bytes):
-            raise StoreUnavailable("cluster secret: Redis answered no value")
-        return value
 
     async def fence_off(self, holder: Holder) -> bool:
         """Make sure ``holder``'s grant can commit nothing any more (see docs/cluster.md).
@@ -229,3 +250,38 @@ class Cluster:
     async def aclose(self) -> None:
         """Close the event loop's Redis connection (the daemon's, at shutdown)."""
         await self._reader.aclose()
+
+
+def _redis_secret(client: redis.Redis, key: str) -> bytes:
+    """The cluster's secret in Redis (made by the first daemon that needs it)."""
+    try:
+        client.set(key, secrets.token_hex(32), nx=True)
+        value = client.get(key)
+    except redis.exceptions.RedisError as exc:
+        raise StoreUnavailable(f"cluster secret: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(value, bytes):
+        raise StoreUnavailable("cluster secret: Redis answered no value")
+    return value
+
+
+def _postgres_secret(store: PostgresStore) -> bytes:
+    """The cluster's secret in PostgreSQL (a one-row table made by the first daemon)."""
+    import psycopg
+
+    try:
+        with store.pool.connection() as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS cluster_secret "
+                "(id INT PRIMARY KEY, secret TEXT NOT NULL)"
+            )
+            conn.execute(
+                "INSERT INTO cluster_secret (id, secret) VALUES (1, %s) "
+                "ON CONFLICT (id) DO NOTHING",
+                (secrets.token_hex(32),),
+            )
+            row = conn.execute("SELECT secret FROM cluster_secret WHERE id = 1").fetchone()
+    except psycopg.Error as exc:
+        raise StoreUnavailable(f"cluster secret: {type(exc).__name__}: {exc}") from exc
+    if row is None:
+        raise StoreUnavailable("cluster secret: PostgreSQL answered no row")
+    return str(row[0]).encode()

@@ -58,8 +58,9 @@ class RuntimeConfig:
         sweep_batch: most expired sessions removed per sweep (1,000).
         drain_timeout: how long close() waits for running steps (30).
         store: ``None`` for SQLite at ``<data_dir>/sessions.db``, or a URL
-            (``sqlite:///path``, ``memory://``, ``redis://host:port/db``).
-        lease_ttl: Redis lease lifetime; a dead daemon's sessions move after it (10).
+            (``sqlite:///path``, ``memory://``, ``redis://host:port/db``,
+            ``postgresql://user@host:port/db``).
+        lease_ttl: Redis or PostgreSQL lease lifetime; a dead daemon's sessions move after it (10).
         node_id: this process's id in a cluster (generated when empty).
         advertise: the base URL other daemons forward requests to ("").
         history_retention: how far back time travel reaches: revisions (``"1000"``),
@@ -101,13 +102,15 @@ class RuntimeConfig:
     drain_timeout: Seconds = setting(30.0, "on shutdown, how long running steps may take to finish")
     store: str | None = setting(
         None,
-        "store URL: sqlite:///path, memory:// or redis://host:port/db",
+        "store URL: sqlite:///path, memory://, redis://host:port/db or "
+        "postgresql://user@host:port/db",
         metavar="URL",
         shown="SQLite at DATA_DIR/sessions.db",
     )
     lease_ttl: Seconds = setting(
         10.0,
-        "Redis session lease lifetime: a dead daemon's sessions move after at most this long",
+        "Redis or PostgreSQL session lease lifetime: a dead daemon's sessions move after at "
+        "most this long",
     )
     node_id: str = setting(
         "", "this process's id in a cluster", metavar="ID", shown="generated at start"

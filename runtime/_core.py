@@ -61,6 +61,7 @@ from flow.stores._protocol import SessionPage, SessionStore
 from runtime._bridge import AsyncReply, LoopThread, SyncReply
 from runtime._cluster import Cluster, forwarded_grant
 from runtime._config import RuntimeConfig
+from runtime._live_page import LivePage, live_info, live_page
 from runtime._session_quota import SessionQuota
 from runtime._views import (
     LiveSessionInfo,
@@ -575,23 +576,11 @@ class RuntimeCore:
     def live_sessions(self) -> list[LiveSessionInfo]:
         """One ``LiveSessionInfo`` per live actor, least recently used first."""
         now = self.config.clock()
-        return [
-            LiveSessionInfo(
-                session_id=e.session_id,
-                graph=e.graph_id,
-                owner=e.owner,
-                state="running" if e.pending > 0 else "idle",
-                status=e.status,
-                current_task=e.current_step_task or e.current_task,
-                mailbox_depth=max(e.pending, 0),
-                idle_seconds=max(0.0, now - e.last_used),
-                request_count=e.request_count,
-                snapshot_bytes=e.snapshot_bytes,
-                revision=e.revision,
-                graph_version=e.graph_version,
-            )
-            for e in self.index.entries()
-        ]
+        return [live_info(e, now) for e in self.index.entries()]
+
+    def live_page(self, **query: Any) -> LivePage:
+        """One sorted, filtered page of the live actors (``runtime._live_page.live_page``)."""
+        return live_page(self.index.entries(), self.config.clock(), **query)
 
     def stats(self) -> RuntimeStats:
         """Counters since open and the store's counts."""

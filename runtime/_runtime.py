@@ -12,6 +12,7 @@ passivated session, deleting) run on a worker thread in the async facade.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Generator, Iterable
 from pathlib import Path
 from types import TracebackType
@@ -32,6 +33,7 @@ from runtime._bridge import AsyncReply, SyncReply
 from runtime._cluster import Cluster
 from runtime._config import RuntimeConfig
 from runtime._core import RuntimeCore, session_view
+from runtime._live_page import LivePage, LiveSort
 from runtime._views import LiveSessionInfo, RuntimeStats, SessionView, StoredPage
 
 __all__ = ["AsyncRuntime", "Runtime"]
@@ -533,6 +535,35 @@ class Runtime(_Facade):
         self._core.check_open()
         return self._core.live_sessions()
 
+    def live_page(
+        self,
+        *,
+        sort: LiveSort = "mailbox_depth",
+        descending: bool = True,
+        graph: str | None = None,
+        owner: str | None = None,
+        status: str | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> LivePage:
+        """One page of the live actors in ``sort`` order (ties by session id), filtered by
+        graph, owner and status (a session status, or ``running``/``idle``), with the
+        number matching: a page of 100,000 live actors without building them all.
+
+        Raises:
+            InvalidInput: an unknown sort, a negative offset, a limit outside 1-1000.
+        """
+        self._core.check_open()
+        return self._core.live_page(
+            sort=sort,
+            descending=descending,
+            graph=graph,
+            owner=owner,
+            status=status,
+            offset=offset,
+            limit=limit,
+        )
+
     def stats(self) -> RuntimeStats:
         """Counters since the runtime opened, and the store's counts."""
         self._core.check_open()
@@ -857,6 +888,38 @@ class AsyncRuntime(_Facade):
         """The live session actors, least recently used first."""
         self._core.check_open()
         return self._core.live_sessions()
+
+    async def live_page(
+        self,
+        *,
+        sort: LiveSort = "mailbox_depth",
+        descending: bool = True,
+        graph: str | None = None,
+        owner: str | None = None,
+        status: str | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> LivePage:
+        """One page of the live actors in ``sort`` order (ties by session id), filtered by
+        graph, owner and status (a session status, or ``running``/``idle``), with the
+        number matching: a page of 100,000 live actors without building them all.
+
+        Raises:
+            InvalidInput: an unknown sort, a negative offset, a limit outside 1-1000.
+        """
+        self._core.check_open()
+        return await asyncio.to_thread(
+            functools.partial(
+                self._core.live_page,
+                sort=sort,
+                descending=descending,
+                graph=graph,
+                owner=owner,
+                status=status,
+                offset=offset,
+                limit=limit,
+            )
+        )
 
     async def stats(self) -> RuntimeStats:
         """Counters since the runtime opened, and the store's counts."""

@@ -54,7 +54,8 @@ class LiveSessionInfo:
     """One live session actor, as the admin shell shows it.
 
     ``state`` is the actor's state: ``idle`` (nothing to do), ``running`` (a step
-    is in progress), ``stopping``.
+    is in progress), ``stopping``. ``reason`` says why it is live (``activated by
+    step``...), as ``inspect``'s ``live_reason``.
     """
 
     session_id: str
@@ -69,6 +70,7 @@ class LiveSessionInfo:
     snapshot_bytes: int
     revision: int
     graph_version: str = ""
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)

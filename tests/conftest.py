@@ -1,4 +1,4 @@
-"""Fixtures shared by every test directory: a real redis-server on a free loopback port."""
+"""Fixtures shared by every test directory: a real redis-server and PostgreSQL on loopback."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import structlog
+from pgserver import PostgresServer, find_pg_bin, missing_message
 from testkit import free_port, wait_for_port
 
 from actors._ownership import clear_violations, enable_checks, violations
@@ -118,3 +119,24 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 def redis_url(redis_server: RedisServer) -> str:
     """The URL of a fresh redis-server."""
     return redis_server.url
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL server for the run (fails in CI when PostgreSQL is missing)."""
+    bindir = find_pg_bin()
+    if bindir is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(missing_message())
+        pytest.skip(missing_message())
+    server = PostgresServer(bindir)
+    try:
+        yield server
+    finally:
+        server.destroy()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """A URL whose search_path is a new, empty schema on the shared PostgreSQL server."""
+    return postgres_server.fresh_url()

@@ -1,4 +1,4 @@
-"""FencedStore: a RedisStore whose sessions are live in one process of a cluster at a time.
+"""FencedStore: a Redis or PostgreSQL store whose sessions are live in one process at a time.
 
 It is the store a clustered runtime hands its actors, so that the actors need
 not know about leases:
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import builtins
 from concurrent.futures import Future
+from typing import TYPE_CHECKING
 
 from flow._errors import StoreUnavailable
 from flow._session import Session
@@ -27,22 +28,27 @@ from flow.stores._log import HistoryRange, MessagePage, RevisionInfo
 from flow.stores._protocol import QuarantinedRow, SessionPage
 from flow.stores._redis import RedisStore
 
+if TYPE_CHECKING:
+    from flow.stores._postgres import PostgresStore
+
 __all__ = ["FencedStore"]
 
 
 class FencedStore:
-    """The store protocol over a ``RedisStore``, with a lease per live session.
+    """The store protocol over a ``RedisStore`` or ``PostgresStore``, with a lease per live
+    session.
 
     Args:
-        store: the Redis store.
-        leases: this node's lease manager (on the same Redis and key prefix).
+        store: the Redis or PostgreSQL store.
+        leases: this node's lease manager (on the same Redis and key prefix, or the same
+            database: ``PostgresLeaseManager``).
 
     Attributes:
-        inner: the Redis store.
+        inner: the store.
         leases: the lease manager.
     """
 
-    def __init__(self, store: RedisStore, leases: LeaseManager) -> None:
+    def __init__(self, store: RedisStore | PostgresStore, leases: LeaseManager) -> None:
         if leases.key_prefix != store.key_prefix:
             raise ValueError(
                 f"lease key prefix {leases.key_prefix!r} differs from the store's "

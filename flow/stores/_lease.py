@@ -350,16 +350,28 @@ class LeaseManager:
         on_lost: Callable[[Lease, str], None] | None = None,
         in_use: Callable[[str], bool] | None = None,
     ) -> None:
-        if ttl <= 0:
-            raise InvalidInput(f"lease ttl must be positive, got {ttl!r}")
-        if not node_id:
-            raise InvalidInput("a lease manager's node_id must not be empty")
         if isinstance(client_or_url, str):
             self._client = connect(client_or_url)
             self._owns_client = True
         else:
             self._client = client_or_url
             self._owns_client = False
+        self._setup(node_id, advertise, ttl, key_prefix, on_lost, in_use)
+
+    def _setup(
+        self,
+        node_id: str,
+        advertise: str,
+        ttl: float,
+        key_prefix: str,
+        on_lost: Callable[[Lease, str], None] | None,
+        in_use: Callable[[str], bool] | None,
+    ) -> None:
+        """The bookkeeping every backend shares, and the renewal thread (started last)."""
+        if ttl <= 0:
+            raise InvalidInput(f"lease ttl must be positive, got {ttl!r}")
+        if not node_id:
+            raise InvalidInput("a lease manager's node_id must not be empty")
         self.node_id = node_id
         self.advertise = advertise
         self.ttl = ttl
@@ -415,12 +427,7 @@ class LeaseManager:
             bound = self._bound.get(session_id)
         if bound is not None:
             return self._keep_reading(session_id, bound[0], read, started)
-        keys = [lease_key(self.key_prefix, session_id), epoch_key(self.key_prefix, session_id)]
-        args: list[Any] = [self.node_id, self.advertise, self._ttl_ms]
-        if read is not None:
-            keys.append(read[0])
-            args.append(read[1])
-        reply = self._call(_ACQUIRE, keys, args, "acquire")
+        reply = self._grant(session_id, read)
         verdict = int(reply[0])
         if verdict == 2:
             return None, None
@@ -447,12 +454,7 @@ class LeaseManager:
         self, session_id: str, epoch: int, read: tuple[str, str] | None, started: float
     ) -> tuple[Lease | Holder | None, bytes | None]:
         """``_acquire`` while bound to ``epoch``: the same grant, if Redis still has it."""
-        keys = [lease_key(self.key_prefix, session_id)]
-        args: list[Any] = [self.node_id, str(epoch), self._ttl_ms]
-        if read is not None:
-            keys.append(read[0])
-            args.append(read[1])
-        reply = self._call(_KEEP, keys, args, "acquire")
+        reply = self._keep(session_id, epoch, read)
         verdict = int(reply[0])
         if verdict == 2:
             return None, None
@@ -514,9 +516,7 @@ class LeaseManager:
         Raises:
             StoreUnavailable: Redis could not be reached.
         """
-        keys = [lease_key(self.key_prefix, holder.name), epoch_key(self.key_prefix, holder.name)]
-        done = self._call(FENCE_OFF_SCRIPT, keys, [holder.node_id, str(holder.epoch)], "fence-off")
-        return int(done) == 1
+        return self._fence(holder)
 
     def renew(self, lease: Lease) -> bool:
         """Renew one lease now; False (and ``on_lost``) when it is no longer this grant.
@@ -525,13 +525,11 @@ class LeaseManager:
             StoreUnavailable: Redis could not be reached (the lease may still hold).
         """
         started = time.monotonic()
-        ok = self._call(
-            _RENEW, [lease_key(self.key_prefix, lease.name)], self._args(lease), "renew"
-        )
-        if int(ok) == 1:
+        ok = self._renew_one(lease)
+        if ok == 1:
             self._extend(lease, started + self.ttl)
             return True
-        self._lost(lease, LOST_REASONS[int(ok)])
+        self._lost(lease, LOST_REASONS[ok])
         return False
 
     def renew_all(self) -> list[Lease]:
@@ -544,13 +542,10 @@ class LeaseManager:
         if not held:
             return []
         started = time.monotonic()
-        results: list[Any] = []
+        results: list[Any]
         try:
-            for answer in _RENEW_MANY.run_many(self._client, self._chunks(held)):
-                if isinstance(answer, BaseException):
-                    raise answer
-                results.extend(answer)
-        except redis.exceptions.RedisError as exc:
+            results = self._renew_many(held)
+        except StoreUnavailable as exc:
             _log.warning("lease_renewal_failed", node_id=self.node_id, error=str(exc))
             results = [exc] * len(held)
         lost: list[Lease] = []
@@ -577,10 +572,7 @@ class LeaseManager:
             held = self._held.get(lease.name)
             if held is not None and held.lease == lease:
                 del self._held[lease.name]
-        ok = self._call(
-            _RELEASE, [lease_key(self.key_prefix, lease.name)], self._args(lease), "release"
-        )
-        return int(ok) == 1
+        return self._release_one(lease)
 
     def holder(self, session_id: str) -> Holder | None:
         """Who holds the lease on ``session_id`` (this node included), or None.
@@ -588,9 +580,7 @@ class LeaseManager:
         Raises:
             StoreUnavailable: Redis could not be reached.
         """
-        key = lease_key(self.key_prefix, session_id)
-        reply = self._call(HOLDER_SCRIPT, [key], [], "lookup")
-        return holder_from(session_id, reply)
+        return self._lookup(session_id)
 
     def held(self) -> list[Lease]:
         """The leases this node holds now."""
@@ -626,8 +616,7 @@ class LeaseManager:
                     break  # Redis is down: the leases expire after ttl anyway
         with self._lock:
             self._held.clear()
-        if self._owns_client:
-            self._client.close()
+        self._close_backend()
 
     def _renewable(self) -> list[Lease]:
         """The held leases still needed; those ``in_use`` says are not (and no forwarded
@@ -655,8 +644,8 @@ class LeaseManager:
                         released.append(lease)
             try:
                 if released:
-                    _RELEASE_MANY.run_many(self._client, self._chunks(released))
-            except redis.exceptions.RedisError as exc:
+                    self._release_many(released)
+            except StoreUnavailable as exc:
                 # Redis is down: the released leases simply expire after ttl
                 _log.warning("lease_release_failed", node_id=self.node_id, error=str(exc))
         return keep
@@ -668,6 +657,73 @@ class LeaseManager:
                 self.renew_all()
             except Exception:  # the renewal thread must survive anything a callback does
                 _log.exception("lease_renewal_crashed", node_id=self.node_id)
+
+    # -- the backend: Redis here; PostgresLeaseManager overrides these ------------------
+
+    def _grant(self, session_id: str, read: tuple[str, str] | None) -> Any:
+        """Take the lease unless another node holds it: ``[1, epoch, value]``,
+        ``[0, node, advertise, epoch, pttl ms]`` (held elsewhere) or ``[2]`` (``read``'s
+        field is absent: nothing taken)."""
+        keys = [lease_key(self.key_prefix, session_id), epoch_key(self.key_prefix, session_id)]
+        args: list[Any] = [self.node_id, self.advertise, self._ttl_ms]
+        if read is not None:
+            keys.append(read[0])
+            args.append(read[1])
+        return self._call(_ACQUIRE, keys, args, "acquire")
+
+    def _keep(self, session_id: str, epoch: int, read: tuple[str, str] | None) -> Any:
+        """Extend grant ``epoch`` if it still holds the lease: ``[1, epoch, value]``, ``[2]``
+        (nothing to read) or ``[3]`` (the grant is gone)."""
+        keys = [lease_key(self.key_prefix, session_id)]
+        args: list[Any] = [self.node_id, str(epoch), self._ttl_ms]
+        if read is not None:
+            keys.append(read[0])
+            args.append(read[1])
+        return self._call(_KEEP, keys, args, "acquire")
+
+    def _fence(self, holder: Holder) -> bool:
+        keys = [lease_key(self.key_prefix, holder.name), epoch_key(self.key_prefix, holder.name)]
+        done = self._call(FENCE_OFF_SCRIPT, keys, [holder.node_id, str(holder.epoch)], "fence-off")
+        return int(done) == 1
+
+    def _renew_one(self, lease: Lease) -> int:
+        """1 renewed, 0 lapsed, -1 taken (``LOST_REASONS``)."""
+        key = lease_key(self.key_prefix, lease.name)
+        return int(self._call(_RENEW, [key], self._args(lease), "renew"))
+
+    def _renew_many(self, leases: list[Lease]) -> list[int]:
+        """One verdict per lease, as ``_renew_one``'s.
+
+        Raises:
+            StoreUnavailable: the backend could not be reached.
+        """
+        results: list[int] = []
+        try:
+            for answer in _RENEW_MANY.run_many(self._client, self._chunks(leases)):
+                if isinstance(answer, BaseException):
+                    raise answer
+                results.extend(int(v) for v in answer)
+        except redis.exceptions.RedisError as exc:
+            raise unavailable(self._client, "lease renewal", exc) from exc
+        return results
+
+    def _release_one(self, lease: Lease) -> bool:
+        key = lease_key(self.key_prefix, lease.name)
+        return int(self._call(_RELEASE, [key], self._args(lease), "release")) == 1
+
+    def _release_many(self, leases: list[Lease]) -> None:
+        try:
+            _RELEASE_MANY.run_many(self._client, self._chunks(leases))
+        except redis.exceptions.RedisError as exc:
+            raise unavailable(self._client, "lease release", exc) from exc
+
+    def _lookup(self, session_id: str) -> Holder | None:
+        key = lease_key(self.key_prefix, session_id)
+        return holder_from(session_id, self._call(HOLDER_SCRIPT, [key], [], "lookup"))
+
+    def _close_backend(self) -> None:
+        if self._owns_client:
+            self._client.close()
 
     def _chunks(self, leases: list[Lease]) -> list[tuple[list[str], list[Any]]]:
         """``(keys, args)`` of ``_RENEW_MANY`` / ``_RELEASE_MANY`` calls covering ``leases``."""

@@ -30,6 +30,7 @@ from runtime.daemon._problems import (
 )
 from runtime.daemon._routes import Api, route_handlers
 from runtime.daemon._step_route import StepRoute
+from runtime.daemon.ui import Dashboard, ui_router
 from runtime.errors import ActorflowError
 
 __all__ = ["OPENAPI_PATH", "build_app", "problem_for_exception"]
@@ -96,15 +97,18 @@ def build_app(
     max_body: int,
     policy: GatewayPolicy | None = None,
     forward_timeout: float = 0.0,
+    secure_cookies: bool = False,
 ) -> Gateway:
     """The daemon's ASGI application: the gateway, (in a cluster) the forwarder, the step
-    route's fast path, then the Litestar app.
+    route's fast path, then the Litestar app (the API and the dashboard at /ui).
 
     ``forward_timeout`` bounds a request sent on to another daemon (0: the step timeout
     plus two lease ttls).
 
-    ``aclose()`` on it closes the forwarder's connections (in a cluster).
+    ``aclose()`` on it closes the forwarder's connections (in a cluster) and stops the
+    dashboard's sampler. ``secure_cookies``: the daemon serves TLS.
     """
+    dashboard = Dashboard(api, auth, secure_cookies=secure_cookies)
 
     def handle(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
         problem = problem_for_exception(exc, request, max_body=max_body)
@@ -127,7 +131,11 @@ def build_app(
         )
 
     app = Litestar(
-        route_handlers=[*route_handlers(api), docs_assets_router(OPENAPI_PATH)],
+        route_handlers=[
+            *route_handlers(api),
+            docs_assets_router(OPENAPI_PATH),
+            ui_router(dashboard),
+        ],
         exception_handlers={Exception: handle},
         logging_config=None,
         debug=False,
@@ -153,7 +161,13 @@ def build_app(
         config = api.runtime.config
         forward_timeout = config.step_timeout + 2 * config.lease_ttl
     inner = forwarder_for(steps, cluster, max_body=max_body, timeout=forward_timeout)
-    on_close = inner.aclose if isinstance(inner, Forwarder) else None
+    forwarder = inner if isinstance(inner, Forwarder) else None
+
+    async def on_close() -> None:
+        await dashboard.sampler.aclose()
+        if forwarder is not None:
+            await forwarder.aclose()
+
     return Gateway(
         inner,
         auth,

@@ -183,6 +183,7 @@ async def serve(
         max_body=config.max_body,
         policy=gateway_policy(config),
         forward_timeout=config.forward_timeout,
+        secure_cookies=config.tls_cert is not None,
     )
     server = DaemonServer(_uvicorn_config(app, config))
     signals_seen = 0

@@ -1,4 +1,4 @@
-"""One suite for the session log, run against every store (memory, SQLite, Redis).
+"""One suite for the session log, run against every store (memory, SQLite, Redis, PostgreSQL).
 
 A session is stored as bases and step records; these tests check what the
 store promises about them: a step appends one record, load = base + records,
@@ -77,7 +77,7 @@ LAB = (
 _ids = itertools.count()
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeStore]:
     """Opens the store under test with a given log policy (closed at the end)."""
     opened: list[SessionStore] = []
@@ -88,11 +88,16 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[MakeS
             store = MemoryStore(policy)
         elif request.param == "sqlite":
             store = SqliteStore(tmp_path / f"log{len(opened)}.db", "commit", policy=policy)
-        else:
+        elif request.param == "redis":
             from flow.stores._redis import RedisStore
 
             url = request.getfixturevalue("redis_url")
             store = RedisStore(url, key_prefix=f"t{len(opened)}:", policy=policy)
+        else:
+            from flow.stores._postgres import PostgresStore
+
+            server = request.getfixturevalue("postgres_server")
+            store = PostgresStore(server.fresh_url(), "commit", policy=policy)
         opened.append(store)
         return store
 

@@ -515,7 +515,7 @@ def test_open_store_picks_the_store_from_the_url(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("url", "durability", "message"),
     [
-        ("postgres://db/x", "fsync", "unknown scheme 'postgres'"),
+        ("mysql://db/x", "fsync", "unknown scheme 'mysql'"),
         ("sqlite://relative.db", "fsync", "absolute path"),
         ("memory://", "always", "durability"),
     ],

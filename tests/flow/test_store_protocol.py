@@ -1,4 +1,4 @@
-"""One suite for the store protocol, run against every store (memory, SQLite, Redis)."""
+"""One suite for the store protocol, run against every store (memory, SQLite, Redis, PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -17,18 +17,22 @@ from flow.stores import MemoryStore, SessionStore, SqliteStore
 MakeSession = Callable[..., Session]
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "postgres"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[SessionStore]:
-    """Each store in turn: memory, SQLite on a real file, Redis on a real server."""
+    """Each store in turn: memory, SQLite on a real file, Redis and PostgreSQL on real servers."""
     made: SessionStore
     if request.param == "memory":
         made = MemoryStore()
     elif request.param == "sqlite":
         made = SqliteStore(tmp_path / "sessions.db")
-    else:
+    elif request.param == "redis":
         from flow.stores._redis import RedisStore  # the Redis backend is optional
 
         made = RedisStore(request.getfixturevalue("redis_url"))
+    else:
+        from flow.stores._postgres import PostgresStore
+
+        made = PostgresStore(request.getfixturevalue("postgres_url"))
     try:
         yield made
     finally:
@@ -41,7 +45,7 @@ def corrupt(store: SessionStore, session_id: str, garbage: bytes) -> None:
         with sqlite3.connect(store.path) as conn:
             conn.execute("UPDATE bases SET data = ? WHERE session_id = ?", (garbage, session_id))
         return
-    store.put_raw(session_id, garbage)  # type: ignore[attr-defined]  # memory and Redis have it
+    store.put_raw(session_id, garbage)  # type: ignore[attr-defined]  # the other stores have it
 
 
 def saved(store: SessionStore, session: Session, expected: int | None) -> Session:

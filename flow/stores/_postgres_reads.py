@@ -1,0 +1,196 @@
+"""The PostgreSQL store's log reads: free functions over a pool connection (autocommit).
+
+A load or a page of revisions is one statement, so it sees one snapshot while
+the writer and the compactor commit; reads that take several statements
+(messages, compaction) run in one REPEATABLE READ transaction. They return
+stored bytes; decoding and rebuilding stay with the caller.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+
+from flow._errors import RevisionNotFound, SessionNotFound
+from flow.stores._log import HistoryRange, LogPolicy, retention_floor
+
+__all__ = [
+    "CompactionRead",
+    "MessageRows",
+    "read_for_compaction",
+    "read_revisions",
+    "read_span",
+    "read_state",
+    "require_session",
+    "snapshot",
+]
+
+Conn = psycopg.Connection[Any]
+_MAX_REVISION = 2**62  # above any revision: "no upper bound" in a query
+
+CompactionRead = tuple[float, int, bytes | None, list[bytes], int | None, list[bytes]]
+"""created_at, newest revision, the current base, the records after it, the
+retention cut (None: none) and the records the cut drops."""
+
+_STATE = """
+SELECT s.revision,
+       (SELECT min(revision) FROM bases WHERE session_id = s.session_id),
+       b.revision, b.data,
+       ARRAY(SELECT r.data FROM records r WHERE r.session_id = s.session_id
+             AND r.revision > b.revision AND r.revision <= coalesce(%(upto)s, s.revision)
+             ORDER BY r.revision)
+FROM sessions s
+LEFT JOIN LATERAL (SELECT revision, data FROM bases
+                   WHERE session_id = s.session_id
+                   AND revision <= coalesce(%(upto)s, s.revision)
+                   ORDER BY revision DESC LIMIT 1) b ON true
+WHERE s.session_id = %(sid)s
+"""
+
+
+@contextlib.contextmanager
+def snapshot(conn: Conn) -> Iterator[None]:
+    """One read-only REPEATABLE READ transaction for several statements."""
+    with conn.transaction():
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        yield
+
+
+def read_state(
+    conn: Conn, session_id: str, revision: int | None
+) -> tuple[bytes, list[bytes]] | None:
+    """The base and the records that rebuild ``revision`` (None: the newest), or None.
+
+    One statement, so one snapshot.
+
+    Raises:
+        RevisionNotFound: ``revision`` is outside the retained history.
+    """
+    row = conn.execute(_STATE, {"sid": session_id, "upto": revision}).fetchone()
+    if row is None:
+        return None
+    newest, oldest, base_rev, base, records = row
+    if revision is not None and (oldest is None or not oldest <= revision <= newest):
+        raise RevisionNotFound(session_id, revision, newest if oldest is None else oldest, newest)
+    if base_rev is None:
+        return None
+    return bytes(base), [bytes(r) for r in records]
+
+
+def read_revisions(conn: Conn, session_id: str, limit: int, before: int | None) -> list[bytes]:
+    """The stored records below ``before``, newest first, at most ``limit``.
+
+    Raises:
+        SessionNotFound: no such session.
+    """
+    row = conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM sessions WHERE session_id = %(sid)s), "
+        "ARRAY(SELECT data FROM records WHERE session_id = %(sid)s AND revision < %(before)s "
+        "ORDER BY revision DESC LIMIT %(limit)s)",
+        {"sid": session_id, "before": _MAX_REVISION if before is None else before, "limit": limit},
+    ).fetchone()
+    if row is None or not row[0]:
+        raise SessionNotFound(session_id)
+    return [bytes(r) for r in row[1]]
+
+
+def require_session(conn: Conn, session_id: str) -> None:
+    """Raise ``SessionNotFound`` unless ``session_id`` is stored."""
+    found = conn.execute("SELECT 1 FROM sessions WHERE session_id = %s", (session_id,)).fetchone()
+    if found is None:
+        raise SessionNotFound(session_id)
+
+
+class MessageRows:
+    """A session's records and archive entries for ``page_messages``: each read is one
+    indexed SELECT of at most ``count`` rows (``flow.stores._log.MessageSource``)."""
+
+    def __init__(self, conn: Conn, session_id: str) -> None:
+        self._conn = conn
+        self._session_id = session_id
+
+    def records(self, upto: int, count: int) -> list[tuple[int, bytes]]:
+        """At most ``count`` records at or below revision ``upto``, newest first."""
+        rows = self._conn.execute(
+            "SELECT revision, data FROM records WHERE session_id = %s AND revision <= %s "
+            "ORDER BY revision DESC LIMIT %s",
+            (self._session_id, upto, count),
+        ).fetchall()
+        return [(int(rev), bytes(data)) for rev, data in rows]
+
+    def chunks(self, below: int, count: int) -> list[tuple[int, bytes]]:
+        """At most ``count`` archive entries starting below message ``below``, newest first."""
+        rows = self._conn.execute(
+            "SELECT seq, data FROM archive WHERE session_id = %s AND seq < %s "
+            "ORDER BY seq DESC LIMIT %s",
+            (self._session_id, below, count),
+        ).fetchall()
+        return [(int(seq), bytes(data)) for seq, data in rows]
+
+
+def read_span(conn: Conn, session_id: str) -> HistoryRange | None:
+    """The retained revisions of ``session_id``, or None when there is no such session."""
+    row = conn.execute(
+        "SELECT s.revision, (SELECT min(revision) FROM bases b WHERE b.session_id = s.session_id) "
+        "FROM sessions s WHERE s.session_id = %s",
+        (session_id,),
+    ).fetchone()
+    if row is None or row[1] is None:
+        return None
+    return HistoryRange(int(row[1]), int(row[0]))
+
+
+def read_for_compaction(conn: Conn, session_id: str, policy: LogPolicy) -> CompactionRead | None:
+    """What a compaction of ``session_id`` needs, or None when there is no such session.
+
+    Reads only the base, the records after it and, when retention drops some,
+    those records: never the whole history (run it inside ``snapshot``).
+    """
+    sid = session_id
+    row = conn.execute(
+        "SELECT created_at, base_rev, revision FROM sessions WHERE session_id = %s", (sid,)
+    ).fetchone()
+    if row is None:
+        return None
+    created_at, base_rev, newest = row
+    base = conn.execute(
+        "SELECT data FROM bases WHERE session_id = %s AND revision = %s", (sid, base_rev)
+    ).fetchone()
+    tail = [
+        bytes(r[0])
+        for r in conn.execute(
+            "SELECT data FROM records WHERE session_id = %s AND revision > %s ORDER BY revision",
+            (sid, base_rev),
+        )
+    ]
+    young = None
+    if policy.keep_seconds is not None:
+        young_row = conn.execute(
+            "SELECT min(revision) FROM records WHERE session_id = %s AND at >= %s",
+            (sid, time.time() - policy.keep_seconds),
+        ).fetchone()
+        young = None if young_row is None else young_row[0]
+    floor = retention_floor(policy, newest, young)
+    cut_row = conn.execute(
+        "SELECT max(revision), (SELECT min(revision) FROM records WHERE session_id = %s) "
+        "FROM bases WHERE session_id = %s AND revision <= %s",
+        (sid, sid, floor),
+    ).fetchone()
+    cut, oldest = (None, None) if cut_row is None else cut_row
+    if tail and newest <= floor:  # keeping 1 revision: the new base is the cut
+        cut = newest
+    dropped = []
+    if cut is not None and oldest is not None and oldest < cut:
+        dropped = [
+            bytes(r[0])
+            for r in conn.execute(
+                "SELECT data FROM records WHERE session_id = %s AND revision < %s "
+                "ORDER BY revision",
+                (sid, cut),
+            )
+        ]
+    return created_at, newest, None if base is None else bytes(base[0]), tail, cut, dropped
