@@ -95,6 +95,8 @@ class ActorServices:
         timer_alarm: told (any thread) the due time of a session's earliest
             timer when a step changed its timers, so that the runtime's timer
             firing wakes early for a nearer one (None: nobody listens).
+        grant_of: in a cluster, the epoch of the lease this node holds on a
+            session now (None: no lease); None outside a cluster. Any thread.
     """
 
     settings: Settings
@@ -113,6 +115,7 @@ class ActorServices:
     events: EventHub = field(default_factory=lambda: EventHub(1000))
     timer_stats: TimerStats = field(default_factory=TimerStats)
     timer_alarm: Callable[[float], None] | None = None
+    grant_of: Callable[[str], int | None] | None = None
     _inline: dict[tuple[str, str], tuple[Graph, bool]] = field(default_factory=dict)
 
     def runs_inline(self, graph: Graph) -> bool:

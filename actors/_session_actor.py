@@ -63,13 +63,14 @@ from flow._edit import edit, unchanged
 from flow._errors import (
     ActorflowError,
     IdempotencyKeyReused,
+    Misdirected,
     StepTimeout,
     StoreUnavailable,
     TaskFailed,
 )
 from flow._graph import Graph
 from flow._idempotency import KeyEntry, KeyTable
-from flow._session import Access, Session, SessionMetadata, SessionStatus, StepFailure
+from flow._session import Access, Session, SessionStatus, StepFailure
 from flow._sharing import shared
 from flow._step import StepResult
 from flow._timers import PendingTimer, next_due
@@ -211,6 +212,8 @@ class SessionActor(DispatcherActor, Owned):
 
     def _handle(self, message: Any) -> None:
         if isinstance(message, Step):
+            if message.epoch is None and self._services.grant_of is not None:
+                message = self._accepted(message)
             if self._state is ActorState.RUNNING or self._stash:
                 self._stash_push(message)
             else:
@@ -252,10 +255,14 @@ class SessionActor(DispatcherActor, Owned):
             )
             return
         self._current = message
+        if message.key is not None and self._replayed(message):
+            return
+        refused = self._misdirected(message)  # an edit too: it is queued like a step
+        if refused is not None:
+            self._step_failed(message, refused)
+            return
         if message.edit is not None:
             self._edit(message, message.edit)
-            return
-        if message.key is not None and self._replayed(message):
             return
         session = self._session
         if session.status is SessionStatus.ERROR:
@@ -304,6 +311,36 @@ class SessionActor(DispatcherActor, Owned):
         first = session.timers[0] if session.timers else None
         return first if first is not None and first.due <= now else None
 
+    def _accepted(self, message: Step) -> Step:
+        """``message`` stamped with the lease epoch this node holds now (in a cluster): the
+        grant it was accepted under, and the only one it may run under (0: none held)."""
+        grant_of = self._services.grant_of
+        epoch = None if grant_of is None else grant_of(self._session_id)
+        return dataclasses.replace(message, epoch=0 if epoch is None else epoch)
+
+    def _misdirected(self, message: Step) -> Misdirected | None:
+        """Why ``message`` must not start now, or None: past its deadline, or accepted under a
+        lease grant this node no longer holds (lost, or replaced by a new grant after a failed
+        commit or a restart), so that a step queued here across a lease loss never runs under
+        the next grant (docs/cluster.md)."""
+        if message.deadline is not None and time.time() > message.deadline:
+            return Misdirected(
+                self._session_id,
+                "it would have started after the deadline of the daemon that forwarded it",
+            )
+        grant_of = self._services.grant_of
+        if grant_of is None or message.epoch is None:
+            return None
+        held = grant_of(self._session_id)
+        if held == message.epoch:
+            return None
+        now_held = "none now" if held is None else f"epoch {held} now"
+        accepted = "no lease" if message.epoch == 0 else f"lease epoch {message.epoch}"
+        return Misdirected(
+            self._session_id,
+            f"it was accepted under {accepted} of the session and this daemon holds {now_held}",
+        )
+
     def _edit(self, message: Step, change: Edit) -> None:
         """Apply a repair from outside as one new revision (in this turn; no task runs)."""
         now = self._services.clock()
@@ -329,6 +366,7 @@ class SessionActor(DispatcherActor, Owned):
                     goto=change.goto,
                     by=change.by,
                     now=now,
+                    ttl=self._settings.session_ttl,
                 )
         except ActorflowError as exc:
             self._step_failed(message, exc)
@@ -477,17 +515,7 @@ class SessionActor(DispatcherActor, Owned):
         """Make ``new`` the session and commit it; the caller is answered after the commit.
 
         A session that would pass ``max_session_bytes`` is refused: nothing changes."""
-        meta = new.metadata
-        # ``new`` is the step's own working copy: set its expiry in place.
-        new.metadata = SessionMetadata(
-            meta.owner,
-            meta.created_at,
-            meta.last_accessed,
-            meta.request_count,
-            meta.client_addr,
-            now + self._settings.session_ttl,
-            meta.members,
-        )
+        # ``flow.step`` set the expiry (ttl): the step's metadata is built once
         key, digest = message.key, message.digest
         if new.record is not None:
             # the record as the store appends it: the size guard's encoding of it is

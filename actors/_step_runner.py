@@ -119,6 +119,7 @@ class StepRunner:
             run_async=services.run_async,
             events=events,
             timer=timer,
+            ttl=settings.session_ttl,
         )
         if self._inline or task is None:
             try:
@@ -139,6 +140,7 @@ class StepRunner:
                     run_blocking=functools.partial(_run_blocking, services.task_pool),
                     events=events,
                     timer=timer,
+                    ttl=settings.session_ttl,
                 ),
                 services.loop,
             )

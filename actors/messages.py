@@ -99,6 +99,13 @@ class Step:
     edit: Edit | None = None
     stream: Subscriber | None = None
     """The step's own stream (``Runtime.stream``): it gets this step's events."""
+    epoch: int | None = None
+    """In a cluster, the lease epoch the step was accepted under: the one it was forwarded
+    under, or (set by the actor when the step reaches it) the one this node held then. The
+    actor runs it only while this node holds that grant, else ``Misdirected``."""
+    deadline: float | None = None
+    """UNIX time after which the step must not start (a forwarded step: when its forwarder
+    gives up); past it the actor answers ``Misdirected``."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,12 +33,14 @@ def edit(
     goto: str | None = None,
     by: str,
     now: float | None = None,
+    ttl: float | None = None,
 ) -> tuple[Session, StepResult]:
     """The session with ``set`` keys stored, ``unset`` keys removed and moved to ``goto``.
 
     Moving to a task pauses the session there (its next step runs that task),
     even a completed or failed session; the task it left goes on the back-stack.
-    The new revision's status message is "edited by <by>: ...".
+    The new revision's status message is "edited by <by>: ...". With ``ttl``, the
+    session expires ``ttl`` seconds after ``now`` (as after a step), else when it did.
 
     Raises:
         InvalidInput: nothing to do, a key is not a str, a value cannot be stored,
@@ -79,13 +81,14 @@ def edit(
     work.status_message = f"edited by {by}: " + "; ".join(what)
     work.revision += 1
     meta = work.metadata
+    when = time.time() if now is None else now
     work.metadata = SessionMetadata(
         meta.owner,
         meta.created_at,
-        time.time() if now is None else now,
+        when,
         meta.request_count,
         meta.client_addr,
-        meta.expires_at,
+        meta.expires_at if ttl is None else when + ttl,
         meta.members,
     )
     work.record = record_of(

@@ -20,7 +20,8 @@ statuses in one table)::
     ├── TaskFailed              the task raised; the session was rolled back (500)
     ├── StepTimeout             the step passed its deadline; rolled back (504)
     ├── StoreUnavailable        the store cannot be reached or written; retry (503)
-    │   └── RevisionConflict    compare-and-set lost: someone saved a newer revision
+    │   ├── RevisionConflict    compare-and-set lost: someone saved a newer revision
+    │   └── Misdirected         not run: accepted under a lease this process lost (421)
     ├── SnapshotDecodeError     stored bytes could not be decoded (row quarantined)
     └── RuntimeClosed           the runtime was closed; open a new one
 
@@ -38,6 +39,7 @@ __all__ = [
     "IdempotencyKeyReused",
     "InvalidInput",
     "MigrationFailed",
+    "Misdirected",
     "RevisionConflict",
     "RevisionNotFound",
     "RuntimeClosed",
@@ -245,6 +247,17 @@ class RevisionConflict(StoreUnavailable):
         self.session_id = session_id
         self.expected = expected
         self.actual = actual
+
+
+class Misdirected(StoreUnavailable):
+    """A step was not run, and never will be: it was accepted under a lease grant (epoch)
+    this process no longer holds, or it would have started after the deadline of the
+    daemon that forwarded it (docs/cluster.md). Nothing was applied; retry (HTTP 421).
+    """
+
+    def __init__(self, session_id: str, why: str) -> None:
+        super().__init__(f"session {session_id!r}: the step was not run: {why}; retry")
+        self.session_id = session_id
 
 
 class SnapshotDecodeError(ActorflowError):

@@ -128,6 +128,7 @@ def step(
     run_async: RunAsync | None = None,
     events: StepEvents | None = None,
     timer: str | None = None,
+    ttl: float | None = None,
 ) -> tuple[Session, StepResult]:
     """Run ``session``'s current task once (or a chain of tasks) and return the new session.
 
@@ -152,6 +153,9 @@ def step(
             tasks see ``ctx.timer == timer`` and the timer's payload as ``ctx.input``
             (not recorded as a user message), and the new session no longer holds
             it. Without it, the step is an input and cancels a ``wake_after``.
+        ttl: how long the session lives after this step: the new session's
+            ``expires_at`` is ``now + ttl``, counted from the step's start like
+            ``last_accessed`` (None: ``expires_at`` is kept).
 
     Returns:
         The new session (revision + 1) and what the step did.
@@ -164,7 +168,7 @@ def step(
         TaskFailed: a task or an edge predicate raised, a GoTo named an unknown task,
             or the step exceeded ``max_chain`` (the cause is attached).
     """
-    run = _StepRun(graph, session, input, mode, now, max_chain, events, timer)
+    run = _StepRun(graph, session, input, mode, now, max_chain, events, timer, ttl)
     t: Task | None = run.first_task()
     while t is not None:
         run.task_started(t)
@@ -187,6 +191,7 @@ async def astep(
     run_blocking: RunBlocking | None = None,
     events: StepEvents | None = None,
     timer: str | None = None,
+    ttl: float | None = None,
 ) -> tuple[Session, StepResult]:
     """The asyncio form of ``step``: same arguments, results and errors.
 
@@ -194,7 +199,7 @@ async def astep(
     go through ``run_blocking(fn, *args)`` (default ``asyncio.to_thread``).
     """
     blocking_runner: RunBlocking = asyncio.to_thread if run_blocking is None else run_blocking
-    run = _StepRun(graph, session, input, mode, now, max_chain, events, timer)
+    run = _StepRun(graph, session, input, mode, now, max_chain, events, timer, ttl)
     t: Task | None = run.first_task()
     while t is not None:
         run.task_started(t)
@@ -219,6 +224,7 @@ class _StepRun:
         max_chain: int,
         events: StepEvents | None,
         timer: str | None = None,
+        ttl: float | None = None,
     ) -> None:
         if session.graph_id != graph.id:
             raise InvalidInput(
@@ -235,6 +241,7 @@ class _StepRun:
         self.mode = mode
         self.now = time.time() if now is None else now
         self.max_chain = max_chain
+        self.ttl = ttl
         self.work = session.copy()
         self.ctx = self.work.context
         self.ctx.track()
@@ -363,7 +370,7 @@ class _StepRun:
             self.now,
             meta.request_count + 1,
             meta.client_addr,
-            meta.expires_at,
+            meta.expires_at if self.ttl is None else self.now + self.ttl,
             meta.members,
         )
         self.ctx.input = None

@@ -15,18 +15,39 @@ line saying why.
 
 The daemon's forwarder asks the ``Cluster`` (never the store or Redis itself)
 who holds a session (``holder_of``), pins a forwarded request to the epoch it
-was forwarded under (``bind``), and fences off a holder that stopped answering
-(``fence_off``) before it answers "outcome unknown".
+was forwarded under (``bind``, and ``accepted_under`` for the step it sends),
+fences off a holder that stopped answering (``fence_off``) before it answers
+"outcome unknown", and signs the marks of a forwarded request (``peer_mark``)
+with a secret only the daemons sharing the Redis know, so that a client cannot
+pass its own request off as forwarded.
+
+Every step a session actor runs in a cluster carries the lease epoch it was
+accepted under (``ActorServices.grant_of``, ``Step.epoch``): the epoch it was
+forwarded under, or else the one this node held when the step reached the
+actor. The actor refuses (``Misdirected``) a step whose epoch this node no
+longer holds, so a step queued here across a lease loss is never run by the
+next grant.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import contextvars
+import functools
+import hashlib
+import hmac
+import secrets
 import sys
 import uuid
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
+
+import redis
 
 from actors._services import ActorServices
 from actors.messages import PassivateRequest
+from flow._errors import StoreUnavailable
 from flow._logging import get_logger
 from flow.stores._fenced import FencedStore
 from flow.stores._lease import AsyncLeaseReader, Holder, Lease, LeaseManager
@@ -37,9 +58,22 @@ from runtime._config import RuntimeConfig
 if TYPE_CHECKING:
     from flow.stores._postgres import PostgresStore
 
-__all__ = ["Cluster", "Holder", "new_node_id"]
+__all__ = ["Cluster", "Holder", "forwarded_grant", "new_node_id"]
 
 _log = get_logger("actorflow.cluster")
+
+_FORWARDED: contextvars.ContextVar[tuple[int, float | None] | None] = contextvars.ContextVar(
+    "actorflow_forwarded_grant", default=None
+)
+
+SECRET_KEY = "cluster-secret"
+"""The Redis key (after the prefix) of the secret forwarded requests are signed with."""
+
+
+def forwarded_grant() -> tuple[int, float | None] | None:
+    """The lease epoch and deadline of the forwarded request being served, if any (the
+    runtime puts them in the ``Step`` it sends)."""
+    return _FORWARDED.get()
 
 _LOST_ACTIONS = {
     "taken": "killing the live actor; its unsaved state is dropped and the session is "
@@ -82,6 +116,9 @@ class Cluster:
             )
             # the forwarder's lookups on its own asyncio Redis client
             self._reader = AsyncLeaseReader(self._leases, store.url)
+            self._load_secret: Callable[[], bytes] = functools.partial(
+                _redis_secret, store.client, store.key_prefix + SECRET_KEY
+            )
         else:
             from flow.stores._postgres_lease import PostgresLeaseManager
 
@@ -90,10 +127,12 @@ class Cluster:
             )
             # the forwarder's lookups run the manager's own on a worker thread
             self._reader = AsyncLeaseReader(self._leases, None)
+            self._load_secret = functools.partial(_postgres_secret, store)
         self.store = FencedStore(store, self._leases)
         self.node_id = self._leases.node_id
         self.lease_ttl = config.lease_ttl
         self.renew_interval = self._leases.renew_interval
+        self._secret: bytes | None = None
         _log.info(
             "cluster_joined",
             node_id=self.node_id,
@@ -133,8 +172,13 @@ class Cluster:
             )
             services.tell_supervisor(PassivateRequest(lease.name, "lease lost", kill=True))
 
+        def grant_of(session_id: str) -> int | None:
+            lease = self._leases.lease_for(session_id)
+            return None if lease is None else lease.epoch
+
         self._leases.in_use = in_use
         self._leases.on_lost = lost
+        services.grant_of = grant_of
 
     def close(self) -> None:
         """Stop renewing and release every lease (once the runtime's actors have stopped)."""
@@ -162,6 +206,39 @@ class Cluster:
         """End one ``bind``."""
         self._leases.unbind(session_id)
 
+    @staticmethod
+    @contextlib.contextmanager
+    def accepted_under(epoch: int, deadline: float | None) -> Iterator[None]:
+        """Within it, a step sent by this task carries ``epoch`` and ``deadline`` (a forwarded
+        request's): its actor runs it only under that grant, and only before the deadline."""
+        token = _FORWARDED.set((epoch, deadline))
+        try:
+            yield
+        finally:
+            _FORWARDED.reset(token)
+
+    async def peer_mark(self, *fields: bytes) -> bytes:
+        """The mark a forwarded request carries: an HMAC of ``fields`` with the cluster's
+        secret (made once in Redis by the first daemon that needs it, read by the others).
+
+        Raises:
+            StoreUnavailable: Redis could not be reached to read the secret.
+        """
+        secret = self._secret
+        if secret is None:
+            secret = self._secret = await asyncio.to_thread(self._load_secret)
+        return hmac.new(secret, b"\n".join(fields), hashlib.sha256).hexdigest().encode()
+
+    async def is_peer_mark(self, mark: bytes, *fields: bytes) -> bool:
+        """Whether ``mark`` was made by ``peer_mark`` over ``fields`` (by a daemon of this
+        cluster); False when Redis cannot be reached to read the secret."""
+        try:
+            expected = await self.peer_mark(*fields)
+        except StoreUnavailable:
+            return False
+        return hmac.compare_digest(mark, expected)
+
+
     async def fence_off(self, holder: Holder) -> bool:
         """Make sure ``holder``'s grant can commit nothing any more (see docs/cluster.md).
 
@@ -173,3 +250,38 @@ class Cluster:
     async def aclose(self) -> None:
         """Close the event loop's Redis connection (the daemon's, at shutdown)."""
         await self._reader.aclose()
+
+
+def _redis_secret(client: redis.Redis, key: str) -> bytes:
+    """The cluster's secret in Redis (made by the first daemon that needs it)."""
+    try:
+        client.set(key, secrets.token_hex(32), nx=True)
+        value = client.get(key)
+    except redis.exceptions.RedisError as exc:
+        raise StoreUnavailable(f"cluster secret: {type(exc).__name__}: {exc}") from exc
+    if not isinstance(value, bytes):
+        raise StoreUnavailable("cluster secret: Redis answered no value")
+    return value
+
+
+def _postgres_secret(store: PostgresStore) -> bytes:
+    """The cluster's secret in PostgreSQL (a one-row table made by the first daemon)."""
+    import psycopg
+
+    try:
+        with store.pool.connection() as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS cluster_secret "
+                "(id INT PRIMARY KEY, secret TEXT NOT NULL)"
+            )
+            conn.execute(
+                "INSERT INTO cluster_secret (id, secret) VALUES (1, %s) "
+                "ON CONFLICT (id) DO NOTHING",
+                (secrets.token_hex(32),),
+            )
+            row = conn.execute("SELECT secret FROM cluster_secret WHERE id = 1").fetchone()
+    except psycopg.Error as exc:
+        raise StoreUnavailable(f"cluster secret: {type(exc).__name__}: {exc}") from exc
+    if row is None:
+        raise StoreUnavailable("cluster secret: PostgreSQL answered no row")
+    return str(row[0]).encode()

@@ -59,7 +59,7 @@ from flow.stores import open_store
 from flow.stores._log import LogPolicy
 from flow.stores._protocol import SessionPage, SessionStore
 from runtime._bridge import AsyncReply, LoopThread, SyncReply
-from runtime._cluster import Cluster
+from runtime._cluster import Cluster, forwarded_grant
 from runtime._config import RuntimeConfig
 from runtime._live_page import LivePage, live_info, live_page
 from runtime._session_quota import SessionQuota
@@ -365,6 +365,10 @@ class RuntimeCore:
                 message = Step(
                     session_id, input, mode, reply, context, check_key(key), digest, stream=stream
                 )
+            if self.cluster is not None:
+                grant = forwarded_grant()  # a forwarded request runs under its forwarder's grant
+                if grant is not None:
+                    message = replace(message, epoch=grant[0], deadline=grant[1])
             entry = self.index.send(
                 session_id,
                 message,
@@ -551,7 +555,8 @@ class RuntimeCore:
         if not isinstance(limit, int) or limit < 1:
             raise InvalidInput(f"limit must be an int >= 1, got {limit!r}")
         page = self.store.list(owner, cursor, limit)
-        return StoredPage(self.store.count(), page, self.store.quarantined(quarantined))
+        rows = self.store.quarantined(quarantined) if quarantined > 0 else []
+        return StoredPage(self.store.count(), page, rows)
 
     def ready(self) -> None:
         """Return when the runtime serves requests: not draining, and its store answers.
@@ -563,16 +568,29 @@ class RuntimeCore:
         self.check_open()
         self.store.list(None, None, 1)
 
-    def stored_inspect(self, session_id: str) -> dict[str, Any]:
-        """``inspect`` of a session that is not live: what its snapshot holds."""
-        session = self.load(session_id, None)
+    def stored_inspect(self, session_id: str, revision: int | None = None) -> dict[str, Any]:
+        """``inspect`` of a session that is not live (what its snapshot holds), or of one of
+        its retained revisions.
+
+        Raises:
+            SessionNotFound: no such session.
+            RevisionNotFound: ``revision`` is outside the retained history.
+        """
+        if revision is None:
+            session = self.load(session_id, None)
+            state, why = "passivated", "passivated (loaded from the store on its next request)"
+        else:
+            past = self.store.load(session_id, revision)
+            if past is None:
+                raise SessionNotFound(session_id)
+            session, state, why = past, "past revision", f"revision {revision} of its history"
         return {
             **session_document(session, history_tail=10),
             "last_access": session.metadata.last_accessed,
             "live": False,
-            "state": "passivated",
+            "state": state,
             "pending": 0,
-            "live_reason": "not live: passivated (loaded from the store on its next request)",
+            "live_reason": f"not live: {why}",
         }
 
     def snapshot_stored(self, session_id: str) -> int:

@@ -64,6 +64,12 @@ class _Facade:
         return self._core.store
 
     @property
+    def store_name(self) -> str:
+        """The kind of store sessions live in (``SqliteStore``, ``RedisStore``, ``FencedStore``
+        in a cluster, ...)."""
+        return type(self._core.store).__name__
+
+    @property
     def cluster(self) -> Cluster | None:
         """This runtime's cluster membership (leases, forwarding): None unless on Redis."""
         return self._core.cluster
@@ -589,14 +595,18 @@ class Runtime(_Facade):
             return size
         return core.snapshot_stored(session_id)
 
-    def inspect(self, session_id: str) -> dict[str, Any]:
-        """What a session holds, its actor's state and why it is live.
+    def inspect(self, session_id: str, *, revision: int | None = None) -> dict[str, Any]:
+        """What a session holds, its actor's state and why it is live; with ``revision``,
+        what that retained revision held.
 
         Raises:
             SessionNotFound: no such session.
+            RevisionNotFound: ``revision`` is outside the retained history.
         """
         core = self._core
         core.check_open()
+        if revision is not None:
+            return core.stored_inspect(session_id, revision)
         reply = self._reply()
         if core.ask_live(session_id, core.inspect_message(reply), reply, None):
             info: dict[str, Any] = reply.wait()
@@ -992,10 +1002,12 @@ class AsyncRuntime(_Facade):
             return size
         return await asyncio.to_thread(core.snapshot_stored, session_id)
 
-    async def inspect(self, session_id: str) -> dict[str, Any]:
-        """What a session holds, its actor's state and why it is live."""
+    async def inspect(self, session_id: str, *, revision: int | None = None) -> dict[str, Any]:
+        """What a session holds, its actor's state and why it is live (see ``Runtime.inspect``)."""
         core = self._core
         core.check_open()
+        if revision is not None:
+            return await asyncio.to_thread(core.stored_inspect, session_id, revision)
         reply = self._reply()
         if core.ask_live(session_id, core.inspect_message(reply), reply, None):
             info: dict[str, Any] = await reply.wait()

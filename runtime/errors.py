@@ -21,7 +21,8 @@ table)::
     ├── TaskFailed              the task raised; the session was rolled back (500)
     ├── StepTimeout             the step passed its deadline; rolled back (504)
     ├── StoreUnavailable        the store cannot be reached or written; retry (503)
-    │   └── RevisionConflict    compare-and-set lost: someone saved a newer revision
+    │   ├── RevisionConflict    compare-and-set lost: someone saved a newer revision
+    │   └── Misdirected         not run: accepted under a lease this process lost (421)
     ├── SnapshotDecodeError     stored bytes could not be decoded (row quarantined)
     └── RuntimeClosed           the runtime was closed; open a new one
 
@@ -49,6 +50,7 @@ from flow._errors import (
     IdempotencyKeyReused,
     InvalidInput,
     MigrationFailed,
+    Misdirected,
     RevisionConflict,
     RevisionNotFound,
     RuntimeClosed,
@@ -72,6 +74,7 @@ __all__ = [
     "IdempotencyKeyReused",
     "InvalidInput",
     "MigrationFailed",
+    "Misdirected",
     "ProblemType",
     "RevisionConflict",
     "RevisionNotFound",

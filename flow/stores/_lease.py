@@ -29,7 +29,7 @@ from typing import Any
 import redis
 import redis.asyncio as aredis
 
-from flow._errors import InvalidInput, StoreUnavailable
+from flow._errors import InvalidInput, Misdirected, StoreUnavailable
 from flow._logging import get_logger
 from flow.stores._redis_client import LuaScript, connect, connect_async, unavailable
 
@@ -232,20 +232,21 @@ class LeaseLost(StoreUnavailable):
         self.current = current
 
 
-class EpochPinned(StoreUnavailable):
+class EpochPinned(Misdirected):
     """The session cannot be activated here: a request forwarded under a grant no longer held runs.
 
     A forwarded request may run only under the lease epoch it was forwarded to
     (``LeaseManager.bind``); while it runs, the session is activated here only
     under that same grant, and when Redis says the grant is gone the
-    activation is refused, and nothing was run.
+    activation is refused, and nothing was run (421: the forwarder asks Redis
+    again and sends the request to the session's holder).
     """
 
     def __init__(self, name: str, epoch: int) -> None:
         super().__init__(
-            f"session {name!r} is not activated here now: a request was forwarded to this "
-            f"daemon under lease epoch {epoch}, which it no longer holds; nothing was run; "
-            "retry"
+            name,
+            f"it was forwarded to this daemon under lease epoch {epoch}, which it no "
+            "longer holds",
         )
         self.name = name
         self.epoch = epoch
@@ -468,7 +469,8 @@ class LeaseManager:
 
     def bind(self, session_id: str, epoch: int) -> bool:
         """Pin ``session_id`` to this node's grant ``epoch`` while a request forwarded under
-        it runs; False (nothing pinned) when this node does not hold that grant now.
+        it runs; False (nothing pinned) when this node does not hold that grant now, or
+        its last renewal has run out (the process was paused or starved past it).
 
         While pinned, no new grant on the session is taken here: ``acquire`` keeps
         this grant if Redis still has it, and raises ``EpochPinned`` if not. The
@@ -476,9 +478,12 @@ class LeaseManager:
         has fenced that epoch off (``FENCE_OFF_SCRIPT``) it can never be committed.
         Every successful ``bind`` needs one ``unbind``.
         """
+        now = time.monotonic()
         with self._lock:
             held = self._held.get(session_id)
-            if held is None or held.lease.epoch != epoch:
+            if held is None or held.lease.epoch != epoch or now >= held.valid_until:
+                # not this grant, or not renewed in time (this process was paused or
+                # starved): Redis may have let it lapse or fenced it off
                 return False
             bound = self._bound.get(session_id)
             if bound is not None and bound[0] != epoch:

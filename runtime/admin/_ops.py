@@ -16,6 +16,7 @@ from flow._events import StepError, StepEvent
 from flow._session import Access
 from flow._step import StepResult
 from flow._versions import GraphRegistry
+from flow.stores._log import RevisionInfo
 from flow.stores._protocol import SessionPage, SessionStore
 from flow.stores._timer_index import DueTimer
 from runtime._bulk_migrate import migrate_live
@@ -23,7 +24,6 @@ from runtime._config import RuntimeConfig
 from runtime._streams import AsyncEventStream
 from runtime._version_counts import stored_version_counts, version_table
 from runtime._views import LiveSessionInfo, RuntimeStats, StoredPage
-from runtime.admin._offline import session_document
 from runtime.admin._protocol import OPS, AdminError, OpSpec
 
 __all__ = [
@@ -51,8 +51,15 @@ class AdminTarget(Protocol):
         ...
 
     @property
+    def store_name(self) -> str:
+        """The kind of store the runtime keeps sessions in."""
+        ...
+
+    @property
     def store(self) -> SessionStore:
-        """The runtime's session store."""
+        """The session store: read only by ``versions`` and ``migrate`` (every stored
+        session's version, underneath the leases: runtime/_bulk_migrate.py); every other op
+        goes through the runtime's methods."""
         ...
 
     @property
@@ -75,8 +82,19 @@ class AdminTarget(Protocol):
         """How many sessions are stored, a page of them, the latest quarantined rows."""
         ...
 
-    async def inspect(self, session_id: str) -> dict[str, Any]:
-        """Everything known of one session, and why it is live."""
+    async def inspect(self, session_id: str, *, revision: int | None = None) -> dict[str, Any]:
+        """Everything known of one session (or of a retained revision), and why it is live."""
+        ...
+
+    async def revisions(
+        self,
+        session_id: str,
+        *,
+        owner: str | None = None,
+        limit: int = 100,
+        before: int | None = None,
+    ) -> list[RevisionInfo]:
+        """The session's retained revisions, newest first."""
         ...
 
     async def passivate(self, session_id: str) -> bool:
@@ -204,10 +222,10 @@ async def resolve_id(runtime: AdminTarget, prefix: str) -> str:
         return prefix
     live = {info.session_id for info in await runtime.live_sessions()}
     matches = {sid for sid in live if sid.startswith(prefix)}
-    page: SessionPage = await asyncio.to_thread(
-        runtime.store.list, None, prefix, MAX_CANDIDATES_SHOWN + 1
+    stored = await runtime.stored_page(None, prefix, MAX_CANDIDATES_SHOWN + 1, quarantined=0)
+    matches.update(
+        item.session_id for item in stored.page.items if item.session_id.startswith(prefix)
     )
-    matches.update(item.session_id for item in page.items if item.session_id.startswith(prefix))
     if prefix in live:
         matches.add(prefix)
     if not matches:
@@ -249,18 +267,11 @@ async def _ls(runtime: AdminTarget, args: dict[str, Any], info: Mapping[str, obj
 
 
 async def _inspect(runtime: AdminTarget, args: dict[str, Any], info: Mapping[str, object]) -> Any:
-    if args.get("revision") is None:
-        return await runtime.inspect(args["id"])
-    past = await asyncio.to_thread(runtime.store.load, args["id"], args["revision"])
-    if past is None:
-        raise SessionNotFound(args["id"])
-    return session_document(past)
+    return await runtime.inspect(args["id"], revision=args.get("revision"))
 
 
 async def _history(runtime: AdminTarget, args: dict[str, Any], info: Mapping[str, object]) -> Any:
-    infos = await asyncio.to_thread(
-        runtime.store.revisions, args["id"], args["limit"], args["before"]
-    )
+    infos = await runtime.revisions(args["id"], limit=args["limit"], before=args["before"])
     return {"session_id": args["id"], "revisions": infos}
 
 
@@ -319,7 +330,7 @@ async def _config(runtime: AdminTarget, args: dict[str, Any], info: Mapping[str,
             if field.name != "clock"
         },
         "data_dir": str(runtime.data_dir),
-        "store": type(runtime.store).__name__,
+        "store": runtime.store_name,
     }
 
 

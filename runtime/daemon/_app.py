@@ -97,12 +97,16 @@ def build_app(
     *,
     max_body: int,
     policy: GatewayPolicy | None = None,
+    forward_timeout: float = 0.0,
     secure_cookies: bool = False,
     sse_heartbeat: float = 15.0,
 ) -> Gateway:
     """The daemon's ASGI application: the gateway, (in a cluster) the forwarder, the
     event streams (SSE), the step route's fast path, then the Litestar app (the API
     and the dashboard at /ui).
+
+    ``forward_timeout`` bounds a request sent on to another daemon (0: the step timeout
+    plus two lease ttls).
 
     ``aclose()`` on it closes the forwarder's connections (in a cluster) and stops the
     dashboard's sampler. ``secure_cookies``: the daemon serves TLS.
@@ -156,7 +160,11 @@ def build_app(
     )
     steps = StepRoute(app, api, max_body=max_body)
     streams = SseRoutes(steps, api, max_body=max_body, heartbeat=sse_heartbeat)
-    inner = forwarder_for(streams, api.runtime.cluster, max_body=max_body)
+    cluster = api.runtime.cluster
+    if cluster is not None and not forward_timeout:
+        config = api.runtime.config
+        forward_timeout = config.step_timeout + 2 * config.lease_ttl
+    inner = forwarder_for(streams, cluster, max_body=max_body, timeout=forward_timeout)
     forwarder = inner if isinstance(inner, Forwarder) else None
 
     async def on_close() -> None:

@@ -160,6 +160,12 @@ class DaemonConfig:
     sse_heartbeat: Seconds = setting(
         15.0, "seconds between heartbeat comments on an idle event stream (SSE)"
     )
+    forward_timeout: Annotated[float, msgspec.Meta(ge=0)] = setting(
+        0.0,
+        "most seconds a request sent on to the daemon holding its session may take in all; "
+        "then 503 (for a step: outcome-unknown)",
+        shown="0 (step timeout + 2 x lease ttl)",
+    )
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
     config_file: Path | None = field(default=None, compare=False)
 

@@ -12,20 +12,23 @@ session (``/v1/sessions/{id}``, ``/v1/sessions/{id}/step``, and
    lease meanwhile, the local 503 is held back and step 2 applies.
 2. If another daemon holds it, the request is sent to the holder's advertised
    URL over a keep-alive HTTP connection, with the caller's headers
-   (``Authorization`` included), ``X-Actorflow-Forwarded: 1``, the lease epoch
-   it is forwarded under (``X-Actorflow-Lease-Epoch``) and a start deadline
-   (``X-Actorflow-Deadline``, UNIX seconds); the holder's answer is returned
-   unchanged. A request carrying the forwarded mark is served where it lands,
-   never forwarded twice; a step carrying an epoch runs only under that grant
-   of the lease and only if it starts before its deadline (else 421, nothing
-   run), and while it runs the session cannot be activated here under another
-   epoch.
+   (``Authorization`` included), the lease epoch it is forwarded under
+   (``X-Actorflow-Lease-Epoch``), the time the forwarder gives up on it
+   (``X-Actorflow-Deadline``, UNIX seconds) and ``X-Actorflow-Forwarded``: an
+   HMAC of those with the cluster's secret (``Cluster.peer_mark``); the holder's
+   answer is returned unchanged. A request whose mark verifies is served where
+   it lands, never forwarded twice; a step carrying an epoch runs only under
+   that grant of the lease and only if it starts before the deadline (else 421,
+   nothing run), and while it runs the session cannot be activated here under
+   another epoch. Marks that do not verify (a client sending them itself) are
+   dropped and the request is routed as any other.
 3. If the holder cannot be reached (connection refused), or answers 421, the
    request is sent again (or served here once the holder's lease has expired).
    If the holder got the request but stops answering while its lease lapses (a
-   paused or dead process), a step is not run again (it may have been applied):
-   the forwarder first fences the holder's epoch off in Redis, so that the step
-   can never be committed from then on, then answers 503 ``outcome-unknown``.
+   paused or dead process), or does not answer within the forwarding timeout
+   (alive but slow), a step is not run again (it may have been applied): the
+   forwarder first fences the holder's epoch off in Redis, so that the step can
+   never be committed from then on, then answers 503 ``outcome-unknown``.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from runtime._cluster import Cluster, Holder
 from runtime.daemon._gateway import request_info
 from runtime.daemon._http import read_body, replayer, send_problem
-from runtime.daemon._problems import STORE_UNAVAILABLE, Problem, problem_kind
+from runtime.daemon._problems import MISDIRECTED, STORE_UNAVAILABLE, Problem, problem_kind
 from runtime.errors import StoreUnavailable
 
 __all__ = [
@@ -64,10 +67,8 @@ EPOCH_HEADER = "x-actorflow-lease-epoch"
 DEADLINE_HEADER = "x-actorflow-deadline"
 MAX_ATTEMPTS = 3
 CONNECT_TIMEOUT = 1.0
+_MARKS = (FORWARDED_HEADER.encode(), EPOCH_HEADER.encode(), DEADLINE_HEADER.encode())
 
-MISDIRECTED = problem_kind("misdirected")
-"""A forwarded request that arrived after its deadline, or where the lease epoch it was
-forwarded under is no longer held: it was not run."""
 OUTCOME_UNKNOWN = problem_kind("outcome-unknown")
 """The holder got the step and stopped answering: it may have been committed before it
 stopped, and it can never be committed after this answer."""
@@ -122,6 +123,7 @@ class _Outcome(enum.Enum):
     NOT_DELIVERED = "the holder never got it (it may be served elsewhere)"
     NOT_RUN = "the holder refused it (421): it was not run"
     UNKNOWN = "the holder got it but did not answer (it may have been applied)"
+    TIMED_OUT = "the holder got it and did not answer within the forwarding timeout"
 
 
 @dataclass(slots=True)
@@ -138,6 +140,8 @@ class Forwarder:
         app: the daemon's app.
         cluster: the runtime's cluster membership.
         max_body: the daemon's request body limit (bodies beyond it are not forwarded).
+        timeout: the most seconds a request routed to another daemon takes in all
+            (every attempt, and the wait for a dead holder's lease to expire).
         client: an ``httpx.AsyncClient`` to forward with (made on first use when None).
     """
 
@@ -147,11 +151,13 @@ class Forwarder:
         cluster: Cluster,
         *,
         max_body: int,
+        timeout: float = 300.0,
         client: httpx.AsyncClient | None = None,
     ) -> None:
         self.app = cast(_App, app)
         self.cluster = cluster
         self.max_body = max_body
+        self.timeout = timeout
         self._client = client
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -172,12 +178,32 @@ class Forwarder:
             await self.app(scope, replay, send)  # too large: the app answers 413
             return
         session_id = match.group(1) if match is not None else _execute_session(body)
+        forwarded = await self._from_peer(scope)
         if session_id is None:
             await self.app(scope, replay, send)
-        elif _header(scope, FORWARDED_HEADER.encode()) is not None:
+        elif forwarded:
             await self._serve_forwarded(scope, replay, send, session_id)
         else:
             await self._route(scope, body, receive, send, session_id)
+
+    async def _from_peer(self, scope: _Scope) -> bool:
+        """Whether the request carries a verified forwarded mark; marks that do not verify
+        (a client sending them itself) are dropped from ``scope``."""
+        marks = {k.lower(): bytes(v) for k, v in scope["headers"] if k.lower() in _MARKS}
+        if not marks:
+            return False
+        mark = marks.get(_MARKS[0])
+        if mark is not None and await self.cluster.is_peer_mark(
+            mark, *_signed_fields(scope, marks.get(_MARKS[1]), marks.get(_MARKS[2]))
+        ):
+            return True
+        _log.warning(
+            "forwarding_marks_dropped",
+            request_id=request_info(scope).request_id,
+            reason="not signed by a daemon of this cluster",
+        )
+        scope["headers"] = [(k, v) for k, v in scope["headers"] if k.lower() not in _MARKS]
+        return False
 
     async def aclose(self) -> None:
         """Close the keep-alive connections to other daemons and to Redis."""
@@ -214,13 +240,16 @@ class Forwarder:
             await send_problem(send, Problem(MISDIRECTED, detail, session_id=session_id))
             return
         try:
-            await self.app(scope, receive, send)
+            with self.cluster.accepted_under(int(epoch), deadline):
+                await self.app(scope, receive, send)
         finally:
             self.cluster.unbind(session_id)
 
     async def _route(
         self, scope: _Scope, body: bytes, receive: _Receive, send: _Send, session_id: str
     ) -> None:
+        give_up = time.monotonic() + self.timeout
+        refusal: str | None = None
         for _ in range(MAX_ATTEMPTS):
             holder = await self._holder_elsewhere(session_id)
             if holder is None:
@@ -233,22 +262,51 @@ class Forwarder:
                     for message in captured.messages:
                         await send(message)
                     return
-            outcome = await self._forward(scope, body, send, holder)
+            outcome, refusal = await self._forward(scope, body, send, holder, give_up)
             if outcome is _Outcome.RELAYED:
                 return
-            if outcome is _Outcome.NOT_RUN:
-                continue  # the lease moved, or the holder is late: ask again
-            await self._wait_until_lapsed(holder)
+            if outcome is _Outcome.TIMED_OUT:
+                await send_problem(send, await self._timed_out(holder, scope["method"]))
+                return
+            if outcome is not _Outcome.NOT_RUN:  # the lease moved, or the holder is late
+                await self._wait_until_lapsed(holder, give_up)
             if outcome is _Outcome.UNKNOWN and scope["method"] not in _SAFE_TO_REPEAT:
                 await send_problem(send, await self._unknown(holder))
                 return
-        problem = Problem(
+            if time.monotonic() >= give_up:
+                break
+        await send_problem(send, self._not_served(session_id, refusal, give_up))
+
+    def _not_served(self, session_id: str, refusal: str | None, give_up: float) -> Problem:
+        """The 503 after every attempt failed without the request reaching a task."""
+        where = f"session {session_id!r} is live on another daemon"
+        if refusal is not None:
+            why = f"which refused it (421: {refusal})"
+        elif time.monotonic() >= give_up:
+            why = f"which could not be reached within the forwarding timeout ({self.timeout:g} s)"
+        else:
+            why = f"which could not be reached after {MAX_ATTEMPTS} attempts"
+        return Problem(
             STORE_UNAVAILABLE,
-            f"session {session_id!r} is live on another daemon that could not be reached "
-            f"after {MAX_ATTEMPTS} attempts; the request was not run; retry",
+            f"{where}, {why}; the request was not run; retry",
             session_id=session_id,
         )
-        await send_problem(send, problem)
+
+    async def _timed_out(self, holder: Holder, method: str) -> Problem:
+        """The answer once an alive holder kept a request past the forwarding timeout."""
+        _log.warning(
+            "forward_timed_out",
+            session_id=holder.name,
+            node_id=holder.node_id,
+            timeout=self.timeout,
+        )
+        if method not in _SAFE_TO_REPEAT:
+            return await self._unknown(holder)
+        detail = (
+            f"the daemon holding session {holder.name!r} (node {holder.node_id!r}) did not "
+            f"answer within the forwarding timeout ({self.timeout:g} s); retry"
+        )
+        return Problem(STORE_UNAVAILABLE, detail, session_id=holder.name)
 
     async def _unknown(self, holder: Holder) -> Problem:
         """Fence ``holder``'s epoch off, then say the outcome is unknown (and will stay so)."""
@@ -259,7 +317,7 @@ class Forwarder:
         except StoreUnavailable as exc:
             _log.warning("fence_off_failed", session_id=session_id, error=str(exc))
             detail = (
-                f"{where} stopped answering after it received this step, and Redis could "
+                f"{where} did not answer this step in time, and Redis could "
                 f"not be reached to fence it off ({exc}): the step may have been applied, "
                 "and may still be; read the session before retrying"
             )
@@ -271,7 +329,7 @@ class Forwarder:
             epoch=holder.epoch,
         )
         detail = (
-            f"{where} stopped answering after it received this step, so its outcome is "
+            f"{where} did not answer this step in time, so its outcome is "
             "unknown: it may have been committed before the holder stopped, and it can no "
             f"longer be committed (lease epoch {holder.epoch} is fenced off); read the "
             "session to find out before retrying; the session is served elsewhere now"
@@ -308,8 +366,11 @@ class Forwarder:
         await self.app(scope, receive, send_unless_503)
         return captured
 
-    async def _forward(self, scope: _Scope, body: bytes, send: _Send, holder: Holder) -> _Outcome:
-        """Send the request to ``holder`` and relay its answer; what became of it."""
+    async def _forward(
+        self, scope: _Scope, body: bytes, send: _Send, holder: Holder, give_up: float
+    ) -> tuple[_Outcome, str | None]:
+        """Send the request to ``holder`` and relay its answer; what became of it (and, for a
+        421, the holder's reason)."""
         if not holder.advertise:
             _log.warning(
                 "forward_impossible",
@@ -317,23 +378,32 @@ class Forwarder:
                 node_id=holder.node_id,
                 reason="the holder advertises no URL (start it with --advertise)",
             )
-            return _Outcome.NOT_DELIVERED
+            return _Outcome.NOT_DELIVERED, None
         client = self._http()
         info = request_info(scope)
-        deadline = time.time() + self.cluster.lease_ttl
+        deadline = time.time() + max(0.0, give_up - time.monotonic())
+        try:
+            headers = await self._forward_headers(scope, info.request_id, holder.epoch, deadline)
+        except StoreUnavailable as exc:
+            _log.warning("forward_impossible", session_id=holder.name, reason=str(exc))
+            return _Outcome.NOT_DELIVERED, None
         request = client.build_request(
             scope["method"],
             _target_url(holder.advertise, scope),
-            headers=_forward_headers(scope, info.request_id, holder.epoch, deadline),
+            headers=headers,
             content=body,
         )
         info.session_id = holder.name
         sending = asyncio.ensure_future(client.send(request, stream=True))
         try:
             while True:
-                done, _ = await asyncio.wait({sending}, timeout=self.cluster.renew_interval)
+                left = give_up - time.monotonic()
+                wait = min(self.cluster.renew_interval, left)
+                done, _ = await asyncio.wait({sending}, timeout=max(0.0, wait))
                 if done:
                     break
+                if left <= wait:
+                    return _Outcome.TIMED_OUT, None
                 if not await self._still_holds(holder):
                     _log.warning(
                         "forward_abandoned",
@@ -342,7 +412,7 @@ class Forwarder:
                         node_id=holder.node_id,
                         reason="the holder's lease lapsed while it did not answer",
                     )
-                    return _Outcome.UNKNOWN
+                    return _Outcome.UNKNOWN, None
             response = sending.result()
         except httpx.TransportError as exc:
             delivered = not isinstance(exc, _NOT_SENT)
@@ -355,7 +425,7 @@ class Forwarder:
                 error=f"{type(exc).__name__}: {exc}",
                 request_delivered=delivered,
             )
-            return _Outcome.UNKNOWN if delivered else _Outcome.NOT_DELIVERED
+            return (_Outcome.UNKNOWN if delivered else _Outcome.NOT_DELIVERED), None
         finally:
             if not sending.done():
                 sending.cancel()
@@ -363,11 +433,11 @@ class Forwarder:
             content = b"".join([chunk async for chunk in response.aiter_raw()])
         except httpx.TransportError as exc:
             _log.warning("holder_answer_cut", session_id=holder.name, error=str(exc))
-            return _Outcome.UNKNOWN
+            return _Outcome.UNKNOWN, None
         finally:
             await response.aclose()
         if response.status_code == MISDIRECTED.status:
-            return _Outcome.NOT_RUN
+            return _Outcome.NOT_RUN, _problem_detail(content)
         # the gateway adds this request's id itself (the holder answered with the same)
         headers = [(k.lower(), v) for k, v in response.headers.raw if k.lower() not in _HOP_BY_HOP]
         headers.append((b"content-length", str(len(content)).encode()))
@@ -375,7 +445,26 @@ class Forwarder:
             {"type": "http.response.start", "status": response.status_code, "headers": headers}
         )
         await send({"type": "http.response.body", "body": content, "more_body": False})
-        return _Outcome.RELAYED
+        return _Outcome.RELAYED, None
+
+    async def _forward_headers(
+        self, scope: _Scope, request_id: str, epoch: int, deadline: float
+    ) -> list[tuple[bytes, bytes]]:
+        """The caller's headers (credentials included), this request's id, the lease epoch it
+        is forwarded under, its deadline, and the mark signing them (the forwarded mark).
+
+        Raises:
+            StoreUnavailable: the cluster's secret could not be read from Redis.
+        """
+        epoch_text = str(epoch).encode()
+        deadline_text = f"{deadline:.3f}".encode()
+        mark = await self.cluster.peer_mark(*_signed_fields(scope, epoch_text, deadline_text))
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _HOP_BY_HOP]
+        headers.append((_REQUEST_ID, request_id.encode()))
+        headers.append((FORWARDED_HEADER.encode(), mark))
+        headers.append((EPOCH_HEADER.encode(), epoch_text))
+        headers.append((DEADLINE_HEADER.encode(), deadline_text))
+        return headers
 
     async def _still_holds(self, holder: Holder) -> bool:
         try:
@@ -387,10 +476,11 @@ class Forwarder:
             holder.epoch,
         )
 
-    async def _wait_until_lapsed(self, holder: Holder) -> None:
-        """Wait (at most one lease ttl and a bit) until ``holder`` no longer holds the lease."""
+    async def _wait_until_lapsed(self, holder: Holder, give_up: float) -> None:
+        """Wait (at most one lease ttl and a bit, and never past ``give_up``) until ``holder``
+        no longer holds the lease."""
         interval = self.cluster.renew_interval
-        deadline = time.monotonic() + holder.expires_in + interval
+        deadline = min(time.monotonic() + holder.expires_in + interval, give_up)
         poll = min(0.05, interval)
         while time.monotonic() < deadline:
             if not await self._still_holds(holder):
@@ -415,11 +505,13 @@ class Forwarder:
         return self._client
 
 
-def forwarder_for(app: ASGIApp, cluster: Cluster | None, *, max_body: int) -> ASGIApp:
+def forwarder_for(
+    app: ASGIApp, cluster: Cluster | None, *, max_body: int, timeout: float
+) -> ASGIApp:
     """``app`` behind a ``Forwarder`` when the runtime is in a cluster."""
     if cluster is None:
         return app
-    return Forwarder(app, cluster, max_body=max_body)
+    return Forwarder(app, cluster, max_body=max_body, timeout=timeout)
 
 
 def _execute_session(body: bytes) -> str | None:
@@ -436,17 +528,22 @@ def _header(scope: _Scope, name: bytes) -> bytes | None:
     return None
 
 
-def _forward_headers(
-    scope: _Scope, request_id: str, epoch: int, deadline: float
-) -> list[tuple[bytes, bytes]]:
-    """The caller's headers (credentials included), this request's id, the forwarded mark,
-    the lease epoch it is forwarded under and its start deadline."""
-    headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _HOP_BY_HOP]
-    headers.append((_REQUEST_ID, request_id.encode()))
-    headers.append((FORWARDED_HEADER.encode(), b"1"))
-    headers.append((EPOCH_HEADER.encode(), str(epoch).encode()))
-    headers.append((DEADLINE_HEADER.encode(), f"{deadline:.3f}".encode()))
-    return headers
+def _signed_fields(
+    scope: _Scope, epoch: bytes | None, deadline: bytes | None
+) -> tuple[bytes, ...]:
+    """What a forwarded mark signs: the request's method and path, its epoch and deadline."""
+    path = scope.get("raw_path") or scope["path"].encode()
+    return (scope["method"].encode(), bytes(path), epoch or b"", deadline or b"")
+
+
+def _problem_detail(content: bytes) -> str:
+    """The ``detail`` of a problem+json body (a 421's reason), or a placeholder."""
+    try:
+        document = msgspec.json.decode(content)
+    except msgspec.DecodeError:
+        return "no reason given"
+    detail = document.get("detail") if isinstance(document, dict) else None
+    return detail if isinstance(detail, str) else "no reason given"
 
 
 def _number(value: bytes | None) -> float | None:

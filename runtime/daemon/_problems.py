@@ -20,6 +20,7 @@ from runtime.errors import (
     GraphVersionUnavailable,
     IdempotencyKeyReused,
     InvalidInput,
+    Misdirected,
     ProblemType,
     RevisionNotFound,
     RuntimeClosed,
@@ -90,6 +91,9 @@ STEP_TIMEOUT = problem_kind("step-timeout")
 STORE_UNAVAILABLE = problem_kind("store-unavailable")
 SNAPSHOT_UNREADABLE = problem_kind("snapshot-unreadable")
 RUNTIME_CLOSED = problem_kind("runtime-closed")
+MISDIRECTED = problem_kind("misdirected")
+"""A step that was not run here (docs/cluster.md): it was accepted under a lease grant this
+daemon no longer holds, or it reached its forwarder's deadline; a forwarder asks again."""
 
 # The table: the first row whose class the error is an instance of wins, so a
 # subclass must come before its base (RevisionConflict is a StoreUnavailable).
@@ -106,6 +110,7 @@ ERROR_TABLE: tuple[tuple[type[ActorflowError], ProblemKind], ...] = (
     (TaskFailed, TASK_FAILED),
     (TaskNotFound, TASK_FAILED),
     (StepTimeout, STEP_TIMEOUT),
+    (Misdirected, MISDIRECTED),
     (StoreUnavailable, STORE_UNAVAILABLE),
     (SnapshotDecodeError, SNAPSHOT_UNREADABLE),
     (RuntimeClosed, RUNTIME_CLOSED),

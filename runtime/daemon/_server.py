@@ -184,6 +184,7 @@ async def serve(
         auth,
         max_body=config.max_body,
         policy=gateway_policy(config),
+        forward_timeout=config.forward_timeout,
         secure_cookies=config.tls_cert is not None,
         sse_heartbeat=config.sse_heartbeat,
     )

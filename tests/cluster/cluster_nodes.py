@@ -3,7 +3,8 @@
 (A module of its own, not conftest.py: ``from conftest import`` finds whichever
 conftest was imported first when several test directories run together.)
 
-``Node.start`` runs ``python -m runtime`` on a free loopback port with
+``Node.start`` runs ``python -m runtime`` (tests/daemon on its import path, for
+``TEST_GRAPHS``) on a free loopback port with
 ``--store <redis url> --lease-ttl LEASE_TTL --node-id <name>`` (advertising its
 own URL), JSON logs into a file, and waits until ``/readyz`` answers 200. Every
 node a test started is stopped after it (SIGCONT, SIGTERM, then SIGKILL).
@@ -11,8 +12,11 @@ node a test started is stopped after it (SIGCONT, SIGTERM, then SIGKILL).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -22,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 from testkit import free_port as free_port
 from testkit import wait_until as wait_until
 
@@ -30,6 +35,8 @@ from runtime.admin import AdminClient
 ROOT = Path(__file__).resolve().parents[2]
 READY_TIMEOUT = 30.0
 LEASE_TTL = 1.0
+TEST_GRAPHS = ("--graphs", "graphs_for_tests:GRAPHS")
+"""Extra flags serving tests/daemon/graphs_for_tests.py (``gated``: a step held on a file)."""
 
 
 class Node:
@@ -66,7 +73,8 @@ class Node:
     def start(self) -> Node:
         """Start the node and wait until /readyz answers 200."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("ACTORFLOW_")}
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+        paths = (str(ROOT), str(ROOT / "tests" / "daemon"), env.get("PYTHONPATH"))
+        env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
                 self.command, cwd=self.workdir, env=env, stdout=log, stderr=subprocess.STDOUT
@@ -148,3 +156,18 @@ def create_session(node: Node, graph: str = "echo") -> str:
     assert response.status_code == 201, response.text
     session_id: str = response.json()["session_id"]
     return session_id
+
+
+def peer_mark(redis_url: str, method: str, path: str, epoch: str, deadline: str) -> str:
+    """The ``X-Actorflow-Forwarded`` mark a daemon of the cluster on ``redis_url`` would send
+    with a request (an HMAC with the cluster's secret, which the daemons keep in Redis; made
+    here, as a daemon would, if none has been yet)."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.set("actorflow:cluster-secret", secrets.token_hex(32), nx=True)
+        secret = client.get("actorflow:cluster-secret")
+    finally:
+        client.close()
+    assert isinstance(secret, bytes)
+    fields = [method.encode(), path.encode(), epoch.encode(), deadline.encode()]
+    return hmac.new(secret, b"\n".join(fields), hashlib.sha256).hexdigest()

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from cluster_nodes import LEASE_TTL, Node, StartNode, create_session, wait_until
+from cluster_nodes import LEASE_TTL, Node, StartNode, create_session, peer_mark, wait_until
 
 pytestmark = pytest.mark.redis
 
@@ -207,9 +207,11 @@ def test_a_paused_daemon_cannot_write_after_its_lease_was_taken_over(
     stale: dict[str, Any] = {}
 
     def stale_request() -> None:
-        # sent to the paused daemon itself, marked forwarded so it is served there
+        # sent to the paused daemon itself, marked forwarded (as a peer would) so it is
+        # served there
+        mark = peer_mark(redis_url, "POST", f"/v1/sessions/{sid}/step", "", "")
         with a.client() as ca:
-            response = step(ca, sid, "stale", **{"X-Actorflow-Forwarded": "1"})
+            response = step(ca, sid, "stale", **{"X-Actorflow-Forwarded": mark})
             stale["status"] = response.status_code
             stale["body"] = response.text
 
@@ -331,11 +333,13 @@ def test_forwarding_passes_credentials_and_returns_the_holders_answer_unchanged(
         "/v1/execute"
     ]
 
-    # a request already forwarded is served where it lands, never forwarded again
+    # a request already forwarded (its mark signed by a daemon of the cluster) is served
+    # where it lands, never forwarded again
+    mark = peer_mark(redis_url, "POST", f"/v1/sessions/{sid}/step", "", "")
     marked = b.http.post(
         f"/v1/sessions/{sid}/step",
         json={"input": "3"},
-        headers={**alice, "x-actorflow-forwarded": "1"},
+        headers={**alice, "x-actorflow-forwarded": mark},
     )
     assert marked.status_code == 503
     assert "live on node 'a'" in marked.json()["detail"]

@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from cluster_nodes import LEASE_TTL, Node, StartNode, create_session, wait_until
+from cluster_nodes import LEASE_TTL, Node, StartNode, create_session, peer_mark, wait_until
 from testkit import assert_problem
 
 pytestmark = pytest.mark.redis
@@ -109,14 +109,16 @@ def test_a_request_forwarded_under_a_fenced_off_epoch_is_never_committed(
     epoch = lease_of(redis_url, sid)[b"epoch"].decode()
     pause_holder_and_step_through_other(b, a, sid, "req-unknown")
     b.signal(signal.SIGCONT)
+    deadline = f"{time.time() + 60:.3f}"
+    mark = peer_mark(redis_url, "POST", f"/v1/sessions/{sid}/step", epoch, deadline)
     forged = step(
         b,
         sid,
         "forged",
         **{
-            "x-actorflow-forwarded": "1",
+            "x-actorflow-forwarded": mark,
             "x-actorflow-lease-epoch": epoch,
-            "x-actorflow-deadline": f"{time.time() + 60:.3f}",
+            "x-actorflow-deadline": deadline,
         },
     )
     assert forged.status_code in (421, 503), forged.text
@@ -124,3 +126,9 @@ def test_a_request_forwarded_under_a_fenced_off_epoch_is_never_committed(
     assert inputs_of(a, sid) == ["first"]
     assert step(b, sid, "next").status_code == 200
     assert inputs_of(a, sid) == ["first", "next"]
+    # the same marks, sent by a client itself (unsigned), are dropped: trusted, a would
+    # serve the step here under b's epoch and refuse it (421); dropped, a forwards it to b
+    unsigned = {"x-actorflow-forwarded": "1", "x-actorflow-lease-epoch": epoch}
+    assert step(a, sid, "unsigned", **unsigned).status_code == 200
+    assert inputs_of(b, sid) == ["first", "next", "unsigned"]
+    assert a.events("forwarding_marks_dropped")

@@ -4,6 +4,9 @@ under a store: tests/flow/test_postgres_store.py)."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import secrets
 import signal
 import threading
 import time
@@ -49,6 +52,23 @@ def inputs_of(node: Node, session_id: str) -> list[str]:
     response = node.http.get(f"/v1/sessions/{session_id}")
     assert response.status_code == 200, response.text
     return [m["content"] for m in response.json()["chat_history"] if m["role"] == "user"]
+
+
+def pg_peer_mark(url: str, method: str, path: str) -> str:
+    """The forwarded mark a daemon of the cluster on ``url`` would send with a request that
+    names no epoch (an HMAC with the secret the daemons keep in the database)."""
+    with psycopg.connect(url) as conn:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS cluster_secret (id INT PRIMARY KEY, secret TEXT NOT NULL)"
+        )
+        conn.execute(
+            "INSERT INTO cluster_secret (id, secret) VALUES (1, %s) ON CONFLICT (id) DO NOTHING",
+            (secrets.token_hex(32),),
+        )
+        row = conn.execute("SELECT secret FROM cluster_secret WHERE id = 1").fetchone()
+    assert row is not None
+    fields = [method.encode(), path.encode(), b"", b""]
+    return hmac.new(str(row[0]).encode(), b"\n".join(fields), hashlib.sha256).hexdigest()
 
 
 def lease_node(url: str, session_id: str) -> str | None:
@@ -112,9 +132,12 @@ def test_a_paused_daemons_write_is_refused_by_postgres_after_a_takeover(
     a.signal(signal.SIGSTOP)
     stale: dict[str, Any] = {}
 
+    mark = pg_peer_mark(postgres_url, "POST", f"/v1/sessions/{sid}/step")
+
     def stale_request() -> None:
+        # marked forwarded (signed as a peer would) so that it is served where it lands
         with a.client() as ca:
-            response = step(ca, sid, "stale", **{"X-Actorflow-Forwarded": "1"})
+            response = step(ca, sid, "stale", **{"X-Actorflow-Forwarded": mark})
             stale["status"] = response.status_code
 
     sender = threading.Thread(target=stale_request)

@@ -317,3 +317,28 @@ def test_a_session_bound_to_an_epoch_is_never_granted_another_here(
     assert isinstance(again, Lease)
     assert again.epoch == lease.epoch + 1
     assert a.bind("s1", lease.epoch) is False
+
+
+def test_a_grant_not_renewed_within_its_ttl_cannot_be_bound(redis_url: str) -> None:
+    # a process paused past its lease finds forwarded requests in its socket when it
+    # resumes: it must refuse them before its renewal thread has even run
+    manager = LeaseManager(redis_url, "paused", "", 0.3)
+    try:
+        manager._stop.set()  # no renewals from now on, as in a paused process
+        lease = manager.acquire("s1")
+        assert isinstance(lease, Lease)
+        assert manager.bind("s1", lease.epoch) is True
+        manager.unbind("s1")
+        started = time.monotonic()
+
+        def refused() -> bool:
+            if manager.bind("s1", lease.epoch):
+                manager.unbind("s1")
+                return False
+            return True
+
+        wait_until(refused, what="the unrenewed grant refused")
+        assert time.monotonic() - started >= 0.2
+        assert manager.lease_for("s1") == lease  # still held as far as it knows
+    finally:
+        manager.close(release=False)

@@ -108,6 +108,12 @@ def test_step_bumps_revision_request_count_and_last_accessed_not_expires_at() ->
     assert session.metadata.expires_at == 5000.0
 
 
+def test_a_step_given_a_ttl_expires_that_long_after_its_start() -> None:
+    graph = one_task_graph(wait)
+    session, _ = step(graph, fresh(graph), now=2000.0, ttl=100.0)
+    assert (session.metadata.last_accessed, session.metadata.expires_at) == (2000.0, 2100.0)
+
+
 def test_input_is_visible_as_ctx_input_and_user_input_and_in_chat_history_once() -> None:
     seen: list[tuple[Any, Any, int]] = []
 

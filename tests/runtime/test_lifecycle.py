@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from runtime_helpers import FlakyStore, counting_graph, ending_graph, wait_until
 
+from flow import Context, FunctionTask, GraphBuilder, NextAction, TaskResult
 from flow.stores import MemoryStore
 from runtime import (
     Runtime,
@@ -134,6 +135,27 @@ def test_an_expired_session_is_swept_from_store_and_memory(
     assert rt.stats().expirations == 2
     with pytest.raises(SessionNotFound):
         rt.step(live, "again")
+
+
+def test_a_steps_expiry_counts_from_its_start_inline_and_on_the_task_pool(
+    open_runtime: Opener, clock: ManualClock
+) -> None:
+    def slow(ctx: Context) -> TaskResult:
+        clock.advance(30)  # the step takes 30 s of the runtime's clock
+        return TaskResult("done", NextAction.WaitForInput)
+
+    graphs = [
+        GraphBuilder(name).add_task(FunctionTask("slow", slow, blocking=blocking)).build()
+        for name, blocking in (("inline", False), ("pooled", True))
+    ]
+    rt = open_runtime(graphs, clock=clock, session_ttl=100)
+    for graph in ("inline", "pooled"):
+        sid = rt.create_session(graph, owner="a")
+        started = clock()
+        rt.step(sid, "x")
+        meta = rt.get_session(sid).metadata
+        assert (meta.last_accessed, meta.expires_at) == (started, started + 100), graph
+        assert rt.store.load(sid).metadata.expires_at == started + 100  # type: ignore[union-attr]
 
 
 def test_a_full_mailbox_refuses_at_once_and_reject_refuses_a_busy_session(

@@ -1,0 +1,127 @@
+"""The forwarder's bounds, against a stand-in holder (httpx.MockTransport) and cluster.
+
+- a holder that refuses a step with 421 three times: the final 503 says it refused
+  it and why (not "could not be reached");
+- a holder that does not answer within the forwarding timeout: its epoch is fenced
+  off, then 503 ``outcome-unknown``, in bounded time;
+- a forced activation refused while a forwarded step pins the session is 421, so
+  the forwarder asks again instead of relaying a 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import httpx
+
+from flow.stores._lease import EpochPinned, Holder
+from runtime.daemon._forward import MAX_ATTEMPTS, Forwarder
+from runtime.daemon._problems import problem_for_error
+
+SESSION = "5f0e6a52-6f4b-4a47-9a7e-3f2d0d0b7c11"
+HOLDER = Holder(SESSION, "holder", "http://holder.invalid", 7, 5.0)
+
+
+class StandInCluster:
+    """What the forwarder asks of the runtime's ``Cluster``: another node holds ``SESSION``."""
+
+    node_id = "here"
+    lease_ttl = 1.0
+    renew_interval = 0.05
+
+    def __init__(self) -> None:
+        self.fenced: list[Holder] = []
+
+    def holds(self, session_id: str) -> bool:
+        return False
+
+    async def holder_of(self, session_id: str) -> Holder | None:
+        return HOLDER
+
+    async def fence_off(self, holder: Holder) -> bool:
+        self.fenced.append(holder)
+        return True
+
+    async def peer_mark(self, *fields: bytes) -> bytes:
+        return b"mark"
+
+    async def is_peer_mark(self, mark: bytes, *fields: bytes) -> bool:
+        return False
+
+    async def aclose(self) -> None:
+        return None
+
+
+async def _app(scope: Any, receive: Any, send: Any) -> None:
+    raise AssertionError("the session is held elsewhere: nothing is served here")
+
+
+def _post_step(forwarder: Forwarder) -> tuple[int, dict[str, Any]]:
+    """POST a step for ``SESSION`` through ``forwarder``: the status and problem body."""
+    sent: list[dict[str, Any]] = []
+    body = json.dumps({"input": "hi"}).encode()
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": f"/v1/sessions/{SESSION}/step",
+        "raw_path": f"/v1/sessions/{SESSION}/step".encode(),
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json")],
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    asyncio.run(forwarder(scope, receive, send))  # type: ignore[arg-type]
+    status = next(m["status"] for m in sent if m["type"] == "http.response.start")
+    content = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    return status, json.loads(content)
+
+
+def test_a_holder_refusing_every_attempt_gives_a_503_saying_it_refused() -> None:
+    calls: list[httpx.Request] = []
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        problem = {"type": "urn:actorflow:problem:misdirected", "detail": "epoch 7 is gone"}
+        return httpx.Response(421, stream=httpx.ByteStream(json.dumps(problem).encode()))
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(refuse))
+    cluster: Any = StandInCluster()
+    forwarder = Forwarder(_app, cluster, max_body=1024, timeout=10.0, client=client)
+    status, problem = _post_step(forwarder)
+    assert len(calls) == MAX_ATTEMPTS
+    assert calls[0].headers["x-actorflow-forwarded"] == "mark"
+    assert calls[0].headers["x-actorflow-lease-epoch"] == "7"
+    assert status == 503
+    assert "refused it (421: epoch 7 is gone)" in problem["detail"], problem
+    assert "could not be reached" not in problem["detail"]
+
+
+def test_a_holder_slower_than_the_forward_timeout_is_fenced_off_then_outcome_unknown() -> None:
+    async def never_answer(request: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(30)  # a holder alive but far slower than the timeout
+        return httpx.Response(200)
+
+    cluster = StandInCluster()
+    client = httpx.AsyncClient(transport=httpx.MockTransport(never_answer))
+    stand_in: Any = cluster
+    forwarder = Forwarder(_app, stand_in, max_body=1024, timeout=0.3, client=client)
+    started = time.monotonic()
+    status, problem = _post_step(forwarder)
+    took = time.monotonic() - started
+    assert (status, problem["type"]) == (503, "urn:actorflow:problem:outcome-unknown")
+    assert cluster.fenced == [HOLDER]  # fenced off before the answer
+    assert 0.3 <= took < 5.0
+
+
+def test_an_activation_refused_while_a_forwarded_step_pins_the_session_is_421() -> None:
+    problem = problem_for_error(EpochPinned(SESSION, 7))
+    assert (problem.status, problem.kind.slug) == (421, "misdirected")
+    assert "was not run" in problem.detail
