@@ -11,13 +11,12 @@ from typing import Any, Protocol
 
 import msgspec
 
-from flow._errors import SessionNotFound
 from flow._events import StepError, StepEvent
 from flow._session import Access
 from flow._step import StepResult
 from flow._versions import GraphRegistry
 from flow.stores._log import RevisionInfo
-from flow.stores._protocol import SessionPage, SessionStore
+from flow.stores._protocol import SessionStore
 from flow.stores._timer_index import DueTimer
 from runtime._bulk_migrate import migrate_live
 from runtime._config import RuntimeConfig
