@@ -111,9 +111,7 @@ def bench_langgraph(url: str, plan: Plan) -> dict[int, LoadResult] | None:
             step(thread, "warm up")
         results: dict[int, LoadResult] = {}
         for clients in CLIENTS:
-            results[clients] = closed_loop(
-                clients, threads, step, seconds=plan.langgraph_seconds
-            )
+            results[clients] = closed_loop(clients, threads, step, seconds=plan.langgraph_seconds)
             print_load(f"langgraph+PostgresSaver clients={clients}", results[clients])
         return results
     finally:

@@ -75,6 +75,7 @@ def forwarded_grant() -> tuple[int, float | None] | None:
     runtime puts them in the ``Step`` it sends)."""
     return _FORWARDED.get()
 
+
 _LOST_ACTIONS = {
     "taken": "killing the live actor; its unsaved state is dropped and the session is "
     "served by the node holding the newer lease",
@@ -237,7 +238,6 @@ class Cluster:
         except StoreUnavailable:
             return False
         return hmac.compare_digest(mark, expected)
-
 
     async def fence_off(self, holder: Holder) -> bool:
         """Make sure ``holder``'s grant can commit nothing any more (see docs/cluster.md).

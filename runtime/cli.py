@@ -66,7 +66,9 @@ def _add_store_target(parser: argparse.ArgumentParser) -> None:
         help="the data directory holding sessions.db (default ./var)",
     )
     parser.add_argument(
-        "--store", metavar="URL", help="a store URL instead (sqlite:///abs/path, redis://..., postgresql://...)"
+        "--store",
+        metavar="URL",
+        help="a store URL instead (sqlite:///abs/path, redis://..., postgresql://...)",
     )
 
 

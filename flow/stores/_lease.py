@@ -245,8 +245,7 @@ class EpochPinned(Misdirected):
     def __init__(self, name: str, epoch: int) -> None:
         super().__init__(
             name,
-            f"it was forwarded to this daemon under lease epoch {epoch}, which it no "
-            "longer holds",
+            f"it was forwarded to this daemon under lease epoch {epoch}, which it no longer holds",
         )
         self.name = name
         self.epoch = epoch

@@ -127,9 +127,9 @@ _Info = tuple[str, str, str, str, str, int, float, float, float | None]
 
 
 _TIMER = (
-    "INSERT INTO timers VALUES (%s, %s) "
-    "ON CONFLICT (session_id) DO UPDATE SET due = excluded.due"
+    "INSERT INTO timers VALUES (%s, %s) ON CONFLICT (session_id) DO UPDATE SET due = excluded.due"
 )
+
 
 class _SaveOp(NamedTuple):
     session_id: str

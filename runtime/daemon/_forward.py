@@ -528,9 +528,7 @@ def _header(scope: _Scope, name: bytes) -> bytes | None:
     return None
 
 
-def _signed_fields(
-    scope: _Scope, epoch: bytes | None, deadline: bytes | None
-) -> tuple[bytes, ...]:
+def _signed_fields(scope: _Scope, epoch: bytes | None, deadline: bytes | None) -> tuple[bytes, ...]:
     """What a forwarded mark signs: the request's method and path, its epoch and deadline."""
     path = scope.get("raw_path") or scope["path"].encode()
     return (scope["method"].encode(), bytes(path), epoch or b"", deadline or b"")

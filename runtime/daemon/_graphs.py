@@ -27,8 +27,7 @@ def _attr(ref: str, flag: str, reload: bool) -> object:
             module = importlib.reload(module)
     except Exception as exc:  # an import runs arbitrary code: report whatever it raised
         raise ConfigError(
-            f"{flag} {ref}: cannot import {module_name!r}: {_where(exc)}"
-            f"{type(exc).__name__}: {exc}"
+            f"{flag} {ref}: cannot import {module_name!r}: {_where(exc)}{type(exc).__name__}: {exc}"
         ) from None
     try:
         return getattr(module, attr)
