@@ -111,11 +111,20 @@ def test_a_fault_run_loses_no_acknowledged_step_and_applies_no_unknown_step_late
     reader = nodes[0]
 
     def history(sid: str) -> list[str] | None:
-        response = reader.http.get(f"/v1/sessions/{sid}")
-        if response.status_code != 200:
-            return None
-        messages = response.json()["chat_history"]
-        return [m["content"] for m in messages if m["role"] == "user"]
+        # the whole log, page by page: a session's view holds only its newest 1,000
+        # messages, and a fast run steps a session more than 500 times
+        pages: list[list[str]] = []
+        before: int | None = None
+        while True:
+            params = {"limit": 1000} if before is None else {"limit": 1000, "before": before}
+            response = reader.http.get(f"/v1/sessions/{sid}/messages", params=params)
+            if response.status_code != 200:
+                return None
+            body = response.json()
+            pages.append([m["content"] for m in body["items"] if m["role"] == "user"])
+            before = body["next_before"]
+            if before is None:
+                return [text for page in reversed(pages) for text in page]
 
     acknowledged = sum(len(r.acknowledged) for r in records.values())
     unknown = sum(len(r.unknown) for r in records.values())
