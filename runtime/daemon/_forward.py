@@ -4,8 +4,9 @@ In a cluster (a Redis store), each session is live in at most one daemon: the
 holder of its lease (docs/cluster.md). ``Forwarder`` sits between the gateway
 (so the caller is authenticated first) and the app, and asks the runtime's
 ``Cluster`` (never Redis itself) who holds a session. For a request naming a
-session (``/v1/sessions/{id}``, ``/v1/sessions/{id}/step``, and
-``/v1/execute`` with a ``session_id``):
+session (``/v1/sessions/{id}`` and its ``/step``, ``/members``, ``/revisions``,
+``/messages``, ``/fork`` and ``/rollback``, and ``/v1/execute`` with a
+``session_id``):
 
 1. If this daemon holds the lease, or nobody does, the request is served here
    (activating the session takes the lease). Should another daemon win the
@@ -73,7 +74,11 @@ OUTCOME_UNKNOWN = problem_kind("outcome-unknown")
 """The holder got the step and stopped answering: it may have been committed before it
 stopped, and it can never be committed after this answer."""
 
-_SESSION_PATH = re.compile(r"^/v1/sessions/([^/]+)(?:/step|/members(?:/[^/]+)?)?/?$")
+# every route naming one session, except its event tail (/events: served where it lands)
+_SESSION_PATH = re.compile(
+    r"^/v1/sessions/([^/]+)"
+    r"(?:/step|/members(?:/[^/]+)?|/revisions|/messages|/fork|/rollback)?/?$"
+)
 _EXECUTE_PATH = "/v1/execute"
 _REQUEST_ID = b"x-request-id"
 # A request the holder received but did not answer is served again elsewhere only if

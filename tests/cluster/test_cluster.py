@@ -322,6 +322,20 @@ def test_forwarding_passes_credentials_and_returns_the_holders_answer_unchanged(
     assert relayed.headers["content-type"] == direct.headers["content-type"]
     assert relayed.json() == direct.json()
 
+    # the session's history routes are forwarded too: the holder answers them
+    for path in ("messages", "revisions"):
+        request_id = f"req-history-{path}"
+        page = b.http.get(
+            f"/v1/sessions/{sid}/{path}", headers={**alice, "x-request-id": request_id}
+        )
+        assert page.status_code == 200, page.text
+        assert [e["user"] for e in a.events("request") if e.get("request_id") == request_id] == [
+            "alice"
+        ]
+    assert [r["revision"] for r in page.json()["items"]] == [2, 1, 0]
+    messages = b.http.get(f"/v1/sessions/{sid}/messages", headers=alice).json()["items"]
+    assert [m["content"] for m in messages if m["role"] == "user"] == ["1", "2"]
+
     # graph-flow's execute names the session in its body: forwarded as well
     executed = b.http.post(
         "/v1/execute",
