@@ -20,6 +20,7 @@ from flow.stores._protocol import SessionStore
 from flow.stores._timer_index import DueTimer
 from runtime._bulk_migrate import migrate_live
 from runtime._config import RuntimeConfig
+from runtime._live_page import LIVE_SORTS, LivePage, LiveSort
 from runtime._streams import AsyncEventStream
 from runtime._version_counts import stored_version_counts, version_table
 from runtime._views import LiveSessionInfo, RuntimeStats, StoredPage
@@ -68,6 +69,20 @@ class AdminTarget(Protocol):
 
     async def live_sessions(self) -> list[LiveSessionInfo]:
         """The live session actors."""
+        ...
+
+    async def live_page(
+        self,
+        *,
+        sort: LiveSort = "mailbox_depth",
+        descending: bool = True,
+        graph: str | None = None,
+        owner: str | None = None,
+        status: str | None = None,
+        offset: int = 0,
+        limit: int = 50,
+    ) -> LivePage:
+        """One sorted, filtered page of the live session actors, and how many match."""
         ...
 
     async def stored_page(
@@ -262,7 +277,25 @@ async def _help(runtime: AdminTarget, args: dict[str, Any], info: Mapping[str, o
 
 
 async def _ls(runtime: AdminTarget, args: dict[str, Any], info: Mapping[str, object]) -> Any:
-    return {"sessions": await runtime.live_sessions()}
+    if args["sort"] not in LIVE_SORTS:
+        raise AdminError(
+            "BadArgument",
+            f"argument 'sort' must be one of {', '.join(LIVE_SORTS)}, got {args['sort']!r}",
+        )
+    if args["order"] not in ("asc", "desc"):
+        raise AdminError(
+            "BadArgument", f"argument 'order' must be asc or desc, got {args['order']!r}"
+        )
+    page = await runtime.live_page(
+        sort=args["sort"],
+        descending=args["order"] == "desc",
+        graph=args["graph"],
+        owner=args["owner"],
+        status=args["status"],
+        offset=args["offset"],
+        limit=args["limit"],
+    )
+    return {"sessions": page.items, "total": page.total, "offset": page.offset}
 
 
 async def _inspect(runtime: AdminTarget, args: dict[str, Any], info: Mapping[str, object]) -> Any:

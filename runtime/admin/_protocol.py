@@ -93,7 +93,25 @@ OPS: dict[str, OpSpec] = {
     spec.name: spec
     for spec in (
         OpSpec("help", "list the operations and their arguments"),
-        OpSpec("ls", "live session actors: state, mailbox depth, idle seconds, requests"),
+        OpSpec(
+            "ls",
+            "live session actors, one page: state, mailbox depth, idle seconds, requests",
+            (
+                ArgSpec(
+                    "sort",
+                    "str",
+                    False,
+                    "mailbox_depth, idle_seconds, snapshot_bytes, request_count or session_id",
+                    "mailbox_depth",
+                ),
+                ArgSpec("order", "str", False, "desc or asc", "desc"),
+                ArgSpec("graph", "str", False, "only this graph's sessions"),
+                ArgSpec("owner", "str", False, "only this owner's sessions"),
+                ArgSpec("status", "str", False, "only this status (or running, idle)"),
+                ArgSpec("offset", "int", False, "rows to skip", 0, 0),
+                ArgSpec("limit", "int", False, "page size", 100, 1, 1000),
+            ),
+        ),
         OpSpec(
             "inspect",
             "one session: context, history tail, metadata and why it is live",

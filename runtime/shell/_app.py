@@ -87,7 +87,7 @@ class Shell:
 
     def _greet(self) -> None:
         try:
-            live = len(self.client.call("ls")["sessions"])
+            live = int(self.client.call("ls", limit=1)["total"])
         except AdminError as exc:
             self.console.print(f"{exc}; commands will try again.", style="yellow")
         else:

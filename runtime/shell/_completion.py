@@ -14,6 +14,7 @@ from runtime.shell._commands import ID_COMMANDS, SHELL_COMMANDS
 __all__ = ["LiveIdSource", "ShellCompleter"]
 
 ID_CACHE_SECONDS = 2.0
+COMPLETED_IDS = 1000  # live ids offered for completion (the admin socket's largest ls page)
 
 
 class LiveIdSource:
@@ -33,7 +34,10 @@ class LiveIdSource:
         now = self._clock()
         if now - self._fetched_at > ID_CACHE_SECONDS:
             try:
-                sessions = self._client.call("ls")["sessions"]
+                # the most recently used first: the ids a prefix most likely means
+                sessions = self._client.call(
+                    "ls", sort="idle_seconds", order="asc", limit=COMPLETED_IDS
+                )["sessions"]
                 self._ids = [
                     (str(s["session_id"]), f"{s.get('graph', '')} {s.get('status', '')}")
                     for s in sessions

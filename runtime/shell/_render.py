@@ -305,11 +305,23 @@ def _render_migrate(result: dict[str, Any]) -> RenderableType:
     return Text("\n".join(lines))
 
 
+def _render_ls(result: dict[str, Any]) -> RenderableType:
+    """One page of live sessions, in the order asked for; the title says which rows of how
+    many (``ls --offset N`` shows more)."""
+    sessions = result.get("sessions", [])
+    total = int(result.get("total", len(sessions)))
+    offset = int(result.get("offset", 0))
+    title = f"live sessions: {total}"
+    if sessions and len(sessions) < total:
+        end = offset + len(sessions)
+        title += f" (rows {offset + 1}-{end}; --offset {end} for more)"
+    return live_table(sessions, title=title)
+
+
 def render_result(op: str, result: Any) -> RenderableType:
     """How the CLI and the shell show ``op``'s result."""
     if op == "ls":
-        sessions = result.get("sessions", [])
-        return live_table(sort_for_top(sessions), title=f"live sessions: {len(sessions)}")
+        return _render_ls(result)
     if op == "stored":
         return render_stored(result)
     if op == "timers":

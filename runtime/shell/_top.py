@@ -23,19 +23,21 @@ __all__ = ["run_top"]
 REFRESH_SECONDS = 1.0
 TABLE_CHROME_LINES = 7  # title, borders, header and the prompt line around the rows
 MIN_ROWS = 5
+MAX_PAGE = 1000  # the admin socket's largest ls page
 
 
 def _frame(client: AdminClient, console: Console) -> RenderableType:
     """The live table cut to the rows that fit on the screen."""
-    sessions = sort_for_top(client.call("ls")["sessions"])
     rows = max(MIN_ROWS, console.size.height - TABLE_CHROME_LINES)
-    hidden = max(0, len(sessions) - rows)
+    page = client.call("ls", limit=min(rows, MAX_PAGE))
+    sessions = sort_for_top(page["sessions"])
+    hidden = max(0, page["total"] - len(sessions))
     more = f", {hidden} more below" if hidden else ""
     title = (
-        f"top: {len(sessions)} live{more}, {time.strftime('%H:%M:%S')} "
+        f"top: {page['total']} live{more}, {time.strftime('%H:%M:%S')} "
         "(deepest mailbox, then least idle, first); press any key to return"
     )
-    return live_table(sessions[:rows], title=title)
+    return live_table(sessions, title=title)
 
 
 @contextmanager
