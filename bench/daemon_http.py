@@ -101,7 +101,7 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 class Daemon:
     """actorflowd in a subprocess on a free port."""
 
-    def __init__(self, data_dir: Path, durability: str) -> None:
+    def __init__(self, data_dir: Path, durability: str, extra_args: Sequence[str] = ()) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -113,6 +113,7 @@ class Daemon:
             "--durability", durability,
             "--log-format", "json",
             "--graphs", "flow.demo:GRAPHS",
+            *extra_args,
         ]  # fmt: skip
         env = {k: v for k, v in os.environ.items() if not k.startswith("ACTORFLOW_")}
         env["PYTHONPATH"] = str(ROOT)
