@@ -74,6 +74,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     rounds = args.rounds or (1 if args.quick else 3)
     seconds = 2.0 if args.quick else 5.0
     runs: dict[tuple[int, int], list[Load]] = {}
+    front_cpu: list[float] = []
     with tempfile.TemporaryDirectory(prefix="actorflow-workers-") as tmp:
         workdir = Path(tmp)
         daemons = {
@@ -88,8 +89,12 @@ def main(argv: Sequence[str] | None = None) -> None:
                     for n in order:
                         wrk_dir = workdir / f"wrk{n}-{clients}-{index}"
                         wrk_dir.mkdir()
+                        cpu = daemons[n].cpu_seconds()
                         load = run_wrk(daemons[n].url, sessions[n], clients, seconds, wrk_dir)
                         runs.setdefault((n, clients), []).append(load)
+                        if n > 1:  # the parent is the front: its CPU is the hop's cost
+                            used = daemons[n].cpu_seconds() - cpu
+                            front_cpu.append(used / max(1, load.steps) * 1e6)
             print(f"load average after: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
         finally:
             for daemon in daemons.values():
@@ -112,6 +117,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 f"errors {errors} (medians of {len(got)} rounds of {seconds:.0f} s, wrk, fsync)",
                 flush=True,
             )
+    print(f"front CPU per step (--workers 2): {statistics.median(front_cpu):.0f} us", flush=True)
     plot(rates, p99s, args.out, f"load average {os.getloadavg()[0]:.1f}, fsync, wrk")
 
 

@@ -82,11 +82,11 @@ class FrontLimits:
 
 
 class _WorkerGone(Exception):
-    """The worker's connection failed; ``answered`` says whether any answer byte was sent."""
+    """The worker's connection failed: after the request was sent (``sent``), or not."""
 
-    def __init__(self, answered: bool) -> None:
+    def __init__(self, *, sent: bool) -> None:
         super().__init__("the worker's connection failed")
-        self.answered = answered
+        self.sent = sent
 
 
 class Upstream:
@@ -174,7 +174,8 @@ class Front:
         wait = limits.header_timeout
         while not self.closing:
             try:
-                raw = await asyncio.wait_for(reader.readuntil(_END), wait)
+                async with asyncio.timeout(wait):
+                    raw = await reader.readuntil(_END)
             except asyncio.LimitOverrunError:
                 detail = f"the request line and headers exceed {limits.max_header_bytes} bytes"
                 writer.write(problem_answer(Problem(HEADERS_TOO_LARGE, detail), close=True))
@@ -197,9 +198,8 @@ class Front:
                 writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
             body = b""
             if head.content_length:
-                body = await asyncio.wait_for(
-                    reader.readexactly(head.content_length), limits.body_timeout
-                )
+                async with asyncio.timeout(limits.body_timeout):
+                    body = await reader.readexactly(head.content_length)
             keep = await self._answer(head, body, writer) and head.keep_alive
             await writer.drain()
             self._busy.discard(writer)
@@ -226,7 +226,7 @@ class Front:
         """Answer one request; whether the client connection may stay open."""
         shard = self._route(head, body)
         if shard is None:
-            request = FanOutRequest(head.method, head.target, head.headers, body)
+            request = FanOutRequest(head.method, head.target, head.headers(), body)
             answer = await self._fan_out(request, self._sockets)
             writer.write(answer_bytes(answer.status, answer.headers, answer.body, close=False))
             return True
@@ -238,10 +238,8 @@ class Front:
         try:
             return await self._relay(upstream, head, body, writer)
         except _WorkerGone as gone:
-            if gone.answered:
-                return False
-            _log.warning("worker_lost_request", worker=shard, method=head.method)
-            if head.method in _SAFE:
+            _log.warning("worker_lost_request", worker=shard, method=head.method, sent=gone.sent)
+            if head.method in _SAFE or not gone.sent:
                 problem = Problem(WORKER_UNAVAILABLE, f"worker {shard} stopped; retry shortly")
             else:
                 problem = Problem(
@@ -258,7 +256,7 @@ class Front:
         try:
             up_reader, up_writer = await upstream.acquire()
         except OSError:
-            raise _WorkerGone(answered=False) from None
+            raise _WorkerGone(sent=False) from None
         answered = False
         try:
             up_writer.write(head.raw + body if body else head.raw)
@@ -273,16 +271,17 @@ class Front:
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
             up_writer.close()
             if answered:
-                return False
-            raise _WorkerGone(answered=False) from None
+                return False  # part of the answer went out: only closing can tell the client
+            raise _WorkerGone(sent=True) from None
         except BaseException:
             up_writer.close()
             raise
-        if answer.closes or (answer.content_length is None and not answer.chunked):
+        to_the_end = answer.content_length is None and not answer.chunked
+        if answer.closes or to_the_end:
             up_writer.close()
-        else:
-            upstream.release((up_reader, up_writer))
-        return not answer.closes
+            return False  # the client learns where such an answer ends by the close
+        upstream.release((up_reader, up_writer))
+        return True
 
 
 async def _relay_body(

@@ -32,6 +32,7 @@ __all__ = [
 SESSION_PATH = re.compile(rb"^/v1/sessions/([^/?#]+)")
 EXECUTE_PATH = b"/v1/execute"
 _NO_BODY_STATUSES = frozenset({204, 304})
+_VERSIONS = frozenset({b"HTTP/1.1", b"HTTP/1.0"})
 
 
 class BadHead(Exception):
@@ -47,7 +48,6 @@ class RequestHead:
 
     method: str
     target: bytes
-    headers: list[tuple[bytes, bytes]]
     content_length: int
     keep_alive: bool
     raw: bytes
@@ -55,6 +55,12 @@ class RequestHead:
     @property
     def path(self) -> bytes:
         return self.target.split(b"?", 1)[0]
+
+    def headers(self) -> list[tuple[bytes, bytes]]:
+        """The header list, names lowercased (for the requests the front answers itself)."""
+        lines = self.raw[:-4].split(b"\r\n")[1:]
+        pairs = (line.partition(b":") for line in lines)
+        return [(name.lower(), value.strip()) for name, _, value in pairs]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,14 +73,22 @@ class AnswerHead:
     closes: bool
 
 
-def _split_headers(lines: list[bytes]) -> list[tuple[bytes, bytes]]:
-    headers = []
-    for line in lines:
-        name, sep, value = line.partition(b":")
-        if not sep or not name or name != name.strip():
-            raise BadHead(f"malformed header line {line[:40]!r}")
-        headers.append((name.lower(), value.strip()))
-    return headers
+# RFC 9110 field lines: a token, a colon, a value without CR or LF. Checked on the
+# whole head at once: a line the workers' parser would read differently (a bare LF,
+# a space before the colon) must never pass, since the front's framing of a request
+# has to be the worker's (the connections to a worker are shared by all clients).
+_FIELD_LINES = re.compile(rb"(?:[!#$%&'*+\-.^_`|~0-9A-Za-z]+:[^\r\n]*\r\n)*")
+
+
+def _values(lower_head: bytes, name: bytes) -> list[bytes]:
+    """The values of header ``name`` (lowercase, as ``b"\\r\\nname:"``) in a lowered head."""
+    found = []
+    at = lower_head.find(name)
+    while at >= 0:
+        start = at + len(name)
+        found.append(lower_head[start : lower_head.index(b"\r\n", start)].strip())
+        at = lower_head.find(name, start)
+    return found
 
 
 def _content_length(values: list[bytes]) -> int:
@@ -91,31 +105,33 @@ def parse_request_head(raw: bytes) -> RequestHead:
     Raises:
         BadHead: a malformed line, a chunked body, or an Expect other than 100-continue.
     """
-    lines = raw[:-4].split(b"\r\n")
-    parts = lines[0].split(b" ")
-    if len(parts) != 3 or not parts[1].startswith(b"/") or not parts[2].startswith(b"HTTP/1."):
-        raise BadHead(f"malformed request line {lines[0][:60]!r}")
+    line_end = raw.index(b"\r\n")
+    parts = raw[:line_end].split(b" ")
+    if len(parts) != 3 or not parts[1].startswith(b"/") or parts[2] not in _VERSIONS:
+        raise BadHead(f"malformed request line {raw[: min(line_end, 60)]!r}")
+    fields = raw[line_end + 2 : -2]
+    if _FIELD_LINES.fullmatch(fields) is None:
+        raise BadHead("a malformed header line (name: value, one per CRLF-ended line)")
     method, target, version = parts
-    headers = _split_headers(lines[1:])
-    lengths = [value for name, value in headers if name == b"content-length"]
-    if any(name == b"transfer-encoding" for name, _ in headers):
+    lower = raw.lower()
+    if lower.find(b"\r\ntransfer-encoding:") >= 0:
         raise BadHead("a request body needs Content-Length (Transfer-Encoding is not relayed)")
-    connection = b",".join(v.lower() for n, v in headers if n == b"connection")
+    connection = b",".join(_values(lower, b"\r\nconnection:"))
     keep_alive = b"close" not in connection and (
         version == b"HTTP/1.1" or b"keep-alive" in connection
     )
-    expect = [value.lower() for name, value in headers if name == b"expect"]
+    expect = _values(lower, b"\r\nexpect:")
     if expect:
         if expect != [b"100-continue"]:
             raise BadHead(f"Expect: {expect[0][:40]!r} is not supported")
         # the front answers 100-continue itself: the worker must not answer it again
+        lines = raw[:-4].split(b"\r\n")
         kept = [line for line in lines if not line.lower().startswith(b"expect:")]
         raw = b"\r\n".join(kept) + b"\r\n\r\n"
     return RequestHead(
         method=method.decode("latin-1"),
         target=target,
-        headers=headers,
-        content_length=_content_length(lengths),
+        content_length=_content_length(_values(lower, b"\r\ncontent-length:")),
         keep_alive=keep_alive,
         raw=raw,
     )
@@ -123,17 +139,14 @@ def parse_request_head(raw: bytes) -> RequestHead:
 
 def parse_answer_head(raw: bytes, method: str) -> AnswerHead:
     """A worker's answer head (``raw``, up to and with the blank line) to ``method``."""
-    lines = raw[:-4].split(b"\r\n")
-    status_line = lines[0].split(b" ", 2)
-    status = int(status_line[1])
-    headers = _split_headers(lines[1:])
-    connection = b",".join(v.lower() for n, v in headers if n == b"connection")
-    chunked = any(n == b"transfer-encoding" and b"chunked" in v.lower() for n, v in headers)
-    lengths = [value for name, value in headers if name == b"content-length"]
+    status = int(raw[9:12])
+    lower = raw.lower()
+    chunked = any(b"chunked" in v for v in _values(lower, b"\r\ntransfer-encoding:"))
+    lengths = _values(lower, b"\r\ncontent-length:")
     length: int | None = _content_length(lengths) if lengths else None
     if method == "HEAD" or status in _NO_BODY_STATUSES or 100 <= status < 200:
         length, chunked = 0, False
-    closes = b"close" in connection or status_line[0] == b"HTTP/1.0"
+    closes = b"close" in b",".join(_values(lower, b"\r\nconnection:")) or raw[5:8] == b"1.0"
     return AnswerHead(status=status, content_length=length, chunked=chunked, closes=closes)
 
 

@@ -47,9 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         migrations = load_migrations(config.migrations)
         default_graph = pick_default_graph(graphs, config.default_graph)
         auth = Authenticator.from_file(config.tokens)
-        data_dir_lock = check_can_start(config)
         if not config.shard:
             record_workers(config.data_dir, 1)
+        data_dir_lock = check_can_start(config)
     except (ConfigError, TokensFileError, StartupError, ShardMismatch) as exc:
         return _fail(str(exc))
     try:
