@@ -33,6 +33,11 @@ BENCHES = [
         "--workers routing prototypes: a byte-relaying front, 1 and 2 workers",
     ),
     (
+        "workers",
+        "bench/workers.py",
+        "actorflowd --workers 2 against --workers 1: steps/s, p50/p99 at 1/16/64/256 connections",
+    ),
+    (
         "session_log",
         "bench/session_log.py",
         "The session log: a step's cost and bytes at any history length",

@@ -265,9 +265,16 @@ class Front:
             while 100 <= answer.status < 200:  # an interim answer: the final one follows
                 raw = await up_reader.readuntil(_END)
                 answer = parse_answer_head(raw, head.method)
-            answered = True
-            writer.write(raw)
-            await _relay_body(answer, up_reader, writer)
+            length = answer.content_length
+            if length is not None and length <= _CHUNK:
+                # the usual answer: head and body in one write (one system call)
+                whole = raw + await up_reader.readexactly(length) if length else raw
+                answered = True
+                writer.write(whole)
+            else:
+                answered = True
+                writer.write(raw)
+                await _relay_body(answer, up_reader, writer)
         except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError):
             up_writer.close()
             if answered:
