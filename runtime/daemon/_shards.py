@@ -28,12 +28,7 @@ import httpx
 import msgspec
 
 from runtime.daemon._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from runtime.daemon._problems import (
-    BAD_REQUEST,
-    INTERNAL,
-    Problem,
-    problem_kind,
-)
+from runtime.daemon._problems import BAD_REQUEST, INTERNAL, WORKER_UNAVAILABLE, Problem
 from runtime.daemon._shard_cursor import (
     BadCursor,
     ShardPage,
@@ -75,7 +70,6 @@ DROPPED_REQUEST_HEADERS = frozenset(
 DROPPED_ANSWER_HEADERS = frozenset(
     {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"content-encoding"}
 )
-WORKER_UNAVAILABLE = problem_kind("worker-unavailable")
 
 Headers = list[tuple[bytes, bytes]]
 
