@@ -35,6 +35,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from flow._logging import get_logger
 from runtime.admin._client import MAX_REPLY_BYTES
 from runtime.admin._ops import FULL_ID_LENGTH, check_args
 from runtime.admin._protocol import (
@@ -56,6 +57,8 @@ from runtime.daemon._shard_cursor import (
 from runtime.daemon._shard_stats import merge_stats, merge_versions
 
 __all__ = ["AdminFanout", "serve_admin_fanout", "shard_of"]
+
+log = get_logger("actorflow.admin")
 
 WORKER_TIMEOUT = 30.0
 MAX_CANDIDATES_SHOWN = 10
@@ -106,6 +109,9 @@ class AdminFanout(LineServer):
             return error_reply(exc.type, exc.message)
         except _WorkerDown as exc:
             return error_reply("WorkerUnavailable", str(exc))
+        except Exception as exc:
+            log.exception("admin_fanout_failed", line=line[:200].decode("utf-8", "replace"))
+            return error_reply("InternalError", f"{type(exc).__name__}: {exc}")
 
     # -- talking to the workers ---------------------------------------------------
 
@@ -253,29 +259,29 @@ class AdminFanout(LineServer):
             raise AdminError("BadArgument", f"argument 'cursor': {exc}") from None
 
         async def one(shard: int) -> Any:
+            # A worker whose rows are all listed is still asked (for one row) for its
+            # count and quarantined rows.
             position = positions[shard]
-            if position is True:
-                return None
-            asked = {"op": "stored", "owner": args["owner"], "limit": args["limit"]}
+            limit = 1 if position is True else args["limit"]
+            asked = {"op": "stored", "owner": args["owner"], "limit": limit}
             if isinstance(position, str):
                 asked["cursor"] = position
             return _result(await self._ask(shard, asked))
 
         results = await asyncio.gather(*(one(k) for k in range(len(self.workers))))
         pages = [
-            None if r is None else ShardPage(r["items"], r["next_cursor"] is not None)
-            for r in results
+            None if p is True else ShardPage(r["items"], r["next_cursor"] is not None)
+            for p, r in zip(positions, results, strict=True)
         ]
         items, after = merge_pages(pages, positions, args["limit"], key=lambda i: i["session_id"])
-        answered = [r for r in results if r is not None]
         quarantined = sorted(
-            (row for r in answered for row in r["quarantined"]),
+            (row for r in results for row in r["quarantined"]),
             key=lambda row: row["quarantined_at"],
             reverse=True,
         )[:QUARANTINED_SHOWN]
         return ok_reply(
             {
-                "count": sum(r["count"] for r in answered),
+                "count": sum(r["count"] for r in results),
                 "owner": args["owner"],
                 "items": items,
                 "next_cursor": None if after is None else encode_cursor(after),

@@ -27,6 +27,7 @@ from urllib.parse import parse_qsl, urlencode
 import httpx
 import msgspec
 
+from flow._logging import get_logger
 from runtime.daemon._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from runtime.daemon._problems import BAD_REQUEST, INTERNAL, WORKER_UNAVAILABLE, Problem
 from runtime.daemon._shard_cursor import (
@@ -47,6 +48,8 @@ __all__ = [
     "fan_out",
     "wants_fan_out",
 ]
+
+log = get_logger("actorflow.fanout")
 
 LIST_PATH = b"/v1/sessions"
 METRICS_PATH = b"/metrics"
@@ -168,6 +171,10 @@ class FanOut:
                 return await self._metrics(request)
         except _WorkerDown as exc:
             return _problem_answer(Problem(WORKER_UNAVAILABLE, str(exc)))
+        except Exception:
+            log.exception("fan_out_failed", target=request.target[:200].decode("latin-1"))
+            unexpected = "an unexpected error occurred; it has been logged"
+            return _problem_answer(Problem(INTERNAL, unexpected))
         return _problem_answer(Problem(INTERNAL, f"{path!r} is not answered by every worker"))
 
     async def _ask(self, shard: int, request: FanOutRequest, target: str) -> httpx.Response:

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from shards_harness import Shards, header
 
 from runtime.daemon._shard_cursor import encode_cursor
-from runtime.daemon._shards import FanOutRequest, fan_out
+from runtime.daemon._shards import FanOutRequest, close_fan_out, fan_out
 
 ALICE, BOB = "tok-alice", "tok-bob"
 
@@ -146,7 +146,10 @@ def test_a_worker_that_does_not_answer_makes_a_503_naming_it(shards: Shards) -> 
     workers: list[Path] = [*(w.http_socket for w in shards.workers), missing]
     headers = [(b"host", b"localhost"), (b"authorization", f"Bearer {ALICE}".encode())]
     request = FanOutRequest("GET", b"/v1/sessions", headers)
-    answer = shards.loop.run(fan_out(request, workers))
+    try:
+        answer = shards.loop.run(fan_out(request, workers))
+    finally:
+        shards.loop.run(close_fan_out())
     assert answer.status == 503
     assert header(answer, "retry-after") == "1"
     problem = json.loads(answer.body)
