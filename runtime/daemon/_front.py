@@ -50,6 +50,7 @@ from runtime.daemon._problems import (
     BODY_TOO_LARGE,
     DRAINING,
     HEADERS_TOO_LARGE,
+    WORKER_UNAVAILABLE,
     Problem,
     problem_kind,
 )
@@ -59,7 +60,6 @@ from runtime.daemon._transport import ConnectionLimits
 
 __all__ = ["Front", "FrontLimits", "Upstream"]
 
-WORKER_UNAVAILABLE = problem_kind("worker-unavailable")
 OUTCOME_UNKNOWN = problem_kind("outcome-unknown")
 _END = b"\r\n\r\n"
 _CHUNK = 64 * 1024

@@ -46,6 +46,15 @@ def _sum_samples(family: Metric, into: dict[tuple[str, Labels], float]) -> None:
             into[key] = into.get(key, 0.0) + sample.value
 
 
+def _is_start_time(family: Metric, families: dict[str, Metric]) -> bool:
+    """Whether ``family`` is the ``_created`` time of a counter or histogram: the text
+    format writes it as a gauge of its own, and the merge keeps the earliest."""
+    if not family.name.endswith(_CREATED):
+        return False
+    summed = families.get(family.name.removesuffix(_CREATED))
+    return summed is not None and summed.type in SUMMED_TYPES
+
+
 def merge_metrics(texts: Sequence[str]) -> bytes:
     """The exposition text of the workers' ``texts`` (in worker order) merged.
 
@@ -66,7 +75,7 @@ def merge_metrics(texts: Sequence[str]) -> bytes:
                     f"metric {parsed.name} is a {family.type} on one worker and a "
                     f"{parsed.type} on worker {worker}"
                 )
-            if parsed.type in SUMMED_TYPES:
+            if parsed.type in SUMMED_TYPES or _is_start_time(parsed, families):
                 _sum_samples(parsed, sums.setdefault(parsed.name, {}))
                 continue
             for sample in parsed.samples:

@@ -27,15 +27,12 @@ from urllib.parse import parse_qsl, urlencode
 import httpx
 import msgspec
 
+from flow._logging import get_logger
 from runtime.daemon._metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from runtime.daemon._problems import (
-    BAD_REQUEST,
-    INTERNAL,
-    Problem,
-    problem_kind,
-)
+from runtime.daemon._problems import BAD_REQUEST, INTERNAL, WORKER_UNAVAILABLE, Problem
 from runtime.daemon._shard_cursor import (
     BadCursor,
+    Position,
     ShardPage,
     decode_cursor,
     encode_cursor,
@@ -52,6 +49,8 @@ __all__ = [
     "fan_out",
     "wants_fan_out",
 ]
+
+log = get_logger("actorflow.fanout")
 
 LIST_PATH = b"/v1/sessions"
 METRICS_PATH = b"/metrics"
@@ -75,7 +74,6 @@ DROPPED_REQUEST_HEADERS = frozenset(
 DROPPED_ANSWER_HEADERS = frozenset(
     {b"connection", b"keep-alive", b"transfer-encoding", b"content-length", b"content-encoding"}
 )
-WORKER_UNAVAILABLE = problem_kind("worker-unavailable")
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -174,6 +172,10 @@ class FanOut:
                 return await self._metrics(request)
         except _WorkerDown as exc:
             return _problem_answer(Problem(WORKER_UNAVAILABLE, str(exc)))
+        except Exception:
+            log.exception("fan_out_failed", target=request.target[:200].decode("latin-1"))
+            unexpected = "an unexpected error occurred; it has been logged"
+            return _problem_answer(Problem(INTERNAL, unexpected))
         return _problem_answer(Problem(INTERNAL, f"{path!r} is not answered by every worker"))
 
     async def _ask(self, shard: int, request: FanOutRequest, target: str) -> httpx.Response:
@@ -218,14 +220,21 @@ class FanOut:
         for answer in answers:
             if answer is not None and answer.status_code != 200:
                 return _relayed(answer)
+        body = await asyncio.to_thread(self._merged_list, answers, positions, _limit(others))
+        return _answer(200, list(first.headers.raw), body)
+
+    def _merged_list(
+        self, answers: Sequence[httpx.Response | None], positions: Sequence[Position], limit: int
+    ) -> bytes:
+        """The merged page's body (decoding N pages of up to 1,000 rows is kept off the
+        front's event loop)."""
         pages = [
             None if answer is None else self._page(shard, answer)
             for shard, answer in enumerate(answers)
         ]
-        items, after = merge_pages(pages, positions, _limit(others), key=_session_id)
+        items, after = merge_pages(pages, positions, limit, key=_session_id)
         cursor = None if after is None else encode_cursor(after)
-        body = _encode({"items": items, "next_cursor": cursor})
-        return _answer(200, list(first.headers.raw), body)
+        return _encode({"items": items, "next_cursor": cursor})
 
     def _page(self, shard: int, answer: httpx.Response) -> ShardPage:
         try:
@@ -246,7 +255,8 @@ class FanOut:
                 return _relayed(answer)
             texts.append(answer.text)
         try:
-            body = merge_metrics(texts)
+            # prometheus_client's parser takes ~1 ms per worker: off the front's loop
+            body = await asyncio.to_thread(merge_metrics, texts)
         except ValueError as exc:
             raise _WorkerDown(f"a worker's /metrics does not parse: {exc}") from None
         return _answer(200, [(b"content-type", METRICS_CONTENT_TYPE.encode())], body)

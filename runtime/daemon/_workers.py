@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import dataclasses
-import importlib
 import os
 import signal
 import ssl
@@ -39,12 +38,12 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import structlog
 
 from actors._restarts import RestartIntensity
 from flow._session import claim_session_ids
+from runtime.daemon._admin_fanout import AdminFanout, serve_admin_fanout
 from runtime.daemon._config import DaemonConfig
 from runtime.daemon._front import Front, FrontLimits, Upstream
 from runtime.daemon._logging import flush_logs
@@ -217,14 +216,10 @@ def _ssl_context(config: DaemonConfig) -> ssl.SSLContext | None:
     return context
 
 
-async def _admin_fanout(config: DaemonConfig) -> Any:
-    """The parent's admin socket (runtime/daemon/_admin_fanout.py), when it is there."""
-    try:
-        module = importlib.import_module("runtime.daemon._admin_fanout")
-    except ImportError:
-        return None
+async def _admin_fanout(config: DaemonConfig) -> AdminFanout:
+    """The parent's admin socket, over the workers' (runtime/daemon/_admin_fanout.py)."""
     sockets = [shard_dir(config.data_dir, k) / "admin.sock" for k in range(config.workers)]
-    return await module.serve_admin_fanout(config.data_dir / "admin.sock", sockets)
+    return await serve_admin_fanout(config.data_dir / "admin.sock", sockets)
 
 
 async def run_workers(config: DaemonConfig, argv: Sequence[str]) -> int:
@@ -261,15 +256,19 @@ async def run_workers(config: DaemonConfig, argv: Sequence[str]) -> int:
         return status
     if stop.is_set():
         return await pool.stop()
-    server = await asyncio.start_server(
-        front.serve,
-        config.host,
-        config.port,
-        limit=config.max_header_bytes,
-        backlog=2048,
-        ssl=_ssl_context(config),
-    )
-    admin = await _admin_fanout(config)
+    try:
+        admin = await _admin_fanout(config)
+        server = await asyncio.start_server(
+            front.serve,
+            config.host,
+            config.port,
+            limit=config.max_header_bytes,
+            backlog=2048,
+            ssl=_ssl_context(config),
+        )
+    except BaseException:
+        await pool.stop()
+        raise
     _log.info(
         "starting",
         url=f"{'https' if config.tls_cert else 'http'}://{config.host}:{config.port}",
@@ -287,8 +286,7 @@ async def run_workers(config: DaemonConfig, argv: Sequence[str]) -> int:
         status = await pool.stop()
     finally:
         front.abort_all()
-        if admin is not None:
-            await admin.close()
+        await admin.close()
         await close_fan_out()
     if pool.failed.is_set():
         return max(status, EXIT_FAILED)
