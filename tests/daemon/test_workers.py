@@ -18,6 +18,7 @@ import httpx
 import pytest
 from daemon_harness import Daemon, StartDaemon, assert_problem, create, free_port, wait_for
 
+from runtime.admin import AdminClient
 from runtime.daemon import main
 from runtime.daemon._sharding import shard_of
 
@@ -77,6 +78,12 @@ def test_steps_land_on_the_shard_that_owns_their_session(shared_workers: Daemon)
         ).json()["response"]
         listed = api.get("/v1/sessions", params={"limit": 1000}).json()["items"]
         assert set(sessions) <= {item["session_id"] for item in listed}
+        metrics = api.get("/metrics")
+        assert metrics.status_code == 200
+        assert 'worker="1"' in metrics.text
+    with AdminClient(workers.data_dir / "admin.sock") as admin:
+        live = {row["session_id"] for row in admin.call("ls")["sessions"]}
+    assert set(sessions) <= live  # the parent's admin socket sees every worker's actors
     on_disk = [_shard_sessions(workers.data_dir, k) for k in range(WORKERS)]
     for k, held in enumerate(on_disk):
         assert held, f"round robin left shard {k} without a session"
