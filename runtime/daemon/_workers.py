@@ -183,6 +183,8 @@ class WorkerPool:
             process = await self._spawn(index)
             if await self._until_ready(index, process):
                 _log.info("worker_restarted", worker=index, pid=process.pid)
+            elif process.returncode is None and not self.stopping:
+                process.kill()  # never ready: counted as another crash
 
     def signal_all(self, signum: int) -> None:
         """Send ``signum`` to every running worker."""
