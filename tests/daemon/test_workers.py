@@ -97,13 +97,32 @@ def test_steps_land_on_the_shard_that_owns_their_session(shared_workers: Daemon)
     assert not (workers.data_dir / "sessions.db").exists()
 
 
-def test_a_worker_killed_is_restarted_and_its_sessions_recover(workers: Daemon) -> None:
+def test_a_worker_killed_is_restarted_and_its_sessions_recover(
+    workers: Daemon, tmp_path: Path
+) -> None:
+    started = tmp_path / "started"
+    started.mkdir()
     with workers.client() as api:
         sessions = [create(api) for _ in range(6)]
         for session_id in sessions:
             assert api.post(f"/v1/sessions/{session_id}/step", json={"input": 1}).status_code == 200
+        held = create(api, "gated", gate=str(tmp_path / "never"), started_dir=str(started))
+        if shard_of(held, WORKERS) != 0:  # creates alternate: the next one is on worker 0
+            held = create(api, "gated", gate=str(tmp_path / "never"), started_dir=str(started))
+        assert shard_of(held, WORKERS) == 0
+        in_flight: list[httpx.Response] = []
+        stepper = threading.Thread(
+            target=lambda: in_flight.append(
+                api.post(f"/v1/sessions/{held}/step", json={"input": "x"})
+            )
+        )
+        stepper.start()
+        wait_for(lambda: (started / held).exists(), 20, "the step to start on worker 0")
         victim = _worker_pid(workers.data_dir, 0)
         os.kill(victim, signal.SIGKILL)
+        stepper.join(30)
+        assert len(in_flight) == 1
+        assert_problem(in_flight[0], 503, "outcome-unknown")
         on_victim = next(s for s in sessions if shard_of(s, WORKERS) == 0)
 
         def served_again() -> bool:
