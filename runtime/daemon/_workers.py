@@ -47,7 +47,7 @@ from runtime.daemon._admin_fanout import AdminFanout, serve_admin_fanout
 from runtime.daemon._config import DaemonConfig
 from runtime.daemon._front import Front, FrontLimits, Upstream
 from runtime.daemon._logging import flush_logs
-from runtime.daemon._server import connection_limits
+from runtime.daemon._server import connection_limits, default_max_connections
 from runtime.daemon._sharding import http_socket, shard_dir, shard_of
 from runtime.daemon._shards import close_fan_out, fan_out
 from runtime.daemon._storage import secure_data_dir
@@ -233,7 +233,12 @@ async def run_workers(config: DaemonConfig, argv: Sequence[str]) -> int:
     for index in range(config.workers):
         shard_dir(config.data_dir, index).mkdir(mode=0o700, exist_ok=True)
     upstreams = [Upstream(k, http_socket(config.data_dir, k)) for k in range(config.workers)]
-    limits = FrontLimits(connection_limits(config), config.max_body, config.keepalive_timeout)
+    connections = connection_limits(config)
+    if not config.max_connections:  # each client connection may hold one to a worker too
+        connections = dataclasses.replace(
+            connections, max_connections=max(64, default_max_connections() // 2)
+        )
+    limits = FrontLimits(connections, config.max_body, config.keepalive_timeout)
     front = Front(upstreams, limits, fan_out)
     pool = WorkerPool(config, argv, front)
     loop = asyncio.get_running_loop()
