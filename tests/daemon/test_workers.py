@@ -10,17 +10,24 @@ import os
 import signal
 import socket
 import sqlite3
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from daemon_harness import Daemon, StartDaemon, assert_problem, create, free_port, wait_for
+from daemon_harness import (
+    Daemon,
+    StartDaemon,
+    assert_problem,
+    create,
+    daemon_env,
+    wait_for,
+)
 
 from runtime.admin import AdminClient
-from runtime.daemon import main
-from runtime.daemon._sharding import shard_of
+from runtime.daemon._sharding import ShardMismatch, record_workers, shard_of
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -172,22 +179,24 @@ def test_sigterm_drains_a_step_in_flight_and_stops_every_worker(
     assert _shard_sessions(workers.data_dir, owner)[session_id] == 1
 
 
-def test_another_number_of_workers_is_refused(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_another_number_of_workers_is_refused(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     (data_dir / "workers").write_text("2\n")
-    common = ["--data-dir", str(data_dir), "--port", str(free_port()), "--log-format", "json"]
-    assert main([*common, "--workers", "3"]) == 2
-    assert "sharded for --workers 2" in capsys.readouterr().err
-    assert main([*common, "--workers", "1"]) == 2
-    assert "start with --workers 2" in capsys.readouterr().err
+    daemon = Daemon(tmp_path, ["--workers", "3"], data_dir)
+    refused = subprocess.run(
+        daemon.command(), env=daemon_env(), capture_output=True, text=True, timeout=60, check=False
+    )
+    assert refused.returncode == 2, refused.stderr
+    assert "sharded for --workers 2" in refused.stderr
+    with pytest.raises(ShardMismatch, match="start with --workers 2"):
+        record_workers(data_dir, 1)
     single = tmp_path / "single"
     single.mkdir()
     (single / "sessions.db").touch()
-    assert main([*common, "--data-dir", str(single), "--workers", "2"]) == 2
-    assert "a single daemon's sessions.db" in capsys.readouterr().err
+    with pytest.raises(ShardMismatch, match=r"a single daemon's sessions\.db"):
+        record_workers(single, 2)
+    record_workers(data_dir, 2)  # the recorded N starts
 
 
 def _exchange(port: int, data: bytes) -> bytes:
