@@ -35,6 +35,7 @@ from runtime.daemon.ui._figures import KEPT, PERIOD, WINDOW, figures
 from runtime.daemon.ui._logins import COOKIE
 from runtime.daemon.ui._render import STATIC_DIR, sparkline
 from runtime.daemon.ui._session_pages import session_handlers
+from runtime.daemon.ui._tail import tail_handler
 
 __all__ = ["ui_router"]
 
@@ -255,7 +256,12 @@ def ui_router(dashboard: Dashboard) -> Router:
     )
     return Router(
         path=UI_PATH,
-        route_handlers=[*_pages(dashboard), *session_handlers(dashboard), static],
+        route_handlers=[
+            *_pages(dashboard),
+            *session_handlers(dashboard),
+            tail_handler(dashboard),
+            static,
+        ],
         exception_handlers={Exception: _error_handler(dashboard)},
         include_in_schema=False,
     )
