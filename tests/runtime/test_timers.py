@@ -221,7 +221,12 @@ def test_a_session_marked_error_drops_its_timers_and_a_rollback_restores_them(
     set_at = rt.step(sid, {"schedule": {"remind": 60}}).revision
     for n in range(1, 3):
         assert crash_session(rt, sid)
-        wait_until(lambda n=n: rt.stats().restarts == n and rt.inspect(sid) is not None)
+        wait_until(
+            lambda n=n: (
+                rt.stats().restarts == n and sid in {i.session_id for i in rt.live_sessions()}
+            ),
+            timeout=30,
+        )
     assert crash_session(rt, sid)
     wait_passivated(rt, sid)
     view = rt.get_session(sid)
