@@ -381,6 +381,41 @@ def profile(daemon: Daemon, seconds: float, path: Path) -> subprocess.Popen[byte
     return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+# Where a step's CPU goes: each py-spy sample is charged to the layer of its deepest
+# frame that names one (first matching rule wins for that frame).
+LAYERS = (
+    ("socket writes (uvloop send)", ("CoalescingTransport._send",)),
+    ("access log and log writer", ("daemon/_logging.py", "structlog/")),
+    ("metrics", ("daemon/_metrics.py", "prometheus_client/")),
+    ("step route and Api.run_step", ("_step_route.py", "daemon/_routes.py", "daemon/_sse.py")),
+    ("gateway: ids, policy, auth", ("_gateway.py", "_policy.py", "daemon/_auth.py", "_http.py")),
+    ("uvicorn + httptools protocol", ("httptools_impl.py", "daemon/_transport.py")),
+    ("runtime hand-offs", ("runtime/_runtime.py", "runtime/_core.py", "_bridge.py", "_live_index")),
+    ("SQLite writer and compactor", ("flow/stores/",)),
+    ("step engine (flow)", ("flow/",)),
+    ("actors: dispatch, session actor, commit", ("actors/", "pykka/")),
+    ("asyncio event loop", ("asyncio/",)),
+)
+
+
+def layers(path: Path) -> list[tuple[str, float]]:
+    """The share of py-spy's samples (collapsed stacks) charged to each layer."""
+    shares: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        total += int(count)
+        label = "other"
+        for frame in reversed(stack.split(";")):
+            label = next((name for name, keys in LAYERS if any(k in frame for k in keys)), "")
+            if label:
+                break
+        shares[label or "other"] = shares.get(label or "other", 0) + int(count)
+    return sorted(((k, v / max(1, total)) for k, v in shares.items()), key=lambda kv: -kv[1])
+
+
 def _median_load(loads: list[Load]) -> Load:
     """The run with the median rate."""
     return sorted(loads, key=lambda load: load.rate)[len(loads) // 2]
@@ -436,6 +471,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                         )
                         if spy is not None:
                             spy.wait(60)
+                            for layer, share in layers(args.profile):
+                                print(f"profile clients=64: {share:5.1%} {layer}", flush=True)
                 for name, results in got.items():
                     load = _median_load([load for load, _ in results])
                     cpu_us = statistics.median(cpu for _, cpu in results)
