@@ -327,8 +327,9 @@ def plot(runs: dict[str, list[Load]], path: Path, title: str) -> None:
         xs = [i + (n - (len(runs) - 1) / 2) * width for i in range(len(loads))]
         bars = rates.bar(xs, [load.rate for load in loads], width, label=name)
         rates.bar_label(bars, labels=[f"{load.rate:,.0f}" for load in loads], fontsize=7)
-        latency.plot(xs, [load.p50_ms for load in loads], "o-", label=f"{name} p50")
-        latency.plot(xs, [load.p99_ms for load in loads], "o--", label=f"{name} p99")
+        at = range(len(loads))
+        latency.plot(at, [load.p50_ms for load in loads], "o-", label=f"{name} p50")
+        latency.plot(at, [load.p99_ms for load in loads], "o--", label=f"{name} p99")
     labels = [str(load.clients) for load in next(iter(runs.values()))]
     for axis in (rates, latency):
         axis.set_xticks(range(len(labels)), labels)
