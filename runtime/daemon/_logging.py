@@ -68,8 +68,8 @@ class _LineWriter:
         self._lines: deque[str] = deque()
         self._wake = threading.Event()
         self._sleeping = False
-        self._queued = 0  # lines ever queued (the event loop's count)
-        self._written = 0  # lines ever taken and written (the writer's count)
+        self._taken = 0  # lines the writer took off the queue (written by it alone)
+        self._written = 0  # of those, lines written
         self._done = threading.Condition()
         self.dropped = 0
         self._reported = 0
@@ -85,15 +85,13 @@ class _LineWriter:
             self.dropped += 1  # one int add under the GIL: exact enough for a counter
             return
         self._lines.append(line)
-        self._queued += 1
         if self._sleeping:  # read after the append: a writer going to sleep re-checks
             self._wake.set()
 
     def flush(self, timeout: float = FLUSH_TIMEOUT) -> None:
-        """Wait until the lines queued so far are written, or ``timeout`` has passed."""
-        queued = self._queued
+        """Wait until every queued line is written, or ``timeout`` has passed."""
         with self._done:
-            self._done.wait_for(lambda: self._written >= queued, timeout)
+            self._done.wait_for(lambda: not self._lines and self._written == self._taken, timeout)
 
     def _take(self) -> list[str]:
         """The next lines to write (at most a batch), waiting while there are none.
@@ -115,7 +113,9 @@ class _LineWriter:
             if not lines:  # a line appended before the flag was seen must not wait
                 self._wake.wait()
             self._sleeping = False
-        return [lines.popleft() for _ in range(min(len(lines), _BATCH_LINES))]
+        count = min(len(lines), _BATCH_LINES)
+        self._taken += count  # counted before they leave the queue: flush sees them in one
+        return [lines.popleft() for _ in range(count)]
 
     def _run(self) -> None:
         while True:
