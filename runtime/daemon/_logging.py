@@ -23,7 +23,6 @@ import logging
 import os
 import sys
 import threading
-import time
 from collections import deque
 from typing import Any, TextIO
 
@@ -45,7 +44,6 @@ __all__ = [
 QUEUE_LINES = 10_000
 FLUSH_TIMEOUT = 1.0
 _BATCH_LINES = 512
-_POLL = 0.02  # seconds a busy writer waits for more lines before it sleeps
 _json_encoder = msgspec.json.Encoder(enc_hook=str)
 
 
@@ -94,20 +92,14 @@ class _LineWriter:
             self._done.wait_for(lambda: not self._lines and self._written == self._taken, timeout)
 
     def _take(self) -> list[str]:
-        """The next lines to write (at most a batch), waiting while there are none.
+        """The next lines to write (at most a batch), sleeping while there are none.
 
-        After writing, the writer polls (``_POLL``) rather than sleeping: lines
-        that keep coming are then gathered without waking it for each (a wake-up
-        is a lock and a notify on the logging thread). A poll that finds nothing
-        puts it to sleep until the next line wakes it.
+        Lines are written as soon as the writer gets to them (tests and operators
+        read the access line of a request right after its answer): it sleeps only
+        on an empty queue, and is woken by the first line after that.
         """
         lines = self._lines
-        polling = True
         while not lines:
-            if polling:
-                time.sleep(_POLL)
-                polling = False
-                continue
             self._sleeping = True
             self._wake.clear()
             if not lines:  # a line appended before the flag was seen must not wait
