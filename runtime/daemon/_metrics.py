@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -135,6 +136,7 @@ class _StepCounts(Collector):
         self.total_seconds = 0.0
         self.buckets = [0] * (len(STEP_BUCKETS) + 1)  # per bucket, not cumulative; last: +Inf
         self.inflight = 0
+        self.created = time.time()  # the counter's _created sample, as prometheus_client's
 
     def record(self, seconds: float) -> None:
         self.count += 1
@@ -142,7 +144,12 @@ class _StepCounts(Collector):
         self.buckets[bisect.bisect_left(STEP_BUCKETS, seconds)] += 1
 
     def steps(self) -> CounterMetricFamily:
-        return _counter("actorflow_steps", "Steps that completed successfully.", self.count)
+        return CounterMetricFamily(
+            "actorflow_steps",
+            "Steps that completed successfully.",
+            value=self.count,
+            created=self.created,
+        )
 
     def duration(self) -> HistogramMetricFamily:
         cumulative = list(itertools.accumulate(self.buckets))
@@ -171,7 +178,7 @@ class _Family:
 
 
 class _InFlight:
-    """The steps-in-flight gauge's ``inc``/``dec`` over ``_StepCounts.inflight``."""
+    """The steps-in-flight gauge's ``inc``/``dec``/``set`` over ``_StepCounts.inflight``."""
 
     __slots__ = ("_counts",)
 
@@ -183,6 +190,9 @@ class _InFlight:
 
     def dec(self) -> None:
         self._counts.inflight -= 1
+
+    def set(self, value: int) -> None:
+        self._counts.inflight = value
 
 
 class DaemonMetrics:
