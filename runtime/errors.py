@@ -145,6 +145,7 @@ PROBLEM_TYPES: Mapping[str, ProblemType] = {
         ProblemType(503, "overloaded", "Too many steps in flight", retry_after=1),
         ProblemType(503, "store-unavailable", "Store unavailable", retry_after=1),
         ProblemType(503, "outcome-unknown", "Outcome unknown", retry_after=1),
+        ProblemType(503, "worker-unavailable", "Worker unavailable", retry_after=1),
         ProblemType(503, "draining", "The daemon is shutting down", retry_after=5),
         ProblemType(503, "runtime-closed", "Runtime closed", retry_after=5),
         ProblemType(504, "step-timeout", "Step timed out"),

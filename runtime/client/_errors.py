@@ -188,6 +188,7 @@ _BY_SLUG: dict[str, _Factory] = {
     "runtime-closed": lambda d, s, g: RuntimeClosed(d),
     "draining": lambda d, s, g: RuntimeClosed(d),
     "overloaded": lambda d, s, g: DaemonUnavailable(d, maybe_applied=False),
+    "worker-unavailable": lambda d, s, g: DaemonUnavailable(d, maybe_applied=False),
     "unauthorized": lambda d, s, g: Unauthorized(d),
     "invalid-request": lambda d, s, g: InvalidInput(d),
     "idempotency-key-reused": lambda d, s, g: IdempotencyKeyReused(s, _reused_key(d)),

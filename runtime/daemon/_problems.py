@@ -93,6 +93,8 @@ STEP_TIMEOUT = problem_kind("step-timeout")
 STORE_UNAVAILABLE = problem_kind("store-unavailable")
 SNAPSHOT_UNREADABLE = problem_kind("snapshot-unreadable")
 RUNTIME_CLOSED = problem_kind("runtime-closed")
+WORKER_UNAVAILABLE = problem_kind("worker-unavailable")
+"""(``--workers N``) a worker process did not answer; the answer names it."""
 MISDIRECTED = problem_kind("misdirected")
 """A step that was not run here (docs/cluster.md): it was accepted under a lease grant this
 daemon no longer holds, or it reached its forwarder's deadline; a forwarder asks again."""
