@@ -538,12 +538,12 @@ class SessionActor(DispatcherActor, Owned):
         self._session = new
         self._entry.snapshot_bytes = self._size.size
         self._publish(new)
-        if self._settings.durability == "passivate":
+        if self._settings.durability == "passivate" and timers is None:
             self._dirty = True
-            if timers is not None:
-                timers()  # answered now, committed at passivation
-            self._answer(message, result)
+            self._answer(message, result)  # committed at passivation
             return
+        # (``passivate`` too: a step that changed the timers is committed now, so that
+        # the due-time index entry is durable with the timers it indexes)
         self._dirty = False
         # A store that raises here crashes the actor, which answers ``_current``.
         future = self._commits.commit_step(message, new, result)

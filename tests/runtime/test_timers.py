@@ -244,3 +244,29 @@ def test_a_session_marked_error_drops_its_timers_and_a_rollback_restores_them(
     assert [t.name for t in rt.get_session(sid).timers] == ["remind"]
     assert rt.fire_due_timers() == 1
     assert _fired(rt, sid) == ["remind"]
+
+
+def test_passivate_durability_commits_the_steps_that_change_timers(
+    open_runtime: Callable[..., Runtime],
+) -> None:
+    clock = ManualClock()
+    rt = open_runtime([GRAPH], clock=clock, durability="passivate")
+    sid = rt.create_session("timers", owner="u")
+    rt.step(sid, "no timer: kept in memory until passivation")
+    rt.step(sid, {"schedule": {"remind": 60}})
+    # the index entry is durable at once, with the session that holds the timer
+    assert [d.session_id for d in rt.due_timers()] == [sid]
+    rt.step(sid, "no timer again")
+    before = rt.get_session(sid).revision
+    assert crash_session(rt, sid)  # the actor restarts from what was committed
+    wait_until(lambda: rt.stats().restarts == 1 and rt.inspect(sid) is not None)
+    view = rt.get_session(sid)
+    assert view.revision == before - 1  # the last step was not written (the mode's deal)
+    assert [t.name for t in view.timers] == ["remind"]  # the timer's step was
+    clock.advance(60)
+    assert rt.fire_due_timers() == 1
+    assert _fired(rt, sid) == ["remind"]
+    assert rt.due_timers() == []  # the firing step moved the index entry at once too
+    figures = rt.stats().timers
+    assert figures is not None
+    assert (figures.set, figures.fired) == (1, 1)
