@@ -1,4 +1,4 @@
-"""Durable steps through the HTTP daemon: steps/s and p50/p99 at 1, 16 and 64 clients.
+"""Durable steps through the HTTP daemon: steps/s and p50/p99 at 1, 16, 64 and 256 clients.
 
 A daemon subprocess (``python -m runtime``, fsync durability, SQLite in a temporary
 directory, JSON access logs to a file) serves 64 ``echo`` sessions. A closed loop of
@@ -13,8 +13,13 @@ picks one; each wrk thread steps the sessions round robin): an httpx client
 costs more CPU per request than the daemon does, so on a small machine the
 Python generator measures itself as much as the daemon.
 
+With ``--against REF`` a second daemon runs the code of git revision REF (its
+files exported to a temporary directory, the same virtualenv), and each client
+count is measured on both in alternating rounds: "before" and "after" in one
+run, as ratios of the two (the machine's noise hits both alike).
+
     .venv-dev/bin/python bench/daemon_http.py [--quick] [--generator auto|httpx|wrk]
-                                       [--durability fsync] [--out PATH]
+                                       [--durability fsync] [--against REF] [--out PATH]
 
 Prints one line per client count (with the daemon's CPU time per step, read from
 /proc: steadier than steps/s on a shared machine), then the targets (>= 7,000 steps/s at 64
@@ -26,10 +31,10 @@ from __future__ import annotations
 import os
 import sys
 
-# Run as a script, this file's directory comes first on sys.path, and this file
-# (http.py) would shadow the standard library's http package that httpx imports.
+# Run as a script, this file's directory comes first on sys.path: keep bench/'s
+# modules importable (http_servers.py imports this one), after the standard library.
 if sys.path and sys.path[0] == os.path.dirname(os.path.abspath(__file__)):
-    del sys.path[0]
+    sys.path.append(sys.path.pop(0))
 
 import argparse
 import asyncio
@@ -37,6 +42,7 @@ import multiprocessing
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import tempfile
 import time
@@ -50,7 +56,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out" / "http.png"
 SESSIONS = 64
-CLIENT_COUNTS = (1, 16, 64)
+CLIENT_COUNTS = (1, 16, 64, 256)
 WRK_SCRIPT = """
 local sessions = {}
 local i = 0
@@ -101,7 +107,13 @@ def percentile(sorted_values: Sequence[float], q: float) -> float:
 class Daemon:
     """actorflowd in a subprocess on a free port."""
 
-    def __init__(self, data_dir: Path, durability: str) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        durability: str,
+        extra_args: Sequence[str] = (),
+        code: Path = ROOT,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -113,11 +125,14 @@ class Daemon:
             "--durability", durability,
             "--log-format", "json",
             "--graphs", "flow.demo:GRAPHS",
+            *extra_args,
         ]  # fmt: skip
         env = {k: v for k, v in os.environ.items() if not k.startswith("ACTORFLOW_")}
-        env["PYTHONPATH"] = str(ROOT)
+        env["PYTHONPATH"] = str(code)  # ahead of the editable install: this code runs
         with self.log.open("wb") as log:
-            self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                command, cwd=code, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
         deadline = time.monotonic() + 60
         while True:
             if self.process.poll() is not None:
@@ -303,8 +318,8 @@ def _parse_wrk(output: str, clients: int) -> Load:
     return Load(clients, steps - errors, errors, seconds, p50, p99)
 
 
-def plot(loads: list[Load], path: Path, title: str) -> None:
-    """Steps/s and p50/p99 by client count."""
+def plot(runs: dict[str, list[Load]], path: Path, title: str) -> None:
+    """Steps/s and p50/p99 by client count, one series per daemon."""
     try:
         import matplotlib
     except ImportError:
@@ -314,16 +329,24 @@ def plot(loads: list[Load], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     fig, (rates, latency) = plt.subplots(1, 2, figsize=(10, 4))
-    labels = [str(load.clients) for load in loads]
-    bars = rates.bar(labels, [load.rate for load in loads])
-    rates.bar_label(bars, labels=[f"{load.rate:,.0f}" for load in loads], fontsize=8)
+    width = 0.8 / len(runs)
+    for n, (name, loads) in enumerate(runs.items()):
+        xs = [i + (n - (len(runs) - 1) / 2) * width for i in range(len(loads))]
+        bars = rates.bar(xs, [load.rate for load in loads], width, label=name)
+        rates.bar_label(bars, labels=[f"{load.rate:,.0f}" for load in loads], fontsize=7)
+        at = range(len(loads))
+        latency.plot(at, [load.p50_ms for load in loads], "o-", label=f"{name} p50")
+        latency.plot(at, [load.p99_ms for load in loads], "o--", label=f"{name} p99")
+    labels = [str(load.clients) for load in next(iter(runs.values()))]
+    for axis in (rates, latency):
+        axis.set_xticks(range(len(labels)), labels)
     rates.axhline(7000, color="grey", linestyle=":", label="target at 64 clients")
     rates.set(title="durable steps/s over HTTP", xlabel="clients", ylabel="steps/s")
-    rates.legend()
-    latency.plot(labels, [load.p50_ms for load in loads], "o-", label="p50")
-    latency.plot(labels, [load.p99_ms for load in loads], "o--", label="p99")
-    latency.set(title="step latency (client side)", xlabel="clients", ylabel="ms")
-    latency.legend()
+    rates.legend(fontsize=7)
+    latency.axhline(25, color="grey", linestyle=":")
+    latency.axhline(5, color="grey", linestyle=":")
+    latency.set(title="step latency (client side)", xlabel="clients", ylabel="ms", yscale="log")
+    latency.legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -332,8 +355,82 @@ def plot(loads: list[Load], path: Path, title: str) -> None:
     print(f"plot: {path}", flush=True)
 
 
+def export(ref: str, into: Path) -> Path:
+    """The files of git revision ``ref`` in a new directory under ``into``."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", ref], capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into
+
+
+def measure(
+    daemon: Daemon, clients: int, seconds: float, generator: str, procs: int, workdir: Path
+) -> tuple[Load, float]:
+    """One closed loop on fresh sessions: the load and the daemon's CPU µs per step."""
+    # fresh sessions per run: every echo step grows the chat history that each
+    # snapshot carries, so reused sessions would slow later runs down
+    sessions = create_sessions(daemon.url, max(SESSIONS, clients))
+    cpu_before = daemon.cpu_seconds()
+    if generator == "wrk":
+        load = run_wrk(daemon.url, sessions, clients, seconds, workdir)
+    else:
+        load = run_httpx(daemon.url, sessions, clients, seconds, procs or min(2, clients // 16))
+    return load, (daemon.cpu_seconds() - cpu_before) / max(1, load.steps) * 1e6
+
+
+def profile(daemon: Daemon, seconds: float, path: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling ``daemon`` for the next run: the thread holding the GIL only (CPU)."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    command = [py_spy, "record", "--pid", str(daemon.process.pid), "--format", "raw", "--gil"]
+    command += ["--duration", str(max(1, round(seconds - 1))), "--rate", "250", "-o", str(path)]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+# Where a step's CPU goes: each py-spy sample is charged to the layer of its deepest
+# frame that names one (first matching rule wins for that frame).
+LAYERS = (
+    ("socket writes (uvloop send)", ("CoalescingTransport._send",)),
+    ("access log and log writer", ("daemon/_logging.py", "structlog/")),
+    ("metrics", ("daemon/_metrics.py", "prometheus_client/")),
+    ("step route and Api.run_step", ("_step_route.py", "daemon/_routes.py", "daemon/_sse.py")),
+    ("gateway: ids, policy, auth", ("_gateway.py", "_policy.py", "daemon/_auth.py", "_http.py")),
+    ("uvicorn + httptools protocol", ("httptools_impl.py", "daemon/_transport.py")),
+    ("runtime hand-offs", ("runtime/_runtime.py", "runtime/_core.py", "_bridge.py", "_live_index")),
+    ("SQLite writer and compactor", ("flow/stores/",)),
+    ("step engine (flow)", ("flow/",)),
+    ("actors: dispatch, session actor, commit", ("actors/", "pykka/")),
+    ("asyncio event loop", ("asyncio/",)),
+)
+
+
+def layers(path: Path) -> list[tuple[str, float]]:
+    """The share of py-spy's samples (collapsed stacks) charged to each layer."""
+    shares: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        total += int(count)
+        label = "other"
+        for frame in reversed(stack.split(";")):
+            label = next((name for name, keys in LAYERS if any(k in frame for k in keys)), "")
+            if label:
+                break
+        shares[label or "other"] = shares.get(label or "other", 0) + int(count)
+    return sorted(((k, v / max(1, total)) for k, v in shares.items()), key=lambda kv: -kv[1])
+
+
+def _median_load(loads: list[Load]) -> Load:
+    """The run with the median rate."""
+    return sorted(loads, key=lambda load: load.rate)[len(loads) // 2]
+
+
 def main(argv: Sequence[str] | None = None) -> None:
-    """Start a daemon, run the closed loops, print the figures and targets, write the plot."""
+    """Start the daemon(s), run the closed loops, print the figures and targets, plot."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="1.5 s per client count (else 5 s)")
     parser.add_argument("--durability", default="fsync", choices=["fsync", "commit", "passivate"])
@@ -344,6 +441,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         default="auto",
         help="load generator: wrk when installed (auto), or asyncio + httpx",
     )
+    parser.add_argument("--against", metavar="REF", help="also run git revision REF, alternating")
+    parser.add_argument("--rounds", type=int, default=0, help="rounds per count (with --against)")
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="PATH",
+        help="py-spy's collapsed stacks of this tree's daemon during the 64-client run",
+    )
     parser.add_argument("--out", type=Path, default=OUT, help="where to write the PNG")
     args = parser.parse_args(argv)
     generator = args.generator
@@ -352,36 +457,64 @@ def main(argv: Sequence[str] | None = None) -> None:
     if generator == "wrk" and shutil.which("wrk") is None:
         raise SystemExit("--generator wrk: wrk is not installed (apt-get install wrk)")
     seconds = 1.5 if args.quick else 5.0
+    rounds = args.rounds or (1 if args.quick or not args.against else 3)
+    runs: dict[str, list[Load]] = {}
     with tempfile.TemporaryDirectory(prefix="actorflow-http-bench-") as tmp:
         workdir = Path(tmp)
-        daemon = Daemon(workdir / "data", args.durability)
-        loads: list[Load] = []
+        daemons = {"this tree": Daemon(workdir / "data", args.durability)}
+        if args.against:
+            code = export(args.against, workdir / "against")
+            daemons[args.against] = Daemon(workdir / "data-against", args.durability, code=code)
         try:
             for clients in CLIENT_COUNTS:
-                # fresh sessions per run: every echo step grows the chat history that
-                # each snapshot carries, so reused sessions would slow later runs down
-                sessions = create_sessions(daemon.url, SESSIONS)
-                cpu_before = daemon.cpu_seconds()
-                if generator == "wrk":
-                    load = run_wrk(daemon.url, sessions, clients, seconds, workdir)
-                else:
-                    procs = args.load_procs or min(2, max(1, clients // 16))
-                    load = run_httpx(daemon.url, sessions, clients, seconds, procs)
-                loads.append(load)
-                cpu_us = (daemon.cpu_seconds() - cpu_before) / max(1, load.steps) * 1e6
-                failed = f", {load.errors} FAILED" if load.errors else ""
-                print(
-                    f"http clients={clients}: {load.rate:,.0f} steps/s  p50 {load.p50_ms:.2f} ms  "
-                    f"p99 {load.p99_ms:.2f} ms  daemon CPU {cpu_us:.0f} us/step  "
-                    f"({load.steps:,} steps in {load.seconds:.1f} s, "
-                    f"{generator}, {args.durability}{failed})",
-                    flush=True,
-                )
+                got: dict[str, list[tuple[Load, float]]] = {name: [] for name in daemons}
+                for index in range(rounds):
+                    order = list(daemons.items())
+                    for name, daemon in order if index % 2 == 0 else order[::-1]:
+                        spy = None
+                        if args.profile and clients == 64 and index == 0 and name == "this tree":
+                            spy = profile(daemon, seconds, args.profile)
+                        got[name].append(
+                            measure(daemon, clients, seconds, generator, args.load_procs, workdir)
+                        )
+                        if spy is not None:
+                            spy.wait(60)
+                            for layer, share in layers(args.profile):
+                                print(f"profile clients=64: {share:5.1%} {layer}", flush=True)
+                for name, results in got.items():
+                    load = _median_load([load for load, _ in results])
+                    cpu_us = statistics.median(cpu for _, cpu in results)
+                    runs.setdefault(name, []).append(load)
+                    failed = f", {load.errors} FAILED" if load.errors else ""
+                    label = f"[{name}] " if args.against else ""
+                    print(
+                        f"http {label}clients={clients}: {load.rate:,.0f} steps/s  "
+                        f"p50 {load.p50_ms:.2f} ms  p99 {load.p99_ms:.2f} ms  "
+                        f"daemon CPU {cpu_us:.0f} us/step  ({load.steps:,} steps in "
+                        f"{load.seconds:.1f} s, {generator}, {args.durability}{failed})",
+                        flush=True,
+                    )
+                if args.against:
+                    ours, theirs = (got[name] for name in daemons)
+                    ratio = statistics.median(
+                        a.rate / max(1e-9, b.rate)
+                        for (a, _), (b, _) in zip(ours, theirs, strict=True)
+                    )
+                    cpu = statistics.median(
+                        a / max(1e-9, b) for (_, a), (_, b) in zip(ours, theirs, strict=True)
+                    )
+                    print(
+                        f"http clients={clients}: this tree / {args.against}: "
+                        f"steps/s {ratio:.2f}x, CPU per step {cpu:.2f}x "
+                        f"(median of {rounds} alternating rounds)",
+                        flush=True,
+                    )
         finally:
-            status = daemon.stop()
-        if status != 0:
-            print(f"daemon exit status {status} (expected 0)", flush=True)
-    by_clients = {load.clients: load for load in loads}
+            statuses = {name: daemon.stop() for name, daemon in daemons.items()}
+        for name, status in statuses.items():
+            if status != 0:
+                print(f"daemon [{name}] exit status {status} (expected 0)", flush=True)
+    by_clients = {load.clients: load for load in runs["this tree"]}
     at64, at16 = by_clients[64], by_clients[16]
     checks = [
         (">= 7,000 steps/s at 64 clients", f"{at64.rate:,.0f}", at64.rate >= 7000),
@@ -390,7 +523,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     ]
     for target, reached, met in checks:
         print(f"target {target}: {reached} {'met' if met else 'MISSED'}", flush=True)
-    plot(loads, args.out, f"{SESSIONS} echo sessions, {args.durability}, {generator} clients")
+    plot(runs, args.out, f"{SESSIONS}+ echo sessions, {args.durability}, {generator} clients")
 
 
 if __name__ == "__main__":

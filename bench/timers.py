@@ -110,6 +110,63 @@ def fire(data_dir: Path, offset: float, stop_after: int | None) -> None:
         print(json.dumps({"rss_done": vm_rss_mib()}), flush=True)
 
 
+def fill_pending(data_dir: Path, sessions: int) -> None:
+    """``sessions`` stored sessions with a timer pending (due a day after the window),
+    made at the store level: 1,000 through steps (``setup``), then their rows copied
+    under new ids by SQL (sessions, bases, records and the due-time index)."""
+    template = min(sessions, 1000)
+    setup(data_dir, template)
+    copies = sessions // template
+    with sqlite3.connect(data_dir / "sessions.db") as conn:
+        conn.execute("UPDATE timers SET due = due + 86400")
+        for table in ("sessions", "bases", "records", "timers"):
+            columns = [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
+            picked = ", ".join(
+                "t.session_id || '-' || k.n" if c == "session_id" else f"t.{c}" for c in columns
+            )
+            conn.execute(
+                f"WITH RECURSIVE k(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM k WHERE n < ?) "
+                f"INSERT INTO {table} SELECT {picked} FROM {table} t, k",
+                (copies - 1,),
+            )
+
+
+def hold(data_dir: Path, offset: float) -> None:
+    """In the child: open a runtime on ``data_dir``, let its timer thread read the index,
+    report RSS and the pending timers' count."""
+    from runtime import Runtime, RuntimeConfig
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    config = RuntimeConfig(durability="commit", clock=lambda: time.time() + offset)
+    with Runtime.open(data_dir=data_dir, graphs=[GRAPH], config=config) as rt:
+        time.sleep(2.0)  # a few polls of the index (a benchmark's settling time)
+        pending = rt._core.store.count()
+        print(json.dumps({"rss": vm_rss_mib(), "live": rt.stats().live, "stored": pending}))
+
+
+def pending_rss(sessions: int) -> None:
+    """Print RSS of a runtime over ``sessions`` passivated sessions with a pending timer."""
+    with tempfile.TemporaryDirectory() as tmp:
+        figures = {}
+        for label, n in (("empty", 0), ("filled", sessions)):
+            data_dir = Path(tmp) / label
+            started = time.monotonic()
+            fill_pending(data_dir, n) if n else setup(data_dir, 0)
+            fill_s = time.monotonic() - started
+            offset = DUE_BASE - time.time()
+            args = [sys.executable, __file__, "--hold", str(data_dir), "--offset", repr(offset)]
+            out = subprocess.run(args, capture_output=True, text=True, check=True)
+            figures[label] = json.loads(out.stdout.splitlines()[-1])
+            size = (data_dir / "sessions.db").stat().st_size
+        filled = figures["filled"]
+        print(
+            f"{filled['stored']:,} passivated sessions with a pending timer (store-level fill, "
+            f"{fill_s:.0f} s, {size / sessions:.0f} B per session on disk): runtime RSS "
+            f"{filled['rss']:.0f} MiB, {filled['live']} live (empty store: "
+            f"{figures['empty']['rss']:.0f} MiB)"
+        )
+
+
 def activate(data_dir: Path) -> None:
     """In the child: step every stored session once by request (64 threads); report the rate."""
     from concurrent.futures import ThreadPoolExecutor
@@ -219,7 +276,19 @@ def main() -> None:
     parser.add_argument("--offset", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--stop-after", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--activate", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--hold", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--pending",
+        type=int,
+        help="only measure RSS over this many passivated sessions with a pending timer",
+    )
     args = parser.parse_args()
+    if args.hold is not None:
+        hold(args.hold, args.offset)
+        return
+    if args.pending is not None:
+        pending_rss(args.pending)
+        return
     if args.fire is not None:
         fire(args.fire, args.offset, args.stop_after)
         return

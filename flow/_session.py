@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Literal
@@ -21,6 +22,7 @@ __all__ = [
     "SessionMetadata",
     "SessionStatus",
     "StepFailure",
+    "claim_session_ids",
     "new_session_id",
 ]
 
@@ -38,9 +40,25 @@ class SessionStatus(StrEnum):
     ERROR = "error"
 
 
+_claims: Callable[[str], bool] | None = None
+
+
+def claim_session_ids(accept: Callable[[str], bool] | None) -> None:
+    """Draw only the session ids ``accept`` takes from now on, in this process (None: any).
+
+    A worker of ``actorflowd --workers N`` owns the ids that hash to its shard: it
+    sets this once at start, before any session is created (it draws N ids on average).
+    """
+    global _claims
+    _claims = accept
+
+
 def new_session_id() -> str:
-    """A fresh session id (UUID4, canonical string form)."""
-    return str(uuid.uuid4())
+    """A fresh session id (UUID4, canonical string form; one ``claim_session_ids`` takes)."""
+    session_id = str(uuid.uuid4())
+    while _claims is not None and not _claims(session_id):
+        session_id = str(uuid.uuid4())
+    return session_id
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,9 @@ Actors answer through a ``reply(outcome)`` callable (``outcome`` is the answer
 or the exception to raise). For a sync caller it completes a
 ``concurrent.futures.Future`` the caller waits on; for an asyncio caller it
 completes an asyncio future through ``loop.call_soon_threadsafe``, so the event
-loop never blocks and no thread-pool hop is needed.
+loop never blocks and no thread-pool hop is needed. Answers to one loop go
+through its ``_Inbox``: a store commit answering 64 steps wakes the loop once
+(one ``call_soon_threadsafe`` and one handle per batch, not per answer).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import threading
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -80,11 +83,11 @@ class AsyncReply:
     ``counted`` and `hold` as for `SyncReply`.
     """
 
-    __slots__ = ("_counted", "_done", "_future", "_index", "_lock", "_loop")
+    __slots__ = ("_counted", "_done", "_future", "_inbox", "_index", "_lock")
 
     def __init__(self, index: LiveIndex, *, counted: bool = True) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._future: asyncio.Future[Any] = self._loop.create_future()
+        self._inbox = _inbox(asyncio.get_running_loop())
+        self._future: asyncio.Future[Any] = self._inbox.loop.create_future()
         self._index = index
         self._lock = threading.Lock()
         self._done = False
@@ -105,14 +108,58 @@ class AsyncReply:
             self._done = True
         if self._counted:
             self._index.end()
-        try:
-            self._loop.call_soon_threadsafe(_settle, self._future, outcome)
-        except RuntimeError:  # the caller's loop is closed: nobody is waiting any more
-            return
+        self._inbox.put(self._future, outcome)
 
     async def wait(self) -> Any:
         """Await the answer and return it, or raise the error it carries."""
         return await self._future
+
+
+class _Inbox:
+    """Answers on their way to one event loop's futures, settled in one loop callback.
+
+    ``put`` runs on any thread: the answer goes on a deque (an append under the
+    GIL), and only the first answer since the last drain schedules ``_drain``.
+    The drain clears the flag before it takes answers, so an answer put while it
+    runs is either taken by it or schedules the next drain.
+    """
+
+    __slots__ = ("_answers", "_armed", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._answers: deque[tuple[asyncio.Future[Any], Any]] = deque()
+        self._armed = False
+
+    def put(self, future: asyncio.Future[Any], outcome: Any) -> None:
+        self._answers.append((future, outcome))
+        if self._armed:
+            return
+        self._armed = True
+        try:
+            self.loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:  # the caller's loop is closed: nobody is waiting any more
+            return
+
+    def _drain(self) -> None:
+        self._armed = False
+        answers = self._answers
+        while answers:
+            _settle(*answers.popleft())
+
+
+# The inbox of the loop that last made an AsyncReply: a daemon has one loop, so this
+# is nearly always a hit; another loop gets a fresh inbox (and a closed loop's goes).
+_last_inbox: _Inbox | None = None
+
+
+def _inbox(loop: asyncio.AbstractEventLoop) -> _Inbox:
+    """The inbox for ``loop`` (called on that loop's thread)."""
+    global _last_inbox
+    inbox = _last_inbox
+    if inbox is None or inbox.loop is not loop:
+        inbox = _last_inbox = _Inbox(loop)
+    return inbox
 
 
 def _settle(future: asyncio.Future[Any], outcome: Any) -> None:

@@ -21,6 +21,14 @@ whichever daemon takes its lease first.
 
 Late timers (after a restart, or a burst) fire at once in due order, at most
 ``rate`` per second and ``rate`` in flight.
+
+Reads: each round reads at most ``BATCH`` index entries, in due order, after a
+cursor (the due time up to which every entry read was started or is in flight),
+so that a burst does not re-read its thousands of in-flight entries each time an
+answer comes back. The cursor is dropped (the next read starts from the
+earliest entry) at least once per poll interval, when a retry comes due, and
+when an alarm names a due time at or before it (a session whose fired timer
+left another one due, a timer set already due).
 """
 
 from __future__ import annotations
@@ -44,6 +52,9 @@ MAX_BACKOFF = 300.0
 """Longest wait (seconds) before retrying a timer whose step failed."""
 BATCH = 1000
 """Most index entries read per round."""
+
+TICK = 0.005
+"""Shortest sleep (seconds) before a timer due later: the most it adds to lateness."""
 
 FORGET_RETRY_AFTER = 3600.0
 """Seconds after its retry time a retry entry whose timer is gone is forgotten."""
@@ -97,6 +108,11 @@ class TimerFiring:
         self._woken = False
         self._awaiting = False  # the thread waits for answers of due sessions in flight
         self._tokens = float(rate)
+        self._room = max(1, min(BATCH, rate) // 4)  # free slots that wake a full window
+        self._cursor: float | None = None  # every entry due up to it started or in flight
+        self._scanned = -math.inf  # time.monotonic() of the last read from the earliest entry
+        self._scanned_at = -math.inf  # the runtime's clock at that read
+        self._resets = 0  # alarms that dropped the cursor (a round started before keeps off it)
         self._refilled = time.monotonic()
         self._stopped = False
         self._thread = threading.Thread(target=self._run, name="actorflow-timers", daemon=True)
@@ -118,6 +134,9 @@ class TimerFiring:
         with self._cond:
             if self._alarm is None or due < self._alarm:
                 self._alarm = due
+            if self._cursor is not None and due <= self._cursor:
+                self._cursor = None  # read from the earliest entry again
+                self._resets += 1
             if due < self._wake_at:
                 self._woken = True
                 self._cond.notify_all()
@@ -199,14 +218,35 @@ class TimerFiring:
                 candidates.append(alarm)
         if not candidates:
             return self._poll_interval
-        return min(self._poll_interval, max(0.0, min(candidates) - now))
+        # at least TICK: timers due close together fire together, not one wake-up each
+        return min(self._poll_interval, max(TICK, min(candidates) - now))
+
+    def _since(self, now: float, *, full: bool) -> tuple[float | None, int]:
+        """Where this round reads the index from (None: the earliest entry), and the
+        alarms' resets so far."""
+        tick = time.monotonic()
+        with self._cond:
+            if not full and self._cursor is not None and tick - self._scanned < self._poll_interval:
+                last = self._scanned_at  # a retry that came due since the last full read
+                if not any(last < nb <= now for _, nb in self._retry.values()):
+                    return self._cursor, self._resets
+            self._cursor = None
+            self._scanned = tick
+            self._scanned_at = now
+            return None, self._resets
 
     def _round(self, *, ignore_rate: bool) -> _Round:
         """Start a timer step for each session due now that is not in flight or backing off."""
         now = self._clock()
-        due = self._store.due_timers(now, limit=BATCH)
+        since, resets = self._since(now, full=ignore_rate)
+        limit = BATCH
+        if not ignore_rate:
+            with self._cond:  # read no more than the window has room for (and a few)
+                limit = min(BATCH, max(0, self._rate - len(self._in_flight)) + 16)
+        due = self._store.due_timers(now, limit=limit, since=since)
         started = skipped = 0
         limited = False
+        handled = since  # every entry read up to this due time started or is in flight
         for entry in due:
             sid = entry.session_id
             with self._cond:
@@ -214,17 +254,23 @@ class TimerFiring:
                     break
                 if sid in self._in_flight:
                     skipped += 1
+                    handled = entry.due
                     continue
                 retry = self._retry.get(sid)
                 if retry is not None and retry[1] > now:
-                    continue
+                    continue  # not handled: a full read finds it when it is due
                 if not ignore_rate and not self._take_token():
                     limited = True
                     break
                 self._in_flight[sid] = entry.due
+                handled = entry.due
             started += 1
             self._submit(sid, self._answer_for(sid))
-        return _Round(started, skipped, limited, len(due) == BATCH)
+        if handled is not None:
+            with self._cond:
+                if self._resets == resets and (self._cursor is None or handled > self._cursor):
+                    self._cursor = math.nextafter(handled, -math.inf)  # ties are read again
+        return _Round(started, skipped, limited, len(due) == limit)
 
     def _take_token(self) -> bool:
         """Under the lock: one token of the rate limit, and a slot in flight."""
@@ -256,8 +302,8 @@ class TimerFiring:
                 failures = self._retry.get(session_id, (0, 0.0))[0] + 1
                 backoff = min(MAX_BACKOFF, 2.0 ** (failures - 1))
                 self._retry[session_id] = (failures, self._clock() + backoff)
-            if self._awaiting:
-                self._woken = True
+            if self._awaiting and len(self._in_flight) <= self._rate - self._room:
+                self._woken = True  # (a full window waits for room for a batch)
                 self._cond.notify_all()
             elif not self._in_flight:
                 self._cond.notify_all()  # fire_now waits for the last answer

@@ -59,6 +59,16 @@ def _graph_ref(text: str) -> str:
     return text
 
 
+_SHARD = re.compile(r"^(\d+)/(\d+)$")
+
+
+def _shard_ref(text: str) -> str:
+    match = _SHARD.match(text.strip())
+    if match is None or int(match.group(1)) >= int(match.group(2)):
+        raise ValueError(f"{text!r} is not K/N with 0 <= K < N (e.g. 0/2)")
+    return text.strip()
+
+
 def _size(text: str) -> int:
     match = _SIZE.match(text)
     if match is None:
@@ -82,6 +92,24 @@ class DaemonConfig:
         metavar="ADDR",
     )
     port: Port = setting(8700, "TCP port", metavar="PORT")
+    uds: Path | None = setting(
+        None,
+        "serve HTTP on this Unix socket (mode 0600) instead of --host/--port",
+        metavar="PATH",
+        shown="none (TCP)",
+    )
+    workers: Count = setting(
+        1,
+        "worker processes, each owning a shard of the sessions behind one front that "
+        "relays requests by session id (1: one process, no front)",
+    )
+    shard: str = setting(
+        "",
+        "the shard a worker of --workers N serves, K/N (set by the parent on its workers)",
+        metavar="K/N",
+        shown="none",
+        parse=_shard_ref,
+    )
     data_dir: Path = setting(
         Path("./var"), "data directory (sessions.db, admin.sock)", metavar="DIR", shown="./var"
     )
@@ -298,8 +326,23 @@ def _check(config: DaemonConfig) -> None:
             f"--host {config.host} is not a loopback address: serving it without "
             "authentication is refused; pass --tokens FILE (or use --host 127.0.0.1)"
         )
+    if config.workers > 1:
+        _check_workers(config)
     if config.data_dir.exists() and not config.data_dir.is_dir():
         raise ConfigError(f"--data-dir: {str(config.data_dir)!r} is not a directory")
+
+
+def _check_workers(config: DaemonConfig) -> None:
+    if config.uds is not None:
+        raise ConfigError("--workers: the front listens on --host/--port; drop --uds")
+    if config.shard:
+        raise ConfigError("--shard is set by --workers on its workers; give one of them")
+    store = config.runtime.store or ""
+    if store and not store.startswith(("redis://", "rediss://", "postgres")):
+        raise ConfigError(
+            f"--workers {config.workers} with --store {store}: workers share only a Redis "
+            "or PostgreSQL store; without --store each keeps SQLite in DATA_DIR/shard-K"
+        )
 
 
 def _build(merged: dict[str, Any], config_file: Path | None) -> DaemonConfig:

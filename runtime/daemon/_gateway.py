@@ -12,6 +12,7 @@ Handlers find the caller in ``scope["actorflow"]`` (a ``RequestInfo``).
 
 from __future__ import annotations
 
+import itertools
 import random
 import re
 import time
@@ -26,6 +27,7 @@ from runtime.daemon._auth import Authenticator
 from runtime.daemon._http import Receive as _Receive
 from runtime.daemon._http import Send as _Send
 from runtime.daemon._http import header, read_body, replayer, send_bytes, send_problem
+from runtime.daemon._logging import log_access
 from runtime.daemon._metrics import DaemonMetrics
 from runtime.daemon._policy import (
     GatewayPolicy,
@@ -57,9 +59,14 @@ class RequestInfo:
     session_id: str | None = None
 
 
+# Not a secret, only unique: a random prefix per process and a counter (no system
+# call and no 128-bit random number per request on the event loop thread).
+_ID_PREFIX = f"{random.getrandbits(64):016x}"
+_ids = itertools.count(1)
+
+
 def _new_request_id() -> str:
-    # not a secret, only unique: no system call (os.urandom) on the event loop thread
-    return f"{random.getrandbits(128):032x}"
+    return f"{_ID_PREFIX}{next(_ids):08x}"
 
 
 def _header(headers: list[tuple[bytes, bytes]], name: bytes) -> str | None:
@@ -142,17 +149,18 @@ class Gateway:
                 return
             await self.app(scope, receive, reply)
         finally:
-            _log.info(
-                "request",
-                request_id=request_id,
-                session_id=info.session_id,
-                user=info.user,
-                client=(raw.get("client") or ("",))[0],
-                method=raw["method"],
-                path=raw["path"],
-                status=status,
-                duration_ms=round((time.perf_counter() - started) * 1000, 3),
-            )
+            fields = {
+                "request_id": request_id,
+                "session_id": info.session_id,
+                "user": info.user,
+                "client": (raw.get("client") or ("",))[0],
+                "method": raw["method"],
+                "path": raw["path"],
+                "status": status,
+                "duration_ms": round((time.perf_counter() - started) * 1000, 3),
+            }
+            if not log_access(fields):
+                _log.info("request", **fields)
 
     def _refusal(self, scope: dict[str, Any], info: RequestInfo) -> Problem | None:
         """The first check the request fails, in order, or None."""

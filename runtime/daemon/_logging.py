@@ -18,11 +18,12 @@ stdout.
 from __future__ import annotations
 
 import atexit
+import datetime
 import logging
 import os
-import queue
 import sys
 import threading
+from collections import deque
 from typing import Any, TextIO
 
 import msgspec
@@ -31,7 +32,14 @@ from structlog.typing import Processor
 
 from runtime.daemon._config import LogFormat
 
-__all__ = ["FLUSH_TIMEOUT", "QUEUE_LINES", "configure_logging", "dropped_lines", "flush_logs"]
+__all__ = [
+    "FLUSH_TIMEOUT",
+    "QUEUE_LINES",
+    "configure_logging",
+    "dropped_lines",
+    "flush_logs",
+    "log_access",
+]
 
 QUEUE_LINES = 10_000
 FLUSH_TIMEOUT = 1.0
@@ -46,12 +54,21 @@ def _dumps(obj: Any, **_: Any) -> str:
 class _LineWriter:
     """Writes lines from a bounded queue to a file descriptor on its own thread.
 
-    ``write`` never blocks: a full queue drops the line and counts it.
+    ``write`` never blocks: a full queue drops the line and counts it. The queue
+    is a ``deque`` (an append under the GIL, no lock); the writer is woken only
+    when it went to sleep on an empty queue, so a busy daemon pays no lock and
+    no notify per line (``queue.Queue`` took both).
     """
 
     def __init__(self, stream: TextIO, capacity: int = QUEUE_LINES) -> None:
         self._stream = stream
-        self._queue: queue.Queue[str] = queue.Queue(capacity)
+        self._capacity = capacity
+        self._lines: deque[str] = deque()
+        self._wake = threading.Event()
+        self._sleeping = False
+        self._taken = 0  # lines the writer took off the queue (written by it alone)
+        self._written = 0  # of those, lines written
+        self._done = threading.Condition()
         self.dropped = 0
         self._reported = 0
         self._broken = False
@@ -62,31 +79,47 @@ class _LineWriter:
     def write(self, line: str, *, flush: bool = False) -> None:
         """Queue ``line`` (``flush`` is kept for the logger's call shape: every line is
         written as soon as the thread gets to it)."""
-        try:
-            self._queue.put_nowait(line)
-        except queue.Full:
+        if len(self._lines) >= self._capacity:
             self.dropped += 1  # one int add under the GIL: exact enough for a counter
+            return
+        self._lines.append(line)
+        if self._sleeping:  # read after the append: a writer going to sleep re-checks
+            self._wake.set()
 
     def flush(self, timeout: float = FLUSH_TIMEOUT) -> None:
-        """Wait until the queue is written out, or ``timeout`` has passed."""
-        with self._queue.all_tasks_done:
-            self._queue.all_tasks_done.wait_for(lambda: self._queue.unfinished_tasks == 0, timeout)
+        """Wait until every queued line is written, or ``timeout`` has passed."""
+        with self._done:
+            self._done.wait_for(lambda: not self._lines and self._written == self._taken, timeout)
+
+    def _take(self) -> list[str]:
+        """The next lines to write (at most a batch), sleeping while there are none.
+
+        Lines are written as soon as the writer gets to them (tests and operators
+        read the access line of a request right after its answer): it sleeps only
+        on an empty queue, and is woken by the first line after that.
+        """
+        lines = self._lines
+        while not lines:
+            self._sleeping = True
+            self._wake.clear()
+            if not lines:  # a line appended before the flag was seen must not wait
+                self._wake.wait()
+            self._sleeping = False
+        count = min(len(lines), _BATCH_LINES)
+        self._taken += count  # counted before they leave the queue: flush sees them in one
+        return [lines.popleft() for _ in range(count)]
 
     def _run(self) -> None:
         while True:
-            lines = [self._queue.get()]
-            while len(lines) < _BATCH_LINES:
-                try:
-                    lines.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
+            lines = self._take()
             taken = len(lines)
             if self.dropped > self._reported:
                 count, self._reported = self.dropped - self._reported, self.dropped
                 lines.append(_dumps({"event": "log_lines_dropped", "dropped": count}))
             self._emit(("\n".join(lines) + "\n").encode("utf-8", "replace"))
-            for _ in range(taken):
-                self._queue.task_done()
+            with self._done:
+                self._written += taken
+                self._done.notify_all()
 
     def _emit(self, data: bytes) -> None:
         if self._broken:
@@ -120,6 +153,28 @@ class _LineLogger:
 
 
 _writer: _LineWriter | None = None
+# The writer access lines go to directly: set while lines are JSON at INFO or below.
+_access_writer: _LineWriter | None = None
+
+
+def log_access(fields: dict[str, Any]) -> bool:
+    """Write one access line (``event`` "request") straight to the log writer.
+
+    The line is what structlog's JSON chain renders for ``log.info("request",
+    **fields)`` (the request id is in ``fields``: the only context variable the
+    daemon binds), built without it: an access line per request is the daemon's
+    commonest log call. False when lines are not JSON at INFO (console format, a
+    higher level, or logging not configured by ``configure_logging``, as in
+    tests): the caller then logs through structlog.
+    """
+    writer = _access_writer
+    if writer is None:
+        return False
+    fields["event"] = "request"
+    fields["level"] = "info"
+    fields["timestamp"] = datetime.datetime.now(datetime.UTC)
+    writer.write(_dumps(fields))
+    return True
 
 
 def flush_logs() -> None:
@@ -160,10 +215,11 @@ def configure_logging(log_format: LogFormat, level: int = logging.INFO) -> None:
         shared.append(structlog.processors.format_exc_info)
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
-    global _writer
+    global _writer, _access_writer
     if _writer is None:
         _writer = _LineWriter(sys.stdout)
     writer = _writer
+    _access_writer = writer if log_format == "json" and level <= logging.INFO else None
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),

@@ -9,11 +9,13 @@ import structlog
 import uvloop
 
 from runtime.daemon._auth import Authenticator, TokensFileError
-from runtime.daemon._config import ConfigError, parse_config
+from runtime.daemon._config import ConfigError, DaemonConfig, parse_config
 from runtime.daemon._graphs import load_graphs, load_migrations, pick_default_graph
 from runtime.daemon._logging import configure_logging
 from runtime.daemon._preflight import StartupError, check_can_start
 from runtime.daemon._server import serve
+from runtime.daemon._sharding import ShardMismatch, record_workers
+from runtime.daemon._workers import run_workers, worker_config
 
 __all__ = ["EXIT_CONFIG", "EXIT_FAILED", "main"]
 
@@ -37,17 +39,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         return _fail(str(exc))
     configure_logging(config.log_format)
+    if config.workers > 1:
+        return _run_parent(config, sys.argv[1:] if argv is None else argv)
+    config = worker_config(config)
     try:
         graphs = load_graphs(config.graphs)
         migrations = load_migrations(config.migrations)
         default_graph = pick_default_graph(graphs, config.default_graph)
         auth = Authenticator.from_file(config.tokens)
+        if not config.shard:
+            record_workers(config.data_dir, 1)
         data_dir_lock = check_can_start(config)
-    except (ConfigError, TokensFileError, StartupError) as exc:
+    except (ConfigError, TokensFileError, StartupError, ShardMismatch) as exc:
         return _fail(str(exc))
     try:
         with data_dir_lock:
             return uvloop.run(serve(config, graphs, default_graph, auth, migrations))
+    except Exception as exc:
+        structlog.get_logger("actorflowd").exception("daemon_failed")
+        return _fail(f"{type(exc).__name__}: {exc}", EXIT_FAILED)
+
+
+def _run_parent(config: DaemonConfig, argv: Sequence[str]) -> int:
+    """``--workers N``: the front and N workers (runtime/daemon/_workers.py)."""
+    try:
+        data_dir_lock = check_can_start(config)
+    except StartupError as exc:
+        return _fail(str(exc))
+    try:
+        with data_dir_lock:
+            record_workers(config.data_dir, config.workers)
+            return uvloop.run(run_workers(config, argv))
+    except ShardMismatch as exc:
+        return _fail(str(exc))
     except Exception as exc:
         structlog.get_logger("actorflowd").exception("daemon_failed")
         return _fail(f"{type(exc).__name__}: {exc}", EXIT_FAILED)

@@ -8,10 +8,13 @@ when the endpoint is scraped, so a scrape shows them as of that moment.
 
 from __future__ import annotations
 
+import bisect
+import itertools
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -108,6 +111,7 @@ class _StreamCollector(Collector):
         yield _counter(
             "actorflow_stream_overflows", "Readers dropped for falling behind.", stats.overflows
         )
+        yield _counter("actorflow_stream_refused", "Tails refused past a cap (429).", stats.refused)
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:
@@ -118,28 +122,94 @@ def _counter(name: str, documentation: str, value: float) -> CounterMetricFamily
     return CounterMetricFamily(name, documentation, value=value)
 
 
+class _StepCounts(Collector):
+    """Successful steps, their latency histogram and the steps in flight, as plain ints.
+
+    The step path counts here with an int add and a ``bisect`` (a prometheus_client
+    ``Counter``/``Histogram``/``Gauge`` takes a lock per call: four per step); the
+    figures become metric families only when collected. Written on the event loop
+    thread only; a scrape reads a copy of the buckets, so count and +Inf agree.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total_seconds = 0.0
+        self.buckets = [0] * (len(STEP_BUCKETS) + 1)  # per bucket, not cumulative; last: +Inf
+        self.inflight = 0
+        self.created = time.time()  # the counter's _created sample, as prometheus_client's
+
+    def record(self, seconds: float) -> None:
+        self.count += 1
+        self.total_seconds += seconds
+        self.buckets[bisect.bisect_left(STEP_BUCKETS, seconds)] += 1
+
+    def steps(self) -> CounterMetricFamily:
+        return CounterMetricFamily(
+            "actorflow_steps",
+            "Steps that completed successfully.",
+            value=self.count,
+            created=self.created,
+        )
+
+    def duration(self) -> HistogramMetricFamily:
+        cumulative = list(itertools.accumulate(self.buckets))
+        bounds = [*map(repr, STEP_BUCKETS), "+Inf"]
+        return HistogramMetricFamily(
+            "actorflow_step_duration_seconds",
+            "Seconds a successful step took, as the daemon saw it.",
+            buckets=list(zip(bounds, cumulative, strict=True)),
+            sum_value=self.total_seconds,
+        )
+
+    def collect(self) -> Iterator[Metric]:
+        yield self.steps()
+        yield self.duration()
+        yield _gauge("actorflow_steps_in_flight", "Steps being run right now.", self.inflight)
+
+
+@dataclass(frozen=True, slots=True)
+class _Family:
+    """One of ``_StepCounts``' families, collectable alone (the dashboard reads them)."""
+
+    make: Callable[[], Metric]
+
+    def collect(self) -> list[Metric]:
+        return [self.make()]
+
+
+class _InFlight:
+    """The steps-in-flight gauge's ``inc``/``dec``/``set`` over ``_StepCounts.inflight``."""
+
+    __slots__ = ("_counts",)
+
+    def __init__(self, counts: _StepCounts) -> None:
+        self._counts = counts
+
+    def inc(self) -> None:
+        self._counts.inflight += 1
+
+    def dec(self) -> None:
+        self._counts.inflight -= 1
+
+    def set(self, value: int) -> None:
+        self._counts.inflight = value
+
+
 class DaemonMetrics:
     """The daemon's metrics, in a registry of their own."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
-        self.steps = Counter(
-            "actorflow_steps", "Steps that completed successfully.", registry=self.registry
-        )
-        self.step_duration = Histogram(
-            "actorflow_step_duration_seconds",
-            "Seconds a successful step took, as the daemon saw it.",
-            buckets=STEP_BUCKETS,
-            registry=self.registry,
-        )
+        self._steps = _StepCounts()
+        self.registry.register(self._steps)
+        self.steps = _Family(self._steps.steps)
+        self.step_duration = _Family(self._steps.duration)
+        self.inflight = _InFlight(self._steps)
         self.errors = Counter(
             "actorflow_errors",
             "Error responses, by problem type.",
             ["type"],
             registry=self.registry,
-        )
-        self.inflight = Gauge(
-            "actorflow_steps_in_flight", "Steps being run right now.", registry=self.registry
         )
         self.stream_disconnects = Counter(
             "actorflow_stream_disconnects",
@@ -155,8 +225,7 @@ class DaemonMetrics:
 
     def record_step(self, seconds: float) -> None:
         """Count one successful step that took ``seconds``."""
-        self.steps.inc()
-        self.step_duration.observe(seconds)
+        self._steps.record(seconds)
 
     def record_error(self, slug: str) -> None:
         """Count one error response of problem type ``slug``."""

@@ -142,6 +142,7 @@ class GuardedHttpToolsProtocol(CoalescingHttpToolsProtocol):
         """Refuse the connection past the cap; otherwise start it and its header timer."""
         self._head_bytes = 0
         self._in_head = True
+        self._reading = False  # between a request's first byte and its end
         self._timer: asyncio.TimerHandle | None = None
         self._refused = len(self.connections) >= self.limits.max_connections
         if self._refused:
@@ -158,10 +159,13 @@ class GuardedHttpToolsProtocol(CoalescingHttpToolsProtocol):
             super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        """Feed the parser, unless the head being read passes ``max_header_bytes``."""
+        """Feed the parser, unless the head being read passes ``max_header_bytes``; then
+        time the request if it is still incomplete.
+
+        A request that arrives whole (the common case) starts and stops no timer: only
+        one left incomplete by this chunk gets one (its head's or its body's).
+        """
         if self._in_head:
-            if self._timer is None:
-                self._arm(self.limits.header_timeout)
             end = data.find(_END_OF_HEAD)
             size = len(data) if end < 0 else end + len(_END_OF_HEAD)
             self._head_bytes += size
@@ -169,22 +173,28 @@ class GuardedHttpToolsProtocol(CoalescingHttpToolsProtocol):
                 self._send_431()
                 return
         super().data_received(data)
+        # (a chunk of bare line ends starts no request but must not idle for free)
+        if self._timer is None and (self._reading or not data.strip()):
+            limits = self.limits
+            self._arm(limits.header_timeout if self._in_head else limits.body_timeout)
 
     def on_message_begin(self) -> None:
         """A new request: its head is being read."""
         self._in_head = True
+        self._reading = True
         super().on_message_begin()
 
     def on_headers_complete(self) -> None:
-        """The head is in: the body timer replaces the header timer."""
+        """The head is in: its timer stops (the body's starts if the body is incomplete)."""
         self._in_head = False
         self._head_bytes = 0
-        self._arm(self.limits.body_timeout)
+        self._disarm()
         super().on_headers_complete()
 
     def on_message_complete(self) -> None:
         """The request is in: no timer until the next one starts."""
         self._in_head = True
+        self._reading = False
         self._disarm()
         super().on_message_complete()
 

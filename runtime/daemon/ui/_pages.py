@@ -229,6 +229,14 @@ def _problem(exc: Exception) -> Problem:
     return problem
 
 
+def ui_error_page(
+    dashboard: Dashboard, request: Request[Any, Any, Any], exc: Exception
+) -> Response[str]:
+    """The HTML error page for ``exc`` under /ui (also for paths no route matched, which
+    the app's own handler sees first)."""
+    return _error_handler(dashboard)(request, exc)  # type: ignore[no-any-return]
+
+
 def _error_handler(dashboard: Dashboard) -> Any:
     def handle(request: Request[Any, Any, Any], exc: Exception) -> Response[str]:
         problem = _problem(exc)

@@ -1,0 +1,81 @@
+"""The ``--workers`` front's reading of request heads: what it relays and what it refuses.
+
+The front and the worker must frame every request alike (the connections to a
+worker carry every client's requests), so anything the two could read
+differently is refused with 400 before it reaches a worker.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from runtime.daemon._front_http import (
+    BadHead,
+    execute_session_id,
+    parse_answer_head,
+    parse_request_head,
+    session_in_path,
+)
+
+
+def test_a_request_head_gives_its_framing_and_keeps_its_bytes() -> None:
+    raw = b"POST /v1/sessions/a%2Fb/step HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\n\r\n"
+    head = parse_request_head(raw)
+    assert (head.method, head.content_length, head.keep_alive) == ("POST", 12, True)
+    assert head.raw is raw
+    assert session_in_path(head.path) == "a/b"
+    assert head.headers() == [(b"host", b"x"), (b"content-length", b"12")]
+    closing = parse_request_head(b"GET /healthz HTTP/1.0\r\n\r\n")
+    assert not closing.keep_alive
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"POST /x HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+        b"POST /x HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+        b"POST /x HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+        b"POST /x HTTP/1.1\r\nX: a\nContent-Length: 5\r\n\r\n",
+        b"POST /x HTTP/1.1\r\nContent-Length : 5\r\n\r\n",
+        b"POST /x HTTP/1.1\r\n folded: 5\r\n\r\n",
+        b"POST /x HTTP/2.0\r\n\r\n",
+        b"POST x HTTP/1.1\r\n\r\n",
+        b"POST /x HTTP/1.1\r\nExpect: something\r\n\r\n",
+    ],
+)
+def test_a_head_the_worker_could_frame_otherwise_is_refused(raw: bytes) -> None:
+    with pytest.raises(BadHead):
+        parse_request_head(raw)
+
+
+def test_expect_100_continue_is_answered_by_the_front_not_relayed() -> None:
+    head = parse_request_head(
+        b"POST /x HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n"
+    )
+    assert b"expect" not in head.raw.lower()
+    assert head.raw.endswith(b"Content-Length: 2\r\n\r\n")
+
+
+def test_an_answer_head_says_how_its_body_ends() -> None:
+    sized = parse_answer_head(b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\n", "POST")
+    assert (sized.status, sized.content_length, sized.chunked, sized.closes) == (
+        200,
+        7,
+        False,
+        False,
+    )
+    streamed = parse_answer_head(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n", "GET"
+    )
+    assert streamed.chunked
+    assert streamed.closes
+    assert (
+        parse_answer_head(b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\n", "HEAD").content_length
+        == 0
+    )
+
+
+def test_execute_names_its_session_in_the_body() -> None:
+    assert execute_session_id(b'{"session_id": "s1", "content": "hi"}') == "s1"
+    assert execute_session_id(b'{"content": "hi"}') is None
+    assert execute_session_id(b"not json") is None
