@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import socket
-import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,11 +19,10 @@ from runtime.admin._protocol import (
     error_reply,
     ok_reply,
 )
+from runtime.admin._socket_file import bind_private_socket, unlink_own_socket
 
-__all__ = ["AdminServer", "start_admin_server"]
+__all__ = ["AdminServer", "LineServer", "start_admin_server"]
 
-SOCKET_MODE = 0o600
-MAX_UNIX_PATH_BYTES = 107
 READ_CHUNK = 64 * 1024
 HEARTBEAT = 15.0
 """Seconds without an event before a subscription sends ``{"heartbeat": true}``."""
@@ -34,20 +30,13 @@ HEARTBEAT = 15.0
 log = get_logger("actorflow.admin")
 
 
-class AdminServer:
-    """A running admin socket. ``await close()`` stops it and removes the socket file."""
+class LineServer:
+    """A unix socket (mode 0600) serving JSON lines: one reply per request line, and a
+    ``subscribe`` line that takes its connection over. Subclasses answer the lines
+    (``_reply``, ``_follow``); ``await close()`` stops it and removes the socket file."""
 
-    def __init__(
-        self,
-        runtime: AdminTarget,
-        path: Path,
-        config_info: Mapping[str, object],
-        reload: Reload | None = None,
-    ) -> None:
-        self._runtime = runtime
-        self._reload = reload
+    def __init__(self, path: Path) -> None:
         self._path = path
-        self._config_info = dict(config_info)
         self._server: asyncio.Server | None = None
         self._inode: int | None = None
         self._connections: set[asyncio.Task[None]] = set()
@@ -58,14 +47,8 @@ class AdminServer:
         return self._path
 
     async def _start(self) -> None:
-        _remove_stale_socket(self._path)
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock, self._inode = bind_private_socket(self._path)
         try:
-            sock.bind(str(self._path))
-            # Nobody can connect before listen(), which start_unix_server calls below,
-            # so setting the mode here closes the window a umask-default mode would open.
-            os.chmod(self._path, SOCKET_MODE)
-            self._inode = os.lstat(self._path).st_ino
             self._server = await asyncio.start_unix_server(self._accept, sock=sock)
         except BaseException:
             sock.close()
@@ -89,11 +72,7 @@ class AdminServer:
 
     def _unlink_own_socket(self) -> None:
         """Remove the socket file unless another process has replaced it since."""
-        try:
-            if self._inode is None or os.lstat(self._path).st_ino == self._inode:
-                self._path.unlink()
-        except FileNotFoundError:
-            pass
+        unlink_own_socket(self._path, self._inode)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
@@ -138,6 +117,32 @@ class AdminServer:
                     )
                     writer.write(encode_line(reply))
                     await writer.drain()
+
+    async def _follow(
+        self, line: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Serve a ``subscribe`` line until the client leaves or the subscription ends."""
+        raise NotImplementedError
+
+    async def _reply(self, line: bytes) -> dict[str, Any]:
+        """The reply to one request line."""
+        raise NotImplementedError
+
+
+class AdminServer(LineServer):
+    """A running admin socket for one runtime."""
+
+    def __init__(
+        self,
+        runtime: AdminTarget,
+        path: Path,
+        config_info: Mapping[str, object],
+        reload: Reload | None = None,
+    ) -> None:
+        super().__init__(path)
+        self._runtime = runtime
+        self._reload = reload
+        self._config_info = dict(config_info)
 
     async def _follow(
         self, line: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -191,30 +196,6 @@ def _is_subscribe(line: bytes) -> bool:
         return decode_line(line).get("op") == "subscribe"
     except AdminError:
         return False
-
-
-def _remove_stale_socket(path: Path) -> None:
-    """Remove a socket file nobody listens on; refuse to touch anything else."""
-    if len(os.fsencode(path)) > MAX_UNIX_PATH_BYTES:
-        raise OSError(
-            f"admin socket path {path} is {len(os.fsencode(path))} bytes long; unix sockets "
-            f"allow at most {MAX_UNIX_PATH_BYTES} (use a shorter data directory)"
-        )
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return
-    if not stat.S_ISSOCK(mode):
-        raise FileExistsError(f"{path} exists and is not a socket; refusing to replace it")
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        probe.connect(str(path))
-    except OSError:
-        path.unlink(missing_ok=True)
-        return
-    finally:
-        probe.close()
-    raise FileExistsError(f"another process is already serving the admin socket {path}")
 
 
 async def start_admin_server(

@@ -49,6 +49,7 @@ from runtime.errors import (
     StepTimeout,
     StoreUnavailable,
     TaskFailed,
+    TooManyWatchers,
 )
 
 __all__ = [
@@ -187,6 +188,7 @@ _BY_SLUG: dict[str, _Factory] = {
     "runtime-closed": lambda d, s, g: RuntimeClosed(d),
     "draining": lambda d, s, g: RuntimeClosed(d),
     "overloaded": lambda d, s, g: DaemonUnavailable(d, maybe_applied=False),
+    "worker-unavailable": lambda d, s, g: DaemonUnavailable(d, maybe_applied=False),
     "unauthorized": lambda d, s, g: Unauthorized(d),
     "invalid-request": lambda d, s, g: InvalidInput(d),
     "idempotency-key-reused": lambda d, s, g: IdempotencyKeyReused(s, _reused_key(d)),
@@ -199,6 +201,7 @@ _BY_SLUG: dict[str, _Factory] = {
     "outcome-unknown": lambda d, s, g: OutcomeUnknown(d),
     "misdirected": lambda d, s, g: Misdirected(d),
     "rate-limited": lambda d, s, g: UnexpectedResponse(d, 429),
+    "too-many-watchers": lambda d, s, g: TooManyWatchers(s or "", d),
     "not-found": lambda d, s, g: UnexpectedResponse(d, 404),
     "method-not-allowed": lambda d, s, g: UnexpectedResponse(d, 405),
     "non-canonical-path": lambda d, s, g: UnexpectedResponse(d, 400),

@@ -31,7 +31,7 @@ from runtime.daemon._problems import (
 from runtime.daemon._routes import Api, route_handlers
 from runtime.daemon._sse import SseRoutes
 from runtime.daemon._step_route import StepRoute
-from runtime.daemon.ui import Dashboard, ui_router
+from runtime.daemon.ui import UI_PATH, Dashboard, ui_error_page, ui_router
 from runtime.errors import ActorflowError
 
 __all__ = ["OPENAPI_PATH", "build_app", "problem_for_exception"]
@@ -113,7 +113,10 @@ def build_app(
     """
     dashboard = Dashboard(api, auth, secure_cookies=secure_cookies)
 
-    def handle(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    def handle(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+        path = request.url.path
+        if path == UI_PATH or path.startswith(UI_PATH + "/"):
+            return ui_error_page(dashboard, request, exc)  # a browser's page: HTML
         problem = problem_for_exception(exc, request, max_body=max_body)
         info = request_info(request.scope)
         if problem.session_id and info.session_id is None:

@@ -82,6 +82,12 @@ class DaemonConfig:
         metavar="ADDR",
     )
     port: Port = setting(8700, "TCP port", metavar="PORT")
+    uds: Path | None = setting(
+        None,
+        "serve HTTP on this Unix socket (mode 0600) instead of --host/--port",
+        metavar="PATH",
+        shown="none (TCP)",
+    )
     data_dir: Path = setting(
         Path("./var"), "data directory (sessions.db, admin.sock)", metavar="DIR", shown="./var"
     )

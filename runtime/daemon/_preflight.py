@@ -15,6 +15,7 @@ import socket
 from pathlib import Path
 from typing import IO
 
+from runtime.admin._socket_file import remove_stale_socket
 from runtime.daemon._config import DaemonConfig
 
 __all__ = ["LOCK_NAME", "StartupError", "check_can_start"]
@@ -81,8 +82,16 @@ def _check_address(host: str, port: int) -> None:
         ) from None
 
 
+def _check_socket(path: Path) -> None:
+    try:
+        remove_stale_socket(path)
+    except OSError as exc:
+        raise StartupError(f"--uds: {exc}") from None
+
+
 def check_can_start(config: DaemonConfig) -> IO[str]:
-    """Check the data directory and address; the data directory's lock, to keep open.
+    """Check the data directory and address (``--uds``: the socket file is free, a
+    stale one removed); the data directory's lock, to keep open.
 
     Raises:
         StartupError: the data directory cannot be created, is not writable or is in
@@ -91,7 +100,10 @@ def check_can_start(config: DaemonConfig) -> IO[str]:
     _prepare_data_dir(config.data_dir)
     lock = _lock_data_dir(config.data_dir)
     try:
-        _check_address(config.host, config.port)
+        if config.uds is None:
+            _check_address(config.host, config.port)
+        else:
+            _check_socket(config.uds)
     except StartupError:
         lock.close()
         raise

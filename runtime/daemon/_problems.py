@@ -34,6 +34,7 @@ from runtime.errors import (
     StoreUnavailable,
     TaskFailed,
     TaskNotFound,
+    TooManyWatchers,
 )
 
 __all__ = [
@@ -85,12 +86,15 @@ SESSION_BUSY = problem_kind("session-busy")
 MAILBOX_FULL = problem_kind("mailbox-full")
 SESSION_TOO_LARGE = problem_kind("session-too-large")
 SESSION_QUOTA_EXCEEDED = problem_kind("session-quota-exceeded")
+TOO_MANY_WATCHERS = problem_kind("too-many-watchers")
 SESSION_COMPLETED = problem_kind("session-completed")
 TASK_FAILED = problem_kind("task-failed")
 STEP_TIMEOUT = problem_kind("step-timeout")
 STORE_UNAVAILABLE = problem_kind("store-unavailable")
 SNAPSHOT_UNREADABLE = problem_kind("snapshot-unreadable")
 RUNTIME_CLOSED = problem_kind("runtime-closed")
+WORKER_UNAVAILABLE = problem_kind("worker-unavailable")
+"""(``--workers N``) a worker process did not answer; the answer names it."""
 MISDIRECTED = problem_kind("misdirected")
 """A step that was not run here (docs/cluster.md): it was accepted under a lease grant this
 daemon no longer holds, or it reached its forwarder's deadline; a forwarder asks again."""
@@ -107,6 +111,7 @@ ERROR_TABLE: tuple[tuple[type[ActorflowError], ProblemKind], ...] = (
     (GraphVersionUnavailable, GRAPH_VERSION_UNAVAILABLE),
     (SessionCompleted, SESSION_COMPLETED),
     (SessionQuotaExceeded, SESSION_QUOTA_EXCEEDED),
+    (TooManyWatchers, TOO_MANY_WATCHERS),
     (TaskFailed, TASK_FAILED),
     (TaskNotFound, TASK_FAILED),
     (StepTimeout, STEP_TIMEOUT),

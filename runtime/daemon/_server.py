@@ -16,6 +16,7 @@ import math
 import os
 import resource
 import signal
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -27,6 +28,7 @@ from flow import Graph
 from flow._versions import Migration
 from runtime import AsyncRuntime
 from runtime.admin import start_admin_server
+from runtime.admin._socket_file import bind_private_socket, unlink_own_socket
 from runtime.daemon._app import OPENAPI_PATH, build_app
 from runtime.daemon._auth import Authenticator
 from runtime.daemon._config import DaemonConfig, is_loopback
@@ -76,6 +78,7 @@ def _config_info(config: DaemonConfig, graphs: list[Graph]) -> dict[str, object]
     return {
         "host": config.host,
         "port": config.port,
+        "uds": str(config.uds) if config.uds else None,
         "data_dir": str(config.data_dir.resolve()),
         "graphs": [graph.id for graph in graphs],
         "durability": config.runtime.durability,
@@ -210,16 +213,23 @@ async def serve(
     scheme = "https" if config.tls_cert else "http"
     _log.info(
         "starting",
-        url=f"{scheme}://{config.host}:{config.port}",
+        url=f"{scheme}://{config.host}:{config.port}" if config.uds is None else None,
+        uds=str(config.uds) if config.uds is not None else None,
         openapi=f"{OPENAPI_PATH}/openapi.json",
         docs=f"{OPENAPI_PATH}/swagger",
         graphs=[graph.id for graph in graphs],
         data_dir=str(config.data_dir),
         auth="tokens" if config.tokens is not None else "local user (loopback only)",
     )
+    listener: tuple[socket.socket, int] | None = None
     try:
-        await server.serve()
+        if config.uds is not None:
+            listener = bind_private_socket(config.uds)
+        await server.serve(sockets=None if listener is None else [listener[0]])
     finally:
+        if listener is not None and config.uds is not None:
+            listener[0].close()
+            unlink_own_socket(config.uds, listener[1])
         _log.info("closing_runtime", inflight=api.inflight)
         try:
             await app.aclose()

@@ -11,6 +11,7 @@ import re
 import socket
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,6 +129,21 @@ def test_a_port_in_use_is_one_line_and_exit_2(listening_port: int, tmp_path: Pat
     _assert_one_line(case)
 
 
+def test_a_unix_socket_in_use_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    with tempfile.TemporaryDirectory(dir="/tmp") as short:  # a socket path is at most 107 bytes
+        path = Path(short) / "http.sock"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+            server.bind(str(path))
+            server.listen()
+            case = Case(
+                ["--data-dir", str(tmp_path / "d"), "--uds", str(path)],
+                {},
+                rf"--uds: another process is already serving the socket {re.escape(str(path))}",
+            )
+            _assert_one_line(case)
+        assert path.exists()  # another's socket is never removed
+
+
 def test_a_second_daemon_on_the_same_data_dir_is_one_line_and_exit_2(
     start_daemon: StartDaemon,
 ) -> None:
@@ -146,5 +162,10 @@ def test_a_second_daemon_on_the_same_data_dir_is_one_line_and_exit_2(
 def test_every_start_up_error_is_in_the_docs_table() -> None:
     section = DOC.split("## Start-up errors", 1)[1].split("\n## ", 1)[0]
     documented = re.findall(r"^\| ([^|]+?) \| `actorflowd: error: ", section, re.MULTILINE)
-    names = {*CASES, "port in use", "a second daemon on the same data directory"}
+    names = {
+        *CASES,
+        "port in use",
+        "unix socket in use",
+        "a second daemon on the same data directory",
+    }
     assert set(documented) == names

@@ -152,3 +152,17 @@ def test_admin_actions_snapshot_passivate_fork_and_delete(ui_daemon: UiDaemon) -
         assert "Deleted session" in act("delete").text
     with ui_daemon.api(USER_TOKEN) as api:
         assert api.get(f"/v1/sessions/{session_id}").status_code == 404
+
+
+def test_an_unknown_ui_path_is_an_html_page_and_an_unknown_api_path_is_problem_json(
+    ui_daemon: UiDaemon,
+) -> None:
+    with _logged_in(ui_daemon, USER_TOKEN) as (client, _):
+        page = client.get("/ui/no-such-page")
+        api = client.get("/v1/no-such-route", headers={"authorization": f"Bearer {USER_TOKEN}"})
+    assert page.status_code == 404
+    assert page.headers["content-type"].startswith("text/html")
+    assert "Not found" in page.text
+    assert page.headers["x-frame-options"] == "DENY"  # the dashboard's own headers
+    assert api.status_code == 404
+    assert api.headers["content-type"] == "application/problem+json"

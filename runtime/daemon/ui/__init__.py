@@ -9,6 +9,6 @@ a CSRF token. docs/admin.md and docs/security.md describe it.
 """
 
 from runtime.daemon.ui._dashboard import UI_PATH, Dashboard
-from runtime.daemon.ui._pages import ui_router
+from runtime.daemon.ui._pages import ui_error_page, ui_router
 
-__all__ = ["UI_PATH", "Dashboard", "ui_router"]
+__all__ = ["UI_PATH", "Dashboard", "ui_error_page", "ui_router"]

@@ -35,6 +35,7 @@ from runtime.daemon.ui._figures import KEPT, PERIOD, WINDOW, figures
 from runtime.daemon.ui._logins import COOKIE
 from runtime.daemon.ui._render import STATIC_DIR, sparkline
 from runtime.daemon.ui._session_pages import session_handlers
+from runtime.daemon.ui._tail import tail_handler
 
 __all__ = ["ui_router"]
 
@@ -228,6 +229,14 @@ def _problem(exc: Exception) -> Problem:
     return problem
 
 
+def ui_error_page(
+    dashboard: Dashboard, request: Request[Any, Any, Any], exc: Exception
+) -> Response[str]:
+    """The HTML error page for ``exc`` under /ui (also for paths no route matched, which
+    the app's own handler sees first)."""
+    return _error_handler(dashboard)(request, exc)  # type: ignore[no-any-return]
+
+
 def _error_handler(dashboard: Dashboard) -> Any:
     def handle(request: Request[Any, Any, Any], exc: Exception) -> Response[str]:
         problem = _problem(exc)
@@ -255,7 +264,12 @@ def ui_router(dashboard: Dashboard) -> Router:
     )
     return Router(
         path=UI_PATH,
-        route_handlers=[*_pages(dashboard), *session_handlers(dashboard), static],
+        route_handlers=[
+            *_pages(dashboard),
+            *session_handlers(dashboard),
+            tail_handler(dashboard),
+            static,
+        ],
         exception_handlers={Exception: _error_handler(dashboard)},
         include_in_schema=False,
     )

@@ -10,6 +10,7 @@ first, then a POST carrying the login's CSRF token.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -24,7 +25,7 @@ from runtime.daemon._gateway import request_info
 from runtime.daemon._problems import NOT_FOUND, Problem
 from runtime.daemon.ui._dashboard import ADMINS_ONLY, UI_PATH, Dashboard
 from runtime.daemon.ui._logins import Login
-from runtime.daemon.ui._render import pretty_json
+from runtime.daemon.ui._render import age, pretty_json
 
 __all__ = ["ACTIONS", "session_handlers"]
 
@@ -84,6 +85,24 @@ def _require_admin(login: Login, action: str) -> None:
             ADMINS_ONLY,
             f"only admins may {action} a session (mark the user 'admin' in the tokens file)",
         )
+
+
+def pending_timers(inspect: dict[str, Any], now: float) -> list[dict[str, Any]]:
+    """The session's pending timers as the page lists them, soonest first: name, kind
+    (``wake`` for a ``wake_after``, which an input arriving first cancels; else
+    ``named``), due in how long (or how long overdue) and at what time."""
+    rows = []
+    for timer in sorted(inspect.get("timers") or (), key=lambda t: float(t["due"])):
+        left = float(timer["due"]) - now
+        rows.append(
+            {
+                "name": timer["name"],
+                "kind": "wake" if timer.get("wake") else "named",
+                "due": timer["due"],
+                "due_in": f"in {age(left)}" if left >= 0 else f"overdue by {age(-left)}",
+            }
+        )
+    return rows
 
 
 def _revision_arg(value: str | None) -> int:
@@ -184,6 +203,7 @@ def session_handlers(dashboard: Dashboard) -> list[ControllerRouterHandler]:
             inspect=inspect,
             viewing=revision,
             context_json=pretty_json(doc.get("context", {})),
+            timers=pending_timers(inspect, time.time()),
             messages=messages,
             before=before,
             revisions=revisions[:REVISIONS_PAGE],
