@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 from actors._event_hub import EventHub, Subscriber
 from actors._live_index import LiveIndex
@@ -27,7 +28,7 @@ from flow._events import StepError, StepEvent
 from flow._step import StepResult
 from runtime._bridge import SyncReply
 
-__all__ = ["AsyncEventStream", "EventStream", "StreamReply", "async_waker"]
+__all__ = ["AsyncEventStream", "EventStream", "LoopWakes", "StreamReply", "async_waker"]
 
 
 class StreamReply(SyncReply):
@@ -126,15 +127,91 @@ class EventStream(_Reader):
 
 
 def async_waker(loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> Callable[[], None]:
-    """A ``wake`` for the hub that sets ``event`` on ``loop`` from any thread."""
+    """A ``wake`` for the hub that sets ``event`` on ``loop`` from any thread (through
+    the loop's `LoopWakes`: one cross-thread call wakes every reader waiting on it)."""
+    wakes = LoopWakes.of(loop)
 
     def wake() -> None:
-        try:
-            loop.call_soon_threadsafe(event.set)
-        except RuntimeError:  # the reader's loop is closed: nobody reads any more
-            return
+        wakes.request(event)
 
     return wake
+
+
+class LoopWakes:
+    """Wakes the readers of one event loop with one cross-thread call per batch.
+
+    A token wakes its reader; 64 streams each receiving a token every millisecond
+    would otherwise cost the reading loop 64 ``call_soon_threadsafe`` a
+    millisecond: 64 writes to its self-pipe, and as many hand-overs of the GIL
+    between the thread emitting and the loop writing (each up to the interpreter's
+    switch interval, 5 ms, when both are busy). Instead, the first request of a
+    batch schedules one ``_fire`` on the reader's loop, and the requests that come
+    before it runs join it. A request made from an event loop's own thread (an
+    async task emitting on the runtime's loop) sends the cross-thread call at the
+    end of that loop's turn, so that every task woken in the same turn shares it.
+
+    Thread-safe; one per reader loop (`of`), kept only while the loop lives.
+    """
+
+    __slots__ = ("__weakref__", "_lock", "_loop", "_pending", "_scheduled")
+
+    _by_loop: ClassVar[weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopWakes]] = (
+        weakref.WeakKeyDictionary()
+    )
+    _by_loop_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._lock = threading.Lock()
+        self._pending: list[asyncio.Event] = []
+        self._scheduled = False
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> LoopWakes:
+        """The one `LoopWakes` of ``loop``."""
+        with cls._by_loop_lock:
+            wakes = cls._by_loop.get(loop)
+            if wakes is None:
+                wakes = cls._by_loop[loop] = cls(loop)
+            return wakes
+
+    def request(self, event: asyncio.Event) -> None:
+        """Set ``event`` on the reader's loop soon (from any thread)."""
+        with self._lock:
+            self._pending.append(event)
+            if self._scheduled:
+                return  # the call on its way sets this one too
+            self._scheduled = True
+        try:
+            here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        if here is self._loop:
+            self._loop.call_soon(self._fire)
+            return
+        if here is not None:
+            try:
+                here.call_soon(self._send)  # after this turn of the emitting loop
+                return
+            except RuntimeError:  # that loop is closing: send now
+                pass
+        self._send()
+
+    def _send(self) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._fire)
+        except RuntimeError:  # the reader's loop is closed: nobody reads any more
+            with self._lock:
+                self._pending.clear()
+                self._scheduled = False
+
+    def _fire(self) -> None:
+        with self._lock:
+            pending = self._pending
+            self._pending = []
+            self._scheduled = False
+        for event in pending:
+            event.set()
 
 
 class AsyncEventStream(_Reader):
@@ -144,6 +221,8 @@ class AsyncEventStream(_Reader):
     def __init__(self, sub: Subscriber, wake: asyncio.Event, *, raise_first_error: bool) -> None:
         super().__init__(sub, raise_first_error=raise_first_error)
         self._wake = wake
+        self._patience: asyncio.TimerHandle | None = None
+        self._patience_over = False
 
     def __aiter__(self) -> Self:
         return self
@@ -164,9 +243,13 @@ class AsyncEventStream(_Reader):
         future.add_done_callback(lambda _: self._wake.set())
 
     async def batch(self, patience: float) -> list[tuple[int, StepEvent]] | None:
-        """Every event that has arrived, numbered, waiting up to ``patience`` seconds for
-        one: [] if none came (or `interrupt_on`'s future completed), None at the end (no
-        first-error rule: the caller decides)."""
+        """Every event that has arrived, numbered, waiting for one: [] if none came within
+        ``patience`` seconds of the previous [] (or `interrupt_on`'s future completed),
+        None at the end (no first-error rule: the caller decides).
+
+        One timer per ``patience`` period, not per call: a stream answered a batch per
+        token would otherwise arm and cancel a timeout for each.
+        """
         self._raise_first = False
         waited = False
         while True:
@@ -174,6 +257,9 @@ class AsyncEventStream(_Reader):
                 taken = list(self._pending)
                 self._pending.clear()
                 self.seq = taken[-1][0]
+                if self._patience_over:  # something was sent: the next wait starts afresh
+                    self._patience_over = False
+                    self._patience = None
                 return taken
             self._wake.clear()
             refilled = self._refill()
@@ -181,17 +267,30 @@ class AsyncEventStream(_Reader):
                 return None
             if refilled:
                 continue
-            if waited:
+            if self._patience_over:  # its timer has fired: a heartbeat is due
+                self._patience_over = False
+                self._patience = None
+                return []
+            if waited:  # woken with nothing to read: interrupted
                 return []
             waited = True
-            try:
-                async with asyncio.timeout(patience):
-                    await self._wake.wait()
-            except TimeoutError:
-                return []
+            if self._patience is None:
+                self._patience = asyncio.get_running_loop().call_later(patience, self._end_patience)
+            await self._wake.wait()
+
+    def _end_patience(self) -> None:
+        self._patience_over = True
+        self._wake.set()
 
     async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc: Any) -> None:
         self.close()
+
+    def close(self) -> None:
+        """Stop reading (see `_Reader.close`), and drop the heartbeat timer."""
+        if self._patience is not None:
+            self._patience.cancel()
+            self._patience = None
+        super().close()
