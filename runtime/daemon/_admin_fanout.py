@@ -231,8 +231,22 @@ class AdminFanout(LineServer):
     # -- ops every worker answers ----------------------------------------------------------
 
     async def _ls(self, request: dict[str, Any]) -> Reply:
-        results = await self._ask_all(request)
-        return ok_reply({"sessions": [row for result in results for row in result["sessions"]]})
+        """One page of every worker's live sessions, in the order asked: each worker
+        sends its first ``offset + limit`` rows (at most ``LS_DEPTH``), merged here."""
+        offset = _int_arg(request, "offset", 0)
+        limit = _int_arg(request, "limit", 100)
+        ask = {**request, "offset": 0, "limit": max(1, min(LS_DEPTH, offset + limit))}
+        results = await self._ask_all(ask)
+        sort = str(request.get("sort") or "mailbox_depth")
+        descending = request.get("order", "desc") != "asc"
+        rows = sorted(
+            (row for result in results for row in result["sessions"]),
+            key=lambda row: (_sort_value(row.get(sort)), row.get("session_id", "")),
+            reverse=descending,
+        )
+        total = sum(int(result.get("total", len(result["sessions"]))) for result in results)
+        page = rows[offset : offset + limit]
+        return ok_reply({"sessions": page, "total": total, "offset": offset})
 
     async def _stats(self, request: dict[str, Any]) -> Reply:
         return ok_reply(merge_stats(await self._ask_all(request)))
@@ -359,3 +373,20 @@ async def serve_admin_fanout(
     server = AdminFanout(Path(socket_path), worker_admin_sockets)
     await server._start()
     return server
+
+
+LS_DEPTH = 1000
+"""Most rows one worker sends for a merged ``ls`` page (its ``limit`` bound): pages past
+it are cut short."""
+
+
+def _int_arg(request: dict[str, Any], name: str, default: int) -> int:
+    value = request.get(name, default)
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def _sort_value(value: Any) -> tuple[int, Any]:
+    """A sort key for any row value (numbers and strings; None sorts lowest)."""
+    if value is None:
+        return (0, 0)
+    return (1, value)

@@ -76,6 +76,19 @@ def test_ls_and_stats_merge_every_worker(fleet: Fleet) -> None:
     assert stats["mailbox_max"] == max(s0["mailbox_max"], s1["mailbox_max"])
 
 
+def test_ls_pages_across_workers_in_the_order_asked(fleet: Fleet) -> None:
+    with fleet.shards.admin() as parent:
+        whole = parent.call("ls", sort="session_id", order="asc")
+        ids = [row["session_id"] for row in whole["sessions"]]
+        assert ids == sorted(ids)
+        assert whole["total"] == len(ids) >= 2 * PER_WORKER
+        pages = [
+            parent.call("ls", sort="session_id", order="asc", offset=k, limit=3)
+            for k in range(0, len(ids), 3)
+        ]
+    assert [row["session_id"] for page in pages for row in page["sessions"]] == ids
+
+
 def test_an_op_naming_a_session_reaches_the_worker_owning_it(fleet: Fleet) -> None:
     owned = fleet.owned[1]
     with fleet.shards.admin() as parent, fleet.shards.workers[1].admin() as w1:
