@@ -51,6 +51,7 @@ from actors.messages import (
     Inspect,
     Kill,
     Loaded,
+    LoadedMany,
     Passivate,
     PassivateRequest,
     Reply,
@@ -72,8 +73,9 @@ from flow._sharing import allows
 
 __all__ = ["SupervisorActor"]
 
-#: Snapshot reads handed to the store pool as one job at most (see `_flush_loads`).
-LOAD_BATCH = 32
+#: Snapshot reads handed to the store pool as one job (one ``load_many``) at most
+#: (see `_flush_loads`; at most the stores' ``LOAD_MANY_LIMIT``).
+LOAD_BATCH = 128
 
 #: Why a session is live when a request activated it.
 ACTIVATED = "activated by a request"
@@ -138,6 +140,9 @@ class SupervisorActor(DispatcherActor, Owned):
     def _handle(self, message: Any) -> None:
         if isinstance(message, Activate):
             self._activate(message)
+        elif isinstance(message, LoadedMany):
+            for loaded in message.loaded:
+                self._loaded(loaded)
         elif isinstance(message, Loaded):
             self._loaded(message)
         elif isinstance(message, ActorStopped):
@@ -224,10 +229,13 @@ class SupervisorActor(DispatcherActor, Owned):
         self._to_load.append(session_id)
 
     def _flush_loads(self) -> None:
-        """Hand the queued snapshot reads to the store pool as one job."""
-        batch, self._to_load = self._to_load, []
-        if not self._submit(load_sessions, batch):
-            self._job_refused(batch)
+        """Hand the queued snapshot reads to the store pool, ``LOAD_BATCH`` ids a job
+        (each job one store read and one ``LoadedMany`` back)."""
+        queued, self._to_load = self._to_load, []
+        for start in range(0, len(queued), LOAD_BATCH):
+            batch = queued[start : start + LOAD_BATCH]
+            if not self._submit(load_sessions, batch):
+                self._job_refused(batch)
 
     def _loaded(self, message: Loaded) -> None:
         sid = message.session_id

@@ -34,6 +34,7 @@ __all__ = [
     "Inspect",
     "Kill",
     "Loaded",
+    "LoadedMany",
     "Passivate",
     "PassivateRequest",
     "Reply",
@@ -248,6 +249,13 @@ class Loaded:
 
     session_id: str
     outcome: Session | BaseException | None
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedMany:
+    """A batch of snapshot reads is done: one message for the whole batch."""
+
+    loaded: tuple[Loaded, ...]
 
 
 @dataclass(frozen=True, slots=True)
