@@ -54,7 +54,9 @@ def test_an_idle_session_hibernates_without_an_actor_and_wakes_on_its_next_step(
     assert _session_actors() <= 1, "a hibernated session keeps no actor"
     assert gc.is_tracked(entry)
     assert not gc.is_tracked(entry.frozen)
-    assert sid in {info.session_id for info in rt.live_sessions()}, "still live for ls"
+    [info] = [info for info in rt.live_sessions() if info.session_id == sid]
+    assert info.state == "hibernated", "still live for ls, and shown hibernated"
+    assert info.snapshot_bytes == len(entry.frozen)
 
     result = rt.step(sid, "two")
     assert result.revision == 2
