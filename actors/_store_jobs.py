@@ -178,7 +178,12 @@ def delete_expired(
 
 
 def mark_error(services: ActorServices, session_id: str, why: str) -> None:
-    """Store the session with status ``error``, then report the failure as ``Loaded``."""
+    """Store the session with status ``error``, then report the failure as ``Loaded``.
+
+    Its pending timers are dropped in the same save: no step of a session in status
+    ``error`` runs, so each would be retried forever. Rolling back to an earlier
+    revision (what an operator does to revive it) restores that revision's timers.
+    """
     try:
         session = services.store.load(session_id)
         if session is not None:
@@ -187,8 +192,17 @@ def mark_error(services: ActorServices, session_id: str, why: str) -> None:
                 status=SessionStatus.ERROR,
                 status_message=why,
                 revision=session.revision + 1,
+                timers=(),
             )
             services.store.save(marked, expected_revision=session.revision).result()
+            if session.timers:
+                services.timer_stats.count_step(session.timers, (), None, services.clock())
+                services.log.warning(
+                    "session_timers_dropped",
+                    session_id=session_id,
+                    timers=[t.name for t in session.timers],
+                    reason="session in status error",
+                )
     except ActorflowError as exc:
         services.log.error("session_mark_error_failed", session_id=session_id, detail=str(exc))
     services.tell_supervisor(
