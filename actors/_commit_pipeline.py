@@ -205,6 +205,15 @@ class CommitPipeline:
         last = None if self._last_save is None else self._last_save()
         return None if last is None or last.done() else last
 
+    def settled(self) -> bool:
+        """Whether every save is committed: none in flight and the last one succeeded.
+
+        A dropped future was committed or its failure's ``CommitFailed`` is
+        already queued to the actor (its callbacks ran before the store let go).
+        """
+        last = None if self._last_save is None else self._last_save()
+        return last is None or (last.done() and last.exception() is None)
+
     def reload(self, failed_revision: int) -> Session:
         """After a failed commit: start a new lineage from the store's last committed session.
 

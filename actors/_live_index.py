@@ -6,6 +6,12 @@ one lock, and a caller sends its message to an actor while holding that lock,
 so once the supervisor has removed an entry no new request can reach that
 actor: the supervisor then tells it to passivate, and every request sent before
 the removal is ahead of that message in the actor's FIFO mailbox.
+
+A hibernated entry (`hibernate`) has no actor: its ``frozen`` bytes are the
+session's encoded snapshot, and a request to it finds no ref and goes through
+the supervisor, which wakes it (`wake`). Only the awake entries are kept in a
+second use-ordered map, so that the hibernation sweep never walks the
+hibernated ones.
 """
 
 from __future__ import annotations
@@ -55,6 +61,9 @@ class LiveEntry:
         current_step_task: the task a running step started at, else None.
         activated_at: clock time of the activation.
         reason: why the session is live (``activated by step``...).
+        frozen: the encoded session while it is hibernated (``ref`` is then
+            None), else None; set by the actor and cleared by the supervisor,
+            both under the index lock.
     """
 
     session_id: str
@@ -76,6 +85,7 @@ class LiveEntry:
     members: tuple[tuple[str, Access], ...] = ()
     current_step_task: str | None = None
     requests: int = field(default=0)
+    frozen: bytes | None = None
 
 
 class LiveIndex:
@@ -93,6 +103,8 @@ class LiveIndex:
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
         self._entries: OrderedDict[str, LiveEntry] = OrderedDict()
+        # the entries with an actor (not hibernated), in the same use order
+        self._awake: OrderedDict[str, LiveEntry] = OrderedDict()
         self._stopping: dict[str, int] = {}
         self.in_flight = 0
         #: Bumped whenever an actor stops or a stored session is deleted: a
@@ -146,6 +158,7 @@ class LiveIndex:
                 if now is not None:
                     entry.last_used = now
                 self._entries.move_to_end(session_id)
+                self._awake.move_to_end(session_id)
             try:
                 entry.ref.tell(message)
             except pykka.ActorDeadError:
@@ -237,6 +250,7 @@ class LiveIndex:
         """Make ``entry`` live (supervisor only)."""
         with self.lock:
             self._entries[entry.session_id] = entry
+            self._awake[entry.session_id] = entry
             self.changed.notify_all()
 
     def remove(
@@ -253,8 +267,58 @@ class LiveIndex:
             if not when(entry):
                 return None
             del self._entries[session_id]
+            self._awake.pop(session_id, None)
             self._stopping[session_id] = entry.incarnation
             return entry
+
+    # --- hibernation ----------------------------------------------------------------
+
+    def hibernate(
+        self, entry: LiveEntry, ref: pykka.ActorRef[Any], frozen: bytes, last_used: float
+    ) -> bool:
+        """Drop ``entry``'s actor and keep ``frozen`` instead, if it is still live with
+        that actor, unused since ``last_used`` and nothing is queued for it (its actor,
+        in its turn). Callers send under this lock, so after it no request reaches
+        the actor; False leaves everything as it was.
+        """
+        with self.lock:
+            if (
+                self._entries.get(entry.session_id) is not entry
+                or entry.ref is not ref
+                or entry.pending != 0
+                or entry.last_used != last_used
+                or not ref.actor_inbox.empty()
+            ):
+                return False
+            entry.frozen = frozen
+            entry.ref = None
+            self._awake.pop(entry.session_id, None)
+            self.changed.notify_all()
+            return True
+
+    def hibernated(self, session_id: str) -> LiveEntry | None:
+        """The entry of ``session_id`` if it is hibernated, else None."""
+        with self.lock:
+            entry = self._entries.get(session_id)
+            return entry if entry is not None and entry.ref is None and entry.frozen else None
+
+    def wake(self, entry: LiveEntry, ref: pykka.ActorRef[Any], incarnation: int) -> None:
+        """Give a hibernated ``entry`` its new actor (supervisor only)."""
+        with self.lock:
+            entry.ref = ref
+            entry.incarnation = incarnation
+            entry.frozen = None
+            self._awake[entry.session_id] = entry
+
+    def awake_since(self, used_before: float) -> list[LiveEntry]:
+        """Awake entries last used before ``used_before``, least recently used first."""
+        found: list[LiveEntry] = []
+        with self.lock:
+            for entry in self._awake.values():
+                if entry.last_used >= used_before:
+                    break
+                found.append(entry)
+        return found
 
     def stopped(self, session_id: str, incarnation: int) -> None:
         """The stopping actor of ``session_id`` has stopped (supervisor only)."""

@@ -48,6 +48,7 @@ class Settings:
     max_chain: int = 1000
     sweep_batch: int = 1000
     max_session_bytes: int = 8 * 1024 * 1024
+    hibernate_after: float = 30.0
     key_retention: KeyRetention = field(default_factory=KeyRetention)
 
 
@@ -61,6 +62,8 @@ class Counters:
         self.evictions = 0
         self.restarts = 0
         self.expirations = 0
+        self.hibernations = 0
+        self.wakes = 0
 
     def add(self, name: str, n: int = 1) -> None:
         """Add ``n`` to the counter ``name``."""

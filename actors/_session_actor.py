@@ -49,6 +49,7 @@ from actors.messages import (
     CommitFailed,
     Crash,
     Edit,
+    Hibernate,
     Inspect,
     Kill,
     Passivate,
@@ -59,7 +60,7 @@ from actors.messages import (
     TaskDone,
     ViewSession,
 )
-from flow._codec import encode
+from flow._codec import decode, encode
 from flow._edit import edit, unchanged
 from flow._errors import (
     ActorflowError,
@@ -161,18 +162,25 @@ class SessionActor(DispatcherActor, Owned):
     """
 
     def __init__(
-        self, services: ActorServices, session: Session, graph: Graph, entry: LiveEntry
+        self, services: ActorServices, session: Session | bytes, graph: Graph, entry: LiveEntry
     ) -> None:
         super().__init__()
         self._services = services
         self._settings = services.settings
-        self._session = session
         self._entry = entry
-        self._session_id = session.session_id
+        self._session_id = entry.session_id
         self._state = ActorState.IDLE
         self._runner = StepRunner(services, graph, self.actor_ref)
-        self._commits = CommitPipeline(services, session, entry, self.actor_ref)
         self._size = SizeGuard(services.settings.max_session_bytes)
+        self._session: Session
+        self._commits: CommitPipeline
+        # A woken session's bytes, decoded in the actor's first turn (`_thaw`),
+        # not on the supervisor's thread that spawns it.
+        self._frozen: bytes | None = None
+        if isinstance(session, bytes):
+            self._frozen = session
+        else:
+            self._adopt_loaded(session)
         self._dirty = False
         self._seq = 0
         self._running: RunningStep | None = None
@@ -187,6 +195,16 @@ class SessionActor(DispatcherActor, Owned):
         # the save of the newest keyed step, until a replay finds it committed
         self._unconfirmed: Future[None] | None = None
 
+    def _adopt_loaded(self, session: Session) -> None:
+        self._session = session
+        self._commits = CommitPipeline(self._services, session, self._entry, self.actor_ref)
+
+    def _thaw(self, frozen: bytes) -> None:
+        """Decode the session a hibernated entry kept (it is committed: nothing to save)."""
+        self._frozen = None
+        self._adopt_loaded(decode(frozen))
+        self._size.measured(len(frozen))
+
     def _become(self, state: ActorState) -> None:
         """The one place the actor's state changes."""
         self._state = state
@@ -195,6 +213,12 @@ class SessionActor(DispatcherActor, Owned):
 
     def on_receive(self, message: Any) -> Any:
         """Handle one message; an unexpected exception becomes a supervised crash."""
+        frozen = self._frozen
+        if frozen is not None and self._state is not ActorState.CRASHED:
+            try:
+                self._thaw(frozen)
+            except Exception as exc:
+                self._crash(exc)
         if self._state is ActorState.CRASHED:
             self._on_message_while_crashed(message)
             return None
@@ -233,6 +257,8 @@ class SessionActor(DispatcherActor, Owned):
             self._snapshot(message)
         elif isinstance(message, Passivate):
             self._passivate(message)
+        elif isinstance(message, Hibernate):
+            self._hibernate(message)
         elif isinstance(message, Kill):
             self._kill(message.reroute, message.error, None)
         elif isinstance(message, Retire):
@@ -680,6 +706,28 @@ class SessionActor(DispatcherActor, Owned):
             self._failure_unsaved = False
         self._stop_after_saves(None)
 
+    def _hibernate(self, message: Hibernate) -> None:
+        """Leave the session as encoded bytes in the live index and stop, if nothing is
+        in hand: idle, no unsaved change, every save committed, nothing queued."""
+        if (
+            self._state is not ActorState.IDLE
+            or self._stash
+            or self._dirty
+            or self._failure_unsaved
+            or not self._commits.settled()
+        ):
+            return
+        frozen = encode(self._session)
+        if not self._services.index.hibernate(
+            self._entry, self.actor_ref, frozen, message.last_used
+        ):
+            return
+        # No request can reach this actor any more: it stops with nothing to save,
+        # and the supervisor wakes the session from ``frozen`` on its next request.
+        self._become(ActorState.STOPPING)
+        self._services.counters.add("hibernations")
+        tell(self.actor_ref, _ActorStop())
+
     def _kill(self, reroute: bool, error: BaseException, crashed: BaseException | None) -> None:
         if self._state is ActorState.STOPPING:
             return
@@ -719,7 +767,8 @@ class SessionActor(DispatcherActor, Owned):
             tell(ref, _ActorStop())
             services.tell_supervisor(stopped)
 
-        last = self._commits.pending_save()
+        # (still frozen: its decoding failed, so nothing was ever saved)
+        last = None if self._frozen is not None else self._commits.pending_save()
         if last is None:
             finish()
         else:

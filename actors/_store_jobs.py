@@ -19,7 +19,7 @@ from dataclasses import replace
 from typing import Protocol, runtime_checkable
 
 from actors._services import ActorServices
-from actors.messages import ExpiredFound, Loaded, Reply
+from actors.messages import ExpiredFound, Loaded, LoadedMany, Reply
 from flow._errors import (
     ActorflowError,
     RevisionConflict,
@@ -81,19 +81,35 @@ def _expire(services: ActorServices, session_ids: Sequence[str]) -> list[str]:
 
 
 def load_sessions(services: ActorServices, session_ids: Sequence[str]) -> None:
-    """Read each snapshot (deleting it if expired) and report each as ``Loaded``."""
+    """Read the snapshots in one store read (deleting the expired ones) and report them
+    all in one ``LoadedMany`` message: one handoff per batch, decoded here."""
+    try:
+        found: dict[str, Session | ActorflowError] | BaseException = services.store.load_many(
+            session_ids
+        )
+    except Exception as exc:
+        found = exc
+    loaded: list[Loaded] = []
+    expired: list[str] = []
     for session_id in session_ids:
         outcome: Session | BaseException | None
+        outcome = found if isinstance(found, BaseException) else found.get(session_id)
         try:
-            outcome = services.store.load(session_id)
-            if outcome is not None and is_expired(services, outcome):
-                _expire(services, [session_id])
+            if isinstance(outcome, Session) and is_expired(services, outcome):
+                expired.append(session_id)
                 outcome = SessionNotFound(session_id, f"session {session_id!r} expired")
-            elif outcome is not None:
+            elif isinstance(outcome, Session):
                 outcome = pin_version(services, outcome)
         except Exception as exc:
             outcome = exc
-        services.tell_supervisor(Loaded(session_id, outcome))
+        loaded.append(Loaded(session_id, outcome))
+    if expired:
+        try:
+            _expire(services, expired)
+        except Exception as exc:
+            gone = set(expired)
+            loaded = [Loaded(e.session_id, exc) if e.session_id in gone else e for e in loaded]
+    services.tell_supervisor(LoadedMany(tuple(loaded)))
 
 
 def pin_version(services: ActorServices, session: Session) -> Session:

@@ -47,15 +47,20 @@ from actors.messages import (
     ActorStopped,
     ExpiredFound,
     Forget,
+    Hibernate,
+    Inspect,
     Kill,
     Loaded,
+    LoadedMany,
     Passivate,
     PassivateRequest,
     Reply,
     Retire,
     Shutdown,
+    Snapshot,
     Step,
     Sweep,
+    ViewSession,
 )
 from flow._errors import (
     ActorflowError,
@@ -68,8 +73,9 @@ from flow._sharing import allows
 
 __all__ = ["SupervisorActor"]
 
-#: Snapshot reads handed to the store pool as one job at most (see `_flush_loads`).
-LOAD_BATCH = 32
+#: Snapshot reads handed to the store pool as one job (one ``load_many``) at most
+#: (see `_flush_loads`; at most the stores' ``LOAD_MANY_LIMIT``).
+LOAD_BATCH = 128
 
 #: Why a session is live when a request activated it.
 ACTIVATED = "activated by a request"
@@ -134,6 +140,9 @@ class SupervisorActor(DispatcherActor, Owned):
     def _handle(self, message: Any) -> None:
         if isinstance(message, Activate):
             self._activate(message)
+        elif isinstance(message, LoadedMany):
+            for loaded in message.loaded:
+                self._loaded(loaded)
         elif isinstance(message, Loaded):
             self._loaded(message)
         elif isinstance(message, ActorStopped):
@@ -193,6 +202,9 @@ class SupervisorActor(DispatcherActor, Owned):
             loading.append(message)
             return
         entry = self._index.get(sid)
+        if entry is not None and entry.ref is None and self._wake(sid):
+            self._deliver(message)
+            return
         if entry is not None and entry.ref is not None and entry.ref.is_alive():
             self._deliver(message)
             return
@@ -217,10 +229,13 @@ class SupervisorActor(DispatcherActor, Owned):
         self._to_load.append(session_id)
 
     def _flush_loads(self) -> None:
-        """Hand the queued snapshot reads to the store pool as one job."""
-        batch, self._to_load = self._to_load, []
-        if not self._submit(load_sessions, batch):
-            self._job_refused(batch)
+        """Hand the queued snapshot reads to the store pool, ``LOAD_BATCH`` ids a job
+        (each job one store read and one ``LoadedMany`` back)."""
+        queued, self._to_load = self._to_load, []
+        for start in range(0, len(queued), LOAD_BATCH):
+            batch = queued[start : start + LOAD_BATCH]
+            if not self._submit(load_sessions, batch):
+                self._job_refused(batch)
 
     def _loaded(self, message: Loaded) -> None:
         sid = message.session_id
@@ -287,6 +302,41 @@ class SupervisorActor(DispatcherActor, Owned):
         self._services.log.debug("session_activated", session_id=session_id, reason=reason)
         return entry
 
+    # --- hibernation ---------------------------------------------------------------------
+
+    def _wake(self, session_id: str) -> bool:
+        """Give a hibernated session a new actor (it decodes the bytes in its own turn);
+        False if it is not hibernated. A session whose graph version is no longer
+        served is passivated instead, so that its activation migrates it."""
+        entry = self._index.hibernated(session_id)
+        if entry is None or entry.frozen is None:
+            return False
+        graph = self._services.graphs.find(entry.graph_id, entry.graph_version)
+        if graph is None:
+            if self._remove_and_tell(session_id, Passivate("version unserved"), lambda _: True):
+                self._passivated(session_id, "version unserved")
+            return False
+        self._incarnations += 1
+        ref = self._services.dispatcher.spawn(
+            SessionActor, self._services, entry.frozen, graph, entry
+        )
+        self._index.wake(entry, ref, self._incarnations)
+        self._services.counters.add("wakes")
+        return True
+
+    def _hibernate_idle(self, now: float) -> None:
+        """Tell the actors idle for ``hibernate_after`` to hibernate (each re-checks)."""
+        after = self._settings.hibernate_after
+        if after <= 0:
+            return
+        for entry in self._index.awake_since(now - after):
+            ref = entry.ref
+            if entry.pending == 0 and ref is not None:
+                try:
+                    ref.tell(Hibernate(entry.last_used))
+                except pykka.ActorDeadError:
+                    continue
+
     # --- eviction ------------------------------------------------------------------------
 
     def _evict_for_one(self) -> None:
@@ -300,6 +350,9 @@ class SupervisorActor(DispatcherActor, Owned):
 
     def _deliver(self, message: Activate) -> None:
         """Send an activation's step (or answer its reply) now that the session is live."""
+        if message.ask is not None:
+            self._send_ask(message.session_id, message.ask, message.owner)
+            return
         if message.step is None:
             if message.reply is not None:
                 entry = self._index.get(message.session_id)
@@ -315,26 +368,48 @@ class SupervisorActor(DispatcherActor, Owned):
         self._send_step(message.step, message.owner, message.on_busy == "reject")
 
     def _send_step(self, step: Step, owner: str | None, reject: bool) -> None:
-        try:
-            entry = self._index.send(
-                step.session_id,
-                step,
-                now=self._services.clock(),
-                owner=owner,
-                step=True,
-                reject_if_busy=reject,
-                max_pending=self._settings.max_pending,
-            )
-        except ActorflowError as exc:
-            step.reply(exc)
-            return
+        # A second try: the actor may have hibernated since the activation saw it live.
+        for _ in range(2):
+            try:
+                entry = self._index.send(
+                    step.session_id,
+                    step,
+                    now=self._services.clock(),
+                    owner=owner,
+                    step=True,
+                    reject_if_busy=reject,
+                    max_pending=self._settings.max_pending,
+                )
+            except ActorflowError as exc:
+                step.reply(exc)
+                return
+            if entry is not None or not self._wake(step.session_id):
+                break
         if entry is None:
             step.reply(StoreUnavailable(f"session {step.session_id!r} could not be started"))
+
+    def _send_ask(
+        self, session_id: str, ask: Inspect | ViewSession | Snapshot, owner: str | None
+    ) -> None:
+        """Send a question to a live session (woken if it hibernated meanwhile)."""
+        for _ in range(2):
+            try:
+                entry = self._index.send(session_id, ask, owner=owner)
+            except ActorflowError as exc:
+                ask.reply(exc)
+                return
+            if entry is not None:
+                return
+            if not self._wake(session_id):
+                break
+        ask.reply(StoreUnavailable(f"session {session_id!r} could not be started"))
 
     @staticmethod
     def _fail(message: Activate, error: BaseException) -> None:
         if message.step is not None:
             message.step.reply(error)
+        elif message.ask is not None:
+            message.ask.reply(error)
         elif message.reply is not None:
             message.reply(error)
 
@@ -354,8 +429,12 @@ class SupervisorActor(DispatcherActor, Owned):
         ``message`` in its mailbox, and none can be sent after it.
         """
         entry = self._index.remove(session_id, incarnation=incarnation, when=when)
-        if entry is None or entry.ref is None:
+        if entry is None:
             return False
+        if entry.ref is None:
+            # hibernated: no actor, and its bytes are committed, so it has stopped
+            self._index.stopped(session_id, entry.incarnation)
+            return entry.frozen is not None
         try:
             entry.ref.tell(message)
         except pykka.ActorDeadError:
@@ -457,6 +536,7 @@ class SupervisorActor(DispatcherActor, Owned):
             passivate = Passivate(decision.reason)
             if self._remove_and_tell(decision.session_id, passivate, decision.condition()):
                 self._passivated(decision.session_id, decision.reason)
+        self._hibernate_idle(now)
         if not self._submit(find_expired, now, message.reply) and message.reply is not None:
             message.reply(True)
 

@@ -30,9 +30,11 @@ __all__ = [
     "Edit",
     "ExpiredFound",
     "Forget",
+    "Hibernate",
     "Inspect",
     "Kill",
     "Loaded",
+    "LoadedMany",
     "Passivate",
     "PassivateRequest",
     "Reply",
@@ -171,6 +173,14 @@ class Passivate:
 
 
 @dataclass(frozen=True, slots=True)
+class Hibernate:
+    """Keep the session as encoded bytes in the live index and stop, if still idle
+    and unused since ``last_used`` with every save committed (else: ignored)."""
+
+    last_used: float
+
+
+@dataclass(frozen=True, slots=True)
 class Kill:
     """Stop at once without saving what is not yet committed.
 
@@ -214,6 +224,9 @@ class Activate:
     live index's ``epoch`` was ``epoch``; the supervisor uses it (instead of
     reading the store again) only if no actor stopped and no session was
     deleted since, which proves it is the latest committed snapshot.
+
+    ``ask`` (a message with a ``reply``, e.g. ``Inspect``) is sent to the
+    session's actor once it is live: how a hibernated session is asked.
     """
 
     session_id: str
@@ -223,6 +236,7 @@ class Activate:
     reply: Reply | None = None
     preloaded: Session | None = None
     epoch: int = -1
+    ask: Inspect | ViewSession | Snapshot | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +249,13 @@ class Loaded:
 
     session_id: str
     outcome: Session | BaseException | None
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedMany:
+    """A batch of snapshot reads is done: one message for the whole batch."""
+
+    loaded: tuple[Loaded, ...]
 
 
 @dataclass(frozen=True, slots=True)

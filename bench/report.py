@@ -71,6 +71,11 @@ BENCHES = [
         "PostgreSQL vs SQLite vs Redis, vs LangGraph's PostgresSaver, two daemons on PostgreSQL",
     ),
     (
+        "idle",
+        "bench/idle.py",
+        "Idle live sessions with and without hibernation: memory, GC, hot steps beside them",
+    ),
+    (
         "streaming",
         "bench/streaming.py",
         "Streaming: tokens over SSE, idle /events subscribers, against LangGraph's custom stream",

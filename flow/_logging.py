@@ -63,13 +63,21 @@ _STDLIB_PROCESSORS: list[Processor] = [
 class LibraryLogger:
     """A structlog-shaped logger that picks structlog or ``logging`` at each call."""
 
-    __slots__ = ("_name", "_stdlib", "_structlog", "_values")
+    __slots__ = ("_logger", "_name", "_stdlib", "_structlog", "_values")
 
     def __init__(self, name: str, values: dict[str, Any]) -> None:
         self._name = name
         self._values = values
         self._structlog: Any = structlog.get_logger(name, **values)
         self._stdlib: Any = None
+        self._logger = logging.getLogger(name)
+
+    def debug(self, event: str, **values: Any) -> None:
+        """Log at debug level; without structlog, a disabled debug level costs one check
+        (not a run of the processors: activations and passivations log at debug)."""
+        if not structlog.is_configured() and not self._logger.isEnabledFor(logging.DEBUG):
+            return
+        self._target().debug(event, **values)
 
     def bind(self, **values: Any) -> LibraryLogger:
         """A logger that adds ``values`` to every event."""

@@ -40,6 +40,9 @@ class RuntimeConfig:
     Attributes:
         idle_timeout: passivate a live session idle this long (300).
         wait_timeout: passivate a session waiting for input this long (120).
+        hibernate_after: hibernate a live session idle this long: its actor stops
+            and its session stays in memory as encoded bytes (about 1 KiB, one
+            GC-tracked object) until its next request wakes it (0: never) (30).
         max_live: most live session actors; least recently used are evicted (100,000).
         session_ttl: a session expires this long after its last use (7 days).
         max_pending: per-session mailbox bound; beyond it ``SessionBusy`` (64).
@@ -83,6 +86,11 @@ class RuntimeConfig:
 
     idle_timeout: Seconds = setting(300.0, "passivate a live session idle this long")
     wait_timeout: Seconds = setting(120.0, "passivate a session waiting for input this long")
+    hibernate_after: Annotated[float, msgspec.Meta(ge=0)] = setting(
+        30.0,
+        "hibernate a live session idle this long: its actor stops and its session stays in "
+        "memory as encoded bytes until its next request (0: never)",
+    )
     max_live: Count = setting(
         100_000, "most live session actors; the least recently used are passivated beyond it"
     )

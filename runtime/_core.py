@@ -253,6 +253,7 @@ class RuntimeCore:
                 max_chain=config.max_chain,
                 sweep_batch=config.sweep_batch,
                 max_session_bytes=config.max_session_bytes,
+                hibernate_after=config.hibernate_after,
                 key_retention=_key_retention(config.history_retention),
             ),
             store=self.store,
@@ -391,7 +392,8 @@ class RuntimeCore:
             reply.hold()  # in flight while it is activated (the index counts it once live)
         plain = Activate(session_id, owner, message, on_busy)
         activate: Activate | None = plain
-        if preload and self._caller_reads.acquire(blocking=False):
+        hibernated = preload and self.index.hibernated(session_id) is not None
+        if preload and not hibernated and self._caller_reads.acquire(blocking=False):
             try:
                 activate = self._preloaded(plain)
             finally:
@@ -427,6 +429,10 @@ class RuntimeCore:
             reply(exc)
             return True
         if entry is None:
+            if self.index.hibernated(session_id) is not None and self.services.tell_supervisor(
+                Activate(session_id, owner, ask=message)
+            ):
+                return True  # the supervisor wakes it and sends it ``message``
             reply(None)
             return False
         return True

@@ -73,7 +73,8 @@ class LiveSessionInfo:
     """One live session actor, as the admin shell shows it.
 
     ``state`` is the actor's state: ``idle`` (nothing to do), ``running`` (a step
-    is in progress), ``stopping``. ``reason`` says why it is live (``activated by
+    is in progress), ``stopping``, ``hibernated`` (no actor: the session kept as
+    bytes until its next request). ``reason`` says why it is live (``activated by
     step``...), as ``inspect``'s ``live_reason``.
     """
 

@@ -33,6 +33,7 @@ __all__ = [
     "close_all_runtimes",
     "crash_session",
     "open_test_runtime",
+    "wait_hibernated",
     "wait_passivated",
 ]
 
@@ -90,6 +91,19 @@ def wait_passivated(runtime: Runtime | AsyncRuntime, session_id: str, timeout: f
     """
     if not runtime._core.index.wait_gone(session_id, timeout):
         raise TimeoutError(f"session {session_id!r} still live after {timeout:g} s")
+
+
+def wait_hibernated(runtime: Runtime | AsyncRuntime, session_id: str, timeout: float = 5.0) -> None:
+    """Wait until ``session_id`` is hibernated (live, its actor stopped, its session
+    kept as bytes): after a ``sweep_now`` past ``hibernate_after``.
+
+    Raises:
+        TimeoutError: it was not hibernated after ``timeout`` seconds.
+    """
+    index = runtime._core.index
+    with index.changed:
+        if not index.changed.wait_for(lambda: index.hibernated(session_id) is not None, timeout):
+            raise TimeoutError(f"session {session_id!r} not hibernated after {timeout:g} s")
 
 
 def crash_session(runtime: Runtime | AsyncRuntime, session_id: str) -> bool:

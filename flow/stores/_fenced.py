@@ -18,14 +18,15 @@ not know about leases:
 from __future__ import annotations
 
 import builtins
+from collections.abc import Sequence
 from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
-from flow._errors import SnapshotDecodeError, StoreUnavailable
+from flow._errors import ActorflowError, SnapshotDecodeError, StoreUnavailable
 from flow._session import Session
 from flow.stores._lease import Holder, Lease, LeaseHeldElsewhere, LeaseLost, LeaseManager
 from flow.stores._log import HistoryRange, MessagePage, RevisionInfo
-from flow.stores._protocol import QuarantinedRow, SessionPage
+from flow.stores._protocol import QuarantinedRow, SessionPage, check_load_many
 from flow.stores._redis import RedisStore
 from flow.stores._timer_index import DueTimer
 
@@ -82,6 +83,21 @@ class FencedStore:
         if taken is None or rev is None:
             return None
         return self.inner.load(session_id)
+
+    def load_many(self, session_ids: Sequence[str]) -> dict[str, Session | ActorflowError]:
+        """`load` of each of ``session_ids`` (a lease each), the sessions read in one batch;
+        a session whose lease another node holds maps to ``LeaseHeldElsewhere``."""
+        found: dict[str, Session | ActorflowError] = {}
+        leased: list[str] = []
+        for session_id in check_load_many(session_ids):
+            key = self.inner.session_key(session_id)
+            taken, rev = self.leases.acquire_reading(session_id, key, "rev")
+            if isinstance(taken, Holder):
+                found[session_id] = LeaseHeldElsewhere(taken)
+            elif taken is not None and rev is not None:
+                leased.append(session_id)
+        found.update(self.inner.load_many(leased))
+        return found
 
     def save(self, session: Session, expected_revision: int | None) -> Future[None]:
         """Queue ``session``, fenced with this node's lease on it.

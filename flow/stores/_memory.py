@@ -14,10 +14,12 @@ import heapq
 import math
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from flow._errors import (
+    ActorflowError,
     InvalidInput,
     RevisionConflict,
     RevisionNotFound,
@@ -41,7 +43,7 @@ from flow.stores._log import (
     retention_cut,
     revision_info,
 )
-from flow.stores._protocol import QuarantinedRow, SessionPage, StoredSessionInfo
+from flow.stores._protocol import QuarantinedRow, SessionPage, StoredSessionInfo, check_load_many
 from flow.stores._timer_index import DueTimer, index_change
 
 __all__ = ["MemoryStore"]
@@ -165,6 +167,19 @@ class MemoryStore:
             expires_at=meta.expires_at,
             size=size,
         )
+
+    def load_many(self, session_ids: Sequence[str]) -> dict[str, Session | ActorflowError]:
+        """Each stored session of ``session_ids`` (see `SessionStore.load_many`)."""
+        found: dict[str, Session | ActorflowError] = {}
+        for session_id in check_load_many(session_ids):
+            try:
+                session = self.load(session_id)
+            except SnapshotDecodeError as exc:
+                found[session_id] = exc
+                continue
+            if session is not None:
+                found[session_id] = session
+        return found
 
     def load(self, session_id: str, revision: int | None = None) -> Session | None:
         """The stored session (or its revision ``revision``) as a fresh copy, or None.

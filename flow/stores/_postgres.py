@@ -24,7 +24,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,7 +34,13 @@ import psycopg
 import psycopg.conninfo
 import psycopg_pool
 
-from flow._errors import InvalidInput, RevisionConflict, SnapshotDecodeError, StoreUnavailable
+from flow._errors import (
+    ActorflowError,
+    InvalidInput,
+    RevisionConflict,
+    SnapshotDecodeError,
+    StoreUnavailable,
+)
 from flow._logging import get_logger
 from flow._rebase import archived, rebased
 from flow._record import decode_record
@@ -59,11 +65,18 @@ from flow.stores._postgres_reads import (
     read_revisions,
     read_span,
     read_state,
+    read_states,
     require_session,
     snapshot,
 )
 from flow.stores._postgres_schema import ensure_schema
-from flow.stores._protocol import Durability, QuarantinedRow, SessionPage, StoredSessionInfo
+from flow.stores._protocol import (
+    Durability,
+    QuarantinedRow,
+    SessionPage,
+    StoredSessionInfo,
+    check_load_many,
+)
 from flow.stores._timer_index import DueTimer, index_change
 
 __all__ = ["PostgresStore"]
@@ -319,6 +332,24 @@ class PostgresStore:
                 f"session {session_id!r} in {self.where}: {exc}; the row was moved to quarantine",
                 exc.raw,
             ) from exc
+
+    def load_many(self, session_ids: Sequence[str]) -> dict[str, Session | ActorflowError]:
+        """Each stored session of ``session_ids``, in one statement (``= ANY``; see
+        `SessionStore.load_many`); a row that does not decode is quarantined."""
+        ids = check_load_many(session_ids)
+        found = self._read(f"loading {len(ids)} sessions", lambda c: read_states(c, ids))
+        loaded: dict[str, Session | ActorflowError] = {}
+        for session_id, (base, records) in found.items():
+            try:
+                loaded[session_id] = rebuild(base, records)
+            except SnapshotDecodeError as exc:
+                self._quarantine(session_id, exc.raw, str(exc))
+                loaded[session_id] = SnapshotDecodeError(
+                    f"session {session_id!r} in {self.where}: {exc}; "
+                    "the row was moved to quarantine",
+                    exc.raw,
+                )
+        return loaded
 
     def revisions(
         self, session_id: str, limit: int = 100, before: int | None = None

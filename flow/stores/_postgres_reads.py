@@ -52,6 +52,19 @@ WHERE s.session_id = %(sid)s
 """
 
 
+_STATES = """
+SELECT s.session_id, b.data,
+       ARRAY(SELECT r.data FROM records r WHERE r.session_id = s.session_id
+             AND r.revision > b.revision AND r.revision <= s.revision
+             ORDER BY r.revision)
+FROM sessions s
+JOIN LATERAL (SELECT revision, data FROM bases
+              WHERE session_id = s.session_id AND revision <= s.revision
+              ORDER BY revision DESC LIMIT 1) b ON true
+WHERE s.session_id = ANY(%(sids)s)
+"""
+
+
 @contextlib.contextmanager
 def snapshot(conn: Conn) -> Iterator[None]:
     """One read-only REPEATABLE READ transaction for several statements."""
@@ -79,6 +92,15 @@ def read_state(
     if base_rev is None:
         return None
     return bytes(base), [bytes(r) for r in records]
+
+
+def read_states(conn: Conn, session_ids: list[str]) -> dict[str, tuple[bytes, list[bytes]]]:
+    """The newest base and the records after it of each stored session of ``session_ids``,
+    in one statement (a batch of activations)."""
+    if not session_ids:
+        return {}
+    rows = conn.execute(_STATES, {"sids": session_ids}).fetchall()
+    return {sid: (bytes(base), [bytes(r) for r in records]) for sid, base, records in rows}
 
 
 def read_revisions(conn: Conn, session_id: str, limit: int, before: int | None) -> list[bytes]:

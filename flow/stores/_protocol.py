@@ -16,15 +16,18 @@ replays base + records; compaction and retention run off the save path.
 from __future__ import annotations
 
 import builtins
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
+from flow._errors import ActorflowError, InvalidInput
 from flow._session import Session
 from flow.stores._log import HistoryRange, MessagePage, RevisionInfo
 from flow.stores._timer_index import DueTimer
 
 __all__ = [
+    "LOAD_MANY_LIMIT",
     "DueTimer",
     "Durability",
     "QuarantinedRow",
@@ -34,6 +37,17 @@ __all__ = [
 ]
 
 Durability = Literal["fsync", "commit"]
+
+#: Most ids one `SessionStore.load_many` call takes (SQLite binds each as a parameter).
+LOAD_MANY_LIMIT = 500
+
+
+def check_load_many(session_ids: Sequence[str]) -> list[str]:
+    """``session_ids`` without repeats, or ``InvalidInput`` past `LOAD_MANY_LIMIT`."""
+    ids = list(dict.fromkeys(session_ids))
+    if len(ids) > LOAD_MANY_LIMIT:
+        raise InvalidInput(f"load_many takes at most {LOAD_MANY_LIMIT} ids, not {len(ids)}")
+    return ids
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +95,19 @@ class SessionStore(Protocol):
             RevisionNotFound: ``revision`` is outside the retained history.
             SnapshotDecodeError: the row did not decode; it has been quarantined.
             StoreUnavailable: the store could not be read.
+        """
+        ...
+
+    def load_many(self, session_ids: Sequence[str]) -> dict[str, Session | ActorflowError]:
+        """The last committed state of many sessions in one read (activations in a batch).
+
+        At most `LOAD_MANY_LIMIT` ids. A session that is not stored has no key;
+        one that could not be read has its error as the value
+        (``SnapshotDecodeError``: quarantined, as `load` does).
+
+        Raises:
+            InvalidInput: more than `LOAD_MANY_LIMIT` ids.
+            StoreUnavailable: the store could not be read (none was).
         """
         ...
 

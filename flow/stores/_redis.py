@@ -48,6 +48,7 @@ import msgpack
 import redis
 
 from flow._errors import (
+    ActorflowError,
     InvalidInput,
     RevisionConflict,
     RevisionNotFound,
@@ -73,7 +74,7 @@ from flow.stores._log import (
     retention_floor,
     revision_info,
 )
-from flow.stores._protocol import QuarantinedRow, SessionPage, StoredSessionInfo
+from flow.stores._protocol import QuarantinedRow, SessionPage, StoredSessionInfo, check_load_many
 from flow.stores._redis_client import LuaScript, connect, describe, unavailable
 from flow.stores._timer_index import DueTimer, index_change
 
@@ -398,6 +399,29 @@ class RedisStore:
             assert revision is not None
             raise RevisionNotFound(session_id, revision, int(float(reply[1])), int(reply[2]))
         return self.rebuild(session_id, reply[1], reply[2], revision)
+
+    def load_many(self, session_ids: Sequence[str]) -> dict[str, Session | ActorflowError]:
+        """Each stored session of ``session_ids``, in one pipeline (one round trip; see
+        `SessionStore.load_many`)."""
+        ids = check_load_many(session_ids)
+        calls = [
+            ([self.session_key(sid), self._key("b", sid), self._key("r", sid)], [""]) for sid in ids
+        ]
+        try:
+            replies = _LOAD.run_many(self.client, calls)
+        except redis.exceptions.RedisError as exc:
+            raise unavailable(self.client, f"loading {len(ids)} sessions", exc) from exc
+        loaded: dict[str, Session | ActorflowError] = {}
+        for session_id, reply in zip(ids, replies, strict=True):
+            if isinstance(reply, redis.exceptions.RedisError):
+                raise unavailable(self.client, f"loading session {session_id!r}", reply)
+            if reply[0] == b"none":
+                continue
+            try:
+                loaded[session_id] = self.rebuild(session_id, reply[1], reply[2])
+            except SnapshotDecodeError as exc:
+                loaded[session_id] = exc
+        return loaded
 
     def rebuild(
         self, session_id: str, base: bytes, records: Sequence[bytes], revision: int | None = None

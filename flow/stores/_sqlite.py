@@ -25,13 +25,14 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from flow._errors import (
+    ActorflowError,
     InvalidInput,
     RevisionConflict,
     SnapshotDecodeError,
@@ -53,13 +54,20 @@ from flow.stores._log import (
     rebuild,
     revision_info,
 )
-from flow.stores._protocol import Durability, QuarantinedRow, SessionPage, StoredSessionInfo
+from flow.stores._protocol import (
+    Durability,
+    QuarantinedRow,
+    SessionPage,
+    StoredSessionInfo,
+    check_load_many,
+)
 from flow.stores._sqlite_reads import (
     MessageRows,
     read_for_compaction,
     read_revisions,
     read_span,
     read_state,
+    read_states,
     read_transaction,
     require_session,
 )
@@ -373,6 +381,25 @@ class SqliteStore:
                 f"session {session_id!r} in {self.path}: {exc}; the row was moved to quarantine",
                 exc.raw,
             ) from exc
+
+    def load_many(self, session_ids: Sequence[str]) -> dict[str, Session | ActorflowError]:
+        """Each stored session of ``session_ids``, in one read transaction (see
+        `SessionStore.load_many`); a row that does not decode is quarantined."""
+        ids = check_load_many(session_ids)
+        with self._reader() as conn, read_transaction(conn):
+            found = read_states(conn, ids)
+        loaded: dict[str, Session | ActorflowError] = {}
+        for session_id, (base, records) in found.items():
+            try:
+                loaded[session_id] = rebuild(base, records)
+            except SnapshotDecodeError as exc:
+                self._quarantine(session_id, exc.raw, str(exc))
+                loaded[session_id] = SnapshotDecodeError(
+                    f"session {session_id!r} in {self.path}: {exc}; "
+                    "the row was moved to quarantine",
+                    exc.raw,
+                )
+        return loaded
 
     def revisions(
         self, session_id: str, limit: int = 100, before: int | None = None

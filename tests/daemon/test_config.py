@@ -174,8 +174,9 @@ def test_every_runtime_config_field_is_settable_by_flag_env_and_toml(tmp_path: P
         "sweep_interval": 0.5, "sweep_batch": 23, "drain_timeout": 24.0,
         "store": "memory://", "lease_ttl": 26.0, "node_id": "n1", "advertise": "http://h:1",
         "history_retention": "7d", "max_session_bytes": 1_000_000, "max_sessions_per_user": 27,
-        "stream_buffer": 28, "max_tails_per_session": 29, "max_tails": 30,
-        "timer_fire_rate": 28, "timer_poll_interval": 2.5,
+        "stream_buffer": 28,
+        "timer_fire_rate": 28, "timer_poll_interval": 2.5, "hibernate_after": 29.0,
+        "max_tails_per_session": 30, "max_tails": 31,
     }  # fmt: skip
     names = {f.name for f in dataclasses.fields(RuntimeConfig)} - {"clock"}
     assert set(values) == names

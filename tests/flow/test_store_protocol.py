@@ -10,9 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from flow import new_session, step
 from flow._errors import InvalidInput, RevisionConflict, SnapshotDecodeError, StoreUnavailable
 from flow._session import Session
+from flow.demo import echo
 from flow.stores import MemoryStore, SessionStore, SqliteStore
+from flow.stores._protocol import LOAD_MANY_LIMIT
 
 MakeSession = Callable[..., Session]
 
@@ -289,3 +292,50 @@ def test_saves_and_deletes_after_close_raise_store_unavailable(
         store.save(make_session("s2"), None)
     with pytest.raises(StoreUnavailable):
         store.delete("s1")
+
+
+def test_load_many_reads_every_stored_session_with_its_records_in_one_call(
+    store: SessionStore,
+) -> None:
+    sessions = [new_session(echo, owner="alice", session_id=f"m{i}") for i in range(5)]
+    for session in sessions:
+        saved(store, session, None)
+    newest = {}
+    for session in sessions[:3]:  # records after the base
+        current = session
+        for said in ("one", "two"):
+            after, _ = step(echo, current, said)
+            saved(store, after, current.revision)
+            current = after
+        newest[session.session_id] = current
+
+    found = store.load_many([s.session_id for s in sessions] + ["nobody", "m0"])
+
+    assert sorted(found) == [s.session_id for s in sessions], "missing ids have no key"
+    for session in sessions:
+        loaded = found[session.session_id]
+        assert isinstance(loaded, Session)
+        assert loaded == store.load(session.session_id)
+    assert found["m0"] == newest["m0"]
+    assert found["m0"].revision == 2  # type: ignore[union-attr]
+
+
+def test_load_many_quarantines_a_row_that_does_not_decode_and_reads_the_others(
+    store: SessionStore, make_session: MakeSession
+) -> None:
+    saved(store, make_session("bad"), None)
+    saved(store, make_session("good"), None)
+    corrupt(store, "bad", b"\xc1 not msgpack")
+
+    found = store.load_many(["bad", "good"])
+
+    assert isinstance(found["bad"], SnapshotDecodeError)
+    assert isinstance(found["good"], Session)
+    assert [row.session_id for row in store.quarantined()] == ["bad"]
+    assert store.load_many(["bad"]) == {}
+
+
+def test_load_many_refuses_more_ids_than_its_limit(store: SessionStore) -> None:
+    assert store.load_many([]) == {}
+    with pytest.raises(InvalidInput):
+        store.load_many([f"s{i}" for i in range(LOAD_MANY_LIMIT + 1)])

@@ -1,0 +1,185 @@
+"""Idle live sessions: what each costs, and what they cost the hot ones, with and without
+hibernation.
+
+Usage: ``.venv-dev/bin/python bench/idle.py [--quick] [--sizes 0,10000,100000]``.
+
+Runs twice, each in a fresh child process (so that freed memory of one run is
+not reused by the other): hibernation off (``hibernate_after=0``: every idle
+session keeps its actor and its decoded session) and on (``hibernate_after=1``:
+an idle session keeps its encoded bytes in the live index and no actor). In
+each run:
+
+- durable (fsync) ``echo`` steps/s of 64 client threads on 64 hot sessions,
+  with 0 idle live sessions beside them, then with each of ``--sizes``;
+- RSS (VmRSS delta) and GC-tracked objects per idle live session, after each
+  idle session was created and stepped once (and, with hibernation, hibernated;
+  they are added 5,000 at a time, so the RSS delta also holds the memory of
+  5,000 awake actors, freed and reused);
+- one full ``gc.collect()`` with them live.
+
+Prints one line per figure (the ratios are within one run) and writes
+``bench/out/idle.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from _plot import grouped_bars
+from inprocess import (
+    HOT_SESSIONS,
+    Plan,
+    config_for,
+    create_many,
+    in_parallel,
+    preload,
+    rss_bytes,
+    run_actorflow,
+)
+
+from flow.demo import echo
+from flow.stores import open_store
+from runtime import Runtime
+
+OUT = Path(__file__).resolve().parent / "out" / "idle.png"
+MODES = {"awake": 0.0, "hibernated": 1.0}
+#: Idle sessions are added this many at a time, each batch hibernated before the
+#: next, as they would be in a daemon (not 100,000 awake at once first).
+BATCH = 5_000
+
+
+def hibernated_count(rt: Runtime) -> int:
+    """Live sessions without an actor now."""
+    return sum(1 for entry in rt._core.index.entries() if entry.ref is None)
+
+
+def wait_hibernated(rt: Runtime, want: int, timeout: float = 120.0) -> None:
+    """Wait until at least ``want`` live sessions are hibernated (the sweep runs each second)."""
+    deadline = time.monotonic() + timeout
+    while hibernated_count(rt) < want:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"only {hibernated_count(rt):,} of {want:,} hibernated")
+        time.sleep(0.5)
+
+
+def child(mode: str, sizes: list[int], seconds: float, repeats: int) -> None:
+    """One run (one mode): print a JSON line of its figures."""
+    plan = Plan(
+        seconds=seconds, langgraph_seconds=0, idle_sessions=0, activations=0, repeats=repeats
+    )
+    after = MODES[mode]
+    rates: dict[int, float] = {}
+    rss: dict[int, float] = {}
+    objects: dict[int, float] = {}
+    gc_ms: dict[int, float] = {}
+    with tempfile.TemporaryDirectory(prefix="actorflow-idle-") as tmp:
+        data_dir = Path(tmp)
+        store = open_store(None, data_dir, "fsync")
+        config = replace(config_for(None), hibernate_after=after, sweep_interval=1.0)
+        try:
+            hot = preload(store, HOT_SESSIONS, 10)
+            with Runtime.open(data_dir=data_dir, graphs=[echo], config=config, store=store) as rt:
+                in_parallel(hot, lambda sid: rt.step(sid, "warm up"))
+                run_actorflow(rt, store, 64, hot, replace(plan, repeats=1))  # warm-up
+                idle = 0
+                for size in sizes:
+                    if size > idle:
+                        gc.collect()
+                        rss_before, objects_before = rss_bytes(), len(gc.get_objects())
+                        for start in range(idle, size, BATCH):
+                            made = create_many(rt, min(BATCH, size - start))
+                            in_parallel(made, lambda sid: rt.step(sid, "once"))
+                            if after > 0:
+                                wait_hibernated(rt, start + len(made))
+                        gc.collect()
+                        added = size - idle
+                        rss[size] = (rss_bytes() - rss_before) / added
+                        objects[size] = (len(gc.get_objects()) - objects_before) / added
+                        began = time.perf_counter()
+                        gc.collect()
+                        gc_ms[size] = (time.perf_counter() - began) * 1000
+                        idle = size
+                    result = run_actorflow(rt, store, 64, hot, plan)
+                    rates[size] = result.rate
+        finally:
+            store.close()
+    figures = {"rates": rates, "rss": rss, "objects": objects, "gc_ms": gc_ms}
+    print(json.dumps(figures), flush=True)
+
+
+def run_child(mode: str, args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """Run one mode in a fresh process; its figures."""
+    command = [
+        sys.executable,
+        __file__,
+        "--child",
+        mode,
+        "--sizes",
+        args.sizes,
+        "--seconds",
+        str(args.seconds),
+        "--repeats",
+        str(args.repeats),
+    ]
+    out = subprocess.run(
+        command, check=True, capture_output=True, text=True, env={**os.environ}, timeout=1800
+    ).stdout
+    figures: dict[str, dict[str, float]] = json.loads(out.strip().splitlines()[-1])
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="0 and 10,000 idle sessions only")
+    parser.add_argument("--sizes", default="0,10000,100000")
+    parser.add_argument("--seconds", type=float, default=2.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--child", choices=sorted(MODES), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.quick:
+        args.sizes, args.repeats = "0,10000", 1
+    sizes = [int(s) for s in args.sizes.split(",")]
+    if args.child:
+        child(args.child, sizes, args.seconds, args.repeats)
+        return
+    runs = {mode: run_child(mode, args) for mode in MODES}
+    for mode, figures in runs.items():
+        rates = figures["rates"]
+        base = rates["0"]
+        for size in sizes[1:]:
+            key = str(size)
+            print(
+                f"{mode}: per idle live session ({size:,} of them): "
+                f"{figures['rss'][key] / 1024:.2f} KiB RSS, "
+                f"{figures['objects'][key]:.1f} GC-tracked objects; "
+                f"one full gc.collect() {figures['gc_ms'][key]:,.0f} ms",
+                flush=True,
+            )
+        for size in sizes:
+            key = str(size)
+            print(
+                f"{mode}: 64 clients on 64 hot sessions (fsync) with {size:,} idle live "
+                f"sessions: {rates[key]:,.0f} steps/s ({rates[key] / base:.2f}x of 0 idle)",
+                flush=True,
+            )
+    grouped_bars(
+        OUT,
+        title="Hot steps/s beside idle live sessions (64 clients, fsync)",
+        ylabel="steps/s",
+        groups=[f"{size:,} idle" for size in sizes],
+        series={mode: [runs[mode]["rates"][str(s)] for s in sizes] for mode in MODES},
+    )
+    print(f"plot: {OUT}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
