@@ -24,7 +24,7 @@ import math
 import queue
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -62,7 +62,7 @@ from flow.stores._postgres_reads import (
     require_session,
     snapshot,
 )
-from flow.stores._postgres_schema import ensure_schema
+from flow.stores._postgres_schema import EXPECTATION_NOT_MET, LOCK_BATCH, ensure_schema
 from flow.stores._protocol import Durability, QuarantinedRow, SessionPage, StoredSessionInfo
 from flow.stores._timer_index import DueTimer, index_change
 
@@ -74,6 +74,7 @@ _T = TypeVar("_T")
 _LOG_TABLES = ("sessions", "bases", "records", "archive", "timers")
 _WAIT_FOR_CONNECTION = 3.0  # seconds a call waits for a pooled connection before failing
 _RETRIES = 3  # a batch that met a deadlock or a concurrent insert is run again this often
+_LOCK_AND_CHECK = f"SELECT * FROM {LOCK_BATCH}(%s::text[], %s::bigint[], %s::text[], %s::bigint[])"
 _RETRYABLE = (
     psycopg.errors.DeadlockDetected,
     psycopg.errors.SerializationFailure,
@@ -630,11 +631,17 @@ class PostgresStore:
 
     def _write_batch(self, writes: builtins.list[_SaveOp | _DeleteOp]) -> None:
         """Commit one batch (again after a deadlock or a concurrent insert) and answer it."""
+        saves = [op for op in writes if isinstance(op, _SaveOp)]
+        at_once = len(saves) == len(writes)
         for attempt in range(_RETRIES + 1):
             try:
                 conn = self._writer_connection()
                 try:
-                    plan = self._commit(conn, writes)
+                    plan = None
+                    if at_once and attempt == 0:
+                        plan = self._commit_at_once(conn, saves)
+                    if plan is None:
+                        plan = self._commit(conn, writes)
                 except BaseException:
                     if not conn.broken and not conn.closed:
                         conn.rollback()
@@ -653,6 +660,45 @@ class PostgresStore:
             for sid in plan.due(self.policy):
                 self.compactor.request(sid)
             return
+
+    def _commit_at_once(
+        self, conn: psycopg.Connection[Any], saves: builtins.list[_SaveOp]
+    ) -> _BatchPlan | None:
+        """The batch in one round trip, planned as if every session were at the revision
+        its first save expects and no lease had moved on; None (rolled back) when the
+        database says otherwise, and ``_commit`` then checks each save.
+
+        ``LOCK_BATCH`` checks that assumption under the rows' locks, before the writes
+        queued behind it in the same pipeline, and fails the transaction if it is wrong.
+        """
+        expected: dict[str, int | None] = {}
+        fences: dict[str, int] = {}
+        for op in saves:
+            expected.setdefault(op.session_id, op.expected)
+            if op.fence is not None:
+                name, epoch = op.fence
+                fences[name] = min(epoch, fences.get(name, epoch))
+        ids = sorted(expected)
+        fenced = sorted(fences)
+        committed = {sid: rev for sid, rev in expected.items() if rev is not None}
+        plan = _BatchPlan(committed, {}, saves)
+        try:
+            with conn.pipeline():
+                locked = conn.execute(
+                    _LOCK_AND_CHECK,
+                    (ids, [expected[sid] for sid in ids], fenced, [fences[f] for f in fenced]),
+                )
+                cur = conn.cursor()
+                for sql, params in plan.statements:
+                    cur.executemany(sql, params)
+                conn.commit()  # the one round trip
+        except psycopg.Error as exc:
+            if exc.sqlstate != EXPECTATION_NOT_MET:
+                raise
+            conn.rollback()
+            return None
+        plan.stored_tails = {row[0]: (row[1], row[2], row[3]) for row in locked.fetchall()}
+        return plan
 
     def _fail_all(self, writes: builtins.list[_SaveOp | _DeleteOp], exc: BaseException) -> None:
         self._failed += 1
@@ -683,7 +729,8 @@ class PostgresStore:
         self, conn: psycopg.Connection[Any], writes: builtins.list[_SaveOp | _DeleteOp]
     ) -> _BatchPlan:
         """One transaction in two round trips: lock and read (BEGIN, the rows, the fences),
-        then every write and the COMMIT, each sent as one pipeline."""
+        then every write and the COMMIT, each sent as one pipeline. For batches with a
+        delete, and for a batch whose ``_commit_at_once`` found a save that fails."""
         ids = sorted({op.session_id for op in writes})
         fenced = sorted({op.fence[0] for op in writes if isinstance(op, _SaveOp) and op.fence})
         with conn.pipeline():
@@ -701,7 +748,8 @@ class PostgresStore:
                 )
             rows = rows_cur.fetchall()  # sends what is queued and waits: round trip 1
             epochs: dict[str, int] = {} if fences_cur is None else dict(fences_cur.fetchall())
-            plan = _BatchPlan(rows, epochs, writes)
+            plan = _BatchPlan({r[0]: r[1] for r in rows}, epochs, writes)
+            plan.stored_tails = {r[0]: (r[2], r[3], r[4]) for r in rows}
             cur = conn.cursor()
             for sql, params in plan.statements:
                 cur.executemany(sql, params)
@@ -716,12 +764,15 @@ class _BatchPlan:
 
     def __init__(
         self,
-        rows: builtins.list[tuple[Any, ...]],
+        committed: dict[str, int],
         epochs: dict[str, int],
-        writes: builtins.list[_SaveOp | _DeleteOp],
+        writes: Sequence[_SaveOp | _DeleteOp],
     ) -> None:
-        committed: dict[str, int | None] = {r[0]: r[1] for r in rows}
-        self.tails: dict[str, tuple[int, int, int]] = {r[0]: (r[2], r[3], r[4]) for r in rows}
+        self.stored_tails: dict[str, tuple[int, int, int]] = {}
+        """Each locked row's (base size, tail bytes, tail count) before the batch."""
+        # what the batch did to each session's log: the size of a base it wrote (None:
+        # none), then the bytes and count of the records it appended after that
+        self.grown: dict[str, tuple[int | None, int, int]] = {}
         self.appended: set[str] = set()
         self.saves = 0
         self._results: builtins.list[tuple[Future[Any], Any, BaseException | None]] = []
@@ -735,7 +786,7 @@ class _BatchPlan:
         results = self._results
         for op in writes:
             sid = op.session_id
-            current = revisions[sid] if sid in revisions else committed.get(sid)
+            current: int | None = revisions[sid] if sid in revisions else committed.get(sid)
             if isinstance(op, _DeleteOp):
                 revisions[sid] = None
                 upserts.pop(sid, None)
@@ -743,7 +794,7 @@ class _BatchPlan:
                 bases = [b for b in bases if b[0] != sid]
                 records = [r for r in records if r[0] != sid]
                 due.pop(sid, None)
-                self.tails.pop(sid, None)
+                self.grown.pop(sid, None)
                 self.appended.discard(sid)
                 deletes.add(sid)
                 results.append((op.future, current is not None, None))
@@ -768,11 +819,10 @@ class _BatchPlan:
                 appends.pop(sid, None)
                 base_size = len(entry.base)
                 upserts[sid] = [*op.info, base_size, entry.revision, base_size, 0, 0]
-                self.tails[sid] = (base_size, 0, 0)
+                self.grown[sid] = (base_size, 0, 0)
             else:
-                tail = self.tails.get(sid)
-                if tail is not None:
-                    self.tails[sid] = (tail[0], tail[1] + size, tail[2] + 1)
+                base_written, grown, count = self.grown.get(sid, (None, 0, 0))
+                self.grown[sid] = (base_written, grown + size, count + 1)
                 self.appended.add(sid)
                 row = upserts.get(sid)
                 if row is not None:
@@ -820,11 +870,17 @@ class _BatchPlan:
 
     def due(self, policy: LogPolicy) -> builtins.list[str]:
         """The sessions this batch appended to whose records now outweigh their base."""
-        return [
-            sid
-            for sid in self.appended
-            if sid in self.tails and compaction_due(policy, *self.tails[sid])
-        ]
+        found: builtins.list[str] = []
+        for sid in self.appended:
+            base, grown, count = self.grown[sid]
+            if base is None:
+                stored = self.stored_tails.get(sid)
+                if stored is None:
+                    continue
+                base, grown, count = stored[0], stored[1] + grown, stored[2] + count
+            if compaction_due(policy, base, grown, count):
+                found.append(sid)
+        return found
 
 
 def _describe(url: str) -> str:
