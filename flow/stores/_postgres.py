@@ -1,14 +1,12 @@
 """PostgresStore: sessions in PostgreSQL, for one daemon or several sharing them.
 
-One writer thread does group commit: ``save`` encodes on the caller's thread,
-queues and returns a future; the writer takes everything waiting (up to
-``max_batch``), and in one transaction locks the sessions' rows (``SELECT ...
-FOR UPDATE``, in id order so two daemons' writers never deadlock), reads the
-fencing epochs of the fenced saves' leases (``FOR SHARE``: a lease grant
-waits for this commit, or this batch sees the newer epoch), checks each
-compare-and-set in order, sends every base, record and row in one pipeline
-and commits. Only then are the futures completed: many steps share one
-commit (and one fsync with ``synchronous_commit`` on).
+Group commit: ``save`` encodes on the caller's thread, queues the session on
+its writer and returns a future; each writer (``flow.stores._postgres_writer``)
+commits everything waiting in one transaction sent as one round trip (a
+server-side function checks every compare-and-set and fence under the rows'
+locks first) and only then completes the futures: many steps share one commit
+(and one fsync with ``synchronous_commit`` on). Two writers by default, each
+session always on the same one, so that one's commit overlaps the other's batch.
 
 Unlike SQLite's writer it caches nothing: other daemons write the same tables.
 Reads use the connection pool (one statement per load, so one snapshot);
@@ -21,33 +19,29 @@ from __future__ import annotations
 
 import builtins
 import math
-import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+import zlib
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 import psycopg.conninfo
 import psycopg_pool
 
-from flow._errors import InvalidInput, RevisionConflict, SnapshotDecodeError, StoreUnavailable
+from flow._errors import InvalidInput, SnapshotDecodeError, StoreUnavailable
 from flow._logging import get_logger
 from flow._rebase import archived, rebased
 from flow._record import decode_record
 from flow._session import Session
-from flow.stores._lease import LeaseLost
 from flow.stores._log import (
     Compactor,
     HistoryRange,
-    LogEntry,
     LogPolicy,
     MessagePage,
     RevisionInfo,
-    compaction_due,
     entry_for,
     page_messages,
     rebuild,
@@ -62,7 +56,16 @@ from flow.stores._postgres_reads import (
     require_session,
     snapshot,
 )
-from flow.stores._postgres_schema import EXPECTATION_NOT_MET, LOCK_BATCH, ensure_schema
+from flow.stores._postgres_schema import ensure_schema
+from flow.stores._postgres_writer import (
+    LOG_TABLES,
+    DeleteOp,
+    FlushOp,
+    Info,
+    PostgresWriter,
+    SaveOp,
+    WriterStats,
+)
 from flow.stores._protocol import Durability, QuarantinedRow, SessionPage, StoredSessionInfo
 from flow.stores._timer_index import DueTimer, index_change
 
@@ -71,97 +74,12 @@ __all__ = ["PostgresStore"]
 _log = get_logger("actorflow.store.postgres")
 
 _T = TypeVar("_T")
-_LOG_TABLES = ("sessions", "bases", "records", "archive", "timers")
 _WAIT_FOR_CONNECTION = 3.0  # seconds a call waits for a pooled connection before failing
-_RETRIES = 3  # a batch that met a deadlock or a concurrent insert is run again this often
-_LOCK_AND_CHECK = f"SELECT * FROM {LOCK_BATCH}(%s::text[], %s::bigint[], %s::text[], %s::bigint[])"
-_RETRYABLE = (
-    psycopg.errors.DeadlockDetected,
-    psycopg.errors.SerializationFailure,
-    psycopg.errors.UniqueViolation,
-)
 
 _INFO_COLUMNS = (
     "session_id, owner, graph_id, current_task, status, revision, "
     "created_at, last_accessed, expires_at, size"
 )
-
-_INSERT = """
-INSERT INTO sessions (session_id, owner, graph_id, current_task, status, revision,
-                      created_at, last_accessed, expires_at, size, base_rev, base_size,
-                      tail_bytes, tail_count)
-VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)
-"""
-"""A session new to the table: a plain INSERT, so that two daemons creating one id at
-once cannot both succeed (the second fails with a unique violation, its batch is run
-again and its save sees the row: ``RevisionConflict``)."""
-
-_UPSERT = (
-    _INSERT
-    + """ON CONFLICT (session_id) DO UPDATE SET
-    owner = excluded.owner, graph_id = excluded.graph_id,
-    current_task = excluded.current_task, status = excluded.status,
-    revision = excluded.revision, created_at = excluded.created_at,
-    last_accessed = excluded.last_accessed, expires_at = excluded.expires_at,
-    size = excluded.size, base_rev = excluded.base_rev, base_size = excluded.base_size,
-    tail_bytes = excluded.tail_bytes, tail_count = excluded.tail_count
-"""
-)
-
-_APPEND = """
-UPDATE sessions SET owner = %s, graph_id = %s, current_task = %s, status = %s, revision = %s,
-    created_at = %s, last_accessed = %s, expires_at = %s, size = size + %s,
-    tail_bytes = tail_bytes + %s, tail_count = tail_count + %s
-WHERE session_id = %s
-"""
-
-_BASE = (
-    "INSERT INTO bases VALUES (%s, %s, %s) "
-    "ON CONFLICT (session_id, revision) DO UPDATE SET data = excluded.data"
-)
-_RECORD = (
-    "INSERT INTO records VALUES (%s, %s, %s, %s) "
-    "ON CONFLICT (session_id, revision) DO UPDATE SET at = excluded.at, data = excluded.data"
-)
-
-_Info = tuple[str, str, str, str, str, int, float, float, float | None]
-
-
-_TIMER = (
-    "INSERT INTO timers VALUES (%s, %s) ON CONFLICT (session_id) DO UPDATE SET due = excluded.due"
-)
-
-
-class _SaveOp(NamedTuple):
-    session_id: str
-    expected: int | None
-    fence: tuple[str, int] | None
-    info: _Info
-    entry: LogEntry
-    future: Future[None]
-    timers: tuple[bool, float | None]  # index_change: changed?, the next due time
-
-
-class _DeleteOp(NamedTuple):
-    session_id: str
-    future: Future[bool]
-
-
-class _FlushOp(NamedTuple):
-    future: Future[None]
-
-
-_Op = _SaveOp | _DeleteOp | _FlushOp | None
-
-
-@dataclass(frozen=True, slots=True)
-class WriterStats:
-    """What the writer has committed since the store was opened."""
-
-    transactions: int
-    saves: int
-    failed_transactions: int
-    largest_batch: int
 
 
 class PostgresStore:
@@ -175,6 +93,8 @@ class PostgresStore:
             an actorflow crash loses nothing, a PostgreSQL crash may lose the last
             fraction of a second of acknowledged steps).
         max_batch: most saves committed in one transaction.
+        writers: writer threads, each with its own connection; each session's saves go
+            to one of them, so one's commit overlaps another's batch.
         pool_size: most pooled connections (the writer, readers, compactor, leases).
         policy: history retention and compaction (default: keep 1,000 revisions).
         connect_timeout: seconds to wait for the server when opening.
@@ -191,14 +111,17 @@ class PostgresStore:
         durability: Durability = "fsync",
         *,
         max_batch: int = 1024,
+        writers: int = 2,
         pool_size: int = 16,
         policy: LogPolicy | None = None,
         connect_timeout: float = 10.0,
     ) -> None:
         if durability not in ("fsync", "commit"):
             raise InvalidInput(f"durability must be 'fsync' or 'commit', not {durability!r}")
-        if max_batch < 1 or pool_size < 2:
-            raise InvalidInput("max_batch must be at least 1 and pool_size at least 2")
+        if max_batch < 1 or pool_size < 2 or not 1 <= writers <= 16:
+            raise InvalidInput(
+                "max_batch must be at least 1, pool_size at least 2 and writers 1 to 16"
+            )
         self.url = url
         self.durability: Durability = durability
         self.policy = policy or LogPolicy()
@@ -225,19 +148,20 @@ class PostgresStore:
         except BaseException:
             self.pool.close()
             raise
-        self._queue: queue.SimpleQueue[_Op] = queue.SimpleQueue()
         self._submit_lock = threading.Lock()
         self._closed = False
-        self._transactions = 0
-        self._saves = 0
-        self._failed = 0
-        self._largest = 0
-        self._writer_conn: psycopg.Connection[Any] | None = None
-        self._writer = threading.Thread(
-            target=self._write_loop, name="postgres-writer", daemon=True
-        )
-        self._writer.start()
         self.compactor = Compactor(f"postgres:{self.where}", self.compact)
+        self._writers = [
+            PostgresWriter(
+                f"postgres-writer-{n}",
+                self._writer_connection,
+                self.where,
+                max_batch,
+                self.policy,
+                self.compactor.request,
+            )
+            for n in range(writers)
+        ]
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.where!r}, durability={self.durability!r})"
@@ -283,7 +207,7 @@ class PostgresStore:
         entry = entry_for(session, expected_revision)
         meta = session.metadata
         sid = session.session_id
-        info: _Info = (
+        info: Info = (
             sid,
             meta.owner,
             session.graph_id,
@@ -297,7 +221,7 @@ class PostgresStore:
         future: Future[None] = Future()
         future.set_running_or_notify_cancel()
         timers = index_change(session, entry)
-        self._submit(_SaveOp(sid, expected_revision, fence, info, entry, future, timers))
+        self._submit(SaveOp(sid, expected_revision, fence, info, entry, future, timers))
         return future
 
     def load(self, session_id: str, revision: int | None = None) -> Session | None:
@@ -390,7 +314,7 @@ class PostgresStore:
         """
         future: Future[bool] = Future()
         future.set_running_or_notify_cancel()
-        self._submit(_DeleteOp(session_id, future))
+        self._submit(DeleteOp(session_id, future))
         return future.result()
 
     def put_raw(self, session_id: str, data: bytes) -> None:
@@ -484,16 +408,20 @@ class PostgresStore:
 
     def flush(self) -> None:
         """Block until every save queued so far has been committed (or failed)."""
-        future: Future[None] = Future()
-        future.set_running_or_notify_cancel()
+        futures: builtins.list[Future[None]] = []
         with self._submit_lock:
             if self._closed:
                 return
-            self._queue.put(_FlushOp(future))
-        future.result()
+            for writer in self._writers:
+                future: Future[None] = Future()
+                future.set_running_or_notify_cancel()
+                writer.put(FlushOp(future))
+                futures.append(future)
+        for future in futures:
+            future.result()
 
     def close(self) -> None:
-        """Commit what is queued, stop the writer and close the pool."""
+        """Commit what is queued, stop the writers and close the pool."""
         if self._closed:
             return
         self.compactor.close()
@@ -501,23 +429,37 @@ class PostgresStore:
             if self._closed:
                 return
             self._closed = True
-            self._queue.put(None)
-        self._writer.join()
-        if self._writer_conn is not None:
-            self._writer_conn.close()
+        for writer in self._writers:
+            writer.stop()
         self.pool.close()
 
     def writer_stats(self) -> WriterStats:
-        """Counters of the writer thread (transactions, saves, batch sizes)."""
-        return WriterStats(self._transactions, self._saves, self._failed, self._largest)
+        """Counters of the writer threads together (transactions, saves, largest batch)."""
+        each = [writer.stats() for writer in self._writers]
+        return WriterStats(
+            sum(s.transactions for s in each),
+            sum(s.saves for s in each),
+            sum(s.failed_transactions for s in each),
+            max(s.largest_batch for s in each),
+        )
 
     # -- helpers -------------------------------------------------------------------------
 
-    def _submit(self, op: _Op) -> None:
+    def _submit(self, op: SaveOp | DeleteOp) -> None:
+        """Queue ``op`` on its session's writer, so that a session's saves commit in order."""
+        writers = self._writers
+        writer = writers[zlib.crc32(op.session_id.encode()) % len(writers)]
         with self._submit_lock:
             if self._closed:
                 raise StoreUnavailable(f"session store {self.where} is closed")
-            self._queue.put(op)
+            writer.put(op)
+
+    def _writer_connection(self) -> psycopg.Connection[Any]:
+        """A new connection for a writer (not pooled: a writer's is always busy)."""
+        conn = psycopg.connect(self.url, connect_timeout=round(_WAIT_FOR_CONNECTION))
+        self._configure(conn)
+        conn.commit()
+        return conn
 
     @contextmanager
     def _connection(self, what: str) -> Iterator[psycopg.Connection[Any]]:
@@ -562,7 +504,7 @@ class PostgresStore:
                 {"sid": sid, "raw": raw},
             ).fetchone()
             if still_there is not None and still_there[0]:
-                for table in _LOG_TABLES:
+                for table in LOG_TABLES:
                     conn.execute(f"DELETE FROM {table} WHERE session_id = %s", (sid,))
             conn.execute(
                 "INSERT INTO quarantine (session_id, raw, error, quarantined_at) "
@@ -607,280 +549,6 @@ class PostgresStore:
                 )
             conn.execute("DELETE FROM records WHERE session_id = %s AND revision < %s", (sid, cut))
             conn.execute("DELETE FROM bases WHERE session_id = %s AND revision < %s", (sid, cut))
-
-    # -- the writer thread ---------------------------------------------------------------
-
-    def _write_loop(self) -> None:
-        get = self._queue.get
-        while True:
-            batch: builtins.list[_Op] = [get()]
-            try:
-                while len(batch) < self._max_batch:
-                    batch.append(self._queue.get_nowait())
-            except queue.Empty:
-                pass
-            self._largest = max(self._largest, len(batch))
-            writes = [op for op in batch if isinstance(op, _SaveOp | _DeleteOp)]
-            if writes:
-                self._write_batch(writes)
-            for op in batch:
-                if isinstance(op, _FlushOp):
-                    op.future.set_result(None)
-            if any(op is None for op in batch):
-                return
-
-    def _write_batch(self, writes: builtins.list[_SaveOp | _DeleteOp]) -> None:
-        """Commit one batch (again after a deadlock or a concurrent insert) and answer it."""
-        saves = [op for op in writes if isinstance(op, _SaveOp)]
-        at_once = len(saves) == len(writes)
-        for attempt in range(_RETRIES + 1):
-            try:
-                conn = self._writer_connection()
-                try:
-                    plan = None
-                    if at_once and attempt == 0:
-                        plan = self._commit_at_once(conn, saves)
-                    if plan is None:
-                        plan = self._commit(conn, writes)
-                except BaseException:
-                    if not conn.broken and not conn.closed:
-                        conn.rollback()
-                    raise
-            except _RETRYABLE as exc:
-                if attempt < _RETRIES:
-                    continue
-                self._fail_all(writes, exc)
-                return
-            except Exception as exc:  # the writer must outlive anything and answer every caller
-                self._fail_all(writes, exc)
-                return
-            self._transactions += 1
-            self._saves += plan.saves
-            plan.complete()
-            for sid in plan.due(self.policy):
-                self.compactor.request(sid)
-            return
-
-    def _commit_at_once(
-        self, conn: psycopg.Connection[Any], saves: builtins.list[_SaveOp]
-    ) -> _BatchPlan | None:
-        """The batch in one round trip, planned as if every session were at the revision
-        its first save expects and no lease had moved on; None (rolled back) when the
-        database says otherwise, and ``_commit`` then checks each save.
-
-        ``LOCK_BATCH`` checks that assumption under the rows' locks, before the writes
-        queued behind it in the same pipeline, and fails the transaction if it is wrong.
-        """
-        expected: dict[str, int | None] = {}
-        fences: dict[str, int] = {}
-        for op in saves:
-            expected.setdefault(op.session_id, op.expected)
-            if op.fence is not None:
-                name, epoch = op.fence
-                fences[name] = min(epoch, fences.get(name, epoch))
-        ids = sorted(expected)
-        fenced = sorted(fences)
-        committed = {sid: rev for sid, rev in expected.items() if rev is not None}
-        plan = _BatchPlan(committed, {}, saves)
-        try:
-            with conn.pipeline():
-                locked = conn.execute(
-                    _LOCK_AND_CHECK,
-                    (ids, [expected[sid] for sid in ids], fenced, [fences[f] for f in fenced]),
-                )
-                cur = conn.cursor()
-                for sql, params in plan.statements:
-                    cur.executemany(sql, params)
-                conn.commit()  # the one round trip
-        except psycopg.Error as exc:
-            if exc.sqlstate != EXPECTATION_NOT_MET:
-                raise
-            conn.rollback()
-            return None
-        plan.stored_tails = {row[0]: (row[1], row[2], row[3]) for row in locked.fetchall()}
-        return plan
-
-    def _fail_all(self, writes: builtins.list[_SaveOp | _DeleteOp], exc: BaseException) -> None:
-        self._failed += 1
-        if not isinstance(exc, psycopg.Error | psycopg_pool.PoolTimeout):
-            _log.exception("postgres_writer_error", saves=len(writes))
-        error = StoreUnavailable(
-            f"session store {self.where}: commit failed: {type(exc).__name__}: {exc}"
-        )
-        error.__cause__ = exc
-        for op in writes:
-            if not op.future.done():
-                op.future.set_exception(error)
-
-    def _writer_connection(self) -> psycopg.Connection[Any]:
-        """The writer's own connection (not pooled: it is always busy), made again when lost."""
-        conn = self._writer_conn
-        if conn is None or conn.broken or conn.closed:
-            if conn is not None:
-                conn.close()
-            self._writer_conn = None
-            conn = psycopg.connect(self.url, connect_timeout=round(_WAIT_FOR_CONNECTION))
-            self._configure(conn)
-            conn.commit()
-            self._writer_conn = conn
-        return conn
-
-    def _commit(
-        self, conn: psycopg.Connection[Any], writes: builtins.list[_SaveOp | _DeleteOp]
-    ) -> _BatchPlan:
-        """One transaction in two round trips: lock and read (BEGIN, the rows, the fences),
-        then every write and the COMMIT, each sent as one pipeline. For batches with a
-        delete, and for a batch whose ``_commit_at_once`` found a save that fails."""
-        ids = sorted({op.session_id for op in writes})
-        fenced = sorted({op.fence[0] for op in writes if isinstance(op, _SaveOp) and op.fence})
-        with conn.pipeline():
-            rows_cur = conn.execute(
-                "SELECT session_id, revision, base_size, tail_bytes, tail_count FROM sessions "
-                "WHERE session_id = ANY(%s) ORDER BY session_id FOR UPDATE",
-                (ids,),
-            )
-            fences_cur = None
-            if fenced:
-                fences_cur = conn.execute(
-                    "SELECT session_id, epoch FROM leases WHERE session_id = ANY(%s) "
-                    "ORDER BY session_id FOR SHARE",
-                    (fenced,),
-                )
-            rows = rows_cur.fetchall()  # sends what is queued and waits: round trip 1
-            epochs: dict[str, int] = {} if fences_cur is None else dict(fences_cur.fetchall())
-            plan = _BatchPlan({r[0]: r[1] for r in rows}, epochs, writes)
-            plan.stored_tails = {r[0]: (r[2], r[3], r[4]) for r in rows}
-            cur = conn.cursor()
-            for sql, params in plan.statements:
-                cur.executemany(sql, params)
-            conn.commit()  # round trip 2
-        return plan
-
-
-class _BatchPlan:
-    """One batch checked in order (fence, then compare-and-set chained per session) and its
-    writes: deletes, bases, records, then each session's row (an upsert when the batch
-    wrote it a base, else one update adding the appended records' bytes to its tail)."""
-
-    def __init__(
-        self,
-        committed: dict[str, int],
-        epochs: dict[str, int],
-        writes: Sequence[_SaveOp | _DeleteOp],
-    ) -> None:
-        self.stored_tails: dict[str, tuple[int, int, int]] = {}
-        """Each locked row's (base size, tail bytes, tail count) before the batch."""
-        # what the batch did to each session's log: the size of a base it wrote (None:
-        # none), then the bytes and count of the records it appended after that
-        self.grown: dict[str, tuple[int | None, int, int]] = {}
-        self.appended: set[str] = set()
-        self.saves = 0
-        self._results: builtins.list[tuple[Future[Any], Any, BaseException | None]] = []
-        revisions: dict[str, int | None] = {}
-        bases: builtins.list[tuple[str, int, bytes]] = []
-        records: builtins.list[tuple[str, int, float, bytes]] = []
-        upserts: dict[str, builtins.list[Any]] = {}
-        appends: dict[str, builtins.list[Any]] = {}
-        deletes: set[str] = set()
-        due: dict[str, float | None] = {}  # the due-time index's new entries (None: drop)
-        results = self._results
-        for op in writes:
-            sid = op.session_id
-            current: int | None = revisions[sid] if sid in revisions else committed.get(sid)
-            if isinstance(op, _DeleteOp):
-                revisions[sid] = None
-                upserts.pop(sid, None)
-                appends.pop(sid, None)
-                bases = [b for b in bases if b[0] != sid]
-                records = [r for r in records if r[0] != sid]
-                due.pop(sid, None)
-                self.grown.pop(sid, None)
-                self.appended.discard(sid)
-                deletes.add(sid)
-                results.append((op.future, current is not None, None))
-                continue
-            if op.fence is not None and epochs.get(op.fence[0], 0) > op.fence[1]:
-                name, epoch = op.fence
-                results.append((op.future, None, LeaseLost(name, epoch, epochs[name])))
-                continue
-            if current != op.expected:
-                results.append((op.future, None, RevisionConflict(sid, op.expected, current)))
-                continue
-            entry = op.entry
-            revisions[sid] = entry.revision
-            if op.timers[0]:
-                due[sid] = op.timers[1]
-            size = 0
-            if entry.record is not None:
-                records.append((sid, entry.revision, entry.at, entry.record))
-                size = len(entry.record)
-            if entry.base is not None:
-                bases.append((sid, entry.revision, entry.base))
-                appends.pop(sid, None)
-                base_size = len(entry.base)
-                upserts[sid] = [*op.info, base_size, entry.revision, base_size, 0, 0]
-                self.grown[sid] = (base_size, 0, 0)
-            else:
-                base_written, grown, count = self.grown.get(sid, (None, 0, 0))
-                self.grown[sid] = (base_written, grown + size, count + 1)
-                self.appended.add(sid)
-                row = upserts.get(sid)
-                if row is not None:
-                    row[:9] = op.info
-                    row[9] += size
-                    row[12] += size
-                    row[13] += 1
-                else:
-                    add = appends.get(sid)
-                    count = 1 if add is None else add[-2] + 1
-                    grown = size if add is None else add[-3] + size
-                    appends[sid] = [*op.info[1:], grown, grown, count, sid]
-            self.saves += 1
-            results.append((op.future, None, None))
-        ids = [(sid,) for sid in sorted(deletes)]
-        self.statements: builtins.list[tuple[str, builtins.list[Any]]] = [
-            (f"DELETE FROM {table} WHERE session_id = %s", ids) for table in _LOG_TABLES if ids
-        ]
-        if bases:
-            self.statements.append((_BASE, bases))
-        if records:
-            self.statements.append((_RECORD, records))
-        new = [row for sid, row in upserts.items() if sid not in committed or sid in deletes]
-        if new:
-            self.statements.append((_INSERT, new))
-        old = [row for sid, row in upserts.items() if sid in committed and sid not in deletes]
-        if old:
-            self.statements.append((_UPSERT, old))
-        if appends:
-            self.statements.append((_APPEND, builtins.list(appends.values())))
-        dropped = [(sid,) for sid, at in due.items() if at is None]
-        if dropped:
-            self.statements.append(("DELETE FROM timers WHERE session_id = %s", dropped))
-        kept = [(sid, at) for sid, at in due.items() if at is not None]
-        if kept:
-            self.statements.append((_TIMER, kept))
-
-    def complete(self) -> None:
-        """Complete every future of the committed batch."""
-        for future, value, error in self._results:
-            if error is None:
-                future.set_result(value)
-            else:
-                future.set_exception(error)
-
-    def due(self, policy: LogPolicy) -> builtins.list[str]:
-        """The sessions this batch appended to whose records now outweigh their base."""
-        found: builtins.list[str] = []
-        for sid in self.appended:
-            base, grown, count = self.grown[sid]
-            if base is None:
-                stored = self.stored_tails.get(sid)
-                if stored is None:
-                    continue
-                base, grown, count = stored[0], stored[1] + grown, stored[2] + count
-            if compaction_due(policy, base, grown, count):
-                found.append(sid)
-        return found
 
 
 def _describe(url: str) -> str:
