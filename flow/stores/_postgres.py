@@ -31,42 +31,27 @@ import psycopg
 import psycopg.conninfo
 import psycopg_pool
 
-from flow._errors import InvalidInput, SnapshotDecodeError, StoreUnavailable
+from flow._errors import InvalidInput, StoreUnavailable
 from flow._logging import get_logger
-from flow._rebase import archived, rebased
-from flow._record import decode_record
 from flow._session import Session
 from flow.stores._log import (
     Compactor,
-    HistoryRange,
     LogPolicy,
-    MessagePage,
-    RevisionInfo,
     entry_for,
-    page_messages,
-    rebuild,
-    revision_info,
 )
-from flow.stores._postgres_reads import (
-    MessageRows,
-    read_for_compaction,
-    read_revisions,
-    read_span,
-    read_state,
-    require_session,
-    snapshot,
-)
+from flow.stores._postgres_gate import ServerGate
+from flow.stores._postgres_reads import READS, snapshot
 from flow.stores._postgres_schema import ensure_schema
 from flow.stores._postgres_writer import (
     LOG_TABLES,
     DeleteOp,
     FlushOp,
-    Info,
     PostgresWriter,
     SaveOp,
     WriterStats,
 )
 from flow.stores._protocol import Durability, QuarantinedRow, SessionPage, StoredSessionInfo
+from flow.stores._sql_log import SqlLogStore, save_info
 from flow.stores._timer_index import DueTimer, index_change
 
 __all__ = ["PostgresStore"]
@@ -82,7 +67,7 @@ _INFO_COLUMNS = (
 )
 
 
-class PostgresStore:
+class PostgresStore(SqlLogStore[psycopg.Connection[Any]]):
     """Sessions in PostgreSQL (see the module docstring).
 
     Args:
@@ -126,9 +111,11 @@ class PostgresStore:
         self.durability: Durability = durability
         self.policy = policy or LogPolicy()
         self.where = _describe(url)
+        self._log_name = self.where
+        self._reads = READS
         self.key_prefix = ""  # what FencedStore compares with the lease manager's
         self._max_batch = max_batch
-        self.pool = psycopg_pool.ConnectionPool(
+        pool: psycopg_pool.ConnectionPool[Any] = psycopg_pool.ConnectionPool(
             url,
             min_size=2,
             max_size=pool_size,
@@ -139,15 +126,18 @@ class PostgresStore:
             timeout=_WAIT_FOR_CONNECTION,
         )
         try:
-            self.pool.open(wait=True, timeout=connect_timeout)
-            with self.pool.connection() as conn:
+            pool.open(wait=True, timeout=connect_timeout)
+            with pool.connection() as conn:
                 ensure_schema(conn, self.where)
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
-            self.pool.close()
+            pool.close()
             raise StoreUnavailable(f"cannot open session store {self.where}: {exc}") from exc
         except BaseException:
-            self.pool.close()
+            pool.close()
             raise
+        self.pool = ServerGate(pool, url)
+        """The connection pool, failing fast while the server is down (readers, the
+        compactor, the leases)."""
         self._submit_lock = threading.Lock()
         self._closed = False
         self.compactor = Compactor(f"postgres:{self.where}", self.compact)
@@ -205,107 +195,13 @@ class PostgresStore:
             StoreUnavailable: the store is closed.
         """
         entry = entry_for(session, expected_revision)
-        meta = session.metadata
         sid = session.session_id
-        info: Info = (
-            sid,
-            meta.owner,
-            session.graph_id,
-            session.current_task,
-            session.status.value,
-            session.revision,
-            meta.created_at,
-            meta.last_accessed,
-            meta.expires_at,
-        )
+        info = save_info(session)
         future: Future[None] = Future()
         future.set_running_or_notify_cancel()
         timers = index_change(session, entry)
         self._submit(SaveOp(sid, expected_revision, fence, info, entry, future, timers))
         return future
-
-    def load(self, session_id: str, revision: int | None = None) -> Session | None:
-        """The last committed state of ``session_id`` (or revision ``revision``'s), or None.
-
-        Raises:
-            RevisionNotFound: ``revision`` is outside the retained history.
-            SnapshotDecodeError: the stored bytes did not decode; quarantined.
-            StoreUnavailable: the server could not be reached.
-        """
-        found = self._read(f"loading {session_id!r}", lambda c: read_state(c, session_id, revision))
-        if found is None:
-            return None
-        base, records = found
-        try:
-            return rebuild(base, records, revision)
-        except SnapshotDecodeError as exc:
-            self._quarantine(session_id, exc.raw, str(exc))
-            raise SnapshotDecodeError(
-                f"session {session_id!r} in {self.where}: {exc}; the row was moved to quarantine",
-                exc.raw,
-            ) from exc
-
-    def revisions(
-        self, session_id: str, limit: int = 100, before: int | None = None
-    ) -> builtins.list[RevisionInfo]:
-        """The retained revisions below ``before``, newest first, at most ``limit``.
-
-        Raises:
-            SessionNotFound: no such session.
-        """
-        if limit < 1:
-            raise InvalidInput(f"limit must be at least 1, not {limit}")
-        rows = self._read(
-            f"reading revisions of {session_id!r}",
-            lambda c: read_revisions(c, session_id, limit, before),
-        )
-        return [revision_info(decode_record(row)) for row in rows]
-
-    def messages(self, session_id: str, limit: int = 100, before: int | None = None) -> MessagePage:
-        """The newest ``limit`` chat messages numbered below ``before``, oldest first.
-
-        Reads only about what the page holds (``flow.stores._log.page_messages``).
-
-        Raises:
-            SessionNotFound: no such session.
-        """
-
-        def page(conn: psycopg.Connection[Any]) -> MessagePage:
-            with snapshot(conn):
-                require_session(conn, session_id)
-                return page_messages(MessageRows(conn, session_id), limit, before)
-
-        return self._read(f"reading messages of {session_id!r}", page)
-
-    def history_range(self, session_id: str) -> HistoryRange | None:
-        """The revisions time travel reaches, or None when there is no such session."""
-        return self._read(f"reading history of {session_id!r}", lambda c: read_span(c, session_id))
-
-    def compact(self, session_id: str) -> bool:
-        """Write a base for the newest revision and apply retention; False if nothing to do.
-
-        Reads and rebases on the calling thread (the compactor's; ``flow._rebase``:
-        no record or chat message is decoded into objects), then writes the
-        base, the archived messages and the cut in one transaction of its own,
-        skipped when the session was deleted or made again since the read.
-        """
-        sid = session_id
-
-        def read(conn: psycopg.Connection[Any]) -> Any:
-            with snapshot(conn):
-                return read_for_compaction(conn, sid, self.policy)
-
-        found = self._read(f"compacting {sid!r}", read)
-        if found is None:
-            return False
-        created_at, newest, base, tail, cut, dropped = found
-        if base is None or (not tail and not dropped):
-            return False
-        made = rebased(base, tail) if tail else None
-        archive = archived(dropped)
-        cut_at = -1 if cut is None else cut
-        self._write_compaction(sid, created_at, newest, made, cut_at, archive)
-        return True
 
     def delete(self, session_id: str) -> bool:
         """Delete the session's log after every save queued before it; True if it existed.
@@ -459,6 +355,7 @@ class PostgresStore:
         conn = psycopg.connect(self.url, connect_timeout=round(_WAIT_FOR_CONNECTION))
         self._configure(conn)
         conn.commit()
+        self.pool.answered()
         return conn
 
     @contextmanager
@@ -513,7 +410,17 @@ class PostgresStore:
                 {"sid": sid, "raw": raw, "error": error, "at": time.time()},
             )
 
-    def _write_compaction(
+    def _read_one(self, what: str, read: Callable[[psycopg.Connection[Any]], _T]) -> _T:
+        return self._read(what, read)
+
+    def _read_many(self, what: str, read: Callable[[psycopg.Connection[Any]], _T]) -> _T:
+        def in_snapshot(conn: psycopg.Connection[Any]) -> _T:
+            with snapshot(conn):
+                return read(conn)
+
+        return self._read(what, in_snapshot)
+
+    def _commit_compaction(
         self,
         sid: str,
         created_at: float,
