@@ -97,7 +97,7 @@ def test_three_daemons_random_routing_keep_every_session_correct_and_single(
 ) -> None:
     nodes = [start_shared_node(name, *STEADY) for name in ("a", "b", "c")]
     rng = random.Random(7)
-    sessions = [create_session(rng.choice(nodes)) for _ in range(300)]
+    sessions = [create_session(rng.choice(nodes)) for _ in range(150)]
     failures: list[tuple[int, str]] = []
     lock = threading.Lock()
     chunks = [sessions[i::6] for i in range(6)]
