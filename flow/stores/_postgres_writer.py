@@ -42,12 +42,12 @@ from flow._logging import get_logger
 from flow.stores._lease import LeaseLost
 from flow.stores._log import LogEntry, LogPolicy, compaction_due
 from flow.stores._postgres_schema import EXPECTATION_NOT_MET, LOCK_BATCH
+from flow.stores._sql_log import SaveInfo
 
 __all__ = [
     "LOG_TABLES",
     "DeleteOp",
     "FlushOp",
-    "Info",
     "PostgresWriter",
     "SaveOp",
     "WriterStats",
@@ -103,8 +103,6 @@ _RECORD = (
     "ON CONFLICT (session_id, revision) DO UPDATE SET at = excluded.at, data = excluded.data"
 )
 
-Info = tuple[str, str, str, str, str, int, float, float, float | None]
-
 
 _TIMER = (
     "INSERT INTO timers VALUES (%s, %s) ON CONFLICT (session_id) DO UPDATE SET due = excluded.due"
@@ -115,7 +113,7 @@ class SaveOp(NamedTuple):
     session_id: str
     expected: int | None
     fence: tuple[str, int] | None
-    info: Info
+    info: SaveInfo
     entry: LogEntry
     future: Future[None]
     timers: tuple[bool, float | None]  # index_change: changed?, the next due time
