@@ -28,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from flow._errors import TooManyWatchers
 from flow._events import Committed, Overflow, StepError, StepEvent
 from flow._step import StepResult
 
@@ -49,6 +50,7 @@ class StreamStats:
         tails: tails opened since the runtime opened.
         events: events handed to readers (one per reader).
         overflows: readers dropped for falling behind.
+        refused: tails refused for passing a cap (``TooManyWatchers``).
     """
 
     subscribers: int
@@ -56,6 +58,7 @@ class StreamStats:
     tails: int
     events: int
     overflows: int
+    refused: int = 0
 
 
 class Subscriber:
@@ -185,32 +188,70 @@ class EventHub:
     Args:
         max_events: most events one reader may have waiting.
         max_bytes: most payload bytes one reader may have waiting.
+        max_tails_per_session: most tails open on one session at a time.
+        max_tails: most tails open in all at a time.
     """
 
-    def __init__(self, max_events: int, max_bytes: int = DEFAULT_BUFFER_BYTES) -> None:
+    def __init__(
+        self,
+        max_events: int,
+        max_bytes: int = DEFAULT_BUFFER_BYTES,
+        *,
+        max_tails_per_session: int = 16,
+        max_tails: int = 10_000,
+    ) -> None:
         self.max_events = max_events
         self.max_bytes = max_bytes
+        self.max_tails_per_session = max_tails_per_session
+        self.max_tails = max_tails
         self._lock = threading.Lock()
         self._channels: dict[str, _Channel] = {}
         self._streams = 0
         self._tails = 0
+        self._open_tails = 0
+        self._refused = 0
         self._events = 0
         self._overflows = 0
 
     def subscribe(self, session_id: str, *, tail: bool, wake: Callable[[], None]) -> Subscriber:
         """A new reader of ``session_id``: a tail, or (``tail=False``) the stream of one
-        step, to attach to that step's ``Step`` message. The caller checks ownership."""
+        step, to attach to that step's ``Step`` message. The caller checks ownership.
+
+        Raises:
+            TooManyWatchers: a tail past ``max_tails_per_session`` or ``max_tails``
+                (a stream is a step's own reader: bounded by the mailbox, never refused).
+        """
         sub = Subscriber(self, session_id, tail=tail, wake=wake)
         with self._lock:
             channel = self._channels.get(session_id)
+            if tail:
+                self._check_tail_caps(session_id, channel)
+                self._tails += 1
+                self._open_tails += 1
+            else:
+                self._streams += 1
             if channel is None:
                 channel = self._channels[session_id] = _Channel()
             channel.subs.append(sub)
-            if tail:
-                self._tails += 1
-            else:
-                self._streams += 1
         return sub
+
+    def _check_tail_caps(self, session_id: str, channel: _Channel | None) -> None:
+        """Under the lock: refuse one more tail past a cap."""
+        detail = None
+        if self._open_tails >= self.max_tails:
+            detail = (
+                f"the runtime has {self._open_tails} tails open (the limit is {self.max_tails})"
+            )
+        elif channel is not None:
+            here = sum(1 for s in channel.subs if s.tail)
+            if here >= self.max_tails_per_session:
+                detail = (
+                    f"session {session_id!r} has {here} tails open "
+                    f"(the limit is {self.max_tails_per_session})"
+                )
+        if detail is not None:
+            self._refused += 1
+            raise TooManyWatchers(session_id, detail + "; close one or retry later")
 
     def unsubscribe(self, sub: Subscriber) -> None:
         """Detach ``sub`` (idempotent); it reads what it holds, then ends."""
@@ -270,7 +311,12 @@ class EventHub:
         with self._lock:
             subscribers = sum(len(c.subs) for c in self._channels.values())
             return StreamStats(
-                subscribers, self._streams, self._tails, self._events, self._overflows
+                subscribers,
+                self._streams,
+                self._tails,
+                self._events,
+                self._overflows,
+                self._refused,
             )
 
     # --- under the lock -------------------------------------------------------------------
@@ -315,6 +361,8 @@ class EventHub:
         if channel is None or sub not in channel.subs:
             return
         channel.subs.remove(sub)
+        if sub.tail:
+            self._open_tails -= 1
         if not channel.subs:
             del self._channels[sub.session_id]
 

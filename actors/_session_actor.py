@@ -29,6 +29,7 @@ import dataclasses
 import enum
 import functools
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
@@ -530,34 +531,31 @@ class SessionActor(DispatcherActor, Owned):
             return
         if key is not None and digest is not None:
             self._remember(key, digest, new, result, now)
-        if new.timers != self._session.timers or message.fire_timer:
-            self._timers_changed(self._session, new, now)
+        old = self._session
+        timers = None
+        if new.timers != old.timers or message.fire_timer:
+            timers = functools.partial(timers_changed, self._services, old, new, now)
         self._session = new
         self._entry.snapshot_bytes = self._size.size
         self._publish(new)
         if self._settings.durability == "passivate":
             self._dirty = True
+            if timers is not None:
+                timers()  # answered now, committed at passivation
             self._answer(message, result)
             return
         self._dirty = False
         # A store that raises here crashes the actor, which answers ``_current``.
         future = self._commits.commit_step(message, new, result)
+        if timers is not None:
+            # counted, and the firing told of a nearer due time, once committed (on
+            # the writer's thread: a free function over thread-safe objects)
+            future.add_done_callback(functools.partial(_if_committed, timers))
         if message.key is not None:
             # held until a replay sees it done: a weak reference could not tell a
             # failed commit from a committed one once the store dropped the future
             self._unconfirmed = future
         self._current = None
-
-    def _timers_changed(self, old: Session, new: Session, now: float) -> None:
-        """Count what the step did to the timers; tell the firing of a nearer due time."""
-        record = new.record
-        fired_name = None if record is None else record.fired
-        fired = next((t for t in old.timers if t.name == fired_name), None)
-        services = self._services
-        services.timer_stats.count_step(old.timers, new.timers, fired, now)
-        due = next_due(new.timers)
-        if due is not None and services.timer_alarm is not None:
-            services.timer_alarm(due)
 
     def _publish(self, session: Session) -> None:
         """Copy what callers read without asking the actor into its index entry."""
@@ -767,3 +765,20 @@ class SessionActor(DispatcherActor, Owned):
         error = message.error if isinstance(message, Kill) else None
         self._become(ActorState.IDLE)  # leave ``crashed`` so that _kill can stop it
         self._kill(reroute, error or StoreUnavailable("session actor crashed"), self._crashed)
+
+
+def timers_changed(services: ActorServices, old: Session, new: Session, now: float) -> None:
+    """Count what a step did to the timers; tell the firing of a nearer due time (any
+    thread: ``old`` and ``new`` are no longer changed by anyone)."""
+    record = new.record
+    fired_name = None if record is None else record.fired
+    fired = next((t for t in old.timers if t.name == fired_name), None)
+    services.timer_stats.count_step(old.timers, new.timers, fired, now)
+    due = next_due(new.timers)
+    if due is not None and services.timer_alarm is not None:
+        services.timer_alarm(due)
+
+
+def _if_committed(then: Callable[[], None], future: Future[Any]) -> None:
+    if not future.cancelled() and future.exception() is None:
+        then()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import Protocol, runtime_checkable
 
 from actors._services import ActorServices
 from actors.messages import ExpiredFound, Loaded, Reply
@@ -39,19 +40,44 @@ __all__ = [
 ]
 
 
+@runtime_checkable
+class SharedStore(Protocol):
+    """A store other daemons write too (``FencedStore``)."""
+
+    def expire(self, session_id: str, now: float) -> bool: ...
+
+
 def is_expired(services: ActorServices, session: Session) -> bool:
     """Whether ``session``'s TTL has passed by the runtime's clock."""
     expires_at = session.metadata.expires_at
     return expires_at is not None and expires_at < services.clock()
 
 
-def _expire(services: ActorServices, session_ids: Sequence[str]) -> None:
+def _expire(services: ActorServices, session_ids: Sequence[str]) -> list[str]:
+    """Delete expired sessions; the ids kept because they are not expired after all.
+
+    A store shared with other daemons (``FencedStore``: it has ``expire``) deletes only under the
+    session's lease and only if it is still expired: another daemon may hold it
+    live and have refreshed its expiry since the sweep read it. A store only this
+    process writes needs no more than the supervisor's own check.
+    """
+    store = services.store
+    kept: list[str] = []
+    now = services.clock()
     for session_id in session_ids:
-        services.store.delete(session_id)
+        if isinstance(store, SharedStore):
+            if not store.expire(session_id, now):
+                kept.append(session_id)
+        else:
+            store.delete(session_id)
     services.index.bump()
     for session_id in session_ids:
+        if session_id in kept:
+            services.log.info("session_expiry_kept", session_id=session_id)
+            continue
         services.counters.add("expirations")
         services.log.info("session_expired", session_id=session_id)
+    return kept
 
 
 def load_sessions(services: ActorServices, session_ids: Sequence[str]) -> None:
@@ -118,19 +144,30 @@ def delete_expired(
 ) -> None:
     """Delete expired sessions the supervisor chose, then report each as not found."""
     error: BaseException | None = None
+    kept: list[str] = []
     try:
-        _expire(services, session_ids)
+        kept = _expire(services, session_ids)
     except Exception as exc:
         error = exc
     for session_id in session_ids:
+        if session_id in kept:
+            continue
         gone = SessionNotFound(session_id, f"session {session_id!r} expired")
         services.tell_supervisor(Loaded(session_id, gone if error is None else error))
+    # live on another daemon, or refreshed there: whoever waits gets what an
+    # activation gets (LeaseHeldElsewhere, then forwarding; or the session)
+    load_sessions(services, kept)
     if reply is not None:
         reply(True if error is None else error)
 
 
 def mark_error(services: ActorServices, session_id: str, why: str) -> None:
-    """Store the session with status ``error``, then report the failure as ``Loaded``."""
+    """Store the session with status ``error``, then report the failure as ``Loaded``.
+
+    Its pending timers are dropped in the same save: no step of a session in status
+    ``error`` runs, so each would be retried forever. Rolling back to an earlier
+    revision (what an operator does to revive it) restores that revision's timers.
+    """
     try:
         session = services.store.load(session_id)
         if session is not None:
@@ -139,8 +176,17 @@ def mark_error(services: ActorServices, session_id: str, why: str) -> None:
                 status=SessionStatus.ERROR,
                 status_message=why,
                 revision=session.revision + 1,
+                timers=(),
             )
             services.store.save(marked, expected_revision=session.revision).result()
+            if session.timers:
+                services.timer_stats.count_step(session.timers, (), None, services.clock())
+                services.log.warning(
+                    "session_timers_dropped",
+                    session_id=session_id,
+                    timers=[t.name for t in session.timers],
+                    reason="session in status error",
+                )
     except ActorflowError as exc:
         services.log.error("session_mark_error_failed", session_id=session_id, detail=str(exc))
     services.tell_supervisor(

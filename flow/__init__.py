@@ -32,6 +32,7 @@ from flow._errors import (
     StoreUnavailable,
     TaskFailed,
     TaskNotFound,
+    TooManyWatchers,
 )
 from flow._fanout import FanOutTask
 from flow._graph import Graph, GraphBuilder
@@ -79,6 +80,7 @@ __all__ = [
     "TaskFailed",
     "TaskNotFound",
     "TaskResult",
+    "TooManyWatchers",
     "astep",
     "decode",
     "edit",

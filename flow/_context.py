@@ -242,13 +242,13 @@ class Context:
     """
 
     __slots__ = (
+        "_chat_history",
         "_cleared",
         "_data",
         "_events",
         "_task",
         "_timers",
         "_touched",
-        "chat_history",
         "input",
         "session_id",
         "timer",
@@ -266,13 +266,37 @@ class Context:
         self._cleared = False
         for key, value in (data or {}).items():
             self.set(key, value)
-        self.chat_history = chat_history if chat_history is not None else ChatHistory()
+        self._chat_history = chat_history if chat_history is not None else ChatHistory()
         self.input: Any = None
         self.session_id = session_id
         self._events: StepEvents | None = None
         self._task = ""
         self.timer: str | None = None
         self._timers: TimerBook | None = None
+
+    @property
+    def chat_history(self) -> ChatHistory:
+        """The conversation (its newest ``max_messages`` messages; the log keeps them all)."""
+        return self._chat_history
+
+    @chat_history.setter
+    def chat_history(self, history: ChatHistory) -> None:
+        """Replace the conversation (e.g. with a summary): as if the old one were cleared
+        and the new one's messages added, so the log numbers them after every message
+        so far and a step records the change instead of saving the session whole."""
+        if not isinstance(history, ChatHistory):
+            raise InvalidInput(f"chat_history must be a ChatHistory, got {type(history).__name__}")
+        old = self._chat_history
+        if history is old:
+            return
+        history.total = old.total + len(history._messages)
+        if old._added is not None and history.max_messages == old.max_messages:
+            history._added = [*old._added, *history._messages]
+            history._cleared_at = len(old._added)
+        else:
+            history._added = None  # not noted: the step saves the session whole
+            history._cleared_at = None
+        self._chat_history = history
 
     def emit_token(self, text: str) -> None:
         """Stream ``text`` as partial response text of the running task.
@@ -406,7 +430,7 @@ class Context:
         clone._data = dict(self._data)
         clone._touched = None
         clone._cleared = False
-        clone.chat_history = self.chat_history.copy()
+        clone._chat_history = self._chat_history.copy()
         clone.input = self.input
         clone.session_id = self.session_id
         clone._events = self._events

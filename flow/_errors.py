@@ -53,6 +53,7 @@ __all__ = [
     "StoreUnavailable",
     "TaskFailed",
     "TaskNotFound",
+    "TooManyWatchers",
 ]
 
 
@@ -208,6 +209,16 @@ class SessionBusy(ActorflowError):
         super().__init__(f"session {session_id!r} is busy: {why}")
         self.session_id = session_id
         self.mailbox_full = mailbox_full
+
+
+class TooManyWatchers(ActorflowError):
+    """The session (``max_tails_per_session``) or the runtime (``max_tails``) has as many
+    live tails (``tail``, ``GET /v1/sessions/{id}/events``) as allowed; close one, or
+    retry later. Streams of one's own steps are not counted."""
+
+    def __init__(self, session_id: str, detail: str) -> None:
+        super().__init__(detail)
+        self.session_id = session_id
 
 
 class TaskFailed(ActorflowError):

@@ -39,6 +39,7 @@ from runtime.errors import (
     StoreUnavailable,
     TaskFailed,
     TaskNotFound,
+    TooManyWatchers,
 )
 
 __all__ = [
@@ -76,4 +77,5 @@ __all__ = [
     "StoredSessionInfo",
     "TaskFailed",
     "TaskNotFound",
+    "TooManyWatchers",
 ]

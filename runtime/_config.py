@@ -71,6 +71,9 @@ class RuntimeConfig:
             or forking one fails with ``SessionQuotaExceeded`` (0: no limit) (10,000).
         stream_buffer: most events one stream or tail reader may have waiting; a
             reader further behind gets ``overflow`` and is dropped (1,000).
+        max_tails_per_session: most tails (``tail``, ``/events``) open on one
+            session; one more raises ``TooManyWatchers`` (HTTP 429) (16).
+        max_tails: most tails open in all (10,000).
         timer_fire_rate: most durable timers fired per second (and in flight);
             late timers after a restart fire in due order at this rate (10,000).
         timer_poll_interval: longest wait between two reads of the store's
@@ -150,6 +153,10 @@ class RuntimeConfig:
         "most events a stream or /events reader may have waiting; "
         "one further behind gets an overflow event and is disconnected",
     )
+    max_tails_per_session: Count = setting(
+        16, "most live tails (/events, shell tail) on one session; one more is 429"
+    )
+    max_tails: Count = setting(10_000, "most live tails in all; one more is 429")
     timer_fire_rate: Count = setting(
         10_000, "most durable timers fired per second; late ones fire in due order at this rate"
     )

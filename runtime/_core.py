@@ -264,7 +264,11 @@ class RuntimeCore:
             timers=self.timers,
             clock=config.clock,
             store_pool=self.store_pool,
-            events=EventHub(config.stream_buffer),
+            events=EventHub(
+                config.stream_buffer,
+                max_tails_per_session=config.max_tails_per_session,
+                max_tails=config.max_tails,
+            ),
             timer_alarm=self.timer_firing.alarm,
         )
         self.supervisor = self.dispatcher.spawn(SupervisorActor, self.services)

@@ -18,6 +18,7 @@ table)::
     ├── SessionCompleted        the session has ended; start a new one (409)
     ├── SessionQuotaExceeded the user holds the most sessions allowed; delete some (403)
     ├── SessionBusy             retry later: a step is running or the mailbox is full (409/429)
+    ├── TooManyWatchers         the session or runtime has the most tails allowed (429)
     ├── TaskFailed              the task raised; the session was rolled back (500)
     ├── StepTimeout             the step passed its deadline; rolled back (504)
     ├── StoreUnavailable        the store cannot be reached or written; retry (503)
@@ -64,6 +65,7 @@ from flow._errors import (
     StoreUnavailable,
     TaskFailed,
     TaskNotFound,
+    TooManyWatchers,
 )
 
 __all__ = [
@@ -89,6 +91,7 @@ __all__ = [
     "StoreUnavailable",
     "TaskFailed",
     "TaskNotFound",
+    "TooManyWatchers",
 ]
 
 
@@ -134,6 +137,7 @@ PROBLEM_TYPES: Mapping[str, ProblemType] = {
         ProblemType(422, "idempotency-key-reused", "Idempotency key reused"),
         ProblemType(429, "mailbox-full", "Session mailbox full", retry_after=1),
         ProblemType(429, "rate-limited", "Too many steps", retry_after=1),
+        ProblemType(429, "too-many-watchers", "Too many watchers", retry_after=5),
         ProblemType(431, "headers-too-large", "Request header fields too large"),
         ProblemType(500, "task-failed", "Task failed"),
         ProblemType(500, "snapshot-unreadable", "Stored session unreadable"),

@@ -21,7 +21,7 @@ import builtins
 from concurrent.futures import Future
 from typing import TYPE_CHECKING
 
-from flow._errors import StoreUnavailable
+from flow._errors import SnapshotDecodeError, StoreUnavailable
 from flow._session import Session
 from flow.stores._lease import Holder, Lease, LeaseHeldElsewhere, LeaseLost, LeaseManager
 from flow.stores._log import HistoryRange, MessagePage, RevisionInfo
@@ -108,6 +108,33 @@ class FencedStore:
         if lease is not None:
             self._release_quietly(lease)
         return existed
+
+    def expire(self, session_id: str, now: float) -> bool:
+        """Delete the session if its TTL passed before ``now``, under its lease; True if
+        deleted.
+
+        Other daemons share the store: the session may be live on one of them, which
+        may have committed a step (refreshing the expiry) since the sweep read it. So
+        the lease is taken first (held elsewhere: nothing deleted, the holder's own
+        sweep decides), the session read again under it, and deleted only if it is
+        still expired; holding the lease, no other node's write can land meanwhile
+        (fenced). A session whose snapshot does not decode (quarantined) is deleted.
+        """
+        try:
+            session = self.load(session_id)
+        except LeaseHeldElsewhere:
+            return False
+        except SnapshotDecodeError:
+            return self.delete(session_id)
+        if session is None:
+            return False
+        expires_at = session.metadata.expires_at
+        if expires_at is not None and expires_at < now:
+            return self.delete(session_id)
+        lease = self.leases.lease_for(session_id)
+        if lease is not None:
+            self._release_quietly(lease)  # refreshed elsewhere: not ours to keep
+        return False
 
     def list(
         self, owner: str | None = None, cursor: str | None = None, limit: int = 100

@@ -49,6 +49,7 @@ from runtime.errors import (
     StepTimeout,
     StoreUnavailable,
     TaskFailed,
+    TooManyWatchers,
 )
 
 __all__ = [
@@ -199,6 +200,7 @@ _BY_SLUG: dict[str, _Factory] = {
     "outcome-unknown": lambda d, s, g: OutcomeUnknown(d),
     "misdirected": lambda d, s, g: Misdirected(d),
     "rate-limited": lambda d, s, g: UnexpectedResponse(d, 429),
+    "too-many-watchers": lambda d, s, g: TooManyWatchers(s or "", d),
     "not-found": lambda d, s, g: UnexpectedResponse(d, 404),
     "method-not-allowed": lambda d, s, g: UnexpectedResponse(d, 405),
     "non-canonical-path": lambda d, s, g: UnexpectedResponse(d, 400),

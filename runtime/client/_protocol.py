@@ -2,17 +2,18 @@
 asyncio twins) have in common, so that host code written against the protocol
 runs in process or against a daemon by changing the one line that builds it.
 
-Methods that come with later issues (``stream``) join both protocols when the
-runtime and the HTTP API have them.
+``stream`` runs a step and yields its events (``runtime.events``) as they happen,
+in process or over SSE.
 The block under ``TYPE_CHECKING`` at the end makes mypy prove that all four
 classes satisfy their protocol.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from flow._events import StepEvent
 from flow._session import Access
 from flow._step import StepResult
 from flow.stores._log import MessagePage, RevisionInfo
@@ -53,6 +54,16 @@ class SessionAPI(Protocol):
         on_busy: OnBusy = "enqueue",
         owner: str | None = None,
     ) -> StepResult: ...
+
+    def stream(
+        self,
+        session_id: str,
+        input: Any = None,
+        *,
+        mode: StepMode = "step",
+        on_busy: OnBusy = "enqueue",
+        owner: str | None = None,
+    ) -> Iterator[StepEvent]: ...
 
     def get_session(
         self, session_id: str, *, owner: str | None = None, revision: int | None = None
@@ -121,6 +132,16 @@ class AsyncSessionAPI(Protocol):
         on_busy: OnBusy = "enqueue",
         owner: str | None = None,
     ) -> StepResult: ...
+
+    def stream(
+        self,
+        session_id: str,
+        input: Any = None,
+        *,
+        mode: StepMode = "step",
+        on_busy: OnBusy = "enqueue",
+        owner: str | None = None,
+    ) -> AsyncIterator[StepEvent]: ...
 
     async def get_session(
         self, session_id: str, *, owner: str | None = None, revision: int | None = None

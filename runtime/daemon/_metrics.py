@@ -108,6 +108,7 @@ class _StreamCollector(Collector):
         yield _counter(
             "actorflow_stream_overflows", "Readers dropped for falling behind.", stats.overflows
         )
+        yield _counter("actorflow_stream_refused", "Tails refused past a cap (429).", stats.refused)
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

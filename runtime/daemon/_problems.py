@@ -34,6 +34,7 @@ from runtime.errors import (
     StoreUnavailable,
     TaskFailed,
     TaskNotFound,
+    TooManyWatchers,
 )
 
 __all__ = [
@@ -85,6 +86,7 @@ SESSION_BUSY = problem_kind("session-busy")
 MAILBOX_FULL = problem_kind("mailbox-full")
 SESSION_TOO_LARGE = problem_kind("session-too-large")
 SESSION_QUOTA_EXCEEDED = problem_kind("session-quota-exceeded")
+TOO_MANY_WATCHERS = problem_kind("too-many-watchers")
 SESSION_COMPLETED = problem_kind("session-completed")
 TASK_FAILED = problem_kind("task-failed")
 STEP_TIMEOUT = problem_kind("step-timeout")
@@ -107,6 +109,7 @@ ERROR_TABLE: tuple[tuple[type[ActorflowError], ProblemKind], ...] = (
     (GraphVersionUnavailable, GRAPH_VERSION_UNAVAILABLE),
     (SessionCompleted, SESSION_COMPLETED),
     (SessionQuotaExceeded, SESSION_QUOTA_EXCEEDED),
+    (TooManyWatchers, TOO_MANY_WATCHERS),
     (TaskFailed, TASK_FAILED),
     (TaskNotFound, TASK_FAILED),
     (StepTimeout, STEP_TIMEOUT),

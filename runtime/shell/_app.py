@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 from prompt_toolkit import PromptSession
@@ -70,6 +71,9 @@ class Shell:
 
     def run(self) -> int:
         """Read and run commands until quit, exit or Ctrl-D; returns the exit status (0)."""
+        # Ctrl-C stops a running command (top, tail, a slow call): a shell started from a
+        # script in the background inherits SIGINT ignored, and Python then leaves it so
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         self._greet()
         try:
             while True:

@@ -18,6 +18,7 @@ from runtime import (
     TaskFailed,
 )
 from runtime.client import SessionAPI
+from runtime.events import Committed, Token
 
 OWNER = "local"  # the daemon's user without a tokens file
 
@@ -135,3 +136,18 @@ def test_share_and_unshare_answer_the_members_alike(api: SessionAPI) -> None:
         api.share(sid, OWNER, "write")
     with pytest.raises(SessionNotFound):
         api.share("no-such-session", "agent", "read")
+
+
+def test_stream_yields_the_steps_events_in_order_on_both_sides(api: SessionAPI) -> None:
+    sid = api.create_session("storyteller", owner=OWNER, context={"delay": 0})
+    events = list(api.stream(sid, "Ada", owner=OWNER))
+    kinds = [type(e).__name__ for e in events]
+    assert kinds[:2] == ["StepStarted", "TaskStarted"]
+    assert kinds[-2:] == ["TaskFinished", "Committed"]
+    committed = events[-1]
+    assert isinstance(committed, Committed)
+    tokens = "".join(e.text for e in events if isinstance(e, Token))
+    assert tokens == committed.response
+    assert tokens.startswith("Once upon a time, Ada")
+    assert committed.revision == 1
+    assert api.get_session(sid).revision == 1  # durable before Committed

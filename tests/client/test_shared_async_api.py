@@ -14,6 +14,7 @@ from flow import SessionStatus
 from flow.demo import GRAPHS as DEMO_GRAPHS
 from runtime import AsyncRuntime, SessionNotFound, TaskFailed
 from runtime.client import AsyncClient, AsyncSessionAPI
+from runtime.events import Committed, Token
 
 OWNER = "local"
 Scenario = Callable[[AsyncSessionAPI], Awaitable[None]]
@@ -64,5 +65,19 @@ def test_errors_and_deletes_match(run_on: Callable[[Scenario], None]) -> None:
         await api.delete_session(boom)
         with pytest.raises(SessionNotFound):
             await api.get_session(boom)
+
+    run_on(scenario)
+
+
+def test_stream_yields_the_steps_events_in_order(run_on: Callable[[Scenario], None]) -> None:
+    async def scenario(api: AsyncSessionAPI) -> None:
+        sid = await api.create_session("storyteller", owner=OWNER, context={"delay": 0})
+        events = [event async for event in api.stream(sid, "Ada", owner=OWNER)]
+        assert type(events[0]).__name__ == "StepStarted"
+        committed = events[-1]
+        assert isinstance(committed, Committed)
+        tokens = "".join(e.text for e in events if isinstance(e, Token))
+        assert tokens == committed.response
+        assert (await api.get_session(sid)).revision == committed.revision == 1
 
     run_on(scenario)

@@ -75,7 +75,12 @@ class Node:
     def start(self) -> Node:
         """Start the node and wait until /readyz answers 200."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("ACTORFLOW_")}
-        paths = (str(ROOT), str(ROOT / "tests" / "daemon"), env.get("PYTHONPATH"))
+        paths = (
+            str(ROOT),
+            str(ROOT / "tests"),
+            str(ROOT / "tests" / "daemon"),
+            env.get("PYTHONPATH"),
+        )
         env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(

@@ -22,7 +22,11 @@ def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
     """One daemon with two users and a short heartbeat, for the module."""
     workdir = tmp_path_factory.mktemp("sse")
     tokens = write_tokens(workdir / "tokens", {"alice-token": "alice", "bob-token": "bob"})
-    started = Daemon(workdir, ["--tokens", str(tokens), "--sse-heartbeat", "0.3"], None).start()
+    started = Daemon(
+        workdir,
+        ["--tokens", str(tokens), "--sse-heartbeat", "0.3", "--max-tails-per-session", "2"],
+        None,
+    ).start()
     try:
         yield started
     finally:
@@ -218,3 +222,27 @@ def test_streams_and_plain_steps_over_http_stay_serialized(
     assert sorted(revisions) == list(range(1, 65))
     session = client.get(f"/v1/sessions/{sid}").json()
     assert (session["revision"], session["context"]["count"]) == (64, 64)
+
+
+def test_a_tail_past_the_per_session_cap_is_429_until_one_closes(
+    client: httpx.Client, daemon: Daemon
+) -> None:
+    sid = new_session(client, "echo")
+    path = f"/v1/sessions/{sid}/events"
+    with daemon.client("alice-token") as a, daemon.client("alice-token") as b:
+        with a.stream("GET", path) as ta, b.stream("GET", path) as tb:
+            assert (ta.status_code, tb.status_code) == (200, 200)
+            refused = client.get(path)
+            assert refused.status_code == 429
+            assert refused.json()["type"].endswith(":too-many-watchers")
+            assert refused.headers["retry-after"] == "5"
+            assert "2 tails open" in refused.json()["detail"]
+            other = new_session(client, "echo")  # the cap is per session
+            with client.stream("GET", f"/v1/sessions/{other}/events") as elsewhere:
+                assert elsewhere.status_code == 200
+
+        def reopened() -> bool:  # the daemon notices the closed tails and lets one in
+            with client.stream("GET", path) as tail:
+                return tail.status_code == 200
+
+        wait_for(reopened, what="a tail once the others closed")

@@ -141,3 +141,52 @@ def test_a_redis_page_sends_about_its_own_bytes_whatever_the_history(redis_url: 
     # (6 KB and 13 KB; reading every record sent 290 KB)
     assert newest_page < 40_000, newest_page
     assert deep_page < 60_000, deep_page
+
+
+def test_a_task_replacing_the_chat_history_keeps_the_numbering_and_logs_the_new_messages(
+    tmp_path: Path,
+) -> None:
+    from flow import ChatHistory, Context, FunctionTask, GraphBuilder, NextAction, TaskResult
+
+    def summarize(ctx: Context) -> TaskResult:
+        if ctx.input == "summarize":
+            summary = ChatHistory()
+            summary.add_system(f"summary of {len(ctx.chat_history)} messages")
+            ctx.chat_history = summary  # e.g. to keep a model's prompt short
+        else:
+            ctx.chat_history.add_assistant(f"noted {ctx.input}")
+        return TaskResult("ok", NextAction.WaitForInput)
+
+    graph = GraphBuilder("summarizer").add_task(FunctionTask("t", summarize)).build()
+    store = SqliteStore(tmp_path / "s.db", "commit", policy=KEEP_ALL)
+    try:
+        session = new_session(graph, owner="alice", session_id="s")
+        store.save(session, None).result(timeout=10)
+        for text in ("a", "b", "summarize", "c"):
+            new, _ = step(graph, session, text)
+            assert new.record is not None, "a replaced history is recorded, not saved whole"
+            store.save(new, session.revision).result(timeout=10)
+            session = new
+        store.flush()
+        whole = [(seq, m.content) for seq, m in store.messages("s", limit=1000).items]
+        assert whole == [
+            (0, "a"),
+            (1, "noted a"),
+            (2, "b"),
+            (3, "noted b"),
+            (4, "summarize"),
+            (5, "summary of 5 messages"),
+            (6, "c"),
+            (7, "noted c"),
+        ]
+        loaded = store.load("s")
+        assert loaded is not None
+        assert [m.content for m in loaded.context.chat_history.messages] == [
+            "summary of 5 messages",
+            "c",
+            "noted c",
+        ]
+        assert loaded.context.chat_history.total == 8
+        assert loaded.context.chat_history == session.context.chat_history
+    finally:
+        store.close()

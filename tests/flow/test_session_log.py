@@ -396,9 +396,13 @@ def test_any_mix_of_steps_rollbacks_forks_and_compactions_replays_like_whole_sna
         assert encode(loaded) == model[revision], revision
 
 
-def test_a_task_that_replaces_the_chat_history_is_saved_whole(make_store: MakeStore) -> None:
+@pytest.mark.parametrize("max_messages", [1000, 50])
+def test_a_task_that_replaces_the_chat_history_is_recorded_or_saved_whole(
+    make_store: MakeStore, max_messages: int
+) -> None:
     def replace_history(ctx: Context) -> TaskResult:
-        ctx.chat_history = ChatHistory([ChatMessage("system", "fresh start", "t")])
+        fresh = [ChatMessage("system", "fresh start", "t")]
+        ctx.chat_history = ChatHistory(fresh, max_messages=max_messages)
         return TaskResult("replaced", NextAction.WaitForInput)
 
     graph = GraphBuilder("lab").add_task(FunctionTask("a", replace_history, blocking=False)).build()
@@ -409,7 +413,9 @@ def test_a_task_that_replaces_the_chat_history_is_saved_whole(make_store: MakeSt
     new, _ = step(graph, session, "hi")
     store.save(new, session.revision).result(timeout=10)
 
-    assert new.record is None
+    # the same window: recorded as a clear and the new messages; another window: whole
+    assert (new.record is None) == (max_messages != 1000)
+    assert new.context.chat_history.total == 2  # "hi", then the fresh start after it
     loaded = store.load(session.session_id)
     assert loaded is not None
     assert [m.content for m in loaded.context.chat_history] == ["fresh start"]

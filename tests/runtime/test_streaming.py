@@ -29,6 +29,7 @@ from runtime import (
     SessionNotFound,
     StepTimeout,
     TaskFailed,
+    TooManyWatchers,
 )
 from runtime.events import (
     Committed,
@@ -357,3 +358,22 @@ def test_streams_and_plain_steps_on_one_session_stay_serialized(open_runtime: Op
     view = rt.get_session(sid)
     assert (view.revision, view.context["count"]) == (128, 128)
     assert rt.stream_stats().subscribers == 0
+
+
+def test_tails_past_the_caps_are_refused_and_streams_never_are(open_runtime: Opener) -> None:
+    rt = open_runtime(max_tails_per_session=2, max_tails=3)
+    one, two = (rt.create_session("echo", owner="alice") for _ in range(2))
+    first, second = rt.tail(one), rt.tail(one)
+    with pytest.raises(TooManyWatchers, match="2 tails open"):
+        rt.tail(one)
+    third = rt.tail(two)  # another session: its own cap, but the runtime's is reached
+    with pytest.raises(TooManyWatchers, match="runtime has 3 tails open"):
+        rt.tail(two)
+    # a stream is a step's own reader: never refused
+    assert isinstance(list(rt.stream(one, "hi"))[-1], Committed)
+    first.close()
+    with rt.tail(one) as again:
+        assert again is not None
+    for tail in (second, third):
+        tail.close()
+    assert rt.stream_stats().refused == 2

@@ -5,13 +5,15 @@ fires what is due (``Runtime.fire_due_timers``), nothing sleeps."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from runtime_helpers import FlakyStore, wait_until
 from timer_graph import FAILURES, GRAPH
 
-from runtime import Runtime
-from runtime.testing import ManualClock, open_test_runtime, wait_passivated
+from runtime import Runtime, StoreUnavailable
+from runtime.testing import ManualClock, crash_session, open_test_runtime, wait_passivated
 
 
 def _fired(rt: Runtime, sid: str) -> list[str]:
@@ -189,3 +191,51 @@ def test_a_timer_out_of_range_fails_the_step_and_changes_nothing(
             rt.step(sid, order)
         assert rt.get_session(sid).revision == 0
         assert rt.due_timers() == []
+
+
+def test_timer_counters_count_only_steps_that_committed(
+    open_runtime: Callable[..., Runtime], tmp_path: Path
+) -> None:
+    store = FlakyStore(tmp_path / "flaky.db")
+    rt = open_runtime([GRAPH], store=store, clock=ManualClock())
+    sid = rt.create_session("timers", owner="u")
+    store.fail_saves(1)
+    with pytest.raises(StoreUnavailable):
+        rt.step(sid, {"schedule": {"a": 60}})
+    figures = rt.stats().timers
+    assert figures is not None
+    assert figures.set == 0  # the step that set it was never committed
+    rt.step(sid, {"schedule": {"a": 60}})
+    figures = rt.stats().timers
+    assert figures is not None
+    assert figures.set == 1
+    store.inner.close()
+
+
+def test_a_session_marked_error_drops_its_timers_and_a_rollback_restores_them(
+    open_runtime: Callable[..., Runtime],
+) -> None:
+    clock = ManualClock()
+    rt = open_runtime([GRAPH], clock=clock, max_restarts=2, restart_window=60)
+    sid = rt.create_session("timers", owner="u")
+    set_at = rt.step(sid, {"schedule": {"remind": 60}}).revision
+    for n in range(1, 3):
+        assert crash_session(rt, sid)
+        wait_until(lambda n=n: rt.stats().restarts == n and rt.inspect(sid) is not None)
+    assert crash_session(rt, sid)
+    wait_passivated(rt, sid)
+    view = rt.get_session(sid)
+    assert view.status == "error"
+    # no step of an error session runs: its timers would be retried forever
+    assert view.timers == ()
+    assert rt.due_timers() == []
+    clock.advance(120)
+    assert rt.fire_due_timers() == 0
+    figures = rt.stats().timers
+    assert figures is not None
+    assert figures.cancelled == 1
+
+    rt.rollback(sid, revision=set_at)  # the operator revives it: its timers come back
+    assert [t.name for t in rt.get_session(sid).timers] == ["remind"]
+    assert rt.fire_due_timers() == 1
+    assert _fired(rt, sid) == ["remind"]
