@@ -1,14 +1,12 @@
 """PostgresStore: sessions in PostgreSQL, for one daemon or several sharing them.
 
-One writer thread does group commit: ``save`` encodes on the caller's thread,
-queues and returns a future; the writer takes everything waiting (up to
-``max_batch``), and in one transaction locks the sessions' rows (``SELECT ...
-FOR UPDATE``, in id order so two daemons' writers never deadlock), reads the
-fencing epochs of the fenced saves' leases (``FOR SHARE``: a lease grant
-waits for this commit, or this batch sees the newer epoch), checks each
-compare-and-set in order, sends every base, record and row in one pipeline
-and commits. Only then are the futures completed: many steps share one
-commit (and one fsync with ``synchronous_commit`` on).
+Group commit: ``save`` encodes on the caller's thread, queues the session on
+its writer and returns a future; each writer (``flow.stores._postgres_writer``)
+commits everything waiting in one transaction sent as one round trip (a
+server-side function checks every compare-and-set and fence under the rows'
+locks first) and only then completes the futures: many steps share one commit
+(and one fsync with ``synchronous_commit`` on). Two writers by default, each
+session always on the same one, so that one's commit overlaps the other's batch.
 
 Unlike SQLite's writer it caches nothing: other daemons write the same tables.
 Reads use the connection pool (one statement per load, so one snapshot);
@@ -21,62 +19,39 @@ from __future__ import annotations
 
 import builtins
 import math
-import queue
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+import zlib
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Any, NamedTuple, TypeVar
+from typing import Any, TypeVar
 
 import psycopg
 import psycopg.conninfo
 import psycopg_pool
 
-from flow._errors import (
-    ActorflowError,
-    InvalidInput,
-    RevisionConflict,
-    SnapshotDecodeError,
-    StoreUnavailable,
-)
+from flow._errors import InvalidInput, StoreUnavailable
 from flow._logging import get_logger
-from flow._rebase import archived, rebased
-from flow._record import decode_record
 from flow._session import Session
-from flow.stores._lease import LeaseLost
 from flow.stores._log import (
     Compactor,
-    HistoryRange,
-    LogEntry,
     LogPolicy,
-    MessagePage,
-    RevisionInfo,
-    compaction_due,
     entry_for,
-    page_messages,
-    rebuild,
-    revision_info,
 )
-from flow.stores._postgres_reads import (
-    MessageRows,
-    read_for_compaction,
-    read_revisions,
-    read_span,
-    read_state,
-    read_states,
-    require_session,
-    snapshot,
-)
+from flow.stores._postgres_gate import ServerGate
+from flow.stores._postgres_reads import READS, snapshot
 from flow.stores._postgres_schema import ensure_schema
-from flow.stores._protocol import (
-    Durability,
-    QuarantinedRow,
-    SessionPage,
-    StoredSessionInfo,
-    check_load_many,
+from flow.stores._postgres_writer import (
+    LOG_TABLES,
+    DeleteOp,
+    FlushOp,
+    PostgresWriter,
+    SaveOp,
+    WriterStats,
 )
+from flow.stores._protocol import Durability, QuarantinedRow, SessionPage, StoredSessionInfo
+from flow.stores._sql_log import SqlLogStore, save_info
 from flow.stores._timer_index import DueTimer, index_change
 
 __all__ = ["PostgresStore"]
@@ -84,99 +59,15 @@ __all__ = ["PostgresStore"]
 _log = get_logger("actorflow.store.postgres")
 
 _T = TypeVar("_T")
-_LOG_TABLES = ("sessions", "bases", "records", "archive", "timers")
 _WAIT_FOR_CONNECTION = 3.0  # seconds a call waits for a pooled connection before failing
-_RETRIES = 3  # a batch that met a deadlock or a concurrent insert is run again this often
-_RETRYABLE = (
-    psycopg.errors.DeadlockDetected,
-    psycopg.errors.SerializationFailure,
-    psycopg.errors.UniqueViolation,
-)
 
 _INFO_COLUMNS = (
     "session_id, owner, graph_id, current_task, status, revision, "
     "created_at, last_accessed, expires_at, size"
 )
 
-_INSERT = """
-INSERT INTO sessions (session_id, owner, graph_id, current_task, status, revision,
-                      created_at, last_accessed, expires_at, size, base_rev, base_size,
-                      tail_bytes, tail_count)
-VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)
-"""
-"""A session new to the table: a plain INSERT, so that two daemons creating one id at
-once cannot both succeed (the second fails with a unique violation, its batch is run
-again and its save sees the row: ``RevisionConflict``)."""
 
-_UPSERT = (
-    _INSERT
-    + """ON CONFLICT (session_id) DO UPDATE SET
-    owner = excluded.owner, graph_id = excluded.graph_id,
-    current_task = excluded.current_task, status = excluded.status,
-    revision = excluded.revision, created_at = excluded.created_at,
-    last_accessed = excluded.last_accessed, expires_at = excluded.expires_at,
-    size = excluded.size, base_rev = excluded.base_rev, base_size = excluded.base_size,
-    tail_bytes = excluded.tail_bytes, tail_count = excluded.tail_count
-"""
-)
-
-_APPEND = """
-UPDATE sessions SET owner = %s, graph_id = %s, current_task = %s, status = %s, revision = %s,
-    created_at = %s, last_accessed = %s, expires_at = %s, size = size + %s,
-    tail_bytes = tail_bytes + %s, tail_count = tail_count + %s
-WHERE session_id = %s
-"""
-
-_BASE = (
-    "INSERT INTO bases VALUES (%s, %s, %s) "
-    "ON CONFLICT (session_id, revision) DO UPDATE SET data = excluded.data"
-)
-_RECORD = (
-    "INSERT INTO records VALUES (%s, %s, %s, %s) "
-    "ON CONFLICT (session_id, revision) DO UPDATE SET at = excluded.at, data = excluded.data"
-)
-
-_Info = tuple[str, str, str, str, str, int, float, float, float | None]
-
-
-_TIMER = (
-    "INSERT INTO timers VALUES (%s, %s) ON CONFLICT (session_id) DO UPDATE SET due = excluded.due"
-)
-
-
-class _SaveOp(NamedTuple):
-    session_id: str
-    expected: int | None
-    fence: tuple[str, int] | None
-    info: _Info
-    entry: LogEntry
-    future: Future[None]
-    timers: tuple[bool, float | None]  # index_change: changed?, the next due time
-
-
-class _DeleteOp(NamedTuple):
-    session_id: str
-    future: Future[bool]
-
-
-class _FlushOp(NamedTuple):
-    future: Future[None]
-
-
-_Op = _SaveOp | _DeleteOp | _FlushOp | None
-
-
-@dataclass(frozen=True, slots=True)
-class WriterStats:
-    """What the writer has committed since the store was opened."""
-
-    transactions: int
-    saves: int
-    failed_transactions: int
-    largest_batch: int
-
-
-class PostgresStore:
+class PostgresStore(SqlLogStore[psycopg.Connection[Any]]):
     """Sessions in PostgreSQL (see the module docstring).
 
     Args:
@@ -187,6 +78,8 @@ class PostgresStore:
             an actorflow crash loses nothing, a PostgreSQL crash may lose the last
             fraction of a second of acknowledged steps).
         max_batch: most saves committed in one transaction.
+        writers: writer threads, each with its own connection; each session's saves go
+            to one of them, so one's commit overlaps another's batch.
         pool_size: most pooled connections (the writer, readers, compactor, leases).
         policy: history retention and compaction (default: keep 1,000 revisions).
         connect_timeout: seconds to wait for the server when opening.
@@ -203,21 +96,26 @@ class PostgresStore:
         durability: Durability = "fsync",
         *,
         max_batch: int = 1024,
+        writers: int = 2,
         pool_size: int = 16,
         policy: LogPolicy | None = None,
         connect_timeout: float = 10.0,
     ) -> None:
         if durability not in ("fsync", "commit"):
             raise InvalidInput(f"durability must be 'fsync' or 'commit', not {durability!r}")
-        if max_batch < 1 or pool_size < 2:
-            raise InvalidInput("max_batch must be at least 1 and pool_size at least 2")
+        if max_batch < 1 or pool_size < 2 or not 1 <= writers <= 16:
+            raise InvalidInput(
+                "max_batch must be at least 1, pool_size at least 2 and writers 1 to 16"
+            )
         self.url = url
         self.durability: Durability = durability
         self.policy = policy or LogPolicy()
         self.where = _describe(url)
+        self._log_name = self.where
+        self._reads = READS
         self.key_prefix = ""  # what FencedStore compares with the lease manager's
         self._max_batch = max_batch
-        self.pool = psycopg_pool.ConnectionPool(
+        pool: psycopg_pool.ConnectionPool[Any] = psycopg_pool.ConnectionPool(
             url,
             min_size=2,
             max_size=pool_size,
@@ -228,28 +126,32 @@ class PostgresStore:
             timeout=_WAIT_FOR_CONNECTION,
         )
         try:
-            self.pool.open(wait=True, timeout=connect_timeout)
-            with self.pool.connection() as conn:
+            pool.open(wait=True, timeout=connect_timeout)
+            with pool.connection() as conn:
                 ensure_schema(conn, self.where)
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
-            self.pool.close()
+            pool.close()
             raise StoreUnavailable(f"cannot open session store {self.where}: {exc}") from exc
         except BaseException:
-            self.pool.close()
+            pool.close()
             raise
-        self._queue: queue.SimpleQueue[_Op] = queue.SimpleQueue()
+        self.pool = ServerGate(pool, url)
+        """The connection pool, failing fast while the server is down (readers, the
+        compactor, the leases)."""
         self._submit_lock = threading.Lock()
         self._closed = False
-        self._transactions = 0
-        self._saves = 0
-        self._failed = 0
-        self._largest = 0
-        self._writer_conn: psycopg.Connection[Any] | None = None
-        self._writer = threading.Thread(
-            target=self._write_loop, name="postgres-writer", daemon=True
-        )
-        self._writer.start()
         self.compactor = Compactor(f"postgres:{self.where}", self.compact)
+        self._writers = [
+            PostgresWriter(
+                f"postgres-writer-{n}",
+                self._writer_connection,
+                self.where,
+                max_batch,
+                self.policy,
+                self.compactor.request,
+            )
+            for n in range(writers)
+        ]
 
     def __repr__(self) -> str:
         return f"PostgresStore({self.where!r}, durability={self.durability!r})"
@@ -293,125 +195,13 @@ class PostgresStore:
             StoreUnavailable: the store is closed.
         """
         entry = entry_for(session, expected_revision)
-        meta = session.metadata
         sid = session.session_id
-        info: _Info = (
-            sid,
-            meta.owner,
-            session.graph_id,
-            session.current_task,
-            session.status.value,
-            session.revision,
-            meta.created_at,
-            meta.last_accessed,
-            meta.expires_at,
-        )
+        info = save_info(session)
         future: Future[None] = Future()
         future.set_running_or_notify_cancel()
         timers = index_change(session, entry)
-        self._submit(_SaveOp(sid, expected_revision, fence, info, entry, future, timers))
+        self._submit(SaveOp(sid, expected_revision, fence, info, entry, future, timers))
         return future
-
-    def load(self, session_id: str, revision: int | None = None) -> Session | None:
-        """The last committed state of ``session_id`` (or revision ``revision``'s), or None.
-
-        Raises:
-            RevisionNotFound: ``revision`` is outside the retained history.
-            SnapshotDecodeError: the stored bytes did not decode; quarantined.
-            StoreUnavailable: the server could not be reached.
-        """
-        found = self._read(f"loading {session_id!r}", lambda c: read_state(c, session_id, revision))
-        if found is None:
-            return None
-        base, records = found
-        try:
-            return rebuild(base, records, revision)
-        except SnapshotDecodeError as exc:
-            self._quarantine(session_id, exc.raw, str(exc))
-            raise SnapshotDecodeError(
-                f"session {session_id!r} in {self.where}: {exc}; the row was moved to quarantine",
-                exc.raw,
-            ) from exc
-
-    def load_many(self, session_ids: Sequence[str]) -> dict[str, Session | ActorflowError]:
-        """Each stored session of ``session_ids``, in one statement (``= ANY``; see
-        `SessionStore.load_many`); a row that does not decode is quarantined."""
-        ids = check_load_many(session_ids)
-        found = self._read(f"loading {len(ids)} sessions", lambda c: read_states(c, ids))
-        loaded: dict[str, Session | ActorflowError] = {}
-        for session_id, (base, records) in found.items():
-            try:
-                loaded[session_id] = rebuild(base, records)
-            except SnapshotDecodeError as exc:
-                self._quarantine(session_id, exc.raw, str(exc))
-                loaded[session_id] = SnapshotDecodeError(
-                    f"session {session_id!r} in {self.where}: {exc}; "
-                    "the row was moved to quarantine",
-                    exc.raw,
-                )
-        return loaded
-
-    def revisions(
-        self, session_id: str, limit: int = 100, before: int | None = None
-    ) -> builtins.list[RevisionInfo]:
-        """The retained revisions below ``before``, newest first, at most ``limit``.
-
-        Raises:
-            SessionNotFound: no such session.
-        """
-        if limit < 1:
-            raise InvalidInput(f"limit must be at least 1, not {limit}")
-        rows = self._read(
-            f"reading revisions of {session_id!r}",
-            lambda c: read_revisions(c, session_id, limit, before),
-        )
-        return [revision_info(decode_record(row)) for row in rows]
-
-    def messages(self, session_id: str, limit: int = 100, before: int | None = None) -> MessagePage:
-        """The newest ``limit`` chat messages numbered below ``before``, oldest first.
-
-        Reads only about what the page holds (``flow.stores._log.page_messages``).
-
-        Raises:
-            SessionNotFound: no such session.
-        """
-
-        def page(conn: psycopg.Connection[Any]) -> MessagePage:
-            with snapshot(conn):
-                require_session(conn, session_id)
-                return page_messages(MessageRows(conn, session_id), limit, before)
-
-        return self._read(f"reading messages of {session_id!r}", page)
-
-    def history_range(self, session_id: str) -> HistoryRange | None:
-        """The revisions time travel reaches, or None when there is no such session."""
-        return self._read(f"reading history of {session_id!r}", lambda c: read_span(c, session_id))
-
-    def compact(self, session_id: str) -> bool:
-        """Write a base for the newest revision and apply retention; False if nothing to do.
-
-        Reads and rebases on the calling thread (the compactor's; ``flow._rebase``:
-        no record or chat message is decoded into objects), then writes the
-        base, the archived messages and the cut in one transaction of its own,
-        skipped when the session was deleted or made again since the read.
-        """
-        sid = session_id
-
-        def read(conn: psycopg.Connection[Any]) -> Any:
-            with snapshot(conn):
-                return read_for_compaction(conn, sid, self.policy)
-
-        found = self._read(f"compacting {sid!r}", read)
-        if found is None:
-            return False
-        created_at, newest, base, tail, cut, dropped = found
-        if base is None or (not tail and not dropped):
-            return False
-        made = rebased(base, tail) if tail else None
-        archive = archived(dropped)
-        cut_at = -1 if cut is None else cut
-        self._write_compaction(sid, created_at, newest, made, cut_at, archive)
-        return True
 
     def delete(self, session_id: str) -> bool:
         """Delete the session's log after every save queued before it; True if it existed.
@@ -420,7 +210,7 @@ class PostgresStore:
         """
         future: Future[bool] = Future()
         future.set_running_or_notify_cancel()
-        self._submit(_DeleteOp(session_id, future))
+        self._submit(DeleteOp(session_id, future))
         return future.result()
 
     def put_raw(self, session_id: str, data: bytes) -> None:
@@ -514,16 +304,20 @@ class PostgresStore:
 
     def flush(self) -> None:
         """Block until every save queued so far has been committed (or failed)."""
-        future: Future[None] = Future()
-        future.set_running_or_notify_cancel()
+        futures: builtins.list[Future[None]] = []
         with self._submit_lock:
             if self._closed:
                 return
-            self._queue.put(_FlushOp(future))
-        future.result()
+            for writer in self._writers:
+                future: Future[None] = Future()
+                future.set_running_or_notify_cancel()
+                writer.put(FlushOp(future))
+                futures.append(future)
+        for future in futures:
+            future.result()
 
     def close(self) -> None:
-        """Commit what is queued, stop the writer and close the pool."""
+        """Commit what is queued, stop the writers and close the pool."""
         if self._closed:
             return
         self.compactor.close()
@@ -531,23 +325,38 @@ class PostgresStore:
             if self._closed:
                 return
             self._closed = True
-            self._queue.put(None)
-        self._writer.join()
-        if self._writer_conn is not None:
-            self._writer_conn.close()
+        for writer in self._writers:
+            writer.stop()
         self.pool.close()
 
     def writer_stats(self) -> WriterStats:
-        """Counters of the writer thread (transactions, saves, batch sizes)."""
-        return WriterStats(self._transactions, self._saves, self._failed, self._largest)
+        """Counters of the writer threads together (transactions, saves, largest batch)."""
+        each = [writer.stats() for writer in self._writers]
+        return WriterStats(
+            sum(s.transactions for s in each),
+            sum(s.saves for s in each),
+            sum(s.failed_transactions for s in each),
+            max(s.largest_batch for s in each),
+        )
 
     # -- helpers -------------------------------------------------------------------------
 
-    def _submit(self, op: _Op) -> None:
+    def _submit(self, op: SaveOp | DeleteOp) -> None:
+        """Queue ``op`` on its session's writer, so that a session's saves commit in order."""
+        writers = self._writers
+        writer = writers[zlib.crc32(op.session_id.encode()) % len(writers)]
         with self._submit_lock:
             if self._closed:
                 raise StoreUnavailable(f"session store {self.where} is closed")
-            self._queue.put(op)
+            writer.put(op)
+
+    def _writer_connection(self) -> psycopg.Connection[Any]:
+        """A new connection for a writer (not pooled: a writer's is always busy)."""
+        conn = psycopg.connect(self.url, connect_timeout=round(_WAIT_FOR_CONNECTION))
+        self._configure(conn)
+        conn.commit()
+        self.pool.answered()
+        return conn
 
     @contextmanager
     def _connection(self, what: str) -> Iterator[psycopg.Connection[Any]]:
@@ -592,7 +401,7 @@ class PostgresStore:
                 {"sid": sid, "raw": raw},
             ).fetchone()
             if still_there is not None and still_there[0]:
-                for table in _LOG_TABLES:
+                for table in LOG_TABLES:
                     conn.execute(f"DELETE FROM {table} WHERE session_id = %s", (sid,))
             conn.execute(
                 "INSERT INTO quarantine (session_id, raw, error, quarantined_at) "
@@ -601,7 +410,17 @@ class PostgresStore:
                 {"sid": sid, "raw": raw, "error": error, "at": time.time()},
             )
 
-    def _write_compaction(
+    def _read_one(self, what: str, read: Callable[[psycopg.Connection[Any]], _T]) -> _T:
+        return self._read(what, read)
+
+    def _read_many(self, what: str, read: Callable[[psycopg.Connection[Any]], _T]) -> _T:
+        def in_snapshot(conn: psycopg.Connection[Any]) -> _T:
+            with snapshot(conn):
+                return read(conn)
+
+        return self._read(what, in_snapshot)
+
+    def _commit_compaction(
         self,
         sid: str,
         created_at: float,
@@ -637,225 +456,6 @@ class PostgresStore:
                 )
             conn.execute("DELETE FROM records WHERE session_id = %s AND revision < %s", (sid, cut))
             conn.execute("DELETE FROM bases WHERE session_id = %s AND revision < %s", (sid, cut))
-
-    # -- the writer thread ---------------------------------------------------------------
-
-    def _write_loop(self) -> None:
-        get = self._queue.get
-        while True:
-            batch: builtins.list[_Op] = [get()]
-            try:
-                while len(batch) < self._max_batch:
-                    batch.append(self._queue.get_nowait())
-            except queue.Empty:
-                pass
-            self._largest = max(self._largest, len(batch))
-            writes = [op for op in batch if isinstance(op, _SaveOp | _DeleteOp)]
-            if writes:
-                self._write_batch(writes)
-            for op in batch:
-                if isinstance(op, _FlushOp):
-                    op.future.set_result(None)
-            if any(op is None for op in batch):
-                return
-
-    def _write_batch(self, writes: builtins.list[_SaveOp | _DeleteOp]) -> None:
-        """Commit one batch (again after a deadlock or a concurrent insert) and answer it."""
-        for attempt in range(_RETRIES + 1):
-            try:
-                conn = self._writer_connection()
-                try:
-                    plan = self._commit(conn, writes)
-                except BaseException:
-                    if not conn.broken and not conn.closed:
-                        conn.rollback()
-                    raise
-            except _RETRYABLE as exc:
-                if attempt < _RETRIES:
-                    continue
-                self._fail_all(writes, exc)
-                return
-            except Exception as exc:  # the writer must outlive anything and answer every caller
-                self._fail_all(writes, exc)
-                return
-            self._transactions += 1
-            self._saves += plan.saves
-            plan.complete()
-            for sid in plan.due(self.policy):
-                self.compactor.request(sid)
-            return
-
-    def _fail_all(self, writes: builtins.list[_SaveOp | _DeleteOp], exc: BaseException) -> None:
-        self._failed += 1
-        if not isinstance(exc, psycopg.Error | psycopg_pool.PoolTimeout):
-            _log.exception("postgres_writer_error", saves=len(writes))
-        error = StoreUnavailable(
-            f"session store {self.where}: commit failed: {type(exc).__name__}: {exc}"
-        )
-        error.__cause__ = exc
-        for op in writes:
-            if not op.future.done():
-                op.future.set_exception(error)
-
-    def _writer_connection(self) -> psycopg.Connection[Any]:
-        """The writer's own connection (not pooled: it is always busy), made again when lost."""
-        conn = self._writer_conn
-        if conn is None or conn.broken or conn.closed:
-            if conn is not None:
-                conn.close()
-            self._writer_conn = None
-            conn = psycopg.connect(self.url, connect_timeout=round(_WAIT_FOR_CONNECTION))
-            self._configure(conn)
-            conn.commit()
-            self._writer_conn = conn
-        return conn
-
-    def _commit(
-        self, conn: psycopg.Connection[Any], writes: builtins.list[_SaveOp | _DeleteOp]
-    ) -> _BatchPlan:
-        """One transaction in two round trips: lock and read (BEGIN, the rows, the fences),
-        then every write and the COMMIT, each sent as one pipeline."""
-        ids = sorted({op.session_id for op in writes})
-        fenced = sorted({op.fence[0] for op in writes if isinstance(op, _SaveOp) and op.fence})
-        with conn.pipeline():
-            rows_cur = conn.execute(
-                "SELECT session_id, revision, base_size, tail_bytes, tail_count FROM sessions "
-                "WHERE session_id = ANY(%s) ORDER BY session_id FOR UPDATE",
-                (ids,),
-            )
-            fences_cur = None
-            if fenced:
-                fences_cur = conn.execute(
-                    "SELECT session_id, epoch FROM leases WHERE session_id = ANY(%s) "
-                    "ORDER BY session_id FOR SHARE",
-                    (fenced,),
-                )
-            rows = rows_cur.fetchall()  # sends what is queued and waits: round trip 1
-            epochs: dict[str, int] = {} if fences_cur is None else dict(fences_cur.fetchall())
-            plan = _BatchPlan(rows, epochs, writes)
-            cur = conn.cursor()
-            for sql, params in plan.statements:
-                cur.executemany(sql, params)
-            conn.commit()  # round trip 2
-        return plan
-
-
-class _BatchPlan:
-    """One batch checked in order (fence, then compare-and-set chained per session) and its
-    writes: deletes, bases, records, then each session's row (an upsert when the batch
-    wrote it a base, else one update adding the appended records' bytes to its tail)."""
-
-    def __init__(
-        self,
-        rows: builtins.list[tuple[Any, ...]],
-        epochs: dict[str, int],
-        writes: builtins.list[_SaveOp | _DeleteOp],
-    ) -> None:
-        committed: dict[str, int | None] = {r[0]: r[1] for r in rows}
-        self.tails: dict[str, tuple[int, int, int]] = {r[0]: (r[2], r[3], r[4]) for r in rows}
-        self.appended: set[str] = set()
-        self.saves = 0
-        self._results: builtins.list[tuple[Future[Any], Any, BaseException | None]] = []
-        revisions: dict[str, int | None] = {}
-        bases: builtins.list[tuple[str, int, bytes]] = []
-        records: builtins.list[tuple[str, int, float, bytes]] = []
-        upserts: dict[str, builtins.list[Any]] = {}
-        appends: dict[str, builtins.list[Any]] = {}
-        deletes: set[str] = set()
-        due: dict[str, float | None] = {}  # the due-time index's new entries (None: drop)
-        results = self._results
-        for op in writes:
-            sid = op.session_id
-            current = revisions[sid] if sid in revisions else committed.get(sid)
-            if isinstance(op, _DeleteOp):
-                revisions[sid] = None
-                upserts.pop(sid, None)
-                appends.pop(sid, None)
-                bases = [b for b in bases if b[0] != sid]
-                records = [r for r in records if r[0] != sid]
-                due.pop(sid, None)
-                self.tails.pop(sid, None)
-                self.appended.discard(sid)
-                deletes.add(sid)
-                results.append((op.future, current is not None, None))
-                continue
-            if op.fence is not None and epochs.get(op.fence[0], 0) > op.fence[1]:
-                name, epoch = op.fence
-                results.append((op.future, None, LeaseLost(name, epoch, epochs[name])))
-                continue
-            if current != op.expected:
-                results.append((op.future, None, RevisionConflict(sid, op.expected, current)))
-                continue
-            entry = op.entry
-            revisions[sid] = entry.revision
-            if op.timers[0]:
-                due[sid] = op.timers[1]
-            size = 0
-            if entry.record is not None:
-                records.append((sid, entry.revision, entry.at, entry.record))
-                size = len(entry.record)
-            if entry.base is not None:
-                bases.append((sid, entry.revision, entry.base))
-                appends.pop(sid, None)
-                base_size = len(entry.base)
-                upserts[sid] = [*op.info, base_size, entry.revision, base_size, 0, 0]
-                self.tails[sid] = (base_size, 0, 0)
-            else:
-                tail = self.tails.get(sid)
-                if tail is not None:
-                    self.tails[sid] = (tail[0], tail[1] + size, tail[2] + 1)
-                self.appended.add(sid)
-                row = upserts.get(sid)
-                if row is not None:
-                    row[:9] = op.info
-                    row[9] += size
-                    row[12] += size
-                    row[13] += 1
-                else:
-                    add = appends.get(sid)
-                    count = 1 if add is None else add[-2] + 1
-                    grown = size if add is None else add[-3] + size
-                    appends[sid] = [*op.info[1:], grown, grown, count, sid]
-            self.saves += 1
-            results.append((op.future, None, None))
-        ids = [(sid,) for sid in sorted(deletes)]
-        self.statements: builtins.list[tuple[str, builtins.list[Any]]] = [
-            (f"DELETE FROM {table} WHERE session_id = %s", ids) for table in _LOG_TABLES if ids
-        ]
-        if bases:
-            self.statements.append((_BASE, bases))
-        if records:
-            self.statements.append((_RECORD, records))
-        new = [row for sid, row in upserts.items() if sid not in committed or sid in deletes]
-        if new:
-            self.statements.append((_INSERT, new))
-        old = [row for sid, row in upserts.items() if sid in committed and sid not in deletes]
-        if old:
-            self.statements.append((_UPSERT, old))
-        if appends:
-            self.statements.append((_APPEND, builtins.list(appends.values())))
-        dropped = [(sid,) for sid, at in due.items() if at is None]
-        if dropped:
-            self.statements.append(("DELETE FROM timers WHERE session_id = %s", dropped))
-        kept = [(sid, at) for sid, at in due.items() if at is not None]
-        if kept:
-            self.statements.append((_TIMER, kept))
-
-    def complete(self) -> None:
-        """Complete every future of the committed batch."""
-        for future, value, error in self._results:
-            if error is None:
-                future.set_result(value)
-            else:
-                future.set_exception(error)
-
-    def due(self, policy: LogPolicy) -> builtins.list[str]:
-        """The sessions this batch appended to whose records now outweigh their base."""
-        return [
-            sid
-            for sid in self.appended
-            if sid in self.tails and compaction_due(policy, *self.tails[sid])
-        ]
 
 
 def _describe(url: str) -> str:

@@ -23,6 +23,7 @@ import psycopg_pool
 
 from flow._errors import StoreUnavailable
 from flow.stores._lease import Holder, Lease, LeaseManager
+from flow.stores._postgres_gate import ServerGate
 
 __all__ = ["PostgresLeaseManager"]
 
@@ -108,7 +109,7 @@ class PostgresLeaseManager(LeaseManager):
 
     def __init__(
         self,
-        pool: psycopg_pool.ConnectionPool[Any],
+        pool: ServerGate,
         where: str,
         node_id: str,
         advertise: str,

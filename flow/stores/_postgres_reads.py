@@ -17,9 +17,10 @@ import psycopg
 
 from flow._errors import RevisionNotFound, SessionNotFound
 from flow.stores._log import HistoryRange, LogPolicy, retention_floor
+from flow.stores._sql_log import CompactionRead, LogReads
 
 __all__ = [
-    "CompactionRead",
+    "READS",
     "MessageRows",
     "read_for_compaction",
     "read_revisions",
@@ -32,9 +33,6 @@ __all__ = [
 Conn = psycopg.Connection[Any]
 _MAX_REVISION = 2**62  # above any revision: "no upper bound" in a query
 
-CompactionRead = tuple[float, int, bytes | None, list[bytes], int | None, list[bytes]]
-"""created_at, newest revision, the current base, the records after it, the
-retention cut (None: none) and the records the cut drops."""
 
 _STATE = """
 SELECT s.revision,
@@ -216,3 +214,15 @@ def read_for_compaction(conn: Conn, session_id: str, policy: LogPolicy) -> Compa
             )
         ]
     return created_at, newest, None if base is None else bytes(base[0]), tail, cut, dropped
+
+
+READS: LogReads[Conn] = LogReads(
+    read_state,
+    read_revisions,
+    require_session,
+    MessageRows,
+    read_span,
+    read_for_compaction,
+    read_states,
+)
+"""These reads, for ``SqlLogStore``."""

@@ -11,6 +11,8 @@ URL's ``options`` to keep several stores in one database):
   its log stands: ``base_rev``, ``base_size``, ``tail_bytes``, ``tail_count``).
 - ``bases``, ``records``, ``archive``: the session log (``flow.stores._log``).
 - ``quarantine``: snapshots that did not decode, with their bytes.
+- ``actorflow_lock_batch``: a function, the writer's compare-and-set and fence
+  check, so that a batch is one round trip (``LOCK_BATCH``).
 - ``leases``: one row per session ever leased: the holder (``node``,
   ``advertise``, ``expires_at`` by the database's clock; NULL when free) and
   ``epoch``, the fencing counter, which only grows (the row is never deleted).
@@ -22,7 +24,22 @@ import psycopg
 
 from flow._errors import StoreUnavailable
 
-__all__ = ["MIGRATIONS", "STORE_SCHEMA_VERSION", "ensure_schema"]
+__all__ = [
+    "EXPECTATION_NOT_MET",
+    "LOCK_BATCH",
+    "MIGRATIONS",
+    "STORE_SCHEMA_VERSION",
+    "ensure_schema",
+]
+
+LOCK_BATCH = "actorflow_lock_batch"
+"""The writer's check: locks the batch's rows (in id order) and the fenced saves'
+leases (shared), raises ``EXPECTATION_NOT_MET`` unless every session is at the
+revision its first save expects (no row for None) and no lease has a newer epoch,
+and answers the rows' log sizes as they were before the batch."""
+
+EXPECTATION_NOT_MET = "AF001"
+"""The SQLSTATE ``LOCK_BATCH`` raises (a class of its own, no standard code uses it)."""
 
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (  # 1: the session log, quarantine and leases
@@ -84,6 +101,35 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             due        double precision NOT NULL
         )""",
         "CREATE INDEX timers_due ON timers (due)",
+    ),
+    (  # 3: the writer's one-round-trip check (flow.stores._postgres, _commit_at_once)
+        f"""CREATE FUNCTION {LOCK_BATCH}(ids text[], expected bigint[], fence_ids text[],
+                                         epochs bigint[])
+        RETURNS TABLE (locked_id text, locked_base_size bigint, locked_tail_bytes bigint,
+                       locked_tail_count bigint)
+        LANGUAGE plpgsql AS $fn$
+        BEGIN
+            PERFORM 1 FROM sessions s WHERE s.session_id = ANY(ids)
+                ORDER BY s.session_id FOR UPDATE;
+            IF EXISTS (SELECT 1 FROM unnest(ids, expected) AS e(sid, rev)
+                       LEFT JOIN sessions s ON s.session_id = e.sid
+                       WHERE s.revision IS DISTINCT FROM e.rev) THEN
+                RAISE EXCEPTION 'a session of the batch is not at its expected revision'
+                    USING ERRCODE = '{EXPECTATION_NOT_MET}';
+            END IF;
+            IF cardinality(fence_ids) > 0 THEN
+                PERFORM 1 FROM leases l WHERE l.session_id = ANY(fence_ids)
+                    ORDER BY l.session_id FOR SHARE;
+                IF EXISTS (SELECT 1 FROM unnest(fence_ids, epochs) AS f(sid, epoch)
+                           JOIN leases l ON l.session_id = f.sid WHERE l.epoch > f.epoch) THEN
+                    RAISE EXCEPTION 'a fenced save of the batch has lost its lease'
+                        USING ERRCODE = '{EXPECTATION_NOT_MET}';
+                END IF;
+            END IF;
+            RETURN QUERY SELECT s.session_id::text, s.base_size, s.tail_bytes, s.tail_count
+                FROM sessions s WHERE s.session_id = ANY(ids);
+        END
+        $fn$""",
     ),
 )
 """Each entry migrates the tables from the version before it; append, never edit."""

@@ -25,56 +25,34 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from flow._errors import (
-    ActorflowError,
     InvalidInput,
     RevisionConflict,
-    SnapshotDecodeError,
     StoreUnavailable,
 )
-from flow._rebase import archived, rebased
-from flow._record import decode_record
 from flow._session import Session
 from flow.stores._log import (
     Compactor,
-    HistoryRange,
     LogEntry,
     LogPolicy,
-    MessagePage,
-    RevisionInfo,
     compaction_due,
     entry_for,
-    page_messages,
-    rebuild,
-    revision_info,
 )
-from flow.stores._protocol import (
-    Durability,
-    QuarantinedRow,
-    SessionPage,
-    StoredSessionInfo,
-    check_load_many,
-)
-from flow.stores._sqlite_reads import (
-    MessageRows,
-    read_for_compaction,
-    read_revisions,
-    read_span,
-    read_state,
-    read_states,
-    read_transaction,
-    require_session,
-)
+from flow.stores._protocol import Durability, QuarantinedRow, SessionPage, StoredSessionInfo
+from flow.stores._sql_log import SaveInfo, SqlLogStore, save_info
+from flow.stores._sqlite_reads import READS, read_transaction
 from flow.stores._sqlite_schema import SCHEMA, STORE_SCHEMA_VERSION, migrate_v1
 from flow.stores._timer_index import DueTimer, index_change
 
 __all__ = ["STORE_SCHEMA_VERSION", "SqliteStore", "WriterStats"]
+
+_T = TypeVar("_T")
 
 _SYNCHRONOUS: dict[str, str] = {"fsync": "FULL", "commit": "NORMAL"}
 _REVISION_CACHE_LIMIT = 262_144
@@ -111,7 +89,6 @@ _INFO_COLUMNS = (
     "created_at, last_accessed, expires_at, size"
 )
 
-_Info = tuple[str, str, str, str, str, int, float, float, float | None]
 """session_id, owner, graph_id, current_task, status, revision, created_at,
 last_accessed, expires_at: the sessions row's columns a save sets."""
 
@@ -119,7 +96,7 @@ last_accessed, expires_at: the sessions row's columns a save sets."""
 class _SaveOp(NamedTuple):
     session_id: str
     expected: int | None
-    info: _Info
+    info: SaveInfo
     entry: LogEntry
     future: Future[None]
     timers: tuple[bool, float | None]  # index_change: changed?, the next due time
@@ -177,7 +154,7 @@ class WriterStats:
     largest_batch: int
 
 
-class SqliteStore:
+class SqliteStore(SqlLogStore[sqlite3.Connection]):
     """Sessions in one SQLite file (WAL), written by one group-committing thread.
 
     Args:
@@ -215,6 +192,8 @@ class SqliteStore:
         if max_batch < 1:
             raise InvalidInput(f"max_batch must be at least 1, not {max_batch}")
         self.path = Path(path)
+        self._log_name = str(self.path)
+        self._reads = READS
         self.policy = policy or LogPolicy()
         self.durability: Durability = durability
         self._max_batch = max_batch
@@ -337,124 +316,13 @@ class SqliteStore:
             StoreUnavailable: the store is closed.
         """
         entry = entry_for(session, expected_revision)
-        meta = session.metadata
         sid = session.session_id
-        info: _Info = (
-            sid,
-            meta.owner,
-            session.graph_id,
-            session.current_task,
-            session.status.value,
-            session.revision,
-            meta.created_at,
-            meta.last_accessed,
-            meta.expires_at,
-        )
+        info = save_info(session)
         future: Future[None] = Future()
         future.set_running_or_notify_cancel()
         timers = index_change(session, entry)
         self._submit(_SaveOp(sid, expected_revision, info, entry, future, timers))
         return future
-
-    def load(self, session_id: str, revision: int | None = None) -> Session | None:
-        """The last committed state of ``session_id`` (or revision ``revision``'s), or None.
-
-        Reads the newest base at or before the revision and the records after it,
-        in one read transaction.
-
-        Raises:
-            RevisionNotFound: ``revision`` is outside the retained history.
-            SnapshotDecodeError: the stored bytes did not decode; the session has
-                been moved to the quarantine table (later loads return None).
-            StoreUnavailable: the store is closed or could not be read.
-        """
-        with self._reader() as conn, read_transaction(conn):
-            found = read_state(conn, session_id, revision)
-        if found is None:
-            return None
-        base, records = found
-        try:
-            return rebuild(base, records, revision)
-        except SnapshotDecodeError as exc:
-            self._quarantine(session_id, exc.raw, str(exc))
-            raise SnapshotDecodeError(
-                f"session {session_id!r} in {self.path}: {exc}; the row was moved to quarantine",
-                exc.raw,
-            ) from exc
-
-    def load_many(self, session_ids: Sequence[str]) -> dict[str, Session | ActorflowError]:
-        """Each stored session of ``session_ids``, in one read transaction (see
-        `SessionStore.load_many`); a row that does not decode is quarantined."""
-        ids = check_load_many(session_ids)
-        with self._reader() as conn, read_transaction(conn):
-            found = read_states(conn, ids)
-        loaded: dict[str, Session | ActorflowError] = {}
-        for session_id, (base, records) in found.items():
-            try:
-                loaded[session_id] = rebuild(base, records)
-            except SnapshotDecodeError as exc:
-                self._quarantine(session_id, exc.raw, str(exc))
-                loaded[session_id] = SnapshotDecodeError(
-                    f"session {session_id!r} in {self.path}: {exc}; "
-                    "the row was moved to quarantine",
-                    exc.raw,
-                )
-        return loaded
-
-    def revisions(
-        self, session_id: str, limit: int = 100, before: int | None = None
-    ) -> builtins.list[RevisionInfo]:
-        """The retained revisions below ``before``, newest first, at most ``limit``.
-
-        Raises:
-            SessionNotFound: no such session.
-        """
-        if limit < 1:
-            raise InvalidInput(f"limit must be at least 1, not {limit}")
-        with self._reader() as conn, read_transaction(conn):
-            rows = read_revisions(conn, session_id, limit, before)
-        return [revision_info(decode_record(row)) for row in rows]
-
-    def messages(self, session_id: str, limit: int = 100, before: int | None = None) -> MessagePage:
-        """The newest ``limit`` chat messages numbered below ``before``, oldest first.
-
-        Raises:
-            SessionNotFound: no such session.
-        """
-        with self._reader() as conn, read_transaction(conn):
-            require_session(conn, session_id)
-            return page_messages(MessageRows(conn, session_id), limit, before)
-
-    def history_range(self, session_id: str) -> HistoryRange | None:
-        """The revisions time travel reaches, or None when there is no such session."""
-        with self._reader() as conn, read_transaction(conn):
-            return read_span(conn, session_id)
-
-    def compact(self, session_id: str) -> bool:
-        """Write a base for the newest revision and apply retention; False if nothing to do.
-
-        Reads and rebases on the calling thread (the compactor's), then hands the
-        writer the base, the archived messages and the cut, which it commits with
-        its next batch. Reads only the base, the records after it and, when
-        retention drops some, those records: never the whole history; decodes
-        none of them into objects (``flow._rebase``).
-        """
-        sid = session_id
-        with self._reader() as conn, read_transaction(conn):
-            found = read_for_compaction(conn, sid, self.policy)
-        if found is None:
-            return False
-        created_at, newest, base, tail, cut, dropped = found
-        if base is None or (not tail and not dropped):
-            return False
-        made = rebased(base, tail) if tail else None
-        archive = archived(dropped)
-        future: Future[None] = Future()
-        future.set_running_or_notify_cancel()
-        cut_at = -1 if cut is None else cut  # -1: drop nothing
-        self._submit(_CompactOp(sid, created_at, newest, made, cut_at, archive, future))
-        future.result()
-        return True
 
     def delete(self, session_id: str) -> bool:
         """Delete ``session_id`` after every save queued before it; True if it existed.
@@ -584,6 +452,27 @@ class SqliteStore:
             if self._closed:
                 raise StoreUnavailable(f"session store {self.path} is closed")
             self._queue.put(op)
+
+    def _read_one(self, what: str, read: Callable[[sqlite3.Connection], _T]) -> _T:
+        with self._reader() as conn, read_transaction(conn):
+            return read(conn)
+
+    _read_many = _read_one  # every read is in a read transaction
+
+    def _commit_compaction(
+        self,
+        session_id: str,
+        created_at: float,
+        revision: int,
+        base: bytes | None,
+        cut: int,
+        archive: tuple[int, bytes] | None,
+    ) -> None:
+        """Handed to the writer, which commits it with its next batch."""
+        future: Future[None] = Future()
+        future.set_running_or_notify_cancel()
+        self._submit(_CompactOp(session_id, created_at, revision, base, cut, archive, future))
+        future.result()
 
     def _quarantine(self, session_id: str, raw: bytes, error: str) -> None:
         future: Future[None] = Future()
@@ -717,7 +606,7 @@ class SqliteStore:
             # after the batch's saves, in the same transaction: a compaction adds a
             # base of a committed revision, so it never needs a commit of its own
             for compaction in plan.compactions:
-                self._commit_compaction(compaction)
+                self._write_compaction(compaction)
                 plan.forget_tails.append(compaction.session_id)
             conn.execute("COMMIT")
         except BaseException:
@@ -750,7 +639,7 @@ class SqliteStore:
             (sid, op.raw, op.error, time.time(), sid, op.raw),
         )
 
-    def _commit_compaction(self, op: _CompactOp) -> None:
+    def _write_compaction(self, op: _CompactOp) -> None:
         """Add the compactor's base, archive the dropped records' messages, cut the log.
 
         Skipped when the session was deleted (or deleted and made again) since

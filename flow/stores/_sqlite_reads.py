@@ -14,8 +14,10 @@ from collections.abc import Iterator
 
 from flow._errors import RevisionNotFound, SessionNotFound
 from flow.stores._log import HistoryRange, LogPolicy, retention_floor
+from flow.stores._sql_log import CompactionRead, LogReads
 
 __all__ = [
+    "READS",
     "MessageRows",
     "read_for_compaction",
     "read_revisions",
@@ -26,10 +28,6 @@ __all__ = [
 ]
 
 _MAX_REVISION = 2**62  # above any revision: "no upper bound" in a query
-
-CompactionRead = tuple[float, int, bytes | None, list[bytes], int | None, list[bytes]]
-"""created_at, newest revision, the current base, the records after it, the
-retention cut (None: none) and the records the cut drops."""
 
 
 @contextlib.contextmanager
@@ -227,3 +225,15 @@ def require_session(conn: sqlite3.Connection, session_id: str) -> None:
     found = conn.execute("SELECT 1 FROM sessions WHERE session_id = ?", (session_id,)).fetchone()
     if found is None:
         raise SessionNotFound(session_id)
+
+
+READS: LogReads[sqlite3.Connection] = LogReads(
+    read_state,
+    read_revisions,
+    require_session,
+    MessageRows,
+    read_span,
+    read_for_compaction,
+    read_states,
+)
+"""These reads, for ``SqlLogStore``."""

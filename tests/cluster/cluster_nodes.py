@@ -1,4 +1,5 @@
-"""Helpers for the cluster tests: actorflowd subprocesses sharing one real redis-server.
+"""Helpers for the cluster tests: actorflowd subprocesses sharing one real redis-server
+or PostgreSQL database (``Backend``: what a test asks of the store they share).
 
 (A module of its own, not conftest.py: ``from conftest import`` finds whichever
 conftest was imported first when several test directories run together.)
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import redis
 from testkit import free_port as free_port
 from testkit import wait_until as wait_until
@@ -176,3 +178,140 @@ def peer_mark(redis_url: str, method: str, path: str, epoch: str, deadline: str)
     assert isinstance(secret, bytes)
     fields = [method.encode(), path.encode(), epoch.encode(), deadline.encode()]
     return hmac.new(secret, b"\n".join(fields), hashlib.sha256).hexdigest()
+
+
+class Backend:
+    """The store a cluster test's daemons share, and what the test asks of it directly."""
+
+    kind = ""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def lease_node(self, session_id: str) -> str | None:
+        """The node holding ``session_id``'s lease (None: no live lease)."""
+        raise NotImplementedError
+
+    def secret(self) -> bytes:
+        """The cluster's secret, made as a daemon would if none has been yet."""
+        raise NotImplementedError
+
+    def quarantined(self) -> int:
+        """How many snapshots were quarantined."""
+        raise NotImplementedError
+
+    def drop_lease(self, session_id: str) -> None:
+        """Free ``session_id``'s lease behind its holder's back (as if it had been paused
+        past its ttl)."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """Take the server down (an outage)."""
+        raise NotImplementedError
+
+    def start(self) -> None:
+        """Bring the server back."""
+        raise NotImplementedError
+
+    def peer_mark(self, method: str, path: str, epoch: str = "", deadline: str = "") -> str:
+        """The ``X-Actorflow-Forwarded`` mark a daemon of the cluster would send with a
+        request (an HMAC with the cluster's secret)."""
+        fields = [method.encode(), path.encode(), epoch.encode(), deadline.encode()]
+        return hmac.new(self.secret(), b"\n".join(fields), hashlib.sha256).hexdigest()
+
+
+class RedisBackend(Backend):
+    kind = "redis"
+
+    def __init__(self, server: Any) -> None:
+        super().__init__(server.url)
+        self.server = server
+
+    def lease_node(self, session_id: str) -> str | None:
+        client = redis.Redis.from_url(self.url)
+        try:
+            node = client.hget(f"actorflow:lease:{session_id}", "node")
+        finally:
+            client.close()
+        return None if node is None else node.decode()
+
+    def secret(self) -> bytes:
+        client = redis.Redis.from_url(self.url)
+        try:
+            client.set("actorflow:cluster-secret", secrets.token_hex(32), nx=True)
+            secret = client.get("actorflow:cluster-secret")
+        finally:
+            client.close()
+        assert isinstance(secret, bytes)
+        return secret
+
+    def quarantined(self) -> int:
+        client = redis.Redis.from_url(self.url)
+        try:
+            return int(client.llen("actorflow:quarantine"))
+        finally:
+            client.close()
+
+    def drop_lease(self, session_id: str) -> None:
+        client = redis.Redis.from_url(self.url)
+        try:
+            client.delete(f"actorflow:lease:{session_id}")
+        finally:
+            client.close()
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def start(self) -> None:
+        self.server.start()
+
+
+class PostgresBackend(Backend):
+    kind = "postgres"
+
+    def __init__(self, server: Any) -> None:
+        super().__init__(server.fresh_url())
+        self.server = server
+
+    def _query(self, sql: str, *params: object) -> Any:
+        with psycopg.connect(self.url) as conn:
+            return conn.execute(sql, params).fetchone()
+
+    def lease_node(self, session_id: str) -> str | None:
+        row = self._query(
+            "SELECT node FROM leases WHERE session_id = %s AND expires_at > clock_timestamp()",
+            session_id,
+        )
+        return None if row is None else str(row[0])
+
+    def secret(self) -> bytes:
+        with psycopg.connect(self.url) as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS cluster_secret "
+                "(id INT PRIMARY KEY, secret TEXT NOT NULL)"
+            )
+            conn.execute(
+                "INSERT INTO cluster_secret (id, secret) VALUES (1, %s) "
+                "ON CONFLICT (id) DO NOTHING",
+                (secrets.token_hex(32),),
+            )
+            row = conn.execute("SELECT secret FROM cluster_secret WHERE id = 1").fetchone()
+        assert row is not None
+        return str(row[0]).encode()
+
+    def quarantined(self) -> int:
+        return int(self._query("SELECT count(*) FROM quarantine")[0])
+
+    def drop_lease(self, session_id: str) -> None:
+        with psycopg.connect(self.url) as conn:
+            conn.execute(
+                "UPDATE leases SET node = NULL, advertise = NULL, expires_at = NULL "
+                "WHERE session_id = %s",
+                (session_id,),
+            )
+
+    def stop(self) -> None:
+        self.server.stop("fast")
+
+    def start(self) -> None:
+        self.server.start()

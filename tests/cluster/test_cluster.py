@@ -1,5 +1,6 @@
-"""Several actorflowd processes on one redis-server: one live copy per session, forwarding,
-takeover after a crash, fencing of a paused holder, and a Redis outage."""
+"""Several actorflowd processes on one store: one live copy per session, forwarding,
+takeover after a crash, fencing of a paused holder, and an outage of the store. Each
+scenario taking ``backend`` runs on Redis and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -13,10 +14,15 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
-from cluster_nodes import LEASE_TTL, Node, StartNode, create_session, peer_mark, wait_until
-
-pytestmark = pytest.mark.redis
+from cluster_nodes import (
+    LEASE_TTL,
+    Backend,
+    Node,
+    RedisBackend,
+    StartNode,
+    create_session,
+    wait_until,
+)
 
 STEADY = ("--lease-ttl", "10")
 ROUNDS = 2  # steps per session in the three-daemon test
@@ -33,21 +39,12 @@ def inputs_of(node: Node, session_id: str, headers: dict[str, str] | None = None
     return [m["content"] for m in response.json()["chat_history"] if m["role"] == "user"]
 
 
-def lease_node(redis_url: str, session_id: str) -> str | None:
-    client = redis.Redis.from_url(redis_url)
-    try:
-        node = client.hget(f"actorflow:lease:{session_id}", "node")
-    finally:
-        client.close()
-    return None if node is None else node.decode()
-
-
 @pytest.mark.slow
 def test_sixteen_clients_alternating_between_two_daemons_lose_no_step(
-    start_node: StartNode,
+    start_shared_node: StartNode,
 ) -> None:
     # a long lease: on a loaded machine a 1 s lease may lapse, and this test is not about that
-    a, b = start_node("a", *STEADY), start_node("b", *STEADY)
+    a, b = start_shared_node("a", *STEADY), start_shared_node("b", *STEADY)
     sid = create_session(a)
     failures: list[tuple[int, str]] = []
     both_live: list[float] = []
@@ -105,11 +102,11 @@ def step_lines(node: Node) -> list[dict[str, Any]]:
 
 @pytest.mark.slow
 def test_three_daemons_random_routing_keep_every_session_correct_and_single(
-    start_node: StartNode,
+    start_shared_node: StartNode,
 ) -> None:
-    nodes = [start_node(name, *STEADY) for name in ("a", "b", "c")]
+    nodes = [start_shared_node(name, *STEADY) for name in ("a", "b", "c")]
     rng = random.Random(7)
-    sessions = [create_session(rng.choice(nodes)) for _ in range(300)]
+    sessions = [create_session(rng.choice(nodes)) for _ in range(150)]
     failures: list[tuple[int, str]] = []
     lock = threading.Lock()
     chunks = [sessions[i::6] for i in range(6)]
@@ -144,14 +141,14 @@ def test_three_daemons_random_routing_keep_every_session_correct_and_single(
 
 @pytest.mark.slow
 def test_a_killed_daemons_sessions_are_served_by_the_other_after_the_lease_ttl(
-    start_node: StartNode, redis_url: str
+    start_shared_node: StartNode, backend: Backend
 ) -> None:
-    a, b = start_node("a"), start_node("b")
+    a, b = start_shared_node("a"), start_shared_node("b")
     sessions = [create_session(a) for _ in range(4)]
     with a.client() as ca:
         for sid in sessions:
             assert step(ca, sid, "warm").status_code == 200
-    assert all(lease_node(redis_url, sid) == "a" for sid in sessions)
+    assert all(backend.lease_node(sid) == "a" for sid in sessions)
 
     acknowledged: dict[str, list[str]] = {sid: ["warm"] for sid in sessions}
     statuses: Counter[int | str] = Counter()
@@ -192,7 +189,7 @@ def test_a_killed_daemons_sessions_are_served_by_the_other_after_the_lease_ttl(
         t.join(60)
 
     assert took_over_after < LEASE_TTL * 5
-    assert all(lease_node(redis_url, sid) in ("b", None) for sid in sessions)
+    assert all(backend.lease_node(sid) in ("b", None) for sid in sessions)
     for sid in sessions:
         stored = inputs_of(b, sid)
         missing = [text for text in acknowledged[sid] if text not in stored]
@@ -204,21 +201,21 @@ def test_a_killed_daemons_sessions_are_served_by_the_other_after_the_lease_ttl(
 
 @pytest.mark.slow
 def test_a_paused_daemon_cannot_write_after_its_lease_was_taken_over(
-    start_node: StartNode, redis_url: str
+    start_shared_node: StartNode, backend: Backend
 ) -> None:
-    a, b = start_node("a"), start_node("b")
+    a, b = start_shared_node("a"), start_shared_node("b")
     sid = create_session(a)
     with a.client() as ca:
         assert step(ca, sid, "first").status_code == 200
-    assert lease_node(redis_url, sid) == "a"
+    assert backend.lease_node(sid) == "a"
 
     a.signal(signal.SIGSTOP)
     stale: dict[str, Any] = {}
+    mark = backend.peer_mark("POST", f"/v1/sessions/{sid}/step")
 
     def stale_request() -> None:
         # sent to the paused daemon itself, marked forwarded (as a peer would) so it is
         # served there
-        mark = peer_mark(redis_url, "POST", f"/v1/sessions/{sid}/step", "", "")
         with a.client() as ca:
             response = step(ca, sid, "stale", **{"X-Actorflow-Forwarded": mark})
             stale["status"] = response.status_code
@@ -234,23 +231,23 @@ def test_a_paused_daemon_cannot_write_after_its_lease_was_taken_over(
             assert "unknown" in response.json()["detail"], response.text
             response = step(cb, sid, "fresh")
     assert response.status_code == 200, response.text
-    assert lease_node(redis_url, sid) == "b"
+    assert backend.lease_node(sid) == "b"
 
     a.signal(signal.SIGCONT)
     sender.join(30)
     assert stale["status"] == 503, stale
     assert inputs_of(b, sid) == ["first", "fresh"]
-    # a says so: its renewal found the lease taken, and a save it tried was fenced by Redis
+    # a says so: its renewal found the lease taken, and a save it tried was fenced by the store
     fenced = [e for e in a.events("commit_failed") if e.get("error") == "LeaseLost"]
     assert fenced or a.events("lease_lost"), a.log_tail()
     assert all("granted since" in e["detail"] for e in fenced), fenced
 
 
 @pytest.mark.slow
-def test_redis_outage_gives_503_and_leaves_no_session_corrupted(
-    start_node: StartNode, redis_server: Any
+def test_a_store_outage_gives_503_and_leaves_no_session_corrupted(
+    start_shared_node: StartNode, backend: Backend
 ) -> None:
-    a, b = start_node("a"), start_node("b")
+    a, b = start_shared_node("a"), start_shared_node("b")
     sessions = [create_session(a) for _ in range(4)]
     acknowledged: dict[str, list[str]] = {sid: [] for sid in sessions}
     statuses: Counter[int] = Counter()
@@ -277,12 +274,12 @@ def test_redis_outage_gives_503_and_leaves_no_session_corrupted(
     for t in threads:
         t.start()
     wait_until(lambda: statuses[200] >= 40, what="steps before the outage")
-    redis_server.stop()
-    wait_until(lambda: statuses[503] >= 8, what="503s while Redis is down")
+    backend.stop()
+    wait_until(lambda: statuses[503] >= 8, what="503s while the store is down")
     assert a.http.get("/readyz").status_code == 503
-    redis_server.start()
+    backend.start()
     restarted.set()
-    assert recovered.wait(20), "no step succeeded after Redis came back"
+    assert recovered.wait(20), "no step succeeded after the store came back"
     for t in threads:
         t.join(60)
 
@@ -292,14 +289,14 @@ def test_redis_outage_gives_503_and_leaves_no_session_corrupted(
         stored = inputs_of(b, sid)
         missing = [text for text in acknowledged[sid] if text not in stored]
         assert missing == [], f"acknowledged steps lost in {sid}: {missing}"
-    client = redis.Redis.from_url(redis_server.url)
-    assert client.llen("actorflow:quarantine") == 0
-    client.close()
+    assert backend.quarantined() == 0
 
 
+@pytest.mark.redis
 def test_forwarding_passes_credentials_and_returns_the_holders_answer_unchanged(
-    start_node: StartNode, tmp_path: Path, redis_url: str
+    start_node: StartNode, tmp_path: Path, redis_server: Any
 ) -> None:
+    backend = RedisBackend(redis_server)
     tokens = tmp_path / "tokens.txt"
     tokens.write_text("tok-alice alice\ntok-bob bob\n")
     tokens.chmod(0o600)
@@ -310,7 +307,7 @@ def test_forwarding_passes_credentials_and_returns_the_holders_answer_unchanged(
     created = a.http.post("/v1/sessions", json={"graph": "echo"}, headers=alice)
     sid = created.json()["session_id"]
     assert a.http.post(f"/v1/sessions/{sid}/step", json={"input": "1"}, headers=alice).is_success
-    assert lease_node(redis_url, sid) == "a"
+    assert backend.lease_node(sid) == "a"
 
     # through b, forwarded to a with alice's token: served as alice
     via_b = b.http.post(
@@ -354,7 +351,7 @@ def test_forwarding_passes_credentials_and_returns_the_holders_answer_unchanged(
 
     # a request already forwarded (its mark signed by a daemon of the cluster) is served
     # where it lands, never forwarded again
-    mark = peer_mark(redis_url, "POST", f"/v1/sessions/{sid}/step", "", "")
+    mark = backend.peer_mark("POST", f"/v1/sessions/{sid}/step")
     marked = b.http.post(
         f"/v1/sessions/{sid}/step",
         json={"input": "3"},
@@ -376,4 +373,4 @@ def test_forwarding_passes_credentials_and_returns_the_holders_answer_unchanged(
     assert b.http.get(f"/v1/sessions/{sid}", headers=bob).status_code == 200
     unshared = b.http.delete(f"/v1/sessions/{sid}/members/bob", headers=alice)
     assert unshared.json()["members"] == {}
-    assert lease_node(redis_url, sid) == "a"
+    assert backend.lease_node(sid) == "a"

@@ -1,4 +1,5 @@
-"""Two in-process runtimes on one Redis: a session is live in one of them at a time."""
+"""Two in-process runtimes on one store (``RuntimeConfig(store=...)``, Redis and
+PostgreSQL): a session is live in one of them at a time, and moves once passivated."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import redis
+from cluster_nodes import Backend
 from structlog.testing import capture_logs
 from testkit import wait_until
 
@@ -14,21 +15,17 @@ from flow.demo import echo
 from flow.stores._lease import LeaseHeldElsewhere
 from runtime import Runtime, RuntimeConfig, StoreUnavailable
 
-pytestmark = pytest.mark.redis
-
 LEASE_TTL = 1.0
 
 
-def open_node(tmp_path: Path, redis_url: str, name: str) -> Runtime:
-    config = RuntimeConfig(
-        store=redis_url, node_id=name, advertise=f"http://{name}", lease_ttl=LEASE_TTL
-    )
+def open_node(tmp_path: Path, url: str, name: str) -> Runtime:
+    config = RuntimeConfig(store=url, node_id=name, advertise=f"http://{name}", lease_ttl=LEASE_TTL)
     return Runtime.open(data_dir=tmp_path / name, graphs=[echo], config=config)
 
 
 @pytest.fixture
-def nodes(tmp_path: Path, redis_url: str) -> Iterator[tuple[Runtime, Runtime]]:
-    with open_node(tmp_path, redis_url, "a") as a, open_node(tmp_path, redis_url, "b") as b:
+def nodes(tmp_path: Path, backend: Backend) -> Iterator[tuple[Runtime, Runtime]]:
+    with open_node(tmp_path, backend.url, "a") as a, open_node(tmp_path, backend.url, "b") as b:
         yield a, b
 
 
@@ -68,16 +65,14 @@ def test_a_passivated_session_moves_to_the_other_runtime(nodes: tuple[Runtime, R
 
 
 def test_losing_a_lease_kills_the_live_actor_and_says_so(
-    nodes: tuple[Runtime, Runtime], redis_url: str
+    nodes: tuple[Runtime, Runtime], backend: Backend
 ) -> None:
     a, b = nodes
     sid = a.create_session("echo", owner="u")
     a.step(sid, "one")
     assert live_ids(a) == {sid}
     with capture_logs() as logs:
-        client = redis.Redis.from_url(redis_url)
-        client.delete(f"actorflow:lease:{sid}")  # as if a had been paused past its ttl
-        client.close()
+        backend.drop_lease(sid)  # as if a had been paused past its ttl
         assert b.step(sid, "two").response == "echo: two"
         wait_until(lambda: live_ids(a) == set())
     lost = [e for e in logs if e["event"] == "session_lease_lost"]
@@ -88,15 +83,13 @@ def test_losing_a_lease_kills_the_live_actor_and_says_so(
 
 
 def test_a_lease_that_lapsed_with_nobody_taking_it_is_reported_as_lapsed(
-    nodes: tuple[Runtime, Runtime], redis_url: str
+    nodes: tuple[Runtime, Runtime], backend: Backend
 ) -> None:
     a, _ = nodes
     sid = a.create_session("echo", owner="u")
     a.step(sid, "one")
     with capture_logs() as logs:
-        client = redis.Redis.from_url(redis_url)
-        client.delete(f"actorflow:lease:{sid}")  # as if a had been paused past its ttl
-        client.close()
+        backend.drop_lease(sid)  # as if a had been paused past its ttl
         wait_until(lambda: live_ids(a) == set())
     lost = [e for e in logs if e["event"] == "session_lease_lost"]
     assert [(e["session_id"], e["reason"]) for e in lost] == [(sid, "lapsed")]

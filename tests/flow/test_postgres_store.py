@@ -3,6 +3,7 @@ a newer one refused), group commit across sessions, and surviving a server resta
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
@@ -77,7 +78,7 @@ def test_many_sessions_saved_at_once_share_commits(
 
 
 @pytest.mark.slow
-def test_a_server_restart_fails_saves_with_store_unavailable_then_they_succeed_again(
+def test_a_server_restart_fails_calls_at_once_with_store_unavailable_then_they_succeed_again(
     postgres_server: PostgresServer, postgres_url: str, make_session: MakeSession
 ) -> None:
     with PostgresStore(postgres_url) as store:
@@ -88,6 +89,12 @@ def test_a_server_restart_fails_saves_with_store_unavailable_then_they_succeed_a
                 store.save(make_session("s1", revision=1), 0).result(timeout=30)
             with pytest.raises(StoreUnavailable):
                 store.load("s1")
+            # known down: reads fail at once, not after the pool's 3 s wait each
+            began = time.monotonic()
+            for _ in range(5):
+                with pytest.raises(StoreUnavailable, match="unreachable"):
+                    store.load("s1")
+            assert time.monotonic() - began < 3.0
         finally:
             postgres_server.start()
 

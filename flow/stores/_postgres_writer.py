@@ -1,0 +1,462 @@
+"""The PostgreSQL store's writers: group commit, each batch in one round trip.
+
+A ``PostgresWriter`` is one thread with its own connection (not pooled: it is
+always busy) and its own queue. It takes everything waiting (up to
+``max_batch``) and commits it as one transaction in one pipeline:
+``actorflow_lock_batch`` locks the sessions' rows (in id order, so that two
+writers or two daemons never deadlock) and the fenced saves' leases (``FOR
+SHARE``: a lease grant waits for this commit, or this batch sees the newer
+epoch), and checks that each session is at the revision its first save
+expects; behind it in the same pipeline go every base, record and row planned
+on that assumption, and the COMMIT. When the check fails (a save that loses
+its compare-and-set or its lease: rare, another daemon or a stale actor) the
+transaction is rolled back and the batch is run again in two round trips,
+each save checked in order, so that only the failing ones fail. A batch with a
+delete is run that way too. Only after the commit are the futures completed.
+
+The store runs several writers (``PostgresStore(writers=2)``) and sends each
+session's operations to one of them (by its id), so a session's saves commit
+in the order they were made while one writer's commit waits on the server and
+the other's batch is on its way: the callers' CPU work, the round trip and
+the fsync overlap.
+
+Threads: a writer's fields are its own thread's, but for ``put`` (any thread,
+a thread-safe queue) and the counters ``stats`` reads (ints, read racily).
+"""
+
+from __future__ import annotations
+
+import builtins
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import psycopg
+import psycopg_pool
+
+from flow._errors import RevisionConflict, StoreUnavailable
+from flow._logging import get_logger
+from flow.stores._lease import LeaseLost
+from flow.stores._log import LogEntry, LogPolicy, compaction_due
+from flow.stores._postgres_schema import EXPECTATION_NOT_MET, LOCK_BATCH
+from flow.stores._sql_log import SaveInfo
+
+__all__ = [
+    "LOG_TABLES",
+    "DeleteOp",
+    "FlushOp",
+    "PostgresWriter",
+    "SaveOp",
+    "WriterStats",
+]
+
+_log = get_logger("actorflow.store.postgres")
+
+LOG_TABLES = ("sessions", "bases", "records", "archive", "timers")
+"""Every table holding a session's log, by ``session_id``."""
+_RETRIES = 3  # a batch that met a deadlock or a concurrent insert is run again this often
+_LOCK_AND_CHECK = f"SELECT * FROM {LOCK_BATCH}(%s::text[], %s::bigint[], %s::text[], %s::bigint[])"
+_RETRYABLE = (
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.SerializationFailure,
+    psycopg.errors.UniqueViolation,
+)
+
+_INSERT = """
+INSERT INTO sessions (session_id, owner, graph_id, current_task, status, revision,
+                      created_at, last_accessed, expires_at, size, base_rev, base_size,
+                      tail_bytes, tail_count)
+VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)
+"""
+"""A session new to the table: a plain INSERT, so that two daemons creating one id at
+once cannot both succeed (the second fails with a unique violation, its batch is run
+again and its save sees the row: ``RevisionConflict``)."""
+
+_UPSERT = (
+    _INSERT
+    + """ON CONFLICT (session_id) DO UPDATE SET
+    owner = excluded.owner, graph_id = excluded.graph_id,
+    current_task = excluded.current_task, status = excluded.status,
+    revision = excluded.revision, created_at = excluded.created_at,
+    last_accessed = excluded.last_accessed, expires_at = excluded.expires_at,
+    size = excluded.size, base_rev = excluded.base_rev, base_size = excluded.base_size,
+    tail_bytes = excluded.tail_bytes, tail_count = excluded.tail_count
+"""
+)
+
+_APPEND = """
+UPDATE sessions SET owner = %s, graph_id = %s, current_task = %s, status = %s, revision = %s,
+    created_at = %s, last_accessed = %s, expires_at = %s, size = size + %s,
+    tail_bytes = tail_bytes + %s, tail_count = tail_count + %s
+WHERE session_id = %s
+"""
+
+_BASE = (
+    "INSERT INTO bases VALUES (%s, %s, %s) "
+    "ON CONFLICT (session_id, revision) DO UPDATE SET data = excluded.data"
+)
+_RECORD = (
+    "INSERT INTO records VALUES (%s, %s, %s, %s) "
+    "ON CONFLICT (session_id, revision) DO UPDATE SET at = excluded.at, data = excluded.data"
+)
+
+
+_TIMER = (
+    "INSERT INTO timers VALUES (%s, %s) ON CONFLICT (session_id) DO UPDATE SET due = excluded.due"
+)
+
+
+class SaveOp(NamedTuple):
+    session_id: str
+    expected: int | None
+    fence: tuple[str, int] | None
+    info: SaveInfo
+    entry: LogEntry
+    future: Future[None]
+    timers: tuple[bool, float | None]  # index_change: changed?, the next due time
+
+
+class DeleteOp(NamedTuple):
+    session_id: str
+    future: Future[bool]
+
+
+class FlushOp(NamedTuple):
+    future: Future[None]
+
+
+_Op = SaveOp | DeleteOp | FlushOp | None
+
+
+@dataclass(frozen=True, slots=True)
+class WriterStats:
+    """What the writer has committed since the store was opened."""
+
+    transactions: int
+    saves: int
+    failed_transactions: int
+    largest_batch: int
+
+
+class PostgresWriter:
+    """One group-committing writer thread with its own connection (module docstring).
+
+    Args:
+        name: the thread's name.
+        connect: opens a configured connection (called again after one is lost).
+        where: the store's description, for error messages.
+        max_batch: most operations in one transaction.
+        policy: the store's log policy (when a session's records call for compaction).
+        on_due: called with a session whose records now outweigh its base.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        connect: Callable[[], psycopg.Connection[Any]],
+        where: str,
+        max_batch: int,
+        policy: LogPolicy,
+        on_due: Callable[[str], None],
+    ) -> None:
+        self.where = where
+        self.policy = policy
+        self._connect = connect
+        self._max_batch = max_batch
+        self._on_due = on_due
+        self._queue: queue.SimpleQueue[_Op] = queue.SimpleQueue()
+        self._conn: psycopg.Connection[Any] | None = None
+        self._transactions = 0
+        self._saves = 0
+        self._failed = 0
+        self._largest = 0
+        self._thread = threading.Thread(target=self._write_loop, name=name, daemon=True)
+        self._thread.start()
+
+    def put(self, op: SaveOp | DeleteOp | FlushOp) -> None:
+        """Queue ``op`` (any thread)."""
+        self._queue.put(op)
+
+    def stop(self) -> None:
+        """Commit what is queued, then end the thread and close its connection."""
+        self._queue.put(None)
+        self._thread.join()
+        if self._conn is not None:
+            self._conn.close()
+
+    def stats(self) -> WriterStats:
+        """The writer's counters so far."""
+        return WriterStats(self._transactions, self._saves, self._failed, self._largest)
+
+    def _write_loop(self) -> None:
+        get = self._queue.get
+        while True:
+            batch: builtins.list[_Op] = [get()]
+            try:
+                while len(batch) < self._max_batch:
+                    batch.append(self._queue.get_nowait())
+            except queue.Empty:
+                pass
+            self._largest = max(self._largest, len(batch))
+            writes = [op for op in batch if isinstance(op, SaveOp | DeleteOp)]
+            if writes:
+                self._write_batch(writes)
+            for op in batch:
+                if isinstance(op, FlushOp):
+                    op.future.set_result(None)
+            if any(op is None for op in batch):
+                return
+
+    def _write_batch(self, writes: builtins.list[SaveOp | DeleteOp]) -> None:
+        """Commit one batch (again after a deadlock or a concurrent insert) and answer it."""
+        saves = [op for op in writes if isinstance(op, SaveOp)]
+        at_once = len(saves) == len(writes)
+        for attempt in range(_RETRIES + 1):
+            try:
+                conn = self._writer_connection()
+                try:
+                    plan = None
+                    if at_once and attempt == 0:
+                        plan = self._commit_at_once(conn, saves)
+                    if plan is None:
+                        plan = self._commit(conn, writes)
+                except BaseException:
+                    if not conn.broken and not conn.closed:
+                        conn.rollback()
+                    raise
+            except _RETRYABLE as exc:
+                if attempt < _RETRIES:
+                    continue
+                self._fail_all(writes, exc)
+                return
+            except Exception as exc:  # the writer must outlive anything and answer every caller
+                self._fail_all(writes, exc)
+                return
+            self._transactions += 1
+            self._saves += plan.saves
+            plan.complete()
+            for sid in plan.due(self.policy):
+                self._on_due(sid)
+            return
+
+    def _commit_at_once(
+        self, conn: psycopg.Connection[Any], saves: builtins.list[SaveOp]
+    ) -> _BatchPlan | None:
+        """The batch in one round trip, planned as if every session were at the revision
+        its first save expects and no lease had moved on; None (rolled back) when the
+        database says otherwise, and ``_commit`` then checks each save.
+
+        ``LOCK_BATCH`` checks that assumption under the rows' locks, before the writes
+        queued behind it in the same pipeline, and fails the transaction if it is wrong.
+        """
+        expected: dict[str, int | None] = {}
+        fences: dict[str, int] = {}
+        for op in saves:
+            expected.setdefault(op.session_id, op.expected)
+            if op.fence is not None:
+                name, epoch = op.fence
+                fences[name] = min(epoch, fences.get(name, epoch))
+        ids = sorted(expected)
+        fenced = sorted(fences)
+        committed = {sid: rev for sid, rev in expected.items() if rev is not None}
+        plan = _BatchPlan(committed, {}, saves)
+        try:
+            with conn.pipeline():
+                locked = conn.execute(
+                    _LOCK_AND_CHECK,
+                    (ids, [expected[sid] for sid in ids], fenced, [fences[f] for f in fenced]),
+                )
+                cur = conn.cursor()
+                for sql, params in plan.statements:
+                    cur.executemany(sql, params)
+                conn.commit()  # the one round trip
+        except psycopg.Error as exc:
+            if exc.sqlstate != EXPECTATION_NOT_MET:
+                raise
+            conn.rollback()
+            return None
+        plan.stored_tails = {row[0]: (row[1], row[2], row[3]) for row in locked.fetchall()}
+        return plan
+
+    def _fail_all(self, writes: builtins.list[SaveOp | DeleteOp], exc: BaseException) -> None:
+        self._failed += 1
+        if not isinstance(exc, psycopg.Error | psycopg_pool.PoolTimeout):
+            _log.exception("postgres_writer_error", saves=len(writes))
+        error = StoreUnavailable(
+            f"session store {self.where}: commit failed: {type(exc).__name__}: {exc}"
+        )
+        error.__cause__ = exc
+        for op in writes:
+            if not op.future.done():
+                op.future.set_exception(error)
+
+    def _writer_connection(self) -> psycopg.Connection[Any]:
+        """The writer's own connection, made again when lost."""
+        conn = self._conn
+        if conn is None or conn.broken or conn.closed:
+            if conn is not None:
+                conn.close()
+            self._conn = None
+            conn = self._connect()
+            self._conn = conn
+        return conn
+
+    def _commit(
+        self, conn: psycopg.Connection[Any], writes: builtins.list[SaveOp | DeleteOp]
+    ) -> _BatchPlan:
+        """One transaction in two round trips: lock and read (BEGIN, the rows, the fences),
+        then every write and the COMMIT, each sent as one pipeline. For batches with a
+        delete, and for a batch whose ``_commit_at_once`` found a save that fails."""
+        ids = sorted({op.session_id for op in writes})
+        fenced = sorted({op.fence[0] for op in writes if isinstance(op, SaveOp) and op.fence})
+        with conn.pipeline():
+            rows_cur = conn.execute(
+                "SELECT session_id, revision, base_size, tail_bytes, tail_count FROM sessions "
+                "WHERE session_id = ANY(%s) ORDER BY session_id FOR UPDATE",
+                (ids,),
+            )
+            fences_cur = None
+            if fenced:
+                fences_cur = conn.execute(
+                    "SELECT session_id, epoch FROM leases WHERE session_id = ANY(%s) "
+                    "ORDER BY session_id FOR SHARE",
+                    (fenced,),
+                )
+            rows = rows_cur.fetchall()  # sends what is queued and waits: round trip 1
+            epochs: dict[str, int] = {} if fences_cur is None else dict(fences_cur.fetchall())
+            plan = _BatchPlan({r[0]: r[1] for r in rows}, epochs, writes)
+            plan.stored_tails = {r[0]: (r[2], r[3], r[4]) for r in rows}
+            cur = conn.cursor()
+            for sql, params in plan.statements:
+                cur.executemany(sql, params)
+            conn.commit()  # round trip 2
+        return plan
+
+
+class _BatchPlan:
+    """One batch checked in order (fence, then compare-and-set chained per session) and its
+    writes: deletes, bases, records, then each session's row (an upsert when the batch
+    wrote it a base, else one update adding the appended records' bytes to its tail)."""
+
+    def __init__(
+        self,
+        committed: dict[str, int],
+        epochs: dict[str, int],
+        writes: Sequence[SaveOp | DeleteOp],
+    ) -> None:
+        self.stored_tails: dict[str, tuple[int, int, int]] = {}
+        """Each locked row's (base size, tail bytes, tail count) before the batch."""
+        # what the batch did to each session's log: the size of a base it wrote (None:
+        # none), then the bytes and count of the records it appended after that
+        self.grown: dict[str, tuple[int | None, int, int]] = {}
+        self.appended: set[str] = set()
+        self.saves = 0
+        self._results: builtins.list[tuple[Future[Any], Any, BaseException | None]] = []
+        revisions: dict[str, int | None] = {}
+        bases: builtins.list[tuple[str, int, bytes]] = []
+        records: builtins.list[tuple[str, int, float, bytes]] = []
+        upserts: dict[str, builtins.list[Any]] = {}
+        appends: dict[str, builtins.list[Any]] = {}
+        deletes: set[str] = set()
+        due: dict[str, float | None] = {}  # the due-time index's new entries (None: drop)
+        results = self._results
+        for op in writes:
+            sid = op.session_id
+            current: int | None = revisions[sid] if sid in revisions else committed.get(sid)
+            if isinstance(op, DeleteOp):
+                revisions[sid] = None
+                upserts.pop(sid, None)
+                appends.pop(sid, None)
+                bases = [b for b in bases if b[0] != sid]
+                records = [r for r in records if r[0] != sid]
+                due.pop(sid, None)
+                self.grown.pop(sid, None)
+                self.appended.discard(sid)
+                deletes.add(sid)
+                results.append((op.future, current is not None, None))
+                continue
+            if op.fence is not None and epochs.get(op.fence[0], 0) > op.fence[1]:
+                name, epoch = op.fence
+                results.append((op.future, None, LeaseLost(name, epoch, epochs[name])))
+                continue
+            if current != op.expected:
+                results.append((op.future, None, RevisionConflict(sid, op.expected, current)))
+                continue
+            entry = op.entry
+            revisions[sid] = entry.revision
+            if op.timers[0]:
+                due[sid] = op.timers[1]
+            size = 0
+            if entry.record is not None:
+                records.append((sid, entry.revision, entry.at, entry.record))
+                size = len(entry.record)
+            if entry.base is not None:
+                bases.append((sid, entry.revision, entry.base))
+                appends.pop(sid, None)
+                base_size = len(entry.base)
+                upserts[sid] = [*op.info, base_size, entry.revision, base_size, 0, 0]
+                self.grown[sid] = (base_size, 0, 0)
+            else:
+                base_written, grown, count = self.grown.get(sid, (None, 0, 0))
+                self.grown[sid] = (base_written, grown + size, count + 1)
+                self.appended.add(sid)
+                row = upserts.get(sid)
+                if row is not None:
+                    row[:9] = op.info
+                    row[9] += size
+                    row[12] += size
+                    row[13] += 1
+                else:
+                    add = appends.get(sid)
+                    count = 1 if add is None else add[-2] + 1
+                    grown = size if add is None else add[-3] + size
+                    appends[sid] = [*op.info[1:], grown, grown, count, sid]
+            self.saves += 1
+            results.append((op.future, None, None))
+        ids = [(sid,) for sid in sorted(deletes)]
+        self.statements: builtins.list[tuple[str, builtins.list[Any]]] = [
+            (f"DELETE FROM {table} WHERE session_id = %s", ids) for table in LOG_TABLES if ids
+        ]
+        if bases:
+            self.statements.append((_BASE, bases))
+        if records:
+            self.statements.append((_RECORD, records))
+        new = [row for sid, row in upserts.items() if sid not in committed or sid in deletes]
+        if new:
+            self.statements.append((_INSERT, new))
+        old = [row for sid, row in upserts.items() if sid in committed and sid not in deletes]
+        if old:
+            self.statements.append((_UPSERT, old))
+        if appends:
+            self.statements.append((_APPEND, builtins.list(appends.values())))
+        dropped = [(sid,) for sid, at in due.items() if at is None]
+        if dropped:
+            self.statements.append(("DELETE FROM timers WHERE session_id = %s", dropped))
+        kept = [(sid, at) for sid, at in due.items() if at is not None]
+        if kept:
+            self.statements.append((_TIMER, kept))
+
+    def complete(self) -> None:
+        """Complete every future of the committed batch."""
+        for future, value, error in self._results:
+            if error is None:
+                future.set_result(value)
+            else:
+                future.set_exception(error)
+
+    def due(self, policy: LogPolicy) -> builtins.list[str]:
+        """The sessions this batch appended to whose records now outweigh their base."""
+        found: builtins.list[str] = []
+        for sid in self.appended:
+            base, grown, count = self.grown[sid]
+            if base is None:
+                stored = self.stored_tails.get(sid)
+                if stored is None:
+                    continue
+                base, grown, count = stored[0], stored[1] + grown, stored[2] + count
+            if compaction_due(policy, base, grown, count):
+                found.append(sid)
+        return found
