@@ -22,7 +22,7 @@ import math
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -50,7 +50,7 @@ from flow.stores._postgres_writer import (
     SaveOp,
     WriterStats,
 )
-from flow.stores._protocol import Durability, QuarantinedRow, SessionPage, StoredSessionInfo
+from flow.stores._protocol import Durability, QuarantinedRow
 from flow.stores._sql_log import SqlLogStore, save_info
 from flow.stores._timer_index import DueTimer, index_change
 
@@ -60,11 +60,6 @@ _log = get_logger("actorflow.store.postgres")
 
 _T = TypeVar("_T")
 _WAIT_FOR_CONNECTION = 3.0  # seconds a call waits for a pooled connection before failing
-
-_INFO_COLUMNS = (
-    "session_id, owner, graph_id, current_task, status, revision, "
-    "created_at, last_accessed, expires_at, size"
-)
 
 
 class PostgresStore(SqlLogStore[psycopg.Connection[Any]]):
@@ -89,6 +84,8 @@ class PostgresStore(SqlLogStore[psycopg.Connection[Any]]):
         StoreUnavailable: the server cannot be reached, or its tables were written
             by a newer store schema.
     """
+
+    _param = "%s"
 
     def __init__(
         self,
@@ -229,44 +226,6 @@ class PostgresStore(SqlLogStore[psycopg.Connection[Any]]):
 
         if self._read(f"writing {session_id!r}", put) == 0:
             raise KeyError(session_id)
-
-    def list(
-        self, owner: str | None = None, cursor: str | None = None, limit: int = 100
-    ) -> SessionPage:
-        """Sessions of ``owner`` (every owner when None), ordered by id, after ``cursor``.
-
-        Raises:
-            InvalidInput: ``limit`` is below 1.
-        """
-        if limit < 1:
-            raise InvalidInput(f"limit must be at least 1, not {limit}")
-        clauses: builtins.list[str] = []
-        params: builtins.list[Any] = []
-        if owner is not None:
-            clauses.append("owner = %s")
-            params.append(owner)
-        if cursor is not None:
-            clauses.append("session_id > %s")
-            params.append(cursor)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        params.append(limit + 1)
-        query = f"SELECT {_INFO_COLUMNS} FROM sessions {where} ORDER BY session_id LIMIT %s"
-        rows = self._read("listing sessions", lambda c: c.execute(query, params).fetchall())
-        items = [StoredSessionInfo(*row) for row in rows[:limit]]
-        next_cursor = items[-1].session_id if len(rows) > limit else None
-        return SessionPage(items, next_cursor)
-
-    def expired(self, now: float, limit: int = 1000) -> builtins.list[str]:
-        """Ids of up to ``limit`` sessions whose ``expires_at`` is before ``now``, soonest first."""
-        rows = self._read(
-            "finding expired sessions",
-            lambda c: c.execute(
-                "SELECT session_id FROM sessions WHERE expires_at < %s "
-                "ORDER BY expires_at LIMIT %s",
-                (now, limit),
-            ).fetchall(),
-        )
-        return [row[0] for row in rows]
 
     def due_timers(
         self, until: float, limit: int = 100, since: float | None = None
@@ -412,6 +371,9 @@ class PostgresStore(SqlLogStore[psycopg.Connection[Any]]):
 
     def _read_one(self, what: str, read: Callable[[psycopg.Connection[Any]], _T]) -> _T:
         return self._read(what, read)
+
+    def _fetch_all(self, what: str, sql: str, params: Sequence[Any]) -> builtins.list[Any]:
+        return self._read(what, lambda c: c.execute(sql, params).fetchall())
 
     def _read_many(self, what: str, read: Callable[[psycopg.Connection[Any]], _T]) -> _T:
         def in_snapshot(conn: psycopg.Connection[Any]) -> _T:

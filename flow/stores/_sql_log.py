@@ -25,7 +25,7 @@ import builtins
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from flow._errors import ActorflowError, InvalidInput, SnapshotDecodeError
 from flow._rebase import archived, rebased
@@ -41,7 +41,7 @@ from flow.stores._log import (
     rebuild,
     revision_info,
 )
-from flow.stores._protocol import check_load_many
+from flow.stores._protocol import SessionPage, StoredSessionInfo, check_load_many
 
 __all__ = ["CompactionRead", "LogReads", "SaveInfo", "SqlLogStore", "save_info"]
 
@@ -71,6 +71,12 @@ def save_info(session: Session) -> SaveInfo:
         meta.last_accessed,
         meta.expires_at,
     )
+
+
+_INFO_COLUMNS = (
+    "session_id, owner, graph_id, current_task, status, revision, "
+    "created_at, last_accessed, expires_at, size"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +109,8 @@ class SqlLogStore(ABC, Generic[C]):
     policy: LogPolicy
     _reads: LogReads[C]
     _log_name: str
+    _param: str
+    """The driver's query placeholder (``?`` for sqlite3, ``%s`` for psycopg)."""
 
     @abstractmethod
     def _read_one(self, what: str, read: Callable[[C], T]) -> T:
@@ -111,6 +119,10 @@ class SqlLogStore(ABC, Generic[C]):
     @abstractmethod
     def _read_many(self, what: str, read: Callable[[C], T]) -> T:
         """``read(conn)`` in one read transaction (one snapshot)."""
+
+    @abstractmethod
+    def _fetch_all(self, what: str, sql: str, params: Sequence[Any]) -> builtins.list[Any]:
+        """The rows of one statement (``sql`` written with ``_param`` placeholders)."""
 
     @abstractmethod
     def _quarantine(self, session_id: str, raw: bytes, error: str) -> None:
@@ -129,6 +141,44 @@ class SqlLogStore(ABC, Generic[C]):
         """Write a compaction: ``base`` for ``revision`` (None: none), the archived
         messages, and drop what is below ``cut`` (-1: nothing); skipped when the
         session was deleted or made again (another ``created_at``) since the read."""
+
+    def list(
+        self, owner: str | None = None, cursor: str | None = None, limit: int = 100
+    ) -> SessionPage:
+        """Sessions of ``owner`` (every owner when None), ordered by id, after ``cursor``.
+
+        Raises:
+            InvalidInput: ``limit`` is below 1.
+            StoreUnavailable: the store is closed or could not be read.
+        """
+        if limit < 1:
+            raise InvalidInput(f"limit must be at least 1, not {limit}")
+        p = self._param
+        clauses: builtins.list[str] = []
+        params: builtins.list[Any] = []
+        if owner is not None:
+            clauses.append(f"owner = {p}")
+            params.append(owner)
+        if cursor is not None:
+            clauses.append(f"session_id > {p}")
+            params.append(cursor)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        params.append(limit + 1)
+        query = f"SELECT {_INFO_COLUMNS} FROM sessions {where} ORDER BY session_id LIMIT {p}"
+        rows = self._fetch_all("listing sessions", query, params)
+        items = [StoredSessionInfo(*row) for row in rows[:limit]]
+        next_cursor = items[-1].session_id if len(rows) > limit else None
+        return SessionPage(items, next_cursor)
+
+    def expired(self, now: float, limit: int = 1000) -> builtins.list[str]:
+        """Ids of up to ``limit`` sessions whose ``expires_at`` is before ``now``, soonest first."""
+        p = self._param
+        rows = self._fetch_all(
+            "finding expired sessions",
+            f"SELECT session_id FROM sessions WHERE expires_at < {p} ORDER BY expires_at LIMIT {p}",
+            (now, limit),
+        )
+        return [row[0] for row in rows]
 
     def load(self, session_id: str, revision: int | None = None) -> Session | None:
         """The last committed state of ``session_id`` (or revision ``revision``'s), or None.

@@ -25,7 +25,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +44,7 @@ from flow.stores._log import (
     compaction_due,
     entry_for,
 )
-from flow.stores._protocol import Durability, QuarantinedRow, SessionPage, StoredSessionInfo
+from flow.stores._protocol import Durability, QuarantinedRow
 from flow.stores._sql_log import SaveInfo, SqlLogStore, save_info
 from flow.stores._sqlite_reads import READS, read_transaction
 from flow.stores._sqlite_schema import SCHEMA, STORE_SCHEMA_VERSION, migrate_v1
@@ -83,11 +83,6 @@ UPDATE sessions SET owner = ?, graph_id = ?, current_task = ?, status = ?, revis
     tail_bytes = tail_bytes + ?, tail_count = tail_count + ?
 WHERE session_id = ?
 """
-
-_INFO_COLUMNS = (
-    "session_id, owner, graph_id, current_task, status, revision, "
-    "created_at, last_accessed, expires_at, size"
-)
 
 """session_id, owner, graph_id, current_task, status, revision, created_at,
 last_accessed, expires_at: the sessions row's columns a save sets."""
@@ -178,6 +173,8 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
         StoreUnavailable: the file cannot be opened, is not a database, or was
             written by a newer store schema.
     """
+
+    _param = "?"
 
     def __init__(
         self,
@@ -337,45 +334,6 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
         self._submit(_DeleteOp(session_id, future))
         return future.result()
 
-    def list(
-        self, owner: str | None = None, cursor: str | None = None, limit: int = 100
-    ) -> SessionPage:
-        """Sessions of ``owner`` (every owner when None), ordered by id, after ``cursor``.
-
-        Raises:
-            InvalidInput: ``limit`` is below 1.
-            StoreUnavailable: the store is closed or could not be read.
-        """
-        if limit < 1:
-            raise InvalidInput(f"limit must be at least 1, not {limit}")
-        clauses: builtins.list[str] = []
-        params: builtins.list[Any] = []
-        if owner is not None:
-            clauses.append("owner = ?")
-            params.append(owner)
-        if cursor is not None:
-            clauses.append("session_id > ?")
-            params.append(cursor)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        params.append(limit + 1)
-        with self._reader() as conn:
-            rows = conn.execute(
-                f"SELECT {_INFO_COLUMNS} FROM sessions {where} ORDER BY session_id LIMIT ?",
-                params,
-            ).fetchall()
-        items = [StoredSessionInfo(*row) for row in rows[:limit]]
-        next_cursor = items[-1].session_id if len(rows) > limit else None
-        return SessionPage(items, next_cursor)
-
-    def expired(self, now: float, limit: int = 1000) -> builtins.list[str]:
-        """Ids of up to ``limit`` sessions whose ``expires_at`` is before ``now``, soonest first."""
-        with self._reader() as conn:
-            rows = conn.execute(
-                "SELECT session_id FROM sessions WHERE expires_at < ? ORDER BY expires_at LIMIT ?",
-                (now, limit),
-            ).fetchall()
-        return [row[0] for row in rows]
-
     def due_timers(
         self, until: float, limit: int = 100, since: float | None = None
     ) -> builtins.list[DueTimer]:
@@ -458,6 +416,10 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
             return read(conn)
 
     _read_many = _read_one  # every read is in a read transaction
+
+    def _fetch_all(self, what: str, sql: str, params: Sequence[Any]) -> builtins.list[Any]:
+        with self._reader() as conn:
+            return conn.execute(sql, params).fetchall()
 
     def _commit_compaction(
         self,
