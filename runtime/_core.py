@@ -437,6 +437,15 @@ class RuntimeCore:
             return False
         return True
 
+    def activate_in_cluster(self, session_id: str, owner: str | None, reply: Reply) -> None:
+        """In a cluster, make a session that is not live here live (taking its lease) with
+        no step: how a tail opened here sees the steps other daemons forward here.
+        ``reply`` gets True, or the error (``LeaseHeldElsewhere``: live on another daemon)."""
+        if self.cluster is None or self.index.get(session_id) is not None:
+            reply(True)
+            return
+        self.tell_supervisor(Activate(session_id, owner, reply=reply), reply)
+
     def tell_supervisor(self, message: Any, reply: Reply) -> None:
         """Send ``message`` to the supervisor; ``reply`` gets ``RuntimeClosed`` if it is gone."""
         if not self.services.tell_supervisor(message):

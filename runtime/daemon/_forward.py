@@ -5,8 +5,8 @@ holder of its lease (docs/cluster.md). ``Forwarder`` sits between the gateway
 (so the caller is authenticated first) and the app, and asks the runtime's
 ``Cluster`` (never Redis itself) who holds a session. For a request naming a
 session (``/v1/sessions/{id}`` and its ``/step``, ``/members``, ``/revisions``,
-``/messages``, ``/fork`` and ``/rollback``, and ``/v1/execute`` with a
-``session_id``):
+``/messages``, ``/fork``, ``/rollback`` and ``/events``, and ``/v1/execute``
+with a ``session_id``):
 
 1. If this daemon holds the lease, or nobody does, the request is served here
    (activating the session takes the lease). Should another daemon win the
@@ -17,12 +17,14 @@ session (``/v1/sessions/{id}`` and its ``/step``, ``/members``, ``/revisions``,
    (``X-Actorflow-Lease-Epoch``), the time the forwarder gives up on it
    (``X-Actorflow-Deadline``, UNIX seconds) and ``X-Actorflow-Forwarded``: an
    HMAC of those with the cluster's secret (``Cluster.peer_mark``); the holder's
-   answer is returned unchanged. A request whose mark verifies is served where
-   it lands, never forwarded twice; a step carrying an epoch runs only under
-   that grant of the lease and only if it starts before the deadline (else 421,
-   nothing run), and while it runs the session cannot be activated here under
-   another epoch. Marks that do not verify (a client sending them itself) are
-   dropped and the request is routed as any other.
+   answer is returned unchanged (an event stream, a streamed step or a tail, is
+   relayed as it arrives: ``runtime.daemon._forward_stream``). A request whose
+   mark verifies is served where it lands, never forwarded twice; a step
+   carrying an epoch runs only under that grant of the lease and only if it
+   starts before the deadline (else 421, nothing run), and while it runs the
+   session cannot be activated here under another epoch. Marks that do not
+   verify (a client sending them itself) are dropped and the request is routed
+   as any other.
 3. If the holder cannot be reached (connection refused), or answers 421, the
    request is sent again (or served here once the holder's lease has expired).
    If the holder got the request but stops answering while its lease lapses (a
@@ -48,6 +50,7 @@ import structlog
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from runtime._cluster import Cluster, Holder
+from runtime.daemon._forward_stream import StreamRelay, is_event_stream
 from runtime.daemon._gateway import request_info
 from runtime.daemon._http import read_body, replayer, send_problem
 from runtime.daemon._problems import MISDIRECTED, STORE_UNAVAILABLE, Problem, problem_kind
@@ -74,10 +77,10 @@ OUTCOME_UNKNOWN = problem_kind("outcome-unknown")
 """The holder got the step and stopped answering: it may have been committed before it
 stopped, and it can never be committed after this answer."""
 
-# every route naming one session, except its event tail (/events: served where it lands)
+# every route naming one session
 _SESSION_PATH = re.compile(
     r"^/v1/sessions/([^/]+)"
-    r"(?:/step|/members(?:/[^/]+)?|/revisions|/messages|/fork|/rollback)?/?$"
+    r"(?:/step|/members(?:/[^/]+)?|/revisions|/messages|/fork|/rollback|/events)?/?$"
 )
 _EXECUTE_PATH = "/v1/execute"
 _REQUEST_ID = b"x-request-id"
@@ -267,7 +270,7 @@ class Forwarder:
                     for message in captured.messages:
                         await send(message)
                     return
-            outcome, refusal = await self._forward(scope, body, send, holder, give_up)
+            outcome, refusal = await self._forward(scope, body, receive, send, holder, give_up)
             if outcome is _Outcome.RELAYED:
                 return
             if outcome is _Outcome.TIMED_OUT:
@@ -372,7 +375,13 @@ class Forwarder:
         return captured
 
     async def _forward(
-        self, scope: _Scope, body: bytes, send: _Send, holder: Holder, give_up: float
+        self,
+        scope: _Scope,
+        body: bytes,
+        receive: _Receive,
+        send: _Send,
+        holder: Holder,
+        give_up: float,
     ) -> tuple[_Outcome, str | None]:
         """Send the request to ``holder`` and relay its answer; what became of it (and, for a
         421, the holder's reason)."""
@@ -434,6 +443,9 @@ class Forwarder:
         finally:
             if not sending.done():
                 sending.cancel()
+        if is_event_stream(response):
+            await self._relay(scope, receive, send, response, holder, give_up)
+            return _Outcome.RELAYED, None
         try:
             content = b"".join([chunk async for chunk in response.aiter_raw()])
         except httpx.TransportError as exc:
@@ -443,14 +455,48 @@ class Forwarder:
             await response.aclose()
         if response.status_code == MISDIRECTED.status:
             return _Outcome.NOT_RUN, _problem_detail(content)
-        # the gateway adds this request's id itself (the holder answered with the same)
-        headers = [(k.lower(), v) for k, v in response.headers.raw if k.lower() not in _HOP_BY_HOP]
+        headers = _answer_headers(response)
         headers.append((b"content-length", str(len(content)).encode()))
         await send(
             {"type": "http.response.start", "status": response.status_code, "headers": headers}
         )
         await send({"type": "http.response.body", "body": content, "more_body": False})
         return _Outcome.RELAYED, None
+
+    async def _relay(
+        self,
+        scope: _Scope,
+        receive: _Receive,
+        send: _Send,
+        response: httpx.Response,
+        holder: Holder,
+        give_up: float,
+    ) -> None:
+        """Relay the holder's event stream; a step's stream cut short ends with an
+        ``outcome-unknown`` error event (sent once the holder is fenced off)."""
+        step = scope["method"] not in _SAFE_TO_REPEAT
+        relay = StreamRelay(
+            response,
+            holder,
+            still_holds=self._still_holds,
+            check_every=self.cluster.renew_interval,
+            give_up=give_up if step else None,  # a tail lasts as long as its reader wants
+        )
+        if not await relay.run(receive, send, _answer_headers(response)):
+            return
+        _log.warning(
+            "holder_stream_cut",
+            request_id=request_info(scope).request_id,
+            session_id=holder.name,
+            node_id=holder.node_id,
+            reason=relay.failure,
+            step_ended=relay.ended,
+        )
+        if step and not relay.ended:
+            problem = await self._unknown(holder)
+            frame = b"event: error\ndata: %s\n\n" % problem.body()
+            await send({"type": "http.response.body", "body": frame, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _forward_headers(
         self, scope: _Scope, request_id: str, epoch: int, deadline: float
@@ -517,6 +563,12 @@ def forwarder_for(
     if cluster is None:
         return app
     return Forwarder(app, cluster, max_body=max_body, timeout=timeout)
+
+
+def _answer_headers(response: httpx.Response) -> list[tuple[bytes, bytes]]:
+    """The holder's response headers to pass on (the gateway adds this request's id
+    itself: the holder answered with the same)."""
+    return [(k.lower(), v) for k, v in response.headers.raw if k.lower() not in _HOP_BY_HOP]
 
 
 def _execute_session(body: bytes) -> str | None:
