@@ -40,6 +40,7 @@ from runtime.client._calls import (
 from runtime.client._errors import error_for_response
 from runtime.client._retry import RetryPolicy, RetryStatus
 from runtime.client._sse import SSE_HEADERS, aevents_of, unavailable
+from runtime.client._tail import AsyncTail, aopen_tail
 
 __all__ = ["AsyncClient"]
 
@@ -226,6 +227,13 @@ class AsyncClient(ClientBase):
                     yield event
         except httpx.TransportError as exc:
             raise unavailable(call.path, exc, started) from exc
+
+    async def tail(self, session_id: str, *, owner: str | None = None) -> AsyncTail:
+        """Every event of the session from its next event on (see ``Client.tail``);
+        ``async for`` over it, in an ``async with`` or ``await aclose()`` it."""
+        if not self._owner_matches(owner):
+            raise SessionNotFound(session_id)
+        return await aopen_tail(self._http, session_id)
 
     async def get_session(
         self, session_id: str, *, owner: str | None = None, revision: int | None = None

@@ -37,6 +37,7 @@ __all__ = [
     "rollback_call",
     "share_call",
     "step_call",
+    "tail_target",
     "unshare_call",
     "update_call",
 ]
@@ -237,6 +238,11 @@ def _headers(**extra: str) -> dict[str, str]:
 
 def _session_path(session_id: str) -> str:
     return "/v1/sessions/" + quote(session_id, safe="")
+
+
+def tail_target(session_id: str) -> tuple[str, dict[str, str]]:
+    """``GET /v1/sessions/{id}/events``: its path and headers (a tail is never retried)."""
+    return _session_path(session_id) + "/events", _headers(accept="text/event-stream")
 
 
 def _created(response: httpx.Response) -> str:

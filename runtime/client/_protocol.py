@@ -3,7 +3,8 @@ asyncio twins) have in common, so that host code written against the protocol
 runs in process or against a daemon by changing the one line that builds it.
 
 ``stream`` runs a step and yields its events (``runtime.events``) as they happen,
-in process or over SSE.
+in process or over SSE; ``tail`` follows every event of a session (a ``TailAPI``:
+close it; an ``AsyncTailAPI``: ``aclose`` it).
 The block under ``TYPE_CHECKING`` at the end makes mypy prove that all four
 classes satisfy their protocol.
 """
@@ -20,10 +21,24 @@ from flow.stores._log import MessagePage, RevisionInfo
 from flow.stores._protocol import SessionPage
 from runtime._views import SessionView
 
-__all__ = ["AsyncSessionAPI", "GraphDescription", "SessionAPI"]
+__all__ = ["AsyncSessionAPI", "AsyncTailAPI", "GraphDescription", "SessionAPI", "TailAPI"]
 
 StepMode = Literal["step", "run"]
 OnBusy = Literal["enqueue", "reject"]
+
+
+class TailAPI(Iterator[StepEvent], Protocol):
+    """A session's tail: ``Runtime.tail``'s ``EventStream``, ``Client.tail``'s answer."""
+
+    def close(self) -> None: ...
+
+
+class AsyncTailAPI(Protocol):
+    """An asyncio tail: ``AsyncRuntime.tail``'s, ``AsyncClient.tail``'s (``async for``)."""
+
+    def __aiter__(self) -> AsyncIterator[StepEvent]: ...
+    async def __anext__(self) -> StepEvent: ...
+    async def aclose(self) -> None: ...
 
 
 class GraphDescription(Protocol):
@@ -64,6 +79,8 @@ class SessionAPI(Protocol):
         on_busy: OnBusy = "enqueue",
         owner: str | None = None,
     ) -> Iterator[StepEvent]: ...
+
+    def tail(self, session_id: str, *, owner: str | None = None) -> TailAPI: ...
 
     def get_session(
         self, session_id: str, *, owner: str | None = None, revision: int | None = None
@@ -142,6 +159,8 @@ class AsyncSessionAPI(Protocol):
         on_busy: OnBusy = "enqueue",
         owner: str | None = None,
     ) -> AsyncIterator[StepEvent]: ...
+
+    async def tail(self, session_id: str, *, owner: str | None = None) -> AsyncTailAPI: ...
 
     async def get_session(
         self, session_id: str, *, owner: str | None = None, revision: int | None = None

@@ -40,6 +40,7 @@ from runtime.client._calls import (
 from runtime.client._errors import error_for_response
 from runtime.client._retry import RetryPolicy, RetryStatus
 from runtime.client._sse import SSE_HEADERS, events_of, unavailable
+from runtime.client._tail import Tail, open_tail
 
 __all__ = ["Client"]
 
@@ -235,6 +236,21 @@ class Client(ClientBase):
                 yield from events_of(response, session_id)
         except httpx.TransportError as exc:
             raise unavailable(call.path, exc, started) from exc
+
+    def tail(self, session_id: str, *, owner: str | None = None) -> Tail:
+        """Every event of the session from its next event on, whoever steps it, over SSE
+        (``GET /v1/sessions/{id}/events``), as ``Runtime.tail``; use it in a ``with`` or
+        ``close()`` it. It ends after ``Overflow`` or when the daemon ends it (see
+        docs/client.md); it is never retried.
+
+        Raises:
+            SessionNotFound: no such session, or ``owner`` may not read it.
+            TooManyWatchers: the daemon's tail caps are reached.
+            DaemonUnavailable: the daemon cannot be reached, or the connection is lost.
+        """
+        if not self._owner_matches(owner):
+            raise SessionNotFound(session_id)
+        return open_tail(self._http, session_id)
 
     def get_session(
         self, session_id: str, *, owner: str | None = None, revision: int | None = None

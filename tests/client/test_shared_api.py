@@ -6,6 +6,8 @@ over HTTP: the same return types and values, the same exception classes.
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from flow import SessionStatus, StepResult
@@ -151,3 +153,27 @@ def test_stream_yields_the_steps_events_in_order_on_both_sides(api: SessionAPI) 
     assert tokens.startswith("Once upon a time, Ada")
     assert committed.revision == 1
     assert api.get_session(sid).revision == 1  # durable before Committed
+
+
+def test_a_tail_sees_the_steps_another_caller_makes_on_both_sides(api: SessionAPI) -> None:
+    sid = api.create_session("echo", owner=OWNER)
+    tail = api.tail(sid, owner=OWNER)
+    try:
+        stepper = threading.Thread(target=lambda: [api.step(sid, n) for n in ("a", "b")])
+        stepper.start()
+        seen = []
+        for event in tail:
+            seen.append(event)
+            if isinstance(event, Committed) and event.revision == 2:
+                break
+        stepper.join(30)
+    finally:
+        tail.close()
+    kinds = [type(e).__name__ for e in seen]
+    assert kinds == ["StepStarted", "TaskStarted", "TaskFinished", "Committed"] * 2
+    assert [(e.revision, e.response) for e in seen if isinstance(e, Committed)] == [
+        (1, "echo: a"),
+        (2, "echo: b"),
+    ]
+    with pytest.raises(SessionNotFound):
+        api.tail("no-such-session")

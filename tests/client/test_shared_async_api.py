@@ -81,3 +81,31 @@ def test_stream_yields_the_steps_events_in_order(run_on: Callable[[Scenario], No
         assert (await api.get_session(sid)).revision == committed.revision == 1
 
     run_on(scenario)
+
+
+def test_a_tail_sees_the_steps_another_caller_makes(run_on: Callable[[Scenario], None]) -> None:
+    async def scenario(api: AsyncSessionAPI) -> None:
+        sid = await api.create_session("echo", owner=OWNER)
+        tail = await api.tail(sid, owner=OWNER)
+        try:
+            stepper = asyncio.ensure_future(api.step(sid, "a"))
+            seen = []
+            async for event in tail:
+                seen.append(event)
+                if isinstance(event, Committed):
+                    break
+            await stepper
+        finally:
+            await tail.aclose()
+        assert [type(e).__name__ for e in seen] == [
+            "StepStarted",
+            "TaskStarted",
+            "TaskFinished",
+            "Committed",
+        ]
+        assert isinstance(seen[-1], Committed)
+        assert (seen[-1].revision, seen[-1].response) == (1, "echo: a")
+        with pytest.raises(SessionNotFound):
+            await api.tail("no-such-session")
+
+    run_on(scenario)
