@@ -362,9 +362,10 @@ class Runtime(_Facade):
         core = self._core
         core.check_open()
         core.check_owner(session_id, owner, "read")  # members with read access may watch
-        reply = SyncReply(core.index)
-        core.activate_in_cluster(session_id, owner, reply)
-        reply.wait()
+        if core.cluster is not None:
+            reply = SyncReply(core.index)
+            core.activate_in_cluster(session_id, owner, reply)
+            reply.wait()
         wake = threading.Event()
         sub = core.services.events.subscribe(session_id, tail=True, wake=wake.set)
         return EventStream(sub, wake, raise_first_error=False)
@@ -838,9 +839,10 @@ class AsyncRuntime(_Facade):
         core.check_open()
         if core.index.get(session_id) is None or owner is not None:
             await asyncio.to_thread(core.check_owner, session_id, owner, "read")
-        reply = AsyncReply(core.index)
-        core.activate_in_cluster(session_id, owner, reply)
-        await reply.wait()
+        if core.cluster is not None:
+            reply = AsyncReply(core.index)
+            core.activate_in_cluster(session_id, owner, reply)
+            await reply.wait()
         wake = asyncio.Event()
         waker = async_waker(asyncio.get_running_loop(), wake)
         sub = core.services.events.subscribe(session_id, tail=True, wake=waker)
