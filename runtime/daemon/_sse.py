@@ -59,7 +59,7 @@ _HEADERS = [
 ]
 _HEARTBEAT = b": keepalive\n\n"
 # seconds between two checks that a tailed session is still live here (in a cluster)
-_LEFT_CHECK = 0.25
+_LEFT_CHECK = 1.0
 _DEFAULT = StepRequest()
 _decode_step = msgspec.json.Decoder(StepRequest | None).decode
 _encode = msgspec.json.Encoder().encode
