@@ -5,11 +5,13 @@ Usage: ``.venv-dev/bin/python bench/streaming.py [--quick]``.
 Prints one line per figure and writes ``bench/out/streaming.png``:
 
 - 64 concurrent streamed steps over HTTP (``Accept: text/event-stream``), each
-  task emitting 200 tokens 1 ms apart (``ctx.emit_token``, ``asyncio.sleep``):
-  tokens/s delivered in total; the added latency per token, the client's
-  receive time minus the task's emit time (both ``CLOCK_MONOTONIC``, which one
-  machine's processes share; the emit time travels in the token's text), p50
-  and p99; the time from the last token to ``committed`` (the commit, fsynced).
+  task emitting 200 tokens 1 ms apart (``ctx.emit_token``, ``asyncio.sleep``),
+  read by a raw-socket SSE client (the target's line) and again by httpx (its
+  line reader adds latency of its own): tokens/s delivered in total; the
+  added latency per token, the client's receive time minus the task's emit
+  time (both ``CLOCK_MONOTONIC``, which one machine's processes share; the
+  emit time travels in the token's text), p50 and p99; the time from the last
+  token to ``committed`` (the commit, fsynced).
 - 1,000 idle ``GET /v1/sessions/{id}/events`` subscribers held open: the
   daemon's RSS per subscriber, and plain step throughput (16 clients, echo)
   with them connected against without, and the ratio.
@@ -34,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -188,6 +190,73 @@ async def http_streams(url: str, streams: int) -> StreamFigures:
         began = time.monotonic()
         await asyncio.gather(*(one(sid) for sid in sessions))
         figures.seconds = time.monotonic() - began
+    return figures
+
+
+async def _dechunk(reader: asyncio.StreamReader, chunked: bool) -> AsyncIterator[bytes]:
+    """The body's bytes as they arrive (HTTP/1.1 chunked framing removed)."""
+    if not chunked:
+        while data := await reader.read(65536):
+            yield data
+        return
+    while True:
+        size = int((await reader.readuntil(b"\r\n")).split(b";", 1)[0], 16)
+        if size == 0:
+            return
+        yield await reader.readexactly(size)
+        await reader.readexactly(2)
+
+
+async def raw_streams(url: str, streams: int) -> StreamFigures:
+    """The same streamed steps read by a raw-socket SSE client.
+
+    httpx's line iterator adds its own scheduling latency to every token (its
+    decoders and the ``aiter_lines`` generator chain run once per read); this
+    client reads the socket with asyncio streams, removes the chunked framing,
+    splits frames on the blank line and timestamps each frame when its bytes
+    arrive: what a browser's ``EventSource`` or a C client would see.
+    """
+    import httpx
+
+    host, port = url.rsplit("//", 1)[1].split(":")
+    figures = StreamFigures()
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        sessions = await _create(client, "tokens", streams)
+
+    async def one(sid: str) -> None:
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            writer.write(
+                f"POST /v1/sessions/{sid}/step HTTP/1.1\r\nHost: {host}\r\n"
+                "Accept: text/event-stream\r\nContent-Type: application/json\r\n"
+                "Content-Length: 2\r\n\r\n{}".encode("ascii")
+            )
+            await writer.drain()
+            head = await reader.readuntil(b"\r\n\r\n")
+            if not head.startswith(b"HTTP/1.1 200"):
+                raise SystemExit(f"streamed step answered {head[:80]!r}")
+            chunked = b"transfer-encoding: chunked" in head.lower()
+            pending, last_token = b"", 0.0
+            async for data in _dechunk(reader, chunked):
+                now = time.monotonic()
+                *frames, pending = (pending + data).split(b"\n\n")
+                for frame in frames:
+                    fields = dict(line.split(b": ", 1) for line in frame.split(b"\n") if line)
+                    kind, payload = fields.get(b"event"), fields.get(b"data", b"")
+                    if kind == b"token":
+                        text = json.loads(payload)["text"]
+                        figures.latencies.append(now - float(text))
+                        figures.tokens += 1
+                        last_token = now
+                    elif kind == b"committed":
+                        figures.to_commit.append(now - last_token)
+                        return
+        finally:
+            writer.close()
+
+    began = time.monotonic()
+    await asyncio.gather(*(one(sid) for sid in sessions))
+    figures.seconds = time.monotonic() - began
     return figures
 
 
@@ -382,8 +451,10 @@ async def run(quick: bool, out: Path) -> None:
         daemon = Daemon(Path(tmp) / "daemon")
         try:
             await http_streams(daemon.url, 8)  # warm up
-            series["HTTP SSE"] = await http_streams(daemon.url, streams)
+            series["HTTP SSE"] = await raw_streams(daemon.url, streams)
             report("HTTP SSE", series["HTTP SSE"], streams)
+            series["HTTP SSE, httpx"] = await http_streams(daemon.url, streams)
+            report("HTTP SSE, httpx client", series["HTTP SSE, httpx"], streams)
             await idle_subscribers(daemon, subscribers, seconds)
         finally:
             daemon.stop()
