@@ -4,11 +4,13 @@ scenario taking ``backend`` runs on Redis and on PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ import httpx
 import pytest
 from cluster_nodes import (
     LEASE_TTL,
+    TEST_GRAPHS,
     Backend,
     Node,
     RedisBackend,
@@ -374,3 +377,95 @@ def test_forwarding_passes_credentials_and_returns_the_holders_answer_unchanged(
     unshared = b.http.delete(f"/v1/sessions/{sid}/members/bob", headers=alice)
     assert unshared.json()["members"] == {}
     assert backend.lease_node(sid) == "a"
+
+
+def _sse_frames(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
+    """Parsed SSE frames (``event`` and decoded ``data``), comments skipped."""
+    frame: dict[str, Any] = {}
+    for line in lines:
+        if line.startswith("event: "):
+            frame["event"] = line[7:]
+        elif line.startswith("data: "):
+            frame["data"] = json.loads(line[6:])
+        elif not line and "event" in frame:
+            yield frame
+            frame = {}
+
+
+@pytest.mark.redis
+def test_a_streamed_step_and_a_tail_are_relayed_from_the_holder_as_they_happen(
+    start_node: StartNode, tmp_path: Path, redis_server: Any
+) -> None:
+    backend = RedisBackend(redis_server)
+    a = start_node("a", *TEST_GRAPHS, *STEADY)
+    b = start_node("b", *TEST_GRAPHS, *STEADY)
+    gate = tmp_path / "gate"
+    created = a.http.post("/v1/sessions", json={"graph": "teller", "context": {"gate": str(gate)}})
+    sid = created.json()["session_id"]
+    gate.touch()  # the first step, made on a so that a holds the lease, does not wait
+    assert a.http.post(f"/v1/sessions/{sid}/step", json={}).is_success
+    assert backend.lease_node(sid) == "a"
+    gate.unlink()
+
+    # a tail opened through b is a's tail (relayed); a streamed step through b is a's
+    # step, its first token relayed while the task still waits for the gate
+    with (
+        b.client() as watcher,
+        watcher.stream("GET", f"/v1/sessions/{sid}/events") as tail,
+        b.client() as stepper,
+        stepper.stream(
+            "POST", f"/v1/sessions/{sid}/step", json={}, headers={"accept": "text/event-stream"}
+        ) as streamed,
+    ):
+        assert (tail.status_code, streamed.status_code) == (200, 200)
+        got = []
+        for frame in _sse_frames(streamed.iter_lines()):
+            got.append(frame)
+            if frame["event"] == "token" and frame["data"]["text"] == "first":
+                gate.touch()  # the task on a is still waiting for this
+            if frame["event"] in ("committed", "error"):
+                break
+        tailed = []
+        for frame in _sse_frames(tail.iter_lines()):
+            tailed.append(frame)
+            if frame["event"] == "committed":
+                break
+    assert [f["data"]["text"] for f in got if f["event"] == "token"] == ["first", " second"]
+    assert got[-1]["event"] == "committed", got[-1]
+    assert got[-1]["data"]["response"] == "told: gate opened"  # so "first" came before the end
+    assert [f["data"]["text"] for f in tailed if f["event"] == "token"] == ["first", " second"]
+    assert backend.lease_node(sid) == "a"  # served by the holder, never activated on b
+    assert a.http.get(f"/v1/sessions/{sid}").json()["revision"] == 2
+
+
+@pytest.mark.redis
+def test_a_relayed_stream_whose_holder_dies_ends_with_outcome_unknown(
+    start_node: StartNode, tmp_path: Path, redis_server: Any
+) -> None:
+    backend = RedisBackend(redis_server)
+    a = start_node("a", *TEST_GRAPHS, *STEADY)
+    b = start_node("b", *TEST_GRAPHS, *STEADY)
+    gate = tmp_path / "gate"
+    created = a.http.post("/v1/sessions", json={"graph": "teller", "context": {"gate": str(gate)}})
+    sid = created.json()["session_id"]
+    gate.touch()
+    assert a.http.post(f"/v1/sessions/{sid}/step", json={}).is_success
+    assert backend.lease_node(sid) == "a"
+    gate.unlink()
+    events = []
+    with (
+        b.client() as stepper,
+        stepper.stream(
+            "POST", f"/v1/sessions/{sid}/step", json={}, headers={"accept": "text/event-stream"}
+        ) as streamed,
+    ):
+        for frame in _sse_frames(streamed.iter_lines()):
+            events.append(frame)
+            if frame["event"] == "token":
+                a.kill()  # mid-step, before it could commit
+            if frame["event"] in ("committed", "error"):
+                break
+    assert events[-1]["event"] == "error", events
+    assert events[-1]["data"]["type"] == "urn:actorflow:problem:outcome-unknown", events[-1]
+    # fenced off: a restarted a cannot commit it, and b serves the session from revision 1
+    assert b.http.get(f"/v1/sessions/{sid}").json()["revision"] == 1
