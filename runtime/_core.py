@@ -637,6 +637,9 @@ class RuntimeCore:
             mailbox_total=sum(depths),
             mailbox_max=max(depths, default=0),
             timers=self.services.timer_stats.snapshot(),
+            hibernated=self.index.hibernated_count(),
+            hibernations=counters.hibernations,
+            wakes=counters.wakes,
         )
 
     # --- closing -----------------------------------------------------------------------------
