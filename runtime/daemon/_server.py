@@ -122,6 +122,7 @@ def gateway_policy(config: DaemonConfig) -> GatewayPolicy:
         allowed_hosts=hosts,
         cors_origins=frozenset(config.cors_origin),
         step_rate=config.user_step_rate,
+        client_from_front=bool(config.shard),
     )
 
 
