@@ -151,6 +151,7 @@ class Forwarder:
         timeout: the most seconds a request routed to another daemon takes in all
             (every attempt, and the wait for a dead holder's lease to expire).
         client: an ``httpx.AsyncClient`` to forward with (made on first use when None).
+        on_forward: called for each request sent on to another daemon (a counter).
     """
 
     def __init__(
@@ -161,12 +162,14 @@ class Forwarder:
         max_body: int,
         timeout: float = 300.0,
         client: httpx.AsyncClient | None = None,
+        on_forward: Callable[[], None] | None = None,
     ) -> None:
         self.app = cast(_App, app)
         self.cluster = cluster
         self.max_body = max_body
         self.timeout = timeout
         self._client = client
+        self._on_forward = on_forward
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._handle(cast(_Scope, scope), cast(_Receive, receive), cast(_Send, send))
@@ -408,6 +411,8 @@ class Forwarder:
             content=body,
         )
         info.session_id = holder.name
+        if self._on_forward is not None:
+            self._on_forward()
         sending = asyncio.ensure_future(client.send(request, stream=True))
         try:
             while True:
@@ -589,12 +594,17 @@ class Forwarder:
 
 
 def forwarder_for(
-    app: ASGIApp, cluster: Cluster | None, *, max_body: int, timeout: float
+    app: ASGIApp,
+    cluster: Cluster | None,
+    *,
+    max_body: int,
+    timeout: float,
+    on_forward: Callable[[], None] | None = None,
 ) -> ASGIApp:
     """``app`` behind a ``Forwarder`` when the runtime is in a cluster."""
     if cluster is None:
         return app
-    return Forwarder(app, cluster, max_body=max_body, timeout=timeout)
+    return Forwarder(app, cluster, max_body=max_body, timeout=timeout, on_forward=on_forward)
 
 
 async def _disconnected(receive: _Receive) -> None:

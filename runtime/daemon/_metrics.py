@@ -223,6 +223,11 @@ class DaemonMetrics:
             "Event streams whose client left before the end (the step went on).",
             registry=self.registry,
         )
+        self.forwarded = Counter(
+            "actorflow_forwarded",
+            "Requests sent on to the daemon holding their session's lease (a cluster).",
+            registry=self.registry,
+        )
         self._runtime = _RuntimeCollector()
         self.registry.register(self._runtime)
 

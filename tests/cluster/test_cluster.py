@@ -436,6 +436,15 @@ def test_a_streamed_step_and_a_tail_are_relayed_from_the_holder_as_they_happen(
     assert [f["data"]["text"] for f in tailed if f["event"] == "token"] == ["first", " second"]
     assert backend.lease_node(sid) == "a"  # served by the holder, never activated on b
     assert a.http.get(f"/v1/sessions/{sid}").json()["revision"] == 2
+    assert (_forwarded(a), _forwarded(b)) == (0, 2)  # the tail and the step, by b
+
+
+def _forwarded(node: Node) -> float:
+    """``actorflow_forwarded_total`` as ``node`` reports it now."""
+    for line in node.http.get("/metrics").text.splitlines():
+        if line.startswith("actorflow_forwarded_total "):
+            return float(line.split()[1])
+    raise AssertionError("no actorflow_forwarded_total in /metrics")
 
 
 @pytest.mark.redis
