@@ -478,3 +478,21 @@ def test_a_relayed_stream_whose_holder_dies_ends_with_outcome_unknown(
     assert events[-1]["data"]["type"] == "urn:actorflow:problem:outcome-unknown", events[-1]
     # fenced off: a restarted a cannot commit it, and b serves the session from revision 1
     assert b.http.get(f"/v1/sessions/{sid}").json()["revision"] == 1
+
+
+@pytest.mark.redis
+def test_a_create_takes_no_lease_so_the_first_step_activates_where_it_lands(
+    start_node: StartNode, redis_server: Any
+) -> None:
+    backend = RedisBackend(redis_server)
+    a = start_node("a", *STEADY)
+    b = start_node("b", *STEADY)
+    created = a.http.post("/v1/sessions", json={"graph": "echo"})
+    assert created.status_code == 201, created.text
+    assert created.json()["revision"] == 0
+    assert created.json()["current_task"] == "echo"
+    sid = created.json()["session_id"]
+    assert backend.lease_node(sid) is None  # a load balancer may send its steps anywhere
+    assert b.http.post(f"/v1/sessions/{sid}/step", json={"input": "hi"}).status_code == 200
+    assert backend.lease_node(sid) == "b"  # activated where the step landed, not forwarded
+    assert (_forwarded(a), _forwarded(b)) == (0, 0)
