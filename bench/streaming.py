@@ -448,7 +448,7 @@ def plot(series: dict[str, StreamFigures], path: Path) -> None:
     print(f"plot: {path}", flush=True)
 
 
-async def run(quick: bool, out: Path) -> None:
+async def run(quick: bool, out: Path, rounds: int) -> None:
     streams = 64
     subscribers = 1000
     seconds = 2.0 if quick else 5.0
@@ -457,8 +457,18 @@ async def run(quick: bool, out: Path) -> None:
         daemon = Daemon(Path(tmp) / "daemon")
         try:
             await http_streams(daemon.url, 8)  # warm up
-            series["HTTP SSE"] = await raw_streams(daemon.url, streams)
-            report("HTTP SSE", series["HTTP SSE"], streams)
+            p99s = []
+            for _ in range(rounds):  # the machine's noise moves a p99: several rounds
+                series["HTTP SSE"] = await raw_streams(daemon.url, streams)
+                report("HTTP SSE", series["HTTP SSE"], streams)
+                p99s.append(percentile(series["HTTP SSE"].latencies, 0.99))
+            if rounds > 1:
+                print(
+                    f"HTTP SSE: p99 of each of {rounds} rounds "
+                    + ", ".join(f"{p * 1000:.2f}" for p in p99s)
+                    + f" ms; median {percentile(p99s, 0.5) * 1000:.2f} ms (target <= 5 ms)",
+                    flush=True,
+                )
             series["HTTP SSE, httpx"] = await http_streams(daemon.url, streams)
             report("HTTP SSE, httpx client", series["HTTP SSE, httpx"], streams)
             await idle_subscribers(daemon, subscribers, seconds)
@@ -480,6 +490,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="shorter throughput runs")
     parser.add_argument("--out", type=Path, default=OUT, help="where to write the PNG")
+    parser.add_argument(
+        "--rounds", type=int, default=5, help="rounds of the 64 HTTP streams (raw client)"
+    )
     args = parser.parse_args(argv)
     import structlog
 
@@ -495,7 +508,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     import uvloop  # the daemon's loop too (uvicorn's): the client takes less CPU from it
 
-    uvloop.run(run(args.quick, args.out))
+    uvloop.run(run(args.quick, args.out, max(1, args.rounds)))
 
 
 if __name__ == "__main__":
