@@ -496,3 +496,22 @@ def test_a_create_takes_no_lease_so_the_first_step_activates_where_it_lands(
     assert b.http.post(f"/v1/sessions/{sid}/step", json={"input": "hi"}).status_code == 200
     assert backend.lease_node(sid) == "b"  # activated where the step landed, not forwarded
     assert (_forwarded(a), _forwarded(b)) == (0, 0)
+
+
+@pytest.mark.redis
+def test_reading_a_session_takes_no_lease_but_a_live_one_is_read_from_its_holder(
+    start_node: StartNode, redis_server: Any
+) -> None:
+    backend = RedisBackend(redis_server)
+    a = start_node("a", *STEADY)
+    b = start_node("b", *STEADY)
+    sid = a.http.post("/v1/sessions", json={"graph": "echo"}).json()["session_id"]
+    for path in ("", "/revisions", "/messages"):
+        assert a.http.get(f"/v1/sessions/{sid}{path}").status_code == 200
+    assert backend.lease_node(sid) is None  # the reads on a pulled nothing there
+    assert b.http.post(f"/v1/sessions/{sid}/step", json={"input": "hi"}).status_code == 200
+    assert backend.lease_node(sid) == "b"
+    read = a.http.get(f"/v1/sessions/{sid}")  # live on b: read from b
+    assert read.json()["revision"] == 1
+    assert (_forwarded(a), _forwarded(b)) == (1, 0)
+    assert backend.lease_node(sid) == "b"
