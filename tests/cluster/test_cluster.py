@@ -85,6 +85,14 @@ def test_sixteen_clients_alternating_between_two_daemons_lose_no_step(
     # every request the other daemon got was forwarded to the holder, and served there
     # (a forward that raced the holder's own grant is refused with 421 and sent again)
     holder, other = (a, b) if sid in a.live() else (b, a)
+    # a daemon logs a request after sending its answer: wait for the last lines
+    wait_until(
+        lambda: (
+            len([e for e in step_lines(holder) if e["status"] == 200]) >= 400
+            and len(step_lines(other)) >= 200
+        ),
+        what="every step's access line",
+    )
     assert len([e for e in step_lines(holder) if e["status"] == 200]) == 400
     assert {e["status"] for e in step_lines(holder)} <= {200, 421}
     assert len(step_lines(other)) == 200
