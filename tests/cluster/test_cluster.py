@@ -246,12 +246,17 @@ def test_a_paused_daemon_cannot_write_after_its_lease_was_taken_over(
 
     a.signal(signal.SIGCONT)
     sender.join(30)
-    assert stale["status"] == 503, stale
+    # refused either way (docs/cluster.md, forwarding 6): run before a noticed its lost lease,
+    # its commit is fenced off (503); accepted after, it is refused unrun (421, misdirected)
+    assert stale["status"] in (421, 503), stale
     assert inputs_of(b, sid) == ["first", "fresh"]
+
     # a says so: its renewal found the lease taken, and a save it tried was fenced by the store
-    fenced = [e for e in a.events("commit_failed") if e.get("error") == "LeaseLost"]
-    assert fenced or a.events("lease_lost"), a.log_tail()
-    assert all("granted since" in e["detail"] for e in fenced), fenced
+    def fenced() -> list[dict[str, Any]]:
+        return [e for e in a.events("commit_failed") if e.get("error") == "LeaseLost"]
+
+    wait_until(lambda: fenced() or a.events("lease_lost"), what=a.log_tail())  # logged after
+    assert all("granted since" in e["detail"] for e in fenced()), fenced()
 
 
 @pytest.mark.slow
