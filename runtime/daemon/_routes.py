@@ -220,9 +220,9 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
         data: JSONBody[CreateSessionRequest], request: Request[Any, Any, Any]
     ) -> SessionCreated:
         user = _caller(request)
-        # answered from the graph, not by reading the session back: a read would take
-        # the session's lease in a cluster, and its first step would then be forwarded
-        # here instead of activating it where a load balancer sends it (docs/cluster.md)
+        # answered from the graph it pins, without reading the session back: one store
+        # read less, and (a cluster) no lease taken here, so its first step activates it
+        # wherever a load balancer sends it (docs/cluster.md)
         graph = runtime.graph(data.graph, data.version)
         session_id = await runtime.create_session(
             data.graph,
