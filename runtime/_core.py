@@ -56,6 +56,7 @@ from flow._sharing import Need, allows
 from flow._step import new_session
 from flow._versions import GraphRegistry, Migration
 from flow.stores import open_store
+from flow.stores._fenced import FencedStore
 from flow.stores._log import LogPolicy
 from flow.stores._protocol import SessionPage, SessionStore
 from runtime._bridge import AsyncReply, LoopThread, SyncReply
@@ -508,18 +509,26 @@ class RuntimeCore:
         saved.add_done_callback(functools.partial(_release_if_failed, self.quota, owner))
         return session, saved
 
-    def load(self, session_id: str, owner: str | None, need: Need = "owner") -> Session:
+    def load(
+        self, session_id: str, owner: str | None, need: Need = "owner", *, lease: bool = False
+    ) -> Session:
         """The stored session (after any stopping actor of it has saved).
 
         ``owner`` is the caller (None: anyone, an admin or the host app); ``need``
         what it must be allowed (``flow._sharing.allows``: the owner may do
-        anything, a member what its access says).
+        anything, a member what its access says). In a cluster the read takes no
+        lease unless ``lease`` (a caller that saves what it read, fenced, needs it).
 
         Raises:
             SessionNotFound: it does not exist, or ``owner`` may not.
+            LeaseHeldElsewhere: (a cluster) the session is live on another node.
         """
         self.index.wait_gone_of_stopping(session_id, self.config.drain_timeout)
-        session = self.store.load(session_id)
+        store = self.store
+        if not lease and isinstance(store, FencedStore):
+            session = store.read(session_id)
+        else:
+            session = store.load(session_id)
         if session is None or (
             owner is not None
             and not allows(session.metadata.owner, session.metadata.members, owner, need)
@@ -646,6 +655,9 @@ class RuntimeCore:
             mailbox_total=sum(depths),
             mailbox_max=max(depths, default=0),
             timers=self.services.timer_stats.snapshot(),
+            hibernated=self.index.hibernated_count(),
+            hibernations=counters.hibernations,
+            wakes=counters.wakes,
         )
 
     # --- closing -----------------------------------------------------------------------------

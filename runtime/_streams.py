@@ -289,7 +289,7 @@ class AsyncEventStream(_Reader):
         self.close()
 
     async def aclose(self) -> None:
-        """``close()``, awaitable as ``AsyncClient``'s tail's is."""
+        """``close()``, awaitable: how ``AsyncClient``'s tail is closed too."""
         self.close()
 
     def close(self) -> None:

@@ -114,3 +114,6 @@ class RuntimeStats:
     mailbox_total: int = 0
     mailbox_max: int = 0
     timers: TimerFigures | None = None
+    hibernated: int = 0
+    hibernations: int = 0
+    wakes: int = 0

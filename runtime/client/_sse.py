@@ -9,7 +9,7 @@ exception the runtime would have raised.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import msgspec
@@ -27,7 +27,7 @@ from flow._events import (
 )
 from runtime.client._errors import DaemonUnavailable, error_for_response
 
-__all__ = ["SSE_HEADERS", "aevents_of", "events_of", "tail_ends", "unavailable"]
+__all__ = ["SSE_HEADERS", "Frames", "aevents_of", "event_of", "events_of", "unavailable"]
 
 SSE_HEADERS = {"accept": "text/event-stream"}
 
@@ -35,7 +35,7 @@ _Plain = StepStarted | TaskStarted | Token | CustomEvent | TaskFinished | Commit
 _decode = msgspec.json.Decoder(_Plain).decode
 
 
-class _Frames:
+class Frames:
     """Assembles frames from lines: ``feed`` returns (event, data) at each blank line."""
 
     def __init__(self) -> None:
@@ -60,7 +60,7 @@ class _Frames:
         return None
 
 
-def _event(kind: str, data: str, response: httpx.Response, session_id: str) -> StepEvent:
+def event_of(kind: str, data: str, response: httpx.Response, session_id: str) -> StepEvent:
     if kind == "error":
         problem = httpx.Response(
             500,
@@ -73,41 +73,31 @@ def _event(kind: str, data: str, response: httpx.Response, session_id: str) -> S
     return event
 
 
-def _step_ends(event: StepEvent) -> bool:
+def _ends(event: StepEvent) -> bool:
     return isinstance(event, Committed | StepError | Overflow)
 
 
-def tail_ends(event: StepEvent) -> bool:
-    """Whether a tail ends after ``event`` (the daemon drops a reader after ``overflow``)."""
-    return isinstance(event, Overflow)
-
-
-def events_of(
-    response: httpx.Response, session_id: str, ends: Callable[[StepEvent], bool] = _step_ends
-) -> Iterator[StepEvent]:
-    """The events of a streamed step's 200 answer, up to its last one (or a tail's, up to
-    the end of the answer or an event ``ends`` says is the last)."""
-    frames = _Frames()
+def events_of(response: httpx.Response, session_id: str) -> Iterator[StepEvent]:
+    """The events of a streamed step's 200 answer, up to its last one."""
+    frames = Frames()
     for line in response.iter_lines():
         frame = frames.feed(line)
         if frame is not None:
-            event = _event(*frame, response, session_id)
+            event = event_of(*frame, response, session_id)
             yield event
-            if ends(event):
+            if _ends(event):
                 return
 
 
-async def aevents_of(
-    response: httpx.Response, session_id: str, ends: Callable[[StepEvent], bool] = _step_ends
-) -> AsyncIterator[StepEvent]:
+async def aevents_of(response: httpx.Response, session_id: str) -> AsyncIterator[StepEvent]:
     """``events_of`` for an ``httpx.AsyncClient`` answer."""
-    frames = _Frames()
+    frames = Frames()
     async for line in response.aiter_lines():
         frame = frames.feed(line)
         if frame is not None:
-            event = _event(*frame, response, session_id)
+            event = event_of(*frame, response, session_id)
             yield event
-            if ends(event):
+            if _ends(event):
                 return
 
 

@@ -1,88 +1,141 @@
-"""A session's live tail over HTTP: what ``Client.tail`` and ``AsyncClient.tail`` return.
+"""A session's live tail read from the daemon: ``GET /v1/sessions/{id}/events``.
 
-``GET /v1/sessions/{id}/events`` is sent when ``tail`` is called, so that an
-unknown session or a refused tail (``SessionNotFound``, ``TooManyWatchers``)
-is raised there, as ``Runtime.tail`` raises it. Its frames become the
-runtime's event objects (``runtime.client._sse``): every event of the session
-from then on, whoever steps it. The tail lasts until it is closed (``close()``,
-the end of a ``with``), the daemon drops it after ``Overflow`` (its reader fell
-behind), or the daemon ends it (shutting down; in a cluster, the session
-leaving the daemon serving it: open it again to follow the session). A tail is
-never retried; a connection lost mid-tail is ``DaemonUnavailable``.
+``Client.tail`` and ``AsyncClient.tail`` open the request before they return, so
+an error (404 for a session that is not the caller's, 429 ``too-many-watchers``)
+is raised there, and the tail holds every event from then on, as
+``Runtime.tail``'s does. Iterating yields the runtime's event objects; the tail
+ends when it is closed, when the daemon drops it for falling behind
+(``Overflow``, the last event) or when the daemon drains (the response ends).
+Heartbeat comments keep the read timeout from firing while the session is quiet.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from types import TracebackType
 from typing import Any, Self
 
 import httpx
 
-from flow._events import StepEvent
-from runtime.client._calls import tail_target
-from runtime.client._errors import DaemonUnavailable, error_for_response
-from runtime.client._sse import aevents_of, events_of, tail_ends
+from flow._events import Overflow, StepEvent
+from runtime.client._calls import session_path
+from runtime.client._errors import DaemonUnavailable
+from runtime.client._sse import Frames, event_of
 
-__all__ = ["AsyncTail", "Tail", "aopen_tail", "open_tail"]
+__all__ = ["AsyncRemoteTail", "RemoteTail", "tail_path", "tail_unreachable"]
 
 
-class Tail:
-    """The events of a session's tail (a sync iterator); use it in a ``with`` or
-    ``close()`` it."""
+def tail_path(session_id: str) -> str:
+    """The tail's route of ``session_id``."""
+    return session_path(session_id) + "/events"
 
-    def __init__(self, response: httpx.Response, session_id: str, path: str) -> None:
+
+def tail_unreachable(session_id: str, exc: httpx.TransportError) -> DaemonUnavailable:
+    """Opening a tail failed in transport (nothing to apply: a tail changes nothing)."""
+    return DaemonUnavailable(
+        f"GET {tail_path(session_id)}: the daemon could not be reached "
+        f"({type(exc).__name__}: {exc})",
+        maybe_applied=False,
+    )
+
+
+def _cut(session_id: str, exc: httpx.TransportError) -> DaemonUnavailable:
+    return DaemonUnavailable(
+        f"the tail of session {session_id!r} lost its connection "
+        f"({type(exc).__name__}: {exc}); open another to go on",
+        maybe_applied=False,
+    )
+
+
+class RemoteTail:
+    """``Client.tail``'s answer: iterate for events; ``close()`` (or ``with``) to stop."""
+
+    def __init__(self, response: httpx.Response, session_id: str) -> None:
         self._response = response
-        self._events: Iterator[StepEvent] = events_of(response, session_id, tail_ends)
-        self._path = path
+        self._session_id = session_id
+        self._events = self._read()
+        self._closed = False
+
+    def _read(self) -> Iterator[StepEvent]:
+        frames = Frames()
+        for line in self._response.iter_lines():
+            frame = frames.feed(line)
+            if frame is not None:
+                event = event_of(*frame, self._response, self._session_id)
+                yield event
+                if isinstance(event, Overflow):
+                    return
 
     def __iter__(self) -> Self:
         return self
 
     def __next__(self) -> StepEvent:
+        if self._closed:
+            raise StopIteration
         try:
             return next(self._events)
+        except httpx.StreamError:
+            raise StopIteration from None  # closed while reading
         except httpx.TransportError as exc:
-            self.close()
-            raise _cut(self._path, exc, started=True) from exc
-        except StopIteration:
-            self.close()
-            raise
+            if self._closed:
+                raise StopIteration from None
+            raise _cut(self._session_id, exc) from exc
 
     def close(self) -> None:
-        """Stop following the session (closes the connection)."""
+        """Stop the tail (idempotent): the daemon frees its place."""
+        self._closed = True
         self._response.close()
 
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close()
 
 
-class AsyncTail:
-    """The events of a session's tail (``async for``); use it in an ``async with`` or
-    ``await aclose()`` it."""
+class AsyncRemoteTail:
+    """``AsyncClient.tail``'s answer: ``async for`` events; ``await aclose()`` (or
+    ``async with``) to stop."""
 
-    def __init__(self, response: httpx.Response, session_id: str, path: str) -> None:
+    def __init__(self, response: httpx.Response, session_id: str) -> None:
         self._response = response
-        self._events: AsyncIterator[StepEvent] = aevents_of(response, session_id, tail_ends)
-        self._path = path
+        self._session_id = session_id
+        self._events = self._read()
+        self._closed = False
+
+    async def _read(self) -> AsyncIterator[StepEvent]:
+        frames = Frames()
+        async for line in self._response.aiter_lines():
+            frame = frames.feed(line)
+            if frame is not None:
+                event = event_of(*frame, self._response, self._session_id)
+                yield event
+                if isinstance(event, Overflow):
+                    return
 
     def __aiter__(self) -> Self:
         return self
 
     async def __anext__(self) -> StepEvent:
+        if self._closed:
+            raise StopAsyncIteration
         try:
             return await anext(self._events)
+        except httpx.StreamError:
+            raise StopAsyncIteration from None
         except httpx.TransportError as exc:
-            await self.aclose()
-            raise _cut(self._path, exc, started=True) from exc
-        except StopAsyncIteration:
-            await self.aclose()
-            raise
+            if self._closed:
+                raise StopAsyncIteration from None
+            raise _cut(self._session_id, exc) from exc
 
     async def aclose(self) -> None:
-        """Stop following the session (closes the connection)."""
+        """Stop the tail (idempotent): the daemon frees its place."""
+        self._closed = True
         await self._response.aclose()
 
     async def __aenter__(self) -> Self:
@@ -90,49 +143,3 @@ class AsyncTail:
 
     async def __aexit__(self, *exc: Any) -> None:
         await self.aclose()
-
-
-def open_tail(http: httpx.Client, session_id: str) -> Tail:
-    """Open the session's tail on ``http``.
-
-    Raises:
-        what the daemon answers (``SessionNotFound``, ``TooManyWatchers``...);
-        DaemonUnavailable when it cannot be reached.
-    """
-    path, headers = tail_target(session_id)
-    try:
-        response = http.send(http.build_request("GET", path, headers=headers), stream=True)
-    except httpx.TransportError as exc:
-        raise _cut(path, exc, started=False) from exc
-    if response.status_code >= 400:
-        try:
-            response.read()
-        finally:
-            response.close()
-        raise error_for_response(response, session_id=session_id)
-    return Tail(response, session_id, path)
-
-
-async def aopen_tail(http: httpx.AsyncClient, session_id: str) -> AsyncTail:
-    """``open_tail`` on an ``httpx.AsyncClient``."""
-    path, headers = tail_target(session_id)
-    try:
-        response = await http.send(http.build_request("GET", path, headers=headers), stream=True)
-    except httpx.TransportError as exc:
-        raise _cut(path, exc, started=False) from exc
-    if response.status_code >= 400:
-        try:
-            await response.aread()
-        finally:
-            await response.aclose()
-        raise error_for_response(response, session_id=session_id)
-    return AsyncTail(response, session_id, path)
-
-
-def _cut(path: str, exc: httpx.TransportError, *, started: bool) -> DaemonUnavailable:
-    where = "mid-tail" if started else "before the tail opened"
-    return DaemonUnavailable(
-        f"GET {path}: connection lost {where} ({type(exc).__name__}: {exc}); open the "
-        "tail again (events in between are not replayed: read the session's revisions)",
-        maybe_applied=False,
-    )

@@ -5,8 +5,8 @@ holder of its lease (docs/cluster.md). ``Forwarder`` sits between the gateway
 (so the caller is authenticated first) and the app, and asks the runtime's
 ``Cluster`` (never Redis itself) who holds a session. For a request naming a
 session (``/v1/sessions/{id}`` and its ``/step``, ``/members``, ``/revisions``,
-``/messages``, ``/fork``, ``/rollback`` and ``/events``, and ``/v1/execute``
-with a ``session_id``):
+``/messages``, ``/fork``, ``/rollback`` and ``/events``, and ``/v1/execute`` with a
+``session_id``):
 
 1. If this daemon holds the lease, or nobody does, the request is served here
    (activating the session takes the lease). Should another daemon win the
@@ -17,14 +17,14 @@ with a ``session_id``):
    (``X-Actorflow-Lease-Epoch``), the time the forwarder gives up on it
    (``X-Actorflow-Deadline``, UNIX seconds) and ``X-Actorflow-Forwarded``: an
    HMAC of those with the cluster's secret (``Cluster.peer_mark``); the holder's
-   answer is returned unchanged (an event stream, a streamed step or a tail, is
-   relayed as it arrives: ``runtime.daemon._forward_stream``). A request whose
-   mark verifies is served where it lands, never forwarded twice; a step
-   carrying an epoch runs only under that grant of the lease and only if it
-   starts before the deadline (else 421, nothing run), and while it runs the
-   session cannot be activated here under another epoch. Marks that do not
-   verify (a client sending them itself) are dropped and the request is routed
-   as any other.
+   answer is returned unchanged. An event stream (a streamed step, a tail) is
+   relayed frame by frame as the holder sends it; the caller leaving closes the
+   holder's side (a step still commits there). A request whose mark verifies is served where
+   it lands, never forwarded twice; a step carrying an epoch runs only under
+   that grant of the lease and only if it starts before the deadline (else 421,
+   nothing run), and while it runs the session cannot be activated here under
+   another epoch. Marks that do not verify (a client sending them itself) are
+   dropped and the request is routed as any other.
 3. If the holder cannot be reached (connection refused), or answers 421, the
    request is sent again (or served here once the holder's lease has expired).
    If the holder got the request but stops answering while its lease lapses (a
@@ -50,7 +50,6 @@ import structlog
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from runtime._cluster import Cluster, Holder
-from runtime.daemon._forward_stream import StreamRelay, is_event_stream
 from runtime.daemon._gateway import request_info
 from runtime.daemon._http import read_body, replayer, send_problem
 from runtime.daemon._problems import MISDIRECTED, STORE_UNAVAILABLE, Problem, problem_kind
@@ -82,6 +81,7 @@ _SESSION_PATH = re.compile(
     r"^/v1/sessions/([^/]+)"
     r"(?:/step|/members(?:/[^/]+)?|/revisions|/messages|/fork|/rollback|/events)?/?$"
 )
+_EVENT_STREAM = b"text/event-stream"
 _EXECUTE_PATH = "/v1/execute"
 _REQUEST_ID = b"x-request-id"
 # A request the holder received but did not answer is served again elsewhere only if
@@ -151,6 +151,7 @@ class Forwarder:
         timeout: the most seconds a request routed to another daemon takes in all
             (every attempt, and the wait for a dead holder's lease to expire).
         client: an ``httpx.AsyncClient`` to forward with (made on first use when None).
+        on_forward: called for each request sent on to another daemon (a counter).
     """
 
     def __init__(
@@ -161,12 +162,14 @@ class Forwarder:
         max_body: int,
         timeout: float = 300.0,
         client: httpx.AsyncClient | None = None,
+        on_forward: Callable[[], None] | None = None,
     ) -> None:
         self.app = cast(_App, app)
         self.cluster = cluster
         self.max_body = max_body
         self.timeout = timeout
         self._client = client
+        self._on_forward = on_forward
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._handle(cast(_Scope, scope), cast(_Receive, receive), cast(_Send, send))
@@ -408,6 +411,8 @@ class Forwarder:
             content=body,
         )
         info.session_id = holder.name
+        if self._on_forward is not None:
+            self._on_forward()
         sending = asyncio.ensure_future(client.send(request, stream=True))
         try:
             while True:
@@ -443,8 +448,10 @@ class Forwarder:
         finally:
             if not sending.done():
                 sending.cancel()
-        if is_event_stream(response):
-            await self._relay(scope, receive, send, response, holder, give_up)
+        if response.status_code == 200 and _EVENT_STREAM in (
+            response.headers.get("content-type", "").encode("latin-1").lower()
+        ):
+            await self._relay_events(scope, receive, send, response, holder)
             return _Outcome.RELAYED, None
         try:
             content = b"".join([chunk async for chunk in response.aiter_raw()])
@@ -455,7 +462,8 @@ class Forwarder:
             await response.aclose()
         if response.status_code == MISDIRECTED.status:
             return _Outcome.NOT_RUN, _problem_detail(content)
-        headers = _answer_headers(response)
+        # the gateway adds this request's id itself (the holder answered with the same)
+        headers = [(k.lower(), v) for k, v in response.headers.raw if k.lower() not in _HOP_BY_HOP]
         headers.append((b"content-length", str(len(content)).encode()))
         await send(
             {"type": "http.response.start", "status": response.status_code, "headers": headers}
@@ -463,40 +471,69 @@ class Forwarder:
         await send({"type": "http.response.body", "body": content, "more_body": False})
         return _Outcome.RELAYED, None
 
-    async def _relay(
+    async def _relay_events(
         self,
         scope: _Scope,
         receive: _Receive,
         send: _Send,
         response: httpx.Response,
         holder: Holder,
-        give_up: float,
     ) -> None:
-        """Relay the holder's event stream; a step's stream cut short ends with an
-        ``outcome-unknown`` error event (sent once the holder is fenced off)."""
-        step = scope["method"] not in _SAFE_TO_REPEAT
-        relay = StreamRelay(
-            response,
-            holder,
-            still_holds=self._still_holds,
-            check_every=self.cluster.renew_interval,
-            give_up=give_up if step else None,  # a tail lasts as long as its reader wants
-        )
-        if not await relay.run(receive, send, _answer_headers(response)):
-            return
-        _log.warning(
-            "holder_stream_cut",
-            request_id=request_info(scope).request_id,
-            session_id=holder.name,
-            node_id=holder.node_id,
-            reason=relay.failure,
-            step_ended=relay.ended,
-        )
-        if step and not relay.ended:
-            problem = await self._unknown(holder)
-            frame = b"event: error\ndata: %s\n\n" % problem.body()
-            await send({"type": "http.response.body", "body": frame, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        """Relay an event stream (a streamed step, a session's tail) frame by frame as the
+        holder sends it, until it ends, the caller leaves (the holder's side is closed;
+        a step goes on there and commits) or the holder stops answering.
+
+        A holder that dies or pauses mid-stream (its connection cut, or its lease lapsed
+        while it sent nothing) ends a tail's relay; a step's ends with an ``error`` event
+        whose data is the ``outcome-unknown`` problem (the holder's epoch fenced off first,
+        as for a plain step: the response has started, so no status can say it).
+        """
+        headers = [(k.lower(), v) for k, v in response.headers.raw if k.lower() not in _HOP_BY_HOP]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        gone = asyncio.ensure_future(_disconnected(receive))
+        chunks = response.aiter_raw().__aiter__()
+        cut: str | None = None
+        try:
+            while cut is None:
+                ahead = asyncio.ensure_future(anext(chunks))
+                while not ahead.done() and not gone.done():
+                    await asyncio.wait(
+                        {ahead, gone},
+                        timeout=self.cluster.renew_interval,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                    if not ahead.done() and not await self._still_holds(holder):
+                        cut = "the holder's lease lapsed while it sent nothing"
+                        break
+                if gone.done() or cut is not None:
+                    ahead.cancel()
+                    break
+                try:
+                    chunk = ahead.result()
+                except StopAsyncIteration:
+                    break
+                except httpx.TransportError as exc:
+                    cut = f"{type(exc).__name__}: {exc}"
+                    break
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if gone.done():
+                return
+            if cut is not None:
+                _log.warning(
+                    "holder_stream_cut",
+                    request_id=request_info(scope).request_id,
+                    session_id=holder.name,
+                    node_id=holder.node_id,
+                    reason=cut,
+                )
+                if scope["method"] not in _SAFE_TO_REPEAT:
+                    problem = await self._unknown(holder)
+                    frame = b"event: error\ndata: %s\n\n" % problem.body()
+                    await send({"type": "http.response.body", "body": frame, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            gone.cancel()
+            await response.aclose()
 
     async def _forward_headers(
         self, scope: _Scope, request_id: str, epoch: int, deadline: float
@@ -557,18 +594,25 @@ class Forwarder:
 
 
 def forwarder_for(
-    app: ASGIApp, cluster: Cluster | None, *, max_body: int, timeout: float
+    app: ASGIApp,
+    cluster: Cluster | None,
+    *,
+    max_body: int,
+    timeout: float,
+    on_forward: Callable[[], None] | None = None,
 ) -> ASGIApp:
     """``app`` behind a ``Forwarder`` when the runtime is in a cluster."""
     if cluster is None:
         return app
-    return Forwarder(app, cluster, max_body=max_body, timeout=timeout)
+    return Forwarder(app, cluster, max_body=max_body, timeout=timeout, on_forward=on_forward)
 
 
-def _answer_headers(response: httpx.Response) -> list[tuple[bytes, bytes]]:
-    """The holder's response headers to pass on (the gateway adds this request's id
-    itself: the holder answered with the same)."""
-    return [(k.lower(), v) for k, v in response.headers.raw if k.lower() not in _HOP_BY_HOP]
+async def _disconnected(receive: _Receive) -> None:
+    """Return once the caller has gone (ASGI ``http.disconnect``)."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
 
 
 def _execute_session(body: bytes) -> str | None:

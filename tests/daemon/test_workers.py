@@ -104,6 +104,20 @@ def test_steps_land_on_the_shard_that_owns_their_session(shared_workers: Daemon)
     assert not (workers.data_dir / "sessions.db").exists()
 
 
+def test_workers_see_the_clients_address_not_the_fronts_and_never_a_clients_claim(
+    shared_workers: Daemon,
+) -> None:
+    with shared_workers.client() as api:
+        spoofed = {"x-actorflow-client": "203.0.113.9 4444"}
+        created = [
+            api.post("/v1/sessions", json={"graph": "echo"}, headers=spoofed) for _ in range(2)
+        ]  # round robin: one on each worker
+        for answer in created:
+            assert answer.status_code == 201, answer.text
+            view = api.get(f"/v1/sessions/{answer.json()['session_id']}").json()
+            assert view["metadata"]["client_addr"] == "127.0.0.1"
+
+
 def test_a_worker_killed_is_restarted_and_its_sessions_recover(
     workers: Daemon, tmp_path: Path
 ) -> None:
