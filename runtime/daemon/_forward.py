@@ -82,6 +82,9 @@ _SESSION_PATH = re.compile(
     r"(?:/step|/members(?:/[^/]+)?|/revisions|/messages|/fork|/rollback|/events)?/?$"
 )
 _EVENT_STREAM = b"text/event-stream"
+# a streamed step's last event: once relayed, a cut connection leaves no doubt
+_STEP_ENDS = (b"\nevent: committed\n", b"\nevent: error\n")
+_MARKER_TAIL = 32
 _EXECUTE_PATH = "/v1/execute"
 _REQUEST_ID = b"x-request-id"
 # A request the holder received but did not answer is served again elsewhere only if
@@ -493,6 +496,8 @@ class Forwarder:
         gone = asyncio.ensure_future(_disconnected(receive))
         chunks = response.aiter_raw().__aiter__()
         cut: str | None = None
+        ended = False  # a step's last event (committed or error) relayed already
+        recent = b""  # the end of the previous chunk: a marker may straddle two
         try:
             while cut is None:
                 ahead = asyncio.ensure_future(anext(chunks))
@@ -515,6 +520,9 @@ class Forwarder:
                 except httpx.TransportError as exc:
                     cut = f"{type(exc).__name__}: {exc}"
                     break
+                seen = recent + chunk
+                ended = ended or any(marker in seen for marker in _STEP_ENDS)
+                recent = seen[-_MARKER_TAIL:]
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             if gone.done():
                 return
@@ -526,7 +534,8 @@ class Forwarder:
                     node_id=holder.node_id,
                     reason=cut,
                 )
-                if scope["method"] not in _SAFE_TO_REPEAT:
+                if scope["method"] not in _SAFE_TO_REPEAT and not ended:
+                    # (cut after its committed or error event: the outcome is known)
                     problem = await self._unknown(holder)
                     frame = b"event: error\ndata: %s\n\n" % problem.body()
                     await send({"type": "http.response.body", "body": frame, "more_body": True})
