@@ -38,6 +38,7 @@ __all__ = [
 ]
 
 LogFormat = Literal["json", "console"]
+TaskLoopChoice = Literal["server", "own"]
 DEFAULT_GRAPHS = ("flow.demo:GRAPHS",)
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 Count = Annotated[int, msgspec.Meta(ge=1)]
@@ -187,6 +188,13 @@ class DaemonConfig:
     )
     sse_heartbeat: Seconds = setting(
         15.0, "seconds between heartbeat comments on an idle event stream (SSE)"
+    )
+    task_loop: TaskLoopChoice = setting(
+        "server",
+        "where async tasks run: server (the daemon's event loop: streamed tokens go out "
+        "without a hand-over between threads; a task that blocks stalls every request) "
+        "or own (a loop thread of the runtime's own)",
+        metavar="WHERE",
     )
     forward_timeout: Annotated[float, msgspec.Meta(ge=0)] = setting(
         0.0,

@@ -162,7 +162,11 @@ async def serve(
     secure_data_dir(config.data_dir)
     loop = asyncio.get_running_loop()
     runtime = await AsyncRuntime.open(
-        data_dir=config.data_dir, graphs=graphs, config=config.runtime, migrations=migrations or ()
+        data_dir=config.data_dir,
+        graphs=graphs,
+        config=config.runtime,
+        migrations=migrations or (),
+        task_loop="caller" if config.task_loop == "server" else "own",
     )
     reload = reloader(config, runtime)
     try:
