@@ -101,7 +101,7 @@ def free_port() -> int:
 class Daemon:
     """actorflowd in a subprocess on a free port, serving the demo graphs and ``GRAPHS``."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *extra: str) -> None:
         import httpx
 
         self.port = free_port()
@@ -115,6 +115,7 @@ class Daemon:
             "--log-format", "json",
             "--graphs", "flow.demo:GRAPHS",
             "--graphs", "streaming:GRAPHS",
+            *extra,
         ]  # fmt: skip
         env = {k: v for k, v in os.environ.items() if not k.startswith("ACTORFLOW_")}
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "bench")])
@@ -462,6 +463,25 @@ def plot(series: dict[str, StreamFigures], path: Path) -> None:
     print(f"plot: {path}", flush=True)
 
 
+async def _own_loop_rounds(data_dir: Path, streams: int, rounds: int) -> None:
+    """The same rounds on a daemon running async tasks on a loop thread of their own
+    (``--task-loop own``, the default before 2026-11-28): what the server loop saves."""
+    daemon = Daemon(data_dir, "--task-loop", "own")
+    try:
+        await raw_streams(daemon.url, streams)  # warm up
+        p99s = []
+        for _ in range(rounds):
+            p99s.append(percentile((await raw_streams(daemon.url, streams)).latencies, 0.99))
+        print(
+            f"HTTP SSE, --task-loop own: p99 of each of {len(p99s)} rounds "
+            + ", ".join(f"{p * 1000:.2f}" for p in p99s)
+            + f" ms; median {statistics.median(p99s) * 1000:.2f} ms",
+            flush=True,
+        )
+    finally:
+        daemon.stop()
+
+
 async def run(quick: bool, out: Path, rounds: int) -> None:
     streams = 64
     subscribers = 1000
@@ -484,6 +504,7 @@ async def run(quick: bool, out: Path, rounds: int) -> None:
                     + f" ms; median {statistics.median(p99s) * 1000:.2f} ms (target <= 5 ms)",
                     flush=True,
                 )
+            await _own_loop_rounds(Path(tmp) / "own-loop", streams, rounds)
             series["HTTP SSE, httpx"] = await http_streams(daemon.url, streams)
             report("HTTP SSE, httpx client", series["HTTP SSE, httpx"], streams)
             await idle_subscribers(daemon, subscribers, seconds)
