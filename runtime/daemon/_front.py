@@ -33,6 +33,7 @@ from pathlib import Path
 
 import structlog
 
+from runtime.daemon._front_client import client_line, peer_of
 from runtime.daemon._front_http import (
     EXECUTE_PATH,
     AnswerHead,
@@ -79,6 +80,7 @@ class FrontLimits:
     connections: ConnectionLimits
     max_body: int
     keepalive_timeout: float
+    trusted_proxies: frozenset[str] = frozenset()
 
 
 class _WorkerGone(Exception):
@@ -172,6 +174,7 @@ class Front:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         limits = self.limits.connections
         wait = limits.header_timeout
+        peer = peer_of(writer.get_extra_info("peername"))
         while not self.closing:
             try:
                 async with asyncio.timeout(wait):
@@ -186,7 +189,7 @@ class Front:
                 writer.write(problem_answer(Problem(DRAINING, detail), close=True))
                 return
             try:
-                head = parse_request_head(raw)
+                head = parse_request_head(raw, client_line(peer, raw, self.limits.trusted_proxies))
             except BadHead as exc:
                 writer.write(problem_answer(Problem(BAD_REQUEST, str(exc)), close=True))
                 return

@@ -15,6 +15,7 @@ from urllib.parse import unquote
 
 import msgspec
 
+from runtime.daemon._front_client import CLIENT_HEADER
 from runtime.daemon._problems import Problem
 
 __all__ = [
@@ -99,11 +100,14 @@ def _content_length(values: list[bytes]) -> int:
     return int(values[0])
 
 
-def parse_request_head(raw: bytes) -> RequestHead:
-    """The request in ``raw`` (its line and headers, up to and with the blank line).
+def parse_request_head(raw: bytes, client: bytes = b"") -> RequestHead:
+    """The request in ``raw`` (its line and headers, up to and with the blank line);
+    ``client``, a header line naming the client (runtime/daemon/_front_client.py),
+    goes first in the head relayed.
 
     Raises:
-        BadHead: a malformed line, a chunked body, or an Expect other than 100-continue.
+        BadHead: a malformed line, a chunked body, an Expect other than 100-continue,
+            or the front's own client header sent by the client.
     """
     line_end = raw.index(b"\r\n")
     parts = raw[:line_end].split(b" ")
@@ -114,6 +118,8 @@ def parse_request_head(raw: bytes) -> RequestHead:
         raise BadHead("a malformed header line (name: value, one per CRLF-ended line)")
     method, target, version = parts
     lower = raw.lower()
+    if lower.find(b"\r\n" + CLIENT_HEADER + b":") >= 0:
+        raise BadHead(f"{CLIENT_HEADER.decode()} is set by the front, never by a client")
     if lower.find(b"\r\ntransfer-encoding:") >= 0:
         raise BadHead("a request body needs Content-Length (Transfer-Encoding is not relayed)")
     connection = b",".join(_values(lower, b"\r\nconnection:"))
@@ -128,6 +134,8 @@ def parse_request_head(raw: bytes) -> RequestHead:
         lines = raw[:-4].split(b"\r\n")
         kept = [line for line in lines if not line.lower().startswith(b"expect:")]
         raw = b"\r\n".join(kept) + b"\r\n\r\n"
+    if client:
+        raw = raw[: line_end + 2] + client + raw[line_end + 2 :]
     return RequestHead(
         method=method.decode("latin-1"),
         target=target,

@@ -32,6 +32,7 @@ from runtime.admin._socket_file import bind_private_socket, unlink_own_socket
 from runtime.daemon._app import OPENAPI_PATH, build_app
 from runtime.daemon._auth import Authenticator
 from runtime.daemon._config import DaemonConfig, is_loopback
+from runtime.daemon._front_client import FrontClientAddress
 from runtime.daemon._logging import flush_logs
 from runtime.daemon._metrics import DaemonMetrics
 from runtime.daemon._policy import LOOPBACK_NAMES, GatewayPolicy
@@ -191,7 +192,9 @@ async def serve(
         secure_cookies=config.tls_cert is not None,
         sse_heartbeat=config.sse_heartbeat,
     )
-    server = DaemonServer(_uvicorn_config(app, config))
+    # a worker of --workers N learns its client's address from the front (_front_client.py)
+    served = FrontClientAddress(app) if config.shard else app
+    server = DaemonServer(_uvicorn_config(served, config))
     signals_seen = 0
 
     def on_signal(signum: int) -> None:

@@ -8,6 +8,7 @@ and list every shard.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,13 +34,17 @@ def _close_runtimes() -> Iterator[None]:
     close_all_runtimes()
 
 
+def _in_shard(shard: int, session_id: str) -> bool:
+    return shard_of(session_id, SHARDS) == shard
+
+
 def _sharded_dir(data_dir: Path) -> list[list[str]]:
     """Three v1 tickets sessions per shard (one stepped once); the ids per shard."""
     data_dir.mkdir()
     (data_dir / "workers").write_text(f"{SHARDS}\n")
     ids: list[list[str]] = []
     for shard in range(SHARDS):
-        claim_session_ids(lambda session_id, k=shard: shard_of(session_id, SHARDS) == k)
+        claim_session_ids(functools.partial(_in_shard, shard))
         with Runtime.open(shard_dir(data_dir, shard), graphs=[V1]) as rt:
             sids = [rt.create_session("tickets", owner=f"user{shard}") for _ in range(PER_SHARD)]
             rt.step(sids[0], "printer")
@@ -116,7 +121,9 @@ def test_offline_versions_and_migrate_cover_every_shard(
     assert stored == {"2": 0, "1": SHARDS * PER_SHARD}
     migrate = [*where, "--migrations", f"{REFS}:MIGRATIONS", "--graph", "tickets", "--to", "2"]
     done = json.loads(_cli(capsys, "migrate", *migrate))
-    assert sorted(row["session_id"] for row in done["moved"]) == sorted(sum(ids, []))
+    assert sorted(row["session_id"] for row in done["moved"]) == sorted(
+        sid for shard in ids for sid in shard
+    )
     assert done["failed"] == []
     versions = json.loads(_cli(capsys, "versions", *where))
     stored = {row["version"]: row["stored"] for row in versions["graphs"][0]["versions"]}

@@ -6,6 +6,7 @@ Each test reads the shard's own SQLite file or the worker's pid (its shard's
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -235,3 +236,25 @@ def test_the_front_keeps_pipelined_answers_in_order_and_refuses_big_bodies(
     answer = _exchange(workers.port, too_big)
     assert answer.startswith(b"HTTP/1.1 413")
     assert b"body-too-large" in answer
+
+
+def test_workers_record_and_log_the_clients_address_never_one_it_sends(
+    shared_workers: Daemon,
+) -> None:
+    workers = shared_workers
+    with workers.client() as api:
+        sessions = [create(api) for _ in range(2 * WORKERS)]  # round robin: every worker
+        for session_id in sessions:
+            metadata = api.get(f"/v1/sessions/{session_id}").json()["metadata"]
+            assert metadata["client_addr"] == "127.0.0.1"
+        forged = api.post(
+            "/v1/sessions", json={"graph": "echo"}, headers={"x-actorflow-client": "6.6.6.6 1"}
+        )
+        assert_problem(forged, 400, "bad-request")
+        assert "set by the front" in forged.json()["detail"]
+    created = {shard_of(session_id, WORKERS) for session_id in sessions}
+    assert created == set(range(WORKERS))
+    lines = workers.wait_for_log(f'/v1/sessions/{sessions[-1]}"')
+    access = [json.loads(line) for line in lines if '"event":"request"' in line.replace(" ", "")]
+    assert access
+    assert {line["client"] for line in access} == {"127.0.0.1"}
