@@ -622,7 +622,8 @@ class RuntimeCore:
     def stats(self) -> RuntimeStats:
         """Counters since open and the store's counts."""
         counters = self.services.counters
-        depths = [max(e.pending, 0) for e in self.index.entries()]
+        entries = self.index.entries()
+        depths = [max(e.pending, 0) for e in entries]
         return RuntimeStats(
             live=len(self.index),
             activations=counters.activations,
@@ -637,6 +638,9 @@ class RuntimeCore:
             mailbox_total=sum(depths),
             mailbox_max=max(depths, default=0),
             timers=self.services.timer_stats.snapshot(),
+            hibernated=sum(1 for e in entries if e.ref is None and e.frozen),
+            hibernations=counters.hibernations,
+            wakes=counters.wakes,
         )
 
     # --- closing -----------------------------------------------------------------------------

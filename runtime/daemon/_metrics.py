@@ -64,6 +64,13 @@ class _RuntimeCollector(Collector):
         yield _counter("actorflow_activations", "Sessions activated.", stats.activations)
         yield _counter("actorflow_passivations", "Sessions passivated.", stats.passivations)
         yield _counter("actorflow_restarts", "Session actors restarted.", stats.restarts)
+        yield _gauge(
+            "actorflow_hibernated_actors",
+            "Live sessions hibernated (kept as encoded bytes, no actor).",
+            stats.hibernated,
+        )
+        yield _counter("actorflow_hibernations", "Live sessions hibernated.", stats.hibernations)
+        yield _counter("actorflow_wakes", "Hibernated sessions woken.", stats.wakes)
         yield _counter("actorflow_evictions", "Sessions evicted (max_live).", stats.evictions)
         yield _counter("actorflow_expirations", "Sessions expired (TTL).", stats.expirations)
         yield _gauge("actorflow_stored_sessions", "Sessions in the store.", stats.stored)
