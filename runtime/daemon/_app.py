@@ -32,6 +32,7 @@ from runtime.daemon._routes import Api, route_handlers
 from runtime.daemon._sse import SseRoutes
 from runtime.daemon._step_route import StepRoute
 from runtime.daemon.ui import UI_PATH, Dashboard, ui_error_page, ui_router
+from runtime.daemon.ui._logins import Logins
 from runtime.errors import ActorflowError
 
 __all__ = ["OPENAPI_PATH", "build_app", "problem_for_exception"]
@@ -100,6 +101,7 @@ def build_app(
     forward_timeout: float = 0.0,
     secure_cookies: bool = False,
     sse_heartbeat: float = 15.0,
+    ui_key: bytes | None = None,
 ) -> Gateway:
     """The daemon's ASGI application: the gateway, (in a cluster) the forwarder, the
     event streams (SSE), the step route's fast path, then the Litestar app (the API
@@ -111,7 +113,8 @@ def build_app(
     ``aclose()`` on it closes the forwarder's connections (in a cluster) and stops the
     dashboard's sampler. ``secure_cookies``: the daemon serves TLS.
     """
-    dashboard = Dashboard(api, auth, secure_cookies=secure_cookies)
+    # ui_key: the key a worker of --workers N shares with the others for logins
+    dashboard = Dashboard(api, auth, secure_cookies=secure_cookies, logins=Logins(key=ui_key))
 
     def handle(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
         path = request.url.path

@@ -30,7 +30,8 @@ __all__ = [
     "session_in_path",
 ]
 
-SESSION_PATH = re.compile(rb"^/v1/sessions/([^/?#]+)")
+# the API's and the dashboard's pages of one session go to the worker that owns it
+SESSION_PATH = re.compile(rb"^/(?:v1|ui)/sessions/([^/?#]+)")
 EXECUTE_PATH = b"/v1/execute"
 _NO_BODY_STATUSES = frozenset({204, 304})
 _VERSIONS = frozenset({b"HTTP/1.1", b"HTTP/1.0"})
@@ -159,7 +160,8 @@ def parse_answer_head(raw: bytes, method: str) -> AnswerHead:
 
 
 def session_in_path(path: bytes) -> str | None:
-    """The session id a ``/v1/sessions/{id}...`` path names (percent-decoded), else None."""
+    """The session id a ``/v1/sessions/{id}...`` or ``/ui/sessions/{id}...`` path names
+    (percent-decoded), else None."""
     match = SESSION_PATH.match(path)
     return unquote(match.group(1).decode("latin-1")) if match else None
 

@@ -13,7 +13,9 @@ Pure functions and files; no threads.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import secrets
 from pathlib import Path
 
 from runtime._shard_map import RECORD_NAME, recorded_workers, shard_dir, shard_of
@@ -24,12 +26,16 @@ __all__ = [
     "available_cores",
     "default_workers",
     "http_socket",
+    "read_ui_key",
     "record_workers",
     "shard_dir",
     "shard_of",
+    "write_ui_key",
 ]
 
 SINGLE_STORE_NAME = "sessions.db"
+UI_KEY_NAME = "ui.key"
+UI_KEY_BYTES = 32
 
 
 class ShardMismatch(Exception):
@@ -103,3 +109,26 @@ def record_workers(data_dir: Path, n: int) -> None:
     temporary = record.with_name(RECORD_NAME + ".tmp")
     temporary.write_text(f"{n}\n")
     os.replace(temporary, record)
+
+
+def write_ui_key(data_dir: Path) -> None:
+    """A new key for the dashboard's login cookies, shared by the workers (mode 0600).
+
+    Written at each start of the parent, so logins end with the daemon as on a
+    single daemon (runtime/daemon/ui/_logins.py).
+    """
+    temporary = data_dir / (UI_KEY_NAME + ".tmp")
+    with contextlib.suppress(FileNotFoundError):
+        temporary.unlink()
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(secrets.token_bytes(UI_KEY_BYTES))
+    os.replace(temporary, data_dir / UI_KEY_NAME)
+
+
+def read_ui_key(data_dir: Path) -> bytes:
+    """The workers' shared dashboard key that the parent wrote in ``data_dir``."""
+    key = (data_dir / UI_KEY_NAME).read_bytes()
+    if len(key) != UI_KEY_BYTES:
+        raise ShardMismatch(f"{str(data_dir / UI_KEY_NAME)!r} is not a key the parent wrote")
+    return key

@@ -48,7 +48,7 @@ from runtime.daemon._config import DaemonConfig
 from runtime.daemon._front import Front, FrontLimits, Upstream
 from runtime.daemon._logging import flush_logs
 from runtime.daemon._server import connection_limits, default_max_connections
-from runtime.daemon._sharding import http_socket, shard_dir, shard_of
+from runtime.daemon._sharding import http_socket, shard_dir, shard_of, write_ui_key
 from runtime.daemon._shards import close_fan_out, fan_out
 from runtime.daemon._storage import secure_data_dir
 
@@ -257,6 +257,7 @@ async def run_workers(config: DaemonConfig, argv: Sequence[str]) -> int:
     Must run on the main thread's event loop (it installs signal handlers).
     """
     secure_data_dir(config.data_dir)
+    write_ui_key(config.data_dir)
     for index in range(config.workers):
         shard_dir(config.data_dir, index).mkdir(mode=0o700, exist_ok=True)
     upstreams = [Upstream(k, http_socket(config.data_dir, k)) for k in range(config.workers)]
