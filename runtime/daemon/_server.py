@@ -38,9 +38,9 @@ from runtime.daemon._metrics import DaemonMetrics
 from runtime.daemon._policy import LOOPBACK_NAMES, GatewayPolicy
 from runtime.daemon._reload import on_hangup, reloader
 from runtime.daemon._routes import Api
-from runtime.daemon._sharding import read_ui_key
 from runtime.daemon._storage import secure_data_dir
 from runtime.daemon._transport import ConnectionLimits, guarded_protocol
+from runtime.daemon.ui._peers import Peers
 
 __all__ = ["DaemonServer", "serve"]
 
@@ -192,7 +192,7 @@ async def serve(
         forward_timeout=config.forward_timeout,
         secure_cookies=config.tls_cert is not None,
         sse_heartbeat=config.sse_heartbeat,
-        ui_key=read_ui_key(config.data_dir.parent) if config.shard else None,
+        peers=Peers.of_worker(config.data_dir) if config.shard else None,
     )
     # a worker of --workers N learns its client's address from the front (_front_client.py)
     served = FrontClientAddress(app) if config.shard else app

@@ -107,7 +107,11 @@ def record_workers(data_dir: Path, n: int) -> None:
             "start it with --workers 1, or give this daemon another --data-dir"
         )
     temporary = record.with_name(RECORD_NAME + ".tmp")
-    temporary.write_text(f"{n}\n")
+    with contextlib.suppress(FileNotFoundError):
+        temporary.unlink()
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # private, as the rest
+    with os.fdopen(fd, "w") as handle:
+        handle.write(f"{n}\n")
     os.replace(temporary, record)
 
 

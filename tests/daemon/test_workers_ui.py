@@ -1,5 +1,6 @@
-"""The dashboard behind ``actorflowd --workers 2``: a session's pages on whichever worker
-owns it, one login valid on every worker, and a logout that ends it everywhere."""
+"""The dashboard behind ``actorflowd --workers 2``: the overview and the live-actors table
+cover every worker, a session's pages work on whichever worker owns it, one login is
+valid on every worker, and a logout ends it everywhere."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def _csrf(page: httpx.Response) -> str:
     return match.group(1)
 
 
-def test_session_pages_work_on_every_worker_and_a_logout_ends_the_login_everywhere(
+def test_the_dashboard_covers_every_worker_and_a_logout_ends_the_login_everywhere(
     start_daemon: StartDaemon, tmp_path: Path
 ) -> None:
     tokens = write_tokens(tmp_path / "tokens", {ADMIN: "alice admin", USER: "bob"})
@@ -42,7 +43,14 @@ def test_session_pages_work_on_every_worker_and_a_logout_ends_the_login_everywhe
     assert {shard_of(s, WORKERS) for s in sessions} == {0, 1}  # created round robin
     with httpx.Client(base_url=daemon.url, timeout=30.0) as browser:
         assert browser.post("/ui/login", data={"token": ADMIN}).status_code == 303
-        csrf = _csrf(browser.get("/ui"))
+        overview = browser.get("/ui")
+        csrf = _csrf(overview)
+        live = re.search(r'id="live">(\d+)<', overview.text)
+        assert live is not None
+        assert int(live.group(1)) == len(sessions)  # every worker's live actors
+        actors = browser.get("/ui/actors").text
+        assert all(f'href="/ui/sessions/{session_id}"' in actors for session_id in sessions)
+        assert re.search(r"echo\D+" + str(len(sessions)), actors)  # the graph's count, summed
         for session_id in sessions:
             page = browser.get(f"/ui/sessions/{session_id}")
             assert page.status_code == 200, page.text[:300]
