@@ -244,6 +244,11 @@ class LiveIndex:
         with self.lock:
             return len(self._entries)
 
+    def hibernated_count(self) -> int:
+        """How many live sessions are hibernated now (kept as bytes, no actor)."""
+        with self.lock:
+            return len(self._entries) - len(self._awake)
+
     # --- the supervisor --------------------------------------------------------
 
     def add(self, entry: LiveEntry) -> None:

@@ -76,6 +76,11 @@ BENCHES = [
         "Idle live sessions with and without hibernation: memory, GC, hot steps beside them",
     ),
     (
+        "lb",
+        "bench/lb.py",
+        "Two daemons on Redis behind HAProxy: routing by session id against round robin",
+    ),
+    (
         "streaming",
         "bench/streaming.py",
         "Streaming: tokens over SSE, idle /events subscribers, against LangGraph's custom stream",

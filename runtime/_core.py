@@ -56,6 +56,7 @@ from flow._sharing import Need, allows
 from flow._step import new_session
 from flow._versions import GraphRegistry, Migration
 from flow.stores import open_store
+from flow.stores._fenced import FencedStore
 from flow.stores._log import LogPolicy
 from flow.stores._protocol import SessionPage, SessionStore
 from runtime._bridge import AsyncReply, LoopThread, SyncReply
@@ -437,6 +438,15 @@ class RuntimeCore:
             return False
         return True
 
+    def activate_in_cluster(self, session_id: str, owner: str | None, reply: Reply) -> None:
+        """In a cluster, make a session that is not live here live (taking its lease) with
+        no step: how a tail opened here sees the steps other daemons forward here.
+        ``reply`` gets True, or the error (``LeaseHeldElsewhere``: live on another daemon)."""
+        if self.cluster is None or self.index.get(session_id) is not None:
+            reply(True)
+            return
+        self.tell_supervisor(Activate(session_id, owner, reply=reply), reply)
+
     def tell_supervisor(self, message: Any, reply: Reply) -> None:
         """Send ``message`` to the supervisor; ``reply`` gets ``RuntimeClosed`` if it is gone."""
         if not self.services.tell_supervisor(message):
@@ -499,18 +509,26 @@ class RuntimeCore:
         saved.add_done_callback(functools.partial(_release_if_failed, self.quota, owner))
         return session, saved
 
-    def load(self, session_id: str, owner: str | None, need: Need = "owner") -> Session:
+    def load(
+        self, session_id: str, owner: str | None, need: Need = "owner", *, lease: bool = False
+    ) -> Session:
         """The stored session (after any stopping actor of it has saved).
 
         ``owner`` is the caller (None: anyone, an admin or the host app); ``need``
         what it must be allowed (``flow._sharing.allows``: the owner may do
-        anything, a member what its access says).
+        anything, a member what its access says). In a cluster the read takes no
+        lease unless ``lease`` (a caller that saves what it read, fenced, needs it).
 
         Raises:
             SessionNotFound: it does not exist, or ``owner`` may not.
+            LeaseHeldElsewhere: (a cluster) the session is live on another node.
         """
         self.index.wait_gone_of_stopping(session_id, self.config.drain_timeout)
-        session = self.store.load(session_id)
+        store = self.store
+        if not lease and isinstance(store, FencedStore):
+            session = store.read(session_id)
+        else:
+            session = store.load(session_id)
         if session is None or (
             owner is not None
             and not allows(session.metadata.owner, session.metadata.members, owner, need)
@@ -638,7 +656,7 @@ class RuntimeCore:
             mailbox_total=sum(depths),
             mailbox_max=max(depths, default=0),
             timers=self.services.timer_stats.snapshot(),
-            hibernated=sum(1 for e in entries if e.ref is None and e.frozen),
+            hibernated=self.index.hibernated_count(),
             hibernations=counters.hibernations,
             wakes=counters.wakes,
         )

@@ -100,7 +100,7 @@ def rollback(core: RuntimeCore, session_id: str, owner: str | None, revision: in
     past = session_at(core, session_id, owner, revision, "write")
     for attempt in range(_ROLLBACK_ATTEMPTS):
         _passivate(core, session_id)
-        current = core.load(session_id, owner, "write")
+        current = core.load(session_id, owner, "write", lease=True)  # saved fenced below
         back = rolled_back(current, past, now=core.config.clock())
         try:
             core.store.save(back, current.revision).result()

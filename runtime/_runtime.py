@@ -351,12 +351,21 @@ class Runtime(_Facade):
         """Every event of the session from its next event on, until ``close()``: the
         events of each step, whoever runs it (``next(timeout)`` waits at most so long).
 
+        In a cluster (a Redis or PostgreSQL store) a session live on no daemon is
+        activated here first, taking its lease, so that steps made through other
+        daemons are forwarded here and seen (docs/cluster.md).
+
         Raises:
             SessionNotFound: no such session, or ``owner`` neither owns it nor is a member.
+            StoreUnavailable: in a cluster, the session is live on another daemon.
         """
         core = self._core
         core.check_open()
         core.check_owner(session_id, owner, "read")  # members with read access may watch
+        if core.cluster is not None:
+            reply = SyncReply(core.index)
+            core.activate_in_cluster(session_id, owner, reply)
+            reply.wait()
         wake = threading.Event()
         sub = core.services.events.subscribe(session_id, tail=True, wake=wake.set)
         return EventStream(sub, wake, raise_first_error=False)
@@ -830,6 +839,10 @@ class AsyncRuntime(_Facade):
         core.check_open()
         if core.index.get(session_id) is None or owner is not None:
             await asyncio.to_thread(core.check_owner, session_id, owner, "read")
+        if core.cluster is not None:
+            reply = AsyncReply(core.index)
+            core.activate_in_cluster(session_id, owner, reply)
+            await reply.wait()
         wake = asyncio.Event()
         waker = async_waker(asyncio.get_running_loop(), wake)
         sub = core.services.events.subscribe(session_id, tail=True, wake=waker)

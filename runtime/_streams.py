@@ -288,6 +288,10 @@ class AsyncEventStream(_Reader):
     async def __aexit__(self, *exc: Any) -> None:
         self.close()
 
+    async def aclose(self) -> None:
+        """``close()``, awaitable: how ``AsyncClient``'s tail is closed too."""
+        self.close()
+
     def close(self) -> None:
         """Stop reading (see `_Reader.close`), and drop the heartbeat timer."""
         if self._patience is not None:

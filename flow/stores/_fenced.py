@@ -84,6 +84,22 @@ class FencedStore:
             return None
         return self.inner.load(session_id)
 
+    def read(self, session_id: str) -> Session | None:
+        """The stored session, for a read: without taking its lease, so that reading a
+        session on one node does not pull its next steps there (they activate it where
+        they land). Another node holding the lease has it live, maybe with steps not yet
+        stored: ``LeaseHeldElsewhere``, as ``load`` raises (the daemon forwards the read).
+
+        Raises:
+            LeaseHeldElsewhere: another node holds the lease.
+            SnapshotDecodeError: the snapshot did not decode; it has been quarantined.
+            StoreUnavailable: the store could not be reached.
+        """
+        holder = self.leases.holder(session_id)
+        if holder is not None and holder.node_id != self.leases.node_id:
+            raise LeaseHeldElsewhere(holder)
+        return self.inner.load(session_id)
+
     def load_many(self, session_ids: Sequence[str]) -> dict[str, Session | ActorflowError]:
         """`load` of each of ``session_ids`` (a lease each), the sessions read in one batch;
         a session whose lease another node holds maps to ``LeaseHeldElsewhere``."""

@@ -123,8 +123,13 @@ def open_offline_shards(data_dir: Path, store_url: str | None) -> OfflineShards:
     try:
         for shard in range(n):
             stores.append(open_offline_store(shard_dir(data_dir, shard), None))
-    except AdminError:
+    except AdminError as exc:
         for store in stores:
             store.close()
-        raise
+        raise AdminError(
+            exc.type,
+            f"{data_dir} holds the sessions of actorflowd --workers {n}, one store per worker, "
+            f"and worker {len(stores)}'s is missing: {exc} (pass --data-dir "
+            f"{shard_dir(data_dir, 0).with_name('shard-K')} to read one worker's store)",
+        ) from None
     return OfflineShards(stores)

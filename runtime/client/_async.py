@@ -40,6 +40,7 @@ from runtime.client._calls import (
 from runtime.client._errors import error_for_response
 from runtime.client._retry import RetryPolicy, RetryStatus
 from runtime.client._sse import SSE_HEADERS, aevents_of, unavailable
+from runtime.client._tail import AsyncRemoteTail, tail_path, tail_unreachable
 
 __all__ = ["AsyncClient"]
 
@@ -226,6 +227,30 @@ class AsyncClient(ClientBase):
                     yield event
         except httpx.TransportError as exc:
             raise unavailable(call.path, exc, started) from exc
+
+    async def tail(self, session_id: str, *, owner: str | None = None) -> AsyncRemoteTail:
+        """Every event of the session from now on (see ``Client.tail``): ``async for`` it,
+        ``await aclose()`` it (or use ``async with``).
+
+        Raises:
+            SessionNotFound: no such session, or not the token's user's (nor shared).
+            TooManyWatchers: the session or the daemon has as many tails as allowed.
+            DaemonUnavailable: the daemon could not be reached.
+        """
+        if not self._owner_matches(owner):
+            raise SessionNotFound(session_id)
+        path = tail_path(session_id)
+        try:
+            response = await self._http.send(
+                self._http.build_request("GET", path, headers=SSE_HEADERS), stream=True
+            )
+        except httpx.TransportError as exc:
+            raise tail_unreachable(session_id, exc) from exc
+        if response.status_code >= 400:
+            await response.aread()
+            await response.aclose()
+            raise error_for_response(response, session_id=session_id)
+        return AsyncRemoteTail(response, session_id)
 
     async def get_session(
         self, session_id: str, *, owner: str | None = None, revision: int | None = None

@@ -35,6 +35,7 @@ __all__ = [
     "messages_call",
     "revisions_call",
     "rollback_call",
+    "session_path",
     "share_call",
     "step_call",
     "unshare_call",
@@ -235,7 +236,7 @@ def _headers(**extra: str) -> dict[str, str]:
     return headers
 
 
-def _session_path(session_id: str) -> str:
+def session_path(session_id: str) -> str:
     return "/v1/sessions/" + quote(session_id, safe="")
 
 
@@ -320,7 +321,7 @@ def step_call(
     key = idempotency_key if idempotency_key is not None else uuid.uuid4().hex
     headers = _headers(**JSON_HEADERS, **{"idempotency-key": key})
     return Call(
-        "POST", _session_path(session_id) + "/step", _encode(body), headers, Replay.KEYED,
+        "POST", session_path(session_id) + "/step", _encode(body), headers, Replay.KEYED,
         _step_result, session_id=session_id,
     )  # fmt: skip
 
@@ -329,7 +330,7 @@ def get_call(session_id: str, revision: int | None = None) -> Call[SessionView]:
     """``GET /v1/sessions/{id}`` (``?revision=N``: as of revision N)."""
     query = "" if revision is None else f"?revision={int(revision)}"
     return Call(
-        "GET", _session_path(session_id) + query, None, _headers(), Replay.SAFE, _session_view,
+        "GET", session_path(session_id) + query, None, _headers(), Replay.SAFE, _session_view,
         session_id=session_id,
     )  # fmt: skip
 
@@ -337,7 +338,7 @@ def get_call(session_id: str, revision: int | None = None) -> Call[SessionView]:
 def delete_call(session_id: str) -> Call[None]:
     """``DELETE /v1/sessions/{id}``."""
     return Call(
-        "DELETE", _session_path(session_id), None, _headers(), Replay.DELETE, _nothing,
+        "DELETE", session_path(session_id), None, _headers(), Replay.DELETE, _nothing,
         session_id=session_id,
     )  # fmt: skip
 
@@ -399,7 +400,7 @@ def _messages(response: httpx.Response) -> MessagePage:
 def revisions_call(session_id: str, limit: int, before: int | None) -> Call[list[RevisionInfo]]:
     """``GET /v1/sessions/{id}/revisions?limit=...&before=...``."""
     return Call(
-        "GET", _session_path(session_id) + "/revisions" + _page_query(limit, before), None,
+        "GET", session_path(session_id) + "/revisions" + _page_query(limit, before), None,
         _headers(), Replay.SAFE, _revisions, session_id=session_id,
     )  # fmt: skip
 
@@ -407,7 +408,7 @@ def revisions_call(session_id: str, limit: int, before: int | None) -> Call[list
 def messages_call(session_id: str, limit: int, before: int | None) -> Call[MessagePage]:
     """``GET /v1/sessions/{id}/messages?limit=...&before=...``."""
     return Call(
-        "GET", _session_path(session_id) + "/messages" + _page_query(limit, before), None,
+        "GET", session_path(session_id) + "/messages" + _page_query(limit, before), None,
         _headers(), Replay.SAFE, _messages, session_id=session_id,
     )  # fmt: skip
 
@@ -416,7 +417,7 @@ def fork_call(session_id: str, revision: int | None) -> Call[str]:
     """``POST /v1/sessions/{id}/fork``: sent again only where it surely did not arrive."""
     body = {} if revision is None else {"revision": revision}
     return Call(
-        "POST", _session_path(session_id) + "/fork", _encode(body), _headers(**JSON_HEADERS),
+        "POST", session_path(session_id) + "/fork", _encode(body), _headers(**JSON_HEADERS),
         Replay.ONCE, _created, session_id=session_id,
     )  # fmt: skip
 
@@ -425,7 +426,7 @@ def rollback_call(session_id: str, revision: int) -> Call[SessionView]:
     """``POST /v1/sessions/{id}/rollback``: sent again only where it surely did not arrive
     (a second rollback would append a second revision)."""
     return Call(
-        "POST", _session_path(session_id) + "/rollback", _encode({"revision": revision}),
+        "POST", session_path(session_id) + "/rollback", _encode({"revision": revision}),
         _headers(**JSON_HEADERS), Replay.ONCE, _session_view, session_id=session_id,
     )  # fmt: skip
 
@@ -443,7 +444,7 @@ def update_call(
     if goto is not None:
         body["goto"] = goto
     return Call(
-        "PATCH", _session_path(session_id), _encode(body), _headers(**JSON_HEADERS),
+        "PATCH", session_path(session_id), _encode(body), _headers(**JSON_HEADERS),
         Replay.ONCE, _step_result, session_id=session_id,
     )  # fmt: skip
 
@@ -464,7 +465,7 @@ def share_call(session_id: str, user: str, access: str) -> Call[dict[str, str]]:
     """``POST /v1/sessions/{id}/members``: granting an access a member has changes
     nothing, so it is sent again like a read."""
     return Call(
-        "POST", _session_path(session_id) + "/members",
+        "POST", session_path(session_id) + "/members",
         _encode({"user": user, "access": access}), _headers(**JSON_HEADERS), Replay.SAFE,
         _members, session_id=session_id,
     )  # fmt: skip
@@ -473,6 +474,6 @@ def share_call(session_id: str, user: str, access: str) -> Call[dict[str, str]]:
 def unshare_call(session_id: str, user: str) -> Call[dict[str, str]]:
     """``DELETE /v1/sessions/{id}/members/{user}``: removing a non-member changes nothing."""
     return Call(
-        "DELETE", _session_path(session_id) + "/members/" + quote(user, safe=""), None,
+        "DELETE", session_path(session_id) + "/members/" + quote(user, safe=""), None,
         _headers(), Replay.SAFE, _members, session_id=session_id,
     )  # fmt: skip

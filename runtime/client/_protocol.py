@@ -3,7 +3,8 @@ asyncio twins) have in common, so that host code written against the protocol
 runs in process or against a daemon by changing the one line that builds it.
 
 ``stream`` runs a step and yields its events (``runtime.events``) as they happen,
-in process or over SSE.
+in process or over SSE; ``tail`` follows every event of a session from now on
+(``EventTail``/``AsyncEventTail``: iterate it, close it).
 The block under ``TYPE_CHECKING`` at the end makes mypy prove that all four
 classes satisfy their protocol.
 """
@@ -20,7 +21,7 @@ from flow.stores._log import MessagePage, RevisionInfo
 from flow.stores._protocol import SessionPage
 from runtime._views import SessionView
 
-__all__ = ["AsyncSessionAPI", "GraphDescription", "SessionAPI"]
+__all__ = ["AsyncEventTail", "AsyncSessionAPI", "EventTail", "GraphDescription", "SessionAPI"]
 
 StepMode = Literal["step", "run"]
 OnBusy = Literal["enqueue", "reject"]
@@ -36,6 +37,21 @@ class GraphDescription(Protocol):
     @property
     def start(self) -> str: ...
     def describe(self) -> dict[str, Any]: ...
+
+
+class EventTail(Iterator[StepEvent], Protocol):
+    """A session's live tail (``Runtime.tail``, ``Client.tail``): iterate, then close."""
+
+    def close(self) -> None: ...
+
+
+class AsyncEventTail(Protocol):
+    """A session's live tail in asyncio (``AsyncRuntime.tail``, ``AsyncClient.tail``):
+    ``async for`` it, then ``await aclose()``."""
+
+    def __aiter__(self) -> AsyncEventTail: ...
+    async def __anext__(self) -> StepEvent: ...
+    async def aclose(self) -> None: ...
 
 
 class SessionAPI(Protocol):
@@ -64,6 +80,8 @@ class SessionAPI(Protocol):
         on_busy: OnBusy = "enqueue",
         owner: str | None = None,
     ) -> Iterator[StepEvent]: ...
+
+    def tail(self, session_id: str, *, owner: str | None = None) -> EventTail: ...
 
     def get_session(
         self, session_id: str, *, owner: str | None = None, revision: int | None = None
@@ -142,6 +160,8 @@ class AsyncSessionAPI(Protocol):
         on_busy: OnBusy = "enqueue",
         owner: str | None = None,
     ) -> AsyncIterator[StepEvent]: ...
+
+    async def tail(self, session_id: str, *, owner: str | None = None) -> AsyncEventTail: ...
 
     async def get_session(
         self, session_id: str, *, owner: str | None = None, revision: int | None = None

@@ -27,7 +27,7 @@ from flow._events import (
 )
 from runtime.client._errors import DaemonUnavailable, error_for_response
 
-__all__ = ["SSE_HEADERS", "aevents_of", "events_of", "unavailable"]
+__all__ = ["SSE_HEADERS", "Frames", "aevents_of", "event_of", "events_of", "unavailable"]
 
 SSE_HEADERS = {"accept": "text/event-stream"}
 
@@ -35,7 +35,7 @@ _Plain = StepStarted | TaskStarted | Token | CustomEvent | TaskFinished | Commit
 _decode = msgspec.json.Decoder(_Plain).decode
 
 
-class _Frames:
+class Frames:
     """Assembles frames from lines: ``feed`` returns (event, data) at each blank line."""
 
     def __init__(self) -> None:
@@ -60,7 +60,7 @@ class _Frames:
         return None
 
 
-def _event(kind: str, data: str, response: httpx.Response, session_id: str) -> StepEvent:
+def event_of(kind: str, data: str, response: httpx.Response, session_id: str) -> StepEvent:
     if kind == "error":
         problem = httpx.Response(
             500,
@@ -79,11 +79,11 @@ def _ends(event: StepEvent) -> bool:
 
 def events_of(response: httpx.Response, session_id: str) -> Iterator[StepEvent]:
     """The events of a streamed step's 200 answer, up to its last one."""
-    frames = _Frames()
+    frames = Frames()
     for line in response.iter_lines():
         frame = frames.feed(line)
         if frame is not None:
-            event = _event(*frame, response, session_id)
+            event = event_of(*frame, response, session_id)
             yield event
             if _ends(event):
                 return
@@ -91,11 +91,11 @@ def events_of(response: httpx.Response, session_id: str) -> Iterator[StepEvent]:
 
 async def aevents_of(response: httpx.Response, session_id: str) -> AsyncIterator[StepEvent]:
     """``events_of`` for an ``httpx.AsyncClient`` answer."""
-    frames = _Frames()
+    frames = Frames()
     async for line in response.aiter_lines():
         frame = frames.feed(line)
         if frame is not None:
-            event = _event(*frame, response, session_id)
+            event = event_of(*frame, response, session_id)
             yield event
             if _ends(event):
                 return

@@ -40,6 +40,7 @@ from runtime.client._calls import (
 from runtime.client._errors import error_for_response
 from runtime.client._retry import RetryPolicy, RetryStatus
 from runtime.client._sse import SSE_HEADERS, events_of, unavailable
+from runtime.client._tail import RemoteTail, tail_path, tail_unreachable
 
 __all__ = ["Client"]
 
@@ -235,6 +236,34 @@ class Client(ClientBase):
                 yield from events_of(response, session_id)
         except httpx.TransportError as exc:
             raise unavailable(call.path, exc, started) from exc
+
+    def tail(self, session_id: str, *, owner: str | None = None) -> RemoteTail:
+        """Every event of the session from now on, whoever steps it, as ``Runtime.tail``
+        (``GET /v1/sessions/{id}/events``): iterate it, ``close()`` it (or use ``with``).
+
+        The request is made before this returns, so the tail holds every event from
+        then on. Not retried. Iterating raises ``DaemonUnavailable`` if the connection
+        is lost; the tail ends (after ``Overflow``) if it falls too far behind.
+
+        Raises:
+            SessionNotFound: no such session, or not the token's user's (nor shared).
+            TooManyWatchers: the session or the daemon has as many tails as allowed.
+            DaemonUnavailable: the daemon could not be reached.
+        """
+        if not self._owner_matches(owner):
+            raise SessionNotFound(session_id)
+        path = tail_path(session_id)
+        try:
+            response = self._http.send(
+                self._http.build_request("GET", path, headers=SSE_HEADERS), stream=True
+            )
+        except httpx.TransportError as exc:
+            raise tail_unreachable(session_id, exc) from exc
+        if response.status_code >= 400:
+            response.read()
+            response.close()
+            raise error_for_response(response, session_id=session_id)
+        return RemoteTail(response, session_id)
 
     def get_session(
         self, session_id: str, *, owner: str | None = None, revision: int | None = None

@@ -172,7 +172,13 @@ def build_app(
     if cluster is not None and not forward_timeout:
         config = api.runtime.config
         forward_timeout = config.step_timeout + 2 * config.lease_ttl
-    inner = forwarder_for(streams, cluster, max_body=max_body, timeout=forward_timeout)
+    inner = forwarder_for(
+        streams,
+        cluster,
+        max_body=max_body,
+        timeout=forward_timeout,
+        on_forward=api.metrics.forwarded.inc,
+    )
     forwarder = inner if isinstance(inner, Forwarder) else None
 
     async def on_close() -> None:

@@ -5,7 +5,7 @@ holder of its lease (docs/cluster.md). ``Forwarder`` sits between the gateway
 (so the caller is authenticated first) and the app, and asks the runtime's
 ``Cluster`` (never Redis itself) who holds a session. For a request naming a
 session (``/v1/sessions/{id}`` and its ``/step``, ``/members``, ``/revisions``,
-``/messages``, ``/fork`` and ``/rollback``, and ``/v1/execute`` with a
+``/messages``, ``/fork``, ``/rollback`` and ``/events``, and ``/v1/execute`` with a
 ``session_id``):
 
 1. If this daemon holds the lease, or nobody does, the request is served here
@@ -17,7 +17,9 @@ session (``/v1/sessions/{id}`` and its ``/step``, ``/members``, ``/revisions``,
    (``X-Actorflow-Lease-Epoch``), the time the forwarder gives up on it
    (``X-Actorflow-Deadline``, UNIX seconds) and ``X-Actorflow-Forwarded``: an
    HMAC of those with the cluster's secret (``Cluster.peer_mark``); the holder's
-   answer is returned unchanged. A request whose mark verifies is served where
+   answer is returned unchanged. An event stream (a streamed step, a tail) is
+   relayed frame by frame as the holder sends it; the caller leaving closes the
+   holder's side (a step still commits there). A request whose mark verifies is served where
    it lands, never forwarded twice; a step carrying an epoch runs only under
    that grant of the lease and only if it starts before the deadline (else 421,
    nothing run), and while it runs the session cannot be activated here under
@@ -74,11 +76,15 @@ OUTCOME_UNKNOWN = problem_kind("outcome-unknown")
 """The holder got the step and stopped answering: it may have been committed before it
 stopped, and it can never be committed after this answer."""
 
-# every route naming one session, except its event tail (/events: served where it lands)
+# every route naming one session
 _SESSION_PATH = re.compile(
     r"^/v1/sessions/([^/]+)"
-    r"(?:/step|/members(?:/[^/]+)?|/revisions|/messages|/fork|/rollback)?/?$"
+    r"(?:/step|/members(?:/[^/]+)?|/revisions|/messages|/fork|/rollback|/events)?/?$"
 )
+_EVENT_STREAM = b"text/event-stream"
+# a streamed step's last event: once relayed, a cut connection leaves no doubt
+_STEP_ENDS = (b"\nevent: committed\n", b"\nevent: error\n")
+_MARKER_TAIL = 32
 _EXECUTE_PATH = "/v1/execute"
 _REQUEST_ID = b"x-request-id"
 # A request the holder received but did not answer is served again elsewhere only if
@@ -148,6 +154,7 @@ class Forwarder:
         timeout: the most seconds a request routed to another daemon takes in all
             (every attempt, and the wait for a dead holder's lease to expire).
         client: an ``httpx.AsyncClient`` to forward with (made on first use when None).
+        on_forward: called for each request sent on to another daemon (a counter).
     """
 
     def __init__(
@@ -158,12 +165,14 @@ class Forwarder:
         max_body: int,
         timeout: float = 300.0,
         client: httpx.AsyncClient | None = None,
+        on_forward: Callable[[], None] | None = None,
     ) -> None:
         self.app = cast(_App, app)
         self.cluster = cluster
         self.max_body = max_body
         self.timeout = timeout
         self._client = client
+        self._on_forward = on_forward
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._handle(cast(_Scope, scope), cast(_Receive, receive), cast(_Send, send))
@@ -267,7 +276,7 @@ class Forwarder:
                     for message in captured.messages:
                         await send(message)
                     return
-            outcome, refusal = await self._forward(scope, body, send, holder, give_up)
+            outcome, refusal = await self._forward(scope, body, receive, send, holder, give_up)
             if outcome is _Outcome.RELAYED:
                 return
             if outcome is _Outcome.TIMED_OUT:
@@ -372,7 +381,13 @@ class Forwarder:
         return captured
 
     async def _forward(
-        self, scope: _Scope, body: bytes, send: _Send, holder: Holder, give_up: float
+        self,
+        scope: _Scope,
+        body: bytes,
+        receive: _Receive,
+        send: _Send,
+        holder: Holder,
+        give_up: float,
     ) -> tuple[_Outcome, str | None]:
         """Send the request to ``holder`` and relay its answer; what became of it (and, for a
         421, the holder's reason)."""
@@ -399,6 +414,8 @@ class Forwarder:
             content=body,
         )
         info.session_id = holder.name
+        if self._on_forward is not None:
+            self._on_forward()
         sending = asyncio.ensure_future(client.send(request, stream=True))
         try:
             while True:
@@ -434,6 +451,11 @@ class Forwarder:
         finally:
             if not sending.done():
                 sending.cancel()
+        if response.status_code == 200 and _EVENT_STREAM in (
+            response.headers.get("content-type", "").encode("latin-1").lower()
+        ):
+            await self._relay_events(scope, receive, send, response, holder)
+            return _Outcome.RELAYED, None
         try:
             content = b"".join([chunk async for chunk in response.aiter_raw()])
         except httpx.TransportError as exc:
@@ -451,6 +473,76 @@ class Forwarder:
         )
         await send({"type": "http.response.body", "body": content, "more_body": False})
         return _Outcome.RELAYED, None
+
+    async def _relay_events(
+        self,
+        scope: _Scope,
+        receive: _Receive,
+        send: _Send,
+        response: httpx.Response,
+        holder: Holder,
+    ) -> None:
+        """Relay an event stream (a streamed step, a session's tail) frame by frame as the
+        holder sends it, until it ends, the caller leaves (the holder's side is closed;
+        a step goes on there and commits) or the holder stops answering.
+
+        A holder that dies or pauses mid-stream (its connection cut, or its lease lapsed
+        while it sent nothing) ends a tail's relay; a step's ends with an ``error`` event
+        whose data is the ``outcome-unknown`` problem (the holder's epoch fenced off first,
+        as for a plain step: the response has started, so no status can say it).
+        """
+        headers = [(k.lower(), v) for k, v in response.headers.raw if k.lower() not in _HOP_BY_HOP]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        gone = asyncio.ensure_future(_disconnected(receive))
+        chunks = response.aiter_raw().__aiter__()
+        cut: str | None = None
+        ended = False  # a step's last event (committed or error) relayed already
+        recent = b""  # the end of the previous chunk: a marker may straddle two
+        try:
+            while cut is None:
+                ahead = asyncio.ensure_future(anext(chunks))
+                while not ahead.done() and not gone.done():
+                    await asyncio.wait(
+                        {ahead, gone},
+                        timeout=self.cluster.renew_interval,
+                        return_when=asyncio.FIRST_COMPLETED,
+                    )
+                    if not ahead.done() and not await self._still_holds(holder):
+                        cut = "the holder's lease lapsed while it sent nothing"
+                        break
+                if gone.done() or cut is not None:
+                    ahead.cancel()
+                    break
+                try:
+                    chunk = ahead.result()
+                except StopAsyncIteration:
+                    break
+                except httpx.TransportError as exc:
+                    cut = f"{type(exc).__name__}: {exc}"
+                    break
+                seen = recent + chunk
+                ended = ended or any(marker in seen for marker in _STEP_ENDS)
+                recent = seen[-_MARKER_TAIL:]
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if gone.done():
+                return
+            if cut is not None:
+                _log.warning(
+                    "holder_stream_cut",
+                    request_id=request_info(scope).request_id,
+                    session_id=holder.name,
+                    node_id=holder.node_id,
+                    reason=cut,
+                )
+                if scope["method"] not in _SAFE_TO_REPEAT and not ended:
+                    # (cut after its committed or error event: the outcome is known)
+                    problem = await self._unknown(holder)
+                    frame = b"event: error\ndata: %s\n\n" % problem.body()
+                    await send({"type": "http.response.body", "body": frame, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            gone.cancel()
+            await response.aclose()
 
     async def _forward_headers(
         self, scope: _Scope, request_id: str, epoch: int, deadline: float
@@ -511,12 +603,25 @@ class Forwarder:
 
 
 def forwarder_for(
-    app: ASGIApp, cluster: Cluster | None, *, max_body: int, timeout: float
+    app: ASGIApp,
+    cluster: Cluster | None,
+    *,
+    max_body: int,
+    timeout: float,
+    on_forward: Callable[[], None] | None = None,
 ) -> ASGIApp:
     """``app`` behind a ``Forwarder`` when the runtime is in a cluster."""
     if cluster is None:
         return app
-    return Forwarder(app, cluster, max_body=max_body, timeout=timeout)
+    return Forwarder(app, cluster, max_body=max_body, timeout=timeout, on_forward=on_forward)
+
+
+async def _disconnected(receive: _Receive) -> None:
+    """Return once the caller has gone (ASGI ``http.disconnect``)."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
 
 
 def _execute_session(body: bytes) -> str | None:

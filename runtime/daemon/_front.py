@@ -33,18 +33,19 @@ from pathlib import Path
 
 import structlog
 
-from runtime.daemon._front_client import client_line, peer_of
 from runtime.daemon._front_http import (
     EXECUTE_PATH,
     AnswerHead,
     BadHead,
     RequestHead,
     answer_bytes,
+    client_line,
     execute_session_id,
     parse_answer_head,
     parse_request_head,
     problem_answer,
     session_in_path,
+    with_client,
 )
 from runtime.daemon._problems import (
     BAD_REQUEST,
@@ -80,7 +81,6 @@ class FrontLimits:
     connections: ConnectionLimits
     max_body: int
     keepalive_timeout: float
-    trusted_proxies: frozenset[str] = frozenset()
 
 
 class _WorkerGone(Exception):
@@ -163,7 +163,7 @@ class Front:
             return
         self._connections.add(writer)
         try:
-            await self._serve(reader, writer)
+            await self._serve(reader, writer, client_line(writer.get_extra_info("peername")))
         except (ConnectionError, asyncio.IncompleteReadError, TimeoutError):
             pass
         finally:
@@ -171,10 +171,11 @@ class Front:
             self._busy.discard(writer)
             writer.close()
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, client: bytes
+    ) -> None:
         limits = self.limits.connections
         wait = limits.header_timeout
-        peer = peer_of(writer.get_extra_info("peername"))
         while not self.closing:
             try:
                 async with asyncio.timeout(wait):
@@ -189,7 +190,7 @@ class Front:
                 writer.write(problem_answer(Problem(DRAINING, detail), close=True))
                 return
             try:
-                head = parse_request_head(raw, client_line(peer, raw, self.limits.trusted_proxies))
+                head = parse_request_head(raw)
             except BadHead as exc:
                 writer.write(problem_answer(Problem(BAD_REQUEST, str(exc)), close=True))
                 return
@@ -203,7 +204,7 @@ class Front:
             if head.content_length:
                 async with asyncio.timeout(limits.body_timeout):
                     body = await reader.readexactly(head.content_length)
-            keep = await self._answer(head, body, writer) and head.keep_alive
+            keep = await self._answer(head, body, writer, client) and head.keep_alive
             await writer.drain()
             self._busy.discard(writer)
             if not keep:
@@ -225,8 +226,11 @@ class Front:
             return None
         return 0
 
-    async def _answer(self, head: RequestHead, body: bytes, writer: asyncio.StreamWriter) -> bool:
-        """Answer one request; whether the client connection may stay open."""
+    async def _answer(
+        self, head: RequestHead, body: bytes, writer: asyncio.StreamWriter, client: bytes
+    ) -> bool:
+        """Answer one request; whether the client connection may stay open. ``client``
+        (``client_line``) names the client's address to the worker."""
         shard = self._route(head, body)
         if shard is None:
             request = FanOutRequest(head.method, head.target, head.headers(), body)
@@ -239,7 +243,7 @@ class Front:
             writer.write(problem_answer(Problem(WORKER_UNAVAILABLE, detail), close=False))
             return True
         try:
-            return await self._relay(upstream, head, body, writer)
+            return await self._relay(upstream, head, with_client(head.raw, client) + body, writer)
         except _WorkerGone as gone:
             _log.warning("worker_lost_request", worker=shard, method=head.method, sent=gone.sent)
             if head.method in _SAFE or not gone.sent:
@@ -254,15 +258,16 @@ class Front:
             return True
 
     async def _relay(
-        self, upstream: Upstream, head: RequestHead, body: bytes, writer: asyncio.StreamWriter
+        self, upstream: Upstream, head: RequestHead, request: bytes, writer: asyncio.StreamWriter
     ) -> bool:
+        """Send ``request`` (head and body bytes) to ``upstream``; relay its answer."""
         try:
             up_reader, up_writer = await upstream.acquire()
         except OSError:
             raise _WorkerGone(sent=False) from None
         answered = False
         try:
-            up_writer.write(head.raw + body if body else head.raw)
+            up_writer.write(request)
             raw = await up_reader.readuntil(_END)
             answer = parse_answer_head(raw, head.method)
             while 100 <= answer.status < 200:  # an interim answer: the final one follows

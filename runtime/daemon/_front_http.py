@@ -15,23 +15,28 @@ from urllib.parse import unquote
 
 import msgspec
 
-from runtime.daemon._front_client import CLIENT_HEADER
 from runtime.daemon._problems import Problem
 
 __all__ = [
+    "CLIENT_HEADER",
     "AnswerHead",
     "BadHead",
     "RequestHead",
     "answer_bytes",
+    "client_line",
     "execute_session_id",
     "parse_answer_head",
     "parse_request_head",
     "problem_answer",
     "session_in_path",
+    "with_client",
 ]
 
 # the API's and the dashboard's pages of one session go to the worker that owns it
 SESSION_PATH = re.compile(rb"^/(?:v1|ui)/sessions/([^/?#]+)")
+CLIENT_HEADER = b"x-actorflow-client"
+"""Names the client's address to a worker (``host port``): set by the front only."""
+_DROPPED = (b"expect:", CLIENT_HEADER + b":")
 EXECUTE_PATH = b"/v1/execute"
 _NO_BODY_STATUSES = frozenset({204, 304})
 _VERSIONS = frozenset({b"HTTP/1.1", b"HTTP/1.0"})
@@ -101,14 +106,11 @@ def _content_length(values: list[bytes]) -> int:
     return int(values[0])
 
 
-def parse_request_head(raw: bytes, client: bytes = b"") -> RequestHead:
-    """The request in ``raw`` (its line and headers, up to and with the blank line);
-    ``client``, a header line naming the client (runtime/daemon/_front_client.py),
-    goes first in the head relayed.
+def parse_request_head(raw: bytes) -> RequestHead:
+    """The request in ``raw`` (its line and headers, up to and with the blank line).
 
     Raises:
-        BadHead: a malformed line, a chunked body, an Expect other than 100-continue,
-            or the front's own client header sent by the client.
+        BadHead: a malformed line, a chunked body, or an Expect other than 100-continue.
     """
     line_end = raw.index(b"\r\n")
     parts = raw[:line_end].split(b" ")
@@ -119,8 +121,6 @@ def parse_request_head(raw: bytes, client: bytes = b"") -> RequestHead:
         raise BadHead("a malformed header line (name: value, one per CRLF-ended line)")
     method, target, version = parts
     lower = raw.lower()
-    if lower.find(b"\r\n" + CLIENT_HEADER + b":") >= 0:
-        raise BadHead(f"{CLIENT_HEADER.decode()} is set by the front, never by a client")
     if lower.find(b"\r\ntransfer-encoding:") >= 0:
         raise BadHead("a request body needs Content-Length (Transfer-Encoding is not relayed)")
     connection = b",".join(_values(lower, b"\r\nconnection:"))
@@ -128,15 +128,14 @@ def parse_request_head(raw: bytes, client: bytes = b"") -> RequestHead:
         version == b"HTTP/1.1" or b"keep-alive" in connection
     )
     expect = _values(lower, b"\r\nexpect:")
-    if expect:
-        if expect != [b"100-continue"]:
-            raise BadHead(f"Expect: {expect[0][:40]!r} is not supported")
-        # the front answers 100-continue itself: the worker must not answer it again
+    if expect and expect != [b"100-continue"]:
+        raise BadHead(f"Expect: {expect[0][:40]!r} is not supported")
+    # the front answers 100-continue itself: the worker must not answer it again; and
+    # only the front names the client to a worker (a client's own claim is dropped)
+    if expect or lower.find(b"\r\n" + CLIENT_HEADER + b":") >= 0:
         lines = raw[:-4].split(b"\r\n")
-        kept = [line for line in lines if not line.lower().startswith(b"expect:")]
+        kept = [line for line in lines if not line.lower().startswith(_DROPPED)]
         raw = b"\r\n".join(kept) + b"\r\n\r\n"
-    if client:
-        raw = raw[: line_end + 2] + client + raw[line_end + 2 :]
     return RequestHead(
         method=method.decode("latin-1"),
         target=target,
@@ -144,6 +143,20 @@ def parse_request_head(raw: bytes, client: bytes = b"") -> RequestHead:
         keep_alive=keep_alive,
         raw=raw,
     )
+
+
+def client_line(peer: object) -> bytes:
+    """The header line (and the head's blank line) naming the client to a worker, from
+    ``peer`` (the connection's ``peername``: ``(host, port, ...)``); empty for another
+    kind of socket. Made once per connection; ``with_client`` adds it to a head."""
+    if not isinstance(peer, tuple) or len(peer) < 2:
+        return b""
+    return f"{CLIENT_HEADER.decode()}: {peer[0]} {int(peer[1])}\r\n\r\n".encode("latin-1")
+
+
+def with_client(raw: bytes, line: bytes) -> bytes:
+    """``raw`` (a parsed request head) with ``line`` (``client_line``) as its last header."""
+    return raw[:-2] + line if line else raw
 
 
 def parse_answer_head(raw: bytes, method: str) -> AnswerHead:

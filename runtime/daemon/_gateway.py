@@ -24,6 +24,7 @@ import structlog
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from runtime.daemon._auth import Authenticator
+from runtime.daemon._front_http import CLIENT_HEADER
 from runtime.daemon._http import Receive as _Receive
 from runtime.daemon._http import Send as _Send
 from runtime.daemon._http import header, read_body, replayer, send_bytes, send_problem
@@ -115,6 +116,8 @@ class Gateway:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        if self.policy.client_from_front:
+            _client_from_front(raw)
         headers: list[tuple[bytes, bytes]] = raw["headers"]
         given = _header(headers, b"x-request-id")
         request_id = given if given and _REQUEST_ID.match(given) else _new_request_id()
@@ -221,3 +224,15 @@ def request_info(scope: Any) -> RequestInfo:
     info = RequestInfo(_new_request_id())
     scope[SCOPE_KEY] = info
     return info
+
+
+def _client_from_front(scope: dict[str, Any]) -> None:
+    """Take the client's address from the front's header (a worker of ``--workers N``)."""
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    for i, (name, value) in enumerate(headers):
+        if name == CLIENT_HEADER:
+            host, _, port = value.decode("latin-1").rpartition(" ")
+            if host and port.isdigit():
+                scope["client"] = (host, int(port))
+            del headers[i]
+            return

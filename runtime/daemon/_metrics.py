@@ -64,15 +64,15 @@ class _RuntimeCollector(Collector):
         yield _counter("actorflow_activations", "Sessions activated.", stats.activations)
         yield _counter("actorflow_passivations", "Sessions passivated.", stats.passivations)
         yield _counter("actorflow_restarts", "Session actors restarted.", stats.restarts)
+        yield _counter("actorflow_evictions", "Sessions evicted (max_live).", stats.evictions)
+        yield _counter("actorflow_expirations", "Sessions expired (TTL).", stats.expirations)
         yield _gauge(
-            "actorflow_hibernated_actors",
+            "actorflow_hibernated_sessions",
             "Live sessions hibernated (kept as encoded bytes, no actor).",
             stats.hibernated,
         )
         yield _counter("actorflow_hibernations", "Live sessions hibernated.", stats.hibernations)
         yield _counter("actorflow_wakes", "Hibernated sessions woken.", stats.wakes)
-        yield _counter("actorflow_evictions", "Sessions evicted (max_live).", stats.evictions)
-        yield _counter("actorflow_expirations", "Sessions expired (TTL).", stats.expirations)
         yield _gauge("actorflow_stored_sessions", "Sessions in the store.", stats.stored)
         yield _gauge("actorflow_quarantined_rows", "Undecodable rows kept.", stats.quarantined)
         yield _gauge(
@@ -221,6 +221,11 @@ class DaemonMetrics:
         self.stream_disconnects = Counter(
             "actorflow_stream_disconnects",
             "Event streams whose client left before the end (the step went on).",
+            registry=self.registry,
+        )
+        self.forwarded = Counter(
+            "actorflow_forwarded",
+            "Requests sent on to the daemon holding their session's lease (a cluster).",
             registry=self.registry,
         )
         self._runtime = _RuntimeCollector()

@@ -53,11 +53,15 @@ class GatewayPolicy:
         allowed_hosts: the names a ``Host`` header may carry (None: any).
         cors_origins: the browser origins allowed to call the API ("*": any).
         step_rate: steps per second per user (a token bucket as deep), 0: unlimited.
+        client_from_front: a worker of ``--workers N``: the front's
+            ``X-Actorflow-Client`` header names the client's address (only the front
+            reaches a worker's 0600 socket, and it drops a client's own claim).
     """
 
     allowed_hosts: frozenset[str] | None = None
     cors_origins: frozenset[str] = field(default_factory=frozenset)
     step_rate: float = 0.0
+    client_from_front: bool = False
 
 
 def canonical_path_problem(scope: dict[str, Any]) -> Problem | None:

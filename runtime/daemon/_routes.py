@@ -20,7 +20,7 @@ from litestar.params import FromPath, HeaderParameter, JSONBody, QueryParameter
 from litestar.response import Response
 from litestar.types import ControllerRouterHandler
 
-from flow import Graph
+from flow import Graph, SessionStatus
 from runtime.daemon._gateway import request_info
 from runtime.daemon._history_routes import history_handlers
 from runtime.daemon._member_routes import member_handlers
@@ -220,23 +220,26 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
         data: JSONBody[CreateSessionRequest], request: Request[Any, Any, Any]
     ) -> SessionCreated:
         user = _caller(request)
+        # answered from the graph it pins, without reading the session back: one store
+        # read less, and (a cluster) no lease taken here, so its first step activates it
+        # wherever a load balancer sends it (docs/cluster.md)
+        graph = runtime.graph(data.graph, data.version)
         session_id = await runtime.create_session(
             data.graph,
             owner=user,
             context=data.context,
             client_addr=_client_addr(request),
             max_messages=data.max_messages,
-            version=data.version,
+            version=graph.version,
         )
         request_info(request.scope).session_id = session_id
-        view = await runtime.get_session(session_id, owner=user)
         return SessionCreated(
-            session_id=view.session_id,
-            graph=view.graph,
-            current_task=view.current_task,
-            status=view.status,
-            revision=view.revision,
-            graph_version=view.graph_version,
+            session_id=session_id,
+            graph=graph.id,
+            current_task=graph.start,
+            status=SessionStatus.PAUSED.value,  # what flow's new_session makes
+            revision=0,
+            graph_version=graph.version,
         )
 
     @get(

@@ -12,7 +12,11 @@
   (``GET /v1/sessions/{id}``, ``/revisions``).
 - ``GET /v1/sessions/{id}/events`` (the owner, a member, or an admin): every event of the
   session from now on, whoever steps it, until the client leaves, the reader
-  falls behind (``overflow``) or the daemon drains.
+  falls behind (``overflow``) or the daemon drains. In a cluster the tail is
+  served by the session's lease holder (``runtime.daemon._forward`` relays it
+  there); a session live nowhere is activated here first, and the tail ends
+  when the session leaves this daemon (passivated, lease lost), so that the
+  reader reopens it where the session lives next (docs/cluster.md).
 
 Both send a comment (``: keepalive``) after ``heartbeat`` seconds without an
 event, so proxies and clients see the connection alive. Everything else goes
@@ -22,8 +26,10 @@ to ``app`` unchanged.
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import time
+from collections.abc import Callable
 from typing import Any, cast
 
 import msgspec
@@ -52,6 +58,8 @@ _HEADERS = [
     (b"x-accel-buffering", b"no"),
 ]
 _HEARTBEAT = b": keepalive\n\n"
+# seconds between two checks that a tailed session is still live here (in a cluster)
+_LEFT_CHECK = 1.0
 _DEFAULT = StepRequest()
 _decode_step = msgspec.json.Decoder(StepRequest | None).decode
 _encode = msgspec.json.Encoder().encode
@@ -158,8 +166,10 @@ class SseRoutes:
         except Exception as exc:  # answered as problem+json, as Litestar would
             await send_problem(send, self._problem(exc, sid))
             return
+        cluster = self.api.runtime.cluster
+        here = None if cluster is None else functools.partial(cluster.holds, sid)
         await self._start(send)
-        await self._pump(stream, receive, send, sid, first_is_problem=False)
+        await self._pump(stream, receive, send, sid, first_is_problem=False, here=here)
 
     async def _start(self, send: _Send) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": list(_HEADERS)})
@@ -172,19 +182,29 @@ class SseRoutes:
         sid: str,
         *,
         first_is_problem: bool,
+        here: Callable[[], bool] | None = None,
     ) -> bool:
         """Send the stream's events until it ends or the client leaves; True if it ended
         with ``committed`` (not ``error`` or ``overflow``). With ``first_is_problem`` the
         response starts with the first event, and an ``error`` first is answered as
-        problem+json instead."""
+        problem+json instead. With ``here`` (a tail in a cluster), the stream also ends
+        once ``here()`` is false (checked each ``_LEFT_CHECK`` seconds without events)."""
         gone = asyncio.ensure_future(_disconnected(receive))
         stream.interrupt_on(gone)
         last: StepEvent | None = None
+        patience = self.heartbeat if here is None else min(self.heartbeat, _LEFT_CHECK)
+        quiet_since = time.monotonic()
         try:
             while not gone.done():
-                batch = await stream.batch(self.heartbeat)
+                batch = await stream.batch(patience)
                 if batch is None or gone.done():
                     break
+                if here is not None and not batch:
+                    if not here():
+                        break  # the session left this daemon: the reader follows it
+                    if time.monotonic() - quiet_since < self.heartbeat:
+                        continue
+                quiet_since = time.monotonic()
                 if first_is_problem and batch:
                     first_is_problem = False
                     if isinstance(batch[0][1], StepError):

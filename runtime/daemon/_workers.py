@@ -266,12 +266,7 @@ async def run_workers(config: DaemonConfig, argv: Sequence[str]) -> int:
         connections = dataclasses.replace(
             connections, max_connections=max(64, default_max_connections() // 2)
         )
-    limits = FrontLimits(
-        connections,
-        config.max_body,
-        config.keepalive_timeout,
-        trusted_proxies=frozenset(config.forwarded_allow_ips),
-    )
+    limits = FrontLimits(connections, config.max_body, config.keepalive_timeout)
     front = Front(upstreams, limits, fan_out)
     pool = WorkerPool(config, argv, front)
     loop = asyncio.get_running_loop()

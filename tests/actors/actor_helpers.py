@@ -115,8 +115,15 @@ class Harness:
         self.store.close()
 
 
-def gated_graph(graph_id: str, gate: threading.Event, *, is_async: bool = False) -> Graph:
-    """One blocking task that waits for ``gate`` (or an async one), records inputs and waits."""
+def gated_graph(
+    graph_id: str,
+    gate: threading.Event,
+    *,
+    is_async: bool = False,
+    started: threading.Event | None = None,
+) -> Graph:
+    """One blocking task that waits for ``gate`` (or an async one), records inputs and waits;
+    ``started`` is set when a step's task begins (before it waits)."""
 
     def apply(ctx: Context) -> TaskResult:
         log = list(ctx.get("log", []))
@@ -127,12 +134,16 @@ def gated_graph(graph_id: str, gate: threading.Event, *, is_async: bool = False)
     if is_async:
 
         async def run_async(ctx: Context) -> TaskResult:
+            if started is not None:
+                started.set()
             await asyncio.to_thread(gate.wait, 30)
             return apply(ctx)
 
         return GraphBuilder(graph_id).add_task(FunctionTask("gated", run_async)).build()
 
     def run(ctx: Context) -> TaskResult:
+        if started is not None:
+            started.set()
         gate.wait(30)
         return apply(ctx)
 

@@ -75,10 +75,11 @@ def test_a_crash_while_steps_are_queued_reruns_them_on_the_restarted_actor(
     make_harness: MakeHarness,
 ) -> None:
     gate = threading.Event()
-    harness = make_harness([gated_graph("gated", gate)])
+    started = threading.Event()
+    harness = make_harness([gated_graph("gated", gate, started=started)])
     sid = harness.create("gated")
     running = harness.send_step(sid, "running")
-    wait_until(lambda: harness.index.get(sid) is not None)
+    assert started.wait(10), "the first step's task never started"  # it is the one running
     entry = harness.index.get(sid)
     assert entry is not None
     assert entry.ref is not None

@@ -177,6 +177,25 @@ def test_missing_store_and_unknown_ids_are_one_line_errors(
     assert (status, err) == (1, "actorflow: no stored session id starts with 'zzzz'\n")
 
 
+def test_a_sharded_data_dir_names_its_shards_instead_of_making_a_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sharded = tmp_path / "var"
+    _write_store(sharded / "shard-1")
+    (sharded / "workers").write_text("2\n")  # as actorflowd --workers 2 records it
+    status, _, err = _run(capsys, "sessions", "ls", "--data-dir", str(sharded))
+    assert status == 1
+    assert "holds the sessions of actorflowd --workers 2" in err
+    assert (
+        "worker 0's is missing" in err
+    )  # every shard is read (tests/admin/test_offline_shards.py)
+    assert f"pass --data-dir {sharded / 'shard-K'} to read one worker's store" in err
+    assert not (sharded / "sessions.db").exists()
+    status, out, _ = _run(capsys, "sessions", "ls", "--data-dir", str(sharded / "shard-1"))
+    assert status == 0  # one shard is an ordinary store
+    assert out
+
+
 def test_console_script_usage_errors_exit_2(tmp_path: Path) -> None:
     done = subprocess.run(
         [ACTORFLOW, "sessions", "frob"], capture_output=True, text=True, timeout=30

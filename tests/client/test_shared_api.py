@@ -90,6 +90,8 @@ def test_another_owner_sees_no_session(api: SessionAPI) -> None:
         api.step(sid, "x", owner="mallory")
     with pytest.raises(SessionNotFound):
         api.delete_session(sid, owner="mallory")
+    with pytest.raises(SessionNotFound):
+        api.tail(sid, owner="mallory")
     assert api.list_sessions("mallory").items == []
     assert api.get_session(sid).revision == 0  # nothing ran
 
@@ -151,3 +153,23 @@ def test_stream_yields_the_steps_events_in_order_on_both_sides(api: SessionAPI) 
     assert tokens.startswith("Once upon a time, Ada")
     assert committed.revision == 1
     assert api.get_session(sid).revision == 1  # durable before Committed
+
+
+def test_a_tail_sees_a_step_made_by_another_call_on_both_sides(api: SessionAPI) -> None:
+    sid = api.create_session("storyteller", owner=OWNER, context={"delay": 0})
+    tail = api.tail(sid, owner=OWNER)
+    try:
+        result = api.step(sid, "Ada", owner=OWNER)  # not through the tail
+        events = []
+        for event in tail:
+            events.append(event)
+            if isinstance(event, Committed):
+                break
+    finally:
+        tail.close()
+    assert type(events[0]).__name__ == "StepStarted"
+    tokens = "".join(e.text for e in events if isinstance(e, Token))
+    assert tokens == result.response
+    assert isinstance(events[-1], Committed)
+    assert events[-1].revision == result.revision == 1
+    assert list(tail) == []  # closed: it ends

@@ -81,3 +81,25 @@ def test_stream_yields_the_steps_events_in_order(run_on: Callable[[Scenario], No
         assert (await api.get_session(sid)).revision == committed.revision == 1
 
     run_on(scenario)
+
+
+def test_a_tail_sees_a_step_made_by_another_call(run_on: Callable[[Scenario], None]) -> None:
+    async def scenario(api: AsyncSessionAPI) -> None:
+        sid = await api.create_session("storyteller", owner=OWNER, context={"delay": 0})
+        tail = await api.tail(sid, owner=OWNER)
+        try:
+            result = await api.step(sid, "Ada", owner=OWNER)
+            events = []
+            async for event in tail:
+                events.append(event)
+                if isinstance(event, Committed):
+                    break
+        finally:
+            await tail.aclose()
+        tokens = "".join(e.text for e in events if isinstance(e, Token))
+        assert tokens == result.response
+        assert isinstance(events[-1], Committed)
+        assert events[-1].revision == result.revision == 1
+        assert [event async for event in tail] == []
+
+    run_on(scenario)

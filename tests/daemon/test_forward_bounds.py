@@ -5,7 +5,9 @@
 - a holder that does not answer within the forwarding timeout: its epoch is fenced
   off, then 503 ``outcome-unknown``, in bounded time;
 - a forced activation refused while a forwarded step pins the session is 421, so
-  the forwarder asks again instead of relaying a 503.
+  the forwarder asks again instead of relaying a 503;
+- a relayed event stream cut mid-step ends with ``outcome-unknown`` after a fence,
+  and one cut after its ``committed`` event gets neither.
 """
 
 from __future__ import annotations
@@ -125,3 +127,74 @@ def test_an_activation_refused_while_a_forwarded_step_pins_the_session_is_421() 
     problem = problem_for_error(EpochPinned(SESSION, 7))
     assert (problem.status, problem.kind.slug) == (421, "misdirected")
     assert "was not run" in problem.detail
+
+
+class _CutStream(httpx.AsyncByteStream):
+    """An event stream whose connection is cut after ``chunks``."""
+
+    def __init__(self, chunks: list[bytes]) -> None:
+        self.chunks = chunks
+
+    async def __aiter__(self) -> Any:
+        for chunk in self.chunks:
+            yield chunk
+        raise httpx.ReadError("connection cut by the holder")
+
+
+def _stream_step(chunks: list[bytes]) -> tuple[bytes, StandInCluster]:
+    """A streamed step relayed from a holder that sends ``chunks`` and is cut; the body."""
+
+    def holder(request: httpx.Request) -> httpx.Response:
+        headers = {"content-type": "text/event-stream; charset=utf-8"}
+        return httpx.Response(200, headers=headers, stream=_CutStream(chunks))
+
+    cluster = StandInCluster()
+    stand_in: Any = cluster
+    client = httpx.AsyncClient(transport=httpx.MockTransport(holder))
+    forwarder = Forwarder(_app, stand_in, max_body=1024, timeout=10.0, client=client)
+    sent: list[dict[str, Any]] = []
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": f"/v1/sessions/{SESSION}/step",
+        "raw_path": f"/v1/sessions/{SESSION}/step".encode(),
+        "query_string": b"",
+        "headers": [(b"accept", b"text/event-stream")],
+    }
+
+    async def run() -> None:
+        stays = asyncio.Event()  # the caller never leaves
+        first = True
+
+        async def receive() -> dict[str, Any]:
+            nonlocal first
+            if first:
+                first = False
+                return {"type": "http.request", "body": b"{}", "more_body": False}
+            await stays.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        await forwarder(scope, receive, send)  # type: ignore[arg-type]
+
+    asyncio.run(run())
+    return b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"), cluster
+
+
+def test_a_relayed_stream_cut_mid_step_ends_with_outcome_unknown_after_a_fence() -> None:
+    body, cluster = _stream_step([b"id: 1\nevent: step_started\ndata: {}\n\n"])
+    assert body.endswith(b"\n\n")
+    assert b"event: error\ndata: " in body
+    assert b"outcome-unknown" in body
+    assert cluster.fenced == [HOLDER]
+
+
+def test_a_relayed_stream_cut_after_its_committed_event_adds_nothing() -> None:
+    # the committed frame split across two chunks: the relay still sees it
+    body, cluster = _stream_step(
+        [b"id: 1\nevent: step_started\ndata: {}\n\nid: 2\nev", b"ent: committed\ndata: {}\n\n"]
+    )
+    assert b"event: error" not in body  # the outcome is known: committed
+    assert cluster.fenced == []  # and the holder's epoch is left alone

@@ -11,10 +11,12 @@ import pytest
 
 from runtime.daemon._front_http import (
     BadHead,
+    client_line,
     execute_session_id,
     parse_answer_head,
     parse_request_head,
     session_in_path,
+    with_client,
 )
 
 
@@ -54,6 +56,17 @@ def test_expect_100_continue_is_answered_by_the_front_not_relayed() -> None:
     )
     assert b"expect" not in head.raw.lower()
     assert head.raw.endswith(b"Content-Length: 2\r\n\r\n")
+
+
+def test_only_the_front_names_the_client_to_a_worker() -> None:
+    raw = b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Actorflow-Client: 6.6.6.6 1\r\n\r\n"
+    head = parse_request_head(raw)
+    assert b"6.6.6.6" not in head.raw  # a client's own claim is dropped
+    line = client_line(("127.0.0.1", 5000))
+    assert with_client(head.raw, line) == (
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nx-actorflow-client: 127.0.0.1 5000\r\n\r\n"
+    )
+    assert with_client(head.raw, client_line("/tmp/sock")) == head.raw  # no address to name
 
 
 def test_an_answer_head_says_how_its_body_ends() -> None:

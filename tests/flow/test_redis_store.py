@@ -129,7 +129,8 @@ def test_store_ttl_applies_to_sessions_without_expires_at(redis_url: str) -> Non
 
 
 def test_expired_session_disappears_from_load_list_and_count(store: RedisStore) -> None:
-    store.save(make_session("short", expires_at=time.time() + 0.3), None).result(timeout=5)
+    # 2 s: long enough that both saves and the count below come first on a loaded machine
+    store.save(make_session("short", expires_at=time.time() + 2.0), None).result(timeout=5)
     store.save(make_session("long", expires_at=time.time() + 60), None).result(timeout=5)
     assert store.count() == 2
     wait_until(lambda: store.load("short") is None)

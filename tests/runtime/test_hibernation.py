@@ -63,6 +63,8 @@ def test_an_idle_session_hibernates_without_an_actor_and_wakes_on_its_next_step(
     assert rt.get_session(sid).context["log"] == ["one", "two"]
     counters = rt._core.services.counters
     assert (counters.hibernations, counters.wakes, counters.activations) == (5, 1, 5)
+    stats = rt.stats()  # what /metrics reads
+    assert (stats.hibernated, stats.hibernations, stats.wakes) == (4, 5, 1)
 
 
 def test_inspect_and_get_session_of_a_hibernated_session_answer_it_live(
