@@ -12,9 +12,18 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-__all__ = ["RECORD_NAME", "recorded_workers", "shard_dir", "shard_of"]
+__all__ = [
+    "JOURNAL_NAME",
+    "RECORD_NAME",
+    "interrupted_reshard",
+    "recorded_workers",
+    "shard_dir",
+    "shard_of",
+]
 
 RECORD_NAME = "workers"
+#: Written by ``actorflow reshard`` while it switches layouts (runtime/admin/_reshard.py).
+JOURNAL_NAME = "reshard.journal"
 
 
 def shard_of(session_id: str, n: int) -> int:
@@ -41,3 +50,13 @@ def recorded_workers(data_dir: Path) -> int | None:
     if not text.isdigit() or int(text) < 1:
         raise ValueError(f"{str(data_dir / RECORD_NAME)!r} holds {text!r}, not a worker count")
     return int(text)
+
+
+def interrupted_reshard(data_dir: Path) -> str | None:
+    """Why ``data_dir`` must not be served (a reshard's switch was interrupted), else None."""
+    if (data_dir / JOURNAL_NAME).exists():
+        return (
+            f"{str(data_dir)!r} holds an interrupted `actorflow reshard` ({JOURNAL_NAME}); "
+            f"run `actorflow reshard --data-dir {data_dir} --workers N` again to finish it"
+        )
+    return None

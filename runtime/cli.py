@@ -24,6 +24,7 @@ from rich.console import Console
 from flow._errors import ActorflowError, SnapshotDecodeError
 from flow.stores import SessionStore
 from runtime._remote_cli import REMOTE_COMMANDS, add_remote_commands, run_remote
+from runtime._reshard_cli import add_reshard_command, run_reshard
 from runtime._sessions_history import ACTIONS as HISTORY_ACTIONS
 from runtime._sessions_history import add_history_actions, run_history_action
 from runtime.admin import AdminClient, AdminError, DaemonUnavailable
@@ -149,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
         "sessions", help="read the session store directly (no daemon needed)"
     )
     _add_sessions_actions(sessions)
+    add_reshard_command(commands)
     add_remote_commands(commands)
     return parser
 
@@ -327,6 +329,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_shell(args)
         if args.command == "admin":
             return _run_admin(args)
+        if args.command == "reshard":
+            return run_reshard(args)
         if args.command in REMOTE_COMMANDS:
             return run_remote(args)
         return _run_sessions(args)

@@ -5,7 +5,7 @@ life (runtime/_shard_map.py, shared with the offline ``actorflow sessions``
 commands); worker K keeps its data in ``DATA_DIR/shard-K`` and draws only ids of
 its shard. N is recorded in ``DATA_DIR/workers`` at the first start with workers:
 another N would send every session to the wrong shard, so a later start with
-another N is refused until the sessions are moved (no resharding tool yet). Without
+another N is refused until the sessions are moved (``actorflow reshard``). Without
 ``--workers`` the daemon runs the N recorded, one process on a single daemon's
 directory, and otherwise one worker per core it may run on.
 Pure functions and files; no threads.
@@ -18,7 +18,13 @@ import os
 import secrets
 from pathlib import Path
 
-from runtime._shard_map import RECORD_NAME, recorded_workers, shard_dir, shard_of
+from runtime._shard_map import (
+    RECORD_NAME,
+    interrupted_reshard,
+    recorded_workers,
+    shard_dir,
+    shard_of,
+)
 
 __all__ = [
     "RECORD_NAME",
@@ -28,6 +34,7 @@ __all__ = [
     "http_socket",
     "read_ui_key",
     "record_workers",
+    "refuse_interrupted_reshard",
     "shard_dir",
     "shard_of",
     "write_ui_key",
@@ -60,6 +67,7 @@ def default_workers(data_dir: Path, *, sharding_allowed: bool) -> tuple[int, str
     Raises:
         ShardMismatch: ``DATA_DIR/workers`` is unreadable.
     """
+    refuse_interrupted_reshard(data_dir)
     try:
         recorded = recorded_workers(data_dir)
     except ValueError as exc:
@@ -67,10 +75,24 @@ def default_workers(data_dir: Path, *, sharding_allowed: bool) -> tuple[int, str
     if recorded is not None:
         return recorded, "recorded in the data directory"
     if (data_dir / SINGLE_STORE_NAME).exists():
-        return 1, "the data directory holds a single daemon's sessions.db"
+        return 1, (
+            "the data directory holds a single daemon's sessions.db "
+            "(`actorflow reshard --workers N` moves its sessions to N workers)"
+        )
     if not sharding_allowed:
         return 1, "this configuration runs one process"
     return available_cores(), "one per available core"
+
+
+def refuse_interrupted_reshard(data_dir: Path) -> None:
+    """Refuse a data directory an ``actorflow reshard`` left half-switched.
+
+    Raises:
+        ShardMismatch: its journal is there (the message says how to finish).
+    """
+    reason = interrupted_reshard(data_dir)
+    if reason is not None:
+        raise ShardMismatch(reason)
 
 
 def http_socket(data_dir: Path, shard: int) -> Path:
@@ -88,6 +110,7 @@ def record_workers(data_dir: Path, n: int) -> None:
     Raises:
         ShardMismatch: another N is recorded, or the directory holds unsharded sessions.
     """
+    refuse_interrupted_reshard(data_dir)
     record = data_dir / RECORD_NAME
     try:
         text = record.read_text().strip()
@@ -96,15 +119,18 @@ def record_workers(data_dir: Path, n: int) -> None:
     if text and text != str(n):
         raise ShardMismatch(
             f"--workers {n}: {str(data_dir)!r} holds sessions sharded for --workers {text} "
-            f"(recorded in {record.name}); start with --workers {text}, or give this "
-            "daemon another --data-dir"
+            f"(recorded in {record.name}); start with --workers {text}, move them with "
+            f"`actorflow reshard --data-dir {data_dir} --workers {n}` (daemon stopped), "
+            "or give this daemon another --data-dir"
         )
     if text or n == 1:
         return
     if (data_dir / SINGLE_STORE_NAME).exists():
         raise ShardMismatch(
             f"--workers {n}: {str(data_dir)!r} holds a single daemon's sessions.db; "
-            "start it with --workers 1, or give this daemon another --data-dir"
+            f"start it with --workers 1, move its sessions to {n} shards with "
+            f"`actorflow reshard --data-dir {data_dir} --workers {n}` (daemon stopped), "
+            "or give this daemon another --data-dir"
         )
     temporary = record.with_name(RECORD_NAME + ".tmp")
     with contextlib.suppress(FileNotFoundError):

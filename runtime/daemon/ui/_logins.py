@@ -108,6 +108,11 @@ class Logins:
         assert self.key is not None
         return _b64(hmac.new(self.key, text.encode(), hashlib.sha256).digest())
 
+    def _signed(self, cookie: str) -> bool:
+        """Whether ``cookie`` carries this daemon's MAC (it may have expired)."""
+        payload, _, mac = cookie.rpartition(".")
+        return bool(payload) and hmac.compare_digest(mac.encode(), self._mac(payload).encode())
+
     def _adopt(self, cookie: str) -> Login | None:
         """The login of a cookie another worker signed, if its MAC and expiry hold."""
         if self.key is None or cookie in self._ended:
@@ -147,7 +152,9 @@ class Logins:
         remembered until it expires, so that this worker never adopts it again."""
         if not cookie:
             return
-        if self._by_id.pop(cookie, None) is not None and self.key is not None:
+        known = self._by_id.pop(cookie, None) is not None
+        if self.key is not None and (known or self._signed(cookie)):
+            # a worker that never saw the cookie remembers it too (a logout reaches all)
             now = time.time()
             while self._ended and next(iter(self._ended.values())) <= now:
                 self._ended.popitem(last=False)  # expired anyway: refused by its date
