@@ -118,6 +118,7 @@ class Daemon:
             *extra,
         ]  # fmt: skip
         env = {k: v for k, v in os.environ.items() if not k.startswith("ACTORFLOW_")}
+        env["ACTORFLOW_WORKERS"] = "1"  # one process (the default is one worker per core)
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "bench")])
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)

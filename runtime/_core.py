@@ -646,7 +646,8 @@ class RuntimeCore:
     def stats(self) -> RuntimeStats:
         """Counters since open and the store's counts."""
         counters = self.services.counters
-        depths = [max(e.pending, 0) for e in self.index.entries()]
+        entries = self.index.entries()
+        depths = [max(e.pending, 0) for e in entries]
         return RuntimeStats(
             live=len(self.index),
             activations=counters.activations,

@@ -39,6 +39,7 @@ from runtime.daemon._reload import on_hangup, reloader
 from runtime.daemon._routes import Api
 from runtime.daemon._storage import secure_data_dir
 from runtime.daemon._transport import ConnectionLimits, guarded_protocol
+from runtime.daemon.ui._peers import Peers
 
 __all__ = ["DaemonServer", "serve"]
 
@@ -197,6 +198,7 @@ async def serve(
         forward_timeout=config.forward_timeout,
         secure_cookies=config.tls_cert is not None,
         sse_heartbeat=config.sse_heartbeat,
+        peers=Peers.of_worker(config.data_dir) if config.shard else None,
     )
     server = DaemonServer(_uvicorn_config(app, config))
     signals_seen = 0
