@@ -151,7 +151,9 @@ def reshard(
         plan = {
             "before": layout.workers,
             "after": workers,
-            "backup": f"reshard-backup-{time.strftime('%Y%m%dT%H%M%S', time.gmtime(now()))}",
+            "backup": _fresh_name(
+                data_dir, f"reshard-backup-{time.strftime('%Y%m%dT%H%M%S', time.gmtime(now()))}"
+            ),
             "sessions": sessions,
             "rows": rows,
         }
@@ -212,6 +214,15 @@ def _copy(
     return total, sum(copied.values())
 
 
+def _fresh_name(data_dir: Path, name: str) -> str:
+    """``name``, or ``name-2``, ``name-3``... : a backup never shares an earlier one's directory."""
+    candidate, n = name, 1
+    while (data_dir / candidate).exists():
+        n += 1
+        candidate = f"{name}-{n}"
+    return candidate
+
+
 def _count(path: Path, table: str) -> int:
     with contextlib.closing(sqlite3.connect(path)) as db:
         row = db.execute(f"SELECT count(*) FROM {table}").fetchone()  # fixed table names
@@ -225,11 +236,13 @@ def _finish(data_dir: Path, plan: dict[str, object]) -> ReshardReport:
     backup.mkdir(mode=0o700, exist_ok=True)
     new = data_dir / NEW_NAME
     if new.exists():  # the old layout still in place (or partly moved)
+        # A name already in the backup was moved there by an earlier run: what now
+        # sits at that name in data_dir is a new shard (M -> N shards reuse names).
         for old in _layout_paths(data_dir, Layout(before)):
-            if old.exists():
+            if old.exists() and not (backup / old.name).exists():
                 os.replace(old, backup / old.name)
         record = data_dir / RECORD_NAME
-        if record.exists():
+        if record.exists() and not (backup / RECORD_NAME).exists():
             os.replace(record, backup / RECORD_NAME)
         if after == 1:
             for suffix in _SIDECARS:

@@ -160,6 +160,46 @@ def test_an_interrupted_switch_is_refused_by_the_daemon_and_finished_by_a_second
     assert found == len(kept)
 
 
+def test_a_switch_between_shard_counts_interrupted_mid_way_is_finished_by_a_second_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 2 -> 3 shards reuses the names shard-0 and shard-1: a second run must not take
+    # a new shard already moved into place for an old one still to back up.
+    data_dir = tmp_path / "var"
+    kept = _single_daemons_dir(data_dir)
+    reshard(data_dir, 2)
+    real_replace = os.replace
+    new_shards_in = 0
+
+    def crash_after_a_new_shard_is_in(src: object, dst: object) -> None:
+        nonlocal new_shards_in
+        real_replace(src, dst)  # type: ignore[arg-type]
+        if "reshard-new" in str(src):
+            new_shards_in += 1
+            if new_shards_in == 2:
+                raise KeyboardInterrupt  # shard-0 and shard-1 new, shard-2 still to move
+
+    monkeypatch.setattr(os, "replace", crash_after_a_new_shard_is_in)
+    with pytest.raises(KeyboardInterrupt):
+        reshard(data_dir, 3)
+    monkeypatch.setattr(os, "replace", real_replace)
+    report = reshard(data_dir, 3)
+    assert (report.before, report.after, report.sessions) == (2, 3, len(kept))
+    assert report.backup is not None
+    assert (report.backup / "workers").read_text().strip() == "2"
+    backups = sorted(p.name for p in data_dir.glob("reshard-backup-*"))
+    assert len(backups) == 2  # distinct, even when both runs fell in one second
+    assert default_workers(data_dir, sharding_allowed=True)[0] == 3
+    found = 0
+    for k in range(3):
+        with Runtime.open(shard_dir(data_dir, k), graphs=[*DEMO_GRAPHS, *TEST_GRAPHS]) as rt:
+            for sid in kept:
+                if shard_of(sid, 3) == k:
+                    assert rt.get_session(sid).revision >= 1
+            found += rt.stats().stored
+    assert found == len(kept)
+
+
 def test_a_running_daemon_is_refused(tmp_path: Path) -> None:
     data_dir = tmp_path / "var"
     _single_daemons_dir(data_dir)
