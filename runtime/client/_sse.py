@@ -9,7 +9,7 @@ exception the runtime would have raised.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import httpx
 import msgspec
@@ -27,7 +27,7 @@ from flow._events import (
 )
 from runtime.client._errors import DaemonUnavailable, error_for_response
 
-__all__ = ["SSE_HEADERS", "Frames", "aevents_of", "event_of", "events_of", "unavailable"]
+__all__ = ["SSE_HEADERS", "aevents_of", "events_of", "unavailable"]
 
 SSE_HEADERS = {"accept": "text/event-stream"}
 
@@ -35,7 +35,7 @@ _Plain = StepStarted | TaskStarted | Token | CustomEvent | TaskFinished | Commit
 _decode = msgspec.json.Decoder(_Plain).decode
 
 
-class Frames:
+class _Frames:
     """Assembles frames from lines: ``feed`` returns (event, data) at each blank line."""
 
     def __init__(self) -> None:
@@ -60,7 +60,7 @@ class Frames:
         return None
 
 
-def event_of(kind: str, data: str, response: httpx.Response, session_id: str) -> StepEvent:
+def _event(kind: str, data: str, response: httpx.Response, session_id: str) -> StepEvent:
     if kind == "error":
         problem = httpx.Response(
             500,
@@ -77,27 +77,32 @@ def _ends(event: StepEvent) -> bool:
     return isinstance(event, Committed | StepError | Overflow)
 
 
-def events_of(response: httpx.Response, session_id: str) -> Iterator[StepEvent]:
-    """The events of a streamed step's 200 answer, up to its last one."""
-    frames = Frames()
+def events_of(
+    response: httpx.Response, session_id: str, *, until: Callable[[StepEvent], bool] = _ends
+) -> Iterator[StepEvent]:
+    """The events of an event stream's 200 answer, up to the first for which ``until`` is
+    true (by default a streamed step's last one) or the answer's end."""
+    frames = _Frames()
     for line in response.iter_lines():
         frame = frames.feed(line)
         if frame is not None:
-            event = event_of(*frame, response, session_id)
+            event = _event(*frame, response, session_id)
             yield event
-            if _ends(event):
+            if until(event):
                 return
 
 
-async def aevents_of(response: httpx.Response, session_id: str) -> AsyncIterator[StepEvent]:
+async def aevents_of(
+    response: httpx.Response, session_id: str, *, until: Callable[[StepEvent], bool] = _ends
+) -> AsyncIterator[StepEvent]:
     """``events_of`` for an ``httpx.AsyncClient`` answer."""
-    frames = Frames()
+    frames = _Frames()
     async for line in response.aiter_lines():
         frame = frames.feed(line)
         if frame is not None:
-            event = event_of(*frame, response, session_id)
+            event = _event(*frame, response, session_id)
             yield event
-            if _ends(event):
+            if until(event):
                 return
 
 

@@ -11,7 +11,6 @@ Heartbeat comments keep the read timeout from firing while the session is quiet.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from types import TracebackType
 from typing import Any, Self
 
@@ -20,7 +19,7 @@ import httpx
 from flow._events import Overflow, StepEvent
 from runtime.client._calls import session_path
 from runtime.client._errors import DaemonUnavailable
-from runtime.client._sse import Frames, event_of
+from runtime.client._sse import aevents_of, events_of
 
 __all__ = ["AsyncRemoteTail", "RemoteTail", "tail_path", "tail_unreachable"]
 
@@ -39,6 +38,11 @@ def tail_unreachable(session_id: str, exc: httpx.TransportError) -> DaemonUnavai
     )
 
 
+def _overflowed(event: StepEvent) -> bool:
+    """A tail's last event: it fell too far behind and the daemon dropped it."""
+    return isinstance(event, Overflow)
+
+
 def _cut(session_id: str, exc: httpx.TransportError) -> DaemonUnavailable:
     return DaemonUnavailable(
         f"the tail of session {session_id!r} lost its connection "
@@ -53,18 +57,8 @@ class RemoteTail:
     def __init__(self, response: httpx.Response, session_id: str) -> None:
         self._response = response
         self._session_id = session_id
-        self._events = self._read()
+        self._events = events_of(response, session_id, until=_overflowed)
         self._closed = False
-
-    def _read(self) -> Iterator[StepEvent]:
-        frames = Frames()
-        for line in self._response.iter_lines():
-            frame = frames.feed(line)
-            if frame is not None:
-                event = event_of(*frame, self._response, self._session_id)
-                yield event
-                if isinstance(event, Overflow):
-                    return
 
     def __iter__(self) -> Self:
         return self
@@ -105,18 +99,8 @@ class AsyncRemoteTail:
     def __init__(self, response: httpx.Response, session_id: str) -> None:
         self._response = response
         self._session_id = session_id
-        self._events = self._read()
+        self._events = aevents_of(response, session_id, until=_overflowed)
         self._closed = False
-
-    async def _read(self) -> AsyncIterator[StepEvent]:
-        frames = Frames()
-        async for line in self._response.aiter_lines():
-            frame = frames.feed(line)
-            if frame is not None:
-                event = event_of(*frame, self._response, self._session_id)
-                yield event
-                if isinstance(event, Overflow):
-                    return
 
     def __aiter__(self) -> Self:
         return self

@@ -51,7 +51,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 from runtime._cluster import Cluster, Holder
 from runtime.daemon._gateway import request_info
-from runtime.daemon._http import read_body, replayer, send_problem
+from runtime.daemon._http import disconnected, read_body, replayer, send_problem
 from runtime.daemon._problems import MISDIRECTED, STORE_UNAVAILABLE, Problem, problem_kind
 from runtime.errors import StoreUnavailable
 
@@ -493,7 +493,7 @@ class Forwarder:
         """
         headers = [(k.lower(), v) for k, v in response.headers.raw if k.lower() not in _HOP_BY_HOP]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        gone = asyncio.ensure_future(_disconnected(receive))
+        gone = asyncio.ensure_future(disconnected(receive))
         chunks = response.aiter_raw().__aiter__()
         cut: str | None = None
         ended = False  # a step's last event (committed or error) relayed already
@@ -614,14 +614,6 @@ def forwarder_for(
     if cluster is None:
         return app
     return Forwarder(app, cluster, max_body=max_body, timeout=timeout, on_forward=on_forward)
-
-
-async def _disconnected(receive: _Receive) -> None:
-    """Return once the caller has gone (ASGI ``http.disconnect``)."""
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
 
 
 def _execute_session(body: bytes) -> str | None:

@@ -18,6 +18,7 @@ __all__ = [
     "Message",
     "Receive",
     "Send",
+    "disconnected",
     "header",
     "read_body",
     "replayer",
@@ -100,3 +101,12 @@ async def send_problem(send: Send, problem: Problem) -> None:
     """Send ``problem`` as problem+json."""
     headers = [(k.encode(), v.encode()) for k, v in problem.response_headers().items()]
     await send_bytes(send, problem.status, headers, problem.body())
+
+
+async def disconnected(receive: Receive) -> None:
+    """Return once the client has gone (ASGI ``http.disconnect``): await it beside a long
+    answer (an event stream) to stop when nobody reads it any more."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return

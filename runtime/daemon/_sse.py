@@ -39,7 +39,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from flow._events import Committed, StepError, StepEvent
 from runtime._streams import AsyncEventStream
 from runtime.daemon._gateway import request_info
-from runtime.daemon._http import App, header, read_body, replayer, send_problem
+from runtime.daemon._http import App, disconnected, header, read_body, replayer, send_problem
 from runtime.daemon._http import Receive as _Receive
 from runtime.daemon._http import Send as _Send
 from runtime.daemon._models import StepRequest
@@ -189,7 +189,7 @@ class SseRoutes:
         response starts with the first event, and an ``error`` first is answered as
         problem+json instead. With ``here`` (a tail in a cluster), the stream also ends
         once ``here()`` is false (checked each ``_LEFT_CHECK`` seconds without events)."""
-        gone = asyncio.ensure_future(_disconnected(receive))
+        gone = asyncio.ensure_future(disconnected(receive))
         stream.interrupt_on(gone)
         last: StepEvent | None = None
         patience = self.heartbeat if here is None else min(self.heartbeat, _LEFT_CHECK)
@@ -241,14 +241,6 @@ class SseRoutes:
         if problem.kind is INTERNAL:
             _log.error("unhandled_error", session_id=session_id, exc_info=exc)
         return problem
-
-
-async def _disconnected(receive: _Receive) -> None:
-    """Return once the client has gone (ASGI ``http.disconnect``)."""
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return
 
 
 def _idempotency_key(headers: list[tuple[bytes, bytes]]) -> str | None:

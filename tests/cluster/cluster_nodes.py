@@ -22,7 +22,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +39,20 @@ READY_TIMEOUT = 30.0
 LEASE_TTL = 1.0
 TEST_GRAPHS = ("--graphs", "graphs_for_tests:GRAPHS")
 """Extra flags serving tests/daemon/graphs_for_tests.py (``gated``: a step held on a file)."""
+
+
+def sse_frames(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
+    """The SSE frames read from ``lines``: ``event`` and the decoded JSON ``data``
+    (comments, the heartbeats, skipped)."""
+    frame: dict[str, Any] = {}
+    for line in lines:
+        if line.startswith("event: "):
+            frame["event"] = line[7:]
+        elif line.startswith("data: "):
+            frame["data"] = json.loads(line[6:])
+        elif not line and "event" in frame:
+            yield frame
+            frame = {}
 
 
 class Node:
@@ -120,6 +134,13 @@ class Node:
             if isinstance(record, dict) and record.get("event") == name:
                 found.append(record)
         return found
+
+    def metric(self, name: str) -> float:
+        """The value of the unlabelled sample ``name`` in this node's ``/metrics`` now."""
+        for line in self.http.get("/metrics").text.splitlines():
+            if line.startswith(name + " "):
+                return float(line.split()[1])
+        raise AssertionError(f"no {name} in node {self.name!r}'s /metrics")
 
     def log_tail(self, lines: int = 40) -> str:
         """The last lines the node logged."""

@@ -4,13 +4,11 @@ scenario taking ``backend`` runs on Redis and on PostgreSQL."""
 
 from __future__ import annotations
 
-import json
 import random
 import signal
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +22,12 @@ from cluster_nodes import (
     RedisBackend,
     StartNode,
     create_session,
+    sse_frames,
     wait_until,
 )
 
 STEADY = ("--lease-ttl", "10")
+FORWARDED = "actorflow_forwarded_total"
 ROUNDS = 2  # steps per session in the three-daemon test
 
 
@@ -392,17 +392,18 @@ def test_forwarding_passes_credentials_and_returns_the_holders_answer_unchanged(
     assert backend.lease_node(sid) == "a"
 
 
-def _sse_frames(lines: Iterator[str]) -> Iterator[dict[str, Any]]:
-    """Parsed SSE frames (``event`` and decoded ``data``), comments skipped."""
-    frame: dict[str, Any] = {}
-    for line in lines:
-        if line.startswith("event: "):
-            frame["event"] = line[7:]
-        elif line.startswith("data: "):
-            frame["data"] = json.loads(line[6:])
-        elif not line and "event" in frame:
-            yield frame
-            frame = {}
+def _teller_held_by(node: Node, backend: Backend, gate: Path) -> str:
+    """A ``teller`` session waiting on ``gate``, live on ``node`` (holding its lease) after
+    one step made there; ``gate`` is shut again on return."""
+    created = node.http.post(
+        "/v1/sessions", json={"graph": "teller", "context": {"gate": str(gate)}}
+    )
+    sid = str(created.json()["session_id"])
+    gate.touch()  # the first step, made on node so that it holds the lease, does not wait
+    assert node.http.post(f"/v1/sessions/{sid}/step", json={}).is_success
+    assert backend.lease_node(sid) == node.name
+    gate.unlink()
+    return sid
 
 
 @pytest.mark.redis
@@ -413,12 +414,7 @@ def test_a_streamed_step_and_a_tail_are_relayed_from_the_holder_as_they_happen(
     a = start_node("a", *TEST_GRAPHS, *STEADY)
     b = start_node("b", *TEST_GRAPHS, *STEADY)
     gate = tmp_path / "gate"
-    created = a.http.post("/v1/sessions", json={"graph": "teller", "context": {"gate": str(gate)}})
-    sid = created.json()["session_id"]
-    gate.touch()  # the first step, made on a so that a holds the lease, does not wait
-    assert a.http.post(f"/v1/sessions/{sid}/step", json={}).is_success
-    assert backend.lease_node(sid) == "a"
-    gate.unlink()
+    sid = _teller_held_by(a, backend, gate)
 
     # a tail opened through b is a's tail (relayed); a streamed step through b is a's
     # step, its first token relayed while the task still waits for the gate
@@ -432,14 +428,14 @@ def test_a_streamed_step_and_a_tail_are_relayed_from_the_holder_as_they_happen(
     ):
         assert (tail.status_code, streamed.status_code) == (200, 200)
         got = []
-        for frame in _sse_frames(streamed.iter_lines()):
+        for frame in sse_frames(streamed.iter_lines()):
             got.append(frame)
             if frame["event"] == "token" and frame["data"]["text"] == "first":
                 gate.touch()  # the task on a is still waiting for this
             if frame["event"] in ("committed", "error"):
                 break
         tailed = []
-        for frame in _sse_frames(tail.iter_lines()):
+        for frame in sse_frames(tail.iter_lines()):
             tailed.append(frame)
             if frame["event"] == "committed":
                 break
@@ -449,15 +445,7 @@ def test_a_streamed_step_and_a_tail_are_relayed_from_the_holder_as_they_happen(
     assert [f["data"]["text"] for f in tailed if f["event"] == "token"] == ["first", " second"]
     assert backend.lease_node(sid) == "a"  # served by the holder, never activated on b
     assert a.http.get(f"/v1/sessions/{sid}").json()["revision"] == 2
-    assert (_forwarded(a), _forwarded(b)) == (0, 2)  # the tail and the step, by b
-
-
-def _forwarded(node: Node) -> float:
-    """``actorflow_forwarded_total`` as ``node`` reports it now."""
-    for line in node.http.get("/metrics").text.splitlines():
-        if line.startswith("actorflow_forwarded_total "):
-            return float(line.split()[1])
-    raise AssertionError("no actorflow_forwarded_total in /metrics")
+    assert (a.metric(FORWARDED), b.metric(FORWARDED)) == (0, 2)  # the tail and the step, by b
 
 
 @pytest.mark.redis
@@ -468,12 +456,7 @@ def test_a_relayed_stream_whose_holder_dies_ends_with_outcome_unknown(
     a = start_node("a", *TEST_GRAPHS, *STEADY)
     b = start_node("b", *TEST_GRAPHS, *STEADY)
     gate = tmp_path / "gate"
-    created = a.http.post("/v1/sessions", json={"graph": "teller", "context": {"gate": str(gate)}})
-    sid = created.json()["session_id"]
-    gate.touch()
-    assert a.http.post(f"/v1/sessions/{sid}/step", json={}).is_success
-    assert backend.lease_node(sid) == "a"
-    gate.unlink()
+    sid = _teller_held_by(a, backend, gate)
     events = []
     with (
         b.client() as stepper,
@@ -481,7 +464,7 @@ def test_a_relayed_stream_whose_holder_dies_ends_with_outcome_unknown(
             "POST", f"/v1/sessions/{sid}/step", json={}, headers={"accept": "text/event-stream"}
         ) as streamed,
     ):
-        for frame in _sse_frames(streamed.iter_lines()):
+        for frame in sse_frames(streamed.iter_lines()):
             events.append(frame)
             if frame["event"] == "token":
                 a.kill()  # mid-step, before it could commit
@@ -508,7 +491,7 @@ def test_a_create_takes_no_lease_so_the_first_step_activates_where_it_lands(
     assert backend.lease_node(sid) is None  # a load balancer may send its steps anywhere
     assert b.http.post(f"/v1/sessions/{sid}/step", json={"input": "hi"}).status_code == 200
     assert backend.lease_node(sid) == "b"  # activated where the step landed, not forwarded
-    assert (_forwarded(a), _forwarded(b)) == (0, 0)
+    assert (a.metric(FORWARDED), b.metric(FORWARDED)) == (0, 0)
 
 
 @pytest.mark.redis
@@ -526,5 +509,5 @@ def test_reading_a_session_takes_no_lease_but_a_live_one_is_read_from_its_holder
     assert backend.lease_node(sid) == "b"
     read = a.http.get(f"/v1/sessions/{sid}")  # live on b: read from b
     assert read.json()["revision"] == 1
-    assert (_forwarded(a), _forwarded(b)) == (1, 0)
+    assert (a.metric(FORWARDED), b.metric(FORWARDED)) == (1, 0)
     assert backend.lease_node(sid) == "b"

@@ -11,31 +11,20 @@ other daemon, and ends when the session leaves. The ``teller`` task
 
 from __future__ import annotations
 
-import json
-import re
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
-import redis
-from cluster_nodes import TEST_GRAPHS, Node, StartNode, wait_until
+from cluster_nodes import TEST_GRAPHS, Node, RedisBackend, StartNode, sse_frames, wait_until
 
 from runtime.admin import AdminClient
 
 pytestmark = pytest.mark.redis
 
 SSE = {"accept": "text/event-stream"}
-
-
-def lease_node(redis_url: str, session_id: str) -> str | None:
-    client = redis.Redis.from_url(redis_url)
-    try:
-        node = client.hget(f"actorflow:lease:{session_id}", "node")
-    finally:
-        client.close()
-    return None if node is None else node.decode()
 
 
 def live_session(node: Node, graph: str, **context: object) -> str:
@@ -49,28 +38,10 @@ def live_session(node: Node, graph: str, **context: object) -> str:
     return session_id
 
 
-def frames(lines: Iterator[str]) -> Iterator[tuple[str, str]]:
-    """(event, data) of each SSE frame read from ``lines``."""
-    event, data = "", ""
-    for line in lines:
-        if line.startswith("event: "):
-            event = line.removeprefix("event: ")
-        elif line.startswith("data: "):
-            data = line.removeprefix("data: ")
-        elif not line and event:
-            yield event, data
-            event, data = "", ""
-
-
 def revision(node: Node, session_id: str) -> int:
     response = node.http.get(f"/v1/sessions/{session_id}")
     assert response.status_code == 200, response.text
     return int(response.json()["revision"])
-
-
-def metric(node: Node, name: str) -> float:
-    found = re.search(rf"^{name} (\S+)$", node.http.get("/metrics").text, re.MULTILINE)
-    return 0.0 if found is None else float(found.group(1))
 
 
 def passivate(node: Node, session_id: str) -> None:
@@ -79,7 +50,7 @@ def passivate(node: Node, session_id: str) -> None:
 
 
 @contextmanager
-def tail(node: Node, session_id: str) -> Iterator[Iterator[tuple[str, str]]]:
+def tail(node: Node, session_id: str) -> Iterator[Iterator[dict[str, Any]]]:
     """The frames of a tail of ``session_id`` opened through ``node`` (subscribed once
     this yields: the headers come after the subscription); closed on exit."""
     with (
@@ -87,27 +58,28 @@ def tail(node: Node, session_id: str) -> Iterator[Iterator[tuple[str, str]]]:
         client.stream("GET", f"/v1/sessions/{session_id}/events") as answer,
     ):
         assert answer.status_code == 200, answer.read()
-        yield frames(answer.iter_lines())
+        yield sse_frames(answer.iter_lines())
 
 
-def names_until(events: Iterator[tuple[str, str]], last: str, count: int = 1) -> list[str]:
+def names_until(events: Iterator[dict[str, Any]], last: str, count: int = 1) -> list[str]:
     """The event names read up to the ``count``-th ``last`` (the tail buffers them)."""
     seen: list[str] = []
-    for event, _ in events:
-        seen.append(event)
+    for frame in events:
+        seen.append(frame["event"])
         if seen.count(last) == count:
             return seen
     raise AssertionError(f"the tail ended after {seen}")
 
 
 def test_a_caller_leaving_a_relayed_stream_closes_it_at_the_holder_and_the_step_commits(
-    start_node: StartNode, redis_url: str, tmp_path: Path
+    start_node: StartNode, redis_server: Any, tmp_path: Path
 ) -> None:
+    backend = RedisBackend(redis_server)
     a, b = start_node("a", *TEST_GRAPHS), start_node("b", *TEST_GRAPHS)
     gate = tmp_path / "gate"
     sid = live_session(b, "teller", gate=str(gate))
-    assert lease_node(redis_url, sid) == "b"
-    before = metric(b, "actorflow_stream_disconnects_total")
+    assert backend.lease_node(sid) == "b"
+    before = b.metric("actorflow_stream_disconnects_total")
 
     with (
         a.client() as client,
@@ -115,12 +87,12 @@ def test_a_caller_leaving_a_relayed_stream_closes_it_at_the_holder_and_the_step_
             "POST", f"/v1/sessions/{sid}/step", json={"input": "go"}, headers=SSE
         ) as answer,
     ):
-        for event, _ in frames(answer.iter_lines()):
-            if event == "token":
+        for frame in sse_frames(answer.iter_lines()):
+            if frame["event"] == "token":
                 break  # leave mid-stream: the client closes the connection to a
     # a closed its connection to b, which counts its own stream's client gone
     wait_until(
-        lambda: metric(b, "actorflow_stream_disconnects_total") > before,
+        lambda: b.metric("actorflow_stream_disconnects_total") > before,
         what="the holder seeing the relayed stream closed",
     )
     gate.touch()
@@ -129,26 +101,27 @@ def test_a_caller_leaving_a_relayed_stream_closes_it_at_the_holder_and_the_step_
 
 @pytest.mark.slow
 def test_a_holder_paused_mid_stream_ends_the_relayed_stream_with_outcome_unknown(
-    start_node: StartNode, redis_url: str, tmp_path: Path
+    start_node: StartNode, redis_server: Any, tmp_path: Path
 ) -> None:
+    backend = RedisBackend(redis_server)
     a, b = start_node("a", *TEST_GRAPHS), start_node("b", *TEST_GRAPHS)
     gate = tmp_path / "gate"
     sid = live_session(b, "teller", gate=str(gate))
-    assert lease_node(redis_url, sid) == "b"
+    assert backend.lease_node(sid) == "b"
 
-    seen: list[tuple[str, str]] = []
+    seen: list[dict[str, Any]] = []
     with a.http.stream(
         "POST",
         f"/v1/sessions/{sid}/step",
         json={"input": "lost"},
         headers={**SSE, "x-request-id": "req-paused"},
     ) as answer:
-        for event, data in frames(answer.iter_lines()):
-            seen.append((event, data))
-            if event == "token":
+        for frame in sse_frames(answer.iter_lines()):
+            seen.append(frame)
+            if frame["event"] == "token":
                 b.signal(signal.SIGSTOP)  # the holder stops mid-step
-    assert [e for e, _ in seen] == ["step_started", "task_started", "token", "error"]
-    problem = json.loads(seen[-1][1])
+    assert [f["event"] for f in seen] == ["step_started", "task_started", "token", "error"]
+    problem = seen[-1]["data"]
     assert problem["type"].endswith(":outcome-unknown"), problem
     assert "can no longer be committed" in problem["detail"]
 
@@ -165,18 +138,19 @@ def test_a_holder_paused_mid_stream_ends_the_relayed_stream_with_outcome_unknown
 
 
 def test_a_tail_activates_a_session_live_nowhere_and_ends_when_it_leaves(
-    start_node: StartNode, redis_url: str
+    start_node: StartNode, redis_server: Any
 ) -> None:
+    backend = RedisBackend(redis_server)
     a, b = start_node("a"), start_node("b")
     sid = live_session(b, "echo")
     passivate(b, sid)
-    wait_until(lambda: lease_node(redis_url, sid) is None, what="b releasing the lease")
+    wait_until(lambda: backend.lease_node(sid) is None, what="b releasing the lease")
 
     with tail(a, sid) as events:
-        assert lease_node(redis_url, sid) == "a"  # the tail activated it here
+        assert backend.lease_node(sid) == "a"  # the tail activated it here
         response = b.http.post(f"/v1/sessions/{sid}/step", json={"input": "x"})
         assert response.status_code == 200, response.text  # forwarded to a
         assert names_until(events, "committed")[-1] == "committed"
         passivate(a, sid)  # the session leaves a: a's tail ends, the reader may reopen it
         assert list(events) == []
-    wait_until(lambda: lease_node(redis_url, sid) is None, what="a releasing the lease")
+    wait_until(lambda: backend.lease_node(sid) is None, what="a releasing the lease")
