@@ -256,6 +256,7 @@ class _Client(asyncio.Protocol):
         self._buffer = bytearray()
         self._scanned = 0  # the head's end is not in the buffer's first bytes
         self._eof = False
+        self._tls = False
         self._paused = False  # reading from the client is paused (pipelined far ahead)
         self._write_paused = False  # the client reads its answers slower than they come
         self._head: RequestHead | None = None
@@ -283,6 +284,7 @@ class _Client(asyncio.Protocol):
         self._transport = transport
         front.connections.add(self)
         self._client = client_line(transport.get_extra_info("peername"))
+        self._tls = transport.get_extra_info("sslcontext") is not None
         self._expire_in(front.limits.connections.header_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -302,7 +304,7 @@ class _Client(asyncio.Protocol):
         self._eof = True
         if self.phase is _Phase.HEAD or self.phase is _Phase.BODY:
             self._read_requests()  # closes unless a whole request is buffered
-        return True  # an answer due may still go out
+        return not self._tls  # an answer due may still go out (TLS cannot half-close)
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
