@@ -43,11 +43,11 @@ from typing import cast
 
 import structlog
 
+from runtime.daemon._chunked import ChunkedEnd
 from runtime.daemon._front_http import (
     EXECUTE_PATH,
     AnswerHead,
     BadHead,
-    ChunkedEnd,
     RequestHead,
     answer_bytes,
     client_line,
@@ -254,8 +254,10 @@ class _Client(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._client = b""
         self._buffer = bytearray()
+        self._scanned = 0  # the head's end is not in the buffer's first bytes
         self._eof = False
-        self._paused = False
+        self._paused = False  # reading from the client is paused (pipelined far ahead)
+        self._write_paused = False  # the client reads its answers slower than they come
         self._head: RequestHead | None = None
         self._deadline: float | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -298,26 +300,33 @@ class _Client(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self._eof = True
-        if self.phase is _Phase.HEAD and not self._buffer:
-            self.close()
+        if self.phase is _Phase.HEAD or self.phase is _Phase.BODY:
+            self._read_requests()  # closes unless a whole request is buffered
         return True  # an answer due may still go out
 
     def data_received(self, data: bytes) -> None:
         self._buffer += data
         if self.phase is _Phase.HEAD or self.phase is _Phase.BODY:
             self._read_requests()
-        elif len(self._buffer) > self.front.limits.max_body + _UPSTREAM_LIMIT:
+        if (
+            not self._paused
+            and self.phase is not _Phase.DONE
+            and len(self._buffer) > self.front.limits.max_body + _UPSTREAM_LIMIT
+        ):
             assert self._transport is not None
             self._paused = True
             self._transport.pause_reading()  # pipelined far ahead: wait for the answers
 
     def pause_writing(self) -> None:
-        if self._worker is not None and self._worker.transport is not None:
-            self._worker.transport.pause_reading()
+        """The client's send buffer is full: stop reading the answer (and requests)."""
+        self._write_paused = True
+        _pause(self._worker, pause=True)
 
     def resume_writing(self) -> None:
-        if self._worker is not None and self._worker.transport is not None:
-            self._worker.transport.resume_reading()
+        self._write_paused = False
+        _pause(self._worker, pause=False)
+        if self.phase is _Phase.HEAD:
+            self._resume_requests()
 
     def close(self) -> None:
         self.phase = _Phase.DONE
@@ -338,16 +347,24 @@ class _Client(asyncio.Protocol):
     # -- timeouts: one deadline per connection, one self-re-arming timer
 
     def _expire_in(self, seconds: float) -> None:
-        self._deadline = self._loop.time() + seconds
-        if self._timer is None:
-            self._timer = self._loop.call_at(self._deadline, self._check_deadline)
+        deadline = self._deadline = self._loop.time() + seconds
+        timer = self._timer
+        if timer is not None and timer.when() > deadline:  # an earlier deadline: re-arm
+            timer.cancel()
+            timer = None
+        if timer is None:
+            self._timer = self._loop.call_at(deadline, self._check_deadline)
 
     def _check_deadline(self) -> None:
         self._timer = None
         if self._deadline is None or self.phase is _Phase.DONE:
             return
         if self._loop.time() >= self._deadline:
-            self.close()  # the head or body came too slowly, or the connection idled
+            # the head or body came too slowly, or the connection idled (or did not
+            # read its answers): abort, since a close would wait for them to be read
+            self.phase = _Phase.DONE
+            if self._transport is not None:
+                self._transport.abort()
         else:
             self._timer = self._loop.call_at(self._deadline, self._check_deadline)
 
@@ -358,13 +375,21 @@ class _Client(asyncio.Protocol):
         limits = self.front.limits
         if self.phase is _Phase.HEAD:
             if not self._buffer:
+                if self._eof:
+                    self.close()
                 return
-            end = self._buffer.find(_END)
+            if self._write_paused:
+                return  # the client is not reading its answers: no more requests yet
+            # a head arriving in pieces is searched once, not from its start each time
+            end = self._buffer.find(_END, self._scanned)
             max_head = limits.connections.max_header_bytes
             if end < 0 and len(self._buffer) <= max_head:
                 if self._eof:
                     self.close()  # the client stopped sending halfway through a head
+                else:
+                    self._scanned = max(0, len(self._buffer) - 3)
                 return
+            self._scanned = 0
             if end < 0 or end + 4 > max_head:
                 detail = f"the request line and headers exceed {max_head} bytes"
                 self._refuse(Problem(HEADERS_TOO_LARGE, detail))
@@ -425,8 +450,15 @@ class _Client(asyncio.Protocol):
         if worker is None:
             self.front.spawn(self._connect_and_send(upstream, request))
         else:
-            self._worker = worker
-            worker.send(self, request)
+            self._lend(worker, request)
+
+    def _lend(self, worker: _WorkerConn, request: bytes) -> None:
+        """Send ``request`` on ``worker``, whose bytes come to this connection until its
+        answer ends."""
+        self._worker = worker
+        worker.send(self, request)
+        if self._write_paused:
+            _pause(worker, pause=True)
 
     async def _connect_and_send(self, upstream: Upstream, request: bytes) -> None:
         try:
@@ -434,11 +466,10 @@ class _Client(asyncio.Protocol):
         except OSError:
             self._worker_gone(sent=False)
             return
-        if self.phase is not _Phase.ANSWER:  # the client left meanwhile
+        if self.phase is not _Phase.ANSWER:  # the client left meanwhile: nothing was sent
             upstream.release(worker)
             return
-        self._worker = worker
-        worker.send(self, request)
+        self._lend(worker, request)
 
     async def _fan_out(self, request: FanOutRequest) -> None:
         try:
@@ -465,6 +496,11 @@ class _Client(asyncio.Protocol):
         self.phase = _Phase.HEAD
         limits = self.front.limits
         self._expire_in(limits.keepalive_timeout + limits.connections.header_timeout)
+        if not self._write_paused:
+            self._resume_requests()
+
+    def _resume_requests(self) -> None:
+        """Read the client's next request (buffered, or from the socket)."""
         if self._paused:
             self._paused = False
             assert self._transport is not None
@@ -545,6 +581,8 @@ class _Client(asyncio.Protocol):
         assert answer is not None
         assert worker is not None
         worker.client = None
+        if self._write_paused:
+            _pause(worker, pause=False)  # paused for this client only
         upstream = self.front.upstreams[self._shard]
         keep = not answer.closes
         if keep and reuse:
@@ -591,3 +629,14 @@ class _Client(asyncio.Protocol):
         self._write(problem_answer(problem, close=False))
         self._answer = None
         self._next_request(keep=True)
+
+
+def _pause(worker: _WorkerConn | None, *, pause: bool) -> None:
+    """Stop (or go on) reading ``worker``'s answer: its client's send buffer is full."""
+    transport = worker.transport if worker is not None else None
+    if transport is None or transport.is_closing():
+        return
+    if pause:
+        transport.pause_reading()
+    else:
+        transport.resume_reading()

@@ -23,6 +23,7 @@ from runtime.daemon._shards import FanOutAnswer, FanOutRequest
 from runtime.daemon._transport import ConnectionLimits
 
 WORKERS = 2
+BIG = 8 * 1024 * 1024
 
 
 @dataclass
@@ -66,6 +67,11 @@ class StandIn:
             await writer.drain()
             await self.gate.wait()
             writer.write(b"6\r\nsecond\r\n0\r\n\r\n")
+            return True
+        if what == "big":  # more than the client's socket buffers hold
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % BIG)
+            writer.write(b"b" * BIG)
+            await writer.drain()
             return True
         if what == "raw":  # no length: the answer ends with the connection
             writer.write(b"HTTP/1.1 200 OK\r\n\r\nto the end")
@@ -222,13 +228,13 @@ def test_a_worker_lost_mid_request_is_outcome_unknown_for_a_step_and_the_connect
 
 def test_heads_too_slow_too_big_or_beyond_the_connection_cap_are_cut(tmp_path: Path) -> None:
     async def scenario(front: Front, stand_ins: list[StandIn], port: int) -> None:
+        started = time.monotonic()  # the header timeout runs from the connection's start
         slow_reader, slow_writer = await _connect(port)
-        started = time.monotonic()
         slow_writer.write(b"GET /healthz HTTP/1.1\r\nhost:")  # and nothing more
         refused_reader, _ = await _connect(port)  # past the cap of one: closed at once
         assert await refused_reader.read() == b""
         assert await slow_reader.read() == b""  # closed by the header timeout
-        assert time.monotonic() - started >= 0.2
+        assert time.monotonic() - started >= 0.19  # uvloop's clock ticks in ms
         await _until(lambda: front.open_connections == 0)
         big_reader, big_writer = await _connect(port)
         big_writer.write(b"GET /healthz HTTP/1.1\r\nx: " + b"a" * 2000 + b"\r\n\r\n")
@@ -258,5 +264,79 @@ def test_expect_continue_is_answered_before_the_body_and_shutdown_spares_a_reque
         _, body = await _answer(reader)
         assert json.loads(body)["body"] == "hi"
         assert await reader.read() == b""
+
+    run(tmp_path, scenario)
+
+
+def test_a_held_event_stream_does_not_hold_up_steps_on_other_connections(tmp_path: Path) -> None:
+    async def scenario(front: Front, stand_ins: list[StandIn], port: int) -> None:
+        session = _session_on(0)
+        stream_reader, stream_writer = await _connect(port)
+        stream_writer.write(f"GET /v1/sessions/{session}/events HTTP/1.1\r\n\r\n".encode())
+        await stream_reader.readuntil(b"first\r\n")  # the stream's first frame is through
+        reader, writer = await _connect(port)
+        for n in range(5):  # steps on the same worker go on while the stream waits
+            step = f"POST /v1/sessions/{session}/step HTTP/1.1\r\ncontent-length: 1\r\n\r\n{n}"
+            writer.write(step.encode())
+            assert json.loads((await _answer(reader))[1])["body"] == str(n)
+        assert not stand_ins[0].gate.is_set()
+        stand_ins[0].gate.set()
+        assert (await stream_reader.readuntil(b"0\r\n\r\n")).endswith(b"second\r\n0\r\n\r\n")
+
+    run(tmp_path, scenario)
+
+
+def test_a_head_sent_byte_by_byte_is_relayed_but_a_trickle_is_cut_at_the_header_timeout(
+    tmp_path: Path,
+) -> None:
+    async def scenario(front: Front, stand_ins: list[StandIn], port: int) -> None:
+        session = _session_on(1)
+        request = f"POST /v1/sessions/{session}/step HTTP/1.1\r\ncontent-length: 2\r\n\r\nok"
+        reader, writer = await _connect(port)
+        for byte in request.encode():
+            writer.write(bytes([byte]))
+            await writer.drain()
+            await asyncio.sleep(0)
+        seen = json.loads((await _answer(reader))[1])
+        assert (seen["worker"], seen["body"]) == (1, "ok")
+        # a client that keeps sending a byte now and then never finishes its head: the
+        # header timeout counts from the head's start, not from the last byte
+        started = time.monotonic()
+        trickle_reader, trickle_writer = await _connect(port)
+        closed = asyncio.ensure_future(trickle_reader.read())
+        for byte in b"GET /v1/sessions/x HTTP/1.1\r\nx-long: " + b"a" * 500:
+            if closed.done():
+                break
+            trickle_writer.write(bytes([byte]))
+            await asyncio.sleep(0.02)
+        assert await closed == b""
+        assert 0.29 <= time.monotonic() - started < 5
+
+    run(tmp_path, scenario, header_timeout=0.3)
+
+
+def test_a_client_slow_to_read_a_big_answer_gets_it_whole_and_the_worker_connection_serves_on(
+    tmp_path: Path,
+) -> None:
+    async def scenario(front: Front, stand_ins: list[StandIn], port: int) -> None:
+        session = _session_on(0)
+        slow_reader, slow_writer = await _connect(port)
+        slow_writer.write(f"GET /v1/sessions/{session}/big HTTP/1.1\r\n\r\n".encode())
+        reader, writer = await _connect(port)
+        get = f"GET /v1/sessions/{session} HTTP/1.1\r\n\r\n".encode()
+        writer.write(get)  # answered while the big answer waits for its reader
+        assert json.loads((await _answer(reader))[1])["worker"] == 0
+        head = await slow_reader.readuntil(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200")
+        body = b""
+        while len(body) < BIG:  # slower than the front relays: its send buffer stays full
+            body += await slow_reader.read(256 * 1024)
+            await asyncio.sleep(0.002)
+        assert body == b"b" * BIG
+        for _ in range(3):  # the connections back in the pool (one was paused) serve on
+            for client_reader, client_writer in ((slow_reader, slow_writer), (reader, writer)):
+                client_writer.write(get)
+                assert json.loads((await _answer(client_reader))[1])["method"] == "GET"
+        assert stand_ins[0].connections == 2
 
     run(tmp_path, scenario)

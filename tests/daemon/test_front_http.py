@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
+from runtime.daemon._chunked import ChunkedEnd
 from runtime.daemon._front_http import (
     BadHead,
-    ChunkedEnd,
     client_line,
     execute_session_id,
     parse_answer_head,
