@@ -134,7 +134,18 @@ class ActorServices:
         return cached[1]
 
     def run_async(self, coro: Coroutine[Any, Any, Any]) -> Any:
-        """Run ``coro`` on the runtime's loop and wait for it (from a task-pool thread)."""
+        """Run ``coro`` on the runtime's loop and wait for it (from a task-pool thread).
+
+        Raises:
+            RuntimeError: called on that loop's own thread (it would wait forever).
+        """
+        try:
+            here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        if here is self.loop:
+            coro.close()
+            raise RuntimeError("an async task cannot be waited for on the loop that runs it")
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
 
     def tell_supervisor(self, message: Any) -> bool:

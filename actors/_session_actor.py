@@ -197,6 +197,8 @@ class SessionActor(DispatcherActor, Owned):
 
     def _adopt_loaded(self, session: Session) -> None:
         self._session = session
+        if session.stored_size is not None:
+            self._size.stored(*session.stored_size)
         self._commits = CommitPipeline(self._services, session, self._entry, self.actor_ref)
 
     def _thaw(self, frozen: bytes) -> None:

@@ -17,7 +17,9 @@ its cap is encoded once per step, which the cap itself bounds.
 The bound is what ``ls`` shows as the session's snapshot bytes (the live
 index's ``snapshot_bytes``); ``inspect``, a snapshot and a passivation measure
 the size exactly and tell the guard (``measured``), so that ``ls`` then shows
-the same figure.
+the same figure. A session rebuilt from the store starts from its base's size
+and its records' (``Session.stored_size``, ``stored``), which is such a bound
+already, so an activation does not encode a long session whole either.
 """
 
 from __future__ import annotations
@@ -62,6 +64,12 @@ class SizeGuard:
             f"session {new.session_id!r} would take {size} bytes, over the limit of "
             f"{self._limit} (max_session_bytes); the step was not applied"
         )
+
+    def stored(self, exact: int, bound: int) -> None:
+        """The session was rebuilt from a base of ``exact`` encoded bytes and records
+        making ``bound`` in all: start from there instead of measuring it whole."""
+        if bound <= self._limit:
+            self._exact, self._bound = exact, bound
 
     def measured(self, size: int) -> None:
         """The session's exact encoded size is ``size``: start the bound again from it."""

@@ -79,6 +79,7 @@ def start_daemon(data_dir: Path) -> tuple[subprocess.Popen[bytes], str]:
         "--durability", "commit", "--log-format", "json", "--graphs", "flow.demo:GRAPHS",
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACTORFLOW_")}
+    env["ACTORFLOW_WORKERS"] = "1"  # one process (the default is one worker per core)
     env["PYTHONPATH"] = str(ROOT)
     with (data_dir / "daemon.log").open("wb") as log:
         process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)

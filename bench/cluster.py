@@ -105,6 +105,7 @@ def start_daemon(
     if store is not None:
         command += ["--store", store]
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACTORFLOW_")}
+    env["ACTORFLOW_WORKERS"] = "1"  # one process (the default is one worker per core)
     env["PYTHONPATH"] = str(ROOT)
     with (data / "daemon.log").open("wb") as log:
         process = subprocess.Popen(command, cwd=data, env=env, stdout=log, stderr=subprocess.STDOUT)

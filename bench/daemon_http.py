@@ -128,6 +128,7 @@ class Daemon:
             *extra_args,
         ]  # fmt: skip
         env = {k: v for k, v in os.environ.items() if not k.startswith("ACTORFLOW_")}
+        env["ACTORFLOW_WORKERS"] = "1"  # one process (the default is one worker per core)
         env["PYTHONPATH"] = str(code)  # ahead of the editable install: this code runs
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(

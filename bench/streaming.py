@@ -11,11 +11,15 @@ Prints one line per figure and writes ``bench/out/streaming.png``:
   added latency per token, the client's receive time minus the task's emit
   time (both ``CLOCK_MONOTONIC``, which one machine's processes share; the
   emit time travels in the token's text), p50 and p99; the time from the last
-  token to ``committed`` (the commit, fsynced).
+  token to ``committed`` (the commit, fsynced). The measuring client is an
+  instrument: its own garbage collector is paused during each round (a pause
+  there would count as the daemon's latency), and it runs on uvloop.
 - 1,000 idle ``GET /v1/sessions/{id}/events`` subscribers held open: the
   daemon's RSS per subscriber, and plain step throughput (16 clients, echo)
   with them connected against without, and the ratio.
-- The same 64 streams in process, ``AsyncRuntime.stream``, against LangGraph's
+- The same 64 streams in process, ``AsyncRuntime.stream`` (async tasks on the
+  runtime's own loop thread, then with ``task_loop="caller"``, as the daemon runs
+  them), against LangGraph's
   ``astream(stream_mode="custom")`` (a one-node graph writing 200 chunks 1 ms
   apart through ``get_stream_writer``, no checkpointer): tokens/s and latency.
 
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -40,6 +45,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from flow import Context, FunctionTask, GraphBuilder, NextAction, TaskResult
 
@@ -95,7 +101,7 @@ def free_port() -> int:
 class Daemon:
     """actorflowd in a subprocess on a free port, serving the demo graphs and ``GRAPHS``."""
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, *extra: str) -> None:
         import httpx
 
         self.port = free_port()
@@ -109,8 +115,10 @@ class Daemon:
             "--log-format", "json",
             "--graphs", "flow.demo:GRAPHS",
             "--graphs", "streaming:GRAPHS",
+            *extra,
         ]  # fmt: skip
         env = {k: v for k, v in os.environ.items() if not k.startswith("ACTORFLOW_")}
+        env["ACTORFLOW_WORKERS"] = "1"  # one process (the default is one worker per core)
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "bench")])
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -261,9 +269,14 @@ async def raw_streams(url: str, streams: int) -> StreamFigures:
         finally:
             writer.close()
 
-    began = time.monotonic()
-    await asyncio.gather(*(one(sid) for sid in sessions))
-    figures.seconds = time.monotonic() - began
+    gc.collect()
+    gc.disable()  # the instrument's own pauses are not the daemon's latency
+    try:
+        began = time.monotonic()
+        await asyncio.gather(*(one(sid) for sid in sessions))
+        figures.seconds = time.monotonic() - began
+    finally:
+        gc.enable()
     return figures
 
 
@@ -333,14 +346,16 @@ async def idle_subscribers(daemon: Daemon, count: int, seconds: float) -> None:
         writer.close()
 
 
-async def in_process_streams(streams: int) -> StreamFigures:
+async def in_process_streams(
+    streams: int, task_loop: Literal["own", "caller"] = "own"
+) -> StreamFigures:
     """The same streams through ``AsyncRuntime.stream`` in this process."""
     from runtime import AsyncRuntime
     from runtime.events import Committed, Token
 
     figures = StreamFigures()
     with tempfile.TemporaryDirectory(prefix="actorflow-stream-bench-") as tmp:
-        async with AsyncRuntime.open(data_dir=tmp, graphs=GRAPHS) as art:
+        async with AsyncRuntime.open(data_dir=tmp, graphs=GRAPHS, task_loop=task_loop) as art:
             sessions = [await art.create_session("tokens", owner="bench") for _ in range(streams)]
 
             async def one(sid: str) -> None:
@@ -449,6 +464,25 @@ def plot(series: dict[str, StreamFigures], path: Path) -> None:
     print(f"plot: {path}", flush=True)
 
 
+async def _own_loop_rounds(data_dir: Path, streams: int, rounds: int) -> None:
+    """The same rounds on a daemon running async tasks on a loop thread of their own
+    (``--task-loop own``, the default before 2026-11-28): what the server loop saves."""
+    daemon = Daemon(data_dir, "--task-loop", "own")
+    try:
+        await raw_streams(daemon.url, streams)  # warm up
+        p99s = []
+        for _ in range(rounds):
+            p99s.append(percentile((await raw_streams(daemon.url, streams)).latencies, 0.99))
+        print(
+            f"HTTP SSE, --task-loop own: p99 of each of {len(p99s)} rounds "
+            + ", ".join(f"{p * 1000:.2f}" for p in p99s)
+            + f" ms; median {statistics.median(p99s) * 1000:.2f} ms",
+            flush=True,
+        )
+    finally:
+        daemon.stop()
+
+
 async def run(quick: bool, out: Path, rounds: int) -> None:
     streams = 64
     subscribers = 1000
@@ -471,6 +505,7 @@ async def run(quick: bool, out: Path, rounds: int) -> None:
                     + f" ms; median {statistics.median(p99s) * 1000:.2f} ms (target <= 5 ms)",
                     flush=True,
                 )
+            await _own_loop_rounds(Path(tmp) / "own-loop", streams, rounds)
             series["HTTP SSE, httpx"] = await http_streams(daemon.url, streams)
             report("HTTP SSE, httpx client", series["HTTP SSE, httpx"], streams)
             await idle_subscribers(daemon, subscribers, seconds)
@@ -478,6 +513,12 @@ async def run(quick: bool, out: Path, rounds: int) -> None:
             daemon.stop()
     series["in process"] = await in_process_streams(streams)
     report("in process (AsyncRuntime.stream)", series["in process"], streams)
+    series["in process, caller loop"] = await in_process_streams(streams, "caller")
+    report(
+        "in process (AsyncRuntime.stream, task_loop='caller')",
+        series["in process, caller loop"],
+        streams,
+    )
     lang = await langgraph_streams(streams)
     if lang is not None:
         series["LangGraph custom"] = lang

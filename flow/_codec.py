@@ -8,7 +8,7 @@ from typing import Any, cast
 
 import msgpack
 
-from flow._context import ROLES, ChatHistory, ChatMessage, Context, Role
+from flow._context import ROLES, ChatHistory, ChatMessage, Context
 from flow._errors import SnapshotDecodeError
 from flow._idempotency import KeyTable
 from flow._session import (
@@ -70,7 +70,9 @@ def encode(session: Session) -> bytes:
     if session.timers:  # the pending timers (flow._timers), only when there are some
         fields["tmr"] = [t.encoded() for t in session.timers]
     keys = session.keys.packed() if session.keys else None
-    items = [m._packed or _packed(m, pack) for m in history._messages]
+    items = [
+        pack(m) if type(m) is list else m._packed or _packed(m, pack) for m in history._messages
+    ]
     return assemble(fields, keys, items)
 
 
@@ -183,9 +185,13 @@ def decode(raw: bytes) -> Session:
 def _session_from(doc: dict[str, Any]) -> Session:
     metadata, failure = metadata_from(doc["meta"])
     hmax = doc["hmax"]
-    messages = [ChatMessage(_role(r), _str(c), _str(t)) for r, c, t in doc["hist"]]
-    history = ChatHistory(messages, max_messages=None if hmax is None else int(hmax))
-    history.total = int(doc.get("mtot", len(messages)))
+    messages = doc["hist"]
+    _check_messages(messages)
+    history = ChatHistory.from_stored(
+        messages,
+        max_messages=None if hmax is None else int(hmax),
+        total=int(doc.get("mtot", len(messages))),
+    )
     data = doc["data"]
     if not isinstance(data, dict):
         raise TypeError("context data is not a map")
@@ -213,10 +219,20 @@ def _session_from(doc: dict[str, Any]) -> Session:
     )
 
 
-def _role(value: Any) -> Role:
-    if value not in ROLES:
-        raise ValueError(f"unknown chat role {value!r}")
-    return cast(Role, value)
+def _check_messages(messages: Any) -> None:
+    """Check stored chat messages without making them (``ChatHistory`` makes each when
+    it is first read): a list of ``[role, content, timestamp]`` lists of strings."""
+    if type(messages) is not list:
+        raise TypeError("chat history is not a list")
+    for item in messages:
+        if (
+            type(item) is not list
+            or len(item) != 3
+            or item[0] not in ROLES
+            or type(item[1]) is not str
+            or type(item[2]) is not str
+        ):
+            raise ValueError(f"malformed chat message {item!r:.80}")
 
 
 def _str(value: Any) -> str:

@@ -123,9 +123,15 @@ class ChatHistory:
     session log numbers the whole conversation with it. While a step runs, the
     history also notes what it appended and whether it was cleared (``track``),
     so that the step's log record is made without comparing histories.
+
+    A history decoded from a snapshot (``from_stored``) keeps each message as the
+    stored ``[role, content, timestamp]`` list (checked when decoded) and makes
+    its ``ChatMessage`` only when it is read: a step that only appends never
+    builds the messages before it, so waking a long session costs little more
+    than waking a short one.
     """
 
-    __slots__ = ("_added", "_cleared_at", "_messages", "max_messages", "total")
+    __slots__ = ("_added", "_cleared_at", "_lazy", "_messages", "max_messages", "total")
 
     def __init__(
         self,
@@ -137,11 +143,40 @@ class ChatHistory:
         ):
             raise InvalidInput(f"max_messages must be an int >= 1 or None, got {max_messages!r}")
         self.max_messages = max_messages
-        self._messages: list[ChatMessage] = list(messages or [])
+        # ChatMessage, or a stored [role, content, timestamp] list not read yet
+        self._messages: list[Any] = list(messages or [])
+        self._lazy = False
         self.total = len(self._messages)
         self._added: list[ChatMessage] | None = None
         self._cleared_at: int | None = None
         self._trim()
+
+    @classmethod
+    def from_stored(
+        cls, stored: list[list[str]], max_messages: int | None, total: int
+    ) -> ChatHistory:
+        """A history of stored ``[role, content, timestamp]`` lists, already checked
+        (the snapshot codec's), each made a ``ChatMessage`` when first read."""
+        history = cls.__new__(cls)
+        history.max_messages = max_messages
+        history._messages = stored
+        history._lazy = bool(stored)
+        history.total = total
+        history._added = None
+        history._cleared_at = None
+        return history
+
+    def _read(self, start: int = 0) -> list[ChatMessage]:
+        """The kept messages from index ``start`` on, made ``ChatMessage`` in place."""
+        messages = self._messages
+        if self._lazy:
+            for i in range(max(0, start if start >= 0 else len(messages) + start), len(messages)):
+                item = messages[i]
+                if type(item) is list:
+                    messages[i] = ChatMessage(item[0], item[1], item[2])
+            if start == 0 or -start >= len(messages):
+                self._lazy = False
+        return messages[start:]
 
     def track(self) -> None:
         """Start noting appended messages and clears (a step's working copy does)."""
@@ -187,16 +222,17 @@ class ChatHistory:
 
     def last_messages(self, n: int) -> list[ChatMessage]:
         """The newest ``n`` messages, oldest first."""
-        return list(self._messages[-n:]) if n > 0 else []
+        return self._read(-n) if n > 0 else []
 
     @property
     def messages(self) -> list[ChatMessage]:
         """A copy of all kept messages, oldest first."""
-        return list(self._messages)
+        return self._read()
 
     def clear(self) -> None:
         """Remove every message (the session log still holds them)."""
         self._messages.clear()
+        self._lazy = False
         if self._added is not None:
             self._cleared_at = len(self._added)
 
@@ -207,7 +243,8 @@ class ChatHistory:
         """
         clone = ChatHistory.__new__(ChatHistory)
         clone.max_messages = self.max_messages
-        clone._messages = list(self._messages)
+        clone._messages = list(self._messages)  # a stored list is never changed, only replaced
+        clone._lazy = self._lazy
         clone.total = self.total
         clone._added = None
         clone._cleared_at = None
@@ -217,12 +254,12 @@ class ChatHistory:
         return len(self._messages)
 
     def __iter__(self) -> Iterator[ChatMessage]:
-        return iter(list(self._messages))
+        return iter(self._read())
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ChatHistory):
             return NotImplemented
-        return self.max_messages == other.max_messages and self._messages == other._messages
+        return self.max_messages == other.max_messages and self._read() == other._read()
 
     def __repr__(self) -> str:
         return f"ChatHistory({len(self._messages)} messages, max={self.max_messages})"
@@ -291,7 +328,7 @@ class Context:
             return
         history.total = old.total + len(history._messages)
         if old._added is not None and history.max_messages == old.max_messages:
-            history._added = [*old._added, *history._messages]
+            history._added = [*old._added, *history._read()]
             history._cleared_at = len(old._added)
         else:
             history._added = None  # not noted: the step saves the session whole

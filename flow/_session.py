@@ -133,6 +133,11 @@ class Session:
     #: actor saves the note with the session's next whole snapshot, at the latest
     #: when it passivates, so it survives passivation but not a crash).
     last_failure: StepFailure | None = field(default=None, compare=False, repr=False)
+    #: When rebuilt from stored bytes (``flow.stores._log.rebuild``): the encoded size of
+    #: the base it started from, and that size plus its records' (an upper bound of its
+    #: own encoded size, as a record holds all a step changed). Lets the session actor
+    #: skip encoding a long session whole to measure it after an activation. Not copied.
+    stored_size: tuple[int, int] | None = field(default=None, init=False, compare=False, repr=False)
 
     def copy(self) -> Session:
         """An independent working copy (see ``Context.copy`` for what it shares)."""

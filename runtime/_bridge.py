@@ -20,7 +20,7 @@ from typing import Any
 
 from actors._live_index import LiveIndex
 
-__all__ = ["AsyncReply", "LoopThread", "SyncReply"]
+__all__ = ["AsyncReply", "HostLoop", "LoopThread", "SyncReply"]
 
 
 class SyncReply:
@@ -169,6 +169,26 @@ def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
         future.set_exception(outcome)
     else:
         future.set_result(outcome)
+
+
+class HostLoop:
+    """Async tasks on an event loop the runtime did not start: the loop that opened an
+    ``AsyncRuntime`` with ``task_loop="caller"`` (the daemon's server loop).
+
+    A token a task emits then reaches a reader on the same loop without a hand-over
+    between threads. The loop is its owner's: ``close`` leaves it running; a step
+    still running at close is cancelled by its actor, as on `LoopThread`.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+
+    def call(self, fn: Callable[[], Any]) -> None:
+        """Run ``fn`` on the loop's thread soon."""
+        self.loop.call_soon_threadsafe(fn)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Nothing to stop: the loop belongs to whoever runs it."""
 
 
 class LoopThread:

@@ -1,13 +1,15 @@
 """The machinery behind ``Runtime`` and ``AsyncRuntime``: one instance per open runtime.
 
 It owns the store, the dispatcher, the supervisor, the task pool, the event
-loop thread and the timer thread, and turns facade calls into messages. Every
+loop thread (or uses the loop that opened an ``AsyncRuntime`` with
+``task_loop="caller"``) and the timer thread, and turns facade calls into messages. Every
 method here returns at once or blocks only on the store (the facades decide
 how to wait: a sync caller blocks on a future, an async caller awaits one).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import functools
 import threading
@@ -59,7 +61,7 @@ from flow.stores import open_store
 from flow.stores._fenced import FencedStore
 from flow.stores._log import LogPolicy
 from flow.stores._protocol import SessionPage, SessionStore
-from runtime._bridge import AsyncReply, LoopThread, SyncReply
+from runtime._bridge import AsyncReply, HostLoop, LoopThread, SyncReply
 from runtime._cluster import Cluster, forwarded_grant
 from runtime._config import RuntimeConfig
 from runtime._live_page import LivePage, live_info, live_page
@@ -180,9 +182,11 @@ class RuntimeCore:
         config: RuntimeConfig,
         store: SessionStore | None,
         migrations: Iterable[Migration] = (),
+        task_loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         _check_config(config)
         self.config = config
+        self._task_loop = task_loop
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.registry = GraphRegistry(graphs, migrations)
@@ -220,7 +224,9 @@ class RuntimeCore:
             self._cleanup.append(self.store.close)
         self.timers = Timers()
         self._cleanup.append(self.timers.close)
-        self.loop_thread = LoopThread()
+        self.loop_thread: LoopThread | HostLoop = (
+            LoopThread() if self._task_loop is None else HostLoop(self._task_loop)
+        )
         self._cleanup.append(self.loop_thread.close)
         self.task_pool = TaskPool(config.task_threads, name="actorflow-task")
         self._cleanup.append(lambda: self.task_pool.shutdown(wait=False, cancel_futures=True))
@@ -640,7 +646,8 @@ class RuntimeCore:
     def stats(self) -> RuntimeStats:
         """Counters since open and the store's counts."""
         counters = self.services.counters
-        depths = [max(e.pending, 0) for e in self.index.entries()]
+        entries = self.index.entries()
+        depths = [max(e.pending, 0) for e in entries]
         return RuntimeStats(
             live=len(self.index),
             activations=counters.activations,

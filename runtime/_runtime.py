@@ -45,6 +45,8 @@ __all__ = ["AsyncRuntime", "Runtime"]
 
 OnBusy = Literal["enqueue", "reject"]
 StepMode = Literal["step", "run"]
+#: Where an ``AsyncRuntime`` runs async tasks: its own loop thread, or the opening loop.
+TaskLoop = Literal["own", "caller"]
 
 
 class _Facade:
@@ -689,12 +691,19 @@ class Runtime(_Facade):
 class _AsyncOpen:
     """``AsyncRuntime.open(...)``: await it, or use it with ``async with``."""
 
-    def __init__(self, args: tuple[Any, ...]) -> None:
+    def __init__(self, args: tuple[Any, ...], *, caller_loop: bool = False) -> None:
         self._args = args
+        self._caller_loop = caller_loop
         self._runtime: AsyncRuntime | None = None
 
     async def _open(self) -> AsyncRuntime:
-        core = await asyncio.to_thread(RuntimeCore, *self._args)
+        loop = asyncio.get_running_loop() if self._caller_loop else None
+        data_dir, graphs, config, store, migrations = self._args
+        core = await asyncio.to_thread(
+            functools.partial(
+                RuntimeCore, data_dir, graphs, config, store, migrations, task_loop=loop
+            )
+        )
         self._runtime = AsyncRuntime(core)
         return self._runtime
 
@@ -730,10 +739,23 @@ class AsyncRuntime(_Facade):
         config: RuntimeConfig | None = None,
         store: SessionStore | None = None,
         migrations: Iterable[Migration] = (),
+        *,
+        task_loop: TaskLoop = "own",
     ) -> _AsyncOpen:
-        """Open a runtime (see ``Runtime.open`` for the arguments and errors)."""
+        """Open a runtime (see ``Runtime.open`` for the arguments and errors).
+
+        ``task_loop`` says where async tasks run: ``"own"`` (the default), on an event
+        loop of the runtime's own thread; ``"caller"``, on the loop that opens the
+        runtime, so that what a task emits reaches a reader on that loop without a
+        hand-over between threads (the daemon does this: tokens arrive sooner). With
+        ``"caller"`` a task that blocks stalls that loop and everything on it, and the
+        loop must keep running until the runtime is closed.
+        """
+        if task_loop not in ("own", "caller"):
+            raise ValueError(f"task_loop must be 'own' or 'caller', not {task_loop!r}")
         return _AsyncOpen(
-            (data_dir, list(graphs), config or RuntimeConfig(), store, list(migrations))
+            (data_dir, list(graphs), config or RuntimeConfig(), store, list(migrations)),
+            caller_loop=task_loop == "caller",
         )
 
     async def __aenter__(self) -> Self:

@@ -149,6 +149,8 @@ class LoopWakes:
     before it runs join it. A request made from an event loop's own thread (an
     async task emitting on the runtime's loop) sends the cross-thread call at the
     end of that loop's turn, so that every task woken in the same turn shares it.
+    A request made on the reader's own loop (the daemon runs async tasks on its
+    server loop) sets the event at once: the reader wakes in the next turn.
 
     Thread-safe; one per reader loop (`of`), kept only while the loop lives.
     """
@@ -176,19 +178,20 @@ class LoopWakes:
             return wakes
 
     def request(self, event: asyncio.Event) -> None:
-        """Set ``event`` on the reader's loop soon (from any thread)."""
-        with self._lock:
-            self._pending.append(event)
-            if self._scheduled:
-                return  # the call on its way sets this one too
-            self._scheduled = True
+        """Set ``event`` on the reader's loop soon (from any thread); at once from that
+        loop's own thread (an async task on the daemon's server loop)."""
         try:
             here: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
             here = None
         if here is self._loop:
-            self._loop.call_soon(self._fire)
+            event.set()  # wakes its reader in the loop's next turn: nothing to batch
             return
+        with self._lock:
+            self._pending.append(event)
+            if self._scheduled:
+                return  # the call on its way sets this one too
+            self._scheduled = True
         if here is not None:
             try:
                 here.call_soon(self._send)  # after this turn of the emitting loop

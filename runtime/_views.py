@@ -98,7 +98,9 @@ class RuntimeStats:
     """Counters since the runtime opened, and the store's counts.
 
     ``mailbox_total`` and ``mailbox_max`` are the requests waiting on (or being run
-    by) the live session actors, in all and in the busiest one.
+    by) the live session actors, in all and in the busiest one. ``hibernated`` counts
+    the live sessions kept as encoded bytes without an actor (within ``live``);
+    ``hibernations`` and ``wakes`` how often one was put to sleep and woken.
     """
 
     live: int

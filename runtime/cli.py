@@ -24,16 +24,12 @@ from rich.console import Console
 from flow._errors import ActorflowError, SnapshotDecodeError
 from flow.stores import SessionStore
 from runtime._remote_cli import REMOTE_COMMANDS, add_remote_commands, run_remote
+from runtime._reshard_cli import add_reshard_command, run_reshard
 from runtime._sessions_history import ACTIONS as HISTORY_ACTIONS
 from runtime._sessions_history import add_history_actions, run_history_action
 from runtime.admin import AdminClient, AdminError, DaemonUnavailable
-from runtime.admin._offline import (
-    EXPORT_FORMATS,
-    export_document,
-    open_offline_store,
-    resolve_stored_id,
-    session_document,
-)
+from runtime.admin._offline import EXPORT_FORMATS, export_document, session_document
+from runtime.admin._offline_shards import OfflineShards, open_offline_shards
 from runtime.admin._protocol import OPS, json_safe
 from runtime.admin._versions_cmd import sessions_migrate, sessions_versions
 from runtime.shell._render import make_console, render_result, render_stored
@@ -154,6 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
         "sessions", help="read the session store directly (no daemon needed)"
     )
     _add_sessions_actions(sessions)
+    add_reshard_command(commands)
     add_remote_commands(commands)
     return parser
 
@@ -210,7 +207,7 @@ def _refuse_if_daemon_runs(data_dir: Path) -> None:
     )
 
 
-def _sessions_ls(store: SessionStore, args: argparse.Namespace) -> int:
+def _sessions_ls(store: OfflineShards, args: argparse.Namespace) -> int:
     if args.limit < 1:
         raise AdminError("BadArgument", f"--limit must be at least 1, got {args.limit}")
     page = store.list(args.owner, args.cursor, args.limit)
@@ -237,13 +234,19 @@ def _sessions_ls(store: SessionStore, args: argparse.Namespace) -> int:
     return 0
 
 
-def _load(store: SessionStore, prefix: str) -> Any:
-    prefix, at, revision = prefix.rpartition("@") if "@" in prefix else (prefix, "", "")
-    if at and not revision.isdigit():
+def _split_revision(text: str) -> tuple[str, int | None]:
+    """``ID@N`` as the id (or prefix) and revision N; a plain id has no revision."""
+    if "@" not in text:
+        return text, None
+    prefix, _, revision = text.rpartition("@")
+    if not revision.isdigit():
         raise AdminError("BadArgument", f"ID@N needs a revision number, got {revision!r}")
-    session_id = resolve_stored_id(store, prefix)
+    return prefix, int(revision)
+
+
+def _load(store: SessionStore, session_id: str, revision: int | None) -> Any:
     try:
-        session = store.load(session_id, int(revision) if at else None)
+        session = store.load(session_id, revision)
     except SnapshotDecodeError as exc:
         raise AdminError("SnapshotDecodeError", str(exc)) from None
     if session is None:
@@ -270,12 +273,17 @@ def _run_sessions(args: argparse.Namespace) -> int:
         return _run_versions(args)
     if args.action in ("rm", "fork", "rollback"):
         _refuse_if_daemon_runs(args.data_dir)
-    store = open_offline_store(args.data_dir, args.store)
+    shards = open_offline_shards(args.data_dir, args.store)
     try:
         if args.action == "ls":
-            return _sessions_ls(store, args)
+            return _sessions_ls(shards, args)
+        at_revision = args.action in ("show", "export")
+        prefix, revision = _split_revision(args.id) if at_revision else (args.id, None)
+        session_id, shard = shards.resolve(prefix)
+        store = shards.stores[shard]
         if args.action in HISTORY_ACTIONS:
-            shown = run_history_action(store, resolve_stored_id(store, args.id), args)
+            with shards.new_ids_in(shard):
+                shown = run_history_action(store, session_id, args)
             if isinstance(shown, str):
                 print(shown)
             elif args.action == "history" and args.json:
@@ -284,12 +292,11 @@ def _run_sessions(args: argparse.Namespace) -> int:
                 _console().print(shown)
             return 0
         if args.action == "rm":
-            session_id = resolve_stored_id(store, args.id)
             if not store.delete(session_id):
                 raise AdminError("SessionNotFound", f"no stored session {session_id!r}")
             print(f"deleted {session_id}")
             return 0
-        session = _load(store, args.id)
+        session = _load(store, session_id, revision)
         if args.action == "export":
             _print_json(export_document(session, args.format))
         elif args.json:
@@ -298,7 +305,7 @@ def _run_sessions(args: argparse.Namespace) -> int:
             _console().print(render_result("inspect", session_document(session)))
         return 0
     finally:
-        store.close()
+        shards.close()
 
 
 def _configure_logging() -> None:
@@ -322,6 +329,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run_shell(args)
         if args.command == "admin":
             return _run_admin(args)
+        if args.command == "reshard":
+            return run_reshard(args)
         if args.command in REMOTE_COMMANDS:
             return run_remote(args)
         return _run_sessions(args)

@@ -203,6 +203,7 @@ def rebuild(base: bytes, records: Iterable[bytes], revision: int | None = None) 
         SnapshotDecodeError: the base or a record did not decode.
     """
     session = decode(base)
+    bound = len(base)
     for raw in records:
         record = decode_record(raw)
         if record.revision <= session.revision:
@@ -210,6 +211,8 @@ def rebuild(base: bytes, records: Iterable[bytes], revision: int | None = None) 
         if revision is not None and record.revision > revision:
             break
         apply(session, record)
+        bound += len(raw)
+    session.stored_size = (len(base), bound)
     return session
 
 

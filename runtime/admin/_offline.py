@@ -8,7 +8,6 @@ from typing import Any
 from flow._session import Session
 from flow.stores import SessionStore, open_store
 from runtime.admin._protocol import AdminError, json_safe
-from runtime.daemon._sharding import RECORD_NAME
 
 __all__ = [
     "EXPORT_FORMATS",
@@ -33,17 +32,6 @@ def open_offline_store(data_dir: Path, store_url: str | None) -> SessionStore:
     """
     if store_url is None:
         path = data_dir / DEFAULT_STORE_NAME
-        workers = data_dir / RECORD_NAME
-        if not path.is_file() and workers.is_file():
-            n = workers.read_text().strip()
-            last = int(n) - 1 if n.isdigit() else "N-1"
-            raise AdminError(
-                "StoreNotFound",
-                f"{data_dir} holds the sessions of actorflowd --workers {n}, one store per "
-                f"worker: pass --data-dir {data_dir / 'shard-K'} (K from 0 to {last}), "
-                "or ask the running daemon (actorflow admin, actorflow shell), whose admin "
-                "socket covers every worker",
-            )
         if not path.is_file():
             raise AdminError(
                 "StoreNotFound",

@@ -295,7 +295,13 @@ async def _ls(runtime: AdminTarget, args: dict[str, Any], info: Mapping[str, obj
         offset=args["offset"],
         limit=args["limit"],
     )
-    return {"sessions": page.items, "total": page.total, "offset": page.offset}
+    return {
+        "sessions": page.items,
+        "total": page.total,
+        "offset": page.offset,
+        "graphs": page.graphs,
+        "versions": [[graph, version, n] for (graph, version), n in page.versions.items()],
+    }
 
 
 async def _inspect(runtime: AdminTarget, args: dict[str, Any], info: Mapping[str, object]) -> Any:

@@ -3,11 +3,13 @@
 When a daemon answers on the data directory's admin socket, the command runs as
 its ``versions`` / ``migrate`` op (each session is migrated through its own
 actor). Otherwise it opens the store itself, with the graphs and migrations
-named by ``--graphs`` / ``--migrations`` (the daemon's flags).
+named by ``--graphs`` / ``--migrations`` (the daemon's flags): every shard's
+store on a data directory of ``--workers N``.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,7 +18,7 @@ from flow._versions import GraphRegistry
 from runtime._bulk_migrate import migrate_offline
 from runtime._version_counts import stored_version_counts, version_table
 from runtime.admin._client import AdminClient, DaemonUnavailable
-from runtime.admin._offline import open_offline_store
+from runtime.admin._offline_shards import open_offline_shards
 
 __all__ = ["sessions_migrate", "sessions_versions"]
 
@@ -49,11 +51,12 @@ def sessions_versions(
     if result is not None:
         return dict(result)
     registry = _registry(graph_refs, migration_refs)
-    store = open_offline_store(data_dir, store_url)
+    shards = open_offline_shards(data_dir, store_url)
     try:
-        return {"graphs": version_table(registry, [], stored_version_counts(store))}
+        counts = sum((stored_version_counts(store) for store in shards.stores), Counter())
+        return {"graphs": version_table(registry, [], counts)}
     finally:
-        store.close()
+        shards.close()
 
 
 def sessions_migrate(
@@ -72,8 +75,13 @@ def sessions_migrate(
     if result is not None:
         return dict(result)
     registry = _registry(graph_refs, migration_refs)
-    store = open_offline_store(data_dir, store_url)
+    shards = open_offline_shards(data_dir, store_url)
     try:
-        return migrate_offline(store, registry, graph, to, dry_run)
+        reports = [migrate_offline(store, registry, graph, to, dry_run) for store in shards.stores]
     finally:
-        store.close()
+        shards.close()
+    merged = reports[0]
+    for report in reports[1:]:
+        merged["moved"] += report["moved"]
+        merged["failed"] += report["failed"]
+    return merged

@@ -29,13 +29,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from flow._logging import get_logger
+from runtime._shard_map import shard_of
 from runtime.admin._client import MAX_REPLY_BYTES
 from runtime.admin._ops import FULL_ID_LENGTH, check_args
 from runtime.admin._protocol import (
@@ -65,12 +66,6 @@ MAX_CANDIDATES_SHOWN = 10
 QUARANTINED_SHOWN = 20  # as runtime/admin/_ops.py shows them
 
 Reply = dict[str, Any]
-
-
-def shard_of(session_id: str, shards: int) -> int:
-    """The worker owning ``session_id``: the front's rule (runtime/daemon/_sharding.py)."""
-    digest = hashlib.blake2b(session_id.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % shards
 
 
 class _WorkerDown(Exception):
@@ -246,7 +241,20 @@ class AdminFanout(LineServer):
         )
         total = sum(int(result.get("total", len(result["sessions"]))) for result in results)
         page = rows[offset : offset + limit]
-        return ok_reply({"sessions": page, "total": total, "offset": offset})
+        graphs: Counter[str] = Counter()
+        versions: Counter[tuple[str, str]] = Counter()
+        for result in results:
+            graphs.update(result.get("graphs") or {})
+            versions.update({(g, v): n for g, v, n in result.get("versions") or []})
+        return ok_reply(
+            {
+                "sessions": page,
+                "total": total,
+                "offset": offset,
+                "graphs": dict(graphs),
+                "versions": [[g, v, n] for (g, v), n in versions.items()],
+            }
+        )
 
     async def _stats(self, request: dict[str, Any]) -> Reply:
         return ok_reply(merge_stats(await self._ask_all(request)))

@@ -32,6 +32,8 @@ from runtime.daemon._routes import Api, route_handlers
 from runtime.daemon._sse import SseRoutes
 from runtime.daemon._step_route import StepRoute
 from runtime.daemon.ui import UI_PATH, Dashboard, ui_error_page, ui_router
+from runtime.daemon.ui._logins import Logins
+from runtime.daemon.ui._peers import Peers
 from runtime.errors import ActorflowError
 
 __all__ = ["OPENAPI_PATH", "build_app", "problem_for_exception"]
@@ -100,6 +102,7 @@ def build_app(
     forward_timeout: float = 0.0,
     secure_cookies: bool = False,
     sse_heartbeat: float = 15.0,
+    peers: Peers | None = None,
 ) -> Gateway:
     """The daemon's ASGI application: the gateway, (in a cluster) the forwarder, the
     event streams (SSE), the step route's fast path, then the Litestar app (the API
@@ -111,7 +114,9 @@ def build_app(
     ``aclose()`` on it closes the forwarder's connections (in a cluster) and stops the
     dashboard's sampler. ``secure_cookies``: the daemon serves TLS.
     """
-    dashboard = Dashboard(api, auth, secure_cookies=secure_cookies)
+    # peers: on a worker of --workers N, every worker's figures and the login key
+    logins = Logins(key=peers.key if peers is not None else None)
+    dashboard = Dashboard(api, auth, secure_cookies=secure_cookies, logins=logins, peers=peers)
 
     def handle(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
         path = request.url.path
@@ -178,6 +183,8 @@ def build_app(
 
     async def on_close() -> None:
         await dashboard.sampler.aclose()
+        if peers is not None:
+            await peers.aclose()
         if forwarder is not None:
             await forwarder.aclose()
 

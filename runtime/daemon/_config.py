@@ -32,12 +32,14 @@ __all__ = [
     "DaemonConfig",
     "LogFormat",
     "build_parser",
+    "can_run_workers",
     "config_table",
     "is_loopback",
     "parse_config",
 ]
 
 LogFormat = Literal["json", "console"]
+TaskLoopChoice = Literal["server", "own"]
 DEFAULT_GRAPHS = ("flow.demo:GRAPHS",)
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 Count = Annotated[int, msgspec.Meta(ge=1)]
@@ -98,10 +100,12 @@ class DaemonConfig:
         metavar="PATH",
         shown="none (TCP)",
     )
-    workers: Count = setting(
-        1,
+    workers: Annotated[int, msgspec.Meta(ge=0)] = setting(
+        0,
         "worker processes, each owning a shard of the sessions behind one front that "
-        "relays requests by session id (1: one process, no front)",
+        "relays requests by session id (1: one process, no front; 0: the count recorded "
+        "in DATA_DIR, 1 on a single daemon's DATA_DIR, else one per available core)",
+        shown="0 (cores)",
     )
     shard: str = setting(
         "",
@@ -187,6 +191,13 @@ class DaemonConfig:
     )
     sse_heartbeat: Seconds = setting(
         15.0, "seconds between heartbeat comments on an idle event stream (SSE)"
+    )
+    task_loop: TaskLoopChoice = setting(
+        "server",
+        "where async tasks run: server (the daemon's event loop: streamed tokens go out "
+        "without a hand-over between threads; a task that blocks stalls every request) "
+        "or own (a loop thread of the runtime's own)",
+        metavar="WHERE",
     )
     forward_timeout: Annotated[float, msgspec.Meta(ge=0)] = setting(
         0.0,
@@ -332,13 +343,24 @@ def _check(config: DaemonConfig) -> None:
         raise ConfigError(f"--data-dir: {str(config.data_dir)!r} is not a directory")
 
 
+def _shared_store(store: str) -> bool:
+    return store.startswith(("redis://", "rediss://", "postgres"))
+
+
+def can_run_workers(config: DaemonConfig) -> bool:
+    """Whether ``config`` may run several workers: on TCP, not a worker itself, and with
+    SQLite per shard (no ``--store``) or a shared Redis/PostgreSQL store."""
+    store = config.runtime.store or ""
+    return not (config.uds or config.shard) and (not store or _shared_store(store))
+
+
 def _check_workers(config: DaemonConfig) -> None:
     if config.uds is not None:
         raise ConfigError("--workers: the front listens on --host/--port; drop --uds")
     if config.shard:
         raise ConfigError("--shard is set by --workers on its workers; give one of them")
     store = config.runtime.store or ""
-    if store and not store.startswith(("redis://", "rediss://", "postgres")):
+    if store and not _shared_store(store):
         raise ConfigError(
             f"--workers {config.workers} with --store {store}: workers share only a Redis "
             "or PostgreSQL store; without --store each keeps SQLite in DATA_DIR/shard-K"

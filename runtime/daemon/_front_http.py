@@ -32,7 +32,8 @@ __all__ = [
     "with_client",
 ]
 
-SESSION_PATH = re.compile(rb"^/v1/sessions/([^/?#]+)")
+# the API's and the dashboard's pages of one session go to the worker that owns it
+SESSION_PATH = re.compile(rb"^/(?:v1|ui)/sessions/([^/?#]+)")
 CLIENT_HEADER = b"x-actorflow-client"
 """Names the client's address to a worker (``host port``): set by the front only."""
 _DROPPED = (b"expect:", CLIENT_HEADER + b":")
@@ -175,7 +176,8 @@ def parse_answer_head(raw: bytes, method: str) -> AnswerHead:
 
 
 def session_in_path(path: bytes) -> str | None:
-    """The session id a ``/v1/sessions/{id}...`` path names (percent-decoded), else None."""
+    """The session id a ``/v1/sessions/{id}...`` or ``/ui/sessions/{id}...`` path names
+    (percent-decoded), else None."""
     match = SESSION_PATH.match(path)
     return unquote(match.group(1).decode("latin-1")) if match else None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Sequence
 
@@ -9,12 +10,12 @@ import structlog
 import uvloop
 
 from runtime.daemon._auth import Authenticator, TokensFileError
-from runtime.daemon._config import ConfigError, DaemonConfig, parse_config
+from runtime.daemon._config import ConfigError, DaemonConfig, can_run_workers, parse_config
 from runtime.daemon._graphs import load_graphs, load_migrations, pick_default_graph
 from runtime.daemon._logging import configure_logging
 from runtime.daemon._preflight import StartupError, check_can_start
 from runtime.daemon._server import serve
-from runtime.daemon._sharding import ShardMismatch, record_workers
+from runtime.daemon._sharding import ShardMismatch, default_workers, record_workers
 from runtime.daemon._workers import run_workers, worker_config
 
 __all__ = ["EXIT_CONFIG", "EXIT_FAILED", "main"]
@@ -39,6 +40,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         return _fail(str(exc))
     configure_logging(config.log_format)
+    try:
+        config = _with_worker_count(config)
+    except ShardMismatch as exc:
+        return _fail(str(exc))
     if config.workers > 1:
         return _run_parent(config, sys.argv[1:] if argv is None else argv)
     config = worker_config(config)
@@ -58,6 +63,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         structlog.get_logger("actorflowd").exception("daemon_failed")
         return _fail(f"{type(exc).__name__}: {exc}", EXIT_FAILED)
+
+
+def _with_worker_count(config: DaemonConfig) -> DaemonConfig:
+    """``--workers`` not given (0): the data directory's count, else one per core (logged)."""
+    if config.workers:
+        return config
+    workers, reason = default_workers(config.data_dir, sharding_allowed=can_run_workers(config))
+    structlog.get_logger("actorflowd").info("workers_chosen", workers=workers, reason=reason)
+    return dataclasses.replace(config, workers=workers)
 
 
 def _run_parent(config: DaemonConfig, argv: Sequence[str]) -> int:

@@ -39,6 +39,7 @@ from runtime.daemon._reload import on_hangup, reloader
 from runtime.daemon._routes import Api
 from runtime.daemon._storage import secure_data_dir
 from runtime.daemon._transport import ConnectionLimits, guarded_protocol
+from runtime.daemon.ui._peers import Peers
 
 __all__ = ["DaemonServer", "serve"]
 
@@ -162,7 +163,11 @@ async def serve(
     secure_data_dir(config.data_dir)
     loop = asyncio.get_running_loop()
     runtime = await AsyncRuntime.open(
-        data_dir=config.data_dir, graphs=graphs, config=config.runtime, migrations=migrations or ()
+        data_dir=config.data_dir,
+        graphs=graphs,
+        config=config.runtime,
+        migrations=migrations or (),
+        task_loop="caller" if config.task_loop == "server" else "own",
     )
     reload = reloader(config, runtime)
     try:
@@ -193,6 +198,7 @@ async def serve(
         forward_timeout=config.forward_timeout,
         secure_cookies=config.tls_cert is not None,
         sse_heartbeat=config.sse_heartbeat,
+        peers=Peers.of_worker(config.data_dir) if config.shard else None,
     )
     server = DaemonServer(_uvicorn_config(app, config))
     signals_seen = 0

@@ -1,44 +1,98 @@
 """Which worker of ``actorflowd --workers N`` owns a session, and the data directory's N.
 
 A session belongs to shard ``blake2b(session_id, 8 bytes) mod N`` for its whole
-life; worker K keeps its data in ``DATA_DIR/shard-K`` and draws only ids of its
-shard. N is recorded in ``DATA_DIR/workers`` at the first start with workers:
+life (runtime/_shard_map.py, shared with the offline ``actorflow sessions``
+commands); worker K keeps its data in ``DATA_DIR/shard-K`` and draws only ids of
+its shard. N is recorded in ``DATA_DIR/workers`` at the first start with workers:
 another N would send every session to the wrong shard, so a later start with
-another N is refused until the sessions are moved (no resharding tool yet).
+another N is refused until the sessions are moved (``actorflow reshard``). Without
+``--workers`` the daemon runs the N recorded, one process on a single daemon's
+directory, and otherwise one worker per core it may run on.
 Pure functions and files; no threads.
 """
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import os
+import secrets
 from pathlib import Path
+
+from runtime._shard_map import (
+    RECORD_NAME,
+    interrupted_reshard,
+    recorded_workers,
+    shard_dir,
+    shard_of,
+)
 
 __all__ = [
     "RECORD_NAME",
     "ShardMismatch",
+    "available_cores",
+    "default_workers",
     "http_socket",
+    "read_ui_key",
     "record_workers",
+    "refuse_interrupted_reshard",
     "shard_dir",
     "shard_of",
+    "write_ui_key",
 ]
 
-RECORD_NAME = "workers"
+SINGLE_STORE_NAME = "sessions.db"
+UI_KEY_NAME = "ui.key"
+UI_KEY_BYTES = 32
 
 
 class ShardMismatch(Exception):
     """The data directory was sharded for another number of workers (one line, with the fix)."""
 
 
-def shard_of(session_id: str, n: int) -> int:
-    """The shard (0..n-1) that owns ``session_id``: a stable hash, the same in every process."""
-    digest = hashlib.blake2b(session_id.encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % n
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, else the machine's count)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
 
 
-def shard_dir(data_dir: Path, shard: int) -> Path:
-    """Worker ``shard``'s data directory (its store, ``admin.sock``, ``http.sock``)."""
-    return data_dir / f"shard-{shard}"
+def default_workers(data_dir: Path, *, sharding_allowed: bool) -> tuple[int, str]:
+    """The worker count when ``--workers`` is not given, and why (for the start's log line).
+
+    The shard count is fixed per data directory: the N recorded there, 1 on a single
+    daemon's directory (its ``sessions.db``), 1 when the configuration cannot shard
+    (``sharding_allowed`` False: ``--uds``, a worker's ``--shard``, a ``memory://`` or
+    ``sqlite://`` store), else one worker per available core.
+
+    Raises:
+        ShardMismatch: ``DATA_DIR/workers`` is unreadable.
+    """
+    refuse_interrupted_reshard(data_dir)
+    try:
+        recorded = recorded_workers(data_dir)
+    except ValueError as exc:
+        raise ShardMismatch(str(exc)) from None
+    if recorded is not None:
+        return recorded, "recorded in the data directory"
+    if (data_dir / SINGLE_STORE_NAME).exists():
+        return 1, (
+            "the data directory holds a single daemon's sessions.db "
+            "(`actorflow reshard --workers N` moves its sessions to N workers)"
+        )
+    if not sharding_allowed:
+        return 1, "this configuration runs one process"
+    return available_cores(), "one per available core"
+
+
+def refuse_interrupted_reshard(data_dir: Path) -> None:
+    """Refuse a data directory an ``actorflow reshard`` left half-switched.
+
+    Raises:
+        ShardMismatch: its journal is there (the message says how to finish).
+    """
+    reason = interrupted_reshard(data_dir)
+    if reason is not None:
+        raise ShardMismatch(reason)
 
 
 def http_socket(data_dir: Path, shard: int) -> Path:
@@ -56,6 +110,7 @@ def record_workers(data_dir: Path, n: int) -> None:
     Raises:
         ShardMismatch: another N is recorded, or the directory holds unsharded sessions.
     """
+    refuse_interrupted_reshard(data_dir)
     record = data_dir / RECORD_NAME
     try:
         text = record.read_text().strip()
@@ -64,16 +119,46 @@ def record_workers(data_dir: Path, n: int) -> None:
     if text and text != str(n):
         raise ShardMismatch(
             f"--workers {n}: {str(data_dir)!r} holds sessions sharded for --workers {text} "
-            f"(recorded in {record.name}); start with --workers {text}, or give this "
-            "daemon another --data-dir"
+            f"(recorded in {record.name}); start with --workers {text}, move them with "
+            f"`actorflow reshard --data-dir {data_dir} --workers {n}` (daemon stopped), "
+            "or give this daemon another --data-dir"
         )
     if text or n == 1:
         return
-    if (data_dir / "sessions.db").exists():
+    if (data_dir / SINGLE_STORE_NAME).exists():
         raise ShardMismatch(
             f"--workers {n}: {str(data_dir)!r} holds a single daemon's sessions.db; "
-            "start it with --workers 1, or give this daemon another --data-dir"
+            f"start it with --workers 1, move its sessions to {n} shards with "
+            f"`actorflow reshard --data-dir {data_dir} --workers {n}` (daemon stopped), "
+            "or give this daemon another --data-dir"
         )
     temporary = record.with_name(RECORD_NAME + ".tmp")
-    temporary.write_text(f"{n}\n")
+    with contextlib.suppress(FileNotFoundError):
+        temporary.unlink()
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # private, as the rest
+    with os.fdopen(fd, "w") as handle:
+        handle.write(f"{n}\n")
     os.replace(temporary, record)
+
+
+def write_ui_key(data_dir: Path) -> None:
+    """A new key for the dashboard's login cookies, shared by the workers (mode 0600).
+
+    Written at each start of the parent, so logins end with the daemon as on a
+    single daemon (runtime/daemon/ui/_logins.py).
+    """
+    temporary = data_dir / (UI_KEY_NAME + ".tmp")
+    with contextlib.suppress(FileNotFoundError):
+        temporary.unlink()
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(secrets.token_bytes(UI_KEY_BYTES))
+    os.replace(temporary, data_dir / UI_KEY_NAME)
+
+
+def read_ui_key(data_dir: Path) -> bytes:
+    """The workers' shared dashboard key that the parent wrote in ``data_dir``."""
+    key = (data_dir / UI_KEY_NAME).read_bytes()
+    if len(key) != UI_KEY_BYTES:
+        raise ShardMismatch(f"{str(data_dir / UI_KEY_NAME)!r} is not a key the parent wrote")
+    return key

@@ -4,7 +4,9 @@ The front relays a request naming a session to the one worker that owns it. Two
 requests name none and need every worker: the session list (``GET /v1/sessions``:
 each worker's page merged by id, with a cursor holding one position per worker:
 runtime/daemon/_shard_cursor.py) and ``GET /metrics`` (counters and histograms
-summed, gauges labelled by worker: runtime/daemon/_shard_metrics.py). Each worker
+summed, gauges labelled by worker: runtime/daemon/_shard_metrics.py); and the
+dashboard's logout (``POST /ui/logout``) reaches every worker, since each may have
+adopted the login (runtime/daemon/ui/_logins.py): worker 0's answer is sent. Each worker
 is asked with the caller's own headers, so it checks the caller's token and
 scope as it would for a direct request; a worker's refusal (401, 400, ...) is
 the answer. A worker that does not answer makes the whole answer a 503
@@ -54,6 +56,7 @@ log = get_logger("actorflow.fanout")
 
 LIST_PATH = b"/v1/sessions"
 METRICS_PATH = b"/metrics"
+LOGOUT_PATH = b"/ui/logout"
 FANOUT_PATHS = frozenset({LIST_PATH, METRICS_PATH})
 DEFAULT_LIMIT = 100  # GET /v1/sessions' default page size (runtime/daemon/_routes.py)
 WORKER_TIMEOUT = httpx.Timeout(30.0, connect=5.0)
@@ -110,7 +113,8 @@ class _WorkerDown(Exception):
 
 def wants_fan_out(method: str, target: bytes) -> bool:
     """Whether ``fan_out`` answers this request (else it goes to one worker)."""
-    return method == "GET" and target.split(b"?", 1)[0] in FANOUT_PATHS
+    path = target.split(b"?", 1)[0]
+    return (method == "GET" and path in FANOUT_PATHS) or (method == "POST" and path == LOGOUT_PATH)
 
 
 def _problem_answer(problem: Problem) -> FanOutAnswer:
@@ -170,6 +174,8 @@ class FanOut:
                 return await self._list(request, query.decode("latin-1"))
             if path == METRICS_PATH:
                 return await self._metrics(request)
+            if path == LOGOUT_PATH:
+                return await self._everywhere(request)
         except _WorkerDown as exc:
             return _problem_answer(Problem(WORKER_UNAVAILABLE, str(exc)))
         except Exception:
@@ -181,7 +187,9 @@ class FanOut:
     async def _ask(self, shard: int, request: FanOutRequest, target: str) -> httpx.Response:
         headers = [(k, v) for k, v in request.headers if k.lower() not in DROPPED_REQUEST_HEADERS]
         try:
-            return await self._clients[shard].request(request.method, target, headers=headers)
+            return await self._clients[shard].request(
+                request.method, target, headers=headers, content=request.body
+            )
         except httpx.TransportError as exc:
             reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             raise _WorkerDown(
@@ -245,6 +253,13 @@ class FanOut:
                 f"parse: {exc}"
             ) from None
         return ShardPage(page.items, page.next_cursor is not None)
+
+    async def _everywhere(self, request: FanOutRequest) -> FanOutAnswer:
+        """``request`` sent to every worker; worker 0's answer."""
+        target = request.target.decode("latin-1")
+        answers = await self._ask_all(request, [target] * len(self.workers))
+        assert answers[0] is not None  # every worker was asked
+        return _relayed(answers[0])
 
     async def _metrics(self, request: FanOutRequest) -> FanOutAnswer:
         answers = await self._ask_all(request, ["/metrics"] * len(self.workers))

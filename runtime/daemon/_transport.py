@@ -12,10 +12,12 @@ keep-alive connections.
 uvicorn writes a response's head and its body with two ``transport.write``
 calls, and uvloop sends each at once: two system calls, and on loopback two
 wake-ups of the client, per response. ``CoalescingHttpToolsProtocol`` hands
-uvicorn a transport that gathers the writes made during one turn of the event
-loop and sends them together at the end of that turn (``loop.call_soon``), so
-head and body leave in one send. Order is kept, and ``close`` sends what is
-gathered first.
+uvicorn a transport that gathers a response head and the writes that follow it
+in the same turn of the event loop, and sends them together at the end of that
+turn (``loop.call_soon``), so head and body leave in one send. A write with
+nothing gathered that is not a head (the next chunk of a streamed response: an
+SSE frame) is sent at once, not a turn later. Order is kept, and ``close``
+sends what is gathered first.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ _END_OF_HEAD = b"\r\n\r\n"
 
 
 class CoalescingTransport:
-    """A transport sending the writes of one event-loop turn in one ``write``.
+    """A transport sending a response head and what follows it in the same event-loop
+    turn in one ``write``.
 
     Args:
         transport: the connection's real transport.
@@ -56,10 +59,15 @@ class CoalescingTransport:
         self._pending: list[bytes] = []
 
     def write(self, data: bytes) -> None:
-        """Gather ``data``; it is sent at the end of this turn of the loop."""
-        if not self._pending:
+        """Gather ``data`` if it is a response head or follows one gathered in this
+        turn of the loop (sent at the end of the turn); else send it now."""
+        if self._pending:
+            self._pending.append(data)
+        elif data.startswith(b"HTTP/"):  # a head: its body most often follows this turn
             self._loop.call_soon(self._send)
-        self._pending.append(data)
+            self._pending.append(data)
+        elif not self._transport.is_closing():  # the peer left: nothing can be sent
+            self._transport.write(data)
 
     def writelines(self, chunks: Any) -> None:
         """Gather each chunk, as ``write`` does."""

@@ -48,11 +48,18 @@ from runtime.daemon._config import DaemonConfig
 from runtime.daemon._front import Front, FrontLimits, Upstream
 from runtime.daemon._logging import flush_logs
 from runtime.daemon._server import connection_limits, default_max_connections
-from runtime.daemon._sharding import http_socket, shard_dir, shard_of
+from runtime.daemon._sharding import http_socket, shard_dir, shard_of, write_ui_key
 from runtime.daemon._shards import close_fan_out, fan_out
 from runtime.daemon._storage import secure_data_dir
 
-__all__ = ["MAX_RESTARTS", "RESTART_WINDOW", "WorkerPool", "run_workers", "worker_config"]
+__all__ = [
+    "MAX_RESTARTS",
+    "RESTART_WINDOW",
+    "WorkerPool",
+    "run_workers",
+    "worker_config",
+    "worker_shares",
+]
 
 MAX_RESTARTS = 3
 RESTART_WINDOW = 60.0
@@ -94,7 +101,27 @@ def worker_command(config: DaemonConfig, argv: Sequence[str], index: int, node: 
     ]  # fmt: skip
     if config.runtime.store:
         extra += ["--node-id", f"{node}-{index}"]
-    return [sys.executable, "-m", "runtime", *argv, *extra]
+    return [sys.executable, "-m", "runtime", *argv, *extra, *worker_shares(config)]
+
+
+def worker_shares(config: DaemonConfig) -> list[str]:
+    """Each worker's share of the daemon-wide caps, as flags (a total over N workers).
+
+    Sessions spread evenly over the shards by their hash, so a cap on the whole
+    daemon (steps in flight, live actors, tails, timers fired per second) becomes
+    ``ceil(total / N)`` per worker. Limits per user (``--user-step-rate``,
+    ``--max-sessions-per-user``) and per session stay as given, counted by each
+    worker (docs/internals.md, "Limits").
+    """
+    n = config.workers
+    runtime = config.runtime
+    shares = {
+        "--max-inflight": config.max_inflight,
+        "--max-live": runtime.max_live,
+        "--max-tails": runtime.max_tails,
+        "--timer-fire-rate": runtime.timer_fire_rate,
+    }
+    return [part for flag, total in shares.items() for part in (flag, str(-(-total // n)))]
 
 
 async def _ready(path: Path) -> bool:
@@ -230,6 +257,7 @@ async def run_workers(config: DaemonConfig, argv: Sequence[str]) -> int:
     Must run on the main thread's event loop (it installs signal handlers).
     """
     secure_data_dir(config.data_dir)
+    write_ui_key(config.data_dir)
     for index in range(config.workers):
         shard_dir(config.data_dir, index).mkdir(mode=0o700, exist_ok=True)
     upstreams = [Upstream(k, http_socket(config.data_dir, k)) for k in range(config.workers)]

@@ -412,7 +412,17 @@ def test_shutdown_stops_every_actor_and_joins_the_workers() -> None:
     gate = threading.Event()
     refs[0].tell(gate)
     queued = [refs[0].ask("queued", block=False) for _ in range(3)]
-    threading.Timer(0.05, gate.set).start()
+    # the actor its worker is blocked in, behind the gate
+    blocked = next(a for a in dispatcher._actors if a.actor_urn == refs[0].actor_urn)
+    stop_now = blocked._dispatch_stop_now
+
+    def stop_then_open() -> Any:
+        # the gate opens once the stop is requested (a timer could open it first)
+        stopping = stop_now()
+        gate.set()
+        return stopping
+
+    blocked._dispatch_stop_now = stop_then_open  # type: ignore[method-assign]
 
     assert dispatcher.shutdown(timeout=WAIT) is True
 

@@ -46,6 +46,7 @@ class Daemon:
         self.log_path = workdir / "daemon.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("ACTORFLOW_")}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), str(ROOT)) if p)
+        env["ACTORFLOW_WORKERS"] = "1"  # one process (the default is one worker per core)
         command = [
             sys.executable, "-m", "runtime", "--port", str(self.port),
             "--data-dir", str(workdir / "data"), "--log-format", "json",

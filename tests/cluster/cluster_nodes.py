@@ -89,6 +89,7 @@ class Node:
     def start(self) -> Node:
         """Start the node and wait until /readyz answers 200."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("ACTORFLOW_")}
+        env["ACTORFLOW_WORKERS"] = "1"  # one process (the default is one worker per core)
         paths = (
             str(ROOT),
             str(ROOT / "tests"),

@@ -16,11 +16,14 @@ the first token, so the answer proves the token arrived before the task ended).
 ``reminder``: one task that waits; an input ``{"name": N, "after": seconds}``
 schedules a durable timer ``N``; a timer step appends its name to context key
 ``fired``.
+
+``whereami``: one async task that answers the name of the thread running it.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
 
 from flow import Context, FunctionTask, GraphBuilder, NextAction, TaskResult
@@ -69,10 +72,15 @@ def _reminder(ctx: Context) -> TaskResult:
     return TaskResult("noted", NextAction.WaitForInput)
 
 
+async def _whereami(ctx: Context) -> TaskResult:
+    return TaskResult(threading.current_thread().name, NextAction.WaitForInput)
+
+
 GRAPHS = [
     GraphBuilder("gated").add_task(FunctionTask("gated", _gated, blocking=True)).build(),
     GraphBuilder("boom").add_task(FunctionTask("boom", _boom, blocking=False)).build(),
     GraphBuilder("once").add_task(FunctionTask("once", _once, blocking=False)).build(),
     GraphBuilder("teller").add_task(FunctionTask("teller", _teller, blocking=True)).build(),
     GraphBuilder("reminder").add_task(FunctionTask("reminder", _reminder, blocking=False)).build(),
+    GraphBuilder("whereami").add_task(FunctionTask("whereami", _whereami)).build(),
 ]

@@ -1,4 +1,5 @@
-"""The transport under uvicorn sends the writes of one event-loop turn together, in order."""
+"""The transport under uvicorn sends a response head and the writes following it in one
+event-loop turn together, in order; a later chunk (an SSE frame) leaves at once."""
 
 from __future__ import annotations
 
@@ -48,6 +49,7 @@ def test_head_and_body_written_in_one_turn_leave_in_one_send() -> None:
         assert real.sent == [], "sent before the end of the loop turn"
         await asyncio.sleep(0)  # one turn of the loop: the send is scheduled with call_soon
         transport.write(b"next")
+        assert real.sent[-1] == b"next", "a chunk after the head's turn waited for a turn"
         await asyncio.sleep(0)
         return real.sent
 
@@ -58,15 +60,17 @@ def test_close_sends_what_was_gathered_first_and_abort_drops_it() -> None:
     async def main() -> tuple[RecordingTransport, RecordingTransport]:
         closed, aborted = RecordingTransport(), RecordingTransport()
         first, second = _coalescing(closed), _coalescing(aborted)
+        first.write(b"HTTP/1.1 200 OK\r\n\r\n")
         first.write(b"last words")
         first.close()
+        second.write(b"HTTP/1.1 200 OK\r\n\r\n")
         second.write(b"never sent")
         second.abort()
         await asyncio.sleep(0)
         return closed, aborted
 
     closed, aborted = asyncio.run(main())
-    assert closed.sent == [b"last words"]
+    assert closed.sent == [b"HTTP/1.1 200 OK\r\n\r\nlast words"]
     assert closed.events == ["write", "close"]
     assert aborted.sent == []
     assert aborted.events == ["abort"]

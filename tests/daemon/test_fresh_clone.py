@@ -12,6 +12,8 @@ import httpx
 import pytest
 from daemon_harness import ROOT, free_port, wait_for
 
+from runtime._shard_map import shard_of
+
 INSTALL_TIMEOUT = 600.0
 
 
@@ -66,7 +68,9 @@ def test_bin_actorflowd_on_a_fresh_clone_installs_serves_and_exits_0_on_sigterm(
             session_id = created.json()["session_id"]
             stepped = client.post(f"/v1/sessions/{session_id}/step", json={"input": "hi"})
             assert stepped.json()["response"] == "echo: hi"
-        assert (clone / "var" / "sessions.db").exists()
+        cores = len(os.sched_getaffinity(0))  # the default: one worker per core
+        shard = f"shard-{shard_of(session_id, cores)}" if cores > 1 else ""
+        assert (clone / "var" / shard / "sessions.db").exists()
         assert (clone / ".venv" / "bin" / "actorflowd").exists()
         with open(f"/proc/{process.pid}/cmdline", "rb") as cmdline:
             argv0 = cmdline.read().split(b"\0")[0]

@@ -13,8 +13,9 @@ import pexpect
 import pytest
 from shards_harness import Shards, Worker
 
+from runtime._shard_map import shard_of
 from runtime.admin import AdminClient, AdminError
-from runtime.daemon._admin_fanout import serve_admin_fanout, shard_of
+from runtime.daemon._admin_fanout import serve_admin_fanout
 
 ALICE = "tok-alice"
 ACTORFLOW = str(Path(sys.executable).parent / "actorflow")

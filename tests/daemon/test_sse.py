@@ -246,3 +246,23 @@ def test_a_tail_past_the_per_session_cap_is_429_until_one_closes(
                 return tail.status_code == 200
 
         wait_for(reopened, what="a tail once the others closed")
+
+
+def test_async_tasks_run_on_the_daemons_loop_unless_told_to_run_on_their_own(
+    client: httpx.Client, tmp_path: Path
+) -> None:
+    """By default an async task runs on the daemon's event loop (its tokens reach the
+    stream without a hand-over between threads); ``--task-loop own`` gives async tasks
+    a loop thread of the runtime's own, as before."""
+    sid = new_session(client, "whereami")
+    with client.stream("POST", f"/v1/sessions/{sid}/step", json={}, headers=SSE) as r:
+        assert until_committed(r.iter_lines())[-1]["data"]["response"] == "MainThread"
+    own = Daemon(tmp_path, ["--task-loop", "own"], None).start()
+    try:
+        with own.client() as c:
+            other = new_session(c, "whereami")
+            answered = c.post(f"/v1/sessions/{other}/step", json={})
+            assert answered.status_code == 200, answered.text
+            assert answered.json()["response"] == "actorflow-loop"
+    finally:
+        assert own.stop() == 0, own.log_tail()

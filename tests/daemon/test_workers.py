@@ -25,6 +25,7 @@ from daemon_harness import (
     daemon_env,
     wait_for,
 )
+from prometheus_client.parser import text_string_to_metric_families
 
 from runtime.admin import AdminClient
 from runtime.daemon._sharding import ShardMismatch, record_workers, shard_of
@@ -249,3 +250,41 @@ def test_the_front_keeps_pipelined_answers_in_order_and_refuses_big_bodies(
     answer = _exchange(workers.port, too_big)
     assert answer.startswith(b"HTTP/1.1 413")
     assert b"body-too-large" in answer
+
+
+def _metric_sums(api: httpx.Client) -> dict[str, float]:
+    """Every /metrics sample summed over its labels (the workers' gauges are labelled)."""
+    sums: dict[str, float] = {}
+    for family in text_string_to_metric_families(api.get("/metrics").text):
+        for sample in family.samples:
+            sums[sample.name] = sums.get(sample.name, 0.0) + sample.value
+    return sums
+
+
+def test_daemon_wide_caps_are_shared_out_and_hibernation_is_counted_across_workers(
+    start_daemon: StartDaemon,
+) -> None:
+    max_live = 2
+    workers = start_daemon(
+        "--workers", str(WORKERS), "--max-live", str(max_live),
+        "--hibernate-after", "0.2", "--sweep-interval", "0.1",
+    )  # fmt: skip
+    with workers.client() as api:
+        sessions = [create(api) for _ in range(2 * WORKERS)]  # round robin: two per worker
+        for session_id in sessions:
+            step = api.post(f"/v1/sessions/{session_id}/step", json={"input": "hi"})
+            assert step.status_code == 200, step.text
+        figures = _metric_sums(api)
+        assert figures["actorflow_live_actors"] <= max_live  # one per worker, not two each
+        assert figures["actorflow_evictions_total"] >= len(sessions) - max_live
+        wait_for(
+            lambda: _metric_sums(api)["actorflow_hibernated_sessions"] >= WORKERS,
+            10.0,
+            "every worker's live session hibernated",
+        )
+        asleep = _metric_sums(api)
+        assert asleep["actorflow_hibernations_total"] >= WORKERS
+        assert asleep["actorflow_wakes_total"] == 0
+        step = api.post(f"/v1/sessions/{sessions[-1]}/step", json={"input": "wake up"})
+        assert step.status_code == 200, step.text
+        assert _metric_sums(api)["actorflow_wakes_total"] == 1

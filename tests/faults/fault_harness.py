@@ -46,6 +46,7 @@ def daemon_env() -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(HERE), str(ROOT), env.get("PYTHONPATH", "")) if p
     )
+    env["ACTORFLOW_WORKERS"] = "1"  # one process (the default is one worker per core)
     return env
 
 

@@ -68,3 +68,27 @@ def test_wakes_from_an_emitting_loop_go_out_at_the_end_of_its_turn() -> None:
     finally:
         emitter.close()
         reader.close()
+
+
+def test_a_wake_on_the_readers_own_loop_sets_the_event_at_once() -> None:
+    """An async task on the reader's loop (the daemon's server loop) wakes its reader
+    without a callback in between: the event is set when ``request`` returns."""
+
+    async def main() -> tuple[bool, int]:
+        loop = asyncio.get_running_loop()
+        event = asyncio.Event()
+        scheduled = 0
+        real = loop.call_soon
+
+        def counting(*args: object, **kwargs: object) -> asyncio.Handle:
+            nonlocal scheduled
+            scheduled += 1
+            return real(*args, **kwargs)  # type: ignore[arg-type]
+
+        loop.call_soon = counting  # type: ignore[method-assign]
+        LoopWakes.of(loop).request(event)
+        set_at_once = event.is_set()
+        loop.call_soon = real  # type: ignore[method-assign]
+        return set_at_once, scheduled
+
+    assert asyncio.run(main()) == (True, 0)

@@ -195,6 +195,41 @@ def test_an_async_stream_yields_the_same_events(tmp_path: Path) -> None:
     assert isinstance(events[-1], Committed)
 
 
+def test_task_loop_caller_runs_async_tasks_on_the_opening_loop(tmp_path: Path) -> None:
+    """``task_loop="caller"``: an async task runs on the loop that opened the runtime,
+    its tokens stream as on the runtime's own loop, and closing the runtime leaves
+    that loop running; ``"own"`` (the default) runs it on another thread's loop."""
+    loops: list[asyncio.AbstractEventLoop] = []
+
+    async def talk(ctx: Context) -> TaskResult:
+        loops.append(asyncio.get_running_loop())
+        ctx.emit_token("here")
+        await asyncio.sleep(0)
+        return TaskResult("said", NextAction.WaitForInput)
+
+    graph = GraphBuilder("where").add_task(FunctionTask("talk", talk)).build()
+
+    async def main(task_loop: Any) -> tuple[list[StepEvent], bool]:
+        async with AsyncRuntime.open(
+            data_dir=tmp_path / task_loop, graphs=[graph], task_loop=task_loop
+        ) as art:
+            sid = await art.create_session("where", owner="alice")
+            events = [event async for event in art.stream(sid, "go")]
+        ran_here = loops[-1] is asyncio.get_running_loop()
+        await asyncio.sleep(0)  # the caller's loop still runs after the runtime closed
+        return events, ran_here
+
+    events, ran_here = asyncio.run(main("caller"))
+    assert ran_here
+    assert [e.text for e in events if isinstance(e, Token)] == ["here"]
+    assert isinstance(events[-1], Committed)
+    events, ran_here = asyncio.run(main("own"))
+    assert not ran_here
+    assert isinstance(events[-1], Committed)
+    with pytest.raises(ValueError, match="task_loop"):
+        AsyncRuntime.open(data_dir=tmp_path, task_loop="mine")  # type: ignore[arg-type]
+
+
 def test_errors_before_the_step_starts_are_raised(open_runtime: Opener) -> None:
     gate = threading.Event()
 

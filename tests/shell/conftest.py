@@ -25,6 +25,7 @@ READY_TIMEOUT = 30.0
 def clean_env(**extra: str) -> dict[str, str]:
     """The environment for a subprocess: no ACTORFLOW_* settings leaking in."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACTORFLOW_")}
+    env["ACTORFLOW_WORKERS"] = "1"  # one process (the default is one worker per core)
     env.update(extra)
     return env
 

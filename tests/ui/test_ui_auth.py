@@ -117,6 +117,26 @@ def test_logins_expire_and_are_bounded() -> None:
     assert not login.csrf_ok(None)
 
 
+def test_signed_logins_hold_on_every_worker_until_a_logout_reaches_it() -> None:
+    """With the workers' shared key a cookie one worker signed is adopted by another
+    (same user, same CSRF token); once a logout reaches a worker, that worker refuses
+    the cookie, even if it had never seen it; a forged or unsigned cookie is refused."""
+    key = b"k" * 32
+    first, second, third = Logins(key=key), Logins(key=key), Logins(key=key)
+    cookie, login = first.start("ann", admin=True)
+    adopted = second.find(cookie)
+    assert adopted is not None
+    assert (adopted.user, adopted.admin, adopted.csrf) == ("ann", True, login.csrf)
+    third.end(cookie)  # a logout reaching a worker that never saw the cookie
+    assert third.find(cookie) is None
+    second.end(cookie)
+    assert second.find(cookie) is None
+    payload, _, mac = cookie.rpartition(".")
+    assert Logins(key=b"x" * 32).find(cookie) is None
+    assert second.find(payload.replace(".1.", ".0.", 1) + "." + mac) is None
+    assert Logins().find(cookie) is None
+
+
 def test_failed_logins_block_an_address_for_a_while() -> None:
     failed = FailedLogins(limit=3, period=60.0)
     for _ in range(3):

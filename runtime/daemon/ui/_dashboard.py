@@ -18,12 +18,14 @@ from litestar.datastructures import Cookie
 from litestar.response import Redirect, Response
 
 from flow.stores._sqlite import SqliteStore
+from runtime._live_page import LivePage
 from runtime.daemon._auth import Authenticator
 from runtime.daemon._gateway import request_info
 from runtime.daemon._problems import Problem, ProblemKind
 from runtime.daemon._routes import Api
 from runtime.daemon.ui._figures import Sampler
 from runtime.daemon.ui._logins import COOKIE, FailedLogins, Login, Logins
+from runtime.daemon.ui._peers import Peers
 from runtime.daemon.ui._render import SECURITY_HEADERS, environment
 
 __all__ = [
@@ -76,6 +78,7 @@ class Dashboard:
     failed_logins: FailedLogins = field(default_factory=FailedLogins)
     env: Environment = field(default_factory=environment)
     streams: int = 0
+    peers: Peers | None = None
     sampler: Sampler = field(init=False)
 
     def __post_init__(self) -> None:
@@ -85,6 +88,7 @@ class Dashboard:
             api.metrics,
             lambda: _writer_stats(api),
             lambda: api.draining or api.runtime.draining,
+            self.peers,
         )
 
     @property
@@ -106,6 +110,12 @@ class Dashboard:
             request_info(request.scope).user = visit.login.user
             self.sampler.touch()
         return visit
+
+    async def live_page(self, **query: Any) -> LivePage:
+        """One page of the live actors: this daemon's, or every worker's (``peers``)."""
+        if self.peers is not None:
+            return await self.peers.live_page(**query)
+        return await self.api.runtime.live_page(**query)
 
     def owner_scope(self, login: Login) -> str | None:
         """The owner the runtime checks this login's reads against (None: an admin, any)."""

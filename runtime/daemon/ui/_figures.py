@@ -25,6 +25,7 @@ from prometheus_client import Metric
 from runtime import AsyncRuntime
 from runtime._views import RuntimeStats
 from runtime.daemon._metrics import DaemonMetrics
+from runtime.daemon.ui._peers import Peers
 
 __all__ = ["KEPT", "PERIOD", "Figures", "Sample", "Sampler", "figures", "quantile"]
 
@@ -158,6 +159,9 @@ class Sampler:
         metrics: the daemon's request metrics.
         writer_stats: the store's (transactions, saves) so far, when it counts them.
         stopped: whether the daemon is shutting down (the sampler then ends).
+        peers: on a worker of ``--workers N``, every worker (runtime/daemon/ui/_peers.py):
+            steps, errors, latencies and the runtime's counters are theirs, added up
+            (the store's commit figures stay this worker's own).
     """
 
     def __init__(
@@ -166,8 +170,10 @@ class Sampler:
         metrics: DaemonMetrics,
         writer_stats: Callable[[], tuple[int, int] | None],
         stopped: Callable[[], bool],
+        peers: Peers | None = None,
     ) -> None:
         self.runtime = runtime
+        self.peers = peers
         self.metrics = metrics
         self.samples: deque[Sample] = deque(maxlen=KEPT)
         self._writer_stats = writer_stats
@@ -191,8 +197,12 @@ class Sampler:
 
     async def sample(self) -> None:
         """Take one sample now."""
-        steps, errors, buckets = metric_totals(self.metrics)
-        stats = await self.runtime.stats()
+        if self.peers is not None:  # a worker of --workers N: every worker's figures
+            steps, errors, buckets = await self.peers.metric_totals()
+            stats = await self.peers.stats()
+        else:
+            steps, errors, buckets = metric_totals(self.metrics)
+            stats = await self.runtime.stats()
         written = self._writer_stats()
         self.samples.append(
             Sample(

@@ -10,12 +10,23 @@ which every form that changes something carries and every POST checks.
 Without a tokens file there is no login: every browser on loopback is the
 local user, who gets a login session (and a CSRF token) on its first page.
 
+Behind the ``--workers N`` front a session's pages are served by the worker that
+owns the session, so a login must hold on every worker: the workers share a key
+(``DATA_DIR/ui.key``, written by the parent at each start) and a login's cookie
+is signed with it (``NONCE.USER.ADMIN.EXPIRES.MAC``, HMAC-SHA256). A worker that
+does not know a cookie checks its MAC and expiry and adopts it; the CSRF token is
+derived from the nonce with the key, the same on every worker. Such a login lasts
+at most ``IDLE_TIMEOUT`` from its start, and a logout reaches every worker (the
+front sends ``POST /ui/logout`` to all), each of which then refuses the cookie.
+
 Thread: everything here runs on the event loop thread (the handlers), so the
 table needs no lock.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import secrets
 import time
@@ -50,28 +61,82 @@ class Login:
         return given is not None and hmac.compare_digest(given.encode(), self.csrf.encode())
 
 
-class Logins:
-    """The login sessions, by cookie value, least recently used first."""
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
-    def __init__(self, *, idle_timeout: float = IDLE_TIMEOUT, limit: int = MAX_LOGINS) -> None:
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class Logins:
+    """The login sessions, by cookie value, least recently used first.
+
+    ``key``: the workers' shared key (``--workers N``): cookies are signed and any
+    worker adopts a valid one (see the module's docstring); None: a single daemon.
+    """
+
+    def __init__(
+        self,
+        *,
+        idle_timeout: float = IDLE_TIMEOUT,
+        limit: int = MAX_LOGINS,
+        key: bytes | None = None,
+    ) -> None:
         self._by_id: OrderedDict[str, Login] = OrderedDict()
+        self._ended: OrderedDict[str, float] = OrderedDict()  # signed cookies logged out
         self.idle_timeout = idle_timeout
         self.limit = limit
+        self.key = key
 
     def start(self, user: str, *, admin: bool) -> tuple[str, Login]:
         """A new login for ``user``: its cookie value and the login."""
         while len(self._by_id) >= self.limit:
             self._by_id.popitem(last=False)
-        cookie = secrets.token_urlsafe(32)
-        login = Login(user, admin, secrets.token_urlsafe(32), time.monotonic())
+        if self.key is None:
+            cookie, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+        else:
+            nonce = secrets.token_urlsafe(24)
+            expires = int(time.time() + self.idle_timeout)
+            payload = f"{nonce}.{_b64(user.encode())}.{int(admin)}.{expires}"
+            cookie, csrf = f"{payload}.{self._mac(payload)}", self._mac("csrf." + nonce)
+        login = Login(user, admin, csrf, time.monotonic())
         self._by_id[cookie] = login
         return cookie, login
+
+    def _mac(self, text: str) -> str:
+        assert self.key is not None
+        return _b64(hmac.new(self.key, text.encode(), hashlib.sha256).digest())
+
+    def _signed(self, cookie: str) -> bool:
+        """Whether ``cookie`` carries this daemon's MAC (it may have expired)."""
+        payload, _, mac = cookie.rpartition(".")
+        return bool(payload) and hmac.compare_digest(mac.encode(), self._mac(payload).encode())
+
+    def _adopt(self, cookie: str) -> Login | None:
+        """The login of a cookie another worker signed, if its MAC and expiry hold."""
+        if self.key is None or cookie in self._ended:
+            return None
+        payload, _, mac = cookie.rpartition(".")
+        parts = payload.split(".")
+        if len(parts) != 4 or not hmac.compare_digest(mac.encode(), self._mac(payload).encode()):
+            return None
+        nonce, user, admin, expires = parts
+        if not expires.isdigit() or int(expires) <= time.time():
+            return None
+        login = Login(
+            _unb64(user).decode(), admin == "1", self._mac("csrf." + nonce), time.monotonic()
+        )
+        while len(self._by_id) >= self.limit:
+            self._by_id.popitem(last=False)
+        self._by_id[cookie] = login
+        return login
 
     def find(self, cookie: str | None) -> Login | None:
         """The login a cookie names, if it is still valid (its idle time is renewed)."""
         if not cookie:
             return None
-        login = self._by_id.get(cookie)
+        login = self._by_id.get(cookie) or self._adopt(cookie)
         if login is None:
             return None
         now = time.monotonic()
@@ -83,9 +148,19 @@ class Logins:
         return login
 
     def end(self, cookie: str | None) -> None:
-        """Sign a cookie's login out (nothing if it names none)."""
-        if cookie:
-            self._by_id.pop(cookie, None)
+        """Sign a cookie's login out (nothing if it names none); a signed cookie is
+        remembered until it expires, so that this worker never adopts it again."""
+        if not cookie:
+            return
+        known = self._by_id.pop(cookie, None) is not None
+        if self.key is not None and (known or self._signed(cookie)):
+            # a worker that never saw the cookie remembers it too (a logout reaches all)
+            now = time.time()
+            while self._ended and next(iter(self._ended.values())) <= now:
+                self._ended.popitem(last=False)  # expired anyway: refused by its date
+            while len(self._ended) >= self.limit:
+                self._ended.popitem(last=False)
+            self._ended[cookie] = now + self.idle_timeout
 
 
 class FailedLogins:

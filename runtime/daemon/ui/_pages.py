@@ -60,7 +60,6 @@ def _safe_next(target: str | None) -> str:
 
 def _pages(dashboard: Dashboard) -> list[ControllerRouterHandler]:
     api = dashboard.api
-    runtime = api.runtime
 
     @get("/login", include_in_schema=False)
     async def login_form(
@@ -106,7 +105,7 @@ def _pages(dashboard: Dashboard) -> list[ControllerRouterHandler]:
             return dashboard.to_login(request)
         if not dashboard.sampler.samples:
             await dashboard.sampler.sample()
-        live = await runtime.live_page(owner=dashboard.owner_scope(visit.login), limit=1)
+        live = await dashboard.live_page(owner=dashboard.owner_scope(visit.login), limit=1)
         graphs = [
             {"id": g.id, "version": g.version, "live": live.versions.get((g.id, g.version), 0)}
             for g in api.graphs
@@ -144,8 +143,8 @@ def _pages(dashboard: Dashboard) -> list[ControllerRouterHandler]:
             return dashboard.to_login(request)
         scope = dashboard.owner_scope(visit.login)
         wanted_owner = (owner or None) if scope is None else scope
-        page = await runtime.live_page(
-            sort=sort,  # type: ignore[arg-type]  # checked by the pattern above
+        page = await dashboard.live_page(
+            sort=sort,  # checked by the pattern above
             descending=order == "desc",
             graph=graph or None,
             owner=wanted_owner,

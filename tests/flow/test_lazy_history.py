@@ -1,0 +1,88 @@
+"""A decoded chat history makes its messages only when they are read.
+
+Waking a long session must not cost its length: ``decode`` checks the stored
+messages but leaves them as stored until a task (or a view) reads them, an
+append does not read them, and the snapshot written after is the same either way.
+A session rebuilt from the store carries its base's and records' sizes, so the
+size guard needs no whole encode after an activation.
+"""
+
+from __future__ import annotations
+
+import msgpack
+import pytest
+from conftest import build_session
+
+import flow._context as context_module
+from flow import ChatMessage, SnapshotDecodeError, decode, encode
+from flow.stores._log import rebuild
+
+MESSAGES = 50
+
+
+class CountingMessage(ChatMessage):
+    """A ChatMessage that counts how many were made."""
+
+    made = 0
+
+    def __init__(self, role: str, content: str, timestamp: str) -> None:
+        CountingMessage.made += 1
+        super().__init__(role, content, timestamp)  # type: ignore[arg-type]  # any role
+
+
+def _long_session_bytes() -> bytes:
+    session = build_session()
+    for i in range(MESSAGES):
+        session.context.chat_history.add_user(f"message {i}")
+    return encode(session)
+
+
+def test_a_decoded_history_makes_only_the_messages_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    raw = _long_session_bytes()
+    eager = decode(raw).context.chat_history.messages  # before counting: the reference
+    monkeypatch.setattr(context_module, "ChatMessage", CountingMessage)
+    CountingMessage.made = 0
+    history = decode(raw).context.chat_history
+    assert CountingMessage.made == 0
+    assert len(history) == MESSAGES + 2
+    assert encode(decode(raw)) == raw  # written back unread: the same bytes
+    history.add_assistant("appended")  # appending reads nothing stored
+    assert CountingMessage.made == 1  # the appended message itself
+    last = history.last_messages(3)
+    assert CountingMessage.made == 3  # and the two stored ones read
+    assert [m.content for m in last] == [
+        f"message {MESSAGES - 2}",
+        f"message {MESSAGES - 1}",
+        "appended",
+    ]
+    made = [(m.role, m.content, m.timestamp) for m in history.messages[: MESSAGES + 2]]
+    assert made == [(m.role, m.content, m.timestamp) for m in eager]
+    assert CountingMessage.made == MESSAGES + 3
+
+
+def test_an_appended_lazy_history_encodes_as_an_eager_one() -> None:
+    raw = _long_session_bytes()
+    lazy, eager = decode(raw), decode(raw)
+    eager.context.chat_history.messages  # noqa: B018  # read: every message made
+    for session in (lazy, eager):
+        session.context.chat_history.add_user("one more")
+        object.__setattr__(session.context.chat_history._messages[-1], "timestamp", "t")
+    assert encode(lazy) == encode(eager)
+    assert lazy.context.chat_history == eager.context.chat_history
+
+
+def test_a_malformed_stored_message_fails_at_decode() -> None:
+    doc = msgpack.unpackb(_long_session_bytes(), raw=False)
+    doc["hist"][3] = ["robot", "who?", "t"]
+    with pytest.raises(SnapshotDecodeError, match="chat message"):
+        decode(msgpack.packb(doc))
+    doc["hist"][3] = ["user", 42, "t"]
+    with pytest.raises(SnapshotDecodeError):
+        decode(msgpack.packb(doc))
+
+
+def test_a_rebuilt_session_carries_an_upper_bound_of_its_size() -> None:
+    raw = _long_session_bytes()
+    session = rebuild(raw, [])
+    assert session.stored_size == (len(raw), len(raw))
+    assert len(encode(session)) <= session.stored_size[1]
