@@ -6,7 +6,11 @@ the same 64 echo sessions per daemon. The ratio at each connection count is
 the median of the per-round ratios (2 workers / 1), so both sides of a ratio saw
 the same machine load. Issue 20's target: ``--workers 2`` >= 1.4x at 64.
 
-    .venv-dev/bin/python bench/workers.py [--quick] [--rounds N]
+With ``--against REF`` a third daemon, ``--workers 2`` running the code of git
+revision REF, is measured in the same rounds: its ratio to this tree's
+``--workers 2`` and its front's CPU per step compare the two fronts.
+
+    .venv-dev/bin/python bench/workers.py [--quick] [--rounds N] [--against REF]
 """
 
 from __future__ import annotations
@@ -23,13 +27,14 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from daemon_http import Daemon, Load, create_sessions, run_wrk
+from daemon_http import Daemon, Load, create_sessions, export, run_wrk
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out" / "workers.png"
 CONNECTIONS = (1, 16, 64, 256)
 SESSIONS = 64
 WORKER_COUNTS = (1, 2)
+AGAINST = 0  # the key of --against's daemon (--workers 2 on REF's code)
 
 
 def plot(
@@ -70,31 +75,36 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--quick", action="store_true", help="1 round of 2 s (else 3 of 5 s)")
     parser.add_argument("--rounds", type=int, default=0)
     parser.add_argument("--out", type=Path, default=OUT, help="where to write the PNG")
+    parser.add_argument("--against", metavar="REF", help="also run REF's --workers 2")
     args = parser.parse_args(argv)
     rounds = args.rounds or (1 if args.quick else 3)
     seconds = 2.0 if args.quick else 5.0
     runs: dict[tuple[int, int], list[Load]] = {}
-    front_cpu: list[float] = []
+    front_cpu: dict[int, list[float]] = {}
+    kinds = (*WORKER_COUNTS, AGAINST) if args.against else WORKER_COUNTS
     with tempfile.TemporaryDirectory(prefix="actorflow-workers-") as tmp:
         workdir = Path(tmp)
         daemons = {
             n: Daemon(workdir / f"data{n}", "fsync", ["--workers", str(n)]) for n in WORKER_COUNTS
         }
+        if args.against:
+            code = export(args.against, workdir / "against")
+            daemons[AGAINST] = Daemon(workdir / "data-against", "fsync", ["--workers", "2"], code)
         try:
             sessions = {n: create_sessions(d.url, SESSIONS) for n, d in daemons.items()}
             print(f"load average before: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
             for index in range(rounds):
                 for clients in CONNECTIONS:
-                    order = WORKER_COUNTS if index % 2 == 0 else WORKER_COUNTS[::-1]
+                    order = kinds if index % 2 == 0 else kinds[::-1]
                     for n in order:
                         wrk_dir = workdir / f"wrk{n}-{clients}-{index}"
                         wrk_dir.mkdir()
                         cpu = daemons[n].cpu_seconds()
                         load = run_wrk(daemons[n].url, sessions[n], clients, seconds, wrk_dir)
                         runs.setdefault((n, clients), []).append(load)
-                        if n > 1:  # the parent is the front: its CPU is the hop's cost
+                        if n != 1:  # the parent is the front: its CPU is the hop's cost
                             used = daemons[n].cpu_seconds() - cpu
-                            front_cpu.append(used / max(1, load.steps) * 1e6)
+                            front_cpu.setdefault(n, []).append(used / max(1, load.steps) * 1e6)
             print(f"load average after: {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
         finally:
             for daemon in daemons.values():
@@ -117,7 +127,22 @@ def main(argv: Sequence[str] | None = None) -> None:
                 f"errors {errors} (medians of {len(got)} rounds of {seconds:.0f} s, wrk, fsync)",
                 flush=True,
             )
-    print(f"front CPU per step (--workers 2): {statistics.median(front_cpu):.0f} us", flush=True)
+    if args.against:
+        for clients in CONNECTIONS:
+            got = runs[AGAINST, clients]
+            ratio = statistics.median(
+                a.rate / b.rate for a, b in zip(runs[2, clients], got, strict=True)
+            )
+            print(
+                f"{args.against} --workers 2 connections={clients}: "
+                f"{statistics.median(x.rate for x in got):,.0f} steps/s  "
+                f"p99 {statistics.median(x.p99_ms for x in got):.2f} ms  "
+                f"this tree x{ratio:.2f} of it",
+                flush=True,
+            )
+        against = statistics.median(front_cpu[AGAINST])
+        print(f"front CPU per step ({args.against} --workers 2): {against:.0f} us", flush=True)
+    print(f"front CPU per step (--workers 2): {statistics.median(front_cpu[2]):.0f} us", flush=True)
     plot(rates, p99s, args.out, f"load average {os.getloadavg()[0]:.1f}, fsync, wrk")
 
 

@@ -646,8 +646,7 @@ class RuntimeCore:
     def stats(self) -> RuntimeStats:
         """Counters since open and the store's counts."""
         counters = self.services.counters
-        entries = self.index.entries()
-        depths = [max(e.pending, 0) for e in entries]
+        depths = [max(e.pending, 0) for e in self.index.entries()]
         return RuntimeStats(
             live=len(self.index),
             activations=counters.activations,

@@ -50,7 +50,8 @@ class BadHead(Exception):
 class RequestHead:
     """A request's line and framing, and its head as received (``raw``, with CRLFCRLF).
 
-    ``keep_alive``: the client may send another request on this connection.
+    ``keep_alive``: the client may send another request on this connection;
+    ``expects_continue``: it sent ``Expect: 100-continue`` (dropped from ``raw``).
     """
 
     method: str
@@ -58,6 +59,7 @@ class RequestHead:
     content_length: int
     keep_alive: bool
     raw: bytes
+    expects_continue: bool = False
 
     @property
     def path(self) -> bytes:
@@ -142,6 +144,7 @@ def parse_request_head(raw: bytes) -> RequestHead:
         content_length=_content_length(_values(lower, b"\r\ncontent-length:")),
         keep_alive=keep_alive,
         raw=raw,
+        expects_continue=bool(expect),
     )
 
 

@@ -293,11 +293,10 @@ async def run_workers(config: DaemonConfig, argv: Sequence[str]) -> int:
         return await pool.stop()
     try:
         admin = await _admin_fanout(config)
-        server = await asyncio.start_server(
-            front.serve,
+        server = await loop.create_server(
+            front.protocol,
             config.host,
             config.port,
-            limit=config.max_header_bytes,
             backlog=2048,
             ssl=_ssl_context(config),
         )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from runtime.daemon._chunked import ChunkedEnd
 from runtime.daemon._front_http import (
     BadHead,
     client_line,
@@ -92,3 +93,13 @@ def test_execute_names_its_session_in_the_body() -> None:
     assert execute_session_id(b'{"session_id": "s1", "content": "hi"}') == "s1"
     assert execute_session_id(b'{"content": "hi"}') is None
     assert execute_session_id(b"not json") is None
+
+
+def test_the_end_of_a_chunked_body_is_found_however_it_is_cut() -> None:
+    body = b"5;ext=1\r\nfirst\r\n6\r\nsecond\r\n0\r\ntrailer: x\r\n\r\n"
+    for cut in range(1, len(body)):
+        finder = ChunkedEnd()
+        assert finder.feed(body[:cut]) is None
+        assert finder.feed(body[cut:] + b"NEXT") == len(body) - cut
+    with pytest.raises(ValueError, match="chunk size"):
+        ChunkedEnd().feed(b"-5\r\nfirst\r\n")
