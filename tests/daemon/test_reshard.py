@@ -38,6 +38,28 @@ def _close_runtimes() -> Iterator[None]:
     close_all_runtimes()
 
 
+def _views(data_dir: Path, ids: list[str]) -> dict[str, tuple[object, ...]]:
+    """What a session is beyond its history, by id: graph and version, task, status,
+    revision, context, expiry, members and pending timers."""
+    with Runtime.open(data_dir, graphs=[*DEMO_GRAPHS, *TEST_GRAPHS]) as rt:
+        views = {sid: rt.get_session(sid) for sid in ids}
+    return {
+        sid: (
+            v.graph,
+            v.graph_version,
+            v.current_task,
+            v.status,
+            v.revision,
+            v.context,
+            v.metadata.expires_at,
+            v.metadata.members,
+            tuple((t.name, t.due) for t in v.timers),
+            tuple(m["content"] for m in v.chat_history),
+        )
+        for sid, v in views.items()
+    }
+
+
 def _single_daemons_dir(data_dir: Path) -> dict[str, str]:
     """Sessions as a single daemon leaves them; what each must keep, by id."""
     kept: dict[str, str] = {}
@@ -60,6 +82,8 @@ def test_a_single_daemons_sessions_move_to_two_workers_with_all_they_own(
 ) -> None:
     data_dir = tmp_path / "var"
     kept = _single_daemons_dir(data_dir)
+    before = _views(data_dir, list(kept))
+    assert all(view[6] is not None for view in before.values())  # every one expires
     capsys.readouterr()
     assert main(["reshard", "--data-dir", str(data_dir), "--workers", "2"]) == 0
     said = capsys.readouterr().out
@@ -74,6 +98,11 @@ def test_a_single_daemons_sessions_move_to_two_workers_with_all_they_own(
     for k in range(2):
         assert (shard_dir(data_dir, k) / "sessions.db").exists()
     assert {shard_of(sid, 2) for sid in kept} == {0, 1}, "the test needs both shards used"
+    moved: dict[str, tuple[object, ...]] = {}
+    for k in range(2):  # each session in its shard, whole: read before any daemon runs
+        mine = [sid for sid in kept if shard_of(sid, 2) == k]
+        moved.update(_views(shard_dir(data_dir, k), mine))
+    assert moved == before
 
     daemon = Daemon(tmp_path, ["--workers", "2"], data_dir).start()
     try:
