@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from flow._session import Session
-from flow.stores import SessionStore, open_store
+from flow.stores import DEFAULT_SQLITE_NAME, SessionStore, open_store
 from runtime.admin._protocol import AdminError, json_safe
 
 __all__ = [
@@ -18,7 +18,7 @@ __all__ = [
 ]
 
 EXPORT_FORMATS = ("actorflow", "graph-flow")
-DEFAULT_STORE_NAME = "sessions.db"
+DEFAULT_STORE_NAME = DEFAULT_SQLITE_NAME
 MAX_CANDIDATES_SHOWN = 10
 FULL_ID_LENGTH = 36
 

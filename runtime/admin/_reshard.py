@@ -32,7 +32,6 @@ is shared by every worker and never resharded).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
@@ -43,7 +42,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from flow.stores import DEFAULT_SQLITE_NAME
 from flow.stores._sqlite import SqliteStore
+from runtime._data_files import LOCK_NAME, Locked, lock_exclusively, write_private
 from runtime._shard_map import (
     JOURNAL_NAME,
     RECORD_NAME,
@@ -64,8 +65,6 @@ __all__ = [
 ]
 
 NEW_NAME = "reshard-new"
-STORE_NAME = "sessions.db"
-LOCK_NAME = "daemon.lock"
 #: The tables whose rows belong to one session (``session_id``); ``meta`` is the schema's.
 SESSION_TABLES = ("sessions", "bases", "records", "archive", "quarantine", "timers")
 _SIDECARS = ("", "-wal", "-shm")
@@ -80,8 +79,8 @@ class Layout:
     def stores(self, data_dir: Path) -> list[Path]:
         """The SQLite files of this layout under ``data_dir``."""
         if self.workers == 1:
-            return [data_dir / STORE_NAME]
-        return [shard_dir(data_dir, k) / STORE_NAME for k in range(self.workers)]
+            return [data_dir / DEFAULT_SQLITE_NAME]
+        return [shard_dir(data_dir, k) / DEFAULT_SQLITE_NAME for k in range(self.workers)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +106,7 @@ def current_layout(data_dir: Path) -> Layout | None:
         raise AdminError("BadArgument", str(exc)) from None
     if recorded is not None:
         return Layout(recorded)
-    if (data_dir / STORE_NAME).exists():
+    if (data_dir / DEFAULT_SQLITE_NAME).exists():
         return Layout(1)
     return None
 
@@ -157,7 +156,7 @@ def reshard(
             "sessions": sessions,
             "rows": rows,
         }
-        _write_private(journal, json.dumps(plan))
+        write_private(journal, json.dumps(plan).encode())
         return _finish(data_dir, plan)
 
 
@@ -176,7 +175,9 @@ def _copy(
     for target in targets:
         target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         SqliteStore(target).close()  # the current schema, empty
-    total = sum(_count(path, "sessions") for path in sources)
+    # the sources are locked: their rows, counted once here, are what must arrive
+    stored = {table: sum(_count(path, table) for path in sources) for table in SESSION_TABLES}
+    total = stored["sessions"]
     done = 0
     copied = {table: 0 for table in SESSION_TABLES}
     for target_index, target in enumerate(targets):
@@ -204,11 +205,10 @@ def _copy(
                 db.execute("BEGIN IMMEDIATE")
             db.execute("COMMIT")
     for table in SESSION_TABLES:
-        before = sum(_count(path, table) for path in sources)
-        if copied[table] != before:
+        if copied[table] != stored[table]:
             raise AdminError(
                 "ReshardFailed",
-                f"table {table}: {before} rows stored, {copied[table]} copied; "
+                f"table {table}: {stored[table]} rows stored, {copied[table]} copied; "
                 f"nothing was switched ({str(data_dir)!r} is as it was)",
             )
     return total, sum(copied.values())
@@ -246,14 +246,14 @@ def _finish(data_dir: Path, plan: dict[str, object]) -> ReshardReport:
             os.replace(record, backup / RECORD_NAME)
         if after == 1:
             for suffix in _SIDECARS:
-                moved = new / (STORE_NAME + suffix)
+                moved = new / (DEFAULT_SQLITE_NAME + suffix)
                 if moved.exists():
-                    os.replace(moved, data_dir / (STORE_NAME + suffix))
+                    os.replace(moved, data_dir / (DEFAULT_SQLITE_NAME + suffix))
         else:
             for k in range(after):
                 if shard_dir(new, k).exists():
                     os.replace(shard_dir(new, k), shard_dir(data_dir, k))
-            _write_private(data_dir / RECORD_NAME, f"{after}\n")
+            write_private(data_dir / RECORD_NAME, f"{after}\n".encode())
         shutil.rmtree(new, ignore_errors=True)
     (data_dir / JOURNAL_NAME).unlink(missing_ok=True)
     return ReshardReport(before, after, int(str(plan["sessions"])), int(str(plan["rows"])), backup)
@@ -262,20 +262,8 @@ def _finish(data_dir: Path, plan: dict[str, object]) -> ReshardReport:
 def _layout_paths(data_dir: Path, layout: Layout) -> list[Path]:
     """What a layout keeps in ``data_dir``: its SQLite files, or its shard directories."""
     if layout.workers == 1:
-        return [data_dir / (STORE_NAME + suffix) for suffix in _SIDECARS]
+        return [data_dir / (DEFAULT_SQLITE_NAME + suffix) for suffix in _SIDECARS]
     return [shard_dir(data_dir, k) for k in range(layout.workers)]
-
-
-def _write_private(path: Path, text: str) -> None:
-    """``text`` into ``path`` (mode 0600), replaced in one rename."""
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.unlink(missing_ok=True)
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
 
 
 @contextlib.contextmanager
@@ -288,15 +276,12 @@ def _locked(data_dir: Path) -> Iterator[None]:
     held: list[IO[str]] = []
     try:
         for path in paths:
-            handle = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "r+")
-            held.append(handle)
             try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+                held.append(lock_exclusively(path))
+            except Locked as exc:
                 raise AdminError(
                     "DaemonRunning",
-                    f"a daemon serves {str(path.parent)!r} (pid "
-                    f"{handle.read().strip() or 'unknown'}); stop it first",
+                    f"a daemon serves {str(path.parent)!r} (pid {exc.holder}); stop it first",
                 ) from None
         yield
     finally:

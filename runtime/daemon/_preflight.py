@@ -9,18 +9,16 @@ address must be free to listen on.
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import socket
 from pathlib import Path
 from typing import IO
 
+from runtime._data_files import LOCK_NAME, Locked, lock_exclusively
 from runtime.admin._socket_file import remove_stale_socket
 from runtime.daemon._config import DaemonConfig
 
 __all__ = ["LOCK_NAME", "StartupError", "check_can_start"]
-
-LOCK_NAME = "daemon.lock"
 
 
 class StartupError(Exception):
@@ -43,22 +41,17 @@ def _prepare_data_dir(data_dir: Path) -> None:
 
 
 def _lock_data_dir(data_dir: Path) -> IO[str]:
-    path = data_dir / LOCK_NAME
     try:
-        handle = os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT, 0o600), "r+")
+        handle = lock_exclusively(data_dir / LOCK_NAME)
+    except Locked as exc:
+        raise StartupError(
+            f"--data-dir: {str(data_dir)!r} is in use by another actorflowd (pid "
+            f"{exc.holder}); stop it or give this one its own --data-dir"
+        ) from None
     except OSError as exc:
         raise StartupError(
             f"--data-dir: {str(data_dir)!r} is not writable ({_reason(exc)}); "
             "the daemon keeps its sessions there"
-        ) from None
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = handle.read().strip() or "unknown"
-        handle.close()
-        raise StartupError(
-            f"--data-dir: {str(data_dir)!r} is in use by another actorflowd (pid {holder}); "
-            "stop it or give this one its own --data-dir"
         ) from None
     handle.seek(0)
     handle.truncate()

@@ -13,11 +13,12 @@ Pure functions and files; no threads.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
 from pathlib import Path
 
+from flow.stores import DEFAULT_SQLITE_NAME
+from runtime._data_files import write_private
 from runtime._shard_map import (
     RECORD_NAME,
     interrupted_reshard,
@@ -40,7 +41,7 @@ __all__ = [
     "write_ui_key",
 ]
 
-SINGLE_STORE_NAME = "sessions.db"
+SINGLE_STORE_NAME = DEFAULT_SQLITE_NAME
 UI_KEY_NAME = "ui.key"
 UI_KEY_BYTES = 32
 
@@ -132,13 +133,7 @@ def record_workers(data_dir: Path, n: int) -> None:
             f"`actorflow reshard --data-dir {data_dir} --workers {n}` (daemon stopped), "
             "or give this daemon another --data-dir"
         )
-    temporary = record.with_name(RECORD_NAME + ".tmp")
-    with contextlib.suppress(FileNotFoundError):
-        temporary.unlink()
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # private, as the rest
-    with os.fdopen(fd, "w") as handle:
-        handle.write(f"{n}\n")
-    os.replace(temporary, record)
+    write_private(record, f"{n}\n".encode())  # private, as the rest
 
 
 def write_ui_key(data_dir: Path) -> None:
@@ -147,13 +142,7 @@ def write_ui_key(data_dir: Path) -> None:
     Written at each start of the parent, so logins end with the daemon as on a
     single daemon (runtime/daemon/ui/_logins.py).
     """
-    temporary = data_dir / (UI_KEY_NAME + ".tmp")
-    with contextlib.suppress(FileNotFoundError):
-        temporary.unlink()
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(secrets.token_bytes(UI_KEY_BYTES))
-    os.replace(temporary, data_dir / UI_KEY_NAME)
+    write_private(data_dir / UI_KEY_NAME, secrets.token_bytes(UI_KEY_BYTES))
 
 
 def read_ui_key(data_dir: Path) -> bytes:
