@@ -439,6 +439,16 @@ def report(label: str, figures: StreamFigures, streams: int) -> None:
         )
 
 
+def report_rounds(label: str, p99s: Sequence[float], target: str = "") -> None:
+    """One line: the p99 of each round, and their median."""
+    print(
+        f"{label}: p99 of each of {len(p99s)} rounds "
+        + ", ".join(f"{p * 1000:.2f}" for p in p99s)
+        + f" ms; median {statistics.median(p99s) * 1000:.2f} ms{target}",
+        flush=True,
+    )
+
+
 def plot(series: dict[str, StreamFigures], path: Path) -> None:
     """Latency CDFs of each series, and their token rates."""
     import matplotlib
@@ -477,12 +487,7 @@ async def _own_loop_rounds(data_dir: Path, streams: int, rounds: int) -> None:
         p99s = []
         for _ in range(rounds):
             p99s.append(percentile((await raw_streams(daemon.url, streams)).latencies, 0.99))
-        print(
-            f"HTTP SSE, --task-loop own: p99 of each of {len(p99s)} rounds "
-            + ", ".join(f"{p * 1000:.2f}" for p in p99s)
-            + f" ms; median {statistics.median(p99s) * 1000:.2f} ms",
-            flush=True,
-        )
+        report_rounds("HTTP SSE, --task-loop own", p99s)
     finally:
         daemon.stop()
 
@@ -503,12 +508,7 @@ async def run(quick: bool, out: Path, rounds: int) -> None:
                 report("HTTP SSE", series["HTTP SSE"], streams)
                 p99s.append(percentile(series["HTTP SSE"].latencies, 0.99))
             if rounds > 1:
-                print(
-                    f"HTTP SSE: p99 of each of {rounds} rounds "
-                    + ", ".join(f"{p * 1000:.2f}" for p in p99s)
-                    + f" ms; median {statistics.median(p99s) * 1000:.2f} ms (target <= 5 ms)",
-                    flush=True,
-                )
+                report_rounds("HTTP SSE", p99s, " (target <= 5 ms)")
             await _own_loop_rounds(Path(tmp) / "own-loop", streams, rounds)
             series["HTTP SSE, httpx"] = await http_streams(daemon.url, streams)
             report("HTTP SSE, httpx client", series["HTTP SSE, httpx"], streams)
