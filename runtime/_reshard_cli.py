@@ -17,10 +17,10 @@ from runtime.admin._reshard import reshard
 
 __all__ = ["add_reshard_command", "run_reshard"]
 
-DEFAULT_DATA_DIR = Path("./var")
 
-
-def add_reshard_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_reshard_command(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], default_data_dir: Path
+) -> None:
     """Add ``reshard`` to the ``actorflow`` command's subcommands."""
     parser = commands.add_parser(
         "reshard",
@@ -35,8 +35,8 @@ def add_reshard_command(commands: argparse._SubParsersAction[argparse.ArgumentPa
     parser.add_argument(
         "--data-dir",
         type=Path,
-        default=DEFAULT_DATA_DIR,
-        help="the daemon's data directory (default ./var)",
+        default=default_data_dir,
+        help=f"the daemon's data directory (default ./{default_data_dir})",
     )
     parser.add_argument(
         "--workers", type=int, required=True, metavar="N", help="the new worker count"

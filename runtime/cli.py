@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
         "sessions", help="read the session store directly (no daemon needed)"
     )
     _add_sessions_actions(sessions)
-    add_reshard_command(commands)
+    add_reshard_command(commands, DEFAULT_DATA_DIR)
     add_remote_commands(commands)
     return parser
 
