@@ -834,7 +834,9 @@ class AsyncLeaseReader:
             client = self._client = connect_async(self._url)
         try:
             return await script.run_async(client, keys, args)
-        except redis.exceptions.RedisError as exc:
+        except (redis.exceptions.RedisError, RuntimeError) as exc:
+            # RuntimeError: redis-py's asyncio connection writing to a transport uvloop has
+            # already closed (the server went away mid-connect), not a RedisError
             raise StoreUnavailable(f"{what}: {type(exc).__name__}: {exc}") from exc
 
 
