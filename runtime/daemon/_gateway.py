@@ -25,9 +25,17 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from runtime.daemon._auth import Authenticator
 from runtime.daemon._front_http import CLIENT_HEADER
+from runtime.daemon._http import (
+    ClientLeft,
+    has_body,
+    header,
+    read_body,
+    replayer,
+    send_bytes,
+    send_problem,
+)
 from runtime.daemon._http import Receive as _Receive
 from runtime.daemon._http import Send as _Send
-from runtime.daemon._http import header, read_body, replayer, send_bytes, send_problem
 from runtime.daemon._logging import log_access
 from runtime.daemon._metrics import DaemonMetrics
 from runtime.daemon._policy import (
@@ -35,7 +43,6 @@ from runtime.daemon._policy import (
     StepRateLimiter,
     canonical_path_problem,
     content_type_problem,
-    has_body,
     host_problem,
     is_step,
     json_depth_problem,
@@ -47,6 +54,8 @@ from runtime.daemon._problems import UNAUTHORIZED, Problem
 __all__ = ["SCOPE_KEY", "Gateway", "RequestInfo", "request_info"]
 
 SCOPE_KEY = "actorflow"
+CLIENT_CLOSED = 499
+"""The status logged for a request whose client left before its body ended (nothing sent)."""
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 _log = structlog.get_logger("actorflowd.access")
 
@@ -151,6 +160,10 @@ class Gateway:
                 await send_problem(cast(_Send, reply), problem)
                 return
             await self.app(scope, receive, reply)
+        except ClientLeft:
+            # the body was cut short (here or in a layer behind): nothing ran, and
+            # nobody is left to answer (logged as nginx's 499, "client closed request")
+            status = CLIENT_CLOSED
         finally:
             fields = {
                 "request_id": request_id,

@@ -15,10 +15,12 @@ from runtime.daemon._problems import Problem
 
 __all__ = [
     "App",
+    "ClientLeft",
     "Message",
     "Receive",
     "Send",
     "disconnected",
+    "has_body",
     "header",
     "read_body",
     "replayer",
@@ -33,6 +35,13 @@ Send = Callable[[Message], Awaitable[None]]
 App = Callable[[dict[str, Any], Receive, Send], Awaitable[None]]
 
 _BODY_KEY = "actorflow.body"
+_LEFT = (b"", False)  # kept in the scope for a body cut short: never read again
+
+
+class ClientLeft(Exception):
+    """The client disconnected before its request body ended: the request is not run
+    (a step cut short must never run with the part of its body that arrived) and
+    nobody is answered. The gateway catches it."""
 
 
 def header(headers: list[tuple[bytes, bytes]], name: bytes) -> bytes | None:
@@ -47,10 +56,15 @@ async def read_body(scope: dict[str, Any], receive: Receive, limit: int) -> tupl
     """The request body, and False if it is over ``limit`` (then only what was read).
 
     The result is kept in ``scope``: a second call (the step route behind the
-    forwarder) gets it again without reading. A client that left gives what was
-    read, as complete (the app then sees the disconnect).
+    forwarder) gets it again without reading.
+
+    Raises:
+        ClientLeft: the client disconnected before the body ended (and again on
+            every later call for this request).
     """
     kept = scope.get(_BODY_KEY)
+    if kept is _LEFT:
+        raise ClientLeft(scope.get("path", ""))
     if kept is not None:
         return kept  # type: ignore[no-any-return]
     chunks: list[bytes] = []
@@ -59,7 +73,10 @@ async def read_body(scope: dict[str, Any], receive: Receive, limit: int) -> tupl
     while True:
         message = await receive()
         if message["type"] != "http.request":
-            break
+            if not chunks and not has_body(scope):
+                break  # no body to wait for: an empty one, complete
+            scope[_BODY_KEY] = _LEFT
+            raise ClientLeft(scope.get("path", ""))
         chunk = message.get("body", b"")
         size += len(chunk)
         chunks.append(chunk)
@@ -68,9 +85,18 @@ async def read_body(scope: dict[str, Any], receive: Receive, limit: int) -> tupl
             break
         if not message.get("more_body", False):
             break
-    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    body = b"".join(chunks)
     scope[_BODY_KEY] = (body, complete)
     return body, complete
+
+
+def has_body(scope: dict[str, Any]) -> bool:
+    """Whether the request announces a body."""
+    headers = scope["headers"]
+    length = header(headers, b"content-length")
+    if length is not None:
+        return length.strip() not in (b"", b"0")
+    return header(headers, b"transfer-encoding") is not None
 
 
 def replayer(body: bytes, complete: bool, rest: Receive) -> Receive:

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from runtime.daemon._http import header
+from runtime.daemon._http import has_body, header
 from runtime.daemon._problems import (
     FORBIDDEN_HOST,
     FORBIDDEN_ORIGIN,
@@ -119,15 +119,6 @@ def origin_problem(scope: dict[str, Any], policy: GatewayPolicy) -> Problem | No
     if origin_allowed(text, scope, policy):
         return None
     return Problem(FORBIDDEN_ORIGIN, f"requests from origin {text!r} are refused (--cors-origin)")
-
-
-def has_body(scope: dict[str, Any]) -> bool:
-    """Whether the request announces a body."""
-    headers = scope["headers"]
-    length = header(headers, b"content-length")
-    if length is not None:
-        return length.strip() not in (b"", b"0")
-    return header(headers, b"transfer-encoding") is not None
 
 
 def content_type_problem(scope: dict[str, Any]) -> Problem | None:
