@@ -16,6 +16,9 @@ a clock shifted so that the window starts 3 s after it opened, and fires them:
   runtime's clock) minus its due time (target: p99 <= 1 s at 10,000 timers/s);
 - against the same sessions stepped once each by plain requests (64 client
   threads, the same activation path without timers): what the firing adds;
+- the same timers split over ``--shards`` stores (default 2), fired at once by one
+  runtime process each: what a ``--workers 2`` daemon does on two cores (each worker
+  fires its own shard's timers);
 - the same with a SIGKILL in the middle of the window and a restart: every
   timer fired exactly once, counted from the sessions' state (revision 2 is
   one timer step after the scheduling step; 3 or more would be a double fire,
@@ -69,13 +72,15 @@ def vm_rss_mib() -> float:
     raise RuntimeError("no VmRSS line in /proc/self/status (Linux only)")
 
 
-def setup(data_dir: Path, sessions: int) -> None:
-    """``sessions`` stored sessions, each with one timer due in the window (no runtime)."""
+def setup(data_dir: Path, sessions: int, *, first: int = 0, step_by: int = 1) -> None:
+    """Stored sessions, each with one timer due in the window (no runtime): the i-th of
+    ``sessions`` due at ``WINDOW * i / sessions``, for i from ``first`` by ``step_by``
+    (a shard of ``--workers`` holds every ``step_by``-th)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     now = DUE_BASE - 60.0
     with SqliteStore(data_dir / "sessions.db", durability="commit") as store:
         pending = []
-        for i in range(sessions):
+        for i in range(first, sessions, step_by):
             due = DUE_BASE + WINDOW * i / sessions
             session = new_session(GRAPH, owner="bench", now=now, context={"now": now})
             stepped, _ = step(GRAPH, session, due, now=now)
@@ -93,7 +98,11 @@ def fire(data_dir: Path, offset: float, stop_after: int | None) -> None:
     """In the child: open a runtime on ``data_dir`` and report while it fires (JSON lines)."""
     from runtime import Runtime, RuntimeConfig
 
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    # cached, as the daemon configures it: a lazy proxy would bind a logger per call
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        cache_logger_on_first_use=True,
+    )
     config = RuntimeConfig(
         durability="commit", clock=lambda: time.time() + offset, timer_poll_interval=0.1
     )
@@ -209,8 +218,11 @@ def read(process: subprocess.Popen[str]) -> dict[str, float]:
     return report
 
 
-def outcome(data_dir: Path, sessions: int) -> tuple[dict[int, int], list[float], float]:
-    """(sessions by revision, sorted lateness of the fired, seconds first to last fire)."""
+def outcome(
+    data_dir: Path, sessions: int, *, first: int = 0, step_by: int = 1
+) -> tuple[dict[int, int], list[float], list[float]]:
+    """(sessions by revision, lateness of the fired, when each fired) of a store made by
+    ``setup`` with the same arguments."""
     with sqlite3.connect(f"file:{data_dir / 'sessions.db'}?mode=ro", uri=True) as conn:
         # rows in insertion order: the i-th session's timer is due at DUE_BASE + WINDOW * i / n
         query = "SELECT revision, last_accessed FROM sessions ORDER BY rowid"
@@ -218,14 +230,31 @@ def outcome(data_dir: Path, sessions: int) -> tuple[dict[int, int], list[float],
     by_revision: dict[int, int] = {}
     started = []
     lateness = []
-    for i, (revision, at) in enumerate(rows):
+    for j, (revision, at) in enumerate(rows):
         by_revision[revision] = by_revision.get(revision, 0) + 1
         if revision == 2:
             started.append(at)
-            lateness.append(max(0.0, at - (DUE_BASE + WINDOW * i / sessions)))
-    lateness.sort()
-    span = max(started) - min(started) if len(started) > 1 else 0.0
-    return by_revision, lateness, span
+            due = DUE_BASE + WINDOW * (first + j * step_by) / sessions
+            lateness.append(max(0.0, at - due))
+    return by_revision, lateness, started
+
+
+def summarize(
+    figures: dict[str, float],
+    by_revision: dict[int, int],
+    lateness: list[float],
+    fired: list[float],
+) -> dict[str, float]:
+    """``figures`` with the outcome's: once, lost, double, p50, p99 and the fire rate."""
+    lateness = sorted(lateness)
+    span = max(fired) - min(fired) if len(fired) > 1 else 0.0
+    figures["once"] = by_revision.get(2, 0)
+    figures["lost"] = by_revision.get(1, 0)
+    figures["double"] = sum(n for rev, n in by_revision.items() if rev > 2)
+    figures["p50"] = percentile(lateness, 0.50)
+    figures["p99"] = percentile(lateness, 0.99)
+    figures["rate"] = figures["once"] / span if span else 0.0
+    return figures
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -258,14 +287,32 @@ def run(data_dir: Path, sessions: int, *, kill: bool) -> dict[str, float]:
     finally:
         first.kill()
         first.wait(30)
-    by_revision, lateness, span = outcome(data_dir, sessions)
-    figures["once"] = by_revision.get(2, 0)
-    figures["lost"] = by_revision.get(1, 0)
-    figures["double"] = sum(n for rev, n in by_revision.items() if rev > 2)
-    figures["p50"] = percentile(lateness, 0.50)
-    figures["p99"] = percentile(lateness, 0.99)
-    figures["rate"] = figures["once"] / span if span else 0.0
-    return figures
+    return summarize(figures, *outcome(data_dir, sessions))
+
+
+def run_shards(data_dir: Path, sessions: int, shards: int) -> dict[str, float]:
+    """Fire the timers of ``shards`` stores made by ``setup_shards`` at once, one runtime
+    process each: what ``--workers N`` does (each worker fires its own shard's timers)."""
+    offset = DUE_BASE - (time.time() + LEAD)
+    children = [child(data_dir / f"shard-{k}", offset) for k in range(shards)]
+    figures: dict[str, float] = {}
+    try:
+        figures["rss_open"] = sum(read(c)["rss_open"] for c in children)
+        figures["rss_done"] = sum(read(c)["rss_done"] for c in children)
+    finally:
+        for c in children:
+            c.kill()
+            c.wait(30)
+    by_revision: dict[int, int] = {}
+    lateness: list[float] = []
+    fired: list[float] = []
+    for k in range(shards):
+        counts, late, at = outcome(data_dir / f"shard-{k}", sessions, first=k, step_by=shards)
+        for revision, n in counts.items():
+            by_revision[revision] = by_revision.get(revision, 0) + n
+        lateness += late
+        fired += at
+    return summarize(figures, by_revision, lateness, fired)
 
 
 def main() -> None:
@@ -277,6 +324,13 @@ def main() -> None:
     parser.add_argument("--stop-after", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--activate", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--hold", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--shards",
+        type=int,
+        default=2,
+        help="also fire the same timers split over this many shards, one runtime process "
+        "each, as --workers does (default 2; 1: skip)",
+    )
     parser.add_argument(
         "--pending",
         type=int,
@@ -350,6 +404,20 @@ def main() -> None:
                     f"from the store): {rate:,.0f}/s; timer firing/requests "
                     f"{r['rate'] / rate:.2f}x"
                 )
+        if args.shards > 1:
+            label = f"{args.shards} shards"
+            data_dir = Path(tmp) / "shards"
+            for k in range(args.shards):
+                setup(data_dir / f"shard-{k}", sessions, first=k, step_by=args.shards)
+            r = results[label] = run_shards(data_dir, sessions, args.shards)
+            print(
+                f"{label} (one runtime process each, as --workers {args.shards}): "
+                f"{r['rate']:,.0f} timers/s fired (asked {sessions / WINDOW:,.0f}/s), lateness "
+                f"p50 {r['p50']:.2f} s, p99 {r['p99']:.2f} s; fired exactly once "
+                f"{r['once']:,.0f}/{sessions:,}, lost {r['lost']:,.0f}, fired twice "
+                f"{r['double']:,.0f}; RSS {r['rss_open']:.0f} MiB in all before, "
+                f"{r['rss_done']:.0f} MiB after"
+            )
     path = grouped_bars(
         OUT,
         title=f"Durable timers: {sessions:,} due in {WINDOW:.0f} s (SQLite)",
