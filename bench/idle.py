@@ -3,14 +3,17 @@ hibernation.
 
 Usage: ``.venv-dev/bin/python bench/idle.py [--quick] [--sizes 0,10000,100000]``.
 
-Runs twice, each in a fresh child process (so that freed memory of one run is
-not reused by the other): hibernation off (``hibernate_after=0``: every idle
-session keeps its actor and its decoded session) and on (``hibernate_after=1``:
-an idle session keeps its encoded bytes in the live index and no actor). In
-each run:
+Runs three times, each in a fresh child process (so that freed memory of one run
+is not reused by the other): hibernation off (``hibernate_after=0``: every idle
+session keeps its actor and its decoded session), on (``hibernate_after=1``: an
+idle session keeps its encoded bytes in the live index and no actor), and on
+with the garbage collector set as actorflowd sets it (``hibernated-daemon-gc``:
+the start-up heap frozen, collections at 5,000/50/100 instead of Python's
+700/10/10). In each run:
 
 - durable (fsync) ``echo`` steps/s of 64 client threads on 64 hot sessions,
-  with 0 idle live sessions beside them, then with each of ``--sizes``;
+  with 0 idle live sessions beside them, then with each of ``--sizes``, and the
+  process CPU per step (steadier than the rate, which the disk's fsync swings);
 - RSS (VmRSS delta) and GC-tracked objects per idle live session, after each
   idle session was created and stepped once (and, with hibernation, hibernated;
   they are added 5,000 at a time, so the RSS delta also holds the memory of
@@ -49,9 +52,11 @@ from inprocess import (
 from flow.demo import echo
 from flow.stores import open_store
 from runtime import Runtime
+from runtime.daemon._server import GC_THRESHOLDS
 
 OUT = Path(__file__).resolve().parent / "out" / "idle.png"
-MODES = {"awake": 0.0, "hibernated": 1.0}
+#: mode -> (hibernate_after, collect as actorflowd does: start-up heap frozen, its thresholds)
+MODES = {"awake": (0.0, False), "hibernated": (1.0, False), "hibernated-daemon-gc": (1.0, True)}
 #: Idle sessions are added this many at a time, each batch hibernated before the
 #: next, as they would be in a daemon (not 100,000 awake at once first).
 BATCH = 5_000
@@ -76,8 +81,9 @@ def child(mode: str, sizes: list[int], seconds: float, repeats: int) -> None:
     plan = Plan(
         seconds=seconds, langgraph_seconds=0, idle_sessions=0, activations=0, repeats=repeats
     )
-    after = MODES[mode]
+    after, daemon_gc = MODES[mode]
     rates: dict[int, float] = {}
+    cpu_us: dict[int, float] = {}
     rss: dict[int, float] = {}
     objects: dict[int, float] = {}
     gc_ms: dict[int, float] = {}
@@ -88,6 +94,10 @@ def child(mode: str, sizes: list[int], seconds: float, repeats: int) -> None:
         try:
             hot = preload(store, HOT_SESSIONS, 10)
             with Runtime.open(data_dir=data_dir, graphs=[echo], config=config, store=store) as rt:
+                if daemon_gc:
+                    gc.collect()
+                    gc.freeze()
+                    gc.set_threshold(*GC_THRESHOLDS)
                 in_parallel(hot, lambda sid: rt.step(sid, "warm up"))
                 run_actorflow(rt, store, 64, hot, replace(plan, repeats=1))  # warm-up
                 idle = 0
@@ -110,9 +120,10 @@ def child(mode: str, sizes: list[int], seconds: float, repeats: int) -> None:
                         idle = size
                     result = run_actorflow(rt, store, 64, hot, plan)
                     rates[size] = result.rate
+                    cpu_us[size] = result.cpu_seconds / max(result.steps, 1) * 1e6
         finally:
             store.close()
-    figures = {"rates": rates, "rss": rss, "objects": objects, "gc_ms": gc_ms}
+    figures = {"rates": rates, "cpu_us": cpu_us, "rss": rss, "objects": objects, "gc_ms": gc_ms}
     print(json.dumps(figures), flush=True)
 
 
@@ -153,8 +164,8 @@ def main() -> None:
         return
     runs = {mode: run_child(mode, args) for mode in MODES}
     for mode, figures in runs.items():
-        rates = figures["rates"]
-        base = rates["0"]
+        rates, cpu_us = figures["rates"], figures["cpu_us"]
+        base, base_cpu = rates["0"], cpu_us["0"]
         for size in sizes[1:]:
             key = str(size)
             print(
@@ -168,7 +179,9 @@ def main() -> None:
             key = str(size)
             print(
                 f"{mode}: 64 clients on 64 hot sessions (fsync) with {size:,} idle live "
-                f"sessions: {rates[key]:,.0f} steps/s ({rates[key] / base:.2f}x of 0 idle)",
+                f"sessions: {rates[key]:,.0f} steps/s ({rates[key] / base:.2f}x of 0 idle), "
+                f"{cpu_us[key]:,.0f} us of CPU per step ({base_cpu / cpu_us[key]:.2f}x of "
+                "0 idle's steps per CPU second: the steadier figure, fsync waits aside)",
                 flush=True,
             )
     grouped_bars(
