@@ -77,7 +77,7 @@ def vm_rss_mib() -> float:
 def setup(data_dir: Path, sessions: int, *, first: int = 0, step_by: int = 1) -> None:
     """Stored sessions, each with one timer due in the window (no runtime): the i-th of
     ``sessions`` due at ``WINDOW * i / sessions``, for i from ``first`` by ``step_by``
-    (a shard of ``--workers`` holds every ``step_by``-th)."""
+    (one of ``step_by`` shards: an even split, as the hash of the ids makes one)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     now = DUE_BASE - 60.0
     with SqliteStore(data_dir / "sessions.db", durability="commit") as store:
@@ -99,7 +99,7 @@ def setup(data_dir: Path, sessions: int, *, first: int = 0, step_by: int = 1) ->
 def daemon_gc() -> None:
     """Collect garbage as actorflowd does: the start-up heap frozen, the daemon's
     thresholds. With Python's defaults every fired session left live adds to what
-    each full collection walks: they took about a third of the firing's CPU."""
+    each full collection walks: collections took 30% of the firing's CPU."""
     from runtime.daemon._server import GC_THRESHOLDS
 
     gc.collect()
