@@ -14,6 +14,9 @@ the start-up heap frozen, collections at 5,000/50/100 instead of Python's
 - durable (fsync) ``echo`` steps/s of 64 client threads on 64 hot sessions,
   with 0 idle live sessions beside them, then with each of ``--sizes``, and the
   process CPU per step (steadier than the rate, which the disk's fsync swings);
+- the control: the same idle sessions passivated (stored, not live) in the same
+  process and store, hot steps again: the difference from the largest size is
+  what keeping them live costs, apart from the store and the heap having grown;
 - RSS (VmRSS delta) and GC-tracked objects per idle live session, after each
   idle session was created and stepped once (and, with hibernation, hibernated;
   they are added 5,000 at a time, so the RSS delta also holds the memory of
@@ -87,6 +90,7 @@ def child(mode: str, sizes: list[int], seconds: float, repeats: int) -> None:
     rss: dict[int, float] = {}
     objects: dict[int, float] = {}
     gc_ms: dict[int, float] = {}
+    control: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="actorflow-idle-") as tmp:
         data_dir = Path(tmp)
         store = open_store(None, data_dir, "fsync")
@@ -101,15 +105,17 @@ def child(mode: str, sizes: list[int], seconds: float, repeats: int) -> None:
                 in_parallel(hot, lambda sid: rt.step(sid, "warm up"))
                 run_actorflow(rt, store, 64, hot, replace(plan, repeats=1))  # warm-up
                 idle = 0
+                made: list[str] = []
                 for size in sizes:
                     if size > idle:
                         gc.collect()
                         rss_before, objects_before = rss_bytes(), len(gc.get_objects())
                         for start in range(idle, size, BATCH):
-                            made = create_many(rt, min(BATCH, size - start))
-                            in_parallel(made, lambda sid: rt.step(sid, "once"))
+                            batch = create_many(rt, min(BATCH, size - start))
+                            in_parallel(batch, lambda sid: rt.step(sid, "once"))
                             if after > 0:
-                                wait_hibernated(rt, start + len(made))
+                                wait_hibernated(rt, start + len(batch))
+                            made += batch
                         gc.collect()
                         added = size - idle
                         rss[size] = (rss_bytes() - rss_before) / added
@@ -121,9 +127,26 @@ def child(mode: str, sizes: list[int], seconds: float, repeats: int) -> None:
                     result = run_actorflow(rt, store, 64, hot, plan)
                     rates[size] = result.rate
                     cpu_us[size] = result.cpu_seconds / max(result.steps, 1) * 1e6
+                if made:
+                    # the control: the same sessions stored but not live, in the same
+                    # process and store (what liveness costs, apart from the store's growth)
+                    in_parallel(made, rt.passivate)
+                    gc.collect()
+                    result = run_actorflow(rt, store, 64, hot, plan)
+                    control = {
+                        "rate": result.rate,
+                        "cpu_us": result.cpu_seconds / max(result.steps, 1) * 1e6,
+                    }
         finally:
             store.close()
-    figures = {"rates": rates, "cpu_us": cpu_us, "rss": rss, "objects": objects, "gc_ms": gc_ms}
+    figures = {
+        "rates": rates,
+        "cpu_us": cpu_us,
+        "rss": rss,
+        "objects": objects,
+        "gc_ms": gc_ms,
+        "control": control,
+    }
     print(json.dumps(figures), flush=True)
 
 
@@ -182,6 +205,17 @@ def main() -> None:
                 f"sessions: {rates[key]:,.0f} steps/s ({rates[key] / base:.2f}x of 0 idle), "
                 f"{cpu_us[key]:,.0f} us of CPU per step ({base_cpu / cpu_us[key]:.2f}x of "
                 "0 idle's steps per CPU second: the steadier figure, fsync waits aside)",
+                flush=True,
+            )
+        control = figures["control"]
+        if control:
+            top = str(sizes[-1])
+            print(
+                f"{mode}: the same {sizes[-1]:,} idle sessions passivated (stored, not live; same "
+                f"process and store): {control['rate']:,.0f} steps/s, {control['cpu_us']:,.0f} us "
+                f"of CPU per step; live against passivated: {control['cpu_us'] / cpu_us[top]:.2f}x "
+                "the steps per CPU second (what keeping them live costs, apart from the store "
+                "and heap having grown)",
                 flush=True,
             )
     grouped_bars(
