@@ -63,6 +63,14 @@ def client_loop(nodes: list[Node], sid: str, record: Record, stop: threading.Eve
             c.close()
 
 
+def _told(record: Record, text: str) -> str:
+    if text in record.acknowledged:
+        return f"revision {record.acknowledged[text]}"
+    if text in record.no_answer:
+        return "no answer"
+    return "outcome unknown" if text in record.unknown else "refused"
+
+
 def chaos(nodes: list[Node], redis_server: Any, rng: random.Random) -> dict[str, int]:
     actions = {"pause": 0, "kill": 0, "redis": 0}
     until = time.monotonic() + CHAOS_SECONDS
@@ -147,4 +155,18 @@ def test_a_fault_run_loses_no_acknowledged_step_and_applies_no_unknown_step_late
             f"a step landed after one sent later in {sid} (unknown: {record.unknown})"
         )
         for text, revision in record.acknowledged.items():
-            assert stored.index(text) + 1 == revision, (sid, text, revision)
+            if stored.index(text) + 1 != revision:
+                # the evidence, for a failure seen only on another machine: the revisions
+                # around it (a step with input None was how a body cut short showed)
+                near = reader.http.get(
+                    f"/v1/sessions/{sid}/revisions", params={"limit": 12, "before": revision + 3}
+                ).json()
+                rows = [(r["revision"], r["kind"], r["input"]) for r in near.get("items", [])]
+                at = record.sent.index(text)
+                told = [(t, _told(record, t)) for t in record.sent[max(0, at - 10) : at + 1]]
+                raise AssertionError(
+                    f"{sid}: {text!r} was acknowledged as revision {revision} but is user "
+                    f"message {stored.index(text) + 1}; revisions near it (revision, kind, "
+                    f"input): {rows}; what the client was told for the steps it sent before: "
+                    f"{told}"
+                )
