@@ -96,31 +96,32 @@ def setup(data_dir: Path, sessions: int, *, first: int = 0, step_by: int = 1) ->
             future.result()
 
 
-def daemon_gc() -> None:
-    """Collect garbage as actorflowd does: the start-up heap frozen, the daemon's
-    thresholds. With Python's defaults every fired session left live adds to what
-    each full collection walks: collections took 30% of the firing's CPU."""
+def as_the_daemon_runs() -> None:
+    """In a child that fires or steps: collect garbage as actorflowd does (the start-up
+    heap frozen, the daemon's thresholds) and log warnings only, through a cached
+    logger as the daemon configures it (a lazy proxy binds a logger on every call).
+
+    With Python's default thresholds every fired session left live adds to what each
+    full collection walks: collections took 30% of the firing's CPU."""
     from runtime.daemon._server import GC_THRESHOLDS
 
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
+        cache_logger_on_first_use=True,
+    )
 
 
 def fire(data_dir: Path, offset: float, stop_after: int | None) -> None:
     """In the child: open a runtime on ``data_dir`` and report while it fires (JSON lines).
 
-    The child collects garbage as actorflowd does (`daemon_gc`).
+    The child runs as actorflowd does (`as_the_daemon_runs`).
     """
     from runtime import Runtime, RuntimeConfig
 
-    daemon_gc()
-
-    # cached, as the daemon configures it: a lazy proxy would bind a logger per call
-    structlog.configure(
-        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
-        cache_logger_on_first_use=True,
-    )
+    as_the_daemon_runs()
     config = RuntimeConfig(
         durability="commit", clock=lambda: time.time() + offset, timer_poll_interval=0.1
     )
@@ -200,11 +201,7 @@ def activate(data_dir: Path) -> None:
 
     from runtime import Runtime, RuntimeConfig
 
-    daemon_gc()
-    structlog.configure(
-        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
-        cache_logger_on_first_use=True,
-    )
+    as_the_daemon_runs()
     config = RuntimeConfig(durability="commit", max_sessions_per_user=0)
     with Runtime.open(data_dir=data_dir, graphs=[GRAPH], config=config) as rt:
         ids: list[str] = []

@@ -18,7 +18,6 @@ __all__ = [
 ]
 
 EXPORT_FORMATS = ("actorflow", "graph-flow")
-DEFAULT_STORE_NAME = DEFAULT_SQLITE_NAME
 MAX_CANDIDATES_SHOWN = 10
 FULL_ID_LENGTH = 36
 
@@ -31,7 +30,7 @@ def open_offline_store(data_dir: Path, store_url: str | None) -> SessionStore:
             (opening it would create an empty one and hide a wrong ``--data-dir``).
     """
     if store_url is None:
-        path = data_dir / DEFAULT_STORE_NAME
+        path = data_dir / DEFAULT_SQLITE_NAME
         if not path.is_file():
             raise AdminError(
                 "StoreNotFound",

@@ -41,7 +41,6 @@ __all__ = [
     "write_ui_key",
 ]
 
-SINGLE_STORE_NAME = DEFAULT_SQLITE_NAME
 UI_KEY_NAME = "ui.key"
 UI_KEY_BYTES = 32
 
@@ -75,7 +74,7 @@ def default_workers(data_dir: Path, *, sharding_allowed: bool) -> tuple[int, str
         raise ShardMismatch(str(exc)) from None
     if recorded is not None:
         return recorded, "recorded in the data directory"
-    if (data_dir / SINGLE_STORE_NAME).exists():
+    if (data_dir / DEFAULT_SQLITE_NAME).exists():
         return 1, (
             "the data directory holds a single daemon's sessions.db "
             "(`actorflow reshard --workers N` moves its sessions to N workers)"
@@ -126,7 +125,7 @@ def record_workers(data_dir: Path, n: int) -> None:
         )
     if text or n == 1:
         return
-    if (data_dir / SINGLE_STORE_NAME).exists():
+    if (data_dir / DEFAULT_SQLITE_NAME).exists():
         raise ShardMismatch(
             f"--workers {n}: {str(data_dir)!r} holds a single daemon's sessions.db; "
             f"start it with --workers 1, move its sessions to {n} shards with "

@@ -60,6 +60,19 @@ def _views(data_dir: Path, ids: list[str]) -> dict[str, tuple[object, ...]]:
     }
 
 
+def _stored_in_shards(data_dir: Path, workers: int, ids: list[str]) -> int:
+    """How many sessions the ``workers`` shards of ``data_dir`` store, once each of ``ids``
+    was found (stepped at least once) in the shard its id hashes to."""
+    found = 0
+    for k in range(workers):
+        with Runtime.open(shard_dir(data_dir, k), graphs=[*DEMO_GRAPHS, *TEST_GRAPHS]) as rt:
+            for sid in ids:
+                if shard_of(sid, workers) == k:
+                    assert rt.get_session(sid).revision >= 1
+            found += rt.stats().stored
+    return found
+
+
 def _single_daemons_dir(data_dir: Path) -> dict[str, str]:
     """Sessions as a single daemon leaves them; what each must keep, by id."""
     kept: dict[str, str] = {}
@@ -182,11 +195,7 @@ def test_an_interrupted_switch_is_refused_by_the_daemon_and_finished_by_a_second
     assert (report.before, report.after, report.sessions) == (1, 2, len(kept))
     assert not (data_dir / JOURNAL_NAME).exists()
     assert default_workers(data_dir, sharding_allowed=True)[0] == 2
-    found = 0
-    for k in range(2):
-        with Runtime.open(shard_dir(data_dir, k), graphs=[*DEMO_GRAPHS, *TEST_GRAPHS]) as rt:
-            found += rt.stats().stored
-    assert found == len(kept)
+    assert _stored_in_shards(data_dir, 2, list(kept)) == len(kept)
 
 
 def test_a_switch_between_shard_counts_interrupted_mid_way_is_finished_by_a_second_run(
@@ -219,14 +228,7 @@ def test_a_switch_between_shard_counts_interrupted_mid_way_is_finished_by_a_seco
     backups = sorted(p.name for p in data_dir.glob("reshard-backup-*"))
     assert len(backups) == 2  # distinct, even when both runs fell in one second
     assert default_workers(data_dir, sharding_allowed=True)[0] == 3
-    found = 0
-    for k in range(3):
-        with Runtime.open(shard_dir(data_dir, k), graphs=[*DEMO_GRAPHS, *TEST_GRAPHS]) as rt:
-            for sid in kept:
-                if shard_of(sid, 3) == k:
-                    assert rt.get_session(sid).revision >= 1
-            found += rt.stats().stored
-    assert found == len(kept)
+    assert _stored_in_shards(data_dir, 3, list(kept)) == len(kept)
 
 
 def test_a_running_daemon_is_refused(tmp_path: Path) -> None:
