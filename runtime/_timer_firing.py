@@ -244,28 +244,33 @@ class TimerFiring:
             with self._cond:  # read no more than the window has room for (and a few)
                 limit = min(BATCH, max(0, self._rate - len(self._in_flight)) + 16)
         due = self._store.due_timers(now, limit=limit, since=since)
-        started = skipped = 0
+        skipped = 0
         limited = False
         handled = since  # every entry read up to this due time started or is in flight
-        for entry in due:
-            sid = entry.session_id
-            with self._cond:
+        starting: list[str] = []
+        with self._cond:  # one hold for the whole read; the steps are sent after it
+            in_flight = self._in_flight
+            retries = self._retry
+            for entry in due:
                 if self._stopped:
                     break
-                if sid in self._in_flight:
+                sid = entry.session_id
+                if sid in in_flight:
                     skipped += 1
                     handled = entry.due
                     continue
-                retry = self._retry.get(sid)
+                retry = retries.get(sid)
                 if retry is not None and retry[1] > now:
                     continue  # not handled: a full read finds it when it is due
                 if not ignore_rate and not self._take_token():
                     limited = True
                     break
-                self._in_flight[sid] = entry.due
+                in_flight[sid] = entry.due
                 handled = entry.due
-            started += 1
+                starting.append(sid)
+        for sid in starting:
             self._submit(sid, self._answer_for(sid))
+        started = len(starting)
         if handled is not None:
             with self._cond:
                 if self._resets == resets and (self._cursor is None or handled > self._cursor):
