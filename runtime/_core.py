@@ -242,6 +242,7 @@ class RuntimeCore:
             config.clock,
             rate=config.timer_fire_rate,
             poll_interval=config.timer_poll_interval,
+            shared=self.cluster is not None,
         )
         self._cleanup.append(self.timer_firing.close)
         self.dispatcher = Dispatcher(config.dispatcher_threads, name="actorflow")

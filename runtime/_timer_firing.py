@@ -22,13 +22,15 @@ whichever daemon takes its lease first.
 Late timers (after a restart, or a burst) fire at once in due order, at most
 ``rate`` per second and ``rate`` in flight.
 
-Reads: each round reads at most ``BATCH`` index entries, in due order, after a
+Reads: each round reads at most ``BATCH`` index entries, and no more than the
+rate limit's tokens and free slots let it start (and a few), in due order, after a
 cursor (the due time up to which every entry read was started or is in flight),
 so that a burst does not re-read its thousands of in-flight entries each time an
 answer comes back. The cursor is dropped (the next read starts from the
-earliest entry) at least once per poll interval, when a retry comes due, and
-when an alarm names a due time at or before it (a session whose fired timer
-left another one due, a timer set already due).
+earliest entry) when a retry comes due, when an alarm names a due time at or
+before it (a session whose fired timer left another one due, a timer set already
+due) and, when other daemons share the store (a cluster), at least once per
+poll interval for the timers they set.
 """
 
 from __future__ import annotations
@@ -84,6 +86,11 @@ class TimerFiring:
         rate: most timer steps started per second, and most in flight.
         poll_interval: longest sleep between two reads of the index (timers
             set by another daemon are found within it).
+        shared: other daemons write the index too (a cluster): each poll interval
+            a round reads from the earliest entry again, for timers they set before
+            the cursor. Alone, the runtime hears of each such timer (an alarm) or
+            retry itself, and a burst's in-flight entries are read once, not once
+            per poll interval as well (up to ``rate`` rows a second again).
     """
 
     def __init__(
@@ -94,12 +101,14 @@ class TimerFiring:
         *,
         rate: int,
         poll_interval: float,
+        shared: bool = False,
     ) -> None:
         self._store = store
         self._submit = submit
         self._clock = clock
         self._rate = rate
         self._poll_interval = poll_interval
+        self._shared = shared
         self._cond = threading.Condition()
         self._in_flight: dict[str, float] = {}  # session id -> the due time it fires for
         self._retry: dict[str, tuple[int, float]] = {}  # session id -> (failures, not before)
@@ -226,7 +235,8 @@ class TimerFiring:
         alarms' resets so far."""
         tick = time.monotonic()
         with self._cond:
-            if not full and self._cursor is not None and tick - self._scanned < self._poll_interval:
+            recent = not self._shared or tick - self._scanned < self._poll_interval
+            if not full and self._cursor is not None and recent:
                 last = self._scanned_at  # a retry that came due since the last full read
                 if not any(last < nb <= now for _, nb in self._retry.values()):
                     return self._cursor, self._resets
@@ -241,8 +251,10 @@ class TimerFiring:
         since, resets = self._since(now, full=ignore_rate)
         limit = BATCH
         if not ignore_rate:
-            with self._cond:  # read no more than the window has room for (and a few)
-                limit = min(BATCH, max(0, self._rate - len(self._in_flight)) + 16)
+            with self._cond:  # read no more than the window and the tokens allow (and a few)
+                self._refill()
+                room = min(self._rate - len(self._in_flight), int(self._tokens))
+                limit = min(BATCH, max(0, room) + 16)
         due = self._store.due_timers(now, limit=limit, since=since)
         skipped = 0
         limited = False
@@ -281,13 +293,17 @@ class TimerFiring:
         """Under the lock: one token of the rate limit, and a slot in flight."""
         if len(self._in_flight) >= self._rate:
             return False
-        tick = time.monotonic()
-        self._tokens = min(float(self._rate), self._tokens + (tick - self._refilled) * self._rate)
-        self._refilled = tick
+        self._refill()
         if self._tokens < 1.0:
             return False
         self._tokens -= 1.0
         return True
+
+    def _refill(self) -> None:
+        """Under the lock: add the tokens earned since the last refill (at most ``rate``)."""
+        tick = time.monotonic()
+        self._tokens = min(float(self._rate), self._tokens + (tick - self._refilled) * self._rate)
+        self._refilled = tick
 
     def _answer_for(self, session_id: str) -> Callable[[Any], None]:
         def answered(outcome: Any) -> None:  # any thread: the step's answer

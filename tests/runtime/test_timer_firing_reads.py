@@ -1,6 +1,7 @@
 """TimerFiring's reads of the due-time index: a burst is read once, after a cursor,
 not again each round for its entries still in flight; an alarm at or before the
-cursor, and a retry that came due, read from the earliest entry again."""
+cursor, and a retry that came due, read from the earliest entry again; so does each
+poll interval, but only when other daemons share the index."""
 
 from __future__ import annotations
 
@@ -29,13 +30,22 @@ class IndexOnly:
         return rows
 
 
-def _firing(store: IndexOnly, now: float = 100.0) -> tuple[TimerFiring, dict[str, Any]]:
+def _firing(
+    store: IndexOnly, now: float = 100.0, *, poll_interval: float = 3600.0, shared: bool = False
+) -> tuple[TimerFiring, dict[str, Any]]:
     replies: dict[str, Callable[[Any], None]] = {}
 
     def submit(sid: str, reply: Callable[[Any], None]) -> None:
         replies[sid] = reply  # in flight until the test answers it
 
-    firing = TimerFiring(store, submit, lambda: now, rate=10_000, poll_interval=3600.0)  # type: ignore[arg-type]
+    firing = TimerFiring(
+        store,  # type: ignore[arg-type]
+        submit,
+        lambda: now,
+        rate=10_000,
+        poll_interval=poll_interval,
+        shared=shared,
+    )
     return firing, replies
 
 
@@ -66,3 +76,20 @@ def test_an_alarm_before_the_cursor_and_a_retry_come_due_read_from_the_start() -
     assert firing._round(ignore_rate=False).started == 0  # backing off
     firing._clock = lambda: 200.0
     assert firing._round(ignore_rate=False).started == 1  # the retry came due: read again
+
+
+def test_the_poll_interval_reads_from_the_earliest_entry_again_only_in_a_cluster() -> None:
+    for shared, rows_per_round in ((False, 0), (True, BATCH)):
+        store = IndexOnly({f"s{i:05}": float(i) for i in range(2 * BATCH)})
+        firing, replies = _firing(store, now=1e6, shared=shared)
+        for _ in range(3):
+            firing._round(ignore_rate=False)
+        assert len(replies) == 2 * BATCH  # the whole burst is in flight
+        firing._poll_interval = 0.0  # a poll interval has passed since the first read
+        before = store.rows_read
+        done = firing._round(ignore_rate=False)
+        # alone: after the cursor, nothing more (a tie or two read again); in a cluster the
+        # in-flight entries are read again from the earliest, for other daemons' timers
+        assert store.rows_read - before <= rows_per_round + 2, shared
+        assert store.rows_read - before >= rows_per_round, shared
+        assert done.started == 0
