@@ -1,7 +1,8 @@
 """Activation benchmark: wake stored sessions by stepping each once.
 
 Usage: ``.venv-dev/bin/python bench/activation.py [--sessions N] [--history M]
-[--threads T] [--repeats R] [--durability passivate|fsync] [--profile-only]``.
+[--threads T] [--repeats R] [--durability passivate|fsync] [--client threads|asyncio|both]
+[--profile-only]``.
 
 For each repeat, ``N`` ``echo`` sessions whose chat histories hold ``M`` messages
 are written to a fresh SQLite store, then a runtime is opened on it and:
@@ -13,6 +14,12 @@ are written to a fresh SQLite store, then a runtime is opened on it and:
 - the same steps again, now that every session is live: the difference is
   what activation itself costs.
 
+The steps come from ``T`` client threads calling ``Runtime.step`` (``--client
+threads``), or from ``T`` concurrent coroutines on one event loop calling
+``AsyncRuntime.step`` (``--client asyncio``): how actorflowd's requests arrive,
+where 64 blocked client threads would add their own GIL switches to each
+activation's CPU. ``--client both`` (the default) runs both in each repeat.
+
 Each line gives the rate, and the process CPU time per operation (the steadier
 figure on a shared machine).
 """
@@ -20,12 +27,13 @@ figure on a shared machine).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Literal, NamedTuple, cast
 
@@ -33,8 +41,8 @@ import structlog
 from inprocess import preload
 
 from flow.demo import echo
-from flow.stores import open_store
-from runtime import Runtime, RuntimeConfig
+from flow.stores import SessionStore, open_store
+from runtime import AsyncRuntime, Runtime, RuntimeConfig
 
 Durability = Literal["fsync", "commit", "passivate"]
 
@@ -71,6 +79,23 @@ def in_parallel(items: Sequence[str], fn: Callable[[str], object], threads: int)
     return Timed(time.perf_counter() - began, time.process_time() - cpu_began)
 
 
+async def gathered(
+    items: Sequence[str], fn: Callable[[str], Awaitable[object]], tasks: int
+) -> Timed:
+    """Await ``fn`` on every item from ``tasks`` coroutines on this loop (each takes the
+    next item when its last is done), as actorflowd's requests arrive."""
+    pending = iter(items)
+
+    async def work() -> None:
+        for item in pending:
+            await fn(item)
+
+    began = time.perf_counter()
+    cpu_began = time.process_time()
+    await asyncio.gather(*(work() for _ in range(tasks)))
+    return Timed(time.perf_counter() - began, time.process_time() - cpu_began)
+
+
 def report(label: str, count: int, timed: Timed) -> None:
     """One line: rate and CPU per operation."""
     print(
@@ -90,6 +115,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--durability", default="passivate", choices=("passivate", "fsync"))
     parser.add_argument(
+        "--client",
+        default="both",
+        choices=("threads", "asyncio", "both"),
+        help="client threads calling Runtime.step, coroutines calling AsyncRuntime.step, or both",
+    )
+    parser.add_argument(
         "--profile-only", action="store_true", help="activations only (for py-spy), no loads"
     )
     args = parser.parse_args(argv)
@@ -100,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     print(
         f"activation bench: {args.sessions:,} sessions, history {args.history}, "
-        f"{args.threads} threads, durability {args.durability}, load average {load}",
+        f"{args.threads} clients, durability {args.durability}, load average {load}",
         flush=True,
     )
     config = RuntimeConfig(
@@ -110,28 +141,57 @@ def main(argv: Sequence[str] | None = None) -> None:
         idle_timeout=86_400.0,
         wait_timeout=86_400.0,
     )
+    clients = ("threads", "asyncio") if args.client == "both" else (args.client,)
     for _ in range(args.repeats):
-        run_once(args, config)
+        for client in clients:
+            run_once(args, config, client)
 
 
-def run_once(args: argparse.Namespace, config: RuntimeConfig) -> None:
+def run_once(args: argparse.Namespace, config: RuntimeConfig, client: str) -> None:
     """One repeat on a fresh store (a store reused across repeats grows its WAL)."""
     with tempfile.TemporaryDirectory(prefix="actorflow-activation-") as tmp:
         data_dir = Path(tmp)
         store = open_store(None, data_dir, "fsync")
         try:
             ids = preload(store, args.sessions, args.history)
-            if not args.profile_only:
+            if not args.profile_only and client == "threads":
                 report("store.load alone", len(ids), in_parallel(ids, store.load, args.threads))
-            with Runtime.open(data_dir=data_dir, graphs=[echo], config=config, store=store) as rt:
-                timed = in_parallel(ids, lambda sid: rt.step(sid, "wake up"), args.threads)
-                done = rt.stats().activations
-                report(f"activations ({done:,} counted)", len(ids), timed)
-                if not args.profile_only:
-                    hot = in_parallel(ids, lambda sid: rt.step(sid, "again"), args.threads)
-                    report("the same steps again, on live sessions", len(ids), hot)
+            if client == "threads":
+                with Runtime.open(
+                    data_dir=data_dir, graphs=[echo], config=config, store=store
+                ) as rt:
+                    timed = in_parallel(ids, lambda sid: rt.step(sid, "wake up"), args.threads)
+                    woke = rt.stats().activations
+                    hot = None
+                    if not args.profile_only:
+                        hot = in_parallel(ids, lambda sid: rt.step(sid, "again"), args.threads)
+            else:
+                timed, woke, hot = asyncio.run(by_coroutines(args, config, data_dir, store, ids))
+            label = f"{args.threads} {client} clients"
+            report(f"activations, {label} ({woke:,} counted)", len(ids), timed)
+            if hot is not None:
+                report(f"the same steps again, on live sessions, {label}", len(ids), hot)
         finally:
             store.close()
+
+
+async def by_coroutines(
+    args: argparse.Namespace,
+    config: RuntimeConfig,
+    data_dir: Path,
+    store: SessionStore,
+    ids: list[str],
+) -> tuple[Timed, int, Timed | None]:
+    """The activations (and the steps again) from ``args.threads`` coroutines on this loop."""
+    async with AsyncRuntime.open(
+        data_dir=data_dir, graphs=[echo], config=config, store=store
+    ) as rt:
+        timed = await gathered(ids, lambda sid: rt.step(sid, "wake up"), args.threads)
+        woke = (await rt.stats()).activations
+        hot = None
+        if not args.profile_only:
+            hot = await gathered(ids, lambda sid: rt.step(sid, "again"), args.threads)
+    return timed, woke, hot
 
 
 if __name__ == "__main__":
