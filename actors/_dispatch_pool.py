@@ -199,6 +199,9 @@ class Dispatcher:
                 actor._dispatch_turn()
             except BaseException:  # the pool must outlive any actor's failure
                 _log.exception("dispatcher_worker_caught", actor=str(actor))
+            # not held while the worker waits: a stopped actor (a passivated session
+            # and all it held) would stay in memory until this worker's next turn
+            actor = None
 
 
 def _remaining(deadline: float | None) -> float | None:

@@ -62,19 +62,11 @@ class TaskPool(Executor):
         return future
 
     def _work(self) -> None:
-        while True:
-            work = self._queue.get()
-            if work is None:
-                return
-            future, fn, args, kwargs = work
-            if future.set_running_or_notify_cancel():
-                try:
-                    result = fn(*args, **kwargs)
-                except BaseException as exc:  # the future carries whatever the task raised
-                    future.set_exception(exc)
-                else:
-                    future.set_result(result)
-            del work, future
+        while (work := self._queue.get()) is not None:
+            _run(*work)  # its arguments and result go with its frame
+            # not held while the thread waits: the last task's session, or a loaded
+            # batch of sessions, would stay in memory until its next piece of work
+            work = None
             self._idle.release()
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -95,3 +87,14 @@ class TaskPool(Executor):
         if wait:
             for thread in threads:
                 thread.join()
+
+
+def _run(future: Future[Any], fn: Callable[..., Any], args: Any, kwargs: Any) -> None:
+    """Run one piece of work and settle its future."""
+    if future.set_running_or_notify_cancel():
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:  # the future carries whatever the task raised
+            future.set_exception(exc)
+        else:
+            future.set_result(result)

@@ -580,3 +580,25 @@ def test_an_on_stop_that_raises_still_stops_the_actor(
     assert not ref.is_alive()
     assert dispatcher.live_actors() == 0
     assert dispatcher.spawn(EchoActor).ask("serving", timeout=WAIT) == "serving"
+
+
+def test_a_stopped_actor_is_not_kept_alive_by_the_worker_that_ran_its_last_turn(
+    make_dispatcher: Callable[..., Dispatcher],
+) -> None:
+    """A worker must not hold the last actor it ran until its next turn: a passivated
+    session actor (and the session it held) would stay in memory meanwhile."""
+    import gc
+    import weakref
+
+    dispatcher = make_dispatcher(threads=1)
+    ref = dispatcher.spawn(EchoActor)
+    assert ref.ask("hello", timeout=WAIT) == "hello"
+    gone = weakref.ref(next(iter(dispatcher._actors)))
+    ref.stop(timeout=WAIT)
+    del ref
+    deadline = time.monotonic() + WAIT
+    while gone() is not None and time.monotonic() < deadline:
+        gc.collect()  # the actor and its mailbox refer to each other
+        time.sleep(0.01)  # the worker ends its turn after answering the stop
+    assert gone() is None
+    assert dispatcher.live_actors() == 0
