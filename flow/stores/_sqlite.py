@@ -84,9 +84,10 @@ UPDATE sessions SET current_task = ?, status = ?, revision = ?,
 WHERE session_id = ?
 """
 """A step appended to a stored session: the columns a step changes, and not owner,
-graph_id and created_at, which no step changes. Naming ``owner`` made SQLite rewrite
-the session's entry in the ``sessions_owner`` index on every step, one more page in
-the WAL (the writer's CPU per save fell by a fifth without it)."""
+graph_id and created_at, which no step changes. SQLite rewrites a row's entry in
+every index on a column an UPDATE names, even to the same value: naming ``owner``
+rewrote the session's ``sessions_owner`` entry on every step (214 against 135 WAL
+pages per group commit of 64 steps over 5,000 sessions)."""
 
 
 class _SaveOp(NamedTuple):
