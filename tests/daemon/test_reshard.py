@@ -74,14 +74,21 @@ def _stored_in_shards(data_dir: Path, workers: int, ids: list[str]) -> int:
 
 
 def _single_daemons_dir(data_dir: Path) -> dict[str, str]:
-    """Sessions as a single daemon leaves them; what each must keep, by id."""
+    """Sessions as a single daemon leaves them; what each must keep, by id.
+
+    At least ``SESSIONS`` echo sessions, more until both of two shards hold one (ids are
+    random: 7 sessions all in one shard, 1 run in 64, failed the test that needs both).
+    """
     kept: dict[str, str] = {}
     with Runtime.open(data_dir, graphs=[*DEMO_GRAPHS, *TEST_GRAPHS]) as rt:
-        for i in range(SESSIONS):
+        i = 0
+        while i < SESSIONS or {shard_of(sid, 2) for sid in kept} != {0, 1}:
+            assert i < 64, "64 random ids all in one of two shards"
             sid = rt.create_session("echo", owner=OWNER)
             rt.step(sid, f"first {i}", request_id=f"key-{i}")
             rt.step(sid, f"second {i}")
             kept[sid] = "echo"
+            i += 1
         shared = next(iter(kept))
         rt.share(shared, "bob", "read")
         waiting = rt.create_session("reminder", owner=OWNER)
