@@ -378,8 +378,13 @@ def test_the_daemon_fires_a_due_timer_by_itself(api: httpx.Client) -> None:
 
     assert wait_until(fired, timeout=10, what="the timer fired") == ["soon"]
     assert api.get(f"/v1/sessions/{sid}").json()["timers"] == []
-    metrics = api.get("/metrics").text
-    fired_total = next(
-        line for line in metrics.splitlines() if line.startswith("actorflow_timers_fired_total")
-    )
-    assert float(fired_total.split()[1]) >= 1
+
+    def fired_total() -> float:
+        metrics = api.get("/metrics").text
+        line = next(
+            line for line in metrics.splitlines() if line.startswith("actorflow_timers_fired_total")
+        )
+        return float(line.split()[1])
+
+    # counted once the timer step is committed: a GET can see the step applied just before
+    assert wait_until(lambda: fired_total() >= 1, timeout=10, what="the fired timer counted")
