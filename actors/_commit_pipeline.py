@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import weakref
+from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
@@ -79,14 +80,20 @@ def _step_committed(
     ref: pykka.ActorRef[Any],
     message: Step,
     result: StepResult,
+    committed: Callable[[], None] | None,
     lineage: int,
     revision: int,
     future: Future[None],
 ) -> None:
-    """On the store writer: answer the step now that its snapshot is committed (or not)."""
+    """On the store writer: answer the step now that its snapshot is committed (or not);
+    ``committed`` runs first when it is, so that its caller sees what it did."""
     error = future.exception()
     if error is None:
-        answer_step(services, entry, message, result)
+        try:
+            if committed is not None:
+                committed()
+        finally:
+            answer_step(services, entry, message, result)
         return
     log_commit_error(services, message.session_id, revision, error)
     answer_step(services, entry, message, _store_error(message.session_id, "commit", error))
@@ -161,8 +168,18 @@ class CommitPipeline:
         self._last_save = weakref.ref(future)
         return future
 
-    def commit_step(self, message: Step, session: Session, result: StepResult) -> Future[None]:
-        """Save a step's session and answer its caller after the commit; the save's future."""
+    def commit_step(
+        self,
+        message: Step,
+        session: Session,
+        result: StepResult,
+        committed: Callable[[], None] | None = None,
+    ) -> Future[None]:
+        """Save a step's session and answer its caller after the commit; the save's future.
+
+        ``committed`` (any thread: a free function over thread-safe objects) runs once
+        the commit succeeded, before the caller is answered.
+        """
         future = self._save(session)
         future.add_done_callback(
             functools.partial(
@@ -172,6 +189,7 @@ class CommitPipeline:
                 self._ref,
                 message,
                 result,
+                committed,
                 self.lineage,
                 session.revision,
             )

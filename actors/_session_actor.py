@@ -29,7 +29,6 @@ import dataclasses
 import enum
 import functools
 import time
-from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
 
@@ -574,11 +573,9 @@ class SessionActor(DispatcherActor, Owned):
         # the due-time index entry is durable with the timers it indexes)
         self._dirty = False
         # A store that raises here crashes the actor, which answers ``_current``.
-        future = self._commits.commit_step(message, new, result)
-        if timers is not None:
-            # counted, and the firing told of a nearer due time, once committed (on
-            # the writer's thread: a free function over thread-safe objects)
-            future.add_done_callback(functools.partial(_if_committed, timers))
+        # the timers are counted, and the firing told of a nearer due time, once the
+        # step is committed and before its caller is answered (on the writer's thread)
+        future = self._commits.commit_step(message, new, result, timers)
         if message.key is not None:
             # held until a replay sees it done: a weak reference could not tell a
             # failed commit from a committed one once the store dropped the future
@@ -828,8 +825,3 @@ def timers_changed(services: ActorServices, old: Session, new: Session, now: flo
     due = next_due(new.timers)
     if due is not None and services.timer_alarm is not None:
         services.timer_alarm(due)
-
-
-def _if_committed(then: Callable[[], None], future: Future[Any]) -> None:
-    if not future.cancelled() and future.exception() is None:
-        then()

@@ -270,3 +270,23 @@ def test_passivate_durability_commits_the_steps_that_change_timers(
     figures = rt.stats().timers
     assert figures is not None
     assert (figures.set, figures.fired) == (1, 1)
+
+
+def test_a_timer_step_is_counted_before_its_caller_is_answered(tmp_path: Path) -> None:
+    """Whoever the answer wakes (``fire_due_timers``, a test, a metrics scrape after a
+    GET) sees the timer counted: the count runs on the commit, before the answer."""
+    clock = ManualClock()
+    with open_test_runtime(tmp_path, graphs=[GRAPH], clock=clock) as rt:
+        sid = _waiting(rt, {"schedule": {"soon": 10}})
+        clock.advance(15)
+        counted_when_answered: list[int] = []
+        answered = threading.Event()
+
+        def reply(outcome: object) -> None:  # on the store writer's thread
+            counted_when_answered.append(rt._core.services.timer_stats.snapshot().fired)
+            answered.set()
+
+        rt._core.submit_step(sid, None, "step", "enqueue", None, reply, fire_timer=True)
+        assert answered.wait(10)
+        assert counted_when_answered == [1]
+        assert _fired(rt, sid) == ["soon"]
