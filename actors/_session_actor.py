@@ -703,7 +703,9 @@ class SessionActor(DispatcherActor, Owned):
             session.record = None
             self._commits.save_final(session)
             self._failure_unsaved = False
-        self._stop_after_saves(None)
+        # At rest in the store from now on: its log may be compacted more eagerly than
+        # while it was live (not at shutdown, which should end soon).
+        self._stop_after_saves(None, rested=message.reason != "shutdown")
 
     def _hibernate(self, message: Hibernate) -> None:
         """Leave the session as encoded bytes in the live index and stop, if nothing is
@@ -751,8 +753,9 @@ class SessionActor(DispatcherActor, Owned):
         running.abandon()
         self._answer(running.step, error)
 
-    def _stop_after_saves(self, crashed: BaseException | None) -> None:
-        """Stop once the last queued save is done, then tell the supervisor."""
+    def _stop_after_saves(self, crashed: BaseException | None, *, rested: bool = False) -> None:
+        """Stop once the last queued save is done, then tell the supervisor (and, if the
+        session is ``rested`` (passivated), the store)."""
         handover = tuple(self._handover or ())
         self._handover = None
         services = self._services
@@ -761,10 +764,13 @@ class SessionActor(DispatcherActor, Owned):
             services.index.release(self._entry, len(handover))
         stopped = ActorStopped(self._session_id, self._entry.incarnation, handover, crashed)
         ref = self.actor_ref
+        session_id = self._session_id
 
         def finish(_: object = None) -> None:  # in this turn, or on the store writer
             tell(ref, _ActorStop())
             services.tell_supervisor(stopped)
+            if rested:
+                services.store.passivated(session_id)  # never blocks
 
         # (still frozen: its decoding failed, so nothing was ever saved)
         last = None if self._frozen is not None else self._commits.pending_save()

@@ -131,7 +131,9 @@ def metadata_from(fields: list[Any]) -> tuple[SessionMetadata, StepFailure | Non
         request_count=int(count),
         client_addr=None if addr is None else _str(addr),
         expires_at=None if expires is None else float(expires),
-        members=tuple((_str(user), _access(access)) for user, access in members),
+        members=tuple([(_str(user), _access(access)) for user, access in members])
+        if members
+        else (),
     )
     if failure is None:
         return meta, None

@@ -41,6 +41,8 @@ __all__ = [
 RecordKind = Literal["step", "base"]
 RECORD_VERSION = 1
 _local = threading.local()
+_STATUSES = {status.value: status.value for status in SessionStatus}
+"""A stored status, checked (a ``KeyError`` for any other value) without an enum call."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -405,31 +407,33 @@ def decode_record(raw: bytes) -> StepRecord:
         digest, responses = rest[0] if rest and rest[0] is not None else (None, ())
         timers = rest[1] if len(rest) > 1 else None
         fired = rest[2] if len(rest) > 2 else None
+        # Positional, and no generator for an empty list: a load replays every record
+        # since the base, and building the record was most of a record's cost.
         return StepRecord(
-            revision=int(revision),
-            at=float(at),
-            kind=kind,
-            task=str(task),
-            input=input_,
-            response=response,
-            status=SessionStatus(status).value,
-            status_message=status_message,
-            current_task=str(current_task),
-            graph_version=str(graph_version),
-            back_keep=int(back_keep),
-            back_push=tuple(str(b) for b in back_push),
-            cleared=bool(cleared),
-            removed=tuple(str(k) for k in removed),
-            set=tuple((str(k), v, bool(m)) for k, v, m in set_),
-            messages=tuple(_message(m) for m in messages),
-            message_seq=int(message_seq),
-            history_cleared_at=None if cleared_at is None else int(cleared_at),
-            metadata=metadata_from(meta)[0],
-            request_id=None if request_id is None else str(request_id),
-            input_digest=None if digest is None else bytes(digest),
-            responses=tuple(str(r) for r in responses),
-            timers=None if timers is None else tuple(PendingTimer.decoded(t) for t in timers),
-            fired=None if fired is None else str(fired),
+            int(revision),
+            float(at),
+            kind,
+            str(task),
+            input_,
+            response,
+            _STATUSES[status],
+            status_message,
+            str(current_task),
+            str(graph_version),
+            int(back_keep),
+            tuple(map(str, back_push)) if back_push else (),
+            bool(cleared),
+            tuple(map(str, removed)) if removed else (),
+            tuple([(str(k), v, bool(m)) for k, v, m in set_]) if set_ else (),
+            tuple(map(_message, messages)) if messages else (),
+            int(message_seq),
+            None if cleared_at is None else int(cleared_at),
+            metadata_from(meta)[0],
+            None if request_id is None else str(request_id),
+            None if digest is None else bytes(digest),
+            tuple(map(str, responses)) if responses else (),
+            None if timers is None else tuple(map(PendingTimer.decoded, timers)),
+            None if fired is None else str(fired),
         )
     except Exception as exc:
         raise SnapshotDecodeError(

@@ -220,6 +220,10 @@ class FencedStore:
         """Compact now: a base at a committed revision needs no fence."""
         return self.inner.compact(session_id)
 
+    def passivated(self, session_id: str) -> None:
+        """Compact soon if its records outweigh its base (no lease needed)."""
+        self.inner.passivated(session_id)
+
     def _release_quietly(self, lease: Lease) -> None:
         try:
             self.leases.release(lease)

@@ -42,7 +42,9 @@ from flow._record import (
 from flow._session import Session
 
 __all__ = [
+    "DEFAULT_MIN_TAIL_BYTES",
     "DEFAULT_RETENTION",
+    "MAX_AT_REST_DUE",
     "NEWEST",
     "Compactor",
     "HistoryRange",
@@ -64,6 +66,10 @@ _log = get_logger("actorflow.store.log")
 
 DEFAULT_RETENTION = 1000
 """Revisions time travel reaches by default."""
+DEFAULT_MIN_TAIL_BYTES = 4096
+"""``LogPolicy.min_tail_bytes`` by default: a small session's live steps write a base
+every ~13 steps of ~300 bytes, not every 4-6 (a compaction cost as much as two or three
+steps); its load replays at most about this many bytes of records."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,11 +81,15 @@ class LogPolicy:
         keep_seconds: revisions younger than this are kept (None: no age limit).
             With both set, a revision is dropped once it is outside both.
         compact_after: most records after a base before a new base is written.
+        min_tail_bytes: while its session is live, the records after a base are
+            compacted once they outweigh it and make at least this many bytes; once
+            the session is passivated, as soon as they outweigh it (``Compactor.at_rest``).
     """
 
     keep_revisions: int | None = DEFAULT_RETENTION
     keep_seconds: float | None = None
     compact_after: int = 1000
+    min_tail_bytes: int = DEFAULT_MIN_TAIL_BYTES
 
     def __post_init__(self) -> None:
         if self.keep_revisions is not None and self.keep_revisions < 1:
@@ -90,6 +100,8 @@ class LogPolicy:
             raise InvalidInput(f"history retention age must be positive, not {self.keep_seconds}")
         if self.compact_after < 1:
             raise InvalidInput(f"compact_after must be at least 1, not {self.compact_after}")
+        if self.min_tail_bytes < 0:
+            raise InvalidInput(f"min_tail_bytes must be at least 0, not {self.min_tail_bytes}")
 
     @classmethod
     def parse(cls, text: str) -> LogPolicy:
@@ -216,9 +228,14 @@ def rebuild(base: bytes, records: Iterable[bytes], revision: int | None = None) 
     return session
 
 
-def compaction_due(policy: LogPolicy, base_size: int, tail_bytes: int, tail_count: int) -> bool:
-    """Whether the records since the base outweigh it or are too many."""
-    return tail_count >= policy.compact_after or (tail_count > 1 and tail_bytes >= base_size)
+def compaction_due(
+    policy: LogPolicy, base_size: int, tail_bytes: int, tail_count: int, *, at_rest: bool = False
+) -> bool:
+    """Whether the records since the base call for a new base: they are too many, or they
+    outweigh it and, unless the session is at rest (passivated), make
+    ``policy.min_tail_bytes``."""
+    floor = base_size if at_rest else max(base_size, policy.min_tail_bytes)
+    return tail_count >= policy.compact_after or (tail_count > 1 and tail_bytes >= floor)
 
 
 def retention_cut(
@@ -363,19 +380,34 @@ def _last_record_before(source: MessageSource, before: int) -> int | None:
 
 
 _MESSAGE_SEQ = 17  # a record's ``message_seq`` in ``encode_record``'s list
+MAX_AT_REST_DUE = 100_000
+"""Most sessions a ``Compactor`` remembers to compact when passivated (then it starts over)."""
 
 
 class Compactor:
     """One background thread that compacts the sessions it is asked to, each once per request.
 
     ``compact`` is the store's own method; a failure is logged and the
-    session is compacted again at its next request.
+    session is compacted again at its next request. A store's writer ``offer``s
+    every session a commit appended to: compacted now when its records call for
+    it while live (``compaction_due``), else noted when they would once it rests,
+    and compacted when its actor is passivated (``at_rest``): a live session
+    writes fewer bases, a passivated one loads with few records to replay.
+
+    Threads: ``request``, ``offer`` and ``at_rest`` are called from any thread (a
+    writer, an actor's turn) and never block; the fields are under one lock.
     """
 
-    def __init__(self, name: str, compact: Callable[[str], object]) -> None:
+    def __init__(
+        self, name: str, compact: Callable[[str], object], policy: LogPolicy | None = None
+    ) -> None:
         self._compact = compact
+        self._policy = policy or LogPolicy()
         self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self._pending: set[str] = set()
+        # Sessions whose records outweigh their base but not min_tail_bytes: compacted
+        # when passivated. Bounded: forgetting them only leaves a compaction to later.
+        self._at_rest_due: set[str] = set()
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._busy = 0
@@ -385,11 +417,31 @@ class Compactor:
     def request(self, session_id: str) -> None:
         """Compact ``session_id`` soon (once, however often it is asked before it runs)."""
         with self._lock:
+            self._at_rest_due.discard(session_id)
             if session_id in self._pending:
                 return
             self._pending.add(session_id)
             self._busy += 1
         self._queue.put(session_id)
+
+    def offer(self, session_id: str, base_size: int, tail_bytes: int, tail_count: int) -> None:
+        """A commit appended to ``session_id``'s log, which now has ``tail_count`` records
+        of ``tail_bytes`` after a base of ``base_size``: compact it if they call for it."""
+        policy = self._policy
+        if compaction_due(policy, base_size, tail_bytes, tail_count):
+            self.request(session_id)
+        elif compaction_due(policy, base_size, tail_bytes, tail_count, at_rest=True):
+            with self._lock:
+                if len(self._at_rest_due) >= MAX_AT_REST_DUE:
+                    self._at_rest_due.clear()
+                self._at_rest_due.add(session_id)
+
+    def at_rest(self, session_id: str) -> None:
+        """``session_id`` was passivated: compact it soon if its records outweigh its base."""
+        with self._lock:
+            if session_id not in self._at_rest_due:
+                return
+        self.request(session_id)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
         """Block until every requested compaction has run; False on timeout."""

@@ -36,7 +36,6 @@ from flow.stores._log import (
     LogPolicy,
     MessagePage,
     RevisionInfo,
-    compaction_due,
     entry_for,
     page_messages,
     rebuild,
@@ -85,7 +84,7 @@ class MemoryStore:
         self._due: dict[str, float] = {}  # the due-time index of timers
         self._quarantine: builtins.list[QuarantinedRow] = []
         self._closed = False
-        self.compactor = Compactor("memory", self.compact)
+        self.compactor = Compactor("memory", self.compact, self.policy)
 
     def __repr__(self) -> str:
         return f"MemoryStore({len(self._entries)} sessions)"
@@ -111,7 +110,7 @@ class MemoryStore:
         timers_changed, next_due = index_change(session, entry)
         future: Future[None] = Future()
         future.set_running_or_notify_cancel()
-        due = False
+        tail: tuple[int, int, int] | None = None  # the log after an append (base, records)
         with self._lock:
             self._check_open()
             log = self._entries.get(session.session_id)
@@ -137,9 +136,7 @@ class MemoryStore:
                 log.records.append((entry.revision, entry.at, entry.record))
                 log.tail_bytes += len(entry.record)
                 log.tail_count += 1
-                due = compaction_due(
-                    self.policy, len(log.bases[log.newest_base()]), log.tail_bytes, log.tail_count
-                )
+                tail = (len(log.bases[log.newest_base()]), log.tail_bytes, log.tail_count)
             base_size = len(log.bases[log.newest_base()])
             log.info = self._info(session, base_size + log.tail_bytes)
             if timers_changed:
@@ -147,9 +144,9 @@ class MemoryStore:
                     self._due.pop(session.session_id, None)
                 else:
                     self._due[session.session_id] = next_due
+        if tail is not None:  # first: the future's callbacks may tell it the session rests
+            self.compactor.offer(session.session_id, *tail)
         future.set_result(None)
-        if due:
-            self.compactor.request(session.session_id)
         return future
 
     @staticmethod
@@ -245,6 +242,10 @@ class MemoryStore:
             if log is None:
                 return None
             return HistoryRange(log.base_revisions[0], log.info.revision)
+
+    def passivated(self, session_id: str) -> None:
+        """``session_id`` is at rest: compact it soon if its records outweigh its base."""
+        self.compactor.at_rest(session_id)
 
     def compact(self, session_id: str) -> bool:
         """Write a base for the newest revision and apply retention; False if nothing to do."""

@@ -137,7 +137,7 @@ class PostgresStore(SqlLogStore[psycopg.Connection[Any]]):
         compactor, the leases)."""
         self._submit_lock = threading.Lock()
         self._closed = False
-        self.compactor = Compactor(f"postgres:{self.where}", self.compact)
+        self.compactor = Compactor(f"postgres:{self.where}", self.compact, self.policy)
         self._writers = [
             PostgresWriter(
                 f"postgres-writer-{n}",
@@ -145,7 +145,7 @@ class PostgresStore(SqlLogStore[psycopg.Connection[Any]]):
                 self.where,
                 max_batch,
                 self.policy,
-                self.compactor.request,
+                self.compactor.offer,
             )
             for n in range(writers)
         ]

@@ -40,7 +40,7 @@ import psycopg_pool
 from flow._errors import RevisionConflict, StoreUnavailable
 from flow._logging import get_logger
 from flow.stores._lease import LeaseLost
-from flow.stores._log import LogEntry, LogPolicy, compaction_due
+from flow.stores._log import LogEntry, LogPolicy
 from flow.stores._postgres_schema import EXPECTATION_NOT_MET, LOCK_BATCH
 from flow.stores._sql_log import SaveInfo
 
@@ -149,8 +149,9 @@ class PostgresWriter:
         connect: opens a configured connection (called again after one is lost).
         where: the store's description, for error messages.
         max_batch: most operations in one transaction.
-        policy: the store's log policy (when a session's records call for compaction).
-        on_due: called with a session whose records now outweigh its base.
+        policy: the store's log policy.
+        on_append: called with each session a commit appended to, and its log's base
+            size, tail bytes and tail count after it (``Compactor.offer``).
     """
 
     def __init__(
@@ -160,13 +161,13 @@ class PostgresWriter:
         where: str,
         max_batch: int,
         policy: LogPolicy,
-        on_due: Callable[[str], None],
+        on_append: Callable[[str, int, int, int], None],
     ) -> None:
         self.where = where
         self.policy = policy
         self._connect = connect
         self._max_batch = max_batch
-        self._on_due = on_due
+        self._on_append = on_append
         self._queue: queue.SimpleQueue[_Op] = queue.SimpleQueue()
         self._conn: psycopg.Connection[Any] | None = None
         self._transactions = 0
@@ -237,9 +238,9 @@ class PostgresWriter:
                 return
             self._transactions += 1
             self._saves += plan.saves
+            for sid, base, grown, count in plan.tails():  # first: a caller told of its
+                self._on_append(sid, base, grown, count)  # commit may passivate the session
             plan.complete()
-            for sid in plan.due(self.policy):
-                self._on_due(sid)
             return
 
     def _commit_at_once(
@@ -447,9 +448,10 @@ class _BatchPlan:
             else:
                 future.set_exception(error)
 
-    def due(self, policy: LogPolicy) -> builtins.list[str]:
-        """The sessions this batch appended to whose records now outweigh their base."""
-        found: builtins.list[str] = []
+    def tails(self) -> builtins.list[tuple[str, int, int, int]]:
+        """Each session this batch appended to: its base size, the bytes and the count of
+        the records after that base."""
+        found: builtins.list[tuple[str, int, int, int]] = []
         for sid in self.appended:
             base, grown, count = self.grown[sid]
             if base is None:
@@ -457,6 +459,5 @@ class _BatchPlan:
                 if stored is None:
                     continue
                 base, grown, count = stored[0], stored[1] + grown, stored[2] + count
-            if compaction_due(policy, base, grown, count):
-                found.append(sid)
+            found.append((sid, base, grown, count))
         return found

@@ -137,6 +137,13 @@ class SessionStore(Protocol):
         """Write a base for the newest revision and apply retention now; False if nothing to do."""
         ...
 
+    def passivated(self, session_id: str) -> None:
+        """``session_id``'s actor stopped (not for a shutdown): compact its log soon, off the
+        caller's thread, if the records since its base outweigh the base. While a session
+        is live its records may grow to ``LogPolicy.min_tail_bytes`` before a new base.
+        Returns at once (it may be called on a store writer's thread)."""
+        ...
+
     def save(self, session: Session, expected_revision: int | None) -> Future[None]:
         """Queue ``session`` for commit if the stored revision is ``expected_revision``.
 

@@ -67,7 +67,6 @@ from flow.stores._log import (
     LogPolicy,
     MessagePage,
     RevisionInfo,
-    compaction_due,
     entry_for,
     page_messages,
     rebuild,
@@ -373,7 +372,7 @@ class RedisStore:
         self._writer = threading.Thread(target=self._write_loop, name="actorflow-redis-writer")
         self._writer.daemon = True
         self._writer.start()
-        self.compactor = Compactor(f"redis:{key_prefix}", self.compact)
+        self.compactor = Compactor(f"redis:{key_prefix}", self.compact, self.policy)
 
     def load(self, session_id: str, revision: int | None = None) -> Session | None:
         """The stored session (or its revision ``revision``), or None (also once Redis expired it).
@@ -490,6 +489,10 @@ class RedisStore:
         if rev is None or not oldest:
             return None
         return HistoryRange(int(oldest[0][1]), int(rev))
+
+    def passivated(self, session_id: str) -> None:
+        """``session_id`` is at rest: compact it soon if its records outweigh its base."""
+        self.compactor.at_rest(session_id)
 
     def compact(self, session_id: str) -> bool:
         """Write a base for the newest revision and apply retention; False if nothing to do.
@@ -874,11 +877,11 @@ class RedisStore:
         if verdict == b"deleted":
             write.future.set_result(int(result[1]) == 1)
         elif verdict == b"ok":
+            if len(result) > 1:  # first: the future's callbacks may tell it the session rests
+                self.compactor.offer(
+                    write.session_id, int(result[1]), int(result[2]), int(result[3])
+                )
             write.future.set_result(None)
-            if len(result) > 1 and compaction_due(
-                self.policy, int(result[1]), int(result[2]), int(result[3])
-            ):
-                self.compactor.request(write.session_id)
         elif verdict == b"conflict":
             actual = int(result[1]) if result[1] else None
             write.future.set_exception(RevisionConflict(write.session_id, write.expected, actual))

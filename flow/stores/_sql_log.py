@@ -32,6 +32,7 @@ from flow._rebase import archived, rebased
 from flow._record import decode_record
 from flow._session import Session
 from flow.stores._log import (
+    Compactor,
     HistoryRange,
     LogPolicy,
     MessagePage,
@@ -107,6 +108,7 @@ class SqlLogStore(ABC, Generic[C]):
     """
 
     policy: LogPolicy
+    compactor: Compactor
     _reads: LogReads[C]
     _log_name: str
     _param: str
@@ -267,6 +269,10 @@ class SqlLogStore(ABC, Generic[C]):
         return self._read_one(
             f"reading history of {session_id!r}", lambda c: reads.span(c, session_id)
         )
+
+    def passivated(self, session_id: str) -> None:
+        """``session_id`` is at rest: compact it soon if its records outweigh its base."""
+        self.compactor.at_rest(session_id)
 
     def compact(self, session_id: str) -> bool:
         """Write a base for the newest revision and apply retention; False if nothing to do.

@@ -41,7 +41,6 @@ from flow.stores._log import (
     Compactor,
     LogEntry,
     LogPolicy,
-    compaction_due,
     entry_for,
 )
 from flow.stores._protocol import Durability, QuarantinedRow
@@ -217,7 +216,7 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
             target=self._write_loop, name=f"sqlite-writer:{self.path.name}", daemon=True
         )
         self._writer.start()
-        self.compactor = Compactor(self.path.name, self.compact)
+        self.compactor = Compactor(self.path.name, self.compact, self.policy)
 
     def __repr__(self) -> str:
         return f"SqliteStore({str(self.path)!r}, durability={self.durability!r})"
@@ -554,8 +553,8 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
             self._tails.clear()
         for sid in plan.appended:
             tail = self._tails.get(sid)
-            if tail is not None and compaction_due(self.policy, *tail):
-                self.compactor.request(sid)
+            if tail is not None:
+                self.compactor.offer(sid, *tail)
         return plan.complete()
 
     def _commit(self, plan: _BatchPlan) -> None:

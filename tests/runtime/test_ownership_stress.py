@@ -61,9 +61,11 @@ def live_twice(monkeypatch: pytest.MonkeyPatch) -> LiveTwice:
         probe.applied(self, message.session_id)
         adopt(self, message, *args)
 
-    def recording_stop(self: SessionActor, crashed: BaseException | None) -> None:
+    def recording_stop(
+        self: SessionActor, crashed: BaseException | None, *, rested: bool = False
+    ) -> None:
         probe.stopping(self)
-        stop(self, crashed)
+        stop(self, crashed, rested=rested)
 
     monkeypatch.setattr(SessionActor, "_adopt", recording_adopt)
     monkeypatch.setattr(SessionActor, "_stop_after_saves", recording_stop)

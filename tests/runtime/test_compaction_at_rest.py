@@ -1,0 +1,73 @@
+"""A passivated session's log is compacted when its records outweigh its base (while it
+is live they may grow to ``LogPolicy.min_tail_bytes`` first); a shutdown asks for none."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from flow.demo import GRAPHS
+from flow.stores import SqliteStore
+from runtime import Runtime
+
+
+class RestSpy:
+    """A SQLite store that notes which sessions it was told are at rest."""
+
+    def __init__(self, path: Path) -> None:
+        self.inner = SqliteStore(path)
+        self.rested: list[str] = []
+        self.told = threading.Event()
+
+    def passivated(self, session_id: str) -> None:
+        self.rested.append(session_id)
+        self.inner.passivated(session_id)
+        self.told.set()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+
+def replayed(store: SqliteStore, session_id: str) -> int:
+    """Bytes of records a load replays after the session's base."""
+    loaded = store.load(session_id)
+    assert loaded is not None
+    assert loaded.stored_size is not None
+    base, bound = loaded.stored_size
+    return bound - base
+
+
+def test_a_passivated_session_whose_records_outweigh_its_base_is_compacted(
+    tmp_path: Path,
+) -> None:
+    spy = RestSpy(tmp_path / "sessions.db")
+    with Runtime.open(data_dir=tmp_path, graphs=GRAPHS, store=spy) as rt:
+        sid = rt.create_session("echo", owner="alice")
+        for i in range(4):  # ~1 KB of records over a smaller base, below min_tail_bytes
+            rt.step(sid, f"message {i}")
+        spy.inner.flush()
+        assert spy.inner.compactor.wait_idle(10)
+        live = replayed(spy.inner, sid)
+        assert live > 0  # left while live
+
+        assert rt.passivate(sid) is True
+        assert spy.told.wait(10)
+        assert spy.inner.compactor.wait_idle(10)
+
+        assert spy.rested == [sid]
+        assert replayed(spy.inner, sid) == 0
+        assert rt.step(sid, "after").response == "echo: after"  # loads from the new base
+    spy.inner.close()
+
+
+def test_a_shutdown_does_not_tell_the_store_its_sessions_rest(tmp_path: Path) -> None:
+    spy = RestSpy(tmp_path / "sessions.db")
+    with Runtime.open(data_dir=tmp_path, graphs=GRAPHS, store=spy) as rt:
+        sid = rt.create_session("echo", owner="alice")
+        for i in range(4):
+            rt.step(sid, f"message {i}")
+        assert rt.stats().live == 1
+
+    assert spy.rested == []
+    spy.inner.close()
