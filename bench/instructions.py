@@ -19,6 +19,8 @@ out). The operations are issued one at a time from one thread (``timer``: one
   messages of history each), committed (``durability="commit"``);
 - ``activation``: one ``Runtime.step`` of a passivated ``echo`` session (10
   messages): its load, decode and actor start, the step and its commit;
+- ``activation after 20 steps``: the same, of sessions that took 20 steps before
+  they were passivated (their load replays the records since their last base);
 - ``timer``: one durable timer fired (bench/timers.py's graph): the session's
   activation, the timer step and its commit, with a ``ManualClock`` moved past
   every due time and ``Runtime.fire_due_timers``.
@@ -49,9 +51,16 @@ ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = {  # name -> (small, large) operation counts
     "hot step": (100, 600),
     "activation": (100, 600),
+    "activation after 20 steps": (100, 400),
     "timer": (200, 1200),
 }
-QUICK = {"hot step": (50, 250), "activation": (50, 250), "timer": (100, 500)}
+QUICK = {
+    "hot step": (50, 250),
+    "activation": (50, 250),
+    "activation after 20 steps": (50, 200),
+    "timer": (100, 500),
+}
+TALKED = 20  # steps each session of "activation after 20 steps" took before it was passivated
 _COLLECTED = re.compile(r"Collected : (\d+)")
 
 
@@ -68,7 +77,16 @@ def prepare(scenario: str, count: int, data_dir: Path) -> None:
 
     data_dir.mkdir(parents=True, exist_ok=True)
     with SqliteStore(data_dir / "sessions.db", durability="commit") as store:
-        preload(store, 64 if scenario == "hot step" else count, 10)
+        sessions = preload(store, 64 if scenario == "hot step" else count, 10)
+    if scenario == "activation after 20 steps":
+        from flow.demo import echo
+        from runtime import Runtime, RuntimeConfig
+
+        config = RuntimeConfig(durability="commit")
+        with Runtime.open(data_dir=data_dir, graphs=[echo], config=config) as rt:
+            for _ in range(TALKED):  # the records since each session's last base stay
+                for sid in sessions:
+                    rt.step(sid, "an earlier message")
 
 
 def child(scenario: str, count: int, data_dir: Path) -> None:
