@@ -19,8 +19,8 @@ out). The operations are issued one at a time from one thread (``timer``: one
   messages of history each), committed (``durability="commit"``);
 - ``activation``: one ``Runtime.step`` of a passivated ``echo`` session (10
   messages): its load, decode and actor start, the step and its commit;
-- ``activation after 20 steps``: the same, of sessions that took 20 steps before
-  they were passivated (their load replays the records since their last base);
+- ``activation after 20 steps``: the same, of sessions that took 20 steps and were
+  then passivated (their load replays the records since their last base);
 - ``timer``: one durable timer fired (bench/timers.py's graph): the session's
   activation, the timer step and its commit, with a ``ManualClock`` moved past
   every due time and ``Runtime.fire_due_timers``.
@@ -84,9 +84,11 @@ def prepare(scenario: str, count: int, data_dir: Path) -> None:
 
         config = RuntimeConfig(durability="commit")
         with Runtime.open(data_dir=data_dir, graphs=[echo], config=config) as rt:
-            for _ in range(TALKED):  # the records since each session's last base stay
+            for _ in range(TALKED):
                 for sid in sessions:
                     rt.step(sid, "an earlier message")
+            for sid in sessions:  # as an idle session is (its log compacted as it rests)
+                rt.passivate(sid)
 
 
 def child(scenario: str, count: int, data_dir: Path) -> None:
