@@ -434,6 +434,10 @@ class SupervisorActor(DispatcherActor, Owned):
         if entry.ref is None:
             # hibernated: no actor, and its bytes are committed, so it has stopped
             self._index.stopped(session_id, entry.incarnation)
+            if isinstance(message, Passivate) and message.reason != "shutdown":
+                # at rest in the store now (as an actor's passivation tells it): the
+                # compactor's queue, never a wait on the store
+                self._services.store.passivated(session_id)
             return entry.frozen is not None
         try:
             entry.ref.tell(message)

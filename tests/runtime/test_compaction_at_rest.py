@@ -9,7 +9,8 @@ from typing import Any
 
 from flow.demo import GRAPHS
 from flow.stores import SqliteStore
-from runtime import Runtime
+from runtime import Runtime, RuntimeConfig
+from runtime.testing import ManualClock, wait_hibernated
 
 
 class RestSpy:
@@ -70,4 +71,26 @@ def test_a_shutdown_does_not_tell_the_store_its_sessions_rest(tmp_path: Path) ->
         assert rt.stats().live == 1
 
     assert spy.rested == []
+    spy.inner.close()
+
+
+def test_a_hibernated_session_that_is_passivated_is_compacted_too(tmp_path: Path) -> None:
+    spy = RestSpy(tmp_path / "sessions.db")
+    clock = ManualClock()
+    config = RuntimeConfig(clock=clock, hibernate_after=10)
+    with Runtime.open(data_dir=tmp_path, graphs=GRAPHS, store=spy, config=config) as rt:
+        sid = rt.create_session("echo", owner="alice")
+        for i in range(4):
+            rt.step(sid, f"message {i}")
+        clock.advance(11)
+        rt.sweep_now()
+        wait_hibernated(rt, sid)
+        assert spy.rested == []  # hibernating is not resting: the bytes are in memory
+
+        assert rt.passivate(sid) is True
+        assert spy.told.wait(10)
+        assert spy.inner.compactor.wait_idle(10)
+
+        assert spy.rested == [sid]
+        assert replayed(spy.inner, sid) == 0
     spy.inner.close()
