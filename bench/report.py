@@ -85,6 +85,11 @@ BENCHES = [
         "bench/streaming.py",
         "Streaming: tokens over SSE, idle /events subscribers, against LangGraph's custom stream",
     ),
+    (
+        "instructions",
+        "bench/instructions.py",
+        "Instructions per hot step, activation and timer fired (valgrind): unswayed by load",
+    ),
 ]
 
 
