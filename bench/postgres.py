@@ -11,7 +11,8 @@ redis-server (append-only, ``appendfsync always``), then prints one line per fig
 - LangGraph with ``PostgresSaver`` (a connection pool) on the same server and the
   same workload (``bench/langgraph_baseline.py``'s graph), and actorflow's ratio;
 - over HTTP, 16 clients: one daemon on PostgreSQL, then two daemons sharing it with
-  random routing (about half the requests forwarded to the lease holder).
+  random routing (about half the requests forwarded to the lease holder), each after
+  a second of load not counted, for at least 4 s.
 
 Writes ``bench/out/postgres.png``.
 """
@@ -128,7 +129,10 @@ def bench_daemons(url: str, work: Path, seconds: float) -> dict[str, float]:
         try:
             urls = [u for _, u in daemons]
             pids = [process.pid for process, _ in daemons]
-            fig = asyncio.run(run_load(urls, pids, 16, seconds))
+            # a first second not counted (leases taken, connections pooled, caches warm):
+            # the --quick figure of two daemons swung from 40 to 250 steps/s without it
+            asyncio.run(run_load(urls, pids, 16, 1.0))
+            fig = asyncio.run(run_load(urls, pids, 16, max(seconds, 4.0)))
             rates[label] = fig.rate
             print(
                 f"http {label} clients=16: {fig.rate:,.0f} steps/s  p50 {fig.p50_ms:.1f} ms  "
