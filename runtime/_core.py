@@ -190,6 +190,8 @@ class RuntimeCore:
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.registry = GraphRegistry(graphs, migrations)
+        if store is not None:
+            _check_store(store)
         self._own_store = store is None
         opened = (
             open_store(
@@ -758,3 +760,24 @@ def _completer(future: Future[Any]) -> Reply:
             future.set_result(outcome)
 
     return complete
+
+
+def _check_store(store: object) -> None:
+    """Refuse a given store that lacks a method of ``SessionStore`` (say, one written for an
+    earlier release, before ``passivated``), naming what it lacks, before anything opens.
+
+    Raises:
+        InvalidInput: a method is missing.
+    """
+    wanted = [name for name, value in vars(SessionStore).items() if callable(value)]
+    missing = sorted(
+        name
+        for name in wanted
+        if not name.startswith("_") and not callable(getattr(store, name, None))
+    )
+    if missing:
+        raise InvalidInput(
+            f"store {type(store).__name__} is not a SessionStore: it has no "
+            + ", ".join(missing)
+            + " (see flow/stores/_protocol.py)"
+        )

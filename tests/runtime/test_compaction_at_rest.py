@@ -7,9 +7,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from flow.demo import GRAPHS
 from flow.stores import SqliteStore
-from runtime import Runtime, RuntimeConfig
+from runtime import InvalidInput, Runtime, RuntimeConfig
 from runtime.testing import ManualClock, wait_hibernated
 
 
@@ -94,3 +96,22 @@ def test_a_hibernated_session_that_is_passivated_is_compacted_too(tmp_path: Path
         assert spy.rested == [sid]
         assert replayed(spy.inner, sid) == 0
     spy.inner.close()
+
+
+class OldStore:
+    """A store written before ``passivated`` (everything else goes to SQLite)."""
+
+    def __init__(self, path: Path) -> None:
+        self.inner = SqliteStore(path)
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "passivated":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
+
+def test_a_store_without_passivated_is_refused_with_what_it_lacks(tmp_path: Path) -> None:
+    old = OldStore(tmp_path / "sessions.db")
+    with pytest.raises(InvalidInput, match=r"OldStore is not a SessionStore: it has no passivated"):
+        Runtime.open(data_dir=tmp_path, graphs=GRAPHS, store=old)
+    old.inner.close()
