@@ -69,3 +69,13 @@ def create(client: httpx.Client, graph: str = "echo", **context: Any) -> str:
     assert response.status_code == 201, response.text
     session_id: str = response.json()["session_id"]
     return session_id
+
+
+def replayed_bytes(store: Any, session_id: str) -> int:
+    """Bytes of step records a load of ``session_id`` replays after its base (0: its log
+    was just compacted)."""
+    loaded = store.load(session_id)
+    assert loaded is not None
+    assert loaded.stored_size is not None
+    base, bound = loaded.stored_size
+    return int(bound - base)

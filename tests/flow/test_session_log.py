@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from testkit import replayed_bytes
 
 from flow import (
     ChatHistory,
@@ -315,15 +316,6 @@ def test_saving_the_stored_revision_again_adds_a_base_and_keeps_its_record(
     assert encode(loaded) == encode(later)
 
 
-def _replayed(store: SessionStore, session_id: str) -> int:
-    """Bytes of records a load of ``session_id`` replays after its base (0: just compacted)."""
-    loaded = store.load(session_id)
-    assert loaded is not None
-    assert loaded.stored_size is not None
-    base, bound = loaded.stored_size
-    return bound - base
-
-
 def _outweighed(store: SessionStore, session: Session) -> Session:
     """``session`` stepped until the records since its base outweigh the base."""
     for _ in range(200):
@@ -343,12 +335,12 @@ def test_a_live_sessions_records_wait_for_min_tail_bytes_and_passivation_compact
 ) -> None:
     store = make_store(LogPolicy(min_tail_bytes=256 * 1024))
     session = _outweighed(store, started(store))
-    assert _replayed(store, session.session_id) > 0  # below min_tail_bytes: left while live
+    assert replayed_bytes(store, session.session_id) > 0  # below min_tail_bytes: left while live
 
     store.passivated(session.session_id)
     settle(store)
 
-    assert _replayed(store, session.session_id) == 0
+    assert replayed_bytes(store, session.session_id) == 0
     loaded = store.load(session.session_id)
     assert loaded is not None
     assert encode(loaded) == encode(session)
@@ -363,7 +355,7 @@ def test_without_min_tail_bytes_records_that_outweigh_the_base_are_compacted_liv
     for _ in range(30):
         session = stepped(store, session, f"say {'x' * 100}")
         settle(store)
-        replayed.append(_replayed(store, session.session_id))
+        replayed.append(replayed_bytes(store, session.session_id))
     assert 0 in replayed[2:]  # a new base came while the session was live
 
 
@@ -372,13 +364,13 @@ def test_passivation_leaves_records_that_do_not_outweigh_the_base(make_store: Ma
     session = stepped(store, started(store, context={"pad": "x" * 4000}), "say hi")
     session = stepped(store, session, "say hi")
     settle(store)
-    before = _replayed(store, session.session_id)
+    before = replayed_bytes(store, session.session_id)
     assert before > 0
 
     store.passivated(session.session_id)
     settle(store)
 
-    assert _replayed(store, session.session_id) == before
+    assert replayed_bytes(store, session.session_id) == before
 
 
 def test_min_tail_bytes_is_checked() -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from testkit import replayed_bytes
 
 from flow.demo import GRAPHS
 from flow.stores import SqliteStore
@@ -32,15 +33,6 @@ class RestSpy:
         return getattr(self.inner, name)
 
 
-def replayed(store: SqliteStore, session_id: str) -> int:
-    """Bytes of records a load replays after the session's base."""
-    loaded = store.load(session_id)
-    assert loaded is not None
-    assert loaded.stored_size is not None
-    base, bound = loaded.stored_size
-    return bound - base
-
-
 def test_a_passivated_session_whose_records_outweigh_its_base_is_compacted(
     tmp_path: Path,
 ) -> None:
@@ -51,7 +43,7 @@ def test_a_passivated_session_whose_records_outweigh_its_base_is_compacted(
             rt.step(sid, f"message {i}")
         spy.inner.flush()
         assert spy.inner.compactor.wait_idle(10)
-        live = replayed(spy.inner, sid)
+        live = replayed_bytes(spy.inner, sid)
         assert live > 0  # left while live
 
         assert rt.passivate(sid) is True
@@ -59,7 +51,7 @@ def test_a_passivated_session_whose_records_outweigh_its_base_is_compacted(
         assert spy.inner.compactor.wait_idle(10)
 
         assert spy.rested == [sid]
-        assert replayed(spy.inner, sid) == 0
+        assert replayed_bytes(spy.inner, sid) == 0
         assert rt.step(sid, "after").response == "echo: after"  # loads from the new base
     spy.inner.close()
 
@@ -94,7 +86,7 @@ def test_a_hibernated_session_that_is_passivated_is_compacted_too(tmp_path: Path
         assert spy.inner.compactor.wait_idle(10)
 
         assert spy.rested == [sid]
-        assert replayed(spy.inner, sid) == 0
+        assert replayed_bytes(spy.inner, sid) == 0
     spy.inner.close()
 
 
