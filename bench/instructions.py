@@ -6,8 +6,10 @@ The rates and CPU times of the other benches swing up to 2x on this shared
 machine within minutes, so a change that saves 3% of a step cannot be seen in
 them. This bench counts the CPU instructions a scenario executes (valgrind's
 ``callgrind`` tool, the ``Ir`` total; every thread, the SQLite library and the
-interpreter included) and prints them per operation. The same code gives the
-same count to within about 0.3%, whatever else the machine runs.
+interpreter included) and prints them per operation, the child collecting garbage
+as actorflowd does. The same code counted twice in one run agreed to 0.1-0.7%
+(the timer scenario varies most: its batches depend on thread scheduling),
+whatever else the machine ran.
 
 Each scenario runs twice in a child process under valgrind, with ``small`` and
 ``large`` operations; the difference in instructions over the difference in
