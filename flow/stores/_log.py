@@ -398,11 +398,9 @@ class Compactor:
     writer, an actor's turn) and never block; the fields are under one lock.
     """
 
-    def __init__(
-        self, name: str, compact: Callable[[str], object], policy: LogPolicy | None = None
-    ) -> None:
+    def __init__(self, name: str, compact: Callable[[str], object], policy: LogPolicy) -> None:
         self._compact = compact
-        self._policy = policy or LogPolicy()
+        self._policy = policy  # the store's own: the rule ``offer`` applies
         self._queue: queue.SimpleQueue[str | None] = queue.SimpleQueue()
         self._pending: set[str] = set()
         # Sessions whose records outweigh their base but not min_tail_bytes: compacted

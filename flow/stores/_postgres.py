@@ -144,7 +144,6 @@ class PostgresStore(SqlLogStore[psycopg.Connection[Any]]):
                 self._writer_connection,
                 self.where,
                 max_batch,
-                self.policy,
                 self.compactor.offer,
             )
             for n in range(writers)

@@ -40,7 +40,7 @@ import psycopg_pool
 from flow._errors import RevisionConflict, StoreUnavailable
 from flow._logging import get_logger
 from flow.stores._lease import LeaseLost
-from flow.stores._log import LogEntry, LogPolicy
+from flow.stores._log import LogEntry
 from flow.stores._postgres_schema import EXPECTATION_NOT_MET, LOCK_BATCH
 from flow.stores._sql_log import SaveInfo
 
@@ -149,7 +149,6 @@ class PostgresWriter:
         connect: opens a configured connection (called again after one is lost).
         where: the store's description, for error messages.
         max_batch: most operations in one transaction.
-        policy: the store's log policy.
         on_append: called with each session a commit appended to, and its log's base
             size, tail bytes and tail count after it (``Compactor.offer``).
     """
@@ -160,11 +159,9 @@ class PostgresWriter:
         connect: Callable[[], psycopg.Connection[Any]],
         where: str,
         max_batch: int,
-        policy: LogPolicy,
         on_append: Callable[[str, int, int, int], None],
     ) -> None:
         self.where = where
-        self.policy = policy
         self._connect = connect
         self._max_batch = max_batch
         self._on_append = on_append
