@@ -826,7 +826,12 @@ def timers_changed(services: ActorServices, old: Session, new: Session, now: flo
     thread: ``old`` and ``new`` are no longer changed by anyone)."""
     record = new.record
     fired_name = None if record is None else record.fired
-    fired = next((t for t in old.timers if t.name == fired_name), None)
+    fired = None
+    if fired_name is not None:
+        for timer in old.timers:
+            if timer.name == fired_name:
+                fired = timer
+                break
     services.timer_stats.count_step(old.timers, new.timers, fired, now)
     due = next_due(new.timers)
     if due is not None and services.timer_alarm is not None:

@@ -54,10 +54,13 @@ class TimerStats:
         now: float,
     ) -> None:
         """Count what one committed step did to a session's timers (``fired`` at ``now``)."""
-        old = {t.name: t for t in before}
-        new = {t.name: t for t in after}
-        added = sum(1 for name, t in new.items() if old.get(name) != t)
-        gone = sum(1 for name in old if name not in new)
+        if after:
+            old = {t.name: t for t in before}
+            names = {t.name for t in after}
+            added = sum(1 for t in after if old.get(t.name) != t)
+            gone = sum(1 for name in old if name not in names)
+        else:  # the common case of a fired timer: none left, nothing added
+            added, gone = 0, len(before)
         if fired is not None:
             gone -= 1
         with self._lock:

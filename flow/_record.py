@@ -15,10 +15,11 @@ revision, and replay starts there instead of applying it.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import msgpack
+import msgspec
+from msgspec.structs import force_setattr
 
 from flow._codec import meta_fields, metadata_from
 from flow._context import ChatMessage
@@ -45,8 +46,7 @@ _STATUSES = {status.value: status.value for status in SessionStatus}
 """A stored status, checked (a ``KeyError`` for any other value) without an enum call."""
 
 
-@dataclass(frozen=True, slots=True)
-class StepRecord:
+class StepRecord(msgspec.Struct, frozen=True, gc=False, repr_omit_defaults=True):
     """One revision of a session's log.
 
     Attributes:
@@ -73,6 +73,11 @@ class StepRecord:
         timers: the session's pending timers after, when the step changed them
             (None: unchanged; at most ``flow._timers.MAX_TIMERS``).
         fired: the timer whose firing made this step (None: an input did).
+
+    A frozen ``msgspec.Struct``, not a frozen dataclass: one is made per step and
+    one per replayed record, and a frozen dataclass of 25 fields took 3.6 us to
+    build (one ``object.__setattr__`` a field) against 0.1 us. Not tracked by the
+    garbage collector (``gc=False``): a record never refers back to itself.
     """
 
     revision: int
@@ -94,14 +99,25 @@ class StepRecord:
     message_seq: int
     history_cleared_at: int | None
     metadata: SessionMetadata
-    request_id: str | None = field(default=None)
-    input_digest: bytes | None = field(default=None)
-    responses: tuple[str, ...] = field(default=())
-    timers: tuple[PendingTimer, ...] | None = field(default=None)
-    fired: str | None = field(default=None)
+    request_id: str | None = None
+    input_digest: bytes | None = None
+    responses: tuple[str, ...] = ()
+    timers: tuple[PendingTimer, ...] | None = None
+    fired: str | None = None
     # ``encode_record``'s bytes, kept once made: the size guard measures the record
-    # and the store appends it, and a record never changes.
-    _packed: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    # and the store appends it, and a record never changes. Not compared.
+    _packed: bytes | None = None
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not StepRecord:
+            return NotImplemented
+        return self._compared() == other._compared()
+
+    def __hash__(self) -> int:
+        return hash(self._compared())
+
+    def _compared(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in _COMPARED)
 
     def with_key(self, key: str, digest: bytes, responses: tuple[str, ...]) -> StepRecord:
         """This record, of a step that carried idempotency key ``key``.
@@ -263,6 +279,9 @@ def base_record(session: Session, *, messages: tuple[ChatMessage, ...] = ()) -> 
     )
 
 
+_COMPARED = tuple(name for name in StepRecord.__struct_fields__ if name != "_packed")
+
+
 def apply(session: Session, record: StepRecord) -> None:
     """Apply a step record to ``session`` in place (replay; the session is the loader's own)."""
     if record.kind != "step":
@@ -348,7 +367,7 @@ def encode_record(record: StepRecord) -> bytes:
             record.fired,
         ]
     )
-    object.__setattr__(record, "_packed", packed)  # a frozen record's cache slot
+    force_setattr(record, "_packed", packed)  # a frozen record's cache slot
     return packed
 
 

@@ -98,7 +98,13 @@ def check_after(after: timedelta | float | int, what: str) -> float:
 
 def next_due(timers: tuple[PendingTimer, ...]) -> float | None:
     """The earliest due time among ``timers`` (None: there are none)."""
-    return min((t.due for t in timers), default=None)
+    if len(timers) < 2:  # most sessions hold none or one: no generator for them
+        return timers[0].due if timers else None
+    return min([t.due for t in timers])
+
+
+def _due_order(timer: PendingTimer) -> tuple[float, str]:
+    return (timer.due, timer.name)
 
 
 class TimerBook:
@@ -165,4 +171,6 @@ class TimerBook:
 
     def pending(self) -> tuple[PendingTimer, ...]:
         """The timers now, soonest first."""
-        return tuple(sorted(self.timers.values(), key=lambda t: (t.due, t.name)))
+        if len(self.timers) < 2:
+            return tuple(self.timers.values())
+        return tuple(sorted(self.timers.values(), key=_due_order))

@@ -44,3 +44,23 @@ def test_cached_message_bytes_stay_right_after_trimming_and_copying() -> None:
         "m4",
         "only in the copy",
     ]
+
+
+def test_a_step_record_is_frozen_untracked_and_compared_without_its_cached_bytes() -> None:
+    import gc
+
+    import pytest
+
+    from flow._record import decode_record, encode_record
+    from flow._step import step
+
+    new, _ = step(echo, new_session(echo, owner="alice"), "hello")
+    record = new.record
+    assert record is not None
+    with pytest.raises(AttributeError):
+        record.revision = 99  # type: ignore[misc]
+    assert not gc.is_tracked(record)  # a live session's records add nothing for the GC to walk
+    packed = encode_record(record)
+    assert encode_record(record) is packed  # made once, then kept on the record
+    again = decode_record(packed)
+    assert again == record and hash(again) == hash(record)  # the cached bytes are not compared

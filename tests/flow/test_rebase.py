@@ -169,7 +169,7 @@ def test_members_and_a_failure_note_survive_a_rebase_as_a_replay_keeps_them() ->
         new, _ = step(LAB, session, f"set k{n} v")
         new.metadata = dataclasses.replace(new.metadata, members=members)
         assert new.record is not None
-        records.append(encode_record(dataclasses.replace(new.record, metadata=new.metadata)))
+        records.append(encode_record(new.record.settled(new)))
         session = new
 
     rebuilt = rebuild(base, records)
