@@ -32,6 +32,7 @@ import time
 from concurrent.futures import Future
 from typing import Any
 
+import msgspec
 import structlog
 from pykka.messages import _ActorStop
 
@@ -344,7 +345,7 @@ class SessionActor(DispatcherActor, Owned):
         grant it was accepted under, and the only one it may run under (0: none held)."""
         grant_of = self._services.grant_of
         epoch = None if grant_of is None else grant_of(self._session_id)
-        return dataclasses.replace(message, epoch=0 if epoch is None else epoch)
+        return msgspec.structs.replace(message, epoch=0 if epoch is None else epoch)
 
     def _misdirected(self, message: Step) -> Misdirected | None:
         """Why ``message`` must not start now, or None: past its deadline, or accepted under a

@@ -17,9 +17,10 @@ import time
 import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
+
+import msgspec
 
 from actors._event_hub import EventHub, Subscriber
 from actors._live_index import LiveIndex
@@ -383,7 +384,7 @@ class RuntimeCore:
             if self.cluster is not None:
                 grant = forwarded_grant()  # a forwarded request runs under its forwarder's grant
                 if grant is not None:
-                    message = replace(message, epoch=grant[0], deadline=grant[1])
+                    message = msgspec.structs.replace(message, epoch=grant[0], deadline=grant[1])
             entry = self.index.send(
                 session_id,
                 message,
