@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import math
 import uuid
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import msgpack
+import msgspec
 
 from flow._context import check_value
 from flow._errors import InvalidInput
@@ -50,8 +50,7 @@ WAKE_AFTER = "wake_after"
 """The name of the timer ``TaskResult(wake_after=...)`` sets (``ctx.timer`` when it fires)."""
 
 
-@dataclass(frozen=True, slots=True)
-class PendingTimer:
+class PendingTimer(msgspec.Struct, frozen=True):
     """One pending timer of a session.
 
     Attributes:

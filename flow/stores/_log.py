@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import msgpack
+import msgspec
 
 from flow._codec import decode, encode
 from flow._context import ChatMessage
@@ -157,8 +158,7 @@ class HistoryRange:
     newest: int
 
 
-@dataclass(frozen=True, slots=True)
-class LogEntry:
+class LogEntry(msgspec.Struct, frozen=True, gc=False):
     """What one save writes: a record, and a whole base when the save is not a step's.
 
     ``record`` is None for a save of the revision already stored (a snapshot

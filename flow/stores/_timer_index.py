@@ -9,7 +9,7 @@ its timers are due, so the index never needs more than the earliest one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 from flow._session import Session
 from flow._timers import next_due
@@ -18,8 +18,7 @@ from flow.stores._log import LogEntry
 __all__ = ["DueTimer", "index_change"]
 
 
-@dataclass(frozen=True, slots=True)
-class DueTimer:
+class DueTimer(msgspec.Struct, frozen=True, gc=False):
     """A session whose earliest pending timer is due at ``due`` (UNIX seconds)."""
 
     session_id: str

@@ -15,6 +15,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import msgspec
+
 __all__ = [
     "MAX_LINE_BYTES",
     "OPS",
@@ -190,7 +192,8 @@ OPS: dict[str, OpSpec] = {
 
 
 def json_safe(value: Any) -> Any:
-    """``value`` as plain JSON: dataclasses become objects, bytes ``{"$bytes": base64}``.
+    """``value`` as plain JSON: dataclasses and structs become objects, bytes
+    ``{"$bytes": base64}``.
 
     Non-finite floats become the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"``
     (JSON has no literal for them); tuples and sets become lists; any other
@@ -206,6 +209,8 @@ def json_safe(value: Any) -> Any:
         return {"$bytes": base64.b64encode(bytes(value)).decode("ascii")}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: json_safe(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, msgspec.Struct):  # a pending timer, for one
+        return {name: json_safe(getattr(value, name)) for name in value.__struct_fields__}
     if isinstance(value, dict):
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):

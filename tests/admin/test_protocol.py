@@ -29,6 +29,13 @@ def test_bytes_in_results_are_base64_objects() -> None:
     json.dumps(safe, allow_nan=False)
 
 
+def test_structs_in_results_are_objects_as_dataclasses_are() -> None:
+    from flow._timers import PendingTimer
+
+    safe = json_safe({"timers": (PendingTimer("t", 12.5, {"n": 1}),)})
+    assert safe == {"timers": [{"name": "t", "due": 12.5, "input": {"n": 1}, "wake": False}]}
+
+
 def test_non_finite_floats_become_strings_so_replies_stay_strict_json() -> None:
     safe = json_safe([float("nan"), float("inf"), float("-inf"), 1.5])
     assert safe == ["NaN", "Infinity", "-Infinity", 1.5]
