@@ -25,7 +25,6 @@ commit that holds it.
 from __future__ import annotations
 
 import contextvars
-import dataclasses
 import enum
 import functools
 import time
@@ -517,7 +516,7 @@ class SessionActor(DispatcherActor, Owned):
             self._step_failed(message, IdempotencyKeyReused(self._session_id, entry.key))
             return True
         self._current = None
-        result = dataclasses.replace(entry.result, replayed=True)
+        result = msgspec.structs.replace(entry.result, replayed=True)
         unconfirmed = self._unconfirmed
         if unconfirmed is None:  # every remembered key is committed
             self._answer(message, result)

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import msgpack
+from msgspec.structs import force_setattr
 
 from flow._context import ROLES, ChatHistory, ChatMessage, Context
 from flow._errors import SnapshotDecodeError
@@ -150,7 +151,7 @@ def _access(value: Any) -> Access:
 def _packed(message: ChatMessage, pack: Callable[[Any], bytes]) -> bytes:
     """The msgpack bytes of ``[role, content, timestamp]``, made once per message."""
     packed = pack([message.role, message.content, message.timestamp])
-    object.__setattr__(message, "_packed", packed)  # a frozen message's cache slot
+    force_setattr(message, "_packed", packed)  # a frozen message's cache slot
     return packed
 
 

@@ -6,9 +6,10 @@ import copy
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
+
+import msgspec
 
 from flow._errors import InvalidInput
 from flow._events import (
@@ -100,8 +101,7 @@ def _now_rfc3339() -> str:
     return f"{prefix}.{nanos // 1000:06d}Z"
 
 
-@dataclass(frozen=True, slots=True)
-class ChatMessage:
+class ChatMessage(msgspec.Struct, frozen=True, gc=False):
     """One chat message: role, content and a UTC RFC 3339 timestamp."""
 
     role: Role
@@ -109,7 +109,23 @@ class ChatMessage:
     timestamp: str
     # The snapshot codec's msgpack bytes of this message, kept once made: a message
     # never changes, and every later snapshot of its session holds it again.
-    _packed: bytes | None = field(default=None, init=False, repr=False, compare=False)
+    _packed: bytes | None = None  # not compared, not shown
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not ChatMessage:
+            return NotImplemented
+        return (self.role, self.content, self.timestamp) == (
+            other.role,
+            other.content,
+            other.timestamp,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.role, self.content, self.timestamp))
+
+    def __repr__(self) -> str:
+        role, content, stamp = self.role, self.content, self.timestamp
+        return f"ChatMessage(role={role!r}, content={content!r}, timestamp={stamp!r})"
 
     def to_dict(self) -> dict[str, str]:
         """Return the plain ``{"role", "content", "timestamp"}`` mapping."""

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
 from typing import Any
+
+import msgspec
 
 from flow._errors import InvalidInput
 from flow._graph import Graph
@@ -95,7 +96,7 @@ def edit(
         work, task=session.current_task, input=None, response=None, back_low=back_low
     )
     result = unchanged(work)
-    return work, replace(result, task=session.current_task)
+    return work, msgspec.structs.replace(result, task=session.current_task)
 
 
 def unchanged(session: Session) -> StepResult:

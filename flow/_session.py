@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Literal
 
+import msgspec
+
 from flow._context import Context
 
 if TYPE_CHECKING:
@@ -61,8 +63,7 @@ def new_session_id() -> str:
     return session_id
 
 
-@dataclass(frozen=True, slots=True)
-class SessionMetadata:
+class SessionMetadata(msgspec.Struct, frozen=True, gc=False):
     """Who owns a session and how it has been used. Times are UNIX epoch seconds.
 
     ``members``: the other users the owner shared it with, ``(user, access)``

@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any, Literal
+
+import msgspec
 
 from flow._context import DEFAULT_MAX_MESSAGES, ChatHistory, Context
 from flow._errors import InvalidInput, SessionCompleted, TaskFailed, TaskNotFound
@@ -29,8 +30,7 @@ Mode = Literal["step", "run"]
 NO_EDGE_MESSAGE = "no outgoing edge"
 
 
-@dataclass(frozen=True, slots=True)
-class StepResult:
+class StepResult(msgspec.Struct, frozen=True, gc=False):
     """What one ``step`` call did.
 
     Attributes:
@@ -55,7 +55,27 @@ class StepResult:
     next_task: str
     status_message: str | None
     revision: int
-    replayed: bool = field(default=False, compare=False)
+    replayed: bool = False
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not StepResult:
+            return NotImplemented
+        return self._compared() == other._compared()
+
+    def __hash__(self) -> int:
+        return hash(self._compared())
+
+    def _compared(self) -> tuple[Any, ...]:
+        return (
+            self.session_id,
+            self.task,
+            self.response,
+            self.responses,
+            self.status,
+            self.next_task,
+            self.status_message,
+            self.revision,
+        )
 
 
 def new_session(

@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, ClassVar, Final, Literal
+
+import msgspec
 
 from flow._context import Context
 from flow._errors import InvalidInput
@@ -52,8 +53,7 @@ _NAMES: Final[dict[str, str]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class NextAction:
+class NextAction(msgspec.Struct, frozen=True):
     """What the engine does after a task ran.
 
     Use the ready-made instances ``NextAction.Continue`` (move along the edge and
@@ -103,8 +103,7 @@ NextAction.End = NextAction("end")
 NextAction.GoBack = NextAction("goback")
 
 
-@dataclass(frozen=True, slots=True)
-class TaskResult:
+class TaskResult(msgspec.Struct, frozen=True):
     """What a task's ``run`` returns.
 
     Attributes:

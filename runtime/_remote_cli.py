@@ -9,12 +9,13 @@ the command line, where other users of the machine could read it.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from runtime.client import Client, DaemonUnavailable, RetryPolicy
 from runtime.errors import ActorflowError, InvalidInput
@@ -116,7 +117,7 @@ def _run(args: argparse.Namespace) -> int:
             idempotency_key=args.idempotency_key,
         )
     if args.json:
-        print(json.dumps(dataclasses.asdict(result), ensure_ascii=False))
+        print(json.dumps(msgspec.to_builtins(result), ensure_ascii=False))
     elif result.response is not None:
         print(result.response)
     return 0

@@ -156,18 +156,18 @@ def test_members_and_a_failure_note_survive_a_rebase_as_a_replay_keeps_them() ->
     """A base holding members and the last failure, then records that change the
     members: the rebased base is the replayed one (members from the newest record,
     the failure note from the base: records never carry one)."""
-    import dataclasses
+    import msgspec
 
     from flow._session import StepFailure
 
     session = new_session(LAB, owner="alice", session_id="s", max_messages=4)
-    session.metadata = dataclasses.replace(session.metadata, members=(("bob", "read"),))
+    session.metadata = msgspec.structs.replace(session.metadata, members=(("bob", "read"),))
     session.last_failure = StepFailure("ValueError", "boom", "a", 1.5)
     base = encode(session)
     records = []
     for n, members in enumerate([(("bob", "write"),), (), (("carol", "read"),)]):
         new, _ = step(LAB, session, f"set k{n} v")
-        new.metadata = dataclasses.replace(new.metadata, members=members)
+        new.metadata = msgspec.structs.replace(new.metadata, members=members)
         assert new.record is not None
         records.append(encode_record(new.record.settled(new)))
         session = new
