@@ -19,6 +19,10 @@ out). The operations are issued one at a time from one thread (``timer``: one
 
 - ``hot step``: one ``Runtime.step`` of a live ``echo`` session (64 sessions, 10
   messages of history each), committed (``durability="commit"``);
+- ``hot step, talking``: the same, of sessions that keep talking: each took 20
+  steps before the count and takes 13 or 39 more in it, so that the log's
+  compactions (a new base about every 13 steps of such a session) are counted
+  in proportion, as a session that goes on pays them;
 - ``activation``: one ``Runtime.step`` of a passivated ``echo`` session (10
   messages): its load, decode and actor start, the step and its commit;
 - ``activation after 20 steps``: the same, of sessions that took 20 steps and were
@@ -27,9 +31,9 @@ out). The operations are issued one at a time from one thread (``timer``: one
   activation, the timer step and its commit, with a ``ManualClock`` moved past
   every due time and ``Runtime.fire_due_timers``.
 
-With ``--against REF`` the scenarios also run on the code of git revision REF,
-exported to a temp dir, and each line gives this tree's count as a fraction of
-REF's. Needs ``valgrind`` (``apt-get install valgrind``). Valgrind runs the
+With ``--against REF`` the scenarios (this file's) also run on the code of git
+revision REF, exported to a temp dir, and each line gives this tree's count as a
+fraction of REF's. Needs ``valgrind`` (``apt-get install valgrind``). Valgrind runs the
 code about 50x slower: a full run takes a few minutes.
 """
 
@@ -52,6 +56,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = {  # name -> (small, large) operation counts
     "hot step": (100, 600),
+    "hot step, talking": (13 * 64, 39 * 64),
     "activation": (100, 600),
     "activation after 20 steps": (100, 400),
     "timer": (200, 1200),
@@ -59,10 +64,11 @@ SCENARIOS = {  # name -> (small, large) operation counts
 QUICK = {
     "hot step": (50, 250),
     "activation": (50, 250),
+    "hot step, talking": (13 * 64, 39 * 64),  # fewer would miss the compactions
     "activation after 20 steps": (50, 200),
     "timer": (100, 500),
 }
-TALKED = 20  # steps each session of "activation after 20 steps" took before it was passivated
+TALKED = 20  # steps each session of "... 20 steps" and "..., talking" took before the count
 _COLLECTED = re.compile(r"Collected : (\d+)")
 
 
@@ -78,9 +84,10 @@ def prepare(scenario: str, count: int, data_dir: Path) -> None:
     from inprocess import preload
 
     data_dir.mkdir(parents=True, exist_ok=True)
+    hot = scenario.startswith("hot step")
     with SqliteStore(data_dir / "sessions.db", durability="commit") as store:
-        sessions = preload(store, 64 if scenario == "hot step" else count, 10)
-    if scenario == "activation after 20 steps":
+        sessions = preload(store, 64 if hot else count, 10)
+    if scenario in ("activation after 20 steps", "hot step, talking"):
         from flow.demo import echo
         from runtime import Runtime, RuntimeConfig
 
@@ -129,7 +136,7 @@ def child(scenario: str, count: int, data_dir: Path) -> None:
     config = RuntimeConfig(durability="commit")
     with Runtime.open(data_dir=data_dir, graphs=[echo], config=config) as rt:
         sessions = [item.session_id for item in rt.list_sessions("bench", limit=1000).items]
-        if scenario == "hot step":
+        if scenario.startswith("hot step"):
             for sid in sessions:
                 rt.step(sid, "warm up")  # every session live before the counted steps
             sessions = [sessions[i % len(sessions)] for i in range(count)]
@@ -146,7 +153,8 @@ def count_instructions(code: Path, scenario: str, count: int) -> int:
         data_dir = Path(tmp) / "data"
         env = {k: v for k, v in os.environ.items() if not k.startswith("ACTORFLOW_")}
         env["PYTHONPATH"] = os.pathsep.join([str(code), str(code / "bench")])
-        script = str(code / "bench" / "instructions.py")
+        # this file's scenarios, on ``code``'s modules (PYTHONPATH comes first)
+        script = str(Path(__file__).resolve())
         setup = [sys.executable, script, "--prepare", scenario, "--count", str(count)]
         subprocess.run([*setup, "--data-dir", str(data_dir)], cwd=tmp, env=env, check=True)
         command = [
