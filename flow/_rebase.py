@@ -30,8 +30,8 @@ from flow._codec import SCHEMA_VERSION, assemble, meta_fields, metadata_from
 from flow._context import ROLES
 from flow._errors import SnapshotDecodeError
 from flow._idempotency import MAX_KEYS
-from flow._record import record_fields
-from flow._session import SessionStatus, StepFailure
+from flow._record import STATUSES, record_fields
+from flow._session import StepFailure
 
 __all__ = ["archived", "rebased"]
 
@@ -126,7 +126,7 @@ def _rebased(
     hmax = None if head["hmax"] is None else int(head["hmax"])
     total = int(head.get("mtot", len(history)))
     task = _str(head["task"])
-    status = SessionStatus(head["status"]).value
+    status = STATUSES[head["status"]]
     smsg = None if head["smsg"] is None else _str(head["smsg"])
     gver = _str(head["gver"])
     meta = _meta(head["meta"])
@@ -135,14 +135,18 @@ def _rebased(
     keys: dict[str, builtins.list[Any]] | None = None
     timers = head.get("tmr")  # the pending timers (flow._timers): a record may replace them
     pack = msgpack.Packer(use_bin_type=True).pack
+    last_meta: builtins.list[Any] | None = None
     for raw in records:
         doc = record_fields(raw)
-        if int(doc[_REV]) <= revision:
+        rev = doc[_REV]
+        if type(rev) is not int:
+            raise TypeError(f"record revision is a {type(rev).__name__}")
+        if rev <= revision:
             continue
         if doc[_KIND] != "step":
-            raise ValueError(f"revision {doc[_REV]} is a base: load its snapshot instead")
-        if int(doc[_REV]) != revision + 1:
-            raise ValueError(f"record of revision {doc[_REV]} does not follow revision {revision}")
+            raise ValueError(f"revision {rev} is a base: load its snapshot instead")
+        if rev != revision + 1:
+            raise ValueError(f"record of revision {rev} does not follow revision {revision}")
         if doc[_CLEARED]:
             data.clear()
         for key in doc[_REMOVED]:
@@ -155,18 +159,24 @@ def _rebased(
         cleared_at = doc[_CLEARED_AT]
         if cleared_at is not None:
             history.clear()
-        history.extend(pack(_message(m)) for m in added[cleared_at or 0 :])
-        total = int(doc[_SEQ]) + len(added)
+            added = added[cleared_at:]
+        for message in added:
+            history.append(pack(_message(message)))
+        total = int(doc[_SEQ]) + len(doc[_MESSAGES])
         if hmax is not None and len(history) > hmax:
             del history[: len(history) - hmax]
         del back[int(doc[_BACK_KEEP]) :]
-        back.extend(_str(b) for b in doc[_BACK_PUSH])
-        revision = int(doc[_REV])
+        if doc[_BACK_PUSH]:
+            back.extend([_str(b) for b in doc[_BACK_PUSH]])
+        revision = rev
         task = _str(doc[_CURRENT])
-        status = SessionStatus(doc[_STATUS]).value
-        smsg = None if doc[_SMSG] is None else _str(doc[_SMSG])
+        status = STATUSES[doc[_STATUS]]
+        smsg = doc[_SMSG]
+        if smsg is not None and type(smsg) is not str:
+            raise TypeError(f"status message is a {type(smsg).__name__}")
         gver = _str(doc[_GVER])
-        meta = _meta(doc[_META], failure)
+        # only the newest record's metadata is kept: it is checked once, after the loop
+        last_meta = doc[_META]
         if len(doc) > _TIMERS and doc[_TIMERS] is not None:
             timers = doc[_TIMERS]
         keyed = doc[_KEYED] if len(doc) > _KEYED else None
@@ -174,6 +184,8 @@ def _rebased(
             if keys is None:
                 keys = {entry[0]: entry for entry in _unpacked(keys_raw)}
             _remember(keys, doc, keyed, task, status, smsg)
+    if last_meta is not None:
+        meta = _meta(last_meta, failure)
     fields: dict[str, Any] = {
         "v": SCHEMA_VERSION,
         "id": _str(head["id"]),
@@ -241,10 +253,12 @@ def _message(value: builtins.list[Any]) -> builtins.list[str]:
     role, content, timestamp = value
     if role not in ROLES:
         raise ValueError(f"unknown chat role {role!r}")
-    return [role, _str(content), _str(timestamp)]
+    if type(content) is not str or type(timestamp) is not str:
+        raise TypeError("a chat message's content and timestamp must be str")
+    return value
 
 
 def _str(value: Any) -> str:
-    if not isinstance(value, str):
+    if type(value) is not str:
         raise TypeError(f"expected str, got {type(value).__name__}")
     return value

@@ -29,6 +29,7 @@ from flow._session import Session, SessionMetadata, SessionStatus
 from flow._timers import PendingTimer
 
 __all__ = [
+    "STATUSES",
     "RecordKind",
     "StepRecord",
     "apply",
@@ -42,7 +43,7 @@ __all__ = [
 RecordKind = Literal["step", "base"]
 RECORD_VERSION = 1
 _local = threading.local()
-_STATUSES = {status.value: status.value for status in SessionStatus}
+STATUSES = {status.value: status.value for status in SessionStatus}
 """A stored status, checked (a ``KeyError`` for any other value) without an enum call."""
 
 
@@ -435,7 +436,7 @@ def decode_record(raw: bytes) -> StepRecord:
             str(task),
             input_,
             response,
-            _STATUSES[status],
+            STATUSES[status],
             status_message,
             str(current_task),
             str(graph_version),
