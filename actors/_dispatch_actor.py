@@ -13,6 +13,7 @@ import sys
 import uuid
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
+import msgspec
 import pykka
 from pykka._envelope import Envelope
 from pykka.messages import _ActorStop
@@ -163,8 +164,14 @@ class DispatcherActor(pykka.Actor):
         The one difference is a ``BaseException`` that is not an ``Exception``:
         it stops this actor only (see the class docstring).
         """
+        message = envelope.message
         try:
-            response = self._handle_receive(envelope.message)
+            # an actor's own messages (frozen Structs, ``actors.messages``) are never
+            # pykka's proxy or stop messages: skip its four checks for them
+            if isinstance(message, msgspec.Struct):
+                response = self.on_receive(message)
+            else:
+                response = self._handle_receive(message)
             if envelope.reply_to is not None:
                 envelope.reply_to.set(response)
         except Exception:

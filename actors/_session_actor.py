@@ -129,7 +129,7 @@ def session_document(session: Session, history_tail: int) -> dict[str, Any]:
         "graph": session.graph_id,
         "graph_version": session.graph_version,
         "owner": meta.owner,
-        "status": session.status.value,
+        "status": session.status._value_,
         "status_message": session.status_message,
         "current_task": session.current_task,
         "revision": session.revision,
@@ -585,7 +585,7 @@ class SessionActor(DispatcherActor, Owned):
     def _publish(self, session: Session) -> None:
         """Copy what callers read without asking the actor into its index entry."""
         entry = self._entry
-        entry.status = session.status.value
+        entry.status = session.status._value_
         entry.current_task = session.current_task
         entry.revision = session.revision
         entry.request_count = session.metadata.request_count

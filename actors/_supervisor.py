@@ -285,7 +285,7 @@ class SupervisorActor(DispatcherActor, Owned):
             graph_id=session.graph_id,
             graph_version=graph.version,
             last_used=now,
-            status=session.status.value,
+            status=session.status._value_,
             current_task=session.current_task,
             revision=session.revision,
             request_count=session.metadata.request_count,

@@ -59,7 +59,7 @@ def encode(session: Session) -> bytes:
         "graph": session.graph_id,
         "gver": session.graph_version,
         "task": session.current_task,
-        "status": session.status.value,
+        "status": session.status._value_,
         "smsg": session.status_message,
         "rev": session.revision,
         "back": session.back_stack,

@@ -109,7 +109,7 @@ class KeyEntry:
             r.task,
             r.response,
             list(r.responses),
-            r.status.value,
+            r.status._value_,
             r.next_task,
             r.status_message,
         ]

@@ -157,7 +157,7 @@ class StepRecord(msgspec.Struct, frozen=True, gc=False, repr_omit_defaults=True)
         a save appends (the actor sets a step's expiry after it ran). Itself when equal."""
         if (
             self.metadata is session.metadata
-            and self.status == session.status.value
+            and self.status == session.status._value_
             and self.status_message == session.status_message
             and self.current_task == session.current_task
             and self.graph_version == session.graph_version
@@ -170,7 +170,7 @@ class StepRecord(msgspec.Struct, frozen=True, gc=False, repr_omit_defaults=True)
             self.task,
             self.input,
             self.response,
-            session.status.value,
+            session.status._value_,
             session.status_message,
             session.current_task,
             session.graph_version,
@@ -236,7 +236,7 @@ def record_of(
         task=task,
         input=input,
         response=response,
-        status=work.status.value,
+        status=work.status._value_,
         status_message=work.status_message,
         current_task=work.current_task,
         graph_version=work.graph_version,
@@ -264,7 +264,7 @@ def base_record(session: Session, *, messages: tuple[ChatMessage, ...] = ()) -> 
         task=session.current_task,
         input=None,
         response=None,
-        status=session.status.value,
+        status=session.status._value_,
         status_message=session.status_message,
         current_task=session.current_task,
         graph_version=session.graph_version,

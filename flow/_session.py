@@ -34,7 +34,12 @@ ACCESS_LEVELS: tuple[Access, ...] = ("read", "write")
 
 
 class SessionStatus(StrEnum):
-    """Where a session stands between steps."""
+    """Where a session stands between steps.
+
+    The engine reads a status's text as ``status._value_`` (a plain attribute of
+    each member), not ``status.value`` (two Python-level calls in 3.11's ``enum``):
+    a step reads it several times.
+    """
 
     PAUSED = "paused"
     WAITING_FOR_INPUT = "waiting_for_input"

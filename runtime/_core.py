@@ -106,7 +106,7 @@ def session_view(session: Session) -> SessionView:
         session_id=session.session_id,
         graph=session.graph_id,
         current_task=session.current_task,
-        status=session.status.value,
+        status=session.status._value_,
         context=session.context.to_dict(),
         chat_history=[m.to_dict() for m in session.context.chat_history.messages],
         metadata=SessionMetadataView(

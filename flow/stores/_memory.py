@@ -157,7 +157,7 @@ class MemoryStore:
             owner=meta.owner,
             graph_id=session.graph_id,
             current_task=session.current_task,
-            status=session.status.value,
+            status=session.status._value_,
             revision=session.revision,
             created_at=meta.created_at,
             last_accessed=meta.last_accessed,

@@ -798,7 +798,7 @@ class RedisStore:
             [
                 session.graph_id,
                 session.current_task,
-                session.status.value,
+                session.status._value_,
                 meta.created_at,
                 meta.last_accessed,
                 meta.expires_at,

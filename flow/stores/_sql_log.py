@@ -66,7 +66,7 @@ def save_info(session: Session) -> SaveInfo:
         meta.owner,
         session.graph_id,
         session.current_task,
-        session.status.value,
+        session.status._value_,
         session.revision,
         meta.created_at,
         meta.last_accessed,
