@@ -14,10 +14,10 @@ from flow._errors import SnapshotDecodeError
 from flow._idempotency import KeyTable
 from flow._session import (
     ACCESS_LEVELS,
+    STATUS_OF,
     Access,
     Session,
     SessionMetadata,
-    SessionStatus,
     StepFailure,
 )
 from flow._timers import PendingTimer
@@ -210,7 +210,7 @@ def _session_from(doc: dict[str, Any]) -> Session:
         graph_id=_str(doc["graph"]),
         graph_version=_str(doc["gver"]),
         current_task=_str(doc["task"]),
-        status=SessionStatus(doc["status"]),
+        status=STATUS_OF[doc["status"]],
         context=context,
         metadata=metadata,
         revision=int(doc["rev"]),

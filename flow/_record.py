@@ -25,7 +25,7 @@ from flow._codec import meta_fields, metadata_from
 from flow._context import ChatMessage
 from flow._errors import SnapshotDecodeError
 from flow._idempotency import KeyEntry, KeyTable
-from flow._session import Session, SessionMetadata, SessionStatus
+from flow._session import STATUS_OF, Session, SessionMetadata, SessionStatus
 from flow._timers import PendingTimer
 
 __all__ = [
@@ -201,7 +201,7 @@ class StepRecord(msgspec.Struct, frozen=True, gc=False, repr_omit_defaults=True)
             task=self.task,
             response=self.response,
             responses=self.responses,
-            status=SessionStatus(self.status),
+            status=STATUS_OF[self.status],
             next_task=self.current_task,
             status_message=self.status_message,
             revision=self.revision,
@@ -312,7 +312,7 @@ def apply(session: Session, record: StepRecord) -> None:
     session.back_stack.extend(record.back_push)
     session.revision = record.revision
     session.current_task = record.current_task
-    session.status = SessionStatus(record.status)
+    session.status = STATUS_OF[record.status]
     session.status_message = record.status_message
     session.graph_version = record.graph_version
     session.metadata = record.metadata

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ACCESS_LEVELS",
+    "STATUS_OF",
     "Access",
     "Session",
     "SessionMetadata",
@@ -46,6 +47,10 @@ class SessionStatus(StrEnum):
     COMPLETED = "completed"
     ERROR = "error"
 
+
+STATUS_OF: dict[str, SessionStatus] = {status.value: status for status in SessionStatus}
+"""Each status by its text: a ``KeyError`` for any other text, without an enum call
+(a load reads one per snapshot and record)."""
 
 _claims: Callable[[str], bool] | None = None
 
