@@ -413,10 +413,13 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
             self._queue.put(op)
 
     def _read_one(self, what: str, read: Callable[[sqlite3.Connection], _T]) -> _T:
-        with self._reader() as conn, read_transaction(conn):
+        # one statement, or a read that opens its own transaction (``_sqlite_reads``)
+        with self._reader() as conn:
             return read(conn)
 
-    _read_many = _read_one  # every read is in a read transaction
+    def _read_many(self, what: str, read: Callable[[sqlite3.Connection], _T]) -> _T:
+        with self._reader() as conn, read_transaction(conn):
+            return read(conn)
 
     def _fetch_all(self, what: str, sql: str, params: Sequence[Any]) -> builtins.list[Any]:
         with self._reader() as conn:

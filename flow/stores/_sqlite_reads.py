@@ -1,7 +1,9 @@
 """The SQLite store's log reads: free functions over a reader connection.
 
-Each runs inside the caller's ``read_transaction``, so its SELECTs see one
-snapshot even while the writer commits a batch or a compaction between them.
+A read of several SELECTs runs inside a ``read_transaction`` (the caller's, for
+``SqliteStore._read_many``, or its own), so they see one snapshot even while the
+writer commits a batch or a compaction between them; a read of one statement
+(the newest revision's load, a span) needs none: a statement is its own snapshot.
 They return stored bytes; decoding and rebuilding stay with the caller.
 """
 
@@ -41,6 +43,17 @@ def read_transaction(conn: sqlite3.Connection) -> Iterator[None]:
             conn.execute("COMMIT")
 
 
+_NEWEST = (
+    "SELECT 0, b.revision, b.data FROM sessions s JOIN bases b "
+    "ON b.session_id = s.session_id AND b.revision = s.base_rev WHERE s.session_id = ?1 "
+    "UNION ALL SELECT 1, r.revision, r.data FROM sessions s JOIN records r "
+    "ON r.session_id = s.session_id AND r.revision > s.base_rev WHERE s.session_id = ?1 "
+    "ORDER BY 1, 2"
+)
+"""The newest base and the records after it, in one statement (one snapshot, no
+``BEGIN``/``COMMIT`` around it): a synchronous step of a passivated session loads it."""
+
+
 def read_state(
     conn: sqlite3.Connection, session_id: str, revision: int | None
 ) -> tuple[bytes, list[bytes]] | None:
@@ -49,28 +62,32 @@ def read_state(
     Raises:
         RevisionNotFound: ``revision`` is outside the retained history.
     """
+    if revision is None:
+        rows = conn.execute(_NEWEST, (session_id,)).fetchall()
+        if not rows or rows[0][0] != 0:
+            return None
+        return bytes(rows[0][2]), [bytes(row[2]) for row in rows[1:]]
+    with read_transaction(conn):
+        return _read_revision(conn, session_id, revision)
+
+
+def _read_revision(
+    conn: sqlite3.Connection, session_id: str, revision: int
+) -> tuple[bytes, list[bytes]] | None:
     row = conn.execute(
         "SELECT revision, base_rev FROM sessions WHERE session_id = ?", (session_id,)
     ).fetchone()
     if row is None:
         return None
-    if revision is None:
-        upto = _MAX_REVISION
-        base = conn.execute(
-            "SELECT revision, data FROM bases WHERE session_id = ? AND revision = ?",
-            (session_id, row[1]),
-        ).fetchone()
-    else:
-        span = read_span(conn, session_id)
-        if span is None or not span.oldest <= revision <= span.newest:
-            oldest = row[0] if span is None else span.oldest
-            raise RevisionNotFound(session_id, revision, oldest, row[0])
-        upto = revision
-        base = conn.execute(
-            "SELECT revision, data FROM bases WHERE session_id = ? AND revision <= ? "
-            "ORDER BY revision DESC LIMIT 1",
-            (session_id, upto),
-        ).fetchone()
+    span = read_span(conn, session_id)
+    if span is None or not span.oldest <= revision <= span.newest:
+        oldest = row[0] if span is None else span.oldest
+        raise RevisionNotFound(session_id, revision, oldest, row[0])
+    base = conn.execute(
+        "SELECT revision, data FROM bases WHERE session_id = ? AND revision <= ? "
+        "ORDER BY revision DESC LIMIT 1",
+        (session_id, revision),
+    ).fetchone()
     if base is None:
         return None
     records = [
@@ -78,7 +95,7 @@ def read_state(
         for r in conn.execute(
             "SELECT data FROM records WHERE session_id = ? AND revision > ? "
             "AND revision <= ? ORDER BY revision",
-            (session_id, base[0], upto),
+            (session_id, base[0], revision),
         )
     ]
     return bytes(base[1]), records
@@ -121,6 +138,13 @@ def read_revisions(
     Raises:
         SessionNotFound: no such session.
     """
+    with read_transaction(conn):
+        return _read_revisions(conn, session_id, limit, before)
+
+
+def _read_revisions(
+    conn: sqlite3.Connection, session_id: str, limit: int, before: int | None
+) -> list[bytes]:
     require_session(conn, session_id)
     rows = conn.execute(
         "SELECT data FROM records WHERE session_id = ? AND revision < ? "
