@@ -209,8 +209,12 @@ def json_safe(value: Any) -> Any:
         return {"$bytes": base64.b64encode(bytes(value)).decode("ascii")}
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {f.name: json_safe(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, msgspec.Struct):  # a pending timer, for one
-        return {name: json_safe(getattr(value, name)) for name in value.__struct_fields__}
+    if isinstance(value, msgspec.Struct):  # a pending timer, for one (a cache slot left out)
+        return {
+            name: json_safe(getattr(value, name))
+            for name in value.__struct_fields__
+            if not name.startswith("_")
+        }
     if isinstance(value, dict):
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):

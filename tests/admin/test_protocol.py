@@ -30,10 +30,16 @@ def test_bytes_in_results_are_base64_objects() -> None:
 
 
 def test_structs_in_results_are_objects_as_dataclasses_are() -> None:
+    from msgspec.structs import force_setattr
+
+    from flow import ChatMessage
     from flow._timers import PendingTimer
 
     safe = json_safe({"timers": (PendingTimer("t", 12.5, {"n": 1}),)})
     assert safe == {"timers": [{"name": "t", "due": 12.5, "input": {"n": 1}, "wake": False}]}
+    message = ChatMessage("user", "hi", "t")
+    force_setattr(message, "_packed", b"\x93")  # as the snapshot codec caches its bytes
+    assert json_safe(message) == {"role": "user", "content": "hi", "timestamp": "t"}
 
 
 def test_non_finite_floats_become_strings_so_replies_stay_strict_json() -> None:
