@@ -47,7 +47,7 @@ STATUSES = {status.value: status.value for status in SessionStatus}
 """A stored status, checked (a ``KeyError`` for any other value) without an enum call."""
 
 
-class StepRecord(msgspec.Struct, frozen=True, gc=False, repr_omit_defaults=True):
+class StepRecord(msgspec.Struct, frozen=True, gc=False):
     """One revision of a session's log.
 
     Attributes:
@@ -116,6 +116,10 @@ class StepRecord(msgspec.Struct, frozen=True, gc=False, repr_omit_defaults=True)
 
     def __hash__(self) -> int:
         return hash(self._compared())
+
+    def __repr__(self) -> str:  # without the cached bytes, as equality
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in _COMPARED)
+        return f"StepRecord({fields})"
 
     def _compared(self) -> tuple[Any, ...]:
         return tuple(getattr(self, name) for name in _COMPARED)

@@ -65,3 +65,4 @@ def test_a_step_record_is_frozen_untracked_and_compared_without_its_cached_bytes
     again = decode_record(packed)
     assert again == record  # the cached bytes are not compared
     assert hash(again) == hash(record)
+    assert "_packed" not in repr(record)
