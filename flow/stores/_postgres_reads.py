@@ -195,6 +195,8 @@ def read_for_compaction(conn: Conn, session_id: str, policy: LogPolicy) -> Compa
         ).fetchone()
         young = None if young_row is None else young_row[0]
     floor = retention_floor(policy, newest, young)
+    if floor <= 0:  # every revision is kept (a session younger than keep_revisions)
+        return created_at, newest, None if base is None else bytes(base[0]), tail, None, []
     cut_row = conn.execute(
         "SELECT max(revision), (SELECT min(revision) FROM records WHERE session_id = %s) "
         "FROM bases WHERE session_id = %s AND revision <= %s",

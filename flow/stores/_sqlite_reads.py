@@ -213,6 +213,8 @@ def read_for_compaction(
             (sid, time.time() - policy.keep_seconds),
         ).fetchone()[0]
     floor = retention_floor(policy, newest, young)
+    if floor <= 0:  # every revision is kept (a session younger than keep_revisions)
+        return created_at, newest, None if base is None else bytes(base[0]), tail, None, []
     cut = conn.execute(
         "SELECT max(revision) FROM bases WHERE session_id = ? AND revision <= ?",
         (sid, floor),
