@@ -9,8 +9,6 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
-import msgspec
-
 from flow._errors import InvalidInput
 from flow._events import (
     CustomEvent,
@@ -20,6 +18,7 @@ from flow._events import (
     checked_name,
     checked_token,
 )
+from flow._frozen import Frozen
 
 if TYPE_CHECKING:
     from flow._timers import TimerBook
@@ -101,7 +100,7 @@ def _now_rfc3339() -> str:
     return f"{prefix}.{nanos // 1000:06d}Z"
 
 
-class ChatMessage(msgspec.Struct, frozen=True, gc=False):
+class ChatMessage(Frozen, frozen=True, gc=False):
     """One chat message: role, content and a UTC RFC 3339 timestamp."""
 
     role: Role
@@ -109,23 +108,7 @@ class ChatMessage(msgspec.Struct, frozen=True, gc=False):
     timestamp: str
     # The snapshot codec's msgpack bytes of this message, kept once made: a message
     # never changes, and every later snapshot of its session holds it again.
-    _packed: bytes | None = None  # not compared, not shown
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not ChatMessage:
-            return NotImplemented
-        return (self.role, self.content, self.timestamp) == (
-            other.role,
-            other.content,
-            other.timestamp,
-        )
-
-    def __hash__(self) -> int:
-        return hash((self.role, self.content, self.timestamp))
-
-    def __repr__(self) -> str:
-        role, content, stamp = self.role, self.content, self.timestamp
-        return f"ChatMessage(role={role!r}, content={content!r}, timestamp={stamp!r})"
+    _packed: bytes | None = None  # a cache: not compared, not shown (``Frozen``)
 
     def to_dict(self) -> dict[str, str]:
         """Return the plain ``{"role", "content", "timestamp"}`` mapping."""

@@ -18,18 +18,17 @@ import threading
 from typing import Any, Literal
 
 import msgpack
-import msgspec
 from msgspec.structs import force_setattr
 
 from flow._codec import meta_fields, metadata_from
 from flow._context import ChatMessage
 from flow._errors import SnapshotDecodeError
+from flow._frozen import Frozen
 from flow._idempotency import KeyEntry, KeyTable
-from flow._session import STATUS_OF, Session, SessionMetadata, SessionStatus
+from flow._session import STATUS_OF, STATUSES, Session, SessionMetadata
 from flow._timers import PendingTimer
 
 __all__ = [
-    "STATUSES",
     "RecordKind",
     "StepRecord",
     "apply",
@@ -43,11 +42,9 @@ __all__ = [
 RecordKind = Literal["step", "base"]
 RECORD_VERSION = 1
 _local = threading.local()
-STATUSES = {status.value: status.value for status in SessionStatus}
-"""A stored status, checked (a ``KeyError`` for any other value) without an enum call."""
 
 
-class StepRecord(msgspec.Struct, frozen=True, gc=False):
+class StepRecord(Frozen, frozen=True, gc=False):
     """One revision of a session's log.
 
     Attributes:
@@ -106,23 +103,9 @@ class StepRecord(msgspec.Struct, frozen=True, gc=False):
     timers: tuple[PendingTimer, ...] | None = None
     fired: str | None = None
     # ``encode_record``'s bytes, kept once made: the size guard measures the record
-    # and the store appends it, and a record never changes. Not compared.
+    # and the store appends it, and a record never changes. A cache: not compared or
+    # shown (``Frozen``).
     _packed: bytes | None = None
-
-    def __eq__(self, other: object) -> bool:
-        if type(other) is not StepRecord:
-            return NotImplemented
-        return self._compared() == other._compared()
-
-    def __hash__(self) -> int:
-        return hash(self._compared())
-
-    def __repr__(self) -> str:  # without the cached bytes, as equality
-        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in _COMPARED)
-        return f"StepRecord({fields})"
-
-    def _compared(self) -> tuple[Any, ...]:
-        return tuple(getattr(self, name) for name in _COMPARED)
 
     def with_key(self, key: str, digest: bytes, responses: tuple[str, ...]) -> StepRecord:
         """This record, of a step that carried idempotency key ``key``.
@@ -282,9 +265,6 @@ def base_record(session: Session, *, messages: tuple[ChatMessage, ...] = ()) -> 
         history_cleared_at=None,
         metadata=session.metadata,
     )
-
-
-_COMPARED = tuple(name for name in StepRecord.__struct_fields__ if name != "_packed")
 
 
 def apply(session: Session, record: StepRecord) -> None:
