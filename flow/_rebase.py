@@ -30,8 +30,8 @@ from flow._codec import SCHEMA_VERSION, assemble, meta_fields, metadata_from
 from flow._context import ROLES
 from flow._errors import SnapshotDecodeError
 from flow._idempotency import MAX_KEYS
-from flow._record import STATUSES, record_fields
-from flow._session import StepFailure
+from flow._record import record_fields
+from flow._session import STATUSES, StepFailure
 
 __all__ = ["archived", "rebased"]
 

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ACCESS_LEVELS",
+    "STATUSES",
     "STATUS_OF",
     "Access",
     "Session",
@@ -51,6 +52,8 @@ class SessionStatus(StrEnum):
 STATUS_OF: dict[str, SessionStatus] = {status.value: status for status in SessionStatus}
 """Each status by its text: a ``KeyError`` for any other text, without an enum call
 (a load reads one per snapshot and record)."""
+STATUSES: dict[str, str] = {text: text for text in STATUS_OF}
+"""A stored status's text, checked the same way (a record holds the text, not the member)."""
 
 _claims: Callable[[str], bool] | None = None
 
