@@ -18,7 +18,7 @@ import threading
 from typing import Any, Literal
 
 import msgpack
-from msgspec.structs import force_setattr
+from msgspec.structs import force_setattr, replace
 
 from flow._codec import meta_fields, metadata_from
 from flow._context import ChatMessage
@@ -108,36 +108,8 @@ class StepRecord(Frozen, frozen=True, gc=False):
     _packed: bytes | None = None
 
     def with_key(self, key: str, digest: bytes, responses: tuple[str, ...]) -> StepRecord:
-        """This record, of a step that carried idempotency key ``key``.
-
-        Built directly: ``dataclasses.replace`` costs several times more on a step's path.
-        """
-        return StepRecord(
-            self.revision,
-            self.at,
-            self.kind,
-            self.task,
-            self.input,
-            self.response,
-            self.status,
-            self.status_message,
-            self.current_task,
-            self.graph_version,
-            self.back_keep,
-            self.back_push,
-            self.cleared,
-            self.removed,
-            self.set,
-            self.messages,
-            self.message_seq,
-            self.history_cleared_at,
-            self.metadata,
-            key,
-            digest,
-            responses,
-            self.timers,
-            self.fired,
-        )
+        """This record, of a step that carried idempotency key ``key`` (encoded anew)."""
+        return replace(self, request_id=key, input_digest=digest, responses=responses, _packed=None)
 
     def settled(self, session: Session) -> StepRecord:
         """This record with ``session``'s status, tasks and metadata as they are now: what
@@ -150,31 +122,14 @@ class StepRecord(Frozen, frozen=True, gc=False):
             and self.graph_version == session.graph_version
         ):
             return self
-        return StepRecord(
-            self.revision,
-            self.at,
-            self.kind,
-            self.task,
-            self.input,
-            self.response,
-            session.status._value_,
-            session.status_message,
-            session.current_task,
-            session.graph_version,
-            self.back_keep,
-            self.back_push,
-            self.cleared,
-            self.removed,
-            self.set,
-            self.messages,
-            self.message_seq,
-            self.history_cleared_at,
-            session.metadata,
-            self.request_id,
-            self.input_digest,
-            self.responses,
-            self.timers,
-            self.fired,
+        return replace(  # encoded anew: its bytes would hold the old fields
+            self,
+            status=session.status._value_,
+            status_message=session.status_message,
+            current_task=session.current_task,
+            graph_version=session.graph_version,
+            metadata=session.metadata,
+            _packed=None,
         )
 
     def key_entry(self, session_id: str) -> KeyEntry | None:

@@ -430,16 +430,7 @@ class RuntimeCore:
             return None
         if session is None:
             return activate
-        return Activate(  # built directly: ``dataclasses.replace`` costs several times more
-            activate.session_id,
-            activate.owner,
-            activate.step,
-            activate.on_busy,
-            activate.reply,
-            session,
-            epoch,
-            activate.ask,
-        )
+        return msgspec.structs.replace(activate, preloaded=session, epoch=epoch)
 
     def ask_live(self, session_id: str, message: Any, reply: Reply, owner: str | None) -> bool:
         """Send ``message`` to a live session's actor; False (and ``reply`` ended) if not live."""

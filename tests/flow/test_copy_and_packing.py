@@ -66,3 +66,5 @@ def test_a_step_record_is_frozen_untracked_and_compared_without_its_cached_bytes
     assert again == record  # the cached bytes are not compared
     assert hash(again) == hash(record)
     assert "_packed" not in repr(record)
+    keyed = record.with_key("k1", b"digest", ("hi",))  # a copy is encoded anew, not reused
+    assert decode_record(encode_record(keyed)).request_id == "k1"
