@@ -87,8 +87,10 @@ def problem_for_exception(
 def _is_decode_error(exc: HTTPException) -> bool:
     """Whether Litestar's 400 is about the body's JSON (malformed or truncated)."""
     cause = exc.__cause__
-    if isinstance(cause, msgspec.DecodeError | UnicodeDecodeError | RecursionError):
-        return True
+    while cause is not None:  # Litestar chains its SerializationException to msgspec's error
+        if isinstance(cause, msgspec.DecodeError | UnicodeDecodeError | RecursionError):
+            return True
+        cause = cause.__cause__
     detail = str(exc.detail).lower()
     return "malformed" in detail or "json" in detail or "truncated" in detail
 

@@ -34,6 +34,7 @@ __all__ = [
     "StepRequest",
     "StepResponse",
     "UpdateSessionRequest",
+    "decode_step_request",
 ]
 
 GraphId = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
@@ -286,3 +287,23 @@ class HealthResponse(msgspec.Struct):
     """``/healthz`` and ``/readyz``."""
 
     status: str
+
+
+_DEFAULT = StepRequest()
+_decode_step = msgspec.json.Decoder(StepRequest | None).decode
+
+
+def decode_step_request(body: bytes) -> StepRequest | None:
+    """The step request in ``body`` (the defaults for none), or None if Litestar must answer.
+
+    Raises:
+        UnicodeDecodeError, RecursionError: the body is not JSON (msgspec raises these
+            outside ``DecodeError``; newer versions raise ``DecodeError`` for bad UTF-8,
+            answered by Litestar); the caller answers 400 malformed-json.
+    """
+    if not body:
+        return _DEFAULT
+    try:
+        return _decode_step(body) or _DEFAULT
+    except msgspec.DecodeError:
+        return None

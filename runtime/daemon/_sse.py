@@ -42,7 +42,7 @@ from runtime.daemon._gateway import request_info
 from runtime.daemon._http import App, disconnected, header, read_body, replayer, send_problem
 from runtime.daemon._http import Receive as _Receive
 from runtime.daemon._http import Send as _Send
-from runtime.daemon._models import StepRequest
+from runtime.daemon._models import decode_step_request
 from runtime.daemon._policy import malformed_json
 from runtime.daemon._problems import DRAINING, INTERNAL, OVERLOADED, Problem, problem_for
 from runtime.daemon._routes import Api
@@ -60,8 +60,6 @@ _HEADERS = [
 _HEARTBEAT = b": keepalive\n\n"
 # seconds between two checks that a tailed session is still live here (in a cluster)
 _LEFT_CHECK = 1.0
-_DEFAULT = StepRequest()
-_decode_step = msgspec.json.Decoder(StepRequest | None).decode
 _encode = msgspec.json.Encoder().encode
 _log = structlog.get_logger("actorflowd")
 
@@ -120,7 +118,7 @@ class SseRoutes:
         info = request_info(raw)
         info.session_id = sid
         try:
-            request = _decoded(body) if complete else None
+            request = decode_step_request(body) if complete else None
         except (UnicodeDecodeError, RecursionError) as exc:
             await send_problem(send, self._problem(malformed_json(exc), sid))
             return
@@ -246,13 +244,3 @@ class SseRoutes:
 def _idempotency_key(headers: list[tuple[bytes, bytes]]) -> str | None:
     value = header(headers, b"idempotency-key")
     return None if value is None else value.decode("latin-1")
-
-
-def _decoded(body: bytes) -> StepRequest | None:
-    """The step request in ``body`` (the defaults for none), or None if Litestar must answer."""
-    if not body:
-        return _DEFAULT
-    try:
-        return _decode_step(body) or _DEFAULT
-    except msgspec.DecodeError:
-        return None

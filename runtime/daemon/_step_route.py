@@ -24,7 +24,7 @@ from runtime.daemon._gateway import request_info
 from runtime.daemon._http import App, read_body, replayer, send_bytes, send_problem
 from runtime.daemon._http import Receive as _Receive
 from runtime.daemon._http import Send as _Send
-from runtime.daemon._models import StepRequest
+from runtime.daemon._models import decode_step_request
 from runtime.daemon._policy import malformed_json
 from runtime.daemon._problems import INTERNAL, Problem, problem_for
 from runtime.daemon._routes import Api, replayed_header, step_response
@@ -33,8 +33,6 @@ __all__ = ["StepRoute"]
 
 _PATH = re.compile(r"/v1/sessions/([^/]+)/step")
 _JSON_HEADERS = (b"content-type", b"application/json")
-_DEFAULT = StepRequest()
-_decode_step = msgspec.json.Decoder(StepRequest | None).decode
 _encode = msgspec.json.Encoder().encode
 _log = structlog.get_logger("actorflowd")
 
@@ -63,7 +61,7 @@ class StepRoute:
         info = request_info(raw)
         session_id = match.group(1)
         try:
-            request = _decoded(body) if complete else None
+            request = decode_step_request(body) if complete else None
         except (UnicodeDecodeError, RecursionError) as exc:
             info.session_id = session_id
             await send_problem(cast(_Send, send), self._problem(malformed_json(exc), session_id))
@@ -108,18 +106,3 @@ def _idempotency_key(headers: list[tuple[bytes, bytes]]) -> str | None:
         if name.lower() == b"idempotency-key":
             return value.decode("latin-1")
     return None
-
-
-def _decoded(body: bytes) -> StepRequest | None:
-    """The step request in ``body`` (the defaults for none), or None if Litestar must answer.
-
-    Raises:
-        UnicodeDecodeError, RecursionError: the body is not JSON (msgspec raises these
-            outside ``DecodeError``); the caller answers 400 malformed-json.
-    """
-    if not body:
-        return _DEFAULT
-    try:
-        return _decode_step(body) or _DEFAULT
-    except msgspec.DecodeError:
-        return None
