@@ -11,8 +11,10 @@ with the garbage collector set as actorflowd sets it (``hibernated-daemon-gc``:
 the start-up heap frozen, collections at 5,000/50/100 instead of Python's
 700/10/10). In each run:
 
-- durable (fsync) ``echo`` steps/s of 64 client threads on 64 hot sessions,
-  with 0 idle live sessions beside them, then with each of ``--sizes``, and the
+- durable (fsync) ``echo`` steps/s of 64 client threads on 64 hot sessions (each
+  first stepped past the default history retention of 1,000 revisions, so that
+  every figure is of the log's steady state, not of a young log that fills up
+  as the run goes on), with 0 idle live sessions beside them, then with each of ``--sizes``, and the
   process CPU per step (steadier than the rate, which the disk's fsync swings);
 - the control: the same idle sessions passivated (stored, not live) in the same
   process and store, hot steps again: the difference from the largest size is
@@ -54,6 +56,7 @@ from inprocess import (
 
 from flow.demo import echo
 from flow.stores import open_store
+from flow.stores._log import DEFAULT_RETENTION
 from runtime import Runtime
 from runtime.daemon._server import GC_THRESHOLDS
 
@@ -63,6 +66,9 @@ MODES = {"awake": (0.0, False), "hibernated": (1.0, False), "hibernated-daemon-g
 #: Idle sessions are added this many at a time, each batch hibernated before the
 #: next, as they would be in a daemon (not 100,000 awake at once first).
 BATCH = 5_000
+#: Steps each hot session takes before the first figure: past the default history
+#: retention (1,000 revisions), so every figure is of sessions in the steady state.
+STEADY_STEPS = DEFAULT_RETENTION + 200
 
 
 def hibernated_count(rt: Runtime) -> int:
@@ -103,7 +109,14 @@ def child(mode: str, sizes: list[int], seconds: float, repeats: int) -> None:
                     gc.freeze()
                     gc.set_threshold(*GC_THRESHOLDS)
                 in_parallel(hot, lambda sid: rt.step(sid, "warm up"))
-                run_actorflow(rt, store, 64, hot, replace(plan, repeats=1))  # warm-up
+                # Warm-up, to the steady state: every hot session past the history
+                # retention window, so that its old revisions are being dropped and
+                # the store's tables have stopped growing for it. Measured from
+                # fresh sessions instead, the figures at 0 idle sessions were taken
+                # while the log was young and the later ones after it had filled: a
+                # slowdown of 15-25% that the idle sessions did not cause.
+                steady = replace(plan, seconds=600.0, repeats=1, max_steps=64 * STEADY_STEPS)
+                run_actorflow(rt, store, 64, hot, steady)
                 idle = 0
                 made: list[str] = []
                 for size in sizes:
