@@ -298,7 +298,7 @@ def decode_step_request(body: bytes) -> StepRequest | None:
 
     Raises:
         UnicodeDecodeError, RecursionError: the body is not JSON (msgspec raises these
-            outside ``DecodeError``; newer versions raise ``DecodeError`` for bad UTF-8,
+            outside ``DecodeError``; msgspec 0.23 and later raise ``DecodeError`` for bad UTF-8,
             answered by Litestar); the caller answers 400 malformed-json.
     """
     if not body:

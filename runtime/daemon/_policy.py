@@ -169,7 +169,7 @@ def malformed_json(exc: BaseException) -> Problem:
     if isinstance(exc, RecursionError):
         detail = f"the JSON body is nested deeper than {MAX_JSON_DEPTH} levels"
         return Problem(MALFORMED_JSON, detail)
-    if isinstance(exc, UnicodeDecodeError) or "UTF-8" in str(exc):  # msgspec >= 0.19: DecodeError
+    if isinstance(exc, UnicodeDecodeError) or "UTF-8" in str(exc):  # msgspec >= 0.23: DecodeError
         return Problem(MALFORMED_JSON, "the JSON body is not valid UTF-8")
     return Problem(MALFORMED_JSON, f"the body is not valid JSON: {exc}")
 

@@ -1,6 +1,6 @@
 """A body that is not JSON is 400 malformed-json, whichever error the installed msgspec raises.
 
-msgspec before 0.19 raised ``UnicodeDecodeError`` for a body of invalid UTF-8,
+msgspec up to 0.22 raised ``UnicodeDecodeError`` for a body of invalid UTF-8,
 later versions a ``msgspec.DecodeError``; Litestar wraps the latter in its own
 ``SerializationException`` and that in a ``ClientException``. The end-to-end
 check is tests/security/test_paths_and_bodies.py, with the msgspec the suite
