@@ -14,8 +14,9 @@ the start-up heap frozen, collections at 5,000/50/100 instead of Python's
 - durable (fsync) ``echo`` steps/s of 64 client threads on 64 hot sessions (each
   first stepped past the default history retention of 1,000 revisions, so that
   every figure is of the log's steady state, not of a young log that fills up
-  as the run goes on), with 0 idle live sessions beside them, then with each of ``--sizes``, and the
-  process CPU per step (steadier than the rate, which the disk's fsync swings);
+  as the run goes on), with 0 idle live sessions beside them, then with each of
+  ``--sizes``, and the process CPU per step (steadier than the rate, which the
+  disk's fsync swings);
 - the control: the same idle sessions passivated (stored, not live) in the same
   process and store, hot steps again: the difference from the largest size is
   what keeping them live costs, apart from the store and the heap having grown;
