@@ -26,6 +26,16 @@ the start-up heap frozen, collections at 5,000/50/100 instead of Python's
   5,000 awake actors, freed and reused);
 - one full ``gc.collect()`` with them live.
 
+Then the target's figure is taken again with the machine's drift taken out
+(``--rounds``, default 9; 0 skips it; ``--alternate-only`` runs only this): three
+child processes with hibernation on hold the 64 hot sessions alone, beside the
+largest of ``--sizes`` idle live sessions, and beside as many sessions stored
+but not live (the store's growth alone), each hot session past the retention
+window; they are measured in alternating rounds (one process at a time, the
+others idle), and each ratio is the median of the rounds' ratios. The figures
+above come from one process measured before and after its idle sessions were
+made: on a quiet machine the same state measured twice differs by up to 25%.
+
 Prints one line per figure (the ratios are within one run) and writes
 ``bench/out/idle.png``.
 """
@@ -36,6 +46,7 @@ import argparse
 import gc
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -56,7 +67,7 @@ from inprocess import (
 )
 
 from flow.demo import echo
-from flow.stores import open_store
+from flow.stores import SessionStore, open_store
 from flow.stores._log import DEFAULT_RETENTION
 from runtime import Runtime
 from runtime.daemon._server import GC_THRESHOLDS
@@ -164,6 +175,104 @@ def child(mode: str, sizes: list[int], seconds: float, repeats: int) -> None:
     print(json.dumps(figures), flush=True)
 
 
+def steady_runtime(
+    data_dir: Path, plan: Plan, idle_sessions: int, *, passivated: bool = False
+) -> tuple[Runtime, SessionStore, list[str]]:
+    """A hibernating runtime whose 64 hot sessions are past the retention window, beside
+    ``idle_sessions`` hibernated idle live sessions (``passivated``: stored, not live)
+    (the caller closes both)."""
+    store = open_store(None, data_dir, "fsync")
+    config = replace(config_for(None), hibernate_after=1.0, sweep_interval=1.0)
+    hot = preload(store, HOT_SESSIONS, 10)
+    rt = Runtime.open(data_dir=data_dir, graphs=[echo], config=config, store=store)
+    in_parallel(hot, lambda sid: rt.step(sid, "warm up"))
+    steady = replace(plan, seconds=600.0, repeats=1, max_steps=64 * STEADY_STEPS)
+    run_actorflow(rt, store, 64, hot, steady)
+    for start in range(0, idle_sessions, BATCH):
+        batch = create_many(rt, min(BATCH, idle_sessions - start))
+        in_parallel(batch, lambda sid: rt.step(sid, "once"))
+        wait_hibernated(rt, (0 if passivated else start) + len(batch))
+        if passivated:
+            in_parallel(batch, rt.passivate)
+    gc.collect()
+    return rt, store, hot
+
+
+def alternate_child(idle_sessions: int, seconds: float, passivated: bool) -> None:
+    """One side of the alternating comparison: set up, say ``ready``, then measure once
+    per ``measure`` line on stdin (a JSON line each) until stdin ends."""
+    plan = Plan(seconds=seconds, langgraph_seconds=0, idle_sessions=0, activations=0, repeats=1)
+    with tempfile.TemporaryDirectory(prefix="actorflow-idle-ab-") as tmp:
+        rt, store, hot = steady_runtime(Path(tmp), plan, idle_sessions, passivated=passivated)
+        try:
+            print("ready", flush=True)
+            for line in sys.stdin:
+                if line.strip() != "measure":
+                    break
+                result = run_actorflow(rt, store, 64, hot, plan)
+                cpu_us = result.cpu_seconds / max(result.steps, 1) * 1e6
+                print(json.dumps({"rate": result.rate, "cpu_us": cpu_us}), flush=True)
+        finally:
+            rt.close()
+            store.close()
+
+
+def alternating(idle_sessions: int, seconds: float, rounds: int) -> None:
+    """Hot steps beside ``idle_sessions`` idle live sessions against none, and beside the
+    same number stored but not live (the store's growth alone), in three processes
+    measured in alternating rounds: prints the medians of the rounds' ratios."""
+    sides = {"none": (0, False), "live": (idle_sessions, False), "stored": (idle_sessions, True)}
+    processes = {}
+    for name, (size, passivated) in sides.items():
+        command = [
+            sys.executable, __file__, "--alternate-child", str(size), "--seconds", str(seconds)
+        ]  # fmt: skip
+        if passivated:
+            command.append("--passivated")
+        processes[name] = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+    cpu: dict[str, list[float]] = {name: [] for name in sides}
+    try:
+        for process in processes.values():
+            assert process.stdout is not None
+            if process.stdout.readline().strip() != "ready":
+                raise SystemExit("idle.py: an alternating side did not start")
+        for index in range(rounds):
+            order = list(sides) if index % 2 == 0 else list(sides)[::-1]
+            for name in order:
+                process = processes[name]
+                assert process.stdin is not None
+                assert process.stdout is not None
+                process.stdin.write("measure\n")
+                process.stdin.flush()
+                cpu[name].append(json.loads(process.stdout.readline())["cpu_us"])
+    finally:
+        for process in processes.values():
+            if process.stdin is not None:
+                process.stdin.close()
+        for process in processes.values():
+            process.wait(120)
+    for name, label in (("live", "idle live"), ("stored", "passivated (stored, not live)")):
+        ratios = [a / b for a, b in zip(cpu["none"], cpu[name], strict=True)]
+        print(
+            f"alternating (hibernated): 64 hot sessions beside {idle_sessions:,} {label} "
+            f"sessions against none, {rounds} alternating rounds of {seconds:.0f} s: "
+            f"{statistics.median(ratios):.2f}x the steps per CPU second (rounds "
+            f"{', '.join(f'{x:.2f}' for x in ratios)}); CPU per step "
+            f"{statistics.median(cpu[name]):,.0f} against {statistics.median(cpu['none']):,.0f} us"
+            + (" (target: >= 0.95x)" if name == "live" else ""),
+            flush=True,
+        )
+    ratios = [a / b for a, b in zip(cpu["stored"], cpu["live"], strict=True)]
+    print(
+        f"alternating (hibernated): live against the same {idle_sessions:,} stored: "
+        f"{statistics.median(ratios):.2f}x the steps per CPU second (what liveness costs, "
+        "the store's growth aside)",
+        flush=True,
+    )
+
+
 def run_child(mode: str, args: argparse.Namespace) -> dict[str, dict[str, float]]:
     """Run one mode in a fresh process; its figures."""
     command = [
@@ -191,13 +300,27 @@ def main() -> None:
     parser.add_argument("--sizes", default="0,10000,100000")
     parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--rounds", type=int, default=9, help="alternating rounds (0: skip that comparison)"
+    )
     parser.add_argument("--child", choices=sorted(MODES), help=argparse.SUPPRESS)
+    parser.add_argument("--alternate-child", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--passivated", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--alternate-only", action="store_true", help="only the alternating comparison"
+    )
     args = parser.parse_args()
     if args.quick:
-        args.sizes, args.repeats = "0,10000", 1
+        args.sizes, args.repeats, args.rounds = "0,10000", 1, 1
     sizes = [int(s) for s in args.sizes.split(",")]
     if args.child:
         child(args.child, sizes, args.seconds, args.repeats)
+        return
+    if args.alternate_child is not None:
+        alternate_child(args.alternate_child, args.seconds, args.passivated)
+        return
+    if args.alternate_only:
+        alternating(sizes[-1], args.seconds, max(args.rounds, 1))
         return
     runs = {mode: run_child(mode, args) for mode in MODES}
     for mode, figures in runs.items():
@@ -240,6 +363,8 @@ def main() -> None:
         series={mode: [runs[mode]["rates"][str(s)] for s in sizes] for mode in MODES},
     )
     print(f"plot: {OUT}", flush=True)
+    if args.rounds > 0 and sizes[-1] > 0:
+        alternating(sizes[-1], args.seconds, args.rounds)
 
 
 if __name__ == "__main__":
