@@ -31,7 +31,8 @@ def test_a_deleted_session_leaves_no_bytes_in_the_file_and_retention_leaves_zero
             rt.step(talker, f"ordinary message {i}")
         assert store.compactor.wait_idle(10)
         span = store.history_range(talker)
-        assert span is not None and span.oldest > 1  # retention dropped revisions
+        assert span is not None
+        assert span.oldest > 1  # retention dropped revisions
         store.flush()
         assert secure_delete(store) == 1  # back on after retention's FAST deletes
 
