@@ -422,22 +422,14 @@ class Compactor:
 
     def request(self, session_id: str) -> None:
         """Compact ``session_id`` soon (once, however often it is asked before it runs)."""
-        with self._lock:
-            self._at_rest_due.discard(session_id)
-            if session_id in self._pending:
-                return
-            self._pending.add(session_id)
-            self._busy += 1
-        self._queue.put(session_id)
+        self._request(session_id, offered=False)
 
     def offer(self, session_id: str, base_size: int, tail_bytes: int, tail_count: int) -> None:
         """A commit appended to ``session_id``'s log, which now has ``tail_count`` records
         of ``tail_bytes`` after a base of ``base_size``: compact it if they call for it."""
         policy = self._policy
-        if session_id == self._running:  # racy read: at worst one base too many
-            return
         if compaction_due(policy, base_size, tail_bytes, tail_count):
-            self.request(session_id)
+            self._request(session_id, offered=True)
         elif compaction_due(policy, base_size, tail_bytes, tail_count, at_rest=True):
             with self._lock:
                 if len(self._at_rest_due) >= MAX_AT_REST_DUE:
@@ -460,6 +452,19 @@ class Compactor:
         """Stop after the compactions already requested."""
         self._queue.put(None)
         self._thread.join()
+
+    def _request(self, session_id: str, *, offered: bool) -> None:
+        # Under the lock that the loop holds while it takes a session from pending to
+        # running: a session is always one of queued, running or neither here.
+        with self._lock:
+            if offered and session_id == self._running:
+                return
+            self._at_rest_due.discard(session_id)
+            if session_id in self._pending:
+                return
+            self._pending.add(session_id)
+            self._busy += 1
+        self._queue.put(session_id)
 
     def _loop(self) -> None:
         while (session_id := self._queue.get()) is not None:

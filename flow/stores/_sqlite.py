@@ -650,7 +650,7 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
         # archive), and nobody asked for their bytes to be erased: the pages it frees
         # are not zeroed (secure_delete FAST), so the WAL does not carry them: 85 of
         # the ~420 pages a compaction of a 1,000-message session wrote. Their bytes
-        # stay in free pages until SQLite reuses them or a VACUUM (docs/operations.md).
+        # stay in free pages until SQLite reuses them or a VACUUM (docs/security.md).
         conn.execute("PRAGMA secure_delete = FAST")
         try:
             conn.execute("DELETE FROM records WHERE session_id = ? AND revision < ?", (sid, op.cut))

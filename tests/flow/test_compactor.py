@@ -77,14 +77,21 @@ def test_a_session_that_keeps_talking_gets_about_one_base_per_base_size_of_recor
     config = RuntimeConfig(max_sessions_per_user=0)
     with Runtime.open(data_dir=tmp_path, graphs=[echo], config=config, store=store) as rt:
         sid = rt.create_session("echo", owner="t", max_messages=50)
-        threads = [
-            threading.Thread(target=lambda: [rt.step(sid, f"message {i}") for i in range(150)])
-            for _ in range(4)
-        ]
+        errors: list[BaseException] = []
+
+        def talk() -> None:
+            try:
+                for i in range(150):
+                    rt.step(sid, f"message {i}")
+            except BaseException as exc:  # seen by the assertion below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=talk) for _ in range(4)]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join(60)
+        assert not errors
         assert store.compactor.wait_idle(10)
     with contextlib.closing(sqlite3.connect(tmp_path / "sessions.db")) as conn:
         bases = [
