@@ -57,6 +57,7 @@ from pathlib import Path
 from _plot import grouped_bars
 from inprocess import (
     HOT_SESSIONS,
+    LoadResult,
     Plan,
     config_for,
     create_many,
@@ -97,6 +98,42 @@ def wait_hibernated(rt: Runtime, want: int, timeout: float = 120.0) -> None:
         time.sleep(0.5)
 
 
+def warm_to_steady(rt: Runtime, store: SessionStore, hot: list[str], plan: Plan) -> None:
+    """Step every hot session past the history retention window, so that its old
+    revisions are being dropped and the store's tables have stopped growing for it.
+
+    Measured from fresh sessions instead, the figures at 0 idle sessions were taken
+    while the log was young and the later ones after it had filled: a slowdown of
+    15-25% that the idle sessions did not cause.
+    """
+    in_parallel(hot, lambda sid: rt.step(sid, "warm up"))
+    steady = replace(plan, seconds=600.0, repeats=1, max_steps=64 * STEADY_STEPS)
+    run_actorflow(rt, store, 64, hot, steady)
+
+
+def add_idle(
+    rt: Runtime, have: int, want: int, *, hibernating: bool, passivate: bool = False
+) -> list[str]:
+    """Make idle sessions ``have`` to ``want`` (each stepped once), ``BATCH`` at a time,
+    each batch hibernated (``hibernating``) and then passivated (``passivate``) before
+    the next; their ids."""
+    made: list[str] = []
+    for start in range(have, want, BATCH):
+        batch = create_many(rt, min(BATCH, want - start))
+        in_parallel(batch, lambda sid: rt.step(sid, "once"))
+        if hibernating:  # passivated batches are no longer live: count this one alone
+            wait_hibernated(rt, (0 if passivate else start) + len(batch))
+        if passivate:
+            in_parallel(batch, rt.passivate)
+        made += batch
+    return made
+
+
+def cpu_us(result: LoadResult) -> float:
+    """The run's process CPU per step, in microseconds."""
+    return result.cpu_seconds / max(result.steps, 1) * 1e6
+
+
 def child(mode: str, sizes: list[int], seconds: float, repeats: int) -> None:
     """One run (one mode): print a JSON line of its figures."""
     plan = Plan(
@@ -104,7 +141,7 @@ def child(mode: str, sizes: list[int], seconds: float, repeats: int) -> None:
     )
     after, daemon_gc = MODES[mode]
     rates: dict[int, float] = {}
-    cpu_us: dict[int, float] = {}
+    cpu: dict[int, float] = {}
     rss: dict[int, float] = {}
     objects: dict[int, float] = {}
     gc_ms: dict[int, float] = {}
@@ -120,27 +157,14 @@ def child(mode: str, sizes: list[int], seconds: float, repeats: int) -> None:
                     gc.collect()
                     gc.freeze()
                     gc.set_threshold(*GC_THRESHOLDS)
-                in_parallel(hot, lambda sid: rt.step(sid, "warm up"))
-                # Warm-up, to the steady state: every hot session past the history
-                # retention window, so that its old revisions are being dropped and
-                # the store's tables have stopped growing for it. Measured from
-                # fresh sessions instead, the figures at 0 idle sessions were taken
-                # while the log was young and the later ones after it had filled: a
-                # slowdown of 15-25% that the idle sessions did not cause.
-                steady = replace(plan, seconds=600.0, repeats=1, max_steps=64 * STEADY_STEPS)
-                run_actorflow(rt, store, 64, hot, steady)
+                warm_to_steady(rt, store, hot, plan)
                 idle = 0
                 made: list[str] = []
                 for size in sizes:
                     if size > idle:
                         gc.collect()
                         rss_before, objects_before = rss_bytes(), len(gc.get_objects())
-                        for start in range(idle, size, BATCH):
-                            batch = create_many(rt, min(BATCH, size - start))
-                            in_parallel(batch, lambda sid: rt.step(sid, "once"))
-                            if after > 0:
-                                wait_hibernated(rt, start + len(batch))
-                            made += batch
+                        made += add_idle(rt, idle, size, hibernating=after > 0)
                         gc.collect()
                         added = size - idle
                         rss[size] = (rss_bytes() - rss_before) / added
@@ -151,22 +175,19 @@ def child(mode: str, sizes: list[int], seconds: float, repeats: int) -> None:
                         idle = size
                     result = run_actorflow(rt, store, 64, hot, plan)
                     rates[size] = result.rate
-                    cpu_us[size] = result.cpu_seconds / max(result.steps, 1) * 1e6
+                    cpu[size] = cpu_us(result)
                 if made:
                     # the control: the same sessions stored but not live, in the same
                     # process and store (what liveness costs, apart from the store's growth)
                     in_parallel(made, rt.passivate)
                     gc.collect()
                     result = run_actorflow(rt, store, 64, hot, plan)
-                    control = {
-                        "rate": result.rate,
-                        "cpu_us": result.cpu_seconds / max(result.steps, 1) * 1e6,
-                    }
+                    control = {"rate": result.rate, "cpu_us": cpu_us(result)}
         finally:
             store.close()
     figures = {
         "rates": rates,
-        "cpu_us": cpu_us,
+        "cpu_us": cpu,
         "rss": rss,
         "objects": objects,
         "gc_ms": gc_ms,
@@ -175,45 +196,29 @@ def child(mode: str, sizes: list[int], seconds: float, repeats: int) -> None:
     print(json.dumps(figures), flush=True)
 
 
-def steady_runtime(
-    data_dir: Path, plan: Plan, idle_sessions: int, *, passivated: bool = False
-) -> tuple[Runtime, SessionStore, list[str]]:
-    """A hibernating runtime whose 64 hot sessions are past the retention window, beside
-    ``idle_sessions`` hibernated idle live sessions (``passivated``: stored, not live)
-    (the caller closes both)."""
-    store = open_store(None, data_dir, "fsync")
-    config = replace(config_for(None), hibernate_after=1.0, sweep_interval=1.0)
-    hot = preload(store, HOT_SESSIONS, 10)
-    rt = Runtime.open(data_dir=data_dir, graphs=[echo], config=config, store=store)
-    in_parallel(hot, lambda sid: rt.step(sid, "warm up"))
-    steady = replace(plan, seconds=600.0, repeats=1, max_steps=64 * STEADY_STEPS)
-    run_actorflow(rt, store, 64, hot, steady)
-    for start in range(0, idle_sessions, BATCH):
-        batch = create_many(rt, min(BATCH, idle_sessions - start))
-        in_parallel(batch, lambda sid: rt.step(sid, "once"))
-        wait_hibernated(rt, (0 if passivated else start) + len(batch))
-        if passivated:
-            in_parallel(batch, rt.passivate)
-    gc.collect()
-    return rt, store, hot
-
-
 def alternate_child(idle_sessions: int, seconds: float, passivated: bool) -> None:
-    """One side of the alternating comparison: set up, say ``ready``, then measure once
-    per ``measure`` line on stdin (a JSON line each) until stdin ends."""
+    """One side of the alternating comparison: 64 hot sessions past the retention window
+    (hibernation on) beside ``idle_sessions`` idle live sessions (``passivated``: stored,
+    not live); say ``ready``, then measure once per ``measure`` line on stdin (a JSON
+    line each) until stdin ends."""
     plan = Plan(seconds=seconds, langgraph_seconds=0, idle_sessions=0, activations=0, repeats=1)
     with tempfile.TemporaryDirectory(prefix="actorflow-idle-ab-") as tmp:
-        rt, store, hot = steady_runtime(Path(tmp), plan, idle_sessions, passivated=passivated)
+        data_dir = Path(tmp)
+        store = open_store(None, data_dir, "fsync")
+        config = replace(config_for(None), hibernate_after=1.0, sweep_interval=1.0)
         try:
-            print("ready", flush=True)
-            for line in sys.stdin:
-                if line.strip() != "measure":
-                    break
-                result = run_actorflow(rt, store, 64, hot, plan)
-                cpu_us = result.cpu_seconds / max(result.steps, 1) * 1e6
-                print(json.dumps({"rate": result.rate, "cpu_us": cpu_us}), flush=True)
+            hot = preload(store, HOT_SESSIONS, 10)
+            with Runtime.open(data_dir=data_dir, graphs=[echo], config=config, store=store) as rt:
+                warm_to_steady(rt, store, hot, plan)
+                add_idle(rt, 0, idle_sessions, hibernating=True, passivate=passivated)
+                gc.collect()
+                print("ready", flush=True)
+                for line in sys.stdin:
+                    if line.strip() != "measure":
+                        break
+                    result = run_actorflow(rt, store, 64, hot, plan)
+                    print(json.dumps({"rate": result.rate, "cpu_us": cpu_us(result)}), flush=True)
         finally:
-            rt.close()
             store.close()
 
 
@@ -324,8 +329,8 @@ def main() -> None:
         return
     runs = {mode: run_child(mode, args) for mode in MODES}
     for mode, figures in runs.items():
-        rates, cpu_us = figures["rates"], figures["cpu_us"]
-        base, base_cpu = rates["0"], cpu_us["0"]
+        rates, cpu = figures["rates"], figures["cpu_us"]
+        base, base_cpu = rates["0"], cpu["0"]
         for size in sizes[1:]:
             key = str(size)
             print(
@@ -340,7 +345,7 @@ def main() -> None:
             print(
                 f"{mode}: 64 clients on 64 hot sessions (fsync) with {size:,} idle live "
                 f"sessions: {rates[key]:,.0f} steps/s ({rates[key] / base:.2f}x of 0 idle), "
-                f"{cpu_us[key]:,.0f} us of CPU per step ({base_cpu / cpu_us[key]:.2f}x of "
+                f"{cpu[key]:,.0f} us of CPU per step ({base_cpu / cpu[key]:.2f}x of "
                 "0 idle's steps per CPU second: the steadier figure, fsync waits aside)",
                 flush=True,
             )
@@ -350,7 +355,7 @@ def main() -> None:
             print(
                 f"{mode}: the same {sizes[-1]:,} idle sessions passivated (stored, not live; same "
                 f"process and store): {control['rate']:,.0f} steps/s, {control['cpu_us']:,.0f} us "
-                f"of CPU per step; live against passivated: {control['cpu_us'] / cpu_us[top]:.2f}x "
+                f"of CPU per step; live against passivated: {control['cpu_us'] / cpu[top]:.2f}x "
                 "the steps per CPU second (what keeping them live costs, apart from the store "
                 "and heap having grown)",
                 flush=True,
