@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import builtins
 import contextlib
+import itertools
 import queue
 import sqlite3
 import threading
@@ -61,6 +62,15 @@ _PAGE_SIZE = 1024
 _LOG_TABLES = ("sessions", "bases", "records", "archive", "timers")
 _MAX_COMMIT_DELAY = 0.002  # seconds the writer may wait for a batch to fill
 _DATA_VERSION_EVERY = 0.1  # seconds between checks for other connections' commits
+_SWEEP_SESSIONS = 16  # sessions whose dropped records one retention sweep deletes
+_SWEEP_AFTER = 2.0  # seconds a session's dropped records may wait for a fuller sweep
+_SWEEP = (
+    "DELETE FROM records WHERE session_id = ?1 "
+    "AND revision < (SELECT min(revision) FROM bases WHERE session_id = ?1)"
+)
+"""A session's records below its oldest base: the revisions its compactions dropped.
+Nothing else is ever below it (every save writes its revision's record at or
+after its first base), so the sweep needs no memory of the cut."""
 
 _UPSERT = """
 INSERT INTO sessions (session_id, owner, graph_id, current_task, status, revision,
@@ -212,6 +222,9 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
         self._commit_delay = 0.0
         self._data_version: int | None = None
         self._data_version_checked = -_DATA_VERSION_EVERY
+        # sessions whose compactions dropped records not yet deleted (in insertion order)
+        self._sweep_due: dict[str, None] = {}
+        self._sweep_since = 0.0
         self._writer = threading.Thread(
             target=self._write_loop, name=f"sqlite-writer:{self.path.name}", daemon=True
         )
@@ -533,7 +546,8 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
             self._forget_revisions_if_changed_elsewhere()
             self._load_revisions(batch)
             plan = _BatchPlan(self._revisions, self._tails, batch)
-            if plan.statements or plan.quarantine is not None or plan.compactions:
+            plan.sweep = self._sweep_now(closing=plan.closing)
+            if plan.statements or plan.quarantine is not None or plan.compactions or plan.sweep:
                 started = time.perf_counter()
                 self._commit(plan)
                 took = min(time.perf_counter() - started, _MAX_COMMIT_DELAY)
@@ -551,6 +565,8 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
                 _fail(op.future, error)
             return any(isinstance(op, _CloseOp) for op in batch)
         self._saves += plan.saves
+        for sid in plan.sweep:
+            self._sweep_due.pop(sid, None)
         self._revisions.update(plan.revisions)
         self._tails.update(plan.tails)
         for sid in plan.forget_tails:
@@ -578,6 +594,8 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
             for compaction in plan.compactions:
                 self._write_compaction(compaction)
                 plan.forget_tails.append(compaction.session_id)
+            if plan.sweep:
+                self._sweep(plan.sweep)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -653,8 +671,30 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
         # stay in free pages until SQLite reuses them or a VACUUM (docs/security.md).
         conn.execute("PRAGMA secure_delete = FAST")
         try:
-            conn.execute("DELETE FROM records WHERE session_id = ? AND revision < ?", (sid, op.cut))
             conn.execute("DELETE FROM bases WHERE session_id = ? AND revision < ?", (sid, op.cut))
+        finally:
+            conn.execute("PRAGMA secure_delete = ON")
+        if not self._sweep_due:
+            self._sweep_since = time.monotonic()
+        self._sweep_due[sid] = None
+
+    def _sweep_now(self, *, closing: bool) -> builtins.list[str]:
+        """The sessions whose dropped records this batch deletes (none: not yet)."""
+        due = self._sweep_due
+        if not due:
+            return []
+        if closing or len(due) >= _SWEEP_SESSIONS:
+            return builtins.list(itertools.islice(due, None if closing else _SWEEP_SESSIONS))
+        if time.monotonic() - self._sweep_since >= _SWEEP_AFTER:
+            return builtins.list(due)
+        return []
+
+    def _sweep(self, session_ids: builtins.list[str]) -> None:
+        """Delete the records below each session's oldest base, in this transaction."""
+        conn = self._writer_conn
+        conn.execute("PRAGMA secure_delete = FAST")
+        try:
+            conn.executemany(_SWEEP, [(sid,) for sid in session_ids])
         finally:
             conn.execute("PRAGMA secure_delete = ON")
 
@@ -726,6 +766,7 @@ class _BatchPlan:
         self.saves = 0
         self.quarantine: _QuarantineOp | None = None
         self.compactions: list[_CompactOp] = []
+        self.sweep: list[str] = []  # set by the writer: sessions whose dropped records go
         self._results: list[tuple[Future[Any], Any, BaseException | None]] = []
         self._close: Future[None] | None = None
         bases: list[tuple[str, int, bytes]] = []
@@ -815,6 +856,11 @@ class _BatchPlan:
         kept = [(sid, at) for sid, at in due.items() if at is not None]
         if kept:
             self.statements.append(("INSERT OR REPLACE INTO timers VALUES (?, ?)", kept))
+
+    @property
+    def closing(self) -> bool:
+        """Whether the batch holds the close request."""
+        return self._close is not None
 
     def complete(self) -> bool:
         """Complete every future of the committed batch; True when it held the close request."""

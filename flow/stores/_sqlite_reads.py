@@ -30,6 +30,9 @@ __all__ = [
 ]
 
 _MAX_REVISION = 2**62  # above any revision: "no upper bound" in a query
+_RETAINED = "revision >= (SELECT min(revision) FROM bases WHERE session_id = ?1)"
+"""A record retention has not dropped: at or after its session's oldest base (a dropped
+one waits below it for the writer's sweep). For a statement whose ?1 is the session."""
 
 
 @contextlib.contextmanager
@@ -147,8 +150,8 @@ def _read_revisions(
 ) -> list[bytes]:
     require_session(conn, session_id)
     rows = conn.execute(
-        "SELECT data FROM records WHERE session_id = ? AND revision < ? "
-        "ORDER BY revision DESC LIMIT ?",
+        f"SELECT data FROM records WHERE session_id = ?1 AND revision < ?2 AND {_RETAINED} "
+        "ORDER BY revision DESC LIMIT ?3",
         (session_id, _MAX_REVISION if before is None else before, limit),
     ).fetchall()
     return [bytes(row[0]) for row in rows]
@@ -165,8 +168,8 @@ class MessageRows:
     def records(self, upto: int, count: int) -> list[tuple[int, bytes]]:
         """At most ``count`` records at or below revision ``upto``, newest first."""
         rows = self._conn.execute(
-            "SELECT revision, data FROM records WHERE session_id = ? AND revision <= ? "
-            "ORDER BY revision DESC LIMIT ?",
+            f"SELECT revision, data FROM records WHERE session_id = ?1 AND revision <= ?2 "
+            f"AND {_RETAINED} ORDER BY revision DESC LIMIT ?3",
             (self._session_id, upto, count),
         )
         return [(int(rev), bytes(data)) for rev, data in rows]
@@ -221,16 +224,19 @@ def read_for_compaction(
     ).fetchone()[0]
     if tail and newest <= floor:  # keeping 1 revision: the new base is the cut
         cut = newest
+    # the last cut: records below it were dropped (and archived) before, and wait for
+    # the writer's retention sweep (``SqliteStore._sweep``)
     oldest = conn.execute(
-        "SELECT min(revision) FROM records WHERE session_id = ?", (sid,)
+        "SELECT min(revision) FROM bases WHERE session_id = ?", (sid,)
     ).fetchone()[0]
     dropped = []
     if cut is not None and oldest is not None and oldest < cut:
         dropped = [
             bytes(r[0])
             for r in conn.execute(
-                "SELECT data FROM records WHERE session_id = ? AND revision < ? ORDER BY revision",
-                (sid, cut),
+                "SELECT data FROM records WHERE session_id = ? AND revision >= ? "
+                "AND revision < ? ORDER BY revision",
+                (sid, oldest, cut),
             )
         ]
     return created_at, newest, None if base is None else bytes(base[0]), tail, cut, dropped

@@ -1,0 +1,104 @@
+"""SQLite's retention sweep: the records a compaction drops wait below the session's oldest
+base, unseen by every read, until the writer deletes many sessions' worth in one
+transaction (each page they share is written once, not once per session)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from flow import Session, new_session, step
+from flow.demo import echo
+from flow.stores import SqliteStore
+from flow.stores import _sqlite as sqlite_module
+from flow.stores._log import LogPolicy
+
+POLICY = LogPolicy(keep_revisions=5, compact_after=2, min_tail_bytes=0)
+
+_LEFTOVERS = (
+    "SELECT count(*) FROM records r WHERE r.session_id = ? AND r.revision < "
+    "(SELECT min(revision) FROM bases b WHERE b.session_id = r.session_id)"
+)
+
+
+def leftovers(path: Path, session_id: str) -> int:
+    """Records of ``session_id`` below its oldest base, read by a connection of our own."""
+    with sqlite3.connect(path) as conn:
+        return int(conn.execute(_LEFTOVERS, (session_id,)).fetchone()[0])
+
+
+def talked(store: SqliteStore, session_id: str, steps: int) -> Session:
+    """A new echo session saved, then stepped ``steps`` times, each step saved."""
+    session = new_session(echo, owner="t", session_id=session_id)
+    store.save(session, None).result(timeout=10)
+    for i in range(steps):
+        new, _ = step(echo, session, f"message {i}")
+        store.save(new, session.revision).result(timeout=10)
+        session = new
+    store.flush()
+    assert store.compactor.wait_idle(10)
+    return session
+
+
+def test_dropped_records_wait_unseen_and_closing_the_store_sweeps_them(tmp_path: Path) -> None:
+    path = tmp_path / "sessions.db"
+    store = SqliteStore(path, "commit", policy=POLICY)
+    try:
+        session = talked(store, "talker", 30)
+        sid = session.session_id
+        waiting = leftovers(path, sid)
+        assert waiting > 0  # retention dropped them; one session is not a sweep's worth
+        span = store.history_range(sid)
+        assert span is not None
+        assert span.oldest > 1
+        revisions = [info.revision for info in store.revisions(sid, limit=1000)]
+        assert revisions == list(range(30, span.oldest - 1, -1))
+        said = [message.content for _, message in store.messages(sid, limit=1000).items]
+        assert said == [text for i in range(30) for text in (f"message {i}", f"echo: message {i}")]
+    finally:
+        store.close()
+    assert leftovers(path, sid) == 0
+
+
+def test_a_sweep_runs_once_enough_sessions_wait_or_the_first_has_waited_long_enough(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_module, "_SWEEP_SESSIONS", 3)
+    path = tmp_path / "sessions.db"
+    with SqliteStore(path, "commit", policy=POLICY) as store:
+        talked(store, "a", 20)
+        talked(store, "b", 20)
+        assert leftovers(path, "a") > 0
+        assert leftovers(path, "b") > 0
+        talked(store, "c", 20)  # its first compaction makes three waiting: a sweep
+        assert [leftovers(path, sid) for sid in "ab"] == [0, 0]
+
+        monkeypatch.setattr(sqlite_module, "_SWEEP_AFTER", 0.0)
+        talked(store, "e", 20)
+        talked(store, "f", 1)  # one session waiting, but for longer than _SWEEP_AFTER
+        assert leftovers(path, "e") == 0
+
+
+def test_a_sweep_keeps_every_record_of_a_session_made_again_under_the_same_id(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "sessions.db"
+    store = SqliteStore(path, "commit", policy=POLICY)
+    try:
+        talked(store, "again", 30)
+        assert leftovers(path, "again") > 0
+        assert store.delete("again")
+        again = talked(store, "again", 3)  # revisions 0-3, below the old one's cut
+    finally:
+        store.close()  # sweeps "again", still waiting from its first life
+    with SqliteStore(path, "commit", policy=POLICY) as reopened:
+        span = reopened.history_range("again")
+        assert span is not None
+        assert (span.oldest, span.newest) == (0, 3)
+        for revision in range(4):
+            assert reopened.load("again", revision) is not None
+        loaded = reopened.load("again")
+        assert loaded is not None
+        assert loaded.context.chat_history.messages == again.context.chat_history.messages
