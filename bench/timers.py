@@ -149,16 +149,26 @@ def fill_pending(data_dir: Path, sessions: int) -> None:
     copies = sessions // template
     with sqlite3.connect(data_dir / "sessions.db") as conn:
         conn.execute("UPDATE timers SET due = due + 86400")
-        for table in ("sessions", "bases", "records", "timers"):
+        copies_of = "WITH RECURSIVE k(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM k WHERE n < ?) "
+        for table in ("sessions", "bases", "timers"):
+            # every column but a session's number (a copy gets its own)
             columns = [row[1] for row in conn.execute(f"PRAGMA table_info({table})")]
+            named = ", ".join(c for c in columns if c != "sess")
             picked = ", ".join(
-                "t.session_id || '-' || k.n" if c == "session_id" else f"t.{c}" for c in columns
+                "t.session_id || '-' || k.n" if c == "session_id" else f"t.{c}"
+                for c in columns
+                if c != "sess"
             )
             conn.execute(
-                f"WITH RECURSIVE k(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM k WHERE n < ?) "
-                f"INSERT INTO {table} SELECT {picked} FROM {table} t, k",
+                f"{copies_of}INSERT INTO {table} ({named}) SELECT {picked} FROM {table} t, k",
                 (copies - 1,),
             )
+        conn.execute(  # records are keyed by their session's number
+            f"{copies_of}INSERT INTO records SELECT c.sess, r.revision, r.at, r.data "
+            "FROM records r JOIN sessions s ON s.sess = r.sess, k "
+            "JOIN sessions c ON c.session_id = s.session_id || '-' || k.n",
+            (copies - 1,),
+        )
 
 
 def hold(data_dir: Path, offset: float) -> None:

@@ -47,7 +47,13 @@ from flow.stores._log import (
 from flow.stores._protocol import Durability, QuarantinedRow
 from flow.stores._sql_log import SaveInfo, SqlLogStore, save_info
 from flow.stores._sqlite_reads import READS, read_transaction
-from flow.stores._sqlite_schema import SCHEMA, STORE_SCHEMA_VERSION, migrate_v1
+from flow.stores._sqlite_schema import (
+    SCHEMA,
+    SESSION,
+    STORE_SCHEMA_VERSION,
+    migrate_v1,
+    migrate_v2,
+)
 from flow.stores._timer_index import DueTimer, index_change
 
 __all__ = ["STORE_SCHEMA_VERSION", "SqliteStore", "WriterStats"]
@@ -59,13 +65,14 @@ _REVISION_CACHE_LIMIT = 262_144
 _ROWS_PER_STATEMENT = 1000  # ids per IN (...) stays under SQLite's 32,766 parameters
 _MAX_READERS = 8
 _PAGE_SIZE = 1024
-_LOG_TABLES = ("sessions", "bases", "records", "archive", "timers")
+_LOG_TABLES = ("records", "sessions", "bases", "archive", "timers")
+"""A session's tables; ``records`` first: its rows are found through the session's number."""
 _MAX_COMMIT_DELAY = 0.002  # seconds the writer may wait for a batch to fill
 _DATA_VERSION_EVERY = 0.1  # seconds between checks for other connections' commits
 _SWEEP_SESSIONS = 16  # sessions whose dropped records one retention sweep deletes
 _SWEEP_AFTER = 2.0  # seconds a session's dropped records may wait for a fuller sweep
 _SWEEP = (
-    "DELETE FROM records WHERE session_id = ?1 "
+    "DELETE FROM records WHERE sess = (SELECT sess FROM sessions WHERE session_id = ?1) "
     "AND revision < (SELECT min(revision) FROM bases WHERE session_id = ?1)"
 )
 """A session's records below its oldest base: the revisions its compactions dropped.
@@ -85,6 +92,9 @@ ON CONFLICT (session_id) DO UPDATE SET
     size = excluded.size, base_rev = excluded.base_rev, base_size = excluded.base_size,
     tail_bytes = excluded.tail_bytes, tail_count = excluded.tail_count
 """
+
+_INSERT_RECORD = f"INSERT OR REPLACE INTO records VALUES ({SESSION}, ?, ?, ?)"
+"""A step's record, keyed by its session's number (schema v3)."""
 
 _APPEND = """
 UPDATE sessions SET current_task = ?, status = ?, revision = ?,
@@ -289,6 +299,8 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
                 )
             if found == 1:
                 migrate_v1(conn)
+            elif found == 2:
+                migrate_v2(conn)
             for statement in SCHEMA:
                 conn.execute(statement)
             if found is None:
@@ -612,13 +624,13 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
         still_there = conn.execute(
             "SELECT EXISTS (SELECT 1 FROM bases b JOIN sessions s USING (session_id) "
             "WHERE b.session_id = ? AND b.revision >= s.base_rev AND b.data = ?) "
-            "OR EXISTS (SELECT 1 FROM records r JOIN sessions s USING (session_id) "
-            "WHERE r.session_id = ? AND r.revision > s.base_rev AND r.data = ?)",
+            "OR EXISTS (SELECT 1 FROM records r JOIN sessions s ON r.sess = s.sess "
+            "WHERE s.session_id = ? AND r.revision > s.base_rev AND r.data = ?)",
             (sid, op.raw, sid, op.raw),
         ).fetchone()[0]
         if still_there:
             for table in _LOG_TABLES:
-                conn.execute(f"DELETE FROM {table} WHERE session_id = ?", (sid,))
+                conn.execute(_delete_sql(table), (sid,))
             plan.revisions[sid] = None
         conn.execute(  # two loads of one bad row quarantine it once
             "INSERT INTO quarantine (session_id, raw, error, quarantined_at) "
@@ -646,7 +658,7 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
             )
             tail_bytes, tail_count = conn.execute(
                 "SELECT coalesce(sum(length(data)), 0), count(*) FROM records "
-                "WHERE session_id = ? AND revision > ?",
+                f"WHERE sess = {SESSION} AND revision > ?",
                 (sid, op.revision),
             ).fetchone()
             conn.execute(
@@ -842,12 +854,12 @@ class _BatchPlan:
             else:
                 self._close = op.future
         self.statements: list[tuple[str, list[Any]]] = _delete_statements(deletes)
+        if rows:  # before the records: a new session's row gives them its number
+            self.statements.append((_UPSERT, list(rows.values())))
         if bases:
             self.statements.append(("INSERT OR REPLACE INTO bases VALUES (?, ?, ?)", bases))
         if records:
-            self.statements.append(("INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?)", records))
-        if rows:
-            self.statements.append((_UPSERT, list(rows.values())))
+            self.statements.append((_INSERT_RECORD, records))
         if appends:
             self.statements.append((_APPEND, list(appends.values())))
         dropped = [(sid,) for sid, at in due.items() if at is None]
@@ -879,7 +891,14 @@ def _delete_statements(deletes: set[str]) -> list[tuple[str, list[Any]]]:
     ids = [(sid,) for sid in sorted(deletes)]
     if not ids:
         return []
-    return [(f"DELETE FROM {table} WHERE session_id = ?", ids) for table in _LOG_TABLES]
+    return [(_delete_sql(table), ids) for table in _LOG_TABLES]
+
+
+def _delete_sql(table: str) -> str:
+    """The statement that deletes a session's rows of ``table`` (its ``?`` the session id)."""
+    if table == "records":
+        return f"DELETE FROM records WHERE sess = {SESSION}"
+    return f"DELETE FROM {table} WHERE session_id = ?"
 
 
 def _fail(future: Future[Any], error: BaseException) -> None:

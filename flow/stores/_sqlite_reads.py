@@ -30,6 +30,8 @@ __all__ = [
 ]
 
 _MAX_REVISION = 2**62  # above any revision: "no upper bound" in a query
+_SESS = "(SELECT sess FROM sessions WHERE session_id = ?1)"
+"""The number that keys a session's records (schema v3), for a statement whose ?1 is its id."""
 _RETAINED = "revision >= (SELECT min(revision) FROM bases WHERE session_id = ?1)"
 """A record retention has not dropped: at or after its session's oldest base (a dropped
 one waits below it for the writer's sweep). For a statement whose ?1 is the session."""
@@ -50,7 +52,7 @@ _NEWEST = (
     "SELECT 0, b.revision, b.data FROM sessions s JOIN bases b "
     "ON b.session_id = s.session_id AND b.revision = s.base_rev WHERE s.session_id = ?1 "
     "UNION ALL SELECT 1, r.revision, r.data FROM sessions s JOIN records r "
-    "ON r.session_id = s.session_id AND r.revision > s.base_rev WHERE s.session_id = ?1 "
+    "ON r.sess = s.sess AND r.revision > s.base_rev WHERE s.session_id = ?1 "
     "ORDER BY 1, 2"
 )
 """The newest base and the records after it, in one statement (one snapshot, no
@@ -96,8 +98,8 @@ def _read_revision(
     records = [
         bytes(r[0])
         for r in conn.execute(
-            "SELECT data FROM records WHERE session_id = ? AND revision > ? "
-            "AND revision <= ? ORDER BY revision",
+            f"SELECT data FROM records WHERE sess = {_SESS} AND revision > ?2 "
+            "AND revision <= ?3 ORDER BY revision",
             (session_id, base[0], revision),
         )
     ]
@@ -123,9 +125,9 @@ def read_states(
     }
     records: dict[str, list[bytes]] = {sid: [] for sid in bases}
     for sid, data in conn.execute(
-        "SELECT r.session_id, r.data FROM sessions s JOIN records r "
-        "ON r.session_id = s.session_id AND r.revision > s.base_rev "
-        f"WHERE s.session_id IN ({marks}) ORDER BY r.session_id, r.revision",
+        "SELECT s.session_id, r.data FROM sessions s JOIN records r "
+        "ON r.sess = s.sess AND r.revision > s.base_rev "
+        f"WHERE s.session_id IN ({marks}) ORDER BY r.sess, r.revision",
         session_ids,
     ):
         if sid in records:
@@ -150,7 +152,7 @@ def _read_revisions(
 ) -> list[bytes]:
     require_session(conn, session_id)
     rows = conn.execute(
-        f"SELECT data FROM records WHERE session_id = ?1 AND revision < ?2 AND {_RETAINED} "
+        f"SELECT data FROM records WHERE sess = {_SESS} AND revision < ?2 AND {_RETAINED} "
         "ORDER BY revision DESC LIMIT ?3",
         (session_id, _MAX_REVISION if before is None else before, limit),
     ).fetchall()
@@ -168,7 +170,7 @@ class MessageRows:
     def records(self, upto: int, count: int) -> list[tuple[int, bytes]]:
         """At most ``count`` records at or below revision ``upto``, newest first."""
         rows = self._conn.execute(
-            f"SELECT revision, data FROM records WHERE session_id = ?1 AND revision <= ?2 "
+            f"SELECT revision, data FROM records WHERE sess = {_SESS} AND revision <= ?2 "
             f"AND {_RETAINED} ORDER BY revision DESC LIMIT ?3",
             (self._session_id, upto, count),
         )
@@ -205,14 +207,14 @@ def read_for_compaction(
     tail = [
         bytes(r[0])
         for r in conn.execute(
-            "SELECT data FROM records WHERE session_id = ? AND revision > ? ORDER BY revision",
+            f"SELECT data FROM records WHERE sess = {_SESS} AND revision > ?2 ORDER BY revision",
             (sid, base_rev),
         )
     ]
     young = None
     if policy.keep_seconds is not None:
         young = conn.execute(
-            "SELECT min(revision) FROM records WHERE session_id = ? AND at >= ?",
+            f"SELECT min(revision) FROM records WHERE sess = {_SESS} AND at >= ?2",
             (sid, time.time() - policy.keep_seconds),
         ).fetchone()[0]
     floor = retention_floor(policy, newest, young)
@@ -234,8 +236,8 @@ def read_for_compaction(
         dropped = [
             bytes(r[0])
             for r in conn.execute(
-                "SELECT data FROM records WHERE session_id = ? AND revision >= ? "
-                "AND revision < ? ORDER BY revision",
+                f"SELECT data FROM records WHERE sess = {_SESS} AND revision >= ?2 "
+                "AND revision < ?3 ORDER BY revision",
                 (sid, oldest, cut),
             )
         ]

@@ -44,6 +44,7 @@ from typing import IO
 
 from flow.stores import DEFAULT_SQLITE_NAME
 from flow.stores._sqlite import SqliteStore
+from flow.stores._sqlite_schema import SESSION_COLUMNS
 from runtime._data_files import LOCK_NAME, Locked, lock_exclusively, write_private
 from runtime._shard_map import (
     JOURNAL_NAME,
@@ -160,6 +161,25 @@ def reshard(
         return _finish(data_dir, plan)
 
 
+_COPY_ROWS = "INSERT INTO main.{0} SELECT * FROM old.{0} WHERE af_shard(session_id) = ?"
+_COPY = {
+    # a session gets a new number in its new shard (another shard's may hold its old one),
+    # and its records follow it there
+    "sessions": (
+        f"INSERT INTO main.sessions ({SESSION_COLUMNS}) SELECT {SESSION_COLUMNS} "
+        "FROM old.sessions WHERE af_shard(session_id) = ? ORDER BY sess"
+    ),
+    "records": (
+        "INSERT INTO main.records SELECT n.sess, r.revision, r.at, r.data "
+        "FROM old.records r JOIN old.sessions o ON o.sess = r.sess "
+        "JOIN main.sessions n ON n.session_id = o.session_id "
+        "WHERE af_shard(o.session_id) = ? ORDER BY r.rowid"
+    ),
+}
+"""How each table's rows of one target shard are copied (``SESSION_TABLES`` order:
+sessions before records)."""
+
+
 def _copy(
     data_dir: Path,
     layout: Layout,
@@ -190,11 +210,7 @@ def _copy(
             for source in sources:
                 db.execute("ATTACH DATABASE ? AS old", (str(source),))
                 for table in SESSION_TABLES:
-                    cursor = db.execute(
-                        f"INSERT INTO main.{table} SELECT * FROM old.{table} "  # fixed table names
-                        "WHERE af_shard(session_id) = ?",
-                        (target_index,),
-                    )
+                    cursor = db.execute(_COPY.get(table, _COPY_ROWS.format(table)), (target_index,))
                     copied[table] += cursor.rowcount
                     if table == "sessions":
                         done += cursor.rowcount

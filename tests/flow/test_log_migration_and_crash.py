@@ -1,4 +1,4 @@
-"""The SQLite store's schema v1 -> v2 migration, and a SIGKILL during compaction."""
+"""The SQLite store's schema migrations (v1 and v2 to v3), and a SIGKILL during compaction."""
 
 from __future__ import annotations
 
@@ -16,8 +16,13 @@ import pytest
 from flow import decode, encode, step
 from flow.demo import echo
 from flow.stores import SqliteStore
+from flow.stores._sqlite_schema import STORE_SCHEMA_VERSION
 
 FIXTURE = Path(__file__).parent / "fixtures" / "sessions_v1.db"
+FIXTURE_V2 = Path(__file__).parent / "fixtures" / "sessions_v2.db"
+"""Made by actorflow's schema v2 store: ``echo-long`` stepped 30 times keeping 5
+revisions (bases at 22, 25 and 28, records 22-30, the rest archived), ``echo-short``
+stepped twice, and a session ``deleted`` saved then deleted."""
 
 
 def v1_copy(tmp_path: Path) -> Path:
@@ -53,7 +58,46 @@ def test_a_schema_v1_file_opens_migrated_with_every_session_as_it_was(tmp_path: 
         assert loaded is not None
         assert encode(loaded) == encode(new)
         version = reopened._writer_conn.execute("SELECT schema_version FROM meta").fetchone()
-        assert version == (2,)
+        assert version == (STORE_SCHEMA_VERSION,)
+
+
+def test_a_schema_v2_file_opens_migrated_with_every_revision_and_message(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "sessions.db"
+    shutil.copyfile(FIXTURE_V2, path)
+    with SqliteStore(path) as store:
+        assert store.count() == 2
+        assert store.load("deleted") is None
+        span = store.history_range("echo-long")
+        assert span is not None
+        assert (span.oldest, span.newest) == (22, 30)
+        revisions = [info.revision for info in store.revisions("echo-long", limit=100)]
+        assert revisions == list(range(30, 21, -1))
+        for revision in range(22, 31):
+            loaded = store.load("echo-long", revision)
+            assert loaded is not None
+            assert loaded.revision == revision
+        said = [m.content for _, m in store.messages("echo-long", limit=100).items]
+        assert said == [text for i in range(30) for text in (f"message {i}", f"echo: message {i}")]
+        short = store.load("echo-short")
+        assert short is not None
+        assert short.revision == 2
+        new, _ = step(echo, short, "after the migration")
+        store.save(new, short.revision).result(timeout=10)
+        newer, _ = step(echo, new, "and again")
+        store.save(newer, new.revision).result(timeout=10)
+    with SqliteStore(path) as reopened:
+        loaded = reopened.load("echo-short")
+        assert loaded is not None
+        assert encode(loaded) == encode(newer)
+        assert [info.revision for info in reopened.revisions("echo-short")] == [4, 3, 2, 1, 0]
+        meta = reopened._writer_conn.execute("SELECT schema_version FROM meta").fetchone()
+        assert meta == (STORE_SCHEMA_VERSION,)
+        numbers = reopened._writer_conn.execute(
+            "SELECT count(DISTINCT sess) FROM records"
+        ).fetchone()
+        assert numbers == (2,)  # the records keyed by the sessions' numbers
 
 
 def test_a_v1_row_that_does_not_decode_is_quarantined_by_the_migration(tmp_path: Path) -> None:
@@ -67,7 +111,7 @@ def test_a_v1_row_that_does_not_decode_is_quarantined_by_the_migration(tmp_path:
         assert store.count() == 2
         [row] = store.quarantined()
         assert (row.session_id, row.raw) == ("echo-new", b"\xc1")
-        assert "schema v2" in row.error
+        assert "migrating from schema v1" in row.error
 
 
 _CHILD = textwrap.dedent(

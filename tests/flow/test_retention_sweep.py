@@ -18,8 +18,9 @@ from flow.stores._log import LogPolicy
 POLICY = LogPolicy(keep_revisions=5, compact_after=2, min_tail_bytes=0)
 
 _LEFTOVERS = (
-    "SELECT count(*) FROM records r WHERE r.session_id = ? AND r.revision < "
-    "(SELECT min(revision) FROM bases b WHERE b.session_id = r.session_id)"
+    "SELECT count(*) FROM records r JOIN sessions s ON s.sess = r.sess "
+    "WHERE s.session_id = ?1 AND r.revision < "
+    "(SELECT min(revision) FROM bases WHERE session_id = ?1)"
 )
 
 
@@ -42,7 +43,10 @@ def talked(store: SqliteStore, session_id: str, steps: int) -> Session:
     return session
 
 
-def test_dropped_records_wait_unseen_and_closing_the_store_sweeps_them(tmp_path: Path) -> None:
+def test_dropped_records_wait_unseen_and_closing_the_store_sweeps_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_module, "_SWEEP_AFTER", 3600.0)  # however slow the machine
     path = tmp_path / "sessions.db"
     store = SqliteStore(path, "commit", policy=POLICY)
     try:
@@ -66,6 +70,7 @@ def test_a_sweep_runs_once_enough_sessions_wait_or_the_first_has_waited_long_eno
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sqlite_module, "_SWEEP_SESSIONS", 3)
+    monkeypatch.setattr(sqlite_module, "_SWEEP_AFTER", 3600.0)  # not by time, at first
     path = tmp_path / "sessions.db"
     with SqliteStore(path, "commit", policy=POLICY) as store:
         talked(store, "a", 20)
@@ -82,8 +87,9 @@ def test_a_sweep_runs_once_enough_sessions_wait_or_the_first_has_waited_long_eno
 
 
 def test_a_sweep_keeps_every_record_of_a_session_made_again_under_the_same_id(
-    tmp_path: Path,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(sqlite_module, "_SWEEP_AFTER", 3600.0)
     path = tmp_path / "sessions.db"
     store = SqliteStore(path, "commit", policy=POLICY)
     try:
