@@ -37,6 +37,7 @@ from flow._errors import (
     RevisionConflict,
     StoreUnavailable,
 )
+from flow._logging import get_logger
 from flow._session import Session
 from flow.stores._log import (
     Compactor,
@@ -59,6 +60,7 @@ from flow.stores._timer_index import DueTimer, index_change
 __all__ = ["STORE_SCHEMA_VERSION", "SqliteStore", "WriterStats"]
 
 _T = TypeVar("_T")
+_log = get_logger("actorflow.store.sqlite")
 
 _SYNCHRONOUS: dict[str, str] = {"fsync": "FULL", "commit": "NORMAL"}
 _REVISION_CACHE_LIMIT = 262_144
@@ -297,6 +299,7 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
                     f"this build reads versions up to {STORE_SCHEMA_VERSION}: "
                     "open it with a newer actorflow"
                 )
+            started = time.perf_counter()
             if found == 1:
                 migrate_v1(conn)
             elif found == 2:
@@ -308,6 +311,14 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
                     "INSERT INTO meta (schema_version) VALUES (?)", (STORE_SCHEMA_VERSION,)
                 )
             conn.execute("COMMIT")
+            if found is not None and found < STORE_SCHEMA_VERSION:
+                _log.info(
+                    "store_migrated",
+                    path=str(self.path),
+                    from_version=found,
+                    to_version=STORE_SCHEMA_VERSION,
+                    seconds=round(time.perf_counter() - started, 3),
+                )
         except BaseException:
             conn.execute("ROLLBACK")
             raise
