@@ -300,6 +300,14 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
                     "open it with a newer actorflow"
                 )
             started = time.perf_counter()
+            if found is not None and found < STORE_SCHEMA_VERSION:
+                # one transaction that rewrites tables: seconds per 100,000 records
+                _log.info(
+                    "store_migrating",
+                    path=str(self.path),
+                    from_version=found,
+                    to_version=STORE_SCHEMA_VERSION,
+                )
             if found == 1:
                 migrate_v1(conn)
             elif found == 2:

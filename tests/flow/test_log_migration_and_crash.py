@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+import structlog.testing
 
 from flow import decode, encode, step
 from flow.demo import echo
@@ -66,7 +67,11 @@ def test_a_schema_v2_file_opens_migrated_with_every_revision_and_message(
 ) -> None:
     path = tmp_path / "sessions.db"
     shutil.copyfile(FIXTURE_V2, path)
-    with SqliteStore(path) as store:
+    with structlog.testing.capture_logs() as logs:
+        store = SqliteStore(path)
+    [migrated] = [entry for entry in logs if entry["event"] == "store_migrated"]
+    assert (migrated["from_version"], migrated["to_version"]) == (2, STORE_SCHEMA_VERSION)
+    with store:
         assert store.count() == 2
         assert store.load("deleted") is None
         span = store.history_range("echo-long")
