@@ -4,6 +4,7 @@ transaction (each page they share is written once, not once per session)."""
 
 from __future__ import annotations
 
+import itertools
 import sqlite3
 from pathlib import Path
 
@@ -108,3 +109,31 @@ def test_a_sweep_keeps_every_record_of_a_session_made_again_under_the_same_id(
         loaded = reopened.load("again")
         assert loaded is not None
         assert loaded.context.chat_history.messages == again.context.chat_history.messages
+
+
+def test_a_sweep_drains_a_bounded_number_of_records_per_commit_oldest_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_module, "_SWEEP_AFTER", 3600.0)
+    monkeypatch.setattr(sqlite_module, "_SWEEP_SESSIONS", 1000)  # none yet
+    path = tmp_path / "sessions.db"
+    with SqliteStore(path, "commit", policy=POLICY) as store:
+        talked(store, "drained", 40)
+        waiting = leftovers(path, "drained")
+        assert waiting > 10
+        monkeypatch.setattr(sqlite_module, "_SWEEP_SESSIONS", 1)
+        monkeypatch.setattr(sqlite_module, "_SWEEP_ROWS", 4)
+        seen = [waiting]
+        while seen[-1]:
+            store.flush()  # one commit: up to 4 of them deleted
+            seen.append(leftovers(path, "drained"))
+            assert len(seen) < 40
+        assert all(before - after == min(4, before) for before, after in itertools.pairwise(seen))
+        with sqlite3.connect(path) as conn:
+            oldest_kept = conn.execute(
+                "SELECT min(r.revision) FROM records r JOIN sessions s ON s.sess = r.sess "
+                "WHERE s.session_id = 'drained'"
+            ).fetchone()[0]
+        span = store.history_range("drained")
+        assert span is not None
+        assert oldest_kept == span.oldest  # every retained record is still there
