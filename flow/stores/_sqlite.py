@@ -756,15 +756,17 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
         ``_SWEEP_ROWS`` unless ``everything``; True when none of theirs is left."""
         conn = self._writer_conn
         limit = -1 if everything else _SWEEP_ROWS
+        before = conn.total_changes  # (a cursor's rowcount is -1 for a WITH statement)
         conn.execute("PRAGMA secure_delete = FAST")
         try:
-            marks = ",".join("?" * len(numbers))
-            before = conn.total_changes  # (a cursor's rowcount is -1 for a WITH statement)
-            conn.execute(_SWEEP.format(marks=marks), (*numbers, limit))
-            deleted = conn.total_changes - before
+            # (at close every waiting session: a statement names at most this many)
+            for start in range(0, len(numbers), _ROWS_PER_STATEMENT):
+                chunk = numbers[start : start + _ROWS_PER_STATEMENT]
+                marks = ",".join("?" * len(chunk))
+                conn.execute(_SWEEP.format(marks=marks), (*chunk, limit))
         finally:
             conn.execute("PRAGMA secure_delete = ON")
-        return everything or deleted < limit
+        return everything or conn.total_changes - before < limit
 
     def _forget_revisions_if_changed_elsewhere(self) -> None:
         """Drop the revision cache when another connection has committed to the file.

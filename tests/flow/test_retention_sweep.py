@@ -91,6 +91,23 @@ def test_a_sweep_runs_once_enough_sessions_wait_or_the_first_has_waited_long_eno
         assert leftovers(path, "e") == 0
 
 
+def test_closing_sweeps_every_waiting_session_however_many_a_statement_may_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_module, "_SWEEP_AFTER", 3600.0)
+    monkeypatch.setattr(sqlite_module, "_ROWS_PER_STATEMENT", 2)  # five sessions: 3 statements
+    path = tmp_path / "sessions.db"
+    store = SqliteStore(path, "commit", policy=POLICY)
+    names = [f"s{i}" for i in range(5)]
+    try:
+        for name in names:
+            talked(store, name, 12)
+        assert all(leftovers(path, name) > 0 for name in names)
+    finally:
+        store.close()
+    assert [leftovers(path, name) for name in names] == [0] * 5
+
+
 def test_a_sweep_keeps_every_record_of_a_session_made_again_under_the_same_id(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
