@@ -311,14 +311,9 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
                     "open it with a newer actorflow"
                 )
             started = time.perf_counter()
-            if found is not None and found < STORE_SCHEMA_VERSION:
-                # one transaction that rewrites tables: seconds per 100,000 records
-                _log.info(
-                    "store_migrating",
-                    path=str(self.path),
-                    from_version=found,
-                    to_version=STORE_SCHEMA_VERSION,
-                )
+            migrating = found is not None and found < STORE_SCHEMA_VERSION
+            if migrating:  # one transaction that rewrites tables: seconds per 100,000 records
+                self._log_migration("store_migrating", found)
             if found == 1:
                 migrate_v1(conn)
             elif found == 2:
@@ -330,17 +325,16 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
                     "INSERT INTO meta (schema_version) VALUES (?)", (STORE_SCHEMA_VERSION,)
                 )
             conn.execute("COMMIT")
-            if found is not None and found < STORE_SCHEMA_VERSION:
-                _log.info(
-                    "store_migrated",
-                    path=str(self.path),
-                    from_version=found,
-                    to_version=STORE_SCHEMA_VERSION,
-                    seconds=round(time.perf_counter() - started, 3),
-                )
+            if migrating:
+                seconds = round(time.perf_counter() - started, 3)
+                self._log_migration("store_migrated", found, seconds=seconds)
         except BaseException:
             conn.execute("ROLLBACK")
             raise
+
+    def _log_migration(self, event: str, found: int | None, **fields: object) -> None:
+        path, version = str(self.path), STORE_SCHEMA_VERSION
+        _log.info(event, path=path, from_version=found, to_version=version, **fields)
 
     @staticmethod
     def _stored_schema_version(conn: sqlite3.Connection) -> int | None:
