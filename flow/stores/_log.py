@@ -34,11 +34,11 @@ from flow._errors import ActorflowError, InvalidInput
 from flow._logging import get_logger
 from flow._record import (
     StepRecord,
-    apply,
     base_record,
     decode_record,
     encode_record,
     record_fields,
+    replay,
 )
 from flow._session import Session
 
@@ -215,16 +215,8 @@ def rebuild(base: bytes, records: Iterable[bytes], revision: int | None = None) 
         SnapshotDecodeError: the base or a record did not decode.
     """
     session = decode(base)
-    bound = len(base)
-    for raw in records:
-        record = decode_record(raw)
-        if record.revision <= session.revision:
-            continue
-        if revision is not None and record.revision > revision:
-            break
-        apply(session, record)
-        bound += len(raw)
-    session.stored_size = (len(base), bound)
+    applied = replay(session, records, revision)
+    session.stored_size = (len(base), len(base) + applied)
     return session
 
 

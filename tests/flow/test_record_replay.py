@@ -1,0 +1,103 @@
+"""``flow._record.replay`` (what a load runs) against ``apply(decode_record(raw))``, one
+record at a time: the same session, byte for byte, for any mix of steps."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from flow import (
+    Context,
+    GraphBuilder,
+    NextAction,
+    SnapshotDecodeError,
+    TaskResult,
+    decode,
+    encode,
+    new_session,
+    step,
+)
+from flow._record import apply, decode_record, encode_record, replay
+from flow._task import FunctionTask
+
+
+def _work(ctx: Context) -> TaskResult:
+    """``set k v``, ``rm k``, ``clear``, ``say x``, ``hclear``, ``go``, ``back``, by ``;``."""
+    action = NextAction.WaitForInput
+    for command in str(ctx.input or "").split(";"):
+        verb, _, rest = command.strip().partition(" ")
+        if verb == "set":
+            key, _, value = rest.partition(" ")
+            ctx.set(key, {"v": value})
+        elif verb == "rm":
+            ctx.remove(rest)
+        elif verb == "clear":
+            ctx.clear()
+        elif verb == "say":
+            ctx.chat_history.add_assistant(rest)
+        elif verb == "hclear":
+            ctx.chat_history.clear()
+        elif verb == "go":
+            action = NextAction.GoTo("b" if ctx.get("at") != "b" else "a")
+            ctx.set("at", "b" if ctx.get("at") != "b" else "a")
+        elif verb == "back":
+            action = NextAction.GoBack
+    return TaskResult(f"did {ctx.input}", action)
+
+
+GRAPH = (
+    GraphBuilder("replay")
+    .add_task(FunctionTask("a", _work, blocking=False))
+    .add_task(FunctionTask("b", _work, blocking=False))
+    .add_edge("a", "b")
+    .build()
+)
+COMMANDS = st.sampled_from(
+    ["set k 1", "set j 2", "rm k", "clear", "say hi", "hclear", "go", "back", "set k 3; say x"]
+)
+
+
+def records_of(inputs: list[str], max_messages: int) -> tuple[bytes, list[bytes], bytes]:
+    """A base, the records of ``inputs`` stepped after it, and the newest session's bytes."""
+    session = new_session(GRAPH, owner="o", max_messages=max_messages)
+    base = encode(session)
+    raws = []
+    for said in inputs:
+        session, _ = step(GRAPH, session, said)
+        assert session.record is not None
+        raws.append(encode_record(session.record))
+    return base, raws, encode(session)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(COMMANDS, min_size=1, max_size=12), st.integers(min_value=2, max_value=6))
+def test_replay_makes_what_applying_each_decoded_record_makes(
+    inputs: list[str], max_messages: int
+) -> None:
+    base, raws, newest = records_of(inputs, max_messages)
+    oracle = decode(base)
+    for raw in raws:
+        apply(oracle, decode_record(raw))
+    replayed = decode(base)
+    assert replay(replayed, raws) == sum(map(len, raws))
+    assert encode(replayed) == encode(oracle) == newest
+    assert replayed.context.chat_history.messages == oracle.context.chat_history.messages
+    halfway = len(raws) // 2
+    upto = decode(base)
+    replay(upto, raws, revision=halfway)
+    assert upto.revision == halfway
+
+
+def test_a_record_with_a_bad_message_is_malformed_with_its_bytes() -> None:
+    base, raws, _ = records_of(["say hi"], 10)
+    bad = raws[0].replace(b"assistant", b"assistanX")
+    with pytest.raises(SnapshotDecodeError) as caught:
+        replay(decode(base), [bad])
+    assert caught.value.raw == bad
+
+
+def test_a_gap_in_the_revisions_is_refused() -> None:
+    base, raws, _ = records_of(["set k 1", "set k 2"], 10)
+    with pytest.raises(ValueError, match="does not follow revision 0"):
+        replay(decode(base), raws[1:])
