@@ -11,13 +11,10 @@ import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from labgraph import lab_graph
 
 from flow import (
-    Context,
-    GraphBuilder,
-    NextAction,
     SnapshotDecodeError,
-    TaskResult,
     encode,
     new_session,
     step,
@@ -25,41 +22,9 @@ from flow import (
 from flow._idempotency import MAX_KEYS, input_digest
 from flow._rebase import archived, rebased
 from flow._record import encode_record
-from flow._task import FunctionTask
 from flow.stores._log import rebuild
 
-
-def _work(ctx: Context) -> TaskResult:
-    """Does what the input says: set k v, rm k, clear, say x, hclear, go, back (joined by ;)."""
-    action = NextAction.WaitForInput
-    for command in str(ctx.input or "").split(";"):
-        verb, _, rest = command.strip().partition(" ")
-        if verb == "set":
-            key, _, value = rest.partition(" ")
-            ctx.set(key, {"v": value, "n": len(value), "f": 0.5})
-        elif verb == "rm":
-            ctx.remove(rest)
-        elif verb == "clear":
-            ctx.clear()
-        elif verb == "say":
-            ctx.chat_history.add_assistant(rest)
-        elif verb == "hclear":
-            ctx.chat_history.clear()
-        elif verb == "go":
-            action = NextAction.GoTo("b" if ctx.get("at") != "b" else "a")
-            ctx.set("at", "b" if ctx.get("at") != "b" else "a")
-        elif verb == "back":
-            action = NextAction.GoBack
-    return TaskResult(f"did {ctx.input}", action)
-
-
-LAB = (
-    GraphBuilder("lab")
-    .add_task(FunctionTask("a", _work, blocking=False))
-    .add_task(FunctionTask("b", _work, blocking=False))
-    .add_edge("a", "b")
-    .build()
-)
+LAB = lab_graph(f=0.5)  # a float in the context too
 
 
 def _steps(inputs: list[tuple[str, bool]], max_messages: int = 4) -> tuple[bytes, list[bytes]]:

@@ -6,53 +6,18 @@ from __future__ import annotations
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from labgraph import lab_graph
 
 from flow import (
-    Context,
-    GraphBuilder,
-    NextAction,
     SnapshotDecodeError,
-    TaskResult,
     decode,
     encode,
     new_session,
     step,
 )
 from flow._record import apply, decode_record, encode_record, replay
-from flow._task import FunctionTask
 
-
-def _work(ctx: Context) -> TaskResult:
-    """``set k v``, ``rm k``, ``clear``, ``say x``, ``hclear``, ``go``, ``back``, by ``;``."""
-    action = NextAction.WaitForInput
-    for command in str(ctx.input or "").split(";"):
-        verb, _, rest = command.strip().partition(" ")
-        if verb == "set":
-            key, _, value = rest.partition(" ")
-            ctx.set(key, {"v": value})
-        elif verb == "rm":
-            ctx.remove(rest)
-        elif verb == "clear":
-            ctx.clear()
-        elif verb == "say":
-            ctx.chat_history.add_assistant(rest)
-        elif verb == "hclear":
-            ctx.chat_history.clear()
-        elif verb == "go":
-            action = NextAction.GoTo("b" if ctx.get("at") != "b" else "a")
-            ctx.set("at", "b" if ctx.get("at") != "b" else "a")
-        elif verb == "back":
-            action = NextAction.GoBack
-    return TaskResult(f"did {ctx.input}", action)
-
-
-GRAPH = (
-    GraphBuilder("replay")
-    .add_task(FunctionTask("a", _work, blocking=False))
-    .add_task(FunctionTask("b", _work, blocking=False))
-    .add_edge("a", "b")
-    .build()
-)
+GRAPH = lab_graph()
 COMMANDS = st.sampled_from(
     ["set k 1", "set j 2", "rm k", "clear", "say hi", "hclear", "go", "back", "set k 3; say x"]
 )

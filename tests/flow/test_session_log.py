@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from labgraph import lab_graph
 from testkit import replayed_bytes
 
 from flow import (
@@ -44,38 +45,7 @@ from flow.stores._log import LogPolicy
 MakeStore = Callable[[LogPolicy], SessionStore]
 
 
-def _work(ctx: Context) -> TaskResult:
-    """Does what the input says: ``set k v``, ``rm k``, ``clear``, ``say x``,
-    ``hclear``, ``go`` (to the other task), ``back`` (GoBack), joined by ``;``."""
-    action = NextAction.WaitForInput
-    for command in str(ctx.input or "").split(";"):
-        verb, _, rest = command.strip().partition(" ")
-        if verb == "set":
-            key, _, value = rest.partition(" ")
-            ctx.set(key, {"v": value, "n": len(value)})
-        elif verb == "rm":
-            ctx.remove(rest)
-        elif verb == "clear":
-            ctx.clear()
-        elif verb == "say":
-            ctx.chat_history.add_assistant(rest)
-        elif verb == "hclear":
-            ctx.chat_history.clear()
-        elif verb == "go":
-            action = NextAction.GoTo("b" if ctx.get("at") != "b" else "a")
-            ctx.set("at", "b" if ctx.get("at") != "b" else "a")
-        elif verb == "back":
-            action = NextAction.GoBack
-    return TaskResult(f"did {ctx.input}", action)
-
-
-LAB = (
-    GraphBuilder("lab")
-    .add_task(FunctionTask("a", _work, blocking=False))
-    .add_task(FunctionTask("b", _work, blocking=False))
-    .add_edge("a", "b")
-    .build()
-)
+LAB = lab_graph()
 _ids = itertools.count()
 
 
