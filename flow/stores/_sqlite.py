@@ -583,7 +583,7 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
             self._load_revisions(batch)
             plan = _BatchPlan(self._revisions, self._tails, batch)
             plan.sweep = self._sweep_now(closing=plan.closing)
-            if plan.statements or plan.quarantine is not None or plan.compactions or plan.sweep:
+            if plan.statements or plan.quarantine is not None:
                 started = time.perf_counter()
                 self._commit(plan)
                 took = min(time.perf_counter() - started, _MAX_COMMIT_DELAY)
@@ -601,8 +601,6 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
                 _fail(op.future, error)
             return any(isinstance(op, _CloseOp) for op in batch)
         self._saves += plan.saves
-        if plan.sweep:
-            self._swept(plan)
         self._revisions.update(plan.revisions)
         self._tails.update(plan.tails)
         for sid in plan.forget_tails:
@@ -614,7 +612,52 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
             tail = self._tails.get(sid)
             if tail is not None:
                 self.compactor.offer(sid, *tail)
-        return plan.complete()
+        closing = plan.complete()
+        if plan.compactions or plan.sweep:
+            self._maintain(plan)
+        return closing
+
+    def _maintain(self, plan: _BatchPlan) -> None:
+        """The batch's compactions and retention sweep, in a transaction of their own
+        after its saves are answered, and not synced (``synchronous = NORMAL``).
+
+        They rewrite what the log already holds (a new base of a committed revision,
+        the deletion of dropped records): lost to a power cut, they are made again
+        later, and the next synced commit syncs them with it. Apart, a batch that
+        carried a 1,000-message session's new base (about 125 pages) no longer
+        waited for it to be synced before its steps were answered.
+        """
+        conn = self._writer_conn
+        try:
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for compaction in plan.compactions:
+                    self._write_compaction(compaction)
+                if plan.sweep:
+                    plan.swept_all = self._sweep(plan.sweep, everything=plan.closing)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+            finally:
+                conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        except Exception as exc:
+            self._failed_transactions += 1
+            error = StoreUnavailable(
+                f"session store {self.path}: compaction failed: {type(exc).__name__}: {exc}"
+            )
+            error.__cause__ = exc
+            for op in plan.compactions:
+                _fail(op.future, error)
+            return
+        if plan.sweep:
+            self._swept(plan)
+        for op in plan.compactions:
+            self._tails.pop(op.session_id, None)  # its commit reset the session's tail
+            op.future.set_result(None)
 
     def _commit(self, plan: _BatchPlan) -> None:
         """Write ``plan`` in one transaction (each kind of row in one ``executemany``)."""
@@ -625,13 +668,6 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
                 conn.executemany(sql, params)
             if plan.quarantine is not None:
                 self._commit_quarantine(plan, plan.quarantine)
-            # after the batch's saves, in the same transaction: a compaction adds a
-            # base of a committed revision, so it never needs a commit of its own
-            for compaction in plan.compactions:
-                self._write_compaction(compaction)
-                plan.forget_tails.append(compaction.session_id)
-            if plan.sweep:
-                plan.swept_all = self._sweep(plan.sweep, everything=plan.closing)
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -811,10 +847,12 @@ class _BatchPlan:
     """One batch checked in order (compare-and-set chained per session) and its writes.
 
     ``statements`` are ``executemany`` calls for one transaction: deletes, then
-    every base and record of the batch (each revision is kept), then each
-    session's row: an upsert when the batch wrote it a base, else one update
-    that adds the appended records' bytes to its tail. Compactions run after
-    them, then a quarantine (always last in its batch).
+    the upserts of the sessions the batch wrote a base for (a new session's row
+    gives its records their number), every base and record of the batch (each
+    revision is kept), and one update per other session that adds the appended
+    records' bytes to its tail; then a quarantine (always last in its batch).
+    Compactions and the retention sweep follow in a transaction of their own
+    (``SqliteStore._maintain``).
     """
 
     def __init__(
@@ -902,8 +940,7 @@ class _BatchPlan:
                 self.quarantine = op
                 results.append((op.future, None, None))
             elif isinstance(op, _CompactOp):
-                self.compactions.append(op)
-                results.append((op.future, None, None))
+                self.compactions.append(op)  # completed by the writer's _maintain
             elif isinstance(op, _FlushOp):
                 results.append((op.future, None, None))
             else:
