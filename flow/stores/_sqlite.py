@@ -487,7 +487,7 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
         cut: int,
         archive: tuple[int, bytes] | None,
     ) -> None:
-        """Handed to the writer, which commits it with its next batch."""
+        """Handed to the writer, which commits it after its next batch (``_maintain``)."""
         future: Future[None] = Future()
         future.set_running_or_notify_cancel()
         self._submit(_CompactOp(session_id, created_at, revision, base, cut, archive, future))
