@@ -630,18 +630,12 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
         conn = self._writer_conn
         try:
             conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute("BEGIN IMMEDIATE")
             try:
-                for compaction in plan.compactions:
-                    self._write_compaction(compaction)
-                if plan.sweep:
-                    plan.swept_all = self._sweep(plan.sweep, everything=plan.closing)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    with contextlib.suppress(sqlite3.Error):
-                        conn.execute("ROLLBACK")
-                raise
+                with self._transaction():
+                    for compaction in plan.compactions:
+                        self._write_compaction(compaction)
+                    if plan.sweep:
+                        plan.swept_all = self._sweep(plan.sweep, everything=plan.closing)
             finally:
                 conn.execute(f"PRAGMA synchronous={self._synchronous}")
         except Exception as exc:
@@ -661,13 +655,20 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
 
     def _commit(self, plan: _BatchPlan) -> None:
         """Write ``plan`` in one transaction (each kind of row in one ``executemany``)."""
-        conn = self._writer_conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with self._transaction() as conn:
             for sql, params in plan.statements:
                 conn.executemany(sql, params)
             if plan.quarantine is not None:
                 self._commit_quarantine(plan, plan.quarantine)
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """``BEGIN IMMEDIATE`` on the writer's connection, ``COMMIT`` after the block,
+        ``ROLLBACK`` if it raised."""
+        conn = self._writer_conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
