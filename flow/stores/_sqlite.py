@@ -612,10 +612,10 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
             tail = self._tails.get(sid)
             if tail is not None:
                 self.compactor.offer(sid, *tail)
-        closing = plan.complete()
+        plan.complete()
         if plan.compactions or plan.sweep:
             self._maintain(plan)
-        return closing
+        return plan.finish()
 
     def _maintain(self, plan: _BatchPlan) -> None:
         """The batch's compactions and retention sweep, in a transaction of their own
@@ -875,6 +875,7 @@ class _BatchPlan:
         self.swept_all = False
         self._results: list[tuple[Future[Any], Any, BaseException | None]] = []
         self._close: Future[None] | None = None
+        self._flushes: list[Future[None]] = []
         bases: list[tuple[str, int, bytes]] = []
         records: list[tuple[str, int, float, bytes]] = []
         rows: dict[str, list[Any]] = {}  # upserts: a base was written in this batch
@@ -943,7 +944,7 @@ class _BatchPlan:
             elif isinstance(op, _CompactOp):
                 self.compactions.append(op)  # completed by the writer's _maintain
             elif isinstance(op, _FlushOp):
-                results.append((op.future, None, None))
+                self._flushes.append(op.future)  # after the batch's compactions too
             else:
                 self._close = op.future
         self.statements: list[tuple[str, list[Any]]] = _delete_statements(deletes)
@@ -967,13 +968,19 @@ class _BatchPlan:
         """Whether the batch holds the close request."""
         return self._close is not None
 
-    def complete(self) -> bool:
-        """Complete every future of the committed batch; True when it held the close request."""
+    def complete(self) -> None:
+        """Answer the committed batch's saves, deletes and quarantines."""
         for future, value, error in self._results:
             if error is None:
                 future.set_result(value)
             else:
                 future.set_exception(error)
+
+    def finish(self) -> bool:
+        """After its compactions and sweep: complete the batch's flushes and close request;
+        True when it held the close request."""
+        for future in self._flushes:
+            future.set_result(None)
         if self._close is not None:
             self._close.set_result(None)
             return True
