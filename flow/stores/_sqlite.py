@@ -289,7 +289,7 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
             # A deleted session's bytes are overwritten in the file, whatever the
             # SQLite build's default (Debian's is on, others' off); retention's
-            # deletes relax it (_write_compaction).
+            # deletes relax it (_maintain).
             conn.execute("PRAGMA secure_delete = ON")
             self._create_schema(conn)
         except StoreUnavailable:
@@ -619,17 +619,26 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
 
     def _maintain(self, plan: _BatchPlan) -> None:
         """The batch's compactions and retention sweep, in a transaction of their own
-        after its saves are answered, and not synced (``synchronous = NORMAL``).
+        after its saves are answered, not synced (``synchronous = NORMAL``) and not
+        zeroing what it frees (``secure_delete = FAST``).
 
         They rewrite what the log already holds (a new base of a committed revision,
         the deletion of dropped records): lost to a power cut, they are made again
         later, and the next synced commit syncs them with it. Apart, a batch that
         carried a 1,000-message session's new base (about 125 pages) no longer
         waited for it to be synced before its steps were answered.
+
+        Retention drops revisions, not the conversation (their messages are in the
+        archive), and nobody asked for their bytes to be erased: the pages its
+        deletes free are not zeroed, so the WAL does not carry them (85 of the ~420
+        pages a compaction of a 1,000-message session wrote). Their bytes stay in
+        free pages until SQLite reuses them or a VACUUM (docs/security.md). A
+        deleted session's rows are erased with the batch's saves, under ``ON``.
         """
         conn = self._writer_conn
         try:
             conn.execute("PRAGMA synchronous = NORMAL")
+            conn.execute("PRAGMA secure_delete = FAST")
             try:
                 with self._transaction():
                     for compaction in plan.compactions:
@@ -637,6 +646,7 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
                     if plan.sweep:
                         plan.swept_all = self._sweep(plan.sweep, everything=plan.closing)
             finally:
+                conn.execute("PRAGMA secure_delete = ON")
                 conn.execute(f"PRAGMA synchronous={self._synchronous}")
         except Exception as exc:
             self._failed_transactions += 1
@@ -737,16 +747,8 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
             )
         if op.archive is not None:
             conn.execute("INSERT OR IGNORE INTO archive VALUES (?, ?, ?)", (sid, *op.archive))
-        # Retention drops revisions, not the conversation (their messages are in the
-        # archive), and nobody asked for their bytes to be erased: the pages it frees
-        # are not zeroed (secure_delete FAST), so the WAL does not carry them: 85 of
-        # the ~420 pages a compaction of a 1,000-message session wrote. Their bytes
-        # stay in free pages until SQLite reuses them or a VACUUM (docs/security.md).
-        conn.execute("PRAGMA secure_delete = FAST")
-        try:
-            conn.execute("DELETE FROM bases WHERE session_id = ? AND revision < ?", (sid, op.cut))
-        finally:
-            conn.execute("PRAGMA secure_delete = ON")
+        # (secure_delete FAST: _maintain)
+        conn.execute("DELETE FROM bases WHERE session_id = ? AND revision < ?", (sid, op.cut))
         if op.cut >= 0:
             if not self._sweep_due:
                 self._sweep_since = time.monotonic()
@@ -788,15 +790,11 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
         conn = self._writer_conn
         limit = -1 if everything else _SWEEP_ROWS
         before = conn.total_changes  # (a cursor's rowcount is -1 for a WITH statement)
-        conn.execute("PRAGMA secure_delete = FAST")
-        try:
-            # (at close every waiting session: a statement names at most this many)
-            for start in range(0, len(numbers), _ROWS_PER_STATEMENT):
-                chunk = numbers[start : start + _ROWS_PER_STATEMENT]
-                marks = ",".join("?" * len(chunk))
-                conn.execute(_SWEEP.format(marks=marks), (*chunk, limit))
-        finally:
-            conn.execute("PRAGMA secure_delete = ON")
+        # (at close every waiting session: a statement names at most this many)
+        for start in range(0, len(numbers), _ROWS_PER_STATEMENT):
+            chunk = numbers[start : start + _ROWS_PER_STATEMENT]
+            marks = ",".join("?" * len(chunk))
+            conn.execute(_SWEEP.format(marks=marks), (*chunk, limit))
         return everything or conn.total_changes - before < limit
 
     def _forget_revisions_if_changed_elsewhere(self) -> None:
