@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from flow._errors import RevisionNotFound, SessionNotFound
 from flow.stores._log import HistoryRange, LogPolicy, retention_floor
 from flow.stores._sql_log import CompactionRead, LogReads
+from flow.stores._sqlite_schema import SESSION
 
 __all__ = [
     "READS",
@@ -30,8 +31,6 @@ __all__ = [
 ]
 
 _MAX_REVISION = 2**62  # above any revision: "no upper bound" in a query
-_SESS = "(SELECT sess FROM sessions WHERE session_id = ?1)"
-"""The number that keys a session's records (schema v3), for a statement whose ?1 is its id."""
 _RETAINED = "revision >= (SELECT min(revision) FROM bases WHERE session_id = ?1)"
 """A record retention has not dropped: at or after its session's oldest base (a dropped
 one waits below it for the writer's sweep). For a statement whose ?1 is the session."""
@@ -98,7 +97,7 @@ def _read_revision(
     records = [
         bytes(r[0])
         for r in conn.execute(
-            f"SELECT data FROM records WHERE sess = {_SESS} AND revision > ?2 "
+            f"SELECT data FROM records WHERE sess = {SESSION} AND revision > ?2 "
             "AND revision <= ?3 ORDER BY revision",
             (session_id, base[0], revision),
         )
@@ -152,7 +151,7 @@ def _read_revisions(
 ) -> list[bytes]:
     require_session(conn, session_id)
     rows = conn.execute(
-        f"SELECT data FROM records WHERE sess = {_SESS} AND revision < ?2 AND {_RETAINED} "
+        f"SELECT data FROM records WHERE sess = {SESSION} AND revision < ?2 AND {_RETAINED} "
         "ORDER BY revision DESC LIMIT ?3",
         (session_id, _MAX_REVISION if before is None else before, limit),
     ).fetchall()
@@ -170,7 +169,7 @@ class MessageRows:
     def records(self, upto: int, count: int) -> list[tuple[int, bytes]]:
         """At most ``count`` records at or below revision ``upto``, newest first."""
         rows = self._conn.execute(
-            f"SELECT revision, data FROM records WHERE sess = {_SESS} AND revision <= ?2 "
+            f"SELECT revision, data FROM records WHERE sess = {SESSION} AND revision <= ?2 "
             f"AND {_RETAINED} ORDER BY revision DESC LIMIT ?3",
             (self._session_id, upto, count),
         )
@@ -207,14 +206,14 @@ def read_for_compaction(
     tail = [
         bytes(r[0])
         for r in conn.execute(
-            f"SELECT data FROM records WHERE sess = {_SESS} AND revision > ?2 ORDER BY revision",
+            f"SELECT data FROM records WHERE sess = {SESSION} AND revision > ?2 ORDER BY revision",
             (sid, base_rev),
         )
     ]
     young = None
     if policy.keep_seconds is not None:
         young = conn.execute(
-            f"SELECT min(revision) FROM records WHERE sess = {_SESS} AND at >= ?2",
+            f"SELECT min(revision) FROM records WHERE sess = {SESSION} AND at >= ?2",
             (sid, time.time() - policy.keep_seconds),
         ).fetchone()[0]
     floor = retention_floor(policy, newest, young)
@@ -236,7 +235,7 @@ def read_for_compaction(
         dropped = [
             bytes(r[0])
             for r in conn.execute(
-                f"SELECT data FROM records WHERE sess = {_SESS} AND revision >= ?2 "
+                f"SELECT data FROM records WHERE sess = {SESSION} AND revision >= ?2 "
                 "AND revision < ?3 ORDER BY revision",
                 (sid, oldest, cut),
             )

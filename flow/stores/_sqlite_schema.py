@@ -101,8 +101,9 @@ SCHEMA = (
     "CREATE INDEX IF NOT EXISTS timers_due ON timers (due)",
 )
 
-SESSION = "(SELECT sess FROM sessions WHERE session_id = ?)"
-"""A session's number, for a statement's ``?`` that is its id."""
+SESSION = "(SELECT sess FROM sessions WHERE session_id = ?1)"
+"""A session's number, for a statement whose first parameter is its id (a plain ``?``
+after it is the second)."""
 
 SESSION_COLUMNS = (  # every column of ``sessions`` but its number
     "session_id, owner, graph_id, current_task, status, revision, created_at, "
