@@ -1,5 +1,6 @@
-"""``flow._record.replay`` (what a load runs) against ``apply(decode_record(raw))``, one
-record at a time: the same session, byte for byte, for any mix of steps."""
+"""``flow._record.replay`` (what a load runs) against ``apply(decode_record(raw))`` (the
+oracle below), one record at a time: the same session, byte for byte, for any mix of
+steps."""
 
 from __future__ import annotations
 
@@ -15,12 +16,57 @@ from flow import (
     new_session,
     step,
 )
-from flow._record import apply, decode_record, encode_record, replay
+from flow._idempotency import KeyTable
+from flow._record import StepRecord, decode_record, encode_record, replay
+from flow._session import STATUS_OF, Session
 
 GRAPH = lab_graph()
 COMMANDS = st.sampled_from(
     ["set k 1", "set j 2", "rm k", "clear", "say hi", "hclear", "go", "back", "set k 3; say x"]
 )
+
+
+def apply(session: Session, record: StepRecord) -> None:
+    """The oracle: a decoded step record applied to ``session`` in place, field by field
+    (how loads replayed records before ``replay`` read them from their fields)."""
+    if record.kind != "step":
+        raise ValueError(f"revision {record.revision} is a base: load its snapshot instead")
+    if record.revision != session.revision + 1:
+        raise ValueError(
+            f"record of revision {record.revision} does not follow revision {session.revision}"
+        )
+    data = session.context._data
+    if record.cleared:
+        data.clear()
+    for key in record.removed:
+        data.pop(key, None)
+    for key, value, moved in record.set:
+        if moved:
+            data.pop(key, None)
+        data[key] = value
+    history = session.context.chat_history
+    added = list(record.messages)
+    if record.history_cleared_at is not None:
+        history._messages.clear()
+        added = added[record.history_cleared_at :]
+    history._messages.extend(added)
+    history.total = record.message_seq + len(record.messages)
+    history._trim()
+    del session.back_stack[record.back_keep :]
+    session.back_stack.extend(record.back_push)
+    session.revision = record.revision
+    session.current_task = record.current_task
+    session.status = STATUS_OF[record.status]
+    session.status_message = record.status_message
+    session.graph_version = record.graph_version
+    session.metadata = record.metadata
+    if record.timers is not None:
+        session.timers = record.timers
+    entry = record.key_entry(session.session_id)
+    if entry is not None:
+        if session.keys is None:
+            session.keys = KeyTable(session.session_id)
+        session.keys.add(entry)
 
 
 def records_of(inputs: list[str], max_messages: int) -> tuple[bytes, list[bytes], bytes]:

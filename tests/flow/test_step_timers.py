@@ -19,7 +19,7 @@ from flow import (
     step,
     task,
 )
-from flow._record import apply, decode_record, encode_record
+from flow._record import encode_record, replay
 from flow._timers import MAX_TIMER_PAYLOAD, MAX_TIMERS, WAKE_AFTER
 
 
@@ -51,7 +51,7 @@ def test_timers_are_replayed_from_the_record_and_kept_by_the_snapshot() -> None:
     assert decode(encode(new)).timers == new.timers
     assert new.record is not None
     replayed = decode(encode(session))
-    apply(replayed, decode_record(encode_record(new.record)))
+    replay(replayed, [encode_record(new.record)])  # what a load runs
     assert replayed.timers == new.timers
 
 
