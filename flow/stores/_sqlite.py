@@ -47,6 +47,7 @@ from flow.stores._log import (
 )
 from flow.stores._protocol import Durability, QuarantinedRow
 from flow.stores._sql_log import SaveInfo, SqlLogStore, save_info
+from flow.stores._sqlite_checkpoint import Checkpointer, checkpoint
 from flow.stores._sqlite_reads import READS, read_transaction
 from flow.stores._sqlite_schema import (
     SCHEMA,
@@ -248,6 +249,7 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
         self._sweep_due: dict[int, None] = {}
         self._sweep_since = 0.0
         self._sweeping = False
+        self._checkpointer = Checkpointer(self.path.name, self._connect)
         self._writer = threading.Thread(
             target=self._write_loop, name=f"sqlite-writer:{self.path.name}", daemon=True
         )
@@ -287,6 +289,8 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
                     f"session store {self.path}: cannot switch to WAL mode (got {mode!r})"
                 )
             conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            # Checkpoints run beside the writer, not in its commits (_sqlite_checkpoint).
+            conn.execute("PRAGMA wal_autocheckpoint = 0")
             # A deleted session's bytes are overwritten in the file, whatever the
             # SQLite build's default (Debian's is on, others' off); retention's
             # deletes relax it (_maintain).
@@ -445,6 +449,7 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
             future.result()
         finally:
             self._writer.join()
+            self._checkpointer.close()
             self._writer_conn.close()
             with self._readers_lock:
                 for conn in self._readers:
@@ -586,6 +591,7 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
             if plan.statements or plan.quarantine is not None:
                 started = time.perf_counter()
                 self._commit(plan)
+                self._checkpointer.committed()
                 took = min(time.perf_counter() - started, _MAX_COMMIT_DELAY)
                 self._commit_delay = 0.75 * self._commit_delay + 0.25 * took
                 self._transactions += 1
@@ -615,6 +621,8 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
         plan.complete()
         if plan.compactions or plan.sweep:
             self._maintain(plan)
+        if self._checkpointer.restart_due():
+            self._restart_wal()
         return plan.finish()
 
     def _maintain(self, plan: _BatchPlan) -> None:
@@ -657,11 +665,23 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
             for op in plan.compactions:
                 _fail(op.future, error)
             return
+        self._checkpointer.committed()
         if plan.sweep:
             self._swept(plan)
         for op in plan.compactions:
             self._tails.pop(op.session_id, None)  # its commit reset the session's tail
             op.future.set_result(None)
+
+    def _restart_wal(self) -> None:
+        """Checkpoint what the checkpointer has not copied yet, between two batches, so
+        that the next transaction starts the WAL over (``_sqlite_checkpoint``)."""
+        try:
+            pages, _ = checkpoint(self._writer_conn)
+        except sqlite3.Error as exc:  # asked again after the checkpointer's next pass
+            _log.warning("checkpoint_failed", path=str(self.path), error=str(exc))
+            return
+        if pages >= 0:
+            self._checkpointer.restarted()
 
     def _commit(self, plan: _BatchPlan) -> None:
         """Write ``plan`` in one transaction (each kind of row in one ``executemany``)."""
