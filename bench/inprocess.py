@@ -291,8 +291,9 @@ def run_actorflow(
     return runs[len(runs) // 2]
 
 
-def preload(store: SessionStore, count: int, messages: int) -> list[str]:
-    """Save ``count`` echo sessions whose chat histories hold, and keep, ``messages`` messages.
+def preload(store: SessionStore, count: int, messages: int, owner: str = "bench") -> list[str]:
+    """Save ``count`` echo sessions of ``owner`` whose chat histories hold, and keep,
+    ``messages`` messages.
 
     Each history is capped at its preloaded size (``max_messages``), so every step
     of a run writes a snapshot of the same size.
@@ -300,7 +301,7 @@ def preload(store: SessionStore, count: int, messages: int) -> list[str]:
     ids = []
     futures = []
     for _ in range(count):
-        session = new_session(echo, owner="bench", max_messages=max(messages, 1))
+        session = new_session(echo, owner=owner, max_messages=max(messages, 1))
         history = session.context.chat_history
         for i in range(messages):
             content = f"preloaded message {i} of a conversation that goes on for a while"

@@ -23,6 +23,9 @@ out). The operations are issued one at a time from one thread (``timer``: one
   steps before the count and takes 13 or 39 more in it, so that the log's
   compactions (a new base about every 13 steps of such a session) are counted
   in proportion, as a session that goes on pays them;
+- ``hot step beside 100,000 stored``: ``hot step`` with 100,000 other sessions in
+  the store (each saved once, 10 messages, not live): what the store's size alone
+  adds to a step (issue 20's idle figure, without the machine's noise);
 - ``activation``: one ``Runtime.step`` of a passivated ``echo`` session (10
   messages): its load, decode and actor start, the step and its commit;
 - ``activation after 20 steps``: the same, of sessions that took 20 steps and were
@@ -57,17 +60,20 @@ ROOT = Path(__file__).resolve().parents[1]
 SCENARIOS = {  # name -> (small, large) operation counts
     "hot step": (100, 600),
     "hot step, talking": (13 * 64, 39 * 64),
+    "hot step beside 100,000 stored": (100, 600),
     "activation": (100, 600),
     "activation after 20 steps": (100, 400),
     "timer": (200, 1200),
 }
 QUICK = {
     "hot step": (50, 250),
+    "hot step beside 100,000 stored": (50, 250),
     "activation": (50, 250),
     "hot step, talking": (13 * 64, 39 * 64),  # fewer would miss the compactions
     "activation after 20 steps": (50, 200),
     "timer": (100, 500),
 }
+BESIDE = 100_000  # sessions stored beside the hot ones in "hot step beside 100,000 stored"
 TALKED = 20  # steps each session of "... 20 steps" and "..., talking" took before the count
 _COLLECTED = re.compile(r"Collected : (\d+)")
 
@@ -87,6 +93,9 @@ def prepare(scenario: str, count: int, data_dir: Path) -> None:
     hot = scenario.startswith("hot step")
     with SqliteStore(data_dir / "sessions.db", durability="commit") as store:
         sessions = preload(store, 64 if hot else count, 10)
+        if scenario == "hot step beside 100,000 stored":
+            for _ in range(0, BESIDE, 10_000):
+                preload(store, 10_000, 10, owner="idle")
     if scenario in ("activation after 20 steps", "hot step, talking"):
         from flow.demo import echo
         from runtime import Runtime, RuntimeConfig

@@ -47,7 +47,7 @@ from flow.stores._log import (
 )
 from flow.stores._protocol import Durability, QuarantinedRow
 from flow.stores._sql_log import SaveInfo, SqlLogStore, save_info
-from flow.stores._sqlite_checkpoint import Checkpointer, checkpoint
+from flow.stores._sqlite_checkpoint import CHECKPOINT_PAGES, Checkpointer, checkpoint, pages
 from flow.stores._sqlite_reads import READS, read_transaction
 from flow.stores._sqlite_schema import (
     SCHEMA,
@@ -250,6 +250,7 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
         self._sweep_since = 0.0
         self._sweeping = False
         self._checkpointer = Checkpointer(self.path.name, self._connect)
+        self._wal_pages = 0  # (estimated) added to the WAL since the checkpointer last woke
         self._writer = threading.Thread(
             target=self._write_loop, name=f"sqlite-writer:{self.path.name}", daemon=True
         )
@@ -591,7 +592,7 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
             if plan.statements or plan.quarantine is not None:
                 started = time.perf_counter()
                 self._commit(plan)
-                self._checkpointer.committed()
+                self._wrote(plan.pages)
                 took = min(time.perf_counter() - started, _MAX_COMMIT_DELAY)
                 self._commit_delay = 0.75 * self._commit_delay + 0.25 * took
                 self._transactions += 1
@@ -665,12 +666,22 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
             for op in plan.compactions:
                 _fail(op.future, error)
             return
-        self._checkpointer.committed()
+        bases = [op.base for op in plan.compactions if op.base is not None]
+        swept = _SWEEP_ROWS // 4 if plan.sweep else 0  # rows' worth of pages a drain rewrites
+        self._wrote(pages(len(bases) + swept, sum(map(len, bases))))
         if plan.sweep:
             self._swept(plan)
         for op in plan.compactions:
             self._tails.pop(op.session_id, None)  # its commit reset the session's tail
             op.future.set_result(None)
+
+    def _wrote(self, added: int) -> None:
+        """Count the WAL pages a commit added; wake the checkpointer every
+        ``CHECKPOINT_PAGES``."""
+        self._wal_pages += added
+        if self._wal_pages >= CHECKPOINT_PAGES:
+            self._wal_pages = 0
+            self._checkpointer.wake()
 
     def _restart_wal(self) -> None:
         """Checkpoint what the checkpointer has not copied yet, between two batches, so
@@ -885,6 +896,7 @@ class _BatchPlan:
         self.forget_tails: list[str] = []
         self.appended: set[str] = set()
         self.saves = 0
+        self.pages = 0  # about the WAL pages its commit adds (_sqlite_checkpoint.pages)
         self.quarantine: _QuarantineOp | None = None
         self.compactions: list[_CompactOp] = []
         # set by the writer: the numbers of sessions whose dropped records this batch
@@ -965,6 +977,8 @@ class _BatchPlan:
                 self._flushes.append(op.future)  # after the batch's compactions too
             else:
                 self._close = op.future
+        data = sum(len(r[3]) for r in records) + sum(len(b[2]) for b in bases)
+        self.pages = pages(len(records) + len(bases) + len(rows) + len(appends), data)
         self.statements: list[tuple[str, list[Any]]] = _delete_statements(deletes)
         if rows:  # before the records: a new session's row gives them its number
             self.statements.append((_UPSERT, list(rows.values())))

@@ -5,10 +5,13 @@ SQLite's automatic checkpoint runs in the committing connection, after the commi
 and before ``COMMIT`` returns: every 1,000 pages of WAL one batch's callers also
 waited for a checkpoint (copying those pages into the file and syncing it), and the
 next batch waited behind it. The writer turns that off (``wal_autocheckpoint =
-0``) and tells this thread after each commit; the thread runs a ``PASSIVE``
-checkpoint at most every ``EVERY`` seconds on its own connection, which copies
+0``), counts the pages its commits add to the WAL (an estimate: ``pages``) and
+wakes this thread each ``CHECKPOINT_PAGES`` of them, as SQLite's own rule does;
+the thread runs a ``PASSIVE`` checkpoint on its own connection, which copies
 what it can without blocking the writer or any reader (SQLite releases the GIL
-meanwhile, so it runs beside the writer on another core).
+meanwhile, so it runs beside the writer on another core). Counted, not timed:
+the checkpoints a run makes do not depend on how fast the machine is
+(``bench/instructions.py`` counts them).
 
 What it cannot do is rewind the WAL. SQLite starts the WAL over from its first
 frame when a write transaction begins after a checkpoint has copied every frame;
@@ -23,19 +26,24 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-import time
 from collections.abc import Callable
 
 from flow._logging import get_logger
 
-__all__ = ["EVERY", "RESTART_PAGES", "Checkpointer", "checkpoint"]
+__all__ = ["CHECKPOINT_PAGES", "RESTART_PAGES", "Checkpointer", "checkpoint", "pages"]
 
 _log = get_logger("actorflow.store.sqlite")
 
-EVERY = 0.05
-"""Seconds between two checkpoints at most (about 1,000 pages of WAL at 8,000 steps/s)."""
+CHECKPOINT_PAGES = 1000
+"""WAL pages (estimated) between two checkpoints: SQLite's ``wal_autocheckpoint``."""
 RESTART_PAGES = 4096
 """WAL pages (of 1 KiB) past which the writer is asked to checkpoint and start it over."""
+
+
+def pages(rows: int, data: int) -> int:
+    """About the WAL pages (1 KiB) a transaction writes for ``rows`` rows holding ``data``
+    bytes: a table and an index page each, and the data's own."""
+    return 2 * rows + (data >> 10)
 
 
 def checkpoint(conn: sqlite3.Connection) -> tuple[int, int]:
@@ -56,7 +64,7 @@ class Checkpointer:
     def __init__(self, name: str, connect: Callable[[], sqlite3.Connection]) -> None:
         self._name = name
         self._connect = connect
-        self._committed = threading.Event()
+        self._woken = threading.Event()
         self._closing = threading.Event()
         self._restart = threading.Event()
         self._thread = threading.Thread(
@@ -64,9 +72,9 @@ class Checkpointer:
         )
         self._thread.start()
 
-    def committed(self) -> None:
-        """The writer committed: the WAL has new pages to copy."""
-        self._committed.set()
+    def wake(self) -> None:
+        """The writer has added ``CHECKPOINT_PAGES`` to the WAL since it last woke it."""
+        self._woken.set()
 
     def restart_due(self) -> bool:
         """Whether the WAL has grown past ``RESTART_PAGES`` since the writer last
@@ -81,7 +89,7 @@ class Checkpointer:
         """Stop the thread (after the checkpoint it is running, if any) and close its
         connection."""
         self._closing.set()
-        self._committed.set()
+        self._woken.set()
         self._thread.join()
 
     def _run(self) -> None:
@@ -96,20 +104,15 @@ class Checkpointer:
             conn.close()
 
     def _loop(self, conn: sqlite3.Connection) -> None:
-        last = time.monotonic()
         while True:
-            self._committed.wait()
-            wait = last + EVERY - time.monotonic()
-            if wait > 0.0 and self._closing.wait(wait):
-                return
+            self._woken.wait()
             if self._closing.is_set():
                 return
-            self._committed.clear()
+            self._woken.clear()
             try:
-                pages, _ = checkpoint(conn)
+                found, _ = checkpoint(conn)
             except sqlite3.Error as exc:  # the next commit wakes it again
                 _log.warning("checkpoint_failed", path=self._name, error=str(exc))
-                pages = RESTART_PAGES  # let the writer try: it also ends a long WAL
-            last = time.monotonic()
-            if pages >= RESTART_PAGES:
+                found = RESTART_PAGES  # let the writer try: it also ends a long WAL
+            if found >= RESTART_PAGES:
                 self._restart.set()

@@ -13,7 +13,7 @@ import structlog
 
 from flow import new_session, step
 from flow.demo import echo
-from flow.stores import SqliteStore, _sqlite_checkpoint
+from flow.stores import SqliteStore, _sqlite, _sqlite_checkpoint
 from flow.stores._log import LogPolicy
 
 QUIET = LogPolicy(keep_revisions=None, compact_after=1000, min_tail_bytes=10**9)
@@ -40,11 +40,11 @@ def test_the_writer_leaves_checkpoints_to_the_checkpointer(tmp_path: Path) -> No
     with SqliteStore(tmp_path / "sessions.db", "fsync", policy=QUIET) as store:
         autocheckpoint = store._writer_conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
         assert autocheckpoint == 0
-        talk(store, 40)
+        talk(store, 200)  # past CHECKPOINT_PAGES (1,000 pages)
         # nothing else checkpoints: the file grows only once the checkpointer has copied
         # the WAL's pages into it
         wait_until(
-            lambda: (tmp_path / "sessions.db").stat().st_size > 40 * len(PAYLOAD),
+            lambda: (tmp_path / "sessions.db").stat().st_size > 200 * len(PAYLOAD),
             "the checkpointer never copied the WAL into the database file",
         )
         thread = store._checkpointer._thread
@@ -64,7 +64,7 @@ def test_a_busy_writer_still_starts_the_wal_over(
         original(self)
 
     monkeypatch.setattr(_sqlite_checkpoint, "RESTART_PAGES", 32)
-    monkeypatch.setattr(_sqlite_checkpoint, "EVERY", 0.0)
+    monkeypatch.setattr(_sqlite, "CHECKPOINT_PAGES", 8)
     monkeypatch.setattr(SqliteStore, "_restart_wal", counted)
     with SqliteStore(tmp_path / "sessions.db", "commit", policy=QUIET) as store:
         talkers = [
@@ -93,6 +93,7 @@ def test_a_failing_checkpoint_is_logged_and_costs_no_save(
 
     _original = _sqlite_checkpoint.checkpoint
     monkeypatch.setattr(_sqlite_checkpoint, "checkpoint", broken)
+    monkeypatch.setattr(_sqlite, "CHECKPOINT_PAGES", 8)
     with (
         structlog.testing.capture_logs() as logs,
         SqliteStore(tmp_path / "sessions.db", "fsync", policy=QUIET) as store,
