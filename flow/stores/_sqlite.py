@@ -297,6 +297,7 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
             # deletes relax it (_maintain).
             conn.execute("PRAGMA secure_delete = ON")
             self._create_schema(conn)
+            checkpoint(conn)  # what a migration (or a crash) left in the WAL, before any read
         except StoreUnavailable:
             conn.close()
             raise

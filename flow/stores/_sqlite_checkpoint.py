@@ -111,8 +111,8 @@ class Checkpointer:
             self._woken.clear()
             try:
                 found, _ = checkpoint(conn)
-            except sqlite3.Error as exc:  # the next commit wakes it again
-                _log.warning("checkpoint_failed", path=self._name, error=str(exc))
+            except Exception as exc:  # woken again by the next 1,000 pages
+                _log.warning("checkpoint_failed", path=self._name, error=repr(exc))
                 found = RESTART_PAGES  # let the writer try: it also ends a long WAL
             if found >= RESTART_PAGES:
                 self._restart.set()

@@ -3,6 +3,7 @@ and still starts over when it has grown, however busy the writer is."""
 
 from __future__ import annotations
 
+import shutil
 import sqlite3
 import threading
 import time
@@ -110,3 +111,18 @@ def test_a_failing_checkpoint_is_logged_and_costs_no_save(
         loaded = store.load("talker")
         assert loaded is not None
         assert loaded.revision == 20
+
+
+def test_a_migration_is_in_the_database_file_once_the_store_is_open(tmp_path: Path) -> None:
+    # a v2 file made by an older actorflow, migrated to v3 in one transaction on open
+    path = tmp_path / "sessions.db"
+    shutil.copy(Path(__file__).parent / "fixtures" / "sessions_v2.db", path)
+    with SqliteStore(path, "fsync") as store:
+        assert store.count() > 0
+        # the database file alone, WAL ignored: it already holds the migrated tables
+        raw = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+        try:
+            [(version,)] = raw.execute("SELECT max(schema_version) FROM meta").fetchall()
+        finally:
+            raw.close()
+    assert version == _sqlite.STORE_SCHEMA_VERSION
