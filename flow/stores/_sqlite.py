@@ -913,6 +913,7 @@ class _BatchPlan:
         appends: dict[str, list[Any]] = {}
         deletes: set[str] = set()
         due: dict[str, float | None] = {}  # the due-time index's new entries (None: drop)
+        data = 0  # bytes of the records and bases saved (a deleted session's too: an estimate)
         revisions = self.revisions
         results = self._results
         for op in batch:
@@ -930,10 +931,12 @@ class _BatchPlan:
                 if entry.record is not None:
                     records.append((sid, entry.revision, entry.at, entry.record))
                     size = len(entry.record)
+                    data += size
                 if entry.base is not None:
                     bases.append((sid, entry.revision, entry.base))
                     appends.pop(sid, None)
                     base_size = len(entry.base)
+                    data += base_size
                     rows[sid] = [*op.info, base_size, entry.revision, base_size, 0, 0]
                     self.tails[sid] = (base_size, 0, 0)
                 else:
@@ -978,7 +981,6 @@ class _BatchPlan:
                 self._flushes.append(op.future)  # after the batch's compactions too
             else:
                 self._close = op.future
-        data = sum(len(r[3]) for r in records) + sum(len(b[2]) for b in bases)
         self.pages = pages(len(records) + len(bases) + len(rows) + len(appends), data)
         self.statements: list[tuple[str, list[Any]]] = _delete_statements(deletes)
         if rows:  # before the records: a new session's row gives them its number
