@@ -36,22 +36,28 @@ _log = get_logger("actorflow.store.sqlite")
 
 CHECKPOINT_PAGES = 1000
 """WAL pages (estimated) between two checkpoints: SQLite's ``wal_autocheckpoint``."""
-RESTART_PAGES = 1024
-"""WAL pages (of 1 KiB) past which the writer is asked to checkpoint and start it over.
+RESTART_PAGES = 512
+"""WAL pages (of 1 KiB) at a checkpointer's pass past which the writer is asked to
+checkpoint the rest and start the WAL over.
 
-About as long as SQLite's own checkpoints keep it (a read that misses its page cache
-looks its page up in the WAL's index, one hash table per 4,096 frames); 4,096 ran
-no faster in process at 16 or 64 clients."""
+So the WAL starts over after about every pass (a pass finding fewer met a writer that
+had paused, and such a WAL starts over by itself), and stays about as long as SQLite's
+own checkpoints keep it: every frame appended goes into the WAL's hash index, whose
+probes for a page written again and again grow with the frames since the WAL last
+started over (one-at-a-time steps counted 2% more instructions when it started over
+every 2,000 frames instead of 1,000)."""
 
 
 def pages(rows: int, data: int) -> int:
     """About the WAL pages (1 KiB) a transaction writes for ``rows`` rows holding ``data``
-    bytes: a table and an index page a row, and the data's own.
+    bytes: a leaf page a row (rows of one commit rarely share one: each session's
+    records sit apart in the index), the data's own, and a few interior pages.
 
-    Right for a commit of one step (five or six pages); a group commit's rows share
-    pages (40 steps wrote 2.3-2.9 pages a step), so under load the checkpointer
-    wakes sooner than 1,000 pages and the WAL starts over by the second pass."""
-    return 2 * rows + 1 + (data >> 10)
+    A commit of one step wrote 5-6 pages; a group commit of 40 steps 2.3-2.9 a step.
+    Counted short, the checkpointer's pass would come late and the WAL grow long; long,
+    it would come early and copy the hot pages (the index's, the sessions' rows) more
+    often."""
+    return rows + 3 + (data >> 10)
 
 
 def checkpoint(conn: sqlite3.Connection) -> tuple[int, int]:
