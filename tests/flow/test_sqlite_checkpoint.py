@@ -3,8 +3,13 @@ and still starts over when it has grown, however busy the writer is."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import sqlite3
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from pathlib import Path
@@ -126,3 +131,69 @@ def test_a_migration_is_in_the_database_file_once_the_store_is_open(tmp_path: Pa
         finally:
             raw.close()
     assert version == _sqlite.STORE_SCHEMA_VERSION
+
+
+_CHILD = textwrap.dedent(
+    """
+    import sys, threading
+    from flow import new_session, step
+    from flow.demo import echo
+    from flow.stores import SqliteStore, _sqlite, _sqlite_checkpoint
+
+    # a pass every few commits and the WAL started over after most of them
+    _sqlite.CHECKPOINT_PAGES = 8
+    _sqlite_checkpoint.RESTART_PAGES = 16
+    store = SqliteStore(sys.argv[1], "fsync")
+    printing = threading.Lock()
+
+    def talk(sid):
+        session = new_session(echo, owner="alice", session_id=sid)
+        store.save(session, None).result()
+        while True:
+            new, _ = step(echo, session, "x" * 700)
+            store.save(new, session.revision).result()
+            session = new
+            with printing:
+                print(sid, session.revision, flush=True)
+
+    for i in range(4):
+        threading.Thread(target=talk, args=(f"s{i}",), daemon=True).start()
+    threading.Event().wait()
+    """
+)
+
+
+@pytest.mark.slow
+def test_sigkill_while_checkpointing_loses_no_acknowledged_step(tmp_path: Path) -> None:
+    path = tmp_path / "sessions.db"
+    root = Path(__file__).resolve().parents[2]
+    child = subprocess.Popen(
+        [sys.executable, "-c", _CHILD, str(path)],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert child.stdout is not None
+    acknowledged: dict[str, int] = {}
+    while sum(acknowledged.values()) < 800:
+        line = child.stdout.readline()
+        assert line, "the child died before it was killed"
+        sid, revision = line.split()
+        acknowledged[sid] = int(revision)
+    child.send_signal(signal.SIGKILL)
+    child.wait(10)
+    child.stdout.close()
+
+    with SqliteStore(path) as store:
+        for sid, revision in acknowledged.items():
+            loaded = store.load(sid)
+            assert loaded is not None
+            assert loaded.revision >= revision
+            assert loaded.context.get("count") == loaded.revision
+            span = store.history_range(sid)
+            assert span is not None
+            for past_revision in range(span.oldest, span.newest + 1, 7):
+                past = store.load(sid, past_revision)
+                assert past is not None
+                assert past.context.get("count", 0) == past_revision
