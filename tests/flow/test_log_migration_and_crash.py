@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import sqlite3
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import pytest
 import structlog.testing
+from children import kill, start_child
 
 from flow import decode, encode, step
 from flow.demo import echo
@@ -142,23 +139,14 @@ _CHILD = textwrap.dedent(
 @pytest.mark.slow
 def test_sigkill_while_compacting_loses_no_acknowledged_revision(tmp_path: Path) -> None:
     path = tmp_path / "sessions.db"
-    root = Path(__file__).resolve().parents[2]
-    child = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, str(path)],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=root,
-        env={**os.environ, "PYTHONPATH": str(root)},
-    )
+    child = start_child(_CHILD, str(path))
     assert child.stdout is not None
     acknowledged = 0
     while acknowledged < 300:  # compacting every other step all along
         line = child.stdout.readline()
         assert line, "the child died before it was killed"
         acknowledged = int(line)
-    child.send_signal(signal.SIGKILL)
-    child.wait(10)
-    child.stdout.close()
+    kill(child)
 
     with SqliteStore(path) as store:
         loaded = store.load("s")

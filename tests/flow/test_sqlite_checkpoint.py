@@ -3,12 +3,8 @@ and still starts over when it has grown, however busy the writer is."""
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import sqlite3
-import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -16,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import structlog
+from children import kill, start_child
 
 from flow import new_session, step
 from flow.demo import echo
@@ -166,14 +163,7 @@ _CHILD = textwrap.dedent(
 @pytest.mark.slow
 def test_sigkill_while_checkpointing_loses_no_acknowledged_step(tmp_path: Path) -> None:
     path = tmp_path / "sessions.db"
-    root = Path(__file__).resolve().parents[2]
-    child = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, str(path)],
-        stdout=subprocess.PIPE,
-        text=True,
-        cwd=root,
-        env={**os.environ, "PYTHONPATH": str(root)},
-    )
+    child = start_child(_CHILD, str(path))
     assert child.stdout is not None
     acknowledged: dict[str, int] = {}
     while sum(acknowledged.values()) < 800:
@@ -181,9 +171,7 @@ def test_sigkill_while_checkpointing_loses_no_acknowledged_step(tmp_path: Path) 
         assert line, "the child died before it was killed"
         sid, revision = line.split()
         acknowledged[sid] = int(revision)
-    child.send_signal(signal.SIGKILL)
-    child.wait(10)
-    child.stdout.close()
+    kill(child)
 
     with SqliteStore(path) as store:
         for sid, revision in acknowledged.items():
