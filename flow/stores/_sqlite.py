@@ -688,11 +688,11 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
         """Checkpoint what the checkpointer has not copied yet, between two batches, so
         that the next transaction starts the WAL over (``_sqlite_checkpoint``)."""
         try:
-            pages, _ = checkpoint(self._writer_conn)
+            frames, _ = checkpoint(self._writer_conn)
         except sqlite3.Error as exc:  # asked again after the checkpointer's next pass
             _log.warning("checkpoint_failed", path=str(self.path), error=str(exc))
-            return
-        if pages >= 0:
+            frames = 0
+        if frames >= 0:  # -1: the checkpointer was running one; try after the next batch
             self._checkpointer.restarted()
 
     def _commit(self, plan: _BatchPlan) -> None:

@@ -63,8 +63,8 @@ def pages(rows: int, data: int) -> int:
 def checkpoint(conn: sqlite3.Connection) -> tuple[int, int]:
     """A ``PASSIVE`` checkpoint on ``conn``: the WAL's pages, and how many of them are
     now in the database file (both -1 when another checkpoint was running)."""
-    busy, pages, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-    return (-1, -1) if busy else (int(pages), int(copied))
+    busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    return (-1, -1) if busy else (int(frames), int(copied))
 
 
 class Checkpointer:
@@ -108,25 +108,27 @@ class Checkpointer:
 
     def _run(self) -> None:
         try:
-            conn = self._connect()
-        except Exception as exc:  # the writer still checkpoints when asked; nothing is lost
-            _log.warning("checkpointer_failed", path=self._name, error=str(exc))
-            return
+            conn: sqlite3.Connection | None = self._connect()
+        except Exception as exc:  # each pass is then the writer's (_loop)
+            _log.warning("checkpointer_failed", path=self._name, error=repr(exc))
+            conn = None
         try:
             self._loop(conn)
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()
 
-    def _loop(self, conn: sqlite3.Connection) -> None:
+    def _loop(self, conn: sqlite3.Connection | None) -> None:
         while True:
             self._woken.wait()
             if self._closing.is_set():
                 return
             self._woken.clear()
-            try:
-                found, _ = checkpoint(conn)
-            except Exception as exc:  # woken again by the next 1,000 pages
-                _log.warning("checkpoint_failed", path=self._name, error=repr(exc))
-                found = RESTART_PAGES  # let the writer try: it also ends a long WAL
+            found = RESTART_PAGES  # without a connection of its own, the writer checkpoints
+            if conn is not None:
+                try:
+                    found, _ = checkpoint(conn)
+                except Exception as exc:  # the writer's checkpoint also ends a long WAL
+                    _log.warning("checkpoint_failed", path=self._name, error=repr(exc))
             if found >= RESTART_PAGES:
                 self._restart.set()

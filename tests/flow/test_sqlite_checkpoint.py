@@ -115,6 +115,27 @@ def test_a_failing_checkpoint_is_logged_and_costs_no_save(
         assert loaded.revision == 20
 
 
+def test_a_checkpointer_without_a_connection_leaves_each_pass_to_the_writer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = SqliteStore._connect
+
+    def refused(self: SqliteStore) -> sqlite3.Connection:
+        if threading.current_thread().name.startswith("sqlite-checkpoint"):
+            raise sqlite3.OperationalError("unable to open database file (injected)")
+        return original(self)
+
+    monkeypatch.setattr(SqliteStore, "_connect", refused)
+    path = tmp_path / "sessions.db"
+    with (
+        structlog.testing.capture_logs() as logs,
+        SqliteStore(path, "fsync", policy=QUIET) as store,
+    ):
+        talk(store, 200)  # past CHECKPOINT_PAGES: the writer's checkpoint copies it
+        wait_until(lambda: path.stat().st_size > 200 * len(PAYLOAD), "nobody checkpointed")
+        assert any(entry["event"] == "checkpointer_failed" for entry in logs)
+
+
 def test_a_migration_is_in_the_database_file_once_the_store_is_open(tmp_path: Path) -> None:
     # a v2 file made by an older actorflow, migrated to v3 in one transaction on open
     path = tmp_path / "sessions.db"
