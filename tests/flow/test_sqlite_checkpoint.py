@@ -8,6 +8,7 @@ import sqlite3
 import textwrap
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -32,9 +33,9 @@ def talk(store: SqliteStore, steps: int, session_id: str = "talker") -> None:
         session = new
 
 
-def wait_until(check: object, what: str, timeout: float = 10.0) -> None:
+def wait_until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
+    while not check():
         assert time.monotonic() < deadline, what
         time.sleep(0.005)
 
@@ -67,7 +68,7 @@ def test_a_busy_writer_still_starts_the_wal_over(
         original(self)
 
     monkeypatch.setattr(_sqlite_checkpoint, "RESTART_PAGES", 32)
-    monkeypatch.setattr(_sqlite, "CHECKPOINT_PAGES", 8)
+    monkeypatch.setattr(_sqlite, "CHECKPOINT_PAGES", 64)
     monkeypatch.setattr(SqliteStore, "_restart_wal", counted)
     with SqliteStore(tmp_path / "sessions.db", "commit", policy=QUIET) as store:
         talkers = [
@@ -82,8 +83,9 @@ def test_a_busy_writer_still_starts_the_wal_over(
     assert restarts, "the writer was never asked to start the WAL over"
     # The WAL's file is as long as the WAL ever was. Never started over, it would hold
     # every page every commit wrote, more than the database itself (7.8 MB against 6.2
-    # with the writer's checkpoints left out; 1.2 MB with them).
-    assert wal < database / 2, f"WAL {wal:,} bytes beside a database of {database:,}"
+    # with the writer's checkpoints left out; 0.6-1.9 MB with them, two other processes
+    # spinning on the two cores).
+    assert wal < database * 3 // 4, f"WAL {wal:,} bytes beside a database of {database:,}"
 
 
 def test_a_failing_checkpoint_is_logged_and_costs_no_save(
