@@ -4,7 +4,9 @@ Both daemons run at once (fsync, SQLite: a file per shard with 2 workers), and
 wrk drives them in alternating rounds at 1, 16, 64 and 256 connections, over
 the same 64 echo sessions per daemon. The ratio at each connection count is
 the median of the per-round ratios (2 workers / 1), so both sides of a ratio saw
-the same machine load. Issue 20's target: ``--workers 2`` >= 1.4x at 64.
+the same machine load. Issue 20's target: ``--workers 2`` >= 1.4x at 64. At 64
+connections it also says where the CPU goes (from /proc): each process's share
+of a core, the cores the machine kept busy, and the CPU per step all in.
 
 With ``--against REF`` a third daemon, ``--workers 2`` running the code of git
 revision REF, is measured in the same rounds: its ratio to this tree's
@@ -27,6 +29,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
+from _proc import children, machine_times, process_cpu
 from daemon_http import Daemon, Load, create_sessions, export, run_wrk
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,6 +38,49 @@ CONNECTIONS = (1, 16, 64, 256)
 SESSIONS = 64
 WORKER_COUNTS = (1, 2)
 AGAINST = 0  # the key of --against's daemon (--workers 2 on REF's code)
+WHERE = 64  # the connections at which the bench says where the CPU goes
+
+
+class Usage:
+    """One wrk run's CPU: the daemon's parent (the front, with workers), each worker
+    process and the whole machine, from /proc before and after."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self._pids = [daemon.process.pid, *children(daemon.process.pid)]
+        self._before = [process_cpu(pid) for pid in self._pids]
+        self._machine = machine_times()
+
+    def done(self) -> tuple[list[float], float]:
+        """Each process's share of a core (the parent first) and the cores the machine
+        kept busy (1.5: one and a half), since this was made."""
+        total, idle = machine_times()
+        span, span_idle = total - self._machine[0], idle - self._machine[1]
+        wall = span / (os.cpu_count() or 1)
+        shares = [
+            (process_cpu(pid) - before) / wall
+            for pid, before in zip(self._pids, self._before, strict=True)
+        ]
+        return shares, (span - span_idle) / wall
+
+
+def where(usages: dict[int, list[tuple[list[float], float]]], rates: dict[int, float]) -> None:
+    """Print where the CPU goes at ``WHERE`` connections (medians over the rounds)."""
+    for n, got in usages.items():
+        shares = [statistics.median(u[0][i] for u in got) for i in range(len(got[0][0]))]
+        busy = statistics.median(u[1] for u in got)
+        rate = rates[n]
+        parent = "the daemon" if n == 1 else "the front"
+        parts = [f"{parent} {shares[0]:.0%} of a core ({shares[0] / rate * 1e6:.0f} us/step)"]
+        parts += [
+            f"worker {i} {share:.0%} ({share / (rate / n) * 1e6:.0f} us per step it serves)"
+            for i, share in enumerate(shares[1:])
+        ]
+        print(
+            f"where the CPU goes, --workers {n}, {WHERE} connections: {', '.join(parts)}; "
+            f"the machine {busy:.0%} busy ({busy / rate * 1e6:.0f} us per step all in, wrk "
+            "included)",
+            flush=True,
+        )
 
 
 def plot(
@@ -81,6 +127,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     seconds = 2.0 if args.quick else 5.0
     runs: dict[tuple[int, int], list[Load]] = {}
     front_cpu: dict[int, list[float]] = {}
+    usages: dict[int, list[tuple[list[float], float]]] = {}
     kinds = (*WORKER_COUNTS, AGAINST) if args.against else WORKER_COUNTS
     with tempfile.TemporaryDirectory(prefix="actorflow-workers-") as tmp:
         workdir = Path(tmp)
@@ -100,8 +147,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                         wrk_dir = workdir / f"wrk{n}-{clients}-{index}"
                         wrk_dir.mkdir()
                         cpu = daemons[n].cpu_seconds()
+                        usage = Usage(daemons[n])
                         load = run_wrk(daemons[n].url, sessions[n], clients, seconds, wrk_dir)
                         runs.setdefault((n, clients), []).append(load)
+                        if clients == WHERE and n in WORKER_COUNTS:
+                            usages.setdefault(n, []).append(usage.done())
                         if n != 1:  # the parent is the front: its CPU is the hop's cost
                             used = daemons[n].cpu_seconds() - cpu
                             front_cpu.setdefault(n, []).append(used / max(1, load.steps) * 1e6)
@@ -143,6 +193,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         against = statistics.median(front_cpu[AGAINST])
         print(f"front CPU per step ({args.against} --workers 2): {against:.0f} us", flush=True)
     print(f"front CPU per step (--workers 2): {statistics.median(front_cpu[2]):.0f} us", flush=True)
+    where(usages, {n: rates[n, WHERE] for n in WORKER_COUNTS})
     plot(rates, p99s, args.out, f"load average {os.getloadavg()[0]:.1f}, fsync, wrk")
 
 
