@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from _proc import process_cpu
 
 ROOT = Path(__file__).resolve().parents[1]
 SESSIONS = 64
@@ -116,12 +117,7 @@ def start_daemon(
 
 def cpu_seconds(pids: list[int]) -> float:
     """User + system CPU seconds the processes have used (Linux /proc)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    for pid in pids:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        total += (int(fields[11]) + int(fields[12])) / ticks
-    return total
+    return sum(process_cpu(pid) for pid in pids)
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,6 +59,7 @@ from pathlib import Path
 from typing import cast
 
 import httpx
+from _proc import process_cpu
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "bench" / "out" / "http.png"
@@ -161,8 +162,7 @@ class Daemon:
 
     def cpu_seconds(self) -> float:
         """CPU time (user + system) the daemon process has used so far."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu(self.process.pid)
 
     def stop(self) -> int:
         """SIGTERM and wait; the exit status."""
