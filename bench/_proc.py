@@ -1,4 +1,4 @@
-"""CPU accounting from /proc for the benches: a process tree's CPU and the machine's."""
+"""CPU accounting from /proc for the benches: a process's CPU, its children, the machine's."""
 
 from __future__ import annotations
 
