@@ -97,6 +97,16 @@ def preload(store: SqliteStore | RedisStore, count: int, messages: int) -> list[
     return ids
 
 
+def hold_checkpoints(store: SqliteStore) -> None:
+    """Empty the WAL, then let nothing checkpoint it until ``store`` closes: the store's
+    checkpointer thread stopped (after any pass it was running) and no WAL restart
+    left for the writer to make (``flow/stores/_sqlite_checkpoint.py``). Call it while
+    the store is idle."""
+    store._checkpointer.close()
+    store._checkpointer.restarted()
+    store._writer_conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
 def history_sizes(plan: Plan, base: Path) -> dict[int, tuple[float, float]]:
     """Steps/s and bytes written per step at 64 clients, per history size."""
     figures: dict[int, tuple[float, float]] = {}
@@ -110,15 +120,12 @@ def history_sizes(plan: Plan, base: Path) -> dict[int, tuple[float, float]]:
                 data_dir=data_dir, graphs=[echo], config=config_for(None), store=store
             ) as rt:
                 in_parallel(ids, lambda sid: rt.step(sid, "warm up"))
-                # the WAL alone: no checkpoint while measuring, so the file only grows
-                store._writer_conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                store._writer_conn.execute("PRAGMA wal_autocheckpoint = 0")
+                hold_checkpoints(store)  # the WAL alone: its file only grows while measured
                 wal = data_dir / "sessions.db-wal"
                 before, wal_before = wchar(), wal.stat().st_size
                 result = run_actorflow(rt, store, CLIENTS, ids, plan)  # type: ignore[arg-type]
                 written = (wchar() - before) / max(plan.repeats, 1)
                 wal_bytes = (wal.stat().st_size - wal_before) / max(plan.repeats, 1)
-                store._writer_conn.execute("PRAGMA wal_autocheckpoint = 1000")
         finally:
             store.close()
         per_step = wal_bytes / max(result.steps, 1)
