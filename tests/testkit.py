@@ -1,4 +1,5 @@
-"""Helpers every test directory shares: free ports, bounded polling, HTTP checks.
+"""Helpers every test directory shares: free ports, bounded polling, HTTP checks, a
+session that talks to a store, a child process to SIGKILL.
 
 ``tests/`` is on ``sys.path`` (pytest puts the root conftest's directory there),
 so any test module or harness imports these as ``from testkit import ...``.
@@ -6,12 +7,23 @@ so any test module or harness imports these as ``from testkit import ...``.
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
+
+from flow import Session, new_session, step
+from flow.demo import echo
+from flow.stores import SessionStore
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def free_port() -> int:
@@ -79,3 +91,41 @@ def replayed_bytes(store: Any, session_id: str) -> int:
     assert loaded.stored_size is not None
     base, bound = loaded.stored_size
     return int(bound - base)
+
+
+def talked(
+    store: SessionStore,
+    steps: int,
+    session_id: str = "talker",
+    *,
+    text: str = "message {}",
+    owner: str = "t",
+) -> Session:
+    """A new echo session saved, then stepped ``steps`` times with ``text`` (formatted
+    with the step's number), each step saved; the last session."""
+    session = new_session(echo, owner=owner, session_id=session_id)
+    store.save(session, None).result(timeout=10)
+    for i in range(steps):
+        new, _ = step(echo, session, text.format(i))
+        store.save(new, session.revision).result(timeout=10)
+        session = new
+    return session
+
+
+def start_child(code: str, *args: str) -> subprocess.Popen[str]:
+    """Run ``code`` (``python -c``) with ``args`` on this tree; its stdout is a text pipe."""
+    return subprocess.Popen(
+        [sys.executable, "-c", code, *args],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+
+
+def kill(child: subprocess.Popen[str]) -> None:
+    """SIGKILL ``child`` and reap it."""
+    child.send_signal(signal.SIGKILL)
+    child.wait(10)
+    if child.stdout is not None:
+        child.stdout.close()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import structlog.testing
-from children import kill, start_child
+from testkit import kill, start_child
 
 from flow import decode, encode, step
 from flow.demo import echo

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 import redis
+from testkit import talked
 
-from flow import Session, new_session, step
-from flow.demo import echo
+from flow import new_session, step
 from flow.stores import MemoryStore, SessionStore, SqliteStore
 from flow.stores._log import LogPolicy
 from flow.stores._redis import RedisStore
@@ -25,15 +25,7 @@ from flow.stores._redis import RedisStore
 KEEP_ALL = LogPolicy(keep_revisions=None, compact_after=10**9)
 
 
-def talked(store: SessionStore, steps: int, sid: str) -> Session:
-    """An echo session stepped ``steps`` times (two messages each: the input and the echo)."""
-    session = new_session(echo, owner="alice", session_id=sid)
-    store.save(session, None).result(timeout=10)
-    for i in range(steps):
-        new, _ = step(echo, session, f"turn {i} " + "x" * 60)
-        store.save(new, session.revision).result(timeout=10)
-        session = new
-    return session
+TURN = "turn {} " + "x" * 60  # two messages a step: the input and the echo
 
 
 @pytest.mark.parametrize("kind", ["memory", "sqlite", "redis"])
@@ -50,7 +42,7 @@ def test_every_page_at_any_before_is_that_slice_of_the_whole_conversation(
     else:
         store = RedisStore(request.getfixturevalue("redis_url"), policy=policy)
     try:
-        talked(store, 60, "s")
+        talked(store, 60, "s", text=TURN, owner="alice")
         store.flush()
         assert store.compactor.wait_idle(10)  # type: ignore[attr-defined]
         store.compact("s")
@@ -97,8 +89,8 @@ def counting_vm_steps(store: SqliteStore) -> Iterator[list[int]]:
 
 def test_a_sqlite_page_costs_the_same_after_a_long_history(tmp_path: Path) -> None:
     with SqliteStore(tmp_path / "s.db", "commit", policy=KEEP_ALL) as store:
-        talked(store, 40, "short")
-        talked(store, 1600, "long")
+        talked(store, 40, "short", text=TURN, owner="alice")
+        talked(store, 1600, "long", text=TURN, owner="alice")
         store.flush()
         costs = {}
         for sid, newest in (("short", 80), ("long", 3200)):
@@ -118,7 +110,7 @@ def test_a_redis_page_sends_about_its_own_bytes_whatever_the_history(redis_url: 
     store = RedisStore(redis_url, policy=KEEP_ALL)
     client = redis.Redis.from_url(redis_url)
     try:
-        talked(store, 500, "long")
+        talked(store, 500, "long", text=TURN, owner="alice")
         store.flush()
         log_bytes = sum(len(raw) for raw in client.zrange(store._key("r", "long"), 0, -1))
 

@@ -7,16 +7,12 @@ import shutil
 import sqlite3
 import textwrap
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import structlog
-from children import kill, start_child
+from testkit import kill, start_child, talked, wait_until
 
-from flow import new_session, step
-from flow.demo import echo
 from flow.stores import SqliteStore, _sqlite, _sqlite_checkpoint
 from flow.stores._log import LogPolicy
 
@@ -24,32 +20,18 @@ QUIET = LogPolicy(keep_revisions=None, compact_after=1000, min_tail_bytes=10**9)
 PAYLOAD = "x" * 2000  # two pages of WAL and more a step
 
 
-def talk(store: SqliteStore, steps: int, session_id: str = "talker") -> None:
-    session = new_session(echo, owner="t", session_id=session_id)
-    store.save(session, None).result(timeout=10)
-    for _ in range(steps):
-        new, _ = step(echo, session, PAYLOAD)
-        store.save(new, session.revision).result(timeout=10)
-        session = new
-
-
-def wait_until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.005)
-
-
 def test_the_writer_leaves_checkpoints_to_the_checkpointer(tmp_path: Path) -> None:
     with SqliteStore(tmp_path / "sessions.db", "fsync", policy=QUIET) as store:
         autocheckpoint = store._writer_conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
         assert autocheckpoint == 0
-        talk(store, 200)  # past CHECKPOINT_PAGES (1,000 pages): a wake after 110-140 steps
+        talked(
+            store, 200, text=PAYLOAD
+        )  # past CHECKPOINT_PAGES (1,000 pages): a wake after 110-140 steps
         # nothing else checkpoints: the file (its schema's pages, copied on open) grows
         # only once the checkpointer has copied the WAL's pages into it
         wait_until(
             lambda: (tmp_path / "sessions.db").stat().st_size > 100 * len(PAYLOAD),
-            "the checkpointer never copied the WAL into the database file",
+            what="the checkpointer never copied the WAL into the database file",
         )
         thread = store._checkpointer._thread
         assert thread.name == "sqlite-checkpoint:sessions.db"
@@ -72,7 +54,10 @@ def test_a_busy_writer_still_starts_the_wal_over(
     monkeypatch.setattr(SqliteStore, "_restart_wal", counted)
     with SqliteStore(tmp_path / "sessions.db", "commit", policy=QUIET) as store:
         talkers = [
-            threading.Thread(target=talk, args=(store, 150, f"talker-{i}")) for i in range(4)
+            threading.Thread(
+                target=talked, args=(store, 150, f"talker-{i}"), kwargs={"text": PAYLOAD}
+            )
+            for i in range(4)
         ]
         for talker in talkers:
             talker.start()
@@ -103,10 +88,10 @@ def test_a_failing_checkpoint_is_logged_and_costs_no_save(
         structlog.testing.capture_logs() as logs,
         SqliteStore(tmp_path / "sessions.db", "fsync", policy=QUIET) as store,
     ):
-        talk(store, 20)
+        talked(store, 20, text=PAYLOAD)
         wait_until(
             lambda: any(entry["event"] == "checkpoint_failed" for entry in list(logs)),
-            "the failed checkpoint was not logged",
+            what="the failed checkpoint was not logged",
         )
         loaded = store.load("talker")
         assert loaded is not None
@@ -133,8 +118,8 @@ def test_a_checkpointer_without_a_connection_leaves_each_pass_to_the_writer(
         structlog.testing.capture_logs() as logs,
         SqliteStore(path, "fsync", policy=QUIET) as store,
     ):
-        talk(store, 200)  # past CHECKPOINT_PAGES: the writer's checkpoint copies it
-        wait_until(lambda: path.stat().st_size > 100 * len(PAYLOAD), "nobody checkpointed")
+        talked(store, 200, text=PAYLOAD)  # past CHECKPOINT_PAGES: the writer's checkpoint copies it
+        wait_until(lambda: path.stat().st_size > 100 * len(PAYLOAD), what="nobody checkpointed")
         assert any(entry["event"] == "checkpointer_failed" for entry in logs)
 
 

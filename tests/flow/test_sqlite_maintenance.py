@@ -10,8 +10,9 @@ import time
 from pathlib import Path
 
 import pytest
+from testkit import talked
 
-from flow import Session, StoreUnavailable, new_session, step
+from flow import StoreUnavailable, step
 from flow.demo import echo
 from flow.stores import SqliteStore
 from flow.stores._log import LogPolicy
@@ -19,16 +20,6 @@ from flow.stores._sqlite import _CompactOp
 
 # no compaction unless asked for: the test decides what shares a batch
 QUIET = LogPolicy(keep_revisions=None, compact_after=1000, min_tail_bytes=10**9)
-
-
-def talked(store: SqliteStore, steps: int) -> Session:
-    session = new_session(echo, owner="t", session_id="talker")
-    store.save(session, None).result(timeout=10)
-    for i in range(steps):
-        new, _ = step(echo, session, f"message {i}")
-        store.save(new, session.revision).result(timeout=10)
-        session = new
-    return session
 
 
 def synchronous(store: SqliteStore) -> int:
