@@ -124,7 +124,7 @@ class ChatHistory:
     so that the step's log record is made without comparing histories.
 
     A history decoded from a snapshot (``from_stored``) keeps each message as the
-    stored ``[role, content, timestamp]`` list (checked when decoded) and makes
+    stored ``(role, content, timestamp)`` tuple (checked when decoded) and makes
     its ``ChatMessage`` only when it is read: a step that only appends never
     builds the messages before it, so waking a long session costs little more
     than waking a short one.
@@ -142,7 +142,7 @@ class ChatHistory:
         ):
             raise InvalidInput(f"max_messages must be an int >= 1 or None, got {max_messages!r}")
         self.max_messages = max_messages
-        # ChatMessage, or a stored [role, content, timestamp] list not read yet
+        # ChatMessage, or a stored (role, content, timestamp) tuple not read yet
         self._messages: list[Any] = list(messages or [])
         self._lazy = False
         self.total = len(self._messages)
@@ -152,9 +152,9 @@ class ChatHistory:
 
     @classmethod
     def from_stored(
-        cls, stored: list[list[str]], max_messages: int | None, total: int
+        cls, stored: list[tuple[str, str, str]], max_messages: int | None, total: int
     ) -> ChatHistory:
-        """A history of stored ``[role, content, timestamp]`` lists, already checked
+        """A history of stored ``(role, content, timestamp)`` tuples, already checked
         (the snapshot codec's), each made a ``ChatMessage`` when first read."""
         history = cls.__new__(cls)
         history.max_messages = max_messages
@@ -171,7 +171,7 @@ class ChatHistory:
         if self._lazy:
             for i in range(max(0, start if start >= 0 else len(messages) + start), len(messages)):
                 item = messages[i]
-                if type(item) is list:
+                if type(item) is tuple:
                     messages[i] = ChatMessage(item[0], item[1], item[2])
             if start == 0 or -start >= len(messages):
                 self._lazy = False
@@ -242,7 +242,7 @@ class ChatHistory:
         """
         clone = ChatHistory.__new__(ChatHistory)
         clone.max_messages = self.max_messages
-        clone._messages = list(self._messages)  # a stored list is never changed, only replaced
+        clone._messages = list(self._messages)  # a stored tuple is never changed, only replaced
         clone._lazy = self._lazy
         clone.total = self.total
         clone._added = None

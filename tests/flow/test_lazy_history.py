@@ -3,11 +3,14 @@
 Waking a long session must not cost its length: ``decode`` checks the stored
 messages but leaves them as stored until a task (or a view) reads them, an
 append does not read them, and the snapshot written after is the same either way.
-A session rebuilt from the store carries its base's and records' sizes, so the
-size guard needs no whole encode after an activation.
+Kept as stored, they are not walked by the garbage collector either. A session
+rebuilt from the store carries its base's and records' sizes, so the size guard
+needs no whole encode after an activation.
 """
 
 from __future__ import annotations
+
+import gc
 
 import msgpack
 import pytest
@@ -15,8 +18,10 @@ from conftest import build_session
 from msgspec.structs import force_setattr
 
 import flow._context as context_module
-from flow import ChatMessage, SnapshotDecodeError, decode, encode
+from flow import ChatMessage, SnapshotDecodeError, decode, encode, new_session, step
 from flow._context import Role
+from flow._record import encode_record
+from flow.demo import echo
 from flow.stores._log import rebuild
 
 MESSAGES = 50
@@ -88,3 +93,21 @@ def test_a_rebuilt_session_carries_an_upper_bound_of_its_size() -> None:
     session = rebuild(raw, [])
     assert session.stored_size == (len(raw), len(raw))
     assert len(encode(session)) <= session.stored_size[1]
+
+
+def test_stored_messages_are_not_walked_by_the_garbage_collector() -> None:
+    # A live session's stored messages are walked by every full collection for as
+    # long as it lives, unless they are untracked: a list always is walked, a tuple
+    # of strings is untracked at the first collection that sees it.
+    session = new_session(echo, owner="o", session_id="s")
+    base = encode(session)
+    records = []
+    for n in range(3):
+        session, _ = step(echo, session, f"said {n}")
+        assert session.record is not None
+        records.append(encode_record(session.record))
+    for stored in (decode(_long_session_bytes()), rebuild(base, records)):
+        kept = stored.context.chat_history._messages
+        assert len(kept) > 2
+        gc.collect()
+        assert [gc.is_tracked(m) for m in kept] == [False] * len(kept)
