@@ -9,31 +9,36 @@ the removal is ahead of that message in the actor's FIFO mailbox.
 
 A hibernated entry (`hibernate`) has no actor: its ``frozen`` bytes are the
 session's encoded snapshot, and a request to it finds no ref and goes through
-the supervisor, which wakes it (`wake`). Only the awake entries are kept in a
-second use-ordered map, so that the hibernation sweep never walks the
-hibernated ones.
+the supervisor, which wakes it (`wake`). The awake entries and the hibernated
+ones are kept apart: the awake ones in a use-ordered map that a step touches
+and the hibernation sweep walks, the hibernated ones (`HibernatedEntry`) in a
+plain dict of their own, in the order they hibernated, which neither touches.
+A hibernated entry is of a type the garbage collector does not know, so that
+dict holds nothing it tracks and is itself untracked: 100,000 hibernated
+sessions add nothing to a collection's walk, nor to a step's.
 """
 
 from __future__ import annotations
 
+import heapq
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from itertools import islice
+from operator import attrgetter
 from typing import Any
 
+import msgspec
 import pykka
 
 from flow._errors import SessionBusy, SessionNotFound
 from flow._session import Access
 from flow._sharing import allows
 
-__all__ = ["LiveEntry", "LiveIndex"]
+__all__ = ["HibernatedEntry", "LiveEntry", "LiveIndex"]
 
 
-@dataclass(slots=True, eq=False)
-class LiveEntry:
+class LiveEntry(msgspec.Struct, eq=False):
     """One live session actor and what the runtime tracks about it.
 
     Threads: ``pending``, ``requests`` and ``last_used`` are written only under
@@ -84,8 +89,25 @@ class LiveEntry:
     snapshot_bytes: int = 0
     members: tuple[tuple[str, Access], ...] = ()
     current_step_task: str | None = None
-    requests: int = field(default=0)
+    requests: int = 0
     frozen: bytes | None = None
+
+
+class HibernatedEntry(LiveEntry, gc=False):
+    """The entry of a hibernated session: ``ref`` is None and ``frozen`` holds its bytes.
+
+    Unknown to the garbage collector (``gc=False``: the type has no GC support),
+    which is safe because such an entry holds only strings, numbers, bytes and
+    tuples of them, never an actor; and a dict holding only these is untracked
+    by the collector (see the module docstring). Waking makes a `LiveEntry` of it.
+    """
+
+
+_LAST_USED = attrgetter("last_used")
+
+
+def _fields(entry: LiveEntry) -> dict[str, Any]:
+    return {name: getattr(entry, name) for name in entry.__struct_fields__}
 
 
 class LiveIndex:
@@ -102,9 +124,10 @@ class LiveIndex:
         # runs the actor's turn inline, on the sender's thread, under this lock.
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
-        self._entries: OrderedDict[str, LiveEntry] = OrderedDict()
-        # the entries with an actor (not hibernated), in the same use order
+        # the entries with an actor, least recently used first
         self._awake: OrderedDict[str, LiveEntry] = OrderedDict()
+        # the hibernated entries, in the order they hibernated (about their use order)
+        self._hibernated: dict[str, HibernatedEntry] = {}
         self._stopping: dict[str, int] = {}
         self.in_flight = 0
         #: Bumped whenever an actor stops or a stored session is deleted: a
@@ -141,7 +164,7 @@ class LiveIndex:
                 ``reject_if_busy`` is set.
         """
         with self.lock:
-            entry = self._entries.get(session_id)
+            entry = self._awake.get(session_id)
             if entry is None or entry.ref is None:
                 return None
             if owner is not None and not allows(
@@ -157,7 +180,6 @@ class LiveIndex:
                 entry.requests += 1
                 if now is not None:
                     entry.last_used = now
-                self._entries.move_to_end(session_id)
                 self._awake.move_to_end(session_id)
             try:
                 entry.ref.tell(message)
@@ -213,20 +235,24 @@ class LiveIndex:
             return self.changed.wait_for(lambda: self.in_flight == 0, timeout)
 
     def get(self, session_id: str) -> LiveEntry | None:
-        """The entry of ``session_id``, or None."""
+        """The entry of ``session_id`` (awake or hibernated), or None."""
         with self.lock:
-            return self._entries.get(session_id)
+            entry = self._awake.get(session_id)
+            return self._hibernated.get(session_id) if entry is None else entry
+
+    def _has(self, session_id: str) -> bool:
+        return session_id in self._awake or session_id in self._hibernated
 
     def is_live(self, session_id: str) -> bool:
         """Whether ``session_id`` has a live or stopping actor."""
         with self.lock:
-            return session_id in self._entries or session_id in self._stopping
+            return self._has(session_id) or session_id in self._stopping
 
     def wait_gone(self, session_id: str, timeout: float) -> bool:
         """Wait until ``session_id`` has no live or stopping actor; False on timeout."""
         with self.changed:
             return self.changed.wait_for(
-                lambda: session_id not in self._entries and session_id not in self._stopping,
+                lambda: not self._has(session_id) and session_id not in self._stopping,
                 timeout,
             )
 
@@ -238,23 +264,35 @@ class LiveIndex:
     def entries(self) -> list[LiveEntry]:
         """A snapshot of the live entries, least recently used first."""
         with self.lock:
-            return list(self._entries.values())
+            return sorted([*self._hibernated.values(), *self._awake.values()], key=_LAST_USED)
+
+    def _by_use(self) -> Iterator[LiveEntry]:
+        """Under the lock: every entry, about least recently used first, lazily (a caller
+        that stops early reads few).
+
+        The awake map is in use order; the hibernated one in the order its entries
+        hibernated, which is their use order but for a session whose actor put
+        off hibernating (a save still in flight): it comes after entries used
+        later, so a sweep that stops at the first recent entry finds it late, by
+        at most the time between their uses.
+        """
+        hibernated: Iterator[LiveEntry] = iter(self._hibernated.values())
+        return heapq.merge(hibernated, self._awake.values(), key=_LAST_USED)
 
     def __len__(self) -> int:
         with self.lock:
-            return len(self._entries)
+            return len(self._awake) + len(self._hibernated)
 
     def hibernated_count(self) -> int:
         """How many live sessions are hibernated now (kept as bytes, no actor)."""
         with self.lock:
-            return len(self._entries) - len(self._awake)
+            return len(self._hibernated)
 
     # --- the supervisor --------------------------------------------------------
 
     def add(self, entry: LiveEntry) -> None:
         """Make ``entry`` live (supervisor only)."""
         with self.lock:
-            self._entries[entry.session_id] = entry
             self._awake[entry.session_id] = entry
             self.changed.notify_all()
 
@@ -266,13 +304,15 @@ class LiveIndex:
         With ``incarnation``, only that incarnation is removed.
         """
         with self.lock:
-            entry = self._entries.get(session_id)
+            entry = self._awake.get(session_id)
+            if entry is None:
+                entry = self._hibernated.get(session_id)
             if entry is None or (incarnation is not None and entry.incarnation != incarnation):
                 return None
             if not when(entry):
                 return None
-            del self._entries[session_id]
-            self._awake.pop(session_id, None)
+            if self._awake.pop(session_id, None) is None:
+                del self._hibernated[session_id]
             self._stopping[session_id] = entry.incarnation
             return entry
 
@@ -288,31 +328,38 @@ class LiveIndex:
         """
         with self.lock:
             if (
-                self._entries.get(entry.session_id) is not entry
+                self._awake.get(entry.session_id) is not entry
                 or entry.ref is not ref
                 or entry.pending != 0
                 or entry.last_used != last_used
                 or not ref.actor_inbox.empty()
             ):
                 return False
-            entry.frozen = frozen
-            entry.ref = None
-            self._awake.pop(entry.session_id, None)
+            # the actor, the entry's only other holder, stops after this
+            del self._awake[entry.session_id]
+            self._hibernated[entry.session_id] = HibernatedEntry(
+                **{**_fields(entry), "ref": None, "frozen": frozen}
+            )
             self.changed.notify_all()
             return True
 
-    def hibernated(self, session_id: str) -> LiveEntry | None:
+    def hibernated(self, session_id: str) -> HibernatedEntry | None:
         """The entry of ``session_id`` if it is hibernated, else None."""
         with self.lock:
-            entry = self._entries.get(session_id)
-            return entry if entry is not None and entry.ref is None and entry.frozen else None
+            return self._hibernated.get(session_id)
+
+    @staticmethod
+    def waking(entry: HibernatedEntry) -> LiveEntry:
+        """The awake entry a hibernated one becomes (given to its new actor, then `wake`)."""
+        return LiveEntry(**{**_fields(entry), "frozen": None})
 
     def wake(self, entry: LiveEntry, ref: pykka.ActorRef[Any], incarnation: int) -> None:
-        """Give a hibernated ``entry`` its new actor (supervisor only)."""
+        """Put ``entry`` (from `waking`) in place of its hibernated one, with its new actor
+        (supervisor only)."""
         with self.lock:
             entry.ref = ref
             entry.incarnation = incarnation
-            entry.frozen = None
+            del self._hibernated[entry.session_id]
             self._awake[entry.session_id] = entry
 
     def awake_since(self, used_before: float) -> list[LiveEntry]:
@@ -349,14 +396,14 @@ class LiveIndex:
             return len(self._stopping)
 
     def least_recent(self, used_before: float) -> list[LiveEntry]:
-        """Entries last used before ``used_before``, least recently used first.
+        """Entries last used before ``used_before``, about least recently used first.
 
-        Entries are kept in use order, so this stops at the first recent one
-        instead of scanning every live session.
+        Entries are kept in about use order (see `_by_use`), so this stops at the
+        first recent one instead of scanning every live session.
         """
         found: list[LiveEntry] = []
         with self.lock:
-            for entry in self._entries.values():
+            for entry in self._by_use():
                 if entry.last_used >= used_before:
                     break
                 found.append(entry)
@@ -365,8 +412,8 @@ class LiveIndex:
     def eviction_candidates(self, limit: int) -> list[LiveEntry]:
         """Up to ``limit`` entries, least recently used first, idle ones before busy ones."""
         with self.lock:
-            idle = list(islice((e for e in self._entries.values() if e.pending == 0), limit))
+            idle = list(islice((e for e in self._by_use() if e.pending == 0), limit))
             if len(idle) < limit:
-                busy = (e for e in self._entries.values() if e.pending > 0)
+                busy = (e for e in self._awake.values() if e.pending > 0)
                 idle.extend(islice(busy, limit - len(idle)))
         return idle

@@ -317,10 +317,11 @@ class SupervisorActor(DispatcherActor, Owned):
                 self._passivated(session_id, "version unserved")
             return False
         self._incarnations += 1
+        woken = self._index.waking(entry)
         ref = self._services.dispatcher.spawn(
-            SessionActor, self._services, entry.frozen, graph, entry
+            SessionActor, self._services, entry.frozen, graph, woken
         )
-        self._index.wake(entry, ref, self._incarnations)
+        self._index.wake(woken, ref, self._incarnations)
         self._services.counters.add("wakes")
         return True
 

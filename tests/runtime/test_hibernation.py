@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import random
 import threading
+import types
 from collections.abc import Callable
 
 import pytest
@@ -52,8 +53,13 @@ def test_an_idle_session_hibernates_without_an_actor_and_wakes_on_its_next_step(
     assert entry.frozen
     # (the one dispatcher worker may still hold the last actor it ran in a local)
     assert _session_actors() <= 1, "a hibernated session keeps no actor"
-    assert gc.is_tracked(entry)
+    # nothing of it is walked by the garbage collector: not the bytes, not the entry,
+    # nor (after a collection untracks it) the index's map of hibernated entries
     assert not gc.is_tracked(entry.frozen)
+    assert not gc.is_tracked(entry)
+    gc.collect()
+    holders = [r for r in gc.get_referrers(entry) if not isinstance(r, types.FrameType)]
+    assert holders == [], "a collection walks nothing that holds a hibernated entry"
     [info] = [info for info in rt.live_sessions() if info.session_id == sid]
     assert info.state == "hibernated", "still live for ls, and shown hibernated"
     assert info.snapshot_bytes == len(entry.frozen)
@@ -61,6 +67,11 @@ def test_an_idle_session_hibernates_without_an_actor_and_wakes_on_its_next_step(
     result = rt.step(sid, "two")
     assert result.revision == 2
     assert rt.get_session(sid).context["log"] == ["one", "two"]
+    woken = rt._core.index.get(sid)
+    assert woken is not None
+    assert woken.ref is not None
+    assert woken.frozen is None
+    assert gc.is_tracked(woken), "an entry with an actor is tracked again"
     counters = rt._core.services.counters
     assert (counters.hibernations, counters.wakes, counters.activations) == (5, 1, 5)
     stats = rt.stats()  # what /metrics reads
