@@ -24,6 +24,8 @@ already, so an activation does not encode a long session whole either.
 
 from __future__ import annotations
 
+import msgspec
+
 from flow._codec import encode
 from flow._errors import SessionTooLarge
 from flow._record import encode_record
@@ -32,16 +34,20 @@ from flow._session import Session
 __all__ = ["SizeGuard"]
 
 
-class SizeGuard:
-    """An upper bound of one session's encoded size, checked against ``limit``."""
+class SizeGuard(msgspec.Struct, gc=False):
+    """An upper bound of one session's encoded size, checked against ``limit``.
 
-    __slots__ = ("_bound", "_exact", "_limit")
+    A Struct without GC support (three ints, in no cycle): one object fewer
+    for the garbage collector to walk per awake session.
+    """
 
-    def __init__(self, limit: int) -> None:
-        self._limit = limit
-        # Unknown at activation: the first step measures it (once per activation).
-        self._bound = limit + 1
-        self._exact = 0
+    _limit: int
+    # Unknown at activation: the first step measures it (once per activation).
+    _bound: int = -1
+    _exact: int = 0
+
+    def __post_init__(self) -> None:
+        self._bound = self._limit + 1
 
     @property
     def size(self) -> int:

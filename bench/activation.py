@@ -2,7 +2,7 @@
 
 Usage: ``.venv-dev/bin/python bench/activation.py [--sessions N] [--history M]
 [--threads T] [--repeats R] [--durability passivate|fsync] [--client threads|asyncio|both]
-[--profile-only]``.
+[--gc python|daemon|both] [--profile-only]``.
 
 For each repeat, ``N`` ``echo`` sessions whose chat histories hold ``M`` messages
 are written to a fresh SQLite store, then a runtime is opened on it and:
@@ -20,6 +20,14 @@ threads``), or from ``T`` concurrent coroutines on one event loop calling
 where 64 blocked client threads would add their own GIL switches to each
 activation's CPU. ``--client both`` (the default) runs both in each repeat.
 
+Garbage collection is most of an activation's CPU with Python's default
+collector settings: each activation leaves a live session (about 17 objects the
+collector tracks), the heap grows, and every 25% of growth costs a full
+collection. ``--gc python`` keeps Python's defaults (what a host application
+that does not tune its collector gets), ``--gc daemon`` collects as actorflowd
+does (the start-up heap frozen, its thresholds), ``--gc both`` (the default)
+runs the first, then the second.
+
 Each line gives the rate, and the process CPU time per operation (the steadier
 figure on a shared machine).
 """
@@ -28,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import tempfile
@@ -45,6 +54,8 @@ from flow.stores import SessionStore, open_store
 from runtime import AsyncRuntime, Runtime, RuntimeConfig
 
 Durability = Literal["fsync", "commit", "passivate"]
+
+COLLECTORS = {"python": "Python's collector settings", "daemon": "actorflowd's collector settings"}
 
 
 class Timed(NamedTuple):
@@ -121,6 +132,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="client threads calling Runtime.step, coroutines calling AsyncRuntime.step, or both",
     )
     parser.add_argument(
+        "--gc",
+        default="both",
+        choices=("python", "daemon", "both"),
+        help="Python's default collector settings, actorflowd's, or the first then the second",
+    )
+    parser.add_argument(
         "--profile-only", action="store_true", help="activations only (for py-spy), no loads"
     )
     args = parser.parse_args(argv)
@@ -142,12 +159,25 @@ def main(argv: Sequence[str] | None = None) -> None:
         wait_timeout=86_400.0,
     )
     clients = ("threads", "asyncio") if args.client == "both" else (args.client,)
-    for _ in range(args.repeats):
-        for client in clients:
-            run_once(args, config, client)
+    # the daemon's settings last: a frozen heap stays frozen for the process
+    for collector in ("python", "daemon") if args.gc == "both" else (args.gc,):
+        if collector == "daemon":
+            collect_as_the_daemon_does()
+        for _ in range(args.repeats):
+            for client in clients:
+                run_once(args, config, client, collector)
 
 
-def run_once(args: argparse.Namespace, config: RuntimeConfig, client: str) -> None:
+def collect_as_the_daemon_does() -> None:
+    """Freeze the heap built so far and take actorflowd's collector thresholds."""
+    from runtime.daemon._server import GC_THRESHOLDS
+
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
+def run_once(args: argparse.Namespace, config: RuntimeConfig, client: str, collector: str) -> None:
     """One repeat on a fresh store (a store reused across repeats grows its WAL)."""
     with tempfile.TemporaryDirectory(prefix="actorflow-activation-") as tmp:
         data_dir = Path(tmp)
@@ -167,7 +197,7 @@ def run_once(args: argparse.Namespace, config: RuntimeConfig, client: str) -> No
                         hot = in_parallel(ids, lambda sid: rt.step(sid, "again"), args.threads)
             else:
                 timed, woke, hot = asyncio.run(by_coroutines(args, config, data_dir, store, ids))
-            label = f"{args.threads} {client} clients"
+            label = f"{args.threads} {client} clients, {COLLECTORS[collector]}"
             report(f"activations, {label} ({woke:,} counted)", len(ids), timed)
             if hot is not None:
                 report(f"the same steps again, on live sessions, {label}", len(ids), hot)

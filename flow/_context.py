@@ -182,6 +182,12 @@ class ChatHistory:
         self._added = []
         self._cleared_at = None
 
+    def stop_tracking(self) -> None:
+        """Stop noting (the step's record has been made): a live session keeps no list of
+        its last step's messages, which the garbage collector would walk."""
+        self._added = None
+        self._cleared_at = None
+
     def changes(self) -> tuple[list[ChatMessage], int | None]:
         """The messages appended since ``track`` and how many of them came before the last clear.
 
@@ -433,6 +439,12 @@ class Context:
         self._touched = {}
         self._cleared = False
         self.chat_history.track()
+
+    def stop_tracking(self) -> None:
+        """Stop noting changes (the step's record has been made)."""
+        self._touched = None
+        self._cleared = False
+        self.chat_history.stop_tracking()
 
     def changes(self) -> tuple[bool, list[str], list[tuple[str, Any, bool]]]:
         """What changed since ``track``: cleared, keys removed, keys set.

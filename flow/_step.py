@@ -392,6 +392,7 @@ class _StepRun:
             timers_changed=book.changed,
             fired=self.timer,
         )
+        self.ctx.stop_tracking()
         result = StepResult(
             session_id=work.session_id,
             task=self.last_task,
