@@ -17,6 +17,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, Literal
 
@@ -641,7 +642,9 @@ class RuntimeCore:
     def live_sessions(self) -> list[LiveSessionInfo]:
         """One ``LiveSessionInfo`` per live actor, least recently used first."""
         now = self.config.clock()
-        return [live_info(e, now) for e in self.index.entries()]
+        entries = self.index.entries()
+        entries.sort(key=attrgetter("last_used"))  # outside the index lock
+        return [live_info(e, now) for e in entries]
 
     def live_page(self, **query: Any) -> LivePage:
         """One sorted, filtered page of the live actors (``runtime._live_page.live_page``)."""
