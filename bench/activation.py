@@ -21,7 +21,7 @@ where 64 blocked client threads would add their own GIL switches to each
 activation's CPU. ``--client both`` (the default) runs both in each repeat.
 
 Garbage collection is most of an activation's CPU with Python's default
-collector settings: each activation leaves a live session (about 17 objects the
+collector settings: each activation leaves a live session (about 16 objects the
 collector tracks), the heap grows, and every 25% of growth costs a full
 collection. ``--gc python`` keeps Python's defaults (what a host application
 that does not tune its collector gets), ``--gc daemon`` collects as actorflowd
@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import os
 import tempfile
@@ -52,6 +51,7 @@ from inprocess import preload
 from flow.demo import echo
 from flow.stores import SessionStore, open_store
 from runtime import AsyncRuntime, Runtime, RuntimeConfig
+from runtime.daemon._server import tune_gc
 
 Durability = Literal["fsync", "commit", "passivate"]
 
@@ -162,19 +162,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     # the daemon's settings last: a frozen heap stays frozen for the process
     for collector in ("python", "daemon") if args.gc == "both" else (args.gc,):
         if collector == "daemon":
-            collect_as_the_daemon_does()
+            tune_gc()
         for _ in range(args.repeats):
             for client in clients:
                 run_once(args, config, client, collector)
-
-
-def collect_as_the_daemon_does() -> None:
-    """Freeze the heap built so far and take actorflowd's collector thresholds."""
-    from runtime.daemon._server import GC_THRESHOLDS
-
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def run_once(args: argparse.Namespace, config: RuntimeConfig, client: str, collector: str) -> None:

@@ -63,7 +63,7 @@ async def _serve(server: str, port: int, data_dir: Path) -> None:
     from runtime.daemon._logging import configure_logging
     from runtime.daemon._metrics import DaemonMetrics
     from runtime.daemon._routes import Api
-    from runtime.daemon._server import DaemonServer, _tune_gc, _uvicorn_config, gateway_policy
+    from runtime.daemon._server import DaemonServer, _uvicorn_config, gateway_policy, tune_gc
 
     args = ["--port", str(port), "--data-dir", str(data_dir), "--log-format", "json"]
     config = parse_config(args, isatty=False)
@@ -84,7 +84,7 @@ async def _serve(server: str, port: int, data_dir: Path) -> None:
     )
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-    _tune_gc()
+    tune_gc()
     if server.startswith("uvicorn"):
         uv = DaemonServer(_uvicorn_config(app, config))
         serving = asyncio.create_task(uv.serve())

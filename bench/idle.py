@@ -71,7 +71,7 @@ from flow.demo import echo
 from flow.stores import SessionStore, open_store
 from flow.stores._log import DEFAULT_RETENTION
 from runtime import Runtime
-from runtime.daemon._server import GC_THRESHOLDS
+from runtime.daemon._server import tune_gc
 
 OUT = Path(__file__).resolve().parent / "out" / "idle.png"
 #: mode -> (hibernate_after, collect as actorflowd does: start-up heap frozen, its thresholds)
@@ -154,9 +154,7 @@ def child(mode: str, sizes: list[int], seconds: float, repeats: int) -> None:
             hot = preload(store, HOT_SESSIONS, 10)
             with Runtime.open(data_dir=data_dir, graphs=[echo], config=config, store=store) as rt:
                 if daemon_gc:
-                    gc.collect()
-                    gc.freeze()
-                    gc.set_threshold(*GC_THRESHOLDS)
+                    tune_gc()
                 warm_to_steady(rt, store, hot, plan)
                 idle = 0
                 made: list[str] = []

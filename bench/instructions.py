@@ -113,7 +113,6 @@ def child(scenario: str, count: int, data_dir: Path) -> None:
     """In the child (under valgrind): open a runtime on ``data_dir`` and run ``count``
     operations of ``scenario``, one at a time, as actorflowd runs (its logging and
     garbage collection)."""
-    import gc
     import logging
 
     import structlog
@@ -124,12 +123,10 @@ def child(scenario: str, count: int, data_dir: Path) -> None:
     )
     from flow.demo import echo
     from runtime import Runtime, RuntimeConfig
-    from runtime.daemon._server import GC_THRESHOLDS
+    from runtime.daemon._server import tune_gc
     from runtime.testing import ManualClock
 
-    gc.collect()  # the garbage collector as actorflowd sets it
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
+    tune_gc()  # the garbage collector as actorflowd sets it
     if scenario == "timer":
         import timers
 

@@ -33,7 +33,6 @@ Prints one line per figure and writes ``bench/out/timers.png``.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import logging
 import signal
@@ -105,11 +104,9 @@ def as_the_daemon_runs() -> None:
 
     With Python's default thresholds every fired session left live adds to what each
     full collection walks: collections took 30% of the firing's CPU."""
-    from runtime.daemon._server import GC_THRESHOLDS
+    from runtime.daemon._server import tune_gc
 
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
+    tune_gc()
     structlog.configure(
         wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
         cache_logger_on_first_use=True,

@@ -41,7 +41,7 @@ from runtime.daemon._storage import secure_data_dir
 from runtime.daemon._transport import ConnectionLimits, guarded_protocol
 from runtime.daemon.ui._peers import Peers
 
-__all__ = ["DaemonServer", "serve"]
+__all__ = ["DaemonServer", "serve", "tune_gc"]
 
 EXIT_ON_SECOND_SIGNAL = 1
 # uvicorn cancels the requests still open this long after the drain timeout: the
@@ -67,10 +67,11 @@ class DaemonServer(uvicorn.Server):
         yield
 
 
-def _tune_gc() -> None:
+def tune_gc() -> None:
     """Freeze the start-up heap (modules, graphs, the app) and collect less often.
 
     What start-up built lives until exit: frozen, the collector never walks it again.
+    (The benches call it too, to collect as actorflowd does.)
     """
     gc.collect()
     gc.freeze()
@@ -218,7 +219,7 @@ async def serve(
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
     loop.add_signal_handler(signal.SIGHUP, on_hangup(reload))
-    _tune_gc()
+    tune_gc()
     scheme = "https" if config.tls_cert else "http"
     _log.info(
         "starting",
