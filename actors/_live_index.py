@@ -106,10 +106,6 @@ class HibernatedEntry(LiveEntry, gc=False):
 _LAST_USED = attrgetter("last_used")
 
 
-def _fields(entry: LiveEntry) -> dict[str, Any]:
-    return {name: getattr(entry, name) for name in entry.__struct_fields__}
-
-
 class LiveIndex:
     """Thread-safe map of session id to ``LiveEntry``, in least-recently-used order.
 
@@ -340,7 +336,7 @@ class LiveIndex:
             # the actor, the entry's only other holder, stops after this
             del self._awake[entry.session_id]
             self._hibernated[entry.session_id] = HibernatedEntry(
-                **{**_fields(entry), "ref": None, "frozen": frozen}
+                **{**msgspec.structs.asdict(entry), "ref": None, "frozen": frozen}
             )
             self.changed.notify_all()
             return True
@@ -353,7 +349,7 @@ class LiveIndex:
     @staticmethod
     def waking(entry: HibernatedEntry) -> LiveEntry:
         """The awake entry a hibernated one becomes (given to its new actor, then `wake`)."""
-        return LiveEntry(**{**_fields(entry), "frozen": None})
+        return LiveEntry(**{**msgspec.structs.asdict(entry), "frozen": None})
 
     def wake(self, entry: LiveEntry, ref: pykka.ActorRef[Any], incarnation: int) -> None:
         """Put ``entry`` (from `waking`) in place of its hibernated one, with its new actor
