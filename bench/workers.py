@@ -147,10 +147,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                         wrk_dir = workdir / f"wrk{n}-{clients}-{index}"
                         wrk_dir.mkdir()
                         cpu = daemons[n].cpu_seconds()
-                        usage = Usage(daemons[n]) if clients == WHERE else None
+                        where_now = clients == WHERE and n in WORKER_COUNTS
+                        usage = Usage(daemons[n]) if where_now else None
                         load = run_wrk(daemons[n].url, sessions[n], clients, seconds, wrk_dir)
                         runs.setdefault((n, clients), []).append(load)
-                        if usage is not None and n in WORKER_COUNTS:
+                        if usage is not None:
                             usages.setdefault(n, []).append(usage.done())
                         if n != 1:  # the parent is the front: its CPU is the hop's cost
                             used = daemons[n].cpu_seconds() - cpu
