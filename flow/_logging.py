@@ -20,7 +20,8 @@ structlog's own default, when nobody configured it, prints every line (debug
 included) on stdout: a library must not do that to its host.
 
 Threads: any. A logger holds no state beyond a lazily built standard-library
-wrapper (two threads building it at once both get a working one).
+wrapper and the logger structlog's proxy keeps (two threads building either at
+once both get a working one).
 """
 
 from __future__ import annotations
@@ -63,21 +64,25 @@ _STDLIB_PROCESSORS: list[Processor] = [
 class LibraryLogger:
     """A structlog-shaped logger that picks structlog or ``logging`` at each call."""
 
-    __slots__ = ("_logger", "_name", "_stdlib", "_structlog", "_values")
+    __slots__ = ("_bound", "_logger", "_name", "_stdlib", "_structlog", "_values")
 
     def __init__(self, name: str, values: dict[str, Any]) -> None:
         self._name = name
         self._values = values
         self._structlog: Any = structlog.get_logger(name, **values)
+        # The logger structlog's lazy proxy assembled and keeps, once it keeps one.
+        self._bound: Any = None
         self._stdlib: Any = None
         self._logger = logging.getLogger(name)
 
     def debug(self, event: str, **values: Any) -> None:
         """Log at debug level; without structlog, a disabled debug level costs one check
         (not a run of the processors: activations and passivations log at debug)."""
-        if not structlog.is_configured() and not self._logger.isEnabledFor(logging.DEBUG):
-            return
-        self._target().debug(event, **values)
+        if structlog.is_configured():
+            bound = self._bound
+            (self._structlog_logger() if bound is None else bound).debug(event, **values)
+        elif self._logger.isEnabledFor(logging.DEBUG):
+            self._target().debug(event, **values)
 
     def bind(self, **values: Any) -> LibraryLogger:
         """A logger that adds ``values`` to every event."""
@@ -85,7 +90,8 @@ class LibraryLogger:
 
     def _target(self) -> Any:
         if structlog.is_configured():
-            return self._structlog
+            bound = self._bound
+            return self._structlog_logger() if bound is None else bound
         stdlib = self._stdlib
         if stdlib is None:
             stdlib = self._stdlib = structlog.wrap_logger(
@@ -95,6 +101,23 @@ class LibraryLogger:
                 **self._values,
             )
         return stdlib
+
+    def _structlog_logger(self) -> Any:
+        """structlog's logger for this one: its lazy proxy, or what the proxy keeps.
+
+        With ``cache_logger_on_first_use`` (actorflowd's configuration) the proxy
+        assembles a bound logger at its first call and returns that one ever
+        after; each call through the proxy still costs an attribute miss and a
+        ``bind()`` (about 1 us, most of a disabled debug line). Once the proxy
+        keeps its logger, so does this one: the same logger, found directly. A
+        proxy that does not cache (a host's choice) is asked at every call, so a
+        later ``structlog.configure`` reaches it, as it would reach structlog's.
+        """
+        proxy = self._structlog
+        if "bind" not in vars(proxy):  # structlog replaces ``bind`` once it caches
+            return proxy
+        bound = self._bound = proxy.bind()
+        return bound
 
     def __getattr__(self, method: str) -> Any:
         # debug, info, warning, error, exception, critical: the chosen logger's
