@@ -22,7 +22,6 @@ Prints one line per figure and writes ``bench/out/idempotency.png``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import tempfile
 import threading
@@ -31,6 +30,7 @@ import tracemalloc
 import uuid
 from pathlib import Path
 
+import msgspec
 import structlog
 from _plot import grouped_bars
 
@@ -57,7 +57,7 @@ def table_figures() -> tuple[float, int, int, int, int]:
     table = KeyTable(session.session_id)
     for key, digest, result in steps:
         # the actor keeps the step's own result; copy it so that it is counted here
-        table.add(KeyEntry(key, digest, time.time(), dataclasses.replace(result)))
+        table.add(KeyEntry(key, digest, time.time(), msgspec.structs.replace(result)))
     after = tracemalloc.take_snapshot()
     tracemalloc.stop()
     kib = sum(s.size_diff for s in after.compare_to(before, "filename")) / 1024
@@ -66,7 +66,7 @@ def table_figures() -> tuple[float, int, int, int, int]:
     record = session.record
     assert record is not None
     key, digest, result = steps[-1]
-    keyed = dataclasses.replace(
+    keyed = msgspec.structs.replace(
         record, request_id=key, input_digest=digest, responses=result.responses
     )
     return kib, plain_base, keyed_base, len(encode_record(record)), len(encode_record(keyed))

@@ -360,7 +360,8 @@ def main() -> int:
         and with_records <= 2 * compacted
         and rates[-1] >= 0.8 * rates[0]
     )
-    print(f"targets {'met' if ok else 'NOT met'}; plot: {OUT}", flush=True)
+    print(f"targets {'met' if ok else 'NOT met'}", flush=True)
+    print(f"plot: {OUT}", flush=True)
     return 0
 
 

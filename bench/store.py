@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import queue
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -255,7 +254,7 @@ def main() -> int:
             "one transaction per save": [median(single[w]) for w in WRITERS],
         },
     )
-    print(f"plot: {args.out}", file=sys.stderr, flush=True)
+    print(f"plot: {args.out}", flush=True)
     failed = any(run.errors for runs in (*group.values(), *single.values()) for run in runs)
     return 1 if failed else 0
 
