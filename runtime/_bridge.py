@@ -83,14 +83,13 @@ class AsyncReply:
     ``counted`` and `hold` as for `SyncReply`.
     """
 
-    __slots__ = ("_counted", "_done", "_future", "_inbox", "_index", "_lock")
+    __slots__ = ("_calls", "_counted", "_future", "_inbox", "_index")
 
     def __init__(self, index: LiveIndex, *, counted: bool = True) -> None:
         self._inbox = _inbox(asyncio.get_running_loop())
         self._future: asyncio.Future[Any] = self._inbox.loop.create_future()
         self._index = index
-        self._lock = threading.Lock()
-        self._done = False
+        self._calls = itertools.count()
         self._counted = counted
         if counted:
             index.begin()
@@ -102,10 +101,8 @@ class AsyncReply:
 
     def __call__(self, outcome: Any) -> None:
         """Deliver ``outcome`` to the awaiting task, from any thread."""
-        with self._lock:
-            if self._done:
-                return
-            self._done = True
+        if next(self._calls):  # atomic under the GIL: only the first answer counts
+            return
         if self._counted:
             self._index.end()
         self._inbox.put(self._future, outcome)
