@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -258,22 +259,44 @@ def alternating(idle_sessions: int, seconds: float, rounds: int) -> None:
             process.wait(120)
     for name, label in (("live", "idle live"), ("stored", "passivated (stored, not live)")):
         ratios = [a / b for a, b in zip(cpu["none"], cpu[name], strict=True)]
+        low, high = median_interval(ratios)
         print(
             f"alternating (hibernated): 64 hot sessions beside {idle_sessions:,} {label} "
             f"sessions against none, {rounds} alternating rounds of {seconds:.0f} s: "
-            f"{statistics.median(ratios):.2f}x the steps per CPU second (rounds "
+            f"{statistics.median(ratios):.2f}x the steps per CPU second "
+            f"(95% interval of the median {low:.2f}-{high:.2f}; rounds "
             f"{', '.join(f'{x:.2f}' for x in ratios)}); CPU per step "
             f"{statistics.median(cpu[name]):,.0f} against {statistics.median(cpu['none']):,.0f} us"
             + (" (target: >= 0.95x)" if name == "live" else ""),
             flush=True,
         )
     ratios = [a / b for a, b in zip(cpu["stored"], cpu["live"], strict=True)]
+    low, high = median_interval(ratios)
     print(
         f"alternating (hibernated): live against the same {idle_sessions:,} stored: "
-        f"{statistics.median(ratios):.2f}x the steps per CPU second (what liveness costs, "
-        "the store's growth aside)",
+        f"{statistics.median(ratios):.2f}x the steps per CPU second (95% interval of the "
+        f"median {low:.2f}-{high:.2f}; what liveness costs, the store's growth aside)",
         flush=True,
     )
+
+
+def median_interval(values: list[float], confidence: float = 0.95) -> tuple[float, float]:
+    """A distribution-free interval holding the median with at least ``confidence``
+    (the order statistics whose ranks a fair coin's binomial bounds): how far the
+    machine's noise leaves the rounds' median from the one more rounds would find.
+    With fewer than 6 values no such interval exists: their whole range."""
+    ordered = sorted(values)
+    n = len(ordered)
+    tail = (1 - confidence) / 2
+    below, k = 0.0, 0
+    while True:  # the largest k with P(Binomial(n, 1/2) < k) <= tail
+        below += math.comb(n, k) / 2**n
+        if below > tail:
+            break
+        k += 1
+    if k == 0:
+        return ordered[0], ordered[-1]
+    return ordered[k - 1], ordered[n - k]
 
 
 def run_child(mode: str, args: argparse.Namespace) -> dict[str, dict[str, float]]:
