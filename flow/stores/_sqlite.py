@@ -68,6 +68,15 @@ _REVISION_CACHE_LIMIT = 262_144
 _ROWS_PER_STATEMENT = 1000  # ids per IN (...) stays under SQLite's 32,766 parameters
 _MAX_READERS = 8
 _PAGE_SIZE = 1024
+_READER_MMAP = 1 << 30
+"""Bytes of the file a reader connection maps (``PRAGMA mmap_size``) instead of reading
+each page through a ``pread`` into its own page cache. The pages are 1 KiB, so a
+session's base of 100 KB (1,000 messages) was about 100 reads: mapped, loading it
+took 25 us against 68-212 us; a 10-message session's 6-7 us against 9-10 (one
+thread, batches of 16 and 64). Address space only: the pages mapped are the
+kernel's page cache, shared by every reader (they show in RSS as file pages, which
+the kernel may drop). A file past this size is read as before beyond it. The
+writer keeps ``pread``: mapped, it made hot steps no faster (round 15)."""
 _LOG_TABLES = ("records", "sessions", "bases", "archive", "timers")
 """A session's tables; ``records`` first: its rows are found through the session's number."""
 _MAX_COMMIT_DELAY = 0.002  # seconds the writer may wait for a batch to fill
@@ -515,6 +524,7 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
         if conn is None:
             conn = self._connect()
             conn.execute("PRAGMA query_only = 1")
+            conn.execute(f"PRAGMA mmap_size = {_READER_MMAP}")
         try:
             yield conn
         except sqlite3.Error as exc:

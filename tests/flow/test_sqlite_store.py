@@ -533,3 +533,27 @@ def test_the_package_exports_a_sorted_all_that_imports() -> None:
     assert names == sorted(names)
     for name in names:
         assert getattr(flow.stores, name) is not None
+
+
+def test_readers_map_the_file_and_still_see_every_commit(
+    store: SqliteStore, make_session: MakeSession
+) -> None:
+    big = "x" * 200_000  # a base of about 200 pages: read through the map
+    store.save(make_session("mapped", revision=0, data={"blob": big}), None).result()
+    with store._reader() as conn:
+        assert conn.execute("PRAGMA mmap_size").fetchone()[0] == flow.stores._sqlite._READER_MMAP
+    first = store.load_many(["mapped"])["mapped"]
+    assert isinstance(first, Session)
+    assert first.context.get("blob") == big
+    # the writer rewrites the rows after the readers mapped the file (and checkpoints
+    # them into it): a reader's next load sees the new revision, not a stale page
+    for revision in range(1, 40):
+        store.save(
+            make_session("mapped", revision=revision, data={"blob": big[:-revision]}),
+            revision - 1,
+        ).result()
+    store.flush()
+    again = store.load_many(["mapped"])["mapped"]
+    assert isinstance(again, Session)
+    assert again.revision == 39
+    assert again.context.get("blob") == big[:-39]
