@@ -7,9 +7,10 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import msgpack
+import msgspec
 from msgspec.structs import force_setattr
 
-from flow._context import ROLES, ChatHistory, ChatMessage, Context
+from flow._context import ROLES, ChatHistory, ChatMessage, Context, Role
 from flow._errors import SnapshotDecodeError
 from flow._idempotency import KeyTable
 from flow._session import (
@@ -229,6 +230,10 @@ def _session_from(doc: dict[str, Any]) -> Session:
     )
 
 
+_STORED_MESSAGES = list[tuple[Role, str, str]]
+_CONVERT_FROM = 64  # messages; below about 50 the loop is cheaper
+
+
 def stored_messages(messages: Any) -> list[tuple[str, str, str]]:
     """Check stored chat messages without making them (``ChatHistory`` makes each when
     it is first read): a list of ``[role, content, timestamp]`` lists of strings,
@@ -241,6 +246,14 @@ def stored_messages(messages: Any) -> list[tuple[str, str, str]]:
     """
     if type(messages) is not list:
         raise TypeError("chat history is not a list")
+    if len(messages) > _CONVERT_FROM:
+        # the same checks in C: 37 against 77 us for 1,000 messages (2.7 against
+        # 0.9 us for 10: a fixed cost, hence only past ``_CONVERT_FROM``)
+        try:
+            converted: list[tuple[str, str, str]] = msgspec.convert(messages, _STORED_MESSAGES)
+        except msgspec.ValidationError as exc:
+            raise ValueError(f"malformed chat message: {exc}") from None
+        return converted
     kept: list[tuple[str, str, str]] = []
     for item in messages:
         if (

@@ -19,6 +19,7 @@ from msgspec.structs import force_setattr
 
 import flow._context as context_module
 from flow import ChatMessage, SnapshotDecodeError, decode, encode, new_session, step
+from flow._codec import stored_messages
 from flow._context import Role
 from flow._record import encode_record
 from flow.demo import echo
@@ -111,3 +112,32 @@ def test_stored_messages_are_not_walked_by_the_garbage_collector() -> None:
         assert len(kept) > 2
         gc.collect()
         assert [gc.is_tracked(m) for m in kept] == [False] * len(kept)
+
+
+@pytest.mark.parametrize("count", [10, 64, 65, 1000])  # the Python loop, then msgspec's
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["bot", "hi", "2026-01-01T00:00:00.000000Z"],
+        ["user", 7, "2026-01-01T00:00:00.000000Z"],
+        ["user", "hi", None],
+        ["user", "hi"],
+        {"role": "user"},
+        "user",
+    ],
+)
+def test_stored_messages_are_checked_the_same_however_many(count: int, bad: object) -> None:
+    good = [
+        [("user", "assistant")[i % 2], f"m{i}", "2026-01-01T00:00:00.000000Z"] for i in range(count)
+    ]
+    assert stored_messages(good) == [tuple(m) for m in good]
+    assert all(type(m) is tuple for m in stored_messages(good))
+    with pytest.raises(ValueError, match="malformed chat message"):
+        stored_messages([*good[:-1], bad])
+    session = new_session(echo, owner="alice")
+    for i in range(count):
+        session.context.chat_history.add_user(f"m{i}")
+    doc = msgpack.unpackb(encode(session))
+    doc["hist"][-1] = bad
+    with pytest.raises(SnapshotDecodeError):
+        decode(msgpack.packb(doc, use_bin_type=True))
