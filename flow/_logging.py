@@ -114,7 +114,9 @@ class LibraryLogger:
         later ``structlog.configure`` reaches it, as it would reach structlog's.
         """
         proxy = self._structlog
-        if "bind" not in vars(proxy):  # structlog replaces ``bind`` once it caches
+        # structlog replaces the proxy's ``bind`` once it caches; a proxy without a
+        # ``__dict__`` (some later structlog) reads as not caching: correct, slower
+        if "bind" not in getattr(proxy, "__dict__", ()):
             return proxy
         bound = self._bound = proxy.bind()
         return bound
