@@ -233,8 +233,12 @@ class LiveIndex:
     def get(self, session_id: str) -> LiveEntry | None:
         """The entry of ``session_id`` (awake or hibernated), or None."""
         with self.lock:
-            entry = self._awake.get(session_id)
-            return self._hibernated.get(session_id) if entry is None else entry
+            return self._entry(session_id)
+
+    def _entry(self, session_id: str) -> LiveEntry | None:
+        """Under the lock: the entry of ``session_id`` in either map, or None."""
+        entry = self._awake.get(session_id)
+        return self._hibernated.get(session_id) if entry is None else entry
 
     def _has(self, session_id: str) -> bool:
         return session_id in self._awake or session_id in self._hibernated
@@ -302,9 +306,7 @@ class LiveIndex:
         With ``incarnation``, only that incarnation is removed.
         """
         with self.lock:
-            entry = self._awake.get(session_id)
-            if entry is None:
-                entry = self._hibernated.get(session_id)
+            entry = self._entry(session_id)
             if entry is None or (incarnation is not None and entry.incarnation != incarnation):
                 return None
             if not when(entry):

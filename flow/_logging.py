@@ -79,7 +79,7 @@ class LibraryLogger:
         """Log at debug level; without structlog, a disabled debug level costs one check
         (not a run of the processors: activations and passivations log at debug)."""
         if structlog.is_configured():
-            bound = self._bound
+            bound = self._bound  # `_structlog_logger`'s first check, inline on this path
             (self._structlog_logger() if bound is None else bound).debug(event, **values)
         elif self._logger.isEnabledFor(logging.DEBUG):
             self._target().debug(event, **values)
@@ -90,8 +90,7 @@ class LibraryLogger:
 
     def _target(self) -> Any:
         if structlog.is_configured():
-            bound = self._bound
-            return self._structlog_logger() if bound is None else bound
+            return self._structlog_logger()
         stdlib = self._stdlib
         if stdlib is None:
             stdlib = self._stdlib = structlog.wrap_logger(
@@ -113,6 +112,9 @@ class LibraryLogger:
         proxy that does not cache (a host's choice) is asked at every call, so a
         later ``structlog.configure`` reaches it, as it would reach structlog's.
         """
+        bound = self._bound
+        if bound is not None:
+            return bound
         proxy = self._structlog
         # structlog replaces the proxy's ``bind`` once it caches; a proxy without a
         # ``__dict__`` (some later structlog) reads as not caching: correct, slower
