@@ -368,13 +368,17 @@ class PostgresStore(SqlLogStore[psycopg.Connection[Any]]):
                 {"sid": sid, "raw": raw, "error": error, "at": time.time()},
             )
 
-    def _read_one(self, what: str, read: Callable[[psycopg.Connection[Any]], _T]) -> _T:
+    def _read_one(
+        self, what: str, read: Callable[[psycopg.Connection[Any]], _T], *, states: bool = False
+    ) -> _T:
         return self._read(what, read)
 
     def _fetch_all(self, what: str, sql: str, params: Sequence[Any]) -> builtins.list[Any]:
         return self._read(what, lambda c: c.execute(sql, params).fetchall())
 
-    def _read_many(self, what: str, read: Callable[[psycopg.Connection[Any]], _T]) -> _T:
+    def _read_many(
+        self, what: str, read: Callable[[psycopg.Connection[Any]], _T], *, states: bool = False
+    ) -> _T:
         def in_snapshot(conn: psycopg.Connection[Any]) -> _T:
             with snapshot(conn):
                 return read(conn)

@@ -7,9 +7,14 @@ module, handed over as a ``LogReads``) and how a read reaches the database and
 a compaction is committed differ. A store subclasses ``SqlLogStore`` and
 provides those as hooks:
 
-- ``_read_one(what, read)``: ``read(conn)`` for one statement (one snapshot);
-- ``_read_many(what, read)``: ``read(conn)`` in one read transaction that sees
-  one snapshot across its statements;
+- ``_read_one(what, read, states=False)``: ``read(conn)`` for one statement (one
+  snapshot);
+- ``_read_many(what, read, states=False)``: ``read(conn)`` in one read transaction
+  that sees one snapshot across its statements;
+
+  ``states=True`` marks the loads of whole states (a base and the records after
+  it): SQLite reads those through connections that map the file, and every other
+  read through connections that do not (``SqliteStore._reader``);
 - ``_quarantine(session_id, raw, error)``: move a session that did not decode
   out of the log;
 - ``_commit_compaction(...)``: write a compaction (a new base, the archived
@@ -115,12 +120,12 @@ class SqlLogStore(ABC, Generic[C]):
     """The driver's query placeholder (``?`` for sqlite3, ``%s`` for psycopg)."""
 
     @abstractmethod
-    def _read_one(self, what: str, read: Callable[[C], T]) -> T:
-        """``read(conn)``, one statement's worth."""
+    def _read_one(self, what: str, read: Callable[[C], T], *, states: bool = False) -> T:
+        """``read(conn)``, one statement's worth (``states``: a load of whole states)."""
 
     @abstractmethod
-    def _read_many(self, what: str, read: Callable[[C], T]) -> T:
-        """``read(conn)`` in one read transaction (one snapshot)."""
+    def _read_many(self, what: str, read: Callable[[C], T], *, states: bool = False) -> T:
+        """``read(conn)`` in one read transaction (one snapshot; ``states`` as above)."""
 
     @abstractmethod
     def _fetch_all(self, what: str, sql: str, params: Sequence[Any]) -> builtins.list[Any]:
@@ -195,7 +200,9 @@ class SqlLogStore(ABC, Generic[C]):
         """
         reads = self._reads
         found = self._read_one(
-            f"loading {session_id!r}", lambda c: reads.state(c, session_id, revision)
+            f"loading {session_id!r}",
+            lambda c: reads.state(c, session_id, revision),
+            states=True,
         )
         if found is None:
             return None
@@ -215,7 +222,9 @@ class SqlLogStore(ABC, Generic[C]):
         `SessionStore.load_many`); a row that does not decode is quarantined."""
         ids = check_load_many(session_ids)
         reads = self._reads
-        found = self._read_many(f"loading {len(ids)} sessions", lambda c: reads.states(c, ids))
+        found = self._read_many(
+            f"loading {len(ids)} sessions", lambda c: reads.states(c, ids), states=True
+        )
         loaded: dict[str, Session | ActorflowError] = {}
         for session_id, (base, records) in found.items():
             try:

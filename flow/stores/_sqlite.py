@@ -69,14 +69,20 @@ _ROWS_PER_STATEMENT = 1000  # ids per IN (...) stays under SQLite's 32,766 param
 _MAX_READERS = 8
 _PAGE_SIZE = 1024
 _READER_MMAP = 1 << 30
-"""Bytes of the file a reader connection maps (``PRAGMA mmap_size``) instead of reading
-each page through a ``pread`` into its own page cache. The pages are 1 KiB, so a
-session's base of 100 KB (1,000 messages) was about 100 reads: mapped, loading it
-took 25 us against 68-212 us; a 10-message session's 6-7 us against 9-10 (one
-thread, batches of 16 and 64). Address space only: the pages mapped are the
-kernel's page cache, shared by every reader (they show in RSS as file pages, which
-the kernel may drop). A file past this size is read as before beyond it. The
-writer keeps ``pread``: mapped, it made hot steps no faster (round 15)."""
+"""Bytes of the file a connection loading whole states maps (``PRAGMA mmap_size``)
+instead of reading each page through a ``pread`` into its own page cache. The pages
+are 1 KiB, so a session's base of 100 KB (1,000 messages) was about 100 reads:
+mapped, loading it took 25 us against 68-212 us; a 10-message session's 6-7 us
+against 9-10 (one thread, batches of 16 and 64). Address space only: the pages
+mapped are the kernel's page cache, shared by every reader (they show in RSS as file
+pages, which the kernel may drop). A file past this size is read as before beyond it.
+
+Only loads: a base is a chain of adjacent pages, but the records a compaction, a
+page of messages or of revisions reads lie one to a page among other sessions'
+(every step appends one), and a mapped page is a page fault the first time each
+connection touches it, dearer in this VM than a ``pread`` (long conversations: a
+compaction's reads took 5.3 ms mapped against 1.7 ms, 1.7 faults more a step). The
+writer keeps ``pread`` too: mapped, it made hot steps no faster (round 15)."""
 _LOG_TABLES = ("records", "sessions", "bases", "archive", "timers")
 """A session's tables; ``records`` first: its rows are found through the session's number."""
 _MAX_COMMIT_DELAY = 0.002  # seconds the writer may wait for a batch to fill
@@ -244,7 +250,8 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
         self._revisions: dict[str, int | None] = {}
         # base_size, tail_bytes, tail_count of the sessions in _revisions (compaction's due)
         self._tails: dict[str, tuple[int, int, int]] = {}
-        self._readers: list[sqlite3.Connection] = []
+        # idle reader connections: [0] read pages with pread, [1] map the file (loads)
+        self._readers: tuple[list[sqlite3.Connection], list[sqlite3.Connection]] = ([], [])
         self._readers_lock = threading.Lock()
         self._transactions = 0
         self._saves = 0
@@ -463,9 +470,10 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
             self._checkpointer.close()
             self._writer_conn.close()
             with self._readers_lock:
-                for conn in self._readers:
-                    conn.close()
-                self._readers.clear()
+                for pool in self._readers:
+                    for conn in pool:
+                        conn.close()
+                    pool.clear()
 
     def writer_stats(self) -> WriterStats:
         """Counters of the writer thread (transactions, saves, batch sizes)."""
@@ -481,13 +489,17 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
                 raise StoreUnavailable(f"session store {self.path} is closed")
             self._queue.put(op)
 
-    def _read_one(self, what: str, read: Callable[[sqlite3.Connection], _T]) -> _T:
+    def _read_one(
+        self, what: str, read: Callable[[sqlite3.Connection], _T], *, states: bool = False
+    ) -> _T:
         # one statement, or a read that opens its own transaction (``_sqlite_reads``)
-        with self._reader() as conn:
+        with self._reader(mapped=states) as conn:
             return read(conn)
 
-    def _read_many(self, what: str, read: Callable[[sqlite3.Connection], _T]) -> _T:
-        with self._reader() as conn, read_transaction(conn):
+    def _read_many(
+        self, what: str, read: Callable[[sqlite3.Connection], _T], *, states: bool = False
+    ) -> _T:
+        with self._reader(mapped=states) as conn, read_transaction(conn):
             return read(conn)
 
     def _fetch_all(self, what: str, sql: str, params: Sequence[Any]) -> builtins.list[Any]:
@@ -516,15 +528,19 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
         future.result()
 
     @contextlib.contextmanager
-    def _reader(self) -> Iterator[sqlite3.Connection]:
+    def _reader(self, *, mapped: bool = False) -> Iterator[sqlite3.Connection]:
+        """An idle reader connection, or a new one; ``mapped``: one that maps the file
+        (``_READER_MMAP``: for loads of whole states)."""
+        pool = self._readers[mapped]
         with self._readers_lock:
             if self._closed:
                 raise StoreUnavailable(f"session store {self.path} is closed")
-            conn = self._readers.pop() if self._readers else None
+            conn = pool.pop() if pool else None
         if conn is None:
             conn = self._connect()
             conn.execute("PRAGMA query_only = 1")
-            conn.execute(f"PRAGMA mmap_size = {_READER_MMAP}")
+            if mapped:
+                conn.execute(f"PRAGMA mmap_size = {_READER_MMAP}")
         try:
             yield conn
         except sqlite3.Error as exc:
@@ -533,10 +549,10 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
         finally:
             if not conn.in_transaction:  # closed above, or left as it should be
                 with self._readers_lock:
-                    if self._closed or len(self._readers) >= _MAX_READERS:
+                    if self._closed or len(pool) >= _MAX_READERS:
                         conn.close()
                     else:
-                        self._readers.append(conn)
+                        pool.append(conn)
 
     # -- the writer thread -------------------------------------------------------------
 

@@ -67,8 +67,8 @@ def counting_vm_steps(store: SqliteStore) -> Iterator[list[int]]:
     original = store._reader
 
     @contextlib.contextmanager
-    def reader() -> Iterator[sqlite3.Connection]:
-        with original() as conn:
+    def reader(*, mapped: bool = False) -> Iterator[sqlite3.Connection]:
+        with original(mapped=mapped) as conn:
 
             def tick() -> int:
                 counted[0] += 1

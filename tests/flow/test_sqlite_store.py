@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import sqlite3
@@ -540,7 +541,7 @@ def test_readers_map_the_file_and_still_see_every_commit(
 ) -> None:
     big = "x" * 200_000  # a base of about 200 pages: read through the map
     store.save(make_session("mapped", revision=0, data={"blob": big}), None).result()
-    with store._reader() as conn:
+    with store._reader(mapped=True) as conn:
         assert conn.execute("PRAGMA mmap_size").fetchone()[0] == flow.stores._sqlite._READER_MMAP
     first = store.load_many(["mapped"])["mapped"]
     assert isinstance(first, Session)
@@ -557,3 +558,54 @@ def test_readers_map_the_file_and_still_see_every_commit(
     assert isinstance(again, Session)
     assert again.revision == 39
     assert again.context.get("blob") == big[:-39]
+
+
+def test_only_loads_of_whole_states_read_through_the_map(
+    store: SqliteStore, make_session: MakeSession
+) -> None:
+    # A base is a run of adjacent pages (mapped: cheap); the records a compaction or a
+    # page of history reads lie one to a page among other sessions' records, and each
+    # mapped page costs a page fault the first time a connection touches it.
+    for revision in range(6):
+        store.save(
+            make_session("mixed", revision=revision, data={"n": revision}),
+            None if revision == 0 else revision - 1,
+        ).result()
+    store.flush()
+    seen: list[tuple[str, int]] = []
+
+    def watched(name: str, read: Callable[..., Any]) -> Callable[..., Any]:
+        def run(conn: sqlite3.Connection, *args: Any) -> Any:
+            seen.append((name, conn.execute("PRAGMA mmap_size").fetchone()[0]))
+            return read(conn, *args)
+
+        return run
+
+    reads = store._reads
+    store._reads = dataclasses.replace(
+        reads,
+        **{
+            field.name: watched(field.name, getattr(reads, field.name))
+            for field in dataclasses.fields(reads)
+        },
+    )
+    mapped = flow.stores._sqlite._READER_MMAP
+    loaded = store.load("mixed")
+    assert loaded is not None
+    assert loaded.revision == 5
+    assert store.load("mixed", revision=2) is not None
+    assert isinstance(store.load_many(["mixed"])["mixed"], Session)
+    assert store.revisions("mixed", limit=3)
+    store.messages("mixed")
+    assert store.history_range("mixed") is not None
+    store.compact("mixed")
+    assert seen == [
+        ("state", mapped),
+        ("state", mapped),
+        ("states", mapped),
+        ("revisions", 0),
+        ("require_session", 0),
+        ("message_rows", 0),
+        ("span", 0),
+        ("for_compaction", 0),
+    ]
