@@ -336,12 +336,15 @@ def steady_state(plan: Plan, rates: list[float], cpu: list[float]) -> None:
             flush=True,
         )
         return
-    span = cpu[first:]
+    span, steps = cpu[first:], rates[first:]
+    # the first two tenths against the last two: one tenth alone swings by a fifth here
+    cpu_drift = (span[-1] + span[-2]) / (span[0] + span[1])
+    rate_drift = (steps[-1] + steps[-2]) / (steps[0] + steps[1])
     print(
         f"long conversation, steady state (tenths {first + 1}-10, past revision "
         f"{DEFAULT_RETENTION:,}: the chat window full, retention dropping a revision a "
-        f"step): CPU per step {min(span):,.0f}-{max(span):,.0f} us, last/first "
-        f"x{span[-1] / span[0]:.2f}; steps/s last/first x{rates[-1] / rates[first]:.2f}",
+        f"step): CPU per step {min(span):,.0f}-{max(span):,.0f} us, its last two tenths "
+        f"x{cpu_drift:.2f} its first two; steps/s x{rate_drift:.2f}",
         flush=True,
     )
 
