@@ -274,6 +274,9 @@ def replay(session: Session, records: Iterable[bytes], revision: int | None = No
         newest, last = number, (fields, raw)
         applied += len(raw)
     if last is not None:
+        # the window is cut once, not after each record: a full one (1,000 messages)
+        # moved all of its references at every record (0.6 of 1.9 us a record)
+        history._trim()
         fields, raw = last
         try:
             session.status = STATUS_OF[fields[7]]
@@ -310,7 +313,6 @@ def _replay_one(
         kept.extend(added)
         history._lazy = True
     history.total = int(fields[17]) + len(fields[16])
-    history._trim()
     del back[int(fields[11]) :]
     if fields[12]:
         back.extend(map(str, fields[12]))
