@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
+from unittest import mock
 
 import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import flow._codec
 from flow import (
     ChatHistory,
     ChatMessage,
@@ -220,3 +223,56 @@ def test_members_and_the_last_failure_round_trip_and_older_metadata_still_reads(
     assert decode(raw).last_failure is None
     with pytest.raises(SnapshotDecodeError, match="access"):
         decode(redo(raw, meta=["alice", 1.0, 2.0, 3, None, None, [["bob", "admin"]]]))
+
+
+@SETTINGS
+@given(sessions())
+def test_a_snapshot_of_this_schema_is_read_in_one_pass_as_field_by_field(
+    session: Session,
+) -> None:
+    raw = encode(session)
+    by_fields = flow._codec._decode_fields(raw)
+    # msgspec reads it against ``_Snapshot``: msgpack's objects are never made
+    with mock.patch.object(flow._codec.msgpack, "unpackb", side_effect=AssertionError):
+        at_once = decode(raw)
+    for decoded in (at_once, by_fields):  # stored tuples, until a message is read
+        assert all(type(m) is tuple for m in decoded.context.chat_history._messages)
+    assert encode(at_once) == encode(by_fields) == raw
+    assert at_once == by_fields
+    assert at_once.context.chat_history.total == by_fields.context.chat_history.total
+
+
+def _outcome(read: Callable[[bytes], Session], raw: bytes) -> bytes | str:
+    """What ``read`` makes of ``raw``: the session encoded again, or its error's text."""
+    try:
+        return encode(read(raw))
+    except SnapshotDecodeError as exc:
+        return f"{exc} (raw kept: {exc.raw == raw})"
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"rev": 1.0},
+        {"rev": True},
+        {"hist": [("user", "x", "t", "extra")]},
+        {"hist": [("robot", "x", "t")]},
+        {"meta": ("alice",)},
+        {"data": {"k": {"nested": 1}}, "back": ["a", 2]},
+        {"smsg": 5},
+        {"v": 1},
+    ],
+    ids=[
+        "float revision",
+        "bool revision",
+        "message of four",
+        "unknown role",
+        "short meta",
+        "back stack with a number",
+        "status message a number",
+        "version 1",
+    ],
+)
+def test_what_the_one_pass_refuses_is_read_field_by_field(changes: dict[str, Any]) -> None:
+    raw = redo(encode(a_session()), **changes)
+    assert _outcome(decode, raw) == _outcome(flow._codec._decode_fields, raw)
