@@ -4,6 +4,10 @@ steps."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
+import msgpack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -112,3 +116,43 @@ def test_a_gap_in_the_revisions_is_refused() -> None:
     base, raws, _ = records_of(["set k 1", "set k 2"], 10)
     with pytest.raises(ValueError, match="does not follow revision 0"):
         replay(decode(base), raws[1:])
+
+
+def _repacked(raw: bytes, change: Callable[[list[Any]], list[Any]]) -> bytes:
+    return msgpack.packb(change(msgpack.unpackb(raw, raw=False)), use_bin_type=True)
+
+
+def test_a_record_of_a_build_before_timers_replays_the_same() -> None:
+    base, raws, newest = records_of(["set k 1", "say hi", "go"], 10)
+    # builds before timers wrote 21 fields: no pending timers, no fired timer
+    older = [_repacked(raw, lambda fields: fields[:21]) for raw in raws]
+    replayed = decode(base)
+    assert replay(replayed, older) == sum(map(len, older))
+    assert encode(replayed) == newest
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        (0, 2),  # a record version this build does not know
+        (1, "3"),  # the revision
+        (3, "snapshot"),  # the kind
+        (11, None),  # the back stack's low-water mark
+        (15, [["k", 1]]),  # a key set without its "moved" flag
+        (16, [["user", "hi", "t", "extra"]]),  # a message of four fields
+        (19, "alice"),  # the metadata
+    ],
+)
+def test_a_record_with_a_field_of_another_type_is_malformed_with_its_bytes(
+    field: int, value: Any
+) -> None:
+    base, raws, _ = records_of(["set k 1"], 10)
+
+    def changed(fields: list[Any]) -> list[Any]:
+        fields[field] = value
+        return fields
+
+    bad = _repacked(raws[0], changed)
+    with pytest.raises(SnapshotDecodeError, match="step record is malformed") as caught:
+        replay(decode(base), [bad])
+    assert caught.value.raw == bad
