@@ -31,6 +31,7 @@ __all__ = [
     "meta_fields",
     "metadata_from",
     "stored_messages",
+    "unpacked",
 ]
 
 SCHEMA_VERSION = 2
@@ -166,7 +167,11 @@ def _packed(message: ChatMessage, pack: Callable[[Any], bytes]) -> bytes:
 
 class _Snapshot(msgspec.Struct, gc=False):
     """A snapshot of this schema as msgspec reads it in one pass (``decode``): the fields
-    ``encode`` writes, typed, so that the messages are checked and made tuples in C."""
+    ``encode`` writes, typed, so that the messages are checked and made tuples in C.
+    The values a task or a timer gave (context data, the key table, the timers) are
+    left as msgpack bytes (``msgspec.Raw``) and read by msgpack, as the fields path
+    reads them: map keys must be strings and extension types stay msgpack's, so a
+    session decodes to what it would have decoded to before."""
 
     v: int
     id: str
@@ -176,14 +181,22 @@ class _Snapshot(msgspec.Struct, gc=False):
     status: str
     rev: int
     back: list[str]
-    data: dict[str, Any]
+    data: msgspec.Raw
     meta: list[Any]
     hist: list[tuple[Role, str, str]]
-    smsg: str | None = None
-    hmax: int | None = None
-    mtot: int | None = None
-    keys: Any = None
-    tmr: list[Any] | None = None
+    smsg: str | None
+    hmax: int | None
+    mtot: int
+    keys: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
+    tmr: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
+
+
+def unpacked(value: msgspec.Raw) -> Any:
+    """A value left as msgpack bytes, read as the snapshot and record codecs read a whole
+    document (string map keys only); None when the field was absent."""
+    if not value:
+        return None
+    return msgpack.unpackb(value, raw=False, strict_map_key=True, use_list=True)
 
 
 _decode_snapshot = msgspec.msgpack.Decoder(_Snapshot).decode
@@ -203,9 +216,12 @@ def decode(raw: bytes) -> Session:
     """
     try:
         snap = _decode_snapshot(raw)
-    except (msgspec.DecodeError, msgspec.ValidationError):
+        data = unpacked(snap.data)
+        keys = unpacked(snap.keys)
+        timers = unpacked(snap.tmr)
+    except (ValueError, RecursionError):  # msgspec's errors are ValueErrors, as msgpack's
         return _decode_fields(raw)
-    if snap.v != SCHEMA_VERSION:
+    if snap.v != SCHEMA_VERSION or type(data) is not dict:
         return _decode_fields(raw)
     try:
         return _built(
@@ -216,14 +232,14 @@ def decode(raw: bytes) -> Session:
             snap.status,
             snap.rev,
             snap.back,
-            snap.data,
+            data,
             snap.meta,
             cast(list[tuple[str, str, str]], snap.hist),  # roles checked: Role
             snap.smsg,
             snap.hmax,
-            len(snap.hist) if snap.mtot is None else snap.mtot,
-            snap.keys,
-            snap.tmr,
+            snap.mtot,
+            keys,
+            timers,
         )
     except Exception as exc:
         raise SnapshotDecodeError(

@@ -22,7 +22,7 @@ import msgpack
 import msgspec
 from msgspec.structs import force_setattr, replace
 
-from flow._codec import meta_fields, metadata_from
+from flow._codec import meta_fields, metadata_from, unpacked
 from flow._context import ChatHistory, ChatMessage, Role
 from flow._errors import SnapshotDecodeError
 from flow._frozen import Frozen
@@ -243,18 +243,20 @@ class _StepDelta(msgspec.Struct, array_like=True, gc=False):
     back_push: list[str]
     cleared: bool
     removed: list[str]
-    set: list[tuple[str, Any, bool]]
+    set: list[tuple[str, msgspec.Raw, bool]]  # values as a task gave them: ``unpacked``
     messages: list[tuple[Role, str, str]]
     message_seq: int
     history_cleared_at: int | None
     metadata: list[Any]
     request_id: str | None
     digest: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
-    timers: list[Any] | None = None  # absent in records of builds before timers
+    # absent in records of builds before timers; nil when the step left them unchanged
+    timers: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
     fired: msgspec.Raw = msgspec.field(default_factory=msgspec.Raw)
 
 
 _read_delta = msgspec.msgpack.Decoder(_StepDelta).decode
+_NIL = msgspec.Raw(b"\xc0")
 
 
 def replay(session: Session, records: Iterable[bytes], revision: int | None = None) -> int:
@@ -278,12 +280,12 @@ def replay(session: Session, records: Iterable[bytes], revision: int | None = No
     back = session.back_stack
     newest = session.revision
     last: tuple[_StepDelta, bytes] | None = None
-    timers: list[Any] | None = None
+    timers: tuple[msgspec.Raw, bytes] | None = None  # the newest applied, with its record
     applied = 0
     for raw in records:
         try:
             delta = _read_delta(raw)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        except (msgspec.DecodeError, RecursionError) as exc:
             raise _malformed(raw, exc) from None
         number = delta.revision
         if number <= newest:
@@ -294,9 +296,12 @@ def replay(session: Session, records: Iterable[bytes], revision: int | None = No
             raise ValueError(f"revision {number} is a base: load its snapshot instead")
         if number != newest + 1:
             raise ValueError(f"record of revision {number} does not follow revision {newest}")
-        _apply(delta, data, history, back)
-        if delta.timers is not None:
-            timers = delta.timers
+        try:  # (no context manager: a load runs this once a record)
+            _apply(delta, data, history, back)
+        except Exception as exc:
+            raise _malformed(raw, exc) from exc
+        if delta.timers and delta.timers != _NIL:
+            timers = (delta.timers, raw)
         if delta.request_id is not None:  # an idempotency key: rare enough to decode whole
             entry = decode_record(raw).key_entry(session.session_id)
             if entry is not None:
@@ -313,10 +318,14 @@ def replay(session: Session, records: Iterable[bytes], revision: int | None = No
         try:
             session.status = STATUS_OF[delta.status]
             session.metadata = metadata_from(delta.metadata)[0]
-            if timers is not None:
-                session.timers = tuple(map(PendingTimer.decoded, timers))
         except Exception as exc:
             raise _malformed(raw, exc) from exc
+        if timers is not None:
+            packed, raw = timers
+            try:
+                session.timers = tuple(map(PendingTimer.decoded, unpacked(packed)))
+            except Exception as exc:
+                raise _malformed(raw, exc) from exc
         session.revision = newest
         session.current_task = delta.current_task
         session.status_message = delta.status_message
@@ -333,7 +342,7 @@ def _apply(delta: _StepDelta, data: dict[str, Any], history: ChatHistory, back: 
     for key, value, moved in delta.set:
         if moved:
             data.pop(key, None)
-        data[key] = value
+        data[key] = unpacked(value)
     added = delta.messages
     kept = history._messages
     if delta.history_cleared_at is not None:  # cleared after this many of them

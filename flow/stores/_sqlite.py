@@ -536,18 +536,25 @@ class SqliteStore(SqlLogStore[sqlite3.Connection]):
             if self._closed:
                 raise StoreUnavailable(f"session store {self.path} is closed")
             conn = pool.pop() if pool else None
+        fresh = conn is None
         if conn is None:
             conn = self._connect()
-            conn.execute("PRAGMA query_only = 1")
-            if mapped:
-                conn.execute(f"PRAGMA mmap_size = {_READER_MMAP}")
+        broken = False
         try:
+            if fresh:
+                conn.execute("PRAGMA query_only = 1")
+                if mapped:
+                    conn.execute(f"PRAGMA mmap_size = {_READER_MMAP}")
             yield conn
         except sqlite3.Error as exc:
-            conn.close()
+            broken = True
             raise StoreUnavailable(f"cannot read session store {self.path}: {exc}") from exc
         finally:
-            if not conn.in_transaction:  # closed above, or left as it should be
+            # a connection that failed, or that a read left inside a transaction, is
+            # closed; any other goes back to its pool
+            if broken or conn.in_transaction:
+                conn.close()
+            else:
                 with self._readers_lock:
                     if self._closed or len(pool) >= _MAX_READERS:
                         conn.close()

@@ -153,10 +153,14 @@ def a_session() -> Session:
     )
 
 
+DROP = object()
+"""A change that removes its field (``redo``)."""
+
+
 def redo(raw: bytes, **changes: Any) -> bytes:
     doc = msgpack.unpackb(raw, raw=False)
     doc.update(changes)
-    return msgpack.packb(doc, use_bin_type=True)
+    return msgpack.packb({k: v for k, v in doc.items() if v is not DROP}, use_bin_type=True)
 
 
 @pytest.mark.parametrize("version", [0, 3, 99, "1", None])
@@ -232,8 +236,8 @@ def test_a_snapshot_of_this_schema_is_read_in_one_pass_as_field_by_field(
 ) -> None:
     raw = encode(session)
     by_fields = flow._codec._decode_fields(raw)
-    # msgspec reads it against ``_Snapshot``: msgpack's objects are never made
-    with mock.patch.object(flow._codec.msgpack, "unpackb", side_effect=AssertionError):
+    # msgspec reads it against ``_Snapshot``: never the field-by-field path
+    with mock.patch.object(flow._codec, "_decode_fields", side_effect=AssertionError):
         at_once = decode(raw)
     for decoded in (at_once, by_fields):  # stored tuples, until a message is read
         assert all(type(m) is tuple for m in decoded.context.chat_history._messages)
@@ -261,6 +265,14 @@ def _outcome(read: Callable[[bytes], Session], raw: bytes) -> bytes | str:
         {"data": {"k": {"nested": 1}}, "back": ["a", 2]},
         {"smsg": 5},
         {"v": 1},
+        {"smsg": DROP},
+        {"hmax": DROP},
+        {"mtot": DROP},
+        {"mtot": None},
+        {"data": {"k": {1: 2}}},
+        {"data": {"k": [msgpack.ExtType(5, b"x")]}},
+        {"keys": {1: 2}},
+        {"tmr": [[1, {2: 3}]]},
     ],
     ids=[
         "float revision",
@@ -271,8 +283,26 @@ def _outcome(read: Callable[[bytes], Session], raw: bytes) -> bytes | str:
         "back stack with a number",
         "status message a number",
         "version 1",
+        "no status message",
+        "no window size",
+        "no message total",
+        "nil message total",
+        "a map with a number for a key",
+        "an extension type",
+        "a key table keyed by a number",
+        "timers keyed by a number",
     ],
 )
 def test_what_the_one_pass_refuses_is_read_field_by_field(changes: dict[str, Any]) -> None:
     raw = redo(encode(a_session()), **changes)
     assert _outcome(decode, raw) == _outcome(flow._codec._decode_fields, raw)
+
+
+def test_bytes_nested_past_any_limit_are_refused_as_a_snapshot_decode_error() -> None:
+    # a value nested 3,000 deep: msgspec gives up with RecursionError, msgpack with
+    # StackError; either way the load must be refused (and the session quarantined)
+    marked = redo(encode(a_session()), data={"k": "MARK"})
+    raw = marked.replace(msgpack.packb("MARK"), b"\x91" * 3000 + b"\x01")
+    with pytest.raises(SnapshotDecodeError) as info:
+        decode(raw)
+    assert info.value.raw == raw

@@ -156,3 +156,41 @@ def test_a_record_with_a_field_of_another_type_is_malformed_with_its_bytes(
     with pytest.raises(SnapshotDecodeError, match="step record is malformed") as caught:
         replay(decode(base), [bad])
     assert caught.value.raw == bad
+
+
+def _with_value(raw: bytes, value: Any) -> bytes:
+    """``raw`` (a record that sets key k) setting ``value`` instead."""
+
+    def changed(fields: list[Any]) -> list[Any]:
+        fields[15] = [["k", value, False]]
+        return fields
+
+    return _repacked(raw, changed)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        lambda raw: _with_value(raw, {1: 2}),  # a map keyed by a number, as msgpack refuses
+        lambda raw: _with_value(raw, "MARK").replace(
+            msgpack.packb("MARK"), b"\x91" * 3000 + b"\x01"
+        ),  # nested past msgspec's and msgpack's limits
+        lambda raw: _repacked(raw, lambda fields: [*fields[:22], [[1, {2: 3}]], None]),
+    ],
+    ids=["number for a key", "nested 3,000 deep", "timers keyed by a number"],
+)
+def test_a_value_msgpack_would_refuse_is_malformed_with_its_bytes(
+    bad: Callable[[bytes], bytes],
+) -> None:
+    base, raws, _ = records_of(["set k 1"], 10)
+    damaged = bad(raws[0])
+    with pytest.raises(SnapshotDecodeError, match="step record is malformed") as caught:
+        replay(decode(base), [damaged])
+    assert caught.value.raw == damaged
+
+
+def test_a_value_is_read_as_msgpack_reads_it() -> None:
+    base, raws, _ = records_of(["set k 1"], 10)
+    session = decode(base)
+    replay(session, [_with_value(raws[0], [msgpack.ExtType(5, b"x"), {"a": b"b"}])])
+    assert session.context._data["k"] == [msgpack.ExtType(5, b"x"), {"a": b"b"}]

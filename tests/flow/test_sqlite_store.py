@@ -609,3 +609,17 @@ def test_only_loads_of_whole_states_read_through_the_map(
         ("span", 0),
         ("for_compaction", 0),
     ]
+
+
+@pytest.mark.parametrize("mapped", [False, True])
+def test_a_failed_read_is_store_unavailable_and_its_connection_is_not_reused(
+    store: SqliteStore, make_session: MakeSession, mapped: bool
+) -> None:
+    store.save(make_session("kept", revision=0), None).result()
+    with pytest.raises(StoreUnavailable, match="no such table"):
+        store._read_one("a read", lambda c: c.execute("SELECT * FROM nope"), states=mapped)
+    assert store._readers[mapped] == []  # closed, not put back
+    loaded = store.load_many(["kept"]) if mapped else {"kept": store.load("kept")}
+    assert isinstance(loaded["kept"], Session)
+    with pytest.raises(StoreUnavailable, match="no such table"):
+        store._read_many("a read", lambda c: c.execute("SELECT * FROM nope"), states=mapped)
