@@ -293,7 +293,7 @@ def _outcome(read: Callable[[bytes], Session], raw: bytes) -> bytes | str:
         "timers keyed by a number",
     ],
 )
-def test_what_the_one_pass_refuses_is_read_field_by_field(changes: dict[str, Any]) -> None:
+def test_odd_snapshots_decode_as_field_by_field(changes: dict[str, Any]) -> None:
     raw = redo(encode(a_session()), **changes)
     assert _outcome(decode, raw) == _outcome(flow._codec._decode_fields, raw)
 
@@ -306,3 +306,16 @@ def test_bytes_nested_past_any_limit_are_refused_as_a_snapshot_decode_error() ->
     with pytest.raises(SnapshotDecodeError) as info:
         decode(raw)
     assert info.value.raw == raw
+
+
+@SETTINGS
+@given(sessions(), st.data())
+def test_a_damaged_snapshot_decodes_in_one_pass_only_as_field_by_field(
+    session: Session, data: st.DataObject
+) -> None:
+    raw = bytearray(encode(session))
+    for _ in range(data.draw(st.integers(min_value=1, max_value=3))):
+        position = data.draw(st.integers(min_value=0, max_value=len(raw) - 1))
+        raw[position] = data.draw(st.integers(min_value=0, max_value=255))
+    damaged = bytes(raw)
+    assert _outcome(decode, damaged) == _outcome(flow._codec._decode_fields, damaged)
