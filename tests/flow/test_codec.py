@@ -94,6 +94,15 @@ def sessions(draw: st.DrawFn) -> Session:
     )
 
 
+def damaged(raw: bytes, data: st.DataObject, times: int) -> bytes:
+    """``raw`` with ``times`` bytes (drawn, maybe the same one twice) set to drawn values."""
+    changed = bytearray(raw)
+    for _ in range(times):
+        position = data.draw(st.integers(min_value=0, max_value=len(changed) - 1))
+        changed[position] = data.draw(st.integers(min_value=0, max_value=255))
+    return bytes(changed)
+
+
 def assert_decode_fails_cleanly(raw: bytes) -> None:
     error: SnapshotDecodeError | None = None
     try:
@@ -125,12 +134,10 @@ def test_random_bytes_raise_only_snapshot_decode_error(raw: bytes) -> None:
 def test_damaged_snapshots_raise_only_snapshot_decode_error(
     session: Session, data: st.DataObject
 ) -> None:
-    raw = bytearray(encode(session))
-    position = data.draw(st.integers(min_value=0, max_value=len(raw) - 1))
-    raw[position] = data.draw(st.integers(min_value=0, max_value=255))
+    raw = damaged(encode(session), data, 1)
     cut = data.draw(st.integers(min_value=0, max_value=len(raw)))
-    assert_decode_fails_cleanly(bytes(raw[:cut]))
-    assert_decode_fails_cleanly(bytes(raw))
+    assert_decode_fails_cleanly(raw[:cut])
+    assert_decode_fails_cleanly(raw)
 
 
 @SETTINGS
@@ -313,9 +320,5 @@ def test_bytes_nested_past_any_limit_are_refused_as_a_snapshot_decode_error() ->
 def test_a_damaged_snapshot_decodes_in_one_pass_only_as_field_by_field(
     session: Session, data: st.DataObject
 ) -> None:
-    raw = bytearray(encode(session))
-    for _ in range(data.draw(st.integers(min_value=1, max_value=3))):
-        position = data.draw(st.integers(min_value=0, max_value=len(raw) - 1))
-        raw[position] = data.draw(st.integers(min_value=0, max_value=255))
-    damaged = bytes(raw)
-    assert _outcome(decode, damaged) == _outcome(flow._codec._decode_fields, damaged)
+    raw = damaged(encode(session), data, data.draw(st.integers(min_value=1, max_value=3)))
+    assert _outcome(decode, raw) == _outcome(flow._codec._decode_fields, raw)

@@ -122,6 +122,16 @@ def _repacked(raw: bytes, change: Callable[[list[Any]], list[Any]]) -> bytes:
     return msgpack.packb(change(msgpack.unpackb(raw, raw=False)), use_bin_type=True)
 
 
+def _with_field(raw: bytes, index: int, value: Any) -> bytes:
+    """``raw`` with its field ``index`` (``encode_record``'s order) set to ``value``."""
+
+    def changed(fields: list[Any]) -> list[Any]:
+        fields[index] = value
+        return fields
+
+    return _repacked(raw, changed)
+
+
 def test_a_record_of_a_build_before_timers_replays_the_same() -> None:
     base, raws, newest = records_of(["set k 1", "say hi", "go"], 10)
     # builds before timers wrote 21 fields: no pending timers, no fired timer
@@ -147,12 +157,7 @@ def test_a_record_with_a_field_of_another_type_is_malformed_with_its_bytes(
     field: int, value: Any
 ) -> None:
     base, raws, _ = records_of(["set k 1"], 10)
-
-    def changed(fields: list[Any]) -> list[Any]:
-        fields[field] = value
-        return fields
-
-    bad = _repacked(raws[0], changed)
+    bad = _with_field(raws[0], field, value)
     with pytest.raises(SnapshotDecodeError, match="step record is malformed") as caught:
         replay(decode(base), [bad])
     assert caught.value.raw == bad
@@ -160,12 +165,7 @@ def test_a_record_with_a_field_of_another_type_is_malformed_with_its_bytes(
 
 def _with_value(raw: bytes, value: Any) -> bytes:
     """``raw`` (a record that sets key k) setting ``value`` instead."""
-
-    def changed(fields: list[Any]) -> list[Any]:
-        fields[15] = [["k", value, False]]
-        return fields
-
-    return _repacked(raw, changed)
+    return _with_field(raw, 15, [["k", value, False]])
 
 
 @pytest.mark.parametrize(
