@@ -129,7 +129,7 @@ class DispatcherActor(pykka.Actor):
         """Run one turn on the calling worker thread: ``on_start`` first, then messages.
 
         Internal method for the dispatcher: the caller must have taken the
-        mailbox's scheduled flag (the run queue only holds actors that did).
+        mailbox's scheduled flag (the run queue only holds mailboxes that did).
         """
         inbox = self.actor_inbox
         stopped = self.actor_stopped
@@ -195,8 +195,10 @@ class DispatcherActor(pykka.Actor):
                     envelope.reply_to.set_exception(exc_info)
 
     def _dispatch_close(self) -> None:
-        """After the actor stopped: fail queued asks with ActorDeadError, leave the dispatcher."""
+        """After the actor stopped: fail queued asks with ActorDeadError, close its
+        mailbox (so that nothing refers back to the actor), leave the dispatcher."""
         self._actor_loop_teardown()
+        self.actor_inbox.close()
         if self._dispatcher is not None:
             self._dispatcher._forget(self)  # the dispatcher and its actor type are one unit
 

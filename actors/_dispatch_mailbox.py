@@ -8,6 +8,13 @@ actor on the run queue, and the worker that runs the turn holds it until the
 turn ends. An actor therefore sits at most once on the run queue and is run by
 at most one worker.
 
+What the run queue holds is the mailbox, not the actor: the mailbox refers to
+its actor only until the actor has stopped (`Mailbox.close`), so a stopped
+actor, which refers to its mailbox, is freed by its reference count alone,
+not by a full collection of the garbage collector. A message that arrives
+after that (from a sender that saw the actor alive an instant before) is
+answered by the mailbox itself with ``ActorDeadError``.
+
 The race between "a worker ends its turn and sees an empty mailbox" and "a
 sender appends" is closed by the order in `Mailbox.end_turn`: release the flag
 first, then look at the mailbox again. A sender that appended before the
@@ -22,7 +29,9 @@ import threading
 from queue import SimpleQueue
 from typing import Any, Protocol
 
+from pykka import ActorDeadError
 from pykka._envelope import Envelope
+from pykka.messages import _ActorStop
 
 __all__ = ["Mailbox", "Scheduler"]
 
@@ -30,8 +39,12 @@ __all__ = ["Mailbox", "Scheduler"]
 class Scheduler(Protocol):
     """What a mailbox needs from its dispatcher: a way onto the run queue."""
 
-    def _schedule(self, actor: Any, /) -> None:
-        """Put ``actor`` on the run queue (its mailbox holds the scheduled flag)."""
+    def _schedule(self, mailbox: Mailbox, /) -> None:
+        """Put ``mailbox`` on the run queue (it holds the scheduled flag).
+
+        A worker then runs its turn: ``mailbox.actor._dispatch_turn()``, or
+        ``mailbox.answer_late()`` once the actor is None (closed).
+        """
 
 
 class Mailbox:
@@ -47,14 +60,16 @@ class Mailbox:
     actor is mostly its mailbox.
     """
 
-    __slots__ = ("_actor", "_envelopes", "_scheduled", "_scheduler")
+    __slots__ = ("_envelopes", "_scheduled", "_scheduler", "_stopped_name", "actor")
 
     def __init__(self) -> None:
         """Create an empty mailbox, not yet bound to an actor (see `bind`)."""
         self._envelopes: SimpleQueue[Envelope[Any]] = SimpleQueue()
         self._scheduled = threading.Lock()
-        self._actor: Any = None
+        self.actor: Any = None
+        """The actor whose turns this mailbox schedules; None before `bind` and after `close`."""
         self._scheduler: Scheduler | None = None
+        self._stopped_name = ""
 
     def bind(self, actor: Any, scheduler: Scheduler, *, first_turn: bool) -> None:
         """Start scheduling ``actor`` on ``scheduler`` whenever a message arrives.
@@ -66,17 +81,47 @@ class Mailbox:
                 (to run ``on_start``). Without it, a turn is scheduled only for
                 messages that arrived before the bind, or by the next ``put``.
         """
-        self._actor = actor
+        self.actor = actor
         self._scheduler = scheduler
         if (first_turn or not self._envelopes.empty()) and self._scheduled.acquire(blocking=False):
-            scheduler._schedule(actor)
+            scheduler._schedule(self)
+
+    def close(self) -> None:
+        """Forget the stopped actor: a later message is answered by `answer_late`.
+
+        Called by the actor's last turn, after its queued asks were failed.
+        From then on nothing here refers to the actor.
+        """
+        if self.actor is not None:
+            self._stopped_name = str(self.actor)
+            self.actor = None
+
+    def answer_late(self) -> None:
+        """The turn of a closed mailbox: fail each waiting ask, then give the worker back.
+
+        As pykka's ``Actor._actor_loop_teardown`` does: ``ActorDeadError``, or
+        None for a stop request.
+        """
+        try:
+            while (envelope := self.take()) is not None:
+                if envelope.reply_to is None:
+                    continue
+                if isinstance(envelope.message, _ActorStop):
+                    envelope.reply_to.set(None)
+                else:
+                    error = ActorDeadError(
+                        f"{self._stopped_name} stopped before handling the message"
+                    )
+                    envelope.reply_to.set_exception(exc_info=(ActorDeadError, error, None))
+        finally:
+            self.end_turn()
 
     def put(self, envelope: Envelope[Any], /) -> None:
         """Append an envelope; schedule the actor if it was not already scheduled."""
         self._envelopes.put(envelope)
         scheduler = self._scheduler
         if scheduler is not None and self._scheduled.acquire(blocking=False):
-            scheduler._schedule(self._actor)
+            scheduler._schedule(self)
 
     def get(self) -> Envelope[Any]:
         """Take the oldest envelope.
@@ -112,4 +157,4 @@ class Mailbox:
         if not self._envelopes.empty() and self._scheduled.acquire(blocking=False):
             scheduler = self._scheduler
             assert scheduler is not None, "a turn ran on an unbound mailbox"
-            scheduler._schedule(self._actor)
+            scheduler._schedule(self)

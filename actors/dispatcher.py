@@ -13,6 +13,9 @@ of each.
 - A turn handles at most `DispatcherActor.throughput` messages, then the actor
   goes to the back of the run queue if it has more: a chatty actor cannot
   starve the others.
+- What sits on the run queue is the actor's mailbox, which lets go of its
+  actor when the actor stops: a stopped actor is in no reference cycle and
+  is freed at once, not at the garbage collector's next full collection.
 - Message handling is pykka's own (``_handle_receive``, ``_handle_failure``,
   ``_stop``, ``_actor_loop_setup``, ``_actor_loop_teardown``), so ``on_start``,
   ``on_stop``, ``on_failure``, ``ask``/``tell``, proxies and futures behave as

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
@@ -11,6 +13,7 @@ from typing import Any
 import pykka
 import pytest
 from pykka._envelope import Envelope
+from pykka.messages import _ActorStop
 
 from actors.dispatcher import Dispatcher, DispatcherActor, mailbox_depth
 
@@ -241,6 +244,36 @@ def test_a_message_racing_with_stop_gets_actor_dead_error(
     ref.actor_inbox.put(Envelope("late", reply_to=future))
     with pytest.raises(pykka.ActorDeadError):
         future.get(timeout=WAIT)
+
+
+def test_a_stopped_actor_is_freed_by_its_reference_count_alone(
+    make_dispatcher: Callable[..., Dispatcher],
+) -> None:
+    # A passivated or hibernated session's actor and all it held must not wait for a
+    # full collection (rare under actorflowd's thresholds) to give its memory back.
+    ref = make_dispatcher(threads=1).spawn(EchoActor)
+    freed = threading.Event()
+    weakref.finalize(ref._actor_weakref(), freed.set)
+    assert ref.ask("alive", timeout=WAIT) == "alive"
+    gc.disable()
+    try:
+        assert ref.stop(timeout=WAIT) is True
+        assert freed.wait(WAIT), "the stopped actor is still referenced (a cycle?)"
+    finally:
+        gc.enable()
+    # its mailbox still answers what arrives late, as the actor's teardown would
+    late = EchoActor._create_future()
+    ref.actor_inbox.put(Envelope("late", reply_to=late))
+    with pytest.raises(pykka.ActorDeadError, match=r"^EchoActor \(urn:uuid:.*\) stopped before"):
+        late.get(timeout=WAIT)
+    stop = EchoActor._create_future()
+    ref.actor_inbox.put(Envelope(_ActorStop(), reply_to=stop))
+    assert stop.get(timeout=WAIT) is None
+    ref.actor_inbox.put(Envelope("told, not asked"))
+    again = EchoActor._create_future()
+    ref.actor_inbox.put(Envelope("asked after a tell", reply_to=again))
+    with pytest.raises(pykka.ActorDeadError):
+        again.get(timeout=WAIT)
 
 
 def test_on_start_runs_on_a_worker_before_any_message(

@@ -6,6 +6,7 @@ import gc
 import random
 import threading
 import types
+import weakref
 from collections.abc import Callable
 
 import pytest
@@ -76,6 +77,36 @@ def test_an_idle_session_hibernates_without_an_actor_and_wakes_on_its_next_step(
     assert (counters.hibernations, counters.wakes, counters.activations) == (5, 1, 5)
     stats = rt.stats()  # what /metrics reads
     assert (stats.hibernated, stats.hibernations, stats.wakes) == (4, 5, 1)
+
+
+def test_hibernating_and_passivating_free_the_actor_without_the_garbage_collector(
+    open_runtime: Opener, clock: ManualClock
+) -> None:
+    # Under actorflowd's collector thresholds a full collection is rare: a session
+    # actor left in a reference cycle kept its whole decoded session until then.
+    rt = _open(open_runtime, clock)
+    sleeper, leaver = (rt.create_session("counter", owner="a") for _ in range(2))
+    freed = {sid: threading.Event() for sid in (sleeper, leaver)}
+    for sid, event in freed.items():
+        rt.step(sid, "one")
+        entry = rt._core.index.get(sid)
+        assert entry is not None
+        assert entry.ref is not None
+        weakref.finalize(entry.ref._actor_weakref(), event.set)
+        del entry
+    gc.collect()
+    gc.disable()
+    try:
+        assert rt.passivate(leaver)
+        clock.advance(11)
+        rt.sweep_now()
+        wait_hibernated(rt, sleeper)
+        for sid, event in freed.items():
+            assert event.wait(5), f"{sid}'s stopped actor waits for a collection"
+    finally:
+        gc.enable()
+    assert rt.step(sleeper, "two").revision == 2
+    assert rt.step(leaver, "two").revision == 2
 
 
 def test_inspect_and_get_session_of_a_hibernated_session_answer_it_live(
