@@ -14,6 +14,11 @@ are written to a fresh SQLite store, then a runtime is opened on it and:
 - the same steps again, now that every session is live: the difference is
   what activation itself costs.
 
+Then, once (``--long-sessions``, 0 to skip), the same activations from
+coroutines of sessions whose histories hold ``--long-history`` messages (the
+sessions that kept talking), beside the short ones' CPU per activation in the
+same run.
+
 The steps come from ``T`` client threads calling ``Runtime.step`` (``--client
 threads``), or from ``T`` concurrent coroutines on one event loop calling
 ``AsyncRuntime.step`` (``--client asyncio``): how actorflowd's requests arrive,
@@ -140,6 +145,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--profile-only", action="store_true", help="activations only (for py-spy), no loads"
     )
+    parser.add_argument(
+        "--long-sessions",
+        type=int,
+        default=2_000,
+        help="sessions of the long-history run (0: skip it)",
+    )
+    parser.add_argument("--long-history", type=int, default=1_000)
     args = parser.parse_args(argv)
     structlog.configure(
         wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING),
@@ -160,21 +172,54 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     clients = ("threads", "asyncio") if args.client == "both" else (args.client,)
     # the daemon's settings last: a frozen heap stays frozen for the process
+    short_cpu: list[float] = []
+    collector = args.gc
     for collector in ("python", "daemon") if args.gc == "both" else (args.gc,):
         if collector == "daemon":
             tune_gc()
         for _ in range(args.repeats):
             for client in clients:
-                run_once(args, config, client, collector)
+                timed = run_once(args, config, client, collector)
+                if client == "asyncio":
+                    short_cpu.append(timed.cpu_seconds / args.sessions)
+    if args.long_sessions and not args.profile_only:
+        long_args = argparse.Namespace(
+            **{**vars(args), "sessions": args.long_sessions, "history": args.long_history}
+        )
+        timed = run_once(
+            long_args, config, "asyncio", collector, label=f"{args.long_history:,}-message"
+        )
+        if short_cpu:
+            each = timed.cpu_seconds / args.long_sessions
+            print(
+                f"activation of a {args.long_history:,}-message session against a "
+                f"{args.history:,}-message one (asyncio clients, {COLLECTORS[collector]}): "
+                f"{each * 1e6:,.0f} against {short_cpu[-1] * 1e6:,.0f} us of CPU "
+                f"(x{each / short_cpu[-1]:.1f})",
+                flush=True,
+            )
 
 
-def run_once(args: argparse.Namespace, config: RuntimeConfig, client: str, collector: str) -> None:
-    """One repeat on a fresh store (a store reused across repeats grows its WAL)."""
+def run_once(
+    args: argparse.Namespace,
+    config: RuntimeConfig,
+    client: str,
+    collector: str,
+    label: str = "",
+) -> Timed:
+    """One repeat on a fresh store (a store reused across repeats grows its WAL); the
+    activations' time."""
     with tempfile.TemporaryDirectory(prefix="actorflow-activation-") as tmp:
         data_dir = Path(tmp)
         store = open_store(None, data_dir, "fsync")
         try:
             ids = preload(store, args.sessions, args.history)
+            # Closing checkpoints the preload's WAL into the file, where sessions
+            # passivated a while ago are. Read out of a WAL of 200 MB instead (2,000
+            # sessions of 1,000 messages), a load took twice the CPU, and the
+            # checkpointer, copying it meanwhile, was counted as the activations'.
+            store.close()
+            store = open_store(None, data_dir, "fsync")
             if not args.profile_only and client == "threads":
                 report("store.load alone", len(ids), in_parallel(ids, store.load, args.threads))
             if client == "threads":
@@ -188,12 +233,14 @@ def run_once(args: argparse.Namespace, config: RuntimeConfig, client: str, colle
                         hot = in_parallel(ids, lambda sid: rt.step(sid, "again"), args.threads)
             else:
                 timed, woke, hot = asyncio.run(by_coroutines(args, config, data_dir, store, ids))
-            label = f"{args.threads} {client} clients, {COLLECTORS[collector]}"
-            report(f"activations, {label} ({woke:,} counted)", len(ids), timed)
+            what = f"{args.threads} {client} clients, {COLLECTORS[collector]}"
+            sessions = f" of {label} sessions" if label else ""
+            report(f"activations{sessions}, {what} ({woke:,} counted)", len(ids), timed)
             if hot is not None:
-                report(f"the same steps again, on live sessions, {label}", len(ids), hot)
+                report(f"the same steps again, on live sessions, {what}", len(ids), hot)
         finally:
             store.close()
+    return timed
 
 
 async def by_coroutines(
