@@ -8,10 +8,16 @@ per configuration, actorflowd subprocesses serving 64 ``echo`` sessions:
 - ``redis x2``: two daemons on one Redis, each request sent to one of them at
   random, so about half are forwarded to the daemon holding the session's lease.
 
-A closed loop of C keep-alive clients (one asyncio loop, one ``httpx.AsyncClient``
-per daemon) steps the sessions for a fixed time; prints steps/s, p50 and p99 per
-configuration and client count, one line each, with the daemons' CPU time per
-step (user + system, from /proc), which a busy machine disturbs less.
+A closed loop of C keep-alive clients steps the sessions for a fixed time: wrk
+when it is installed (one wrk per daemon, C/N connections each, every one of
+them stepping all the sessions in turn, from a different starting point, so
+that each session's requests reach every daemon), else one asyncio loop with
+one ``httpx.AsyncClient`` per daemon, each request to one of them at random.
+httpx costs about 1 ms of CPU a request: alone on a core it tops out near
+1,100 steps/s, below what one daemon serves, so its figures measure the
+generator more than the daemons. Prints steps/s, p50 and p99 per configuration
+and client count, one line each, with the daemons' CPU time per step (user +
+system, from /proc), which a busy machine disturbs less.
 
     .venv-dev/bin/python bench/cluster.py [--quick] [--clients 16 64] [--seconds 8]
 """
@@ -34,6 +40,7 @@ from pathlib import Path
 
 import httpx
 from _proc import process_cpu
+from daemon_http import run_wrk
 
 ROOT = Path(__file__).resolve().parents[1]
 SESSIONS = 64
@@ -128,8 +135,14 @@ class Figure:
     cpu_us: float  # daemons' CPU per step (robust to a busy machine)
 
 
+def generator() -> str:
+    """What drives the load: ``wrk`` when installed, else ``httpx``."""
+    return "wrk" if shutil.which("wrk") else "httpx"
+
+
 async def run_load(urls: list[str], pids: list[int], clients: int, seconds: float) -> Figure:
-    """``clients`` closed-loop clients stepping the sessions through ``urls``."""
+    """``clients`` closed-loop clients stepping the sessions through ``urls`` (wrk, or
+    httpx without it: see the module's docstring)."""
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     http = [httpx.AsyncClient(base_url=u, limits=limits, timeout=30.0) for u in urls]
     try:
@@ -140,6 +153,8 @@ async def run_load(urls: list[str], pids: list[int], clients: int, seconds: floa
             sessions.append(created.json()["session_id"])
         for sid in sessions:  # activate (and lease) every session once, anywhere
             await random.choice(http).post(f"/v1/sessions/{sid}/step", json={"input": "w"})
+        if generator() == "wrk":
+            return await _run_wrk(urls, pids, sessions, clients, seconds)
         latencies: list[float] = []
         errors = 0
         stop_at = time.monotonic() + seconds
@@ -179,6 +194,39 @@ async def run_load(urls: list[str], pids: list[int], clients: int, seconds: floa
     )
 
 
+async def _run_wrk(
+    urls: list[str], pids: list[int], sessions: list[str], clients: int, seconds: float
+) -> Figure:
+    """One wrk per daemon at once, ``clients`` connections in all; daemon i's wrk steps
+    the sessions in turn from the i-th part of the list on, so every session is stepped
+    through every daemon and, with two, about half of the requests are forwarded."""
+    per = max(1, clients // len(urls))
+    offsets = [len(sessions) * i // len(urls) for i in range(len(urls))]
+    with tempfile.TemporaryDirectory(prefix="actorflow-bench-wrk-") as tmp:
+        dirs = [Path(tmp) / str(i) for i in range(len(urls))]
+        for each in dirs:
+            each.mkdir()
+        cpu_before = cpu_seconds(pids)
+        loads = await asyncio.gather(
+            *(
+                asyncio.to_thread(run_wrk, url, sessions[o:] + sessions[:o], per, seconds, workdir)
+                for url, o, workdir in zip(urls, offsets, dirs, strict=True)
+            )
+        )
+        cpu = cpu_seconds(pids) - cpu_before
+    steps = sum(load.steps for load in loads)
+    errors = sum(load.errors for load in loads)
+    if errors:
+        print(f"  ({errors} non-200 answers)")
+    return Figure(
+        rate=sum(load.steps / load.seconds for load in loads),
+        # wrk gives each process's percentiles: their mean by steps, and the worse p99
+        p50_ms=sum(load.p50_ms * load.steps for load in loads) / max(steps, 1),
+        p99_ms=max(load.p99_ms for load in loads),
+        cpu_us=cpu / max(steps, 1) * 1e6,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="3 s per figure")
@@ -187,6 +235,7 @@ def main() -> None:
     args = parser.parse_args()
     seconds = 3.0 if args.quick else args.seconds
     print(f"load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())}", flush=True)
+    print(f"load generator: {generator()}", flush=True)
     with tempfile.TemporaryDirectory(prefix="actorflow-bench-cluster-") as tmp:
         work = Path(tmp)
         redis_dir = work / "redis"
