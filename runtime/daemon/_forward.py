@@ -52,6 +52,7 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from runtime._cluster import Cluster, Holder
 from runtime.daemon._gateway import request_info
 from runtime.daemon._http import disconnected, read_body, replayer, send_problem
+from runtime.daemon._peer_transport import PeerTransport
 from runtime.daemon._problems import MISDIRECTED, STORE_UNAVAILABLE, Problem, problem_kind
 from runtime.errors import StoreUnavailable
 
@@ -594,8 +595,8 @@ class Forwarder:
     def _http(self) -> httpx.AsyncClient:
         if self._client is None:
             self._client = httpx.AsyncClient(
+                transport=PeerTransport(connect_timeout=CONNECT_TIMEOUT),
                 timeout=httpx.Timeout(None, connect=CONNECT_TIMEOUT),
-                limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
                 follow_redirects=False,
                 trust_env=False,  # daemon-to-daemon traffic never goes through a proxy
             )
