@@ -11,6 +11,9 @@ sessions another one holds, so with random routing about half of all requests.
 What it does, and no more:
 
 - ``http://`` only; any other scheme goes to httpx's own transport.
+- A request takes an idle connection to its peer or opens one: there are no
+  more connections than forwarded requests in flight, which the daemon's own
+  limit on its connections (``--max-connections``) bounds.
 - Idle connections are kept per peer, newest first, at most ``max_idle`` in
   all, and dropped after ``keepalive_expiry`` seconds idle (below the peers'
   own keep-alive timeout, so that a peer closing an idle connection as we
