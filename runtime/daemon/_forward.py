@@ -25,8 +25,11 @@ session (``/v1/sessions/{id}`` and its ``/step``, ``/members``, ``/revisions``,
    nothing run), and while it runs the session cannot be activated here under
    another epoch. Marks that do not verify (a client sending them itself) are
    dropped and the request is routed as any other.
+   A holder read from the store routes its session's next requests for up to
+   a second (`HOLDER_TRUST`) without another read.
 3. If the holder cannot be reached (connection refused), or answers 421, the
-   request is sent again (or served here once the holder's lease has expired).
+   request is sent again, after a new read of the store (or served here once
+   the holder's lease has expired).
    If the holder got the request but stops answering while its lease lapses (a
    paused or dead process), or does not answer within the forwarding timeout
    (alive but slow), a step is not run again (it may have been applied): the
@@ -71,6 +74,13 @@ EPOCH_HEADER = "x-actorflow-lease-epoch"
 DEADLINE_HEADER = "x-actorflow-deadline"
 MAX_ATTEMPTS = 3
 CONNECT_TIMEOUT = 1.0
+HOLDER_TRUST = 1.0
+"""Seconds a holder read from the store routes its session's next requests without
+another read (at most half of what its lease had left). A holder that has lost the
+lease since refuses the request (421, nothing run) or cannot be reached, and the next
+attempt reads the store again."""
+HOLDERS_KEPT = 10_000
+"""Holders remembered at most (the oldest read is forgotten first)."""
 _MARKS = (FORWARDED_HEADER.encode(), EPOCH_HEADER.encode(), DEADLINE_HEADER.encode())
 
 OUTCOME_UNKNOWN = problem_kind("outcome-unknown")
@@ -174,6 +184,8 @@ class Forwarder:
         self.timeout = timeout
         self._client = client
         self._on_forward = on_forward
+        # session id -> (its holder, until when it is trusted): read on the server loop only
+        self._holders: dict[str, tuple[Holder, float]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self._handle(cast(_Scope, scope), cast(_Receive, receive), cast(_Send, send))
@@ -280,6 +292,7 @@ class Forwarder:
             outcome, refusal = await self._forward(scope, body, receive, send, holder, give_up)
             if outcome is _Outcome.RELAYED:
                 return
+            self._holders.pop(session_id, None)  # the next attempt reads the store again
             if outcome is _Outcome.TIMED_OUT:
                 await send_problem(send, await self._timed_out(holder, scope["method"]))
                 return
@@ -354,16 +367,37 @@ class Forwarder:
     async def _holder_elsewhere(
         self, session_id: str, *, trust_local: bool = True
     ) -> Holder | None:
-        """The other node holding the session's lease, or None (this node, or nobody)."""
-        if trust_local and self.cluster.holds(session_id):
-            return None
+        """The other node holding the session's lease, or None (this node, or nobody).
+
+        With ``trust_local``, a holder read in the last `HOLDER_TRUST` seconds is taken
+        as it was read.
+        """
+        if trust_local:
+            if self.cluster.holds(session_id):
+                return None
+            known = self._holders.get(session_id)
+            if known is not None and known[1] > time.monotonic():
+                return known[0]
         try:
             holder = await self.cluster.holder_of(session_id)
         except StoreUnavailable:
             return None  # served here, where the request fails with the store's 503
         if holder is None or holder.node_id == self.cluster.node_id:
+            self._holders.pop(session_id, None)
             return None
+        self._remember(holder)
         return holder
+
+    def _remember(self, holder: Holder) -> None:
+        """Route ``holder``'s session to it for a while without reading the store."""
+        trust = min(HOLDER_TRUST, holder.expires_in / 2)
+        holders = self._holders
+        holders.pop(holder.name, None)
+        if trust <= 0:
+            return
+        if len(holders) >= HOLDERS_KEPT:
+            del holders[next(iter(holders))]
+        holders[holder.name] = (holder, time.monotonic() + trust)
 
     async def _serve_here(self, scope: _Scope, receive: _Receive, send: _Send) -> _Captured | None:
         """Run the app; a 503 answer is held back (returned) instead of sent."""

@@ -34,14 +34,17 @@ class StandInCluster:
     lease_ttl = 1.0
     renew_interval = 0.05
 
-    def __init__(self) -> None:
+    def __init__(self, holder: Holder = HOLDER) -> None:
         self.fenced: list[Holder] = []
+        self.holder = holder
+        self.lookups = 0
 
     def holds(self, session_id: str) -> bool:
         return False
 
     async def holder_of(self, session_id: str) -> Holder | None:
-        return HOLDER
+        self.lookups += 1
+        return self.holder
 
     async def fence_off(self, holder: Holder) -> bool:
         self.fenced.append(holder)
@@ -95,10 +98,12 @@ def test_a_holder_refusing_every_attempt_gives_a_503_saying_it_refused() -> None
         return httpx.Response(421, stream=httpx.ByteStream(json.dumps(problem).encode()))
 
     client = httpx.AsyncClient(transport=httpx.MockTransport(refuse))
-    cluster: Any = StandInCluster()
-    forwarder = Forwarder(_app, cluster, max_body=1024, timeout=10.0, client=client)
+    cluster = StandInCluster()
+    stand_in: Any = cluster
+    forwarder = Forwarder(_app, stand_in, max_body=1024, timeout=10.0, client=client)
     status, problem = _post_step(forwarder)
     assert len(calls) == MAX_ATTEMPTS
+    assert cluster.lookups == MAX_ATTEMPTS, "after a refusal the store is read again"
     assert calls[0].headers["x-actorflow-forwarded"] == "mark"
     assert calls[0].headers["x-actorflow-lease-epoch"] == "7"
     assert status == 503
@@ -198,3 +203,21 @@ def test_a_relayed_stream_cut_after_its_committed_event_adds_nothing() -> None:
     )
     assert b"event: error" not in body  # the outcome is known: committed
     assert cluster.fenced == []  # and the holder's epoch is left alone
+
+
+def test_a_holder_read_routes_its_sessions_next_requests_for_a_while() -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, stream=httpx.ByteStream(b'{"ok": true}'))
+
+    lookups = []
+    for holder in (HOLDER, Holder(SESSION, "holder", "http://holder.invalid", 7, 0.0)):
+        cluster = StandInCluster(holder)
+        stand_in: Any = cluster
+        client = httpx.AsyncClient(transport=httpx.MockTransport(answer))
+        forwarder = Forwarder(_app, stand_in, max_body=1024, timeout=10.0, client=client)
+        for _ in range(3):
+            assert _post_step(forwarder) == (200, {"ok": True})
+        lookups.append(cluster.lookups)
+    # a lease with seconds left is trusted for the next requests (for at most a second);
+    # one about to expire is read again each time
+    assert lookups == [1, 3]
