@@ -269,7 +269,14 @@ def _postgres_secret(store: PostgresStore) -> bytes:
     import psycopg
 
     try:
-        with store.pool.connection() as conn:
+        with store.pool.connection() as conn, conn.transaction():
+            # Two daemons forwarding for the first time at once: CREATE TABLE IF NOT
+            # EXISTS is not safe against a concurrent one (one of them failed with a
+            # unique violation in the catalog, and its request waited out the forwarding
+            # timeout), so the first is made under a lock.
+            conn.execute(
+                "SELECT pg_advisory_xact_lock(hashtext(current_schema() || ':cluster-secret'))"
+            )
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS cluster_secret "
                 "(id INT PRIMARY KEY, secret TEXT NOT NULL)"

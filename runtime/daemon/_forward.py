@@ -143,6 +143,7 @@ class _Outcome(enum.Enum):
 
     RELAYED = "the holder's answer was relayed"
     NOT_DELIVERED = "the holder never got it (it may be served elsewhere)"
+    IMPOSSIBLE = "this daemon cannot send it to the holder (nothing was sent)"
     NOT_RUN = "the holder refused it (421): it was not run"
     UNKNOWN = "the holder got it but did not answer (it may have been applied)"
     TIMED_OUT = "the holder got it and did not answer within the forwarding timeout"
@@ -296,6 +297,16 @@ class Forwarder:
             if outcome is _Outcome.TIMED_OUT:
                 await send_problem(send, await self._timed_out(holder, scope["method"]))
                 return
+            if outcome is _Outcome.IMPOSSIBLE:
+                # at once: waiting for a healthy holder's lease to lapse would only make
+                # the caller wait out the forwarding timeout for the same answer
+                detail = (
+                    f"session {session_id!r} is live on another daemon (node "
+                    f"{holder.node_id!r}), and this daemon cannot forward to it: {refusal}; "
+                    "the request was not run; retry"
+                )
+                await send_problem(send, Problem(STORE_UNAVAILABLE, detail, session_id=session_id))
+                return
             if outcome is not _Outcome.NOT_RUN:  # the lease moved, or the holder is late
                 await self._wait_until_lapsed(holder, give_up)
             if outcome is _Outcome.UNKNOWN and scope["method"] not in _SAFE_TO_REPEAT:
@@ -433,7 +444,7 @@ class Forwarder:
                 node_id=holder.node_id,
                 reason="the holder advertises no URL (start it with --advertise)",
             )
-            return _Outcome.NOT_DELIVERED, None
+            return _Outcome.IMPOSSIBLE, "it advertises no URL (start it with --advertise)"
         client = self._http()
         info = request_info(scope)
         deadline = time.time() + max(0.0, give_up - time.monotonic())
@@ -441,7 +452,7 @@ class Forwarder:
             headers = await self._forward_headers(scope, info.request_id, holder.epoch, deadline)
         except StoreUnavailable as exc:
             _log.warning("forward_impossible", session_id=holder.name, reason=str(exc))
-            return _Outcome.NOT_DELIVERED, None
+            return _Outcome.IMPOSSIBLE, str(exc)
         request = client.build_request(
             scope["method"],
             _target_url(holder.advertise, scope),

@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 
+from flow._errors import StoreUnavailable
 from flow.stores._lease import EpochPinned, Holder
 from runtime.daemon._forward import MAX_ATTEMPTS, Forwarder
 from runtime.daemon._problems import problem_for_error
@@ -38,6 +39,7 @@ class StandInCluster:
         self.fenced: list[Holder] = []
         self.holder = holder
         self.lookups = 0
+        self.secret_unreadable = False
 
     def holds(self, session_id: str) -> bool:
         return False
@@ -51,6 +53,8 @@ class StandInCluster:
         return True
 
     async def peer_mark(self, *fields: bytes) -> bytes:
+        if self.secret_unreadable:
+            raise StoreUnavailable("cluster secret: the store is down")
         return b"mark"
 
     async def is_peer_mark(self, mark: bytes, *fields: bytes) -> bool:
@@ -221,3 +225,30 @@ def test_a_holder_read_routes_its_sessions_next_requests_for_a_while() -> None:
     # a lease with seconds left is trusted for the next requests (for at most a second);
     # one about to expire is read again each time
     assert lookups == [1, 3]
+
+
+def test_a_request_this_daemon_cannot_forward_is_503_at_once_and_nothing_is_sent() -> None:
+    sent: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200)
+
+    unreadable = StandInCluster()
+    unreadable.secret_unreadable = True
+    nowhere = StandInCluster(Holder(SESSION, "holder", "", 7, 5.0))
+    details = []
+    for cluster in (unreadable, nowhere):
+        stand_in: Any = cluster
+        client = httpx.AsyncClient(transport=httpx.MockTransport(answer))
+        forwarder = Forwarder(_app, stand_in, max_body=1024, timeout=30.0, client=client)
+        started = time.monotonic()
+        status, problem = _post_step(forwarder)
+        # before: it waited for the healthy holder's lease to lapse, attempt after attempt
+        assert time.monotonic() - started < 5.0
+        assert (status, problem["type"]) == (503, "urn:actorflow:problem:store-unavailable")
+        details.append(problem["detail"])
+    assert sent == []
+    assert "cannot forward to it: cluster secret: the store is down;" in details[0]
+    assert "cannot forward to it: it advertises no URL" in details[1]
+    assert all("was not run" in detail for detail in details)
