@@ -82,6 +82,8 @@ attempt reads the store again."""
 HOLDERS_KEPT = 10_000
 """Holders remembered at most (the oldest read is forgotten first)."""
 _MARKS = (FORWARDED_HEADER.encode(), EPOCH_HEADER.encode(), DEADLINE_HEADER.encode())
+# what httpx's own transport (an https:// peer) reads; PeerTransport has its own connect timeout
+_TIMEOUTS = httpx.Timeout(None, connect=CONNECT_TIMEOUT).as_dict()
 
 OUTCOME_UNKNOWN = problem_kind("outcome-unknown")
 """The holder got the step and stopped answering: it may have been committed before it
@@ -165,7 +167,8 @@ class Forwarder:
         max_body: the daemon's request body limit (bodies beyond it are not forwarded).
         timeout: the most seconds a request routed to another daemon takes in all
             (every attempt, and the wait for a dead holder's lease to expire).
-        client: an ``httpx.AsyncClient`` to forward with (made on first use when None).
+        transport: the httpx transport to forward through (a `PeerTransport`, made on
+            first use, when None).
         on_forward: called for each request sent on to another daemon (a counter).
     """
 
@@ -176,14 +179,14 @@ class Forwarder:
         *,
         max_body: int,
         timeout: float = 300.0,
-        client: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
         on_forward: Callable[[], None] | None = None,
     ) -> None:
         self.app = cast(_App, app)
         self.cluster = cluster
         self.max_body = max_body
         self.timeout = timeout
-        self._client = client
+        self._transport = transport
         self._on_forward = on_forward
         # session id -> (its holder, until when it is trusted): read on the server loop only
         self._holders: dict[str, tuple[Holder, float]] = {}
@@ -235,9 +238,9 @@ class Forwarder:
 
     async def aclose(self) -> None:
         """Close the keep-alive connections to other daemons and to Redis."""
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        if self._transport is not None:
+            await self._transport.aclose()
+            self._transport = None
         await self.cluster.aclose()
 
     async def _serve_forwarded(
@@ -445,7 +448,7 @@ class Forwarder:
                 reason="the holder advertises no URL (start it with --advertise)",
             )
             return _Outcome.IMPOSSIBLE, "it advertises no URL (start it with --advertise)"
-        client = self._http()
+        transport = self._peers()
         info = request_info(scope)
         deadline = time.time() + max(0.0, give_up - time.monotonic())
         try:
@@ -453,16 +456,21 @@ class Forwarder:
         except StoreUnavailable as exc:
             _log.warning("forward_impossible", session_id=holder.name, reason=str(exc))
             return _Outcome.IMPOSSIBLE, str(exc)
-        request = client.build_request(
+        # A bare request, not an httpx client's: no cookie jar (a Set-Cookie from one
+        # holder's answer would ride along every later forwarded request, whoever made
+        # it), no default headers (an Accept-Encoding the caller did not send), no
+        # redirects or auth; and 50-60 us less per forwarded request.
+        request = httpx.Request(
             scope["method"],
             _target_url(holder.advertise, scope),
             headers=headers,
             content=body,
+            extensions={"timeout": _TIMEOUTS},
         )
         info.session_id = holder.name
         if self._on_forward is not None:
             self._on_forward()
-        sending = asyncio.ensure_future(client.send(request, stream=True))
+        sending = asyncio.ensure_future(transport.handle_async_request(request))
         try:
             while True:
                 left = give_up - time.monotonic()
@@ -637,15 +645,10 @@ class Forwarder:
                 return
             await asyncio.sleep(poll)  # waiting for a lease in Redis to expire: no event to await
 
-    def _http(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                transport=PeerTransport(connect_timeout=CONNECT_TIMEOUT),
-                timeout=httpx.Timeout(None, connect=CONNECT_TIMEOUT),
-                follow_redirects=False,
-                trust_env=False,  # daemon-to-daemon traffic never goes through a proxy
-            )
-        return self._client
+    def _peers(self) -> httpx.AsyncBaseTransport:
+        if self._transport is None:
+            self._transport = PeerTransport(connect_timeout=CONNECT_TIMEOUT)
+        return self._transport
 
 
 def forwarder_for(

@@ -101,10 +101,10 @@ def test_a_holder_refusing_every_attempt_gives_a_503_saying_it_refused() -> None
         problem = {"type": "urn:actorflow:problem:misdirected", "detail": "epoch 7 is gone"}
         return httpx.Response(421, stream=httpx.ByteStream(json.dumps(problem).encode()))
 
-    client = httpx.AsyncClient(transport=httpx.MockTransport(refuse))
+    transport = httpx.MockTransport(refuse)
     cluster = StandInCluster()
     stand_in: Any = cluster
-    forwarder = Forwarder(_app, stand_in, max_body=1024, timeout=10.0, client=client)
+    forwarder = Forwarder(_app, stand_in, max_body=1024, timeout=10.0, transport=transport)
     status, problem = _post_step(forwarder)
     assert len(calls) == MAX_ATTEMPTS
     assert cluster.lookups == MAX_ATTEMPTS, "after a refusal the store is read again"
@@ -121,9 +121,9 @@ def test_a_holder_slower_than_the_forward_timeout_is_fenced_off_then_outcome_unk
         return httpx.Response(200)
 
     cluster = StandInCluster()
-    client = httpx.AsyncClient(transport=httpx.MockTransport(never_answer))
+    transport = httpx.MockTransport(never_answer)
     stand_in: Any = cluster
-    forwarder = Forwarder(_app, stand_in, max_body=1024, timeout=0.3, client=client)
+    forwarder = Forwarder(_app, stand_in, max_body=1024, timeout=0.3, transport=transport)
     started = time.monotonic()
     status, problem = _post_step(forwarder)
     took = time.monotonic() - started
@@ -159,8 +159,8 @@ def _stream_step(chunks: list[bytes]) -> tuple[bytes, StandInCluster]:
 
     cluster = StandInCluster()
     stand_in: Any = cluster
-    client = httpx.AsyncClient(transport=httpx.MockTransport(holder))
-    forwarder = Forwarder(_app, stand_in, max_body=1024, timeout=10.0, client=client)
+    transport = httpx.MockTransport(holder)
+    forwarder = Forwarder(_app, stand_in, max_body=1024, timeout=10.0, transport=transport)
     sent: list[dict[str, Any]] = []
     scope = {
         "type": "http",
@@ -217,8 +217,8 @@ def test_a_holder_read_routes_its_sessions_next_requests_for_a_while() -> None:
     for holder in (HOLDER, Holder(SESSION, "holder", "http://holder.invalid", 7, 0.0)):
         cluster = StandInCluster(holder)
         stand_in: Any = cluster
-        client = httpx.AsyncClient(transport=httpx.MockTransport(answer))
-        forwarder = Forwarder(_app, stand_in, max_body=1024, timeout=10.0, client=client)
+        transport = httpx.MockTransport(answer)
+        forwarder = Forwarder(_app, stand_in, max_body=1024, timeout=10.0, transport=transport)
         for _ in range(3):
             assert _post_step(forwarder) == (200, {"ok": True})
         lookups.append(cluster.lookups)
@@ -240,8 +240,8 @@ def test_a_request_this_daemon_cannot_forward_is_503_at_once_and_nothing_is_sent
     details = []
     for cluster in (unreadable, nowhere):
         stand_in: Any = cluster
-        client = httpx.AsyncClient(transport=httpx.MockTransport(answer))
-        forwarder = Forwarder(_app, stand_in, max_body=1024, timeout=30.0, client=client)
+        transport = httpx.MockTransport(answer)
+        forwarder = Forwarder(_app, stand_in, max_body=1024, timeout=30.0, transport=transport)
         started = time.monotonic()
         status, problem = _post_step(forwarder)
         # before: it waited for the healthy holder's lease to lapse, attempt after attempt
@@ -252,3 +252,26 @@ def test_a_request_this_daemon_cannot_forward_is_503_at_once_and_nothing_is_sent
     assert "cannot forward to it: cluster secret: the store is down;" in details[0]
     assert "cannot forward to it: it advertises no URL" in details[1]
     assert all("was not run" in detail for detail in details)
+
+
+def test_a_forwarded_request_carries_the_callers_headers_and_no_cookie_a_holder_set() -> None:
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        headers = [(b"set-cookie", b"login=of-someone-else; Path=/")]
+        return httpx.Response(200, headers=headers, stream=httpx.ByteStream(b'{"ok": true}'))
+
+    cluster: Any = StandInCluster()
+    forwarder = Forwarder(
+        _app, cluster, max_body=1024, timeout=10.0, transport=httpx.MockTransport(answer)
+    )
+    for _ in range(2):
+        assert _post_step(forwarder) == (200, {"ok": True})
+    # A jar shared by every forwarded request would have sent the first answer's
+    # cookie with the second, whoever made it.
+    assert "cookie" not in seen[1].headers
+    # nothing the caller did not send but what forwarding adds (no client defaults)
+    assert "accept-encoding" not in seen[1].headers
+    assert seen[1].headers["content-type"] == "application/json"
+    assert seen[1].headers["x-actorflow-forwarded"] == "mark"

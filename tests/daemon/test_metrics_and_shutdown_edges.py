@@ -18,6 +18,7 @@ from runtime.daemon._auth import Authenticator
 from runtime.daemon._forward import Forwarder
 from runtime.daemon._gateway import Gateway
 from runtime.daemon._metrics import DaemonMetrics
+from runtime.daemon._peer_transport import PeerTransport
 from runtime.daemon._routes import Api
 
 
@@ -93,8 +94,9 @@ async def _scrape_without_live_sessions(
 
 
 def test_closing_the_gateway_closes_the_forwarders_connections() -> None:
-    client, cluster = asyncio.run(_close_gateway_with_forwarder())
-    assert client.is_closed
+    transport, cluster = asyncio.run(_close_gateway_with_forwarder())
+    with pytest.raises(httpx.ConnectError, match="closed"):
+        asyncio.run(transport.handle_async_request(httpx.Request("GET", "http://127.0.0.1:9/")))
     assert cluster.closed
 
 
@@ -107,13 +109,13 @@ class _IdleCluster:
         self.closed = True
 
 
-async def _close_gateway_with_forwarder() -> tuple[httpx.AsyncClient, _IdleCluster]:
+async def _close_gateway_with_forwarder() -> tuple[PeerTransport, _IdleCluster]:
     async def app(scope: Any, receive: Any, send: Any) -> None:
         raise AssertionError("no request is served here")
 
-    client = httpx.AsyncClient()
+    transport = PeerTransport(connect_timeout=1.0)
     cluster = _IdleCluster()
-    forwarder = Forwarder(app, cluster, max_body=1024, client=client)  # type: ignore[arg-type]
+    forwarder = Forwarder(app, cluster, max_body=1024, transport=transport)  # type: ignore[arg-type]
     gateway = Gateway(forwarder, Authenticator(None), DaemonMetrics(), on_close=forwarder.aclose)
     await gateway.aclose()
-    return client, cluster
+    return transport, cluster
