@@ -309,7 +309,14 @@ def test_a_head_sent_byte_by_byte_is_relayed_but_a_trickle_is_cut_at_the_header_
                 break
             trickle_writer.write(bytes([byte]))
             await asyncio.sleep(0.02)
-        assert await closed == b""
+        try:
+            rest = await closed
+        except ConnectionResetError:
+            # The front aborts a timed-out connection: with trickled bytes still
+            # unread on its side, the kernel sends a reset instead of an end of file
+            # (once in eight full runs of the suite). Cut all the same.
+            rest = b""
+        assert rest == b""
         assert 0.29 <= time.monotonic() - started < 5
 
     run(tmp_path, scenario, header_timeout=0.3)
