@@ -195,9 +195,8 @@ class DispatcherActor(pykka.Actor):
                     envelope.reply_to.set_exception(exc_info)
 
     def _dispatch_close(self) -> None:
-        """After the actor stopped: fail queued asks with ActorDeadError, close its
-        mailbox (so that nothing refers back to the actor), leave the dispatcher."""
-        self._actor_loop_teardown()
+        """After the actor stopped: close its mailbox (queued asks fail with
+        ActorDeadError, and nothing refers back to the actor), leave the dispatcher."""
         self.actor_inbox.close()
         if self._dispatcher is not None:
             self._dispatcher._forget(self)  # the dispatcher and its actor type are one unit

@@ -51,9 +51,9 @@ class Mailbox:
     """A FIFO of pykka envelopes that schedules its actor when it becomes non-empty.
 
     It implements pykka's ``ActorInbox`` protocol (``put``, ``get``,
-    ``empty``) so that pykka's ``ActorRef`` and ``Actor._actor_loop_teardown``
-    work on it unchanged. ``get`` never blocks: only the worker running the
-    actor's turn takes envelopes, and only when it knows there is one.
+    ``empty``) so that pykka's ``ActorRef`` works on it unchanged. ``get``
+    never blocks: only the worker running the actor's turn takes envelopes,
+    and only when it knows there is one.
 
     The FIFO is a ``queue.SimpleQueue`` (C, thread-safe ``put``, ~130 bytes
     empty) rather than a ``collections.deque`` (~760 bytes empty): an idle
@@ -87,34 +87,34 @@ class Mailbox:
             scheduler._schedule(self)
 
     def close(self) -> None:
-        """Forget the stopped actor: a later message is answered by `answer_late`.
+        """The actor stopped: answer what waits (`_fail_waiting`) and forget the actor.
 
-        Called by the actor's last turn, after its queued asks were failed.
-        From then on nothing here refers to the actor.
+        Called by the actor's last turn. From then on nothing here refers to the
+        actor, and a later message is answered by `answer_late`.
         """
         if self.actor is not None:
             self._stopped_name = str(self.actor)
             self.actor = None
+        self._fail_waiting()
 
     def answer_late(self) -> None:
-        """The turn of a closed mailbox: fail each waiting ask, then give the worker back.
-
-        As pykka's ``Actor._actor_loop_teardown`` does: ``ActorDeadError``, or
-        None for a stop request.
-        """
+        """The turn of a closed mailbox: answer what waits, then give the worker back."""
         try:
-            while (envelope := self.take()) is not None:
-                if envelope.reply_to is None:
-                    continue
-                if isinstance(envelope.message, _ActorStop):
-                    envelope.reply_to.set(None)
-                else:
-                    error = ActorDeadError(
-                        f"{self._stopped_name} stopped before handling the message"
-                    )
-                    envelope.reply_to.set_exception(exc_info=(ActorDeadError, error, None))
+            self._fail_waiting()
         finally:
             self.end_turn()
+
+    def _fail_waiting(self) -> None:
+        """Answer each waiting envelope as pykka's ``Actor._actor_loop_teardown`` does:
+        ``ActorDeadError``, or None for a stop request."""
+        while (envelope := self.take()) is not None:
+            if envelope.reply_to is None:
+                continue
+            if isinstance(envelope.message, _ActorStop):
+                envelope.reply_to.set(None)
+            else:
+                error = ActorDeadError(f"{self._stopped_name} stopped before handling the message")
+                envelope.reply_to.set_exception(exc_info=(ActorDeadError, error, None))
 
     def put(self, envelope: Envelope[Any], /) -> None:
         """Append an envelope; schedule the actor if it was not already scheduled."""

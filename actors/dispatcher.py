@@ -17,7 +17,8 @@ of each.
   actor when the actor stops: a stopped actor is in no reference cycle and
   is freed at once, not at the garbage collector's next full collection.
 - Message handling is pykka's own (``_handle_receive``, ``_handle_failure``,
-  ``_stop``, ``_actor_loop_setup``, ``_actor_loop_teardown``), so ``on_start``,
+  ``_stop``, ``_actor_loop_setup``; the mailbox fails what is left queued at the
+  stop as ``_actor_loop_teardown`` would), so ``on_start``,
   ``on_stop``, ``on_failure``, ``ask``/``tell``, proxies and futures behave as
   with ``ThreadingActor``; a message that is a ``msgspec.Struct`` (never one of
   pykka's own) goes straight to ``on_receive``.

@@ -23,7 +23,6 @@ PRIVATE_ACTOR_METHODS = {
     "_handle_failure": ["exception_type", "exception_value", "traceback"],
     "_stop": [],
     "_actor_loop_setup": [],
-    "_actor_loop_teardown": [],
     "_create_actor_inbox": [],
     "_create_future": [],
     "_start_actor_loop": [],
