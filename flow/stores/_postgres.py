@@ -41,7 +41,7 @@ from flow.stores._log import (
 )
 from flow.stores._postgres_gate import ServerGate
 from flow.stores._postgres_reads import READS, snapshot
-from flow.stores._postgres_schema import ensure_schema
+from flow.stores._postgres_schema import COMPACT, ensure_schema
 from flow.stores._postgres_writer import (
     LOG_TABLES,
     DeleteOp,
@@ -310,9 +310,10 @@ class PostgresStore(SqlLogStore[psycopg.Connection[Any]]):
 
     def _writer_connection(self) -> psycopg.Connection[Any]:
         """A new connection for a writer (not pooled: a writer's is always busy)."""
-        conn = psycopg.connect(self.url, connect_timeout=round(_WAIT_FOR_CONNECTION))
+        conn = psycopg.connect(
+            self.url, autocommit=True, connect_timeout=round(_WAIT_FOR_CONNECTION)
+        )
         self._configure(conn)
-        conn.commit()
         self.pool.answered()
         return conn
 
@@ -394,33 +395,12 @@ class PostgresStore(SqlLogStore[psycopg.Connection[Any]]):
         cut: int,
         archive: tuple[int, bytes] | None,
     ) -> None:
-        with self._connection(f"compacting {sid!r}") as conn, conn.transaction():
-            row = conn.execute(
-                "SELECT created_at, revision FROM sessions WHERE session_id = %s FOR UPDATE",
-                (sid,),
-            ).fetchone()
-            if row is None or row[0] != created_at or row[1] < revision:
-                return
-            if base is not None:
-                conn.execute(
-                    "INSERT INTO bases VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
-                    (sid, revision, base),
-                )
-                conn.execute(
-                    "UPDATE sessions s SET base_rev = %(rev)s, base_size = %(size)s, "
-                    "tail_bytes = t.bytes, tail_count = t.count, size = %(size)s + t.bytes "
-                    "FROM (SELECT coalesce(sum(length(data)), 0) AS bytes, count(*) AS count "
-                    "FROM records WHERE session_id = %(sid)s AND revision > %(rev)s) t "
-                    "WHERE s.session_id = %(sid)s AND s.base_rev < %(rev)s",
-                    {"sid": sid, "rev": revision, "size": len(base)},
-                )
-            if archive is not None:
-                conn.execute(
-                    "INSERT INTO archive VALUES (%s, %s, %s) ON CONFLICT DO NOTHING",
-                    (sid, *archive),
-                )
-            conn.execute("DELETE FROM records WHERE session_id = %s AND revision < %s", (sid, cut))
-            conn.execute("DELETE FROM bases WHERE session_id = %s AND revision < %s", (sid, cut))
+        seq, archived_messages = (None, None) if archive is None else archive
+        with self._connection(f"compacting {sid!r}") as conn:
+            conn.execute(
+                f"SELECT {COMPACT}(%s, %s, %s, %s, %s, %s, %s)",
+                (sid, created_at, revision, base, cut, seq, archived_messages),
+            )
 
 
 def _describe(url: str) -> str:

@@ -73,8 +73,10 @@ _RENEW_MANY = """
 WITH u AS (SELECT * FROM unnest(%(sids)s::text[], %(epochs)s::bigint[]) AS u(sid, ep)),
 up AS (
     UPDATE leases l SET expires_at = clock_timestamp() + %(ttl)s * interval '1 second'
-    FROM u WHERE l.session_id = u.sid AND l.node = %(node)s AND l.epoch = u.ep
-      AND l.expires_at >= clock_timestamp()
+    FROM (SELECT x.session_id FROM leases x JOIN u ON x.session_id = u.sid
+          WHERE x.node = %(node)s AND x.epoch = u.ep AND x.expires_at >= clock_timestamp()
+          ORDER BY x.session_id FOR NO KEY UPDATE OF x) k
+    WHERE l.session_id = k.session_id
     RETURNING l.session_id
 )
 SELECT u.sid,
@@ -86,9 +88,16 @@ FROM u LEFT JOIN up ON up.session_id = u.sid LEFT JOIN leases l ON l.session_id 
 
 _RELEASE_MANY = """
 UPDATE leases l SET node = NULL, advertise = NULL, expires_at = NULL
-FROM unnest(%(sids)s::text[], %(epochs)s::bigint[]) AS u(sid, ep)
-WHERE l.session_id = u.sid AND l.node = %(node)s AND l.epoch = u.ep
+FROM (SELECT x.session_id FROM leases x
+      JOIN unnest(%(sids)s::text[], %(epochs)s::bigint[]) AS u(sid, ep) ON x.session_id = u.sid
+      WHERE x.node = %(node)s AND x.epoch = u.ep
+      ORDER BY x.session_id FOR NO KEY UPDATE OF x) k
+WHERE l.session_id = k.session_id
 """
+"""Renewals and releases lock their rows in id order first, as the writers' fence checks
+take theirs (``FOR SHARE``, ordered): an update walking the rows in a join's order could
+hold one a writer waits for while waiting for one that writer holds, a deadlock the server
+breaks only after ``deadlock_timeout`` (1 s), failing one side."""
 
 _LOOKUP = """
 SELECT node, advertise, epoch, extract(epoch FROM expires_at - clock_timestamp())::float8

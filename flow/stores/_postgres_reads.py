@@ -16,7 +16,7 @@ from typing import Any
 import psycopg
 
 from flow._errors import RevisionNotFound, SessionNotFound
-from flow.stores._log import HistoryRange, LogPolicy, retention_floor
+from flow.stores._log import HistoryRange, LogPolicy
 from flow.stores._sql_log import CompactionRead, LogReads
 
 __all__ = [
@@ -164,58 +164,62 @@ def read_span(conn: Conn, session_id: str) -> HistoryRange | None:
     return HistoryRange(int(row[1]), int(row[0]))
 
 
+_FOR_COMPACTION = """
+WITH s AS MATERIALIZED (
+    SELECT created_at, revision, base_rev, coalesce(least(
+        revision - %(keep)s::bigint + 1,
+        CASE WHEN %(young_at)s::float8 IS NOT NULL THEN coalesce(
+            (SELECT min(r.revision) FROM records r
+             WHERE r.session_id = %(sid)s AND r.at >= %(young_at)s::float8),
+            revision) END), -1) AS floor
+    FROM sessions WHERE session_id = %(sid)s),
+t AS MATERIALIZED (
+    SELECT ARRAY(SELECT r.data FROM records r, s WHERE r.session_id = %(sid)s
+                 AND r.revision > s.base_rev ORDER BY r.revision) AS tail),
+c AS MATERIALIZED (
+    SELECT CASE WHEN s.floor <= 0 THEN NULL
+                WHEN cardinality(t.tail) > 0 AND s.revision <= s.floor THEN s.revision
+                ELSE (SELECT max(x.revision) FROM bases x
+                      WHERE x.session_id = %(sid)s AND x.revision <= s.floor) END AS cut
+    FROM s, t)
+SELECT s.created_at, s.revision,
+       (SELECT b.data FROM bases b WHERE b.session_id = %(sid)s AND b.revision = s.base_rev),
+       t.tail, c.cut,
+       CASE WHEN c.cut IS NULL THEN NULL
+            ELSE ARRAY(SELECT r.data FROM records r WHERE r.session_id = %(sid)s
+                       AND r.revision < c.cut ORDER BY r.revision) END
+FROM s, t, c
+"""
+"""A compaction's read in one statement (one snapshot, one round trip; each part
+``MATERIALIZED``, or the planner copies the tail's subquery into every use): the row, its base,
+the records after it and, past the retention floor (``retention_floor``'s rule: the lower
+of the revision count's floor and the oldest young record's, in SQL's ``least``, which
+skips a NULL), the cut and the records it drops: the newest base at or before the floor,
+or the newest revision itself when it is at the floor and records follow the base."""
+
+
 def read_for_compaction(conn: Conn, session_id: str, policy: LogPolicy) -> CompactionRead | None:
     """What a compaction of ``session_id`` needs, or None when there is no such session.
 
     Reads only the base, the records after it and, when retention drops some,
-    those records: never the whole history (run it inside ``snapshot``).
+    those records: never the whole history. One statement (``_FOR_COMPACTION``).
     """
-    sid = session_id
+    young_at = None if policy.keep_seconds is None else time.time() - policy.keep_seconds
     row = conn.execute(
-        "SELECT created_at, base_rev, revision FROM sessions WHERE session_id = %s", (sid,)
+        _FOR_COMPACTION,
+        {"sid": session_id, "keep": policy.keep_revisions, "young_at": young_at},
     ).fetchone()
     if row is None:
         return None
-    created_at, base_rev, newest = row
-    base = conn.execute(
-        "SELECT data FROM bases WHERE session_id = %s AND revision = %s", (sid, base_rev)
-    ).fetchone()
-    tail = [
-        bytes(r[0])
-        for r in conn.execute(
-            "SELECT data FROM records WHERE session_id = %s AND revision > %s ORDER BY revision",
-            (sid, base_rev),
-        )
-    ]
-    young = None
-    if policy.keep_seconds is not None:
-        young_row = conn.execute(
-            "SELECT min(revision) FROM records WHERE session_id = %s AND at >= %s",
-            (sid, time.time() - policy.keep_seconds),
-        ).fetchone()
-        young = None if young_row is None else young_row[0]
-    floor = retention_floor(policy, newest, young)
-    if floor <= 0:  # every revision is kept (a session younger than keep_revisions)
-        return created_at, newest, None if base is None else bytes(base[0]), tail, None, []
-    cut_row = conn.execute(
-        "SELECT max(revision), (SELECT min(revision) FROM records WHERE session_id = %s) "
-        "FROM bases WHERE session_id = %s AND revision <= %s",
-        (sid, sid, floor),
-    ).fetchone()
-    cut, oldest = (None, None) if cut_row is None else cut_row
-    if tail and newest <= floor:  # keeping 1 revision: the new base is the cut
-        cut = newest
-    dropped = []
-    if cut is not None and oldest is not None and oldest < cut:
-        dropped = [
-            bytes(r[0])
-            for r in conn.execute(
-                "SELECT data FROM records WHERE session_id = %s AND revision < %s "
-                "ORDER BY revision",
-                (sid, cut),
-            )
-        ]
-    return created_at, newest, None if base is None else bytes(base[0]), tail, cut, dropped
+    created_at, newest, base, tail, cut, dropped = row
+    return (
+        created_at,
+        newest,
+        None if base is None else bytes(base),
+        [bytes(r) for r in tail],
+        cut,
+        [] if dropped is None else [bytes(r) for r in dropped],
+    )
 
 
 READS: LogReads[Conn] = LogReads(
@@ -226,5 +230,6 @@ READS: LogReads[Conn] = LogReads(
     read_span,
     read_for_compaction,
     read_states,
+    compaction_in_one_statement=True,
 )
 """These reads, for ``SqlLogStore``."""

@@ -41,7 +41,7 @@ from flow._errors import RevisionConflict, StoreUnavailable
 from flow._logging import get_logger
 from flow.stores._lease import LeaseLost
 from flow.stores._log import LogEntry
-from flow.stores._postgres_schema import EXPECTATION_NOT_MET, LOCK_BATCH
+from flow.stores._postgres_schema import EXPECTATION_NOT_MET, WRITE_BATCH
 from flow.stores._sql_log import SaveInfo
 
 __all__ = [
@@ -58,54 +58,22 @@ _log = get_logger("actorflow.store.postgres")
 LOG_TABLES = ("sessions", "bases", "records", "archive", "timers")
 """Every table holding a session's log, by ``session_id``."""
 _RETRIES = 3  # a batch that met a deadlock or a concurrent insert is run again this often
-_LOCK_AND_CHECK = f"SELECT * FROM {LOCK_BATCH}(%s::text[], %s::bigint[], %s::text[], %s::bigint[])"
+_WRITE = (
+    f"SELECT * FROM {WRITE_BATCH}(%s::text[], %s::bigint[], %s::text[], %s::bigint[], "
+    "%s::text[], "  # deleted
+    "%s::text[], %s::bigint[], %s::bytea[], "  # bases
+    "%s::text[], %s::bigint[], %s::float8[], %s::bytea[], "  # records
+    "%s::text[], %s::text[], %s::text[], %s::text[], %s::text[], %s::bigint[], "  # rows
+    "%s::float8[], %s::float8[], %s::float8[], %s::bigint[], %s::bigint[], %s::bigint[], "
+    "%s::bigint[], %s::bigint[], %s::bool[], "
+    "%s::text[], %s::float8[])"  # due times
+)
+"""The batch's one statement: ``WRITE_BATCH`` (``flow.stores._postgres_schema``), given
+the check's ids, expected revisions, fences and epochs, then ``_BatchPlan.arguments``."""
 _RETRYABLE = (
     psycopg.errors.DeadlockDetected,
     psycopg.errors.SerializationFailure,
     psycopg.errors.UniqueViolation,
-)
-
-_INSERT = """
-INSERT INTO sessions (session_id, owner, graph_id, current_task, status, revision,
-                      created_at, last_accessed, expires_at, size, base_rev, base_size,
-                      tail_bytes, tail_count)
-VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s)
-"""
-"""A session new to the table: a plain INSERT, so that two daemons creating one id at
-once cannot both succeed (the second fails with a unique violation, its batch is run
-again and its save sees the row: ``RevisionConflict``)."""
-
-_UPSERT = (
-    _INSERT
-    + """ON CONFLICT (session_id) DO UPDATE SET
-    owner = excluded.owner, graph_id = excluded.graph_id,
-    current_task = excluded.current_task, status = excluded.status,
-    revision = excluded.revision, created_at = excluded.created_at,
-    last_accessed = excluded.last_accessed, expires_at = excluded.expires_at,
-    size = excluded.size, base_rev = excluded.base_rev, base_size = excluded.base_size,
-    tail_bytes = excluded.tail_bytes, tail_count = excluded.tail_count
-"""
-)
-
-_APPEND = """
-UPDATE sessions SET owner = %s, graph_id = %s, current_task = %s, status = %s, revision = %s,
-    created_at = %s, last_accessed = %s, expires_at = %s, size = size + %s,
-    tail_bytes = tail_bytes + %s, tail_count = tail_count + %s
-WHERE session_id = %s
-"""
-
-_BASE = (
-    "INSERT INTO bases VALUES (%s, %s, %s) "
-    "ON CONFLICT (session_id, revision) DO UPDATE SET data = excluded.data"
-)
-_RECORD = (
-    "INSERT INTO records VALUES (%s, %s, %s, %s) "
-    "ON CONFLICT (session_id, revision) DO UPDATE SET at = excluded.at, data = excluded.data"
-)
-
-
-_TIMER = (
-    "INSERT INTO timers VALUES (%s, %s) ON CONFLICT (session_id) DO UPDATE SET due = excluded.due"
 )
 
 
@@ -243,12 +211,12 @@ class PostgresWriter:
     def _commit_at_once(
         self, conn: psycopg.Connection[Any], saves: builtins.list[SaveOp]
     ) -> _BatchPlan | None:
-        """The batch in one round trip, planned as if every session were at the revision
-        its first save expects and no lease had moved on; None (rolled back) when the
-        database says otherwise, and ``_commit`` then checks each save.
+        """The batch in one statement, planned as if every session were at the revision
+        its first save expects and no lease had moved on; None when the database says
+        otherwise (nothing written), and ``_commit`` then checks each save.
 
-        ``LOCK_BATCH`` checks that assumption under the rows' locks, before the writes
-        queued behind it in the same pipeline, and fails the transaction if it is wrong.
+        ``WRITE_BATCH`` checks that assumption under the rows' locks before it writes,
+        and fails the statement (so its implicit transaction) if it is wrong.
         """
         expected: dict[str, int | None] = {}
         fences: dict[str, int] = {}
@@ -261,22 +229,14 @@ class PostgresWriter:
         fenced = sorted(fences)
         committed = {sid: rev for sid, rev in expected.items() if rev is not None}
         plan = _BatchPlan(committed, {}, saves)
+        check = (ids, [expected[sid] for sid in ids], fenced, [fences[f] for f in fenced])
         try:
-            with conn.pipeline():
-                locked = conn.execute(
-                    _LOCK_AND_CHECK,
-                    (ids, [expected[sid] for sid in ids], fenced, [fences[f] for f in fenced]),
-                )
-                cur = conn.cursor()
-                for sql, params in plan.statements:
-                    cur.executemany(sql, params)
-                conn.commit()  # the one round trip
+            locked = conn.execute(_WRITE, (*check, *plan.arguments)).fetchall()
         except psycopg.Error as exc:
             if exc.sqlstate != EXPECTATION_NOT_MET:
                 raise
-            conn.rollback()
             return None
-        plan.stored_tails = {row[0]: (row[1], row[2], row[3]) for row in locked.fetchall()}
+        plan.stored_tails = {row[0]: (row[1], row[2], row[3]) for row in locked}
         return plan
 
     def _fail_all(self, writes: builtins.list[SaveOp | DeleteOp], exc: BaseException) -> None:
@@ -306,11 +266,11 @@ class PostgresWriter:
         self, conn: psycopg.Connection[Any], writes: builtins.list[SaveOp | DeleteOp]
     ) -> _BatchPlan:
         """One transaction in two round trips: lock and read (BEGIN, the rows, the fences),
-        then every write and the COMMIT, each sent as one pipeline. For batches with a
-        delete, and for a batch whose ``_commit_at_once`` found a save that fails."""
+        then the batch's writes and the COMMIT, each sent as one pipeline. For batches with
+        a delete, and for a batch whose ``_commit_at_once`` found a save that fails."""
         ids = sorted({op.session_id for op in writes})
         fenced = sorted({op.fence[0] for op in writes if isinstance(op, SaveOp) and op.fence})
-        with conn.pipeline():
+        with conn.pipeline(), conn.transaction():
             rows_cur = conn.execute(
                 "SELECT session_id, revision, base_size, tail_bytes, tail_count FROM sessions "
                 "WHERE session_id = ANY(%s) ORDER BY session_id FOR UPDATE",
@@ -327,17 +287,21 @@ class PostgresWriter:
             epochs: dict[str, int] = {} if fences_cur is None else dict(fences_cur.fetchall())
             plan = _BatchPlan({r[0]: r[1] for r in rows}, epochs, writes)
             plan.stored_tails = {r[0]: (r[2], r[3], r[4]) for r in rows}
-            cur = conn.cursor()
-            for sql, params in plan.statements:
-                cur.executemany(sql, params)
-            conn.commit()  # round trip 2
-        return plan
+            conn.execute(_WRITE, ([], [], [], [], *plan.arguments))  # checked: no check
+        return plan  # the transaction's end sent the COMMIT: round trip 2
+
+
+def _columns(rows: Sequence[Sequence[Any]], width: int) -> builtins.list[builtins.list[Any]]:
+    """``rows`` as ``width`` columns, the arrays an ``unnest`` takes."""
+    if not rows:
+        return [[] for _ in range(width)]
+    return [builtins.list(column) for column in zip(*rows, strict=True)]
 
 
 class _BatchPlan:
     """One batch checked in order (fence, then compare-and-set chained per session) and its
-    writes: deletes, bases, records, then each session's row (an upsert when the batch
-    wrote it a base, else one update adding the appended records' bytes to its tail)."""
+    writes: deletes, bases, records, then each session's row (the whole row when the batch
+    wrote it a base, else the appended records' bytes and count, added to its tail)."""
 
     def __init__(
         self,
@@ -357,7 +321,7 @@ class _BatchPlan:
         bases: builtins.list[tuple[str, int, bytes]] = []
         records: builtins.list[tuple[str, int, float, bytes]] = []
         upserts: dict[str, builtins.list[Any]] = {}
-        appends: dict[str, builtins.list[Any]] = {}
+        appends: dict[str, tuple[Any, ...]] = {}
         deletes: set[str] = set()
         due: dict[str, float | None] = {}  # the due-time index's new entries (None: drop)
         results = self._results
@@ -407,35 +371,24 @@ class _BatchPlan:
                     row[9] += size
                     row[12] += size
                     row[13] += 1
-                else:
+                else:  # a stored row's tail grows: base_rev None (WRITE_BATCH)
                     add = appends.get(sid)
-                    count = 1 if add is None else add[-2] + 1
-                    grown = size if add is None else add[-3] + size
-                    appends[sid] = [*op.info[1:], grown, grown, count, sid]
+                    count = 1 if add is None else add[13] + 1
+                    grown = size if add is None else add[9] + size
+                    appends[sid] = (*op.info, grown, None, None, grown, count, False)
             self.saves += 1
             results.append((op.future, None, None))
-        ids = [(sid,) for sid in sorted(deletes)]
-        self.statements: builtins.list[tuple[str, builtins.list[Any]]] = [
-            (f"DELETE FROM {table} WHERE session_id = %s", ids) for table in LOG_TABLES if ids
-        ]
-        if bases:
-            self.statements.append((_BASE, bases))
-        if records:
-            self.statements.append((_RECORD, records))
-        new = [row for sid, row in upserts.items() if sid not in committed or sid in deletes]
-        if new:
-            self.statements.append((_INSERT, new))
-        old = [row for sid, row in upserts.items() if sid in committed and sid not in deletes]
-        if old:
-            self.statements.append((_UPSERT, old))
-        if appends:
-            self.statements.append((_APPEND, builtins.list(appends.values())))
-        dropped = [(sid,) for sid, at in due.items() if at is None]
-        if dropped:
-            self.statements.append(("DELETE FROM timers WHERE session_id = %s", dropped))
-        kept = [(sid, at) for sid, at in due.items() if at is not None]
-        if kept:
-            self.statements.append((_TIMER, kept))
+        rows = [(*row, sid not in committed or sid in deletes) for sid, row in upserts.items()]
+        rows.extend(appends.values())
+        self.arguments: tuple[builtins.list[Any], ...] = (
+            sorted(deletes),
+            *_columns(bases, 3),
+            *_columns(records, 4),
+            *_columns(rows, 15),
+            builtins.list(due),
+            builtins.list(due.values()),
+        )
+        """``WRITE_BATCH``'s arguments after the check's: each table's rows as columns."""
 
     def complete(self) -> None:
         """Complete every future of the committed batch."""

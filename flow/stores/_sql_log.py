@@ -103,6 +103,8 @@ class LogReads(Generic[C]):
     """What a compaction needs (``CompactionRead``), or None."""
     states: Callable[[C, list[str]], dict[str, tuple[bytes, list[bytes]]]]
     """The newest base and the records after it of each stored session of the ids."""
+    compaction_in_one_statement: bool = False
+    """``for_compaction`` is one statement, so one snapshot without a read transaction."""
 
 
 class SqlLogStore(ABC, Generic[C]):
@@ -293,7 +295,8 @@ class SqlLogStore(ABC, Generic[C]):
         (``flow._rebase``).
         """
         reads, policy = self._reads, self.policy
-        found = self._read_many(
+        read = self._read_one if reads.compaction_in_one_statement else self._read_many
+        found = read(
             f"compacting {session_id!r}", lambda c: reads.for_compaction(c, session_id, policy)
         )
         if found is None:

@@ -3,6 +3,7 @@ database in the commit's own transaction."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -13,7 +14,7 @@ from testkit import wait_until
 from flow._context import Context
 from flow._session import Session, SessionMetadata, SessionStatus
 from flow.stores._fenced import FencedStore
-from flow.stores._lease import LeaseHeldElsewhere, LeaseLost
+from flow.stores._lease import Lease, LeaseHeldElsewhere, LeaseLost
 from flow.stores._postgres import PostgresStore
 from flow.stores._postgres_lease import PostgresLeaseManager
 
@@ -158,3 +159,44 @@ def test_a_lease_no_longer_in_use_is_released_and_a_taken_one_is_reported_lost(
     finally:
         a.close()
         b.close()
+
+
+def test_a_renewal_locks_its_leases_in_id_order_so_a_writers_fence_check_never_deadlocks(
+    postgres_url: str,
+) -> None:
+    """A writer's batch holds its fences ``FOR SHARE``, taken in id order. A renewal that
+    walked the rows in another order could hold one the writer is about to take while it
+    waits for one the writer holds: the server would fail one side after a second."""
+    store = PostgresStore(postgres_url)
+    leases = PostgresLeaseManager(store.pool, store.where, "a", "http://a", 60.0)
+    try:
+        with psycopg.connect(postgres_url, autocommit=True) as setup:
+            for sid in ("s3", "s1", "s2"):  # stored out of id order
+                setup.execute(
+                    "INSERT INTO leases VALUES (%s, 'a', 'http://a', 1, now() + interval '1 min')",
+                    (sid,),
+                )
+        held = [Lease(sid, "a", "http://a", 1) for sid in ("s3", "s2", "s1")]
+        with psycopg.connect(postgres_url) as writer:
+            writer.execute("SELECT 1 FROM leases WHERE session_id = 's2' FOR SHARE")
+            renewed: list[list[int]] = []
+            renewal = threading.Thread(target=lambda: renewed.append(leases._renew_many(held)))
+            renewal.start()
+
+            def renewal_waits() -> bool:
+                row = writer.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND query LIKE '%%UPDATE leases%%'"
+                ).fetchone()
+                return row is not None and row[0] == 1
+
+            wait_until(renewal_waits, timeout=10, what="the renewal waiting for s2")
+            # the renewal holds s1 at most: the writer takes s3, the next in its order, at
+            # once (a renewal holding s3 makes it wait, a deadlock)
+            writer.execute("SET lock_timeout = '250ms'")
+            writer.execute("SELECT 1 FROM leases WHERE session_id = 's3' FOR SHARE")
+            writer.commit()
+            renewal.join(10)
+        assert renewed == [[1, 1, 1]]
+    finally:
+        store.close()

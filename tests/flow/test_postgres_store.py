@@ -17,7 +17,7 @@ from flow._errors import RevisionConflict, StoreUnavailable
 from flow._session import Session
 from flow.stores import open_store
 from flow.stores._postgres import PostgresStore
-from flow.stores._postgres_schema import STORE_SCHEMA_VERSION
+from flow.stores._postgres_schema import COMPACT, STORE_SCHEMA_VERSION, WRITE_BATCH
 
 pytestmark = pytest.mark.postgres
 
@@ -46,6 +46,34 @@ def test_tables_written_by_a_newer_schema_are_refused_with_a_clear_message(
         )
     with pytest.raises(StoreUnavailable, match="newer actorflow"):
         PostgresStore(postgres_url)
+
+
+def test_a_version_3_database_with_sessions_is_migrated_to_one_statement_batches(
+    postgres_url: str, make_session: MakeSession
+) -> None:
+    """Version 4 adds the functions a batch and a compaction are written with; a database
+    a build before it wrote (its functions absent, its version 3) keeps its sessions, and
+    the store writes, compacts and deletes on it once opened."""
+    with PostgresStore(postgres_url) as store:
+        store.save(make_session("s1"), None).result(timeout=10)
+        store.save(make_session("gone"), None).result(timeout=10)
+    with psycopg.connect(postgres_url) as conn:  # back to what a version 3 build left
+        conn.execute(f"DROP FUNCTION {WRITE_BATCH}")
+        conn.execute(f"DROP FUNCTION {COMPACT}")
+        conn.execute("DELETE FROM schema_version WHERE version = 4")
+    with PostgresStore(postgres_url) as store:
+        loaded = store.load("s1")
+        assert loaded is not None
+        store.save(make_session("s1", revision=1), 0).result(timeout=10)
+        assert store.delete("gone") is True
+        store.compact("s1")
+        reloaded = store.load("s1")
+        assert reloaded is not None
+        assert reloaded.revision == 1
+        assert store.load("gone") is None
+    with psycopg.connect(postgres_url) as conn:
+        versions = [r[0] for r in conn.execute("SELECT version FROM schema_version")]
+    assert versions == [1, 2, 3, 4] == list(range(1, STORE_SCHEMA_VERSION + 1))
 
 
 def test_open_store_takes_a_postgresql_url_and_an_unreachable_server_is_store_unavailable(

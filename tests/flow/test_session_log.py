@@ -11,6 +11,7 @@ each revision, exactly what a plain whole-snapshot replay gives.
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -194,6 +195,41 @@ def test_retention_drops_old_revisions_and_a_missing_one_names_the_range(
     with pytest.raises(RevisionNotFound):
         store.load(session.session_id, 41)
     assert len(store.revisions(session.session_id, limit=1000)) == 41 - span.oldest
+
+
+@pytest.mark.parametrize(
+    ("keep_revisions", "oldest_young"),
+    [(None, 21), (3, 21), (30, 1)],
+    ids=["age", "age-and-count", "count-keeps-more"],
+)
+def test_retention_by_age_keeps_the_young_revisions_back_to_a_base(
+    make_store: MakeStore, keep_revisions: int | None, oldest_young: int
+) -> None:
+    """``keep_seconds``: 20 steps an hour ago, then 6 now; a revision goes once it is
+    outside both limits (an hour-old one inside ``keep_revisions`` stays)."""
+    store = make_store(LogPolicy(keep_revisions=keep_revisions, keep_seconds=60, compact_after=2))
+    now = time.time()
+    session = started(store, now=now - 3601)
+    states = {0: encode(session)}
+    for i in range(26):
+        new, _ = step(LAB, session, f"set n {i}", now=now - 3600 + i if i < 20 else now)
+        store.save(new, session.revision).result(timeout=10)
+        session = new
+        states[session.revision] = encode(session)
+        settle(store)
+    store.compact(session.session_id)
+
+    span = store.history_range(session.session_id)
+    assert span is not None
+    assert span.newest == 26
+    assert oldest_young - 2 <= span.oldest <= oldest_young  # back to a base
+    for revision in range(span.oldest, 27):
+        loaded = store.load(session.session_id, revision)
+        assert loaded is not None
+        assert encode(loaded) == states[revision]
+    if span.oldest > 0:
+        with pytest.raises(RevisionNotFound):
+            store.load(session.session_id, span.oldest - 1)
 
 
 def test_the_whole_conversation_is_kept_and_read_page_by_page(make_store: MakeStore) -> None:
