@@ -5,8 +5,8 @@ its writer and returns a future; each writer (``flow.stores._postgres_writer``)
 commits everything waiting in one transaction sent as one round trip (a
 server-side function checks every compare-and-set and fence under the rows'
 locks first) and only then completes the futures: many steps share one commit
-(and one fsync with ``synchronous_commit`` on). Two writers by default, each
-session always on the same one, so that one's commit overlaps the other's batch.
+(and one fsync with ``synchronous_commit`` on). One writer by default: while
+its commit waits for the flush, the next batch gathers (``_postgres_writer``).
 
 Unlike SQLite's writer it caches nothing: other daemons write the same tables.
 Reads use the connection pool (one statement per load, so one snapshot);
@@ -74,7 +74,7 @@ class PostgresStore(SqlLogStore[psycopg.Connection[Any]]):
             fraction of a second of acknowledged steps).
         max_batch: most saves committed in one transaction.
         writers: writer threads, each with its own connection; each session's saves go
-            to one of them, so one's commit overlaps another's batch.
+            to one of them (one by default, the fastest: ``_postgres_writer``).
         pool_size: most pooled connections (the writer, readers, compactor, leases).
         policy: history retention and compaction (default: keep 1,000 revisions).
         connect_timeout: seconds to wait for the server when opening.
@@ -93,7 +93,7 @@ class PostgresStore(SqlLogStore[psycopg.Connection[Any]]):
         durability: Durability = "fsync",
         *,
         max_batch: int = 1024,
-        writers: int = 2,
+        writers: int = 1,
         pool_size: int = 16,
         policy: LogPolicy | None = None,
         connect_timeout: float = 10.0,

@@ -14,11 +14,13 @@ transaction is rolled back and the batch is run again in two round trips,
 each save checked in order, so that only the failing ones fail. A batch with a
 delete is run that way too. Only after the commit are the futures completed.
 
-The store runs several writers (``PostgresStore(writers=2)``) and sends each
-session's operations to one of them (by its id), so a session's saves commit
-in the order they were made while one writer's commit waits on the server and
-the other's batch is on its way: the callers' CPU work, the round trip and
-the fsync overlap.
+The store runs one writer by default (``PostgresStore(writers=1)``); with
+several, each session's operations go to one of them (by its id), so a
+session's saves commit in the order they were made. One is faster now that a
+batch is one statement: while its commit waits for the server's flush, the
+steps of the clients it did not carry queue up, and the next batch takes them
+all (half the clients a commit), where two writers each took half as many at
+twice the commits, and the commits' CPU, not the flush, was the limit.
 
 Threads: a writer's fields are its own thread's, but for ``put`` (any thread,
 a thread-safe queue) and the counters ``stats`` reads (ints, read racily).

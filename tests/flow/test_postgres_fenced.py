@@ -177,14 +177,17 @@ def test_a_renewal_locks_its_leases_in_id_order_so_a_writers_fence_check_never_d
                     (sid,),
                 )
         held = [Lease(sid, "a", "http://a", 1) for sid in ("s3", "s2", "s1")]
-        with psycopg.connect(postgres_url) as writer:
+        with (
+            psycopg.connect(postgres_url) as writer,
+            psycopg.connect(postgres_url, autocommit=True) as watcher,  # fresh statistics
+        ):
             writer.execute("SELECT 1 FROM leases WHERE session_id = 's2' FOR SHARE")
             renewed: list[list[int]] = []
             renewal = threading.Thread(target=lambda: renewed.append(leases._renew_many(held)))
             renewal.start()
 
             def renewal_waits() -> bool:
-                row = writer.execute(
+                row = watcher.execute(
                     "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
                     "AND query LIKE '%%UPDATE leases%%'"
                 ).fetchone()
