@@ -64,8 +64,10 @@ created_at, last_accessed, expires_at."""
 
 
 def save_info(session: Session) -> SaveInfo:
-    """The sessions row ``session``'s save writes."""
+    """The sessions row ``session``'s save writes (its times as floats, whatever number
+    they were made with: PostgreSQL's writer sends each column as one typed array)."""
     meta = session.metadata
+    expires_at = meta.expires_at
     return (
         session.session_id,
         meta.owner,
@@ -73,9 +75,9 @@ def save_info(session: Session) -> SaveInfo:
         session.current_task,
         session.status._value_,
         session.revision,
-        meta.created_at,
-        meta.last_accessed,
-        meta.expires_at,
+        float(meta.created_at),
+        float(meta.last_accessed),
+        None if expires_at is None else float(expires_at),
     )
 
 

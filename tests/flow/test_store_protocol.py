@@ -70,6 +70,34 @@ def test_saved_session_loads_back_equal_as_an_independent_copy(
     assert store.load("s1") == session
 
 
+def test_sessions_whose_times_are_whole_numbers_save_beside_others(
+    store: SessionStore,
+) -> None:
+    """A host may make sessions and steps with ``now=`` an int. Saved in one batch with
+    sessions whose times are floats (PostgreSQL's writer sends each column of a batch as
+    one typed array, and psycopg refuses a list of ints and floats)."""
+    now = time.time()
+    sessions = [
+        new_session(echo, owner="alice", session_id=f"s{i}", now=int(now) if i % 2 else now)
+        for i in range(40)
+    ]
+    for future in [store.save(session, None) for session in sessions]:
+        future.result(timeout=10)
+    stepped = [
+        step(echo, session, "hello", now=int(now) + 1 if i % 2 else now + 1)[0]
+        for i, session in enumerate(sessions)
+    ]
+    for future in [store.save(session, 0) for session in stepped]:
+        future.result(timeout=10)
+
+    for i in (0, 1):
+        loaded = store.load(f"s{i}")
+        assert loaded is not None
+        assert loaded.revision == 1
+        assert loaded.metadata.created_at == sessions[i].metadata.created_at
+        assert loaded.metadata.last_accessed == stepped[i].metadata.last_accessed
+
+
 def test_load_of_a_session_never_saved_is_none(store: SessionStore) -> None:
     assert store.load("nobody") is None
 
