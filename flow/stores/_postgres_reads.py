@@ -1,8 +1,12 @@
 """The PostgreSQL store's log reads: free functions over a pool connection (autocommit).
 
+Reads of bases and records ask for binary results: as text, each bytea arrives
+hex-encoded and is decoded on the client (a 1,000-message session's load: 200-254
+against 55-59 us of the reader's CPU).
+
 A load or a page of revisions is one statement, so it sees one snapshot while
 the writer and the compactor commit; reads that take several statements
-(messages, compaction) run in one REPEATABLE READ transaction. They return
+(a page of messages) run in one REPEATABLE READ transaction. They return
 stored bytes; decoding and rebuilding stay with the caller.
 """
 
@@ -81,7 +85,7 @@ def read_state(
     Raises:
         RevisionNotFound: ``revision`` is outside the retained history.
     """
-    row = conn.execute(_STATE, {"sid": session_id, "upto": revision}).fetchone()
+    row = conn.execute(_STATE, {"sid": session_id, "upto": revision}, binary=True).fetchone()
     if row is None:
         return None
     newest, oldest, base_rev, base, records = row
@@ -97,7 +101,7 @@ def read_states(conn: Conn, session_ids: list[str]) -> dict[str, tuple[bytes, li
     in one statement (a batch of activations)."""
     if not session_ids:
         return {}
-    rows = conn.execute(_STATES, {"sids": session_ids}).fetchall()
+    rows = conn.execute(_STATES, {"sids": session_ids}, binary=True).fetchall()
     return {sid: (bytes(base), [bytes(r) for r in records]) for sid, base, records in rows}
 
 
@@ -112,6 +116,7 @@ def read_revisions(conn: Conn, session_id: str, limit: int, before: int | None) 
         "ARRAY(SELECT data FROM records WHERE session_id = %(sid)s AND revision < %(before)s "
         "ORDER BY revision DESC LIMIT %(limit)s)",
         {"sid": session_id, "before": _MAX_REVISION if before is None else before, "limit": limit},
+        binary=True,
     ).fetchone()
     if row is None or not row[0]:
         raise SessionNotFound(session_id)
@@ -139,6 +144,7 @@ class MessageRows:
             "SELECT revision, data FROM records WHERE session_id = %s AND revision <= %s "
             "ORDER BY revision DESC LIMIT %s",
             (self._session_id, upto, count),
+            binary=True,
         ).fetchall()
         return [(int(rev), bytes(data)) for rev, data in rows]
 
@@ -148,6 +154,7 @@ class MessageRows:
             "SELECT seq, data FROM archive WHERE session_id = %s AND seq < %s "
             "ORDER BY seq DESC LIMIT %s",
             (self._session_id, below, count),
+            binary=True,
         ).fetchall()
         return [(int(seq), bytes(data)) for seq, data in rows]
 
@@ -208,6 +215,7 @@ def read_for_compaction(conn: Conn, session_id: str, policy: LogPolicy) -> Compa
     row = conn.execute(
         _FOR_COMPACTION,
         {"sid": session_id, "keep": policy.keep_revisions, "young_at": young_at},
+        binary=True,
     ).fetchone()
     if row is None:
         return None
