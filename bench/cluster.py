@@ -101,7 +101,7 @@ def start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 
 def start_daemon(
-    workdir: Path, name: str, store: str | None
+    workdir: Path, name: str, store: str | None, *options: str
 ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     data = workdir / name
@@ -112,6 +112,7 @@ def start_daemon(
     ]  # fmt: skip
     if store is not None:
         command += ["--store", store]
+    command += options
     env = {k: v for k, v in os.environ.items() if not k.startswith("ACTORFLOW_")}
     env["ACTORFLOW_WORKERS"] = "1"  # one process (the default is one worker per core)
     env["PYTHONPATH"] = str(ROOT)

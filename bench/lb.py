@@ -11,9 +11,11 @@ bench/daemon_http.py drives it). Prints, one line
 each: steps/s, p50/p99, the daemons' CPU per step and the share of steps the
 daemons forwarded to the session's lease holder (``actorflow_forwarded_total``).
 Then, with the hash, one daemon is stopped (SIGTERM) under load and the next
-seconds are measured one by one: HAProxy's health check moves its sessions to
-the other daemon, which activates them once their leases are released (the
-stopping daemon drains and releases them) or expire.
+seconds are measured one by one: the stopping daemon answers ``/readyz`` 503 for
+its ``--drain-delay`` (``--drain-delay``, 2 s by default) while it still serves,
+HAProxy's health check moves its sessions to the other daemon (which forwards
+them to it meanwhile), and that daemon activates them once their leases are
+released (the stopping daemon drains and releases them) or expire.
 
     .venv-dev/bin/python bench/lb.py [--quick] [--clients 64] [--seconds 5]
 
@@ -38,6 +40,10 @@ from cluster import cpu_seconds, free_port, start_daemon, start_redis, wait_http
 from daemon_http import run_wrk
 
 ROOT = Path(__file__).resolve().parents[1]
+DRAIN_DELAY = 2.0
+"""The daemons' ``--drain-delay``: docs/lb/haproxy.cfg checks every 500 ms and takes a
+daemon out after 2 failed checks, so a stopping daemon that answers ``/readyz`` 503 for
+2 s while it still serves is out of the rotation before it turns requests away."""
 CONFIG = ROOT / "docs" / "lb" / "haproxy.cfg"
 OUT = Path(__file__).resolve().parent / "out" / "lb.png"
 SESSIONS = 64
@@ -160,6 +166,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="seconds per window")
     parser.add_argument("--clients", type=int, default=64)
     parser.add_argument("--out", type=Path, default=OUT, help="where to write the PNG")
+    parser.add_argument(
+        "--drain-delay",
+        type=float,
+        default=DRAIN_DELAY,
+        help="the daemons' --drain-delay (seconds; 0: the stopping daemon drains at once)",
+    )
     args = parser.parse_args()
     seconds = 3.0 if args.quick else args.seconds
     failover_seconds = 5 if args.quick else 10
@@ -179,7 +191,8 @@ def main() -> None:
             ):
                 run_dir = work / label.split()[0]
                 run_dir.mkdir()
-                daemons = [start_daemon(run_dir, f"n{i}", redis_url) for i in range(2)]
+                delay = ("--drain-delay", str(args.drain_delay))
+                daemons = [start_daemon(run_dir, f"n{i}", redis_url, *delay) for i in range(2)]
                 urls = [url for _, url in daemons]
                 pids = [process.pid for process, _ in daemons]
                 lb_port = free_port()

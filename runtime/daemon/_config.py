@@ -172,6 +172,11 @@ class DaemonConfig:
     )
     body_timeout: Seconds = setting(60.0, "seconds a client has to send a request's body")
     keepalive_timeout: Seconds = setting(5.0, "seconds an idle keep-alive connection stays open")
+    drain_delay: Annotated[float, msgspec.Meta(ge=0)] = setting(
+        0.0,
+        "on SIGTERM, seconds to keep serving while /readyz answers 503, before draining: "
+        "time for a load balancer's health checks to take the daemon out (0: drain at once)",
+    )
     allowed_hosts: tuple[str, ...] = setting(
         (),
         "a name the Host header may carry; repeatable (none: the loopback names on a "

@@ -29,7 +29,10 @@ session (``/v1/sessions/{id}`` and its ``/step``, ``/members``, ``/revisions``,
    a second (`HOLDER_TRUST`) without another read.
 3. If the holder cannot be reached (connection refused), or answers 421, the
    request is sent again, after a new read of the store (or served here once
-   the holder's lease has expired).
+   the holder's lease has expired). A holder shutting down answers 503
+   ``draining`` (nothing run): the request waits until that daemon has
+   released the lease (once its steps in flight are done), then is served by
+   the new holder, here or elsewhere.
    If the holder got the request but stops answering while its lease lapses (a
    paused or dead process), or does not answer within the forwarding timeout
    (alive but slow), a step is not run again (it may have been applied): the
@@ -56,8 +59,14 @@ from runtime._cluster import Cluster, Holder
 from runtime.daemon._gateway import request_info
 from runtime.daemon._http import disconnected, read_body, replayer, send_problem
 from runtime.daemon._peer_transport import PeerTransport
-from runtime.daemon._problems import MISDIRECTED, STORE_UNAVAILABLE, Problem, problem_kind
-from runtime.errors import StoreUnavailable
+from runtime.daemon._problems import (
+    DRAINING,
+    MISDIRECTED,
+    STORE_UNAVAILABLE,
+    Problem,
+    problem_kind,
+)
+from runtime.errors import PROBLEM_TYPE_PREFIX, StoreUnavailable
 
 __all__ = [
     "DEADLINE_HEADER",
@@ -86,6 +95,7 @@ _MARKS = (FORWARDED_HEADER.encode(), EPOCH_HEADER.encode(), DEADLINE_HEADER.enco
 _TIMEOUTS = httpx.Timeout(None, connect=CONNECT_TIMEOUT).as_dict()
 
 OUTCOME_UNKNOWN = problem_kind("outcome-unknown")
+_DRAINING_TYPE = PROBLEM_TYPE_PREFIX + DRAINING.slug
 """The holder got the step and stopped answering: it may have been committed before it
 stopped, and it can never be committed after this answer."""
 
@@ -147,6 +157,7 @@ class _Outcome(enum.Enum):
     NOT_DELIVERED = "the holder never got it (it may be served elsewhere)"
     IMPOSSIBLE = "this daemon cannot send it to the holder (nothing was sent)"
     NOT_RUN = "the holder refused it (421): it was not run"
+    DRAINING = "the holder is shutting down (503 draining): it was not run"
     UNKNOWN = "the holder got it but did not answer (it may have been applied)"
     TIMED_OUT = "the holder got it and did not answer within the forwarding timeout"
 
@@ -310,7 +321,8 @@ class Forwarder:
                 )
                 await send_problem(send, Problem(STORE_UNAVAILABLE, detail, session_id=session_id))
                 return
-            if outcome is not _Outcome.NOT_RUN:  # the lease moved, or the holder is late
+            if outcome is not _Outcome.NOT_RUN:  # the lease moved, the holder is late,
+                # or it is shutting down: its leases go once its steps in flight are done
                 await self._wait_until_lapsed(holder, give_up)
             if outcome is _Outcome.UNKNOWN and scope["method"] not in _SAFE_TO_REPEAT:
                 await send_problem(send, await self._unknown(holder))
@@ -323,7 +335,7 @@ class Forwarder:
         """The 503 after every attempt failed without the request reaching a task."""
         where = f"session {session_id!r} is live on another daemon"
         if refusal is not None:
-            why = f"which refused it (421: {refusal})"
+            why = f"which refused it ({refusal})"
         elif time.monotonic() >= give_up:
             why = f"which could not be reached within the forwarding timeout ({self.timeout:g} s)"
         else:
@@ -518,7 +530,9 @@ class Forwarder:
         finally:
             await response.aclose()
         if response.status_code == MISDIRECTED.status:
-            return _Outcome.NOT_RUN, _problem_detail(content)
+            return _Outcome.NOT_RUN, f"421: {_problem_detail(content)}"
+        if response.status_code == DRAINING.status and _problem_type(content) == _DRAINING_TYPE:
+            return _Outcome.DRAINING, f"503 draining: {_problem_detail(content)}"
         # the gateway adds this request's id itself (the holder answered with the same)
         headers = [(k.lower(), v) for k, v in response.headers.raw if k.lower() not in _HOP_BY_HOP]
         headers.append((b"content-length", str(len(content)).encode()))
@@ -683,6 +697,16 @@ def _signed_fields(scope: _Scope, epoch: bytes | None, deadline: bytes | None) -
     """What a forwarded mark signs: the request's method and path, its epoch and deadline."""
     path = scope.get("raw_path") or scope["path"].encode()
     return (scope["method"].encode(), bytes(path), epoch or b"", deadline or b"")
+
+
+def _problem_type(content: bytes) -> str | None:
+    """The ``type`` of a problem+json body, or None."""
+    try:
+        document = msgspec.json.decode(content)
+    except msgspec.DecodeError:
+        return None
+    kind = document.get("type") if isinstance(document, dict) else None
+    return kind if isinstance(kind, str) else None
 
 
 def _problem_detail(content: bytes) -> str:

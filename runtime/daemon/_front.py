@@ -46,6 +46,7 @@ import structlog
 from runtime.daemon._chunked import ChunkedEnd
 from runtime.daemon._front_http import (
     EXECUTE_PATH,
+    READYZ_PATH,
     AnswerHead,
     BadHead,
     RequestHead,
@@ -200,6 +201,8 @@ class Front:
         self._next = itertools.cycle(range(len(upstreams)))
         self.connections: set[_Client] = set()
         self.closing = False
+        self.unready = False
+        """A SIGTERM's drain delay began: the front answers ``/readyz`` 503 itself."""
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -430,6 +433,11 @@ class _Client(asyncio.Protocol):
         self._dispatch(request, body)
 
     def _dispatch(self, head: RequestHead, body: bytes) -> None:
+        if self.front.unready and head.path == READYZ_PATH:
+            detail = "the daemon is about to shut down (still serving)"
+            self._write(problem_answer(Problem(DRAINING, detail), close=False))
+            self._loop.call_soon(self._answered_now)
+            return
         shard = self.front.route(head, body)
         if shard is None:
             self.front.spawn(

@@ -38,6 +38,7 @@ CLIENT_HEADER = b"x-actorflow-client"
 """Names the client's address to a worker (``host port``): set by the front only."""
 _DROPPED = (b"expect:", CLIENT_HEADER + b":")
 EXECUTE_PATH = b"/v1/execute"
+READYZ_PATH = b"/readyz"
 _NO_BODY_STATUSES = frozenset({204, 304})
 _VERSIONS = frozenset({b"HTTP/1.1", b"HTTP/1.0"})
 

@@ -107,6 +107,8 @@ class Api:
         metrics: the daemon's metrics.
         inflight: steps in flight right now.
         draining: set when shutdown began; new steps get 503.
+        unready: set when a SIGTERM's drain delay began: ``/readyz`` answers 503, every
+            other request is served as before.
         admins: users who see and act on every session (``admin`` in the tokens file).
     """
 
@@ -117,6 +119,7 @@ class Api:
     metrics: DaemonMetrics
     inflight: int = 0
     draining: bool = False
+    unready: bool = False
     admins: frozenset[str] = frozenset()
 
     def owner_filter(self, user: str) -> str | None:
@@ -388,6 +391,8 @@ def route_handlers(api: Api) -> list[ControllerRouterHandler]:
     async def readyz() -> HealthResponse:
         if api.draining or runtime.draining:
             raise Problem(DRAINING, "the daemon is shutting down")
+        if api.unready:
+            raise Problem(DRAINING, "the daemon is about to shut down (still serving)")
         try:
             await asyncio.wait_for(runtime.ready(), READY_PROBE_TIMEOUT)
         except RuntimeClosed as exc:

@@ -202,19 +202,33 @@ async def serve(
         peers=Peers.of_worker(config.data_dir) if config.shard else None,
     )
     server = DaemonServer(_uvicorn_config(app, config))
-    signals_seen = 0
+    # a worker of --workers N: the front waits out the drain delay for every worker
+    delay = 0.0 if config.shard else config.drain_delay
+    delayed: asyncio.TimerHandle | None = None
 
-    def on_signal(signum: int) -> None:
-        nonlocal signals_seen
-        signals_seen += 1
-        if signals_seen > 1:
-            _log.warning("second_signal_exiting_now", signal=signal.Signals(signum).name)
-            flush_logs()
-            os._exit(EXIT_ON_SECOND_SIGNAL)
+    def drain(signum: int) -> None:
         _log.info("draining", signal=signal.Signals(signum).name, inflight=api.inflight)
         api.draining = True
         runtime.begin_drain()
         server.should_exit = True
+
+    def on_signal(signum: int) -> None:
+        nonlocal delayed
+        name = signal.Signals(signum).name
+        if delayed is not None and not api.draining:  # a second signal cuts the delay
+            delayed.cancel()
+            drain(signum)
+            return
+        if api.draining or api.unready:
+            _log.warning("second_signal_exiting_now", signal=name)
+            flush_logs()
+            os._exit(EXIT_ON_SECOND_SIGNAL)
+        if delay > 0:
+            _log.info("drain_delay", signal=name, seconds=delay)
+            api.unready = True
+            delayed = loop.call_later(delay, drain, signum)
+            return
+        drain(signum)
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)

@@ -271,18 +271,33 @@ async def run_workers(config: DaemonConfig, argv: Sequence[str]) -> int:
     pool = WorkerPool(config, argv, front)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    signals_seen = 0
+    delayed: asyncio.TimerHandle | None = None
+    serving = False  # the front listens: a signal before that stops at once
+
+    def drain(signum: int) -> None:
+        _log.info("draining", signal=signal.Signals(signum).name)
+        stop.set()
 
     def on_signal(signum: int) -> None:
-        nonlocal signals_seen
-        signals_seen += 1
-        if signals_seen > 1:
-            _log.warning("second_signal_exiting_now", signal=signal.Signals(signum).name)
+        nonlocal delayed
+        name = signal.Signals(signum).name
+        if delayed is not None and not stop.is_set():  # a second signal cuts the delay
+            delayed.cancel()
+            drain(signum)
+            return
+        if stop.is_set():
+            _log.warning("second_signal_exiting_now", signal=name)
             pool.signal_all(signal.SIGKILL)
             flush_logs()
             os._exit(EXIT_FAILED)
-        _log.info("draining", signal=signal.Signals(signum).name)
-        stop.set()
+        if config.drain_delay > 0 and serving:
+            # the front answers /readyz 503 itself and relays the rest as before; the
+            # workers (which ignore the delay) are told once it has passed
+            _log.info("drain_delay", signal=name, seconds=config.drain_delay)
+            front.unready = True
+            delayed = loop.call_later(config.drain_delay, drain, signum)
+            return
+        drain(signum)
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
@@ -303,6 +318,7 @@ async def run_workers(config: DaemonConfig, argv: Sequence[str]) -> int:
     except BaseException:
         await pool.stop()
         raise
+    serving = True
     _log.info(
         "starting",
         url=f"{'https' if config.tls_cert else 'http'}://{config.host}:{config.port}",

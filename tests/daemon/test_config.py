@@ -60,11 +60,18 @@ def test_sizes_accept_suffixes() -> None:
     assert parse_config(["--max-body", "100"], env={}).max_body == 100
 
 
+def test_a_drain_delay_of_zero_drains_at_once_and_any_other_is_seconds() -> None:
+    assert parse_config([], env={}).drain_delay == 0
+    assert parse_config(["--drain-delay", "0"], env={}).drain_delay == 0
+    assert parse_config([], env={"ACTORFLOW_DRAIN_DELAY": "2.5"}).drain_delay == 2.5
+
+
 @pytest.mark.parametrize(
     ("argv", "env", "fragment"),
     [
         (["--port", "70000"], {}, "--port"),
         (["--max-inflight", "0"], {}, "--max-inflight"),
+        (["--drain-delay", "-1"], {}, "--drain-delay"),
         (["--durability", "maybe"], {}, "--durability"),
         (["--log-format", "xml"], {}, "--log-format"),
         (["--graphs", "no-colon"], {}, "--graphs"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import time
 from pathlib import Path
 
 import httpx
@@ -140,3 +141,41 @@ def test_second_signal_exits_at_once(start_daemon: StartDaemon, tmp_path: Path) 
         return status
 
     assert asyncio.run(scenario()) != 0
+
+
+def test_a_drain_delay_keeps_serving_while_readyz_says_503_and_a_second_signal_cuts_it(
+    start_daemon: StartDaemon,
+) -> None:
+    """``--drain-delay``: after SIGTERM the daemon tells load balancers it is going
+    (``/readyz`` 503) and serves what still reaches it; a second signal drains at once."""
+    daemon = start_daemon("--drain-delay", "120")
+    with daemon.client() as client:
+        session_id = create(client)
+        assert client.get("/readyz").status_code == 200
+        daemon.signal(signal.SIGTERM)
+        daemon.wait_for_log('"event":"drain_delay"')
+        ready = client.get("/readyz")
+        assert ready.status_code == 503
+        assert ready.json()["type"].endswith(":draining")
+        assert "still serving" in ready.json()["detail"]
+        step = client.post(f"/v1/sessions/{session_id}/step", json={"input": "still"})
+        assert step.status_code == 200, step.text
+        assert client.get("/healthz").status_code == 200
+    assert not any('"event":"draining"' in line for line in daemon.log_lines())
+    daemon.signal(signal.SIGTERM)  # the second: no more waiting
+    daemon.wait_for_log('"event":"draining"')
+    assert daemon.wait(30) == 0, daemon.log_tail()
+
+
+def test_a_drain_delay_ends_by_itself_then_the_daemon_drains_and_exits_0(
+    start_daemon: StartDaemon,
+) -> None:
+    daemon = start_daemon("--drain-delay", "1")
+    daemon.signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    assert daemon.wait(30) == 0, daemon.log_tail()
+    assert time.monotonic() - signalled >= 1.0
+    lines = daemon.log_lines()
+    delay = next(i for i, line in enumerate(lines) if '"event":"drain_delay"' in line)
+    drain = next(i for i, line in enumerate(lines) if '"event":"draining"' in line)
+    assert delay < drain

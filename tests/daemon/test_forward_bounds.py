@@ -115,6 +115,53 @@ def test_a_holder_refusing_every_attempt_gives_a_503_saying_it_refused() -> None
     assert "could not be reached" not in problem["detail"]
 
 
+def test_a_step_sent_to_a_holder_shutting_down_waits_for_its_lease_then_runs_here() -> None:
+    """A holder draining answers 503 ``draining`` (nothing run): the forwarder waits until
+    that daemon has let the lease go, then the step runs where the lease now is, once."""
+    calls: list[httpx.Request] = []
+    cluster = StandInCluster()
+    served: list[str] = []
+
+    def draining(request: httpx.Request) -> httpx.Response:
+        calls.append(request)
+        # the holder's steps in flight end and it releases its leases a moment later
+        asyncio.get_running_loop().call_later(0.2, setattr, cluster, "holder", None)
+        problem = {"type": "urn:actorflow:problem:draining", "detail": "shutting down"}
+        return httpx.Response(503, stream=httpx.ByteStream(json.dumps(problem).encode()))
+
+    async def here(scope: Any, receive: Any, send: Any) -> None:
+        served.append(scope["path"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b'{"ran": "here"}'})
+
+    stand_in: Any = cluster
+    forwarder = Forwarder(
+        here, stand_in, max_body=1024, timeout=10.0, transport=httpx.MockTransport(draining)
+    )
+    status, answer = _post_step(forwarder)
+    assert status == 200, answer
+    assert answer == {"ran": "here"}
+    assert len(calls) == 1
+    assert served == [f"/v1/sessions/{SESSION}/step"]
+
+
+def test_a_holder_that_stays_draining_gives_a_503_saying_so() -> None:
+    def draining(request: httpx.Request) -> httpx.Response:
+        problem = {"type": "urn:actorflow:problem:draining", "detail": "shutting down"}
+        return httpx.Response(503, stream=httpx.ByteStream(json.dumps(problem).encode()))
+
+    stand_in: Any = StandInCluster(Holder(SESSION, "holder", "http://holder.invalid", 7, 0.1))
+    forwarder = Forwarder(
+        _app, stand_in, max_body=1024, timeout=10.0, transport=httpx.MockTransport(draining)
+    )
+    began = time.monotonic()
+    status, problem = _post_step(forwarder)
+    assert status == 503
+    assert "refused it (503 draining: shutting down)" in problem["detail"], problem
+    assert "the request was not run" in problem["detail"]
+    assert time.monotonic() - began < 5.0
+
+
 def test_a_holder_slower_than_the_forward_timeout_is_fenced_off_then_outcome_unknown() -> None:
     async def never_answer(request: httpx.Request) -> httpx.Response:
         await asyncio.sleep(30)  # a holder alive but far slower than the timeout

@@ -194,6 +194,29 @@ def test_sigterm_drains_a_step_in_flight_and_stops_every_worker(
     assert _shard_sessions(workers.data_dir, owner)[session_id] == 1
 
 
+def test_a_drain_delay_keeps_the_front_and_workers_serving_while_readyz_says_503(
+    start_daemon: StartDaemon,
+) -> None:
+    """With ``--workers``, the front waits out the delay: it answers ``/readyz`` 503
+    itself and relays the rest; the workers are told to drain only after it."""
+    workers = start_daemon("--workers", str(WORKERS), "--drain-delay", "120")
+    with workers.client() as api:
+        sessions = [create(api) for _ in range(4)]  # on both workers
+        workers.signal(signal.SIGTERM)
+        workers.wait_for_log('"event":"drain_delay"')
+        ready = api.get("/readyz")
+        assert ready.status_code == 503
+        assert "still serving" in ready.json()["detail"]
+        for session_id in sessions:
+            step = api.post(f"/v1/sessions/{session_id}/step", json={"input": "still"})
+            assert step.status_code == 200, step.text
+        assert api.get("/v1/sessions").status_code == 200  # a fan-out to every worker
+    assert not any('"event":"draining"' in line for line in workers.log_lines())
+    workers.signal(signal.SIGTERM)
+    workers.wait_for_log('"event":"draining"')
+    assert workers.wait(30) == 0, workers.log_tail()
+
+
 def test_another_number_of_workers_is_refused(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     data_dir.mkdir()
