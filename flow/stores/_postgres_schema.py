@@ -54,6 +54,25 @@ the retention cut, for the session as read (same ``created_at``, revision not be
 EXPECTATION_NOT_MET = "AF001"
 """The SQLSTATE ``LOCK_BATCH`` raises (a class of its own, no standard code uses it)."""
 
+_CHECKS = f"""IF EXISTS (SELECT 1 FROM unnest(ids, expected) AS e(sid, rev)
+                       LEFT JOIN sessions s ON s.session_id = e.sid
+                       WHERE s.revision IS DISTINCT FROM e.rev) THEN
+                RAISE EXCEPTION 'a session of the batch is not at its expected revision'
+                    USING ERRCODE = '{EXPECTATION_NOT_MET}';
+            END IF;
+            IF cardinality(fence_ids) > 0 THEN
+                PERFORM 1 FROM leases l WHERE l.session_id = ANY(fence_ids)
+                    ORDER BY l.session_id FOR SHARE;
+                IF EXISTS (SELECT 1 FROM unnest(fence_ids, epochs) AS f(sid, epoch)
+                           JOIN leases l ON l.session_id = f.sid WHERE l.epoch > f.epoch) THEN
+                    RAISE EXCEPTION 'a fenced save of the batch has lost its lease'
+                        USING ERRCODE = '{EXPECTATION_NOT_MET}';
+                END IF;
+            END IF;"""
+"""The batch's compare-and-set and fence checks, in ``LOCK_BATCH`` and ``WRITE_BATCH``
+(after each has locked the rows): ``EXPECTATION_NOT_MET`` unless every session is at
+the revision its first save expects and no fenced lease has a newer epoch."""
+
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (  # 1: the session log, quarantine and leases
         """CREATE TABLE sessions (
@@ -124,21 +143,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         BEGIN
             PERFORM 1 FROM sessions s WHERE s.session_id = ANY(ids)
                 ORDER BY s.session_id FOR UPDATE;
-            IF EXISTS (SELECT 1 FROM unnest(ids, expected) AS e(sid, rev)
-                       LEFT JOIN sessions s ON s.session_id = e.sid
-                       WHERE s.revision IS DISTINCT FROM e.rev) THEN
-                RAISE EXCEPTION 'a session of the batch is not at its expected revision'
-                    USING ERRCODE = '{EXPECTATION_NOT_MET}';
-            END IF;
-            IF cardinality(fence_ids) > 0 THEN
-                PERFORM 1 FROM leases l WHERE l.session_id = ANY(fence_ids)
-                    ORDER BY l.session_id FOR SHARE;
-                IF EXISTS (SELECT 1 FROM unnest(fence_ids, epochs) AS f(sid, epoch)
-                           JOIN leases l ON l.session_id = f.sid WHERE l.epoch > f.epoch) THEN
-                    RAISE EXCEPTION 'a fenced save of the batch has lost its lease'
-                        USING ERRCODE = '{EXPECTATION_NOT_MET}';
-                END IF;
-            END IF;
+            {_CHECKS}
             RETURN QUERY SELECT s.session_id::text, s.base_size, s.tail_bytes, s.tail_count
                 FROM sessions s WHERE s.session_id = ANY(ids);
         END
@@ -162,26 +167,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
                        locked_tail_count bigint)
         LANGUAGE plpgsql AS $fn$
         BEGIN
-            IF cardinality(ids) > 0 THEN
-                RETURN QUERY SELECT s.session_id::text, s.base_size, s.tail_bytes, s.tail_count
-                    FROM sessions s WHERE s.session_id = ANY(ids)
-                    ORDER BY s.session_id FOR UPDATE;
-                IF EXISTS (SELECT 1 FROM unnest(ids, expected) AS e(sid, rev)
-                           LEFT JOIN sessions s ON s.session_id = e.sid
-                           WHERE s.revision IS DISTINCT FROM e.rev) THEN
-                    RAISE EXCEPTION 'a session of the batch is not at its expected revision'
-                        USING ERRCODE = '{EXPECTATION_NOT_MET}';
-                END IF;
-            END IF;
-            IF cardinality(fence_ids) > 0 THEN
-                PERFORM 1 FROM leases l WHERE l.session_id = ANY(fence_ids)
-                    ORDER BY l.session_id FOR SHARE;
-                IF EXISTS (SELECT 1 FROM unnest(fence_ids, epochs) AS f(sid, epoch)
-                           JOIN leases l ON l.session_id = f.sid WHERE l.epoch > f.epoch) THEN
-                    RAISE EXCEPTION 'a fenced save of the batch has lost its lease'
-                        USING ERRCODE = '{EXPECTATION_NOT_MET}';
-                END IF;
-            END IF;
+            -- the check (none when ids and fences are empty: the checked path's writes)
+            RETURN QUERY SELECT s.session_id::text, s.base_size, s.tail_bytes, s.tail_count
+                FROM sessions s WHERE s.session_id = ANY(ids)
+                ORDER BY s.session_id FOR UPDATE;
+            {_CHECKS}
             IF cardinality(deleted) > 0 THEN
                 DELETE FROM sessions WHERE session_id = ANY(deleted);
                 DELETE FROM bases WHERE session_id = ANY(deleted);
