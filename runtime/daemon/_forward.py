@@ -95,9 +95,10 @@ _MARKS = (FORWARDED_HEADER.encode(), EPOCH_HEADER.encode(), DEADLINE_HEADER.enco
 _TIMEOUTS = httpx.Timeout(None, connect=CONNECT_TIMEOUT).as_dict()
 
 OUTCOME_UNKNOWN = problem_kind("outcome-unknown")
-_DRAINING_TYPE = PROBLEM_TYPE_PREFIX + DRAINING.slug
 """The holder got the step and stopped answering: it may have been committed before it
 stopped, and it can never be committed after this answer."""
+_DRAINING_TYPE = PROBLEM_TYPE_PREFIX + DRAINING.slug
+"""A holder's 503 of this type was sent before anything ran (it is shutting down)."""
 
 # every route naming one session
 _SESSION_PATH = re.compile(
