@@ -37,6 +37,7 @@ from runtime.daemon._metrics import DaemonMetrics
 from runtime.daemon._policy import LOOPBACK_NAMES, GatewayPolicy
 from runtime.daemon._reload import on_hangup, reloader
 from runtime.daemon._routes import Api
+from runtime.daemon._stop_signals import StopSignals
 from runtime.daemon._storage import secure_data_dir
 from runtime.daemon._transport import ConnectionLimits, guarded_protocol
 from runtime.daemon.ui._peers import Peers
@@ -202,9 +203,6 @@ async def serve(
         peers=Peers.of_worker(config.data_dir) if config.shard else None,
     )
     server = DaemonServer(_uvicorn_config(app, config))
-    # a worker of --workers N: the front waits out the drain delay for every worker
-    delay = 0.0 if config.shard else config.drain_delay
-    delayed: asyncio.TimerHandle | None = None
 
     def drain(signum: int) -> None:
         _log.info("draining", signal=signal.Signals(signum).name, inflight=api.inflight)
@@ -212,26 +210,18 @@ async def serve(
         runtime.begin_drain()
         server.should_exit = True
 
-    def on_signal(signum: int) -> None:
-        nonlocal delayed
-        name = signal.Signals(signum).name
-        if delayed is not None and not api.draining:  # a second signal cuts the delay
-            delayed.cancel()
-            drain(signum)
-            return
-        if api.draining or api.unready:
-            _log.warning("second_signal_exiting_now", signal=name)
-            flush_logs()
-            os._exit(EXIT_ON_SECOND_SIGNAL)
-        if delay > 0:
-            _log.info("drain_delay", signal=name, seconds=delay)
-            api.unready = True
-            delayed = loop.call_later(delay, drain, signum)
-            return
-        drain(signum)
+    def exit_now() -> None:
+        flush_logs()
+        os._exit(EXIT_ON_SECOND_SIGNAL)
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal, signum)
+    StopSignals(
+        loop,
+        announce=lambda: setattr(api, "unready", True),
+        drain=drain,
+        exit_now=exit_now,
+        # a worker of --workers N: the front waits out the drain delay for every worker
+        delay=0.0 if config.shard else config.drain_delay,
+    ).install()
     loop.add_signal_handler(signal.SIGHUP, on_hangup(reload))
     tune_gc()
     scheme = "https" if config.tls_cert else "http"

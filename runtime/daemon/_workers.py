@@ -50,6 +50,7 @@ from runtime.daemon._logging import flush_logs
 from runtime.daemon._server import connection_limits, default_max_connections
 from runtime.daemon._sharding import http_socket, shard_dir, shard_of, write_ui_key
 from runtime.daemon._shards import close_fan_out, fan_out
+from runtime.daemon._stop_signals import StopSignals
 from runtime.daemon._storage import secure_data_dir
 
 __all__ = [
@@ -271,36 +272,22 @@ async def run_workers(config: DaemonConfig, argv: Sequence[str]) -> int:
     pool = WorkerPool(config, argv, front)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    delayed: asyncio.TimerHandle | None = None
-    serving = False  # the front listens: a signal before that stops at once
 
     def drain(signum: int) -> None:
         _log.info("draining", signal=signal.Signals(signum).name)
         stop.set()
 
-    def on_signal(signum: int) -> None:
-        nonlocal delayed
-        name = signal.Signals(signum).name
-        if delayed is not None and not stop.is_set():  # a second signal cuts the delay
-            delayed.cancel()
-            drain(signum)
-            return
-        if stop.is_set():
-            _log.warning("second_signal_exiting_now", signal=name)
-            pool.signal_all(signal.SIGKILL)
-            flush_logs()
-            os._exit(EXIT_FAILED)
-        if config.drain_delay > 0 and serving:
-            # the front answers /readyz 503 itself and relays the rest as before; the
-            # workers (which ignore the delay) are told once it has passed
-            _log.info("drain_delay", signal=name, seconds=config.drain_delay)
-            front.unready = True
-            delayed = loop.call_later(config.drain_delay, drain, signum)
-            return
-        drain(signum)
+    def exit_now() -> None:
+        pool.signal_all(signal.SIGKILL)
+        flush_logs()
+        os._exit(EXIT_FAILED)
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal, signum)
+    # during a drain delay the front answers /readyz 503 itself and relays the rest as
+    # before; the workers (which ignore the delay) are told once it has passed
+    signals = StopSignals(
+        loop, announce=lambda: setattr(front, "unready", True), drain=drain, exit_now=exit_now
+    )
+    signals.install()
     status = await pool.start()
     if status:
         return status
@@ -318,7 +305,7 @@ async def run_workers(config: DaemonConfig, argv: Sequence[str]) -> int:
     except BaseException:
         await pool.stop()
         raise
-    serving = True
+    signals.delay = config.drain_delay  # the front listens: a stop may now be announced
     _log.info(
         "starting",
         url=f"{'https' if config.tls_cert else 'http'}://{config.host}:{config.port}",
