@@ -530,10 +530,12 @@ class Forwarder:
             return _Outcome.UNKNOWN, None
         finally:
             await response.aclose()
-        if response.status_code == MISDIRECTED.status:
-            return _Outcome.NOT_RUN, f"421: {_problem_detail(content)}"
-        if response.status_code == DRAINING.status and _problem_type(content) == _DRAINING_TYPE:
-            return _Outcome.DRAINING, f"503 draining: {_problem_detail(content)}"
+        if response.status_code in (MISDIRECTED.status, DRAINING.status):
+            kind, detail = _problem_of(content)
+            if response.status_code == MISDIRECTED.status:
+                return _Outcome.NOT_RUN, f"421: {detail}"
+            if kind == _DRAINING_TYPE:
+                return _Outcome.DRAINING, f"503 draining: {detail}"
         # the gateway adds this request's id itself (the holder answered with the same)
         headers = [(k.lower(), v) for k, v in response.headers.raw if k.lower() not in _HOP_BY_HOP]
         headers.append((b"content-length", str(len(content)).encode()))
@@ -700,24 +702,20 @@ def _signed_fields(scope: _Scope, epoch: bytes | None, deadline: bytes | None) -
     return (scope["method"].encode(), bytes(path), epoch or b"", deadline or b"")
 
 
-def _problem_type(content: bytes) -> str | None:
-    """The ``type`` of a problem+json body, or None."""
+def _problem_of(content: bytes) -> tuple[str | None, str]:
+    """The ``type`` of a problem+json body (None when absent) and its ``detail`` (a 421's
+    reason; a placeholder when absent)."""
     try:
         document = msgspec.json.decode(content)
     except msgspec.DecodeError:
-        return None
-    kind = document.get("type") if isinstance(document, dict) else None
-    return kind if isinstance(kind, str) else None
-
-
-def _problem_detail(content: bytes) -> str:
-    """The ``detail`` of a problem+json body (a 421's reason), or a placeholder."""
-    try:
-        document = msgspec.json.decode(content)
-    except msgspec.DecodeError:
-        return "no reason given"
-    detail = document.get("detail") if isinstance(document, dict) else None
-    return detail if isinstance(detail, str) else "no reason given"
+        document = None
+    if not isinstance(document, dict):
+        return None, "no reason given"
+    kind, detail = document.get("type"), document.get("detail")
+    return (
+        kind if isinstance(kind, str) else None,
+        detail if isinstance(detail, str) else "no reason given",
+    )
 
 
 def _number(value: bytes | None) -> float | None:
